@@ -1,0 +1,152 @@
+/*
+ * agg.c -- aggregate arithmetic.  Invariant: after agg_apply returns an
+ * error, nothing it was given has changed.
+ */
+#include "agg.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int agg_parse(agg_month_t *m, const char *s, size_t len) {
+    char buf[128];
+    long long v[4];
+    char *p, *end;
+
+    if (len == 0 || len >= sizeof(buf)) return -1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    p = buf;
+    for (int i = 0; i < 4; i++) {
+        errno = 0;
+        v[i] = strtoll(p, &end, 10);
+        if (errno || end == p || v[i] < 0) return -1;
+        if (i < 3 && *end != ' ') return -1;
+        p = end + (i < 3);
+    }
+    if (*end != '\0') return -1;
+    m->qty = v[0];
+    m->amount = v[1];
+    m->orders = v[2];
+    m->skus = v[3];
+    return 0;
+}
+
+int agg_format(const agg_month_t *m, char *buf, size_t size) {
+    return snprintf(buf, size, "%" PRId64 " %" PRId64 " %" PRId64 " %" PRId64, m->qty,
+                    m->amount, m->orders, m->skus);
+}
+
+/* Index of the first element >= key. */
+static size_t skuset_find(const agg_skuset_t *s, const char *sku, size_t len, int *found) {
+    size_t lo = 0, hi = s->n;
+    *found = 0;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        size_t ml = strlen(s->v[mid]);
+        int c = memcmp(s->v[mid], sku, ml < len ? ml : len);
+        if (c == 0) c = ml < len ? -1 : (ml > len ? 1 : 0);
+        if (c == 0) {
+            *found = 1;
+            return mid;
+        }
+        if (c < 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+int agg_skuset_add(agg_skuset_t *s, const char *sku, size_t len) {
+    int found;
+    size_t at = skuset_find(s, sku, len, &found);
+    char *copy;
+
+    if (found) return 0;
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 8;
+        char **v = realloc(s->v, cap * sizeof(*v));
+        if (!v) return -1;
+        s->v = v;
+        s->cap = cap;
+    }
+    copy = malloc(len + 1);
+    if (!copy) return -1;
+    memcpy(copy, sku, len);
+    copy[len] = '\0';
+    memmove(&s->v[at + 1], &s->v[at], (s->n - at) * sizeof(*s->v));
+    s->v[at] = copy;
+    s->n++;
+    return 1;
+}
+
+int agg_skuset_parse(agg_skuset_t *s, const char *buf, size_t len) {
+    size_t start = 0;
+    for (size_t i = 0; i <= len; i++) {
+        if (i == len || buf[i] == '\n') {
+            if (i > start && agg_skuset_add(s, buf + start, i - start) < 0) return -1;
+            start = i + 1;
+        }
+    }
+    return 0;
+}
+
+char *agg_skuset_format(const agg_skuset_t *s, size_t *len) {
+    size_t total = 0, at = 0;
+    char *out;
+    for (size_t i = 0; i < s->n; i++) total += strlen(s->v[i]) + 1;
+    out = malloc(total + 1);
+    if (!out) return NULL;
+    for (size_t i = 0; i < s->n; i++) {
+        size_t l = strlen(s->v[i]);
+        if (i) out[at++] = '\n';
+        memcpy(out + at, s->v[i], l);
+        at += l;
+    }
+    out[at] = '\0';
+    *len = at;
+    return out;
+}
+
+void agg_skuset_free(agg_skuset_t *s) {
+    if (!s) return;
+    for (size_t i = 0; i < s->n; i++) free(s->v[i]);
+    free(s->v);
+    memset(s, 0, sizeof(*s));
+}
+
+order_err_t agg_apply(agg_month_t *m, agg_skuset_t *skus, const order_t *o, int64_t *excess) {
+    *excess = 0;
+    if (o->kind == ORDER_RETURN) {
+        int64_t q = m->qty - o->qty, a = m->amount - o->amount;
+        /* Both operands are >= 0, so these differences cannot overflow. */
+        if (q < 0) {
+            *excess = -q;
+            q = 0;
+        }
+        m->qty = q;
+        m->amount = a < 0 ? 0 : a;
+        return ORDER_OK;
+    }
+    int64_t q, a, n, newskus = 0;
+    if (__builtin_add_overflow(m->qty, o->qty, &q) ||
+        __builtin_add_overflow(m->amount, o->amount, &a) ||
+        __builtin_add_overflow(m->orders, 1, &n))
+        return ORDER_ERR_OVERFLOW;
+    for (uint32_t i = 0; i < o->nlines; i++) {
+        int r = agg_skuset_add(skus, o->lines[i].sku, o->lines[i].sku_len);
+        if (r > 0) newskus++;
+        /* Out of memory here would leave a SKU uncounted; the daemon cannot
+         * go on meaningfully without memory, so abort rather than lie. */
+        if (r < 0) abort();
+    }
+    m->qty = q;
+    m->amount = a;
+    m->orders = n;
+    m->skus = (int64_t)skus->n;
+    (void)newskus;
+    return ORDER_OK;
+}

@@ -1,0 +1,48 @@
+/*
+ * agg.h -- per customer, per month aggregates (SPEC section 5), pure.
+ *
+ * No I/O here: the store reads the text forms, these functions parse,
+ * apply an order and format them back.  An order is applied whole or not
+ * at all: every sum is checked for overflow before anything changes.
+ */
+#ifndef TIERD_AGG_H
+#define TIERD_AGG_H
+
+#include "tierd/order.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct agg_month {
+    int64_t qty;    /* sum of quantity, RETURN subtracts, floor 0 */
+    int64_t amount; /* sum of quantity * unit_price, same rule */
+    int64_t orders; /* SALE orders */
+    int64_t skus;   /* distinct SKUs in SALE lines */
+} agg_month_t;
+
+/* Distinct SKUs of one customer-month, kept sorted for binary search. */
+typedef struct agg_skuset {
+    char **v; /* each owned */
+    size_t n, cap;
+} agg_skuset_t;
+
+/* "qty amount orders skus" <-> struct.  parse returns -1 on a malformed
+ * value (which means someone else wrote the key). */
+int agg_parse(agg_month_t *m, const char *s, size_t len);
+int agg_format(const agg_month_t *m, char *buf, size_t size);
+
+/* SKUs travel as one string, '\n' between names (validation refuses
+ * control characters in a SKU, so the separator cannot occur in one). */
+int agg_skuset_parse(agg_skuset_t *s, const char *buf, size_t len);
+/* Returns a malloc'd string (caller frees) and its length. */
+char *agg_skuset_format(const agg_skuset_t *s, size_t *len);
+/* 1 added, 0 already there, -1 out of memory. */
+int agg_skuset_add(agg_skuset_t *s, const char *sku, size_t len);
+void agg_skuset_free(agg_skuset_t *s);
+
+/* Applies a validated order (o->qty and o->amount filled) to its month.
+ * Returns ORDER_OK, or ORDER_ERR_OVERFLOW leaving m and skus untouched.
+ * For a RETURN, *excess gets the units that would have taken qty below 0. */
+order_err_t agg_apply(agg_month_t *m, agg_skuset_t *skus, const order_t *o, int64_t *excess);
+
+#endif

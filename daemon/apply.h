@@ -1,0 +1,91 @@
+/*
+ * apply.h -- applies one partition's batch of order records to Redis,
+ * exactly once.
+ *
+ * Per batch: decode and validate every record, read the state it touches
+ * in one watched round trip, decide in C (lateness, duplicates, sums,
+ * overflow), hand the refused records to the dead-letter sink and wait
+ * until they are durable, then write aggregates, applied order ids and the
+ * partition's next offset in one MULTI/EXEC.  A crash anywhere before EXEC
+ * leaves Redis as it was; after EXEC the offset says the batch is done.
+ */
+#ifndef TIERD_APPLY_H
+#define TIERD_APPLY_H
+
+#include "decode.h"
+#include "store.h"
+#include "strmap.h"
+#include "tierd/order.h"
+#include "validate.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { APPLY_OK = 0, APPLY_RETRY = -1, APPLY_FENCED = -2 };
+
+typedef enum {
+    MSG_NEW = 0,
+    MSG_APPLIED,     /* counted into the aggregates */
+    MSG_DUPLICATE,   /* order_id already applied for this customer: ignored */
+    MSG_REDELIVERED, /* offset below the partition's stored offset: ignored */
+    MSG_DEAD,        /* refused: goes to the dead-letter topic */
+} apply_state_t;
+
+typedef struct apply_msg {
+    int64_t offset;
+    const void *key;
+    size_t key_len;
+    const void *value;
+    size_t value_len;
+    void *opaque; /* the caller's handle (rd_kafka_message_t) */
+    /* results */
+    apply_state_t state;
+    order_err_t verdict;
+    char reason[240];
+} apply_msg_t;
+
+typedef struct apply_part {
+    const char *topic;
+    int32_t partition;
+    store_meta_t meta; /* epoch from the claim; offset and month as last committed */
+} apply_part_t;
+
+typedef struct apply_stats {
+    uint64_t applied, duplicates, redelivered, dead, batches, fenced;
+    uint64_t return_excess_units;
+    uint64_t dead_by_reason[ORDER_ERR__COUNT];
+} apply_stats_t;
+
+/* Makes the refused records durable (the dead-letter topic).  Returns 0
+ * only when every one of them is written; the batch is not committed
+ * otherwise. */
+typedef int (*apply_dead_fn)(void *opaque, const apply_part_t *p, apply_msg_t **dead,
+                             size_t n, char *errstr, size_t errstr_size);
+
+typedef struct apply_ctx {
+    store_t *store;          /* borrowed */
+    decoder_t *decoder;      /* borrowed */
+    validate_rules_t rules;
+    int32_t window;          /* W */
+    const char *owner;       /* instance id, written into meta */
+    apply_dead_fn dead;
+    void *dead_opaque;
+    apply_stats_t stats;
+    /* working memory, reused between batches */
+    order_t *orders;
+    size_t orders_cap;
+    strmap_t cm;   /* "<month>:<customer>" -> customer-month entry */
+    strmap_t seen; /* dedupe field -> state */
+} apply_ctx_t;
+
+void apply_init(apply_ctx_t *a);
+void apply_free(apply_ctx_t *a);
+
+/* Applies msgs (one partition, ascending offsets).  now_ms is the wall
+ * clock for the future-skew rule.  APPLY_FENCED: another instance owns the
+ * partition now; drop the batch.  APPLY_RETRY: Redis or the dead-letter
+ * sink failed; nothing was written, call again later with the same msgs. */
+int apply_batch(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, int64_t now_ms,
+                char *errstr, size_t errstr_size);
+
+#endif

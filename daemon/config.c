@@ -1,0 +1,400 @@
+/*
+ * config.c -- table-driven configuration.
+ *
+ * Order of precedence: built-in default < YAML file < environment.  The
+ * environment name of a key is TIERD_ + the key upper-cased with dots as
+ * underscores (redis.port -> TIERD_REDIS_PORT).  librdkafka properties are
+ * TIERD_KAFKA_ + the property with dots as underscores
+ * (TIERD_KAFKA_SASL_PASSWORD -> kafka sasl.password): librdkafka names have
+ * no underscores, so the mapping is exact.
+ *
+ * Unknown keys and bad values are refused with the file and line; a wrong
+ * kafka.* property is refused later, when librdkafka sees it, with the same
+ * "where" string.
+ */
+#include "config.h"
+
+#include "log.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <yaml.h>
+
+extern char **environ;
+
+typedef enum { CT_STRING, CT_INT, CT_SECRET } config_type_t;
+
+typedef struct config_key {
+    const char *name;
+    config_type_t type;
+    size_t offset;
+    const char *def; /* NULL: unset */
+    int64_t min, max;
+    const char *doc;
+} config_key_t;
+
+#define KEY(n, t, f, d, lo, hi, doc) {n, t, offsetof(config_t, f), d, lo, hi, doc}
+
+static const config_key_t config_keys[] = {
+    KEY("topics.orders", CT_STRING, topic_orders, "orders", 0, 0,
+        "Topic of Order events (Avro), key = customer id"),
+    KEY("topics.dead_letter", CT_STRING, topic_dead_letter, "dead-letter", 0, 0,
+        "Topic that receives every refused record with its reason in headers"),
+    KEY("redis.host", CT_STRING, redis_host, "127.0.0.1", 0, 0, "Redis host"),
+    KEY("redis.port", CT_INT, redis_port, "6379", 1, 65535, "Redis port"),
+    KEY("redis.unix_socket", CT_STRING, redis_unix_socket, NULL, 0, 0,
+        "Redis unix socket path; when set, host and port are not used"),
+    KEY("redis.user", CT_STRING, redis_user, NULL, 0, 0, "Redis ACL user (AUTH user password)"),
+    KEY("redis.password", CT_SECRET, redis_password, NULL, 0, 0,
+        "Redis password; prefer redis.password_file or the environment"),
+    KEY("redis.password_file", CT_STRING, redis_password_file, NULL, 0, 0,
+        "File holding the Redis password (e.g. a systemd credential)"),
+    KEY("redis.db", CT_INT, redis_db, "0", 0, 1024, "Redis database number"),
+    KEY("redis.timeout_ms", CT_INT, redis_timeout_ms, "5000", 100, 600000,
+        "Connect and command timeout on the Redis socket"),
+    KEY("redis.key_prefix", CT_STRING, key_prefix, "tierd", 0, 0,
+        "Prefix of every Redis key tierd writes"),
+    KEY("time_zone", CT_STRING, time_zone, "UTC", 0, 0,
+        "IANA time zone whose calendar months bucket the orders"),
+    KEY("currency", CT_STRING, currency, "CNY", 0, 0,
+        "ISO 4217 code every order must carry"),
+    KEY("window_months", CT_INT, window_months, "3", 1, 24,
+        "Months in the rolling window (W)"),
+    KEY("max_future_skew_s", CT_INT, max_future_skew_s, "86400", 0, 31622400,
+        "How far ahead of the wall clock placed_at may be, in seconds"),
+    KEY("batch.max_orders", CT_INT, batch_max_orders, "20000", 1, 1000000,
+        "Records gathered before a batch is applied"),
+    KEY("batch.max_ms", CT_INT, batch_max_ms, "100", 1, 60000,
+        "Longest a record waits in a batch before it is applied"),
+    KEY("log_level", CT_STRING, log_level, "info", 0, 0, "error, warn, info or debug"),
+    KEY("instance_id", CT_STRING, instance_id, NULL, 0, 0,
+        "Name of this instance in Redis and logs (default: hostname-pid)"),
+};
+#define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
+
+static char **str_field(config_t *c, const config_key_t *k) {
+    return (char **)((char *)c + k->offset);
+}
+static int64_t *int_field(config_t *c, const config_key_t *k) {
+    return (int64_t *)((char *)c + k->offset);
+}
+
+static int set_value(config_t *c, const config_key_t *k, const char *value,
+                     const char *where, char *errstr, size_t errstr_size) {
+    if (k->type == CT_INT) {
+        char *end = NULL;
+        long long v;
+        errno = 0;
+        v = strtoll(value, &end, 10);
+        if (errno || end == value || *end != '\0') {
+            snprintf(errstr, errstr_size, "%s: %s: \"%s\" is not a whole number", where,
+                     k->name, value);
+            return -1;
+        }
+        if (v < k->min || v > k->max) {
+            snprintf(errstr, errstr_size, "%s: %s: %lld is outside %lld..%lld", where,
+                     k->name, v, (long long)k->min, (long long)k->max);
+            return -1;
+        }
+        *int_field(c, k) = v;
+        return 0;
+    }
+    char *dup = strdup(value);
+    if (!dup) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    free(*str_field(c, k));
+    *str_field(c, k) = dup;
+    return 0;
+}
+
+static const config_key_t *find_key(const char *name) {
+    for (size_t i = 0; i < NKEYS; i++)
+        if (strcmp(config_keys[i].name, name) == 0) return &config_keys[i];
+    return NULL;
+}
+
+static int kafka_set(config_t *c, const char *name, const char *value, const char *where) {
+    for (size_t i = 0; i < c->nkafka; i++) {
+        if (strcmp(c->kafka[i].name, name) == 0) {
+            char *v = strdup(value), *w = strdup(where);
+            if (!v || !w) {
+                free(v);
+                free(w);
+                return -1;
+            }
+            free(c->kafka[i].value);
+            free(c->kafka[i].where);
+            c->kafka[i].value = v;
+            c->kafka[i].where = w;
+            return 0;
+        }
+    }
+    config_kv_t *n = realloc(c->kafka, (c->nkafka + 1) * sizeof(*n));
+    if (!n) return -1;
+    c->kafka = n;
+    n[c->nkafka].name = strdup(name);
+    n[c->nkafka].value = strdup(value);
+    n[c->nkafka].where = strdup(where);
+    if (!n[c->nkafka].name || !n[c->nkafka].value || !n[c->nkafka].where) return -1;
+    c->nkafka++;
+    return 0;
+}
+
+const char *config_kafka_get(const config_t *c, const char *name) {
+    for (size_t i = 0; i < c->nkafka; i++)
+        if (strcmp(c->kafka[i].name, name) == 0) return c->kafka[i].value;
+    return NULL;
+}
+
+/* Walks the YAML document: nested mappings of scalars only.  The path of
+ * keys is joined with dots; anything under "kafka" is a librdkafka
+ * property, everything else must be in the table. */
+static int load_file(config_t *c, const char *path, char *errstr, size_t errstr_size) {
+    FILE *f = NULL;
+    yaml_parser_t parser;
+    yaml_event_t ev;
+    int parser_ok = 0, rc = -1, done = 0;
+    char keypath[8][256]; /* mapping nesting, 8 levels is plenty */
+    int depth = -1;       /* index of innermost open mapping */
+    int expect_key[8];
+    char where[600];
+
+    f = fopen(path, "r");
+    if (!f) {
+        snprintf(errstr, errstr_size, "%s: cannot open: %s", path, strerror(errno));
+        goto out;
+    }
+    if (!yaml_parser_initialize(&parser)) {
+        snprintf(errstr, errstr_size, "%s: cannot initialise the YAML parser", path);
+        goto out;
+    }
+    parser_ok = 1;
+    yaml_parser_set_input_file(&parser, f);
+
+    while (!done) {
+        if (!yaml_parser_parse(&parser, &ev)) {
+            snprintf(errstr, errstr_size, "%s:%zu: YAML error: %s", path,
+                     parser.problem_mark.line + 1,
+                     parser.problem ? parser.problem : "unknown");
+            goto out;
+        }
+        snprintf(where, sizeof(where), "%s:%zu", path, ev.start_mark.line + 1);
+        switch (ev.type) {
+        case YAML_STREAM_END_EVENT:
+            done = 1;
+            break;
+        case YAML_MAPPING_START_EVENT:
+            if (depth >= 0 && expect_key[depth]) {
+                snprintf(errstr, errstr_size, "%s: a mapping cannot be a key", where);
+                yaml_event_delete(&ev);
+                goto out;
+            }
+            if (depth + 1 >= 8) {
+                snprintf(errstr, errstr_size, "%s: nested too deeply", where);
+                yaml_event_delete(&ev);
+                goto out;
+            }
+            if (depth >= 0) expect_key[depth] = 1; /* value consumed */
+            depth++;
+            expect_key[depth] = 1;
+            break;
+        case YAML_MAPPING_END_EVENT:
+            depth--;
+            break;
+        case YAML_SEQUENCE_START_EVENT:
+            snprintf(errstr, errstr_size, "%s: lists are not used in this file", where);
+            yaml_event_delete(&ev);
+            goto out;
+        case YAML_ALIAS_EVENT:
+            snprintf(errstr, errstr_size, "%s: aliases are not supported", where);
+            yaml_event_delete(&ev);
+            goto out;
+        case YAML_SCALAR_EVENT: {
+            const char *s = (const char *)ev.data.scalar.value;
+            if (depth < 0) {
+                snprintf(errstr, errstr_size, "%s: the file must be a mapping of keys", where);
+                yaml_event_delete(&ev);
+                goto out;
+            }
+            if (expect_key[depth]) {
+                snprintf(keypath[depth], sizeof(keypath[depth]), "%s", s);
+                expect_key[depth] = 0;
+                break;
+            }
+            expect_key[depth] = 1;
+            char full[1024] = "";
+            for (int i = 0; i <= depth; i++) {
+                if (i) strncat(full, ".", sizeof(full) - strlen(full) - 1);
+                strncat(full, keypath[i], sizeof(full) - strlen(full) - 1);
+            }
+            if (strncmp(full, "kafka.", 6) == 0) {
+                if (kafka_set(c, full + 6, s, where) != 0) {
+                    snprintf(errstr, errstr_size, "out of memory");
+                    yaml_event_delete(&ev);
+                    goto out;
+                }
+                break;
+            }
+            const config_key_t *k = find_key(full);
+            if (!k) {
+                snprintf(errstr, errstr_size,
+                         "%s: unknown key \"%s\" (tierd --help-config lists the keys)", where,
+                         full);
+                yaml_event_delete(&ev);
+                goto out;
+            }
+            if (set_value(c, k, s, where, errstr, errstr_size) != 0) {
+                yaml_event_delete(&ev);
+                goto out;
+            }
+            break;
+        }
+        default:
+            break;
+        }
+        yaml_event_delete(&ev);
+    }
+    rc = 0;
+out:
+    if (parser_ok) yaml_parser_delete(&parser);
+    if (f) fclose(f);
+    return rc;
+}
+
+static void env_name(const char *key, char *out, size_t n) {
+    size_t j = (size_t)snprintf(out, n, "TIERD_");
+    for (const char *p = key; *p && j + 1 < n; p++)
+        out[j++] = *p == '.' ? '_' : (char)toupper((unsigned char)*p);
+    out[j] = '\0';
+}
+
+static int load_env(config_t *c, char *errstr, size_t errstr_size) {
+    char name[128], where[160];
+    for (size_t i = 0; i < NKEYS; i++) {
+        env_name(config_keys[i].name, name, sizeof(name));
+        const char *v = getenv(name);
+        if (!v) continue;
+        snprintf(where, sizeof(where), "environment %s", name);
+        if (set_value(c, &config_keys[i], v, where, errstr, errstr_size) != 0) return -1;
+    }
+    for (char **e = environ; *e; e++) {
+        if (strncmp(*e, "TIERD_KAFKA_", 12) != 0) continue;
+        const char *eq = strchr(*e, '=');
+        if (!eq || eq == *e + 12) continue;
+        char prop[256];
+        size_t n = (size_t)(eq - (*e + 12));
+        if (n >= sizeof(prop)) continue;
+        for (size_t i = 0; i < n; i++) {
+            char ch = (*e)[12 + i];
+            prop[i] = ch == '_' ? '.' : (char)tolower((unsigned char)ch);
+        }
+        prop[n] = '\0';
+        snprintf(where, sizeof(where), "environment %.*s", (int)(eq - *e), *e);
+        if (kafka_set(c, prop, eq + 1, where) != 0) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Checks that need more than one key, or more than a type and bounds. */
+static int validate(config_t *c, char *errstr, size_t errstr_size) {
+    const char *cur = c->currency;
+    if (strlen(cur) != 3 || !isupper((unsigned char)cur[0]) ||
+        !isupper((unsigned char)cur[1]) || !isupper((unsigned char)cur[2])) {
+        snprintf(errstr, errstr_size, "currency: \"%s\" is not an ISO 4217 code (three capitals)",
+                 cur);
+        return -1;
+    }
+    if (log_level_parse(c->log_level) < 0) {
+        snprintf(errstr, errstr_size, "log_level: \"%s\" is not error, warn, info or debug",
+                 c->log_level);
+        return -1;
+    }
+    if (*c->topic_orders == '\0' || *c->topic_dead_letter == '\0') {
+        snprintf(errstr, errstr_size, "topics: names must not be empty");
+        return -1;
+    }
+    if (strcmp(c->topic_orders, c->topic_dead_letter) == 0) {
+        snprintf(errstr, errstr_size, "topics: dead_letter must differ from orders");
+        return -1;
+    }
+    if (c->redis_password && c->redis_password_file) {
+        snprintf(errstr, errstr_size,
+                 "redis: set password or password_file, not both");
+        return -1;
+    }
+    if (c->redis_password_file) {
+        FILE *f = fopen(c->redis_password_file, "r");
+        char buf[1024];
+        if (!f) {
+            snprintf(errstr, errstr_size, "redis.password_file: cannot open %s: %s",
+                     c->redis_password_file, strerror(errno));
+            return -1;
+        }
+        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[n] = '\0';
+        buf[strcspn(buf, "\r\n")] = '\0';
+        c->redis_password = strdup(buf);
+        memset(buf, 0, sizeof(buf));
+        if (!c->redis_password) return -1;
+    }
+    if (!config_kafka_get(c, "bootstrap.servers")) {
+        snprintf(errstr, errstr_size,
+                 "kafka.bootstrap.servers is required (or TIERD_KAFKA_BOOTSTRAP_SERVERS)");
+        return -1;
+    }
+    return 0;
+}
+
+int config_load(config_t *c, const char *path, char *errstr, size_t errstr_size) {
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < NKEYS; i++)
+        if (config_keys[i].def &&
+            set_value(c, &config_keys[i], config_keys[i].def, "default", errstr,
+                      errstr_size) != 0)
+            return -1;
+    if (kafka_set(c, "group.id", "tierd", "default") != 0) return -1;
+    if (path && load_file(c, path, errstr, errstr_size) != 0) return -1;
+    if (load_env(c, errstr, errstr_size) != 0) return -1;
+    return validate(c, errstr, errstr_size);
+}
+
+void config_free(config_t *c) {
+    if (!c) return;
+    for (size_t i = 0; i < NKEYS; i++) {
+        if (config_keys[i].type == CT_INT) continue;
+        char **p = str_field(c, &config_keys[i]);
+        if (*p && config_keys[i].type == CT_SECRET) memset(*p, 0, strlen(*p));
+        free(*p);
+        *p = NULL;
+    }
+    for (size_t i = 0; i < c->nkafka; i++) {
+        if (strstr(c->kafka[i].name, "password") || strstr(c->kafka[i].name, "secret"))
+            memset(c->kafka[i].value, 0, strlen(c->kafka[i].value));
+        free(c->kafka[i].name);
+        free(c->kafka[i].value);
+        free(c->kafka[i].where);
+    }
+    free(c->kafka);
+    memset(c, 0, sizeof(*c));
+}
+
+void config_print_reference(void) {
+    char env[128];
+    printf("%-22s %-30s %-12s %s\n", "key", "environment", "default", "meaning");
+    for (size_t i = 0; i < NKEYS; i++) {
+        const config_key_t *k = &config_keys[i];
+        env_name(k->name, env, sizeof(env));
+        printf("%-22s %-30s %-12s %s\n", k->name, env, k->def ? k->def : "-", k->doc);
+    }
+    printf("%-22s %-30s %-12s %s\n", "kafka.<property>", "TIERD_KAFKA_<PROPERTY>", "-",
+           "any librdkafka property, passed through (group.id defaults to tierd)");
+}

@@ -1,0 +1,59 @@
+/*
+ * config.h -- tierd's configuration: one YAML file, every key overridable
+ * by an environment variable, kafka.* passed to librdkafka untouched.
+ *
+ * The table in config.c is the single source of truth: parsing, defaults,
+ * bounds, `tierd --help-config` and the README's reference all come from it.
+ */
+#ifndef TIERD_CONFIG_H
+#define TIERD_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct config_kv {
+    char *name;  /* librdkafka property, e.g. "bootstrap.servers" */
+    char *value;
+    char *where; /* "file:line" or "env TIERD_KAFKA_..." for error messages */
+} config_kv_t;
+
+typedef struct config {
+    /* kafka.* pass-through, in file order, env overrides last */
+    config_kv_t *kafka;
+    size_t nkafka;
+
+    char *topic_orders;
+    char *topic_dead_letter;
+
+    char *redis_host;
+    int64_t redis_port;
+    char *redis_unix_socket;
+    char *redis_user;
+    char *redis_password; /* secret: never logged */
+    char *redis_password_file;
+    int64_t redis_db;
+    int64_t redis_timeout_ms;
+    char *key_prefix;
+
+    char *time_zone;
+    char *currency;
+    int64_t window_months;
+    int64_t max_future_skew_s;
+
+    int64_t batch_max_orders;
+    int64_t batch_max_ms;
+
+    char *log_level;
+    char *instance_id;
+} config_t;
+
+/* Loads defaults, then the file (may be NULL: defaults and env only), then
+ * the environment.  On error returns -1 and errstr says "file:line: why". */
+int config_load(config_t *c, const char *path, char *errstr, size_t errstr_size);
+void config_free(config_t *c);
+/* Prints the reference table (key, env name, default, description). */
+void config_print_reference(void);
+/* Looks up a kafka.* value, NULL if unset. */
+const char *config_kafka_get(const config_t *c, const char *name);
+
+#endif

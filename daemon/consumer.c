@@ -1,0 +1,426 @@
+/*
+ * consumer.c -- poll loop and rebalances.
+ *
+ * Records are gathered per partition until batch.max_orders records or
+ * batch.max_ms have passed, then each partition's batch is applied (two
+ * Redis round trips).  The rebalance callback claims partitions before
+ * assigning them and applies what is pending before giving them up.
+ *
+ * When Redis (or the dead-letter topic) fails, the pending records are
+ * kept, every partition is paused, and the loop keeps polling (so the
+ * group membership and rebalances stay alive) while it retries with a
+ * capped exponential backoff.
+ */
+#include "consumer.h"
+
+#include "kafkaconf.h"
+#include "log.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+typedef struct part {
+    int assigned;
+    int fenced; /* a commit was refused: paused until the group moves it */
+    int64_t fenced_at;
+    apply_part_t ap;
+    rd_kafka_message_t **pending;
+    size_t npending, cap;
+} part_t;
+
+struct consumer {
+    const config_t *conf;
+    apply_ctx_t *apply; /* borrowed */
+    rd_kafka_t *rk;
+    part_t *parts; /* indexed by partition id */
+    int32_t nparts;
+    size_t npending;
+    int paused;           /* everything paused while Redis is failing */
+    int64_t retry_at_ms;  /* next attempt while paused */
+    int64_t backoff_ms;
+    int fatal;
+    volatile sig_atomic_t *stop;
+    int64_t last_report_ms;
+    uint64_t last_applied;
+};
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static part_t *part_get(consumer_t *k, int32_t p) {
+    if (p < 0) return NULL;
+    if (p >= k->nparts) {
+        int32_t n = p + 1;
+        part_t *np = realloc(k->parts, (size_t)n * sizeof(*np));
+        if (!np) return NULL;
+        memset(np + k->nparts, 0, (size_t)(n - k->nparts) * sizeof(*np));
+        k->parts = np;
+        k->nparts = n;
+    }
+    return &k->parts[p];
+}
+
+static void part_drop_pending(consumer_t *k, part_t *pt) {
+    for (size_t i = 0; i < pt->npending; i++) rd_kafka_message_destroy(pt->pending[i]);
+    k->npending -= pt->npending;
+    pt->npending = 0;
+}
+
+/* Applies one partition's pending records.  Returns APPLY_*. */
+static int part_flush(consumer_t *k, int32_t id, part_t *pt) {
+    char err[512] = "";
+    apply_msg_t *msgs;
+    int rc;
+
+    if (pt->npending == 0) return APPLY_OK;
+    if (pt->fenced) {
+        part_drop_pending(k, pt);
+        return APPLY_OK;
+    }
+    msgs = calloc(pt->npending, sizeof(*msgs));
+    if (!msgs) return APPLY_RETRY;
+    for (size_t i = 0; i < pt->npending; i++) {
+        rd_kafka_message_t *m = pt->pending[i];
+        msgs[i].offset = m->offset;
+        msgs[i].key = m->key;
+        msgs[i].key_len = m->key_len;
+        msgs[i].value = m->payload;
+        msgs[i].value_len = m->len;
+        msgs[i].opaque = m;
+    }
+    rc = apply_batch(k->apply, &pt->ap, msgs, pt->npending, now_ms(), err, sizeof(err));
+    if (rc == APPLY_OK) {
+        /* Advisory: lets operators watch lag with the usual Kafka tools. */
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id)->offset = pt->ap.meta.offset;
+        rd_kafka_offsets_store(k->rk, l);
+        rd_kafka_topic_partition_list_destroy(l);
+        for (size_t i = 0; i < pt->npending; i++)
+            if (msgs[i].state == MSG_DEAD)
+                log_warn("apply", "%s [%d] offset %" PRId64 " dead-lettered: %s: %s",
+                         k->conf->topic_orders, (int)id, msgs[i].offset,
+                         order_reason_code(msgs[i].verdict), msgs[i].reason);
+        part_drop_pending(k, pt);
+    } else if (rc == APPLY_FENCED) {
+        log_warn("apply", "%s; dropping %zu records and pausing the partition", err,
+                 pt->npending);
+        part_drop_pending(k, pt);
+        pt->fenced = 1;
+        pt->fenced_at = mono_ms();
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id);
+        rd_kafka_pause_partitions(k->rk, l);
+        rd_kafka_topic_partition_list_destroy(l);
+    } else {
+        log_error("apply", "%s [%d]: %s; will retry", k->conf->topic_orders, (int)id, err);
+    }
+    free(msgs);
+    return rc;
+}
+
+static int flush_all(consumer_t *k) {
+    for (int32_t i = 0; i < k->nparts; i++)
+        if (part_flush(k, i, &k->parts[i]) == APPLY_RETRY) return APPLY_RETRY;
+    return APPLY_OK;
+}
+
+/* Claims a partition, retrying while Redis is down.  Bounded so the
+ * rebalance callback never holds the poll loop past max.poll.interval.ms
+ * (default 300 s): after 120 s the daemon gives up and exits non-zero. */
+static int claim(consumer_t *k, int32_t id, part_t *pt) {
+    char err[512];
+    int64_t deadline = mono_ms() + 120000, backoff = 100;
+    for (;;) {
+        err[0] = '\0';
+        if (store_claim(k->apply->store, k->conf->topic_orders, id, k->apply->owner, &pt->ap.meta,
+                        err, sizeof(err)) == STORE_OK)
+            return 0;
+        if (*k->stop || mono_ms() > deadline) {
+            log_error("consumer", "cannot claim %s [%d]: %s", k->conf->topic_orders, (int)id, err);
+            return -1;
+        }
+        log_warn("consumer", "cannot claim %s [%d]: %s; retrying in %" PRId64 " ms",
+                 k->conf->topic_orders, (int)id, err, backoff);
+        struct timespec ts = {backoff / 1000, (backoff % 1000) * 1000000};
+        nanosleep(&ts, NULL);
+        backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+    }
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+    consumer_t *k = opaque;
+    int cooperative = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
+    rd_kafka_error_t *e = NULL;
+
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        for (int i = 0; i < parts->cnt; i++) {
+            rd_kafka_topic_partition_t *tp = &parts->elems[i];
+            part_t *pt = part_get(k, tp->partition);
+            if (!pt || claim(k, tp->partition, pt) != 0) {
+                k->fatal = 1;
+                *k->stop = 1;
+                tp->offset = RD_KAFKA_OFFSET_END; /* assign anyway; we are leaving */
+                continue;
+            }
+            pt->assigned = 1;
+            pt->fenced = 0;
+            pt->ap.topic = k->conf->topic_orders;
+            pt->ap.partition = tp->partition;
+            tp->offset = pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
+            log_info("consumer", "assigned %s [%d] at offset %" PRId64 "%s (epoch %" PRId64 ")",
+                     tp->topic, (int)tp->partition, pt->ap.meta.offset,
+                     pt->ap.meta.offset >= 0 ? "" : " (no state: from the beginning)",
+                     pt->ap.meta.epoch);
+        }
+        if (cooperative)
+            e = rd_kafka_incremental_assign(rk, parts);
+        else
+            rd_kafka_assign(rk, parts);
+        /* Partitions paused while Redis was down stay paused until the
+         * retry succeeds. */
+        if (k->paused) rd_kafka_pause_partitions(rk, parts);
+    } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
+        int lost = rd_kafka_assignment_lost(rk);
+        for (int i = 0; i < parts->cnt; i++) {
+            part_t *pt = part_get(k, parts->elems[i].partition);
+            if (!pt) continue;
+            /* Finish what we hold unless the partition was lost (then a
+             * new owner may already write: the epoch would refuse us). */
+            if (!lost) part_flush(k, parts->elems[i].partition, pt);
+            part_drop_pending(k, pt);
+            pt->assigned = 0;
+            pt->fenced = 0;
+            log_info("consumer", "%s %s [%d]", lost ? "lost" : "revoked", parts->elems[i].topic,
+                     (int)parts->elems[i].partition);
+        }
+        if (cooperative)
+            e = rd_kafka_incremental_unassign(rk, parts);
+        else
+            rd_kafka_assign(rk, NULL);
+    } else {
+        log_error("consumer", "rebalance error: %s", rd_kafka_err2str(err));
+        rd_kafka_assign(rk, NULL);
+    }
+    if (e) {
+        log_error("consumer", "assignment change failed: %s", rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+}
+
+static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
+    consumer_t *k = opaque;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char why[512];
+        rd_kafka_fatal_error(rk, why, sizeof(why));
+        log_error("kafka", "fatal: %s; shutting down", why);
+        k->fatal = 1;
+        *k->stop = 1;
+        return;
+    }
+    /* Broker down, transport errors: librdkafka reconnects on its own. */
+    log_warn("kafka", "%s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+}
+
+consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, char *errstr,
+                         size_t errstr_size) {
+    static const char *const fixed[] = {
+        "enable.auto.offset.store", "false", /* stored after each applied batch */
+        "enable.auto.commit", "true",        /* advisory: Redis holds the truth */
+        NULL};
+    consumer_t *k = calloc(1, sizeof(*k));
+    rd_kafka_conf_t *conf = NULL;
+    rd_kafka_topic_partition_list_t *topics = NULL;
+    char why[512];
+    rd_kafka_resp_err_t err;
+
+    if (!k) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    k->conf = c;
+    k->apply = apply;
+    conf = kafkaconf_build(c, fixed, errstr, errstr_size);
+    if (!conf) goto fail;
+    /* Defaults that the operator may override in kafka.* */
+    if (!config_kafka_get(c, "partition.assignment.strategy"))
+        rd_kafka_conf_set(conf, "partition.assignment.strategy", "cooperative-sticky", why,
+                          sizeof(why));
+    if (!config_kafka_get(c, "auto.offset.reset"))
+        rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", why, sizeof(why));
+    rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    rd_kafka_conf_set_error_cb(conf, error_cb);
+    rd_kafka_conf_set_opaque(conf, k);
+    k->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
+    if (!k->rk) {
+        snprintf(errstr, errstr_size, "kafka consumer: %s", why);
+        goto fail;
+    }
+    conf = NULL; /* now owned by rk */
+    rd_kafka_poll_set_consumer(k->rk);
+    topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics, c->topic_orders, RD_KAFKA_PARTITION_UA);
+    err = rd_kafka_subscribe(k->rk, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (err) {
+        snprintf(errstr, errstr_size, "subscribe to %s: %s", c->topic_orders,
+                 rd_kafka_err2str(err));
+        goto fail;
+    }
+    return k;
+fail:
+    if (conf) rd_kafka_conf_destroy(conf);
+    consumer_destroy(k);
+    return NULL;
+}
+
+static void set_paused(consumer_t *k, int pause) {
+    rd_kafka_topic_partition_list_t *l = NULL;
+    if (rd_kafka_assignment(k->rk, &l) == RD_KAFKA_RESP_ERR_NO_ERROR && l) {
+        if (pause)
+            rd_kafka_pause_partitions(k->rk, l);
+        else {
+            /* Fenced partitions stay paused. */
+            for (int i = 0; i < l->cnt; i++) {
+                part_t *pt = part_get(k, l->elems[i].partition);
+                if (pt && pt->fenced) l->elems[i].partition = -1;
+            }
+            rd_kafka_resume_partitions(k->rk, l);
+        }
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    k->paused = pause;
+}
+
+static void report(consumer_t *k, int force) {
+    int64_t t = mono_ms();
+    const apply_stats_t *s = &k->apply->stats;
+    if (!force && t - k->last_report_ms < 10000) return;
+    double secs = k->last_report_ms ? (double)(t - k->last_report_ms) / 1000.0 : 0;
+    uint64_t seen = s->applied + s->duplicates + s->redelivered + s->dead;
+    log_info("stats",
+             "applied=%" PRIu64 " duplicates=%" PRIu64 " redelivered=%" PRIu64 " dead=%" PRIu64
+             " batches=%" PRIu64 " fenced=%" PRIu64 " redis_cmds=%" PRIu64
+             " cmds_per_record=%.4f rate=%.0f/s",
+             s->applied, s->duplicates, s->redelivered, s->dead, s->batches, s->fenced,
+             store_commands(k->apply->store),
+             seen ? (double)store_commands(k->apply->store) / (double)seen : 0.0,
+             secs > 0 ? (double)(s->applied - k->last_applied) / secs : 0.0);
+    k->last_report_ms = t;
+    k->last_applied = s->applied;
+}
+
+int consumer_run(consumer_t *k, volatile sig_atomic_t *stop) {
+    int64_t batch_deadline = 0;
+    k->stop = stop;
+    k->last_report_ms = mono_ms();
+
+    while (!*stop) {
+        int64_t t = mono_ms();
+        int timeout = 100;
+        if (k->npending > 0 && !k->paused) {
+            int64_t left = batch_deadline - t;
+            timeout = left < 0 ? 0 : (int)left;
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, timeout);
+        if (m && m->err) {
+            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                log_warn("consumer", "%s", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            m = NULL;
+        } else if (m) {
+            part_t *pt = part_get(k, m->partition);
+            if (!pt || !pt->assigned || pt->fenced) {
+                rd_kafka_message_destroy(m); /* not ours (any more) */
+            } else {
+                if (pt->npending == pt->cap) {
+                    size_t cap = pt->cap ? pt->cap * 2 : 256;
+                    rd_kafka_message_t **np = realloc(pt->pending, cap * sizeof(*np));
+                    if (!np) {
+                        log_error("consumer", "out of memory");
+                        k->fatal = 1;
+                        break;
+                    }
+                    pt->pending = np;
+                    pt->cap = cap;
+                }
+                if (k->npending == 0) batch_deadline = mono_ms() + k->conf->batch_max_ms;
+                pt->pending[pt->npending++] = m;
+                k->npending++;
+            }
+        }
+        t = mono_ms();
+        if (k->paused) {
+            if (t < k->retry_at_ms) continue;
+            if (flush_all(k) == APPLY_OK) {
+                log_info("consumer", "Redis is back; resuming");
+                set_paused(k, 0);
+                k->backoff_ms = 0;
+            } else {
+                k->backoff_ms = k->backoff_ms ? k->backoff_ms * 2 : 200;
+                if (k->backoff_ms > 5000) k->backoff_ms = 5000;
+                k->retry_at_ms = t + k->backoff_ms;
+            }
+            continue;
+        }
+        if (k->npending > 0 &&
+            (k->npending >= (size_t)k->conf->batch_max_orders || t >= batch_deadline || !m)) {
+            if (flush_all(k) != APPLY_OK) {
+                log_warn("consumer", "pausing consumption until the store answers again");
+                set_paused(k, 1);
+                k->backoff_ms = 200;
+                k->retry_at_ms = t + k->backoff_ms;
+            }
+        }
+        /* A partition fenced but never taken away by the group: we are
+         * its owner after all (the epoch was bumped by a tool or a
+         * zombie); claim it again and continue from Redis' offset. */
+        for (int32_t i = 0; i < k->nparts; i++) {
+            part_t *pt = &k->parts[i];
+            if (!pt->assigned || !pt->fenced || t - pt->fenced_at < 60000) continue;
+            if (claim(k, i, pt) != 0) break;
+            rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+            rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, i)->offset =
+                pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
+            rd_kafka_error_t *e = rd_kafka_seek_partitions(k->rk, l, 5000);
+            if (e) rd_kafka_error_destroy(e);
+            pt->fenced = 0;
+            rd_kafka_resume_partitions(k->rk, l);
+            rd_kafka_topic_partition_list_destroy(l);
+            log_info("consumer", "re-claimed %s [%d] at offset %" PRId64, k->conf->topic_orders,
+                     (int)i, pt->ap.meta.offset);
+        }
+        report(k, 0);
+    }
+
+    /* Shutdown: finish the batch in flight, then leave the group (the
+     * revoke callback flushes anything polled meanwhile). */
+    log_info("consumer", "stopping: applying %zu pending records", k->npending);
+    if (!k->paused) flush_all(k);
+    report(k, 1);
+    rd_kafka_consumer_close(k->rk);
+    return k->fatal ? 1 : 0;
+}
+
+void consumer_destroy(consumer_t *k) {
+    if (!k) return;
+    for (int32_t i = 0; i < k->nparts; i++) {
+        part_drop_pending(k, &k->parts[i]);
+        free(k->parts[i].pending);
+    }
+    free(k->parts);
+    if (k->rk) rd_kafka_destroy(k->rk);
+    free(k);
+}

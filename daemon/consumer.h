@@ -1,0 +1,27 @@
+/*
+ * consumer.h -- the Kafka side of the data path: group membership,
+ * partition ownership, batching, and the main loop.
+ *
+ * The consumer owns which partitions this instance applies.  A partition
+ * is claimed in Redis (epoch bump) before it is assigned, and consumption
+ * starts at the offset Redis holds, not at Kafka's committed offset: Kafka
+ * offset commits are advisory, for lag monitoring only.
+ */
+#ifndef TIERD_CONSUMER_H
+#define TIERD_CONSUMER_H
+
+#include "apply.h"
+#include "config.h"
+
+#include <signal.h>
+
+typedef struct consumer consumer_t;
+
+consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, char *errstr,
+                         size_t errstr_size);
+/* Runs until *stop is set (finishing the batch in flight) or a fatal
+ * error.  Returns 0 on a clean stop. */
+int consumer_run(consumer_t *k, volatile sig_atomic_t *stop);
+void consumer_destroy(consumer_t *k);
+
+#endif

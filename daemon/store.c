@@ -1,0 +1,360 @@
+/*
+ * store.c -- Redis I/O with hiredis, pipelined: a batch costs two round
+ * trips (watched read, then MULTI/EXEC), whatever its size.
+ *
+ * Numbers are compared and decided in C; Redis only stores text.  No Lua:
+ * Lua turns integers above 2^53 into doubles.
+ */
+#include "store.h"
+
+#include "month.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <time.h>
+
+struct store {
+    const config_t *conf; /* borrowed: outlives the store */
+    redisContext *rc;
+    uint64_t commands;
+};
+
+store_t *store_new(const config_t *c, char *errstr, size_t errstr_size) {
+    store_t *s = calloc(1, sizeof(*s));
+    if (!s) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    s->conf = c;
+    return s;
+}
+
+void store_destroy(store_t *s) {
+    if (!s) return;
+    if (s->rc) redisFree(s->rc);
+    free(s);
+}
+
+int store_connected(const store_t *s) { return s->rc != NULL; }
+uint64_t store_commands(const store_t *s) { return s->commands; }
+
+static void drop(store_t *s) {
+    if (s->rc) redisFree(s->rc);
+    s->rc = NULL;
+}
+
+/* Sends argv and reads one reply; drops the connection on I/O errors. */
+static redisReply *command(store_t *s, int argc, const char **argv, const size_t *argvlen,
+                           char *errstr, size_t errstr_size) {
+    redisReply *r;
+    s->commands++;
+    r = redisCommandArgv(s->rc, argc, argv, argvlen);
+    if (!r) {
+        snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr[0] ? s->rc->errstr : "I/O error");
+        drop(s);
+    }
+    return r;
+}
+
+int store_connect(store_t *s, char *errstr, size_t errstr_size) {
+    const config_t *c = s->conf;
+    struct timeval tv = {c->redis_timeout_ms / 1000, (c->redis_timeout_ms % 1000) * 1000};
+    redisReply *r = NULL;
+
+    drop(s);
+    if (c->redis_unix_socket)
+        s->rc = redisConnectUnixWithTimeout(c->redis_unix_socket, tv);
+    else
+        s->rc = redisConnectWithTimeout(c->redis_host, (int)c->redis_port, tv);
+    if (!s->rc || s->rc->err) {
+        snprintf(errstr, errstr_size, "redis: cannot connect to %s:%d: %s",
+                 c->redis_unix_socket ? c->redis_unix_socket : c->redis_host,
+                 c->redis_unix_socket ? 0 : (int)c->redis_port,
+                 s->rc ? s->rc->errstr : "out of memory");
+        drop(s);
+        return STORE_ERR;
+    }
+    /* A silent network must not hang the daemon: reads time out, and TCP
+     * keepalive notices a dead peer. */
+    if (redisSetTimeout(s->rc, tv) != REDIS_OK ||
+        (!c->redis_unix_socket && redisEnableKeepAlive(s->rc) != REDIS_OK)) {
+        snprintf(errstr, errstr_size, "redis: cannot set socket options: %s", s->rc->errstr);
+        drop(s);
+        return STORE_ERR;
+    }
+    if (c->redis_password) {
+        const char *argv[3] = {"AUTH", c->redis_user ? c->redis_user : c->redis_password,
+                               c->redis_password};
+        int argc = c->redis_user ? 3 : 2;
+        r = command(s, argc, argv, NULL, errstr, errstr_size);
+        if (!r) return STORE_ERR;
+        if (r->type == REDIS_REPLY_ERROR) {
+            /* The reply names no secret; pass it on. */
+            snprintf(errstr, errstr_size, "redis: AUTH refused: %s", r->str);
+            freeReplyObject(r);
+            drop(s);
+            return STORE_ERR;
+        }
+        freeReplyObject(r);
+    }
+    if (c->redis_db != 0) {
+        char db[16];
+        snprintf(db, sizeof(db), "%d", (int)c->redis_db);
+        const char *argv[2] = {"SELECT", db};
+        r = command(s, 2, argv, NULL, errstr, errstr_size);
+        if (!r) return STORE_ERR;
+        if (r->type == REDIS_REPLY_ERROR) {
+            snprintf(errstr, errstr_size, "redis: SELECT %s refused: %s", db, r->str);
+            freeReplyObject(r);
+            drop(s);
+            return STORE_ERR;
+        }
+        freeReplyObject(r);
+    }
+    return STORE_OK;
+}
+
+void store_key(const store_t *s, const char *topic, int32_t partition, const char *suffix,
+               char *buf, size_t size) {
+    snprintf(buf, size, "%s:{%s.%d}:%s", s->conf->key_prefix, topic, (int)partition, suffix);
+}
+
+void store_month_key(const store_t *s, const char *topic, int32_t partition, int32_t month,
+                     char *buf, size_t size) {
+    char suffix[16];
+    snprintf(suffix, sizeof(suffix), "m:%06d", month_yyyymm(month));
+    store_key(s, topic, partition, suffix, buf, size);
+}
+
+static int64_t reply_int(const redisReply *r, int64_t dflt) {
+    if (!r || r->type != REDIS_REPLY_STRING) return dflt;
+    return strtoll(r->str, NULL, 10);
+}
+
+static void meta_from_reply(const redisReply *r, store_meta_t *m) {
+    m->epoch = reply_int(r->element[0], 0);
+    m->offset = reply_int(r->element[1], -1);
+    int64_t ym = reply_int(r->element[2], -1);
+    m->month = ym < 0 ? -1 : month_from_yyyymm((int)ym);
+}
+
+int store_claim(store_t *s, const char *topic, int32_t partition, const char *owner,
+                store_meta_t *out, char *errstr, size_t errstr_size) {
+    char key[256];
+    redisReply *r = NULL;
+    int rc = STORE_ERR;
+
+    if (!s->rc && store_connect(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
+    store_key(s, topic, partition, "meta", key, sizeof(key));
+    redisAppendCommand(s->rc, "MULTI");
+    redisAppendCommand(s->rc, "HINCRBY %s epoch 1", key);
+    redisAppendCommand(s->rc, "HSET %s owner %s", key, owner);
+    redisAppendCommand(s->rc, "HMGET %s epoch offset month", key);
+    redisAppendCommand(s->rc, "EXEC");
+    s->commands += 5;
+    for (int i = 0; i < 5; i++) {
+        if (r) freeReplyObject(r);
+        if (redisGetReply(s->rc, (void **)&r) != REDIS_OK) {
+            snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
+            r = NULL;
+            drop(s);
+            goto out;
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            snprintf(errstr, errstr_size, "redis: claim of %s: %s", key, r->str);
+            /* keep reading replies so the connection stays in step */
+        }
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
+        r->element[2]->type != REDIS_REPLY_ARRAY || r->element[2]->elements != 3) {
+        if (!errstr[0]) snprintf(errstr, errstr_size, "redis: claim of %s: unexpected reply", key);
+        goto out;
+    }
+    meta_from_reply(r->element[2], out);
+    rc = STORE_OK;
+out:
+    if (r) freeReplyObject(r);
+    return rc;
+}
+
+int store_unwatch(store_t *s) {
+    char err[256];
+    const char *argv[1] = {"UNWATCH"};
+    if (!s->rc) return STORE_ERR;
+    redisReply *r = command(s, 1, argv, NULL, err, sizeof(err));
+    if (!r) return STORE_ERR;
+    freeReplyObject(r);
+    return STORE_OK;
+}
+
+int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *meta,
+               size_t nkeys, char **keys, const char ***fields, size_t **fieldlens,
+               size_t *nfields, redisReply **replies, char *errstr, size_t errstr_size) {
+    char mkey[256];
+    redisReply *r = NULL;
+    const char **argv = NULL;
+    size_t *argvlen = NULL, maxf = 0;
+    int rc = STORE_ERR;
+
+    for (size_t i = 0; i < nkeys; i++) replies[i] = NULL;
+    if (!s->rc && store_connect(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
+    store_key(s, topic, partition, "meta", mkey, sizeof(mkey));
+    redisAppendCommand(s->rc, "WATCH %s", mkey);
+    redisAppendCommand(s->rc, "HMGET %s epoch offset month", mkey);
+    s->commands += 2;
+    for (size_t i = 0; i < nkeys; i++)
+        if (nfields[i] > maxf) maxf = nfields[i];
+    argv = malloc((maxf + 2) * sizeof(*argv));
+    argvlen = malloc((maxf + 2) * sizeof(*argvlen));
+    if (!argv || !argvlen) {
+        snprintf(errstr, errstr_size, "out of memory");
+        drop(s); /* replies pending: the connection is out of step */
+        goto out;
+    }
+    for (size_t i = 0; i < nkeys; i++) {
+        argv[0] = "HMGET";
+        argvlen[0] = 5;
+        argv[1] = keys[i];
+        argvlen[1] = strlen(keys[i]);
+        memcpy(argv + 2, fields[i], nfields[i] * sizeof(*argv));
+        memcpy(argvlen + 2, fieldlens[i], nfields[i] * sizeof(*argvlen));
+        redisAppendCommandArgv(s->rc, (int)nfields[i] + 2, argv, argvlen);
+        s->commands++;
+    }
+    for (size_t i = 0; i < nkeys + 2; i++) {
+        if (redisGetReply(s->rc, (void **)&r) != REDIS_OK) {
+            snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
+            r = NULL;
+            drop(s);
+            goto out;
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            snprintf(errstr, errstr_size, "redis: read: %s", r->str);
+            freeReplyObject(r);
+            r = NULL;
+            continue; /* drain the rest, fail below */
+        }
+        if (i == 1) {
+            if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+                snprintf(errstr, errstr_size, "redis: unexpected reply to HMGET meta");
+            } else {
+                meta_from_reply(r, meta);
+            }
+        }
+        if (i >= 2)
+            replies[i - 2] = r;
+        else
+            freeReplyObject(r);
+        r = NULL;
+    }
+    if (errstr[0]) {
+        store_unwatch(s);
+        goto out;
+    }
+    rc = STORE_OK;
+out:
+    if (rc != STORE_OK)
+        for (size_t i = 0; i < nkeys; i++) {
+            if (replies[i]) freeReplyObject(replies[i]);
+            replies[i] = NULL;
+        }
+    free(argv);
+    free(argvlen);
+    return rc;
+}
+
+int store_commit(store_t *s, const char *topic, int32_t partition, const char *owner,
+                 const store_hset_t *sets, size_t nsets, int64_t next_offset, int32_t month,
+                 char **del_keys, size_t ndel, char *errstr, size_t errstr_size) {
+    char mkey[256], off[32], mon[16], now[32];
+    redisReply *r = NULL;
+    const char **argv = NULL;
+    size_t *argvlen = NULL, maxa = 0, ncmds = 0;
+    int rc = STORE_ERR;
+
+    if (!s->rc) {
+        snprintf(errstr, errstr_size, "redis: not connected");
+        return STORE_ERR;
+    }
+    store_key(s, topic, partition, "meta", mkey, sizeof(mkey));
+    snprintf(off, sizeof(off), "%" PRId64, next_offset);
+    snprintf(mon, sizeof(mon), "%06d", month >= 0 ? month_yyyymm(month) : 0);
+    snprintf(now, sizeof(now), "%lld", (long long)time(NULL));
+    for (size_t i = 0; i < nsets; i++)
+        if (sets[i].nargs > maxa) maxa = sets[i].nargs;
+    if (ndel > maxa) maxa = ndel;
+    argv = malloc((maxa + 2) * sizeof(*argv));
+    argvlen = malloc((maxa + 2) * sizeof(*argvlen));
+    if (!argv || !argvlen) {
+        snprintf(errstr, errstr_size, "out of memory");
+        store_unwatch(s);
+        goto out;
+    }
+    redisAppendCommand(s->rc, "MULTI");
+    ncmds++;
+    for (size_t i = 0; i < nsets; i++) {
+        if (sets[i].nargs == 0) continue;
+        argv[0] = "HSET";
+        argvlen[0] = 4;
+        argv[1] = sets[i].key;
+        argvlen[1] = strlen(sets[i].key);
+        memcpy(argv + 2, sets[i].argv, sets[i].nargs * sizeof(*argv));
+        memcpy(argvlen + 2, sets[i].argvlen, sets[i].nargs * sizeof(*argvlen));
+        redisAppendCommandArgv(s->rc, (int)sets[i].nargs + 2, argv, argvlen);
+        ncmds++;
+    }
+    if (month >= 0)
+        redisAppendCommand(s->rc, "HSET %s offset %s month %s owner %s updated_at %s", mkey,
+                           off, mon, owner, now);
+    else
+        redisAppendCommand(s->rc, "HSET %s offset %s owner %s updated_at %s", mkey, off, owner,
+                           now);
+    ncmds++;
+    if (ndel) {
+        argv[0] = "DEL";
+        argvlen[0] = 3;
+        for (size_t i = 0; i < ndel; i++) {
+            argv[i + 1] = del_keys[i];
+            argvlen[i + 1] = strlen(del_keys[i]);
+        }
+        redisAppendCommandArgv(s->rc, (int)ndel + 1, argv, argvlen);
+        ncmds++;
+    }
+    redisAppendCommand(s->rc, "EXEC");
+    ncmds++;
+    s->commands += ncmds;
+    for (size_t i = 0; i < ncmds; i++) {
+        if (r) freeReplyObject(r);
+        if (redisGetReply(s->rc, (void **)&r) != REDIS_OK) {
+            snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
+            r = NULL;
+            drop(s);
+            goto out;
+        }
+        if (r->type == REDIS_REPLY_ERROR && !errstr[0])
+            snprintf(errstr, errstr_size, "redis: commit: %s", r->str);
+    }
+    /* EXEC answers nil when a watched key changed: another owner wrote. */
+    if (r->type == REDIS_REPLY_NIL) {
+        rc = STORE_FENCED;
+        goto out;
+    }
+    if (r->type != REDIS_REPLY_ARRAY) {
+        if (!errstr[0]) snprintf(errstr, errstr_size, "redis: commit: unexpected EXEC reply");
+        goto out;
+    }
+    for (size_t i = 0; i < r->elements; i++)
+        if (r->element[i]->type == REDIS_REPLY_ERROR) {
+            snprintf(errstr, errstr_size, "redis: commit: %s", r->element[i]->str);
+            goto out;
+        }
+    rc = errstr[0] ? STORE_ERR : STORE_OK;
+out:
+    if (r) freeReplyObject(r);
+    free(argv);
+    free(argvlen);
+    return rc;
+}

@@ -1,0 +1,80 @@
+/*
+ * store.h -- tierd's state in Redis.  Owns the connection and the key
+ * layout; knows nothing of orders or policy.
+ *
+ * Key layout (all keys of one partition share the hash tag {topic.P}):
+ *   <prefix>:{<topic>.<P>}:meta        hash: epoch, offset, month, owner, updated_at
+ *   <prefix>:{<topic>.<P>}:m:<YYYYMM>  hash, one per month kept:
+ *        a:<customer>                      "qty amount orders skus"
+ *        s:<customer>                      distinct SALE SKUs, '\n' between
+ *        o:<len(customer)>:<customer><order_id>   "1": order applied (dedupe)
+ *
+ * Exactly-once rests on two rules kept here:
+ *  - a partition's offset is written in the same MULTI/EXEC as the
+ *    aggregates it covers;
+ *  - every commit runs under WATCH of the meta key after checking the epoch
+ *    the writer was given at claim time: a newer owner bumps the epoch, so
+ *    a stale owner's EXEC is refused (STORE_FENCED).
+ */
+#ifndef TIERD_STORE_H
+#define TIERD_STORE_H
+
+#include "config.h"
+
+#include <hiredis/hiredis.h>
+#include <stddef.h>
+#include <stdint.h>
+
+enum { STORE_OK = 0, STORE_ERR = -1, STORE_FENCED = -2 };
+
+typedef struct store store_t;
+
+typedef struct store_meta {
+    int64_t epoch;
+    int64_t offset; /* next offset to apply; -1 when the partition has no state */
+    int32_t month;  /* current event-time month index; -1 when none */
+} store_meta_t;
+
+/* A Redis hash write: HSET key f1 v1 f2 v2 ... (binary-safe). */
+typedef struct store_hset {
+    char key[256];
+    const char **argv; /* fields and values, interleaved; not owned */
+    size_t *argvlen;
+    size_t nargs; /* 2 x fields */
+} store_hset_t;
+
+store_t *store_new(const config_t *c, char *errstr, size_t errstr_size);
+void store_destroy(store_t *s);
+/* (Re)connects: timeouts, keepalive, AUTH, SELECT.  Logs nothing. */
+int store_connect(store_t *s, char *errstr, size_t errstr_size);
+int store_connected(const store_t *s);
+/* Commands sent since start (for metrics and the benchmark). */
+uint64_t store_commands(const store_t *s);
+
+/* Key of partition state: writes "<prefix>:{topic.P}:<suffix>" into buf. */
+void store_key(const store_t *s, const char *topic, int32_t partition, const char *suffix,
+               char *buf, size_t size);
+void store_month_key(const store_t *s, const char *topic, int32_t partition, int32_t month,
+                     char *buf, size_t size);
+
+/* Takes ownership of a partition: bumps its epoch (fencing any older
+ * owner) and returns the stored offset and month, in one MULTI/EXEC. */
+int store_claim(store_t *s, const char *topic, int32_t partition, const char *owner,
+                store_meta_t *out, char *errstr, size_t errstr_size);
+
+/* One round trip: WATCH meta, HMGET meta, then for each i HMGET keys[i]
+ * with fields[i].  replies[i] receives the array reply (caller frees with
+ * freeReplyObject).  The WATCH stays armed for store_commit/store_unwatch. */
+int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *meta,
+               size_t nkeys, char **keys, const char ***fields, size_t **fieldlens,
+               size_t *nfields, redisReply **replies, char *errstr, size_t errstr_size);
+int store_unwatch(store_t *s);
+
+/* One round trip: MULTI, the HSETs, HSET meta (offset, month, owner),
+ * DEL of dropped months, EXEC.  STORE_FENCED when the WATCH saw another
+ * writer. */
+int store_commit(store_t *s, const char *topic, int32_t partition, const char *owner,
+                 const store_hset_t *sets, size_t nsets, int64_t next_offset, int32_t month,
+                 char **del_keys, size_t ndel, char *errstr, size_t errstr_size);
+
+#endif

@@ -1,0 +1,31 @@
+/*
+ * strmap.h -- a string-keyed hash map (open addressing, FNV-1a) for the
+ * per-batch working sets: customer-months touched, order ids seen.  Keys
+ * are copied; values are the caller's.  Cleared between batches, so it
+ * never grows past one batch.
+ */
+#ifndef TIERD_STRMAP_H
+#define TIERD_STRMAP_H
+
+#include <stddef.h>
+
+typedef struct strmap_slot {
+    char *key;
+    size_t len;
+    void *value;
+} strmap_slot_t;
+
+typedef struct strmap {
+    strmap_slot_t *slots;
+    size_t cap, n;
+} strmap_t;
+
+/* Returns the slot for key, inserting it (value NULL) when absent;
+ * *created tells which.  NULL only when out of memory. */
+strmap_slot_t *strmap_put(strmap_t *m, const char *key, size_t len, int *created);
+strmap_slot_t *strmap_get(const strmap_t *m, const char *key, size_t len);
+/* Empties the map, keeping its memory; free_value (may be NULL) is called per value. */
+void strmap_clear(strmap_t *m, void (*free_value)(void *));
+void strmap_free(strmap_t *m, void (*free_value)(void *));
+
+#endif

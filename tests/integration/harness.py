@@ -1,0 +1,477 @@
+"""Integration harness: real Redis and a real KRaft broker, started by the
+project's scripts/services, and the tierd binary under test.
+
+Everything a test starts is stopped by stop_all(), which runs on normal exit,
+on exceptions and on SIGTERM/SIGINT (CTest's timeout), so no server outlives
+a failing test.
+
+The expected state is recomputed here, independently of the C code, from the
+orders the test produced: the rules of SPEC sections 4 and 5 written again in
+Python (zoneinfo for months, Python integers for sums).
+"""
+import atexit
+import datetime as dt
+import io
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from zoneinfo import ZoneInfo
+
+import avro.io
+import avro.schema
+import redis
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SCHEMA = avro.schema.parse(open(os.path.join(ROOT, "schemas", "order.avsc")).read())
+INT64_MAX = 2**63 - 1
+
+_cleanups = []
+
+
+def stop_all(*_):
+    while _cleanups:
+        fn = _cleanups.pop()
+        try:
+            fn()
+        except Exception as e:  # keep stopping the rest
+            print("cleanup:", e, file=sys.stderr)
+
+
+def _on_signal(sig, _frame):
+    stop_all()
+    sys.exit(128 + sig)
+
+
+atexit.register(stop_all)
+signal.signal(signal.SIGTERM, _on_signal)
+signal.signal(signal.SIGINT, _on_signal)
+
+
+def log(*a):
+    print(time.strftime("%H:%M:%S"), *a, flush=True)
+
+
+class Services:
+    """Redis and Kafka for one test, in their own run directory."""
+
+    def __init__(self, name):
+        self.dir = tempfile.mkdtemp(prefix="tierd-%s-" % name)
+        self.script = os.path.join(ROOT, "scripts", "services")
+        _cleanups.append(self.stop)
+        t = time.time()
+        out = subprocess.run([self.script, "start", self.dir], check=True,
+                             stdout=subprocess.PIPE, text=True).stdout
+        self.env = dict(l.split("=", 1) for l in out.split() if "=" in l)
+        self.bootstrap = self.env["TIERD_KAFKA_BOOTSTRAP_SERVERS"]
+        self.redis_port = int(self.env["TIERD_REDIS_PORT"])
+        log("services up in %.1fs: kafka %s, redis %d" % (time.time() - t, self.bootstrap, self.redis_port))
+        subprocess.run([os.path.join(ROOT, "scripts", "topics"), "--bootstrap", self.bootstrap,
+                        "--partitions", "8"], check=True, stdout=subprocess.DEVNULL)
+        self.redis = redis.Redis(host="127.0.0.1", port=self.redis_port)
+
+    def restart_redis(self):
+        subprocess.run([self.script, "restart-redis", self.dir], check=True, stdout=subprocess.DEVNULL)
+        self.redis = redis.Redis(host="127.0.0.1", port=self.redis_port)
+
+    def run(self, action):
+        subprocess.run([self.script, action, self.dir], check=True, stdout=subprocess.DEVNULL)
+
+    def stop(self):
+        subprocess.run([self.script, "stop", self.dir], check=False, stdout=subprocess.DEVNULL)
+
+
+def tierd_binary():
+    b = os.environ.get("TIERD_BIN")
+    if b:
+        return b
+    for cand in ("build/tierd", "build/daemon/tierd"):
+        p = os.path.join(ROOT, cand)
+        if os.path.exists(p):
+            return p
+    raise SystemExit("tierd binary not found: set TIERD_BIN")
+
+
+class Daemon:
+    """One tierd process with its own config file and log."""
+
+    def __init__(self, svc, name, time_zone="Asia/Shanghai", extra=None, kafka_extra=None):
+        self.svc, self.name = svc, name
+        self.cfg = os.path.join(svc.dir, "%s.yaml" % name)
+        self.logpath = os.path.join(svc.dir, "%s.log" % name)
+        kafka = {"bootstrap.servers": svc.bootstrap, "group.id": "tierd-test",
+                 "session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
+        kafka.update(kafka_extra or {})
+        lines = ["kafka:"] + ["  %s: \"%s\"" % kv for kv in kafka.items()]
+        lines += ["redis:", "  host: 127.0.0.1", "  port: %d" % svc.redis_port,
+                  "time_zone: %s" % time_zone, "currency: CNY", "window_months: 3",
+                  "instance_id: %s" % name, "log_level: info"]
+        for k, v in (extra or {}).items():
+            lines.append("%s: %s" % (k, v))
+        with open(self.cfg, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.proc = None
+        _cleanups.append(self.kill)
+
+    def start(self):
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TIERD_")}
+        self.logf = open(self.logpath, "a")
+        self.proc = subprocess.Popen([tierd_binary(), "-c", self.cfg], stdout=self.logf,
+                                     stderr=subprocess.STDOUT, env=env)
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig=signal.SIGKILL):
+        if self.alive():
+            self.proc.send_signal(sig)
+            if sig in (signal.SIGKILL, signal.SIGTERM):
+                return self.proc.wait(timeout=60)
+        return None
+
+    def term(self):
+        """SIGTERM and the exit status (must be 0 for a clean stop)."""
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=60)
+
+    def log_text(self):
+        with open(self.logpath) as f:
+            return f.read()
+
+
+# ----------------------------------------------------------------- orders
+
+def encode(order, confluent=False):
+    buf = io.BytesIO()
+    avro.io.DatumWriter(SCHEMA).write(order, avro.io.BinaryEncoder(buf))
+    b = buf.getvalue()
+    return (b"\x00" + (7).to_bytes(4, "big") + b) if confluent else b
+
+
+def order(oid, cust, placed_ms, kind="SALE", lines=None, currency="CNY"):
+    return {"order_id": oid, "customer_id": cust,
+            "placed_at": dt.datetime.fromtimestamp(placed_ms / 1000, dt.timezone.utc),
+            "kind": kind, "lines": lines if lines is not None else [], "currency": currency}
+
+
+def now_ms():
+    return int(time.time() * 1000)
+
+
+class Rec:
+    """A record to produce, and what the model says about it."""
+    __slots__ = ("partition", "key", "value", "order", "expect", "offset")
+
+    def __init__(self, partition, key, value, order=None, expect=None):
+        self.partition, self.key, self.value = partition, key, value
+        self.order, self.expect, self.offset = order, expect, None
+
+
+def produce(bootstrap, topic, recs):
+    """Produces in list order per partition; records each offset."""
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+                  "linger.ms": 20, "queue.buffering.max.messages": 200000})
+
+    def dr(err, msg, rec):
+        if err:
+            raise RuntimeError("produce failed: %s" % err)
+        rec.offset = msg.offset()
+
+    for r in recs:
+        while True:
+            try:
+                p.produce(topic, value=r.value, key=r.key, partition=r.partition,
+                          on_delivery=lambda e, m, rec=r: dr(e, m, rec))
+                break
+            except BufferError:
+                p.poll(0.1)
+        p.poll(0)
+    left = p.flush(60)
+    assert left == 0, "%d records not delivered" % left
+
+
+def end_offsets(bootstrap, topic, partitions=8):
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "tierd-test-probe"})
+    out = {}
+    for i in range(partitions):
+        lo, hi = c.get_watermark_offsets(TopicPartition(topic, i), timeout=10)
+        out[i] = hi
+    c.close()
+    return out
+
+
+def wait_drained(svc, ends, timeout=300, daemons=()):
+    """Waits until every partition's stored offset reaches the topic end."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        done = True
+        for p, hi in ends.items():
+            if hi == 0:
+                continue
+            try:
+                v = svc.redis.hget("tierd:{orders.%d}:meta" % p, "offset")
+            except redis.exceptions.ConnectionError:
+                v = None
+            if v is None or int(v) < hi:
+                done = False
+                break
+        if done:
+            return
+        for d in daemons:
+            assert d.alive(), "tierd %s died:\n%s" % (d.name, d.log_text()[-3000:])
+        time.sleep(0.2)
+    raise AssertionError("not drained after %ds" % timeout)
+
+
+def read_dead_letters(bootstrap, topic="dead-letter", partitions=8):
+    ends = end_offsets(bootstrap, topic, partitions)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "tierd-test-dlq-%d" % os.getpid(),
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, i, 0) for i in range(partitions)])
+    want = sum(ends.values())
+    got = []
+    deadline = time.time() + 60
+    while len(got) < want and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        h = {k: (v.decode() if v is not None else None) for k, v in (m.headers() or [])}
+        got.append((h, m.key(), m.value()))
+    c.close()
+    assert len(got) == want, "read %d of %d dead letters" % (len(got), want)
+    return got
+
+
+def read_state(r):
+    """Every aggregate in Redis: {(partition, yyyymm, customer): (qty, amount, orders, skus)}."""
+    out = {}
+    for key in r.scan_iter(match="tierd:{orders.*}:m:*", count=1000):
+        k = key.decode()
+        part = int(k.split("{orders.")[1].split("}")[0])
+        ym = int(k.rsplit(":", 1)[1])
+        for f, v in r.hgetall(key).items():
+            if f.startswith(b"a:"):
+                out[(part, ym, f[2:].decode())] = tuple(int(x) for x in v.split())
+    return out
+
+
+# ------------------------------------------------------------------ model
+
+def _ctrl(s):
+    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in s)
+
+
+def judge(o, key, now, skew_ms=86400000, currency="CNY"):
+    """The SPEC section 4 rules a single record breaks, or None."""
+    for f in ("order_id", "customer_id"):
+        if o[f] == "":
+            return "EMPTY_ID"
+    for f in ("order_id", "customer_id"):
+        if len(o[f].encode()) > 64 or _ctrl(o[f]):
+            return "BAD_ID"
+    if key is not None and key != b"" and key != o["customer_id"].encode():
+        return "KEY_MISMATCH"
+    if not o["lines"]:
+        return "NO_LINES"
+    if len(o["lines"]) > 1000:
+        return "TOO_MANY_LINES"
+    q = a = 0
+    for l in o["lines"]:
+        if l["sku"] == "" or len(l["sku"].encode()) > 64 or _ctrl(l["sku"]):
+            return "BAD_SKU"
+        if l["quantity"] <= 0:
+            return "BAD_QUANTITY"
+        if l["unit_price"] < 0:
+            return "NEGATIVE_PRICE"
+        q += l["quantity"]
+        a += l["quantity"] * l["unit_price"]
+        if l["quantity"] * l["unit_price"] > INT64_MAX or q > INT64_MAX or a > INT64_MAX:
+            return "OVERFLOW"
+    if o["currency"] != currency:
+        return "BAD_CURRENCY"
+    if int(o["placed_at"].timestamp() * 1000) > now + skew_ms:
+        return "FUTURE"
+    return None
+
+
+def month_index(ms, tz):
+    d = dt.datetime.fromtimestamp(ms / 1000, ZoneInfo(tz))
+    return d.year * 12 + d.month - 1
+
+
+def model(recs, tz="Asia/Shanghai", window=3, now=None):
+    """Applies recs (each partition in offset order) by the SPEC, returning
+    (aggregates as read_state() returns them, {(partition, offset): reason});
+    model.duplicates counts the orders ignored as already applied."""
+    now = now or now_ms()
+    by_part = {}
+    for r in sorted(recs, key=lambda r: (r.partition, r.offset)):
+        by_part.setdefault(r.partition, []).append(r)
+    state, dead = {}, {}
+    model.duplicates = 0
+    for part, rs in by_part.items():
+        cur, seen, agg = None, set(), {}
+        for r in rs:
+            if r.order is None:
+                dead[(part, r.offset)] = r.expect  # not Avro at all
+                continue
+            why = judge(r.order, r.key, now)
+            if why:
+                dead[(part, r.offset)] = why
+                continue
+            o = r.order
+            m = month_index(int(o["placed_at"].timestamp() * 1000), tz)
+            if cur is not None and m < cur - window + 1:
+                dead[(part, r.offset)] = "LATE"
+                continue
+            cur = m if cur is None else max(cur, m)
+            ident = (o["customer_id"], o["order_id"])
+            if ident in seen:
+                model.duplicates += 1
+                continue
+            q = sum(l["quantity"] for l in o["lines"])
+            a = sum(l["quantity"] * l["unit_price"] for l in o["lines"])
+            e = agg.setdefault((m, o["customer_id"]), [0, 0, 0, set()])
+            if o["kind"] == "SALE":
+                if e[0] + q > INT64_MAX or e[1] + a > INT64_MAX:
+                    dead[(part, r.offset)] = "OVERFLOW"
+                    continue
+                e[0] += q
+                e[1] += a
+                e[2] += 1
+                e[3].update(l["sku"] for l in o["lines"])
+            else:
+                e[0] = max(0, e[0] - q)
+                e[1] = max(0, e[1] - a)
+            seen.add(ident)
+        for (m, c), e in agg.items():
+            if m >= cur - window:
+                state[(part, (m // 12) * 100 + m % 12 + 1, c)] = (e[0], e[1], e[2], len(e[3]))
+    return state, dead
+
+
+def compare_state(got, want):
+    missing = [k for k in want if k not in got]
+    extra = [k for k in got if k not in want]
+    wrong = [(k, got[k], want[k]) for k in want if k in got and got[k] != want[k]]
+    assert not missing and not extra and not wrong, (
+        "state differs: %d missing %s, %d extra %s, %d wrong %s" % (
+            len(missing), missing[:5], len(extra), extra[:5], len(wrong), wrong[:5]))
+
+
+# -------------------------------------------------------------- generation
+
+CUSTOMER_PARTITION = {}
+
+
+def partition_of(cust, partitions=8):
+    # Co-partitioning by customer: a stable hash, as a producer would use.
+    import zlib
+    return zlib.crc32(cust.encode()) % partitions
+
+
+def month_start_ms(m, tz):
+    return int(dt.datetime(m // 12, m % 12 + 1, 1, tzinfo=ZoneInfo(tz)).timestamp() * 1000)
+
+
+def generate(n_orders, n_customers, seed, tz="Asia/Shanghai", partitions=8, months=4,
+             bad_per_kind=12, dup_ratio=0.01, confluent_ratio=0.1):
+    """Orders spanning `months` calendar months up to now, each partition in
+    rough time order with local disorder, plus exact re-sends (same order
+    at a new offset) and every kind of bad record."""
+    rnd = random.Random(seed)
+    now = now_ms()
+    cur = month_index(now, tz)
+    t0 = month_start_ms(cur - months + 1, tz)
+    t1 = now - 3600_000
+    customers = ["C%05d-%s" % (i, rnd.choice("ZBCSYFQ")) for i in range(n_customers)]
+    skus = ["SKU-%03d" % i for i in range(60)]
+    recs = []
+    times = sorted(rnd.randint(t0, t1) for _ in range(n_orders))
+    for i, t in enumerate(times):
+        # local disorder: up to ~2 days
+        t = min(t1, max(t0, t + rnd.randint(-2 * 86400_000, 2 * 86400_000)))
+        c = rnd.choice(customers)
+        kind = "RETURN" if rnd.random() < 0.05 else "SALE"
+        lines = [{"sku": rnd.choice(skus), "quantity": rnd.randint(1, 40),
+                  "unit_price": rnd.randint(0, 60000)} for _ in range(rnd.randint(1, 5))]
+        if kind == "RETURN":
+            for l in lines:
+                l["quantity"] = rnd.randint(1, 120)  # sometimes more than bought
+        o = order("O%07d" % i, c, t, kind, lines)
+        recs.append(Rec(partition_of(c, partitions), c.encode(),
+                        encode(o, confluent=rnd.random() < confluent_ratio), o))
+    # exact re-sends: same bytes, later offset
+    for r in rnd.sample(recs, int(n_orders * dup_ratio)):
+        recs.insert(min(len(recs), recs.index(r) + rnd.randint(1, 2000)),
+                    Rec(r.partition, r.key, r.value, r.order))
+    return interleave(recs, bad_records(rnd, customers, t0, t1, now, cur, tz, partitions,
+                                        bad_per_kind), rnd)
+
+
+def bad_records(rnd, customers, t0, t1, now, cur, tz, partitions, per_kind):
+    """Records that each break exactly one rule, and the reason expected."""
+    out = []
+
+    def good(cust, t=None):
+        return order("B%08d" % rnd.randrange(10**8), cust, t or rnd.randint(t0, t1), "SALE",
+                     [{"sku": "SKU-BAD", "quantity": 2, "unit_price": 100}])
+
+    kinds = {
+        "NOT_AVRO_GARBAGE": lambda c: (None, bytes(rnd.randrange(256) for _ in range(rnd.randint(1, 60)))),
+        "NOT_AVRO_TRUNCATED": lambda c: (None, encode(good(c))[:-3]),
+        "NOT_AVRO_TRAILING": lambda c: (None, encode(good(c)) + b"\x02"),
+        "EMPTY_ID": lambda c: dict(good(c), order_id=""),
+        "BAD_ID": lambda c: dict(good(c), order_id="X" * 65),
+        "BAD_ID_CTRL": lambda c: dict(good(c), order_id="bad\nid"),
+        "KEY_MISMATCH": lambda c: ("mismatch", dict(good(c), customer_id=c + "-other")),
+        "NO_LINES": lambda c: dict(good(c), lines=[]),
+        "TOO_MANY_LINES": lambda c: dict(good(c), lines=[{"sku": "S", "quantity": 1, "unit_price": 1}] * 1001),
+        "BAD_SKU": lambda c: dict(good(c), lines=[{"sku": "", "quantity": 1, "unit_price": 1}]),
+        "BAD_QUANTITY": lambda c: dict(good(c), lines=[{"sku": "S", "quantity": rnd.choice([0, -3]), "unit_price": 1}]),
+        "NEGATIVE_PRICE": lambda c: dict(good(c), lines=[{"sku": "S", "quantity": 1, "unit_price": -5}]),
+        "OVERFLOW": lambda c: dict(good(c), lines=[{"sku": "S", "quantity": 2**40, "unit_price": 2**30}]),
+        "BAD_CURRENCY": lambda c: dict(good(c), currency="USD"),
+        "FUTURE": lambda c: dict(good(c), placed_at=dt.datetime.fromtimestamp((now + 3 * 86400_000) / 1000, dt.timezone.utc)),
+        "LATE": lambda c: dict(good(c), placed_at=dt.datetime.fromtimestamp((month_start_ms(cur - 5, tz) + 86400_000) / 1000, dt.timezone.utc)),
+    }
+    for kind, make in kinds.items():
+        for _ in range(per_kind):
+            c = rnd.choice(customers)
+            made = make(c)
+            p = partition_of(c, partitions)
+            if isinstance(made, tuple) and made[0] is None:
+                exp = "NOT_AVRO"
+                out.append(Rec(p, c.encode(), made[1], None, exp))
+            elif isinstance(made, tuple):
+                out.append(Rec(p, c.encode(), encode(made[1]), made[1], kind))
+            else:
+                out.append(Rec(p, c.encode(), encode(made), made, kind.split("_CTRL")[0]))
+    # A month-total overflow: two orders that are fine alone.
+    whale = "WHALE-%d" % rnd.randrange(1000)
+    for i in range(2):
+        o = order("W%d" % i, whale, t1, "SALE", [{"sku": "BIG", "quantity": 2**62, "unit_price": 0}])
+        out.append(Rec(partition_of(whale, partitions), whale.encode(), encode(o), o, "OVERFLOW" if i else None))
+    rnd.shuffle(out)
+    return out
+
+
+def interleave(good, bad, rnd):
+    """Bad records go after the first third of the stream, so LATE ones
+    arrive when their partition's month has moved on."""
+    res = list(good)
+    for b in bad:
+        res.insert(rnd.randint(len(res) // 2, len(res)), b)
+    return res
+
+
+def last_stats(log_text):
+    """The counters of the daemon's last stats line."""
+    line = [l for l in log_text.splitlines() if " stats: " in l][-1]
+    return {k: v for k, v in (f.split("=", 1) for f in line.split(" stats: ")[1].split())}

@@ -1,0 +1,336 @@
+/*
+ * apply against a real redis-server (tests/integration/with-redis starts
+ * one): the guarantees that do not need Kafka to be shown.
+ *  - the same record delivered twice counts once (offset guard);
+ *  - a commit whose reply was lost is not applied again;
+ *  - the same order_id at a new offset counts once (dedupe);
+ *  - a stale owner's write is refused once a newer owner claimed;
+ *  - the dead-letter sink failing writes nothing;
+ *  - months that leave the window are deleted.
+ * Records are real Avro, encoded with avro-c.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <avro.h>
+#include <cmocka.h>
+
+#include "apply.h"
+#include "config.h"
+#include "month.h"
+
+extern const char tierd_schema_order[];
+
+static config_t conf;
+static store_t *store;
+static decoder_t *dec;
+static avro_schema_t schema;
+static avro_value_iface_t *iface;
+static int sink_fail;
+static size_t sink_count;
+static char sink_codes[64][32];
+
+static int sink(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t n, char *errstr,
+                size_t errstr_size) {
+    (void)opaque;
+    (void)p;
+    if (sink_fail) {
+        snprintf(errstr, errstr_size, "sink down");
+        return -1;
+    }
+    for (size_t i = 0; i < n && sink_count < 64; i++)
+        snprintf(sink_codes[sink_count++], 32, "%s", order_reason_code(dead[i]->verdict));
+    return 0;
+}
+
+/* One encoded order; caller frees. */
+static char *encode(const char *oid, const char *cust, int64_t ms, int64_t qty, int64_t price,
+                    size_t *len) {
+    avro_value_t v, f, lines, line, x;
+    char *buf = malloc(4096);
+    avro_writer_t w = avro_writer_memory(buf, 4096);
+    avro_generic_value_new(iface, &v);
+    avro_value_get_by_name(&v, "order_id", &f, NULL);
+    avro_value_set_string(&f, oid);
+    avro_value_get_by_name(&v, "customer_id", &f, NULL);
+    avro_value_set_string(&f, cust);
+    avro_value_get_by_name(&v, "placed_at", &f, NULL);
+    avro_value_set_long(&f, ms);
+    avro_value_get_by_name(&v, "kind", &f, NULL);
+    avro_value_set_enum(&f, 0);
+    avro_value_get_by_name(&v, "lines", &lines, NULL);
+    avro_value_append(&lines, &line, NULL);
+    avro_value_get_by_name(&line, "sku", &x, NULL);
+    avro_value_set_string(&x, "SKU-1");
+    avro_value_get_by_name(&line, "quantity", &x, NULL);
+    avro_value_set_long(&x, qty);
+    avro_value_get_by_name(&line, "unit_price", &x, NULL);
+    avro_value_set_long(&x, price);
+    avro_value_get_by_name(&v, "currency", &f, NULL);
+    avro_value_set_string(&f, "CNY");
+    assert_int_equal(avro_value_write(w, &v), 0);
+    *len = (size_t)avro_writer_tell(w);
+    avro_writer_free(w);
+    avro_value_decref(&v);
+    return buf;
+}
+
+typedef struct batch {
+    apply_msg_t msgs[16];
+    char *bufs[16];
+    size_t n;
+} batch_t;
+
+static void add(batch_t *b, int64_t offset, const char *oid, const char *cust, int64_t ms,
+                int64_t qty) {
+    apply_msg_t *m = &b->msgs[b->n];
+    memset(m, 0, sizeof(*m));
+    m->offset = offset;
+    b->bufs[b->n] = encode(oid, cust, ms, qty, 100, &m->value_len);
+    m->value = b->bufs[b->n];
+    m->key = cust;
+    m->key_len = strlen(cust);
+    b->n++;
+}
+
+static void batch_free(batch_t *b) {
+    for (size_t i = 0; i < b->n; i++) free(b->bufs[i]);
+    b->n = 0;
+}
+
+static apply_ctx_t ctx(void) {
+    apply_ctx_t a;
+    apply_init(&a);
+    a.store = store;
+    a.decoder = dec;
+    strcpy(a.rules.currency, "CNY");
+    a.rules.max_future_skew_ms = 86400000;
+    a.window = 3;
+    a.owner = "test";
+    a.dead = sink;
+    return a;
+}
+
+static redisContext *rc;
+
+static long long qty_of(int part, int yyyymm, const char *cust) {
+    redisReply *r = redisCommand(rc, "HGET tierd:{orders.%d}:m:%06d a:%s", part, yyyymm, cust);
+    long long q = -1;
+    if (r && r->type == REDIS_REPLY_STRING) q = strtoll(r->str, NULL, 10);
+    freeReplyObject(r);
+    return q;
+}
+
+static long long exists(const char *key) {
+    redisReply *r = redisCommand(rc, "EXISTS %s", key);
+    long long v = r->integer;
+    freeReplyObject(r);
+    return v;
+}
+
+static void flush(void) { freeReplyObject(redisCommand(rc, "FLUSHALL")); }
+
+/* Nov 2026 in UTC, and the months around it. */
+static const int64_t NOV = 1793491200000LL; /* 2026-11-01T00:00:00Z */
+#define DAY 86400000LL
+
+static void test_same_record_twice_counts_once(void **state) {
+    (void)state;
+    flush();
+    apply_ctx_t a = ctx();
+    apply_part_t p = {"orders", 0, {0}};
+    char err[512] = "";
+    batch_t b = {0};
+    assert_int_equal(store_claim(store, "orders", 0, "test", &p.meta, err, sizeof(err)), 0);
+    add(&b, 0, "o1", "c1", NOV + DAY, 5);
+    add(&b, 1, "o2", "c1", NOV + DAY, 7);
+    assert_int_equal(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)), APPLY_OK);
+    assert_int_equal(qty_of(0, 202611, "c1"), 12);
+    /* Kafka hands the same two records over again, and one new one. */
+    add(&b, 2, "o3", "c1", NOV + DAY, 1);
+    assert_int_equal(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)), APPLY_OK);
+    assert_int_equal(b.msgs[0].state, MSG_REDELIVERED);
+    assert_int_equal(b.msgs[1].state, MSG_REDELIVERED);
+    assert_int_equal(b.msgs[2].state, MSG_APPLIED);
+    assert_int_equal(qty_of(0, 202611, "c1"), 13);
+    assert_int_equal(a.stats.redelivered, 2);
+    batch_free(&b);
+    apply_free(&a);
+}
+
+static void test_lost_commit_reply_not_applied_again(void **state) {
+    (void)state;
+    flush();
+    apply_ctx_t a = ctx();
+    apply_part_t p = {"orders", 1, {0}};
+    char err[512] = "";
+    batch_t b = {0};
+    assert_int_equal(store_claim(store, "orders", 1, "test", &p.meta, err, sizeof(err)), 0);
+    store_meta_t before = p.meta;
+    add(&b, 10, "o1", "c2", NOV + DAY, 4);
+    assert_int_equal(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)), APPLY_OK);
+    /* As if EXEC's reply never arrived: the cache still holds the old offset. */
+    p.meta = before;
+    assert_int_equal(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)), APPLY_OK);
+    assert_int_equal(b.msgs[0].state, MSG_REDELIVERED);
+    assert_int_equal(qty_of(1, 202611, "c2"), 4);
+    assert_int_equal(p.meta.offset, 11);
+    batch_free(&b);
+    apply_free(&a);
+}
+
+static void test_same_order_new_offset_is_duplicate(void **state) {
+    (void)state;
+    flush();
+    apply_ctx_t a = ctx();
+    apply_part_t p = {"orders", 2, {0}};
+    char err[512] = "";
+    batch_t b = {0};
+    assert_int_equal(store_claim(store, "orders", 2, "test", &p.meta, err, sizeof(err)), 0);
+    add(&b, 0, "dup", "c3", NOV + DAY, 3);
+    add(&b, 1, "dup", "c3", NOV + DAY, 3); /* same batch */
+    assert_int_equal(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)), APPLY_OK);
+    batch_free(&b);
+    add(&b, 2, "dup", "c3", NOV + DAY, 3); /* a later batch */
+    add(&b, 3, "dup", "c4", NOV + DAY, 3); /* same id, another customer: counts */
+    assert_int_equal(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)), APPLY_OK);
+    assert_int_equal(qty_of(2, 202611, "c3"), 3);
+    assert_int_equal(qty_of(2, 202611, "c4"), 3);
+    assert_int_equal(a.stats.duplicates, 2);
+    batch_free(&b);
+    apply_free(&a);
+}
+
+static void test_stale_owner_is_fenced(void **state) {
+    (void)state;
+    flush();
+    apply_ctx_t a = ctx();
+    apply_part_t old = {"orders", 3, {0}}, young = {"orders", 3, {0}};
+    char err[512] = "";
+    batch_t b = {0};
+    assert_int_equal(store_claim(store, "orders", 3, "old", &old.meta, err, sizeof(err)), 0);
+    add(&b, 0, "o1", "c5", NOV + DAY, 2);
+    assert_int_equal(apply_batch(&a, &old, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)), APPLY_OK);
+    batch_free(&b);
+    /* A rebalance: the young owner claims; the old one still holds a batch. */
+    assert_int_equal(store_claim(store, "orders", 3, "young", &young.meta, err, sizeof(err)), 0);
+    assert_true(young.meta.epoch > old.meta.epoch);
+    assert_int_equal(young.meta.offset, 1);
+    add(&b, 1, "o2", "c5", NOV + DAY, 100);
+    err[0] = '\0';
+    assert_int_equal(apply_batch(&a, &old, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)),
+                     APPLY_FENCED);
+    assert_non_null(strstr(err, "another instance"));
+    assert_int_equal(qty_of(3, 202611, "c5"), 2); /* nothing written */
+    /* The young owner applies the same record once. */
+    assert_int_equal(apply_batch(&a, &young, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)),
+                     APPLY_OK);
+    assert_int_equal(qty_of(3, 202611, "c5"), 102);
+    batch_free(&b);
+    apply_free(&a);
+}
+
+static void test_dead_letter_failure_writes_nothing(void **state) {
+    (void)state;
+    flush();
+    apply_ctx_t a = ctx();
+    apply_part_t p = {"orders", 4, {0}};
+    char err[512] = "";
+    batch_t b = {0};
+    assert_int_equal(store_claim(store, "orders", 4, "test", &p.meta, err, sizeof(err)), 0);
+    add(&b, 0, "o1", "c6", NOV + DAY, 1);
+    add(&b, 1, "o2", "c6", NOV + DAY, -1); /* BAD_QUANTITY */
+    sink_fail = 1;
+    sink_count = 0;
+    assert_int_equal(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)), APPLY_RETRY);
+    assert_int_equal(qty_of(4, 202611, "c6"), -1); /* no key at all */
+    sink_fail = 0;
+    assert_int_equal(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)), APPLY_OK);
+    assert_int_equal(qty_of(4, 202611, "c6"), 1);
+    assert_int_equal(sink_count, 1);
+    assert_string_equal(sink_codes[0], "BAD_QUANTITY");
+    batch_free(&b);
+    apply_free(&a);
+}
+
+static void test_old_months_deleted_and_late_refused(void **state) {
+    (void)state;
+    flush();
+    apply_ctx_t a = ctx();
+    apply_part_t p = {"orders", 5, {0}};
+    char err[512] = "";
+    batch_t b = {0};
+    const int64_t JUL = 1782864000000LL; /* 2026-07-01T00:00:00Z */
+    assert_int_equal(store_claim(store, "orders", 5, "test", &p.meta, err, sizeof(err)), 0);
+    add(&b, 0, "o1", "c7", JUL + DAY, 1);
+    assert_int_equal(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)), APPLY_OK);
+    batch_free(&b);
+    assert_int_equal(exists("tierd:{orders.5}:m:202607"), 1);
+    /* November: the window is Sep..Nov, August is kept as "window plus one",
+     * July goes. */
+    add(&b, 1, "o2", "c7", NOV + DAY, 1);
+    add(&b, 2, "o3", "c7", JUL + 2 * DAY, 1); /* now too late to matter */
+    sink_count = 0;
+    assert_int_equal(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)), APPLY_OK);
+    assert_int_equal(exists("tierd:{orders.5}:m:202607"), 0);
+    assert_int_equal(qty_of(5, 202611, "c7"), 1);
+    assert_int_equal(b.msgs[2].state, MSG_DEAD);
+    assert_int_equal(sink_count, 1);
+    assert_string_equal(sink_codes[0], "LATE");
+    batch_free(&b);
+    apply_free(&a);
+}
+
+static int setup(void **state) {
+    (void)state;
+    char err[512] = "";
+    const char *port = getenv("TIERD_TEST_REDIS_PORT");
+    if (!port) {
+        fprintf(stderr, "TIERD_TEST_REDIS_PORT is not set: run through with-redis\n");
+        return -1;
+    }
+    setenv("TIERD_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1", 1);
+    if (config_load(&conf, NULL, err, sizeof(err)) != 0) return -1;
+    conf.redis_port = atoi(port);
+    if (month_set_zone("UTC", err, sizeof(err)) != 0) return -1;
+    store = store_new(&conf, err, sizeof(err));
+    if (!store || store_connect(store, err, sizeof(err)) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    dec = decode_new(err, sizeof(err));
+    if (!dec) return -1;
+    if (avro_schema_from_json_length(tierd_schema_order, strlen(tierd_schema_order), &schema))
+        return -1;
+    iface = avro_generic_class_from_schema(schema);
+    rc = redisConnect("127.0.0.1", atoi(port));
+    return rc && !rc->err ? 0 : -1;
+}
+
+static int teardown(void **state) {
+    (void)state;
+    redisFree(rc);
+    avro_value_iface_decref(iface);
+    avro_schema_decref(schema);
+    decode_destroy(dec);
+    store_destroy(store);
+    config_free(&conf);
+    return 0;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_same_record_twice_counts_once),
+        cmocka_unit_test(test_lost_commit_reply_not_applied_again),
+        cmocka_unit_test(test_same_order_new_offset_is_duplicate),
+        cmocka_unit_test(test_stale_owner_is_fenced),
+        cmocka_unit_test(test_dead_letter_failure_writes_nothing),
+        cmocka_unit_test(test_old_months_deleted_and_late_refused),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

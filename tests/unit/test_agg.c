@@ -1,0 +1,158 @@
+/* Aggregate arithmetic and month bucketing (SPEC sections 3 and 5). */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "agg.h"
+#include "month.h"
+
+static order_t mk(order_kind_t kind, int64_t qty, int64_t amount, const char *sku1,
+                  const char *sku2) {
+    order_t o;
+    memset(&o, 0, sizeof(o));
+    o.kind = kind;
+    o.qty = qty;
+    o.amount = amount;
+    o.lines = calloc(2, sizeof(*o.lines));
+    o.nlines = sku2 ? 2 : 1;
+    strcpy(o.lines[0].sku, sku1);
+    o.lines[0].sku_len = (uint8_t)strlen(sku1);
+    if (sku2) {
+        strcpy(o.lines[1].sku, sku2);
+        o.lines[1].sku_len = (uint8_t)strlen(sku2);
+    }
+    return o;
+}
+
+static void test_sale_then_return_floors_at_zero(void **state) {
+    (void)state;
+    agg_month_t m = {0};
+    agg_skuset_t s = {0};
+    int64_t excess;
+    order_t sale = mk(ORDER_SALE, 10, 1000, "A", "B");
+    order_t ret = mk(ORDER_RETURN, 25, 3000, "A", NULL);
+
+    assert_int_equal(agg_apply(&m, &s, &sale, &excess), ORDER_OK);
+    assert_int_equal(m.qty, 10);
+    assert_int_equal(m.amount, 1000);
+    assert_int_equal(m.orders, 1);
+    assert_int_equal(m.skus, 2);
+    assert_int_equal(excess, 0);
+
+    assert_int_equal(agg_apply(&m, &s, &ret, &excess), ORDER_OK);
+    assert_int_equal(m.qty, 0);    /* never below zero */
+    assert_int_equal(m.amount, 0);
+    assert_int_equal(excess, 15); /* counted, not carried */
+    assert_int_equal(m.orders, 1); /* a return is not an order */
+    assert_int_equal(m.skus, 2);   /* nor does it remove SKUs */
+
+    order_reset(&sale);
+    order_reset(&ret);
+    agg_skuset_free(&s);
+}
+
+static void test_distinct_skus_counted_once(void **state) {
+    (void)state;
+    agg_month_t m = {0};
+    agg_skuset_t s = {0};
+    int64_t excess;
+    order_t a = mk(ORDER_SALE, 1, 1, "X", "Y");
+    order_t b = mk(ORDER_SALE, 1, 1, "Y", "Z");
+    assert_int_equal(agg_apply(&m, &s, &a, &excess), ORDER_OK);
+    assert_int_equal(agg_apply(&m, &s, &b, &excess), ORDER_OK);
+    assert_int_equal(m.skus, 3);
+    assert_int_equal(m.orders, 2);
+    order_reset(&a);
+    order_reset(&b);
+    agg_skuset_free(&s);
+}
+
+static void test_overflow_changes_nothing(void **state) {
+    (void)state;
+    agg_month_t m = {INT64_MAX - 5, 100, 1, 1};
+    agg_skuset_t s = {0};
+    int64_t excess;
+    order_t o = mk(ORDER_SALE, 6, 1, "NEW", NULL);
+    assert_int_equal(agg_apply(&m, &s, &o, &excess), ORDER_ERR_OVERFLOW);
+    assert_int_equal(m.qty, INT64_MAX - 5);
+    assert_int_equal(m.amount, 100);
+    assert_int_equal(m.orders, 1);
+    assert_int_equal(s.n, 0); /* the SKU was not added either */
+    order_reset(&o);
+    o = mk(ORDER_SALE, 5, 1, "NEW", NULL);
+    assert_int_equal(agg_apply(&m, &s, &o, &excess), ORDER_OK);
+    assert_int_equal(m.qty, INT64_MAX);
+    order_reset(&o);
+    agg_skuset_free(&s);
+}
+
+static void test_text_round_trip(void **state) {
+    (void)state;
+    agg_month_t m = {INT64_MAX, 7, 3, 2}, back;
+    char buf[128];
+    agg_format(&m, buf, sizeof(buf));
+    assert_int_equal(agg_parse(&back, buf, strlen(buf)), 0);
+    assert_memory_equal(&m, &back, sizeof(m));
+    assert_int_equal(agg_parse(&back, "1 2 3", 5), -1);
+    assert_int_equal(agg_parse(&back, "1 2 3 x", 7), -1);
+    assert_int_equal(agg_parse(&back, "1 -2 3 4", 8), -1);
+    assert_int_equal(agg_parse(&back, "99999999999999999999 0 0 0", 26), -1);
+
+    agg_skuset_t s = {0}, s2 = {0};
+    size_t len;
+    agg_skuset_add(&s, "b", 1);
+    agg_skuset_add(&s, "a", 1);
+    agg_skuset_add(&s, "ab", 2);
+    char *txt = agg_skuset_format(&s, &len);
+    assert_string_equal(txt, "a\nab\nb");
+    assert_int_equal(agg_skuset_parse(&s2, txt, len), 0);
+    assert_int_equal(s2.n, 3);
+    free(txt);
+    agg_skuset_free(&s);
+    agg_skuset_free(&s2);
+}
+
+/* Shanghai is UTC+8 all year: 2026-10-31T16:00:00Z is November 1st there. */
+static void test_month_boundary_non_utc(void **state) {
+    (void)state;
+    char err[256];
+    const int64_t nov1_cst = 1793462400000LL; /* 2026-10-31T16:00:00Z */
+    assert_int_equal(month_set_zone("Asia/Shanghai", err, sizeof(err)), 0);
+    assert_int_equal(month_yyyymm(month_of_ms(nov1_cst - 1)), 202610);
+    assert_int_equal(month_yyyymm(month_of_ms(nov1_cst)), 202611);
+    assert_int_equal(month_start_ms(month_of_ms(nov1_cst)), nov1_cst);
+    /* the same instants in UTC are both October */
+    assert_int_equal(month_set_zone("UTC", err, sizeof(err)), 0);
+    assert_int_equal(month_yyyymm(month_of_ms(nov1_cst)), 202610);
+    /* New York changes offset inside the month: the boundary still holds */
+    assert_int_equal(month_set_zone("America/New_York", err, sizeof(err)), 0);
+    int32_t m = month_from_yyyymm(202611);
+    assert_int_equal(month_of_ms(month_start_ms(m)), m);
+    assert_int_equal(month_of_ms(month_start_ms(m) - 1), m - 1);
+    assert_int_equal(month_start_ms(m), 1793505600000LL); /* 2026-11-01T04:00:00Z (EDT) */
+}
+
+static void test_month_refuses_unknown_zone(void **state) {
+    (void)state;
+    char err[256] = "";
+    assert_int_equal(month_set_zone("Mars/Olympus_Mons", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "Mars/Olympus_Mons"));
+    assert_int_equal(month_set_zone("../etc/passwd", err, sizeof(err)), -1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_sale_then_return_floors_at_zero),
+        cmocka_unit_test(test_distinct_skus_counted_once),
+        cmocka_unit_test(test_overflow_changes_nothing),
+        cmocka_unit_test(test_text_round_trip),
+        cmocka_unit_test(test_month_boundary_non_utc),
+        cmocka_unit_test(test_month_refuses_unknown_zone),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
