@@ -145,7 +145,7 @@ int store_claim(store_t *s, const char *topic, int32_t partition, const char *ow
                 store_meta_t *out, char *errstr, size_t errstr_size) {
     char key[256];
     redisReply *r = NULL;
-    int rc = STORE_ERR;
+    int rc = STORE_ERR, failed = 0;
 
     if (!s->rc && store_connect(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
     store_key(s, topic, partition, "meta", key, sizeof(key));
@@ -163,14 +163,15 @@ int store_claim(store_t *s, const char *topic, int32_t partition, const char *ow
             drop(s);
             goto out;
         }
-        if (r->type == REDIS_REPLY_ERROR) {
+        if (r->type == REDIS_REPLY_ERROR && !failed) {
             snprintf(errstr, errstr_size, "redis: claim of %s: %s", key, r->str);
-            /* keep reading replies so the connection stays in step */
+            failed = 1; /* keep reading replies so the connection stays in step */
         }
     }
+    if (failed) goto out;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
         r->element[2]->type != REDIS_REPLY_ARRAY || r->element[2]->elements != 3) {
-        if (!errstr[0]) snprintf(errstr, errstr_size, "redis: claim of %s: unexpected reply", key);
+        snprintf(errstr, errstr_size, "redis: claim of %s: unexpected reply", key);
         goto out;
     }
     meta_from_reply(r->element[2], out);
@@ -197,7 +198,7 @@ int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *m
     redisReply *r = NULL;
     const char **argv = NULL;
     size_t *argvlen = NULL, maxf = 0;
-    int rc = STORE_ERR;
+    int rc = STORE_ERR, failed = 0;
 
     for (size_t i = 0; i < nkeys; i++) replies[i] = NULL;
     if (!s->rc && store_connect(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
@@ -232,7 +233,8 @@ int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *m
             goto out;
         }
         if (r->type == REDIS_REPLY_ERROR) {
-            snprintf(errstr, errstr_size, "redis: read: %s", r->str);
+            if (!failed) snprintf(errstr, errstr_size, "redis: read: %s", r->str);
+            failed = 1;
             freeReplyObject(r);
             r = NULL;
             continue; /* drain the rest, fail below */
@@ -240,6 +242,7 @@ int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *m
         if (i == 1) {
             if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
                 snprintf(errstr, errstr_size, "redis: unexpected reply to HMGET meta");
+                failed = 1;
             } else {
                 meta_from_reply(r, meta);
             }
@@ -250,7 +253,7 @@ int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *m
             freeReplyObject(r);
         r = NULL;
     }
-    if (errstr[0]) {
+    if (failed) {
         store_unwatch(s);
         goto out;
     }
@@ -273,7 +276,7 @@ int store_commit(store_t *s, const char *topic, int32_t partition, const char *o
     redisReply *r = NULL;
     const char **argv = NULL;
     size_t *argvlen = NULL, maxa = 0, ncmds = 0;
-    int rc = STORE_ERR;
+    int rc = STORE_ERR, failed = 0;
 
     if (!s->rc) {
         snprintf(errstr, errstr_size, "redis: not connected");
@@ -334,8 +337,10 @@ int store_commit(store_t *s, const char *topic, int32_t partition, const char *o
             drop(s);
             goto out;
         }
-        if (r->type == REDIS_REPLY_ERROR && !errstr[0])
+        if (r->type == REDIS_REPLY_ERROR && !failed) {
             snprintf(errstr, errstr_size, "redis: commit: %s", r->str);
+            failed = 1;
+        }
     }
     /* EXEC answers nil when a watched key changed: another owner wrote. */
     if (r->type == REDIS_REPLY_NIL) {
@@ -343,7 +348,7 @@ int store_commit(store_t *s, const char *topic, int32_t partition, const char *o
         goto out;
     }
     if (r->type != REDIS_REPLY_ARRAY) {
-        if (!errstr[0]) snprintf(errstr, errstr_size, "redis: commit: unexpected EXEC reply");
+        if (!failed) snprintf(errstr, errstr_size, "redis: commit: unexpected EXEC reply");
         goto out;
     }
     for (size_t i = 0; i < r->elements; i++)
@@ -351,7 +356,7 @@ int store_commit(store_t *s, const char *topic, int32_t partition, const char *o
             snprintf(errstr, errstr_size, "redis: commit: %s", r->element[i]->str);
             goto out;
         }
-    rc = errstr[0] ? STORE_ERR : STORE_OK;
+    rc = failed ? STORE_ERR : STORE_OK;
 out:
     if (r) freeReplyObject(r);
     free(argv);
