@@ -562,11 +562,13 @@ order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out
     /*
      * Framing.  A plain Order starts with the zigzag length of order_id, and
      * a first byte of 0x00 means an empty order_id -- invalid anyway.  So a
-     * leading 0x00 with room for the 4-byte schema id is taken as the
-     * Confluent wire format.  The cost: a plain Order with an empty order_id
-     * is refused as NOT_AVRO rather than EMPTY_ID; it is dead-lettered
-     * either way.  There is no schema registry here, so the id is reported,
-     * not checked: the pre-scan is what proves the bytes are an Order.
+     * leading 0x00 with room for the 4-byte schema id is first read as the
+     * Confluent wire format; when those bytes are not an Order, the whole
+     * record is tried as plain Avro, so a plain Order with an empty
+     * order_id is refused as EMPTY_ID (by validation), the reason a
+     * producer can act on.  There is no schema registry here, so the id is
+     * reported, not checked: the pre-scan is what proves the bytes are an
+     * Order.
      */
     if (start[0] == 0x00 && len >= DECODE_CONFLUENT_HEADER) {
         d->last_schema_id = (int64_t)(((uint32_t)start[1] << 24) | ((uint32_t)start[2] << 16) |
@@ -580,6 +582,15 @@ order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out
     }
 
     err = decode_prescan(start, payload, payload_len, errstr, errstr_size);
+    if (err != ORDER_OK && payload != start &&
+        decode_prescan(start, start, len, NULL, 0) == ORDER_OK) {
+        d->last_schema_id = -1; /* plain Avro after all */
+        payload = start;
+        payload_len = len;
+        err = ORDER_OK;
+        if (errstr != NULL && errstr_size > 0)
+            errstr[0] = '\0';
+    }
     if (err != ORDER_OK)
         return err;
 
