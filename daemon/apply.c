@@ -21,6 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
 typedef struct cm_entry {
     int32_t month;
@@ -306,6 +308,16 @@ again:
                          replies, errstr, errstr_size);
         free(keys), free(fields), free(flens), free(nf);
         if (src != STORE_OK) goto out;
+        if (now.epoch < p->meta.epoch || (now.offset < p->meta.offset)) {
+            store_unwatch(a->store);
+            snprintf(errstr, errstr_size,
+                     "%s [%d]: Redis holds epoch %" PRId64 " offset %" PRId64
+                     ", older than ours (%" PRId64 ", %" PRId64 "): it lost writes",
+                     p->topic, (int)p->partition, now.epoch, now.offset, p->meta.epoch,
+                     p->meta.offset);
+            rc = APPLY_REWIND;
+            goto out;
+        }
         if (now.epoch != p->meta.epoch) {
             store_unwatch(a->store);
             snprintf(errstr, errstr_size,
@@ -319,7 +331,7 @@ again:
             /* Our last commit landed though its reply was lost, or the
              * cache is stale: decide again from what Redis holds. */
             store_unwatch(a->store);
-            log_info("apply", "%s [%d]: stored offset %" PRId64 " (cached %" PRId64 "), re-deciding",
+            log_info("apply", "%s [%d]: stored offset %" PRId64 " (cached %" PRId64 "): re-deciding",
                      p->topic, (int)p->partition, now.offset, p->meta.offset);
             p->meta.offset = now.offset;
             p->meta.month = now.month;
@@ -431,6 +443,13 @@ again:
         /* Months that left the kept range [final - W, final] are dropped:
          * memory does not grow with time. */
         if (final_month >= 0 && reqs[k].month < final_month - W) delkeys[ndel++] = reqs[k].key;
+    }
+    if (a->fault_stall_file) {
+        struct stat st;
+        for (int i = 0; i < 1200 && stat(a->fault_stall_file, &st) == 0; i++) {
+            struct timespec ts = {0, 100000000};
+            nanosleep(&ts, NULL);
+        }
     }
     int64_t next = msgs[n - 1].offset + 1;
     if (p->meta.offset > next) next = p->meta.offset; /* all redelivered */

@@ -21,7 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { APPLY_OK = 0, APPLY_RETRY = -1, APPLY_FENCED = -2 };
+enum { APPLY_OK = 0, APPLY_RETRY = -1, APPLY_FENCED = -2, APPLY_REWIND = -3 };
 
 typedef enum {
     MSG_NEW = 0,
@@ -71,6 +71,9 @@ typedef struct apply_ctx {
     apply_dead_fn dead;
     void *dead_opaque;
     apply_stats_t stats;
+    /* Fault injection for tests only: while this file exists, a commit
+     * waits between its watched read and EXEC (at most 120 s). */
+    const char *fault_stall_file;
     /* working memory, reused between batches */
     order_t *orders;
     size_t orders_cap;
@@ -84,7 +87,10 @@ void apply_free(apply_ctx_t *a);
 /* Applies msgs (one partition, ascending offsets).  now_ms is the wall
  * clock for the future-skew rule.  APPLY_FENCED: another instance owns the
  * partition now; drop the batch.  APPLY_RETRY: Redis or the dead-letter
- * sink failed; nothing was written, call again later with the same msgs. */
+ * sink failed; nothing was written, call again later with the same msgs.
+ * APPLY_REWIND: Redis went back in time (it lost acknowledged writes, e.g.
+ * a crash with appendfsync everysec): re-claim the partition and consume
+ * again from the offset Redis now holds. */
 int apply_batch(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, int64_t now_ms,
                 char *errstr, size_t errstr_size);
 

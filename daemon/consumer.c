@@ -78,6 +78,32 @@ static void part_drop_pending(consumer_t *k, part_t *pt) {
     pt->npending = 0;
 }
 
+static int claim(consumer_t *k, int32_t id, part_t *pt);
+
+/* Claims the partition again and moves consumption to the offset Redis
+ * holds (after Redis lost writes, or after we were fenced by a stray
+ * writer while the group still says we own it). */
+static int rewind_part(consumer_t *k, int32_t id, part_t *pt) {
+    if (claim(k, id, pt) != 0) return -1;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id)->offset =
+        pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(k->rk, l, 5000);
+    int rc = 0;
+    if (e) {
+        log_error("consumer", "seek %s [%d]: %s", k->conf->topic_orders, (int)id,
+                  rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+        rc = -1;
+    }
+    pt->fenced = 0;
+    if (!k->paused) rd_kafka_resume_partitions(k->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    log_info("consumer", "re-claimed %s [%d] at offset %" PRId64 " (epoch %" PRId64 ")",
+             k->conf->topic_orders, (int)id, pt->ap.meta.offset, pt->ap.meta.epoch);
+    return rc;
+}
+
 /* Applies one partition's pending records.  Returns APPLY_*. */
 static int part_flush(consumer_t *k, int32_t id, part_t *pt) {
     char err[512] = "";
@@ -123,6 +149,10 @@ static int part_flush(consumer_t *k, int32_t id, part_t *pt) {
         rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id);
         rd_kafka_pause_partitions(k->rk, l);
         rd_kafka_topic_partition_list_destroy(l);
+    } else if (rc == APPLY_REWIND) {
+        log_warn("apply", "%s; consuming again from the stored offset", err);
+        part_drop_pending(k, pt);
+        rc = rewind_part(k, id, pt) == 0 ? APPLY_OK : APPLY_RETRY;
     } else {
         log_error("apply", "%s [%d]: %s; will retry", k->conf->topic_orders, (int)id, err);
     }
@@ -390,17 +420,7 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop) {
         for (int32_t i = 0; i < k->nparts; i++) {
             part_t *pt = &k->parts[i];
             if (!pt->assigned || !pt->fenced || t - pt->fenced_at < 60000) continue;
-            if (claim(k, i, pt) != 0) break;
-            rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-            rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, i)->offset =
-                pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
-            rd_kafka_error_t *e = rd_kafka_seek_partitions(k->rk, l, 5000);
-            if (e) rd_kafka_error_destroy(e);
-            pt->fenced = 0;
-            rd_kafka_resume_partitions(k->rk, l);
-            rd_kafka_topic_partition_list_destroy(l);
-            log_info("consumer", "re-claimed %s [%d] at offset %" PRId64, k->conf->topic_orders,
-                     (int)i, pt->ap.meta.offset);
+            if (rewind_part(k, i, pt) != 0) break;
         }
         report(k, 0);
     }

@@ -144,6 +144,9 @@ int main(int argc, char **argv) {
     apply.owner = owner;
     apply.dead = deadletter_publish;
     apply.dead_opaque = dl;
+    apply.fault_stall_file = getenv("TIERD_FAULT_COMMIT_STALL_FILE"); /* tests only */
+    if (apply.fault_stall_file)
+        log_warn("main", "fault injection on: commits stall while %s exists", apply.fault_stall_file);
 
     cons = consumer_new(&conf, &apply, err, sizeof(err));
     if (!cons) goto fail;

@@ -475,3 +475,38 @@ def last_stats(log_text):
     """The counters of the daemon's last stats line."""
     line = [l for l in log_text.splitlines() if " stats: " in l][-1]
     return {k: v for k, v in (f.split("=", 1) for f in line.split(" stats: ")[1].split())}
+
+
+def produce_in_background(bootstrap, recs, seconds):
+    """Produces recs in chunks spread over about `seconds`, in a thread, so
+    faults land while the stream flows.  join() the returned thread."""
+    import threading
+
+    chunks = max(1, int(seconds * 4))
+    size = max(1, len(recs) // chunks + 1)
+
+    def run():
+        for i in range(0, len(recs), size):
+            produce(bootstrap, "orders", recs[i:i + size])
+            time.sleep(0.25)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+def check_dead_letters(bootstrap, recs, want_dead, allow_repeats):
+    """Every bad record is on the dead-letter topic with its reason.  After
+    crashes a record may appear twice (published, then the crash came
+    before the commit): consumers dedupe on the source coordinates."""
+    seen, repeats = {}, 0
+    for hdr, _key, _value in read_dead_letters(bootstrap):
+        coord = (int(hdr["tierd.source.partition"]), int(hdr["tierd.source.offset"]))
+        if coord in seen:
+            repeats += 1
+            assert allow_repeats, "dead letter %s published twice" % (coord,)
+            assert seen[coord] == hdr["tierd.reason"]
+        seen[coord] = hdr["tierd.reason"]
+    assert seen == want_dead, "dead letters differ: missing %s, unexpected %s" % (
+        sorted(set(want_dead) - set(seen))[:5], sorted(set(seen) - set(want_dead))[:5])
+    return repeats
