@@ -237,6 +237,16 @@ static void tb_confluent(tbuf_t *t, uint32_t id)
     tb_raw(t, h, sizeof(h));
 }
 
+/* A decoder, or a test failure that says why not. */
+static decoder_t *new_decoder(void)
+{
+    char errstr[256] = "";
+    decoder_t *d = decode_new(errstr, sizeof(errstr));
+    if (d == NULL)
+        fail_msg("decode_new: %s", errstr);
+    return d;
+}
+
 /* Decodes from a heap copy of exactly len bytes. */
 static order_err_t dec(decoder_t *d, const void *buf, size_t len, order_t *o, char *errstr,
                        size_t errstr_size)
@@ -257,7 +267,7 @@ static void expect_err(const tbuf_t *t, order_err_t want)
 {
     char errstr[256];
     order_t o = {0};
-    decoder_t *d = decode_new(errstr, sizeof(errstr));
+    decoder_t *d = new_decoder();
     order_err_t got;
 
     assert_non_null(d);
@@ -279,9 +289,15 @@ static void test_new_destroy(void **state)
 
     (void)state;
     decode_destroy(NULL);
+    assert_int_equal(decode_last_schema_id(NULL), -1);
     d = decode_new(errstr, sizeof(errstr));
-    assert_non_null(d);
+    if (d == NULL)
+        fail_msg("decode_new: %s", errstr);
     assert_int_equal(decode_last_schema_id(d), -1);
+    decode_destroy(d);
+    /* No errstr buffer is allowed. */
+    d = decode_new(NULL, 0);
+    assert_non_null(d);
     decode_destroy(d);
 }
 
@@ -330,7 +346,7 @@ static void test_plain(void **state)
     torder_t t = default_order();
     tbuf_t b = tb_new();
     order_t o = {0};
-    decoder_t *d = decode_new(errstr, sizeof(errstr));
+    decoder_t *d = new_decoder();
 
     (void)state;
     assert_non_null(d);
@@ -358,7 +374,7 @@ static void test_confluent(void **state)
     char errstr[256];
     torder_t t = default_order();
     order_t o = {0};
-    decoder_t *d = decode_new(errstr, sizeof(errstr));
+    decoder_t *d = new_decoder();
     size_t i;
 
     (void)state;
@@ -399,7 +415,7 @@ static void test_many_lines(void **state)
     torder_t t = default_order();
     tbuf_t b = tb_new();
     order_t o = {0};
-    decoder_t *d = decode_new(errstr, sizeof(errstr));
+    decoder_t *d = new_decoder();
 
     (void)state;
     t.lines = lines;
@@ -424,7 +440,7 @@ static void truncate_all(const tbuf_t *b)
 {
     char errstr[256];
     order_t o = {0};
-    decoder_t *d = decode_new(errstr, sizeof(errstr));
+    decoder_t *d = new_decoder();
     size_t cut;
 
     assert_non_null(d);
@@ -478,7 +494,7 @@ static void test_empty(void **state)
 {
     char errstr[256];
     order_t o = {0};
-    decoder_t *d = decode_new(errstr, sizeof(errstr));
+    decoder_t *d = new_decoder();
     static const uint8_t zeros[5] = {0};
 
     (void)state;
@@ -628,7 +644,7 @@ static void test_negative_blocks(void **state)
     torder_t t = default_order();
     tbuf_t b = tb_new();
     order_t o = {0};
-    decoder_t *d = decode_new(errstr, sizeof(errstr));
+    decoder_t *d = new_decoder();
     size_t two = line_size(&t.lines[0]) + line_size(&t.lines[1]);
 
     (void)state;
@@ -755,7 +771,7 @@ static void test_long_strings(void **state)
     tline_t l = {0};
     tbuf_t b = tb_new();
     order_t o = {0};
-    decoder_t *d = decode_new(errstr, sizeof(errstr));
+    decoder_t *d = new_decoder();
 
     (void)state;
     memset(s65, 'x', 65);
@@ -813,7 +829,7 @@ static void test_embedded_nul(void **state)
     torder_t t = default_order();
     tbuf_t b = tb_new();
     order_t o = {0};
-    decoder_t *d = decode_new(errstr, sizeof(errstr));
+    decoder_t *d = new_decoder();
     validate_rules_t r = {"EUR", 86400000};
 
     (void)state;
@@ -837,7 +853,7 @@ static void test_reuse(void **state)
     tline_t *lines = make_lines(64, skus);
     torder_t t = default_order();
     order_t o = {0};
-    decoder_t *d = decode_new(errstr, sizeof(errstr));
+    decoder_t *d = new_decoder();
     tbuf_t b = tb_new();
     char id[32];
     int i;
@@ -896,7 +912,7 @@ static void test_fuzz(void **state)
     torder_t t = default_order();
     tbuf_t seeds[3] = {tb_new(), tb_new(), tb_new()}, m = tb_new();
     order_t o = {0};
-    decoder_t *d = decode_new(errstr, sizeof(errstr));
+    decoder_t *d = new_decoder();
     validate_rules_t r = {"EUR", 86400000};
     const char *env = getenv("TIERD_FUZZ_ITERS");
     long iters = env != NULL ? strtol(env, NULL, 10) : 20000;
