@@ -55,21 +55,22 @@ struct decoder {
 struct field_want {
     const char *name;
     avro_type_t type;
+    const char *type_name; /* for the error message */
 };
 
 static const struct field_want order_fields[F__COUNT] = {
-    [F_ORDER_ID] = {"order_id", AVRO_STRING},
-    [F_CUSTOMER_ID] = {"customer_id", AVRO_STRING},
-    [F_PLACED_AT] = {"placed_at", AVRO_INT64},
-    [F_KIND] = {"kind", AVRO_ENUM},
-    [F_LINES] = {"lines", AVRO_ARRAY},
-    [F_CURRENCY] = {"currency", AVRO_STRING},
+    [F_ORDER_ID] = {"order_id", AVRO_STRING, "string"},
+    [F_CUSTOMER_ID] = {"customer_id", AVRO_STRING, "string"},
+    [F_PLACED_AT] = {"placed_at", AVRO_INT64, "long"},
+    [F_KIND] = {"kind", AVRO_ENUM, "enum"},
+    [F_LINES] = {"lines", AVRO_ARRAY, "array"},
+    [F_CURRENCY] = {"currency", AVRO_STRING, "string"},
 };
 
 static const struct field_want line_fields[L__COUNT] = {
-    [L_SKU] = {"sku", AVRO_STRING},
-    [L_QUANTITY] = {"quantity", AVRO_INT64},
-    [L_UNIT_PRICE] = {"unit_price", AVRO_INT64},
+    [L_SKU] = {"sku", AVRO_STRING, "string"},
+    [L_QUANTITY] = {"quantity", AVRO_INT64, "long"},
+    [L_UNIT_PRICE] = {"unit_price", AVRO_INT64, "long"},
 };
 
 __attribute__((format(printf, 3, 4)))
@@ -104,9 +105,9 @@ static int decode_check_record(avro_schema_t rec, const char *what, const struct
         if (name == NULL || strcmp(name, want[i].name) != 0 || fs == NULL ||
             avro_typeof(fs) != want[i].type) {
             decode_errf(errstr, errstr_size,
-                        "schema: field %zu of %s must be \"%s\" of type %d; the decoder's "
+                        "schema: field %zu of %s must be \"%s\" (%s); the decoder's "
                         "pre-scan was written for that layout",
-                        i, what, want[i].name, (int)want[i].type);
+                        i, what, want[i].name, want[i].type_name);
             return -1;
         }
     }
@@ -481,8 +482,12 @@ static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size
     if (avro_value_get_by_index(rec, F_LINES, &lines, NULL) != 0 ||
         avro_value_get_size(&lines, &n) != 0)
         goto libavro;
-    if (n > ORDER_LINES_MAX)
-        goto libavro; /* the pre-scan bounds it; libavro disagreeing is a bug */
+    if (n > ORDER_LINES_MAX) {
+        /* The pre-scan bounds it; libavro disagreeing is a bug. */
+        decode_errf(errstr, errstr_size, "libavro read %zu lines after the pre-scan allowed "
+                    "at most %d", n, ORDER_LINES_MAX);
+        return ORDER_ERR_INTERNAL;
+    }
     if (decode_grow_lines(o, n) != 0) {
         decode_errf(errstr, errstr_size, "out of memory for %zu order lines", n);
         return ORDER_ERR_INTERNAL;

@@ -37,7 +37,8 @@ void decode_destroy(decoder_t *d);
  * Returns ORDER_ERR_NOT_AVRO for bytes that are not exactly one Order,
  * ORDER_ERR_TOO_MANY_LINES, ORDER_ERR_BAD_ID / ORDER_ERR_BAD_SKU /
  * ORDER_ERR_BAD_CURRENCY for a string too long for its field, and
- * ORDER_ERR_INTERNAL when memory ran out (not the record's fault). */
+ * ORDER_ERR_INTERNAL when memory ran out or libavro misbehaved (not the
+ * record's fault: do not dead-letter it). */
 order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out,
                          char *errstr, size_t errstr_size);
 

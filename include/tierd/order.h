@@ -59,8 +59,9 @@ typedef enum {
     ORDER_ERR_BAD_CURRENCY,   /* not the configured currency */
     ORDER_ERR_FUTURE,         /* placed_at beyond now + max_future_skew */
     ORDER_ERR_LATE,           /* placed_at before the partition's window */
-    ORDER_ERR_INTERNAL,       /* the decoder failed (out of memory), not the
-                               * record: retry or stop, never dead-letter */
+    ORDER_ERR_INTERNAL,       /* our fault, not the record's (out of memory,
+                               * a libavro bug, a NULL argument): retry or
+                               * stop, never dead-letter */
     ORDER_ERR__COUNT
 } order_err_t;
 
