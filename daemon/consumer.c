@@ -219,9 +219,14 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             e = rd_kafka_incremental_assign(rk, parts);
         else
             rd_kafka_assign(rk, parts);
-        /* Partitions paused while Redis was down stay paused until the
-         * retry succeeds. */
-        if (k->paused) rd_kafka_pause_partitions(rk, parts);
+        /* librdkafka keeps an application pause across revoke and
+         * re-assign (a partition paused when it was fenced would stay
+         * silent), so set the state explicitly: paused only while Redis is
+         * failing. */
+        if (k->paused)
+            rd_kafka_pause_partitions(rk, parts);
+        else
+            rd_kafka_resume_partitions(rk, parts);
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         int lost = rd_kafka_assignment_lost(rk);
         for (int i = 0; i < parts->cnt; i++) {

@@ -100,8 +100,9 @@ def tierd_binary():
 class Daemon:
     """One tierd process with its own config file and log."""
 
-    def __init__(self, svc, name, time_zone="Asia/Shanghai", extra=None, kafka_extra=None):
-        self.svc, self.name = svc, name
+    def __init__(self, svc, name, time_zone="Asia/Shanghai", extra=None, kafka_extra=None,
+                 env=None):
+        self.svc, self.name, self.env = svc, name, env or {}
         self.cfg = os.path.join(svc.dir, "%s.yaml" % name)
         self.logpath = os.path.join(svc.dir, "%s.log" % name)
         kafka = {"bootstrap.servers": svc.bootstrap, "group.id": "tierd-test",
@@ -120,6 +121,7 @@ class Daemon:
 
     def start(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("TIERD_")}
+        env.update(self.env)
         self.logf = open(self.logpath, "a")
         self.proc = subprocess.Popen([tierd_binary(), "-c", self.cfg], stdout=self.logf,
                                      stderr=subprocess.STDOUT, env=env)

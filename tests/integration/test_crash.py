@@ -26,7 +26,10 @@ kills, progressed = 0, 0
 d = None
 last = None
 while kills < KILLS or producer.is_alive():
-    d = h.Daemon(svc, "crash-%d" % kills, extra={"batch": "\n  max_orders: 300\n  max_ms: 20"}).start()
+    # One static member (group.instance.id) across restarts: the broker hands
+    # its partitions straight back instead of waiting out the session.
+    d = h.Daemon(svc, "crash-%d" % kills, extra={"batch": "\n  max_orders: 300\n  max_ms: 20"},
+                 kafka_extra={"group.instance.id": "crash"}).start()
     time.sleep(rnd.uniform(0.8, 2.5))
     if kills >= KILLS and not producer.is_alive():
         break

@@ -20,10 +20,9 @@ svc = h.Services("rebalance")
 recs = h.generate(N, 1500, seed=9090)
 stall = os.path.join(svc.dir, "stall-a")
 batch = {"batch": "\n  max_orders: 500\n  max_ms: 50"}
-os.environ["TIERD_FAULT_COMMIT_STALL_FILE"] = stall
-a = h.Daemon(svc, "a", extra=batch, kafka_extra={"max.poll.interval.ms": "7000"})
+a = h.Daemon(svc, "a", extra=batch, kafka_extra={"max.poll.interval.ms": "7000"},
+             env={"TIERD_FAULT_COMMIT_STALL_FILE": stall})
 a.start()
-del os.environ["TIERD_FAULT_COMMIT_STALL_FILE"]
 producer = h.produce_in_background(svc.bootstrap, recs, seconds=30)
 
 
