@@ -32,8 +32,9 @@ typedef struct ld {
     char *errstr;
     size_t errstr_size;
     policy_t *p;
-    /* lines for the checks made once the whole file is read; 0 = default */
-    int line_tiers, line_score, line_new_tier, line_upgrade, line_downgrade;
+    /* lines for the checks made once the whole file is read; 0 = not given */
+    int line_root[16]; /* of each root key, by root_keys index */
+    int line_new_tier;
     int line_compliance[4];
     int32_t score_points_c; /* sum of the components' full points */
 } ld_t;
@@ -403,7 +404,6 @@ static const ld_key_t upgrade_keys[] = {
 
 static int sec_upgrade(ld_t *l, const yaml_node_t *v, void *dst)
 {
-    l->line_upgrade = line_of(v);
     return ld_map(l, v, "upgrade", upgrade_keys, 4, dst, NULL, NULL);
 }
 
@@ -413,7 +413,6 @@ static const ld_key_t downgrade_keys[] = {
 
 static int sec_downgrade(ld_t *l, const yaml_node_t *v, void *dst)
 {
-    l->line_downgrade = line_of(v);
     return ld_map(l, v, "downgrade", downgrade_keys, 1, dst, NULL, NULL);
 }
 
@@ -613,18 +612,12 @@ static int component_item(ld_t *l, const yaml_node_t *v, size_t i, void *dst)
 static int sec_score(ld_t *l, const yaml_node_t *v, void *dst)
 {
     policy_t *p = dst;
-    l->line_score = line_of(v);
     l->score_points_c = 0;
     p->ncomponents = 0;
     if (ld_seq(l, v, "score", POLICY_COMPONENTS_MAX, component_item, dst) != 0)
         return -1;
     if (p->ncomponents == 0)
         return fail(l, line_of(v), "score needs at least one component");
-    if (l->score_points_c > 10000) {
-        char a[32];
-        return fail(l, line_of(v), "score components add up to %s points, more than 100",
-                    fixed_text(l->score_points_c, 2, a, sizeof(a)));
-    }
     return 0;
 }
 
@@ -666,8 +659,8 @@ static int tier_item(ld_t *l, const yaml_node_t *v, size_t i, void *dst)
     } else {
         const policy_tier_t *below = &p->tiers[i - 1];
         if (has_cap != p->has_caps)
-            return fail(l, line_of(v), "tier %d %s a cap but tier 1 %s: give every tier a cap, or none",
-                        (int)want, has_cap ? "has" : "has no", p->has_caps ? "has" : "has not");
+            return fail(l, line_of(v), "tier %d %s: give every tier a cap, or none", (int)want,
+                        has_cap ? "has a cap but tier 1 has none" : "has no cap but tier 1 has one");
         if (in.t.min_score_c <= below->min_score_c)
             return fail(l, line_of(v), "tier %d: min_score %s must be above %s of tier %d", (int)want,
                         fixed_text(in.t.min_score_c, 2, a, sizeof(a)),
@@ -696,7 +689,6 @@ static int tier_item(ld_t *l, const yaml_node_t *v, size_t i, void *dst)
 static int sec_tiers(ld_t *l, const yaml_node_t *v, void *dst)
 {
     policy_t *p = dst;
-    l->line_tiers = line_of(v);
     p->ntiers = 0;
     if (ld_seq(l, v, "tiers", POLICY_TIERS_MAX, tier_item, dst) != 0)
         return -1;
@@ -705,7 +697,11 @@ static int sec_tiers(ld_t *l, const yaml_node_t *v, void *dst)
     return 0;
 }
 
-static const ld_key_t root_keys[] = {
+enum {
+    RK_NAME, RK_VERSION, RK_DESCRIPTION, RK_TIME_ZONE, RK_WINDOW, RK_NEW_CUSTOMER, RK_UPGRADE,
+    RK_DOWNGRADE, RK_COMPLIANCE, RK_QUOTA, RK_HOLIDAYS, RK_PROFILE_DEFAULTS, RK_SCORE, RK_TIERS, RK__COUNT
+};
+static const ld_key_t root_keys[RK__COUNT] = {
     KEY("name", T_TEXT, policy_t, name, 0, 0, true, "the policy's name, e.g. supply-tiers"),
     KEY("version", T_TEXT, policy_t, version, 0, 0, true, "bumped on every edit; travels in events"),
     KEY("description", T_ANY, policy_t, name, 0, 0, false, "free text for people"),
@@ -752,24 +748,32 @@ static void defaults(policy_t *p)
     };
 }
 
-/* Checks that need the whole file. */
+/* Checks that need the whole file; a default that clashes with the file
+ * is reported at the line that made it clash (usually `tiers`). */
 static int cross_check(ld_t *l)
 {
     policy_t *p = l->p;
+    const int *root = l->line_root;
+    int tiers = root[RK_TIERS];
+    if (l->score_points_c > 10000) {
+        char a[32];
+        return fail(l, root[RK_SCORE], "score components add up to %s points, more than 100",
+                    fixed_text(l->score_points_c, 2, a, sizeof(a)));
+    }
     if (p->new_customer_tier > p->ntiers)
-        return fail(l, l->line_new_tier ? l->line_new_tier : l->line_tiers,
+        return fail(l, l->line_new_tier ? l->line_new_tier : tiers,
                     "new_customer tier %d is above the highest tier %d", (int)p->new_customer_tier,
                     (int)p->ntiers);
     for (int g = 0; g < 4; g++)
         if (p->compliance_cap[g] > p->ntiers)
-            return fail(l, l->line_compliance[g] ? l->line_compliance[g] : l->line_tiers,
+            return fail(l, l->line_compliance[g] ? l->line_compliance[g] : tiers,
                         "compliance cap %d for grade %c is above the highest tier %d",
                         (int)p->compliance_cap[g], 'A' + g, (int)p->ntiers);
     if (!p->has_caps && p->upgrade == POLICY_UPGRADE_HYSTERESIS)
-        return fail(l, l->line_upgrade ? l->line_upgrade : l->line_tiers,
+        return fail(l, root[RK_UPGRADE] ? root[RK_UPGRADE] : tiers,
                     "upgrade rule hysteresis compares purchases with tier caps, but the tiers have none");
     if (!p->has_caps && p->downgrade == POLICY_DOWNGRADE_FLOOR)
-        return fail(l, l->line_downgrade ? l->line_downgrade : l->line_tiers,
+        return fail(l, root[RK_DOWNGRADE] ? root[RK_DOWNGRADE] : tiers,
                     "downgrade rule floor compares purchases with tier floors, but the tiers have no caps");
     return 0;
 }
@@ -807,8 +811,7 @@ int policy_parse(const char *buf, size_t len, const char *name, policy_t *out, c
         fail(&l, 1, "the policy file is empty");
         goto out;
     }
-    if (ld_map(&l, root, "the policy", root_keys, sizeof(root_keys) / sizeof(root_keys[0]), p, NULL,
-               NULL) != 0)
+    if (ld_map(&l, root, "the policy", root_keys, RK__COUNT, p, l.line_root, NULL) != 0)
         goto out;
     if (cross_check(&l) != 0)
         goto out;
