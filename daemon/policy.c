@@ -247,15 +247,23 @@ int32_t policy_target_tier(const policy_t *p, int32_t score_c)
     return 1;
 }
 
+static int check_window_size(const policy_t *p, const policy_month_t *w, size_t n, char *errstr,
+                             size_t errstr_size)
+{
+    if (w != NULL && n == (size_t)p->window)
+        return 0;
+    snprintf(errstr, errstr_size, "window has %zu months, policy %s wants %d", w ? n : 0, p->name,
+             (int)p->window);
+    return -1;
+}
+
+/* W consecutive months ending with `month`, oldest first. */
 static int check_window(const policy_t *p, const policy_month_t *w, size_t n, int32_t month,
                         char *errstr, size_t errstr_size)
 {
     char a[32], b[32], c[32];
-    if (w == NULL || n != (size_t)p->window) {
-        snprintf(errstr, errstr_size, "window has %zu months, policy %s wants %d", w ? n : 0,
-                 p->name, (int)p->window);
+    if (check_window_size(p, w, n, errstr, errstr_size) != 0)
         return -1;
-    }
     for (size_t i = 0; i < n; i++) {
         int32_t want = month - (int32_t)(n - 1 - i);
         if (w[i].month != want) {
@@ -286,11 +294,8 @@ static void score_window(const policy_t *p, const policy_profile_t *prof, const 
 int policy_score(const policy_t *p, const policy_profile_t *profile, const policy_month_t *window,
                  size_t nwindow, policy_score_t *out, char *errstr, size_t errstr_size)
 {
-    if (window == NULL || nwindow != (size_t)p->window) {
-        snprintf(errstr, errstr_size, "window has %zu months, policy %s wants %d",
-                 window ? nwindow : 0, p->name, (int)p->window);
+    if (check_window_size(p, window, nwindow, errstr, errstr_size) != 0)
         return -1;
-    }
     score_window(p, profile, window, nwindow, out);
     return 0;
 }
@@ -589,11 +594,14 @@ int policy_review(const policy_t *p, const policy_customer_t *c, int32_t month,
         out->rule = POLICY_RULE_NONE;
         return 0;
     }
+    /* a stored tier the (edited) policy no longer has: its top tier, a downgrade */
     int32_t current = st->tier > p->ntiers ? p->ntiers : st->tier;
-    move_t mv = {current, POLICY_REASON_NONE};
+    move_t mv = {current, current < st->tier ? POLICY_REASON_DOWNGRADE : POLICY_REASON_NONE};
     judge_months(p, c, current, out);
     explain_score(p, &out->score, &e);
     say(&e, "; tier %s", policy_tier_label(p, st->tier, a, sizeof(a)));
+    if (current < st->tier)
+        say(&e, " (the policy's tiers end at %d)", (int)p->ntiers);
 
     int32_t since = month - st->first_month + 1;
     if (!st->evaluated && since < p->new_customer_months) {

@@ -289,7 +289,7 @@ typedef struct policy_decision {
     bool changed;           /* publish a tier change */
     policy_reason_t reason; /* why new_tier, NONE when !changed */
     policy_rule_t rule;     /* what the engine did */
-    int32_t month;          /* month reviewed or of the order */
+    int32_t month;          /* month reviewed or of the order; 0 for profile updates */
 
     bool has_score; /* score, months: filled by review and on_order */
     policy_score_t score;

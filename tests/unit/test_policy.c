@@ -570,6 +570,21 @@ static void test_below_floor_but_average_fits_current_tier(void **state)
     assert_int_equal(d.rule, POLICY_RULE_HOLD);
 }
 
+static void test_tier_the_policy_no_longer_has(void **state)
+{
+    const policy_t *p = ST(state);
+    policy_month_t w[3];
+    policy_decision_t d;
+    int64_t q[3] = {2000, 2000, 2000};
+    fill(w, 3, APR_2025, q, NULL, 8);
+    /* stored under an older 9-tier version of the policy */
+    policy_customer_t c = customer(p, 9, APR_2025 - 12, true, w);
+    review_ok(p, &c, APR_2025, &d);
+    assert_int_equal(d.new_tier, 8);
+    assert_true(d.changed);
+    assert_int_equal(d.reason, POLICY_REASON_DOWNGRADE);
+}
+
 /* ------------------------------------------------------------------ */
 /* Compliance and override                                             */
 
@@ -985,6 +1000,7 @@ int main(void)
         cmocka_unit_test(test_qty_exactly_at_floor_is_not_below),
         cmocka_unit_test(test_unrecorded_months_use_the_current_tier),
         cmocka_unit_test(test_below_floor_but_average_fits_current_tier),
+        cmocka_unit_test(test_tier_the_policy_no_longer_has),
         cmocka_unit_test(test_compliance_caps_at_review),
         cmocka_unit_test(test_compliance_at_once_when_grade_lowered),
         cmocka_unit_test(test_override_and_republished_override),
