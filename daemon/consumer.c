@@ -265,8 +265,11 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
         *k->stop = 1;
         return;
     }
-    /* Broker down, transport errors: librdkafka reconnects on its own. */
-    log_warn("kafka", "%s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+    /* Broker down, transport errors: librdkafka reconnects on its own and
+     * its log callback has already said so; only all-brokers-down and the
+     * unexpected are worth a second line. */
+    log_at(err == RD_KAFKA_RESP_ERR__TRANSPORT ? LOG_DEBUG : LOG_WARN, "kafka", "%s: %s",
+           rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
 consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, char *errstr,

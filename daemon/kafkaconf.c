@@ -6,9 +6,13 @@
 #include <string.h>
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-    (void)rk;
     /* syslog levels: 0-3 error, 4 warning, 5-6 info, 7 debug */
     int l = level <= 3 ? LOG_ERROR : level == 4 ? LOG_WARN : level <= 6 ? LOG_INFO : LOG_DEBUG;
+    /* The dead-letter producer shares kafka.* with the consumer; its
+     * warnings about consumer-only properties say nothing useful. */
+    if (rk && rd_kafka_type(rk) == RD_KAFKA_PRODUCER && strcmp(fac, "CONFWARN") == 0 &&
+        strstr(buf, "consumer property"))
+        l = LOG_DEBUG;
     log_at(l, "kafka", "%s: %s", fac, buf);
 }
 

@@ -79,8 +79,9 @@ class Services:
         subprocess.run([self.script, "restart-redis", self.dir], check=True, stdout=subprocess.DEVNULL)
         self.redis = redis.Redis(host="127.0.0.1", port=self.redis_port)
 
-    def run(self, action):
-        subprocess.run([self.script, action, self.dir], check=True, stdout=subprocess.DEVNULL)
+    def run(self, action, *flags):
+        subprocess.run([self.script, action, self.dir, *flags], check=True,
+                       stdout=subprocess.DEVNULL)
 
     def stop(self):
         subprocess.run([self.script, "stop", self.dir], check=False, stdout=subprocess.DEVNULL)
@@ -112,7 +113,10 @@ class Daemon:
         lines += ["redis:", "  host: 127.0.0.1", "  port: %d" % svc.redis_port,
                   "time_zone: %s" % time_zone, "currency: CNY", "window_months: 3",
                   "instance_id: %s" % name, "log_level: info"]
-        for k, v in (extra or {}).items():
+        extra = dict(extra or {})
+        if "redis" in extra:  # a whole redis: section replaces the default
+            lines = [l for l in lines if l not in ("redis:", "  host: 127.0.0.1", "  port: %d" % svc.redis_port)]
+        for k, v in extra.items():
             lines.append("%s: %s" % (k, v))
         with open(self.cfg, "w") as f:
             f.write("\n".join(lines) + "\n")
@@ -136,6 +140,12 @@ class Daemon:
             if sig in (signal.SIGKILL, signal.SIGTERM):
                 return self.proc.wait(timeout=60)
         return None
+
+    def cpu_seconds(self):
+        """User + system CPU time the process has used."""
+        with open("/proc/%d/stat" % self.proc.pid) as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def term(self):
         """SIGTERM and the exit status (must be 0 for a clean stop)."""

@@ -410,7 +410,7 @@ static tline_t *make_lines(size_t n, char (*skus)[16])
 
     assert_non_null(l);
     for (i = 0; i < n; i++) {
-        snprintf(skus[i], 16, "SKU-%zu", i);
+        snprintf(skus[i], 16, "SKU-%u", (unsigned)(i % 100000000u)); /* n <= 1001 */
         l[i].sku = skus[i];
         l[i].qty = (int64_t)i + 1;
         l[i].price = (int64_t)i * 100;

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# tierd's command line: --check-config accepts a good file, refuses bad ones
+# with file, line and reason (exit 2), lets the environment override, never
+# echoes a secret; --help and --help-config agree with the config table.
+set -u
+tierd=$1
+dir=$(mktemp -d /tmp/tierd-cli-XXXXXX)
+trap 'rm -rf "$dir"' EXIT
+fails=0 passes=0
+
+check() { # name expected-status needle file [env...]
+    local name=$1 want=$2 needle=$3 file=$4 out status
+    shift 4
+    out=$(env -u TIERD_KAFKA_BOOTSTRAP_SERVERS "$@" "$tierd" --check-config -c "$file" 2>&1)
+    status=$?
+    if [ "$status" -ne "$want" ] || [[ "$out" != *"$needle"* ]]; then
+        echo "FAIL $name: status $status (want $want), output: $out"
+        fails=$((fails + 1))
+    else
+        echo "ok   $name"
+        passes=$((passes + 1))
+    fi
+    if [[ "$out" == *hunter* ]]; then
+        echo "FAIL $name: a secret was printed: $out"
+        fails=$((fails + 1))
+    fi
+}
+
+cat >"$dir/good.yaml" <<'YAML'
+kafka:
+  bootstrap.servers: 127.0.0.1:9092
+  security.protocol: plaintext
+topics:
+  orders: orders
+redis:
+  host: 127.0.0.1
+  port: 6379
+time_zone: Asia/Shanghai
+YAML
+check good 0 "is valid" "$dir/good.yaml"
+check env-password-not-echoed 0 "is valid" "$dir/good.yaml" TIERD_REDIS_PASSWORD=hunter2 TIERD_KAFKA_SASL_PASSWORD=hunter3
+
+printf 'kafka:\n  bootstrap.servers: x:1\nredis:\n  hots: a\n' >"$dir/unknown.yaml"
+check unknown-key 2 "unknown.yaml:4: unknown key \"redis.hots\"" "$dir/unknown.yaml"
+
+printf 'kafka:\n  bootstrap.servers: x:1\n  no.such.property: 1\n' >"$dir/kprop.yaml"
+check bad-kafka-property 2 "kprop.yaml:3: kafka.no.such.property" "$dir/kprop.yaml" TIERD_REDIS_PASSWORD=hunter2
+
+printf 'kafka:\n  bootstrap.servers: x:1\ntime_zone: Asia/Atlantis\n' >"$dir/tz.yaml"
+check bad-time-zone 2 "Asia/Atlantis" "$dir/tz.yaml"
+
+check env-override-refused 2 "environment TIERD_REDIS_PORT" "$dir/good.yaml" TIERD_REDIS_PORT=seventy
+check env-kafka-refused 2 "environment TIERD_KAFKA_ACKS" "$dir/good.yaml" TIERD_KAFKA_ACKS=sometimes
+
+printf 'kafka:\n  bootstrap.servers: x:1\nwindow_months: 99\n' >"$dir/window.yaml"
+check out-of-range 2 "window.yaml:3: window_months: 99 is outside 1..24" "$dir/window.yaml"
+
+check missing-file 2 "cannot open" "$dir/none.yaml"
+
+# --help names every option; --help-config lists every key with its env name.
+help=$("$tierd" --help)
+for opt in --config --check-config --help-config --version; do
+    if [[ "$help" != *"$opt"* ]]; then echo "FAIL help lacks $opt"; fails=$((fails + 1)); fi
+done
+ref=$("$tierd" --help-config)
+for key in redis.port TIERD_REDIS_PORT batch.max_orders time_zone TIERD_KAFKA_; do
+    if [[ "$ref" != *"$key"* ]]; then echo "FAIL --help-config lacks $key"; fails=$((fails + 1)); fi
+done
+
+echo "$passes passed, $fails failed"
+[ "$fails" -eq 0 ]
