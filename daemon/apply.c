@@ -6,10 +6,14 @@
  *    one, so a batch of any size gives the same state as single records;
  *  - the partition's month only moves forward (event time), and an order
  *    older than the window of the month at its turn is LATE;
+ *  - before the first order of a later month is applied, the months it
+ *    closes are reviewed (the batch is cut there, reviewed, then resumed);
  *  - an order id is looked up in every kept month of the partition before
  *    it counts (dedupe inside the window);
  *  - nothing is written unless the dead-letter sink has made every refused
- *    record durable first.
+ *    record durable first;
+ *  - aggregates, decision state, decided events (outbox) and the offset are
+ *    written in one MULTI/EXEC.
  */
 #include "apply.h"
 
@@ -26,32 +30,38 @@
 
 typedef struct cm_entry {
     int32_t month;
-    char *afield, *sfield; /* "a:<customer>", "s:<customer>" */
-    size_t alen, slen;
-    size_t req, aidx, sidx; /* where its reply sits */
+    char *cust;                    /* customer id (owned) */
+    char *afield, *sfield, *tfield, *qfield; /* "a:<c>", "s:<c>", "t:<c>", "q:<c>" */
+    size_t flen;                   /* all four have the same length */
+    size_t req, idx;               /* its four replies: request req, fields idx..idx+3 */
     agg_month_t agg;
     agg_skuset_t skus;
-    int dirty;
+    int32_t tier;         /* tier in effect when the month began, 0 = not recorded */
+    policy_grade_t grade; /* worst grade in effect during the month */
+    uint32_t qmask;       /* quota kinds fired */
+    int dirty, dirty_t, dirty_q;
 } cm_entry_t;
 
 static void cm_free(void *v) {
     cm_entry_t *e = v;
     if (!e) return;
+    free(e->cust);
     free(e->afield);
     free(e->sfield);
+    free(e->tfield);
+    free(e->qfield);
     agg_skuset_free(&e->skus);
     free(e);
 }
 
-/* One HMGET (and later one HSET) per month key. */
+/* One HMGET (and later one HSET) per key. */
 typedef struct month_req {
-    int32_t month;
+    int32_t month; /* INT32_MIN for the customer-state and profile hashes */
     char key[256];
     const char **f; /* borrowed strings */
     size_t *flen;
     size_t nf, capf;
-    /* writes */
-    const char **w;
+    const char **w; /* field, value, field, value ... */
     size_t *wlen;
     size_t nw, capw;
 } month_req_t;
@@ -82,11 +92,21 @@ void apply_free(apply_ctx_t *a) {
     free(a->orders);
     strmap_free(&a->cm, cm_free);
     strmap_free(&a->seen, NULL);
+    strmap_free(&a->cust, free);
     memset(a, 0, sizeof(*a));
 }
 
+void apply_decide_ctx(apply_ctx_t *a, const apply_part_t *p, int64_t now_ms, decide_ctx_t *d) {
+    memset(d, 0, sizeof(*d));
+    d->policy = a->policy;
+    d->events = a->events;
+    d->tier_topic = a->tier_topic;
+    d->quota_topic = a->quota_topic;
+    d->now_ms = now_ms;
+    store_key(a->store, p->topic, p->partition, "outbox", d->outbox_key, sizeof(d->outbox_key));
+}
+
 static void set_dead(apply_msg_t *m, order_err_t err, const char *reason) {
-    /* LATE and OVERFLOW depend on state; decode verdicts are set directly. */
     m->state = MSG_DEAD;
     m->verdict = err;
     snprintf(m->reason, sizeof(m->reason), "%s", reason);
@@ -106,29 +126,95 @@ static void ym(int32_t m, char *buf, size_t n) {
     snprintf(buf, n, "%04d-%02d", v / 100, v % 100);
 }
 
+/* The customer-month entry, created (and its fields requested) on first use. */
+static cm_entry_t *cm_get(apply_ctx_t *a, month_req_t *reqs, size_t *nreq, size_t maxreq,
+                          int32_t month, const char *cust, size_t clen, int *oom) {
+    char ck[ORDER_ID_MAX + 16];
+    int created, l = snprintf(ck, sizeof(ck), "%d:%s", (int)month, cust);
+    strmap_slot_t *slot = strmap_put(&a->cm, ck, (size_t)l, &created);
+    *oom = 0;
+    if (!slot) goto oom;
+    if (!created) return slot->value;
+    cm_entry_t *e = calloc(1, sizeof(*e));
+    if (!e) goto oom;
+    slot->value = e;
+    e->month = month;
+    e->flen = clen + 2;
+    e->cust = strdup(cust);
+    e->afield = malloc(e->flen + 1);
+    e->sfield = malloc(e->flen + 1);
+    e->tfield = malloc(e->flen + 1);
+    e->qfield = malloc(e->flen + 1);
+    if (!e->cust || !e->afield || !e->sfield || !e->tfield || !e->qfield) goto oom;
+    snprintf(e->afield, e->flen + 1, "a:%s", cust);
+    snprintf(e->sfield, e->flen + 1, "s:%s", cust);
+    snprintf(e->tfield, e->flen + 1, "t:%s", cust);
+    snprintf(e->qfield, e->flen + 1, "q:%s", cust);
+    month_req_t *r = req_for(reqs, nreq, maxreq, month);
+    if (!r) return NULL; /* too many months: caller reports */
+    e->req = (size_t)(r - reqs);
+    e->idx = r->nf;
+    if (push(&r->f, &r->flen, &r->nf, &r->capf, e->afield, e->flen) ||
+        push(&r->f, &r->flen, &r->nf, &r->capf, e->sfield, e->flen) ||
+        push(&r->f, &r->flen, &r->nf, &r->capf, e->tfield, e->flen) ||
+        push(&r->f, &r->flen, &r->nf, &r->capf, e->qfield, e->flen))
+        goto oom;
+    return e;
+oom:
+    *oom = 1;
+    return NULL;
+}
 
-int apply_batch(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, int64_t now_ms,
-                char *errstr, size_t errstr_size) {
+/* Builds the W-month window of a customer ending with `month` from the
+ * batch's entries (current values), oldest first. */
+static void window_of(apply_ctx_t *a, const char *cust, int32_t month, policy_month_t *w) {
+    for (int32_t i = 0; i < a->window; i++) {
+        int32_t m = month - a->window + 1 + i;
+        char ck[ORDER_ID_MAX + 16];
+        int l = snprintf(ck, sizeof(ck), "%d:%s", (int)m, cust);
+        strmap_slot_t *s = strmap_get(&a->cm, ck, (size_t)l);
+        cm_entry_t *e = s ? s->value : NULL;
+        memset(&w[i], 0, sizeof(w[i]));
+        w[i].month = m;
+        if (!e) continue;
+        w[i].qty = e->agg.qty;
+        w[i].amount = e->agg.amount;
+        w[i].orders = e->agg.orders;
+        w[i].skus = e->agg.skus;
+        w[i].tier_in_effect = e->tier;
+        w[i].grade = e->grade;
+    }
+}
+
+/* Applies msgs[0..*used) -- all of them unless a review is due first, in
+ * which case *review_to is the last month to review before msgs[*used]. */
+static int apply_run(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
+                     int64_t now_ms, size_t *used, int32_t *review_to, char *errstr,
+                     size_t errstr_size) {
     int rc = APPLY_RETRY;
     int32_t *omonth = NULL;
     char **ofield = NULL;
     size_t *olen = NULL;
-    /* One request per month: the kept ranges before and after the batch
-     * (2 x (W + 1)) plus at most one per record. */
-    const size_t maxreq = n + 2 * ((size_t)a->window + 1);
+    const int decisions = a->policy != NULL;
+    /* One request per month: the kept ranges before and after the batch,
+     * each record's window, plus the state and profile hashes. */
+    const size_t maxreq = n * (size_t)a->window + 2 * ((size_t)a->window + 1) + 2;
     month_req_t *reqs = NULL;
     size_t nreq = 0, *ofirst = NULL, *orank = NULL;
     redisReply **replies = NULL;
     char **delkeys = NULL;
     order_err_t *dverdict = NULL; /* decode/validate verdict, kept across attempts */
     apply_msg_t **dead = NULL;
-    store_hset_t *sets = NULL;
     char **formatted = NULL; /* values built for the write, freed at out */
-    size_t nformatted = 0;
-    size_t ndel = 0;
+    size_t nformatted = 0, ndel = 0, nf_cap = 0;
+    store_tx_t tx = {0};
+    decide_ctx_t dctx;
     const int32_t W = a->window;
-    int attempts = 0;
+    int attempts = 0, oom = 0;
+    month_req_t *creq = NULL, *preq = NULL;
 
+    *used = 0;
+    *review_to = -1;
     if (n == 0) return APPLY_OK;
     if (a->orders_cap < n) {
         order_t *o = realloc(a->orders, n * sizeof(*o));
@@ -141,7 +227,8 @@ int apply_batch(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, in
     ofield = calloc(n, sizeof(*ofield));
     olen = calloc(n, sizeof(*olen));
     dead = calloc(n, sizeof(*dead));
-    formatted = calloc(2 * n + 1, sizeof(*formatted));
+    nf_cap = 6 * n + 16;
+    formatted = calloc(nf_cap, sizeof(*formatted));
     reqs = calloc(maxreq, sizeof(*reqs));
     replies = calloc(maxreq, sizeof(*replies));
     delkeys = calloc(maxreq, sizeof(*delkeys));
@@ -197,12 +284,21 @@ again:
         replies[i] = NULL;
     }
     nreq = 0;
+    creq = preq = NULL;
     strmap_clear(&a->cm, cm_free);
     strmap_clear(&a->seen, NULL);
+    strmap_clear(&a->cust, free);
+    store_tx_free(&tx);
+    for (size_t i = 0; i < nformatted; i++) free(formatted[i]);
+    nformatted = 0;
+    ndel = 0;
 
     /* Lateness depends only on the sequence of months, so it is settled
-     * before reading: it decides which month keys the batch needs. */
-    int32_t cur = p->meta.month, first = -1;
+     * before reading: it decides which month keys the batch needs.  The
+     * first order of a later month ends the run when months it closes
+     * still need their review. */
+    int32_t cur = p->meta.month;
+    size_t n_eff = n;
     int any = 0;
     for (size_t i = 0; i < n; i++) {
         apply_msg_t *m = &msgs[i];
@@ -218,25 +314,33 @@ again:
             continue;
         }
         if (cur >= 0 && omonth[i] < cur - W + 1) {
-            char om[16], lo[16], hi[16];
+            char om[16], lo[16], hi[16], why[200];
             ym(omonth[i], om, sizeof(om));
             ym(cur - W + 1, lo, sizeof(lo));
             ym(cur, hi, sizeof(hi));
-            char why[200];
             snprintf(why, sizeof(why),
                      "placed_at falls in %s, before this partition's window %s..%s", om, lo,
                      hi);
             set_dead(m, ORDER_ERR_LATE, why);
             continue;
         }
-        if (first < 0) first = omonth[i];
+        if (decisions && cur >= 0 && omonth[i] > cur && omonth[i] - 1 > p->meta.reviewed) {
+            n_eff = i;
+            *review_to = omonth[i] - 1;
+            break;
+        }
         if (omonth[i] > cur) cur = omonth[i];
         any = 1;
     }
     const int32_t final_month = cur;
+    if (n_eff == 0) {
+        rc = APPLY_OK; /* the review comes first */
+        goto out;
+    }
 
-    /* Which month keys to read: every kept month at the end of the batch,
-     * every kept month at its start, and every month an order lands in. */
+    /* Which month keys to read: every kept month at the end of the run,
+     * every kept month at its start, every month an order lands in and
+     * the window months before it. */
     if (any) {
         for (int32_t mo = final_month - W; mo <= final_month; mo++)
             if (!req_for(reqs, &nreq, maxreq, mo)) goto too_many;
@@ -244,44 +348,51 @@ again:
             for (int32_t mo = p->meta.month - W; mo <= p->meta.month; mo++)
                 if (!req_for(reqs, &nreq, maxreq, mo)) goto too_many;
     }
-    for (size_t i = 0; i < n; i++) {
+    if (decisions) {
+        creq = req_for(reqs, &nreq, maxreq, INT32_MIN);
+        preq = req_for(reqs, &nreq, maxreq, INT32_MIN + 1);
+        store_key(a->store, p->topic, p->partition, "c", creq->key, sizeof(creq->key));
+        store_key(a->store, p->topic, p->partition, "p", preq->key, sizeof(preq->key));
+    }
+    for (size_t i = 0; i < n_eff; i++) {
         if (msgs[i].state != MSG_NEW) continue;
         const order_t *o = &a->orders[i];
-        char ck[ORDER_ID_MAX + 16];
+        int32_t lo = decisions ? omonth[i] - W + 1 : omonth[i];
+        for (int32_t mo = lo; mo <= omonth[i]; mo++) {
+            cm_entry_t *e = cm_get(a, reqs, &nreq, maxreq, mo, o->customer_id,
+                                   o->customer_id_len, &oom);
+            if (oom) goto oom;
+            if (!e) goto too_many;
+        }
+        if (!decisions) continue;
         int created;
-        int l = snprintf(ck, sizeof(ck), "%d:%s", (int)omonth[i], o->customer_id);
-        strmap_slot_t *slot = strmap_put(&a->cm, ck, (size_t)l, &created);
+        strmap_slot_t *slot = strmap_put(&a->cust, o->customer_id, o->customer_id_len, &created);
         if (!slot) goto oom;
         if (!created) continue;
-        cm_entry_t *e = calloc(1, sizeof(*e));
-        if (!e) goto oom;
-        slot->value = e;
-        e->month = omonth[i];
-        e->alen = (size_t)o->customer_id_len + 2;
-        e->slen = e->alen;
-        e->afield = malloc(e->alen + 1);
-        e->sfield = malloc(e->slen + 1);
-        if (!e->afield || !e->sfield) goto oom;
-        snprintf(e->afield, e->alen + 1, "a:%s", o->customer_id);
-        snprintf(e->sfield, e->slen + 1, "s:%s", o->customer_id);
-        month_req_t *r = req_for(reqs, &nreq, maxreq, omonth[i]);
-        if (!r) goto too_many;
-        e->req = (size_t)(r - reqs);
-        e->aidx = r->nf;
-        if (push(&r->f, &r->flen, &r->nf, &r->capf, e->afield, e->alen)) goto oom;
-        e->sidx = r->nf;
-        if (push(&r->f, &r->flen, &r->nf, &r->capf, e->sfield, e->slen)) goto oom;
+        decide_customer_t *c = calloc(1, sizeof(*c));
+        if (!c) goto oom;
+        slot->value = c;
+        memcpy(c->id, o->customer_id, o->customer_id_len + 1);
+        c->len = o->customer_id_len;
+        c->live_score_c = -1;
+        c->scale = 'X';
+        /* The field names are the map's own key strings: they live as
+         * long as the map entry. */
+        if (push(&creq->f, &creq->flen, &creq->nf, &creq->capf, slot->key, slot->len) ||
+            push(&preq->f, &preq->flen, &preq->nf, &preq->capf, slot->key, slot->len))
+            goto oom;
     }
     /* Order ids go into every month request, in the same order, so the
      * reply of order i in request k sits at ofirst[k] + orank[i]. */
     size_t rank = 0;
-    for (size_t i = 0; i < n; i++)
+    for (size_t i = 0; i < n_eff; i++)
         if (msgs[i].state == MSG_NEW) orank[i] = rank++;
     for (size_t k = 0; k < nreq; k++) {
         ofirst[k] = reqs[k].nf;
+        if (reqs[k].month <= INT32_MIN + 1) continue;
         store_month_key(a->store, p->topic, p->partition, reqs[k].month, reqs[k].key,
                         sizeof(reqs[k].key));
-        for (size_t i = 0; i < n; i++)
+        for (size_t i = 0; i < n_eff; i++)
             if (msgs[i].state == MSG_NEW &&
                 push(&reqs[k].f, &reqs[k].flen, &reqs[k].nf, &reqs[k].capf, ofield[i], olen[i]))
                 goto oom;
@@ -298,14 +409,27 @@ again:
             free(keys), free(fields), free(flens), free(nf);
             goto oom;
         }
+        size_t nk = 0;
         for (size_t k = 0; k < nreq; k++) {
-            keys[k] = reqs[k].key;
-            fields[k] = reqs[k].f;
-            flens[k] = reqs[k].flen;
-            nf[k] = reqs[k].nf;
+            if (reqs[k].nf == 0) continue; /* nothing to ask (and 0 would mean HGETALL) */
+            keys[nk] = reqs[k].key;
+            fields[nk] = reqs[k].f;
+            flens[nk] = reqs[k].flen;
+            nf[nk] = reqs[k].nf;
+            ofirst[k] = ofirst[k]; /* unchanged */
+            nk++;
         }
-        src = store_read(a->store, p->topic, p->partition, &now, nreq, keys, fields, flens, nf,
-                         replies, errstr, errstr_size);
+        redisReply **tmp = calloc(nk + 1, sizeof(*tmp));
+        if (!tmp) {
+            free(keys), free(fields), free(flens), free(nf);
+            goto oom;
+        }
+        src = store_read(a->store, p->topic, p->partition, &now, nk, keys, fields, flens, nf,
+                         tmp, errstr, errstr_size);
+        nk = 0;
+        for (size_t k = 0; k < nreq; k++)
+            if (reqs[k].nf) replies[k] = tmp[nk++];
+        free(tmp);
         free(keys), free(fields), free(flens), free(nf);
         if (src != STORE_OK) goto out;
         if (now.epoch < p->meta.epoch || (now.offset < p->meta.offset)) {
@@ -327,44 +451,62 @@ again:
             rc = APPLY_FENCED;
             goto out;
         }
-        if (now.offset != p->meta.offset || now.month != p->meta.month) {
+        if (now.offset != p->meta.offset || now.month != p->meta.month ||
+            now.reviewed != p->meta.reviewed) {
             /* Our last commit landed though its reply was lost, or the
              * cache is stale: decide again from what Redis holds. */
             store_unwatch(a->store);
             log_info("apply", "%s [%d]: stored offset %" PRId64 " (cached %" PRId64 "): re-deciding",
                      p->topic, (int)p->partition, now.offset, p->meta.offset);
-            p->meta.offset = now.offset;
-            p->meta.month = now.month;
+            p->meta = now;
             goto again;
         }
     }
     for (size_t k = 0; k < nreq; k++)
-        if (!replies[k] || replies[k]->type != REDIS_REPLY_ARRAY ||
-            replies[k]->elements != reqs[k].nf) {
+        if (reqs[k].nf && (!replies[k] || replies[k]->type != REDIS_REPLY_ARRAY ||
+                           replies[k]->elements != reqs[k].nf)) {
             store_unwatch(a->store);
             snprintf(errstr, errstr_size, "redis: unexpected reply reading %s", reqs[k].key);
             goto out;
         }
 
-    /* Load the customer-months read. */
+    /* Load what was read. */
     for (size_t s = 0; s < a->cm.cap; s++) {
         cm_entry_t *e = a->cm.slots[s].key ? a->cm.slots[s].value : NULL;
         if (!e) continue;
-        redisReply *ra = replies[e->req]->element[e->aidx];
-        redisReply *rs = replies[e->req]->element[e->sidx];
-        if (ra->type == REDIS_REPLY_STRING && agg_parse(&e->agg, ra->str, ra->len) != 0) {
+        redisReply **el = replies[e->req]->element + e->idx;
+        if (el[0]->type == REDIS_REPLY_STRING && agg_parse(&e->agg, el[0]->str, el[0]->len) != 0) {
             store_unwatch(a->store);
             snprintf(errstr, errstr_size, "redis: %s field %s holds \"%.40s\", not an aggregate",
-                     reqs[e->req].key, e->afield, ra->str);
+                     reqs[e->req].key, e->afield, el[0]->str);
             goto out;
         }
-        if (rs->type == REDIS_REPLY_STRING && agg_skuset_parse(&e->skus, rs->str, rs->len) != 0)
+        if (el[1]->type == REDIS_REPLY_STRING &&
+            agg_skuset_parse(&e->skus, el[1]->str, el[1]->len) != 0)
             goto oom;
+        if (el[2]->type == REDIS_REPLY_STRING)
+            decide_month_parse(&e->tier, &e->grade, el[2]->str, el[2]->len);
+        if (el[3]->type == REDIS_REPLY_STRING) e->qmask = (uint32_t)strtoul(el[3]->str, NULL, 10);
+    }
+    if (decisions) {
+        for (size_t j = 0; j < creq->nf; j++) {
+            strmap_slot_t *slot = strmap_get(&a->cust, creq->f[j], creq->flen[j]);
+            decide_customer_t *c = slot->value;
+            redisReply *rs = replies[creq - reqs]->element[j];
+            redisReply *rp = replies[preq - reqs]->element[j];
+            if (rs->type == REDIS_REPLY_STRING && decide_state_parse(c, rs->str, rs->len) != 0)
+                log_warn("apply", "customer %s: unreadable state \"%.60s\"; starting afresh", c->id,
+                         rs->str);
+            if (rp->type == REDIS_REPLY_STRING &&
+                decide_profile_parse(&c->profile, &c->profile_updated_at, rp->str, rp->len) == 0)
+                c->has_profile = 1;
+        }
+        apply_decide_ctx(a, p, now_ms, &dctx);
     }
 
     /* Decide, in offset order. */
     size_t ndead = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n_eff; i++) {
         apply_msg_t *m = &msgs[i];
         if (m->state == MSG_DEAD) {
             dead[ndead++] = m;
@@ -376,7 +518,8 @@ again:
         if (!seen) goto oom;
         if (created) {
             for (size_t k = 0; k < nreq && !seen->value; k++)
-                if (replies[k]->element[ofirst[k] + orank[i]]->type == REDIS_REPLY_STRING)
+                if (reqs[k].month > INT32_MIN + 1 &&
+                    replies[k]->element[ofirst[k] + orank[i]]->type == REDIS_REPLY_STRING)
                     seen->value = (void *)1;
         }
         if (seen->value) {
@@ -384,10 +527,9 @@ again:
             continue;
         }
         const order_t *o = &a->orders[i];
-        char ck[ORDER_ID_MAX + 16];
-        int l = snprintf(ck, sizeof(ck), "%d:%s", (int)omonth[i], o->customer_id);
-        cm_entry_t *e = strmap_get(&a->cm, ck, (size_t)l)->value;
-        int64_t excess = 0;
+        cm_entry_t *e = cm_get(a, reqs, &nreq, maxreq, omonth[i], o->customer_id,
+                               o->customer_id_len, &oom);
+        int64_t excess = 0, before = e->agg.qty;
         if (agg_apply(&e->agg, &e->skus, o, &excess) != ORDER_OK) {
             char why[200];
             snprintf(why, sizeof(why),
@@ -405,69 +547,192 @@ again:
         if (push(&r->w, &r->wlen, &r->nw, &r->capw, ofield[i], olen[i]) ||
             push(&r->w, &r->wlen, &r->nw, &r->capw, "1", 1))
             goto oom;
+        if (!decisions) continue;
+
+        /* Decide for this customer, now that the order counts. */
+        decide_customer_t *c = strmap_get(&a->cust, o->customer_id, o->customer_id_len)->value;
+        const policy_profile_t *prof = decide_profile(&dctx, c);
+        policy_month_t win[POLICY_WINDOW_MAX];
+        policy_decision_t dec;
+        memset(&dec, 0, sizeof(dec));
+        if (e->grade == POLICY_GRADE_NONE || prof->grade > e->grade) {
+            e->grade = prof->grade; /* worst grade in effect during the month */
+            e->dirty_t = 1;
+        }
+        if (o->kind == ORDER_SALE || c->st.tier > 0) {
+            window_of(a, o->customer_id, omonth[i], win);
+            policy_customer_t pc = {c->st, *prof, win, (size_t)W};
+            if (o->kind == ORDER_SALE || c->st.tier > 0) {
+                if (policy_on_order(a->policy, &pc, omonth[i], &dec, errstr, errstr_size) != 0)
+                    goto out_unwatch;
+                if (c->st.tier == 0 && !dec.changed) dec.next = c->st; /* a return first */
+                if (decide_tier_change(&dctx, &tx, c, &dec, win, (size_t)W, omonth[i], errstr,
+                                       errstr_size) != 0)
+                    goto out_unwatch;
+            }
+            /* The live score, so operators see it between reviews. */
+            policy_score_t sc;
+            if (policy_score(a->policy, prof, win, (size_t)W, &sc, errstr, errstr_size) == 0 &&
+                sc.score_c != c->live_score_c) {
+                c->live_score_c = sc.score_c;
+                c->dirty = 1;
+            }
+        }
+        if (c->st.tier <= 0) continue;
+        if (e->tier == 0) {
+            /* The tier the month began with: the current one, or for the
+             * customer's first month the tier it was just placed on. */
+            e->tier = dec.changed && dec.prev_tier > 0 && dec.reason != POLICY_REASON_NEW_CUSTOMER
+                          ? dec.prev_tier
+                          : c->st.tier;
+            e->dirty_t = 1;
+        }
+        if (o->kind != ORDER_SALE) continue;
+        policy_quota_kind_t kinds[POLICY_QUOTA__COUNT];
+        int holiday = policy_holiday_month(a->policy, omonth[i]);
+        size_t nk = policy_quota_check(a->policy, e->tier, prof->format, holiday, before,
+                                       e->agg.qty, e->qmask, kinds);
+        if (nk) {
+            policy_quota_limits_t lim;
+            policy_quota_limits(a->policy, e->tier, prof->format, holiday, &lim);
+            for (size_t k = 0; k < nk; k++) {
+                if (decide_quota(&dctx, &tx, c, omonth[i], e->tier, kinds[k], &lim, e->agg.qty,
+                                 o->order_id, o->placed_at_ms, errstr, errstr_size) != 0)
+                    goto out_unwatch;
+                e->qmask |= 1u << kinds[k];
+            }
+            e->dirty_q = 1;
+        }
     }
 
     /* Refused records must be durable before the offset moves past them. */
-    if (ndead > 0 && a->dead(a->dead_opaque, p, dead, ndead, errstr, errstr_size) != 0) {
-        store_unwatch(a->store);
-        goto out;
-    }
+    if (ndead > 0 && a->dead(a->dead_opaque, p, dead, ndead, errstr, errstr_size) != 0)
+        goto out_unwatch;
 
     /* Round trip 2: the writes, the offset, the dropped months. */
     for (size_t s = 0; s < a->cm.cap; s++) {
         cm_entry_t *e = a->cm.slots[s].key ? a->cm.slots[s].value : NULL;
-        if (!e || !e->dirty) continue;
+        if (!e || !(e->dirty || e->dirty_t || e->dirty_q)) continue;
         month_req_t *r = &reqs[e->req];
-        char buf[128], *skus;
-        size_t slen;
-        int l = agg_format(&e->agg, buf, sizeof(buf));
-        formatted[nformatted] = strdup(buf);
-        if (!formatted[nformatted]) goto oom;
-        if (push(&r->w, &r->wlen, &r->nw, &r->capw, e->afield, e->alen) ||
-            push(&r->w, &r->wlen, &r->nw, &r->capw, formatted[nformatted++], (size_t)l))
-            goto oom;
-        skus = agg_skuset_format(&e->skus, &slen);
-        if (!skus) goto oom;
-        formatted[nformatted++] = skus;
-        if (slen > 0 && (push(&r->w, &r->wlen, &r->nw, &r->capw, e->sfield, e->slen) ||
-                         push(&r->w, &r->wlen, &r->nw, &r->capw, skus, slen)))
-            goto oom;
-    }
-    sets = calloc(nreq ? nreq : 1, sizeof(*sets));
-    if (!sets) goto oom;
-    for (size_t k = 0; k < nreq; k++) {
-        memcpy(sets[k].key, reqs[k].key, sizeof(sets[k].key));
-        sets[k].argv = reqs[k].w;
-        sets[k].argvlen = reqs[k].wlen;
-        sets[k].nargs = reqs[k].nw;
-        /* Months that left the kept range [final - W, final] are dropped:
-         * memory does not grow with time. */
-        if (final_month >= 0 && reqs[k].month < final_month - W) delkeys[ndel++] = reqs[k].key;
-    }
-    if (a->fault_stall_file) {
-        struct stat st;
-        for (int i = 0; i < 1200 && stat(a->fault_stall_file, &st) == 0; i++) {
-            struct timespec ts = {0, 100000000};
-            nanosleep(&ts, NULL);
+        char buf[128];
+        if (nformatted + 4 > nf_cap) goto oom;
+        if (e->dirty) {
+            char *skus;
+            size_t slen;
+            int l = agg_format(&e->agg, buf, sizeof(buf));
+            formatted[nformatted] = strdup(buf);
+            if (!formatted[nformatted]) goto oom;
+            if (push(&r->w, &r->wlen, &r->nw, &r->capw, e->afield, e->flen) ||
+                push(&r->w, &r->wlen, &r->nw, &r->capw, formatted[nformatted++], (size_t)l))
+                goto oom;
+            skus = agg_skuset_format(&e->skus, &slen);
+            if (!skus) goto oom;
+            formatted[nformatted++] = skus;
+            if (slen > 0 && (push(&r->w, &r->wlen, &r->nw, &r->capw, e->sfield, e->flen) ||
+                             push(&r->w, &r->wlen, &r->nw, &r->capw, skus, slen)))
+                goto oom;
+        }
+        if (e->dirty_t) {
+            int l = decide_month_format(e->tier, e->grade, buf, sizeof(buf));
+            if (!(formatted[nformatted] = strdup(buf))) goto oom;
+            if (push(&r->w, &r->wlen, &r->nw, &r->capw, e->tfield, e->flen) ||
+                push(&r->w, &r->wlen, &r->nw, &r->capw, formatted[nformatted++], (size_t)l))
+                goto oom;
+        }
+        if (e->dirty_q) {
+            int l = snprintf(buf, sizeof(buf), "%u", (unsigned)e->qmask);
+            if (!(formatted[nformatted] = strdup(buf))) goto oom;
+            if (push(&r->w, &r->wlen, &r->nw, &r->capw, e->qfield, e->flen) ||
+                push(&r->w, &r->wlen, &r->nw, &r->capw, formatted[nformatted++], (size_t)l))
+                goto oom;
         }
     }
-    int64_t next = msgs[n - 1].offset + 1;
-    if (p->meta.offset > next) next = p->meta.offset; /* all redelivered */
-    int src = store_commit(a->store, p->topic, p->partition, a->owner, sets, nreq, next,
-                           final_month, delkeys, ndel, errstr, errstr_size);
-    if (src == STORE_FENCED) {
-        snprintf(errstr, errstr_size, "%s [%d]: commit refused: another instance took the partition",
-                 p->topic, (int)p->partition);
-        a->stats.fenced++;
-        rc = APPLY_FENCED;
-        goto out;
+    if (decisions) {
+        for (size_t s = 0; s < a->cust.cap; s++) {
+            decide_customer_t *c = a->cust.slots[s].key ? a->cust.slots[s].value : NULL;
+            char buf[160];
+            if (!c || !c->dirty) continue;
+            if (nformatted + 1 > nf_cap) goto oom;
+            int l = decide_state_format(c, buf, sizeof(buf));
+            if (!(formatted[nformatted] = strdup(buf))) goto oom;
+            if (push(&creq->w, &creq->wlen, &creq->nw, &creq->capw, a->cust.slots[s].key,
+                     a->cust.slots[s].len) ||
+                push(&creq->w, &creq->wlen, &creq->nw, &creq->capw, formatted[nformatted++],
+                     (size_t)l))
+                goto oom;
+        }
     }
-    if (src != STORE_OK) goto out;
+    /* The tx: the outbox XADDs (already in tx, decided in order), the
+     * HSETs, the meta, the dropped months. */
+    for (size_t k = 0; k < nreq; k++) {
+        if (reqs[k].nw > 0) {
+            const char **argv = malloc((reqs[k].nw + 2) * sizeof(*argv));
+            size_t *argvlen = malloc((reqs[k].nw + 2) * sizeof(*argvlen));
+            int bad = !argv || !argvlen;
+            if (!bad) {
+                argv[0] = "HSET";
+                argvlen[0] = 4;
+                argv[1] = reqs[k].key;
+                argvlen[1] = strlen(reqs[k].key);
+                memcpy(argv + 2, reqs[k].w, reqs[k].nw * sizeof(*argv));
+                memcpy(argvlen + 2, reqs[k].wlen, reqs[k].nw * sizeof(*argvlen));
+                bad = store_tx_add(&tx, (int)reqs[k].nw + 2, argv, argvlen) != 0;
+            }
+            free(argv);
+            free(argvlen);
+            if (bad) goto oom;
+        }
+        /* Months that left the kept range [final - W, final] are dropped:
+         * memory does not grow with time. */
+        if (reqs[k].month > INT32_MIN + 1 && final_month >= 0 && reqs[k].month < final_month - W)
+            delkeys[ndel++] = reqs[k].key;
+    }
+    {
+        char mkey[256], off[32], mon[16], now[32];
+        int64_t next = msgs[n_eff - 1].offset + 1;
+        if (p->meta.offset > next) next = p->meta.offset; /* all redelivered */
+        store_key(a->store, p->topic, p->partition, "meta", mkey, sizeof(mkey));
+        snprintf(off, sizeof(off), "%" PRId64, next);
+        snprintf(mon, sizeof(mon), "%06d", final_month >= 0 ? month_yyyymm(final_month) : 0);
+        snprintf(now, sizeof(now), "%lld", (long long)time(NULL));
+        if (store_tx_addv(&tx, 10, "HSET", (size_t)4, mkey, strlen(mkey), "offset", (size_t)6, off,
+                          strlen(off), "month", (size_t)5, mon, strlen(mon), "owner", (size_t)5,
+                          a->owner, strlen(a->owner), "updated_at", (size_t)10, now,
+                          strlen(now)) != 0)
+            goto oom;
+        if (ndel) {
+            const char **argv = malloc((ndel + 1) * sizeof(*argv));
+            if (!argv) goto oom;
+            argv[0] = "DEL";
+            for (size_t i = 0; i < ndel; i++) argv[i + 1] = delkeys[i];
+            int bad = store_tx_add(&tx, (int)ndel + 1, argv, NULL) != 0;
+            free(argv);
+            if (bad) goto oom;
+        }
+        if (a->fault_stall_file) {
+            struct stat st;
+            for (int i = 0; i < 1200 && stat(a->fault_stall_file, &st) == 0; i++) {
+                struct timespec ts = {0, 100000000};
+                nanosleep(&ts, NULL);
+            }
+        }
+        int src = store_exec(a->store, &tx, errstr, errstr_size);
+        if (src == STORE_FENCED) {
+            snprintf(errstr, errstr_size,
+                     "%s [%d]: commit refused: another instance took the partition", p->topic,
+                     (int)p->partition);
+            a->stats.fenced++;
+            rc = APPLY_FENCED;
+            goto out;
+        }
+        if (src != STORE_OK) goto out;
+        p->meta.offset = next;
+        p->meta.month = final_month;
+        if (decisions && dctx.tier_events + dctx.quota_events > 0) p->outbox_dirty = 1;
+    }
 
-    p->meta.offset = next;
-    p->meta.month = final_month;
     a->stats.batches++;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n_eff; i++) {
         switch (msgs[i].state) {
         case MSG_APPLIED: a->stats.applied++; break;
         case MSG_DUPLICATE: a->stats.duplicates++; break;
@@ -479,7 +744,7 @@ again:
         default: break;
         }
     }
-    (void)first;
+    *used = n_eff;
     rc = APPLY_OK;
     goto out;
 
@@ -489,6 +754,8 @@ too_many:
     goto out;
 oom:
     snprintf(errstr, errstr_size, "out of memory");
+out_unwatch:
+    store_unwatch(a->store);
 out:
     for (size_t k = 0; reqs && k < nreq; k++) {
         free(reqs[k].f);
@@ -497,6 +764,7 @@ out:
         free(reqs[k].wlen);
         if (replies[k]) freeReplyObject(replies[k]);
     }
+    store_tx_free(&tx);
     free(reqs);
     free(replies);
     free(delkeys);
@@ -508,10 +776,32 @@ out:
     if (formatted)
         for (size_t i = 0; i < nformatted; i++) free(formatted[i]);
     free(formatted);
-    free(sets);
     free(ofield);
     free(olen);
     free(omonth);
     free(dead);
     return rc;
+}
+
+int apply_batch(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, int64_t now_ms,
+                char *errstr, size_t errstr_size) {
+    size_t done = 0;
+    while (done < n) {
+        size_t used = 0;
+        int32_t review_to = -1;
+        int rc = apply_run(a, p, msgs + done, n - done, now_ms, &used, &review_to, errstr,
+                           errstr_size);
+        if (rc != APPLY_OK) return rc;
+        done += used;
+        if (review_to < 0) continue;
+        /* Months the next order closes, oldest first. */
+        int32_t from = p->meta.reviewed >= 0 && p->meta.reviewed + 1 <= p->meta.month
+                           ? p->meta.reviewed + 1
+                           : p->meta.month;
+        for (int32_t m = from; m <= review_to; m++) {
+            rc = apply_review(a, p, m, now_ms, errstr, errstr_size);
+            if (rc != APPLY_OK) return rc;
+        }
+    }
+    return APPLY_OK;
 }

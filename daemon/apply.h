@@ -12,10 +12,13 @@
 #ifndef TIERD_APPLY_H
 #define TIERD_APPLY_H
 
+#include "decide.h"
 #include "decode.h"
+#include "events.h"
 #include "store.h"
 #include "strmap.h"
 #include "tierd/order.h"
+#include "tierd/policy.h"
 #include "validate.h"
 
 #include <stddef.h>
@@ -48,12 +51,14 @@ typedef struct apply_part {
     const char *topic;
     int32_t partition;
     store_meta_t meta; /* epoch from the claim; offset and month as last committed */
+    int outbox_dirty;  /* events were decided: the publisher has work */
 } apply_part_t;
 
 typedef struct apply_stats {
     uint64_t applied, duplicates, redelivered, dead, batches, fenced;
     uint64_t return_excess_units;
-    uint64_t dead_by_reason[ORDER_ERR__COUNT];
+    uint64_t reviews, profiles;
+    uint64_t dead_by_reason[ORDER_ERR__COUNT + 1];
 } apply_stats_t;
 
 /* Makes the refused records durable (the dead-letter topic).  Returns 0
@@ -68,17 +73,22 @@ typedef struct apply_ctx {
     validate_rules_t rules;
     int32_t window;          /* W */
     const char *owner;       /* instance id, written into meta */
+    const policy_t *policy;  /* borrowed; NULL: aggregates only, no decisions */
+    events_t *events;        /* borrowed */
+    const char *tier_topic, *quota_topic, *profile_topic;
     apply_dead_fn dead;
     void *dead_opaque;
     apply_stats_t stats;
     /* Fault injection for tests only: while this file exists, a commit
      * waits between its watched read and EXEC (at most 120 s). */
     const char *fault_stall_file;
+    int64_t idle_close_after_ms;
     /* working memory, reused between batches */
     order_t *orders;
     size_t orders_cap;
     strmap_t cm;   /* "<month>:<customer>" -> customer-month entry */
     strmap_t seen; /* dedupe field -> state */
+    strmap_t cust; /* customer id -> decide_customer_t */
 } apply_ctx_t;
 
 void apply_init(apply_ctx_t *a);
@@ -93,5 +103,21 @@ void apply_free(apply_ctx_t *a);
  * again from the offset Redis now holds. */
 int apply_batch(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, int64_t now_ms,
                 char *errstr, size_t errstr_size);
+
+/* The monthly review of `month` for every customer of the partition
+ * (review.c): one watched read, one MULTI/EXEC with the new states, the
+ * tier-change events and meta.reviewed.  Reviewing a month already
+ * reviewed does nothing, so a crash can neither skip nor repeat one. */
+int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms, char *errstr,
+                 size_t errstr_size);
+
+/* Applies a batch of customer-profiles records (profiles.c): profile
+ * stored, override and lowered grade decided at once, events to the
+ * outbox, the profiles offset moved, in one MULTI/EXEC. */
+int apply_profiles(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
+                   int64_t now_ms, char *errstr, size_t errstr_size);
+
+/* Helpers shared by apply, review and profiles. */
+void apply_decide_ctx(apply_ctx_t *a, const apply_part_t *p, int64_t now_ms, decide_ctx_t *d);
 
 #endif

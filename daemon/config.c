@@ -43,6 +43,16 @@ static const config_key_t config_keys[] = {
         "Topic of Order events (Avro), key = customer id"),
     KEY("topics.dead_letter", CT_STRING, topic_dead_letter, "dead-letter", 0, 0,
         "Topic that receives every refused record with its reason in headers"),
+    KEY("topics.profiles", CT_STRING, topic_profiles, "customer-profiles", 0, 0,
+        "Compacted topic of customer profiles (Avro), co-partitioned with orders"),
+    KEY("topics.tier_changes", CT_STRING, topic_tier_changes, "tier-changes", 0, 0,
+        "Topic tier-change events are published to"),
+    KEY("topics.quota_events", CT_STRING, topic_quota_events, "quota-events", 0, 0,
+        "Topic quota events are published to"),
+    KEY("policy", CT_STRING, policy_path, NULL, 0, 0,
+        "Policy file (config/policies/*.yaml); default: the built-in supply-tiers"),
+    KEY("idle_close_after_s", CT_INT, idle_close_after_s, "3600", 1, 31622400,
+        "A partition idle this long reviews its month once the month has ended"),
     KEY("redis.host", CT_STRING, redis_host, "127.0.0.1", 0, 0, "Redis host"),
     KEY("redis.port", CT_INT, redis_port, "6379", 1, 65535, "Redis port"),
     KEY("redis.unix_socket", CT_STRING, redis_unix_socket, NULL, 0, 0,
@@ -321,9 +331,19 @@ static int validate(config_t *c, char *errstr, size_t errstr_size) {
         snprintf(errstr, errstr_size, "topics: names must not be empty");
         return -1;
     }
-    if (strcmp(c->topic_orders, c->topic_dead_letter) == 0) {
-        snprintf(errstr, errstr_size, "topics: dead_letter must differ from orders");
-        return -1;
+    const char *names[] = {c->topic_orders, c->topic_dead_letter, c->topic_profiles,
+                           c->topic_tier_changes, c->topic_quota_events};
+    for (size_t i = 0; i < 5; i++) {
+        if (*names[i] == '\0') {
+            snprintf(errstr, errstr_size, "topics: names must not be empty");
+            return -1;
+        }
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(names[i], names[j]) == 0) {
+                snprintf(errstr, errstr_size, "topics: \"%s\" is named twice; each topic has one job",
+                         names[i]);
+                return -1;
+            }
     }
     if (c->redis_password && c->redis_password_file) {
         snprintf(errstr, errstr_size,

@@ -24,6 +24,11 @@ typedef struct config {
 
     char *topic_orders;
     char *topic_dead_letter;
+    char *topic_profiles;
+    char *topic_tier_changes;
+    char *topic_quota_events;
+    char *policy_path; /* NULL: the built-in supply-tiers policy */
+    int64_t idle_close_after_s;
 
     char *redis_host;
     int64_t redis_port;

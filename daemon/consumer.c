@@ -15,15 +15,24 @@
 
 #include "kafkaconf.h"
 #include "log.h"
+#include "month.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+
+typedef struct pending {
+    rd_kafka_message_t **m;
+    size_t n, cap;
+} pending_t;
 
 typedef struct part {
     int assigned;
+    pending_t prof;         /* customer-profiles records waiting */
+    int64_t last_record_ms; /* monotonic: last order record seen */
     int fenced; /* a commit was refused: paused until the group moves it */
     int64_t fenced_at;
     apply_part_t ap;
@@ -34,7 +43,11 @@ typedef struct part {
 struct consumer {
     const config_t *conf;
     apply_ctx_t *apply; /* borrowed */
+    publish_t *pub;     /* borrowed */
     rd_kafka_t *rk;
+    rd_kafka_t *prk; /* customer-profiles, assigned by hand */
+    const char *stall_publish_file; /* tests only: publisher waits while it exists */
+    int64_t last_idle_check_ms;
     part_t *parts; /* indexed by partition id */
     int32_t nparts;
     size_t npending;
@@ -76,6 +89,65 @@ static void part_drop_pending(consumer_t *k, part_t *pt) {
     for (size_t i = 0; i < pt->npending; i++) rd_kafka_message_destroy(pt->pending[i]);
     k->npending -= pt->npending;
     pt->npending = 0;
+    for (size_t i = 0; i < pt->prof.n; i++) rd_kafka_message_destroy(pt->prof.m[i]);
+    pt->prof.n = 0;
+}
+
+static int pending_push(pending_t *p, rd_kafka_message_t *m) {
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 64;
+        rd_kafka_message_t **nm = realloc(p->m, cap * sizeof(*nm));
+        if (!nm) return -1;
+        p->m = nm;
+        p->cap = cap;
+    }
+    p->m[p->n++] = m;
+    return 0;
+}
+
+/* One partition of customer-profiles, as a list for the profiles handle. */
+static rd_kafka_topic_partition_list_t *plist(consumer_t *k, int32_t id, int64_t offset) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, k->conf->topic_profiles, id)->offset = offset;
+    return l;
+}
+
+/* Applies one partition's pending profile records.  Returns APPLY_*. */
+static int part_flush_profiles(consumer_t *k, int32_t id, part_t *pt) {
+    char err[512] = "";
+    apply_msg_t *msgs;
+    int rc;
+    if (pt->prof.n == 0 || pt->fenced) return APPLY_OK;
+    msgs = calloc(pt->prof.n, sizeof(*msgs));
+    if (!msgs) return APPLY_RETRY;
+    for (size_t i = 0; i < pt->prof.n; i++) {
+        rd_kafka_message_t *m = pt->prof.m[i];
+        msgs[i].offset = m->offset;
+        msgs[i].key = m->key;
+        msgs[i].key_len = m->key_len;
+        msgs[i].value = m->payload;
+        msgs[i].value_len = m->len;
+    }
+    rc = apply_profiles(k->apply, &pt->ap, msgs, pt->prof.n, now_ms(), err, sizeof(err));
+    if (rc == APPLY_OK) {
+        for (size_t i = 0; i < pt->prof.n; i++) {
+            if (msgs[i].state == MSG_DEAD)
+                log_warn("profiles", "%s [%d] offset %" PRId64 " dead-lettered: %s: %s",
+                         k->conf->topic_profiles, (int)id, msgs[i].offset,
+                         order_reason_code(msgs[i].verdict), msgs[i].reason);
+            rd_kafka_message_destroy(pt->prof.m[i]);
+        }
+        pt->prof.n = 0;
+    } else if (rc != APPLY_RETRY) {
+        /* fenced or rewound: the orders path handles the partition */
+        for (size_t i = 0; i < pt->prof.n; i++) rd_kafka_message_destroy(pt->prof.m[i]);
+        pt->prof.n = 0;
+        log_warn("profiles", "%s", err);
+    } else {
+        log_error("profiles", "%s [%d]: %s; will retry", k->conf->topic_profiles, (int)id, err);
+    }
+    free(msgs);
+    return rc == APPLY_RETRY ? APPLY_RETRY : APPLY_OK;
 }
 
 static int claim(consumer_t *k, int32_t id, part_t *pt);
@@ -98,6 +170,11 @@ static int rewind_part(consumer_t *k, int32_t id, part_t *pt) {
     }
     pt->fenced = 0;
     if (!k->paused) rd_kafka_resume_partitions(k->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    l = plist(k, id, pt->ap.meta.poffset >= 0 ? pt->ap.meta.poffset : RD_KAFKA_OFFSET_BEGINNING);
+    e = rd_kafka_seek_partitions(k->prk, l, 5000);
+    if (e) rd_kafka_error_destroy(e);
+    if (!k->paused) rd_kafka_resume_partitions(k->prk, l);
     rd_kafka_topic_partition_list_destroy(l);
     log_info("consumer", "re-claimed %s [%d] at offset %" PRId64 " (epoch %" PRId64 ")",
              k->conf->topic_orders, (int)id, pt->ap.meta.offset, pt->ap.meta.epoch);
@@ -149,6 +226,9 @@ static int part_flush(consumer_t *k, int32_t id, part_t *pt) {
         rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id);
         rd_kafka_pause_partitions(k->rk, l);
         rd_kafka_topic_partition_list_destroy(l);
+        l = plist(k, id, RD_KAFKA_OFFSET_INVALID);
+        rd_kafka_pause_partitions(k->prk, l);
+        rd_kafka_topic_partition_list_destroy(l);
     } else if (rc == APPLY_REWIND) {
         log_warn("apply", "%s; consuming again from the stored offset", err);
         part_drop_pending(k, pt);
@@ -161,9 +241,55 @@ static int part_flush(consumer_t *k, int32_t id, part_t *pt) {
 }
 
 static int flush_all(consumer_t *k) {
-    for (int32_t i = 0; i < k->nparts; i++)
+    for (int32_t i = 0; i < k->nparts; i++) {
+        if (part_flush_profiles(k, i, &k->parts[i]) == APPLY_RETRY) return APPLY_RETRY;
         if (part_flush(k, i, &k->parts[i]) == APPLY_RETRY) return APPLY_RETRY;
+    }
     return APPLY_OK;
+}
+
+/* Drains the outboxes of the partitions with decided events. */
+static void publish_all(consumer_t *k) {
+    struct stat st;
+    if (k->stall_publish_file && stat(k->stall_publish_file, &st) == 0) return;
+    for (int32_t i = 0; i < k->nparts; i++) {
+        part_t *pt = &k->parts[i];
+        char err[512] = "";
+        if (!pt->assigned || !pt->ap.outbox_dirty) continue;
+        int n = publish_outbox(k->pub, k->apply->store, k->conf->topic_orders, i, 1000, err,
+                               sizeof(err));
+        if (n < 0 || err[0]) {
+            log_warn("publish", "%s [%d] outbox: %s; will retry", k->conf->topic_orders, (int)i,
+                     err);
+            continue;
+        }
+        if (n < 1000) pt->ap.outbox_dirty = 0;
+    }
+}
+
+/* A partition with no order for idle_close_after reviews its month once
+ * the wall clock has passed the month's end. */
+static void idle_reviews(consumer_t *k) {
+    int64_t t = mono_ms(), wall = now_ms();
+    if (t - k->last_idle_check_ms < 1000 || k->paused) return;
+    k->last_idle_check_ms = t;
+    for (int32_t i = 0; i < k->nparts; i++) {
+        part_t *pt = &k->parts[i];
+        char err[512] = "";
+        if (!pt->assigned || pt->fenced || pt->npending || pt->ap.meta.month < 0 ||
+            pt->ap.meta.reviewed >= pt->ap.meta.month)
+            continue;
+        if (t - pt->last_record_ms < k->apply->idle_close_after_ms) continue;
+        if (wall < month_start_ms(pt->ap.meta.month + 1)) continue;
+        int32_t from = pt->ap.meta.reviewed >= 0 && pt->ap.meta.reviewed < pt->ap.meta.month
+                           ? pt->ap.meta.reviewed + 1
+                           : pt->ap.meta.month;
+        for (int32_t m = from; m <= pt->ap.meta.month; m++)
+            if (apply_review(k->apply, &pt->ap, m, wall, err, sizeof(err)) != APPLY_OK) {
+                log_warn("review", "%s [%d]: idle review: %s", k->conf->topic_orders, (int)i, err);
+                break;
+            }
+    }
 }
 
 /* Claims a partition, retrying while Redis is down.  Bounded so the
@@ -209,6 +335,24 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             pt->fenced = 0;
             pt->ap.topic = k->conf->topic_orders;
             pt->ap.partition = tp->partition;
+            pt->ap.outbox_dirty = 1; /* whatever the previous owner left */
+            pt->last_record_ms = mono_ms();
+            {
+                rd_kafka_topic_partition_list_t *l =
+                    plist(k, tp->partition,
+                          pt->ap.meta.poffset >= 0 ? pt->ap.meta.poffset : RD_KAFKA_OFFSET_BEGINNING);
+                rd_kafka_error_t *pe = rd_kafka_incremental_assign(k->prk, l);
+                if (pe) {
+                    log_error("consumer", "assign %s [%d]: %s", k->conf->topic_profiles,
+                              (int)tp->partition, rd_kafka_error_string(pe));
+                    rd_kafka_error_destroy(pe);
+                }
+                if (k->paused)
+                    rd_kafka_pause_partitions(k->prk, l);
+                else
+                    rd_kafka_resume_partitions(k->prk, l);
+                rd_kafka_topic_partition_list_destroy(l);
+            }
             tp->offset = pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
             log_info("consumer", "assigned %s [%d] at offset %" PRId64 "%s (epoch %" PRId64 ")",
                      tp->topic, (int)tp->partition, pt->ap.meta.offset,
@@ -234,8 +378,23 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             if (!pt) continue;
             /* Finish what we hold unless the partition was lost (then a
              * new owner may already write: the epoch would refuse us). */
-            if (!lost) part_flush(k, parts->elems[i].partition, pt);
+            if (!lost) {
+                part_flush_profiles(k, parts->elems[i].partition, pt);
+                part_flush(k, parts->elems[i].partition, pt);
+                if (pt->ap.outbox_dirty) {
+                    char why[512] = "";
+                    publish_outbox(k->pub, k->apply->store, k->conf->topic_orders,
+                                   parts->elems[i].partition, 1000, why, sizeof(why));
+                }
+            }
             part_drop_pending(k, pt);
+            if (pt->assigned) {
+                rd_kafka_topic_partition_list_t *l =
+                    plist(k, parts->elems[i].partition, RD_KAFKA_OFFSET_INVALID);
+                rd_kafka_error_t *pe = rd_kafka_incremental_unassign(k->prk, l);
+                if (pe) rd_kafka_error_destroy(pe);
+                rd_kafka_topic_partition_list_destroy(l);
+            }
             pt->assigned = 0;
             pt->fenced = 0;
             log_info("consumer", "%s %s [%d]", lost ? "lost" : "revoked", parts->elems[i].topic,
@@ -272,8 +431,10 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
            rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
-consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, char *errstr,
+consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, char *errstr,
                          size_t errstr_size) {
+    static const char *const pfixed[] = {"enable.auto.offset.store", "false",
+                                         "enable.auto.commit", "false", NULL};
     static const char *const fixed[] = {
         "enable.auto.offset.store", "false", /* stored after each applied batch */
         "enable.auto.commit", "true",        /* advisory: Redis holds the truth */
@@ -290,6 +451,18 @@ consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, char *errstr,
     }
     k->conf = c;
     k->apply = apply;
+    k->pub = pub;
+    k->stall_publish_file = getenv("TIERD_FAULT_PUBLISH_STALL_FILE"); /* tests only */
+    /* The profiles handle: no subscription, assigned partition by partition. */
+    conf = kafkaconf_build(c, pfixed, errstr, errstr_size);
+    if (!conf) goto fail;
+    k->prk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
+    if (!k->prk) {
+        snprintf(errstr, errstr_size, "kafka consumer (profiles): %s", why);
+        goto fail;
+    }
+    conf = NULL; /* now owned by prk */
+    rd_kafka_poll_set_consumer(k->prk);
     conf = kafkaconf_build(c, fixed, errstr, errstr_size);
     if (!conf) goto fail;
     /* Defaults that the operator may override in kafka.* */
@@ -326,6 +499,14 @@ fail:
 
 static void set_paused(consumer_t *k, int pause) {
     rd_kafka_topic_partition_list_t *l = NULL;
+    if (rd_kafka_assignment(k->prk, &l) == RD_KAFKA_RESP_ERR_NO_ERROR && l) {
+        if (pause)
+            rd_kafka_pause_partitions(k->prk, l);
+        else
+            rd_kafka_resume_partitions(k->prk, l);
+        rd_kafka_topic_partition_list_destroy(l);
+        l = NULL;
+    }
     if (rd_kafka_assignment(k->rk, &l) == RD_KAFKA_RESP_ERR_NO_ERROR && l) {
         if (pause)
             rd_kafka_pause_partitions(k->rk, l);
@@ -350,9 +531,11 @@ static void report(consumer_t *k, int force) {
     uint64_t seen = s->applied + s->duplicates + s->redelivered + s->dead;
     log_info("stats",
              "applied=%" PRIu64 " duplicates=%" PRIu64 " redelivered=%" PRIu64 " dead=%" PRIu64
-             " batches=%" PRIu64 " fenced=%" PRIu64 " redis_cmds=%" PRIu64
+             " batches=%" PRIu64 " fenced=%" PRIu64 " reviews=%" PRIu64 " profiles=%" PRIu64
+             " redis_cmds=%" PRIu64
              " cmds_per_record=%.4f rate=%.0f/s",
              s->applied, s->duplicates, s->redelivered, s->dead, s->batches, s->fenced,
+             s->reviews, s->profiles,
              store_commands(k->apply->store),
              seen ? (double)store_commands(k->apply->store) / (double)seen : 0.0,
              secs > 0 ? (double)(s->applied - k->last_applied) / secs : 0.0);
@@ -383,6 +566,7 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop) {
             if (!pt || !pt->assigned || pt->fenced) {
                 rd_kafka_message_destroy(m); /* not ours (any more) */
             } else {
+                pt->last_record_ms = mono_ms();
                 if (pt->npending == pt->cap) {
                     size_t cap = pt->cap ? pt->cap * 2 : 256;
                     rd_kafka_message_t **np = realloc(pt->pending, cap * sizeof(*np));
@@ -399,6 +583,22 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop) {
                 k->npending++;
             }
         }
+        /* Profiles: whatever has arrived, without waiting. */
+        for (int i = 0; i < 5000; i++) {
+            rd_kafka_message_t *pm = rd_kafka_consumer_poll(k->prk, 0);
+            if (!pm) break;
+            part_t *pt = pm->err ? NULL : part_get(k, pm->partition);
+            if (pm->err) {
+                if (pm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                    log_warn("consumer", "%s", rd_kafka_message_errstr(pm));
+                rd_kafka_message_destroy(pm);
+            } else if (!pt || !pt->assigned || pt->fenced || pending_push(&pt->prof, pm) != 0) {
+                rd_kafka_message_destroy(pm);
+            } else if (k->npending == 0) {
+                batch_deadline = mono_ms(); /* apply profiles now */
+                m = NULL;
+            }
+        }
         t = mono_ms();
         if (k->paused) {
             if (t < k->retry_at_ms) continue;
@@ -413,8 +613,12 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop) {
             }
             continue;
         }
-        if (k->npending > 0 &&
-            (k->npending >= (size_t)k->conf->batch_max_orders || t >= batch_deadline || !m)) {
+        int profiles_waiting = 0;
+        for (int32_t i = 0; i < k->nparts && !profiles_waiting; i++)
+            profiles_waiting = k->parts[i].prof.n > 0;
+        if ((k->npending > 0 &&
+             (k->npending >= (size_t)k->conf->batch_max_orders || t >= batch_deadline || !m)) ||
+            (profiles_waiting && (!m || t >= batch_deadline))) {
             if (flush_all(k) != APPLY_OK) {
                 log_warn("consumer", "pausing consumption until the store answers again");
                 set_paused(k, 1);
@@ -430,15 +634,23 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop) {
             if (!pt->assigned || !pt->fenced || t - pt->fenced_at < 60000) continue;
             if (rewind_part(k, i, pt) != 0) break;
         }
+        if (!k->paused) {
+            publish_all(k);
+            idle_reviews(k);
+        }
         report(k, 0);
     }
 
     /* Shutdown: finish the batch in flight, then leave the group (the
      * revoke callback flushes anything polled meanwhile). */
     log_info("consumer", "stopping: applying %zu pending records", k->npending);
-    if (!k->paused) flush_all(k);
+    if (!k->paused) {
+        flush_all(k);
+        publish_all(k);
+    }
     report(k, 1);
     rd_kafka_consumer_close(k->rk);
+    rd_kafka_consumer_close(k->prk);
     return k->fatal ? 1 : 0;
 }
 
@@ -447,8 +659,10 @@ void consumer_destroy(consumer_t *k) {
     for (int32_t i = 0; i < k->nparts; i++) {
         part_drop_pending(k, &k->parts[i]);
         free(k->parts[i].pending);
+        free(k->parts[i].prof.m);
     }
     free(k->parts);
     if (k->rk) rd_kafka_destroy(k->rk);
+    if (k->prk) rd_kafka_destroy(k->prk);
     free(k);
 }

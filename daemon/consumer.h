@@ -6,18 +6,24 @@
  * is claimed in Redis (epoch bump) before it is assigned, and consumption
  * starts at the offset Redis holds, not at Kafka's committed offset: Kafka
  * offset commits are advisory, for lag monitoring only.
+ *
+ * Partition P of customer-profiles follows partition P of orders: a second
+ * consumer handle, assigned by hand, reads it from the offset Redis holds.
+ * The loop also drains each partition's outbox (publish.c) and reviews a
+ * partition that has been idle past its month's end.
  */
 #ifndef TIERD_CONSUMER_H
 #define TIERD_CONSUMER_H
 
 #include "apply.h"
 #include "config.h"
+#include "publish.h"
 
 #include <signal.h>
 
 typedef struct consumer consumer_t;
 
-consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, char *errstr,
+consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, char *errstr,
                          size_t errstr_size);
 /* Runs until *stop is set (finishing the batch in flight) or a fatal
  * error.  Returns 0 on a clean stop. */

@@ -8,12 +8,14 @@
 #include "apply.h"
 #include "config.h"
 #include "consumer.h"
-#include "deadletter.h"
+#include "publish.h"
 #include "decode.h"
 #include "kafkaconf.h"
 #include "log.h"
 #include "month.h"
+#include "publish.h"
 #include "store.h"
+#include "tierd/policy.h"
 
 #include <getopt.h>
 #include <signal.h>
@@ -27,6 +29,29 @@
 #endif
 
 static volatile sig_atomic_t stop_flag;
+
+extern const char tierd_policy_supply_tiers[];
+
+/* The policy file, or the built-in supply-tiers.  A policy names a time
+ * zone only for its holiday dates; tierd's time_zone buckets the months,
+ * so the two must agree. */
+static int load_policy(const config_t *c, policy_t *p, char *errstr, size_t errstr_size) {
+    int rc = c->policy_path
+                 ? policy_load(c->policy_path, p, errstr, errstr_size)
+                 : policy_parse(tierd_policy_supply_tiers, strlen(tierd_policy_supply_tiers),
+                                "built-in supply-tiers", p, errstr, errstr_size);
+    if (rc != 0) return -1;
+    if (p->window != c->window_months) {
+        snprintf(errstr, errstr_size,
+                 "policy %s has window_months %d but the configuration says %d; make them agree",
+                 p->name, (int)p->window, (int)c->window_months);
+        return -1;
+    }
+    if (strcmp(p->time_zone, c->time_zone) != 0 && c->policy_path)
+        log_warn("main", "policy %s says time_zone %s, tierd uses %s for months and holidays",
+                 p->name, p->time_zone, c->time_zone);
+    return 0;
+}
 
 static void on_signal(int sig) {
     if (sig == SIGINT && stop_flag) _exit(130); /* second Ctrl-C: now */
@@ -61,7 +86,9 @@ int main(int argc, char **argv) {
     config_t conf;
     store_t *store = NULL;
     decoder_t *dec = NULL;
-    deadletter_t *dl = NULL;
+    publish_t *dl = NULL;
+    events_t *events = NULL;
+    static policy_t policy; /* large: keep it off the stack */
     consumer_t *cons = NULL;
     apply_ctx_t apply;
     int conf_loaded = 0;
@@ -104,8 +131,14 @@ int main(int argc, char **argv) {
         }
         rd_kafka_conf_destroy(kc);
     }
+    if (load_policy(&conf, &policy, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tierd: policy refused: %s\n", err);
+        rc = 2;
+        goto out;
+    }
     if (check) {
-        printf("tierd: configuration %s is valid\n", path ? path : "(defaults and environment)");
+        printf("tierd: configuration %s is valid (policy %s version %s)\n",
+               path ? path : "(defaults and environment)", policy.name, policy.version);
         rc = 0;
         goto out;
     }
@@ -133,7 +166,9 @@ int main(int argc, char **argv) {
     err[0] = '\0';
     dec = decode_new(err, sizeof(err));
     if (!dec) goto fail;
-    dl = deadletter_new(&conf, err, sizeof(err));
+    events = events_new(err, sizeof(err));
+    if (!events) goto fail;
+    dl = publish_new(&conf, err, sizeof(err));
     if (!dl) goto fail;
 
     apply.store = store;
@@ -142,16 +177,25 @@ int main(int argc, char **argv) {
     apply.rules.max_future_skew_ms = conf.max_future_skew_s * 1000;
     apply.window = (int32_t)conf.window_months;
     apply.owner = owner;
-    apply.dead = deadletter_publish;
+    apply.dead = publish_dead;
     apply.dead_opaque = dl;
+    apply.policy = &policy;
+    apply.events = events;
+    apply.tier_topic = conf.topic_tier_changes;
+    apply.quota_topic = conf.topic_quota_events;
+    apply.profile_topic = conf.topic_profiles;
+    apply.idle_close_after_ms = conf.idle_close_after_s * 1000;
     apply.fault_stall_file = getenv("TIERD_FAULT_COMMIT_STALL_FILE"); /* tests only */
     if (apply.fault_stall_file)
         log_warn("main", "fault injection on: commits stall while %s exists", apply.fault_stall_file);
 
-    cons = consumer_new(&conf, &apply, err, sizeof(err));
+    cons = consumer_new(&conf, &apply, dl, err, sizeof(err));
     if (!cons) goto fail;
-    log_info("main", "tierd %s started as %s: orders from %s, state in Redis, zone %s, window %d",
-             TIERD_VERSION, owner, conf.topic_orders, conf.time_zone, (int)conf.window_months);
+    log_info("main",
+             "tierd %s started as %s: orders from %s, profiles from %s, policy %s version %s, "
+             "zone %s, window %d",
+             TIERD_VERSION, owner, conf.topic_orders, conf.topic_profiles, policy.name,
+             policy.version, conf.time_zone, (int)conf.window_months);
     rc = consumer_run(cons, &stop_flag);
     log_info("main", "stopped (%s)", rc == 0 ? "clean" : "after a fatal error");
     goto out;
@@ -162,7 +206,8 @@ fail:
 out:
     consumer_destroy(cons);
     apply_free(&apply);
-    deadletter_destroy(dl);
+    publish_destroy(dl);
+    events_destroy(events);
     decode_destroy(dec);
     store_destroy(store);
     if (conf_loaded) config_free(&conf);

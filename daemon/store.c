@@ -10,6 +10,7 @@
 #include "month.h"
 
 #include <inttypes.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,11 +135,157 @@ static int64_t reply_int(const redisReply *r, int64_t dflt) {
     return strtoll(r->str, NULL, 10);
 }
 
+#define META_FIELDS "epoch offset month reviewed poffset"
+#define META_NFIELDS 5
+
 static void meta_from_reply(const redisReply *r, store_meta_t *m) {
     m->epoch = reply_int(r->element[0], 0);
     m->offset = reply_int(r->element[1], -1);
     int64_t ym = reply_int(r->element[2], -1);
-    m->month = ym < 0 ? -1 : month_from_yyyymm((int)ym);
+    m->month = ym <= 0 ? -1 : month_from_yyyymm((int)ym);
+    ym = reply_int(r->element[3], -1);
+    m->reviewed = ym <= 0 ? -1 : month_from_yyyymm((int)ym);
+    m->poffset = reply_int(r->element[4], -1);
+}
+
+int store_tx_add(store_tx_t *tx, int argc, const char **argv, const size_t *argvlen) {
+    if (tx->ncmds == tx->cap) {
+        size_t cap = tx->cap ? tx->cap * 2 : 16;
+        struct store_cmd *c = realloc(tx->cmds, cap * sizeof(*c));
+        if (!c) return -1;
+        tx->cmds = c;
+        tx->cap = cap;
+    }
+    struct store_cmd *c = &tx->cmds[tx->ncmds];
+    c->argv = malloc((size_t)argc * sizeof(*c->argv));
+    c->argvlen = malloc((size_t)argc * sizeof(*c->argvlen));
+    if (!c->argv || !c->argvlen) {
+        free(c->argv);
+        free(c->argvlen);
+        return -1;
+    }
+    memcpy(c->argv, argv, (size_t)argc * sizeof(*argv));
+    for (int i = 0; i < argc; i++) c->argvlen[i] = argvlen ? argvlen[i] : strlen(argv[i]);
+    c->argc = argc;
+    tx->ncmds++;
+    return 0;
+}
+
+/* Copies a (ptr, len) argument into the tx's own storage. */
+static const char *tx_own(store_tx_t *tx, const char *p, size_t len) {
+    if (tx->nowned == tx->capowned) {
+        size_t cap = tx->capowned ? tx->capowned * 2 : 32;
+        char **o = realloc(tx->owned, cap * sizeof(*o));
+        if (!o) return NULL;
+        tx->owned = o;
+        tx->capowned = cap;
+    }
+    char *c = malloc(len + 1);
+    if (!c) return NULL;
+    memcpy(c, p, len);
+    c[len] = '\0';
+    tx->owned[tx->nowned++] = c;
+    return c;
+}
+
+int store_tx_addv(store_tx_t *tx, int argc, ...) {
+    const char *argv[64];
+    size_t argvlen[64];
+    va_list ap;
+    if (argc > 64) return -1;
+    va_start(ap, argc);
+    for (int i = 0; i < argc; i++) {
+        const char *p = va_arg(ap, const char *);
+        size_t len = va_arg(ap, size_t);
+        argv[i] = tx_own(tx, p, len);
+        argvlen[i] = len;
+        if (!argv[i]) {
+            va_end(ap);
+            return -1;
+        }
+    }
+    va_end(ap);
+    return store_tx_add(tx, argc, argv, argvlen);
+}
+
+void store_tx_free(store_tx_t *tx) {
+    if (!tx) return;
+    for (size_t i = 0; i < tx->ncmds; i++) {
+        free(tx->cmds[i].argv);
+        free(tx->cmds[i].argvlen);
+    }
+    for (size_t i = 0; i < tx->nowned; i++) free(tx->owned[i]);
+    free(tx->cmds);
+    free(tx->owned);
+    memset(tx, 0, sizeof(*tx));
+}
+
+int store_exec(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_size) {
+    redisReply *r = NULL;
+    int rc = STORE_ERR, failed = 0;
+    size_t ncmds = tx->ncmds + 2;
+
+    if (!s->rc) {
+        snprintf(errstr, errstr_size, "redis: not connected");
+        return STORE_ERR;
+    }
+    redisAppendCommand(s->rc, "MULTI");
+    for (size_t i = 0; i < tx->ncmds; i++)
+        redisAppendCommandArgv(s->rc, tx->cmds[i].argc, tx->cmds[i].argv, tx->cmds[i].argvlen);
+    redisAppendCommand(s->rc, "EXEC");
+    s->commands += ncmds;
+    for (size_t i = 0; i < ncmds; i++) {
+        if (r) freeReplyObject(r);
+        if (redisGetReply(s->rc, (void **)&r) != REDIS_OK) {
+            snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
+            r = NULL;
+            drop(s);
+            goto out;
+        }
+        if (r->type == REDIS_REPLY_ERROR && !failed) {
+            snprintf(errstr, errstr_size, "redis: transaction: %s", r->str);
+            failed = 1;
+        }
+    }
+    if (r->type == REDIS_REPLY_NIL) { /* a watched key changed: another owner */
+        rc = STORE_FENCED;
+        goto out;
+    }
+    if (r->type != REDIS_REPLY_ARRAY) {
+        if (!failed) snprintf(errstr, errstr_size, "redis: unexpected EXEC reply");
+        goto out;
+    }
+    for (size_t i = 0; i < r->elements; i++)
+        if (r->element[i]->type == REDIS_REPLY_ERROR) {
+            snprintf(errstr, errstr_size, "redis: transaction: %s", r->element[i]->str);
+            goto out;
+        }
+    rc = failed ? STORE_ERR : STORE_OK;
+out:
+    if (r) freeReplyObject(r);
+    return rc;
+}
+
+int store_pipeline(store_t *s, const store_tx_t *tx, redisReply **replies, char *errstr,
+                   size_t errstr_size) {
+    for (size_t i = 0; i < tx->ncmds; i++) replies[i] = NULL;
+    if (!s->rc && store_connect(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
+    for (size_t i = 0; i < tx->ncmds; i++)
+        redisAppendCommandArgv(s->rc, tx->cmds[i].argc, tx->cmds[i].argv, tx->cmds[i].argvlen);
+    s->commands += tx->ncmds;
+    for (size_t i = 0; i < tx->ncmds; i++) {
+        if (redisGetReply(s->rc, (void **)&replies[i]) != REDIS_OK) {
+            snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
+            for (size_t j = 0; j < i; j++) {
+                freeReplyObject(replies[j]);
+                replies[j] = NULL;
+            }
+            replies[i] = NULL;
+            drop(s);
+            return STORE_ERR;
+        }
+    }
+    return STORE_OK;
 }
 
 int store_claim(store_t *s, const char *topic, int32_t partition, const char *owner,
@@ -152,7 +299,7 @@ int store_claim(store_t *s, const char *topic, int32_t partition, const char *ow
     redisAppendCommand(s->rc, "MULTI");
     redisAppendCommand(s->rc, "HINCRBY %s epoch 1", key);
     redisAppendCommand(s->rc, "HSET %s owner %s", key, owner);
-    redisAppendCommand(s->rc, "HMGET %s epoch offset month", key);
+    redisAppendCommand(s->rc, "HMGET %s " META_FIELDS, key);
     redisAppendCommand(s->rc, "EXEC");
     s->commands += 5;
     for (int i = 0; i < 5; i++) {
@@ -170,7 +317,7 @@ int store_claim(store_t *s, const char *topic, int32_t partition, const char *ow
     }
     if (failed) goto out;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-        r->element[2]->type != REDIS_REPLY_ARRAY || r->element[2]->elements != 3) {
+        r->element[2]->type != REDIS_REPLY_ARRAY || r->element[2]->elements != META_NFIELDS) {
         snprintf(errstr, errstr_size, "redis: claim of %s: unexpected reply", key);
         goto out;
     }
@@ -204,7 +351,7 @@ int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *m
     if (!s->rc && store_connect(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
     store_key(s, topic, partition, "meta", mkey, sizeof(mkey));
     redisAppendCommand(s->rc, "WATCH %s", mkey);
-    redisAppendCommand(s->rc, "HMGET %s epoch offset month", mkey);
+    redisAppendCommand(s->rc, "HMGET %s " META_FIELDS, mkey);
     s->commands += 2;
     for (size_t i = 0; i < nkeys; i++)
         if (nfields[i] > maxf) maxf = nfields[i];
@@ -216,6 +363,12 @@ int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *m
         goto out;
     }
     for (size_t i = 0; i < nkeys; i++) {
+        if (nfields[i] == 0) {
+            const char *hga[2] = {"HGETALL", keys[i]};
+            redisAppendCommandArgv(s->rc, 2, hga, NULL);
+            s->commands++;
+            continue;
+        }
         argv[0] = "HMGET";
         argvlen[0] = 5;
         argv[1] = keys[i];
@@ -240,7 +393,7 @@ int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *m
             continue; /* drain the rest, fail below */
         }
         if (i == 1) {
-            if (r->type != REDIS_REPLY_ARRAY || r->elements != 3) {
+            if (r->type != REDIS_REPLY_ARRAY || r->elements != META_NFIELDS) {
                 snprintf(errstr, errstr_size, "redis: unexpected reply to HMGET meta");
                 failed = 1;
             } else {

@@ -8,6 +8,15 @@
  *        a:<customer>                      "qty amount orders skus"
  *        s:<customer>                      distinct SALE SKUs, '\n' between
  *        o:<len(customer)>:<customer><order_id>   "1": order applied (dedupe)
+ *        t:<customer>                      "tier grade": tier in effect when the month
+ *                                          began, worst compliance grade during it
+ *        q:<customer>                      quota kinds fired (bit mask)
+ *   <prefix>:{<topic>.<P>}:c           hash: <customer> -> decision state
+ *        "tier first_month evaluated has_override override_tier sequence live_score_c"
+ *   <prefix>:{<topic>.<P>}:p           hash: <customer> -> profile
+ *        "format market chain grade cooperation growth has_override override_tier updated_at"
+ *   <prefix>:{<topic>.<P>}:outbox      stream: decided events not yet acknowledged by
+ *                                      Kafka: t (topic), k (key), i (event id), v (Avro)
  *
  * Exactly-once rests on two rules kept here:
  *  - a partition's offset is written in the same MULTI/EXEC as the
@@ -31,9 +40,29 @@ typedef struct store store_t;
 
 typedef struct store_meta {
     int64_t epoch;
-    int64_t offset; /* next offset to apply; -1 when the partition has no state */
-    int32_t month;  /* current event-time month index; -1 when none */
+    int64_t offset;   /* next order offset to apply; -1 when the partition has no state */
+    int32_t month;    /* current event-time month index; -1 when none */
+    int32_t reviewed; /* last month reviewed; -1 when none */
+    int64_t poffset;  /* next customer-profiles offset to apply; -1 when none */
 } store_meta_t;
+
+/* A list of commands for one MULTI/EXEC, built by the caller.  Strings are
+ * borrowed until store_exec returns; store_tx_printf copies its result. */
+typedef struct store_tx {
+    struct store_cmd {
+        int argc;
+        const char **argv;
+        size_t *argvlen;
+    } *cmds;
+    size_t ncmds, cap;
+    char **owned; /* strings copied by store_tx_printf / store_tx_arg_copy */
+    size_t nowned, capowned;
+} store_tx_t;
+
+int store_tx_add(store_tx_t *tx, int argc, const char **argv, const size_t *argvlen);
+/* Adds a command whose arguments are given as (ptr, len) pairs, copied. */
+int store_tx_addv(store_tx_t *tx, int argc, ...);
+void store_tx_free(store_tx_t *tx);
 
 /* A Redis hash write: HSET key f1 v1 f2 v2 ... (binary-safe). */
 typedef struct store_hset {
@@ -63,12 +92,21 @@ int store_claim(store_t *s, const char *topic, int32_t partition, const char *ow
                 store_meta_t *out, char *errstr, size_t errstr_size);
 
 /* One round trip: WATCH meta, HMGET meta, then for each i HMGET keys[i]
- * with fields[i].  replies[i] receives the array reply (caller frees with
+ * with fields[i] (HGETALL when nfields[i] is 0).  replies[i] receives the array reply (caller frees with
  * freeReplyObject).  The WATCH stays armed for store_commit/store_unwatch. */
 int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *meta,
                size_t nkeys, char **keys, const char ***fields, size_t **fieldlens,
                size_t *nfields, redisReply **replies, char *errstr, size_t errstr_size);
 int store_unwatch(store_t *s);
+
+/* One round trip: MULTI, tx's commands, EXEC, under the WATCH armed by
+ * store_read.  STORE_FENCED when the WATCH saw another writer. */
+int store_exec(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_size);
+
+/* Plain commands outside any transaction (the outbox publisher): one
+ * pipelined round trip; replies[i] for tx's command i (caller frees). */
+int store_pipeline(store_t *s, const store_tx_t *tx, redisReply **replies, char *errstr,
+                   size_t errstr_size);
 
 /* One round trip: MULTI, the HSETs, HSET meta (offset, month, owner),
  * DEL of dropped months, EXEC.  STORE_FENCED when the WATCH saw another

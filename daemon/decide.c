@@ -1,0 +1,167 @@
+/*
+ * decide.c -- see decide.h.  Text forms are space-separated so an
+ * operator can read them with redis-cli; doubles use %.17g so they
+ * round-trip exactly.
+ */
+#include "decide.h"
+
+#include "month.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int copy_text(char *buf, size_t bufsize, const char *s, size_t len) {
+    if (len == 0 || len >= bufsize) return -1;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return 0;
+}
+
+int decide_state_parse(decide_customer_t *c, const char *s, size_t len) {
+    char buf[256], scale = 'X';
+    long long v[7];
+    if (copy_text(buf, sizeof(buf), s, len) != 0) return -1;
+    if (sscanf(buf, "%lld %lld %lld %lld %lld %lld %lld %c", &v[0], &v[1], &v[2], &v[3], &v[4],
+               &v[5], &v[6], &scale) < 7)
+        return -1;
+    c->scale = (scale >= '1' && scale <= '3') ? scale : 'X';
+    c->st.tier = (int32_t)v[0];
+    c->st.first_month = v[1] > 0 ? month_from_yyyymm((int)v[1]) : 0;
+    c->st.evaluated = v[2] != 0;
+    c->st.has_override = v[3] != 0;
+    c->st.override_tier = (int32_t)v[4];
+    c->seq = v[5];
+    c->live_score_c = (int32_t)v[6];
+    return 0;
+}
+
+int decide_state_format(const decide_customer_t *c, char *buf, size_t size) {
+    return snprintf(buf, size, "%d %d %d %d %d %" PRId64 " %d %c", (int)c->st.tier,
+                    c->st.tier > 0 ? month_yyyymm(c->st.first_month) : 0, c->st.evaluated ? 1 : 0,
+                    c->st.has_override ? 1 : 0, (int)c->st.override_tier, c->seq,
+                    (int)c->live_score_c, c->scale ? c->scale : 'X');
+}
+
+int decide_profile_parse(policy_profile_t *p, int64_t *updated_at, const char *s, size_t len) {
+    char buf[256], fmt, mkt, grade;
+    int chain, has_ovr, ovr;
+    double coop, growth;
+    long long upd;
+    if (copy_text(buf, sizeof(buf), s, len) != 0) return -1;
+    if (sscanf(buf, "%c %c %d %c %lf %lf %d %d %lld", &fmt, &mkt, &chain, &grade, &coop, &growth,
+               &has_ovr, &ovr, &upd) != 9)
+        return -1;
+    p->format = (policy_format_t)fmt;
+    p->market = (policy_market_t)mkt;
+    p->chain = chain != 0;
+    p->grade = (policy_grade_t)grade;
+    p->cooperation = coop;
+    p->growth = growth;
+    p->has_override = has_ovr != 0;
+    p->tier_override = ovr;
+    *updated_at = upd;
+    return 0;
+}
+
+int decide_profile_format(const policy_profile_t *p, int64_t updated_at, char *buf, size_t size) {
+    return snprintf(buf, size, "%c %c %d %c %.17g %.17g %d %d %" PRId64, (char)p->format,
+                    (char)p->market, p->chain ? 1 : 0, (char)p->grade, p->cooperation, p->growth,
+                    p->has_override ? 1 : 0, (int)p->tier_override, updated_at);
+}
+
+int decide_month_parse(int32_t *tier, policy_grade_t *grade, const char *s, size_t len) {
+    char buf[64], g = 0;
+    int t;
+    if (copy_text(buf, sizeof(buf), s, len) != 0) return -1;
+    if (sscanf(buf, "%d %c", &t, &g) < 1) return -1;
+    *tier = t;
+    *grade = (g >= 'A' && g <= 'D') ? (policy_grade_t)g : POLICY_GRADE_NONE;
+    return 0;
+}
+
+int decide_month_format(int32_t tier, policy_grade_t grade, char *buf, size_t size) {
+    return snprintf(buf, size, "%d %c", (int)tier, grade ? (char)grade : '-');
+}
+
+const policy_profile_t *decide_profile(const decide_ctx_t *d, const decide_customer_t *c) {
+    return c->has_profile ? &c->profile : &d->policy->profile_default;
+}
+
+static int outbox_add(decide_ctx_t *d, store_tx_t *tx, const char *topic, const char *key,
+                      size_t keylen, const char *id, const char *value, size_t vlen) {
+    return store_tx_addv(tx, 11, "XADD", (size_t)4, d->outbox_key, strlen(d->outbox_key), "*",
+                         (size_t)1, "t", (size_t)1, topic, strlen(topic), "k", (size_t)1, key,
+                         keylen, "i", (size_t)1, id, strlen(id), "v", (size_t)1, value, vlen);
+}
+
+int decide_tier_change(decide_ctx_t *d, store_tx_t *tx, decide_customer_t *c,
+                       const policy_decision_t *dec, const policy_month_t *window,
+                       size_t nwindow, int32_t month, char *errstr, size_t errstr_size) {
+    if (memcmp(&c->st, &dec->next, sizeof(c->st)) != 0) c->dirty = 1;
+    if (!dec->changed) {
+        c->st = dec->next;
+        return 0;
+    }
+    char code[POLICY_CODE_MAX], id[160], *value = NULL;
+    size_t vlen = 0;
+    policy_classification(decide_profile(d, c), !dec->next.evaluated,
+                          c->scale >= '1' && c->scale <= '3' ? c->scale : '2', code);
+    events_tier_change_t tc = {
+        .customer_id = c->id,
+        .sequence = c->seq + 1,
+        .decision = dec,
+        .window = window,
+        .nwindow = nwindow,
+        .month = month,
+        .classification = code,
+        .policy = d->policy,
+        .decided_at_ms = d->now_ms,
+    };
+    if (events_encode_tier_change(d->events, &tc, &value, &vlen, id, sizeof(id), errstr,
+                                  errstr_size) != 0)
+        return -1;
+    int rc = outbox_add(d, tx, d->tier_topic, c->id, c->len, id, value, vlen);
+    free(value);
+    if (rc != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    c->seq++;
+    c->st = dec->next;
+    c->dirty = 1;
+    d->tier_events++;
+    return 0;
+}
+
+int decide_quota(decide_ctx_t *d, store_tx_t *tx, const decide_customer_t *c, int32_t month,
+                 int32_t tier, policy_quota_kind_t kind, const policy_quota_limits_t *lim,
+                 int64_t consumed, const char *order_id, int64_t placed_at_ms, char *errstr,
+                 size_t errstr_size) {
+    char id[160], *value = NULL;
+    size_t vlen = 0;
+    events_quota_t q = {
+        .customer_id = c->id,
+        .month = month,
+        .tier = tier,
+        .kind = kind,
+        .limits = lim,
+        .consumed = consumed,
+        .order_id = order_id,
+        .placed_at_ms = placed_at_ms,
+        .policy = d->policy,
+    };
+    if (events_encode_quota(d->events, &q, &value, &vlen, id, sizeof(id), errstr, errstr_size) !=
+        0)
+        return -1;
+    int rc = outbox_add(d, tx, d->quota_topic, c->id, c->len, id, value, vlen);
+    free(value);
+    if (rc != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    d->quota_events++;
+    return 0;
+}

@@ -1,0 +1,70 @@
+/*
+ * decide.h -- the "decide" step: turns stored state into the policy
+ * engine's inputs and its decisions into events in the outbox.
+ *
+ * Owns the text forms of a customer's decision state and profile in Redis
+ * (see store.h for the keys), and the outbox entries.  An event is encoded
+ * (Avro) when it is decided and written into the same MULTI/EXEC as the
+ * state it explains, so a crash can delay it but never lose it, and a
+ * republished event is byte-identical.
+ */
+#ifndef TIERD_DECIDE_H
+#define TIERD_DECIDE_H
+
+#include "events.h"
+#include "store.h"
+#include "tierd/order.h"
+#include "tierd/policy.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct decide_customer {
+    char id[ORDER_ID_MAX + 1];
+    size_t len;
+    policy_state_t st;
+    int64_t seq;          /* tier changes published so far */
+    int32_t live_score_c; /* score over the window of its latest order, hundredths; -1 none */
+    char scale;           /* classification scale digit from the last review, 'X' before */
+    int has_profile;
+    policy_profile_t profile;
+    int64_t profile_updated_at;
+    int dirty; /* state changed: write it back */
+} decide_customer_t;
+
+typedef struct decide_ctx {
+    const policy_t *policy; /* borrowed */
+    events_t *events;       /* borrowed */
+    const char *tier_topic, *quota_topic;
+    char outbox_key[256];
+    int64_t now_ms;
+    uint64_t tier_events, quota_events; /* counters */
+} decide_ctx_t;
+
+/* "tier first_month evaluated has_override override_tier sequence live_score_c scale" */
+int decide_state_parse(decide_customer_t *c, const char *s, size_t len);
+int decide_state_format(const decide_customer_t *c, char *buf, size_t size);
+/* "format market chain grade cooperation growth has_override override_tier updated_at" */
+int decide_profile_parse(policy_profile_t *p, int64_t *updated_at, const char *s, size_t len);
+int decide_profile_format(const policy_profile_t *p, int64_t updated_at, char *buf, size_t size);
+/* The month's "tier grade" (t:<customer>) */
+int decide_month_parse(int32_t *tier, policy_grade_t *grade, const char *s, size_t len);
+int decide_month_format(int32_t tier, policy_grade_t grade, char *buf, size_t size);
+
+/* The profile in force: the customer's own or the policy's default. */
+const policy_profile_t *decide_profile(const decide_ctx_t *d, const decide_customer_t *c);
+
+/* When dec->changed: bumps the sequence, encodes the tier change and adds
+ * its XADD to tx.  Always stores dec->next into c->st (marks c dirty when
+ * anything moved). */
+int decide_tier_change(decide_ctx_t *d, store_tx_t *tx, decide_customer_t *c,
+                       const policy_decision_t *dec, const policy_month_t *window,
+                       size_t nwindow, int32_t month, char *errstr, size_t errstr_size);
+
+/* Encodes a quota event and adds its XADD to tx. */
+int decide_quota(decide_ctx_t *d, store_tx_t *tx, const decide_customer_t *c, int32_t month,
+                 int32_t tier, policy_quota_kind_t kind, const policy_quota_limits_t *lim,
+                 int64_t consumed, const char *order_id, int64_t placed_at_ms, char *errstr,
+                 size_t errstr_size);
+
+#endif
