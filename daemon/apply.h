@@ -82,6 +82,7 @@ typedef struct apply_ctx {
     /* Fault injection for tests only: while this file exists, a commit
      * waits between its watched read and EXEC (at most 120 s). */
     const char *fault_stall_file;
+    const char *fault_review_stall_file; /* same, for a review's EXEC */
     int64_t idle_close_after_ms;
     /* working memory, reused between batches */
     order_t *orders;

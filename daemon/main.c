@@ -185,9 +185,10 @@ int main(int argc, char **argv) {
     apply.quota_topic = conf.topic_quota_events;
     apply.profile_topic = conf.topic_profiles;
     apply.idle_close_after_ms = conf.idle_close_after_s * 1000;
-    apply.fault_stall_file = getenv("TIERD_FAULT_COMMIT_STALL_FILE"); /* tests only */
-    if (apply.fault_stall_file)
-        log_warn("main", "fault injection on: commits stall while %s exists", apply.fault_stall_file);
+    apply.fault_stall_file = getenv("TIERD_FAULT_COMMIT_STALL_FILE");        /* tests only */
+    apply.fault_review_stall_file = getenv("TIERD_FAULT_REVIEW_STALL_FILE"); /* tests only */
+    if (apply.fault_stall_file || apply.fault_review_stall_file || getenv("TIERD_FAULT_PUBLISH_STALL_FILE"))
+        log_warn("main", "fault injection is on (TIERD_FAULT_*): for tests only");
 
     cons = consumer_new(&conf, &apply, dl, err, sizeof(err));
     if (!cons) goto fail;

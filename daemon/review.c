@@ -224,11 +224,13 @@ int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms,
                           strlen(ym)) != 0)
             goto oom;
     }
-    if (a->fault_stall_file) {
+    if (a->fault_review_stall_file) {
         struct timespec ts = {0, 100000000};
         FILE *f;
-        for (int i = 0; i < 1200 && (f = fopen(a->fault_stall_file, "r")) != NULL; i++) {
+        for (int i = 0; i < 1200 && (f = fopen(a->fault_review_stall_file, "r")) != NULL; i++) {
             fclose(f);
+            if (i == 0)
+                log_warn("review", "fault injection: review of %s stalled before EXEC", ym);
             nanosleep(&ts, NULL);
         }
     }

@@ -522,3 +522,64 @@ def check_dead_letters(bootstrap, recs, want_dead, allow_repeats):
     assert seen == want_dead, "dead letters differ: missing %s, unexpected %s" % (
         sorted(set(want_dead) - set(seen))[:5], sorted(set(seen) - set(want_dead))[:5])
     return repeats
+
+
+# ------------------------------------------------------------- decisions
+
+def read_topic(bootstrap, topic, partitions=8):
+    """Every record of a topic: [(key, value bytes)], each partition in order."""
+    ends = end_offsets(bootstrap, topic, partitions)
+    want = sum(ends.values())
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "tierd-test-read-%d" % os.getpid(),
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, i, 0) for i in range(partitions)])
+    got, deadline = [], time.time() + 60
+    while len(got) < want and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        got.append((m.key(), m.value()))
+    c.close()
+    assert len(got) == want, "read %d of %d records of %s" % (len(got), want, topic)
+    return got
+
+
+def decode_events(records, schema_file):
+    """Decodes Avro event records with python3-avro against the .avsc:
+    {event_id: (decoded, value bytes)}; a repeat must be byte-identical."""
+    schema = avro.schema.parse(open(os.path.join(ROOT, "schemas", schema_file)).read())
+    reader = avro.io.DatumReader(schema)
+    out, repeats = {}, 0
+    for key, value in records:
+        ev = reader.read(avro.io.BinaryDecoder(io.BytesIO(value)))
+        assert key.decode() == ev["customer_id"], "event key must be the customer id"
+        if ev["event_id"] in out:
+            repeats += 1
+            assert out[ev["event_id"]][1] == value, "republished %s differs" % ev["event_id"]
+        out[ev["event_id"]] = (ev, value)
+    decode_events.repeats = repeats
+    return out
+
+
+def outbox_ids(r, partitions=8):
+    """Event ids waiting in the outboxes."""
+    ids = set()
+    for p in range(partitions):
+        for _id, fields in r.xrange("tierd:{orders.%d}:outbox" % p):
+            ids.add(fields[b"i"].decode())
+    return ids
+
+
+def outbox_len(r, partitions=8):
+    return sum(r.xlen("tierd:{orders.%d}:outbox" % p) for p in range(partitions))
+
+
+def wait_for(cond, what, timeout=60, daemons=()):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if cond():
+            return
+        for d in daemons:
+            assert d.alive(), "tierd %s died:\n%s" % (d.name, d.log_text()[-3000:])
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting for " + what)
