@@ -62,6 +62,9 @@ typedef enum {
     ORDER_ERR_INTERNAL,       /* our fault, not the record's (out of memory,
                                * a libavro bug, a NULL argument): retry or
                                * stop, never dead-letter */
+    ORDER_ERR_BAD_FIELD,      /* a field is out of its range (customer
+                               * profile: cooperation, growth, tier_override);
+                               * after INTERNAL so nothing is renumbered */
     ORDER_ERR__COUNT
 } order_err_t;
 

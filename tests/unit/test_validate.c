@@ -374,6 +374,7 @@ static void test_reason_codes(void **state)
         "OK",       "NOT_AVRO",       "EMPTY_ID",    "BAD_ID",  "KEY_MISMATCH",
         "NO_LINES", "TOO_MANY_LINES", "BAD_SKU",     "BAD_QUANTITY",
         "NEGATIVE_PRICE", "OVERFLOW", "BAD_CURRENCY", "FUTURE", "LATE", "INTERNAL",
+        "BAD_FIELD",
     };
     int i;
 

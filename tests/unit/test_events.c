@@ -1,0 +1,1011 @@
+/*
+ * test_events.c -- the event codec: TierChange and QuotaEvent records read
+ * back by avro-c's generic reader, CustomerProfile records decoded from
+ * avro-c encodings and from hostile bytes.
+ *
+ * Tier changes carry decisions made by the real policy engine on the
+ * shipped supply-tiers preset, so the event is tested on what the daemon
+ * will really publish.  Malformed profiles are spliced from avro-c
+ * encodings of single values (a record is the concatenation of its
+ * fields); test_profile_splice_matches_writer proves the spliced form of a
+ * valid profile is byte-identical to avro_value_write's.  Every decode gets
+ * a heap buffer of exactly the record's length so ASan sees a read past it.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include <avro.h>
+
+#include "events.h"
+#include "tierd/policy.h"
+
+#ifndef TIERD_SOURCE_DIR
+#error "TIERD_SOURCE_DIR must point at the source tree (for config/policies)"
+#endif
+
+extern const char tierd_schema_tier_change[];
+extern const char tierd_schema_quota_event[];
+extern const char tierd_schema_customer_profile[];
+
+#define APR_2025 (2025 * 12 + 3)
+#define DECIDED_AT 1743465600123LL
+#define TB_CAP 4096
+
+static struct {
+    policy_t policy; /* supply-tiers */
+    events_t *ev;
+    avro_schema_t tc_schema, q_schema, cp_schema;
+    avro_value_iface_t *tc_iface, *q_iface, *cp_iface;
+} g;
+
+static int parse(const char *json, avro_schema_t *s, avro_value_iface_t **iface)
+{
+    if (avro_schema_from_json_length(json, strlen(json), s) != 0)
+        return -1;
+    *iface = avro_generic_class_from_schema(*s);
+    return *iface != NULL ? 0 : -1;
+}
+
+static int group_setup(void **state)
+{
+    char path[512], err[512];
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/config/policies/supply-tiers.yaml", TIERD_SOURCE_DIR);
+    if (policy_load(path, &g.policy, err, sizeof(err)) != 0) {
+        fprintf(stderr, "policy_load: %s\n", err);
+        return -1;
+    }
+    g.ev = events_new(err, sizeof(err));
+    if (g.ev == NULL) {
+        fprintf(stderr, "events_new: %s\n", err);
+        return -1;
+    }
+    return parse(tierd_schema_tier_change, &g.tc_schema, &g.tc_iface) ||
+           parse(tierd_schema_quota_event, &g.q_schema, &g.q_iface) ||
+           parse(tierd_schema_customer_profile, &g.cp_schema, &g.cp_iface);
+}
+
+static int group_teardown(void **state)
+{
+    (void)state;
+    events_destroy(g.ev);
+    avro_value_iface_decref(g.tc_iface);
+    avro_value_iface_decref(g.q_iface);
+    avro_value_iface_decref(g.cp_iface);
+    avro_schema_decref(g.tc_schema);
+    avro_schema_decref(g.q_schema);
+    avro_schema_decref(g.cp_schema);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading events back with avro-c's generic reader                    */
+
+/* Reads buf as one record; re-encoding it must take exactly len bytes, so
+ * nothing was left unread. */
+static void read_back(avro_value_iface_t *iface, const char *buf, size_t len, avro_value_t *v)
+{
+    avro_reader_t r = avro_reader_memory(buf, (int64_t)len);
+    size_t size = 0;
+
+    assert_non_null(r);
+    assert_int_equal(avro_generic_value_new(iface, v), 0);
+    assert_int_equal(avro_value_read(r, v), 0);
+    avro_reader_free(r);
+    assert_int_equal(avro_value_sizeof(v, &size), 0);
+    assert_int_equal(size, len);
+}
+
+static avro_value_t field(avro_value_t *rec, const char *name)
+{
+    avro_value_t f;
+    if (avro_value_get_by_name(rec, name, &f, NULL) != 0)
+        fail_msg("no field %s", name);
+    return f;
+}
+
+static const char *get_str(avro_value_t *rec, const char *name)
+{
+    avro_value_t f = field(rec, name);
+    const char *s = NULL;
+    size_t n = 0;
+    assert_int_equal(avro_value_get_string(&f, &s, &n), 0);
+    return s;
+}
+
+static int64_t get_long(avro_value_t *rec, const char *name)
+{
+    avro_value_t f = field(rec, name);
+    int64_t x = 0;
+    assert_int_equal(avro_value_get_long(&f, &x), 0);
+    return x;
+}
+
+static int32_t get_int(avro_value_t *rec, const char *name)
+{
+    avro_value_t f = field(rec, name);
+    int32_t x = 0;
+    assert_int_equal(avro_value_get_int(&f, &x), 0);
+    return x;
+}
+
+static double get_double(avro_value_t *rec, const char *name)
+{
+    avro_value_t f = field(rec, name);
+    double x = 0;
+    assert_int_equal(avro_value_get_double(&f, &x), 0);
+    return x;
+}
+
+static int get_bool(avro_value_t *rec, const char *name)
+{
+    avro_value_t f = field(rec, name);
+    int x = 0;
+    assert_int_equal(avro_value_get_boolean(&f, &x), 0);
+    return x;
+}
+
+static const char *get_enum(avro_value_t *rec, const char *name)
+{
+    avro_value_t f = field(rec, name);
+    int x = -1;
+    assert_int_equal(avro_value_get_enum(&f, &x), 0);
+    return avro_schema_enum_get(avro_value_get_schema(&f), x);
+}
+
+/* A ["null", T] field: false when null, else the branch in *b. */
+static int get_opt(avro_value_t *rec, const char *name, avro_value_t *b)
+{
+    avro_value_t f = field(rec, name);
+    int disc = -1;
+    assert_int_equal(avro_value_get_discriminant(&f, &disc), 0);
+    assert_int_equal(avro_value_get_current_branch(&f, b), 0);
+    assert_true(disc == 0 || disc == 1);
+    return disc;
+}
+
+static size_t get_count(avro_value_t *rec, const char *name)
+{
+    avro_value_t f = field(rec, name);
+    size_t n = 0;
+    assert_int_equal(avro_value_get_size(&f, &n), 0);
+    return n;
+}
+
+static avro_value_t get_item(avro_value_t *rec, const char *name, size_t i)
+{
+    avro_value_t f = field(rec, name), item;
+    assert_int_equal(avro_value_get_by_index(&f, i, &item, NULL), 0);
+    return item;
+}
+
+/* ------------------------------------------------------------------ */
+/* Tier changes                                                        */
+
+static void encode_tc(const events_tier_change_t *tc, avro_value_t *v, char *event_id,
+                      size_t event_id_size)
+{
+    char err[256] = "", *buf = NULL;
+    size_t len = 0;
+
+    if (events_encode_tier_change(g.ev, tc, &buf, &len, event_id, event_id_size, err,
+                                  sizeof(err)) != 0)
+        fail_msg("events_encode_tier_change: %s", err);
+    assert_non_null(buf);
+    read_back(g.tc_iface, buf, len, v);
+    free(buf);
+}
+
+/* Three months ending April 2025 on tier 2, a customer first seen in
+ * February: the April review is its INITIAL_EVALUATION. */
+static void review_window(policy_month_t w[3])
+{
+    static const int64_t qty[3] = {300, 320, 340};
+    for (int i = 0; i < 3; i++) {
+        memset(&w[i], 0, sizeof(w[i]));
+        w[i].month = APR_2025 - 2 + i;
+        w[i].qty = qty[i];
+        w[i].amount = qty[i] * 20000;
+        w[i].orders = 4 + i;
+        w[i].skus = 25 + i;
+        w[i].tier_in_effect = 2;
+        w[i].grade = POLICY_GRADE_A;
+    }
+}
+
+static void review(const policy_month_t *w, policy_decision_t *d)
+{
+    policy_customer_t c = {
+        .state = {.tier = 2, .first_month = APR_2025 - 2, .evaluated = false},
+        .profile = g.policy.profile_default,
+        .window = w,
+        .nwindow = 3,
+    };
+    char err[256];
+    if (policy_review(&g.policy, &c, APR_2025, d, err, sizeof(err)) != 0)
+        fail_msg("policy_review: %s", err);
+}
+
+static void test_tc_first_placement(void **state)
+{
+    policy_profile_t prof = g.policy.profile_default;
+    policy_decision_t d;
+    char cls[POLICY_CODE_MAX], id[128];
+    avro_value_t v, b;
+
+    (void)state;
+    policy_first_order(&g.policy, &prof, APR_2025, &d);
+    assert_true(d.changed);
+    assert_int_equal(d.reason, POLICY_REASON_NEW_CUSTOMER);
+    policy_classification(&prof, true, 'X', cls);
+
+    events_tier_change_t tc = {
+        .customer_id = "C-42", .sequence = 1, .decision = &d, .month = APR_2025,
+        .classification = cls, .policy = &g.policy, .decided_at_ms = DECIDED_AT,
+    };
+    encode_tc(&tc, &v, id, sizeof(id));
+
+    assert_string_equal(id, "C-42:tier:1");
+    assert_string_equal(get_str(&v, "event_id"), "C-42:tier:1");
+    assert_string_equal(get_str(&v, "customer_id"), "C-42");
+    assert_int_equal(get_long(&v, "sequence"), 1);
+    assert_int_equal(get_opt(&v, "previous_tier", &b), 0); /* null the first time */
+    assert_int_equal(get_int(&v, "new_tier"), g.policy.new_customer_tier);
+    assert_string_equal(get_enum(&v, "reason"), "NEW_CUSTOMER");
+    assert_string_equal(get_str(&v, "rule"), "NEW_CUSTOMER");
+    assert_string_equal(get_str(&v, "explain"), d.explain);
+    assert_true(strlen(d.explain) > 0);
+    assert_int_equal(get_opt(&v, "review_month", &b), 1);
+    {
+        const char *s = NULL;
+        size_t n = 0;
+        assert_int_equal(avro_value_get_string(&b, &s, &n), 0);
+        assert_string_equal(s, "2025-04");
+    }
+    assert_int_equal(get_opt(&v, "score", &b), d.has_score ? 1 : 0);
+    assert_int_equal(get_opt(&v, "target_tier", &b), d.has_score ? 1 : 0);
+    assert_int_equal(get_count(&v, "components"), d.has_score ? d.score.ncomponents : 0);
+    assert_int_equal(get_count(&v, "window"), d.nmonths);
+    assert_int_equal(get_count(&v, "upgrade_blocked_by"), 0);
+    assert_string_equal(get_str(&v, "classification"), cls);
+    assert_string_equal(get_str(&v, "classification"), "QX11");
+    assert_string_equal(get_str(&v, "policy_name"), "supply-tiers");
+    assert_string_equal(get_str(&v, "policy_version"), "1");
+    assert_int_equal(get_long(&v, "decided_at"), DECIDED_AT);
+    avro_value_decref(&v);
+}
+
+static void test_tc_review(void **state)
+{
+    policy_month_t w[3];
+    policy_decision_t d;
+    char id[128];
+    avro_value_t v, b, item;
+    int32_t x;
+    double score;
+
+    (void)state;
+    review_window(w);
+    review(w, &d);
+    assert_true(d.changed);
+    assert_int_equal(d.reason, POLICY_REASON_INITIAL_EVALUATION);
+    assert_true(d.has_score);
+    assert_int_equal(d.nmonths, 3);
+
+    events_tier_change_t tc = {
+        .customer_id = "C-42", .sequence = 2, .decision = &d, .window = w, .nwindow = 3,
+        .month = APR_2025, .classification = "Q211", .policy = &g.policy,
+        .decided_at_ms = DECIDED_AT,
+    };
+    encode_tc(&tc, &v, id, sizeof(id));
+
+    assert_string_equal(id, "C-42:tier:2");
+    assert_int_equal(get_opt(&v, "previous_tier", &b), 1);
+    assert_int_equal(avro_value_get_int(&b, &x), 0);
+    assert_int_equal(x, 2);
+    assert_int_equal(get_int(&v, "new_tier"), d.new_tier);
+    assert_string_equal(get_enum(&v, "reason"), "INITIAL_EVALUATION");
+    assert_string_equal(get_str(&v, "rule"), policy_rule_name(d.rule));
+    assert_int_equal(get_opt(&v, "score", &b), 1);
+    assert_int_equal(avro_value_get_double(&b, &score), 0);
+    assert_true(score == d.score.score_c / 100.0);
+    assert_true(score > 0 && score <= 100);
+    assert_int_equal(get_opt(&v, "target_tier", &b), 1);
+    assert_int_equal(avro_value_get_int(&b, &x), 0);
+    assert_int_equal(x, d.score.target_tier);
+
+    /* supply-tiers: 3 linear, 2 profile components. */
+    assert_int_equal(get_count(&v, "components"), 5);
+    item = get_item(&v, "components", 0);
+    assert_string_equal(get_str(&item, "kind"), "linear");
+    assert_string_equal(get_str(&item, "source"), "qty_avg");
+    assert_true(get_double(&item, "value") == 320.0);
+    assert_true(get_double(&item, "points") == d.score.components[0].points);
+    assert_true(get_double(&item, "max_points") == 45.0);
+    assert_true(get_double(&item, "lo") == 0.0);
+    assert_true(get_double(&item, "hi") == 2000.0);
+    item = get_item(&v, "components", 3);
+    assert_string_equal(get_str(&item, "kind"), "profile");
+    assert_string_equal(get_str(&item, "source"), "cooperation");
+    assert_true(get_double(&item, "lo") == 0.0 && get_double(&item, "hi") == 0.0);
+
+    assert_int_equal(get_count(&v, "window"), 3);
+    for (size_t i = 0; i < 3; i++) {
+        static const char *const months[] = {"2025-02", "2025-03", "2025-04"};
+        item = get_item(&v, "window", i);
+        assert_string_equal(get_str(&item, "month"), months[i]);
+        assert_int_equal(get_long(&item, "qty"), w[i].qty);
+        assert_int_equal(get_long(&item, "amount"), w[i].amount);
+        assert_int_equal(get_long(&item, "orders"), w[i].orders);
+        assert_int_equal(get_long(&item, "skus"), w[i].skus);
+        assert_int_equal(get_int(&item, "tier_in_effect"), 2);
+        assert_string_equal(get_str(&item, "grade"), "A");
+        assert_int_equal(get_long(&item, "floor"), d.months[i].floor);
+        assert_int_equal(get_long(&item, "cap"), 100);
+        assert_int_equal(get_long(&item, "upgrade_qty"), 90);
+        assert_int_equal(get_bool(&item, "grade_ok"), d.months[i].grade_ok);
+        assert_int_equal(get_bool(&item, "qty_ok"), d.months[i].qty_ok);
+        assert_int_equal(get_bool(&item, "below_floor"), d.months[i].below_floor);
+    }
+    assert_string_equal(get_str(&v, "classification"), "Q211");
+    assert_int_equal(get_long(&v, "decided_at"), DECIDED_AT);
+    avro_value_decref(&v);
+
+    /* The same codec again, with only the last two months' aggregates at
+     * hand and upgrade blocks set: the reused value keeps nothing of the
+     * previous event (arrays do not grow), a missing month gives zeros. */
+    d.upgrade_blocked = POLICY_BLOCKED_GRADE | POLICY_BLOCKED_QTY;
+    tc.window = w + 1;
+    tc.nwindow = 2;
+    tc.sequence = 3;
+    encode_tc(&tc, &v, NULL, 0);
+    assert_string_equal(get_str(&v, "event_id"), "C-42:tier:3");
+    assert_int_equal(get_count(&v, "components"), 5);
+    assert_int_equal(get_count(&v, "window"), 3);
+    item = get_item(&v, "window", 0);
+    assert_string_equal(get_str(&item, "month"), "2025-02");
+    assert_int_equal(get_long(&item, "qty"), 300); /* from the check, not the window */
+    assert_int_equal(get_long(&item, "amount"), 0);
+    assert_int_equal(get_long(&item, "orders"), 0);
+    item = get_item(&v, "window", 2);
+    assert_int_equal(get_long(&item, "amount"), w[2].amount);
+    assert_int_equal(get_count(&v, "upgrade_blocked_by"), 2);
+    item = get_item(&v, "upgrade_blocked_by", 0);
+    {
+        const char *s = NULL;
+        size_t n = 0;
+        assert_int_equal(avro_value_get_string(&item, &s, &n), 0);
+        assert_string_equal(s, "GRADE");
+        item = get_item(&v, "upgrade_blocked_by", 1);
+        assert_int_equal(avro_value_get_string(&item, &s, &n), 0);
+        assert_string_equal(s, "QTY");
+    }
+    avro_value_decref(&v);
+}
+
+/* A profile change: no month (review_month null), no score, no window. */
+static void test_tc_profile_override(void **state)
+{
+    policy_profile_t prof = g.policy.profile_default;
+    policy_state_t st = {.tier = 3, .first_month = APR_2025 - 5, .evaluated = true};
+    policy_decision_t d;
+    avro_value_t v, b;
+    int32_t x;
+
+    (void)state;
+    prof.has_override = true;
+    prof.tier_override = 5;
+    policy_on_profile(&g.policy, &st, &prof, &d);
+    assert_true(d.changed);
+    assert_int_equal(d.reason, POLICY_REASON_OVERRIDE);
+
+    events_tier_change_t tc = {
+        .customer_id = "C-7", .sequence = 9, .decision = &d, .month = -1,
+        .classification = "Q111", .policy = &g.policy, .decided_at_ms = 5,
+    };
+    encode_tc(&tc, &v, NULL, 0);
+    assert_string_equal(get_enum(&v, "reason"), "OVERRIDE");
+    assert_int_equal(get_opt(&v, "previous_tier", &b), 1);
+    assert_int_equal(avro_value_get_int(&b, &x), 0);
+    assert_int_equal(x, 3);
+    assert_int_equal(get_int(&v, "new_tier"), 5);
+    assert_int_equal(get_opt(&v, "review_month", &b), 0);
+    assert_int_equal(get_opt(&v, "score", &b), 0);
+    assert_int_equal(get_opt(&v, "target_tier", &b), 0);
+    assert_int_equal(get_count(&v, "components"), 0);
+    assert_int_equal(get_count(&v, "window"), 0);
+    avro_value_decref(&v);
+}
+
+static void expect_tc_refused(const events_tier_change_t *tc, size_t id_size, const char *why)
+{
+    char err[256] = "", id[128] = "untouched", *buf = (char *)"sentinel";
+    size_t len = 7;
+
+    assert_int_equal(events_encode_tier_change(g.ev, tc, &buf, &len, id, id_size, err,
+                                               sizeof(err)),
+                     -1);
+    assert_null(buf);
+    if (strstr(err, why) == NULL)
+        fail_msg("errstr \"%s\" does not mention \"%s\"", err, why);
+}
+
+static void test_tc_refusals(void **state)
+{
+    policy_month_t w[3];
+    policy_decision_t d, none;
+    events_tier_change_t tc, bad;
+    policy_customer_t c;
+    char err[256];
+
+    (void)state;
+    review_window(w);
+    review(w, &d);
+    tc = (events_tier_change_t){
+        .customer_id = "C-42", .sequence = 2, .decision = &d, .window = w, .nwindow = 3,
+        .month = APR_2025, .classification = "Q211", .policy = &g.policy,
+    };
+
+    /* A review that holds the tier is not an event. */
+    c = (policy_customer_t){
+        .state = {.tier = 2, .first_month = APR_2025 - 1}, .profile = g.policy.profile_default,
+        .window = w, .nwindow = 3,
+    };
+    assert_int_equal(policy_review(&g.policy, &c, APR_2025, &none, err, sizeof(err)), 0);
+    assert_int_equal(none.reason, POLICY_REASON_NONE);
+    bad = tc;
+    bad.decision = &none;
+    expect_tc_refused(&bad, 128, "only for changes");
+
+    bad = tc;
+    bad.sequence = 0;
+    expect_tc_refused(&bad, 128, "sequence");
+    bad = tc;
+    bad.customer_id = "";
+    expect_tc_refused(&bad, 128, "customer_id");
+    bad = tc;
+    bad.classification = NULL;
+    expect_tc_refused(&bad, 128, "classification");
+    bad = tc;
+    bad.month = -2;
+    expect_tc_refused(&bad, 128, "YYYY-MM");
+    bad = tc;
+    bad.window = NULL;
+    expect_tc_refused(&bad, 128, "window");
+    /* "C-42:tier:2" is 11 bytes: a 11-byte buffer cannot take its NUL. */
+    expect_tc_refused(&tc, 11, "cannot hold");
+
+    assert_int_equal(events_encode_tier_change(NULL, &tc, NULL, NULL, NULL, 0, NULL, 0), -1);
+}
+
+/* ------------------------------------------------------------------ */
+/* Quota events                                                        */
+
+static void test_quota(void **state)
+{
+    policy_quota_limits_t lim;
+    char id[128], err[256], *buf = NULL;
+    size_t len = 0;
+    avro_value_t v, b;
+    int64_t x;
+
+    (void)state;
+    policy_quota_limits(&g.policy, 3, POLICY_FORMAT_OTHER, true, &lim);
+    assert_int_equal(lim.cap, 200);
+    assert_int_equal(lim.effective_cap, 260); /* holiday month: +30 % */
+    assert_int_equal(lim.hard_cap, 2000);
+
+    events_quota_t q = {
+        .customer_id = "C-42", .month = APR_2025, .tier = 3, .kind = POLICY_QUOTA_WARNING,
+        .limits = &lim, .consumed = 240, .order_id = "O-1001", .placed_at_ms = DECIDED_AT,
+        .policy = &g.policy,
+    };
+    if (events_encode_quota(g.ev, &q, &buf, &len, id, sizeof(id), err, sizeof(err)) != 0)
+        fail_msg("events_encode_quota: %s", err);
+    assert_string_equal(id, "C-42:2025-04:WARNING");
+    read_back(g.q_iface, buf, len, &v);
+    free(buf);
+    assert_string_equal(get_str(&v, "event_id"), "C-42:2025-04:WARNING");
+    assert_string_equal(get_str(&v, "customer_id"), "C-42");
+    assert_string_equal(get_str(&v, "month"), "2025-04");
+    assert_int_equal(get_int(&v, "tier"), 3);
+    assert_string_equal(get_enum(&v, "kind"), "WARNING");
+    assert_int_equal(get_long(&v, "cap"), 200);
+    assert_int_equal(get_long(&v, "effective_cap"), 260);
+    assert_int_equal(get_opt(&v, "hard_cap", &b), 1);
+    assert_int_equal(avro_value_get_long(&b, &x), 0);
+    assert_int_equal(x, 2000);
+    assert_int_equal(get_long(&v, "consumed"), 240);
+    assert_string_equal(get_str(&v, "order_id"), "O-1001");
+    assert_int_equal(get_long(&v, "placed_at"), DECIDED_AT);
+    assert_string_equal(get_str(&v, "policy_name"), "supply-tiers");
+    assert_string_equal(get_str(&v, "policy_version"), "1");
+    avro_value_decref(&v);
+
+    /* No hard cap for the format: null, not INT64_MAX. */
+    lim.hard_cap = POLICY_NO_HARD_CAP;
+    q.kind = POLICY_QUOTA_EXCEEDED;
+    q.month = 2026 * 12 + 11;
+    if (events_encode_quota(g.ev, &q, &buf, &len, id, sizeof(id), err, sizeof(err)) != 0)
+        fail_msg("events_encode_quota: %s", err);
+    assert_string_equal(id, "C-42:2026-12:EXCEEDED");
+    read_back(g.q_iface, buf, len, &v);
+    free(buf);
+    assert_string_equal(get_enum(&v, "kind"), "EXCEEDED");
+    assert_string_equal(get_str(&v, "month"), "2026-12");
+    assert_int_equal(get_opt(&v, "hard_cap", &b), 0);
+    avro_value_decref(&v);
+
+    /* Every kind has its symbol. */
+    for (int k = 0; k < POLICY_QUOTA__COUNT; k++) {
+        q.kind = (policy_quota_kind_t)k;
+        assert_int_equal(events_encode_quota(g.ev, &q, &buf, &len, NULL, 0, err, sizeof(err)), 0);
+        read_back(g.q_iface, buf, len, &v);
+        free(buf);
+        assert_string_equal(get_enum(&v, "kind"), policy_quota_kind_name(q.kind));
+        avro_value_decref(&v);
+    }
+
+    /* Refusals. */
+    q.kind = POLICY_QUOTA__COUNT;
+    assert_int_equal(events_encode_quota(g.ev, &q, &buf, &len, NULL, 0, err, sizeof(err)), -1);
+    assert_null(buf);
+    q.kind = POLICY_QUOTA_REACHED;
+    q.order_id = "";
+    assert_int_equal(events_encode_quota(g.ev, &q, &buf, &len, NULL, 0, err, sizeof(err)), -1);
+    q.order_id = "O-1";
+    q.month = -1;
+    assert_int_equal(events_encode_quota(g.ev, &q, &buf, &len, NULL, 0, err, sizeof(err)), -1);
+    q.month = APR_2025;
+    assert_int_equal(events_encode_quota(g.ev, &q, &buf, &len, id, 10, err, sizeof(err)), -1);
+    assert_null(buf);
+}
+
+/* ------------------------------------------------------------------ */
+/* Customer profiles                                                   */
+
+typedef struct tbuf {
+    uint8_t b[TB_CAP];
+    size_t n;
+} tbuf_t;
+
+static void tb_value(tbuf_t *t, avro_value_t *v)
+{
+    avro_writer_t w = avro_writer_memory((const char *)t->b + t->n, (int64_t)(TB_CAP - t->n));
+    assert_non_null(w);
+    assert_int_equal(avro_value_write(w, v), 0);
+    t->n += (size_t)avro_writer_tell(w);
+    avro_writer_free(w);
+}
+
+static void tb_long(tbuf_t *t, int64_t x)
+{
+    avro_value_t v;
+    assert_int_equal(avro_generic_long_new(&v, x), 0);
+    tb_value(t, &v);
+    avro_value_decref(&v);
+}
+
+static void tb_double(tbuf_t *t, double x)
+{
+    avro_value_t v;
+    assert_int_equal(avro_generic_double_new(&v, x), 0);
+    tb_value(t, &v);
+    avro_value_decref(&v);
+}
+
+static void tb_string(tbuf_t *t, const char *s, size_t len)
+{
+    avro_value_t v;
+    char *tmp = malloc(len + 1); /* avro-c wants the size with the NUL */
+    assert_non_null(tmp);
+    memcpy(tmp, s, len);
+    tmp[len] = '\0';
+    assert_int_equal(avro_generic_string_new_length(&v, tmp, len + 1), 0);
+    tb_value(t, &v);
+    avro_value_decref(&v);
+    free(tmp);
+}
+
+static void tb_raw(tbuf_t *t, const void *p, size_t len)
+{
+    assert_true(t->n + len <= TB_CAP);
+    memcpy(t->b + t->n, p, len);
+    t->n += len;
+}
+
+typedef struct tprof {
+    const char *id;
+    size_t id_len; /* 0: strlen */
+    int64_t format, market;
+    uint8_t chain;
+    int64_t grade;
+    double cooperation, growth;
+    int64_t branch; /* tier_override: 0 null, 1 int */
+    int64_t override;
+    int64_t updated_at;
+} tprof_t;
+
+static tprof_t default_prof(void)
+{
+    return (tprof_t){
+        .id = "C-42", .format = 2 /* SUPERMARKET */, .market = 1 /* RURAL */, .chain = 1,
+        .grade = 1 /* B */, .cooperation = 0.75, .growth = 0.25, .branch = 1, .override = 4,
+        .updated_at = DECIDED_AT,
+    };
+}
+
+/* The profile, field by field. */
+static void tb_prof(tbuf_t *t, const tprof_t *p)
+{
+    tb_string(t, p->id, p->id_len > 0 ? p->id_len : strlen(p->id));
+    tb_long(t, p->format);
+    tb_long(t, p->market);
+    tb_raw(t, &p->chain, 1);
+    tb_long(t, p->grade);
+    tb_double(t, p->cooperation);
+    tb_double(t, p->growth);
+    tb_long(t, p->branch);
+    if (p->branch == 1)
+        tb_long(t, p->override);
+    tb_long(t, p->updated_at);
+}
+
+static void tb_confluent(tbuf_t *t, uint32_t schema_id)
+{
+    uint8_t h[5] = {0, (uint8_t)(schema_id >> 24), (uint8_t)(schema_id >> 16),
+                    (uint8_t)(schema_id >> 8), (uint8_t)schema_id};
+    tb_raw(t, h, sizeof(h));
+}
+
+typedef struct got {
+    order_err_t err;
+    char customer_id[ORDER_ID_MAX + 1];
+    policy_profile_t prof;
+    int64_t updated_at;
+    char errstr[256];
+} got_t;
+
+/* Decodes a heap copy of exactly n bytes.  out and updated_at start as a
+ * sentinel so a refusal that writes them is caught. */
+static got_t decode_n(const uint8_t *bytes, size_t n, const char *key)
+{
+    got_t r;
+    uint8_t *copy = malloc(n > 0 ? n : 1);
+
+    assert_non_null(copy);
+    memcpy(copy, bytes, n);
+    memset(&r, 0x5a, sizeof(r));
+    r.err = events_decode_profile(g.ev, copy, n, key, key != NULL ? strlen(key) : 0,
+                                  r.customer_id, &r.prof, &r.updated_at, r.errstr,
+                                  sizeof(r.errstr));
+    free(copy);
+    assert_true(r.err >= ORDER_OK && r.err < ORDER_ERR__COUNT);
+    if (r.err != ORDER_OK) {
+        policy_profile_t sentinel;
+        memset(&sentinel, 0x5a, sizeof(sentinel));
+        assert_memory_equal(&r.prof, &sentinel, sizeof(sentinel));
+        assert_true(strlen(r.errstr) > 0);
+    }
+    return r;
+}
+
+static got_t decode_prof(const tprof_t *p, const char *key)
+{
+    tbuf_t t = {.n = 0};
+    tb_prof(&t, p);
+    return decode_n(t.b, t.n, key);
+}
+
+static void expect_refused(const tprof_t *p, const char *key, order_err_t want)
+{
+    got_t r = decode_prof(p, key);
+    if (r.err != want)
+        fail_msg("got %s (%s), want %s", order_reason_code(r.err), r.errstr,
+                 order_reason_code(want));
+}
+
+static void test_profile_splice_matches_writer(void **state)
+{
+    tprof_t p = default_prof();
+    tbuf_t spliced = {.n = 0}, whole = {.n = 0};
+    avro_value_t v, f, b;
+
+    (void)state;
+    tb_prof(&spliced, &p);
+    assert_int_equal(avro_generic_value_new(g.cp_iface, &v), 0);
+    f = field(&v, "customer_id");
+    assert_int_equal(avro_value_set_string(&f, "C-42"), 0);
+    f = field(&v, "format");
+    assert_int_equal(avro_value_set_enum(&f, 2), 0);
+    f = field(&v, "market");
+    assert_int_equal(avro_value_set_enum(&f, 1), 0);
+    f = field(&v, "chain");
+    assert_int_equal(avro_value_set_boolean(&f, 1), 0);
+    f = field(&v, "compliance_grade");
+    assert_int_equal(avro_value_set_enum(&f, 1), 0);
+    f = field(&v, "cooperation");
+    assert_int_equal(avro_value_set_double(&f, 0.75), 0);
+    f = field(&v, "growth");
+    assert_int_equal(avro_value_set_double(&f, 0.25), 0);
+    f = field(&v, "tier_override");
+    assert_int_equal(avro_value_set_branch(&f, 1, &b), 0);
+    assert_int_equal(avro_value_set_int(&b, 4), 0);
+    f = field(&v, "updated_at");
+    assert_int_equal(avro_value_set_long(&f, DECIDED_AT), 0);
+    tb_value(&whole, &v);
+    avro_value_decref(&v);
+
+    assert_int_equal(spliced.n, whole.n);
+    assert_memory_equal(spliced.b, whole.b, whole.n);
+}
+
+static void test_profile_valid(void **state)
+{
+    static const char letters[] = {'Z', 'B', 'C', 'S', 'Y', 'F', 'Q'};
+    tprof_t p = default_prof();
+    tbuf_t t = {.n = 0};
+    got_t r;
+
+    (void)state;
+    r = decode_prof(&p, "C-42");
+    assert_int_equal(r.err, ORDER_OK);
+    assert_string_equal(r.customer_id, "C-42");
+    assert_int_equal(r.prof.format, POLICY_FORMAT_SUPERMARKET);
+    assert_int_equal(r.prof.market, POLICY_MARKET_RURAL);
+    assert_true(r.prof.chain);
+    assert_int_equal(r.prof.grade, POLICY_GRADE_B);
+    assert_true(r.prof.cooperation == 0.75);
+    assert_true(r.prof.growth == 0.25);
+    assert_true(r.prof.has_override);
+    assert_int_equal(r.prof.tier_override, 4);
+    assert_int_equal(r.updated_at, DECIDED_AT);
+
+    /* Confluent framing, any schema id; the same fields come out. */
+    tb_confluent(&t, 7);
+    tb_prof(&t, &p);
+    r = decode_n(t.b, t.n, "C-42");
+    assert_int_equal(r.err, ORDER_OK);
+    assert_string_equal(r.customer_id, "C-42");
+    assert_int_equal(r.prof.tier_override, 4);
+    assert_int_equal(r.updated_at, DECIDED_AT);
+
+    /* No key, an empty key: nothing to compare. */
+    assert_int_equal(decode_prof(&p, NULL).err, ORDER_OK);
+    assert_int_equal(decode_prof(&p, "").err, ORDER_OK);
+
+    /* Null override; the edges of every range. */
+    p.branch = 0;
+    p.chain = 0;
+    p.cooperation = 0.0;
+    p.growth = 1.0;
+    r = decode_prof(&p, NULL);
+    assert_int_equal(r.err, ORDER_OK);
+    assert_false(r.prof.has_override);
+    assert_false(r.prof.chain);
+    p.branch = 1;
+    p.override = POLICY_TIERS_MAX;
+    assert_int_equal(decode_prof(&p, NULL).err, ORDER_OK);
+    p.override = 1;
+    assert_int_equal(decode_prof(&p, NULL).err, ORDER_OK);
+    p.id = "0123456789012345678901234567890123456789012345678901234567890123"; /* 64 */
+    assert_int_equal(decode_prof(&p, NULL).err, ORDER_OK);
+
+    /* Every symbol maps to its letter. */
+    p = default_prof();
+    for (int i = 0; i < 7; i++) {
+        p.format = i;
+        r = decode_prof(&p, NULL);
+        assert_int_equal(r.err, ORDER_OK);
+        assert_int_equal(r.prof.format, letters[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        p.grade = i;
+        r = decode_prof(&p, NULL);
+        assert_int_equal(r.err, ORDER_OK);
+        assert_int_equal(r.prof.grade, 'A' + i);
+    }
+    p.market = 0;
+    assert_int_equal(decode_prof(&p, NULL).prof.market, POLICY_MARKET_URBAN);
+}
+
+static void test_profile_bad_ids(void **state)
+{
+    tprof_t p = default_prof();
+    tbuf_t t = {.n = 0};
+    got_t r;
+
+    (void)state;
+    p.id = "";
+    expect_refused(&p, NULL, ORDER_ERR_EMPTY_ID);
+    tb_confluent(&t, 1);
+    tb_prof(&t, &p);
+    r = decode_n(t.b, t.n, NULL);
+    assert_int_equal(r.err, ORDER_ERR_EMPTY_ID);
+    assert_string_equal(r.customer_id, "");
+
+    p.id = "C\x01-42";
+    expect_refused(&p, NULL, ORDER_ERR_BAD_ID);
+    p.id = "C-42\x7f";
+    expect_refused(&p, NULL, ORDER_ERR_BAD_ID);
+    p.id = "C-\0-42";
+    p.id_len = 5;
+    expect_refused(&p, NULL, ORDER_ERR_BAD_ID);
+    p.id_len = 0;
+    p.id = "01234567890123456789012345678901234567890123456789012345678901234"; /* 65 */
+    expect_refused(&p, NULL, ORDER_ERR_BAD_ID);
+
+    /* The key is compared byte for byte; the id is still handed back. */
+    p = default_prof();
+    r = decode_prof(&p, "C-43");
+    assert_int_equal(r.err, ORDER_ERR_KEY_MISMATCH);
+    assert_string_equal(r.customer_id, "C-42");
+    expect_refused(&p, "C-42 ", ORDER_ERR_KEY_MISMATCH);
+    expect_refused(&p, "C-4", ORDER_ERR_KEY_MISMATCH);
+}
+
+static void test_profile_bad_fields(void **state)
+{
+    tprof_t p;
+
+    (void)state;
+    p = default_prof();
+    p.cooperation = 1.5;
+    expect_refused(&p, NULL, ORDER_ERR_BAD_FIELD);
+    p.cooperation = -0.01;
+    expect_refused(&p, NULL, ORDER_ERR_BAD_FIELD);
+    p = default_prof();
+    p.growth = NAN;
+    expect_refused(&p, NULL, ORDER_ERR_BAD_FIELD);
+    p.growth = INFINITY;
+    expect_refused(&p, NULL, ORDER_ERR_BAD_FIELD);
+    p = default_prof();
+    p.override = 0;
+    expect_refused(&p, NULL, ORDER_ERR_BAD_FIELD);
+    p.override = POLICY_TIERS_MAX + 1;
+    expect_refused(&p, NULL, ORDER_ERR_BAD_FIELD);
+    p.override = -3;
+    expect_refused(&p, NULL, ORDER_ERR_BAD_FIELD);
+    p.override = INT32_MAX;
+    expect_refused(&p, NULL, ORDER_ERR_BAD_FIELD);
+}
+
+static void test_profile_not_avro(void **state)
+{
+    tprof_t p;
+    tbuf_t t = {.n = 0};
+    got_t r;
+
+    (void)state;
+    /* Every enum and union index one past the end, and negative. */
+    p = default_prof();
+    p.format = 7;
+    expect_refused(&p, NULL, ORDER_ERR_NOT_AVRO);
+    p.format = -1;
+    expect_refused(&p, NULL, ORDER_ERR_NOT_AVRO);
+    p = default_prof();
+    p.market = 2;
+    expect_refused(&p, NULL, ORDER_ERR_NOT_AVRO);
+    p = default_prof();
+    p.grade = 4;
+    expect_refused(&p, NULL, ORDER_ERR_NOT_AVRO);
+    p = default_prof();
+    p.branch = 2;
+    expect_refused(&p, NULL, ORDER_ERR_NOT_AVRO);
+    p.branch = -1;
+    expect_refused(&p, NULL, ORDER_ERR_NOT_AVRO);
+    p = default_prof();
+    p.chain = 2;
+    expect_refused(&p, NULL, ORDER_ERR_NOT_AVRO);
+    /* An int that does not fit 32 bits. */
+    p = default_prof();
+    p.override = (int64_t)INT32_MAX + 1;
+    expect_refused(&p, NULL, ORDER_ERR_NOT_AVRO);
+
+    /* A string claiming more than the record, up to INT64_MAX: refused
+     * before anything is allocated. */
+    tb_long(&t, (int64_t)1 << 40);
+    tb_raw(&t, "C-42", 4);
+    r = decode_n(t.b, t.n, NULL);
+    assert_int_equal(r.err, ORDER_ERR_NOT_AVRO);
+    t.n = 0;
+    tb_long(&t, INT64_MAX);
+    r = decode_n(t.b, t.n, NULL);
+    assert_int_equal(r.err, ORDER_ERR_NOT_AVRO);
+    t.n = 0;
+    tb_long(&t, -4);
+    tb_raw(&t, "C-42", 4);
+    assert_int_equal(decode_n(t.b, t.n, NULL).err, ORDER_ERR_NOT_AVRO);
+
+    /* A varint of 11 bytes. */
+    t.n = 0;
+    p = default_prof();
+    p.updated_at = 0;
+    tb_prof(&t, &p);
+    t.n--; /* drop updated_at's single byte */
+    {
+        static const uint8_t wide[11] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+                                         0xff, 0xff, 0xff, 0xff, 0x01};
+        tb_raw(&t, wide, sizeof(wide));
+    }
+    assert_int_equal(decode_n(t.b, t.n, NULL).err, ORDER_ERR_NOT_AVRO);
+
+    /* Trailing bytes, plain and framed. */
+    t.n = 0;
+    tb_prof(&t, &p);
+    tb_raw(&t, "\0", 1);
+    assert_int_equal(decode_n(t.b, t.n, NULL).err, ORDER_ERR_NOT_AVRO);
+    t.n = 0;
+    tb_confluent(&t, 1);
+    tb_prof(&t, &p);
+    tb_raw(&t, "\x02", 1);
+    assert_int_equal(decode_n(t.b, t.n, NULL).err, ORDER_ERR_NOT_AVRO);
+
+    /* Nothing at all. */
+    assert_int_equal(decode_n(t.b, 0, NULL).err, ORDER_ERR_NOT_AVRO);
+    assert_int_equal(events_decode_profile(g.ev, NULL, 0, NULL, 0, r.customer_id, &r.prof,
+                                           NULL, NULL, 0),
+                     ORDER_ERR_NOT_AVRO);
+    assert_int_equal(events_decode_profile(NULL, t.b, t.n, NULL, 0, r.customer_id, &r.prof,
+                                           NULL, NULL, 0),
+                     ORDER_ERR_INTERNAL);
+}
+
+/* Every proper prefix of a valid record, plain and framed, is refused. */
+static void test_profile_truncated(void **state)
+{
+    tprof_t p = default_prof();
+    tbuf_t plain = {.n = 0}, framed = {.n = 0};
+    size_t i;
+
+    (void)state;
+    tb_prof(&plain, &p);
+    tb_confluent(&framed, 1);
+    tb_prof(&framed, &p);
+    assert_int_equal(decode_n(plain.b, plain.n, NULL).err, ORDER_OK);
+    assert_int_equal(decode_n(framed.b, framed.n, NULL).err, ORDER_OK);
+    for (i = 0; i < plain.n; i++) {
+        got_t r = decode_n(plain.b, i, NULL);
+        if (r.err != ORDER_ERR_NOT_AVRO)
+            fail_msg("plain cut at %zu: %s", i, order_reason_code(r.err));
+    }
+    for (i = 0; i < framed.n; i++) {
+        got_t r = decode_n(framed.b, i, NULL);
+        if (r.err != ORDER_ERR_NOT_AVRO)
+            fail_msg("framed cut at %zu: %s", i, order_reason_code(r.err));
+    }
+}
+
+static void test_destroy_null(void **state)
+{
+    (void)state;
+    events_destroy(NULL);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_tc_first_placement),
+        cmocka_unit_test(test_tc_review),
+        cmocka_unit_test(test_tc_profile_override),
+        cmocka_unit_test(test_tc_refusals),
+        cmocka_unit_test(test_quota),
+        cmocka_unit_test(test_profile_splice_matches_writer),
+        cmocka_unit_test(test_profile_valid),
+        cmocka_unit_test(test_profile_bad_ids),
+        cmocka_unit_test(test_profile_bad_fields),
+        cmocka_unit_test(test_profile_not_avro),
+        cmocka_unit_test(test_profile_truncated),
+        cmocka_unit_test(test_destroy_null),
+    };
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
