@@ -57,7 +57,7 @@ int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms,
     strmap_t byid = {0};
     store_meta_t now;
     decide_ctx_t d;
-    char ym[8];
+    char ym[16];
 
     if (!a->policy) return APPLY_OK;
     snprintf(ym, sizeof(ym), "%06d", month_yyyymm(month));
