@@ -283,7 +283,10 @@ static int events_map_names(avro_schema_t enm, const char *what, const char *(*n
 }
 
 static const char *events_reason_name(int r) { return policy_reason_name((policy_reason_t)r); }
-static const char *events_kind_name(int k) { return policy_quota_kind_name((policy_quota_kind_t)k); }
+static const char *events_kind_name(int k)
+{
+    return policy_quota_kind_name((policy_quota_kind_t)k);
+}
 
 /* Builds wire index -> our value for one profile enum: every symbol must
  * be one we know (a new symbol needs code, not a guess). */
