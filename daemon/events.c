@@ -71,6 +71,8 @@ enum {
 /* "YYYY-MM" needs four year digits. */
 #define EVENTS_MONTH_LIMIT (10000 * 12)
 
+#define EVENTS_NELEM(a) (sizeof(a) / sizeof((a)[0]))
+
 /* Enum symbols a profile may carry; more than any schema of ours has. */
 #define EVENTS_SYMBOLS_MAX 16
 
@@ -281,7 +283,10 @@ static int events_map_names(avro_schema_t enm, const char *what, const char *(*n
 }
 
 static const char *events_reason_name(int r) { return policy_reason_name((policy_reason_t)r); }
-static const char *events_kind_name(int k) { return policy_quota_kind_name((policy_quota_kind_t)k); }
+static const char *events_kind_name(int k)
+{
+    return policy_quota_kind_name((policy_quota_kind_t)k);
+}
 
 /* Builds wire index -> our value for one profile enum: every symbol must
  * be one we know (a new symbol needs code, not a guess). */
@@ -325,30 +330,30 @@ static int events_map_profile(events_t *e, char *errstr, size_t errstr_size)
     static const char *const grade_names[] = {"A", "B", "C", "D"};
     static const int grade_values[] = {POLICY_GRADE_A, POLICY_GRADE_B, POLICY_GRADE_C,
                                        POLICY_GRADE_D};
-    const char *format_names[sizeof(format_values) / sizeof(format_values[0])];
+    const char *format_names[EVENTS_NELEM(format_values)];
     int tmp[EVENTS_SYMBOLS_MAX], i;
     avro_schema_t s = e->profile_schema;
 
-    for (i = 0; i < (int)(sizeof(format_values) / sizeof(format_values[0])); i++)
+    for (i = 0; i < (int)EVENTS_NELEM(format_values); i++)
         format_names[i] = policy_format_name((policy_format_t)format_values[i]);
 
     if (events_map_symbols(avro_schema_record_field_get_by_index(s, CP_FORMAT), "RetailFormat",
-                           format_names, format_values, 7, tmp, &e->nformats, errstr,
-                           errstr_size) != 0)
+                           format_names, format_values, EVENTS_NELEM(format_values), tmp,
+                           &e->nformats, errstr, errstr_size) != 0)
         return -1;
     for (i = 0; i < e->nformats; i++)
         e->formats[i] = (policy_format_t)tmp[i];
 
     if (events_map_symbols(avro_schema_record_field_get_by_index(s, CP_MARKET), "Market",
-                           market_names, market_values, 2, tmp, &e->nmarkets, errstr,
-                           errstr_size) != 0)
+                           market_names, market_values, EVENTS_NELEM(market_values), tmp,
+                           &e->nmarkets, errstr, errstr_size) != 0)
         return -1;
     for (i = 0; i < e->nmarkets; i++)
         e->markets[i] = (policy_market_t)tmp[i];
 
     if (events_map_symbols(avro_schema_record_field_get_by_index(s, CP_GRADE), "ComplianceGrade",
-                           grade_names, grade_values, 4, tmp, &e->ngrades, errstr,
-                           errstr_size) != 0)
+                           grade_names, grade_values, EVENTS_NELEM(grade_values), tmp,
+                           &e->ngrades, errstr, errstr_size) != 0)
         return -1;
     for (i = 0; i < e->ngrades; i++)
         e->grades[i] = (policy_grade_t)tmp[i];
