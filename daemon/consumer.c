@@ -19,6 +19,7 @@
 
 #include <inttypes.h>
 #include <stdio.h>
+#include <systemd/sd-daemon.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -543,10 +544,16 @@ static void report(consumer_t *k, int force) {
     k->last_applied = s->applied;
 }
 
-int consumer_run(consumer_t *k, volatile sig_atomic_t *stop) {
-    int64_t batch_deadline = 0;
+int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload,
+                 consumer_reload_fn on_reload, void *opaque) {
+    int64_t batch_deadline = 0, last_watchdog = 0;
+    uint64_t watchdog_usec = 0;
+    int watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
     k->stop = stop;
     k->last_report_ms = mono_ms();
+    /* Configuration checked, producer and consumer created, subscribed:
+     * from here on the loop serves (Redis may still be retrying). */
+    sd_notify(0, "READY=1\nSTATUS=consuming");
 
     while (!*stop) {
         int64_t t = mono_ms();
@@ -638,8 +645,17 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop) {
             publish_all(k);
             idle_reviews(k);
         }
+        if (*reload && k->npending == 0) {
+            *reload = 0;
+            if (on_reload) on_reload(opaque);
+        }
+        if (watchdog && (mono_ms() - last_watchdog) * 2000 >= (int64_t)watchdog_usec) {
+            sd_notify(0, "WATCHDOG=1");
+            last_watchdog = mono_ms();
+        }
         report(k, 0);
     }
+    sd_notify(0, "STOPPING=1");
 
     /* Shutdown: finish the batch in flight, then leave the group (the
      * revoke callback flushes anything polled meanwhile). */

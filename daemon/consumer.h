@@ -25,9 +25,16 @@ typedef struct consumer consumer_t;
 
 consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, char *errstr,
                          size_t errstr_size);
+/* Called from the loop when *reload was set (SIGHUP): re-reads what can
+ * change at run time.  Runs between batches, never inside one. */
+typedef void (*consumer_reload_fn)(void *opaque);
+
 /* Runs until *stop is set (finishing the batch in flight) or a fatal
- * error.  Returns 0 on a clean stop. */
-int consumer_run(consumer_t *k, volatile sig_atomic_t *stop);
+ * error.  Returns 0 on a clean stop.  Tells systemd READY=1 once running,
+ * WATCHDOG=1 as the loop turns (when the unit asks for it) and STOPPING=1
+ * on the way out. */
+int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload,
+                 consumer_reload_fn on_reload, void *opaque);
 void consumer_destroy(consumer_t *k);
 
 #endif

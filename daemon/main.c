@@ -28,7 +28,7 @@
 #define TIERD_VERSION "0.1.0"
 #endif
 
-static volatile sig_atomic_t stop_flag;
+static volatile sig_atomic_t stop_flag, reload_flag;
 
 extern const char tierd_policy_supply_tiers[];
 
@@ -54,6 +54,10 @@ static int load_policy(const config_t *c, policy_t *p, char *errstr, size_t errs
 }
 
 static void on_signal(int sig) {
+    if (sig == SIGHUP) {
+        reload_flag = 1;
+        return;
+    }
     if (sig == SIGINT && stop_flag) _exit(130); /* second Ctrl-C: now */
     stop_flag = 1;
 }
@@ -70,7 +74,85 @@ static void usage(FILE *f) {
             "\n"
             "Every key can be set in the environment: redis.port is TIERD_REDIS_PORT,\n"
             "kafka.<property> is TIERD_KAFKA_<PROPERTY> with dots as underscores.\n"
-            "SIGTERM or SIGINT: finish the batch in flight, persist, leave the group, exit 0.\n");
+            "SIGTERM or SIGINT: finish the batch in flight, persist, leave the group, exit 0.\n"
+            "SIGHUP: re-read the configuration and the policy; a valid policy applies to later\n"
+            "decisions, an invalid one is logged and the running one kept.\n");
+}
+
+/* SIGHUP: build the new configuration and policy aside, swap only what
+ * can change at run time, and only when all of it is valid. */
+typedef struct reload {
+    const char *path;
+    config_t *conf;     /* the running one */
+    apply_ctx_t *apply;
+    policy_t slots[2];  /* the running policy and the next one */
+    int cur;
+} reload_t;
+
+static int same(const char *a, const char *b) {
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static void do_reload(void *opaque) {
+    reload_t *r = opaque;
+    config_t fresh;
+    char err[1024] = "";
+    policy_t *next = &r->slots[1 - r->cur];
+
+    log_info("reload", "SIGHUP: reading %s", r->path ? r->path : "the environment");
+    if (config_load(&fresh, r->path, err, sizeof(err)) != 0) {
+        log_error("reload", "configuration refused, the running one stays: %s", err);
+        config_free(&fresh);
+        return;
+    }
+    if (load_policy(&fresh, next, err, sizeof(err)) != 0) {
+        log_error("reload", "policy refused, the running one stays: %s", err);
+        config_free(&fresh);
+        return;
+    }
+    /* Keys that only a restart can change. */
+    const config_t *c = r->conf;
+    int kafka_same = fresh.nkafka == c->nkafka;
+    for (size_t i = 0; kafka_same && i < c->nkafka; i++)
+        kafka_same = same(fresh.kafka[i].name, c->kafka[i].name) &&
+                     same(fresh.kafka[i].value, c->kafka[i].value);
+    struct {
+        const char *name;
+        int changed;
+    } fixed[] = {
+        {"kafka.*", !kafka_same},
+        {"topics.*", !same(fresh.topic_orders, c->topic_orders) ||
+                         !same(fresh.topic_dead_letter, c->topic_dead_letter) ||
+                         !same(fresh.topic_profiles, c->topic_profiles) ||
+                         !same(fresh.topic_tier_changes, c->topic_tier_changes) ||
+                         !same(fresh.topic_quota_events, c->topic_quota_events)},
+        {"redis.*", !same(fresh.redis_host, c->redis_host) || fresh.redis_port != c->redis_port ||
+                        !same(fresh.redis_unix_socket, c->redis_unix_socket) ||
+                        !same(fresh.redis_user, c->redis_user) ||
+                        !same(fresh.redis_password, c->redis_password) ||
+                        fresh.redis_db != c->redis_db || !same(fresh.key_prefix, c->key_prefix)},
+        {"time_zone", !same(fresh.time_zone, c->time_zone)},
+        {"currency", !same(fresh.currency, c->currency)},
+        {"window_months", fresh.window_months != c->window_months},
+        {"instance_id", !same(fresh.instance_id, c->instance_id)},
+    };
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
+        if (fixed[i].changed)
+            log_warn("reload", "%s changed: it applies at the next restart, not now",
+                     fixed[i].name);
+    /* What changes now. */
+    log_level = log_level_parse(fresh.log_level);
+    r->conf->batch_max_orders = fresh.batch_max_orders;
+    r->conf->batch_max_ms = fresh.batch_max_ms;
+    r->conf->idle_close_after_s = fresh.idle_close_after_s;
+    r->conf->max_future_skew_s = fresh.max_future_skew_s;
+    r->apply->rules.max_future_skew_ms = fresh.max_future_skew_s * 1000;
+    r->apply->idle_close_after_ms = fresh.idle_close_after_s * 1000;
+    r->apply->policy = next; /* later decisions name the new policy and version */
+    r->cur = 1 - r->cur;
+    log_info("reload", "policy %s version %s applies to decisions from now on; log_level %s",
+             next->name, next->version, fresh.log_level);
+    config_free(&fresh);
 }
 
 int main(int argc, char **argv) {
@@ -88,7 +170,8 @@ int main(int argc, char **argv) {
     decoder_t *dec = NULL;
     publish_t *dl = NULL;
     events_t *events = NULL;
-    static policy_t policy; /* large: keep it off the stack */
+    static reload_t rl; /* the policies are large: keep them off the stack */
+    policy_t *const policy = &rl.slots[0]; /* the policy at start */
     consumer_t *cons = NULL;
     apply_ctx_t apply;
     int conf_loaded = 0;
@@ -131,14 +214,14 @@ int main(int argc, char **argv) {
         }
         rd_kafka_conf_destroy(kc);
     }
-    if (load_policy(&conf, &policy, err, sizeof(err)) != 0) {
+    if (load_policy(&conf, policy, err, sizeof(err)) != 0) {
         fprintf(stderr, "tierd: policy refused: %s\n", err);
         rc = 2;
         goto out;
     }
     if (check) {
         printf("tierd: configuration %s is valid (policy %s version %s)\n",
-               path ? path : "(defaults and environment)", policy.name, policy.version);
+               path ? path : "(defaults and environment)", policy->name, policy->version);
         rc = 0;
         goto out;
     }
@@ -157,6 +240,7 @@ int main(int argc, char **argv) {
     sigemptyset(&sa.sa_mask);
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
     store = store_new(&conf, err, sizeof(err));
@@ -179,7 +263,7 @@ int main(int argc, char **argv) {
     apply.owner = owner;
     apply.dead = publish_dead;
     apply.dead_opaque = dl;
-    apply.policy = &policy;
+    apply.policy = policy;
     apply.events = events;
     apply.tier_topic = conf.topic_tier_changes;
     apply.quota_topic = conf.topic_quota_events;
@@ -195,9 +279,12 @@ int main(int argc, char **argv) {
     log_info("main",
              "tierd %s started as %s: orders from %s, profiles from %s, policy %s version %s, "
              "zone %s, window %d",
-             TIERD_VERSION, owner, conf.topic_orders, conf.topic_profiles, policy.name,
-             policy.version, conf.time_zone, (int)conf.window_months);
-    rc = consumer_run(cons, &stop_flag);
+             TIERD_VERSION, owner, conf.topic_orders, conf.topic_profiles, policy->name,
+             policy->version, conf.time_zone, (int)conf.window_months);
+    rl.path = path;
+    rl.conf = &conf;
+    rl.apply = &apply;
+    rc = consumer_run(cons, &stop_flag, &reload_flag, do_reload, &rl);
     log_info("main", "stopped (%s)", rc == 0 ? "clean" : "after a fatal error");
     goto out;
 
