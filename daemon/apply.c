@@ -209,6 +209,7 @@ static int apply_run(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t 
     size_t nformatted = 0, ndel = 0, nf_cap = 0;
     store_tx_t tx = {0};
     decide_ctx_t dctx;
+    memset(&dctx, 0, sizeof(dctx));
     const int32_t W = a->window;
     int attempts = 0, oom = 0;
     month_req_t *creq = NULL, *preq = NULL;
@@ -289,6 +290,7 @@ again:
     strmap_clear(&a->seen, NULL);
     strmap_clear(&a->cust, free);
     store_tx_free(&tx);
+    decide_ctx_free(&dctx);
     for (size_t i = 0; i < nformatted; i++) free(formatted[i]);
     nformatted = 0;
     ndel = 0;
@@ -662,8 +664,8 @@ again:
                 goto oom;
         }
     }
-    /* The tx: the outbox XADDs (already in tx, decided in order), the
-     * HSETs, the meta, the dropped months. */
+    /* The tx: the outbox entry, the HSETs, the meta, the dropped months. */
+    if (decisions && decide_flush_outbox(&dctx, &tx) != 0) goto oom;
     for (size_t k = 0; k < nreq; k++) {
         if (reqs[k].nw > 0) {
             const char **argv = malloc((reqs[k].nw + 2) * sizeof(*argv));
@@ -765,6 +767,7 @@ out:
         if (replies[k]) freeReplyObject(replies[k]);
     }
     store_tx_free(&tx);
+    decide_ctx_free(&dctx);
     free(reqs);
     free(replies);
     free(delkeys);

@@ -90,11 +90,55 @@ const policy_profile_t *decide_profile(const decide_ctx_t *d, const decide_custo
     return c->has_profile ? &c->profile : &d->policy->profile_default;
 }
 
+int decide_args_push(decide_args_t *a, const char *s, size_t len) {
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 64;
+        char **v = realloc(a->v, cap * sizeof(*v));
+        if (!v) return -1;
+        a->v = v;
+        size_t *l = realloc(a->len, cap * sizeof(*l));
+        if (!l) return -1;
+        a->len = l;
+        a->cap = cap;
+    }
+    char *c = malloc(len + 1);
+    if (!c) return -1;
+    memcpy(c, s, len);
+    c[len] = '\0';
+    a->v[a->n] = c;
+    a->len[a->n++] = len;
+    return 0;
+}
+
+void decide_args_free(decide_args_t *a) {
+    if (!a) return;
+    for (size_t i = 0; i < a->n; i++) free(a->v[i]);
+    free(a->v);
+    free(a->len);
+    memset(a, 0, sizeof(*a));
+}
+
 static int outbox_add(decide_ctx_t *d, store_tx_t *tx, const char *topic, const char *key,
                       size_t keylen, const char *id, const char *value, size_t vlen) {
-    return store_tx_addv(tx, 11, "XADD", (size_t)4, d->outbox_key, strlen(d->outbox_key), "*",
-                         (size_t)1, "t", (size_t)1, topic, strlen(topic), "k", (size_t)1, key,
-                         keylen, "i", (size_t)1, id, strlen(id), "v", (size_t)1, value, vlen);
+    decide_args_t *o = &d->outbox;
+    (void)tx;
+    if (o->n == 0 && (decide_args_push(o, "XADD", 4) ||
+                      decide_args_push(o, d->outbox_key, strlen(d->outbox_key)) ||
+                      decide_args_push(o, "*", 1)))
+        return -1;
+    return decide_args_push(o, "t", 1) || decide_args_push(o, topic, strlen(topic)) ||
+           decide_args_push(o, "k", 1) || decide_args_push(o, key, keylen) ||
+           decide_args_push(o, "i", 1) || decide_args_push(o, id, strlen(id)) ||
+           decide_args_push(o, "v", 1) || decide_args_push(o, value, vlen);
+}
+
+int decide_flush_outbox(decide_ctx_t *d, store_tx_t *tx) {
+    if (d->outbox.n == 0) return 0;
+    return store_tx_add(tx, (int)d->outbox.n, (const char **)d->outbox.v, d->outbox.len);
+}
+
+void decide_ctx_free(decide_ctx_t *d) {
+    if (d) decide_args_free(&d->outbox);
 }
 
 int decide_tier_change(decide_ctx_t *d, store_tx_t *tx, decide_customer_t *c,

@@ -32,6 +32,16 @@ typedef struct decide_customer {
     int dirty; /* state changed: write it back */
 } decide_customer_t;
 
+/* A growable list of (bytes, length) arguments that owns its copies. */
+typedef struct decide_args {
+    char **v;
+    size_t *len;
+    size_t n, cap;
+} decide_args_t;
+
+int decide_args_push(decide_args_t *a, const char *s, size_t len);
+void decide_args_free(decide_args_t *a);
+
 typedef struct decide_ctx {
     const policy_t *policy; /* borrowed */
     events_t *events;       /* borrowed */
@@ -39,7 +49,15 @@ typedef struct decide_ctx {
     char outbox_key[256];
     int64_t now_ms;
     uint64_t tier_events, quota_events; /* counters */
+    /* Events decided in this transaction: one outbox entry holds them all
+     * (fields t, k, i, v repeated per event, in decision order). */
+    decide_args_t outbox;
 } decide_ctx_t;
+
+/* Adds the outbox entry (one XADD) to tx when events were decided; the
+ * ctx must outlive store_exec (decide_ctx_free after it). */
+int decide_flush_outbox(decide_ctx_t *d, store_tx_t *tx);
+void decide_ctx_free(decide_ctx_t *d);
 
 /* "tier first_month evaluated has_override override_tier sequence live_score_c scale" */
 int decide_state_parse(decide_customer_t *c, const char *s, size_t len);
@@ -55,13 +73,13 @@ int decide_month_format(int32_t tier, policy_grade_t grade, char *buf, size_t si
 const policy_profile_t *decide_profile(const decide_ctx_t *d, const decide_customer_t *c);
 
 /* When dec->changed: bumps the sequence, encodes the tier change and adds
- * its XADD to tx.  Always stores dec->next into c->st (marks c dirty when
+ * it to the transaction's outbox entry.  Always stores dec->next into c->st (marks c dirty when
  * anything moved). */
 int decide_tier_change(decide_ctx_t *d, store_tx_t *tx, decide_customer_t *c,
                        const policy_decision_t *dec, const policy_month_t *window,
                        size_t nwindow, int32_t month, char *errstr, size_t errstr_size);
 
-/* Encodes a quota event and adds its XADD to tx. */
+/* Encodes a quota event and adds it to the transaction's outbox entry. */
 int decide_quota(decide_ctx_t *d, store_tx_t *tx, const decide_customer_t *c, int32_t month,
                  int32_t tier, policy_quota_kind_t kind, const policy_quota_limits_t *lim,
                  int64_t consumed, const char *order_id, int64_t placed_at_ms, char *errstr,

@@ -44,6 +44,7 @@ int apply_profiles(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
     store_meta_t now;
     decide_ctx_t d;
     char ckey[256], pkey[256], tkey[256], mkey[256];
+    memset(&d, 0, sizeof(d));
 
     if (n == 0 || !a->policy) return APPLY_OK;
     pm = calloc(n, sizeof(*pm));
@@ -236,7 +237,8 @@ int apply_profiles(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
         int64_t next = msgs[n - 1].offset + 1;
         if (p->meta.poffset > next) next = p->meta.poffset;
         snprintf(off, sizeof(off), "%" PRId64, next);
-        if (store_tx_addv(&tx, 4, "HSET", (size_t)4, mkey, strlen(mkey), "poffset", (size_t)7,
+        if (decide_flush_outbox(&d, &tx) != 0 ||
+            store_tx_addv(&tx, 4, "HSET", (size_t)4, mkey, strlen(mkey), "poffset", (size_t)7,
                           off, strlen(off)) != 0)
             goto oom;
         int src = store_exec(a->store, &tx, errstr, errstr_size);
@@ -270,6 +272,7 @@ out:
     for (size_t i = 0; i < nowned; i++) free(owned[i]);
     strmap_free(&cust, free);
     store_tx_free(&tx);
+    decide_ctx_free(&d);
     free(owned);
     free(cf);
     free(tf);

@@ -17,6 +17,7 @@ struct publish {
     /* per publish call: how many are in flight, how many failed */
     int inflight, failed;
     char lasterr[256];
+    uint64_t published; /* outbox events acknowledged, for metrics */
 };
 
 /* Dead letters count failures on the publisher; outbox entries carry
@@ -144,7 +145,8 @@ int publish_outbox(publish_t *d, store_t *s, const char *topic, int32_t partitio
     char key[256], count[32];
     store_tx_t tx = {0};
     redisReply *r = NULL, *dr = NULL;
-    outbox_status_t *st = NULL;
+    outbox_status_t *st = NULL; /* one per event */
+    size_t *first = NULL, *nev = NULL, total = 0;
     int rc = -1, published = 0;
 
     store_key(s, topic, partition, "outbox", key, sizeof(key));
@@ -163,57 +165,72 @@ int publish_outbox(publish_t *d, store_t *s, const char *topic, int32_t partitio
         rc = 0;
         goto out;
     }
-    st = calloc(r->elements, sizeof(*st));
-    if (!st) goto oom;
+    /* An entry holds the events of one transaction: t, k, i, v per event. */
+    first = calloc(r->elements, sizeof(*first));
+    nev = calloc(r->elements, sizeof(*nev));
+    if (!first || !nev) goto oom;
     for (size_t i = 0; i < r->elements; i++) {
         redisReply *e = r->element[i];
-        const char *t = NULL, *k = NULL, *v = NULL, *id = NULL;
-        size_t kl = 0, vl = 0;
-        if (e->type != REDIS_REPLY_ARRAY || e->elements != 2) continue;
-        redisReply *f = e->element[1];
-        for (size_t j = 0; j + 1 < f->elements; j += 2) {
-            const char *name = f->element[j]->str;
-            redisReply *val = f->element[j + 1];
-            if (strcmp(name, "t") == 0) t = val->str;
-            if (strcmp(name, "k") == 0) k = val->str, kl = val->len;
-            if (strcmp(name, "v") == 0) v = val->str, vl = val->len;
-            if (strcmp(name, "i") == 0) id = val->str;
-        }
-        if (!t || !k || !v || !id) {
-            st[i].done = st[i].failed = 1; /* malformed: leave it for an operator */
-            continue;
-        }
-        for (;;) {
-            rd_kafka_resp_err_t err = rd_kafka_producev(
-                d->rk, RD_KAFKA_V_TOPIC(t), RD_KAFKA_V_KEY((void *)k, kl),
-                RD_KAFKA_V_VALUE((void *)v, vl), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                RD_KAFKA_V_HEADER("tierd.event_id", id, -1), RD_KAFKA_V_OPAQUE(&st[i]),
-                RD_KAFKA_V_END);
-            if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-                d->inflight++;
-                break;
+        first[i] = total;
+        if (e->type == REDIS_REPLY_ARRAY && e->elements == 2 &&
+            e->element[1]->type == REDIS_REPLY_ARRAY)
+            nev[i] = e->element[1]->elements / 8;
+        total += nev[i];
+    }
+    st = calloc(total + 1, sizeof(*st));
+    if (!st) goto oom;
+    for (size_t i = 0; i < r->elements; i++) {
+        for (size_t ev = 0; ev < nev[i]; ev++) {
+            redisReply **f = r->element[i]->element[1]->element + 8 * ev;
+            outbox_status_t *sti = &st[first[i] + ev];
+            if (strcmp(f[0]->str, "t") || strcmp(f[2]->str, "k") || strcmp(f[4]->str, "i") ||
+                strcmp(f[6]->str, "v")) {
+                sti->done = sti->failed = 1; /* malformed: left for an operator */
+                snprintf(errstr, errstr_size, "outbox entry %s is malformed", r->element[i]->element[0]->str);
+                continue;
             }
-            if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-                st[i].done = st[i].failed = 1;
-                snprintf(errstr, errstr_size, "produce to %s: %s", t, rd_kafka_err2str(err));
-                break;
+            for (;;) {
+                rd_kafka_resp_err_t err = rd_kafka_producev(
+                    d->rk, RD_KAFKA_V_TOPIC(f[1]->str),
+                    RD_KAFKA_V_KEY((void *)f[3]->str, f[3]->len),
+                    RD_KAFKA_V_VALUE((void *)f[7]->str, f[7]->len),
+                    RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                    RD_KAFKA_V_HEADER("tierd.event_id", f[5]->str, (ssize_t)f[5]->len),
+                    RD_KAFKA_V_OPAQUE(sti), RD_KAFKA_V_END);
+                if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                    d->inflight++;
+                    break;
+                }
+                if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
+                    sti->done = sti->failed = 1;
+                    snprintf(errstr, errstr_size, "produce to %s: %s", f[1]->str,
+                             rd_kafka_err2str(err));
+                    break;
+                }
+                rd_kafka_poll(d->rk, 50);
             }
-            rd_kafka_poll(d->rk, 50);
         }
     }
     /* Wait for every acknowledgement (librdkafka retries on its own). */
     for (int waited = 0; d->inflight > 0 && waited < 600; waited++) rd_kafka_poll(d->rk, 100);
-    /* Delete what Kafka acknowledged; keep the rest for the next round. */
+    /* Delete the entries whose every event Kafka acknowledged; an entry
+     * with a failure is published again, whole, next time (same ids). */
     {
         const char **argv = malloc((r->elements + 2) * sizeof(*argv));
         size_t n = 0;
         if (!argv) goto oom;
         argv[n++] = "XDEL";
         argv[n++] = key;
-        for (size_t i = 0; i < r->elements; i++)
-            if (st[i].done && !st[i].failed) argv[n++] = r->element[i]->element[0]->str;
-        published = (int)n - 2;
-        if (published > 0) {
+        for (size_t i = 0; i < r->elements; i++) {
+            int ok = 1;
+            for (size_t ev = 0; ev < nev[i]; ev++)
+                ok &= st[first[i] + ev].done && !st[first[i] + ev].failed;
+            if (ok) {
+                argv[n++] = r->element[i]->element[0]->str;
+                published += (int)nev[i];
+            }
+        }
+        if (n > 2) {
             int bad = store_tx_add(&tx, (int)n, argv, NULL) != 0;
             free(argv);
             if (bad) goto oom;
@@ -221,11 +238,12 @@ int publish_outbox(publish_t *d, store_t *s, const char *topic, int32_t partitio
         } else {
             free(argv);
         }
+        if (n - 2 < r->elements && !errstr[0])
+            snprintf(errstr, errstr_size, "%zu of %zu outbox entries not acknowledged yet: %s",
+                     r->elements - (n - 2), r->elements, d->lasterr);
+        d->published += (uint64_t)published;
+        rc = (int)r->elements;
     }
-    if (published < (int)r->elements && !errstr[0])
-        snprintf(errstr, errstr_size, "%zu of %zu events not acknowledged yet: %s",
-                 r->elements - (size_t)published, r->elements, d->lasterr);
-    rc = published;
     goto out;
 oom:
     snprintf(errstr, errstr_size, "out of memory");
@@ -234,5 +252,9 @@ out:
     if (r) freeReplyObject(r);
     if (dr) freeReplyObject(dr);
     free(st);
+    free(first);
+    free(nev);
     return rc;
 }
+
+uint64_t publish_events_published(const publish_t *d) { return d->published; }

@@ -11,10 +11,11 @@
  * A crash after publishing and before the commit publishes the same
  * records again: consumers dedupe on the source coordinates.
  *
- * Outbox: decided events wait in a partition's outbox stream in Redis
- * (written with the decision).  publish_outbox produces them in order and
- * deletes an entry only after Kafka acknowledged it, so a crash in
- * between publishes it again with the same event_id.
+ * Outbox: decided events wait in a partition's outbox stream in Redis,
+ * written in the transaction that decided them (one stream entry per
+ * transaction).  publish_outbox produces them in order and deletes an
+ * entry only after Kafka acknowledged all its events, so a crash in
+ * between publishes them again with the same event_id and bytes.
  */
 #ifndef TIERD_PUBLISH_H
 #define TIERD_PUBLISH_H
@@ -30,9 +31,14 @@ void publish_destroy(publish_t *d);
 int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t n,
                  char *errstr, size_t errstr_size);
 
-/* Publishes up to `max` outbox entries of a partition.  Returns how many
- * were published and deleted (0: the outbox is empty), -1 on error. */
+/* Publishes up to `max` outbox entries of a partition (an entry holds the
+ * events of one transaction) and deletes those Kafka acknowledged whole.
+ * Returns how many entries it read (0: the outbox is empty; fewer than
+ * max: nothing more waits), -1 on error; errstr is set when some entry
+ * must be tried again. */
 int publish_outbox(publish_t *pub, store_t *s, const char *topic, int32_t partition, size_t max,
                    char *errstr, size_t errstr_size);
+/* Events acknowledged by Kafka since start. */
+uint64_t publish_events_published(const publish_t *pub);
 
 #endif

@@ -57,7 +57,9 @@ int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms,
     strmap_t byid = {0};
     store_meta_t now;
     decide_ctx_t d;
+    decide_args_t cset = {0}, tset = {0}; /* HSET c ..., HSET m:<next> t:... */
     char ym[16];
+    memset(&d, 0, sizeof(d));
 
     if (!a->policy) return APPLY_OK;
     snprintf(ym, sizeof(ym), "%06d", month_yyyymm(month));
@@ -208,15 +210,22 @@ int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms,
                                errstr_size) != 0)
             goto out_unwatch;
         l = decide_state_format(c, buf, sizeof(buf));
-        if (store_tx_addv(&tx, 4, "HSET", (size_t)4, ckey, strlen(ckey), c->id, c->len, buf,
-                          (size_t)l) != 0)
+        if ((cset.n == 0 && (decide_args_push(&cset, "HSET", 4) ||
+                             decide_args_push(&cset, ckey, strlen(ckey)))) ||
+            decide_args_push(&cset, c->id, c->len) || decide_args_push(&cset, buf, (size_t)l))
             goto oom;
         /* The tier the next month begins with, and its grade so far. */
         l = decide_month_format(c->st.tier, prof->grade, buf, sizeof(buf));
-        if (store_tx_addv(&tx, 4, "HSET", (size_t)4, mkeys[W], strlen(mkeys[W]), fields[2 * i + 1],
-                          flens[2 * i + 1], buf, (size_t)l) != 0)
+        if ((tset.n == 0 && (decide_args_push(&tset, "HSET", 4) ||
+                             decide_args_push(&tset, mkeys[W], strlen(mkeys[W])))) ||
+            decide_args_push(&tset, fields[2 * i + 1], flens[2 * i + 1]) ||
+            decide_args_push(&tset, buf, (size_t)l))
             goto oom;
     }
+    if ((cset.n && store_tx_add(&tx, (int)cset.n, (const char **)cset.v, cset.len) != 0) ||
+        (tset.n && store_tx_add(&tx, (int)tset.n, (const char **)tset.v, tset.len) != 0) ||
+        decide_flush_outbox(&d, &tx) != 0)
+        goto oom;
     {
         char mkey[256];
         store_key(a->store, p->topic, p->partition, "meta", mkey, sizeof(mkey));
@@ -263,6 +272,9 @@ out:
     for (size_t i = 0; i < nowned; i++) free(owned[i]);
     strmap_free(&byid, NULL);
     store_tx_free(&tx);
+    decide_ctx_free(&d);
+    decide_args_free(&cset);
+    decide_args_free(&tset);
     free(owned);
     free(fields);
     free(flens);

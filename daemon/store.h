@@ -16,7 +16,8 @@
  *   <prefix>:{<topic>.<P>}:p           hash: <customer> -> profile
  *        "format market chain grade cooperation growth has_override override_tier updated_at"
  *   <prefix>:{<topic>.<P>}:outbox      stream: decided events not yet acknowledged by
- *                                      Kafka: t (topic), k (key), i (event id), v (Avro)
+ *                                      Kafka, one entry per transaction: t (topic),
+ *                                      k (key), i (event id), v (Avro), repeated per event
  *
  * Exactly-once rests on two rules kept here:
  *  - a partition's offset is written in the same MULTI/EXEC as the

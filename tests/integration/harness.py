@@ -565,8 +565,18 @@ def outbox_ids(r, partitions=8):
     """Event ids waiting in the outboxes."""
     ids = set()
     for p in range(partitions):
-        for _id, fields in r.xrange("tierd:{orders.%d}:outbox" % p):
-            ids.add(fields[b"i"].decode())
+        # An entry holds the events of one transaction: t, k, i, v repeated.
+        # redis-py folds an entry's fields into a dict, losing repeats: read raw.
+        conn = r.connection_pool.get_connection("XRANGE")
+        try:
+            conn.send_command("XRANGE", "tierd:{orders.%d}:outbox" % p, "-", "+")
+            raw = conn.read_response()
+        finally:
+            r.connection_pool.release(conn)
+        for _id, flat in raw:
+            for j in range(0, len(flat), 8):
+                assert flat[j + 4] == b"i"
+                ids.add(flat[j + 5].decode())
     return ids
 
 
