@@ -33,6 +33,8 @@ typedef struct pending {
 typedef struct part {
     int assigned;
     pending_t prof;         /* customer-profiles records waiting */
+    int64_t prof_catchup;   /* profiles offset to reach before orders apply; -1 none */
+    int64_t catchup_deadline; /* monotonic ms: give up waiting (and say so) after it */
     int64_t last_record_ms; /* monotonic: last order record seen */
     int fenced; /* a commit was refused: paused until the group moves it */
     int64_t fenced_at;
@@ -189,6 +191,7 @@ static int part_flush(consumer_t *k, int32_t id, part_t *pt) {
     int rc;
 
     if (pt->npending == 0) return APPLY_OK;
+    if (pt->prof_catchup >= 0) return APPLY_OK; /* profiles first; see catchup_check */
     if (pt->fenced) {
         part_drop_pending(k, pt);
         return APPLY_OK;
@@ -247,6 +250,26 @@ static int flush_all(consumer_t *k) {
         if (part_flush(k, i, &k->parts[i]) == APPLY_RETRY) return APPLY_RETRY;
     }
     return APPLY_OK;
+}
+
+/* Resumes the orders of partitions whose profiles have caught up. */
+static void catchup_check(consumer_t *k) {
+    for (int32_t i = 0; i < k->nparts; i++) {
+        part_t *pt = &k->parts[i];
+        if (!pt->assigned || pt->prof_catchup < 0) continue;
+        int late = mono_ms() > pt->catchup_deadline;
+        if (pt->ap.meta.poffset < pt->prof_catchup && !late) continue;
+        if (late)
+            log_warn("consumer", "%s [%d]: profiles still at %" PRId64 " of %" PRId64
+                     " after 60 s; applying orders anyway", k->conf->topic_orders, (int)i,
+                     pt->ap.meta.poffset, pt->prof_catchup);
+        pt->prof_catchup = -1;
+        if (k->paused || pt->fenced) continue;
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, i);
+        rd_kafka_resume_partitions(k->rk, l);
+        rd_kafka_topic_partition_list_destroy(l);
+    }
 }
 
 /* Drains the outboxes of the partitions with decided events. */
@@ -338,6 +361,19 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             pt->ap.partition = tp->partition;
             pt->ap.outbox_dirty = 1; /* whatever the previous owner left */
             pt->last_record_ms = mono_ms();
+            /* Bootstrap the table before the stream: orders of this
+             * partition wait until the profiles that exist now are joined. */
+            {
+                int64_t lo = 0, hi = 0;
+                pt->prof_catchup = -1;
+                if (rd_kafka_query_watermark_offsets(k->prk, k->conf->topic_profiles,
+                                                     tp->partition, &lo, &hi, 5000) ==
+                        RD_KAFKA_RESP_ERR_NO_ERROR &&
+                    hi > lo && pt->ap.meta.poffset < hi) {
+                    pt->prof_catchup = hi;
+                    pt->catchup_deadline = mono_ms() + 60000;
+                }
+            }
             {
                 rd_kafka_topic_partition_list_t *l =
                     plist(k, tp->partition,
@@ -372,6 +408,18 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             rd_kafka_pause_partitions(rk, parts);
         else
             rd_kafka_resume_partitions(rk, parts);
+        for (int i = 0; i < parts->cnt; i++) {
+            part_t *pt = part_get(k, parts->elems[i].partition);
+            if (pt && pt->prof_catchup >= 0) {
+                rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+                rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, parts->elems[i].partition);
+                rd_kafka_pause_partitions(rk, l);
+                rd_kafka_topic_partition_list_destroy(l);
+                log_info("consumer", "%s [%d]: joining %s up to offset %" PRId64 " first",
+                         k->conf->topic_orders, (int)parts->elems[i].partition,
+                         k->conf->topic_profiles, pt->prof_catchup);
+            }
+        }
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         int lost = rd_kafka_assignment_lost(rk);
         for (int i = 0; i < parts->cnt; i++) {
@@ -512,10 +560,10 @@ static void set_paused(consumer_t *k, int pause) {
         if (pause)
             rd_kafka_pause_partitions(k->rk, l);
         else {
-            /* Fenced partitions stay paused. */
+            /* Fenced partitions, and those still joining profiles, stay paused. */
             for (int i = 0; i < l->cnt; i++) {
                 part_t *pt = part_get(k, l->elems[i].partition);
-                if (pt && pt->fenced) l->elems[i].partition = -1;
+                if (pt && (pt->fenced || pt->prof_catchup >= 0)) l->elems[i].partition = -1;
             }
             rd_kafka_resume_partitions(k->rk, l);
         }
@@ -642,6 +690,7 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
             if (rewind_part(k, i, pt) != 0) break;
         }
         if (!k->paused) {
+            catchup_check(k);
             publish_all(k);
             idle_reviews(k);
         }
