@@ -556,29 +556,35 @@ again:
         const policy_profile_t *prof = decide_profile(&dctx, c);
         policy_month_t win[POLICY_WINDOW_MAX];
         policy_decision_t dec;
-        memset(&dec, 0, sizeof(dec));
+        dec.changed = false;
+        dec.prev_tier = c->st.tier;
+        dec.reason = POLICY_REASON_NONE;
         if (e->grade == POLICY_GRADE_NONE || prof->grade > e->grade) {
             e->grade = prof->grade; /* worst grade in effect during the month */
             e->dirty_t = 1;
         }
-        if (o->kind == ORDER_SALE || c->st.tier > 0) {
-            window_of(a, o->customer_id, omonth[i], win);
-            policy_customer_t pc = {c->st, *prof, win, (size_t)W};
-            if (o->kind == ORDER_SALE || c->st.tier > 0) {
-                if (policy_on_order(a->policy, &pc, omonth[i], &dec, errstr, errstr_size) != 0)
-                    goto out_unwatch;
-                if (c->st.tier == 0 && !dec.changed) dec.next = c->st; /* a return first */
-                if (decide_tier_change(&dctx, &tx, c, &dec, win, (size_t)W, omonth[i], errstr,
-                                       errstr_size) != 0)
-                    goto out_unwatch;
-            }
-            /* The live score, so operators see it between reviews. */
+        window_of(a, o->customer_id, omonth[i], win);
+        policy_customer_t pc = {c->st, *prof, win, (size_t)W};
+        int32_t live = -1;
+        if ((o->kind == ORDER_SALE && c->st.tier <= 0) ||
+            (a->policy->upgrade_on_order && c->st.tier > 0)) {
+            /* A decision is possible only on a first sale, or for policies
+             * that upgrade on the order that qualifies. */
+            if (policy_on_order(a->policy, &pc, omonth[i], &dec, errstr, errstr_size) != 0)
+                goto out_unwatch;
+            if (decide_tier_change(&dctx, &tx, c, &dec, win, (size_t)W, omonth[i], errstr,
+                                   errstr_size) != 0)
+                goto out_unwatch;
+            live = dec.score.score_c;
+        } else if (c->st.tier > 0) {
             policy_score_t sc;
-            if (policy_score(a->policy, prof, win, (size_t)W, &sc, errstr, errstr_size) == 0 &&
-                sc.score_c != c->live_score_c) {
-                c->live_score_c = sc.score_c;
-                c->dirty = 1;
-            }
+            if (policy_score(a->policy, prof, win, (size_t)W, &sc, errstr, errstr_size) == 0)
+                live = sc.score_c;
+        }
+        /* The live score, so operators see it between reviews. */
+        if (live >= 0 && live != c->live_score_c) {
+            c->live_score_c = live;
+            c->dirty = 1;
         }
         if (c->st.tier <= 0) continue;
         if (e->tier == 0) {
