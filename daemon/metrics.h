@@ -1,0 +1,95 @@
+/*
+ * metrics.h -- tierd's metrics and health endpoints.
+ *
+ * The main loop fills a metrics_snapshot_t and publishes it (once a second
+ * and at shutdown).  One HTTP thread, started by metrics_start and joined by
+ * metrics_stop, serves the latest snapshot and nothing else:
+ *
+ *   GET /metrics   Prometheus text exposition 0.0.4
+ *   GET /healthz   200 "ok" while publishes keep coming and the snapshot says
+ *                  healthy; 503 once the last publish is older than the
+ *                  staleness window (3 s by default: three missed seconds)
+ *   GET /readyz    200 "ready" when the snapshot says ready and it is fresh
+ *   other paths    404; methods other than GET and HEAD: 405
+ *
+ * The snapshot is the thread's only input: metrics_publish copies it into a
+ * mutex-guarded slot and returns; the HTTP thread copies the slot out and
+ * renders without holding the lock, so a slow scrape never stalls the main
+ * loop.  Publishing allocates nothing.
+ */
+#ifndef TIERD_METRICS_H
+#define TIERD_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define METRICS_MAX_REASONS 32
+#define METRICS_MAX_PARTS 256
+#define METRICS_RTT_BUCKETS 12
+
+/* Upper bounds, in seconds, of the Redis round-trip histogram buckets:
+ * 100 us .. 1 s.  redis_rtt_buckets[i] counts round trips <= bound i. */
+extern const double metrics_rtt_bounds[METRICS_RTT_BUCKETS];
+
+typedef struct metrics metrics_t;
+
+/* What the main loop publishes.  Counters are totals since start.  The
+ * strings (reason_names[], policy_name, policy_version) are read only during
+ * metrics_publish and metrics_render: the policy strings are copied, so they
+ * may be freed on reload; reason_names must stay valid (they are static). */
+typedef struct metrics_snapshot {
+    uint64_t applied, duplicates, redelivered, dead, batches, fenced, reviews, profiles;
+    uint64_t dead_by_reason[METRICS_MAX_REASONS];
+    const char *const *reason_names; /* nreasons entries; NULL entries are named by index */
+    size_t nreasons;
+    uint64_t tier_events, quota_events, events_published, outbox_depth;
+    uint64_t redis_commands;
+    double redis_rtt_seconds_sum; /* round-trip latency */
+    uint64_t redis_rtt_count;
+    double redis_rtt_buckets[METRICS_RTT_BUCKETS]; /* cumulative, see metrics_rtt_bounds */
+    uint64_t batch_records_sum, batch_count;       /* batch sizes */
+    double review_seconds_sum;
+    uint64_t review_count;
+    struct {
+        int32_t partition;
+        int64_t lag;       /* < 0: unknown, not exported */
+        int64_t committed; /* < 0: nothing committed yet, not exported */
+        int assigned;      /* only assigned partitions are exported */
+    } parts[METRICS_MAX_PARTS];
+    size_t nparts;
+    double orders_per_second; /* over the last interval */
+    int ready;                /* joined the group, Redis reachable, not paused */
+    int healthy;              /* main loop alive; staleness is checked here too */
+    const char *policy_name, *policy_version;
+} metrics_snapshot_t;
+
+/* Starts the HTTP thread listening on `listen`: "127.0.0.1:9464",
+ * "[::1]:9464" (numeric addresses only; port 0 picks a free port, see
+ * metrics_port).  "" disables the server: the handle is valid, accepts
+ * publishes and serves nothing.  NULL and errstr filled on failure. */
+metrics_t *metrics_start(const char *listen, char *errstr, size_t errstr_size);
+
+/* Copies the snapshot for the HTTP thread and stamps the time of the
+ * publish, which /healthz checks.  Never allocates; accepts NULL. */
+void metrics_publish(metrics_t *m, const metrics_snapshot_t *s);
+
+/* Stops the server and joins its thread; accepts NULL. */
+void metrics_stop(metrics_t *m);
+
+/* The port the server is bound to; 0 when disabled. */
+int metrics_port(const metrics_t *m);
+
+/* How old the last publish may be before /healthz and /readyz answer 503
+ * (default 3000 ms).  Tests shorten it. */
+void metrics_set_stale_after_ms(metrics_t *m, unsigned ms);
+
+/* Adds one round trip of `seconds` to the snapshot's histogram: sum, count
+ * and every bucket whose bound it does not exceed.  Pure. */
+void metrics_observe_rtt(metrics_snapshot_t *s, double seconds);
+
+/* Renders the Prometheus text exposition of a snapshot into a malloc'd,
+ * NUL-terminated buffer the caller frees; *len gets its length without the
+ * NUL.  NULL when out of memory.  Pure. */
+char *metrics_render(const metrics_snapshot_t *s, size_t *len);
+
+#endif
