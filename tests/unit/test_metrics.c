@@ -1,0 +1,457 @@
+/*
+ * The metrics module: the exposition text of a snapshot, line by line, and
+ * the real HTTP server on a free loopback port, spoken to by a tiny socket
+ * client (HTTP/1.0, read to EOF) so no HTTP library judges the replies.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "metrics.h"
+
+static const char *const reasons[] = {"NOT_AVRO", "KEY_MISMATCH", "bad \"quote\" \\ x"};
+
+static void fill(metrics_snapshot_t *s) {
+    memset(s, 0, sizeof(*s));
+    s->applied = 42;
+    s->duplicates = 7;
+    s->dead = 6;
+    s->dead_by_reason[0] = 1;
+    s->dead_by_reason[1] = 2;
+    s->dead_by_reason[2] = 3;
+    s->reason_names = reasons;
+    s->nreasons = 3;
+    s->tier_events = 5;
+    s->quota_events = 9;
+    s->outbox_depth = 11;
+    s->parts[0].partition = 0;
+    s->parts[0].lag = 120;
+    s->parts[0].committed = 1000;
+    s->parts[0].assigned = 1;
+    s->parts[1].partition = 3;
+    s->parts[1].lag = 0;
+    s->parts[1].committed = 55;
+    s->parts[1].assigned = 1;
+    s->parts[2].partition = 7; /* no longer ours: not exported */
+    s->parts[2].lag = 99;
+    s->parts[2].committed = 12;
+    s->parts[2].assigned = 0;
+    s->nparts = 3;
+    s->orders_per_second = 12.5;
+    s->ready = 1;
+    s->healthy = 1;
+    s->policy_name = "supply-tiers";
+    s->policy_version = "2024-06";
+    s->batch_records_sum = 300;
+    s->batch_count = 4;
+    s->review_seconds_sum = 0.75;
+    s->review_count = 2;
+}
+
+static char *render(const metrics_snapshot_t *s) {
+    size_t len = 0;
+    char *text = metrics_render(s, &len);
+    assert_non_null(text);
+    assert_int_equal(strlen(text), len);
+    assert_true(len > 0 && text[len - 1] == '\n');
+    return text;
+}
+
+/* The text holds `line` as a whole line. */
+static int has_line(const char *text, const char *line) {
+    size_t n = strlen(line);
+    for (const char *p = text; (p = strstr(p, line)) != NULL; p++)
+        if ((p == text || p[-1] == '\n') && p[n] == '\n') return 1;
+    return 0;
+}
+
+static void expect_line(const char *text, const char *line) {
+    if (!has_line(text, line)) fail_msg("missing line: %s\n--- text ---\n%s", line, text);
+}
+
+static void test_render_counters_and_types(void **state) {
+    (void)state;
+    metrics_snapshot_t s;
+    fill(&s);
+    char *t = render(&s);
+
+    expect_line(t, "tierd_orders_applied_total 42");
+    expect_line(t, "tierd_duplicates_ignored_total 7");
+    expect_line(t, "tierd_events_decided_total{kind=\"tier_change\"} 5");
+    expect_line(t, "tierd_events_decided_total{kind=\"quota\"} 9");
+    expect_line(t, "tierd_outbox_depth 11");
+    expect_line(t, "tierd_orders_per_second 12.5");
+    expect_line(t, "tierd_ready 1");
+    expect_line(t, "tierd_policy_info{name=\"supply-tiers\",version=\"2024-06\"} 1");
+    expect_line(t, "tierd_batch_records_sum 300");
+    expect_line(t, "tierd_batch_records_count 4");
+    expect_line(t, "tierd_review_duration_seconds_sum 0.75");
+    expect_line(t, "tierd_review_duration_seconds_count 2");
+
+    static const struct {
+        const char *name, *type;
+    } fams[] = {
+        {"tierd_orders_applied_total", "counter"},
+        {"tierd_duplicates_ignored_total", "counter"},
+        {"tierd_redelivered_total", "counter"},
+        {"tierd_dead_letters_total", "counter"},
+        {"tierd_batches_total", "counter"},
+        {"tierd_fenced_commits_total", "counter"},
+        {"tierd_reviews_total", "counter"},
+        {"tierd_profiles_applied_total", "counter"},
+        {"tierd_events_decided_total", "counter"},
+        {"tierd_events_published_total", "counter"},
+        {"tierd_redis_commands_total", "counter"},
+        {"tierd_outbox_depth", "gauge"},
+        {"tierd_consumer_lag", "gauge"},
+        {"tierd_committed_offset", "gauge"},
+        {"tierd_orders_per_second", "gauge"},
+        {"tierd_ready", "gauge"},
+        {"tierd_policy_info", "gauge"},
+        {"tierd_redis_round_trip_seconds", "histogram"},
+        {"tierd_batch_records", "summary"},
+        {"tierd_review_duration_seconds", "summary"},
+    };
+    for (size_t i = 0; i < sizeof(fams) / sizeof(fams[0]); i++) {
+        char line[128];
+        snprintf(line, sizeof(line), "# TYPE %s %s", fams[i].name, fams[i].type);
+        expect_line(t, line);
+        snprintf(line, sizeof(line), "# HELP %s ", fams[i].name);
+        assert_non_null(strstr(t, line));
+    }
+    /* every line is a comment or starts with tierd_ */
+    for (const char *p = t; *p; p = strchr(p, '\n') + 1)
+        assert_true(strncmp(p, "# ", 2) == 0 || strncmp(p, "tierd_", 6) == 0);
+    free(t);
+}
+
+static void test_render_dead_letters_by_reason_escaped(void **state) {
+    (void)state;
+    metrics_snapshot_t s;
+    fill(&s);
+    char *t = render(&s);
+    expect_line(t, "tierd_dead_letters_total{reason=\"NOT_AVRO\"} 1");
+    expect_line(t, "tierd_dead_letters_total{reason=\"KEY_MISMATCH\"} 2");
+    expect_line(t, "tierd_dead_letters_total{reason=\"bad \\\"quote\\\" \\\\ x\"} 3");
+    free(t);
+
+    /* a newline in a label must not break the line */
+    s.policy_name = "two\nlines";
+    s.policy_version = NULL;
+    t = render(&s);
+    expect_line(t, "tierd_policy_info{name=\"two\\nlines\",version=\"\"} 1");
+    free(t);
+
+    /* no reason table: the total is still exported */
+    s.nreasons = 0;
+    s.reason_names = NULL;
+    t = render(&s);
+    expect_line(t, "tierd_dead_letters_total{reason=\"unknown\"} 6");
+    free(t);
+}
+
+static void test_render_lag_per_assigned_partition(void **state) {
+    (void)state;
+    metrics_snapshot_t s;
+    fill(&s);
+    char *t = render(&s);
+    expect_line(t, "tierd_consumer_lag{partition=\"0\"} 120");
+    expect_line(t, "tierd_consumer_lag{partition=\"3\"} 0");
+    expect_line(t, "tierd_committed_offset{partition=\"0\"} 1000");
+    expect_line(t, "tierd_committed_offset{partition=\"3\"} 55");
+    assert_null(strstr(t, "partition=\"7\""));
+    free(t);
+}
+
+/* Reads the histogram's bucket lines in order; returns how many. */
+static size_t buckets(const char *t, double *v, size_t max) {
+    const char *key = "tierd_redis_round_trip_seconds_bucket{le=\"";
+    size_t n = 0;
+    for (const char *p = t; (p = strstr(p, key)) != NULL && n < max; p++) {
+        const char *q = strstr(p, "\"} ");
+        assert_non_null(q);
+        v[n++] = strtod(q + 3, NULL);
+    }
+    return n;
+}
+
+static void test_render_histogram_monotonic(void **state) {
+    (void)state;
+    metrics_snapshot_t s;
+    fill(&s);
+    const double obs[] = {0.00005, 0.0003, 0.0003, 0.002, 0.04, 0.2, 3.0};
+    for (size_t i = 0; i < sizeof(obs) / sizeof(obs[0]); i++) metrics_observe_rtt(&s, obs[i]);
+    assert_int_equal(s.redis_rtt_count, 7);
+
+    char *t = render(&s);
+    double v[METRICS_RTT_BUCKETS + 1];
+    assert_int_equal(buckets(t, v, METRICS_RTT_BUCKETS + 1), METRICS_RTT_BUCKETS + 1);
+    for (size_t i = 1; i <= METRICS_RTT_BUCKETS; i++) assert_true(v[i] >= v[i - 1]);
+    expect_line(t, "tierd_redis_round_trip_seconds_bucket{le=\"0.0001\"} 1");
+    expect_line(t, "tierd_redis_round_trip_seconds_bucket{le=\"0.0005\"} 3");
+    expect_line(t, "tierd_redis_round_trip_seconds_bucket{le=\"1\"} 6");
+    expect_line(t, "tierd_redis_round_trip_seconds_bucket{le=\"+Inf\"} 7");
+    expect_line(t, "tierd_redis_round_trip_seconds_count 7");
+    free(t);
+
+    /* a torn fill is clamped: buckets never go down, +Inf holds them all */
+    s.redis_rtt_buckets[5] = 100;
+    t = render(&s);
+    assert_int_equal(buckets(t, v, METRICS_RTT_BUCKETS + 1), METRICS_RTT_BUCKETS + 1);
+    for (size_t i = 1; i <= METRICS_RTT_BUCKETS; i++) assert_true(v[i] >= v[i - 1]);
+    expect_line(t, "tierd_redis_round_trip_seconds_bucket{le=\"+Inf\"} 100");
+    free(t);
+}
+
+/* ---- the server --------------------------------------------------------- */
+
+typedef struct resp {
+    int status;
+    char head[1024];
+    char body[65536];
+} resp_t;
+
+/* Sends `req` raw and reads the reply to EOF.  0, or -1 on a socket error. */
+static int http(int port, const char *req, resp_t *r) {
+    char raw[sizeof(r->head) + sizeof(r->body)];
+    size_t n = 0;
+    struct sockaddr_in a;
+    struct timeval tv = {5, 0};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int rc = -1;
+
+    memset(r, 0, sizeof(*r));
+    if (fd < 0) return -1;
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) goto out;
+    if (send(fd, req, strlen(req), 0) != (ssize_t)strlen(req)) goto out;
+    for (;;) {
+        ssize_t got = recv(fd, raw + n, sizeof(raw) - 1 - n, 0);
+        if (got < 0) goto out;
+        if (got == 0) break;
+        n += (size_t)got;
+        if (n == sizeof(raw) - 1) break;
+    }
+    raw[n] = '\0';
+    char *end = strstr(raw, "\r\n\r\n");
+    if (!end || sscanf(raw, "HTTP/1.%*d %d", &r->status) != 1) goto out;
+    snprintf(r->head, sizeof(r->head), "%.*s", (int)(end - raw), raw);
+    snprintf(r->body, sizeof(r->body), "%s", end + 4);
+    rc = 0;
+out:
+    close(fd);
+    return rc;
+}
+
+static int get(int port, const char *method, const char *path, resp_t *r) {
+    char req[256];
+    snprintf(req, sizeof(req), "%s %s HTTP/1.0\r\nHost: localhost\r\n\r\n", method, path);
+    return http(port, req, r);
+}
+
+static metrics_t *start_local(void) {
+    char err[256] = "";
+    metrics_t *m = metrics_start("127.0.0.1:0", err, sizeof(err));
+    if (!m) fail_msg("metrics_start: %s", err);
+    assert_true(metrics_port(m) > 0);
+    return m;
+}
+
+static void test_server_endpoints(void **state) {
+    (void)state;
+    metrics_t *m = start_local();
+    int port = metrics_port(m);
+    resp_t *r = malloc(sizeof(*r));
+    assert_non_null(r);
+
+    /* nothing published yet: not alive, not ready, no numbers */
+    assert_int_equal(get(port, "GET", "/healthz", r), 0);
+    assert_int_equal(r->status, 503);
+    assert_int_equal(get(port, "GET", "/readyz", r), 0);
+    assert_int_equal(r->status, 503);
+    assert_int_equal(get(port, "GET", "/metrics", r), 0);
+    assert_int_equal(r->status, 503);
+
+    metrics_snapshot_t s;
+    fill(&s);
+    char policy[] = "supply-tiers";
+    s.policy_name = policy;
+    metrics_publish(m, &s);
+    policy[0] = 'X'; /* the module copied it: a reload may free the original */
+
+    assert_int_equal(get(port, "GET", "/metrics", r), 0);
+    assert_int_equal(r->status, 200);
+    assert_non_null(strstr(r->head, "text/plain; version=0.0.4"));
+    expect_line(r->body, "tierd_orders_applied_total 42");
+    expect_line(r->body, "tierd_policy_info{name=\"supply-tiers\",version=\"2024-06\"} 1");
+    char *direct = metrics_render(&s, NULL);
+    assert_non_null(direct);
+    assert_non_null(strstr(direct, "name=\"Xupply-tiers\"")); /* same renderer, own copy */
+    free(direct);
+
+    assert_int_equal(get(port, "HEAD", "/metrics", r), 0);
+    assert_int_equal(r->status, 200);
+    assert_string_equal(r->body, "");
+
+    assert_int_equal(get(port, "GET", "/healthz", r), 0);
+    assert_int_equal(r->status, 200);
+    assert_string_equal(r->body, "ok\n");
+    assert_int_equal(get(port, "GET", "/readyz", r), 0);
+    assert_int_equal(r->status, 200);
+
+    assert_int_equal(get(port, "GET", "/nope", r), 0);
+    assert_int_equal(r->status, 404);
+    assert_int_equal(get(port, "DELETE", "/metrics", r), 0);
+    assert_int_equal(r->status, 405);
+    assert_int_equal(http(port,
+                          "POST /metrics HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n"
+                          "Connection: close\r\n\r\nhello",
+                          r),
+                     0);
+    assert_int_equal(r->status, 405);
+    assert_non_null(strstr(r->head, "Allow: GET, HEAD"));
+
+    /* paused: alive but not ready; main loop reports trouble: not healthy */
+    s.ready = 0;
+    metrics_publish(m, &s);
+    assert_int_equal(get(port, "GET", "/readyz", r), 0);
+    assert_int_equal(r->status, 503);
+    expect_line(r->body, "not ready");
+    assert_int_equal(get(port, "GET", "/healthz", r), 0);
+    assert_int_equal(r->status, 200);
+    s.healthy = 0;
+    metrics_publish(m, &s);
+    assert_int_equal(get(port, "GET", "/healthz", r), 0);
+    assert_int_equal(r->status, 503);
+
+    free(r);
+    metrics_stop(m);
+}
+
+static uint64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+/* Polls until the endpoint answers `status`, for at most 5 s. */
+static int wait_status(int port, const char *path, int status) {
+    resp_t *r = malloc(sizeof(*r));
+    uint64_t deadline = mono_ms() + 5000;
+    int ok = 0;
+    assert_non_null(r);
+    while (!ok && mono_ms() < deadline) {
+        if (get(port, "GET", path, r) == 0 && r->status == status)
+            ok = 1;
+        else
+            nanosleep(&(struct timespec){0, 10 * 1000 * 1000}, NULL);
+    }
+    free(r);
+    return ok;
+}
+
+static void test_healthz_goes_stale(void **state) {
+    (void)state;
+    metrics_t *m = start_local();
+    int port = metrics_port(m);
+    metrics_snapshot_t s;
+    fill(&s);
+
+    metrics_set_stale_after_ms(m, 200);
+    metrics_publish(m, &s);
+    assert_true(wait_status(port, "/healthz", 200));
+    /* publishes stop: the main loop is presumed stuck */
+    assert_true(wait_status(port, "/healthz", 503));
+    assert_true(wait_status(port, "/readyz", 503));
+    /* and it comes back with the next publish */
+    metrics_set_stale_after_ms(m, 60000);
+    metrics_publish(m, &s);
+    assert_true(wait_status(port, "/healthz", 200));
+    assert_true(wait_status(port, "/readyz", 200));
+    metrics_stop(m);
+}
+
+static void test_start_disabled_and_bad_addresses(void **state) {
+    (void)state;
+    char err[256] = "";
+    metrics_snapshot_t s;
+    fill(&s);
+
+    metrics_t *m = metrics_start("", err, sizeof(err));
+    assert_non_null(m);
+    assert_int_equal(metrics_port(m), 0);
+    metrics_publish(m, &s);
+    metrics_stop(m);
+    metrics_stop(NULL);
+    metrics_publish(NULL, &s);
+
+    static const char *const bad[] = {
+        "127.0.0.1", "localhost:9464", "::1:9464", "[::1]9464", "[::1]:",
+        "1.2.3.4:65536", "1.2.3.4:9x", ":9464", "[]:80", "999.0.0.1:80",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        err[0] = '\0';
+        m = metrics_start(bad[i], err, sizeof(err));
+        if (m) fail_msg("accepted %s", bad[i]);
+        assert_non_null(strstr(err, bad[i]));
+    }
+
+    /* the port is taken: a sentence, not a crash */
+    metrics_t *a = start_local();
+    char addr[64];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", metrics_port(a));
+    err[0] = '\0';
+    m = metrics_start(addr, err, sizeof(err));
+    assert_null(m);
+    assert_non_null(strstr(err, addr));
+    metrics_stop(a);
+}
+
+static void test_start_ipv6_loopback(void **state) {
+    (void)state;
+    char err[256] = "";
+    int fd = socket(AF_INET6, SOCK_STREAM, 0);
+    struct sockaddr_in6 a;
+    memset(&a, 0, sizeof(a));
+    a.sin6_family = AF_INET6;
+    a.sin6_addr = in6addr_loopback;
+    int have_v6 = fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    if (fd >= 0) close(fd);
+    if (!have_v6) skip(); /* no ::1 on this machine */
+
+    metrics_t *m = metrics_start("[::1]:0", err, sizeof(err));
+    if (!m) fail_msg("metrics_start: %s", err);
+    assert_true(metrics_port(m) > 0);
+    metrics_stop(m);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_render_counters_and_types),
+        cmocka_unit_test(test_render_dead_letters_by_reason_escaped),
+        cmocka_unit_test(test_render_lag_per_assigned_partition),
+        cmocka_unit_test(test_render_histogram_monotonic),
+        cmocka_unit_test(test_server_endpoints),
+        cmocka_unit_test(test_healthz_goes_stale),
+        cmocka_unit_test(test_start_disabled_and_bad_addresses),
+        cmocka_unit_test(test_start_ipv6_loopback),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
