@@ -737,6 +737,10 @@ again:
         p->meta.offset = next;
         p->meta.month = final_month;
         if (decisions && dctx.tier_events + dctx.quota_events > 0) p->outbox_dirty = 1;
+        if (decisions) {
+            a->stats.tier_events += dctx.tier_events;
+            a->stats.quota_events += dctx.quota_events;
+        }
     }
 
     a->stats.batches++;

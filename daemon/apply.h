@@ -59,6 +59,8 @@ typedef struct apply_stats {
     uint64_t return_excess_units;
     uint64_t reviews, profiles;
     uint64_t dead_by_reason[ORDER_ERR__COUNT + 1];
+    uint64_t tier_events, quota_events; /* decided and committed to the outbox */
+    double review_seconds;              /* wall time spent in committed reviews */
 } apply_stats_t;
 
 /* Makes the refused records durable (the dead-letter topic).  Returns 0

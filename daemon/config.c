@@ -79,6 +79,8 @@ static const config_key_t config_keys[] = {
         "Records gathered before a batch is applied"),
     KEY("batch.max_ms", CT_INT, batch_max_ms, "100", 1, 60000,
         "Longest a record waits in a batch before it is applied"),
+    KEY("http.listen", CT_STRING, http_listen, "127.0.0.1:9464", 0, 0,
+        "host:port of /metrics, /healthz and /readyz (numeric; port 0: any; \"\": off)"),
     KEY("log_level", CT_STRING, log_level, "info", 0, 0, "error, warn, info or debug"),
     KEY("instance_id", CT_STRING, instance_id, NULL, 0, 0,
         "Name of this instance in Redis and logs (default: hostname-pid)"),

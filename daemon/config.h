@@ -48,6 +48,7 @@ typedef struct config {
     int64_t batch_max_orders;
     int64_t batch_max_ms;
 
+    char *http_listen; /* "" disables the HTTP server */
     char *log_level;
     char *instance_id;
 } config_t;

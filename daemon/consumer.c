@@ -61,6 +61,11 @@ struct consumer {
     volatile sig_atomic_t *stop;
     int64_t last_report_ms;
     uint64_t last_applied;
+    metrics_t *metrics; /* borrowed; NULL: none */
+    int joined;         /* a first assignment has come */
+    int64_t last_metrics_ms;
+    uint64_t metrics_applied; /* applied at last_metrics_ms */
+    uint64_t outbox_depth;    /* at the last look */
 };
 
 static int64_t now_ms(void) {
@@ -357,6 +362,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             }
             pt->assigned = 1;
             pt->fenced = 0;
+            k->joined = 1;
             pt->ap.topic = k->conf->topic_orders;
             pt->ap.partition = tp->partition;
             pt->ap.outbox_dirty = 1; /* whatever the previous owner left */
@@ -572,6 +578,99 @@ static void set_paused(consumer_t *k, int pause) {
     k->paused = pause;
 }
 
+void consumer_set_metrics(consumer_t *k, metrics_t *m) { k->metrics = m; }
+
+/* Outbox entries waiting, over the assigned partitions (one XLEN each,
+ * pipelined; kept from the last look when Redis does not answer). */
+static void outbox_depth(consumer_t *k) {
+    store_tx_t tx = {0};
+    char key[256];
+    redisReply *r[METRICS_MAX_PARTS];
+    size_t n = 0;
+    for (int32_t i = 0; i < k->nparts && n < METRICS_MAX_PARTS; i++) {
+        if (!k->parts[i].assigned) continue;
+        store_key(k->apply->store, k->conf->topic_orders, i, "outbox", key, sizeof(key));
+        if (store_tx_addv(&tx, 2, "XLEN", (size_t)4, key, strlen(key)) != 0) goto out;
+        n++;
+    }
+    if (n == 0) {
+        k->outbox_depth = 0;
+        goto out;
+    }
+    char err[256];
+    if (store_pipeline(k->apply->store, &tx, r, err, sizeof(err)) != STORE_OK) goto out;
+    uint64_t depth = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (r[i]->type == REDIS_REPLY_INTEGER && r[i]->integer > 0)
+            depth += (uint64_t)r[i]->integer;
+        freeReplyObject(r[i]);
+    }
+    k->outbox_depth = depth;
+out:
+    store_tx_free(&tx);
+}
+
+/* Once a second (and at the end): the snapshot /metrics and the probes
+ * serve. */
+static void publish_metrics(consumer_t *k, int force) {
+    static metrics_snapshot_t s; /* large (per-partition table): off the stack */
+    static const char *reasons[ORDER_ERR__COUNT + 1];
+    int64_t t = mono_ms();
+    if (!k->metrics || (!force && t - k->last_metrics_ms < 1000)) return;
+    const apply_stats_t *a = &k->apply->stats;
+    memset(&s, 0, sizeof(s));
+    s.applied = a->applied;
+    s.duplicates = a->duplicates;
+    s.redelivered = a->redelivered;
+    s.dead = a->dead;
+    s.batches = a->batches;
+    s.fenced = a->fenced;
+    s.reviews = a->reviews;
+    s.profiles = a->profiles;
+    for (size_t i = 1; i < ORDER_ERR__COUNT && i <= METRICS_MAX_REASONS; i++) {
+        reasons[i - 1] = order_reason_code((order_err_t)i); /* 0 is ORDER_OK */
+        s.dead_by_reason[i - 1] = a->dead_by_reason[i];
+        s.nreasons = i;
+    }
+    s.reason_names = reasons;
+    s.tier_events = a->tier_events;
+    s.quota_events = a->quota_events;
+    s.events_published = publish_events_published(k->pub);
+    if (!k->paused) outbox_depth(k);
+    s.outbox_depth = k->outbox_depth;
+    s.redis_commands = store_commands(k->apply->store);
+    store_rtt(k->apply->store, &s.redis_rtt_seconds_sum, &s.redis_rtt_count, s.redis_rtt_buckets);
+    s.batch_records_sum = a->applied + a->duplicates + a->redelivered + a->dead;
+    s.batch_count = a->batches;
+    s.review_seconds_sum = a->review_seconds;
+    s.review_count = a->reviews;
+    for (int32_t i = 0; i < k->nparts && s.nparts < METRICS_MAX_PARTS; i++) {
+        part_t *pt = &k->parts[i];
+        if (!pt->assigned) continue;
+        int64_t lo = -1, hi = -1;
+        int64_t next = pt->ap.meta.offset;
+        s.parts[s.nparts].partition = i;
+        s.parts[s.nparts].assigned = 1;
+        s.parts[s.nparts].committed = next;
+        s.parts[s.nparts].lag = -1;
+        if (rd_kafka_get_watermark_offsets(k->rk, k->conf->topic_orders, i, &lo, &hi) ==
+                RD_KAFKA_RESP_ERR_NO_ERROR &&
+            hi >= 0 && next >= 0)
+            s.parts[s.nparts].lag = hi > next ? hi - next : 0;
+        s.nparts++;
+    }
+    double secs = k->last_metrics_ms ? (double)(t - k->last_metrics_ms) / 1000.0 : 0;
+    s.orders_per_second = secs > 0 ? (double)(a->applied - k->metrics_applied) / secs : 0.0;
+    s.ready = k->joined && !k->paused && !k->fatal && !*k->stop &&
+              store_connected(k->apply->store);
+    s.healthy = !k->fatal;
+    s.policy_name = k->apply->policy ? k->apply->policy->name : "";
+    s.policy_version = k->apply->policy ? k->apply->policy->version : "";
+    metrics_publish(k->metrics, &s);
+    k->last_metrics_ms = t;
+    k->metrics_applied = a->applied;
+}
+
 static void report(consumer_t *k, int force) {
     int64_t t = mono_ms();
     const apply_stats_t *s = &k->apply->stats;
@@ -602,6 +701,7 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
     /* Configuration checked, producer and consumer created, subscribed:
      * from here on the loop serves (Redis may still be retrying). */
     sd_notify(0, "READY=1\nSTATUS=consuming");
+    publish_metrics(k, 1);
 
     while (!*stop) {
         int64_t t = mono_ms();
@@ -703,6 +803,7 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
             last_watchdog = mono_ms();
         }
         report(k, 0);
+        publish_metrics(k, 0);
     }
     sd_notify(0, "STOPPING=1");
 
@@ -714,6 +815,7 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
         publish_all(k);
     }
     report(k, 1);
+    publish_metrics(k, 1);
     rd_kafka_consumer_close(k->rk);
     rd_kafka_consumer_close(k->prk);
     return k->fatal ? 1 : 0;

@@ -17,6 +17,7 @@
 
 #include "apply.h"
 #include "config.h"
+#include "metrics.h"
 #include "publish.h"
 
 #include <signal.h>
@@ -36,5 +37,7 @@ typedef void (*consumer_reload_fn)(void *opaque);
 int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload,
                  consumer_reload_fn on_reload, void *opaque);
 void consumer_destroy(consumer_t *k);
+/* Where the loop publishes its metrics snapshot, once a second (borrowed). */
+void consumer_set_metrics(consumer_t *k, metrics_t *m);
 
 #endif

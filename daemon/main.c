@@ -8,10 +8,10 @@
 #include "apply.h"
 #include "config.h"
 #include "consumer.h"
-#include "publish.h"
 #include "decode.h"
 #include "kafkaconf.h"
 #include "log.h"
+#include "metrics.h"
 #include "month.h"
 #include "publish.h"
 #include "store.h"
@@ -135,6 +135,7 @@ static void do_reload(void *opaque) {
         {"currency", !same(fresh.currency, c->currency)},
         {"window_months", fresh.window_months != c->window_months},
         {"instance_id", !same(fresh.instance_id, c->instance_id)},
+        {"http.listen", !same(fresh.http_listen, c->http_listen)},
     };
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
         if (fixed[i].changed)
@@ -173,6 +174,7 @@ int main(int argc, char **argv) {
     static reload_t rl; /* the policies are large: keep them off the stack */
     policy_t *const policy = &rl.slots[0]; /* the policy at start */
     consumer_t *cons = NULL;
+    metrics_t *metrics = NULL;
     apply_ctx_t apply;
     int conf_loaded = 0;
 
@@ -276,6 +278,14 @@ int main(int argc, char **argv) {
 
     cons = consumer_new(&conf, &apply, dl, err, sizeof(err));
     if (!cons) goto fail;
+    metrics = metrics_start(conf.http_listen, err, sizeof(err));
+    if (!metrics) goto fail;
+    if (metrics_port(metrics))
+        log_info("main", "serving /metrics, /healthz and /readyz on port %d (http.listen %s)",
+                 metrics_port(metrics), conf.http_listen);
+    /* A Redis call may wait up to its timeout: the probes allow for two. */
+    metrics_set_stale_after_ms(metrics, 3000 + 2 * (unsigned)conf.redis_timeout_ms);
+    consumer_set_metrics(cons, metrics);
     log_info("main",
              "tierd %s started as %s: orders from %s, profiles from %s, policy %s version %s, "
              "zone %s, window %d",
@@ -292,6 +302,7 @@ fail:
     log_error("main", "%s", err);
     rc = 1;
 out:
+    metrics_stop(metrics);
     consumer_destroy(cons);
     apply_free(&apply);
     publish_destroy(dl);

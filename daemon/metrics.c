@@ -226,7 +226,9 @@ char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
     counter(&b, "tierd_events_published_total",
             "Events acknowledged by Kafka and removed from the outbox.", s->events_published);
     counter(&b, "tierd_redis_commands_total", "Commands sent to Redis.", s->redis_commands);
-    gauge_u(&b, "tierd_outbox_depth", "Decided events waiting in the outbox.", s->outbox_depth);
+    gauge_u(&b, "tierd_outbox_depth",
+            "Outbox entries (one transaction's events each) Kafka has not acknowledged.",
+            s->outbox_depth);
 
     head(&b, "tierd_consumer_lag", "gauge",
          "Records between the committed offset and the end of an assigned partition.");

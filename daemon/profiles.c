@@ -251,6 +251,7 @@ int apply_profiles(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
         if (src != STORE_OK) goto out;
         p->meta.poffset = next;
         if (d.tier_events) p->outbox_dirty = 1;
+        a->stats.tier_events += d.tier_events;
     }
     for (size_t i = 0; i < n; i++) {
         if (msgs[i].state == MSG_APPLIED) a->stats.profiles++;

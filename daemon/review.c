@@ -58,6 +58,8 @@ int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms,
     store_meta_t now;
     decide_ctx_t d;
     decide_args_t cset = {0}, tset = {0}; /* HSET c ..., HSET m:<next> t:... */
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
     char ym[16];
     memset(&d, 0, sizeof(d));
 
@@ -254,7 +256,11 @@ int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms,
     if (src != STORE_OK) goto out;
     p->meta.reviewed = month;
     if (d.tier_events) p->outbox_dirty = 1;
+    a->stats.tier_events += d.tier_events;
     a->stats.reviews++;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    a->stats.review_seconds +=
+        (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     log_info("review", "%s [%d]: reviewed %.4s-%.2s: %zu customers, %" PRIu64 " tier changes",
              p->topic, (int)p->partition, ym, ym + 4, ncs, d.tier_events);
     rc = APPLY_OK;

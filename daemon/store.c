@@ -7,6 +7,7 @@
  */
 #include "store.h"
 
+#include "metrics.h"
 #include "month.h"
 
 #include <inttypes.h>
@@ -21,6 +22,10 @@ struct store {
     const config_t *conf; /* borrowed: outlives the store */
     redisContext *rc;
     uint64_t commands;
+    /* Round-trip latency: the wait for the first reply of each pipeline. */
+    double rtt_sum;
+    uint64_t rtt_count;
+    double rtt_buckets[METRICS_RTT_BUCKETS];
 };
 
 store_t *store_new(const config_t *c, char *errstr, size_t errstr_size) {
@@ -42,6 +47,33 @@ void store_destroy(store_t *s) {
 int store_connected(const store_t *s) { return s->rc != NULL; }
 uint64_t store_commands(const store_t *s) { return s->commands; }
 
+void store_rtt(const store_t *s, double *sum, uint64_t *count, double *buckets) {
+    *sum = s->rtt_sum;
+    *count = s->rtt_count;
+    memcpy(buckets, s->rtt_buckets, sizeof(s->rtt_buckets));
+}
+
+static double mono_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void observe(store_t *s, double seconds) {
+    s->rtt_sum += seconds;
+    s->rtt_count++;
+    for (size_t i = 0; i < METRICS_RTT_BUCKETS; i++)
+        if (seconds <= metrics_rtt_bounds[i]) s->rtt_buckets[i] += 1;
+}
+
+/* redisGetReply; the first reply of a pipeline is its round trip. */
+static int get_reply(store_t *s, redisReply **r, int first) {
+    double t0 = first ? mono_s() : 0;
+    int rc = redisGetReply(s->rc, (void **)r);
+    if (first && rc == REDIS_OK) observe(s, mono_s() - t0);
+    return rc;
+}
+
 static void drop(store_t *s) {
     if (s->rc) redisFree(s->rc);
     s->rc = NULL;
@@ -52,7 +84,9 @@ static redisReply *command(store_t *s, int argc, const char **argv, const size_t
                            char *errstr, size_t errstr_size) {
     redisReply *r;
     s->commands++;
+    double t0 = mono_s();
     r = redisCommandArgv(s->rc, argc, argv, argvlen);
+    if (r) observe(s, mono_s() - t0);
     if (!r) {
         snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr[0] ? s->rc->errstr : "I/O error");
         drop(s);
@@ -236,7 +270,7 @@ int store_exec(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_siz
     s->commands += ncmds;
     for (size_t i = 0; i < ncmds; i++) {
         if (r) freeReplyObject(r);
-        if (redisGetReply(s->rc, (void **)&r) != REDIS_OK) {
+        if (get_reply(s, &r, i == 0) != REDIS_OK) {
             snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
             r = NULL;
             drop(s);
@@ -274,7 +308,7 @@ int store_pipeline(store_t *s, const store_tx_t *tx, redisReply **replies, char 
         redisAppendCommandArgv(s->rc, tx->cmds[i].argc, tx->cmds[i].argv, tx->cmds[i].argvlen);
     s->commands += tx->ncmds;
     for (size_t i = 0; i < tx->ncmds; i++) {
-        if (redisGetReply(s->rc, (void **)&replies[i]) != REDIS_OK) {
+        if (get_reply(s, &replies[i], i == 0) != REDIS_OK) {
             snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
             for (size_t j = 0; j < i; j++) {
                 freeReplyObject(replies[j]);
@@ -304,7 +338,7 @@ int store_claim(store_t *s, const char *topic, int32_t partition, const char *ow
     s->commands += 5;
     for (int i = 0; i < 5; i++) {
         if (r) freeReplyObject(r);
-        if (redisGetReply(s->rc, (void **)&r) != REDIS_OK) {
+        if (get_reply(s, &r, i == 0) != REDIS_OK) {
             snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
             r = NULL;
             drop(s);
@@ -379,7 +413,7 @@ int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *m
         s->commands++;
     }
     for (size_t i = 0; i < nkeys + 2; i++) {
-        if (redisGetReply(s->rc, (void **)&r) != REDIS_OK) {
+        if (get_reply(s, &r, i == 0) != REDIS_OK) {
             snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
             r = NULL;
             drop(s);
@@ -484,7 +518,7 @@ int store_commit(store_t *s, const char *topic, int32_t partition, const char *o
     s->commands += ncmds;
     for (size_t i = 0; i < ncmds; i++) {
         if (r) freeReplyObject(r);
-        if (redisGetReply(s->rc, (void **)&r) != REDIS_OK) {
+        if (get_reply(s, &r, i == 0) != REDIS_OK) {
             snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
             r = NULL;
             drop(s);

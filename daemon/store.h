@@ -80,6 +80,9 @@ int store_connect(store_t *s, char *errstr, size_t errstr_size);
 int store_connected(const store_t *s);
 /* Commands sent since start (for metrics and the benchmark). */
 uint64_t store_commands(const store_t *s);
+/* Round trips so far: total seconds, count, and the cumulative histogram
+ * over metrics_rtt_bounds (METRICS_RTT_BUCKETS entries). */
+void store_rtt(const store_t *s, double *sum, uint64_t *count, double *buckets);
 
 /* Key of partition state: writes "<prefix>:{topic.P}:<suffix>" into buf. */
 void store_key(const store_t *s, const char *topic, int32_t partition, const char *suffix,

@@ -116,6 +116,8 @@ class Daemon:
         extra = dict(extra or {})
         if "redis" in extra:  # a whole redis: section replaces the default
             lines = [l for l in lines if l not in ("redis:", "  host: 127.0.0.1", "  port: %d" % svc.redis_port)]
+        if "http" not in extra:  # many daemons at once: each on a free port
+            lines += ["http:", "  listen: \"127.0.0.1:0\""]
         for k, v in extra.items():
             lines.append("%s: %s" % (k, v))
         with open(self.cfg, "w") as f:
@@ -151,6 +153,18 @@ class Daemon:
         """SIGTERM and the exit status (must be 0 for a clean stop)."""
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(timeout=60)
+
+    def http_port(self, timeout=30):
+        """The port of /metrics, from the log line tierd writes at start."""
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for line in self.log_text().splitlines():
+                if "serving /metrics" in line:
+                    return int(line.split(" on port ")[1].split()[0])
+            if not self.alive():
+                raise AssertionError("%s exited before serving /metrics" % self.name)
+            time.sleep(0.1)
+        raise AssertionError("%s never said where /metrics is" % self.name)
 
     def log_text(self):
         with open(self.logpath) as f:
