@@ -65,14 +65,6 @@ int store_tx_add(store_tx_t *tx, int argc, const char **argv, const size_t *argv
 int store_tx_addv(store_tx_t *tx, int argc, ...);
 void store_tx_free(store_tx_t *tx);
 
-/* A Redis hash write: HSET key f1 v1 f2 v2 ... (binary-safe). */
-typedef struct store_hset {
-    char key[256];
-    const char **argv; /* fields and values, interleaved; not owned */
-    size_t *argvlen;
-    size_t nargs; /* 2 x fields */
-} store_hset_t;
-
 store_t *store_new(const config_t *c, char *errstr, size_t errstr_size);
 void store_destroy(store_t *s);
 /* (Re)connects: timeouts, keepalive, AUTH, SELECT.  Logs nothing. */
@@ -97,7 +89,7 @@ int store_claim(store_t *s, const char *topic, int32_t partition, const char *ow
 
 /* One round trip: WATCH meta, HMGET meta, then for each i HMGET keys[i]
  * with fields[i] (HGETALL when nfields[i] is 0).  replies[i] receives the array reply (caller frees with
- * freeReplyObject).  The WATCH stays armed for store_commit/store_unwatch. */
+ * freeReplyObject).  The WATCH stays armed for store_exec/store_unwatch. */
 int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *meta,
                size_t nkeys, char **keys, const char ***fields, size_t **fieldlens,
                size_t *nfields, redisReply **replies, char *errstr, size_t errstr_size);
@@ -111,12 +103,5 @@ int store_exec(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_siz
  * pipelined round trip; replies[i] for tx's command i (caller frees). */
 int store_pipeline(store_t *s, const store_tx_t *tx, redisReply **replies, char *errstr,
                    size_t errstr_size);
-
-/* One round trip: MULTI, the HSETs, HSET meta (offset, month, owner),
- * DEL of dropped months, EXEC.  STORE_FENCED when the WATCH saw another
- * writer. */
-int store_commit(store_t *s, const char *topic, int32_t partition, const char *owner,
-                 const store_hset_t *sets, size_t nsets, int64_t next_offset, int32_t month,
-                 char **del_keys, size_t ndel, char *errstr, size_t errstr_size);
 
 #endif
