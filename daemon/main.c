@@ -76,7 +76,8 @@ static void usage(FILE *f) {
             "kafka.<property> is TIERD_KAFKA_<PROPERTY> with dots as underscores.\n"
             "SIGTERM or SIGINT: finish the batch in flight, persist, leave the group, exit 0.\n"
             "SIGHUP: re-read the configuration and the policy; a valid policy applies to later\n"
-            "decisions, an invalid one is logged and the running one kept.\n");
+            "decisions, an invalid one is logged and the running one kept.\n"
+            "HTTP: /metrics, /healthz and /readyz on http.listen (default 127.0.0.1:9464).\n");
 }
 
 /* SIGHUP: build the new configuration and policy aside, swap only what

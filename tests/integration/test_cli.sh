@@ -67,5 +67,18 @@ for key in redis.port TIERD_REDIS_PORT batch.max_orders time_zone TIERD_KAFKA_; 
     if [[ "$ref" != *"$key"* ]]; then echo "FAIL --help-config lacks $key"; fails=$((fails + 1)); fi
 done
 
+# The README agrees: it shows --help as the program prints it, and its
+# configuration table names every key --help-config lists.
+readme=$(dirname "$0")/../../README.md
+if ! python3 -c 'import sys; h = sys.stdin.read().strip()
+sys.exit(h not in open(sys.argv[1]).read())' "$readme" <<<"$help"; then
+    echo "FAIL README lacks tierd --help as printed"; fails=$((fails + 1))
+fi
+for key in $(printf '%s\n' "$ref" | awk 'NR > 1 && /^[a-z]/ {print $1}'); do
+    if ! grep -qF "\`${key%%<*}" "$readme"; then
+        echo "FAIL README's configuration table lacks $key"; fails=$((fails + 1))
+    fi
+done
+
 echo "$passes passed, $fails failed"
 [ "$fails" -eq 0 ]
