@@ -17,14 +17,14 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <avro.h>
 
 #include "decode.h"
+
+#include "errstr.h"
 
 /* Generated from schemas/order.avsc at build time. */
 extern const char tierd_schema_order[];
@@ -73,18 +73,6 @@ static const struct field_want line_fields[L__COUNT] = {
     [L_UNIT_PRICE] = {"unit_price", AVRO_INT64, "long"},
 };
 
-__attribute__((format(printf, 3, 4)))
-static void decode_errf(char *errstr, size_t errstr_size, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (errstr == NULL || errstr_size == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
-
 /* -------------------------------------------------------------------------
  * Schema shape check: the pre-scan below hard-codes this layout.
  */
@@ -95,7 +83,7 @@ static int decode_check_record(avro_schema_t rec, const char *what, const struct
     size_t i;
 
     if (!is_avro_record(rec) || avro_schema_record_size(rec) != nwant) {
-        decode_errf(errstr, errstr_size, "schema: %s must be a record of %zu fields", what, nwant);
+        errstr_fmt(errstr, errstr_size, "schema: %s must be a record of %zu fields", what, nwant);
         return -1;
     }
     for (i = 0; i < nwant; i++) {
@@ -104,10 +92,10 @@ static int decode_check_record(avro_schema_t rec, const char *what, const struct
 
         if (name == NULL || strcmp(name, want[i].name) != 0 || fs == NULL ||
             avro_typeof(fs) != want[i].type) {
-            decode_errf(errstr, errstr_size,
-                        "schema: field %zu of %s must be \"%s\" (%s); the decoder's "
-                        "pre-scan was written for that layout",
-                        i, what, want[i].name, want[i].type_name);
+            errstr_fmt(errstr, errstr_size,
+                       "schema: field %zu of %s must be \"%s\" (%s); the decoder's "
+                       "pre-scan was written for that layout",
+                       i, what, want[i].name, want[i].type_name);
             return -1;
         }
     }
@@ -126,7 +114,7 @@ static int decode_check_schema(avro_schema_t schema, char *errstr, size_t errstr
     if (avro_schema_enum_number_of_symbols(kind) != 2 ||
         strcmp(avro_schema_enum_get(kind, ORDER_SALE), "SALE") != 0 ||
         strcmp(avro_schema_enum_get(kind, ORDER_RETURN), "RETURN") != 0) {
-        decode_errf(errstr, errstr_size, "schema: kind must be the enum [SALE, RETURN]");
+        errstr_fmt(errstr, errstr_size, "schema: kind must be the enum [SALE, RETURN]");
         return -1;
     }
 
@@ -146,15 +134,15 @@ decoder_t *decode_new(char *errstr, size_t errstr_size)
 
     d = calloc(1, sizeof(*d));
     if (d == NULL) {
-        decode_errf(errstr, errstr_size, "out of memory creating the order decoder");
+        errstr_fmt(errstr, errstr_size, "out of memory creating the order decoder");
         goto out;
     }
     d->last_schema_id = -1;
 
     if (avro_schema_from_json_length(tierd_schema_order, strlen(tierd_schema_order),
                                      &d->schema) != 0) {
-        decode_errf(errstr, errstr_size, "cannot parse the embedded Order schema: %s",
-                    avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot parse the embedded Order schema: %s",
+                   avro_strerror());
         goto out;
     }
     if (decode_check_schema(d->schema, errstr, errstr_size) != 0)
@@ -162,12 +150,12 @@ decoder_t *decode_new(char *errstr, size_t errstr_size)
 
     d->iface = avro_generic_class_from_schema(d->schema);
     if (d->iface == NULL) {
-        decode_errf(errstr, errstr_size, "cannot build a value class for the Order schema: %s",
-                    avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot build a value class for the Order schema: %s",
+                   avro_strerror());
         goto out;
     }
     if (avro_generic_value_new(d->iface, &d->value) != 0) {
-        decode_errf(errstr, errstr_size, "cannot allocate the Order value: %s", avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot allocate the Order value: %s", avro_strerror());
         goto out;
     }
     d->value_live = 1;
@@ -175,8 +163,8 @@ decoder_t *decode_new(char *errstr, size_t errstr_size)
     /* Pointed at each record by avro_reader_memory_set_source(). */
     d->reader = avro_reader_memory(empty, 0);
     if (d->reader == NULL) {
-        decode_errf(errstr, errstr_size, "cannot allocate the Avro memory reader: %s",
-                    avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot allocate the Avro memory reader: %s",
+                   avro_strerror());
         goto out;
     }
 
@@ -247,8 +235,8 @@ static int scan_long(scan_t *s, const char *what, int64_t *out)
         uint8_t b;
 
         if (s->p == s->end) {
-            decode_errf(s->errstr, s->errstr_size,
-                        "truncated: the record ends at byte %zu inside %s", scan_off(s), what);
+            errstr_fmt(s->errstr, s->errstr_size,
+                       "truncated: the record ends at byte %zu inside %s", scan_off(s), what);
             return -1;
         }
         b = *s->p++;
@@ -261,8 +249,8 @@ static int scan_long(scan_t *s, const char *what, int64_t *out)
             return 0;
         }
     }
-    decode_errf(s->errstr, s->errstr_size,
-                "%s at byte %zu is a varint longer than 64 bits", what, at);
+    errstr_fmt(s->errstr, s->errstr_size,
+               "%s at byte %zu is a varint longer than 64 bits", what, at);
     return -1;
 }
 
@@ -274,9 +262,9 @@ static int scan_string(scan_t *s, const char *what)
     if (scan_long(s, what, &n) != 0)
         return -1;
     if (n < 0 || (uint64_t)n > scan_left(s)) {
-        decode_errf(s->errstr, s->errstr_size,
-                    "%s at byte %zu claims %" PRId64 " bytes but %zu remain", what, at, n,
-                    scan_left(s));
+        errstr_fmt(s->errstr, s->errstr_size,
+                   "%s at byte %zu claims %" PRId64 " bytes but %zu remain", what, at, n,
+                   scan_left(s));
         return -1;
     }
     s->p += n;
@@ -301,34 +289,34 @@ static order_err_t scan_lines(scan_t *s)
             /* A negative count is followed by the block's size in bytes
              * (lets readers skip it).  -INT64_MIN does not exist. */
             if (count == INT64_MIN) {
-                decode_errf(s->errstr, s->errstr_size,
-                            "lines block count at byte %zu is out of range", at);
+                errstr_fmt(s->errstr, s->errstr_size,
+                           "lines block count at byte %zu is out of range", at);
                 return ORDER_ERR_NOT_AVRO;
             }
             count = -count;
             if (scan_long(s, "the lines block size", &size) != 0)
                 return ORDER_ERR_NOT_AVRO;
             if (size < 0 || (uint64_t)size > scan_left(s)) {
-                decode_errf(s->errstr, s->errstr_size,
-                            "lines block at byte %zu claims %" PRId64 " bytes but %zu remain",
-                            at, size, scan_left(s));
+                errstr_fmt(s->errstr, s->errstr_size,
+                           "lines block at byte %zu claims %" PRId64 " bytes but %zu remain",
+                           at, size, scan_left(s));
                 return ORDER_ERR_NOT_AVRO;
             }
         }
         /* A count the remaining bytes cannot possibly hold is corruption,
          * not a big order: check that before the line limit. */
         if ((uint64_t)count > scan_left(s) / DECODE_LINE_MIN_BYTES) {
-            decode_errf(s->errstr, s->errstr_size,
-                        "lines block at byte %zu claims %" PRId64
-                        " lines but only %zu bytes remain",
-                        at, count, scan_left(s));
+            errstr_fmt(s->errstr, s->errstr_size,
+                       "lines block at byte %zu claims %" PRId64
+                       " lines but only %zu bytes remain",
+                       at, count, scan_left(s));
             return ORDER_ERR_NOT_AVRO;
         }
         total += (uint64_t)count; /* count <= buffer size: cannot wrap */
         if (total > ORDER_LINES_MAX) {
-            decode_errf(s->errstr, s->errstr_size,
-                        "the order has more than %d lines (at least %" PRIu64 ")",
-                        ORDER_LINES_MAX, total);
+            errstr_fmt(s->errstr, s->errstr_size,
+                       "the order has more than %d lines (at least %" PRIu64 ")",
+                       ORDER_LINES_MAX, total);
             return ORDER_ERR_TOO_MANY_LINES;
         }
 
@@ -342,10 +330,10 @@ static order_err_t scan_lines(scan_t *s)
                 return ORDER_ERR_NOT_AVRO;
         }
         if (size >= 0 && (uint64_t)size != (uint64_t)(s->p - items)) {
-            decode_errf(s->errstr, s->errstr_size,
-                        "lines block at byte %zu claims %" PRId64 " bytes but its %" PRId64
-                        " lines take %zu",
-                        at, size, count, (size_t)(s->p - items));
+            errstr_fmt(s->errstr, s->errstr_size,
+                       "lines block at byte %zu claims %" PRId64 " bytes but its %" PRId64
+                       " lines take %zu",
+                       at, size, count, (size_t)(s->p - items));
             return ORDER_ERR_NOT_AVRO;
         }
     }
@@ -367,10 +355,10 @@ static order_err_t decode_prescan(const uint8_t *start, const uint8_t *payload, 
     if (scan_long(&s, "kind", &v) != 0)
         return ORDER_ERR_NOT_AVRO;
     if (v != ORDER_SALE && v != ORDER_RETURN) {
-        decode_errf(errstr, errstr_size,
-                    "kind at byte %zu is enum index %" PRId64 "; only 0 (SALE) and 1 (RETURN) "
-                    "exist",
-                    at, v);
+        errstr_fmt(errstr, errstr_size,
+                   "kind at byte %zu is enum index %" PRId64 "; only 0 (SALE) and 1 (RETURN) "
+                   "exist",
+                   at, v);
         return ORDER_ERR_NOT_AVRO;
     }
 
@@ -381,9 +369,9 @@ static order_err_t decode_prescan(const uint8_t *start, const uint8_t *payload, 
     if (scan_string(&s, "currency") != 0)
         return ORDER_ERR_NOT_AVRO;
     if (s.p != s.end) {
-        decode_errf(errstr, errstr_size,
-                    "%zu trailing bytes after the Order record ends at byte %zu", scan_left(&s),
-                    scan_off(&s));
+        errstr_fmt(errstr, errstr_size,
+                   "%zu trailing bytes after the Order record ends at byte %zu", scan_left(&s),
+                   scan_off(&s));
         return ORDER_ERR_NOT_AVRO;
     }
     return ORDER_OK;
@@ -456,8 +444,8 @@ static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size
         (rc = decode_copy_str(&f, o->order_id, ORDER_ID_MAX, &len)) < 0)
         goto libavro;
     if (rc > 0) {
-        decode_errf(errstr, errstr_size, "order_id is %zu bytes; at most %d are allowed", len,
-                    ORDER_ID_MAX);
+        errstr_fmt(errstr, errstr_size, "order_id is %zu bytes; at most %d are allowed", len,
+                   ORDER_ID_MAX);
         return ORDER_ERR_BAD_ID;
     }
     o->order_id_len = (uint8_t)len;
@@ -466,8 +454,8 @@ static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size
         (rc = decode_copy_str(&f, o->customer_id, ORDER_ID_MAX, &len)) < 0)
         goto libavro;
     if (rc > 0) {
-        decode_errf(errstr, errstr_size, "customer_id is %zu bytes; at most %d are allowed",
-                    len, ORDER_ID_MAX);
+        errstr_fmt(errstr, errstr_size, "customer_id is %zu bytes; at most %d are allowed",
+                   len, ORDER_ID_MAX);
         return ORDER_ERR_BAD_ID;
     }
     o->customer_id_len = (uint8_t)len;
@@ -484,12 +472,12 @@ static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size
         goto libavro;
     if (n > ORDER_LINES_MAX) {
         /* The pre-scan bounds it; libavro disagreeing is a bug. */
-        decode_errf(errstr, errstr_size, "libavro read %zu lines after the pre-scan allowed "
-                    "at most %d", n, ORDER_LINES_MAX);
+        errstr_fmt(errstr, errstr_size, "libavro read %zu lines after the pre-scan allowed "
+                   "at most %d", n, ORDER_LINES_MAX);
         return ORDER_ERR_INTERNAL;
     }
     if (decode_grow_lines(o, n) != 0) {
-        decode_errf(errstr, errstr_size, "out of memory for %zu order lines", n);
+        errstr_fmt(errstr, errstr_size, "out of memory for %zu order lines", n);
         return ORDER_ERR_INTERNAL;
     }
     for (i = 0; i < n; i++) {
@@ -500,8 +488,8 @@ static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size
             (rc = decode_copy_str(&f, l->sku, ORDER_SKU_MAX, &len)) < 0)
             goto libavro;
         if (rc > 0) {
-            decode_errf(errstr, errstr_size, "line %zu: sku is %zu bytes; at most %d are allowed",
-                        i + 1, len, ORDER_SKU_MAX);
+            errstr_fmt(errstr, errstr_size, "line %zu: sku is %zu bytes; at most %d are allowed",
+                       i + 1, len, ORDER_SKU_MAX);
             return ORDER_ERR_BAD_SKU;
         }
         l->sku_len = (uint8_t)len;
@@ -516,16 +504,16 @@ static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size
         goto libavro;
     if (rc > 0) {
         /* Longer than any ISO 4217 code, so it cannot be the configured one. */
-        decode_errf(errstr, errstr_size,
-                    "currency is %zu bytes; an ISO 4217 code has %d letters", len,
-                    ORDER_CURRENCY_MAX);
+        errstr_fmt(errstr, errstr_size,
+                   "currency is %zu bytes; an ISO 4217 code has %d letters", len,
+                   ORDER_CURRENCY_MAX);
         return ORDER_ERR_BAD_CURRENCY;
     }
     return ORDER_OK;
 
 libavro:
-    decode_errf(errstr, errstr_size, "libavro could not hand back a decoded field: %s",
-                avro_strerror());
+    errstr_fmt(errstr, errstr_size, "libavro could not hand back a decoded field: %s",
+               avro_strerror());
     return ORDER_ERR_INTERNAL;
 }
 
@@ -547,7 +535,7 @@ order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out
     if (errstr != NULL && errstr_size > 0)
         errstr[0] = '\0';
     if (d == NULL || out == NULL) {
-        decode_errf(errstr, errstr_size, "decode_order called without a decoder or an order");
+        errstr_fmt(errstr, errstr_size, "decode_order called without a decoder or an order");
         return ORDER_ERR_INTERNAL;
     }
     d->last_schema_id = -1;
@@ -560,7 +548,7 @@ order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out
     out->lines_cap = keep_cap;
 
     if (buf == NULL || len == 0) {
-        decode_errf(errstr, errstr_size, "empty record value; an Order is never empty");
+        errstr_fmt(errstr, errstr_size, "empty record value; an Order is never empty");
         return ORDER_ERR_NOT_AVRO;
     }
 
@@ -582,7 +570,7 @@ order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out
         payload_len -= DECODE_CONFLUENT_HEADER;
     }
     if (payload_len > (size_t)INT64_MAX) {
-        decode_errf(errstr, errstr_size, "record of %zu bytes is too large to decode", len);
+        errstr_fmt(errstr, errstr_size, "record of %zu bytes is too large to decode", len);
         return ORDER_ERR_NOT_AVRO;
     }
 
@@ -603,7 +591,7 @@ order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out
     rc = avro_value_read(d->reader, &d->value);
     if (rc != 0) {
         /* After a clean pre-scan only a failed allocation should get here. */
-        decode_errf(errstr, errstr_size, "libavro cannot read the Order: %s", avro_strerror());
+        errstr_fmt(errstr, errstr_size, "libavro cannot read the Order: %s", avro_strerror());
         return rc == ENOMEM ? ORDER_ERR_INTERNAL : ORDER_ERR_NOT_AVRO;
     }
     return decode_copy(&d->value, out, errstr, errstr_size);
