@@ -34,6 +34,7 @@
 
 #include "events.h"
 
+#include "avroscan.h"
 #include "errstr.h"
 
 /* Generated from schemas/ at build time. */
@@ -109,13 +110,7 @@ struct events {
  * hard-codes the profile layout, so both are checked once, here.
  */
 
-typedef struct field_want {
-    const char *name;
-    avro_type_t type;
-    bool nullable; /* ["null", type] */
-} field_want_t;
-
-static const field_want_t tc_fields[TC__COUNT] = {
+static const avroscan_field_t tc_fields[TC__COUNT] = {
     [TC_EVENT_ID] = {"event_id", AVRO_STRING, false},
     [TC_CUSTOMER_ID] = {"customer_id", AVRO_STRING, false},
     [TC_SEQUENCE] = {"sequence", AVRO_INT64, false},
@@ -136,7 +131,7 @@ static const field_want_t tc_fields[TC__COUNT] = {
     [TC_DECIDED_AT] = {"decided_at", AVRO_INT64, false},
 };
 
-static const field_want_t sc_fields[SC__COUNT] = {
+static const avroscan_field_t sc_fields[SC__COUNT] = {
     [SC_KIND] = {"kind", AVRO_STRING, false},
     [SC_SOURCE] = {"source", AVRO_STRING, false},
     [SC_VALUE] = {"value", AVRO_DOUBLE, false},
@@ -146,7 +141,7 @@ static const field_want_t sc_fields[SC__COUNT] = {
     [SC_HI] = {"hi", AVRO_DOUBLE, false},
 };
 
-static const field_want_t wm_fields[WM__COUNT] = {
+static const avroscan_field_t wm_fields[WM__COUNT] = {
     [WM_MONTH] = {"month", AVRO_STRING, false},
     [WM_QTY] = {"qty", AVRO_INT64, false},
     [WM_AMOUNT] = {"amount", AVRO_INT64, false},
@@ -162,7 +157,7 @@ static const field_want_t wm_fields[WM__COUNT] = {
     [WM_BELOW_FLOOR] = {"below_floor", AVRO_BOOLEAN, false},
 };
 
-static const field_want_t qe_fields[QE__COUNT] = {
+static const avroscan_field_t qe_fields[QE__COUNT] = {
     [QE_EVENT_ID] = {"event_id", AVRO_STRING, false},
     [QE_CUSTOMER_ID] = {"customer_id", AVRO_STRING, false},
     [QE_MONTH] = {"month", AVRO_STRING, false},
@@ -178,7 +173,7 @@ static const field_want_t qe_fields[QE__COUNT] = {
     [QE_POLICY_VERSION] = {"policy_version", AVRO_STRING, false},
 };
 
-static const field_want_t cp_fields[CP__COUNT] = {
+static const avroscan_field_t cp_fields[CP__COUNT] = {
     [CP_CUSTOMER_ID] = {"customer_id", AVRO_STRING, false},
     [CP_FORMAT] = {"format", AVRO_ENUM, false},
     [CP_MARKET] = {"market", AVRO_ENUM, false},
@@ -190,59 +185,12 @@ static const field_want_t cp_fields[CP__COUNT] = {
     [CP_UPDATED_AT] = {"updated_at", AVRO_INT64, false},
 };
 
-static const char *events_type_name(avro_type_t t)
+/* avroscan_check_record(), naming this codec in the message. */
+static int events_check_record(avro_schema_t rec, const char *what,
+                               const avroscan_field_t *want, size_t nwant, char *errstr,
+                               size_t errstr_size)
 {
-    switch (t) {
-    case AVRO_STRING: return "string";
-    case AVRO_INT32: return "int";
-    case AVRO_INT64: return "long";
-    case AVRO_DOUBLE: return "double";
-    case AVRO_BOOLEAN: return "boolean";
-    case AVRO_ENUM: return "enum";
-    case AVRO_ARRAY: return "array";
-    default: return "other";
-    }
-}
-
-static bool events_type_is(avro_schema_t s, const field_want_t *want)
-{
-    avro_schema_t b0, b1;
-
-    if (s == NULL)
-        return false;
-    if (!want->nullable)
-        return avro_typeof(s) == want->type;
-    if (avro_typeof(s) != AVRO_UNION || avro_schema_union_size(s) != 2)
-        return false;
-    b0 = avro_schema_union_branch(s, 0);
-    b1 = avro_schema_union_branch(s, 1);
-    return b0 != NULL && b1 != NULL && avro_typeof(b0) == AVRO_NULL &&
-           avro_typeof(b1) == want->type;
-}
-
-static int events_check_record(avro_schema_t rec, const char *what, const field_want_t *want,
-                               size_t nwant, char *errstr, size_t errstr_size)
-{
-    size_t i;
-
-    if (rec == NULL || !is_avro_record(rec) || avro_schema_record_size(rec) != nwant) {
-        errstr_fmt(errstr, errstr_size, "schema: %s must be a record of %zu fields", what, nwant);
-        return -1;
-    }
-    for (i = 0; i < nwant; i++) {
-        const char *name = avro_schema_record_field_name(rec, (int)i);
-
-        if (name == NULL || strcmp(name, want[i].name) != 0 ||
-            !events_type_is(avro_schema_record_field_get_by_index(rec, (int)i), &want[i])) {
-            errstr_fmt(errstr, errstr_size,
-                       "schema: field %zu of %s must be \"%s\" (%s%s%s); the event codec "
-                       "was written for that layout",
-                       i, what, want[i].name, want[i].nullable ? "[\"null\", " : "",
-                       events_type_name(want[i].type), want[i].nullable ? "]" : "");
-            return -1;
-        }
-    }
-    return 0;
+    return avroscan_check_record(rec, what, want, nwant, "the event codec", errstr, errstr_size);
 }
 
 /* The schema of field `index` of record `rec`, its array items. */
@@ -902,132 +850,25 @@ int events_encode_quota(events_t *e, const events_quota_t *q, char **out, size_t
  * and whose int and longs are canonical-length varints.
  */
 
-typedef struct scan {
-    const uint8_t *start; /* the whole Kafka value, for offsets in messages */
-    const uint8_t *p;     /* next byte to read */
-    const uint8_t *end;
-    char *errstr;
-    size_t errstr_size;
-} scan_t;
-
-static size_t scan_left(const scan_t *s) { return (size_t)(s->end - s->p); }
-static size_t scan_at(const scan_t *s) { return (size_t)(s->p - s->start); }
-
-static int scan_truncated(scan_t *s, const char *what)
-{
-    errstr_fmt(s->errstr, s->errstr_size, "truncated: the record ends at byte %zu inside %s",
-               scan_at(s), what);
-    return -1;
-}
-
-/* A zigzag varint of `bits` (32: Avro int, 64: long).  Its last possible
- * byte may carry only the bits that remain, so libavro never shifts past
- * the width of its accumulator. */
-static int scan_varint(scan_t *s, const char *what, int bits, int64_t *out)
-{
-    const int nbytes = bits == 32 ? 5 : 10;
-    const uint8_t last_max = bits == 32 ? 0x0f : 0x01;
-    size_t at = scan_at(s);
-    uint64_t v = 0;
-    int i;
-
-    for (i = 0; i < nbytes; i++) {
-        uint8_t b;
-
-        if (s->p == s->end)
-            return scan_truncated(s, what);
-        b = *s->p++;
-        if (i == nbytes - 1 && b > last_max)
-            break;
-        v |= (uint64_t)(b & 0x7f) << (7 * i);
-        if ((b & 0x80) == 0) {
-            *out = (int64_t)((v >> 1) ^ (0 - (v & 1)));
-            return 0;
-        }
-    }
-    errstr_fmt(s->errstr, s->errstr_size, "%s at byte %zu is a varint wider than %d bits",
-               what, at, bits);
-    return -1;
-}
-
-static int scan_string(scan_t *s, const char *what)
-{
-    size_t at = scan_at(s);
-    int64_t n;
-
-    if (scan_varint(s, what, 64, &n) != 0)
-        return -1;
-    if (n < 0 || (uint64_t)n > scan_left(s)) {
-        errstr_fmt(s->errstr, s->errstr_size,
-                   "%s at byte %zu claims %" PRId64 " bytes but %zu remain", what, at, n,
-                   scan_left(s));
-        return -1;
-    }
-    s->p += n;
-    return 0;
-}
-
-/* An index into `count` choices (enum symbols, union branches). */
-static int scan_index(scan_t *s, const char *what, int bits, int count)
-{
-    size_t at = scan_at(s);
-    int64_t v;
-
-    if (scan_varint(s, what, bits, &v) != 0)
-        return -1;
-    if (v < 0 || v >= count) {
-        errstr_fmt(s->errstr, s->errstr_size,
-                   "%s at byte %zu is index %" PRId64 "; only 0 to %d exist", what, at, v,
-                   count - 1);
-        return -1;
-    }
-    return (int)v;
-}
-
-static int scan_bytes(scan_t *s, const char *what, size_t n)
-{
-    if (scan_left(s) < n)
-        return scan_truncated(s, what);
-    s->p += n;
-    return 0;
-}
-
-static int scan_boolean(scan_t *s, const char *what)
-{
-    if (s->p == s->end)
-        return scan_truncated(s, what);
-    if (*s->p > 1) {
-        errstr_fmt(s->errstr, s->errstr_size, "%s at byte %zu is 0x%02x; a boolean is 0 or 1",
-                   what, scan_at(s), (unsigned)*s->p);
-        return -1;
-    }
-    s->p++;
-    return 0;
-}
-
 static int profile_prescan(const events_t *e, const uint8_t *start, const uint8_t *payload,
                            size_t len, char *errstr, size_t errstr_size)
 {
-    scan_t s = {start, payload, payload + len, errstr, errstr_size};
+    avroscan_t s = {start, payload, payload + len, errstr, errstr_size};
     int64_t v;
     int branch;
 
-    if (scan_string(&s, "customer_id") != 0 || scan_index(&s, "format", 32, e->nformats) < 0 ||
-        scan_index(&s, "market", 32, e->nmarkets) < 0 || scan_boolean(&s, "chain") != 0 ||
-        scan_index(&s, "compliance_grade", 32, e->ngrades) < 0 ||
-        scan_bytes(&s, "cooperation", 8) != 0 || scan_bytes(&s, "growth", 8) != 0)
+    if (avroscan_string(&s, "customer_id") != 0 ||
+        avroscan_index(&s, "format", 32, e->nformats) < 0 ||
+        avroscan_index(&s, "market", 32, e->nmarkets) < 0 ||
+        avroscan_boolean(&s, "chain") != 0 ||
+        avroscan_index(&s, "compliance_grade", 32, e->ngrades) < 0 ||
+        avroscan_bytes(&s, "cooperation", 8) != 0 || avroscan_bytes(&s, "growth", 8) != 0)
         return -1;
-    branch = scan_index(&s, "the tier_override union", 64, 2);
-    if (branch < 0 || (branch == 1 && scan_varint(&s, "tier_override", 32, &v) != 0) ||
-        scan_varint(&s, "updated_at", 64, &v) != 0)
+    branch = avroscan_index(&s, "the tier_override union", 64, 2);
+    if (branch < 0 || (branch == 1 && avroscan_varint(&s, "tier_override", 32, &v) != 0) ||
+        avroscan_varint(&s, "updated_at", 64, &v) != 0)
         return -1;
-    if (s.p != s.end) {
-        errstr_fmt(errstr, errstr_size,
-                   "%zu trailing bytes after the CustomerProfile record ends at byte %zu",
-                   scan_left(&s), scan_at(&s));
-        return -1;
-    }
-    return 0;
+    return avroscan_end(&s, "CustomerProfile");
 }
 
 /* -------------------------------------------------------------------------
