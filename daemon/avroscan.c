@@ -43,8 +43,8 @@ int avroscan_varint(avroscan_t *s, const char *what, int bits, int64_t *out)
             return 0;
         }
     }
-    errstr_fmt(s->errstr, s->errstr_size, "%s at byte %zu is a varint wider than %d bits",
-               what, at, bits);
+    errstr_fmt(s->errstr, s->errstr_size, "%s at byte %zu is a varint %s than %d bits", what, at,
+               s->wording == AVROSCAN_LONGER ? "longer" : "wider", bits);
     return -1;
 }
 

@@ -24,12 +24,21 @@
 
 #include <avro.h>
 
+/* How a varint too wide for its type is worded.  The Order and the
+ * CustomerProfile pre-scans were written apart and say it differently;
+ * both texts are kept, as operators may match on dead-letter reasons. */
+typedef enum avroscan_wording {
+    AVROSCAN_WIDER,  /* "<what> at byte N is a varint wider than 32 bits" */
+    AVROSCAN_LONGER, /* "<what> at byte N is a varint longer than 64 bits" */
+} avroscan_wording_t;
+
 typedef struct avroscan {
     const uint8_t *start; /* the whole Kafka value, for offsets in messages */
     const uint8_t *p;     /* next byte to read */
     const uint8_t *end;
     char *errstr;         /* caller-owned; NULL: no message wanted */
     size_t errstr_size;
+    avroscan_wording_t wording;
 } avroscan_t;
 
 /* Bytes not yet read. */

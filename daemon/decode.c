@@ -24,6 +24,7 @@
 
 #include "decode.h"
 
+#include "avroscan.h"
 #include "errstr.h"
 
 /* Generated from schemas/order.avsc at build time. */
@@ -40,9 +41,6 @@ enum { L_SKU, L_QUANTITY, L_UNIT_PRICE, L__COUNT };
 /* Confluent wire format: magic 0x00, then the schema id, big-endian. */
 #define DECODE_CONFLUENT_HEADER 5
 
-/* A 64-bit zigzag varint takes at most 10 bytes (7 bits each). */
-#define DECODE_VARINT_MAX 10
-
 struct decoder {
     avro_schema_t schema;      /* owned */
     avro_value_iface_t *iface; /* owned */
@@ -52,61 +50,34 @@ struct decoder {
     int64_t last_schema_id;    /* -1: last record had no Confluent framing */
 };
 
-struct field_want {
-    const char *name;
-    avro_type_t type;
-    const char *type_name; /* for the error message */
+static const avroscan_field_t order_fields[F__COUNT] = {
+    [F_ORDER_ID] = {"order_id", AVRO_STRING, false},
+    [F_CUSTOMER_ID] = {"customer_id", AVRO_STRING, false},
+    [F_PLACED_AT] = {"placed_at", AVRO_INT64, false},
+    [F_KIND] = {"kind", AVRO_ENUM, false},
+    [F_LINES] = {"lines", AVRO_ARRAY, false},
+    [F_CURRENCY] = {"currency", AVRO_STRING, false},
 };
 
-static const struct field_want order_fields[F__COUNT] = {
-    [F_ORDER_ID] = {"order_id", AVRO_STRING, "string"},
-    [F_CUSTOMER_ID] = {"customer_id", AVRO_STRING, "string"},
-    [F_PLACED_AT] = {"placed_at", AVRO_INT64, "long"},
-    [F_KIND] = {"kind", AVRO_ENUM, "enum"},
-    [F_LINES] = {"lines", AVRO_ARRAY, "array"},
-    [F_CURRENCY] = {"currency", AVRO_STRING, "string"},
+static const avroscan_field_t line_fields[L__COUNT] = {
+    [L_SKU] = {"sku", AVRO_STRING, false},
+    [L_QUANTITY] = {"quantity", AVRO_INT64, false},
+    [L_UNIT_PRICE] = {"unit_price", AVRO_INT64, false},
 };
 
-static const struct field_want line_fields[L__COUNT] = {
-    [L_SKU] = {"sku", AVRO_STRING, "string"},
-    [L_QUANTITY] = {"quantity", AVRO_INT64, "long"},
-    [L_UNIT_PRICE] = {"unit_price", AVRO_INT64, "long"},
-};
+/* Named in the message when the schema's shape is not the expected one. */
+#define DECODE_WALKER "the decoder's pre-scan"
 
 /* -------------------------------------------------------------------------
  * Schema shape check: the pre-scan below hard-codes this layout.
  */
 
-static int decode_check_record(avro_schema_t rec, const char *what, const struct field_want *want,
-                               size_t nwant, char *errstr, size_t errstr_size)
-{
-    size_t i;
-
-    if (!is_avro_record(rec) || avro_schema_record_size(rec) != nwant) {
-        errstr_fmt(errstr, errstr_size, "schema: %s must be a record of %zu fields", what, nwant);
-        return -1;
-    }
-    for (i = 0; i < nwant; i++) {
-        const char *name = avro_schema_record_field_name(rec, (int)i);
-        avro_schema_t fs = avro_schema_record_field_get_by_index(rec, (int)i);
-
-        if (name == NULL || strcmp(name, want[i].name) != 0 || fs == NULL ||
-            avro_typeof(fs) != want[i].type) {
-            errstr_fmt(errstr, errstr_size,
-                       "schema: field %zu of %s must be \"%s\" (%s); the decoder's "
-                       "pre-scan was written for that layout",
-                       i, what, want[i].name, want[i].type_name);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 static int decode_check_schema(avro_schema_t schema, char *errstr, size_t errstr_size)
 {
     avro_schema_t kind, items;
 
-    if (decode_check_record(schema, "Order", order_fields, F__COUNT, errstr, errstr_size) != 0)
+    if (avroscan_check_record(schema, "Order", order_fields, F__COUNT, DECODE_WALKER, errstr,
+                              errstr_size) != 0)
         return -1;
 
     /* The wire carries the enum index; order_kind_t values must match it. */
@@ -119,7 +90,8 @@ static int decode_check_schema(avro_schema_t schema, char *errstr, size_t errstr
     }
 
     items = avro_schema_array_items(avro_schema_record_field_get_by_index(schema, F_LINES));
-    return decode_check_record(items, "OrderLine", line_fields, L__COUNT, errstr, errstr_size);
+    return avroscan_check_record(items, "OrderLine", line_fields, L__COUNT, DECODE_WALKER, errstr,
+                                 errstr_size);
 }
 
 /* -------------------------------------------------------------------------
@@ -205,83 +177,17 @@ int64_t decode_last_schema_id(const decoder_t *d)
  * then read it without failing half-way, which is where it leaks.
  */
 
-typedef struct scan {
-    const uint8_t *start; /* the whole Kafka value, for offsets in messages */
-    const uint8_t *p;     /* next byte to read */
-    const uint8_t *end;
-    char *errstr;
-    size_t errstr_size;
-} scan_t;
-
-static size_t scan_left(const scan_t *s)
-{
-    return (size_t)(s->end - s->p);
-}
-
-static size_t scan_off(const scan_t *s)
-{
-    return (size_t)(s->p - s->start);
-}
-
-/* One zigzag varint.  More than 64 bits of payload is an error rather than
- * a silent wrap. */
-static int scan_long(scan_t *s, const char *what, int64_t *out)
-{
-    uint64_t v = 0;
-    size_t at = scan_off(s);
-    int i;
-
-    for (i = 0; i < DECODE_VARINT_MAX; i++) {
-        uint8_t b;
-
-        if (s->p == s->end) {
-            errstr_fmt(s->errstr, s->errstr_size,
-                       "truncated: the record ends at byte %zu inside %s", scan_off(s), what);
-            return -1;
-        }
-        b = *s->p++;
-        /* The 10th byte holds bit 63 only; anything more does not fit. */
-        if (i == DECODE_VARINT_MAX - 1 && b > 1)
-            break;
-        v |= (uint64_t)(b & 0x7f) << (7 * i);
-        if ((b & 0x80) == 0) {
-            *out = (int64_t)((v >> 1) ^ (0 - (v & 1)));
-            return 0;
-        }
-    }
-    errstr_fmt(s->errstr, s->errstr_size,
-               "%s at byte %zu is a varint longer than 64 bits", what, at);
-    return -1;
-}
-
-static int scan_string(scan_t *s, const char *what)
-{
-    int64_t n;
-    size_t at = scan_off(s);
-
-    if (scan_long(s, what, &n) != 0)
-        return -1;
-    if (n < 0 || (uint64_t)n > scan_left(s)) {
-        errstr_fmt(s->errstr, s->errstr_size,
-                   "%s at byte %zu claims %" PRId64 " bytes but %zu remain", what, at, n,
-                   scan_left(s));
-        return -1;
-    }
-    s->p += n;
-    return 0;
-}
-
-static order_err_t scan_lines(scan_t *s)
+static order_err_t scan_lines(avroscan_t *s)
 {
     uint64_t total = 0;
 
     for (;;) {
         int64_t count, size = -1;
-        size_t at = scan_off(s);
+        size_t at = avroscan_at(s);
         const uint8_t *items;
         int64_t i;
 
-        if (scan_long(s, "the lines block count", &count) != 0)
+        if (avroscan_varint(s, "the lines block count", 64, &count) != 0)
             return ORDER_ERR_NOT_AVRO;
         if (count == 0)
             return ORDER_OK;
@@ -294,22 +200,22 @@ static order_err_t scan_lines(scan_t *s)
                 return ORDER_ERR_NOT_AVRO;
             }
             count = -count;
-            if (scan_long(s, "the lines block size", &size) != 0)
+            if (avroscan_varint(s, "the lines block size", 64, &size) != 0)
                 return ORDER_ERR_NOT_AVRO;
-            if (size < 0 || (uint64_t)size > scan_left(s)) {
+            if (size < 0 || (uint64_t)size > avroscan_left(s)) {
                 errstr_fmt(s->errstr, s->errstr_size,
                            "lines block at byte %zu claims %" PRId64 " bytes but %zu remain",
-                           at, size, scan_left(s));
+                           at, size, avroscan_left(s));
                 return ORDER_ERR_NOT_AVRO;
             }
         }
         /* A count the remaining bytes cannot possibly hold is corruption,
          * not a big order: check that before the line limit. */
-        if ((uint64_t)count > scan_left(s) / DECODE_LINE_MIN_BYTES) {
+        if ((uint64_t)count > avroscan_left(s) / DECODE_LINE_MIN_BYTES) {
             errstr_fmt(s->errstr, s->errstr_size,
                        "lines block at byte %zu claims %" PRId64
                        " lines but only %zu bytes remain",
-                       at, count, scan_left(s));
+                       at, count, avroscan_left(s));
             return ORDER_ERR_NOT_AVRO;
         }
         total += (uint64_t)count; /* count <= buffer size: cannot wrap */
@@ -324,9 +230,9 @@ static order_err_t scan_lines(scan_t *s)
         for (i = 0; i < count; i++) {
             int64_t ignored;
 
-            if (scan_string(s, "a line's sku") != 0 ||
-                scan_long(s, "a line's quantity", &ignored) != 0 ||
-                scan_long(s, "a line's unit_price", &ignored) != 0)
+            if (avroscan_string(s, "a line's sku") != 0 ||
+                avroscan_varint(s, "a line's quantity", 64, &ignored) != 0 ||
+                avroscan_varint(s, "a line's unit_price", 64, &ignored) != 0)
                 return ORDER_ERR_NOT_AVRO;
         }
         if (size >= 0 && (uint64_t)size != (uint64_t)(s->p - items)) {
@@ -342,17 +248,17 @@ static order_err_t scan_lines(scan_t *s)
 static order_err_t decode_prescan(const uint8_t *start, const uint8_t *payload, size_t len,
                                   char *errstr, size_t errstr_size)
 {
-    scan_t s = {start, payload, payload + len, errstr, errstr_size};
+    avroscan_t s = {start, payload, payload + len, errstr, errstr_size, AVROSCAN_LONGER};
     int64_t v;
     size_t at;
     order_err_t err;
 
-    if (scan_string(&s, "order_id") != 0 || scan_string(&s, "customer_id") != 0 ||
-        scan_long(&s, "placed_at", &v) != 0)
+    if (avroscan_string(&s, "order_id") != 0 || avroscan_string(&s, "customer_id") != 0 ||
+        avroscan_varint(&s, "placed_at", 64, &v) != 0)
         return ORDER_ERR_NOT_AVRO;
 
-    at = scan_off(&s);
-    if (scan_long(&s, "kind", &v) != 0)
+    at = avroscan_at(&s);
+    if (avroscan_varint(&s, "kind", 64, &v) != 0)
         return ORDER_ERR_NOT_AVRO;
     if (v != ORDER_SALE && v != ORDER_RETURN) {
         errstr_fmt(errstr, errstr_size,
@@ -366,14 +272,8 @@ static order_err_t decode_prescan(const uint8_t *start, const uint8_t *payload, 
     if (err != ORDER_OK)
         return err;
 
-    if (scan_string(&s, "currency") != 0)
+    if (avroscan_string(&s, "currency") != 0 || avroscan_end(&s, "Order") != 0)
         return ORDER_ERR_NOT_AVRO;
-    if (s.p != s.end) {
-        errstr_fmt(errstr, errstr_size,
-                   "%zu trailing bytes after the Order record ends at byte %zu", scan_left(&s),
-                   scan_off(&s));
-        return ORDER_ERR_NOT_AVRO;
-    }
     return ORDER_OK;
 }
 

@@ -853,7 +853,7 @@ int events_encode_quota(events_t *e, const events_quota_t *q, char **out, size_t
 static int profile_prescan(const events_t *e, const uint8_t *start, const uint8_t *payload,
                            size_t len, char *errstr, size_t errstr_size)
 {
-    avroscan_t s = {start, payload, payload + len, errstr, errstr_size};
+    avroscan_t s = {start, payload, payload + len, errstr, errstr_size, AVROSCAN_WIDER};
     int64_t v;
     int branch;
 
