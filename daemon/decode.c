@@ -17,14 +17,15 @@
  */
 #include <errno.h>
 #include <inttypes.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <avro.h>
 
 #include "decode.h"
+
+#include "avroscan.h"
+#include "errstr.h"
 
 /* Generated from schemas/order.avsc at build time. */
 extern const char tierd_schema_order[];
@@ -40,9 +41,6 @@ enum { L_SKU, L_QUANTITY, L_UNIT_PRICE, L__COUNT };
 /* Confluent wire format: magic 0x00, then the schema id, big-endian. */
 #define DECODE_CONFLUENT_HEADER 5
 
-/* A 64-bit zigzag varint takes at most 10 bytes (7 bits each). */
-#define DECODE_VARINT_MAX 10
-
 struct decoder {
     avro_schema_t schema;      /* owned */
     avro_value_iface_t *iface; /* owned */
@@ -52,73 +50,34 @@ struct decoder {
     int64_t last_schema_id;    /* -1: last record had no Confluent framing */
 };
 
-struct field_want {
-    const char *name;
-    avro_type_t type;
-    const char *type_name; /* for the error message */
+static const avroscan_field_t order_fields[F__COUNT] = {
+    [F_ORDER_ID] = {"order_id", AVRO_STRING, false},
+    [F_CUSTOMER_ID] = {"customer_id", AVRO_STRING, false},
+    [F_PLACED_AT] = {"placed_at", AVRO_INT64, false},
+    [F_KIND] = {"kind", AVRO_ENUM, false},
+    [F_LINES] = {"lines", AVRO_ARRAY, false},
+    [F_CURRENCY] = {"currency", AVRO_STRING, false},
 };
 
-static const struct field_want order_fields[F__COUNT] = {
-    [F_ORDER_ID] = {"order_id", AVRO_STRING, "string"},
-    [F_CUSTOMER_ID] = {"customer_id", AVRO_STRING, "string"},
-    [F_PLACED_AT] = {"placed_at", AVRO_INT64, "long"},
-    [F_KIND] = {"kind", AVRO_ENUM, "enum"},
-    [F_LINES] = {"lines", AVRO_ARRAY, "array"},
-    [F_CURRENCY] = {"currency", AVRO_STRING, "string"},
+static const avroscan_field_t line_fields[L__COUNT] = {
+    [L_SKU] = {"sku", AVRO_STRING, false},
+    [L_QUANTITY] = {"quantity", AVRO_INT64, false},
+    [L_UNIT_PRICE] = {"unit_price", AVRO_INT64, false},
 };
 
-static const struct field_want line_fields[L__COUNT] = {
-    [L_SKU] = {"sku", AVRO_STRING, "string"},
-    [L_QUANTITY] = {"quantity", AVRO_INT64, "long"},
-    [L_UNIT_PRICE] = {"unit_price", AVRO_INT64, "long"},
-};
-
-__attribute__((format(printf, 3, 4)))
-static void decode_errf(char *errstr, size_t errstr_size, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (errstr == NULL || errstr_size == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
+/* Named in the message when the schema's shape is not the expected one. */
+#define DECODE_WALKER "the decoder's pre-scan"
 
 /* -------------------------------------------------------------------------
  * Schema shape check: the pre-scan below hard-codes this layout.
  */
 
-static int decode_check_record(avro_schema_t rec, const char *what, const struct field_want *want,
-                               size_t nwant, char *errstr, size_t errstr_size)
-{
-    size_t i;
-
-    if (!is_avro_record(rec) || avro_schema_record_size(rec) != nwant) {
-        decode_errf(errstr, errstr_size, "schema: %s must be a record of %zu fields", what, nwant);
-        return -1;
-    }
-    for (i = 0; i < nwant; i++) {
-        const char *name = avro_schema_record_field_name(rec, (int)i);
-        avro_schema_t fs = avro_schema_record_field_get_by_index(rec, (int)i);
-
-        if (name == NULL || strcmp(name, want[i].name) != 0 || fs == NULL ||
-            avro_typeof(fs) != want[i].type) {
-            decode_errf(errstr, errstr_size,
-                        "schema: field %zu of %s must be \"%s\" (%s); the decoder's "
-                        "pre-scan was written for that layout",
-                        i, what, want[i].name, want[i].type_name);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 static int decode_check_schema(avro_schema_t schema, char *errstr, size_t errstr_size)
 {
     avro_schema_t kind, items;
 
-    if (decode_check_record(schema, "Order", order_fields, F__COUNT, errstr, errstr_size) != 0)
+    if (avroscan_check_record(schema, "Order", order_fields, F__COUNT, DECODE_WALKER, errstr,
+                              errstr_size) != 0)
         return -1;
 
     /* The wire carries the enum index; order_kind_t values must match it. */
@@ -126,12 +85,13 @@ static int decode_check_schema(avro_schema_t schema, char *errstr, size_t errstr
     if (avro_schema_enum_number_of_symbols(kind) != 2 ||
         strcmp(avro_schema_enum_get(kind, ORDER_SALE), "SALE") != 0 ||
         strcmp(avro_schema_enum_get(kind, ORDER_RETURN), "RETURN") != 0) {
-        decode_errf(errstr, errstr_size, "schema: kind must be the enum [SALE, RETURN]");
+        errstr_fmt(errstr, errstr_size, "schema: kind must be the enum [SALE, RETURN]");
         return -1;
     }
 
     items = avro_schema_array_items(avro_schema_record_field_get_by_index(schema, F_LINES));
-    return decode_check_record(items, "OrderLine", line_fields, L__COUNT, errstr, errstr_size);
+    return avroscan_check_record(items, "OrderLine", line_fields, L__COUNT, DECODE_WALKER, errstr,
+                                 errstr_size);
 }
 
 /* -------------------------------------------------------------------------
@@ -146,15 +106,15 @@ decoder_t *decode_new(char *errstr, size_t errstr_size)
 
     d = calloc(1, sizeof(*d));
     if (d == NULL) {
-        decode_errf(errstr, errstr_size, "out of memory creating the order decoder");
+        errstr_fmt(errstr, errstr_size, "out of memory creating the order decoder");
         goto out;
     }
     d->last_schema_id = -1;
 
     if (avro_schema_from_json_length(tierd_schema_order, strlen(tierd_schema_order),
                                      &d->schema) != 0) {
-        decode_errf(errstr, errstr_size, "cannot parse the embedded Order schema: %s",
-                    avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot parse the embedded Order schema: %s",
+                   avro_strerror());
         goto out;
     }
     if (decode_check_schema(d->schema, errstr, errstr_size) != 0)
@@ -162,12 +122,12 @@ decoder_t *decode_new(char *errstr, size_t errstr_size)
 
     d->iface = avro_generic_class_from_schema(d->schema);
     if (d->iface == NULL) {
-        decode_errf(errstr, errstr_size, "cannot build a value class for the Order schema: %s",
-                    avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot build a value class for the Order schema: %s",
+                   avro_strerror());
         goto out;
     }
     if (avro_generic_value_new(d->iface, &d->value) != 0) {
-        decode_errf(errstr, errstr_size, "cannot allocate the Order value: %s", avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot allocate the Order value: %s", avro_strerror());
         goto out;
     }
     d->value_live = 1;
@@ -175,8 +135,8 @@ decoder_t *decode_new(char *errstr, size_t errstr_size)
     /* Pointed at each record by avro_reader_memory_set_source(). */
     d->reader = avro_reader_memory(empty, 0);
     if (d->reader == NULL) {
-        decode_errf(errstr, errstr_size, "cannot allocate the Avro memory reader: %s",
-                    avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot allocate the Avro memory reader: %s",
+                   avro_strerror());
         goto out;
     }
 
@@ -217,83 +177,17 @@ int64_t decode_last_schema_id(const decoder_t *d)
  * then read it without failing half-way, which is where it leaks.
  */
 
-typedef struct scan {
-    const uint8_t *start; /* the whole Kafka value, for offsets in messages */
-    const uint8_t *p;     /* next byte to read */
-    const uint8_t *end;
-    char *errstr;
-    size_t errstr_size;
-} scan_t;
-
-static size_t scan_left(const scan_t *s)
-{
-    return (size_t)(s->end - s->p);
-}
-
-static size_t scan_off(const scan_t *s)
-{
-    return (size_t)(s->p - s->start);
-}
-
-/* One zigzag varint.  More than 64 bits of payload is an error rather than
- * a silent wrap. */
-static int scan_long(scan_t *s, const char *what, int64_t *out)
-{
-    uint64_t v = 0;
-    size_t at = scan_off(s);
-    int i;
-
-    for (i = 0; i < DECODE_VARINT_MAX; i++) {
-        uint8_t b;
-
-        if (s->p == s->end) {
-            decode_errf(s->errstr, s->errstr_size,
-                        "truncated: the record ends at byte %zu inside %s", scan_off(s), what);
-            return -1;
-        }
-        b = *s->p++;
-        /* The 10th byte holds bit 63 only; anything more does not fit. */
-        if (i == DECODE_VARINT_MAX - 1 && b > 1)
-            break;
-        v |= (uint64_t)(b & 0x7f) << (7 * i);
-        if ((b & 0x80) == 0) {
-            *out = (int64_t)((v >> 1) ^ (0 - (v & 1)));
-            return 0;
-        }
-    }
-    decode_errf(s->errstr, s->errstr_size,
-                "%s at byte %zu is a varint longer than 64 bits", what, at);
-    return -1;
-}
-
-static int scan_string(scan_t *s, const char *what)
-{
-    int64_t n;
-    size_t at = scan_off(s);
-
-    if (scan_long(s, what, &n) != 0)
-        return -1;
-    if (n < 0 || (uint64_t)n > scan_left(s)) {
-        decode_errf(s->errstr, s->errstr_size,
-                    "%s at byte %zu claims %" PRId64 " bytes but %zu remain", what, at, n,
-                    scan_left(s));
-        return -1;
-    }
-    s->p += n;
-    return 0;
-}
-
-static order_err_t scan_lines(scan_t *s)
+static order_err_t scan_lines(avroscan_t *s)
 {
     uint64_t total = 0;
 
     for (;;) {
         int64_t count, size = -1;
-        size_t at = scan_off(s);
+        size_t at = avroscan_at(s);
         const uint8_t *items;
         int64_t i;
 
-        if (scan_long(s, "the lines block count", &count) != 0)
+        if (avroscan_varint(s, "the lines block count", 64, &count) != 0)
             return ORDER_ERR_NOT_AVRO;
         if (count == 0)
             return ORDER_OK;
@@ -301,34 +195,34 @@ static order_err_t scan_lines(scan_t *s)
             /* A negative count is followed by the block's size in bytes
              * (lets readers skip it).  -INT64_MIN does not exist. */
             if (count == INT64_MIN) {
-                decode_errf(s->errstr, s->errstr_size,
-                            "lines block count at byte %zu is out of range", at);
+                errstr_fmt(s->errstr, s->errstr_size,
+                           "lines block count at byte %zu is out of range", at);
                 return ORDER_ERR_NOT_AVRO;
             }
             count = -count;
-            if (scan_long(s, "the lines block size", &size) != 0)
+            if (avroscan_varint(s, "the lines block size", 64, &size) != 0)
                 return ORDER_ERR_NOT_AVRO;
-            if (size < 0 || (uint64_t)size > scan_left(s)) {
-                decode_errf(s->errstr, s->errstr_size,
-                            "lines block at byte %zu claims %" PRId64 " bytes but %zu remain",
-                            at, size, scan_left(s));
+            if (size < 0 || (uint64_t)size > avroscan_left(s)) {
+                errstr_fmt(s->errstr, s->errstr_size,
+                           "lines block at byte %zu claims %" PRId64 " bytes but %zu remain",
+                           at, size, avroscan_left(s));
                 return ORDER_ERR_NOT_AVRO;
             }
         }
         /* A count the remaining bytes cannot possibly hold is corruption,
          * not a big order: check that before the line limit. */
-        if ((uint64_t)count > scan_left(s) / DECODE_LINE_MIN_BYTES) {
-            decode_errf(s->errstr, s->errstr_size,
-                        "lines block at byte %zu claims %" PRId64
-                        " lines but only %zu bytes remain",
-                        at, count, scan_left(s));
+        if ((uint64_t)count > avroscan_left(s) / DECODE_LINE_MIN_BYTES) {
+            errstr_fmt(s->errstr, s->errstr_size,
+                       "lines block at byte %zu claims %" PRId64
+                       " lines but only %zu bytes remain",
+                       at, count, avroscan_left(s));
             return ORDER_ERR_NOT_AVRO;
         }
         total += (uint64_t)count; /* count <= buffer size: cannot wrap */
         if (total > ORDER_LINES_MAX) {
-            decode_errf(s->errstr, s->errstr_size,
-                        "the order has more than %d lines (at least %" PRIu64 ")",
-                        ORDER_LINES_MAX, total);
+            errstr_fmt(s->errstr, s->errstr_size,
+                       "the order has more than %d lines (at least %" PRIu64 ")",
+                       ORDER_LINES_MAX, total);
             return ORDER_ERR_TOO_MANY_LINES;
         }
 
@@ -336,16 +230,16 @@ static order_err_t scan_lines(scan_t *s)
         for (i = 0; i < count; i++) {
             int64_t ignored;
 
-            if (scan_string(s, "a line's sku") != 0 ||
-                scan_long(s, "a line's quantity", &ignored) != 0 ||
-                scan_long(s, "a line's unit_price", &ignored) != 0)
+            if (avroscan_string(s, "a line's sku") != 0 ||
+                avroscan_varint(s, "a line's quantity", 64, &ignored) != 0 ||
+                avroscan_varint(s, "a line's unit_price", 64, &ignored) != 0)
                 return ORDER_ERR_NOT_AVRO;
         }
         if (size >= 0 && (uint64_t)size != (uint64_t)(s->p - items)) {
-            decode_errf(s->errstr, s->errstr_size,
-                        "lines block at byte %zu claims %" PRId64 " bytes but its %" PRId64
-                        " lines take %zu",
-                        at, size, count, (size_t)(s->p - items));
+            errstr_fmt(s->errstr, s->errstr_size,
+                       "lines block at byte %zu claims %" PRId64 " bytes but its %" PRId64
+                       " lines take %zu",
+                       at, size, count, (size_t)(s->p - items));
             return ORDER_ERR_NOT_AVRO;
         }
     }
@@ -354,23 +248,23 @@ static order_err_t scan_lines(scan_t *s)
 static order_err_t decode_prescan(const uint8_t *start, const uint8_t *payload, size_t len,
                                   char *errstr, size_t errstr_size)
 {
-    scan_t s = {start, payload, payload + len, errstr, errstr_size};
+    avroscan_t s = {start, payload, payload + len, errstr, errstr_size, AVROSCAN_LONGER};
     int64_t v;
     size_t at;
     order_err_t err;
 
-    if (scan_string(&s, "order_id") != 0 || scan_string(&s, "customer_id") != 0 ||
-        scan_long(&s, "placed_at", &v) != 0)
+    if (avroscan_string(&s, "order_id") != 0 || avroscan_string(&s, "customer_id") != 0 ||
+        avroscan_varint(&s, "placed_at", 64, &v) != 0)
         return ORDER_ERR_NOT_AVRO;
 
-    at = scan_off(&s);
-    if (scan_long(&s, "kind", &v) != 0)
+    at = avroscan_at(&s);
+    if (avroscan_varint(&s, "kind", 64, &v) != 0)
         return ORDER_ERR_NOT_AVRO;
     if (v != ORDER_SALE && v != ORDER_RETURN) {
-        decode_errf(errstr, errstr_size,
-                    "kind at byte %zu is enum index %" PRId64 "; only 0 (SALE) and 1 (RETURN) "
-                    "exist",
-                    at, v);
+        errstr_fmt(errstr, errstr_size,
+                   "kind at byte %zu is enum index %" PRId64 "; only 0 (SALE) and 1 (RETURN) "
+                   "exist",
+                   at, v);
         return ORDER_ERR_NOT_AVRO;
     }
 
@@ -378,14 +272,8 @@ static order_err_t decode_prescan(const uint8_t *start, const uint8_t *payload, 
     if (err != ORDER_OK)
         return err;
 
-    if (scan_string(&s, "currency") != 0)
+    if (avroscan_string(&s, "currency") != 0 || avroscan_end(&s, "Order") != 0)
         return ORDER_ERR_NOT_AVRO;
-    if (s.p != s.end) {
-        decode_errf(errstr, errstr_size,
-                    "%zu trailing bytes after the Order record ends at byte %zu", scan_left(&s),
-                    scan_off(&s));
-        return ORDER_ERR_NOT_AVRO;
-    }
     return ORDER_OK;
 }
 
@@ -456,8 +344,8 @@ static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size
         (rc = decode_copy_str(&f, o->order_id, ORDER_ID_MAX, &len)) < 0)
         goto libavro;
     if (rc > 0) {
-        decode_errf(errstr, errstr_size, "order_id is %zu bytes; at most %d are allowed", len,
-                    ORDER_ID_MAX);
+        errstr_fmt(errstr, errstr_size, "order_id is %zu bytes; at most %d are allowed", len,
+                   ORDER_ID_MAX);
         return ORDER_ERR_BAD_ID;
     }
     o->order_id_len = (uint8_t)len;
@@ -466,8 +354,8 @@ static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size
         (rc = decode_copy_str(&f, o->customer_id, ORDER_ID_MAX, &len)) < 0)
         goto libavro;
     if (rc > 0) {
-        decode_errf(errstr, errstr_size, "customer_id is %zu bytes; at most %d are allowed",
-                    len, ORDER_ID_MAX);
+        errstr_fmt(errstr, errstr_size, "customer_id is %zu bytes; at most %d are allowed",
+                   len, ORDER_ID_MAX);
         return ORDER_ERR_BAD_ID;
     }
     o->customer_id_len = (uint8_t)len;
@@ -484,12 +372,12 @@ static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size
         goto libavro;
     if (n > ORDER_LINES_MAX) {
         /* The pre-scan bounds it; libavro disagreeing is a bug. */
-        decode_errf(errstr, errstr_size, "libavro read %zu lines after the pre-scan allowed "
-                    "at most %d", n, ORDER_LINES_MAX);
+        errstr_fmt(errstr, errstr_size, "libavro read %zu lines after the pre-scan allowed "
+                   "at most %d", n, ORDER_LINES_MAX);
         return ORDER_ERR_INTERNAL;
     }
     if (decode_grow_lines(o, n) != 0) {
-        decode_errf(errstr, errstr_size, "out of memory for %zu order lines", n);
+        errstr_fmt(errstr, errstr_size, "out of memory for %zu order lines", n);
         return ORDER_ERR_INTERNAL;
     }
     for (i = 0; i < n; i++) {
@@ -500,8 +388,8 @@ static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size
             (rc = decode_copy_str(&f, l->sku, ORDER_SKU_MAX, &len)) < 0)
             goto libavro;
         if (rc > 0) {
-            decode_errf(errstr, errstr_size, "line %zu: sku is %zu bytes; at most %d are allowed",
-                        i + 1, len, ORDER_SKU_MAX);
+            errstr_fmt(errstr, errstr_size, "line %zu: sku is %zu bytes; at most %d are allowed",
+                       i + 1, len, ORDER_SKU_MAX);
             return ORDER_ERR_BAD_SKU;
         }
         l->sku_len = (uint8_t)len;
@@ -516,16 +404,16 @@ static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size
         goto libavro;
     if (rc > 0) {
         /* Longer than any ISO 4217 code, so it cannot be the configured one. */
-        decode_errf(errstr, errstr_size,
-                    "currency is %zu bytes; an ISO 4217 code has %d letters", len,
-                    ORDER_CURRENCY_MAX);
+        errstr_fmt(errstr, errstr_size,
+                   "currency is %zu bytes; an ISO 4217 code has %d letters", len,
+                   ORDER_CURRENCY_MAX);
         return ORDER_ERR_BAD_CURRENCY;
     }
     return ORDER_OK;
 
 libavro:
-    decode_errf(errstr, errstr_size, "libavro could not hand back a decoded field: %s",
-                avro_strerror());
+    errstr_fmt(errstr, errstr_size, "libavro could not hand back a decoded field: %s",
+               avro_strerror());
     return ORDER_ERR_INTERNAL;
 }
 
@@ -547,7 +435,7 @@ order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out
     if (errstr != NULL && errstr_size > 0)
         errstr[0] = '\0';
     if (d == NULL || out == NULL) {
-        decode_errf(errstr, errstr_size, "decode_order called without a decoder or an order");
+        errstr_fmt(errstr, errstr_size, "decode_order called without a decoder or an order");
         return ORDER_ERR_INTERNAL;
     }
     d->last_schema_id = -1;
@@ -560,7 +448,7 @@ order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out
     out->lines_cap = keep_cap;
 
     if (buf == NULL || len == 0) {
-        decode_errf(errstr, errstr_size, "empty record value; an Order is never empty");
+        errstr_fmt(errstr, errstr_size, "empty record value; an Order is never empty");
         return ORDER_ERR_NOT_AVRO;
     }
 
@@ -582,7 +470,7 @@ order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out
         payload_len -= DECODE_CONFLUENT_HEADER;
     }
     if (payload_len > (size_t)INT64_MAX) {
-        decode_errf(errstr, errstr_size, "record of %zu bytes is too large to decode", len);
+        errstr_fmt(errstr, errstr_size, "record of %zu bytes is too large to decode", len);
         return ORDER_ERR_NOT_AVRO;
     }
 
@@ -603,7 +491,7 @@ order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out
     rc = avro_value_read(d->reader, &d->value);
     if (rc != 0) {
         /* After a clean pre-scan only a failed allocation should get here. */
-        decode_errf(errstr, errstr_size, "libavro cannot read the Order: %s", avro_strerror());
+        errstr_fmt(errstr, errstr_size, "libavro cannot read the Order: %s", avro_strerror());
         return rc == ENOMEM ? ORDER_ERR_INTERNAL : ORDER_ERR_NOT_AVRO;
     }
     return decode_copy(&d->value, out, errstr, errstr_size);

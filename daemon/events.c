@@ -25,7 +25,6 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +33,9 @@
 #include <avro.h>
 
 #include "events.h"
+
+#include "avroscan.h"
+#include "errstr.h"
 
 /* Generated from schemas/ at build time. */
 extern const char tierd_schema_tier_change[];
@@ -103,30 +105,12 @@ struct events {
     int ngrades;
 };
 
-__attribute__((format(printf, 3, 4)))
-static void events_errf(char *errstr, size_t errstr_size, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (errstr == NULL || errstr_size == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
-
 /* -------------------------------------------------------------------------
  * Schema shape: the encoders address fields by position and the pre-scan
  * hard-codes the profile layout, so both are checked once, here.
  */
 
-typedef struct field_want {
-    const char *name;
-    avro_type_t type;
-    bool nullable; /* ["null", type] */
-} field_want_t;
-
-static const field_want_t tc_fields[TC__COUNT] = {
+static const avroscan_field_t tc_fields[TC__COUNT] = {
     [TC_EVENT_ID] = {"event_id", AVRO_STRING, false},
     [TC_CUSTOMER_ID] = {"customer_id", AVRO_STRING, false},
     [TC_SEQUENCE] = {"sequence", AVRO_INT64, false},
@@ -147,7 +131,7 @@ static const field_want_t tc_fields[TC__COUNT] = {
     [TC_DECIDED_AT] = {"decided_at", AVRO_INT64, false},
 };
 
-static const field_want_t sc_fields[SC__COUNT] = {
+static const avroscan_field_t sc_fields[SC__COUNT] = {
     [SC_KIND] = {"kind", AVRO_STRING, false},
     [SC_SOURCE] = {"source", AVRO_STRING, false},
     [SC_VALUE] = {"value", AVRO_DOUBLE, false},
@@ -157,7 +141,7 @@ static const field_want_t sc_fields[SC__COUNT] = {
     [SC_HI] = {"hi", AVRO_DOUBLE, false},
 };
 
-static const field_want_t wm_fields[WM__COUNT] = {
+static const avroscan_field_t wm_fields[WM__COUNT] = {
     [WM_MONTH] = {"month", AVRO_STRING, false},
     [WM_QTY] = {"qty", AVRO_INT64, false},
     [WM_AMOUNT] = {"amount", AVRO_INT64, false},
@@ -173,7 +157,7 @@ static const field_want_t wm_fields[WM__COUNT] = {
     [WM_BELOW_FLOOR] = {"below_floor", AVRO_BOOLEAN, false},
 };
 
-static const field_want_t qe_fields[QE__COUNT] = {
+static const avroscan_field_t qe_fields[QE__COUNT] = {
     [QE_EVENT_ID] = {"event_id", AVRO_STRING, false},
     [QE_CUSTOMER_ID] = {"customer_id", AVRO_STRING, false},
     [QE_MONTH] = {"month", AVRO_STRING, false},
@@ -189,7 +173,7 @@ static const field_want_t qe_fields[QE__COUNT] = {
     [QE_POLICY_VERSION] = {"policy_version", AVRO_STRING, false},
 };
 
-static const field_want_t cp_fields[CP__COUNT] = {
+static const avroscan_field_t cp_fields[CP__COUNT] = {
     [CP_CUSTOMER_ID] = {"customer_id", AVRO_STRING, false},
     [CP_FORMAT] = {"format", AVRO_ENUM, false},
     [CP_MARKET] = {"market", AVRO_ENUM, false},
@@ -201,59 +185,12 @@ static const field_want_t cp_fields[CP__COUNT] = {
     [CP_UPDATED_AT] = {"updated_at", AVRO_INT64, false},
 };
 
-static const char *events_type_name(avro_type_t t)
+/* avroscan_check_record(), naming this codec in the message. */
+static int events_check_record(avro_schema_t rec, const char *what,
+                               const avroscan_field_t *want, size_t nwant, char *errstr,
+                               size_t errstr_size)
 {
-    switch (t) {
-    case AVRO_STRING: return "string";
-    case AVRO_INT32: return "int";
-    case AVRO_INT64: return "long";
-    case AVRO_DOUBLE: return "double";
-    case AVRO_BOOLEAN: return "boolean";
-    case AVRO_ENUM: return "enum";
-    case AVRO_ARRAY: return "array";
-    default: return "other";
-    }
-}
-
-static bool events_type_is(avro_schema_t s, const field_want_t *want)
-{
-    avro_schema_t b0, b1;
-
-    if (s == NULL)
-        return false;
-    if (!want->nullable)
-        return avro_typeof(s) == want->type;
-    if (avro_typeof(s) != AVRO_UNION || avro_schema_union_size(s) != 2)
-        return false;
-    b0 = avro_schema_union_branch(s, 0);
-    b1 = avro_schema_union_branch(s, 1);
-    return b0 != NULL && b1 != NULL && avro_typeof(b0) == AVRO_NULL &&
-           avro_typeof(b1) == want->type;
-}
-
-static int events_check_record(avro_schema_t rec, const char *what, const field_want_t *want,
-                               size_t nwant, char *errstr, size_t errstr_size)
-{
-    size_t i;
-
-    if (rec == NULL || !is_avro_record(rec) || avro_schema_record_size(rec) != nwant) {
-        events_errf(errstr, errstr_size, "schema: %s must be a record of %zu fields", what, nwant);
-        return -1;
-    }
-    for (i = 0; i < nwant; i++) {
-        const char *name = avro_schema_record_field_name(rec, (int)i);
-
-        if (name == NULL || strcmp(name, want[i].name) != 0 ||
-            !events_type_is(avro_schema_record_field_get_by_index(rec, (int)i), &want[i])) {
-            events_errf(errstr, errstr_size,
-                        "schema: field %zu of %s must be \"%s\" (%s%s%s); the event codec "
-                        "was written for that layout",
-                        i, what, want[i].name, want[i].nullable ? "[\"null\", " : "",
-                        events_type_name(want[i].type), want[i].nullable ? "]" : "");
-            return -1;
-        }
-    }
-    return 0;
+    return avroscan_check_record(rec, what, want, nwant, "the event codec", errstr, errstr_size);
 }
 
 /* The schema of field `index` of record `rec`, its array items. */
@@ -274,8 +211,8 @@ static int events_map_names(avro_schema_t enm, const char *what, const char *(*n
     for (i = first; i < count; i++) {
         index[i] = avro_schema_enum_get_by_name(enm, name_of(i));
         if (index[i] < 0) {
-            events_errf(errstr, errstr_size, "schema: enum %s has no symbol %s", what,
-                        name_of(i));
+            errstr_fmt(errstr, errstr_size, "schema: enum %s has no symbol %s", what,
+                       name_of(i));
             return -1;
         }
     }
@@ -297,7 +234,7 @@ static int events_map_symbols(avro_schema_t enm, const char *what, const char *c
     int n = avro_schema_enum_number_of_symbols(enm), i;
 
     if (n <= 0 || n > EVENTS_SYMBOLS_MAX) {
-        events_errf(errstr, errstr_size, "schema: enum %s has %d symbols", what, n);
+        errstr_fmt(errstr, errstr_size, "schema: enum %s has %d symbols", what, n);
         return -1;
     }
     for (i = 0; i < n; i++) {
@@ -308,8 +245,8 @@ static int events_map_symbols(avro_schema_t enm, const char *what, const char *c
             if (sym != NULL && strcmp(sym, names[k]) == 0)
                 break;
         if (k == nnames) {
-            events_errf(errstr, errstr_size, "schema: enum %s has symbol %s, unknown to tierd",
-                        what, sym != NULL ? sym : "(null)");
+            errstr_fmt(errstr, errstr_size, "schema: enum %s has symbol %s, unknown to tierd",
+                       what, sym != NULL ? sym : "(null)");
             return -1;
         }
         out[i] = values[k];
@@ -373,7 +310,7 @@ static int events_check_schemas(events_t *e, char *errstr, size_t errstr_size)
         return -1;
     blocked = events_items(e->tc_schema, TC_UPGRADE_BLOCKED_BY);
     if (blocked == NULL || avro_typeof(blocked) != AVRO_STRING) {
-        events_errf(errstr, errstr_size, "schema: upgrade_blocked_by must be an array of strings");
+        errstr_fmt(errstr, errstr_size, "schema: upgrade_blocked_by must be an array of strings");
         return -1;
     }
     if (events_map_names(avro_schema_record_field_get_by_index(e->tc_schema, TC_REASON),
@@ -404,8 +341,8 @@ static int events_load(const char *json, const char *what, avro_schema_t *schema
 {
     if (avro_schema_from_json_length(json, strlen(json), schema) != 0) {
         *schema = NULL;
-        events_errf(errstr, errstr_size, "cannot parse the embedded %s schema: %s", what,
-                    avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot parse the embedded %s schema: %s", what,
+                   avro_strerror());
         return -1;
     }
     return 0;
@@ -416,13 +353,13 @@ static int events_value(avro_schema_t schema, const char *what, avro_value_iface
 {
     *iface = avro_generic_class_from_schema(schema);
     if (*iface == NULL) {
-        events_errf(errstr, errstr_size, "cannot build a value class for %s: %s", what,
-                    avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot build a value class for %s: %s", what,
+                   avro_strerror());
         return -1;
     }
     if (avro_generic_value_new(*iface, value) != 0) {
-        events_errf(errstr, errstr_size, "cannot allocate a %s value: %s", what,
-                    avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot allocate a %s value: %s", what,
+                   avro_strerror());
         return -1;
     }
     *live = true;
@@ -437,7 +374,7 @@ events_t *events_new(char *errstr, size_t errstr_size)
 
     e = calloc(1, sizeof(*e));
     if (e == NULL) {
-        events_errf(errstr, errstr_size, "out of memory creating the event codec");
+        errstr_fmt(errstr, errstr_size, "out of memory creating the event codec");
         goto out;
     }
     if (events_load(tierd_schema_tier_change, "TierChange", &e->tc_schema, errstr,
@@ -460,8 +397,8 @@ events_t *events_new(char *errstr, size_t errstr_size)
     /* Pointed at each record by avro_reader_memory_set_source(). */
     e->reader = avro_reader_memory(empty, 0);
     if (e->reader == NULL) {
-        events_errf(errstr, errstr_size, "cannot allocate the Avro memory reader: %s",
-                    avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot allocate the Avro memory reader: %s",
+                   avro_strerror());
         goto out;
     }
 
@@ -587,23 +524,23 @@ static int events_write(avro_value_t *v, const char *what, char **out, size_t *l
     int ret = -1;
 
     if (avro_value_sizeof(v, &size) != 0 || size == 0 || size > (size_t)INT64_MAX) {
-        events_errf(errstr, errstr_size, "cannot size the %s record: %s", what,
-                    avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot size the %s record: %s", what,
+                   avro_strerror());
         goto out;
     }
     buf = malloc(size);
     if (buf == NULL) {
-        events_errf(errstr, errstr_size, "out of memory for a %zu-byte %s record", size, what);
+        errstr_fmt(errstr, errstr_size, "out of memory for a %zu-byte %s record", size, what);
         goto out;
     }
     w = avro_writer_memory(buf, (int64_t)size);
     if (w == NULL) {
-        events_errf(errstr, errstr_size, "cannot allocate an Avro writer: %s", avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot allocate an Avro writer: %s", avro_strerror());
         goto out;
     }
     if (avro_value_write(w, v) != 0 || avro_writer_tell(w) != (int64_t)size) {
-        events_errf(errstr, errstr_size, "cannot write the %s record: %s", what,
-                    avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot write the %s record: %s", what,
+                   avro_strerror());
         goto out;
     }
     *out = buf;
@@ -631,7 +568,7 @@ static int events_check_id(const char *what, const char *id, char *errstr, size_
     size_t n;
 
     if (id == NULL || (n = strlen(id)) == 0 || n > ORDER_ID_MAX) {
-        events_errf(errstr, errstr_size, "%s must be 1 to %d bytes", what, ORDER_ID_MAX);
+        errstr_fmt(errstr, errstr_size, "%s must be 1 to %d bytes", what, ORDER_ID_MAX);
         return -1;
     }
     return 0;
@@ -646,8 +583,8 @@ static int events_give_id(const char *id, char *event_id, size_t event_id_size, 
     if (event_id == NULL)
         return 0;
     if (n >= event_id_size) {
-        events_errf(errstr, errstr_size, "event_id buffer of %zu bytes cannot hold the "
-                    "%zu-byte id %s", event_id_size, n, id);
+        errstr_fmt(errstr, errstr_size, "event_id buffer of %zu bytes cannot hold the "
+                   "%zu-byte id %s", event_id_size, n, id);
         return -1;
     }
     memcpy(event_id, id, n + 1);
@@ -676,50 +613,50 @@ static int tc_check(const events_tier_change_t *tc, char *errstr, size_t errstr_
     uint32_t i;
 
     if (tc == NULL || tc->decision == NULL || tc->policy == NULL || tc->classification == NULL) {
-        events_errf(errstr, errstr_size,
-                    "a tier change needs a decision, a policy and a classification");
+        errstr_fmt(errstr, errstr_size,
+                   "a tier change needs a decision, a policy and a classification");
         return -1;
     }
     if (events_check_id("customer_id", tc->customer_id, errstr, errstr_size) != 0)
         return -1;
     d = tc->decision;
     if (d->reason <= POLICY_REASON_NONE || d->reason >= POLICY_REASON__COUNT) {
-        events_errf(errstr, errstr_size,
-                    "tier change for %s has reason %s; events are published only for changes",
-                    tc->customer_id, policy_reason_name(d->reason));
+        errstr_fmt(errstr, errstr_size,
+                   "tier change for %s has reason %s; events are published only for changes",
+                   tc->customer_id, policy_reason_name(d->reason));
         return -1;
     }
     if (tc->sequence < 1) {
-        events_errf(errstr, errstr_size, "tier change sequence %" PRId64 " for %s; they start at 1",
-                    tc->sequence, tc->customer_id);
+        errstr_fmt(errstr, errstr_size, "tier change sequence %" PRId64 " for %s; they start at 1",
+                   tc->sequence, tc->customer_id);
         return -1;
     }
     if (tc->month != -1 && events_month_text(tc->month, m, sizeof(m)) != 0) {
-        events_errf(errstr, errstr_size, "month %" PRId32 " has no YYYY-MM form", tc->month);
+        errstr_fmt(errstr, errstr_size, "month %" PRId32 " has no YYYY-MM form", tc->month);
         return -1;
     }
     if (tc->window == NULL && tc->nwindow > 0) {
-        events_errf(errstr, errstr_size, "nwindow is %zu but window is NULL", tc->nwindow);
+        errstr_fmt(errstr, errstr_size, "nwindow is %zu but window is NULL", tc->nwindow);
         return -1;
     }
     if (d->nmonths > POLICY_WINDOW_MAX ||
         (d->has_score && d->score.ncomponents > POLICY_COMPONENTS_MAX)) {
-        events_errf(errstr, errstr_size, "decision has %" PRIu32 " months and %" PRIu32
-                    " components; at most %d and %d exist",
-                    d->nmonths, d->score.ncomponents, POLICY_WINDOW_MAX, POLICY_COMPONENTS_MAX);
+        errstr_fmt(errstr, errstr_size, "decision has %" PRIu32 " months and %" PRIu32
+                   " components; at most %d and %d exist",
+                   d->nmonths, d->score.ncomponents, POLICY_WINDOW_MAX, POLICY_COMPONENTS_MAX);
         return -1;
     }
     for (i = 0; i < d->nmonths; i++) {
         if (events_month_text(d->months[i].month, m, sizeof(m)) != 0) {
-            events_errf(errstr, errstr_size, "window month %" PRId32 " has no YYYY-MM form",
-                        d->months[i].month);
+            errstr_fmt(errstr, errstr_size, "window month %" PRId32 " has no YYYY-MM form",
+                       d->months[i].month);
             return -1;
         }
     }
     for (i = 0; d->has_score && i < d->score.ncomponents; i++) {
         if (events_comp_kind(d->score.components[i].kind) == NULL) {
-            events_errf(errstr, errstr_size, "score component %" PRIu32 " has unknown kind %d",
-                        i + 1, (int)d->score.components[i].kind);
+            errstr_fmt(errstr, errstr_size, "score component %" PRIu32 " has unknown kind %d",
+                       i + 1, (int)d->score.components[i].kind);
             return -1;
         }
     }
@@ -813,7 +750,7 @@ int events_encode_tier_change(events_t *e, const events_tier_change_t *tc, char 
     if (out != NULL)
         *out = NULL;
     if (e == NULL || out == NULL || len == NULL) {
-        events_errf(errstr, errstr_size, "events_encode_tier_change needs a codec and outputs");
+        errstr_fmt(errstr, errstr_size, "events_encode_tier_change needs a codec and outputs");
         return -1;
     }
     if (tc_check(tc, errstr, errstr_size) != 0)
@@ -841,8 +778,8 @@ int events_encode_tier_change(events_t *e, const events_tier_change_t *tc, char 
         put_string(rec, TC_POLICY_NAME, tc->policy->name) ||
         put_string(rec, TC_POLICY_VERSION, tc->policy->version) ||
         put_long(rec, TC_DECIDED_AT, tc->decided_at_ms)) {
-        events_errf(errstr, errstr_size, "cannot fill the TierChange %s: %s", id,
-                    avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot fill the TierChange %s: %s", id,
+                   avro_strerror());
         return -1;
     }
     return events_write(rec, "TierChange", out, len, errstr, errstr_size);
@@ -866,19 +803,19 @@ int events_encode_quota(events_t *e, const events_quota_t *q, char **out, size_t
         *out = NULL;
     if (e == NULL || out == NULL || len == NULL || q == NULL || q->limits == NULL ||
         q->policy == NULL) {
-        events_errf(errstr, errstr_size, "events_encode_quota needs a codec, an event with "
-                    "limits and a policy, and outputs");
+        errstr_fmt(errstr, errstr_size, "events_encode_quota needs a codec, an event with "
+                   "limits and a policy, and outputs");
         return -1;
     }
     if (events_check_id("customer_id", q->customer_id, errstr, errstr_size) != 0 ||
         events_check_id("order_id", q->order_id, errstr, errstr_size) != 0)
         return -1;
     if ((unsigned)q->kind >= POLICY_QUOTA__COUNT) {
-        events_errf(errstr, errstr_size, "quota kind %d does not exist", (int)q->kind);
+        errstr_fmt(errstr, errstr_size, "quota kind %d does not exist", (int)q->kind);
         return -1;
     }
     if (events_month_text(q->month, month, sizeof(month)) != 0) {
-        events_errf(errstr, errstr_size, "month %" PRId32 " has no YYYY-MM form", q->month);
+        errstr_fmt(errstr, errstr_size, "month %" PRId32 " has no YYYY-MM form", q->month);
         return -1;
     }
     l = q->limits;
@@ -897,8 +834,8 @@ int events_encode_quota(events_t *e, const events_quota_t *q, char **out, size_t
         put_long(rec, QE_PLACED_AT, q->placed_at_ms) ||
         put_string(rec, QE_POLICY_NAME, q->policy->name) ||
         put_string(rec, QE_POLICY_VERSION, q->policy->version)) {
-        events_errf(errstr, errstr_size, "cannot fill the QuotaEvent %s: %s", id,
-                    avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot fill the QuotaEvent %s: %s", id,
+                   avro_strerror());
         return -1;
     }
     return events_write(rec, "QuotaEvent", out, len, errstr, errstr_size);
@@ -913,132 +850,25 @@ int events_encode_quota(events_t *e, const events_quota_t *q, char **out, size_t
  * and whose int and longs are canonical-length varints.
  */
 
-typedef struct scan {
-    const uint8_t *start; /* the whole Kafka value, for offsets in messages */
-    const uint8_t *p;     /* next byte to read */
-    const uint8_t *end;
-    char *errstr;
-    size_t errstr_size;
-} scan_t;
-
-static size_t scan_left(const scan_t *s) { return (size_t)(s->end - s->p); }
-static size_t scan_at(const scan_t *s) { return (size_t)(s->p - s->start); }
-
-static int scan_truncated(scan_t *s, const char *what)
-{
-    events_errf(s->errstr, s->errstr_size, "truncated: the record ends at byte %zu inside %s",
-                scan_at(s), what);
-    return -1;
-}
-
-/* A zigzag varint of `bits` (32: Avro int, 64: long).  Its last possible
- * byte may carry only the bits that remain, so libavro never shifts past
- * the width of its accumulator. */
-static int scan_varint(scan_t *s, const char *what, int bits, int64_t *out)
-{
-    const int nbytes = bits == 32 ? 5 : 10;
-    const uint8_t last_max = bits == 32 ? 0x0f : 0x01;
-    size_t at = scan_at(s);
-    uint64_t v = 0;
-    int i;
-
-    for (i = 0; i < nbytes; i++) {
-        uint8_t b;
-
-        if (s->p == s->end)
-            return scan_truncated(s, what);
-        b = *s->p++;
-        if (i == nbytes - 1 && b > last_max)
-            break;
-        v |= (uint64_t)(b & 0x7f) << (7 * i);
-        if ((b & 0x80) == 0) {
-            *out = (int64_t)((v >> 1) ^ (0 - (v & 1)));
-            return 0;
-        }
-    }
-    events_errf(s->errstr, s->errstr_size, "%s at byte %zu is a varint wider than %d bits",
-                what, at, bits);
-    return -1;
-}
-
-static int scan_string(scan_t *s, const char *what)
-{
-    size_t at = scan_at(s);
-    int64_t n;
-
-    if (scan_varint(s, what, 64, &n) != 0)
-        return -1;
-    if (n < 0 || (uint64_t)n > scan_left(s)) {
-        events_errf(s->errstr, s->errstr_size,
-                    "%s at byte %zu claims %" PRId64 " bytes but %zu remain", what, at, n,
-                    scan_left(s));
-        return -1;
-    }
-    s->p += n;
-    return 0;
-}
-
-/* An index into `count` choices (enum symbols, union branches). */
-static int scan_index(scan_t *s, const char *what, int bits, int count)
-{
-    size_t at = scan_at(s);
-    int64_t v;
-
-    if (scan_varint(s, what, bits, &v) != 0)
-        return -1;
-    if (v < 0 || v >= count) {
-        events_errf(s->errstr, s->errstr_size,
-                    "%s at byte %zu is index %" PRId64 "; only 0 to %d exist", what, at, v,
-                    count - 1);
-        return -1;
-    }
-    return (int)v;
-}
-
-static int scan_bytes(scan_t *s, const char *what, size_t n)
-{
-    if (scan_left(s) < n)
-        return scan_truncated(s, what);
-    s->p += n;
-    return 0;
-}
-
-static int scan_boolean(scan_t *s, const char *what)
-{
-    if (s->p == s->end)
-        return scan_truncated(s, what);
-    if (*s->p > 1) {
-        events_errf(s->errstr, s->errstr_size, "%s at byte %zu is 0x%02x; a boolean is 0 or 1",
-                    what, scan_at(s), (unsigned)*s->p);
-        return -1;
-    }
-    s->p++;
-    return 0;
-}
-
 static int profile_prescan(const events_t *e, const uint8_t *start, const uint8_t *payload,
                            size_t len, char *errstr, size_t errstr_size)
 {
-    scan_t s = {start, payload, payload + len, errstr, errstr_size};
+    avroscan_t s = {start, payload, payload + len, errstr, errstr_size, AVROSCAN_WIDER};
     int64_t v;
     int branch;
 
-    if (scan_string(&s, "customer_id") != 0 || scan_index(&s, "format", 32, e->nformats) < 0 ||
-        scan_index(&s, "market", 32, e->nmarkets) < 0 || scan_boolean(&s, "chain") != 0 ||
-        scan_index(&s, "compliance_grade", 32, e->ngrades) < 0 ||
-        scan_bytes(&s, "cooperation", 8) != 0 || scan_bytes(&s, "growth", 8) != 0)
+    if (avroscan_string(&s, "customer_id") != 0 ||
+        avroscan_index(&s, "format", 32, e->nformats) < 0 ||
+        avroscan_index(&s, "market", 32, e->nmarkets) < 0 ||
+        avroscan_boolean(&s, "chain") != 0 ||
+        avroscan_index(&s, "compliance_grade", 32, e->ngrades) < 0 ||
+        avroscan_bytes(&s, "cooperation", 8) != 0 || avroscan_bytes(&s, "growth", 8) != 0)
         return -1;
-    branch = scan_index(&s, "the tier_override union", 64, 2);
-    if (branch < 0 || (branch == 1 && scan_varint(&s, "tier_override", 32, &v) != 0) ||
-        scan_varint(&s, "updated_at", 64, &v) != 0)
+    branch = avroscan_index(&s, "the tier_override union", 64, 2);
+    if (branch < 0 || (branch == 1 && avroscan_varint(&s, "tier_override", 32, &v) != 0) ||
+        avroscan_varint(&s, "updated_at", 64, &v) != 0)
         return -1;
-    if (s.p != s.end) {
-        events_errf(errstr, errstr_size,
-                    "%zu trailing bytes after the CustomerProfile record ends at byte %zu",
-                    scan_left(&s), scan_at(&s));
-        return -1;
-    }
-    return 0;
+    return avroscan_end(&s, "CustomerProfile");
 }
 
 /* -------------------------------------------------------------------------
@@ -1064,7 +894,7 @@ static int get_field(avro_value_t *rec, size_t index, avro_value_t *f)
 static order_err_t profile_ratio(const char *what, double x, char *errstr, size_t errstr_size)
 {
     if (!isfinite(x) || x < 0.0 || x > 1.0) {
-        events_errf(errstr, errstr_size, "%s is %g; it must be between 0.0 and 1.0", what, x);
+        errstr_fmt(errstr, errstr_size, "%s is %g; it must be between 0.0 and 1.0", what, x);
         return ORDER_ERR_BAD_FIELD;
     }
     return ORDER_OK;
@@ -1088,24 +918,24 @@ static order_err_t profile_copy(events_t *e, avro_value_t *rec, const void *key,
         goto libavro;
     n = size > 0 ? size - 1 : 0; /* libavro counts the NUL */
     if (n == 0) {
-        events_errf(errstr, errstr_size, "customer_id is empty");
+        errstr_fmt(errstr, errstr_size, "customer_id is empty");
         return ORDER_ERR_EMPTY_ID;
     }
     if (n > ORDER_ID_MAX) {
-        events_errf(errstr, errstr_size, "customer_id is %zu bytes; at most %d are allowed", n,
-                    ORDER_ID_MAX);
+        errstr_fmt(errstr, errstr_size, "customer_id is %zu bytes; at most %d are allowed", n,
+                   ORDER_ID_MAX);
         return ORDER_ERR_BAD_ID;
     }
     if (events_has_control(str, n)) {
-        events_errf(errstr, errstr_size, "customer_id has control characters; ids must be "
-                    "printable");
+        errstr_fmt(errstr, errstr_size, "customer_id has control characters; ids must be "
+                   "printable");
         return ORDER_ERR_BAD_ID;
     }
     memcpy(customer_id, str, n);
     customer_id[n] = '\0';
     if (key != NULL && key_len > 0 && (key_len != n || memcmp(key, str, n) != 0)) {
-        events_errf(errstr, errstr_size, "record key (%zu bytes) is not the customer_id %s",
-                    key_len, customer_id);
+        errstr_fmt(errstr, errstr_size, "record key (%zu bytes) is not the customer_id %s",
+                   key_len, customer_id);
         return ORDER_ERR_KEY_MISMATCH;
     }
 
@@ -1124,8 +954,8 @@ static order_err_t profile_copy(events_t *e, avro_value_t *rec, const void *key,
         goto libavro;
     if (format < 0 || format >= e->nformats || market < 0 || market >= e->nmarkets ||
         grade < 0 || grade >= e->ngrades || disc < 0 || disc > 1) {
-        events_errf(errstr, errstr_size, "libavro read an enum or union index the pre-scan "
-                    "refused");
+        errstr_fmt(errstr, errstr_size, "libavro read an enum or union index the pre-scan "
+                   "refused");
         return ORDER_ERR_INTERNAL;
     }
 
@@ -1133,9 +963,9 @@ static order_err_t profile_copy(events_t *e, avro_value_t *rec, const void *key,
         (err = profile_ratio("growth", p.growth, errstr, errstr_size)) != ORDER_OK)
         return err;
     if (disc == 1 && (override < 1 || override > POLICY_TIERS_MAX)) {
-        events_errf(errstr, errstr_size,
-                    "tier_override is %" PRId32 "; it must be null or 1 to %d", override,
-                    POLICY_TIERS_MAX);
+        errstr_fmt(errstr, errstr_size,
+                   "tier_override is %" PRId32 "; it must be null or 1 to %d", override,
+                   POLICY_TIERS_MAX);
         return ORDER_ERR_BAD_FIELD;
     }
 
@@ -1151,8 +981,8 @@ static order_err_t profile_copy(events_t *e, avro_value_t *rec, const void *key,
     return ORDER_OK;
 
 libavro:
-    events_errf(errstr, errstr_size, "libavro could not hand back a decoded field: %s",
-                avro_strerror());
+    errstr_fmt(errstr, errstr_size, "libavro could not hand back a decoded field: %s",
+               avro_strerror());
     return ORDER_ERR_INTERNAL;
 }
 
@@ -1169,18 +999,18 @@ order_err_t events_decode_profile(events_t *e, const void *buf, size_t len, cons
     if (errstr != NULL && errstr_size > 0)
         errstr[0] = '\0';
     if (e == NULL || customer_id == NULL || out == NULL) {
-        events_errf(errstr, errstr_size,
-                    "events_decode_profile called without a codec, an id buffer or a profile");
+        errstr_fmt(errstr, errstr_size,
+                   "events_decode_profile called without a codec, an id buffer or a profile");
         return ORDER_ERR_INTERNAL;
     }
     customer_id[0] = '\0';
     if (buf == NULL || len == 0) {
-        events_errf(errstr, errstr_size, "empty record value; a CustomerProfile is never empty "
-                    "(tombstones are handled before decoding)");
+        errstr_fmt(errstr, errstr_size, "empty record value; a CustomerProfile is never empty "
+                   "(tombstones are handled before decoding)");
         return ORDER_ERR_NOT_AVRO;
     }
     if (len > (size_t)INT64_MAX) {
-        events_errf(errstr, errstr_size, "record of %zu bytes is too large to decode", len);
+        errstr_fmt(errstr, errstr_size, "record of %zu bytes is too large to decode", len);
         return ORDER_ERR_NOT_AVRO;
     }
 
@@ -1211,8 +1041,8 @@ order_err_t events_decode_profile(events_t *e, const void *buf, size_t len, cons
     rc = avro_value_read(e->reader, &e->profile_value);
     if (rc != 0) {
         /* After a clean pre-scan only a failed allocation should get here. */
-        events_errf(errstr, errstr_size, "libavro cannot read the CustomerProfile: %s",
-                    avro_strerror());
+        errstr_fmt(errstr, errstr_size, "libavro cannot read the CustomerProfile: %s",
+                   avro_strerror());
         return rc == ENOMEM ? ORDER_ERR_INTERNAL : ORDER_ERR_NOT_AVRO;
     }
     return profile_copy(e, &e->profile_value, key, key_len, customer_id, out, updated_at_ms,

@@ -12,26 +12,14 @@
  * off the wire are quoted with non-printable bytes escaped.
  */
 #include <inttypes.h>
-#include <stdarg.h>
-#include <stdio.h>
 #include <string.h>
 
 #include "validate.h"
 
+#include "errstr.h"
+
 /* Room for ORDER_ID_MAX bytes each escaped as \xNN, the quotes and a NUL. */
 #define VALIDATE_QUOTE_MAX (ORDER_ID_MAX * 4 + 3)
-
-__attribute__((format(printf, 3, 4)))
-static void validate_errf(char *errstr, size_t errstr_size, const char *fmt, ...)
-{
-    va_list ap;
-
-    if (errstr == NULL || errstr_size == 0)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(errstr, errstr_size, fmt, ap);
-    va_end(ap);
-}
 
 /* Writes s as a double-quoted string a terminal and a Kafka header can show:
  * bytes outside printable ASCII become \xNN.  Stops (with "...") rather than
@@ -90,16 +78,16 @@ static order_err_t validate_id(const char *what, const char *id, size_t len, cha
     long at;
 
     if (len > ORDER_ID_MAX) {
-        validate_errf(errstr, errstr_size, "%s is %zu bytes; at most %d are allowed", what, len,
-                      ORDER_ID_MAX);
+        errstr_fmt(errstr, errstr_size, "%s is %zu bytes; at most %d are allowed", what, len,
+                   ORDER_ID_MAX);
         return ORDER_ERR_BAD_ID;
     }
     at = validate_find_control(id, len);
     if (at >= 0) {
-        validate_errf(errstr, errstr_size,
-                      "%s %s has control character 0x%02x at byte %ld; ids must be printable",
-                      what, validate_quote(q, sizeof(q), id, len), (unsigned)(uint8_t)id[at],
-                      at + 1);
+        errstr_fmt(errstr, errstr_size,
+                   "%s %s has control character 0x%02x at byte %ld; ids must be printable",
+                   what, validate_quote(q, sizeof(q), id, len), (unsigned)(uint8_t)id[at],
+                   at + 1);
         return ORDER_ERR_BAD_ID;
     }
     return ORDER_OK;
@@ -112,32 +100,32 @@ static order_err_t validate_line(const order_line_t *l, uint32_t n, char *errstr
     long at;
 
     if (l->sku_len == 0) {
-        validate_errf(errstr, errstr_size, "line %" PRIu32 ": sku is empty", n);
+        errstr_fmt(errstr, errstr_size, "line %" PRIu32 ": sku is empty", n);
         return ORDER_ERR_BAD_SKU;
     }
     if (l->sku_len > ORDER_SKU_MAX) {
-        validate_errf(errstr, errstr_size,
-                      "line %" PRIu32 ": sku is %u bytes; at most %d are allowed", n,
-                      (unsigned)l->sku_len, ORDER_SKU_MAX);
+        errstr_fmt(errstr, errstr_size,
+                   "line %" PRIu32 ": sku is %u bytes; at most %d are allowed", n,
+                   (unsigned)l->sku_len, ORDER_SKU_MAX);
         return ORDER_ERR_BAD_SKU;
     }
     at = validate_find_control(l->sku, l->sku_len);
     if (at >= 0) {
-        validate_errf(errstr, errstr_size,
-                      "line %" PRIu32 ": sku %s has control character 0x%02x at byte %ld", n,
-                      validate_quote(q, sizeof(q), l->sku, l->sku_len),
-                      (unsigned)(uint8_t)l->sku[at], at + 1);
+        errstr_fmt(errstr, errstr_size,
+                   "line %" PRIu32 ": sku %s has control character 0x%02x at byte %ld", n,
+                   validate_quote(q, sizeof(q), l->sku, l->sku_len),
+                   (unsigned)(uint8_t)l->sku[at], at + 1);
         return ORDER_ERR_BAD_SKU;
     }
     if (l->quantity <= 0) {
-        validate_errf(errstr, errstr_size, "line %" PRIu32 ": quantity %" PRId64 " must be > 0",
-                      n, l->quantity);
+        errstr_fmt(errstr, errstr_size, "line %" PRIu32 ": quantity %" PRId64 " must be > 0",
+                   n, l->quantity);
         return ORDER_ERR_BAD_QUANTITY;
     }
     if (l->unit_price < 0) {
-        validate_errf(errstr, errstr_size,
-                      "line %" PRIu32 ": unit_price %" PRId64 " must be >= 0", n,
-                      l->unit_price);
+        errstr_fmt(errstr, errstr_size,
+                   "line %" PRIu32 ": unit_price %" PRId64 " must be >= 0", n,
+                   l->unit_price);
         return ORDER_ERR_NEGATIVE_PRICE;
     }
     return ORDER_OK;
@@ -154,24 +142,24 @@ static order_err_t validate_sums(order_t *o, char *errstr, size_t errstr_size)
         const order_line_t *l = &o->lines[i];
 
         if (__builtin_mul_overflow(l->quantity, l->unit_price, &line_amount)) {
-            validate_errf(errstr, errstr_size,
-                          "line %" PRIu32 ": quantity %" PRId64 " * unit_price %" PRId64
-                          " does not fit in 64 bits",
-                          i + 1, l->quantity, l->unit_price);
+            errstr_fmt(errstr, errstr_size,
+                       "line %" PRIu32 ": quantity %" PRId64 " * unit_price %" PRId64
+                       " does not fit in 64 bits",
+                       i + 1, l->quantity, l->unit_price);
             return ORDER_ERR_OVERFLOW;
         }
         if (__builtin_add_overflow(qty, l->quantity, &qty)) {
-            validate_errf(errstr, errstr_size,
-                          "line %" PRIu32 ": the sum of quantities passes %" PRId64
-                          " when adding %" PRId64,
-                          i + 1, INT64_MAX, l->quantity);
+            errstr_fmt(errstr, errstr_size,
+                       "line %" PRIu32 ": the sum of quantities passes %" PRId64
+                       " when adding %" PRId64,
+                       i + 1, INT64_MAX, l->quantity);
             return ORDER_ERR_OVERFLOW;
         }
         if (__builtin_add_overflow(amount, line_amount, &amount)) {
-            validate_errf(errstr, errstr_size,
-                          "line %" PRIu32 ": the order amount passes %" PRId64
-                          " when adding %" PRId64,
-                          i + 1, INT64_MAX, line_amount);
+            errstr_fmt(errstr, errstr_size,
+                       "line %" PRIu32 ": the order amount passes %" PRId64
+                       " when adding %" PRId64,
+                       i + 1, INT64_MAX, line_amount);
             return ORDER_ERR_OVERFLOW;
         }
     }
@@ -192,16 +180,16 @@ order_err_t validate_order(order_t *o, const void *key, size_t key_len, int64_t 
     if (errstr != NULL && errstr_size > 0)
         errstr[0] = '\0';
     if (o == NULL || r == NULL || (o->nlines > 0 && o->lines == NULL)) {
-        validate_errf(errstr, errstr_size, "validate_order called without an order or rules");
+        errstr_fmt(errstr, errstr_size, "validate_order called without an order or rules");
         return ORDER_ERR_INTERNAL;
     }
 
     if (o->order_id_len == 0) {
-        validate_errf(errstr, errstr_size, "order_id is empty; every order needs one");
+        errstr_fmt(errstr, errstr_size, "order_id is empty; every order needs one");
         return ORDER_ERR_EMPTY_ID;
     }
     if (o->customer_id_len == 0) {
-        validate_errf(errstr, errstr_size, "customer_id is empty; every order needs one");
+        errstr_fmt(errstr, errstr_size, "customer_id is empty; every order needs one");
         return ORDER_ERR_EMPTY_ID;
     }
     if ((err = validate_id("order_id", o->order_id, o->order_id_len, errstr, errstr_size)) !=
@@ -214,22 +202,22 @@ order_err_t validate_order(order_t *o, const void *key, size_t key_len, int64_t 
      * the partition that owns the customer, so it must be that customer. */
     if (key != NULL && key_len > 0 &&
         (key_len != o->customer_id_len || memcmp(key, o->customer_id, key_len) != 0)) {
-        validate_errf(errstr, errstr_size,
-                      "record key %s differs from customer_id %s; producers must key orders "
-                      "by customer_id",
-                      validate_quote(q1, sizeof(q1), key, key_len),
-                      validate_quote(q2, sizeof(q2), o->customer_id, o->customer_id_len));
+        errstr_fmt(errstr, errstr_size,
+                   "record key %s differs from customer_id %s; producers must key orders "
+                   "by customer_id",
+                   validate_quote(q1, sizeof(q1), key, key_len),
+                   validate_quote(q2, sizeof(q2), o->customer_id, o->customer_id_len));
         return ORDER_ERR_KEY_MISMATCH;
     }
 
     if (o->nlines == 0) {
-        validate_errf(errstr, errstr_size, "the order has no lines; at least 1 is required");
+        errstr_fmt(errstr, errstr_size, "the order has no lines; at least 1 is required");
         return ORDER_ERR_NO_LINES;
     }
     if (o->nlines > ORDER_LINES_MAX) {
-        validate_errf(errstr, errstr_size,
-                      "the order has %" PRIu32 " lines; at most %d are allowed", o->nlines,
-                      ORDER_LINES_MAX);
+        errstr_fmt(errstr, errstr_size,
+                   "the order has %" PRIu32 " lines; at most %d are allowed", o->nlines,
+                   ORDER_LINES_MAX);
         return ORDER_ERR_TOO_MANY_LINES;
     }
     for (i = 0; i < o->nlines; i++)
@@ -244,9 +232,9 @@ order_err_t validate_order(order_t *o, const void *key, size_t key_len, int64_t 
     cur_len = strnlen(o->currency, sizeof(o->currency));
     want_len = strnlen(r->currency, sizeof(r->currency));
     if (cur_len != want_len || memcmp(o->currency, r->currency, cur_len) != 0) {
-        validate_errf(errstr, errstr_size, "currency %s is not the configured currency %s",
-                      validate_quote(q1, sizeof(q1), o->currency, cur_len),
-                      validate_quote(q2, sizeof(q2), r->currency, want_len));
+        errstr_fmt(errstr, errstr_size, "currency %s is not the configured currency %s",
+                   validate_quote(q1, sizeof(q1), o->currency, cur_len),
+                   validate_quote(q2, sizeof(q2), r->currency, want_len));
         return ORDER_ERR_BAD_CURRENCY;
     }
 
@@ -255,11 +243,11 @@ order_err_t validate_order(order_t *o, const void *key, size_t key_len, int64_t 
     if (__builtin_add_overflow(now_ms, r->max_future_skew_ms, &limit))
         limit = r->max_future_skew_ms > 0 ? INT64_MAX : INT64_MIN;
     if (o->placed_at_ms > limit) {
-        validate_errf(errstr, errstr_size,
-                      "placed_at %" PRId64 " ms is later than now %" PRId64
-                      " ms plus the allowed clock skew of %" PRId64
-                      " ms; check the producer's clock",
-                      o->placed_at_ms, now_ms, r->max_future_skew_ms);
+        errstr_fmt(errstr, errstr_size,
+                   "placed_at %" PRId64 " ms is later than now %" PRId64
+                   " ms plus the allowed clock skew of %" PRId64
+                   " ms; check the producer's clock",
+                   o->placed_at_ms, now_ms, r->max_future_skew_ms);
         return ORDER_ERR_FUTURE;
     }
     return ORDER_OK;

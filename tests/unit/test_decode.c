@@ -24,17 +24,10 @@
 #include <avro.h>
 
 #include "decode.h"
+#include "tbuf.h"
 #include "validate.h"
 
 extern const char tierd_schema_order[];
-
-#define TB_CAP (64 * 1024)
-
-/* A byte buffer tests append encodings to. */
-typedef struct tbuf {
-    uint8_t *b;
-    size_t n;
-} tbuf_t;
 
 typedef struct tline {
     const char *sku;
@@ -101,57 +94,6 @@ static int enc_teardown(void **state)
     avro_value_iface_decref(enc.iface);
     avro_schema_decref(enc.schema);
     return 0;
-}
-
-static tbuf_t tb_new(void)
-{
-    tbuf_t t = {calloc(1, TB_CAP), 0};
-    assert_non_null(t.b);
-    return t;
-}
-
-static void tb_free(tbuf_t *t)
-{
-    free(t->b);
-    t->b = NULL;
-}
-
-/* Appends the avro-c binary encoding of value v. */
-static void tb_value(tbuf_t *t, avro_value_t *v)
-{
-    avro_writer_t w = avro_writer_memory((const char *)t->b + t->n, (int64_t)(TB_CAP - t->n));
-    assert_non_null(w);
-    assert_int_equal(avro_value_write(w, v), 0);
-    t->n += (size_t)avro_writer_tell(w);
-    avro_writer_free(w);
-}
-
-static void tb_long(tbuf_t *t, int64_t x)
-{
-    avro_value_t v;
-    assert_int_equal(avro_generic_long_new(&v, x), 0);
-    tb_value(t, &v);
-    avro_value_decref(&v);
-}
-
-static void tb_string(tbuf_t *t, const char *s, size_t len)
-{
-    avro_value_t v;
-    char *tmp = malloc(len + 1); /* avro-c wants the size with the NUL */
-    assert_non_null(tmp);
-    memcpy(tmp, s, len);
-    tmp[len] = '\0';
-    assert_int_equal(avro_generic_string_new_length(&v, tmp, len + 1), 0);
-    tb_value(t, &v);
-    avro_value_decref(&v);
-    free(tmp);
-}
-
-static void tb_raw(tbuf_t *t, const void *p, size_t len)
-{
-    assert_true(t->n + len <= TB_CAP);
-    memcpy(t->b + t->n, p, len);
-    t->n += len;
 }
 
 static size_t slen(const char *s, size_t len)
@@ -228,13 +170,6 @@ static void tb_head(tbuf_t *t, const torder_t *o)
     tb_string(t, o->customer_id, slen(o->customer_id, o->customer_id_len));
     tb_long(t, o->placed_at);
     tb_long(t, o->kind); /* an enum is its index as a long */
-}
-
-static void tb_confluent(tbuf_t *t, uint32_t id)
-{
-    uint8_t h[5] = {0x00, (uint8_t)(id >> 24), (uint8_t)(id >> 16), (uint8_t)(id >> 8),
-                    (uint8_t)id};
-    tb_raw(t, h, sizeof(h));
 }
 
 /* A decoder, or a test failure that says why not. */

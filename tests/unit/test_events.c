@@ -25,6 +25,7 @@
 #include <avro.h>
 
 #include "events.h"
+#include "tbuf.h"
 #include "tierd/policy.h"
 
 #ifndef TIERD_SOURCE_DIR
@@ -37,7 +38,6 @@ extern const char tierd_schema_customer_profile[];
 
 #define APR_2025 (2025 * 12 + 3)
 #define DECIDED_AT 1743465600123LL
-#define TB_CAP 4096
 
 static struct {
     policy_t policy; /* supply-tiers */
@@ -573,56 +573,6 @@ static void test_quota(void **state)
 /* ------------------------------------------------------------------ */
 /* Customer profiles                                                   */
 
-typedef struct tbuf {
-    uint8_t b[TB_CAP];
-    size_t n;
-} tbuf_t;
-
-static void tb_value(tbuf_t *t, avro_value_t *v)
-{
-    avro_writer_t w = avro_writer_memory((const char *)t->b + t->n, (int64_t)(TB_CAP - t->n));
-    assert_non_null(w);
-    assert_int_equal(avro_value_write(w, v), 0);
-    t->n += (size_t)avro_writer_tell(w);
-    avro_writer_free(w);
-}
-
-static void tb_long(tbuf_t *t, int64_t x)
-{
-    avro_value_t v;
-    assert_int_equal(avro_generic_long_new(&v, x), 0);
-    tb_value(t, &v);
-    avro_value_decref(&v);
-}
-
-static void tb_double(tbuf_t *t, double x)
-{
-    avro_value_t v;
-    assert_int_equal(avro_generic_double_new(&v, x), 0);
-    tb_value(t, &v);
-    avro_value_decref(&v);
-}
-
-static void tb_string(tbuf_t *t, const char *s, size_t len)
-{
-    avro_value_t v;
-    char *tmp = malloc(len + 1); /* avro-c wants the size with the NUL */
-    assert_non_null(tmp);
-    memcpy(tmp, s, len);
-    tmp[len] = '\0';
-    assert_int_equal(avro_generic_string_new_length(&v, tmp, len + 1), 0);
-    tb_value(t, &v);
-    avro_value_decref(&v);
-    free(tmp);
-}
-
-static void tb_raw(tbuf_t *t, const void *p, size_t len)
-{
-    assert_true(t->n + len <= TB_CAP);
-    memcpy(t->b + t->n, p, len);
-    t->n += len;
-}
-
 typedef struct tprof {
     const char *id;
     size_t id_len; /* 0: strlen */
@@ -660,13 +610,6 @@ static void tb_prof(tbuf_t *t, const tprof_t *p)
     tb_long(t, p->updated_at);
 }
 
-static void tb_confluent(tbuf_t *t, uint32_t schema_id)
-{
-    uint8_t h[5] = {0, (uint8_t)(schema_id >> 24), (uint8_t)(schema_id >> 16),
-                    (uint8_t)(schema_id >> 8), (uint8_t)schema_id};
-    tb_raw(t, h, sizeof(h));
-}
-
 typedef struct got {
     order_err_t err;
     char customer_id[ORDER_ID_MAX + 1];
@@ -701,9 +644,13 @@ static got_t decode_n(const uint8_t *bytes, size_t n, const char *key)
 
 static got_t decode_prof(const tprof_t *p, const char *key)
 {
-    tbuf_t t = {.n = 0};
+    tbuf_t t = tb_new();
+    got_t r;
+
     tb_prof(&t, p);
-    return decode_n(t.b, t.n, key);
+    r = decode_n(t.b, t.n, key);
+    tb_free(&t);
+    return r;
 }
 
 static void expect_refused(const tprof_t *p, const char *key, order_err_t want)
@@ -717,7 +664,7 @@ static void expect_refused(const tprof_t *p, const char *key, order_err_t want)
 static void test_profile_splice_matches_writer(void **state)
 {
     tprof_t p = default_prof();
-    tbuf_t spliced = {.n = 0}, whole = {.n = 0};
+    tbuf_t spliced = tb_new(), whole = tb_new();
     avro_value_t v, f, b;
 
     (void)state;
@@ -747,13 +694,15 @@ static void test_profile_splice_matches_writer(void **state)
 
     assert_int_equal(spliced.n, whole.n);
     assert_memory_equal(spliced.b, whole.b, whole.n);
+    tb_free(&spliced);
+    tb_free(&whole);
 }
 
 static void test_profile_valid(void **state)
 {
     static const char letters[] = {'Z', 'B', 'C', 'S', 'Y', 'F', 'Q'};
     tprof_t p = default_prof();
-    tbuf_t t = {.n = 0};
+    tbuf_t t = tb_new();
     got_t r;
 
     (void)state;
@@ -816,12 +765,13 @@ static void test_profile_valid(void **state)
     }
     p.market = 0;
     assert_int_equal(decode_prof(&p, NULL).prof.market, POLICY_MARKET_URBAN);
+    tb_free(&t);
 }
 
 static void test_profile_bad_ids(void **state)
 {
     tprof_t p = default_prof();
-    tbuf_t t = {.n = 0};
+    tbuf_t t = tb_new();
     got_t r;
 
     (void)state;
@@ -851,6 +801,7 @@ static void test_profile_bad_ids(void **state)
     assert_string_equal(r.customer_id, "C-42");
     expect_refused(&p, "C-42 ", ORDER_ERR_KEY_MISMATCH);
     expect_refused(&p, "C-4", ORDER_ERR_KEY_MISMATCH);
+    tb_free(&t);
 }
 
 static void test_profile_bad_fields(void **state)
@@ -882,7 +833,7 @@ static void test_profile_bad_fields(void **state)
 static void test_profile_not_avro(void **state)
 {
     tprof_t p;
-    tbuf_t t = {.n = 0};
+    tbuf_t t = tb_new();
     got_t r;
 
     (void)state;
@@ -958,13 +909,14 @@ static void test_profile_not_avro(void **state)
     assert_int_equal(events_decode_profile(NULL, t.b, t.n, NULL, 0, r.customer_id, &r.prof,
                                            NULL, NULL, 0),
                      ORDER_ERR_INTERNAL);
+    tb_free(&t);
 }
 
 /* Every proper prefix of a valid record, plain and framed, is refused. */
 static void test_profile_truncated(void **state)
 {
     tprof_t p = default_prof();
-    tbuf_t plain = {.n = 0}, framed = {.n = 0};
+    tbuf_t plain = tb_new(), framed = tb_new();
     size_t i;
 
     (void)state;
@@ -983,6 +935,8 @@ static void test_profile_truncated(void **state)
         if (r.err != ORDER_ERR_NOT_AVRO)
             fail_msg("framed cut at %zu: %s", i, order_reason_code(r.err));
     }
+    tb_free(&plain);
+    tb_free(&framed);
 }
 
 static void test_destroy_null(void **state)
