@@ -2,11 +2,12 @@
  * tierctl.c -- the command line of tierctl, and what its commands share:
  * opening the configuration, policy and Redis exactly as tierd does,
  * finding the partitions that have state, reading times and tier-change
- * events.  See tierctl.h for the split into files, TIERCTL.md for the
- * operator's view.
+ * events, reading Kafka by hand.  See tierctl.h for the split into files,
+ * README.md ("tierctl") for the operator's view.
  */
 #include "tierctl.h"
 
+#include "kafkaconf.h"
 #include "log.h"
 #include "month.h"
 #include "policyconf.h"
@@ -20,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #ifndef TIERD_VERSION
 #define TIERD_VERSION "0.1.0"
@@ -43,17 +45,18 @@ static const char help_main[] =
     "and decides by the same policy.  It never publishes to Kafka.\n"
     "\n"
     "commands:\n"
-    "  show CUSTOMER       partition, tier, live score, state, profile, the\n"
-    "                      window's months, quota use, events waiting to go out\n"
-    "  explain CUSTOMER    why this tier, and what would move it\n"
-    "  backtest --policy FILE --from TIME --to TIME [--keep]\n"
-    "                      replay orders into a scratch keyspace with a candidate\n"
-    "                      policy: tier moves and quota events it would decide\n"
-    "  rebuild (--partition N | --all) [--from TIME] [--force]\n"
-    "                      rebuild a partition's lost state from the orders topic\n"
+    "  show [--events N] CUSTOMER\n"
+    "                      partition, tier, live score and its components, profile,\n"
+    "                      the window's months, quota use, outbox, last N events\n"
+    "  explain CUSTOMER    why this tier, in rules and thresholds; what would move it\n"
+    "  backtest --policy FILE [--from TIME] [--to TIME] [--keep]\n"
+    "                      replay orders into scratch keys under the configured and\n"
+    "                      a candidate policy: tier matrix, tier changes, quota events\n"
+    "  rebuild (--partition N | --all) [--from TIME]\n"
+    "                      rebuild lost partition state from Kafka, in timestamp order\n"
     "\n"
     "options:\n"
-    "  -c, --config FILE   YAML configuration, as for tierd (also after COMMAND)\n"
+    "  -c, --config FILE   YAML configuration, as for tierd\n"
     "  -v, --verbose       log what the replay's pipeline logs (reviews, refusals)\n"
     "  -h, --help          this text; `tierctl COMMAND --help` for one command\n"
     "      --version       print the version\n"
@@ -63,8 +66,8 @@ static const char help_main[] =
     "in the configured time_zone.\n"
     "\n"
     "exit status: 0 done, 1 Redis or Kafka failed, 2 usage, configuration or\n"
-    "policy refused, 3 customer not found, 4 refused: a live tierd owns the\n"
-    "partition.\n";
+    "policy refused, 3 customer not found, 4 refused: a live tierd holds the\n"
+    "partition's lease.\n";
 
 /* ------------------------------------------------------------------ */
 /* Setup                                                               */
@@ -157,6 +160,155 @@ int32_t tierctl_partitions(store_t *s, const config_t *c, char *errstr, size_t e
         freeReplyObject(r);
     } while (strcmp(cursor, "0") != 0);
     return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Redis                                                               */
+
+int tierctl_cmd(store_tx_t *tx, int argc, const char *const *argv) {
+    const char *v[16];
+    size_t len[16];
+    if (argc > 16) return -1;
+    for (int i = 0; i < argc; i++) {
+        v[i] = argv[i];
+        len[i] = strlen(argv[i]);
+    }
+    /* store_tx_add borrows: copy through store_tx_addv's owned storage. */
+    switch (argc) {
+    case 2: return store_tx_addv(tx, 2, v[0], len[0], v[1], len[1]);
+    case 3: return store_tx_addv(tx, 3, v[0], len[0], v[1], len[1], v[2], len[2]);
+    case 4: return store_tx_addv(tx, 4, v[0], len[0], v[1], len[1], v[2], len[2], v[3], len[3]);
+    default: break;
+    }
+    return store_tx_add(tx, argc, v, len);
+}
+
+int tierctl_query(store_t *s, store_tx_t *tx, redisReply **replies, char *errstr,
+                  size_t errstr_size) {
+    if (store_pipeline(s, tx, replies, errstr, errstr_size) != STORE_OK) return TC_FAIL;
+    for (size_t i = 0; i < tx->ncmds; i++)
+        if (replies[i]->type == REDIS_REPLY_ERROR) {
+            snprintf(errstr, errstr_size, "redis: %s: %s", tx->cmds[i].argv[0], replies[i]->str);
+            for (size_t j = 0; j < tx->ncmds; j++) {
+                freeReplyObject(replies[j]);
+                replies[j] = NULL;
+            }
+            return TC_FAIL;
+        }
+    return TC_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Kafka, read by hand                                                 */
+
+rd_kafka_t *tierctl_kafka(const config_t *c, char *errstr, size_t errstr_size) {
+    static const char *const fixed[] = {"group.id", "tierctl", "enable.auto.commit", "false",
+                                        "enable.auto.offset.store", "false",
+                                        "enable.partition.eof", "true", NULL};
+    char why[512];
+    rd_kafka_conf_t *conf = kafkaconf_build(c, fixed, errstr, errstr_size);
+    if (!conf) return NULL;
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        snprintf(errstr, errstr_size, "kafka consumer: %s", why);
+        return NULL;
+    }
+    /* conf is now owned by rk */
+    rd_kafka_poll_set_consumer(rk);
+    return rk;
+}
+
+int32_t tierctl_topic_partitions(rd_kafka_t *rk, const char *topic, char *errstr,
+                                 size_t errstr_size) {
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
+    int32_t n = -1;
+    if (!t) {
+        snprintf(errstr, errstr_size, "kafka: topic %s: %s", topic,
+                 rd_kafka_err2str(rd_kafka_last_error()));
+        return -1;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, t, &md, 10000);
+    if (err)
+        snprintf(errstr, errstr_size, "kafka: metadata of %s: %s", topic, rd_kafka_err2str(err));
+    else if (md->topic_cnt != 1 || md->topics[0].err)
+        snprintf(errstr, errstr_size, "kafka: topic %s: %s", topic,
+                 rd_kafka_err2str(md->topic_cnt ? md->topics[0].err
+                                                : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
+    else
+        n = md->topics[0].partition_cnt;
+    if (md) rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(t);
+    return n;
+}
+
+int64_t tierctl_offset_at(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t ms,
+                          char *errstr, size_t errstr_size) {
+    int64_t lo = 0, hi = 0, off = -1;
+    rd_kafka_resp_err_t err =
+        rd_kafka_query_watermark_offsets(rk, topic, partition, &lo, &hi, 10000);
+    if (err) goto fail;
+    if (ms <= 0) return lo;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = ms;
+    err = rd_kafka_offsets_for_times(rk, l, 10000);
+    if (!err) err = l->elems[0].err;
+    off = l->elems[0].offset;
+    rd_kafka_topic_partition_list_destroy(l);
+    if (err) goto fail;
+    return off < 0 || off > hi ? hi : off; /* no record at or after ms: the end */
+fail:
+    snprintf(errstr, errstr_size, "kafka: offsets of %s [%d]: %s", topic, (int)partition,
+             rd_kafka_err2str(err));
+    return -1;
+}
+
+int tierctl_read(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t from, int64_t to,
+                 tierctl_record_fn fn, void *opaque, volatile sig_atomic_t *stop, char *errstr,
+                 size_t errstr_size) {
+    int rc = -1, idle = 0;
+    if (from >= to) return 0;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = from;
+    rd_kafka_resp_err_t err = rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (err) {
+        snprintf(errstr, errstr_size, "kafka: assign %s [%d]: %s", topic, (int)partition,
+                 rd_kafka_err2str(err));
+        return -1;
+    }
+    while (!*stop) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 500);
+        if (!m) {
+            if (++idle < 60) continue;
+            snprintf(errstr, errstr_size, "kafka: %s [%d]: nothing read for 30 s", topic,
+                     (int)partition);
+            break;
+        }
+        idle = 0;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            rd_kafka_message_destroy(m);
+            rc = 0; /* the end of what exists (a compacted tail) */
+            break;
+        }
+        if (m->err) {
+            snprintf(errstr, errstr_size, "kafka: %s", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            break;
+        }
+        int64_t off = m->offset;
+        /* A record past the end asked for is not handed over. */
+        int done = off >= to || fn(opaque, m) != 0 || off + 1 >= to;
+        rd_kafka_message_destroy(m);
+        if (done) {
+            rc = 0;
+            break;
+        }
+    }
+    if (*stop && rc != 0) snprintf(errstr, errstr_size, "interrupted");
+    rd_kafka_assign(rk, NULL);
+    return rc;
 }
 
 /* ------------------------------------------------------------------ */

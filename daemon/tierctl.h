@@ -6,8 +6,9 @@
  *
  * tierctl reads the configuration tierd reads (config_load) and the policy
  * it decides by (policyconf_load).  It never publishes to Kafka, and writes
- * a live key only in `rebuild`, which refuses while a daemon owns the
- * partition.
+ * a live key only in `rebuild`, which refuses while a daemon holds the
+ * partition's lease (store_lease).  The operator's view is README.md,
+ * section "tierctl".
  */
 #ifndef TIERD_TIERCTL_H
 #define TIERD_TIERCTL_H
@@ -16,11 +17,12 @@
 #include "store.h"
 #include "tierd/policy.h"
 
+#include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
 
-/* Exit statuses (documented in TIERCTL.md). */
+/* Exit statuses (README.md, "tierctl"). */
 enum {
     TC_OK = 0,
     TC_FAIL = 1,      /* Redis or Kafka failed, or the data is unreadable */
@@ -87,13 +89,38 @@ typedef struct tierctl_outbox_entry {
 /* Fills e from one XRANGE element; -1 when a field is missing. */
 int tierctl_outbox_entry(const redisReply *r, tierctl_outbox_entry_t *e);
 
+/* Runs tx's commands in one pipelined round trip; replies[i] for command
+ * i (caller frees).  TC_OK or TC_FAIL with errstr. */
+int tierctl_query(store_t *s, store_tx_t *tx, redisReply **replies, char *errstr,
+                  size_t errstr_size);
+/* Adds a command of NUL-terminated words (copied). */
+int tierctl_cmd(store_tx_t *tx, int argc, const char *const *argv);
+
+/* A Kafka consumer for reading by hand (assign, never subscribe): no
+ * group membership, no commits, end of partition reported. */
+rd_kafka_t *tierctl_kafka(const config_t *c, char *errstr, size_t errstr_size);
+/* Number of partitions of `topic`; -1 with errstr. */
+int32_t tierctl_topic_partitions(rd_kafka_t *rk, const char *topic, char *errstr,
+                                 size_t errstr_size);
+/* The first offset at or after time ms (the end when none); -1 with errstr. */
+int64_t tierctl_offset_at(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t ms,
+                          char *errstr, size_t errstr_size);
+
+/* Reads [from, to) of one partition, calling fn for each record in
+ * offset order (fn returns non-zero to stop).  0 when done, -1 with errstr
+ * (Kafka failed, or no record for 30 s before `to`). */
+typedef int (*tierctl_record_fn)(void *opaque, rd_kafka_message_t *m);
+int tierctl_read(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t from, int64_t to,
+                 tierctl_record_fn fn, void *opaque, volatile sig_atomic_t *stop, char *errstr,
+                 size_t errstr_size);
+
 /* The commands: argv[0] is the command's name. */
 int tierctl_show(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 int tierctl_explain(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 int tierctl_backtest(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 int tierctl_rebuild(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 
-/* Help texts, printed by --help and copied into TIERCTL.md. */
+/* Help texts, printed by `tierctl COMMAND --help`; README.md repeats them. */
 extern const char tierctl_help_show[], tierctl_help_explain[], tierctl_help_backtest[],
     tierctl_help_rebuild[];
 
