@@ -798,20 +798,25 @@ static int rebuild_begin(rebuild_t *r, int32_t p, char *err, size_t errn) {
 }
 
 /* Offsets at the ends replayed (also when the range held nothing to
- * apply), the outbox dropped, the lease given back. */
+ * apply; a topic partition that never had a record gets no offset, as
+ * with tierd), the outbox dropped, the lease given back. */
 static int rebuild_end(rebuild_t *r, int32_t p, range_t ord, range_t prof, char *err,
                        size_t errn) {
     char meta[512], obox[512], off[32], poff[32];
     store_tx_t tx = {0};
+    int rc = 0;
     store_key(r->t.store, r->t.conf.topic_orders, p, "meta", meta, sizeof(meta));
     store_key(r->t.store, r->t.conf.topic_orders, p, "outbox", obox, sizeof(obox));
     snprintf(off, sizeof(off), "%" PRId64, ord.to);
     snprintf(poff, sizeof(poff), "%" PRId64, prof.to);
-    const char *hset[6] = {"HSET", meta, "offset", off, "poffset", poff};
+    const char *hoff[4] = {"HSET", meta, "offset", off};
+    const char *hpoff[4] = {"HSET", meta, "poffset", poff};
     const char *hdel[3] = {"HDEL", meta, "lease"}, *del[2] = {"DEL", obox};
-    int rc = tierctl_cmd(&tx, 6, hset) || tierctl_cmd(&tx, 3, hdel) || tierctl_cmd(&tx, 2, del)
-                 ? -1
-                 : fenced_exec(r, p, &tx, err, errn);
+    if (ord.to > 0) rc |= tierctl_cmd(&tx, 4, hoff);
+    if (prof.to > 0) rc |= tierctl_cmd(&tx, 4, hpoff);
+    rc = rc || tierctl_cmd(&tx, 3, hdel) || tierctl_cmd(&tx, 2, del)
+             ? -1
+             : fenced_exec(r, p, &tx, err, errn);
     store_tx_free(&tx);
     return rc;
 }

@@ -206,9 +206,10 @@ static void print_score(const tierctl_t *t, const view_t *v) {
     if (policy_score(&t->policy, profile_of(t, v), v->win, (size_t)t->policy.window, &s, err,
                      sizeof(err)) != 0)
         return;
+    char b3[32];
     printf("score over the window ending %s: %s, target tier %s\n",
            month_text(v->month, b1, sizeof(b1)), tierctl_score_text(s.score_c, b2, sizeof(b2)),
-           policy_tier_label(&t->policy, s.target_tier, b1, sizeof(b1)));
+           policy_tier_label(&t->policy, s.target_tier, b3, sizeof(b3)));
     for (uint32_t i = 0; i < s.ncomponents; i++) {
         const policy_component_result_t *c = &s.components[i];
         printf("  %-12s %12.2f  %6.2f of %6.2f points", c->source, c->value, c->points,
@@ -294,6 +295,7 @@ typedef struct tail {
     int tier_topic;
     struct ev {
         int64_t ts;
+        size_t seq; /* read order */
         char text[160];
     } *evs;
     size_t n, cap;
@@ -317,7 +319,8 @@ static int on_event(void *opaque, rd_kafka_message_t *m) {
         t->evs = e;
         t->cap = cap;
     }
-    struct ev *e = &t->evs[t->n++];
+    struct ev *e = &t->evs[t->n];
+    e->seq = t->n++;
     e->ts = rd_kafka_message_timestamp(m, NULL);
     tierctl_time_text(e->ts, ts, sizeof(ts));
     tierctl_tc_info_t tc;
@@ -345,9 +348,24 @@ static int read_tail(rd_kafka_t *rk, const char *topic, tail_t *tl, volatile sig
     return n < 0 ? -1 : 0;
 }
 
+/* By timestamp; records of equal time keep the order they were read in
+ * (offset order: the order tierd decided them). */
 static int by_time(const void *a, const void *b) {
-    int64_t x = ((const struct ev *)a)->ts, y = ((const struct ev *)b)->ts;
-    return x < y ? -1 : x > y;
+    const struct ev *x = a, *y = b;
+    if (x->ts != y->ts) return x->ts < y->ts ? -1 : 1;
+    return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+/* The last `want` events of the customer on one topic. */
+static int print_topic(tierctl_t *t, rd_kafka_t *rk, tail_t *tl, const char *topic, int want,
+                       char *err, size_t errn) {
+    tl->n = 0;
+    if (read_tail(rk, topic, tl, t->stop, err, errn) != 0) return -1;
+    qsort(tl->evs, tl->n, sizeof(*tl->evs), by_time);
+    printf("last events on %s:%s\n", topic, tl->n ? "" : " none in the recent tail");
+    for (size_t i = tl->n > (size_t)want ? tl->n - (size_t)want : 0; i < tl->n; i++)
+        printf("  %s\n", tl->evs[i].text);
+    return 0;
 }
 
 static void print_events(tierctl_t *t, const view_t *v, int want) {
@@ -357,18 +375,10 @@ static void print_events(tierctl_t *t, const view_t *v, int want) {
     tl.tc = rk ? tierctl_tc_new(err, sizeof(err)) : NULL;
     int ok = tl.tc != NULL;
     tl.tier_topic = 1;
-    ok = ok && read_tail(rk, t->conf.topic_tier_changes, &tl, t->stop, err, sizeof(err)) == 0;
+    ok = ok && print_topic(t, rk, &tl, t->conf.topic_tier_changes, want, err, sizeof(err)) == 0;
     tl.tier_topic = 0;
-    ok = ok && read_tail(rk, t->conf.topic_quota_events, &tl, t->stop, err, sizeof(err)) == 0;
-    if (!ok) {
-        fprintf(stderr, "tierctl: last events not read: %s\n", err);
-    } else {
-        qsort(tl.evs, tl.n, sizeof(*tl.evs), by_time);
-        printf("last events (%s, %s):%s\n", t->conf.topic_tier_changes,
-               t->conf.topic_quota_events, tl.n ? "" : " none in the recent tail");
-        for (size_t i = tl.n > (size_t)want ? tl.n - (size_t)want : 0; i < tl.n; i++)
-            printf("  %s\n", tl.evs[i].text);
-    }
+    ok = ok && print_topic(t, rk, &tl, t->conf.topic_quota_events, want, err, sizeof(err)) == 0;
+    if (!ok) fprintf(stderr, "tierctl: last events not read: %s\n", err);
     free(tl.evs);
     tierctl_tc_destroy(tl.tc);
     if (rk) rd_kafka_destroy(rk);
