@@ -507,28 +507,6 @@ bad:
     return -1;
 }
 
-int tierctl_outbox_entry(const redisReply *r, tierctl_outbox_entry_t *e) {
-    memset(e, 0, sizeof(*e));
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY)
-        return -1;
-    e->id = r->element[0]->str;
-    const redisReply *f = r->element[1];
-    for (size_t j = 0; j + 1 < f->elements; j += 2) {
-        const redisReply *k = f->element[j], *v = f->element[j + 1];
-        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING || k->len != 1)
-            continue;
-        switch (k->str[0]) {
-        case 't': e->topic = v->str; break;
-        case 'k': e->key = v->str, e->key_len = v->len; break;
-        case 'i': e->event_id = v->str; break;
-        case 'v': e->value = v->str, e->value_len = v->len; break;
-        default: break;
-        }
-    }
-    return e->topic && e->key && e->event_id && e->value ? 0 : -1;
-}
-
 /* ------------------------------------------------------------------ */
 /* main                                                                */
 

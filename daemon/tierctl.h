@@ -76,19 +76,6 @@ void tierctl_tc_destroy(tierctl_tc_t *d);
 int tierctl_tc_decode(tierctl_tc_t *d, const void *buf, size_t len, tierctl_tc_info_t *out,
                       char *errstr, size_t errstr_size);
 
-/* One outbox entry's fields (borrowed from the reply). */
-typedef struct tierctl_outbox_entry {
-    const char *id;      /* stream entry id */
-    const char *topic;   /* t */
-    const char *key;     /* k (customer) */
-    size_t key_len;
-    const char *event_id; /* i */
-    const char *value;   /* v (Avro) */
-    size_t value_len;
-} tierctl_outbox_entry_t;
-/* Fills e from one XRANGE element; -1 when a field is missing. */
-int tierctl_outbox_entry(const redisReply *r, tierctl_outbox_entry_t *e);
-
 /* Runs tx's commands in one pipelined round trip; replies[i] for command
  * i (caller frees).  TC_OK or TC_FAIL with errstr. */
 int tierctl_query(store_t *s, store_tx_t *tx, redisReply **replies, char *errstr,

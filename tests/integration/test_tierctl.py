@@ -38,6 +38,14 @@ TIERCTL = os.environ.get("TIERCTL_BIN") or os.path.join(
     os.path.dirname(h.tierd_binary()), "tierctl")
 PROFILE = avro.schema.parse(open(os.path.join(h.ROOT, "schemas", "customer_profile.avsc")).read())
 
+# `tierctl --help` and the README's tierctl section say the same.
+helptext = subprocess.run([TIERCTL, "--help"], stdout=subprocess.PIPE, text=True,
+                          check=True).stdout
+readme = open(os.path.join(h.ROOT, "README.md")).read()
+usage = readme.split("\n## tierctl\n")[1].split("```")[1].strip().splitlines()
+assert len(usage) > 10 and all(l in helptext.splitlines() for l in usage), (
+    "README's tierctl usage differs from tierctl --help")
+
 svc = h.Services("tierctl")
 now = h.now_ms() - 1000
 M = h.month_index(now, TZ)
