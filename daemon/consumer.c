@@ -37,6 +37,7 @@ typedef struct part {
     int64_t catchup_deadline; /* monotonic ms: give up waiting (and say so) after it */
     int64_t last_record_ms; /* monotonic: last order record seen */
     int fenced; /* a commit was refused: paused until the group moves it */
+    int64_t lease_at; /* monotonic ms of the last lease renewal (store_lease) */
     int64_t fenced_at;
     apply_part_t ap;
     rd_kafka_message_t **pending;
@@ -296,6 +297,35 @@ static void publish_all(consumer_t *k) {
     }
 }
 
+/* Renews the lease of every partition we own (see store_lease), so
+ * tierctl can tell a live owner from a dead one.  A renewal refused
+ * because the epoch moved leaves the partition to the fencing path. */
+static void renew_leases(consumer_t *k) {
+    int64_t t = mono_ms();
+    for (int32_t i = 0; i < k->nparts; i++) {
+        part_t *pt = &k->parts[i];
+        char err[512] = "";
+        if (!pt->assigned || pt->fenced || t - pt->lease_at < STORE_LEASE_RENEW_MS) continue;
+        int rc = store_lease(k->apply->store, k->conf->topic_orders, i, pt->ap.meta.epoch,
+                             store_now_ms() + STORE_LEASE_MS, err, sizeof(err));
+        if (rc == STORE_ERR) {
+            log_debug("consumer", "lease of %s [%d]: %s", k->conf->topic_orders, (int)i, err);
+            return; /* Redis is failing: the apply path reports it */
+        }
+        pt->lease_at = t;
+    }
+}
+
+/* Gives the lease up when the partition leaves us cleanly. */
+static void release_lease(consumer_t *k, int32_t id, part_t *pt) {
+    char err[512] = "";
+    if (!pt->assigned || pt->fenced) return;
+    if (store_lease(k->apply->store, k->conf->topic_orders, id, pt->ap.meta.epoch, 0, err,
+                    sizeof(err)) == STORE_ERR)
+        log_warn("consumer", "lease of %s [%d] not released (it lapses in %d s): %s",
+                 k->conf->topic_orders, (int)id, STORE_LEASE_MS / 1000, err);
+}
+
 /* A partition with no order for idle_close_after reviews its month once
  * the wall clock has passed the month's end. */
 static void idle_reviews(consumer_t *k) {
@@ -330,8 +360,10 @@ static int claim(consumer_t *k, int32_t id, part_t *pt) {
     for (;;) {
         err[0] = '\0';
         if (store_claim(k->apply->store, k->conf->topic_orders, id, k->apply->owner, &pt->ap.meta,
-                        err, sizeof(err)) == STORE_OK)
+                        err, sizeof(err)) == STORE_OK) {
+            pt->lease_at = mono_ms(); /* the claim took the lease */
             return 0;
+        }
         if (*k->stop || mono_ms() > deadline) {
             log_error("consumer", "cannot claim %s [%d]: %s", k->conf->topic_orders, (int)id, err);
             return -1;
@@ -443,6 +475,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 }
             }
             part_drop_pending(k, pt);
+            if (!lost) release_lease(k, parts->elems[i].partition, pt);
             if (pt->assigned) {
                 rd_kafka_topic_partition_list_t *l =
                     plist(k, parts->elems[i].partition, RD_KAFKA_OFFSET_INVALID);
@@ -793,6 +826,7 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
             catchup_check(k);
             publish_all(k);
             idle_reviews(k);
+            renew_leases(k);
         }
         if (*reload && k->npending == 0) {
             *reload = 0;

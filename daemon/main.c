@@ -13,6 +13,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "month.h"
+#include "policyconf.h"
 #include "publish.h"
 #include "store.h"
 #include "tierd/policy.h"
@@ -29,29 +30,6 @@
 #endif
 
 static volatile sig_atomic_t stop_flag, reload_flag;
-
-extern const char tierd_policy_supply_tiers[];
-
-/* The policy file, or the built-in supply-tiers.  A policy names a time
- * zone only for its holiday dates; tierd's time_zone buckets the months,
- * so the two must agree. */
-static int load_policy(const config_t *c, policy_t *p, char *errstr, size_t errstr_size) {
-    int rc = c->policy_path
-                 ? policy_load(c->policy_path, p, errstr, errstr_size)
-                 : policy_parse(tierd_policy_supply_tiers, strlen(tierd_policy_supply_tiers),
-                                "built-in supply-tiers", p, errstr, errstr_size);
-    if (rc != 0) return -1;
-    if (p->window != c->window_months) {
-        snprintf(errstr, errstr_size,
-                 "policy %s has window_months %d but the configuration says %d; make them agree",
-                 p->name, (int)p->window, (int)c->window_months);
-        return -1;
-    }
-    if (strcmp(p->time_zone, c->time_zone) != 0 && c->policy_path)
-        log_warn("main", "policy %s says time_zone %s, tierd uses %s for months and holidays",
-                 p->name, p->time_zone, c->time_zone);
-    return 0;
-}
 
 static void on_signal(int sig) {
     if (sig == SIGHUP) {
@@ -106,7 +84,7 @@ static void do_reload(void *opaque) {
         config_free(&fresh);
         return;
     }
-    if (load_policy(&fresh, next, err, sizeof(err)) != 0) {
+    if (policyconf_load(&fresh, next, err, sizeof(err)) != 0) {
         log_error("reload", "policy refused, the running one stays: %s", err);
         config_free(&fresh);
         return;
@@ -217,7 +195,7 @@ int main(int argc, char **argv) {
         }
         rd_kafka_conf_destroy(kc);
     }
-    if (load_policy(&conf, policy, err, sizeof(err)) != 0) {
+    if (policyconf_load(&conf, policy, err, sizeof(err)) != 0) {
         fprintf(stderr, "tierd: policy refused: %s\n", err);
         rc = 2;
         goto out;

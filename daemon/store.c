@@ -164,6 +164,12 @@ void store_month_key(const store_t *s, const char *topic, int32_t partition, int
     store_key(s, topic, partition, suffix, buf, size);
 }
 
+int64_t store_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int64_t reply_int(const redisReply *r, int64_t dflt) {
     if (!r || r->type != REDIS_REPLY_STRING) return dflt;
     return strtoll(r->str, NULL, 10);
@@ -324,15 +330,16 @@ int store_pipeline(store_t *s, const store_tx_t *tx, redisReply **replies, char 
 
 int store_claim(store_t *s, const char *topic, int32_t partition, const char *owner,
                 store_meta_t *out, char *errstr, size_t errstr_size) {
-    char key[256];
+    char key[256], lease[32];
     redisReply *r = NULL;
     int rc = STORE_ERR, failed = 0;
 
     if (!s->rc && store_connect(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
     store_key(s, topic, partition, "meta", key, sizeof(key));
+    snprintf(lease, sizeof(lease), "%" PRId64, store_now_ms() + STORE_LEASE_MS);
     redisAppendCommand(s->rc, "MULTI");
     redisAppendCommand(s->rc, "HINCRBY %s epoch 1", key);
-    redisAppendCommand(s->rc, "HSET %s owner %s", key, owner);
+    redisAppendCommand(s->rc, "HSET %s owner %s lease %s", key, owner, lease);
     redisAppendCommand(s->rc, "HMGET %s " META_FIELDS, key);
     redisAppendCommand(s->rc, "EXEC");
     s->commands += 5;
@@ -359,6 +366,39 @@ int store_claim(store_t *s, const char *topic, int32_t partition, const char *ow
     rc = STORE_OK;
 out:
     if (r) freeReplyObject(r);
+    return rc;
+}
+
+int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch,
+                int64_t until_ms, char *errstr, size_t errstr_size) {
+    char key[256], until[32];
+    store_meta_t now;
+    store_tx_t tx = {0};
+    int rc;
+
+    if (store_read(s, topic, partition, &now, 0, NULL, NULL, NULL, NULL, NULL, errstr,
+                   errstr_size) != STORE_OK)
+        return STORE_ERR;
+    if (now.epoch != epoch) {
+        store_unwatch(s);
+        snprintf(errstr, errstr_size, "%s [%d]: epoch is %" PRId64 ", ours %" PRId64, topic,
+                 (int)partition, now.epoch, epoch);
+        return STORE_FENCED;
+    }
+    store_key(s, topic, partition, "meta", key, sizeof(key));
+    snprintf(until, sizeof(until), "%" PRId64, until_ms);
+    rc = until_ms > 0 ? store_tx_addv(&tx, 4, "HSET", (size_t)4, key, strlen(key), "lease",
+                                      (size_t)5, until, strlen(until))
+                      : store_tx_addv(&tx, 3, "HDEL", (size_t)4, key, strlen(key), "lease",
+                                      (size_t)5);
+    if (rc != 0) {
+        store_unwatch(s);
+        store_tx_free(&tx);
+        snprintf(errstr, errstr_size, "out of memory");
+        return STORE_ERR;
+    }
+    rc = store_exec(s, &tx, errstr, errstr_size);
+    store_tx_free(&tx);
     return rc;
 }
 

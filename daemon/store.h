@@ -3,7 +3,8 @@
  * layout; knows nothing of orders or policy.
  *
  * Key layout (all keys of one partition share the hash tag {topic.P}):
- *   <prefix>:{<topic>.<P>}:meta        hash: epoch, offset, month, owner, updated_at
+ *   <prefix>:{<topic>.<P>}:meta        hash: epoch, offset, month, owner, updated_at,
+ *                                      lease (owner's lease, wall-clock ms; see store_lease)
  *   <prefix>:{<topic>.<P>}:m:<YYYYMM>  hash, one per month kept:
  *        a:<customer>                      "qty amount orders skus"
  *        s:<customer>                      distinct SALE SKUs, '\n' between
@@ -83,9 +84,28 @@ void store_month_key(const store_t *s, const char *topic, int32_t partition, int
                      char *buf, size_t size);
 
 /* Takes ownership of a partition: bumps its epoch (fencing any older
- * owner) and returns the stored offset and month, in one MULTI/EXEC. */
+ * owner), takes the lease and returns the stored offset and month, in one
+ * MULTI/EXEC. */
 int store_claim(store_t *s, const char *topic, int32_t partition, const char *owner,
                 store_meta_t *out, char *errstr, size_t errstr_size);
+
+/* The owner's lease.  The epoch fences a stale writer but says nothing
+ * about whether the owner is alive; the lease does.  meta.lease holds the
+ * wall-clock ms until which the owner holds the partition: tierd takes it
+ * at claim, renews it every STORE_LEASE_RENEW_MS while it owns the
+ * partition and removes it when it gives the partition up.  A live owner
+ * is one whose lease lies in the future (tierctl rebuild refuses then);
+ * a killed one's lapses STORE_LEASE_MS after its last renewal. */
+#define STORE_LEASE_MS 30000
+#define STORE_LEASE_RENEW_MS 10000
+
+/* The wall clock in ms, as leases are written. */
+int64_t store_now_ms(void);
+
+/* Sets meta.lease to until_ms (0: removes it), only while meta.epoch is
+ * still `epoch` (watched): STORE_FENCED when another owner took over. */
+int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch,
+                int64_t until_ms, char *errstr, size_t errstr_size);
 
 /* One round trip: WATCH meta, HMGET meta, then for each i HMGET keys[i]
  * with fields[i] (HGETALL when nfields[i] is 0).  replies[i] receives the array reply (caller frees with

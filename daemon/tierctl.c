@@ -1,0 +1,572 @@
+/*
+ * tierctl.c -- the command line of tierctl, and what its commands share:
+ * opening the configuration, policy and Redis exactly as tierd does,
+ * finding the partitions that have state, reading times and tier-change
+ * events, reading Kafka by hand.  See tierctl.h for the split into files,
+ * README.md ("tierctl") for the operator's view.
+ */
+#include "tierctl.h"
+
+#include "kafkaconf.h"
+#include "log.h"
+#include "month.h"
+#include "policyconf.h"
+
+#include <avro.h>
+#include <ctype.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef TIERD_VERSION
+#define TIERD_VERSION "0.1.0"
+#endif
+
+extern const char tierd_schema_tier_change[];
+
+static volatile sig_atomic_t stop_flag;
+
+static void on_signal(int sig) {
+    if (sig == SIGINT && stop_flag) _exit(130); /* second Ctrl-C: now */
+    stop_flag = 1;
+}
+
+static const char help_main[] =
+    "usage: tierctl [-c FILE] [-v] COMMAND [ARGS]\n"
+    "\n"
+    "The operator's tool of tierd: looks at a customer's state in Redis,\n"
+    "explains its tier, replays orders to try a policy or to rebuild lost\n"
+    "state.  It reads the configuration tierd reads (-c FILE, TIERD_* variables)\n"
+    "and decides by the same policy.  It never publishes to Kafka.\n"
+    "\n"
+    "commands:\n"
+    "  show [--events N] CUSTOMER\n"
+    "                      partition, tier, live score and its components, profile,\n"
+    "                      the window's months, quota use, outbox, last N events\n"
+    "  explain CUSTOMER    why this tier, in rules and thresholds; what would move it\n"
+    "  backtest --policy FILE [--from TIME] [--to TIME] [--keep]\n"
+    "                      replay orders into scratch keys under the configured and\n"
+    "                      a candidate policy: tier matrix, tier changes, quota events\n"
+    "  rebuild (--partition N | --all) [--from TIME]\n"
+    "                      rebuild lost partition state from Kafka, in timestamp order\n"
+    "\n"
+    "options:\n"
+    "  -c, --config FILE   YAML configuration, as for tierd\n"
+    "  -v, --verbose       log what the replay's pipeline logs (reviews, refusals)\n"
+    "  -h, --help          this text; `tierctl COMMAND --help` for one command\n"
+    "      --version       print the version\n"
+    "\n"
+    "TIME is epoch milliseconds or ISO 8601: 2026-03-01, 2026-03-01T08:00,\n"
+    "2026-03-01T08:00:00Z, 2026-03-01T08:00:00+08:00.  Without an offset it is\n"
+    "in the configured time_zone.\n"
+    "\n"
+    "exit status: 0 done, 1 Redis or Kafka failed, 2 usage, configuration or\n"
+    "policy refused, 3 customer not found, 4 refused: a live tierd holds the\n"
+    "partition's lease.\n";
+
+/* ------------------------------------------------------------------ */
+/* Setup                                                               */
+
+int tierctl_open(tierctl_t *t, const char *path, int connect) {
+    char err[1024] = "";
+    if (config_load(&t->conf, path, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tierctl: configuration refused: %s\n", err);
+        config_free(&t->conf);
+        return TC_USAGE;
+    }
+    t->conf_loaded = 1;
+    if (month_set_zone(t->conf.time_zone, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tierctl: configuration refused: time_zone: %s\n", err);
+        return TC_USAGE;
+    }
+    if (policyconf_load(&t->conf, &t->policy, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tierctl: policy refused: %s\n", err);
+        return TC_USAGE;
+    }
+    if (!connect) return TC_OK;
+    t->store = store_new(&t->conf, err, sizeof(err));
+    if (!t->store || store_connect(t->store, err, sizeof(err)) != STORE_OK) {
+        fprintf(stderr, "tierctl: %s\n", err);
+        return TC_FAIL;
+    }
+    return TC_OK;
+}
+
+void tierctl_close(tierctl_t *t) {
+    store_destroy(t->store);
+    t->store = NULL;
+    if (t->conf_loaded) config_free(&t->conf);
+    t->conf_loaded = 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Partitions                                                          */
+
+/* Redis glob: * ? [ ] and \ match literally only when escaped. */
+static void glob_escape(const char *s, char *out, size_t size) {
+    size_t n = 0;
+    for (; *s && n + 3 < size; s++) {
+        if (strchr("*?[]\\", *s)) out[n++] = '\\';
+        out[n++] = *s;
+    }
+    out[n] = '\0';
+}
+
+int32_t tierctl_partitions(store_t *s, const config_t *c, char *errstr, size_t errstr_size) {
+    char pfx[512], topic[512], pattern[1100], head[1100], cursor[32] = "0";
+    int32_t n = 0;
+    glob_escape(c->key_prefix, pfx, sizeof(pfx));
+    glob_escape(c->topic_orders, topic, sizeof(topic));
+    snprintf(pattern, sizeof(pattern), "%s:{%s.*}:meta", pfx, topic);
+    /* Keys look like "<prefix>:{<topic>.<P>}:meta": P follows this head. */
+    int hl = snprintf(head, sizeof(head), "%s:{%s.", c->key_prefix, c->topic_orders);
+    do {
+        store_tx_t tx = {0};
+        redisReply *r = NULL;
+        if (store_tx_addv(&tx, 6, "SCAN", (size_t)4, cursor, strlen(cursor), "MATCH", (size_t)5,
+                          pattern, strlen(pattern), "COUNT", (size_t)5, "1000", (size_t)4) != 0) {
+            store_tx_free(&tx);
+            snprintf(errstr, errstr_size, "out of memory");
+            return -1;
+        }
+        int rc = store_pipeline(s, &tx, &r, errstr, errstr_size);
+        store_tx_free(&tx);
+        if (rc != STORE_OK) return -1;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING ||
+            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            snprintf(errstr, errstr_size, "redis: SCAN: %s",
+                     r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+            freeReplyObject(r);
+            return -1;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        for (size_t i = 0; i < r->element[1]->elements; i++) {
+            const redisReply *k = r->element[1]->element[i];
+            char *end = NULL;
+            if (k->type != REDIS_REPLY_STRING || k->len <= (size_t)hl ||
+                memcmp(k->str, head, (size_t)hl) != 0)
+                continue;
+            long p = strtol(k->str + hl, &end, 10);
+            if (end == k->str + hl || strcmp(end, "}:meta") != 0 || p < 0 || p > INT32_MAX - 1)
+                continue;
+            if (p + 1 > n) n = (int32_t)p + 1;
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Redis                                                               */
+
+int tierctl_cmd(store_tx_t *tx, int argc, const char *const *argv) {
+    const char *v[16];
+    size_t len[16];
+    if (argc > 16) return -1;
+    for (int i = 0; i < argc; i++) {
+        v[i] = argv[i];
+        len[i] = strlen(argv[i]);
+    }
+    /* store_tx_add borrows: copy through store_tx_addv's owned storage. */
+    switch (argc) {
+    case 2: return store_tx_addv(tx, 2, v[0], len[0], v[1], len[1]);
+    case 3: return store_tx_addv(tx, 3, v[0], len[0], v[1], len[1], v[2], len[2]);
+    case 4: return store_tx_addv(tx, 4, v[0], len[0], v[1], len[1], v[2], len[2], v[3], len[3]);
+    default: break;
+    }
+    return store_tx_add(tx, argc, v, len);
+}
+
+int tierctl_query(store_t *s, store_tx_t *tx, redisReply **replies, char *errstr,
+                  size_t errstr_size) {
+    if (store_pipeline(s, tx, replies, errstr, errstr_size) != STORE_OK) return TC_FAIL;
+    for (size_t i = 0; i < tx->ncmds; i++)
+        if (replies[i]->type == REDIS_REPLY_ERROR) {
+            snprintf(errstr, errstr_size, "redis: %s: %s", tx->cmds[i].argv[0], replies[i]->str);
+            for (size_t j = 0; j < tx->ncmds; j++) {
+                freeReplyObject(replies[j]);
+                replies[j] = NULL;
+            }
+            return TC_FAIL;
+        }
+    return TC_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Kafka, read by hand                                                 */
+
+rd_kafka_t *tierctl_kafka(const config_t *c, char *errstr, size_t errstr_size) {
+    static const char *const fixed[] = {"group.id", "tierctl", "enable.auto.commit", "false",
+                                        "enable.auto.offset.store", "false",
+                                        "enable.partition.eof", "true", NULL};
+    char why[512];
+    rd_kafka_conf_t *conf = kafkaconf_build(c, fixed, errstr, errstr_size);
+    if (!conf) return NULL;
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
+    if (!rk) {
+        rd_kafka_conf_destroy(conf);
+        snprintf(errstr, errstr_size, "kafka consumer: %s", why);
+        return NULL;
+    }
+    /* conf is now owned by rk */
+    rd_kafka_poll_set_consumer(rk);
+    return rk;
+}
+
+int32_t tierctl_topic_partitions(rd_kafka_t *rk, const char *topic, char *errstr,
+                                 size_t errstr_size) {
+    const struct rd_kafka_metadata *md = NULL;
+    rd_kafka_topic_t *t = rd_kafka_topic_new(rk, topic, NULL);
+    int32_t n = -1;
+    if (!t) {
+        snprintf(errstr, errstr_size, "kafka: topic %s: %s", topic,
+                 rd_kafka_err2str(rd_kafka_last_error()));
+        return -1;
+    }
+    rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, t, &md, 10000);
+    if (err)
+        snprintf(errstr, errstr_size, "kafka: metadata of %s: %s", topic, rd_kafka_err2str(err));
+    else if (md->topic_cnt != 1 || md->topics[0].err)
+        snprintf(errstr, errstr_size, "kafka: topic %s: %s", topic,
+                 rd_kafka_err2str(md->topic_cnt ? md->topics[0].err
+                                                : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
+    else
+        n = md->topics[0].partition_cnt;
+    if (md) rd_kafka_metadata_destroy(md);
+    rd_kafka_topic_destroy(t);
+    return n;
+}
+
+int64_t tierctl_offset_at(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t ms,
+                          char *errstr, size_t errstr_size) {
+    int64_t lo = 0, hi = 0, off = -1;
+    rd_kafka_resp_err_t err =
+        rd_kafka_query_watermark_offsets(rk, topic, partition, &lo, &hi, 10000);
+    if (err) goto fail;
+    if (ms <= 0) return lo;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = ms;
+    err = rd_kafka_offsets_for_times(rk, l, 10000);
+    if (!err) err = l->elems[0].err;
+    off = l->elems[0].offset;
+    rd_kafka_topic_partition_list_destroy(l);
+    if (err) goto fail;
+    return off < 0 || off > hi ? hi : off; /* no record at or after ms: the end */
+fail:
+    snprintf(errstr, errstr_size, "kafka: offsets of %s [%d]: %s", topic, (int)partition,
+             rd_kafka_err2str(err));
+    return -1;
+}
+
+int tierctl_read(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t from, int64_t to,
+                 tierctl_record_fn fn, void *opaque, volatile sig_atomic_t *stop, char *errstr,
+                 size_t errstr_size) {
+    int rc = -1, idle = 0;
+    if (from >= to) return 0;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, partition)->offset = from;
+    rd_kafka_resp_err_t err = rd_kafka_assign(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    if (err) {
+        snprintf(errstr, errstr_size, "kafka: assign %s [%d]: %s", topic, (int)partition,
+                 rd_kafka_err2str(err));
+        return -1;
+    }
+    while (!*stop) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(rk, 500);
+        if (!m) {
+            if (++idle < 60) continue;
+            snprintf(errstr, errstr_size, "kafka: %s [%d]: nothing read for 30 s", topic,
+                     (int)partition);
+            break;
+        }
+        idle = 0;
+        if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            rd_kafka_message_destroy(m);
+            rc = 0; /* the end of what exists (a compacted tail) */
+            break;
+        }
+        if (m->err) {
+            snprintf(errstr, errstr_size, "kafka: %s", rd_kafka_message_errstr(m));
+            rd_kafka_message_destroy(m);
+            break;
+        }
+        int64_t off = m->offset;
+        /* A record past the end asked for is not handed over. */
+        int done = off >= to || fn(opaque, m) != 0 || off + 1 >= to;
+        rd_kafka_message_destroy(m);
+        if (done) {
+            rc = 0;
+            break;
+        }
+    }
+    if (*stop && rc != 0) snprintf(errstr, errstr_size, "interrupted");
+    rd_kafka_assign(rk, NULL);
+    return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* Times and numbers                                                   */
+
+static int digits(const char *s, int n, int *out) {
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char)s[i])) return -1;
+        v = v * 10 + (s[i] - '0');
+    }
+    *out = v;
+    return 0;
+}
+
+int tierctl_parse_time(const char *s, int64_t *ms, char *errstr, size_t errstr_size) {
+    const char *p = s;
+    int y, mo, d, h = 0, mi = 0, sec = 0, msec = 0, has_off = 0, off_min = 0;
+    size_t len = strlen(s);
+
+    if (len > 0 && len <= 16 && strspn(s, "0123456789") == len) {
+        *ms = strtoll(s, NULL, 10);
+        return 0;
+    }
+    if (len < 10 || digits(p, 4, &y) || p[4] != '-' || digits(p + 5, 2, &mo) || p[7] != '-' ||
+        digits(p + 8, 2, &d))
+        goto bad;
+    p += 10;
+    if (*p == 'T' || *p == 't' || *p == ' ') {
+        if (digits(p + 1, 2, &h) || p[3] != ':' || digits(p + 4, 2, &mi)) goto bad;
+        p += 6;
+        if (*p == ':') {
+            if (digits(p + 1, 2, &sec)) goto bad;
+            p += 3;
+            if (*p == '.') {
+                int n = 0;
+                p++;
+                while (isdigit((unsigned char)*p)) {
+                    if (n < 3) msec = msec * 10 + (*p - '0');
+                    n++;
+                    p++;
+                }
+                if (n == 0) goto bad;
+                for (; n < 3; n++) msec *= 10;
+            }
+        }
+    }
+    if (*p == 'Z' || *p == 'z') {
+        has_off = 1;
+        p++;
+    } else if (*p == '+' || *p == '-') {
+        int oh, om;
+        int sign = *p == '-' ? -1 : 1;
+        if (digits(p + 1, 2, &oh)) goto bad;
+        p += 3;
+        if (*p == ':') p++;
+        if (digits(p, 2, &om)) goto bad;
+        p += 2;
+        has_off = 1;
+        off_min = sign * (oh * 60 + om);
+    }
+    if (*p != '\0' || mo < 1 || mo > 12 || d < 1 || d > 31 || h > 23 || mi > 59 || sec > 60)
+        goto bad;
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = y - 1900;
+    tm.tm_mon = mo - 1;
+    tm.tm_mday = d;
+    tm.tm_hour = h;
+    tm.tm_min = mi;
+    tm.tm_sec = sec;
+    tm.tm_isdst = -1;
+    time_t t = has_off ? timegm(&tm) - (time_t)off_min * 60 : mktime(&tm);
+    *ms = (int64_t)t * 1000 + msec;
+    return 0;
+bad:
+    snprintf(errstr, errstr_size,
+             "\"%s\" is not a time: use epoch milliseconds or ISO 8601 such as 2026-03-01, "
+             "2026-03-01T08:00:00Z or 2026-03-01T08:00:00+08:00",
+             s);
+    return -1;
+}
+
+const char *tierctl_time_text(int64_t ms, char *buf, size_t size) {
+    struct tm tm;
+    time_t t = (time_t)(ms / 1000);
+    gmtime_r(&t, &tm);
+    strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    return buf;
+}
+
+const char *tierctl_score_text(int32_t score_c, char *buf, size_t size) {
+    if (score_c < 0)
+        snprintf(buf, size, "none");
+    else
+        snprintf(buf, size, "%d.%02d", (int)(score_c / 100), (int)(score_c % 100));
+    return buf;
+}
+
+/* ------------------------------------------------------------------ */
+/* Tier-change events                                                  */
+
+struct tierctl_tc {
+    avro_schema_t schema;      /* owned */
+    avro_value_iface_t *iface; /* owned */
+    avro_value_t value;        /* owned when live */
+    int live;
+    avro_reader_t reader; /* owned; pointed at each event in turn */
+};
+
+void tierctl_tc_destroy(tierctl_tc_t *d) {
+    if (!d) return;
+    if (d->reader) avro_reader_free(d->reader);
+    if (d->live) avro_value_decref(&d->value);
+    if (d->iface) avro_value_iface_decref(d->iface);
+    if (d->schema) avro_schema_decref(d->schema);
+    free(d);
+}
+
+tierctl_tc_t *tierctl_tc_new(char *errstr, size_t errstr_size) {
+    static const char empty[1] = "";
+    tierctl_tc_t *d = calloc(1, sizeof(*d));
+    if (!d) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return NULL;
+    }
+    if (avro_schema_from_json_length(tierd_schema_tier_change, strlen(tierd_schema_tier_change),
+                                     &d->schema) != 0) {
+        snprintf(errstr, errstr_size, "tier_change schema: %s", avro_strerror());
+        goto fail;
+    }
+    d->iface = avro_generic_class_from_schema(d->schema);
+    if (!d->iface || avro_generic_value_new(d->iface, &d->value) != 0) {
+        snprintf(errstr, errstr_size, "tier_change value: %s", avro_strerror());
+        goto fail;
+    }
+    d->live = 1;
+    d->reader = avro_reader_memory(empty, 0);
+    if (!d->reader) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto fail;
+    }
+    return d;
+fail:
+    tierctl_tc_destroy(d);
+    return NULL;
+}
+
+/* The int inside a ["null", "int"] union; 0 for null. */
+static int nullable_int(avro_value_t *u, int32_t *out) {
+    avro_value_t b;
+    int disc = 0;
+    *out = 0;
+    if (avro_value_get_discriminant(u, &disc) != 0) return -1;
+    if (disc == 0) return 0;
+    if (avro_value_get_current_branch(u, &b) != 0) return -1;
+    return avro_value_get_int(&b, out);
+}
+
+int tierctl_tc_decode(tierctl_tc_t *d, const void *buf, size_t len, tierctl_tc_info_t *out,
+                      char *errstr, size_t errstr_size) {
+    avro_value_t f, b;
+    int sym = 0, disc = 0;
+    memset(out, 0, sizeof(*out));
+    avro_value_reset(&d->value);
+    avro_reader_memory_set_source(d->reader, buf, (int64_t)len);
+    if (avro_value_read(d->reader, &d->value) != 0) goto bad;
+    if (avro_value_get_by_name(&d->value, "previous_tier", &f, NULL) != 0 ||
+        nullable_int(&f, &out->previous_tier) != 0)
+        goto bad;
+    if (avro_value_get_by_name(&d->value, "new_tier", &f, NULL) != 0 ||
+        avro_value_get_int(&f, &out->new_tier) != 0)
+        goto bad;
+    if (avro_value_get_by_name(&d->value, "sequence", &f, NULL) != 0 ||
+        avro_value_get_long(&f, &out->sequence) != 0)
+        goto bad;
+    if (avro_value_get_by_name(&d->value, "reason", &f, NULL) != 0 ||
+        avro_value_get_enum(&f, &sym) != 0)
+        goto bad;
+    const char *name = avro_schema_enum_get(avro_value_get_schema(&f), sym);
+    snprintf(out->reason, sizeof(out->reason), "%s", name ? name : "?");
+    if (avro_value_get_by_name(&d->value, "review_month", &f, NULL) != 0 ||
+        avro_value_get_discriminant(&f, &disc) != 0)
+        goto bad;
+    if (disc == 1) {
+        const char *s = NULL;
+        size_t sl = 0;
+        if (avro_value_get_current_branch(&f, &b) != 0 ||
+            avro_value_get_string(&b, &s, &sl) != 0)
+            goto bad;
+        snprintf(out->review_month, sizeof(out->review_month), "%s", s);
+    }
+    return 0;
+bad:
+    snprintf(errstr, errstr_size, "not a TierChange: %s", avro_strerror());
+    return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* main                                                                */
+
+typedef struct command {
+    const char *name;
+    int (*run)(int, char **, const char *, volatile sig_atomic_t *);
+} command_t;
+
+static const command_t commands[] = {
+    {"show", tierctl_show},
+    {"explain", tierctl_explain},
+    {"backtest", tierctl_backtest},
+    {"rebuild", tierctl_rebuild},
+};
+
+int main(int argc, char **argv) {
+    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
+                                         {"verbose", no_argument, NULL, 'v'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {"version", no_argument, NULL, 'V'},
+                                         {NULL, 0, NULL, 0}};
+    const char *path = NULL;
+    int opt, verbose = 0;
+
+    /* "+": options stop at the command; its own options follow it. */
+    while ((opt = getopt_long(argc, argv, "+c:vh", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': path = optarg; break;
+        case 'v': verbose = 1; break;
+        case 'h': fputs(help_main, stdout); return TC_OK;
+        case 'V': printf("tierctl %s\n", TIERD_VERSION); return TC_OK;
+        default: fputs(help_main, stderr); return TC_USAGE;
+        }
+    }
+    if (optind >= argc) {
+        fputs(help_main, stderr);
+        return TC_USAGE;
+    }
+    if (strcmp(argv[optind], "help") == 0) {
+        fputs(help_main, stdout);
+        return TC_OK;
+    }
+    /* Only the pipeline's warnings unless asked: a replay reviews a lot. */
+    log_level = verbose ? LOG_INFO : LOG_WARN;
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
+        if (strcmp(argv[optind], commands[i].name) == 0) {
+            char **sub = argv + optind;
+            int subc = argc - optind;
+            optind = 0; /* glibc: start the command's own getopt afresh */
+            return commands[i].run(subc, sub, path, &stop_flag);
+        }
+    fprintf(stderr, "tierctl: unknown command \"%s\"; try tierctl --help\n", argv[optind]);
+    return TC_USAGE;
+}

@@ -1,0 +1,114 @@
+/*
+ * tierctl.h -- the operator's tool of tierd, private to its three files:
+ *   tierctl.c         command line, setup, and what the commands share
+ *   tierctl_show.c    show, explain: read one customer, judge it, print
+ *   tierctl_replay.c  backtest, rebuild: orders replayed through apply
+ *
+ * tierctl reads the configuration tierd reads (config_load) and the policy
+ * it decides by (policyconf_load).  It never publishes to Kafka, and writes
+ * a live key only in `rebuild`, which refuses while a daemon holds the
+ * partition's lease (store_lease).  The operator's view is README.md,
+ * section "tierctl".
+ */
+#ifndef TIERD_TIERCTL_H
+#define TIERD_TIERCTL_H
+
+#include "config.h"
+#include "store.h"
+#include "tierd/policy.h"
+
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* Exit statuses (README.md, "tierctl"). */
+enum {
+    TC_OK = 0,
+    TC_FAIL = 1,      /* Redis or Kafka failed, or the data is unreadable */
+    TC_USAGE = 2,     /* bad arguments, configuration or policy refused */
+    TC_NOT_FOUND = 3, /* show/explain: no partition knows the customer */
+    TC_REFUSED = 4,   /* rebuild: a live tierd owns the partition */
+};
+
+typedef struct tierctl {
+    config_t conf;     /* owned when conf_loaded */
+    int conf_loaded;
+    policy_t policy;   /* the configured policy (tierd's) */
+    store_t *store;    /* the live keyspace; owned */
+    volatile sig_atomic_t *stop; /* set by SIGINT/SIGTERM */
+} tierctl_t;
+
+/* Loads the configuration (path may be NULL: defaults and TIERD_*), the
+ * time zone and the configured policy, and connects to Redis when
+ * `connect`.  Returns TC_OK, TC_USAGE (refused, message printed) or
+ * TC_FAIL. */
+int tierctl_open(tierctl_t *t, const char *path, int connect);
+void tierctl_close(tierctl_t *t);
+
+/* How many partitions of the orders topic have state in Redis: one more
+ * than the highest P with a <prefix>:{<orders>.P}:meta key (SCAN); 0 when
+ * none.  -1 with errstr when Redis fails. */
+int32_t tierctl_partitions(store_t *s, const config_t *c, char *errstr, size_t errstr_size);
+
+/* TIME as the user writes it: epoch milliseconds (digits only), or ISO 8601
+ * "YYYY-MM-DD[THH:MM[:SS[.mmm]]][Z|+HH:MM|-HH:MM]"; without an offset, in
+ * the configured time zone.  -1 with errstr when it is neither. */
+int tierctl_parse_time(const char *s, int64_t *ms, char *errstr, size_t errstr_size);
+/* "2026-03-01T00:00:00Z" (UTC) into buf. */
+const char *tierctl_time_text(int64_t ms, char *buf, size_t size);
+
+/* "41.25" for 4125 hundredths, "none" for -1. */
+const char *tierctl_score_text(int32_t score_c, char *buf, size_t size);
+
+/* Reads TierChange values (schemas/tier_change.avsc) with avro-c's
+ * generic reader: the schema and one value are built once and reused. */
+typedef struct tierctl_tc tierctl_tc_t;
+typedef struct tierctl_tc_info {
+    int32_t previous_tier; /* 0 when null (the first placement) */
+    int32_t new_tier;
+    int64_t sequence;
+    char reason[32];
+    char review_month[16]; /* "YYYY-MM" or "" */
+} tierctl_tc_info_t;
+tierctl_tc_t *tierctl_tc_new(char *errstr, size_t errstr_size);
+void tierctl_tc_destroy(tierctl_tc_t *d);
+int tierctl_tc_decode(tierctl_tc_t *d, const void *buf, size_t len, tierctl_tc_info_t *out,
+                      char *errstr, size_t errstr_size);
+
+/* Runs tx's commands in one pipelined round trip; replies[i] for command
+ * i (caller frees).  TC_OK or TC_FAIL with errstr. */
+int tierctl_query(store_t *s, store_tx_t *tx, redisReply **replies, char *errstr,
+                  size_t errstr_size);
+/* Adds a command of NUL-terminated words (copied). */
+int tierctl_cmd(store_tx_t *tx, int argc, const char *const *argv);
+
+/* A Kafka consumer for reading by hand (assign, never subscribe): no
+ * group membership, no commits, end of partition reported. */
+rd_kafka_t *tierctl_kafka(const config_t *c, char *errstr, size_t errstr_size);
+/* Number of partitions of `topic`; -1 with errstr. */
+int32_t tierctl_topic_partitions(rd_kafka_t *rk, const char *topic, char *errstr,
+                                 size_t errstr_size);
+/* The first offset at or after time ms (the end when none); -1 with errstr. */
+int64_t tierctl_offset_at(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t ms,
+                          char *errstr, size_t errstr_size);
+
+/* Reads [from, to) of one partition, calling fn for each record in
+ * offset order (fn returns non-zero to stop).  0 when done, -1 with errstr
+ * (Kafka failed, or no record for 30 s before `to`). */
+typedef int (*tierctl_record_fn)(void *opaque, rd_kafka_message_t *m);
+int tierctl_read(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t from, int64_t to,
+                 tierctl_record_fn fn, void *opaque, volatile sig_atomic_t *stop, char *errstr,
+                 size_t errstr_size);
+
+/* The commands: argv[0] is the command's name. */
+int tierctl_show(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
+int tierctl_explain(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
+int tierctl_backtest(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
+int tierctl_rebuild(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
+
+/* Help texts, printed by `tierctl COMMAND --help`; README.md repeats them. */
+extern const char tierctl_help_show[], tierctl_help_explain[], tierctl_help_backtest[],
+    tierctl_help_rebuild[];
+
+#endif

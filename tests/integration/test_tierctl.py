@@ -1,0 +1,249 @@
+#!/usr/bin/python3
+"""tierctl against a real Redis, a real KRaft broker and a running tierd.
+
+Orders over the last four months (UTC) for a handful of customers whose
+tiers, scores and quota use follow by hand from SPEC section 8:
+
+  TC-A  1000 units/month in M-3, M-2, M-1 (20 SKUs, price 27 500), 10 units
+        in M.  New customer through M-2; the review of M-1 is its initial
+        evaluation: qty_avg 1000 -> 22.5, avg_price 27 500 -> 7.5, skus_avg
+        20 -> 7.5, profile defaults 9 + 6: 52.50, tier 5.  Live score after
+        the M order (window M-2..M): 45*670/2000 + 7.5 + 15*(41/3)/40 + 15
+        = 42.70.  In M-3..M-1 the tier in effect is 2 (cap 100): WARNING,
+        REACHED, EXCEEDED each month.  M-1 met its floor, so no downgrade
+        before the review of M+2.
+  TC-B  95 units in M-1, 5 in M: new customer, tier 2, WARNING in M-1;
+        first scored at the review of M+1.
+  others a few customers over every partition, one with a profile (grade C).
+
+Then: show/explain of TC-A and TC-B; show of an unknown customer (exit 3);
+rebuild refused while tierd holds the lease (exit 4, nothing written);
+backtest with the abc-volume preset: a matrix whose configured rows equal
+the live tiers, tallies equal to the events tierd published, live keys
+byte-identical, no new event records, no scratch key left; then tierd
+stopped, a partition's keys deleted, rebuilt, and equal to what they were.
+"""
+import io
+import os
+import re
+import subprocess
+
+import avro.io
+import avro.schema
+
+import harness as h
+
+TZ = "UTC"
+TIERCTL = os.environ.get("TIERCTL_BIN") or os.path.join(
+    os.path.dirname(h.tierd_binary()), "tierctl")
+PROFILE = avro.schema.parse(open(os.path.join(h.ROOT, "schemas", "customer_profile.avsc")).read())
+
+# `tierctl --help` and the README's tierctl section say the same.
+helptext = subprocess.run([TIERCTL, "--help"], stdout=subprocess.PIPE, text=True,
+                          check=True).stdout
+readme = open(os.path.join(h.ROOT, "README.md")).read()
+usage = readme.split("\n## tierctl\n")[1].split("```")[1].strip().splitlines()
+assert len(usage) > 10 and all(l in helptext.splitlines() for l in usage), (
+    "README's tierctl usage differs from tierctl --help")
+
+svc = h.Services("tierctl")
+now = h.now_ms() - 1000
+M = h.month_index(now, TZ)
+
+
+def at(month, day=10):
+    return h.month_start_ms(month, TZ) + (day - 1) * 86400_000 + 3600_000
+
+
+def mtext(m):
+    return "%04d-%02d" % (m // 12, m % 12 + 1)
+
+
+def sale(cust, oid, when, qty, skus=1, price=27500):
+    per = [qty // skus + (1 if i < qty % skus else 0) for i in range(skus)]
+    lines = [{"sku": "SKU-%02d" % i, "quantity": q, "unit_price": price}
+             for i, q in enumerate(per)]
+    o = h.order(oid, cust, when, "SALE", lines)
+    return h.Rec(h.partition_of(cust), cust.encode(), h.encode(o), o)
+
+
+orders = []
+for k, m in enumerate((M - 3, M - 2, M - 1)):
+    orders.append(sale("TC-A", "A-%d" % k, at(m), 1000, skus=20))
+orders.append(sale("TC-B", "B-0", at(M - 1), 95))
+others = ["TC-O%02d" % i for i in range(14)]
+for i, c in enumerate(others):
+    for k, m in enumerate((M - 3, M - 2, M - 1)):
+        if (i + k) % 3:
+            orders.append(sale(c, "%s-%d" % (c, k), at(m, 5 + i), 40 + 37 * i, skus=1 + i % 4,
+                               price=8000 + 3000 * i))
+# Every customer orders in M, so each partition reviewed M-1, live and replayed.
+when_m = max(h.month_start_ms(M, TZ) + 1000, now - 60_000)
+orders.append(sale("TC-A", "A-M", when_m, 10, skus=1))
+orders.append(sale("TC-B", "B-M", when_m, 5))
+orders += [sale(c, c + "-M", when_m, 3) for c in others]
+orders.sort(key=lambda r: r.order["placed_at"])
+
+
+def profile(cust, grade):
+    buf = io.BytesIO()
+    avro.io.DatumWriter(PROFILE).write({
+        "customer_id": cust, "format": "SUPERMARKET", "market": "RURAL", "chain": False,
+        "compliance_grade": grade, "cooperation": 0.8, "growth": 0.4, "tier_override": None,
+        "updated_at": h.dt.datetime.fromtimestamp(now / 1000, h.dt.timezone.utc)}, avro.io.BinaryEncoder(buf))
+    return h.Rec(h.partition_of(cust), cust.encode(), buf.getvalue())
+
+
+h.produce(svc.bootstrap, "customer-profiles", [profile(others[3], "C")])
+h.produce(svc.bootstrap, "orders", orders)
+ends = h.end_offsets(svc.bootstrap, "orders")
+
+d = h.Daemon(svc, "t", time_zone=TZ).start()
+cfg = d.cfg
+h.wait_drained(svc, ends, timeout=60, daemons=[d])
+h.wait_for(lambda: h.outbox_len(svc.redis) == 0, "the outbox to drain", daemons=[d])
+h.log("tierd applied %d orders" % len(orders))
+
+
+def tierctl(*args, rc=0):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERD_")}
+    p = subprocess.run([TIERCTL, "-c", cfg, *args], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, env=env, timeout=60)
+    assert p.returncode == rc, "tierctl %s: exit %d, want %d\n%s\n%s" % (
+        " ".join(args), p.returncode, rc, p.stdout, p.stderr)
+    return p.stdout, p.stderr
+
+
+# ------------------------------------------------------------ show, explain
+out, _ = tierctl("show", "TC-A")
+pa = h.partition_of("TC-A")
+assert "customer:    TC-A (partition %d of orders)" % pa in out, out
+assert re.search(r"^tier:\s+5;", out, re.M), out
+assert re.search(r"^live score:\s+42\.70 ", out, re.M), out
+for m in (M - 2, M - 1):
+    assert re.search(r"^\s+%s\s+1000\s+27500000\s+1\s+20\s+2\s+A\s+WARNING,REACHED,EXCEEDED$"
+                     % mtext(m), out, re.M), out
+assert re.search(r"^\s+%s\s+10\s+275000\s+1\s+1\s+5\s+A\s+-$" % mtext(M), out, re.M), out
+assert "consumed 10 of cap 700 (tier 5)" in out, out
+assert re.search(r"tier 2 -> 5\s+INITIAL_EVALUATION review %s" % mtext(M - 1), out), out
+assert "quota TC-A:%s:EXCEEDED" % mtext(M - 1) in out, out
+h.log("show TC-A: tier 5, live score 42.70, window, quota, last events")
+
+out, _ = tierctl("explain", "TC-A")
+assert "if %s closed now: HOLD -> tier 5 (no change)" % mtext(M) in out, out
+assert "downgrade: not before the review of %s" % mtext(M + 2) in out, out
+assert "upgrade: needs a score of 60.00 for tier 6" in out, out
+out, _ = tierctl("explain", "TC-B")
+assert "new customer since %s" % mtext(M - 1) in out, out
+assert "the review of %s" % mtext(M + 1) in out, out
+out, _ = tierctl("show", "--events", "0", "TC-B")
+assert re.search(r"^tier:\s+2;.*new customer", out, re.M), out
+assert re.search(r"^\s+%s\s+95\s.*\s2\s+A\s+WARNING$" % mtext(M - 1), out, re.M), out
+tierctl("show", "NO-SUCH-CUSTOMER", rc=3)
+h.log("explain: hold, downgrade not before %s; new customer; unknown customer exits 3"
+      % mtext(M + 2))
+
+
+# ------------------------------------------------------------- live state
+def live_keys():
+    """Every live key: name -> DUMP bytes (meta without the lease tierd renews)."""
+    out = {}
+    for k in svc.redis.scan_iter(match="*", count=1000):
+        if k.endswith(b":meta"):
+            out[k] = sorted((f, v) for f, v in svc.redis.hgetall(k).items() if f != b"lease")
+        else:
+            out[k] = svc.redis.dump(k)
+    return out
+
+
+def event_ends():
+    return (h.end_offsets(svc.bootstrap, "tier-changes"), h.end_offsets(svc.bootstrap, "quota-events"))
+
+
+# ------------------------------------------------- rebuild refused while live
+before = live_keys()
+_, err = tierctl("rebuild", "--partition", str(pa), rc=4)
+assert "refused" in err and "owned by t" in err, err
+tierctl("rebuild", "--all", rc=4)
+assert live_keys() == before, "a refused rebuild wrote"
+h.log("rebuild refused (exit 4) while tierd holds the lease; nothing written")
+
+# ------------------------------------------------------------------ backtest
+events_before = event_ends()
+before = live_keys()
+out, err = tierctl("backtest", "--policy", os.path.join(h.ROOT, "config", "policies",
+                                                        "abc-volume.yaml"))
+assert "tierctl: backtest: partition %d:" % pa in err, err
+assert live_keys() == before, "backtest touched live keys"
+assert event_ends() == events_before, "backtest published events"
+assert not list(svc.redis.scan_iter(match="tierctl-backtest-*")), "scratch keys left"
+
+live_tiers = {}
+for p in range(8):
+    for c, st in svc.redis.hgetall("tierd:{orders.%d}:c" % p).items():
+        t = int(st.split()[0])
+        live_tiers[t] = live_tiers.get(t, 0) + 1
+rows = {}
+lines = out.splitlines()
+head = next(i for i, l in enumerate(lines) if l.startswith("tier matrix"))
+cols = lines[head + 2].split()
+assert cols == ["-", "1", "(C)", "2", "(B)", "3", "(A)", "total"], cols
+for l in lines[head + 3:head + 12]:
+    f = l.split()
+    rows[f[0]] = [int(x) for x in f[1:]]
+assert set(rows) == {"-"} | {str(i) for i in range(1, 9)}, rows
+got = {int(k): v[-1] for k, v in rows.items() if k != "-" and v[-1]}
+assert got == live_tiers, "configured rows %s, live tiers %s" % (got, live_tiers)
+assert rows["-"][-1] == 0 and sum(v[0] for v in rows.values()) == 0, out
+assert sum(v[-1] for v in rows.values()) == 2 + len(others), out
+
+published = h.decode_events(h.read_topic(svc.bootstrap, "quota-events"), "quota_event.avsc")
+kinds = {}
+for ev, _ in published.values():
+    kinds[ev["kind"]] = kinds.get(ev["kind"], 0) + 1
+changes = h.decode_events(h.read_topic(svc.bootstrap, "tier-changes"), "tier_change.avsc")
+reasons = {}
+for ev, _ in changes.values():
+    reasons[ev["reason"]] = reasons.get(ev["reason"], 0) + 1
+for kind in ("WARNING", "REACHED", "EXCEEDED", "HARD_CAP_EXCEEDED"):
+    m = re.search(r"^\s+%s\s+(\d+)\s+(\d+)$" % kind, out, re.M)
+    assert m and int(m.group(1)) == kinds.get(kind, 0), (kind, kinds, out)
+for reason in ("NEW_CUSTOMER", "INITIAL_EVALUATION", "UPGRADE", "DOWNGRADE", "COMPLIANCE"):
+    m = re.search(r"^\s+%s\s+(\d+)\s+(\d+)$" % reason, out, re.M)
+    assert m and int(m.group(1)) == reasons.get(reason, 0), (reason, reasons, out)
+assert kinds["EXCEEDED"] >= 3 and reasons["INITIAL_EVALUATION"] >= 1, (kinds, reasons)
+h.log("backtest: matrix rows = live tiers %s, tallies = published events, live keys "
+      "and event topics untouched" % live_tiers)
+
+# ------------------------------------------------------------------- rebuild
+assert d.term() == 0, "tierd did not stop cleanly"
+want = {}
+for k in svc.redis.scan_iter(match="tierd:{orders.%d}:*" % pa):
+    if k.endswith(b":meta"):
+        want[k] = {f: v for f, v in svc.redis.hgetall(k).items()
+                   if f not in (b"epoch", b"owner", b"updated_at", b"lease")}
+    elif k.endswith(b":outbox"):
+        assert svc.redis.xlen(k) == 0
+    else:
+        want[k] = svc.redis.hgetall(k)
+assert len(want) >= 5, want.keys()
+assert svc.redis.hget("tierd:{orders.%d}:meta" % pa, "lease") is None, "lease not released"
+svc.redis.delete(*svc.redis.keys("tierd:{orders.%d}:*" % pa))
+out, err = tierctl("rebuild", "--partition", str(pa))
+assert "rebuilt orders [%d]" % pa in out, out
+got = {}
+for k in svc.redis.scan_iter(match="tierd:{orders.%d}:*" % pa):
+    if k.endswith(b":meta"):
+        m = svc.redis.hgetall(k)
+        assert b"lease" not in m, "rebuild kept its lease"
+        got[k] = {f: v for f, v in m.items() if f not in (b"epoch", b"owner", b"updated_at")}
+    else:
+        got[k] = svc.redis.hgetall(k)
+diff = sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k))
+assert not diff, "rebuilt state differs in %s:\n%s\n%s" % (
+    diff, [got.get(k) for k in diff], [want.get(k) for k in diff])
+assert event_ends() == events_before, "rebuild published events"
+out, _ = tierctl("show", "--events", "0", "TC-A")
+assert re.search(r"^live score:\s+42\.70 ", out, re.M), out
+h.log("rebuild: partition %d deleted and rebuilt equal, nothing published" % pa)
+h.log("PASS")
