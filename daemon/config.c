@@ -11,6 +11,11 @@
  * Unknown keys and bad values are refused with the file and line; a wrong
  * kafka.* property is refused later, when librdkafka sees it, with the same
  * "where" string.
+ *
+ * Secrets may also come from systemd credentials (LoadCredential=): when
+ * $CREDENTIALS_DIRECTORY holds a file named in config_credentials[], it
+ * fills that key, but only when neither the file nor the environment set
+ * it.  A secret is never copied into an error message: only its path is.
  */
 #include "config.h"
 
@@ -86,6 +91,22 @@ static const config_key_t config_keys[] = {
         "Name of this instance in Redis and logs (default: hostname-pid)"),
 };
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
+
+/* systemd credentials tierd looks for in $CREDENTIALS_DIRECTORY.  The unit
+ * loads each one optionally (LoadCredential=NAME, searched in
+ * /etc/credstore/), so a missing file is not an error. */
+static const struct config_credential {
+    const char *name; /* file name in $CREDENTIALS_DIRECTORY */
+    const char *key;  /* redis.password, or kafka.<property> */
+} config_credentials[] = {
+    {"redis-password", "redis.password"},
+    {"kafka-sasl-password", "kafka.sasl.password"},
+    {"kafka-ssl-key-password", "kafka.ssl.key.password"},
+};
+#define NCREDENTIALS (sizeof(config_credentials) / sizeof(config_credentials[0]))
+
+/* Secrets longer than this are refused rather than cut. */
+#define SECRET_MAX 4096
 
 static char **str_field(config_t *c, const config_key_t *k) {
     return (char **)((char *)c + k->offset);
@@ -315,6 +336,92 @@ static int load_env(config_t *c, char *errstr, size_t errstr_size) {
     return 0;
 }
 
+/* Reads the secret in the file at path: its first line, without the line
+ * end.  Returns 0 and sets *out (caller frees), 1 when the file does not
+ * exist and missing_ok, or -1 with errstr naming what and path (never the
+ * contents).  The buffer is wiped before it goes out of scope. */
+static int read_secret(const char *what, const char *path, int missing_ok, char **out,
+                       char *errstr, size_t errstr_size) {
+    char buf[SECRET_MAX + 1];
+    size_t n = 0;
+    int rc = -1;
+    FILE *f = fopen(path, "r");
+
+    *out = NULL;
+    if (!f) {
+        if (errno == ENOENT && missing_ok) return 1;
+        snprintf(errstr, errstr_size, "%s: cannot open %s: %s", what, path, strerror(errno));
+        return -1;
+    }
+    n = fread(buf, 1, sizeof(buf), f);
+    if (ferror(f)) {
+        snprintf(errstr, errstr_size, "%s: cannot read %s", what, path);
+        goto out;
+    }
+    if (n > SECRET_MAX) {
+        snprintf(errstr, errstr_size, "%s: %s is longer than %d bytes", what, path, SECRET_MAX);
+        goto out;
+    }
+    buf[n] = '\0';
+    buf[strcspn(buf, "\r\n")] = '\0';
+    if (buf[0] == '\0') {
+        snprintf(errstr, errstr_size, "%s: %s is empty", what, path);
+        goto out;
+    }
+    *out = strdup(buf);
+    if (!*out) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto out;
+    }
+    rc = 0;
+out:
+    memset(buf, 0, sizeof(buf));
+    fclose(f);
+    return rc;
+}
+
+/* Fills the secrets still unset from $CREDENTIALS_DIRECTORY.  redis.password
+ * counts as set when redis.password_file is: that file is the explicit
+ * choice. */
+static int load_credentials(config_t *c, char *errstr, size_t errstr_size) {
+    const char *dir = getenv("CREDENTIALS_DIRECTORY");
+    char path[4096], what[128];
+
+    if (!dir || !*dir) return 0;
+    for (size_t i = 0; i < NCREDENTIALS; i++) {
+        const struct config_credential *cr = &config_credentials[i];
+        const char *prop = strncmp(cr->key, "kafka.", 6) == 0 ? cr->key + 6 : NULL;
+        char *secret = NULL;
+        int rc;
+
+        if (prop ? config_kafka_get(c, prop) != NULL
+                 : c->redis_password != NULL || c->redis_password_file != NULL)
+            continue; /* set explicitly */
+        if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, cr->name) >= sizeof(path)) {
+            snprintf(errstr, errstr_size, "CREDENTIALS_DIRECTORY is too long");
+            return -1;
+        }
+        snprintf(what, sizeof(what), "credential %s (%s)", cr->name, cr->key);
+        rc = read_secret(what, path, 1, &secret, errstr, errstr_size);
+        if (rc < 0) return -1;
+        if (rc > 0) continue; /* not provided */
+        if (prop) {
+            char where[4200];
+            snprintf(where, sizeof(where), "credential %s", path);
+            rc = kafka_set(c, prop, secret, where);
+            memset(secret, 0, strlen(secret));
+            free(secret);
+            if (rc != 0) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return -1;
+            }
+        } else {
+            c->redis_password = secret; /* now owned by c */
+        }
+    }
+    return 0;
+}
+
 /* Checks that need more than one key, or more than a type and bounds. */
 static int validate(config_t *c, char *errstr, size_t errstr_size) {
     const char *cur = c->currency;
@@ -352,22 +459,10 @@ static int validate(config_t *c, char *errstr, size_t errstr_size) {
                  "redis: set password or password_file, not both");
         return -1;
     }
-    if (c->redis_password_file) {
-        FILE *f = fopen(c->redis_password_file, "r");
-        char buf[1024];
-        if (!f) {
-            snprintf(errstr, errstr_size, "redis.password_file: cannot open %s: %s",
-                     c->redis_password_file, strerror(errno));
-            return -1;
-        }
-        size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-        fclose(f);
-        buf[n] = '\0';
-        buf[strcspn(buf, "\r\n")] = '\0';
-        c->redis_password = strdup(buf);
-        memset(buf, 0, sizeof(buf));
-        if (!c->redis_password) return -1;
-    }
+    if (c->redis_password_file &&
+        read_secret("redis.password_file", c->redis_password_file, 0, &c->redis_password,
+                    errstr, errstr_size) != 0)
+        return -1;
     if (!config_kafka_get(c, "bootstrap.servers")) {
         snprintf(errstr, errstr_size,
                  "kafka.bootstrap.servers is required (or TIERD_KAFKA_BOOTSTRAP_SERVERS)");
@@ -386,6 +481,7 @@ int config_load(config_t *c, const char *path, char *errstr, size_t errstr_size)
     if (kafka_set(c, "group.id", "tierd", "default") != 0) return -1;
     if (path && load_file(c, path, errstr, errstr_size) != 0) return -1;
     if (load_env(c, errstr, errstr_size) != 0) return -1;
+    if (load_credentials(c, errstr, errstr_size) != 0) return -1;
     return validate(c, errstr, errstr_size);
 }
 
@@ -419,4 +515,7 @@ void config_print_reference(void) {
     }
     printf("%-22s %-30s %-12s %s\n", "kafka.<property>", "TIERD_KAFKA_<PROPERTY>", "-",
            "any librdkafka property, passed through (group.id defaults to tierd)");
+    printf("\nsystemd credentials ($CREDENTIALS_DIRECTORY) fill these keys when unset:\n");
+    for (size_t i = 0; i < NCREDENTIALS; i++)
+        printf("  %-24s -> %s\n", config_credentials[i].name, config_credentials[i].key);
 }

@@ -54,7 +54,9 @@ typedef struct config {
 } config_t;
 
 /* Loads defaults, then the file (may be NULL: defaults and env only), then
- * the environment.  On error returns -1 and errstr says "file:line: why". */
+ * the environment, then fills the secrets still unset from systemd
+ * credentials in $CREDENTIALS_DIRECTORY.  On error returns -1 and errstr
+ * says "file:line: why" (never a secret). */
 int config_load(config_t *c, const char *path, char *errstr, size_t errstr_size);
 void config_free(config_t *c);
 /* Prints the reference table (key, env name, default, description). */

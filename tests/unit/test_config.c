@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -29,6 +30,8 @@ static int teardown(void **state) {
     unsetenv("TIERD_REDIS_PORT");
     unsetenv("TIERD_KAFKA_SASL_USERNAME");
     unsetenv("TIERD_KAFKA_BOOTSTRAP_SERVERS");
+    unsetenv("TIERD_REDIS_PASSWORD");
+    unsetenv("CREDENTIALS_DIRECTORY");
     return 0;
 }
 
@@ -86,11 +89,132 @@ static void test_no_file_env_only(void **state) {
     config_free(&c);
 }
 
+/* A systemd credentials directory: $CREDENTIALS_DIRECTORY/<name>. */
+static char creddir[64];
+
+static void cred_write(const char *name, const char *text) {
+    char p[128];
+    snprintf(p, sizeof(p), "%s/%s", creddir, name);
+    FILE *f = fopen(p, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(text, 1, strlen(text), f), strlen(text));
+    fclose(f);
+}
+
+static int cred_setup(void **state) {
+    (void)state;
+    strcpy(creddir, "/tmp/tierd-test-creds-XXXXXX");
+    assert_non_null(mkdtemp(creddir));
+    setenv("CREDENTIALS_DIRECTORY", creddir, 1);
+    return 0;
+}
+
+static int cred_teardown(void **state) {
+    static const char *names[] = {"redis-password", "kafka-sasl-password",
+                                  "kafka-ssl-key-password", "other-password"};
+    char p[128];
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        snprintf(p, sizeof(p), "%s/%s", creddir, names[i]);
+        if (unlink(p) != 0) rmdir(p); /* one test makes a directory of one */
+    }
+    rmdir(creddir);
+    return teardown(state);
+}
+
+/* Credentials fill the secrets nobody set; a missing one is fine. */
+static void test_credentials_fill_unset_secrets(void **state) {
+    (void)state;
+    config_t c;
+    char err[512] = "";
+    cred_write("redis-password", "r-secret\n");
+    cred_write("kafka-sasl-password", "k-secret");
+    cred_write("other-password", "ignored");
+    write_file("kafka:\n  bootstrap.servers: k:9092\n");
+    assert_int_equal(config_load(&c, path, err, sizeof(err)), 0);
+    assert_string_equal(c.redis_password, "r-secret"); /* without the newline */
+    assert_string_equal(config_kafka_get(&c, "sasl.password"), "k-secret");
+    assert_null(config_kafka_get(&c, "ssl.key.password")); /* not provided */
+    config_free(&c);
+
+    /* Without CREDENTIALS_DIRECTORY the same files mean nothing. */
+    unsetenv("CREDENTIALS_DIRECTORY");
+    assert_int_equal(config_load(&c, path, err, sizeof(err)), 0);
+    assert_null(c.redis_password);
+    assert_null(config_kafka_get(&c, "sasl.password"));
+    config_free(&c);
+}
+
+/* A secret set in the file, the environment or by password_file wins. */
+static void test_credentials_never_override(void **state) {
+    (void)state;
+    config_t c;
+    char err[512] = "", pwfile[128];
+    cred_write("redis-password", "r-credential");
+    cred_write("kafka-sasl-password", "k-credential");
+    cred_write("kafka-ssl-key-password", "t-credential");
+    write_file("kafka:\n  bootstrap.servers: k:9092\n  sasl.password: k-file\n");
+    setenv("TIERD_REDIS_PASSWORD", "r-env", 1);
+    assert_int_equal(config_load(&c, path, err, sizeof(err)), 0);
+    assert_string_equal(c.redis_password, "r-env");
+    assert_string_equal(config_kafka_get(&c, "sasl.password"), "k-file");
+    assert_string_equal(config_kafka_get(&c, "ssl.key.password"), "t-credential");
+    config_free(&c);
+    unsetenv("TIERD_REDIS_PASSWORD");
+    unlink(path);
+
+    /* redis.password_file is an explicit choice too. */
+    snprintf(pwfile, sizeof(pwfile), "%s/other-password", creddir);
+    cred_write("other-password", "r-pwfile\r\n");
+    char text[256];
+    snprintf(text, sizeof(text), "kafka:\n  bootstrap.servers: k:9092\nredis:\n  password_file: %s\n",
+             pwfile);
+    write_file(text);
+    assert_int_equal(config_load(&c, path, err, sizeof(err)), 0);
+    assert_string_equal(c.redis_password, "r-pwfile");
+    config_free(&c);
+}
+
+/* A credential that is there but unusable is refused, naming the file and
+ * never its contents. */
+static void test_credentials_refusals(void **state) {
+    (void)state;
+    config_t c;
+    char err[512] = "", big[5000];
+    write_file("kafka:\n  bootstrap.servers: k:9092\n");
+
+    cred_write("kafka-sasl-password", "\n");
+    assert_int_equal(config_load(&c, path, err, sizeof(err)), -1);
+    if (!strstr(err, "kafka-sasl-password") || !strstr(err, "is empty"))
+        fail_msg("unexpected error \"%s\"", err);
+    config_free(&c);
+
+    memset(big, 'h', sizeof(big) - 1);
+    memcpy(big, "hunter2", 7);
+    big[sizeof(big) - 1] = '\0';
+    cred_write("kafka-sasl-password", big);
+    assert_int_equal(config_load(&c, path, err, sizeof(err)), -1);
+    if (!strstr(err, "longer than 4096 bytes")) fail_msg("unexpected error \"%s\"", err);
+    if (strstr(err, "hunter2")) fail_msg("the secret leaked into \"%s\"", err);
+    config_free(&c);
+
+    char dirpath[128];
+    snprintf(dirpath, sizeof(dirpath), "%s/redis-password", creddir);
+    assert_int_equal(mkdir(dirpath, 0700), 0);
+    assert_int_equal(config_load(&c, path, err, sizeof(err)), -1);
+    if (!strstr(err, "credential redis-password")) fail_msg("unexpected error \"%s\"", err);
+    config_free(&c);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_file_then_env, teardown),
         cmocka_unit_test_teardown(test_refusals_name_file_and_line, teardown),
         cmocka_unit_test_teardown(test_no_file_env_only, teardown),
+        cmocka_unit_test_setup_teardown(test_credentials_fill_unset_secrets, cred_setup,
+                                        cred_teardown),
+        cmocka_unit_test_setup_teardown(test_credentials_never_override, cred_setup,
+                                        cred_teardown),
+        cmocka_unit_test_setup_teardown(test_credentials_refusals, cred_setup, cred_teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
