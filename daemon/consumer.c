@@ -739,6 +739,13 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
     while (!*stop) {
         int64_t t = mono_ms();
         int timeout = 100;
+        /* First thing in the turn, so the paused branch (Redis down), which
+         * continues early, still pings: the watchdog watches the loop, not
+         * Redis.  Every half WatchdogSec, as sd_watchdog_enabled(3) asks. */
+        if (watchdog && (t - last_watchdog) * 2000 >= (int64_t)watchdog_usec) {
+            sd_notify(0, "WATCHDOG=1");
+            last_watchdog = t;
+        }
         if (k->npending > 0 && !k->paused) {
             int64_t left = batch_deadline - t;
             timeout = left < 0 ? 0 : (int)left;
@@ -831,10 +838,6 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
         if (*reload && k->npending == 0) {
             *reload = 0;
             if (on_reload) on_reload(opaque);
-        }
-        if (watchdog && (mono_ms() - last_watchdog) * 2000 >= (int64_t)watchdog_usec) {
-            sd_notify(0, "WATCHDOG=1");
-            last_watchdog = mono_ms();
         }
         report(k, 0);
         publish_metrics(k, 0);
