@@ -515,7 +515,8 @@ void config_print_reference(void) {
     }
     printf("%-22s %-30s %-12s %s\n", "kafka.<property>", "TIERD_KAFKA_<PROPERTY>", "-",
            "any librdkafka property, passed through (group.id defaults to tierd)");
-    printf("\nsystemd credentials ($CREDENTIALS_DIRECTORY) fill these keys when unset:\n");
+    printf("\nCredentials in $CREDENTIALS_DIRECTORY (systemd LoadCredential=) fill these keys "
+           "when unset:\n");
     for (size_t i = 0; i < NCREDENTIALS; i++)
         printf("  %-24s -> %s\n", config_credentials[i].name, config_credentials[i].key);
 }
