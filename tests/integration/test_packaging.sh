@@ -95,15 +95,20 @@ done
 # and Redis are unreachable (port 1): tierd still serves its loop.
 cat >"$dir/notify.py" <<'PY'
 import os, signal, socket, subprocess, sys, time
-tierd, sockpath = sys.argv[1], sys.argv[2]
+tierd, sockpath, healthcheck = sys.argv[1], sys.argv[2], sys.argv[3]
+probe = socket.socket()
+probe.bind(("127.0.0.1", 0))
+port = probe.getsockname()[1]
+probe.close()
 s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
 s.bind(sockpath)
 s.settimeout(0.2)
 env = dict(os.environ, NOTIFY_SOCKET=sockpath, WATCHDOG_USEC="400000",
            TIERD_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1", TIERD_REDIS_PORT="1",
-           TIERD_REDIS_TIMEOUT_MS="200", TIERD_LOG_LEVEL="error")
+           TIERD_REDIS_TIMEOUT_MS="200", TIERD_LOG_LEVEL="error",
+           TIERD_HTTP_LISTEN=f"127.0.0.1:{port}")
 p = subprocess.Popen([tierd], env=env, stderr=subprocess.DEVNULL)
-got, ready_at, sent_term = [], None, False
+got, ready_at, sent_term, healthy = [], None, False, None
 deadline = time.monotonic() + 30
 while time.monotonic() < deadline:
     try:
@@ -113,6 +118,10 @@ while time.monotonic() < deadline:
     if ready_at is None and "READY=1" in got:
         ready_at = time.monotonic()
     if ready_at and not sent_term and time.monotonic() - ready_at > 2:
+        # The image's probe against the real /healthz, as Docker would run it
+        # with TIERD_HTTP_LISTEN=0.0.0.0:PORT.
+        healthy = subprocess.run(["bash", healthcheck],
+                                 env=dict(os.environ, TIERD_HTTP_LISTEN=f"0.0.0.0:{port}")).returncode
         p.send_signal(signal.SIGTERM)
         sent_term = True
     if sent_term and p.poll() is not None:
@@ -126,12 +135,15 @@ try:
 except (socket.timeout, BlockingIOError):
     pass
 pings = got.count("WATCHDOG=1")
-print(f"READY={'READY=1' in got} WATCHDOG={pings} STOPPING={'STOPPING=1' in got} exit={rc}")
+print(f"READY={'READY=1' in got} WATCHDOG={pings} STOPPING={'STOPPING=1' in got} exit={rc}"
+      f" docker/healthcheck={healthy}")
 # 2 s at one ping per 200 ms: about 10; at least 5 leaves room for a slow machine.
-sys.exit(0 if "READY=1" in got and pings >= 5 and "STOPPING=1" in got and rc == 0 else 1)
+sys.exit(0 if "READY=1" in got and pings >= 5 and "STOPPING=1" in got and rc == 0
+         and healthy == 0 else 1)
 PY
-out=$(env -u TIERD_KAFKA_BOOTSTRAP_SERVERS "$py" "$dir/notify.py" "$tierd" "$dir/notify.sock" 2>&1)
-expect "sd_notify: $out" $?
+out=$(env -u TIERD_KAFKA_BOOTSTRAP_SERVERS "$py" "$dir/notify.py" "$tierd" "$dir/notify.sock" \
+      "$docker/healthcheck" 2>&1)
+expect "sd_notify, and the image's healthcheck on tierd's /healthz: $out" $?
 
 # Credentials, as systemd hands them over.
 mkdir "$dir/creds"
