@@ -67,6 +67,9 @@ struct consumer {
     int64_t last_metrics_ms;
     uint64_t metrics_applied; /* applied at last_metrics_ms */
     uint64_t outbox_depth;    /* at the last look */
+    double lat_sum;           /* order latency: Kafka timestamp to commit */
+    uint64_t lat_count;
+    double lat_buckets[METRICS_LAT_BUCKETS];
 };
 
 static int64_t now_ms(void) {
@@ -191,6 +194,18 @@ static int rewind_part(consumer_t *k, int32_t id, part_t *pt) {
 }
 
 /* Applies one partition's pending records.  Returns APPLY_*. */
+/* Each committed record's age: its Kafka timestamp to now. */
+static void observe_latency(consumer_t *k, rd_kafka_message_t **m, size_t n) {
+    int64_t now = now_ms();
+    for (size_t i = 0; i < n; i++) {
+        int64_t ts = rd_kafka_message_timestamp(m[i], NULL);
+        if (ts < 0) continue;
+        double secs = now > ts ? (double)(now - ts) / 1000.0 : 0.0;
+        metrics_hist_observe(metrics_latency_bounds, METRICS_LAT_BUCKETS, k->lat_buckets,
+                             &k->lat_sum, &k->lat_count, secs);
+    }
+}
+
 static int part_flush(consumer_t *k, int32_t id, part_t *pt) {
     char err[512] = "";
     apply_msg_t *msgs;
@@ -220,6 +235,7 @@ static int part_flush(consumer_t *k, int32_t id, part_t *pt) {
         rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id)->offset = pt->ap.meta.offset;
         rd_kafka_offsets_store(k->rk, l);
         rd_kafka_topic_partition_list_destroy(l);
+        observe_latency(k, pt->pending, pt->npending);
         for (size_t i = 0; i < pt->npending; i++)
             if (msgs[i].state == MSG_DEAD)
                 log_warn("apply", "%s [%d] offset %" PRId64 " dead-lettered: %s: %s",
@@ -677,6 +693,9 @@ static void publish_metrics(consumer_t *k, int force) {
     s.batch_count = a->batches;
     s.review_seconds_sum = a->review_seconds;
     s.review_count = a->reviews;
+    s.order_latency_sum = k->lat_sum;
+    s.order_latency_count = k->lat_count;
+    memcpy(s.order_latency_buckets, k->lat_buckets, sizeof(s.order_latency_buckets));
     for (int32_t i = 0; i < k->nparts && s.nparts < METRICS_MAX_PARTS; i++) {
         part_t *pt = &k->parts[i];
         if (!pt->assigned) continue;

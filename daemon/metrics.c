@@ -45,6 +45,13 @@ static const char *const rtt_le[METRICS_RTT_BUCKETS] = {
     "0.01",   "0.025",   "0.05",   "0.1",   "0.25",   "1",
 };
 
+const double metrics_latency_bounds[METRICS_LAT_BUCKETS] = {
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+};
+static const char *const lat_le[METRICS_LAT_BUCKETS] = {
+    "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "30", "60",
+};
+
 /* A snapshot and the policy strings it points at, so a reload may free
  * the originals while the HTTP thread renders. */
 typedef struct slot {
@@ -184,6 +191,28 @@ static void summary(buf_t *b, const char *name, const char *help, double sum, ui
     buf_printf(b, "\n%s_count %" PRIu64 "\n", name, count);
 }
 
+/* Buckets must not decrease and +Inf must hold them all, or Prometheus
+ * computes nonsense quantiles: a racy fill is clamped here. */
+static void histogram(buf_t *b, const char *name, const char *help, const char *const *le,
+                      const double *buckets, size_t n, double sum, uint64_t count) {
+    double cum = 0;
+    head(b, name, "histogram", help);
+    for (size_t i = 0; i < n; i++) {
+        if (buckets[i] > cum) cum = buckets[i];
+        buf_printf(b, "%s_bucket{le=\"%s\"} ", name, le[i]);
+        buf_double(b, cum);
+        buf_str(b, "\n");
+    }
+    double total = (double)count > cum ? (double)count : cum;
+    buf_printf(b, "%s_bucket{le=\"+Inf\"} ", name);
+    buf_double(b, total);
+    buf_printf(b, "\n%s_sum ", name);
+    buf_double(b, sum);
+    buf_printf(b, "\n%s_count ", name);
+    buf_double(b, total);
+    buf_str(b, "\n");
+}
+
 char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
     buf_t b = {0};
     size_t nreasons = s->nreasons < METRICS_MAX_REASONS ? s->nreasons : METRICS_MAX_REASONS;
@@ -259,25 +288,14 @@ char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
         buf_str(&b, "\"} 1\n");
     }
 
-    /* Buckets must not decrease and +Inf must hold them all, or Prometheus
-     * computes nonsense quantiles: a racy fill is clamped here. */
-    head(&b, "tierd_redis_round_trip_seconds", "histogram",
-         "Round-trip time of Redis calls (a pipeline or transaction is one).");
-    double cum = 0;
-    for (size_t i = 0; i < METRICS_RTT_BUCKETS; i++) {
-        if (s->redis_rtt_buckets[i] > cum) cum = s->redis_rtt_buckets[i];
-        buf_printf(&b, "tierd_redis_round_trip_seconds_bucket{le=\"%s\"} ", rtt_le[i]);
-        buf_double(&b, cum);
-        buf_str(&b, "\n");
-    }
-    double total = (double)s->redis_rtt_count > cum ? (double)s->redis_rtt_count : cum;
-    buf_str(&b, "tierd_redis_round_trip_seconds_bucket{le=\"+Inf\"} ");
-    buf_double(&b, total);
-    buf_str(&b, "\ntierd_redis_round_trip_seconds_sum ");
-    buf_double(&b, s->redis_rtt_seconds_sum);
-    buf_str(&b, "\ntierd_redis_round_trip_seconds_count ");
-    buf_double(&b, total);
-    buf_str(&b, "\n");
+    histogram(&b, "tierd_redis_round_trip_seconds",
+              "Round-trip time of Redis calls (a pipeline or transaction is one).", rtt_le,
+              s->redis_rtt_buckets, METRICS_RTT_BUCKETS, s->redis_rtt_seconds_sum,
+              s->redis_rtt_count);
+    histogram(&b, "tierd_order_latency_seconds",
+              "From an order record's Kafka timestamp to the commit of its batch in Redis.",
+              lat_le, s->order_latency_buckets, METRICS_LAT_BUCKETS, s->order_latency_sum,
+              s->order_latency_count);
 
     summary(&b, "tierd_batch_records", "Records per batch.", (double)s->batch_records_sum,
             s->batch_count);
@@ -292,11 +310,17 @@ char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
     return b.p;
 }
 
+void metrics_hist_observe(const double *bounds, size_t n, double *buckets, double *sum,
+                          uint64_t *count, double v) {
+    *sum += v;
+    (*count)++;
+    for (size_t i = 0; i < n; i++)
+        if (v <= bounds[i]) buckets[i] += 1;
+}
+
 void metrics_observe_rtt(metrics_snapshot_t *s, double seconds) {
-    s->redis_rtt_seconds_sum += seconds;
-    s->redis_rtt_count++;
-    for (size_t i = 0; i < METRICS_RTT_BUCKETS; i++)
-        if (seconds <= metrics_rtt_bounds[i]) s->redis_rtt_buckets[i] += 1;
+    metrics_hist_observe(metrics_rtt_bounds, METRICS_RTT_BUCKETS, s->redis_rtt_buckets,
+                         &s->redis_rtt_seconds_sum, &s->redis_rtt_count, seconds);
 }
 
 /* ---- the HTTP thread ---------------------------------------------------- */

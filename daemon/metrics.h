@@ -26,10 +26,13 @@
 #define METRICS_MAX_REASONS 32
 #define METRICS_MAX_PARTS 256
 #define METRICS_RTT_BUCKETS 12
+#define METRICS_LAT_BUCKETS 13
 
 /* Upper bounds, in seconds, of the Redis round-trip histogram buckets:
  * 100 us .. 1 s.  redis_rtt_buckets[i] counts round trips <= bound i. */
 extern const double metrics_rtt_bounds[METRICS_RTT_BUCKETS];
+/* Order latency buckets, in seconds: 5 ms .. 60 s. */
+extern const double metrics_latency_bounds[METRICS_LAT_BUCKETS];
 
 typedef struct metrics metrics_t;
 
@@ -50,6 +53,10 @@ typedef struct metrics_snapshot {
     uint64_t batch_records_sum, batch_count;       /* batch sizes */
     double review_seconds_sum;
     uint64_t review_count;
+    /* Kafka timestamp of an order record to the commit of its batch. */
+    double order_latency_sum;
+    uint64_t order_latency_count;
+    double order_latency_buckets[METRICS_LAT_BUCKETS]; /* see metrics_latency_bounds */
     struct {
         int32_t partition;
         int64_t lag;       /* < 0: unknown, not exported */
@@ -83,8 +90,11 @@ int metrics_port(const metrics_t *m);
  * (default 3000 ms).  Tests shorten it. */
 void metrics_set_stale_after_ms(metrics_t *m, unsigned ms);
 
-/* Adds one round trip of `seconds` to the snapshot's histogram: sum, count
- * and every bucket whose bound it does not exceed.  Pure. */
+/* Adds one observation v to a cumulative histogram over the n `bounds`:
+ * sum, count and every bucket whose bound v does not exceed.  Pure. */
+void metrics_hist_observe(const double *bounds, size_t n, double *buckets, double *sum,
+                          uint64_t *count, double v);
+/* metrics_hist_observe on the snapshot's round-trip histogram. */
 void metrics_observe_rtt(metrics_snapshot_t *s, double seconds);
 
 /* Renders the Prometheus text exposition of a snapshot into a malloc'd,

@@ -60,10 +60,8 @@ static double mono_s(void) {
 }
 
 static void observe(store_t *s, double seconds) {
-    s->rtt_sum += seconds;
-    s->rtt_count++;
-    for (size_t i = 0; i < METRICS_RTT_BUCKETS; i++)
-        if (seconds <= metrics_rtt_bounds[i]) s->rtt_buckets[i] += 1;
+    metrics_hist_observe(metrics_rtt_bounds, METRICS_RTT_BUCKETS, s->rtt_buckets, &s->rtt_sum,
+                         &s->rtt_count, seconds);
 }
 
 /* redisGetReply; the first reply of a pipeline is its round trip. */

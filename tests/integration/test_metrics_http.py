@@ -78,6 +78,8 @@ assert value(ms, "tierd_events_decided_total", kind="tier_change") >= 300 * 0.9,
 assert value(ms, "tierd_events_published_total") == decided, (ms, decided)
 assert value(ms, "tierd_redis_round_trip_seconds_count") > 0
 assert value(ms, "tierd_batch_records_count") > 0
+assert value(ms, "tierd_order_latency_seconds_count") == len(recs), "every order record's age"
+assert value(ms, 'tierd_order_latency_seconds_bucket', le="+Inf") == len(recs)
 assert value(ms, "tierd_reviews_total") > 0
 assert value(ms, "tierd_review_duration_seconds_count") == value(ms, "tierd_reviews_total")
 assert value(ms, "tierd_policy_info", name="supply-tiers", version="1") == 1, [

@@ -216,6 +216,28 @@ static void test_render_histogram_monotonic(void **state) {
     free(t);
 }
 
+static void test_render_order_latency(void **state) {
+    (void)state;
+    metrics_snapshot_t s;
+    fill(&s);
+    const double obs[] = {0.004, 0.005, 0.07, 0.07, 1.5, 45.0, 3600.0};
+    for (size_t i = 0; i < sizeof(obs) / sizeof(obs[0]); i++)
+        metrics_hist_observe(metrics_latency_bounds, METRICS_LAT_BUCKETS,
+                             s.order_latency_buckets, &s.order_latency_sum,
+                             &s.order_latency_count, obs[i]);
+    char *t = render(&s);
+    expect_line(t, "# TYPE tierd_order_latency_seconds histogram");
+    expect_line(t, "tierd_order_latency_seconds_bucket{le=\"0.005\"} 2");
+    expect_line(t, "tierd_order_latency_seconds_bucket{le=\"0.05\"} 2");
+    expect_line(t, "tierd_order_latency_seconds_bucket{le=\"0.1\"} 4");
+    expect_line(t, "tierd_order_latency_seconds_bucket{le=\"2.5\"} 5");
+    expect_line(t, "tierd_order_latency_seconds_bucket{le=\"60\"} 6");
+    expect_line(t, "tierd_order_latency_seconds_bucket{le=\"+Inf\"} 7");
+    expect_line(t, "tierd_order_latency_seconds_count 7");
+    expect_line(t, "tierd_order_latency_seconds_sum 3646.649");
+    free(t);
+}
+
 /* ---- the server --------------------------------------------------------- */
 
 typedef struct resp {
@@ -448,6 +470,7 @@ int main(void) {
         cmocka_unit_test(test_render_dead_letters_by_reason_escaped),
         cmocka_unit_test(test_render_lag_per_assigned_partition),
         cmocka_unit_test(test_render_histogram_monotonic),
+        cmocka_unit_test(test_render_order_latency),
         cmocka_unit_test(test_server_endpoints),
         cmocka_unit_test(test_healthz_goes_stale),
         cmocka_unit_test(test_start_disabled_and_bad_addresses),
