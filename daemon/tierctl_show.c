@@ -296,7 +296,7 @@ typedef struct tail {
     struct ev {
         int64_t ts;
         size_t seq; /* read order */
-        char text[160];
+        char text[256]; /* time, and an event id of up to 159 bytes */
     } *evs;
     size_t n, cap;
 } tail_t;
