@@ -294,22 +294,28 @@ static void catchup_check(consumer_t *k) {
     }
 }
 
-/* Drains the outboxes of the partitions with decided events. */
+/* Drains the outboxes of the partitions with decided events, up to 64
+ * partitions per round trip. */
 static void publish_all(consumer_t *k) {
     struct stat st;
     if (k->stall_publish_file && stat(k->stall_publish_file, &st) == 0) return;
-    for (int32_t i = 0; i < k->nparts; i++) {
-        part_t *pt = &k->parts[i];
+    int32_t next = 0;
+    while (next < k->nparts) {
+        int32_t ids[64];
+        int nread[64];
+        size_t n = 0;
         char err[512] = "";
-        if (!pt->assigned || !pt->ap.outbox_dirty) continue;
-        int n = publish_outbox(k->pub, k->apply->store, k->conf->topic_orders, i, 1000, err,
-                               sizeof(err));
-        if (n < 0 || err[0]) {
-            log_warn("publish", "%s [%d] outbox: %s; will retry", k->conf->topic_orders, (int)i,
-                     err);
-            continue;
+        for (; next < k->nparts && n < 64; next++)
+            if (k->parts[next].assigned && k->parts[next].ap.outbox_dirty) ids[n++] = next;
+        if (n == 0) return;
+        if (publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, ids, n, 1000,
+                             nread, err, sizeof(err)) != 0 ||
+            err[0]) {
+            log_warn("publish", "%s outboxes: %s; will retry", k->conf->topic_orders, err);
+            return; /* these stay dirty: tried again next turn */
         }
-        if (n < 1000) pt->ap.outbox_dirty = 0;
+        for (size_t j = 0; j < n; j++)
+            if (nread[j] >= 0 && nread[j] < 1000) k->parts[ids[j]].ap.outbox_dirty = 0;
     }
 }
 
@@ -486,8 +492,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 part_flush(k, parts->elems[i].partition, pt);
                 if (pt->ap.outbox_dirty) {
                     char why[512] = "";
-                    publish_outbox(k->pub, k->apply->store, k->conf->topic_orders,
-                                   parts->elems[i].partition, 1000, why, sizeof(why));
+                    int32_t id = parts->elems[i].partition;
+                    int nread;
+                    publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, &id, 1, 1000,
+                                     &nread, why, sizeof(why));
                 }
             }
             part_drop_pending(k, pt);

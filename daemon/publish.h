@@ -13,7 +13,7 @@
  *
  * Outbox: decided events wait in a partition's outbox stream in Redis,
  * written in the transaction that decided them (one stream entry per
- * transaction).  publish_outbox produces them in order and deletes an
+ * transaction).  publish_outboxes produces them in order and deletes an
  * entry only after Kafka acknowledged all its events, so a crash in
  * between publishes them again with the same event_id and bytes.
  */
@@ -31,13 +31,15 @@ void publish_destroy(publish_t *d);
 int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t n,
                  char *errstr, size_t errstr_size);
 
-/* Publishes up to `max` outbox entries of a partition (an entry holds the
- * events of one transaction) and deletes those Kafka acknowledged whole.
- * Returns how many entries it read (0: the outbox is empty; fewer than
- * max: nothing more waits), -1 on error; errstr is set when some entry
- * must be tried again. */
-int publish_outbox(publish_t *pub, store_t *s, const char *topic, int32_t partition, size_t max,
-                   char *errstr, size_t errstr_size);
+/* Publishes up to `max` outbox entries of each of the nparts partitions
+ * (an entry holds the events of one transaction) and deletes those Kafka
+ * acknowledged whole: one pipelined round trip reads every outbox, one
+ * wait covers every event, one round trip deletes.  nread[i] gets how many
+ * entries partition i had (0: empty; fewer than max: nothing more waits;
+ * -1: not read).  Returns -1 when Redis failed (no entry is deleted), else
+ * 0; errstr is set when some entry must be tried again. */
+int publish_outboxes(publish_t *pub, store_t *s, const char *topic, const int32_t *parts,
+                     size_t nparts, size_t max, int *nread, char *errstr, size_t errstr_size);
 /* Events acknowledged by Kafka since start. */
 uint64_t publish_events_published(const publish_t *pub);
 
