@@ -31,8 +31,9 @@
 
 typedef struct cm_entry {
     int32_t month;
-    char *cust;                    /* customer id (owned) */
-    char *afield, *sfield, *tfield, *qfield; /* "a:<c>", "s:<c>", "t:<c>", "q:<c>" */
+    /* "a:<c>", "s:<c>", "t:<c>", "q:<c>" */
+    char afield[ORDER_ID_MAX + 3], sfield[ORDER_ID_MAX + 3], tfield[ORDER_ID_MAX + 3],
+        qfield[ORDER_ID_MAX + 3];
     size_t flen;                   /* all four have the same length */
     size_t req, idx;               /* its four replies: request req, fields idx..idx+3 */
     agg_month_t agg;
@@ -42,18 +43,6 @@ typedef struct cm_entry {
     uint32_t qmask;       /* quota kinds fired */
     int dirty, dirty_t, dirty_q;
 } cm_entry_t;
-
-static void cm_free(void *v) {
-    cm_entry_t *e = v;
-    if (!e) return;
-    free(e->cust);
-    free(e->afield);
-    free(e->sfield);
-    free(e->tfield);
-    free(e->qfield);
-    agg_skuset_free(&e->skus);
-    free(e);
-}
 
 /* One HMGET (and later one HSET) per key. */
 typedef struct month_req {
@@ -104,7 +93,11 @@ typedef struct apply_work {
     const char ***rfields;
     size_t **rflens, *rnf;
     redisReply **rtmp;
-    arena_t strs; /* the batch's dedupe fields and formatted values */
+    arena_t strs; /* the batch's dedupe fields, formatted values, customers */
+    /* Customer-month entries: cm holds the first ncm; the rest wait for
+     * reuse with their SKU sets' memory. */
+    cm_entry_t **cms;
+    size_t ncm, cmcap;
 } apply_work_t;
 
 static int grow_array(void *pv, size_t have, size_t want, size_t elem) {
@@ -171,6 +164,11 @@ static void work_free(apply_work_t *w) {
     free(w->rnf);
     free(w->rtmp);
     arena_free(&w->strs);
+    for (size_t i = 0; i < w->cmcap; i++) {
+        agg_skuset_free(&w->cms[i]->skus);
+        free(w->cms[i]);
+    }
+    free(w->cms);
     free(w);
 }
 
@@ -180,9 +178,9 @@ void apply_free(apply_ctx_t *a) {
     if (!a) return;
     for (size_t i = 0; i < a->orders_cap; i++) order_reset(&a->orders[i]);
     free(a->orders);
-    strmap_free(&a->cm, cm_free);
+    strmap_free(&a->cm, NULL);   /* entries: a->work */
     strmap_free(&a->seen, NULL);
-    strmap_free(&a->cust, free);
+    strmap_free(&a->cust, NULL); /* customers: a->work->strs */
     work_free(a->work);
     memset(a, 0, sizeof(*a));
 }
@@ -219,6 +217,24 @@ static void ym(int32_t m, char *buf, size_t n) {
     snprintf(buf, n, "%04d-%02d", v / 100, v % 100);
 }
 
+/* A zeroed entry, reused from an earlier batch when there is one. */
+static cm_entry_t *cm_new(apply_work_t *w) {
+    if (w->ncm == w->cmcap) {
+        size_t cap = w->cmcap ? w->cmcap * 2 : 256;
+        cm_entry_t **v = realloc(w->cms, cap * sizeof(*v));
+        if (!v) return NULL;
+        w->cms = v;
+        for (; w->cmcap < cap; w->cmcap++)
+            if (!(w->cms[w->cmcap] = calloc(1, sizeof(cm_entry_t)))) return NULL;
+    }
+    cm_entry_t *e = w->cms[w->ncm++];
+    agg_skuset_t skus = e->skus;
+    agg_skuset_clear(&skus);
+    memset(e, 0, sizeof(*e));
+    e->skus = skus;
+    return e;
+}
+
 /* The customer-month entry, created (and its fields requested) on first use. */
 static cm_entry_t *cm_get(apply_ctx_t *a, month_req_t *reqs, size_t *nreq, size_t maxreq,
                           int32_t month, const char *cust, size_t clen, int *oom) {
@@ -228,21 +244,19 @@ static cm_entry_t *cm_get(apply_ctx_t *a, month_req_t *reqs, size_t *nreq, size_
     *oom = 0;
     if (!slot) goto oom;
     if (!created) return slot->value;
-    cm_entry_t *e = calloc(1, sizeof(*e));
+    cm_entry_t *e = cm_new(a->work);
     if (!e) goto oom;
     slot->value = e;
     e->month = month;
     e->flen = clen + 2;
-    e->cust = strdup(cust);
-    e->afield = malloc(e->flen + 1);
-    e->sfield = malloc(e->flen + 1);
-    e->tfield = malloc(e->flen + 1);
-    e->qfield = malloc(e->flen + 1);
-    if (!e->cust || !e->afield || !e->sfield || !e->tfield || !e->qfield) goto oom;
-    snprintf(e->afield, e->flen + 1, "a:%s", cust);
-    snprintf(e->sfield, e->flen + 1, "s:%s", cust);
-    snprintf(e->tfield, e->flen + 1, "t:%s", cust);
-    snprintf(e->qfield, e->flen + 1, "q:%s", cust);
+    memcpy(e->afield, "a:", 2);
+    memcpy(e->afield + 2, cust, clen + 1);
+    memcpy(e->sfield, e->afield, e->flen + 1);
+    memcpy(e->tfield, e->afield, e->flen + 1);
+    memcpy(e->qfield, e->afield, e->flen + 1);
+    e->sfield[0] = 's';
+    e->tfield[0] = 't';
+    e->qfield[0] = 'q';
     month_req_t *r = req_for(reqs, nreq, maxreq, month);
     if (!r) return NULL; /* too many months: caller reports */
     e->req = (size_t)(r - reqs);
@@ -366,9 +380,10 @@ again:
     }
     nreq = 0;
     creq = preq = NULL;
-    strmap_clear(&a->cm, cm_free);
+    strmap_clear(&a->cm, NULL);
+    w->ncm = 0;
     strmap_clear(&a->seen, NULL);
-    strmap_clear(&a->cust, free);
+    strmap_clear(&a->cust, NULL);
     store_tx_free(&tx);
     decide_ctx_free(&dctx);
     ndel = 0;
@@ -449,8 +464,9 @@ again:
         strmap_slot_t *slot = strmap_put(&a->cust, o->customer_id, o->customer_id_len, &created);
         if (!slot) goto oom;
         if (!created) continue;
-        decide_customer_t *c = calloc(1, sizeof(*c));
+        decide_customer_t *c = arena_alloc(&w->strs, sizeof(*c));
         if (!c) goto oom;
+        memset(c, 0, sizeof(*c));
         slot->value = c;
         memcpy(c->id, o->customer_id, o->customer_id_len + 1);
         c->len = o->customer_id_len;
@@ -701,13 +717,11 @@ again:
                 push(&r->w, &r->wlen, &r->nw, &r->capw, e->afield, e->flen) ||
                 push(&r->w, &r->wlen, &r->nw, &r->capw, v, (size_t)l))
                 goto oom;
-            skus = agg_skuset_format(&e->skus, &slen);
-            if (!skus) goto oom;
-            v = arena_strndup(&w->strs, skus, slen);
-            free(skus);
-            if (!v) goto oom;
+            slen = agg_skuset_text_len(&e->skus);
+            if (!(skus = arena_alloc(&w->strs, slen + 1))) goto oom;
+            agg_skuset_write(&e->skus, skus);
             if (slen > 0 && (push(&r->w, &r->wlen, &r->nw, &r->capw, e->sfield, e->flen) ||
-                             push(&r->w, &r->wlen, &r->nw, &r->capw, v, slen)))
+                             push(&r->w, &r->wlen, &r->nw, &r->capw, skus, slen)))
                 goto oom;
         }
         if (e->dirty_t) {
