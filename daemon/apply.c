@@ -83,6 +83,8 @@ typedef struct apply_work {
     size_t *olen, *orank;
     order_err_t *dverdict; /* decode/validate verdict, kept across attempts */
     apply_msg_t **dead;
+    struct cm_entry **owin; /* record i's window entries: owin[i * W .. i * W + W) */
+    size_t owincap;
     size_t reqcap;  /* the per-request arrays hold this many */
     month_req_t *reqs; /* f, flen, w, wlen keep their memory too */
     redisReply **replies;
@@ -123,6 +125,11 @@ static int work_reserve(apply_ctx_t *a, size_t n, size_t maxreq) {
             return -1;
         w->ncap = n;
     }
+    if (n * (size_t)a->window > w->owincap) {
+        if (grow_array(&w->owin, w->owincap, n * (size_t)a->window, sizeof(*w->owin)))
+            return -1;
+        w->owincap = n * (size_t)a->window;
+    }
     if (maxreq + 1 > w->reqcap) {
         size_t c = maxreq + 1;
         if (grow_array(&w->reqs, w->reqcap, c, sizeof(*w->reqs)) ||
@@ -154,6 +161,7 @@ static void work_free(apply_work_t *w) {
     free(w->orank);
     free(w->dverdict);
     free(w->dead);
+    free(w->owin);
     free(w->reqs);
     free(w->replies);
     free(w->delkeys);
@@ -238,9 +246,12 @@ static cm_entry_t *cm_new(apply_work_t *w) {
 /* The customer-month entry, created (and its fields requested) on first use. */
 static cm_entry_t *cm_get(apply_ctx_t *a, month_req_t *reqs, size_t *nreq, size_t maxreq,
                           int32_t month, const char *cust, size_t clen, int *oom) {
-    char ck[ORDER_ID_MAX + 16];
-    int created, l = snprintf(ck, sizeof(ck), "%d:%s", (int)month, cust);
-    strmap_slot_t *slot = strmap_put(&a->cm, ck, (size_t)l, &created);
+    /* The key only lives in the map: the month's bytes, then the customer. */
+    char ck[sizeof(month) + ORDER_ID_MAX];
+    int created;
+    memcpy(ck, &month, sizeof(month));
+    memcpy(ck + sizeof(month), cust, clen);
+    strmap_slot_t *slot = strmap_put(&a->cm, ck, sizeof(month) + clen, &created);
     *oom = 0;
     if (!slot) goto oom;
     if (!created) return slot->value;
@@ -272,15 +283,12 @@ oom:
     return NULL;
 }
 
-/* Builds the W-month window of a customer ending with `month` from the
- * batch's entries (current values), oldest first. */
-static void window_of(apply_ctx_t *a, const char *cust, int32_t month, policy_month_t *w) {
+/* Builds the W-month window ending with `month` from the customer's
+ * entries of those months (current values), oldest first. */
+static void window_of(apply_ctx_t *a, cm_entry_t *const *ents, int32_t month, policy_month_t *w) {
     for (int32_t i = 0; i < a->window; i++) {
         int32_t m = month - a->window + 1 + i;
-        char ck[ORDER_ID_MAX + 16];
-        int l = snprintf(ck, sizeof(ck), "%d:%s", (int)m, cust);
-        strmap_slot_t *s = strmap_get(&a->cm, ck, (size_t)l);
-        cm_entry_t *e = s ? s->value : NULL;
+        cm_entry_t *e = ents[i];
         memset(&w[i], 0, sizeof(w[i]));
         w[i].month = m;
         if (!e) continue;
@@ -458,6 +466,7 @@ again:
                                    o->customer_id_len, &oom);
             if (oom) goto oom;
             if (!e) goto too_many;
+            w->owin[i * (size_t)W + (size_t)(mo - (omonth[i] - W + 1))] = e;
         }
         if (!decisions) continue;
         int created;
@@ -614,8 +623,8 @@ again:
             continue;
         }
         const order_t *o = &a->orders[i];
-        cm_entry_t *e = cm_get(a, reqs, &nreq, maxreq, omonth[i], o->customer_id,
-                               o->customer_id_len, &oom);
+        cm_entry_t *const *ents = &w->owin[i * (size_t)W];
+        cm_entry_t *e = ents[W - 1]; /* the order's month */
         int64_t excess = 0, before = e->agg.qty;
         if (agg_apply(&e->agg, &e->skus, o, &excess) != ORDER_OK) {
             char why[200];
@@ -648,7 +657,7 @@ again:
             e->grade = prof->grade; /* worst grade in effect during the month */
             e->dirty_t = 1;
         }
-        window_of(a, o->customer_id, omonth[i], win);
+        window_of(a, ents, omonth[i], win);
         policy_customer_t pc = {c->st, *prof, win, (size_t)W};
         int32_t live = -1;
         if ((o->kind == ORDER_SALE && c->st.tier <= 0) ||
