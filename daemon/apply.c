@@ -19,6 +19,7 @@
 
 #include "agg.h"
 #include "arena.h"
+#include "decimal.h"
 #include "log.h"
 #include "month.h"
 
@@ -368,12 +369,19 @@ static int apply_run(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t 
             continue;
         }
         omonth[i] = month_of_ms(o->placed_at_ms);
-        /* Dedupe field: the customer's length makes it unambiguous. */
-        char buf[2 * ORDER_ID_MAX + 16];
-        int l = snprintf(buf, sizeof(buf), "o:%u:%s%s", (unsigned)o->customer_id_len,
-                         o->customer_id, o->order_id);
-        ofield[i] = arena_strndup(&w->strs, buf, (size_t)l);
-        olen[i] = (size_t)l;
+        /* Dedupe field "o:<len>:<customer><order_id>": the customer's
+         * length makes it unambiguous. */
+        char buf[2 * ORDER_ID_MAX + DECIMAL_MAX + 4];
+        size_t l = 2;
+        memcpy(buf, "o:", 2);
+        l += decimal_u64(buf + l, (unsigned)o->customer_id_len);
+        buf[l++] = ':';
+        memcpy(buf + l, o->customer_id, o->customer_id_len);
+        l += o->customer_id_len;
+        memcpy(buf + l, o->order_id, o->order_id_len);
+        l += o->order_id_len;
+        ofield[i] = arena_strndup(&w->strs, buf, l);
+        olen[i] = l;
         if (!ofield[i]) goto oom;
     }
 
@@ -741,7 +749,7 @@ again:
                 goto oom;
         }
         if (e->dirty_q) {
-            int l = snprintf(buf, sizeof(buf), "%u", (unsigned)e->qmask);
+            int l = (int)decimal_u64(buf, e->qmask);
             if (!(v = arena_strndup(&w->strs, buf, (size_t)l)) ||
                 push(&r->w, &r->wlen, &r->nw, &r->capw, e->qfield, e->flen) ||
                 push(&r->w, &r->wlen, &r->nw, &r->capw, v, (size_t)l))
