@@ -4,6 +4,8 @@
  */
 #include "agg.h"
 
+#include "decimal.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -34,20 +36,44 @@ int agg_parse(agg_month_t *m, const char *s, size_t len) {
     return 0;
 }
 
+/* Returns what snprintf would: the full length, the text cut to size. */
+static int copy_out(char *buf, size_t size, const char *text, size_t len) {
+    if (size > 0) {
+        size_t n = len < size - 1 ? len : size - 1;
+        memcpy(buf, text, n);
+        buf[n] = '\0';
+    }
+    return (int)len;
+}
+
 int agg_format(const agg_month_t *m, char *buf, size_t size) {
-    return snprintf(buf, size, "%" PRId64 " %" PRId64 " %" PRId64 " %" PRId64, m->qty,
-                    m->amount, m->orders, m->skus);
+    char t[4 * (DECIMAL_MAX + 1)];
+    size_t n = decimal_i64(t, m->qty);
+    t[n++] = ' ';
+    n += decimal_i64(t + n, m->amount);
+    t[n++] = ' ';
+    n += decimal_i64(t + n, m->orders);
+    t[n++] = ' ';
+    n += decimal_i64(t + n, m->skus);
+    return copy_out(buf, size, t, n);
+}
+
+static int sku_cmp(const agg_skuset_t *s, size_t i, const char *sku, size_t len) {
+    const agg_sku_t *e = &s->v[i];
+    int c = memcmp(s->names + e->off, sku, e->len < len ? e->len : len);
+    if (c == 0) c = e->len < len ? -1 : (e->len > len ? 1 : 0);
+    return c;
 }
 
 /* Index of the first element >= key. */
 static size_t skuset_find(const agg_skuset_t *s, const char *sku, size_t len, int *found) {
     size_t lo = 0, hi = s->n;
     *found = 0;
+    /* Stored sets are parsed in sorted order: try the end first. */
+    if (s->n > 0 && sku_cmp(s, s->n - 1, sku, len) < 0) return s->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        size_t ml = strlen(s->v[mid]);
-        int c = memcmp(s->v[mid], sku, ml < len ? ml : len);
-        if (c == 0) c = ml < len ? -1 : (ml > len ? 1 : 0);
+        int c = sku_cmp(s, mid, sku, len);
         if (c == 0) {
             *found = 1;
             return mid;
@@ -63,22 +89,29 @@ static size_t skuset_find(const agg_skuset_t *s, const char *sku, size_t len, in
 int agg_skuset_add(agg_skuset_t *s, const char *sku, size_t len) {
     int found;
     size_t at = skuset_find(s, sku, len, &found);
-    char *copy;
 
     if (found) return 0;
+    if (len > UINT32_MAX || s->used + len > UINT32_MAX) return -1;
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 8;
-        char **v = realloc(s->v, cap * sizeof(*v));
+        agg_sku_t *v = realloc(s->v, cap * sizeof(*v));
         if (!v) return -1;
         s->v = v;
         s->cap = cap;
     }
-    copy = malloc(len + 1);
-    if (!copy) return -1;
-    memcpy(copy, sku, len);
-    copy[len] = '\0';
+    if (!s->names || s->used + len > s->names_cap) {
+        size_t cap = s->names_cap ? s->names_cap * 2 : 256;
+        while (cap < s->used + len) cap *= 2;
+        char *names = realloc(s->names, cap);
+        if (!names) return -1;
+        s->names = names;
+        s->names_cap = cap;
+    }
+    memcpy(s->names + s->used, sku, len);
     memmove(&s->v[at + 1], &s->v[at], (s->n - at) * sizeof(*s->v));
-    s->v[at] = copy;
+    s->v[at].off = (uint32_t)s->used;
+    s->v[at].len = (uint32_t)len;
+    s->used += len;
     s->n++;
     return 1;
 }
@@ -94,27 +127,38 @@ int agg_skuset_parse(agg_skuset_t *s, const char *buf, size_t len) {
     return 0;
 }
 
-char *agg_skuset_format(const agg_skuset_t *s, size_t *len) {
-    size_t total = 0, at = 0;
-    char *out;
-    for (size_t i = 0; i < s->n; i++) total += strlen(s->v[i]) + 1;
-    out = malloc(total + 1);
-    if (!out) return NULL;
+size_t agg_skuset_text_len(const agg_skuset_t *s) {
+    return s->n ? s->used + s->n - 1 : 0;
+}
+
+void agg_skuset_write(const agg_skuset_t *s, char *out) {
+    size_t at = 0;
     for (size_t i = 0; i < s->n; i++) {
-        size_t l = strlen(s->v[i]);
         if (i) out[at++] = '\n';
-        memcpy(out + at, s->v[i], l);
-        at += l;
+        memcpy(out + at, s->names + s->v[i].off, s->v[i].len);
+        at += s->v[i].len;
     }
     out[at] = '\0';
-    *len = at;
+}
+
+char *agg_skuset_format(const agg_skuset_t *s, size_t *len) {
+    size_t total = agg_skuset_text_len(s);
+    char *out = malloc(total + 1);
+    if (!out) return NULL;
+    agg_skuset_write(s, out);
+    *len = total;
     return out;
+}
+
+void agg_skuset_clear(agg_skuset_t *s) {
+    s->n = 0;
+    s->used = 0;
 }
 
 void agg_skuset_free(agg_skuset_t *s) {
     if (!s) return;
-    for (size_t i = 0; i < s->n; i++) free(s->v[i]);
     free(s->v);
+    free(s->names);
     memset(s, 0, sizeof(*s));
 }
 

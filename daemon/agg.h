@@ -20,10 +20,18 @@ typedef struct agg_month {
     int64_t skus;   /* distinct SKUs in SALE lines */
 } agg_month_t;
 
-/* Distinct SKUs of one customer-month, kept sorted for binary search. */
+/* Distinct SKUs of one customer-month, kept sorted for binary search.
+ * The names sit one after another in one buffer, so a set costs two
+ * allocations however many SKUs it holds. */
+typedef struct agg_sku {
+    uint32_t off, len; /* the name is names[off .. off+len) */
+} agg_sku_t;
+
 typedef struct agg_skuset {
-    char **v; /* each owned */
+    agg_sku_t *v; /* sorted by name (owned) */
     size_t n, cap;
+    char *names;  /* owned */
+    size_t used, names_cap;
 } agg_skuset_t;
 
 /* "qty amount orders skus" <-> struct.  parse returns -1 on a malformed
@@ -36,8 +44,14 @@ int agg_format(const agg_month_t *m, char *buf, size_t size);
 int agg_skuset_parse(agg_skuset_t *s, const char *buf, size_t len);
 /* Returns a malloc'd string (caller frees) and its length. */
 char *agg_skuset_format(const agg_skuset_t *s, size_t *len);
+/* The length of the formatted text, and the text itself (NUL-terminated)
+ * written into out, which holds agg_skuset_text_len() + 1 bytes. */
+size_t agg_skuset_text_len(const agg_skuset_t *s);
+void agg_skuset_write(const agg_skuset_t *s, char *out);
 /* 1 added, 0 already there, -1 out of memory. */
 int agg_skuset_add(agg_skuset_t *s, const char *sku, size_t len);
+/* Empties the set, keeping its memory for the next use. */
+void agg_skuset_clear(agg_skuset_t *s);
 void agg_skuset_free(agg_skuset_t *s);
 
 /* Applies a validated order (o->qty and o->amount filled) to its month.

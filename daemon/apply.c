@@ -18,6 +18,8 @@
 #include "apply.h"
 
 #include "agg.h"
+#include "arena.h"
+#include "decimal.h"
 #include "log.h"
 #include "month.h"
 
@@ -30,8 +32,9 @@
 
 typedef struct cm_entry {
     int32_t month;
-    char *cust;                    /* customer id (owned) */
-    char *afield, *sfield, *tfield, *qfield; /* "a:<c>", "s:<c>", "t:<c>", "q:<c>" */
+    /* "a:<c>", "s:<c>", "t:<c>", "q:<c>" */
+    char afield[ORDER_ID_MAX + 3], sfield[ORDER_ID_MAX + 3], tfield[ORDER_ID_MAX + 3],
+        qfield[ORDER_ID_MAX + 3];
     size_t flen;                   /* all four have the same length */
     size_t req, idx;               /* its four replies: request req, fields idx..idx+3 */
     agg_month_t agg;
@@ -41,18 +44,6 @@ typedef struct cm_entry {
     uint32_t qmask;       /* quota kinds fired */
     int dirty, dirty_t, dirty_q;
 } cm_entry_t;
-
-static void cm_free(void *v) {
-    cm_entry_t *e = v;
-    if (!e) return;
-    free(e->cust);
-    free(e->afield);
-    free(e->sfield);
-    free(e->tfield);
-    free(e->qfield);
-    agg_skuset_free(&e->skus);
-    free(e);
-}
 
 /* One HMGET (and later one HSET) per key. */
 typedef struct month_req {
@@ -84,15 +75,122 @@ static int push(const char ***v, size_t **lens, size_t *n, size_t *cap, const ch
     return 0;
 }
 
+/* apply_run's working memory, kept between batches: grown, never shrunk,
+ * so a steady stream of batches does not allocate it again and again. */
+typedef struct apply_work {
+    size_t ncap; /* the per-record arrays hold this many */
+    int32_t *omonth;
+    char **ofield; /* dedupe fields, in strs */
+    size_t *olen, *orank;
+    order_err_t *dverdict; /* decode/validate verdict, kept across attempts */
+    apply_msg_t **dead;
+    struct cm_entry **owin; /* record i's window entries: owin[i * W .. i * W + W) */
+    size_t owincap;
+    size_t reqcap;  /* the per-request arrays hold this many */
+    month_req_t *reqs; /* f, flen, w, wlen keep their memory too */
+    redisReply **replies;
+    char **delkeys;
+    size_t *ofirst;
+    /* round trip 1's arguments */
+    char **rkeys;
+    const char ***rfields;
+    size_t **rflens, *rnf;
+    redisReply **rtmp;
+    arena_t strs; /* the batch's dedupe fields, formatted values, customers */
+    /* Customer-month entries: cm holds the first ncm; the rest wait for
+     * reuse with their SKU sets' memory. */
+    cm_entry_t **cms;
+    size_t ncm, cmcap;
+} apply_work_t;
+
+static int grow_array(void *pv, size_t have, size_t want, size_t elem) {
+    void **p = pv;
+    void *n = realloc(*p, want * elem);
+    if (!n) return -1;
+    memset((char *)n + have * elem, 0, (want - have) * elem);
+    *p = n;
+    return 0;
+}
+
+/* Makes room for n records and maxreq requests. */
+static int work_reserve(apply_ctx_t *a, size_t n, size_t maxreq) {
+    apply_work_t *w = a->work;
+    if (!w && !(w = a->work = calloc(1, sizeof(*w)))) return -1;
+    if (n > w->ncap) {
+        if (grow_array(&w->omonth, w->ncap, n, sizeof(*w->omonth)) ||
+            grow_array(&w->ofield, w->ncap, n, sizeof(*w->ofield)) ||
+            grow_array(&w->olen, w->ncap, n, sizeof(*w->olen)) ||
+            grow_array(&w->orank, w->ncap, n, sizeof(*w->orank)) ||
+            grow_array(&w->dverdict, w->ncap, n, sizeof(*w->dverdict)) ||
+            grow_array(&w->dead, w->ncap, n, sizeof(*w->dead)))
+            return -1;
+        w->ncap = n;
+    }
+    if (n * (size_t)a->window > w->owincap) {
+        if (grow_array(&w->owin, w->owincap, n * (size_t)a->window, sizeof(*w->owin)))
+            return -1;
+        w->owincap = n * (size_t)a->window;
+    }
+    if (maxreq + 1 > w->reqcap) {
+        size_t c = maxreq + 1;
+        if (grow_array(&w->reqs, w->reqcap, c, sizeof(*w->reqs)) ||
+            grow_array(&w->replies, w->reqcap, c, sizeof(*w->replies)) ||
+            grow_array(&w->delkeys, w->reqcap, c, sizeof(*w->delkeys)) ||
+            grow_array(&w->ofirst, w->reqcap, c, sizeof(*w->ofirst)) ||
+            grow_array(&w->rkeys, w->reqcap, c, sizeof(*w->rkeys)) ||
+            grow_array(&w->rfields, w->reqcap, c, sizeof(*w->rfields)) ||
+            grow_array(&w->rflens, w->reqcap, c, sizeof(*w->rflens)) ||
+            grow_array(&w->rnf, w->reqcap, c, sizeof(*w->rnf)) ||
+            grow_array(&w->rtmp, w->reqcap, c, sizeof(*w->rtmp)))
+            return -1;
+        w->reqcap = c;
+    }
+    return 0;
+}
+
+static void work_free(apply_work_t *w) {
+    if (!w) return;
+    for (size_t k = 0; k < w->reqcap; k++) {
+        free(w->reqs[k].f);
+        free(w->reqs[k].flen);
+        free(w->reqs[k].w);
+        free(w->reqs[k].wlen);
+    }
+    free(w->omonth);
+    free(w->ofield);
+    free(w->olen);
+    free(w->orank);
+    free(w->dverdict);
+    free(w->dead);
+    free(w->owin);
+    free(w->reqs);
+    free(w->replies);
+    free(w->delkeys);
+    free(w->ofirst);
+    free(w->rkeys);
+    free(w->rfields);
+    free(w->rflens);
+    free(w->rnf);
+    free(w->rtmp);
+    arena_free(&w->strs);
+    for (size_t i = 0; i < w->cmcap; i++) {
+        agg_skuset_free(&w->cms[i]->skus);
+        free(w->cms[i]);
+    }
+    free(w->cms);
+    free(w);
+}
+
 void apply_init(apply_ctx_t *a) { memset(a, 0, sizeof(*a)); }
 
 void apply_free(apply_ctx_t *a) {
     if (!a) return;
     for (size_t i = 0; i < a->orders_cap; i++) order_reset(&a->orders[i]);
     free(a->orders);
-    strmap_free(&a->cm, cm_free);
+    strmap_free(&a->cm, NULL);   /* entries: a->work */
     strmap_free(&a->seen, NULL);
-    strmap_free(&a->cust, free);
+    strmap_free(&a->cust, NULL); /* customers: a->work->strs */
+    work_free(a->work);
     memset(a, 0, sizeof(*a));
 }
 
@@ -116,9 +214,11 @@ static month_req_t *req_for(month_req_t *reqs, size_t *nreq, size_t max, int32_t
     for (size_t i = 0; i < *nreq; i++)
         if (reqs[i].month == month) return &reqs[i];
     if (*nreq == max) return NULL;
-    memset(&reqs[*nreq], 0, sizeof(reqs[*nreq]));
-    reqs[*nreq].month = month;
-    return &reqs[(*nreq)++];
+    month_req_t *r = &reqs[(*nreq)++];
+    r->month = month; /* f and w keep their memory from earlier batches */
+    r->key[0] = '\0';
+    r->nf = r->nw = 0;
+    return r;
 }
 
 static void ym(int32_t m, char *buf, size_t n) {
@@ -126,30 +226,49 @@ static void ym(int32_t m, char *buf, size_t n) {
     snprintf(buf, n, "%04d-%02d", v / 100, v % 100);
 }
 
+/* A zeroed entry, reused from an earlier batch when there is one. */
+static cm_entry_t *cm_new(apply_work_t *w) {
+    if (w->ncm == w->cmcap) {
+        size_t cap = w->cmcap ? w->cmcap * 2 : 256;
+        cm_entry_t **v = realloc(w->cms, cap * sizeof(*v));
+        if (!v) return NULL;
+        w->cms = v;
+        for (; w->cmcap < cap; w->cmcap++)
+            if (!(w->cms[w->cmcap] = calloc(1, sizeof(cm_entry_t)))) return NULL;
+    }
+    cm_entry_t *e = w->cms[w->ncm++];
+    agg_skuset_t skus = e->skus;
+    agg_skuset_clear(&skus);
+    memset(e, 0, sizeof(*e));
+    e->skus = skus;
+    return e;
+}
+
 /* The customer-month entry, created (and its fields requested) on first use. */
 static cm_entry_t *cm_get(apply_ctx_t *a, month_req_t *reqs, size_t *nreq, size_t maxreq,
                           int32_t month, const char *cust, size_t clen, int *oom) {
-    char ck[ORDER_ID_MAX + 16];
-    int created, l = snprintf(ck, sizeof(ck), "%d:%s", (int)month, cust);
-    strmap_slot_t *slot = strmap_put(&a->cm, ck, (size_t)l, &created);
+    /* The key only lives in the map: the month's bytes, then the customer. */
+    char ck[sizeof(month) + ORDER_ID_MAX];
+    int created;
+    memcpy(ck, &month, sizeof(month));
+    memcpy(ck + sizeof(month), cust, clen);
+    strmap_slot_t *slot = strmap_put(&a->cm, ck, sizeof(month) + clen, &created);
     *oom = 0;
     if (!slot) goto oom;
     if (!created) return slot->value;
-    cm_entry_t *e = calloc(1, sizeof(*e));
+    cm_entry_t *e = cm_new(a->work);
     if (!e) goto oom;
     slot->value = e;
     e->month = month;
     e->flen = clen + 2;
-    e->cust = strdup(cust);
-    e->afield = malloc(e->flen + 1);
-    e->sfield = malloc(e->flen + 1);
-    e->tfield = malloc(e->flen + 1);
-    e->qfield = malloc(e->flen + 1);
-    if (!e->cust || !e->afield || !e->sfield || !e->tfield || !e->qfield) goto oom;
-    snprintf(e->afield, e->flen + 1, "a:%s", cust);
-    snprintf(e->sfield, e->flen + 1, "s:%s", cust);
-    snprintf(e->tfield, e->flen + 1, "t:%s", cust);
-    snprintf(e->qfield, e->flen + 1, "q:%s", cust);
+    memcpy(e->afield, "a:", 2);
+    memcpy(e->afield + 2, cust, clen + 1);
+    memcpy(e->sfield, e->afield, e->flen + 1);
+    memcpy(e->tfield, e->afield, e->flen + 1);
+    memcpy(e->qfield, e->afield, e->flen + 1);
+    e->sfield[0] = 's';
+    e->tfield[0] = 't';
+    e->qfield[0] = 'q';
     month_req_t *r = req_for(reqs, nreq, maxreq, month);
     if (!r) return NULL; /* too many months: caller reports */
     e->req = (size_t)(r - reqs);
@@ -165,15 +284,12 @@ oom:
     return NULL;
 }
 
-/* Builds the W-month window of a customer ending with `month` from the
- * batch's entries (current values), oldest first. */
-static void window_of(apply_ctx_t *a, const char *cust, int32_t month, policy_month_t *w) {
+/* Builds the W-month window ending with `month` from the customer's
+ * entries of those months (current values), oldest first. */
+static void window_of(apply_ctx_t *a, cm_entry_t *const *ents, int32_t month, policy_month_t *w) {
     for (int32_t i = 0; i < a->window; i++) {
         int32_t m = month - a->window + 1 + i;
-        char ck[ORDER_ID_MAX + 16];
-        int l = snprintf(ck, sizeof(ck), "%d:%s", (int)m, cust);
-        strmap_slot_t *s = strmap_get(&a->cm, ck, (size_t)l);
-        cm_entry_t *e = s ? s->value : NULL;
+        cm_entry_t *e = ents[i];
         memset(&w[i], 0, sizeof(w[i]));
         w[i].month = m;
         if (!e) continue;
@@ -186,27 +302,22 @@ static void window_of(apply_ctx_t *a, const char *cust, int32_t month, policy_mo
     }
 }
 
+static int oom_out(char *errstr, size_t errstr_size) {
+    snprintf(errstr, errstr_size, "out of memory");
+    return APPLY_RETRY;
+}
+
 /* Applies msgs[0..*used) -- all of them unless a review is due first, in
  * which case *review_to is the last month to review before msgs[*used]. */
 static int apply_run(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
                      int64_t now_ms, size_t *used, int32_t *review_to, char *errstr,
                      size_t errstr_size) {
     int rc = APPLY_RETRY;
-    int32_t *omonth = NULL;
-    char **ofield = NULL;
-    size_t *olen = NULL;
     const int decisions = a->policy != NULL;
     /* One request per month: the kept ranges before and after the batch,
      * each record's window, plus the state and profile hashes. */
     const size_t maxreq = n * (size_t)a->window + 2 * ((size_t)a->window + 1) + 2;
-    month_req_t *reqs = NULL;
-    size_t nreq = 0, *ofirst = NULL, *orank = NULL;
-    redisReply **replies = NULL;
-    char **delkeys = NULL;
-    order_err_t *dverdict = NULL; /* decode/validate verdict, kept across attempts */
-    apply_msg_t **dead = NULL;
-    char **formatted = NULL; /* values built for the write, freed at out */
-    size_t nformatted = 0, ndel = 0, nf_cap = 0;
+    size_t nreq = 0, ndel = 0;
     store_tx_t tx = {0};
     decide_ctx_t dctx;
     memset(&dctx, 0, sizeof(dctx));
@@ -219,26 +330,22 @@ static int apply_run(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t 
     if (n == 0) return APPLY_OK;
     if (a->orders_cap < n) {
         order_t *o = realloc(a->orders, n * sizeof(*o));
-        if (!o) goto oom;
+        if (!o) return oom_out(errstr, errstr_size);
         memset(o + a->orders_cap, 0, (n - a->orders_cap) * sizeof(*o));
         a->orders = o;
         a->orders_cap = n;
     }
-    omonth = calloc(n, sizeof(*omonth));
-    ofield = calloc(n, sizeof(*ofield));
-    olen = calloc(n, sizeof(*olen));
-    dead = calloc(n, sizeof(*dead));
-    nf_cap = 6 * n + 16;
-    formatted = calloc(nf_cap, sizeof(*formatted));
-    reqs = calloc(maxreq, sizeof(*reqs));
-    replies = calloc(maxreq, sizeof(*replies));
-    delkeys = calloc(maxreq, sizeof(*delkeys));
-    ofirst = calloc(maxreq, sizeof(*ofirst));
-    orank = calloc(n, sizeof(*orank));
-    dverdict = calloc(n, sizeof(*dverdict));
-    if (!omonth || !ofield || !olen || !dead || !formatted || !reqs || !replies || !delkeys ||
-        !ofirst || !orank || !dverdict)
-        goto oom;
+    if (work_reserve(a, n, maxreq) != 0) return oom_out(errstr, errstr_size);
+    apply_work_t *w = a->work;
+    int32_t *omonth = w->omonth;
+    char **ofield = w->ofield;
+    size_t *olen = w->olen, *ofirst = w->ofirst, *orank = w->orank;
+    order_err_t *dverdict = w->dverdict;
+    apply_msg_t **dead = w->dead;
+    month_req_t *reqs = w->reqs;
+    redisReply **replies = w->replies;
+    char **delkeys = w->delkeys;
+    arena_reset(&w->strs); /* the previous batch's strings */
 
     /* Decode and validate: pure, independent of state. */
     for (size_t i = 0; i < n; i++) {
@@ -262,12 +369,19 @@ static int apply_run(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t 
             continue;
         }
         omonth[i] = month_of_ms(o->placed_at_ms);
-        /* Dedupe field: the customer's length makes it unambiguous. */
-        char buf[2 * ORDER_ID_MAX + 16];
-        int l = snprintf(buf, sizeof(buf), "o:%u:%s%s", (unsigned)o->customer_id_len,
-                         o->customer_id, o->order_id);
-        ofield[i] = strdup(buf);
-        olen[i] = (size_t)l;
+        /* Dedupe field "o:<len>:<customer><order_id>": the customer's
+         * length makes it unambiguous. */
+        char buf[2 * ORDER_ID_MAX + DECIMAL_MAX + 4];
+        size_t l = 2;
+        memcpy(buf, "o:", 2);
+        l += decimal_u64(buf + l, (unsigned)o->customer_id_len);
+        buf[l++] = ':';
+        memcpy(buf + l, o->customer_id, o->customer_id_len);
+        l += o->customer_id_len;
+        memcpy(buf + l, o->order_id, o->order_id_len);
+        l += o->order_id_len;
+        ofield[i] = arena_strndup(&w->strs, buf, l);
+        olen[i] = l;
         if (!ofield[i]) goto oom;
     }
 
@@ -277,22 +391,17 @@ again:
         goto out;
     }
     for (size_t i = 0; i < nreq; i++) {
-        free(reqs[i].f);
-        free(reqs[i].flen);
-        free(reqs[i].w);
-        free(reqs[i].wlen);
         if (replies[i]) freeReplyObject(replies[i]);
         replies[i] = NULL;
     }
     nreq = 0;
     creq = preq = NULL;
-    strmap_clear(&a->cm, cm_free);
+    strmap_clear(&a->cm, NULL);
+    w->ncm = 0;
     strmap_clear(&a->seen, NULL);
-    strmap_clear(&a->cust, free);
+    strmap_clear(&a->cust, NULL);
     store_tx_free(&tx);
     decide_ctx_free(&dctx);
-    for (size_t i = 0; i < nformatted; i++) free(formatted[i]);
-    nformatted = 0;
     ndel = 0;
 
     /* Lateness depends only on the sequence of months, so it is settled
@@ -365,14 +474,16 @@ again:
                                    o->customer_id_len, &oom);
             if (oom) goto oom;
             if (!e) goto too_many;
+            w->owin[i * (size_t)W + (size_t)(mo - (omonth[i] - W + 1))] = e;
         }
         if (!decisions) continue;
         int created;
         strmap_slot_t *slot = strmap_put(&a->cust, o->customer_id, o->customer_id_len, &created);
         if (!slot) goto oom;
         if (!created) continue;
-        decide_customer_t *c = calloc(1, sizeof(*c));
+        decide_customer_t *c = arena_alloc(&w->strs, sizeof(*c));
         if (!c) goto oom;
+        memset(c, 0, sizeof(*c));
         slot->value = c;
         memcpy(c->id, o->customer_id, o->customer_id_len + 1);
         c->len = o->customer_id_len;
@@ -402,15 +513,11 @@ again:
 
     /* Round trip 1: watched read. */
     {
-        char **keys = calloc(nreq + 1, sizeof(*keys));
-        const char ***fields = calloc(nreq + 1, sizeof(*fields));
-        size_t **flens = calloc(nreq + 1, sizeof(*flens)), *nf = calloc(nreq + 1, sizeof(*nf));
+        char **keys = w->rkeys;
+        const char ***fields = w->rfields;
+        size_t **flens = w->rflens, *nf = w->rnf;
         store_meta_t now;
         int src;
-        if (!keys || !fields || !flens || !nf) {
-            free(keys), free(fields), free(flens), free(nf);
-            goto oom;
-        }
         size_t nk = 0;
         for (size_t k = 0; k < nreq; k++) {
             if (reqs[k].nf == 0) continue; /* nothing to ask (and 0 would mean HGETALL) */
@@ -421,18 +528,13 @@ again:
             ofirst[k] = ofirst[k]; /* unchanged */
             nk++;
         }
-        redisReply **tmp = calloc(nk + 1, sizeof(*tmp));
-        if (!tmp) {
-            free(keys), free(fields), free(flens), free(nf);
-            goto oom;
-        }
+        redisReply **tmp = w->rtmp;
+        memset(tmp, 0, (nk + 1) * sizeof(*tmp));
         src = store_read(a->store, p->topic, p->partition, &now, nk, keys, fields, flens, nf,
                          tmp, errstr, errstr_size);
         nk = 0;
         for (size_t k = 0; k < nreq; k++)
             if (reqs[k].nf) replies[k] = tmp[nk++];
-        free(tmp);
-        free(keys), free(fields), free(flens), free(nf);
         if (src != STORE_OK) goto out;
         if (now.epoch < p->meta.epoch || (now.offset < p->meta.offset)) {
             store_unwatch(a->store);
@@ -529,8 +631,8 @@ again:
             continue;
         }
         const order_t *o = &a->orders[i];
-        cm_entry_t *e = cm_get(a, reqs, &nreq, maxreq, omonth[i], o->customer_id,
-                               o->customer_id_len, &oom);
+        cm_entry_t *const *ents = &w->owin[i * (size_t)W];
+        cm_entry_t *e = ents[W - 1]; /* the order's month */
         int64_t excess = 0, before = e->agg.qty;
         if (agg_apply(&e->agg, &e->skus, o, &excess) != ORDER_OK) {
             char why[200];
@@ -563,7 +665,7 @@ again:
             e->grade = prof->grade; /* worst grade in effect during the month */
             e->dirty_t = 1;
         }
-        window_of(a, o->customer_id, omonth[i], win);
+        window_of(a, ents, omonth[i], win);
         policy_customer_t pc = {c->st, *prof, win, (size_t)W};
         int32_t live = -1;
         if ((o->kind == ORDER_SALE && c->st.tier <= 0) ||
@@ -623,35 +725,34 @@ again:
         if (!e || !(e->dirty || e->dirty_t || e->dirty_q)) continue;
         month_req_t *r = &reqs[e->req];
         char buf[128];
-        if (nformatted + 4 > nf_cap) goto oom;
+        const char *v;
         if (e->dirty) {
             char *skus;
             size_t slen;
             int l = agg_format(&e->agg, buf, sizeof(buf));
-            formatted[nformatted] = strdup(buf);
-            if (!formatted[nformatted]) goto oom;
-            if (push(&r->w, &r->wlen, &r->nw, &r->capw, e->afield, e->flen) ||
-                push(&r->w, &r->wlen, &r->nw, &r->capw, formatted[nformatted++], (size_t)l))
+            if (!(v = arena_strndup(&w->strs, buf, (size_t)l)) ||
+                push(&r->w, &r->wlen, &r->nw, &r->capw, e->afield, e->flen) ||
+                push(&r->w, &r->wlen, &r->nw, &r->capw, v, (size_t)l))
                 goto oom;
-            skus = agg_skuset_format(&e->skus, &slen);
-            if (!skus) goto oom;
-            formatted[nformatted++] = skus;
+            slen = agg_skuset_text_len(&e->skus);
+            if (!(skus = arena_alloc(&w->strs, slen + 1))) goto oom;
+            agg_skuset_write(&e->skus, skus);
             if (slen > 0 && (push(&r->w, &r->wlen, &r->nw, &r->capw, e->sfield, e->flen) ||
                              push(&r->w, &r->wlen, &r->nw, &r->capw, skus, slen)))
                 goto oom;
         }
         if (e->dirty_t) {
             int l = decide_month_format(e->tier, e->grade, buf, sizeof(buf));
-            if (!(formatted[nformatted] = strdup(buf))) goto oom;
-            if (push(&r->w, &r->wlen, &r->nw, &r->capw, e->tfield, e->flen) ||
-                push(&r->w, &r->wlen, &r->nw, &r->capw, formatted[nformatted++], (size_t)l))
+            if (!(v = arena_strndup(&w->strs, buf, (size_t)l)) ||
+                push(&r->w, &r->wlen, &r->nw, &r->capw, e->tfield, e->flen) ||
+                push(&r->w, &r->wlen, &r->nw, &r->capw, v, (size_t)l))
                 goto oom;
         }
         if (e->dirty_q) {
-            int l = snprintf(buf, sizeof(buf), "%u", (unsigned)e->qmask);
-            if (!(formatted[nformatted] = strdup(buf))) goto oom;
-            if (push(&r->w, &r->wlen, &r->nw, &r->capw, e->qfield, e->flen) ||
-                push(&r->w, &r->wlen, &r->nw, &r->capw, formatted[nformatted++], (size_t)l))
+            int l = (int)decimal_u64(buf, e->qmask);
+            if (!(v = arena_strndup(&w->strs, buf, (size_t)l)) ||
+                push(&r->w, &r->wlen, &r->nw, &r->capw, e->qfield, e->flen) ||
+                push(&r->w, &r->wlen, &r->nw, &r->capw, v, (size_t)l))
                 goto oom;
         }
     }
@@ -659,14 +760,13 @@ again:
         for (size_t s = 0; s < a->cust.cap; s++) {
             decide_customer_t *c = a->cust.slots[s].key ? a->cust.slots[s].value : NULL;
             char buf[160];
+            const char *v;
             if (!c || !c->dirty) continue;
-            if (nformatted + 1 > nf_cap) goto oom;
             int l = decide_state_format(c, buf, sizeof(buf));
-            if (!(formatted[nformatted] = strdup(buf))) goto oom;
-            if (push(&creq->w, &creq->wlen, &creq->nw, &creq->capw, a->cust.slots[s].key,
+            if (!(v = arena_strndup(&w->strs, buf, (size_t)l)) ||
+                push(&creq->w, &creq->wlen, &creq->nw, &creq->capw, a->cust.slots[s].key,
                      a->cust.slots[s].len) ||
-                push(&creq->w, &creq->wlen, &creq->nw, &creq->capw, formatted[nformatted++],
-                     (size_t)l))
+                push(&creq->w, &creq->wlen, &creq->nw, &creq->capw, v, (size_t)l))
                 goto oom;
         }
     }
@@ -769,30 +869,12 @@ oom:
 out_unwatch:
     store_unwatch(a->store);
 out:
-    for (size_t k = 0; reqs && k < nreq; k++) {
-        free(reqs[k].f);
-        free(reqs[k].flen);
-        free(reqs[k].w);
-        free(reqs[k].wlen);
+    for (size_t k = 0; k < nreq; k++) {
         if (replies[k]) freeReplyObject(replies[k]);
+        replies[k] = NULL;
     }
     store_tx_free(&tx);
     decide_ctx_free(&dctx);
-    free(reqs);
-    free(replies);
-    free(delkeys);
-    free(ofirst);
-    free(orank);
-    free(dverdict);
-    if (ofield)
-        for (size_t i = 0; i < n; i++) free(ofield[i]);
-    if (formatted)
-        for (size_t i = 0; i < nformatted; i++) free(formatted[i]);
-    free(formatted);
-    free(ofield);
-    free(olen);
-    free(omonth);
-    free(dead);
     return rc;
 }
 

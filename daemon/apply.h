@@ -89,6 +89,7 @@ typedef struct apply_ctx {
     /* working memory, reused between batches */
     order_t *orders;
     size_t orders_cap;
+    struct apply_work *work; /* apply.c's per-batch arrays: grown, never shrunk */
     strmap_t cm;   /* "<month>:<customer>" -> customer-month entry */
     strmap_t seen; /* dedupe field -> state */
     strmap_t cust; /* customer id -> decide_customer_t */

@@ -5,6 +5,7 @@
  */
 #include "decide.h"
 
+#include "decimal.h"
 #include "month.h"
 
 #include <errno.h>
@@ -38,11 +39,34 @@ int decide_state_parse(decide_customer_t *c, const char *s, size_t len) {
     return 0;
 }
 
+/* Returns what snprintf would: the full length, the text cut to size. */
+static int copy_out(char *buf, size_t size, const char *text, size_t len) {
+    if (size > 0) {
+        size_t n = len < size - 1 ? len : size - 1;
+        memcpy(buf, text, n);
+        buf[n] = '\0';
+    }
+    return (int)len;
+}
+
+/* "%d %d %d %d %d %" PRId64 " %d %c", without snprintf: it runs for every
+ * customer of every batch and review. */
 int decide_state_format(const decide_customer_t *c, char *buf, size_t size) {
-    return snprintf(buf, size, "%d %d %d %d %d %" PRId64 " %d %c", (int)c->st.tier,
-                    c->st.tier > 0 ? month_yyyymm(c->st.first_month) : 0, c->st.evaluated ? 1 : 0,
-                    c->st.has_override ? 1 : 0, (int)c->st.override_tier, c->seq,
-                    (int)c->live_score_c, c->scale ? c->scale : 'X');
+    char t[8 * (DECIMAL_MAX + 1)];
+    const int64_t v[7] = {c->st.tier,
+                          c->st.tier > 0 ? month_yyyymm(c->st.first_month) : 0,
+                          c->st.evaluated ? 1 : 0,
+                          c->st.has_override ? 1 : 0,
+                          c->st.override_tier,
+                          c->seq,
+                          c->live_score_c};
+    size_t n = 0;
+    for (int i = 0; i < 7; i++) {
+        n += decimal_i64(t + n, v[i]);
+        t[n++] = ' ';
+    }
+    t[n++] = c->scale ? c->scale : 'X';
+    return copy_out(buf, size, t, n);
 }
 
 int decide_profile_parse(policy_profile_t *p, int64_t *updated_at, const char *s, size_t len) {
@@ -83,7 +107,11 @@ int decide_month_parse(int32_t *tier, policy_grade_t *grade, const char *s, size
 }
 
 int decide_month_format(int32_t tier, policy_grade_t grade, char *buf, size_t size) {
-    return snprintf(buf, size, "%d %c", (int)tier, grade ? (char)grade : '-');
+    char t[DECIMAL_MAX + 2];
+    size_t n = decimal_i64(t, tier);
+    t[n++] = ' ';
+    t[n++] = grade ? (char)grade : '-';
+    return copy_out(buf, size, t, n);
 }
 
 const policy_profile_t *decide_profile(const decide_ctx_t *d, const decide_customer_t *c) {

@@ -104,6 +104,8 @@ const char *policy_tier_label(const policy_t *p, int32_t tier, char *buf, size_t
 
 /* ------------------------------------------------------------------ */
 /* Explanations: a bounded appender; text past the end is dropped.     */
+/* With buf NULL (size 0) nothing is written: decisions no event       */
+/* carries skip the text.                                              */
 
 typedef struct explain {
     char *buf;
@@ -313,6 +315,8 @@ static const char *num(double v, char *buf, size_t size)
 static void explain_score(const policy_t *p, const policy_score_t *s, explain_t *e)
 {
     char t[64], a[48], b[48];
+    if (!e->buf)
+        return;
     say(e, "score %d.%02d (", (int)(s->score_c / 100), (int)(s->score_c % 100));
     for (uint32_t i = 0; i < s->ncomponents; i++) {
         const policy_component_result_t *r = &s->components[i];
@@ -480,6 +484,8 @@ static void judge_months(const policy_t *p, const policy_customer_t *c, int32_t 
 static void explain_months(const policy_decision_t *d, bool upgrade, explain_t *e)
 {
     char m[32];
+    if (!e->buf)
+        return;
     for (uint32_t i = 0; i < d->nmonths; i++) {
         const policy_month_check_t *k = &d->months[i];
         say(e, "%s%s tier %d qty %lld", i ? "; " : " (", policy_month_text(k->month, m, sizeof(m)),
@@ -576,19 +582,21 @@ static policy_grade_t grade_now(const policy_customer_t *c)
     return last > g ? last : g;
 }
 
-int policy_review(const policy_t *p, const policy_customer_t *c, int32_t month,
-                  policy_decision_t *out, char *errstr, size_t errstr_size)
+static int review(const policy_t *p, const policy_customer_t *c, int32_t month,
+                  policy_decision_t *out, bool explain, char *errstr, size_t errstr_size)
 {
-    char a[64], m[32];
+    char a[64], m[32] = "";
     decision_init(out, &c->state, month);
     if (check_window(p, c->window, c->nwindow, month, errstr, errstr_size) != 0)
         return -1;
-    explain_t e = {out->explain, sizeof(out->explain), 0};
+    explain_t e = {explain ? out->explain : NULL, explain ? sizeof(out->explain) : 0, 0};
     const policy_state_t *st = &c->state;
     score_window(p, &c->profile, c->window, c->nwindow, &out->score);
     out->has_score = true;
 
-    say(&e, "review %s: ", policy_month_text(month, m, sizeof(m)));
+    if (explain)
+        policy_month_text(month, m, sizeof(m));
+    say(&e, "review %s: ", m);
     if (st->tier <= 0 || month < st->first_month) {
         say(&e, "no order yet, nothing to review");
         out->rule = POLICY_RULE_NONE;
@@ -622,6 +630,23 @@ int policy_review(const policy_t *p, const policy_customer_t *c, int32_t month,
     step_compliance(p, grade_now(c), &mv, out, &e);
     decision_finish(out, &mv);
     return 0;
+}
+
+int policy_review(const policy_t *p, const policy_customer_t *c, int32_t month,
+                  policy_decision_t *out, char *errstr, size_t errstr_size)
+{
+    return review(p, c, month, out, true, errstr, errstr_size);
+}
+
+int policy_review_decide(const policy_t *p, const policy_customer_t *c, int32_t month,
+                         policy_decision_t *out, char *errstr, size_t errstr_size)
+{
+    if (review(p, c, month, out, false, errstr, errstr_size) != 0)
+        return -1;
+    if (!out->changed)
+        return 0;
+    /* The engine is pure: the same decision again, now with its text. */
+    return review(p, c, month, out, true, errstr, errstr_size);
 }
 
 int policy_on_order(const policy_t *p, const policy_customer_t *c, int32_t month,

@@ -207,7 +207,8 @@ int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms,
         char buf[160];
         int l;
         if (c->st.tier <= 0) continue;
-        if (policy_review(a->policy, &pc, month, &dec, errstr, errstr_size) != 0) goto out_unwatch;
+        if (policy_review_decide(a->policy, &pc, month, &dec, errstr, errstr_size) != 0)
+            goto out_unwatch;
         if (decide_tier_change(&d, &tx, c, &dec, cs[i].win, (size_t)W, month, errstr,
                                errstr_size) != 0)
             goto out_unwatch;

@@ -42,10 +42,8 @@ strmap_slot_t *strmap_put(strmap_t *m, const char *key, size_t len, int *created
     s = find(m->slots, m->cap, key, len);
     *created = 0;
     if (!s->key) {
-        s->key = malloc(len + 1);
+        s->key = arena_strndup(&m->keys, key, len);
         if (!s->key) return NULL;
-        memcpy(s->key, key, len);
-        s->key[len] = '\0';
         s->len = len;
         s->value = NULL;
         m->n++;
@@ -62,18 +60,19 @@ strmap_slot_t *strmap_get(const strmap_t *m, const char *key, size_t len) {
 }
 
 void strmap_clear(strmap_t *m, void (*free_value)(void *)) {
-    for (size_t i = 0; i < m->cap; i++) {
-        if (!m->slots[i].key) continue;
-        if (free_value) free_value(m->slots[i].value);
-        free(m->slots[i].key);
-        m->slots[i].key = NULL;
-    }
+    if (m->n == 0) return;
+    if (free_value)
+        for (size_t i = 0; i < m->cap; i++)
+            if (m->slots[i].key) free_value(m->slots[i].value);
+    memset(m->slots, 0, m->cap * sizeof(*m->slots));
+    arena_reset(&m->keys);
     m->n = 0;
 }
 
 void strmap_free(strmap_t *m, void (*free_value)(void *)) {
     if (!m) return;
     strmap_clear(m, free_value);
+    arena_free(&m->keys);
     free(m->slots);
     m->slots = NULL;
     m->cap = 0;

@@ -1,11 +1,13 @@
 /*
  * strmap.h -- a string-keyed hash map (open addressing, FNV-1a) for the
  * per-batch working sets: customer-months touched, order ids seen.  Keys
- * are copied; values are the caller's.  Cleared between batches, so it
- * never grows past one batch.
+ * are copied into the map's arena; values are the caller's.  Cleared
+ * between batches, keeping its memory, so it never grows past one batch.
  */
 #ifndef TIERD_STRMAP_H
 #define TIERD_STRMAP_H
+
+#include "arena.h"
 
 #include <stddef.h>
 
@@ -18,6 +20,7 @@ typedef struct strmap_slot {
 typedef struct strmap {
     strmap_slot_t *slots;
     size_t cap, n;
+    arena_t keys; /* the copies of the keys */
 } strmap_t;
 
 /* Returns the slot for key, inserting it (value NULL) when absent;

@@ -349,6 +349,11 @@ int32_t policy_target_tier(const policy_t *p, int32_t score_c);
  * end with `month` and be consecutive; -1 with errstr otherwise. */
 int policy_review(const policy_t *p, const policy_customer_t *c, int32_t month,
                   policy_decision_t *out, char *errstr, size_t errstr_size);
+/* The same decision, but out->explain is left empty unless out->changed:
+ * for callers that only publish the text of a change (most reviews change
+ * nothing, and the text costs more than the decision). */
+int policy_review_decide(const policy_t *p, const policy_customer_t *c, int32_t month,
+                         policy_decision_t *out, char *errstr, size_t errstr_size);
 
 /* After an order of `month` was applied (window ends with `month`): the
  * first order places the customer (NEW_CUSTOMER, or OVERRIDE/COMPLIANCE

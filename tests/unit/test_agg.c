@@ -7,8 +7,11 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <inttypes.h>
+#include <stdio.h>
 
 #include "agg.h"
+#include "decimal.h"
 #include "month.h"
 
 static order_t mk(order_kind_t kind, int64_t qty, int64_t amount, const char *sku1,
@@ -145,12 +148,38 @@ static void test_month_refuses_unknown_zone(void **state) {
     assert_int_equal(month_set_zone("../etc/passwd", err, sizeof(err)), -1);
 }
 
+/* decimal.h and agg_format write what printf would, cut like snprintf. */
+static void test_decimal_matches_printf(void **state) {
+    (void)state;
+    const int64_t v[] = {0, 1, -1, 9, 10, 99, 100, -100, 123456789, INT32_MAX, INT32_MIN,
+                         INT64_MAX, INT64_MIN, INT64_MAX - 1, INT64_MIN + 1};
+    char got[DECIMAL_MAX + 1], want[32];
+    for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
+        size_t n = decimal_i64(got, v[i]);
+        got[n] = '\0';
+        snprintf(want, sizeof(want), "%" PRId64, v[i]);
+        assert_string_equal(got, want);
+        n = decimal_u64(got, (uint64_t)v[i]);
+        got[n] = '\0';
+        snprintf(want, sizeof(want), "%" PRIu64, (uint64_t)v[i]);
+        assert_string_equal(got, want);
+    }
+    agg_month_t m = {INT64_MAX, 0, 42, 7};
+    char buf[128], small[10];
+    snprintf(want, sizeof(want), "%" PRId64 " 0 42 7", INT64_MAX);
+    assert_int_equal(agg_format(&m, buf, sizeof(buf)), (int)strlen(want));
+    assert_string_equal(buf, want);
+    assert_int_equal(agg_format(&m, small, sizeof(small)), (int)strlen(want));
+    assert_string_equal(small, "922337203");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sale_then_return_floors_at_zero),
         cmocka_unit_test(test_distinct_skus_counted_once),
         cmocka_unit_test(test_overflow_changes_nothing),
         cmocka_unit_test(test_text_round_trip),
+        cmocka_unit_test(test_decimal_matches_printf),
         cmocka_unit_test(test_month_boundary_non_utc),
         cmocka_unit_test(test_month_refuses_unknown_zone),
     };

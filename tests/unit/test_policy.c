@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -95,6 +96,16 @@ static void review_ok(const policy_t *p, const policy_customer_t *c, int32_t mon
     int rc = policy_review(p, c, month, d, err, sizeof(err));
     if (rc != 0)
         fail_msg("policy_review: %s", err);
+    /* policy_review_decide: the same decision; the text only with a change. */
+    policy_decision_t *q = calloc(1, sizeof(*q));
+    assert_non_null(q);
+    assert_int_equal(policy_review_decide(p, c, month, q, err, sizeof(err)), 0);
+    if (!q->changed) {
+        assert_string_equal(q->explain, "");
+        memcpy(q->explain, d->explain, sizeof(q->explain));
+    }
+    assert_memory_equal(q, d, sizeof(*d));
+    free(q);
 }
 
 /* ------------------------------------------------------------------ */
