@@ -36,16 +36,6 @@ int agg_parse(agg_month_t *m, const char *s, size_t len) {
     return 0;
 }
 
-/* Returns what snprintf would: the full length, the text cut to size. */
-static int copy_out(char *buf, size_t size, const char *text, size_t len) {
-    if (size > 0) {
-        size_t n = len < size - 1 ? len : size - 1;
-        memcpy(buf, text, n);
-        buf[n] = '\0';
-    }
-    return (int)len;
-}
-
 int agg_format(const agg_month_t *m, char *buf, size_t size) {
     char t[4 * (DECIMAL_MAX + 1)];
     size_t n = decimal_i64(t, m->qty);
@@ -55,7 +45,7 @@ int agg_format(const agg_month_t *m, char *buf, size_t size) {
     n += decimal_i64(t + n, m->orders);
     t[n++] = ' ';
     n += decimal_i64(t + n, m->skus);
-    return copy_out(buf, size, t, n);
+    return decimal_out(buf, size, t, n);
 }
 
 static int sku_cmp(const agg_skuset_t *s, size_t i, const char *sku, size_t len) {

@@ -39,16 +39,6 @@ int decide_state_parse(decide_customer_t *c, const char *s, size_t len) {
     return 0;
 }
 
-/* Returns what snprintf would: the full length, the text cut to size. */
-static int copy_out(char *buf, size_t size, const char *text, size_t len) {
-    if (size > 0) {
-        size_t n = len < size - 1 ? len : size - 1;
-        memcpy(buf, text, n);
-        buf[n] = '\0';
-    }
-    return (int)len;
-}
-
 /* "%d %d %d %d %d %" PRId64 " %d %c", without snprintf: it runs for every
  * customer of every batch and review. */
 int decide_state_format(const decide_customer_t *c, char *buf, size_t size) {
@@ -66,7 +56,7 @@ int decide_state_format(const decide_customer_t *c, char *buf, size_t size) {
         t[n++] = ' ';
     }
     t[n++] = c->scale ? c->scale : 'X';
-    return copy_out(buf, size, t, n);
+    return decimal_out(buf, size, t, n);
 }
 
 int decide_profile_parse(policy_profile_t *p, int64_t *updated_at, const char *s, size_t len) {
@@ -111,7 +101,7 @@ int decide_month_format(int32_t tier, policy_grade_t grade, char *buf, size_t si
     size_t n = decimal_i64(t, tier);
     t[n++] = ' ';
     t[n++] = grade ? (char)grade : '-';
-    return copy_out(buf, size, t, n);
+    return decimal_out(buf, size, t, n);
 }
 
 const policy_profile_t *decide_profile(const decide_ctx_t *d, const decide_customer_t *c) {
