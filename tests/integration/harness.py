@@ -15,6 +15,7 @@ import io
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,11 +44,21 @@ def stop_all(*_):
             print("cleanup:", e, file=sys.stderr)
 
 
+_failed = []  # set when the test fails: its run directory is kept
+
+
+def _on_exception(kind, value, tb):
+    _failed.append(kind)
+    sys.__excepthook__(kind, value, tb)
+
+
 def _on_signal(sig, _frame):
+    _failed.append(sig)
     stop_all()
     sys.exit(128 + sig)
 
 
+sys.excepthook = _on_exception
 atexit.register(stop_all)
 signal.signal(signal.SIGTERM, _on_signal)
 signal.signal(signal.SIGINT, _on_signal)
@@ -84,7 +95,13 @@ class Services:
                        stdout=subprocess.DEVNULL)
 
     def stop(self):
+        """Stops the servers; a passing test also removes its run directory
+        (a failing one keeps it, logs and data, and says where)."""
         subprocess.run([self.script, "stop", self.dir], check=False, stdout=subprocess.DEVNULL)
+        if _failed or os.environ.get("TIERD_KEEP_RUN_DIR"):
+            print("run directory kept: %s" % self.dir, file=sys.stderr)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def tierd_binary():
