@@ -14,7 +14,7 @@
 #             USER and COPY sources; the entrypoint run as a plain command on
 #             the built tierd; the healthcheck against a local HTTP server.
 #
-# usage: test_packaging.sh TIERD_BINARY SOURCE_DIR      (exit 77: tool missing)
+# usage: test_packaging.sh TIERD_BINARY SOURCE_DIR  (scripts/setup installs the tools)
 set -u
 tierd=$1
 src=$2
@@ -37,12 +37,12 @@ expect() { # name condition-status
 # Debian's python3 (with python3-yaml), as the other tests use.
 py=/usr/bin/python3
 if ! command -v systemd-analyze >/dev/null; then
-    echo "SKIP: systemd-analyze is not installed"
-    exit 77
+    echo "FAIL: systemd-analyze is not installed (scripts/setup installs systemd)"
+    exit 1
 fi
 if ! "$py" -c 'import yaml' 2>/dev/null; then
-    echo "SKIP: /usr/bin/python3 with python3-yaml is not installed"
-    exit 77
+    echo "FAIL: /usr/bin/python3 with python3-yaml is not installed (scripts/setup installs it)"
+    exit 1
 fi
 
 unit=$src/systemd/tierd.service
