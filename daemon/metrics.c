@@ -213,6 +213,19 @@ static void histogram(buf_t *b, const char *name, const char *help, const char *
     buf_str(b, "\n");
 }
 
+/* One series per assigned partition with a known value (>= 0): its lag
+ * (committed = 0) or its committed offset (committed = 1). */
+static void partition_gauge(buf_t *b, const char *name, const char *help,
+                            const metrics_snapshot_t *s, size_t nparts, int committed) {
+    head(b, name, "gauge", help);
+    for (size_t i = 0; i < nparts; i++) {
+        int64_t v = committed ? s->parts[i].committed : s->parts[i].lag;
+        if (s->parts[i].assigned && v >= 0)
+            buf_printf(b, "%s{partition=\"%" PRId32 "\"} %" PRId64 "\n", name,
+                       s->parts[i].partition, v);
+    }
+}
+
 char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
     buf_t b = {0};
     size_t nreasons = s->nreasons < METRICS_MAX_REASONS ? s->nreasons : METRICS_MAX_REASONS;
@@ -259,18 +272,12 @@ char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
             "Outbox entries (one transaction's events each) Kafka has not acknowledged.",
             s->outbox_depth);
 
-    head(&b, "tierd_consumer_lag", "gauge",
-         "Records between the committed offset and the end of an assigned partition.");
-    for (size_t i = 0; i < nparts; i++)
-        if (s->parts[i].assigned && s->parts[i].lag >= 0)
-            buf_printf(&b, "tierd_consumer_lag{partition=\"%" PRId32 "\"} %" PRId64 "\n",
-                       s->parts[i].partition, s->parts[i].lag);
-    head(&b, "tierd_committed_offset", "gauge",
-         "Next offset to consume, as last committed, of an assigned partition.");
-    for (size_t i = 0; i < nparts; i++)
-        if (s->parts[i].assigned && s->parts[i].committed >= 0)
-            buf_printf(&b, "tierd_committed_offset{partition=\"%" PRId32 "\"} %" PRId64 "\n",
-                       s->parts[i].partition, s->parts[i].committed);
+    partition_gauge(&b, "tierd_consumer_lag",
+                    "Records between the committed offset and the end of an assigned partition.",
+                    s, nparts, 0);
+    partition_gauge(&b, "tierd_committed_offset",
+                    "Next offset to consume, as last committed, of an assigned partition.", s,
+                    nparts, 1);
 
     head(&b, "tierd_orders_per_second", "gauge", "Orders applied per second, last interval.");
     buf_str(&b, "tierd_orders_per_second ");
