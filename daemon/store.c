@@ -175,6 +175,7 @@ static int64_t reply_int(const redisReply *r, int64_t dflt) {
 
 #define META_FIELDS "epoch offset month reviewed poffset"
 #define META_NFIELDS 5
+#define META_FIELD_LIST "epoch", "offset", "month", "reviewed", "poffset" /* the same, as argv */
 
 static void meta_from_reply(const redisReply *r, store_meta_t *m) {
     m->epoch = reply_int(r->element[0], 0);
@@ -258,15 +259,17 @@ void store_tx_free(store_tx_t *tx) {
     memset(tx, 0, sizeof(*tx));
 }
 
-int store_exec(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_size) {
+/* One round trip: MULTI, tx's commands, EXEC.  Reads every reply, so the
+ * connection stays in step even when one fails, and hands back EXEC's
+ * (caller frees; nil when a watched key changed).  STORE_ERR on an I/O
+ * error or a command refused while queueing. */
+static int transact(store_t *s, const store_tx_t *tx, const char *what, redisReply **exec,
+                    char *errstr, size_t errstr_size) {
     redisReply *r = NULL;
-    int rc = STORE_ERR, failed = 0;
+    int failed = 0;
     size_t ncmds = tx->ncmds + 2;
 
-    if (!s->rc) {
-        snprintf(errstr, errstr_size, "redis: not connected");
-        return STORE_ERR;
-    }
+    *exec = NULL;
     redisAppendCommand(s->rc, "MULTI");
     for (size_t i = 0; i < tx->ncmds; i++)
         redisAppendCommandArgv(s->rc, tx->cmds[i].argc, tx->cmds[i].argv, tx->cmds[i].argvlen);
@@ -276,21 +279,37 @@ int store_exec(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_siz
         if (r) freeReplyObject(r);
         if (get_reply(s, &r, i == 0) != REDIS_OK) {
             snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
-            r = NULL;
             drop(s);
-            goto out;
+            return STORE_ERR;
         }
         if (r->type == REDIS_REPLY_ERROR && !failed) {
-            snprintf(errstr, errstr_size, "redis: transaction: %s", r->str);
+            snprintf(errstr, errstr_size, "redis: %s: %s", what, r->str);
             failed = 1;
         }
     }
+    if (failed) {
+        freeReplyObject(r);
+        return STORE_ERR;
+    }
+    *exec = r;
+    return STORE_OK;
+}
+
+int store_exec(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_size) {
+    redisReply *r = NULL;
+    int rc = STORE_ERR;
+
+    if (!s->rc) {
+        snprintf(errstr, errstr_size, "redis: not connected");
+        return STORE_ERR;
+    }
+    if (transact(s, tx, "transaction", &r, errstr, errstr_size) != STORE_OK) return STORE_ERR;
     if (r->type == REDIS_REPLY_NIL) { /* a watched key changed: another owner */
         rc = STORE_FENCED;
         goto out;
     }
     if (r->type != REDIS_REPLY_ARRAY) {
-        if (!failed) snprintf(errstr, errstr_size, "redis: unexpected EXEC reply");
+        snprintf(errstr, errstr_size, "redis: unexpected EXEC reply");
         goto out;
     }
     for (size_t i = 0; i < r->elements; i++)
@@ -298,9 +317,9 @@ int store_exec(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_siz
             snprintf(errstr, errstr_size, "redis: transaction: %s", r->element[i]->str);
             goto out;
         }
-    rc = failed ? STORE_ERR : STORE_OK;
+    rc = STORE_OK;
 out:
-    if (r) freeReplyObject(r);
+    freeReplyObject(r);
     return rc;
 }
 
@@ -328,42 +347,35 @@ int store_pipeline(store_t *s, const store_tx_t *tx, redisReply **replies, char 
 
 int store_claim(store_t *s, const char *topic, int32_t partition, const char *owner,
                 store_meta_t *out, char *errstr, size_t errstr_size) {
-    char key[256], lease[32];
+    char key[256], lease[32], what[300];
     redisReply *r = NULL;
-    int rc = STORE_ERR, failed = 0;
+    store_tx_t tx = {0};
+    int rc = STORE_ERR;
 
     if (!s->rc && store_connect(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
     store_key(s, topic, partition, "meta", key, sizeof(key));
     snprintf(lease, sizeof(lease), "%" PRId64, store_now_ms() + STORE_LEASE_MS);
-    redisAppendCommand(s->rc, "MULTI");
-    redisAppendCommand(s->rc, "HINCRBY %s epoch 1", key);
-    redisAppendCommand(s->rc, "HSET %s owner %s lease %s", key, owner, lease);
-    redisAppendCommand(s->rc, "HMGET %s " META_FIELDS, key);
-    redisAppendCommand(s->rc, "EXEC");
-    s->commands += 5;
-    for (int i = 0; i < 5; i++) {
-        if (r) freeReplyObject(r);
-        if (get_reply(s, &r, i == 0) != REDIS_OK) {
-            snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
-            r = NULL;
-            drop(s);
-            goto out;
-        }
-        if (r->type == REDIS_REPLY_ERROR && !failed) {
-            snprintf(errstr, errstr_size, "redis: claim of %s: %s", key, r->str);
-            failed = 1; /* keep reading replies so the connection stays in step */
-        }
+    snprintf(what, sizeof(what), "claim of %s", key);
+    const char *hmget[2 + META_NFIELDS] = {"HMGET", key, META_FIELD_LIST};
+    if (store_tx_addv(&tx, 4, "HINCRBY", (size_t)7, key, strlen(key), "epoch", (size_t)5, "1",
+                      (size_t)1) != 0 ||
+        store_tx_addv(&tx, 6, "HSET", (size_t)4, key, strlen(key), "owner", (size_t)5, owner,
+                      strlen(owner), "lease", (size_t)5, lease, strlen(lease)) != 0 ||
+        store_tx_add(&tx, 2 + META_NFIELDS, hmget, NULL) != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto out;
     }
-    if (failed) goto out;
+    if (transact(s, &tx, what, &r, errstr, errstr_size) != STORE_OK) goto out;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
         r->element[2]->type != REDIS_REPLY_ARRAY || r->element[2]->elements != META_NFIELDS) {
-        snprintf(errstr, errstr_size, "redis: claim of %s: unexpected reply", key);
+        snprintf(errstr, errstr_size, "redis: %s: unexpected reply", what);
         goto out;
     }
     meta_from_reply(r->element[2], out);
     rc = STORE_OK;
 out:
     if (r) freeReplyObject(r);
+    store_tx_free(&tx);
     return rc;
 }
 
