@@ -19,6 +19,8 @@
  */
 #include "config.h"
 
+#include "metrics.h"
+
 #include "log.h"
 
 #include <ctype.h>
@@ -173,7 +175,12 @@ static int kafka_set(config_t *c, const char *name, const char *value, const cha
     n[c->nkafka].name = strdup(name);
     n[c->nkafka].value = strdup(value);
     n[c->nkafka].where = strdup(where);
-    if (!n[c->nkafka].name || !n[c->nkafka].value || !n[c->nkafka].where) return -1;
+    if (!n[c->nkafka].name || !n[c->nkafka].value || !n[c->nkafka].where) {
+        free(n[c->nkafka].name);
+        free(n[c->nkafka].value);
+        free(n[c->nkafka].where);
+        return -1;
+    }
     c->nkafka++;
     return 0;
 }
@@ -436,10 +443,6 @@ static int validate(config_t *c, char *errstr, size_t errstr_size) {
                  c->log_level);
         return -1;
     }
-    if (*c->topic_orders == '\0' || *c->topic_dead_letter == '\0') {
-        snprintf(errstr, errstr_size, "topics: names must not be empty");
-        return -1;
-    }
     const char *names[] = {c->topic_orders, c->topic_dead_letter, c->topic_profiles,
                            c->topic_tier_changes, c->topic_quota_events};
     for (size_t i = 0; i < 5; i++) {
@@ -454,6 +457,20 @@ static int validate(config_t *c, char *errstr, size_t errstr_size) {
                 return -1;
             }
     }
+    /* Set but empty is a mistake, not "unset": it would fail later, at
+     * run time, with a less clear message (or retry forever). */
+    const struct {
+        const char *key, *value;
+    } nonempty[] = {{"redis.host", c->redis_host},         {"redis.unix_socket", c->redis_unix_socket},
+                    {"policy", c->policy_path},            {"instance_id", c->instance_id},
+                    {"redis.key_prefix", c->key_prefix},   {"time_zone", c->time_zone}};
+    for (size_t i = 0; i < sizeof(nonempty) / sizeof(nonempty[0]); i++)
+        if (nonempty[i].value && *nonempty[i].value == '\0') {
+            snprintf(errstr, errstr_size, "%s: must not be empty when set", nonempty[i].key);
+            return -1;
+        }
+    if (*c->http_listen && metrics_check_listen(c->http_listen, errstr, errstr_size) != 0)
+        return -1;
     if (c->redis_password && c->redis_password_file) {
         snprintf(errstr, errstr_size,
                  "redis: set password or password_file, not both");
@@ -478,7 +495,10 @@ int config_load(config_t *c, const char *path, char *errstr, size_t errstr_size)
             set_value(c, &config_keys[i], config_keys[i].def, "default", errstr,
                       errstr_size) != 0)
             return -1;
-    if (kafka_set(c, "group.id", "tierd", "default") != 0) return -1;
+    if (kafka_set(c, "group.id", "tierd", "default") != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
     if (path && load_file(c, path, errstr, errstr_size) != 0) return -1;
     if (load_env(c, errstr, errstr_size) != 0) return -1;
     if (load_credentials(c, errstr, errstr_size) != 0) return -1;

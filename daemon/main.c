@@ -84,13 +84,20 @@ static void do_reload(void *opaque) {
         config_free(&fresh);
         return;
     }
+    /* The window changes only at a restart, so the policy must fit the
+     * running one: a policy for another window would fail every decision. */
+    const config_t *c = r->conf;
+    int64_t asked_window = fresh.window_months;
+    fresh.window_months = c->window_months;
     if (policyconf_load(&fresh, next, err, sizeof(err)) != 0) {
-        log_error("reload", "policy refused, the running one stays: %s", err);
+        log_error("reload", "policy refused, the running one stays: %s%s", err,
+                  asked_window != c->window_months
+                      ? " (window_months changes only at a restart: the running window counts)"
+                      : "");
         config_free(&fresh);
         return;
     }
     /* Keys that only a restart can change. */
-    const config_t *c = r->conf;
     int kafka_same = fresh.nkafka == c->nkafka;
     for (size_t i = 0; kafka_same && i < c->nkafka; i++)
         kafka_same = same(fresh.kafka[i].name, c->kafka[i].name) &&
@@ -109,10 +116,12 @@ static void do_reload(void *opaque) {
                         !same(fresh.redis_unix_socket, c->redis_unix_socket) ||
                         !same(fresh.redis_user, c->redis_user) ||
                         !same(fresh.redis_password, c->redis_password) ||
-                        fresh.redis_db != c->redis_db || !same(fresh.key_prefix, c->key_prefix)},
+                        fresh.redis_db != c->redis_db || !same(fresh.key_prefix, c->key_prefix) ||
+                        fresh.redis_timeout_ms != c->redis_timeout_ms ||
+                        !same(fresh.redis_password_file, c->redis_password_file)},
         {"time_zone", !same(fresh.time_zone, c->time_zone)},
         {"currency", !same(fresh.currency, c->currency)},
-        {"window_months", fresh.window_months != c->window_months},
+        {"window_months", asked_window != c->window_months},
         {"instance_id", !same(fresh.instance_id, c->instance_id)},
         {"http.listen", !same(fresh.http_listen, c->http_listen)},
     };
@@ -124,8 +133,6 @@ static void do_reload(void *opaque) {
     log_level = log_level_parse(fresh.log_level);
     r->conf->batch_max_orders = fresh.batch_max_orders;
     r->conf->batch_max_ms = fresh.batch_max_ms;
-    r->conf->idle_close_after_s = fresh.idle_close_after_s;
-    r->conf->max_future_skew_s = fresh.max_future_skew_s;
     r->apply->rules.max_future_skew_ms = fresh.max_future_skew_s * 1000;
     r->apply->idle_close_after_ms = fresh.idle_close_after_s * 1000;
     r->apply->policy = next; /* later decisions name the new policy and version */

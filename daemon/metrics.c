@@ -467,6 +467,13 @@ bad:
     return -1;
 }
 
+int metrics_check_listen(const char *listen, char *errstr, size_t errstr_size) {
+    struct sockaddr_storage ss;
+    int v6;
+    uint16_t port;
+    return parse_listen(listen, &ss, &v6, &port, errstr, errstr_size);
+}
+
 metrics_t *metrics_start(const char *listen, char *errstr, size_t errstr_size) {
     metrics_t *m = NULL; /* owned here until returned */
     struct sockaddr_storage ss;

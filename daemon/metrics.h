@@ -76,6 +76,10 @@ typedef struct metrics_snapshot {
  * publishes and serves nothing.  NULL and errstr filled on failure. */
 metrics_t *metrics_start(const char *listen, char *errstr, size_t errstr_size);
 
+/* 0 when `listen` is an address metrics_start accepts ("" aside); else -1
+ * and the reason in errstr.  For --check-config. */
+int metrics_check_listen(const char *listen, char *errstr, size_t errstr_size);
+
 /* Copies the snapshot for the HTTP thread and stamps the time of the
  * publish, which /healthz checks.  Never allocates; accepts NULL. */
 void metrics_publish(metrics_t *m, const metrics_snapshot_t *s);

@@ -57,6 +57,12 @@ check out-of-range 2 "window.yaml:3: window_months: 99 is outside 1..24" "$dir/w
 
 check missing-file 2 "cannot open" "$dir/none.yaml"
 
+# Refused at --check-config, not later when tierd starts or connects.
+check http-listen-name 2 'listen address "localhost:9464"' "$dir/good.yaml" \
+    TIERD_HTTP_LISTEN=localhost:9464
+check empty-unix-socket 2 "redis.unix_socket: must not be empty" "$dir/good.yaml" \
+    TIERD_REDIS_UNIX_SOCKET=
+
 # --help names every option; --help-config lists every key with its env name.
 help=$("$tierd" --help)
 for opt in --config --check-config --help-config --version; do

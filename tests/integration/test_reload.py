@@ -63,5 +63,24 @@ third = place("R3")
 h.wait_for(lambda: len(versions(third)) == len(third), "third placements", daemons=[d])
 assert set(versions(third).values()) == {"2026.2"}, versions(third)
 h.log("an invalid policy is refused with file:line; decisions keep version 2026.2")
+# Window 6 in both the configuration and the policy: the configuration's
+# window changes only at a restart, so a policy for 6 months would fail
+# every decision of the running 3-month tierd.  It is refused.
+with open(policy, "w") as f:
+    f.write(policy_src.replace('version: "1"', 'version: "2026.4"')
+            .replace("window_months: 3 ", "window_months: 6 ", 1))
+cfg = open(d.cfg).read()
+assert "window_months: 3" in cfg
+with open(d.cfg, "w") as f:
+    f.write(cfg.replace("window_months: 3", "window_months: 6"))
+d.kill(signal.SIGHUP)
+h.wait_for(lambda: "window_months changes only at a restart" in d.log_text(), "the refusal",
+           daemons=[d])
+assert "window_months changed: it applies at the next restart" in d.log_text() or \
+    "policy refused" in d.log_text().split("window_months changes only")[0].splitlines()[-1]
+fourth = place("R4")
+h.wait_for(lambda: len(versions(fourth)) == len(fourth), "fourth placements", daemons=[d])
+assert set(versions(fourth).values()) == {"2026.2"}, versions(fourth)
+h.log("a policy for another window than the running one is refused; decisions go on")
 assert d.alive() and d.term() == 0
 h.log("PASS")
