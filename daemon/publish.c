@@ -42,8 +42,12 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
 }
 
 publish_t *publish_new(const config_t *c, char *errstr, size_t errstr_size) {
+    /* message.timeout.ms bounds every wait below: each message gets its
+     * delivery report (success or failure) within it, so no report can
+     * arrive after the wait, into statuses already freed. */
     static const char *const fixed[] = {"enable.idempotence", "true", "acks", "all",
-                                        "linger.ms", "5", NULL};
+                                        "linger.ms", "5", "message.timeout.ms", "45000",
+                                        NULL};
     publish_t *d = calloc(1, sizeof(*d));
     rd_kafka_conf_t *conf = NULL;
     char why[512];
@@ -265,7 +269,8 @@ int publish_outboxes(publish_t *d, store_t *s, const char *topic, const int32_t 
         if (obox_index(&o[p]) != 0) goto oom;
         obox_produce(d, &o[p], errstr, errstr_size);
     }
-    for (int waited = 0; d->inflight > 0 && waited < 600; waited++) rd_kafka_poll(d->rk, 100);
+    /* Until every report is in: message.timeout.ms (45 s) bounds it. */
+    while (d->inflight > 0) rd_kafka_poll(d->rk, 100);
     for (size_t p = 0; p < nparts; p++) {
         if (!o[p].r) continue;
         size_t entries = 0;
