@@ -307,6 +307,14 @@ static int oom_out(char *errstr, size_t errstr_size) {
     return APPLY_RETRY;
 }
 
+int apply_meta_verdict(const apply_part_t *p, const store_meta_t *now) {
+    if (now->epoch > p->meta.epoch) return APPLY_FENCED; /* whatever the offsets say */
+    if (now->epoch < p->meta.epoch || now->offset < p->meta.offset ||
+        now->poffset < p->meta.poffset)
+        return APPLY_REWIND;
+    return APPLY_OK;
+}
+
 /* Applies msgs[0..*used) -- all of them unless a review is due first, in
  * which case *review_to is the last month to review before msgs[*used]. */
 static int apply_run(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
@@ -536,7 +544,8 @@ again:
         for (size_t k = 0; k < nreq; k++)
             if (reqs[k].nf) replies[k] = tmp[nk++];
         if (src != STORE_OK) goto out;
-        if (now.epoch < p->meta.epoch || (now.offset < p->meta.offset)) {
+        int verdict = apply_meta_verdict(p, &now);
+        if (verdict == APPLY_REWIND) {
             store_unwatch(a->store);
             snprintf(errstr, errstr_size,
                      "%s [%d]: Redis holds epoch %" PRId64 " offset %" PRId64
@@ -546,7 +555,7 @@ again:
             rc = APPLY_REWIND;
             goto out;
         }
-        if (now.epoch != p->meta.epoch) {
+        if (verdict == APPLY_FENCED) {
             store_unwatch(a->store);
             snprintf(errstr, errstr_size,
                      "%s [%d]: epoch is %" PRId64 ", ours %" PRId64 ": another instance owns it",

@@ -95,6 +95,13 @@ typedef struct apply_ctx {
     strmap_t cust; /* customer id -> decide_customer_t */
 } apply_ctx_t;
 
+/* What Redis' meta (read under WATCH) says of our cached one:
+ * APPLY_FENCED when another instance claimed the partition (a newer epoch),
+ * else APPLY_REWIND when Redis is older in epoch, offset or profiles offset
+ * (it lost writes: consume again from what it holds), else APPLY_OK.
+ * One rule for batches, reviews and profiles. */
+int apply_meta_verdict(const apply_part_t *p, const store_meta_t *now);
+
 void apply_init(apply_ctx_t *a);
 void apply_free(apply_ctx_t *a);
 

@@ -139,11 +139,12 @@ int apply_profiles(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
     }
     if (now.epoch != p->meta.epoch || now.poffset != p->meta.poffset || now.month != cur) {
         store_unwatch(a->store);
-        if (now.epoch > p->meta.epoch) {
+        int verdict = apply_meta_verdict(p, &now);
+        if (verdict == APPLY_FENCED) {
             snprintf(errstr, errstr_size, "%s [%d]: profiles refused: another instance owns it",
                      a->profile_topic, (int)p->partition);
             rc = APPLY_FENCED;
-        } else if (now.epoch < p->meta.epoch || now.poffset < p->meta.poffset) {
+        } else if (verdict == APPLY_REWIND) {
             snprintf(errstr, errstr_size, "%s [%d]: Redis lost writes", a->profile_topic,
                      (int)p->partition);
             rc = APPLY_REWIND;

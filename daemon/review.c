@@ -77,13 +77,16 @@ int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms,
                        errstr_size) != STORE_OK)
             goto out;
     }
-    if (now.epoch != p->meta.epoch) {
+    rc = apply_meta_verdict(p, &now);
+    if (rc != APPLY_OK) {
         store_unwatch(a->store);
-        snprintf(errstr, errstr_size, "%s [%d]: review of %s refused: another instance owns it",
-                 p->topic, (int)p->partition, ym);
-        rc = now.epoch < p->meta.epoch ? APPLY_REWIND : APPLY_FENCED;
+        snprintf(errstr, errstr_size, "%s [%d]: review of %s refused: %s", p->topic,
+                 (int)p->partition, ym,
+                 rc == APPLY_FENCED ? "another instance owns it"
+                                    : "Redis lost writes (older epoch or offsets)");
         goto out;
     }
+    rc = APPLY_RETRY;
     if (now.reviewed >= month) { /* done before a crash, or by the previous owner */
         store_unwatch(a->store);
         p->meta.reviewed = now.reviewed;

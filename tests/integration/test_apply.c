@@ -354,8 +354,37 @@ static int teardown(void **state) {
     return 0;
 }
 
+/* One rule decides for batches, reviews and profiles whether Redis is
+ * ours, another owner's, or behind us (lost writes). */
+static void test_meta_verdict(void **state) {
+    (void)state;
+    apply_part_t p;
+    memset(&p, 0, sizeof(p));
+    p.meta.epoch = 5;
+    p.meta.offset = 100;
+    p.meta.poffset = 7;
+    store_meta_t now = p.meta;
+    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_OK);
+    now.offset = 120; /* ahead: our own commit whose reply was lost */
+    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_OK);
+    now = p.meta;
+    now.offset = 99;
+    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_REWIND);
+    now = p.meta;
+    now.poffset = 6; /* only the profiles commit was lost */
+    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_REWIND);
+    now = p.meta;
+    now.epoch = 4;
+    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_REWIND);
+    now = p.meta;
+    now.epoch = 6;
+    now.offset = 50; /* another owner: fenced, whatever the offsets say */
+    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_FENCED);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_meta_verdict),
         cmocka_unit_test(test_same_record_twice_counts_once),
         cmocka_unit_test(test_lost_commit_reply_not_applied_again),
         cmocka_unit_test(test_same_order_new_offset_is_duplicate),
