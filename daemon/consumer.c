@@ -684,8 +684,11 @@ static void publish_metrics(consumer_t *k, int force) {
     s.fenced = a->fenced;
     s.reviews = a->reviews;
     s.profiles = a->profiles;
+    /* The names are filled before the first publish and never written
+     * again: the HTTP thread reads them through the snapshot. */
+    int first = reasons[0] == NULL;
     for (size_t i = 1; i < ORDER_ERR__COUNT && i <= METRICS_MAX_REASONS; i++) {
-        reasons[i - 1] = order_reason_code((order_err_t)i); /* 0 is ORDER_OK */
+        if (first) reasons[i - 1] = order_reason_code((order_err_t)i); /* 0 is ORDER_OK */
         s.dead_by_reason[i - 1] = a->dead_by_reason[i];
         s.nreasons = i;
     }

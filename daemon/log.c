@@ -13,7 +13,7 @@
 #include <sys/time.h>
 #include <time.h>
 
-int log_level = LOG_INFO;
+_Atomic int log_level = LOG_INFO;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 static const int syslog_prio[] = {3, 4, 6, 7};
@@ -25,7 +25,7 @@ int log_level_parse(const char *name) {
 }
 
 void log_write(int level, const char *module, const char *fmt, ...) {
-    static int journal = -1;
+    static _Atomic int journal = -1;
     char msg[2048];
     va_list ap;
 

@@ -8,7 +8,9 @@
 
 typedef enum { LOG_ERROR = 0, LOG_WARN, LOG_INFO, LOG_DEBUG } log_level_t;
 
-extern int log_level; /* the only mutable global: set once at start, or by SIGHUP */
+/* The only mutable global: set at start or by SIGHUP, read by every
+ * thread that logs (librdkafka's, the HTTP server's): atomic. */
+extern _Atomic int log_level;
 
 int log_level_parse(const char *name); /* -1 when unknown */
 void log_write(int level, const char *module, const char *fmt, ...)

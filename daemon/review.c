@@ -16,6 +16,7 @@
  */
 #include "apply.h"
 
+#include "agg.h"
 #include "log.h"
 #include "month.h"
 
@@ -174,12 +175,18 @@ int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms,
             redisReply *ra = r2[k]->element[2 * i], *rt = r2[k]->element[2 * i + 1];
             w->month = month - W + 1 + k;
             if (ra->type == REDIS_REPLY_STRING) {
-                long long q = 0, am = 0, o = 0, sk = 0;
-                sscanf(ra->str, "%lld %lld %lld %lld", &q, &am, &o, &sk);
-                w->qty = q;
-                w->amount = am;
-                w->orders = o;
-                w->skus = sk;
+                agg_month_t am;
+                if (agg_parse(&am, ra->str, ra->len) != 0) {
+                    store_unwatch(a->store); /* the same refusal as apply's */
+                    snprintf(errstr, errstr_size,
+                             "redis: %s holds \"%.40s\" for a customer, not an aggregate",
+                             mkeys[k], ra->str);
+                    goto out;
+                }
+                w->qty = am.qty;
+                w->amount = am.amount;
+                w->orders = am.orders;
+                w->skus = am.skus;
             }
             if (rt->type == REDIS_REPLY_STRING)
                 decide_month_parse(&w->tier_in_effect, &w->grade, rt->str, rt->len);
