@@ -592,6 +592,27 @@ def decode_events(records, schema_file):
     return out
 
 
+def check_tier_events(svc, want_state, daemons=()):
+    """Every decided tier change reached Kafka, whatever the test did to
+    tierd: the outbox drains, each customer's tier changes are numbered
+    1..n with no gap (a repeat must be byte-identical: decode_events), and
+    every customer with an applied SALE was placed (it has event 1).
+    Returns (distinct events, repeats)."""
+    wait_for(lambda: outbox_len(svc.redis) == 0, "the outbox to drain", timeout=120,
+             daemons=daemons)
+    evs = decode_events(read_topic(svc.bootstrap, "tier-changes"), "tier_change.avsc")
+    seqs = {}
+    for ev, _ in evs.values():
+        seqs.setdefault(ev["customer_id"], []).append(ev["sequence"])
+    gaps = {c: sorted(s) for c, s in seqs.items() if sorted(s) != list(range(1, len(s) + 1))}
+    assert not gaps, "tier-change sequences with gaps: %s" % list(gaps.items())[:5]
+    placed = {c for (_p, _m, c), v in want_state.items() if v[2] > 0}
+    missing = sorted(placed - set(seqs))
+    assert not missing, "%d customers with orders have no tier change: %s" % (
+        len(missing), missing[:5])
+    return len(evs), decode_events.repeats
+
+
 def outbox_ids(r, partitions=8):
     """Event ids waiting in the outboxes."""
     ids = set()

@@ -46,6 +46,9 @@ assert kills >= 10 and progressed >= 5, "the kills must land while tierd is cons
 ends = h.end_offsets(svc.bootstrap, "orders")
 want_state, want_dead = h.model(recs)
 h.wait_drained(svc, ends, daemons=[d])
+n_ev, rep_ev = h.check_tier_events(svc, want_state, daemons=[d])
+h.log("%d tier changes on the topic, none missing, no gap (%d republished after a kill)" % (
+    n_ev, rep_ev))
 assert d.term() == 0
 h.compare_state(h.read_state(svc.redis), want_state)
 h.log("aggregates equal the recomputation after %d kills: %d customer-months" % (kills, len(want_state)))

@@ -45,6 +45,7 @@ for hdr, key, value in dead:
     got[coord] = hdr["tierd.reason"]
     rec = next(r for r in recs if (r.partition, r.offset) == coord)
     assert value == rec.value, "dead letter %s must carry the original bytes" % (coord,)
+    assert key == rec.key, "dead letter %s must carry the original key" % (coord,)
 assert got == want_dead, "dead letters differ: missing %s, unexpected %s, wrong %s" % (
     sorted(set(want_dead) - set(got))[:5], sorted(set(got) - set(want_dead))[:5],
     [(k, got[k], want_dead[k]) for k in want_dead if k in got and got[k] != want_dead[k]][:5])

@@ -70,16 +70,13 @@ h.wait_drained(svc, h.end_offsets(svc.bootstrap, "orders"), daemons=[d])
 h.wait_for(lambda: len(events_of(A)) == 1, "the placement", daemons=[d])
 first = events_of(A)[0]
 assert first["reason"] == "NEW_CUSTOMER", first
-t0 = first["new_tier"]
-h.log("placed %s at tier %d" % (A, t0))
+assert first["new_tier"] == 2, first  # supply-tiers places a new customer at tier 2
+h.log("placed %s at tier 2" % A)
 
-# Grade D: capped at tier 1 at once (when above it).
+# Grade D: capped at tier 1 at once.
 send_profiles([h.Rec(pa, A.encode(), profile(A, grade="D"))])
 evs = events_of(A)
-if t0 > 1:
-    assert len(evs) == 2 and evs[1]["reason"] == "COMPLIANCE" and evs[1]["new_tier"] == 1, evs
-else:
-    assert len(evs) == 1, evs
+assert len(evs) == 2 and evs[1]["reason"] == "COMPLIANCE" and evs[1]["new_tier"] == 1, evs
 assert tier_of(A, pa) == 1
 
 # An override sets the tier at once; the same override again does nothing.

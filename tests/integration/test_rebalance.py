@@ -65,6 +65,8 @@ producer.join()
 ends = h.end_offsets(svc.bootstrap, "orders")
 want_state, want_dead = h.model(recs)
 h.wait_drained(svc, ends, daemons=[a])
+n_ev, rep_ev = h.check_tier_events(svc, want_state, daemons=[a])
+h.log("%d tier changes on the topic, none missing, no gap (%d republished)" % (n_ev, rep_ev))
 assert a.term() == 0
 h.compare_state(h.read_state(svc.redis), want_state)
 h.log("aggregates equal the recomputation after the rebalances: %d customer-months" % len(want_state))
