@@ -67,6 +67,8 @@ struct consumer {
     int64_t last_metrics_ms;
     uint64_t metrics_applied; /* applied at last_metrics_ms */
     uint64_t outbox_depth;    /* at the last look */
+    int64_t publish_retry_at; /* monotonic: after a failed publish, not before */
+    int64_t publish_backoff;
     double lat_sum;           /* order latency: Kafka timestamp to commit */
     uint64_t lat_count;
     double lat_buckets[METRICS_LAT_BUCKETS];
@@ -299,6 +301,7 @@ static void catchup_check(consumer_t *k) {
 static void publish_all(consumer_t *k) {
     struct stat st;
     if (k->stall_publish_file && stat(k->stall_publish_file, &st) == 0) return;
+    if (mono_ms() < k->publish_retry_at) return;
     int32_t next = 0;
     while (next < k->nparts) {
         int32_t ids[64];
@@ -311,9 +314,17 @@ static void publish_all(consumer_t *k) {
         if (publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, ids, n, 1000,
                              nread, err, sizeof(err)) != 0 ||
             err[0]) {
-            log_warn("publish", "%s outboxes: %s; will retry", k->conf->topic_orders, err);
-            return; /* these stay dirty: tried again next turn */
+            /* These stay dirty.  A failure that comes back at once (a
+             * malformed entry, no authorization) must not turn every loop
+             * turn into a read and a republish: back off, 200 ms to 5 s. */
+            k->publish_backoff = k->publish_backoff ? k->publish_backoff * 2 : 200;
+            if (k->publish_backoff > 5000) k->publish_backoff = 5000;
+            k->publish_retry_at = mono_ms() + k->publish_backoff;
+            log_warn("publish", "%s outboxes: %s; will retry in %" PRId64 " ms",
+                     k->conf->topic_orders, err, k->publish_backoff);
+            return;
         }
+        k->publish_backoff = 0;
         for (size_t j = 0; j < n; j++)
             if (nread[j] >= 0 && nread[j] < 1000) k->parts[ids[j]].ap.outbox_dirty = 0;
     }
