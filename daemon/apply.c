@@ -533,7 +533,6 @@ again:
             fields[nk] = reqs[k].f;
             flens[nk] = reqs[k].flen;
             nf[nk] = reqs[k].nf;
-            ofirst[k] = ofirst[k]; /* unchanged */
             nk++;
         }
         redisReply **tmp = w->rtmp;

@@ -40,7 +40,6 @@ typedef struct apply_msg {
     size_t key_len;
     const void *value;
     size_t value_len;
-    void *opaque; /* the caller's handle (rd_kafka_message_t) */
     /* results */
     apply_state_t state;
     order_err_t verdict;

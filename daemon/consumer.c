@@ -228,7 +228,6 @@ static int part_flush(consumer_t *k, int32_t id, part_t *pt) {
         msgs[i].key_len = m->key_len;
         msgs[i].value = m->payload;
         msgs[i].value_len = m->len;
-        msgs[i].opaque = m;
     }
     rc = apply_batch(k->apply, &pt->ap, msgs, pt->npending, now_ms(), err, sizeof(err));
     if (rc == APPLY_OK) {
@@ -754,10 +753,10 @@ static void report(consumer_t *k, int force) {
     log_info("stats",
              "applied=%" PRIu64 " duplicates=%" PRIu64 " redelivered=%" PRIu64 " dead=%" PRIu64
              " batches=%" PRIu64 " fenced=%" PRIu64 " reviews=%" PRIu64 " profiles=%" PRIu64
-             " redis_cmds=%" PRIu64
+             " return_excess_units=%" PRIu64 " redis_cmds=%" PRIu64
              " cmds_per_record=%.4f rate=%.0f/s",
              s->applied, s->duplicates, s->redelivered, s->dead, s->batches, s->fenced,
-             s->reviews, s->profiles,
+             s->reviews, s->profiles, s->return_excess_units,
              store_commands(k->apply->store),
              seen ? (double)store_commands(k->apply->store) / (double)seen : 0.0,
              secs > 0 ? (double)(s->applied - k->last_applied) / secs : 0.0);
