@@ -30,6 +30,7 @@ typedef struct decide_customer {
     policy_profile_t profile;
     int64_t profile_updated_at;
     int dirty; /* state changed: write it back */
+    size_t batch_index; /* its place in a profiles batch's field lists */
 } decide_customer_t;
 
 /* A growable list of (bytes, length) arguments that owns its copies. */

@@ -109,6 +109,7 @@ int apply_profiles(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
         slot->value = c;
         memcpy(c->id, pm[i].id, pm[i].len + 1);
         c->len = pm[i].len;
+        c->batch_index = ncf;
         c->scale = 'X';
         snprintf(t, pm[i].len + 3, "t:%s", pm[i].id);
         owned[nowned++] = t;
@@ -179,9 +180,8 @@ int apply_profiles(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
     int failed = 0;
     for (size_t i = 0; i < n && !failed; i++) {
         if (msgs[i].state != MSG_NEW) continue;
-        size_t j = 0;
-        while (j < ncf && !(cfl[j] == pm[i].len && memcmp(cf[j], pm[i].id, pm[i].len) == 0)) j++;
         decide_customer_t *c = strmap_get(&cust, pm[i].id, pm[i].len)->value;
+        size_t j = c->batch_index;
         const policy_profile_t *newp = pm[i].tombstone ? &a->policy->profile_default : &pm[i].prof;
         char buf[200];
         int l;
