@@ -26,6 +26,10 @@ struct store {
     double rtt_sum;
     uint64_t rtt_count;
     double rtt_buckets[METRICS_RTT_BUCKETS];
+    /* After a failure, callers fail fast until retry_at (monotonic ms),
+     * so one unreachable Redis costs the loop one timeout per backoff
+     * step, not one per partition. */
+    int64_t retry_at, backoff;
 };
 
 store_t *store_new(const config_t *c, char *errstr, size_t errstr_size) {
@@ -44,13 +48,19 @@ void store_destroy(store_t *s) {
     free(s);
 }
 
-int store_connected(const store_t *s) { return s->rc != NULL; }
+int store_connected(const store_t *s) { return s->rc != NULL && s->backoff == 0; }
 uint64_t store_commands(const store_t *s) { return s->commands; }
 
 void store_rtt(const store_t *s, double *sum, uint64_t *count, double *buckets) {
     *sum = s->rtt_sum;
     *count = s->rtt_count;
     memcpy(buckets, s->rtt_buckets, sizeof(s->rtt_buckets));
+}
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static double mono_s(void) {
@@ -69,12 +79,29 @@ static int get_reply(store_t *s, redisReply **r, int first) {
     double t0 = first ? mono_s() : 0;
     int rc = redisGetReply(s->rc, (void **)r);
     if (first && rc == REDIS_OK) observe(s, mono_s() - t0);
+    if (rc == REDIS_OK) s->backoff = 0;
     return rc;
 }
 
+/* Closes the connection after a failure; the next attempt waits out a
+ * backoff of 100 ms doubling to 2 s. */
 static void drop(store_t *s) {
     if (s->rc) redisFree(s->rc);
     s->rc = NULL;
+    s->backoff = s->backoff ? s->backoff * 2 : 100;
+    if (s->backoff > 2000) s->backoff = 2000;
+    s->retry_at = mono_ms() + s->backoff;
+}
+
+/* Connects when not connected, unless the last failure is too recent. */
+static int ensure(store_t *s, char *errstr, size_t errstr_size) {
+    if (s->rc) return STORE_OK;
+    int64_t wait = s->retry_at - mono_ms();
+    if (wait > 0) {
+        snprintf(errstr, errstr_size, "redis: unreachable; next try in %" PRId64 " ms", wait);
+        return STORE_ERR;
+    }
+    return store_connect(s, errstr, errstr_size);
 }
 
 /* Sends argv and reads one reply; drops the connection on I/O errors. */
@@ -84,7 +111,10 @@ static redisReply *command(store_t *s, int argc, const char **argv, const size_t
     s->commands++;
     double t0 = mono_s();
     r = redisCommandArgv(s->rc, argc, argv, argvlen);
-    if (r) observe(s, mono_s() - t0);
+    if (r) {
+        observe(s, mono_s() - t0);
+        s->backoff = 0;
+    }
     if (!r) {
         snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr[0] ? s->rc->errstr : "I/O error");
         drop(s);
@@ -97,7 +127,8 @@ int store_connect(store_t *s, char *errstr, size_t errstr_size) {
     struct timeval tv = {c->redis_timeout_ms / 1000, (c->redis_timeout_ms % 1000) * 1000};
     redisReply *r = NULL;
 
-    drop(s);
+    if (s->rc) redisFree(s->rc);
+    s->rc = NULL;
     if (c->redis_unix_socket)
         s->rc = redisConnectUnixWithTimeout(c->redis_unix_socket, tv);
     else
@@ -326,7 +357,7 @@ out:
 int store_pipeline(store_t *s, const store_tx_t *tx, redisReply **replies, char *errstr,
                    size_t errstr_size) {
     for (size_t i = 0; i < tx->ncmds; i++) replies[i] = NULL;
-    if (!s->rc && store_connect(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
+    if (ensure(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
     for (size_t i = 0; i < tx->ncmds; i++)
         redisAppendCommandArgv(s->rc, tx->cmds[i].argc, tx->cmds[i].argv, tx->cmds[i].argvlen);
     s->commands += tx->ncmds;
@@ -352,7 +383,7 @@ int store_claim(store_t *s, const char *topic, int32_t partition, const char *ow
     store_tx_t tx = {0};
     int rc = STORE_ERR;
 
-    if (!s->rc && store_connect(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
+    if (ensure(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
     store_key(s, topic, partition, "meta", key, sizeof(key));
     snprintf(lease, sizeof(lease), "%" PRId64, store_now_ms() + STORE_LEASE_MS);
     snprintf(what, sizeof(what), "claim of %s", key);
@@ -432,7 +463,7 @@ int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *m
     int rc = STORE_ERR, failed = 0;
 
     for (size_t i = 0; i < nkeys; i++) replies[i] = NULL;
-    if (!s->rc && store_connect(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
+    if (ensure(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
     store_key(s, topic, partition, "meta", mkey, sizeof(mkey));
     redisAppendCommand(s->rc, "WATCH %s", mkey);
     redisAppendCommand(s->rc, "HMGET %s " META_FIELDS, mkey);
