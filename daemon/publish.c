@@ -11,40 +11,101 @@
 #include <string.h>
 #include <time.h>
 
+/* One dead letter the producer has seen: looked up by its source
+ * coordinates, so a batch that is retried sends again only what Kafka has
+ * not acknowledged.  The delivery report writes into it, so it lives until
+ * its report is in, even when its partition forgets it first (orphan). */
+typedef struct dl_rec {
+    int64_t offset;
+    int state;  /* DL_* */
+    int level;  /* 0: the record itself; 1: a stand-in cut to fit; 2: headers only */
+    int orphan; /* forgotten while in flight: the report frees it */
+    char err[160];
+} dl_rec_t;
+
+enum { DL_NONE = 0, DL_INFLIGHT, DL_ACKED, DL_FAILED, DL_REFUSED };
+
+/* The dead letters of one source (topic, partition), ascending offsets. */
+typedef struct dl_src {
+    char *topic;
+    int32_t partition;
+    dl_rec_t **recs;
+    size_t n, cap;
+} dl_src_t;
+
 struct publish {
     rd_kafka_t *rk;
     char *topic; /* dead letters */
-    /* per publish call: how many are in flight, how many failed */
-    int inflight, failed;
-    char lasterr[256];
+    dl_src_t *srcs;
+    size_t nsrcs;
+    uint64_t dead_standins, dead_lost;
+    /* The outbox round in flight (see publish_outboxes). */
+    struct obox *round;
+    size_t round_n;
+    int round_inflight;
     uint64_t published; /* outbox events acknowledged, for metrics */
+    char lasterr[256];
 };
 
-/* Dead letters count failures on the publisher; outbox entries carry
- * their own status as the message opaque. */
+/* Outbox events carry their own status as the message opaque. */
 typedef struct outbox_status {
     int done, failed;
 } outbox_status_t;
 
+/* The message opaque: which kind of status the report writes to. */
+typedef struct dr_opaque {
+    int kind; /* 0: dead letter, 1: outbox event */
+    void *p;
+} dr_opaque_t;
+
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
     publish_t *d = opaque;
-    d->inflight--;
-    if (m->_private) {
-        outbox_status_t *st = m->_private;
+    dr_opaque_t *o = m->_private;
+    if (!o) return;
+    if (o->kind == 0) {
+        dl_rec_t *r = o->p;
+        if (r->orphan) {
+            free(r);
+        } else if (m->err) {
+            r->state = publish_refused_for_good(m->err) ? DL_REFUSED : DL_FAILED;
+            snprintf(r->err, sizeof(r->err), "%s", rd_kafka_err2str(m->err));
+        } else {
+            r->state = DL_ACKED;
+        }
+    } else {
+        outbox_status_t *st = o->p;
         st->done = 1;
         st->failed = m->err != 0;
+        d->round_inflight--;
+        if (m->err) snprintf(d->lasterr, sizeof(d->lasterr), "%s", rd_kafka_err2str(m->err));
     }
-    if (m->err) {
-        d->failed++;
-        snprintf(d->lasterr, sizeof(d->lasterr), "%s", rd_kafka_err2str(m->err));
+    free(o);
+}
+
+int publish_refused_for_good(rd_kafka_resp_err_t err) {
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+        return 1;
+    default:
+        return 0;
     }
 }
 
 publish_t *publish_new(const config_t *c, char *errstr, size_t errstr_size) {
-    /* message.timeout.ms bounds every wait below: each message gets its
-     * delivery report (success or failure) within it, so no report can
-     * arrive after the wait, into statuses already freed. */
+    /* message.timeout.ms bounds how long a message waits for its delivery
+     * report; nothing waits on it in the loop (see publish_outboxes). */
     static const char *const fixed[] = {"enable.idempotence", "true", "acks", "all",
                                         "linger.ms", "5", "message.timeout.ms", "45000",
                                         NULL};
@@ -76,82 +137,260 @@ fail:
     return NULL;
 }
 
+static void round_free(publish_t *d);
+
 void publish_destroy(publish_t *d) {
     if (!d) return;
     if (d->rk) {
-        rd_kafka_flush(d->rk, 10000);
+        /* Every report is served here (or purged by destroy), so nothing
+         * written by a report outlives what it points at. */
+        rd_kafka_purge(d->rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_poll(d->rk, 0);
+        rd_kafka_flush(d->rk, 1000);
         rd_kafka_destroy(d->rk);
     }
+    round_free(d);
+    for (size_t i = 0; i < d->nsrcs; i++) {
+        for (size_t j = 0; j < d->srcs[i].n; j++) free(d->srcs[i].recs[j]);
+        free(d->srcs[i].recs);
+        free(d->srcs[i].topic);
+    }
+    free(d->srcs);
     free(d->topic);
     free(d);
 }
 
-int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t n,
-                       char *errstr, size_t errstr_size) {
-    publish_t *d = opaque;
-    char part[16], off[32];
-    struct timespec start, now;
+void publish_poll(publish_t *d) { rd_kafka_poll(d->rk, 0); }
 
-    d->failed = 0;
-    d->lasterr[0] = '\0';
+static dl_src_t *dl_src(publish_t *d, const char *topic, int32_t partition) {
+    for (size_t i = 0; i < d->nsrcs; i++)
+        if (d->srcs[i].partition == partition && strcmp(d->srcs[i].topic, topic) == 0)
+            return &d->srcs[i];
+    dl_src_t *n = realloc(d->srcs, (d->nsrcs + 1) * sizeof(*n));
+    if (!n) return NULL;
+    d->srcs = n;
+    dl_src_t *s = &d->srcs[d->nsrcs];
+    memset(s, 0, sizeof(*s));
+    if (!(s->topic = strdup(topic))) return NULL;
+    s->partition = partition;
+    d->nsrcs++;
+    return s;
+}
 
-    snprintf(part, sizeof(part), "%d", (int)p->partition);
-    for (size_t i = 0; i < n; i++) {
-        apply_msg_t *m = dead[i];
-        const char *code = order_reason_code(m->verdict);
-        snprintf(off, sizeof(off), "%" PRId64, m->offset);
-        for (;;) {
-            rd_kafka_resp_err_t err = rd_kafka_producev(
-                d->rk, RD_KAFKA_V_TOPIC(d->topic),
-                RD_KAFKA_V_KEY((void *)m->key, m->key_len),
-                RD_KAFKA_V_VALUE((void *)m->value, m->value_len),
-                RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                RD_KAFKA_V_HEADER("tierd.reason", code, -1),
-                RD_KAFKA_V_HEADER("tierd.reason_text", m->reason, -1),
-                RD_KAFKA_V_HEADER("tierd.source.topic", p->topic, -1),
-                RD_KAFKA_V_HEADER("tierd.source.partition", part, -1),
-                RD_KAFKA_V_HEADER("tierd.source.offset", off, -1), RD_KAFKA_V_END);
-            if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-                d->inflight++;
-                break;
-            }
-            if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
-                snprintf(errstr, errstr_size, "dead-letter produce: %s", rd_kafka_err2str(err));
-                rd_kafka_flush(d->rk, 5000);
-                return -1;
-            }
-            rd_kafka_poll(d->rk, 50);
-        }
+/* The record of offset in s, created (DL_NONE) when absent. */
+static dl_rec_t *dl_rec(dl_src_t *s, int64_t offset) {
+    size_t lo = 0, hi = s->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (s->recs[mid]->offset < offset)
+            lo = mid + 1;
+        else
+            hi = mid;
     }
-    /* Wait for every acknowledgement; librdkafka retries on its own until
-     * message.timeout.ms, after which a failure is reported here. */
+    if (lo < s->n && s->recs[lo]->offset == offset) return s->recs[lo];
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        dl_rec_t **r = realloc(s->recs, cap * sizeof(*r));
+        if (!r) return NULL;
+        s->recs = r;
+        s->cap = cap;
+    }
+    dl_rec_t *r = calloc(1, sizeof(*r));
+    if (!r) return NULL;
+    r->offset = offset;
+    memmove(s->recs + lo + 1, s->recs + lo, (s->n - lo) * sizeof(*s->recs));
+    s->recs[lo] = r;
+    s->n++;
+    return r;
+}
+
+void publish_dead_forget(publish_t *d, const char *topic, int32_t partition, int64_t below) {
+    for (size_t i = 0; i < d->nsrcs; i++) {
+        dl_src_t *s = &d->srcs[i];
+        if (s->partition != partition || strcmp(s->topic, topic) != 0) continue;
+        size_t k = 0;
+        for (size_t j = 0; j < s->n; j++) {
+            dl_rec_t *r = s->recs[j];
+            if (r->offset >= below) {
+                s->recs[k++] = r;
+            } else if (r->state == DL_INFLIGHT) {
+                r->orphan = 1; /* its report frees it */
+            } else {
+                free(r);
+            }
+        }
+        s->n = k;
+    }
+}
+
+/* FNV-1a, 64 bits: names the original bytes of a stand-in so they can be
+ * matched with the source record; not a cryptographic digest. */
+static uint64_t fnv1a64(const void *p, size_t n) {
+    const unsigned char *b = p;
+    uint64_t h = 14695981039346656037ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= b[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+/* How much of the original a stand-in keeps: level 1 cuts value and key
+ * to fit any topic's default limit; level 2 keeps headers only. */
+#define DL_STANDIN_VALUE_MAX 65536
+#define DL_STANDIN_KEY_MAX 256
+
+/* Produces m's dead letter at r->level.  Returns the producer's error. */
+static rd_kafka_resp_err_t dl_produce(publish_t *d, const char *topic, const char *part,
+                                      apply_msg_t *m, dl_rec_t *r) {
+    char off[32], size[32], digest[32];
+    const char *code = order_reason_code(m->verdict);
+    size_t vlen = m->value_len, klen = m->key_len;
+    dr_opaque_t *o = malloc(sizeof(*o));
+    if (!o) return RD_KAFKA_RESP_ERR__NOENT;
+    o->kind = 0;
+    o->p = r;
+    snprintf(off, sizeof(off), "%" PRId64, m->offset);
+    if (r->level > 0) {
+        vlen = r->level == 1 && vlen > DL_STANDIN_VALUE_MAX ? DL_STANDIN_VALUE_MAX
+               : r->level == 1                              ? vlen
+                                                            : 0;
+        klen = klen > DL_STANDIN_KEY_MAX ? DL_STANDIN_KEY_MAX : klen;
+        if (r->level == 2) klen = 0;
+    }
+    snprintf(size, sizeof(size), "%zu", m->value_len);
+    snprintf(digest, sizeof(digest), "%016" PRIx64, fnv1a64(m->value, m->value_len));
+    rd_kafka_resp_err_t err;
+    if (r->level == 0)
+        err = rd_kafka_producev(
+            d->rk, RD_KAFKA_V_TOPIC(d->topic), RD_KAFKA_V_KEY((void *)m->key, klen),
+            RD_KAFKA_V_VALUE((void *)m->value, vlen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_HEADER("tierd.reason", code, -1),
+            RD_KAFKA_V_HEADER("tierd.reason_text", m->reason, -1),
+            RD_KAFKA_V_HEADER("tierd.source.topic", topic, -1),
+            RD_KAFKA_V_HEADER("tierd.source.partition", part, -1),
+            RD_KAFKA_V_HEADER("tierd.source.offset", off, -1), RD_KAFKA_V_OPAQUE(o),
+            RD_KAFKA_V_END);
+    else
+        err = rd_kafka_producev(
+            d->rk, RD_KAFKA_V_TOPIC(d->topic), RD_KAFKA_V_KEY((void *)m->key, klen),
+            RD_KAFKA_V_VALUE((void *)m->value, vlen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_HEADER("tierd.reason", code, -1),
+            RD_KAFKA_V_HEADER("tierd.reason_text", m->reason, -1),
+            RD_KAFKA_V_HEADER("tierd.source.topic", topic, -1),
+            RD_KAFKA_V_HEADER("tierd.source.partition", part, -1),
+            RD_KAFKA_V_HEADER("tierd.source.offset", off, -1),
+            RD_KAFKA_V_HEADER("tierd.standin", r->err, -1),
+            RD_KAFKA_V_HEADER("tierd.original.size", size, -1),
+            RD_KAFKA_V_HEADER("tierd.original.fnv1a64", digest, -1), RD_KAFKA_V_OPAQUE(o),
+            RD_KAFKA_V_END);
+    if (err) free(o);
+    return err;
+}
+
+/* Sends what is not yet acknowledged: a record refused for good goes
+ * again as a stand-in, at most twice; one refused at every level is
+ * counted as lost and logged with its coordinates.  Waits for reports at
+ * most DL_WAIT_MS, so a broker that does not answer costs the loop that
+ * long, and the batch is retried later (sending nothing twice). */
+#define DL_WAIT_MS 2000
+
+int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t n,
+                 char *errstr, size_t errstr_size) {
+    publish_t *d = opaque;
+    char part[16];
+    dl_src_t *s = dl_src(d, p->topic, p->partition);
+    if (!s) goto oom;
+    snprintf(part, sizeof(part), "%d", (int)p->partition);
+    struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);
-    while (d->inflight > 0) {
-        rd_kafka_poll(d->rk, 100);
+    for (;;) {
+        size_t waiting = 0, failed = 0;
+        const char *why = "";
+        for (size_t i = 0; i < n; i++) {
+            dl_rec_t *r = dl_rec(s, dead[i]->offset);
+            if (!r) goto oom;
+            if (r->state == DL_ACKED) continue;
+            if (r->state == DL_INFLIGHT) {
+                waiting++;
+                continue;
+            }
+            if (r->state == DL_REFUSED) {
+                if (r->level == 2) {
+                    d->dead_lost++;
+                    log_error("publish",
+                              "dead letter of %s [%d] offset %" PRId64 " (%s) refused by %s "
+                              "even without its bytes: %s; it is lost, only this line says so",
+                              p->topic, (int)p->partition, dead[i]->offset,
+                              order_reason_code(dead[i]->verdict), d->topic, r->err);
+                    r->state = DL_ACKED;
+                    continue;
+                }
+                r->level++;
+                d->dead_standins++;
+                log_warn("publish",
+                         "dead letter of %s [%d] offset %" PRId64 " (%zu bytes) refused by %s: "
+                         "%s; sending a stand-in",
+                         p->topic, (int)p->partition, dead[i]->offset, dead[i]->value_len,
+                         d->topic, r->err);
+            }
+            rd_kafka_resp_err_t err = dl_produce(d, p->topic, part, dead[i], r);
+            if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+                r->state = DL_INFLIGHT;
+                waiting++;
+            } else if (publish_refused_for_good(err)) {
+                r->state = DL_REFUSED; /* at once, e.g. larger than message.max.bytes */
+                snprintf(r->err, sizeof(r->err), "%s", rd_kafka_err2str(err));
+                i--; /* the stand-in, now */
+            } else {
+                r->state = DL_FAILED;
+                snprintf(r->err, sizeof(r->err), "%s", rd_kafka_err2str(err));
+                failed++;
+                why = r->err;
+            }
+        }
+        if (waiting == 0 && failed == 0) return 0;
+        rd_kafka_poll(d->rk, 50);
         clock_gettime(CLOCK_MONOTONIC, &now);
-        if (now.tv_sec - start.tv_sec > 60) {
-            snprintf(errstr, errstr_size, "dead-letter topic %s: %d records unacknowledged after 60 s",
-                     d->topic, d->inflight);
+        int64_t ms = (int64_t)(now.tv_sec - start.tv_sec) * 1000 +
+                     (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (failed || ms > DL_WAIT_MS) {
+            snprintf(errstr, errstr_size,
+                     "dead-letter topic %s: %zu records unacknowledged, %zu failed%s%s", d->topic,
+                     waiting, failed, failed ? ": " : "", why);
             return -1;
         }
     }
-    if (d->failed) {
-        snprintf(errstr, errstr_size, "dead-letter topic %s: %d records failed: %s", d->topic,
-                 d->failed, d->lasterr);
-        return -1;
-    }
-    return 0;
+oom:
+    snprintf(errstr, errstr_size, "out of memory");
+    return -1;
 }
 
+uint64_t publish_dead_standins(const publish_t *d) { return d->dead_standins; }
+uint64_t publish_dead_lost(const publish_t *d) { return d->dead_lost; }
 
 /* One partition's outbox as read: its XRANGE reply and one status per
  * event (entry i holds events first[i] .. first[i] + nev[i] - 1). */
 typedef struct obox {
+    int32_t partition;
     char key[256];
-    redisReply *r; /* borrowed from the pipeline's replies */
+    redisReply *r; /* owned by the round */
     size_t *first, *nev, nevents;
     outbox_status_t *st;
 } obox_t;
+
+static void round_free(publish_t *d) {
+    for (size_t p = 0; d->round && p < d->round_n; p++) {
+        obox_t *o = &d->round[p];
+        free(o->first);
+        free(o->nev);
+        free(o->st);
+        if (o->r) freeReplyObject(o->r);
+    }
+    free(d->round);
+    d->round = NULL;
+    d->round_n = 0;
+}
 
 /* Splits an XRANGE reply into entries and events (t, k, i, v per event). */
 static int obox_index(obox_t *o) {
@@ -175,16 +414,25 @@ static int obox_index(obox_t *o) {
 static void produce_event(publish_t *d, redisReply **f, outbox_status_t *st, char *errstr,
                           size_t errstr_size) {
     for (;;) {
+        dr_opaque_t *o = malloc(sizeof(*o));
+        if (!o) {
+            st->done = st->failed = 1;
+            snprintf(errstr, errstr_size, "out of memory");
+            return;
+        }
+        o->kind = 1;
+        o->p = st;
         rd_kafka_resp_err_t err = rd_kafka_producev(
             d->rk, RD_KAFKA_V_TOPIC(f[1]->str), RD_KAFKA_V_KEY((void *)f[3]->str, f[3]->len),
             RD_KAFKA_V_VALUE((void *)f[7]->str, f[7]->len),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
             RD_KAFKA_V_HEADER("tierd.event_id", f[5]->str, (ssize_t)f[5]->len),
-            RD_KAFKA_V_OPAQUE(st), RD_KAFKA_V_END);
+            RD_KAFKA_V_OPAQUE(o), RD_KAFKA_V_END);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            d->inflight++;
+            d->round_inflight++;
             return;
         }
+        free(o);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             st->done = st->failed = 1;
             snprintf(errstr, errstr_size, "produce to %s: %s", f[1]->str, rd_kafka_err2str(err));
@@ -235,58 +483,94 @@ static int obox_xdel(obox_t *o, store_tx_t *tx, size_t *acked_entries) {
     return bad ? -1 : events;
 }
 
-int publish_outboxes(publish_t *d, store_t *s, const char *topic, const int32_t *parts,
-                     size_t nparts, size_t max, int *nread, char *errstr, size_t errstr_size) {
+/* Starts a round: one pipelined read of every outbox, every event
+ * produced.  The round owns the replies and the statuses the reports
+ * write to until every report is in. */
+static int round_start(publish_t *d, store_t *s, const char *topic, const int32_t *parts,
+                       size_t nparts, size_t max, char *errstr, size_t errstr_size) {
     char count[32];
     store_tx_t tx = {0};
-    redisReply **r = calloc(nparts + 1, sizeof(*r)), **dr = NULL;
-    obox_t *o = calloc(nparts + 1, sizeof(*o));
-    int rc = -1, published = 0;
-    size_t ndel = 0, acked = 0, waiting = 0;
-
-    errstr[0] = '\0';
-    if (!r || !o) goto oom;
+    redisReply **r = calloc(nparts + 1, sizeof(*r));
+    int rc = -1;
+    d->round = calloc(nparts + 1, sizeof(*d->round));
+    if (!r || !d->round) goto oom;
+    d->round_n = nparts;
+    d->lasterr[0] = '\0';
     snprintf(count, sizeof(count), "%zu", max);
     for (size_t p = 0; p < nparts; p++) {
-        nread[p] = -1;
-        store_key(s, topic, parts[p], "outbox", o[p].key, sizeof(o[p].key));
-        if (store_tx_addv(&tx, 6, "XRANGE", (size_t)6, o[p].key, strlen(o[p].key), "-",
-                          (size_t)1, "+", (size_t)1, "COUNT", (size_t)5, count,
-                          strlen(count)) != 0)
+        d->round[p].partition = parts[p];
+        store_key(s, topic, parts[p], "outbox", d->round[p].key, sizeof(d->round[p].key));
+        if (store_tx_addv(&tx, 6, "XRANGE", (size_t)6, d->round[p].key,
+                          strlen(d->round[p].key), "-", (size_t)1, "+", (size_t)1, "COUNT",
+                          (size_t)5, count, strlen(count)) != 0)
             goto oom;
     }
-    /* One round trip reads every outbox; one wait covers all their events. */
     if (store_pipeline(s, &tx, r, errstr, errstr_size) != STORE_OK) goto out;
-    store_tx_free(&tx);
     for (size_t p = 0; p < nparts; p++) {
-        o[p].r = r[p];
-        if (r[p]->type != REDIS_REPLY_ARRAY) {
-            snprintf(errstr, errstr_size, "redis: XRANGE %s: %s", o[p].key,
-                     r[p]->type == REDIS_REPLY_ERROR ? r[p]->str : "unexpected reply");
-            o[p].r = NULL;
+        obox_t *o = &d->round[p];
+        o->r = r[p];
+        r[p] = NULL;
+        if (o->r->type != REDIS_REPLY_ARRAY) {
+            snprintf(errstr, errstr_size, "redis: XRANGE %s: %s", o->key,
+                     o->r->type == REDIS_REPLY_ERROR ? o->r->str : "unexpected reply");
+            freeReplyObject(o->r);
+            o->r = NULL;
             continue;
         }
-        if (obox_index(&o[p]) != 0) goto oom;
-        obox_produce(d, &o[p], errstr, errstr_size);
+        if (obox_index(o) != 0) {
+            /* What was produced already keeps its statuses: the round
+             * stays, and finishes when those reports are in. */
+            snprintf(errstr, errstr_size, "out of memory");
+            freeReplyObject(o->r);
+            o->r = NULL;
+            free(o->first), free(o->nev), free(o->st);
+            o->first = o->nev = NULL;
+            o->st = NULL;
+            continue;
+        }
+        obox_produce(d, o, errstr, errstr_size);
     }
-    /* Until every report is in: message.timeout.ms (45 s) bounds it. */
-    while (d->inflight > 0) rd_kafka_poll(d->rk, 100);
-    for (size_t p = 0; p < nparts; p++) {
-        if (!o[p].r) continue;
+    rc = 0;
+    goto out;
+oom:
+    snprintf(errstr, errstr_size, "out of memory");
+out:
+    if (rc != 0) round_free(d); /* nothing was produced */
+    store_tx_free(&tx);
+    for (size_t p = 0; r && p < nparts; p++)
+        if (r[p]) freeReplyObject(r[p]);
+    free(r);
+    return rc;
+}
+
+/* Ends a round whose every report is in: one round trip deletes what
+ * Kafka acknowledged. */
+static int round_finish(publish_t *d, store_t *s, int32_t *done, int *nread, size_t *ndone,
+                        char *errstr, size_t errstr_size) {
+    store_tx_t tx = {0};
+    redisReply **dr = NULL;
+    size_t ndel = 0, acked = 0, waiting = 0;
+    int published = 0, rc = -1;
+    for (size_t p = 0; p < d->round_n; p++) {
+        obox_t *o = &d->round[p];
+        done[p] = o->partition;
+        nread[p] = -1;
+        if (!o->r) continue;
         size_t entries = 0;
-        int ev = obox_xdel(&o[p], &tx, &entries);
+        int ev = obox_xdel(o, &tx, &entries);
         if (ev < 0) goto oom;
         published += ev;
         acked += entries;
-        waiting += o[p].r->elements - entries;
+        waiting += o->r->elements - entries;
         ndel += entries > 0;
-        nread[p] = (int)o[p].r->elements;
+        nread[p] = (int)o->r->elements;
     }
+    *ndone = d->round_n;
     dr = calloc(ndel + 1, sizeof(*dr));
     if (!dr) goto oom;
     if (ndel && store_pipeline(s, &tx, dr, errstr, errstr_size) != STORE_OK) goto out;
     if (waiting && !errstr[0])
-        snprintf(errstr, errstr_size, "%zu of %zu outbox entries not acknowledged yet: %s",
+        snprintf(errstr, errstr_size, "%zu of %zu outbox entries not acknowledged yet: %.120s",
                  waiting, waiting + acked, d->lasterr);
     d->published += (uint64_t)published;
     rc = 0;
@@ -295,19 +579,38 @@ oom:
     snprintf(errstr, errstr_size, "out of memory");
 out:
     store_tx_free(&tx);
-    for (size_t p = 0; o && p < nparts; p++) {
-        free(o[p].first);
-        free(o[p].nev);
-        free(o[p].st);
-    }
-    for (size_t p = 0; r && p < nparts; p++)
-        if (r[p]) freeReplyObject(r[p]);
     for (size_t p = 0; dr && p < ndel; p++)
         if (dr[p]) freeReplyObject(dr[p]);
-    free(r);
     free(dr);
-    free(o);
+    round_free(d);
     return rc;
 }
+
+int publish_outboxes(publish_t *d, store_t *s, const char *topic, const int32_t *parts,
+                     size_t nparts, size_t max, int wait_ms, int32_t *done, int *nread,
+                     size_t *ndone, char *errstr, size_t errstr_size) {
+    struct timespec start, now;
+    errstr[0] = '\0';
+    *ndone = 0;
+    if (!d->round) {
+        if (nparts == 0) return 0;
+        if (round_start(d, s, topic, parts, nparts, max, errstr, errstr_size) != 0) return -1;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (;;) {
+        rd_kafka_poll(d->rk, d->round_inflight > 0 ? 20 : 0);
+        if (d->round_inflight == 0) break;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 >=
+            wait_ms)
+            return 0; /* in flight: the next call goes on waiting */
+    }
+    char why[256] = "";
+    int rc = round_finish(d, s, done, nread, ndone, why, sizeof(why));
+    if (why[0]) snprintf(errstr, errstr_size, "%s", why);
+    return rc;
+}
+
+int publish_outboxes_busy(const publish_t *d) { return d->round != NULL; }
 
 uint64_t publish_events_published(const publish_t *d) { return d->published; }

@@ -6,7 +6,7 @@
  *   tierd.reason         stable code (NOT_AVRO, KEY_MISMATCH, ...)
  *   tierd.reason_text    a sentence for a person
  *   tierd.source.topic / tierd.source.partition / tierd.source.offset
- * Idempotent producer, acks=all; publish_dead returns only when
+ * Idempotent producer, acks=all; publish_dead returns 0 only when
  * every record is acknowledged, so the batch may be committed after it.
  * A crash after publishing and before the commit publishes the same
  * records again: consumers dedupe on the source coordinates.
@@ -23,23 +23,52 @@
 #include "apply.h"
 #include "config.h"
 
+#include <librdkafka/rdkafka.h>
+
 typedef struct publish publish_t;
 
 publish_t *publish_new(const config_t *c, char *errstr, size_t errstr_size);
+/* Purges what is still queued (its reports are served first), then frees. */
 void publish_destroy(publish_t *d);
-/* apply_dead_fn */
+/* Serves delivery reports without waiting. */
+void publish_poll(publish_t *d);
+
+/* apply_dead_fn.  Remembers each dead letter by its source coordinates,
+ * so a batch that is retried sends only what Kafka has not acknowledged.
+ * A record the broker refuses for good (too large, not authorised, no such
+ * topic: publish_refused_for_good) is sent again as a stand-in: the same
+ * headers plus tierd.standin (the broker's refusal), tierd.original.size
+ * and tierd.original.fnv1a64, with the value cut to 64 KiB and the key to
+ * 256 bytes; if that is refused too, with no key and no value.  One
+ * refused even then is logged with its coordinates and counted as lost.
+ * Waits at most 2 s for reports; returns -1 (retry later) when some are
+ * still missing. */
 int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t n,
                  char *errstr, size_t errstr_size);
+/* Forgets the dead letters of (topic, partition) below offset `below`
+ * (committed, or the partition left us).  INT64_MAX forgets them all. */
+void publish_dead_forget(publish_t *d, const char *topic, int32_t partition, int64_t below);
+int publish_refused_for_good(rd_kafka_resp_err_t err);
+uint64_t publish_dead_standins(const publish_t *d);
+uint64_t publish_dead_lost(const publish_t *d);
 
-/* Publishes up to `max` outbox entries of each of the nparts partitions
- * (an entry holds the events of one transaction) and deletes those Kafka
- * acknowledged whole: one pipelined round trip reads every outbox, one
- * wait covers every event, one round trip deletes.  nread[i] gets how many
- * entries partition i had (0: empty; fewer than max: nothing more waits;
- * -1: not read).  Returns -1 when Redis failed (no entry is deleted), else
- * 0; errstr is set when some entry must be tried again. */
+/* Drives the outbox publisher one step and waits at most wait_ms, so a
+ * broker that does not answer never holds the loop.  With no round in
+ * flight it starts one: one pipelined read of up to `max` entries of each
+ * of the nparts partitions (an entry holds the events of one transaction),
+ * every event produced.  Once every report of the round is in, it deletes
+ * the entries Kafka acknowledged whole (one round trip) and reports the
+ * round: done[0..*ndone) its partitions, nread[i] how many entries
+ * partition done[i] had (0: empty; fewer than max: nothing more waits; -1:
+ * not read).  *ndone is 0 while the round is in flight.  Returns -1 when
+ * Redis failed (no entry is deleted), else 0; errstr is set when some
+ * entry must be tried again.  done and nread hold room for nparts, and
+ * for the round in flight (at most 64 partitions per round). */
 int publish_outboxes(publish_t *pub, store_t *s, const char *topic, const int32_t *parts,
-                     size_t nparts, size_t max, int *nread, char *errstr, size_t errstr_size);
+                     size_t nparts, size_t max, int wait_ms, int32_t *done, int *nread,
+                     size_t *ndone, char *errstr, size_t errstr_size);
+/* A round is in flight. */
+int publish_outboxes_busy(const publish_t *d);
 /* Events acknowledged by Kafka since start. */
 uint64_t publish_events_published(const publish_t *pub);
 
