@@ -28,8 +28,11 @@ typedef struct pmsg {
     int64_t updated_at;
 } pmsg_t;
 
-int apply_profiles(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
-                   int64_t now_ms, char *errstr, size_t errstr_size) {
+/* profiles_once's answer when Redis moved under it: decide again. */
+enum { PROFILES_AGAIN = 1 };
+
+static int profiles_once(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
+                         int64_t now_ms, char *errstr, size_t errstr_size) {
     int rc = APPLY_RETRY;
     pmsg_t *pm = NULL;
     apply_msg_t **dead = NULL;
@@ -151,7 +154,8 @@ int apply_profiles(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
             rc = APPLY_REWIND;
         } else {
             p->meta = now; /* a lost reply, or the month moved: decide again */
-            rc = apply_profiles(a, p, msgs, n, now_ms, errstr, errstr_size);
+            p->outbox_dirty = 1; /* what a lost commit decided waits in the outbox */
+            rc = PROFILES_AGAIN;
         }
         goto out;
     }
@@ -283,4 +287,15 @@ out:
     free(dead);
     free(pm);
     return rc;
+}
+
+int apply_profiles(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
+                   int64_t now_ms, char *errstr, size_t errstr_size) {
+    for (int attempt = 0; attempt < 3; attempt++) {
+        int rc = profiles_once(a, p, msgs, n, now_ms, errstr, errstr_size);
+        if (rc != PROFILES_AGAIN) return rc;
+    }
+    snprintf(errstr, errstr_size, "%s [%d]: partition state kept changing under the profiles",
+             a->profile_topic, (int)p->partition);
+    return APPLY_RETRY;
 }
