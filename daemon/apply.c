@@ -571,6 +571,7 @@ again:
             log_info("apply", "%s [%d]: stored offset %" PRId64 " (cached %" PRId64 "): re-deciding",
                      p->topic, (int)p->partition, now.offset, p->meta.offset);
             p->meta = now;
+            p->outbox_dirty = 1; /* what that commit decided waits in the outbox */
             goto again;
         }
     }
@@ -886,6 +887,100 @@ out:
     return rc;
 }
 
+/* Moves the review from `from` (reviewed, steady) to `to` in one
+ * transaction: the kept months [from + 1 - W, from + 1], which hold only
+ * the tier each customer began them with, become [to + 1 - W, to + 1]
+ * (copied newest first, since the two ranges may overlap), the others are
+ * deleted, and meta.reviewed says `to`. */
+static int review_skip(apply_ctx_t *a, apply_part_t *p, int32_t from, int32_t to, char *errstr,
+                       size_t errstr_size) {
+    const int32_t W = a->window, d = to - from;
+    char src[256], dst[256], mkey[256], rv[16];
+    store_meta_t now;
+    store_tx_t tx = {0};
+    int rc = APPLY_RETRY;
+    if (store_read(a->store, p->topic, p->partition, &now, 0, NULL, NULL, NULL, NULL, NULL,
+                   errstr, errstr_size) != STORE_OK)
+        return APPLY_RETRY;
+    rc = apply_meta_verdict(p, &now);
+    if (rc != APPLY_OK || now.reviewed != from) {
+        store_unwatch(a->store);
+        if (rc == APPLY_OK) { /* someone moved it: read again next time */
+            p->meta = now;
+            rc = APPLY_OK;
+        } else {
+            snprintf(errstr, errstr_size, "%s [%d]: review refused: %s", p->topic,
+                     (int)p->partition,
+                     rc == APPLY_FENCED ? "another instance owns it" : "Redis lost writes");
+        }
+        return rc;
+    }
+    rc = APPLY_RETRY;
+    for (int32_t m = from + 1; m >= from + 1 - W; m--) {
+        store_month_key(a->store, p->topic, p->partition, m, src, sizeof(src));
+        store_month_key(a->store, p->topic, p->partition, m + d, dst, sizeof(dst));
+        if (store_tx_addv(&tx, 4, "COPY", (size_t)4, src, strlen(src), dst, strlen(dst),
+                          "REPLACE", (size_t)7) != 0)
+            goto oom;
+        if (m < to + 1 - W &&
+            store_tx_addv(&tx, 2, "DEL", (size_t)3, src, strlen(src)) != 0)
+            goto oom;
+    }
+    store_key(a->store, p->topic, p->partition, "meta", mkey, sizeof(mkey));
+    snprintf(rv, sizeof(rv), "%06d", month_yyyymm(to));
+    if (store_tx_addv(&tx, 4, "HSET", (size_t)4, mkey, strlen(mkey), "reviewed", (size_t)8, rv,
+                      strlen(rv)) != 0)
+        goto oom;
+    int src_rc = store_exec(a->store, &tx, errstr, errstr_size);
+    if (src_rc == STORE_FENCED) {
+        snprintf(errstr, errstr_size, "%s [%d]: review refused: another instance owns it",
+                 p->topic, (int)p->partition);
+        rc = APPLY_FENCED;
+    } else if (src_rc == STORE_OK) {
+        char f[16], t[16];
+        ym(from + 1, f, sizeof(f));
+        ym(to, t, sizeof(t));
+        log_info("review", "%s [%d]: %s..%s had no orders and the last %d reviews changed "
+                 "nothing: reviewed through %s at once", p->topic, (int)p->partition, f, t,
+                 (int)W + 1, t);
+        p->meta.reviewed = to;
+        rc = APPLY_OK;
+    }
+    store_tx_free(&tx);
+    return rc;
+oom:
+    store_unwatch(a->store);
+    store_tx_free(&tx);
+    snprintf(errstr, errstr_size, "out of memory");
+    return APPLY_RETRY;
+}
+
+int apply_review_through(apply_ctx_t *a, apply_part_t *p, int32_t to, int64_t now_ms,
+                         char *errstr, size_t errstr_size) {
+    const int32_t W = a->window;
+    int steady_run = 0;
+    if (!a->policy) return APPLY_OK; /* aggregates only: nothing to review */
+    for (;;) {
+        int32_t m = p->meta.reviewed >= 0 ? p->meta.reviewed + 1 : p->meta.month;
+        if (m > to) return APPLY_OK;
+        int rc = apply_review(a, p, m, now_ms, errstr, errstr_size);
+        if (rc != APPLY_OK) return rc;
+        if (p->meta.reviewed < m) { /* cannot happen; never loop on it */
+            snprintf(errstr, errstr_size, "review of month %d did not advance", (int)m);
+            return APPLY_RETRY;
+        }
+        steady_run = p->review_steady && p->meta.reviewed == m ? steady_run + 1 : 0;
+        /* Months after meta.month (the last month with an applied order)
+         * have none, so from m >= meta.month + W on, every window is
+         * empty: a run of W + 1 steady reviews is a fixed point. */
+        if (m < to && m >= p->meta.month + W && steady_run > W) {
+            rc = review_skip(a, p, m, to, errstr, errstr_size);
+            if (rc != APPLY_OK || p->meta.reviewed >= to) return rc;
+            steady_run = 0;
+        }
+    }
+}
+
 int apply_batch(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, int64_t now_ms,
                 char *errstr, size_t errstr_size) {
     size_t done = 0;
@@ -898,13 +993,8 @@ int apply_batch(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, in
         done += used;
         if (review_to < 0) continue;
         /* Months the next order closes, oldest first. */
-        int32_t from = p->meta.reviewed >= 0 && p->meta.reviewed + 1 <= p->meta.month
-                           ? p->meta.reviewed + 1
-                           : p->meta.month;
-        for (int32_t m = from; m <= review_to; m++) {
-            rc = apply_review(a, p, m, now_ms, errstr, errstr_size);
-            if (rc != APPLY_OK) return rc;
-        }
+        rc = apply_review_through(a, p, review_to, now_ms, errstr, errstr_size);
+        if (rc != APPLY_OK) return rc;
     }
     return APPLY_OK;
 }

@@ -51,6 +51,7 @@ typedef struct apply_part {
     int32_t partition;
     store_meta_t meta; /* epoch from the claim; offset and month as last committed */
     int outbox_dirty;  /* events were decided: the publisher has work */
+    int review_steady; /* the last review changed nothing and nobody is new */
 } apply_part_t;
 
 typedef struct apply_stats {
@@ -120,6 +121,15 @@ int apply_batch(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, in
  * reviewed does nothing, so a crash can neither skip nor repeat one. */
 int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms, char *errstr,
                  size_t errstr_size);
+
+/* Reviews every month not yet reviewed up to and including `to`, oldest
+ * first.  Months with no orders cost a bounded number of reviews however
+ * many there are: once W + 1 reviews in a row were steady over months
+ * with no orders, the remaining ones would decide nothing new, so the
+ * partition moves to `to` at once, carrying the tier months forward and
+ * leaving no month key outside the kept range. */
+int apply_review_through(apply_ctx_t *a, apply_part_t *p, int32_t to, int64_t now_ms,
+                         char *errstr, size_t errstr_size);
 
 /* Applies a batch of customer-profiles records (profiles.c): profile
  * stored, override and lowered grade decided at once, events to the

@@ -88,9 +88,11 @@ int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms,
         goto out;
     }
     rc = APPLY_RETRY;
+    p->review_steady = 0;
     if (now.reviewed >= month) { /* done before a crash, or by the previous owner */
         store_unwatch(a->store);
         p->meta.reviewed = now.reviewed;
+        p->outbox_dirty = 1; /* its events may still wait */
         rc = APPLY_OK;
         goto out;
     }
@@ -207,22 +209,28 @@ int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms,
         i = j;
     }
 
-    /* Decide every customer. */
+    /* Decide every customer.  The review is steady when it changed no
+     * customer's state and none is still new: over months with no orders,
+     * every later review would then decide the same (see
+     * apply_review_through). */
     apply_decide_ctx(a, p, now_ms, &d);
+    int steady = 1;
     for (size_t i = 0; i < ncs; i++) {
         decide_customer_t *c = &cs[i].c;
         const policy_profile_t *prof = decide_profile(&d, c);
         policy_customer_t pc = {c->st, *prof, cs[i].win, (size_t)W};
         policy_decision_t dec;
-        char buf[160];
-        int l;
+        char buf[160], before[160];
+        int l, lb;
         if (c->st.tier <= 0) continue;
+        lb = decide_state_format(c, before, sizeof(before));
         if (policy_review_decide(a->policy, &pc, month, &dec, errstr, errstr_size) != 0)
             goto out_unwatch;
         if (decide_tier_change(&d, &tx, c, &dec, cs[i].win, (size_t)W, month, errstr,
                                errstr_size) != 0)
             goto out_unwatch;
         l = decide_state_format(c, buf, sizeof(buf));
+        if (!c->st.evaluated || l != lb || memcmp(buf, before, (size_t)l) != 0) steady = 0;
         if ((cset.n == 0 && (decide_args_push(&cset, "HSET", 4) ||
                              decide_args_push(&cset, ckey, strlen(ckey)))) ||
             decide_args_push(&cset, c->id, c->len) || decide_args_push(&cset, buf, (size_t)l))
@@ -240,10 +248,14 @@ int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms,
         decide_flush_outbox(&d, &tx) != 0)
         goto oom;
     {
-        char mkey[256];
+        char mkey[256], old[256];
         store_key(a->store, p->topic, p->partition, "meta", mkey, sizeof(mkey));
+        /* The month that leaves the kept range [month + 1 - W, month + 1]:
+         * a late order for it is refused, so nothing reads it again. */
+        store_month_key(a->store, p->topic, p->partition, month - W, old, sizeof(old));
         if (store_tx_addv(&tx, 4, "HSET", (size_t)4, mkey, strlen(mkey), "reviewed", (size_t)8, ym,
-                          strlen(ym)) != 0)
+                          strlen(ym)) != 0 ||
+            store_tx_addv(&tx, 2, "DEL", (size_t)3, old, strlen(old)) != 0)
             goto oom;
     }
     if (a->fault_review_stall_file) {
@@ -266,6 +278,7 @@ int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms,
     }
     if (src != STORE_OK) goto out;
     p->meta.reviewed = month;
+    p->review_steady = steady && d.tier_events == 0;
     if (d.tier_events) p->outbox_dirty = 1;
     a->stats.tier_events += d.tier_events;
     a->stats.reviews++;
