@@ -82,6 +82,8 @@ static const config_key_t config_keys[] = {
         "Months in the rolling window (W)"),
     KEY("max_future_skew_s", CT_INT, max_future_skew_s, "86400", 0, 31622400,
         "How far ahead of the wall clock placed_at may be, in seconds"),
+    KEY("min_placed_at_s", CT_INT, min_placed_at_s, "946684800", 0, 4102444800,
+        "Orders placed before this instant (epoch seconds) are refused as BAD_PLACED_AT"),
     KEY("batch.max_orders", CT_INT, batch_max_orders, "20000", 1, 1000000,
         "Records gathered before a batch is applied"),
     KEY("batch.max_ms", CT_INT, batch_max_ms, "100", 1, 60000,
@@ -91,6 +93,10 @@ static const config_key_t config_keys[] = {
     KEY("log_level", CT_STRING, log_level, "info", 0, 0, "error, warn, info or debug"),
     KEY("instance_id", CT_STRING, instance_id, NULL, 0, 0,
         "Name of this instance in Redis and logs (default: hostname-pid)"),
+    KEY("shutdown_timeout_ms", CT_INT, shutdown_timeout_ms, "20000", 1000, 600000,
+        "On SIGTERM, tierd exits within this long; work still retrying is abandoned "
+        "uncommitted and read again at the next start (keep it below systemd's "
+        "TimeoutStopSec, 90 s)"),
 };
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 

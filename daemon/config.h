@@ -44,6 +44,7 @@ typedef struct config {
     char *currency;
     int64_t window_months;
     int64_t max_future_skew_s;
+    int64_t min_placed_at_s;
 
     int64_t batch_max_orders;
     int64_t batch_max_ms;
@@ -51,6 +52,7 @@ typedef struct config {
     char *http_listen; /* "" disables the HTTP server */
     char *log_level;
     char *instance_id;
+    int64_t shutdown_timeout_ms;
 } config_t;
 
 /* Loads defaults, then the file (may be NULL: defaults and env only), then

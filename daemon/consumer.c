@@ -1,15 +1,23 @@
 /*
  * consumer.c -- poll loop and rebalances.
  *
- * Records are gathered per partition until batch.max_orders records or
- * batch.max_ms have passed, then each partition's batch is applied (two
- * Redis round trips).  The rebalance callback claims partitions before
- * assigning them and applies what is pending before giving them up.
+ * Records are gathered per partition; a partition's batch is applied when
+ * it holds batch.max_orders records, when batch.max_ms has passed since its
+ * first one, or when the consumer has nothing more queued (two Redis round
+ * trips).  The rebalance callback claims partitions before assigning them
+ * and applies what is pending before giving them up.
  *
- * When Redis (or the dead-letter topic) fails, the pending records are
- * kept, every partition is paused, and the loop keeps polling (so the
- * group membership and rebalances stay alive) while it retries with a
- * capped exponential backoff.
+ * Partitions are independent.  When a partition's batch cannot be applied
+ * (Redis, the dead-letter topic), its records are kept, that partition
+ * alone is paused, and it is retried with a capped exponential backoff
+ * while the others go on and the loop keeps polling (so the group
+ * membership and rebalances stay alive).  One function, part_on_result,
+ * handles every outcome (retry, fenced, rewind) of order batches, profile
+ * batches and idle reviews.
+ *
+ * Shutdown has a deadline (shutdown_timeout_ms): what is still retrying
+ * then is abandoned uncommitted (it is read again at the next start), and
+ * leaving the group, releasing leases and the last publish stop at it.
  */
 #include "consumer.h"
 
@@ -37,8 +45,12 @@ typedef struct part {
     int64_t catchup_deadline; /* monotonic ms: give up waiting (and say so) after it */
     int64_t last_record_ms; /* monotonic: last order record seen */
     int fenced; /* a commit was refused: paused until the group moves it */
+    int need_rewind; /* Redis lost writes: claim again and seek, when Redis answers */
     int64_t lease_at; /* monotonic ms of the last lease renewal (store_lease) */
     int64_t fenced_at;
+    int64_t due_ms;   /* monotonic: its pending records are applied by then */
+    int64_t retry_at; /* monotonic: waiting on a retry until then; 0 = not waiting */
+    int64_t backoff;
     apply_part_t ap;
     rd_kafka_message_t **pending;
     size_t npending, cap;
@@ -55,20 +67,19 @@ struct consumer {
     part_t *parts; /* indexed by partition id */
     int32_t nparts;
     size_t npending;
-    int paused;           /* everything paused while Redis is failing */
-    int64_t retry_at_ms;  /* next attempt while paused */
-    int64_t backoff_ms;
     int fatal;
+    int stopping;          /* the loop has ended: no new work, only the way out */
+    int64_t deadline;      /* monotonic: the way out ends here */
     volatile sig_atomic_t *stop;
     int64_t last_report_ms;
     uint64_t last_applied;
     metrics_t *metrics; /* borrowed; NULL: none */
-    int joined;         /* a first assignment has come */
     int64_t last_metrics_ms;
     uint64_t metrics_applied; /* applied at last_metrics_ms */
     uint64_t outbox_depth;    /* at the last look */
     int64_t publish_retry_at; /* monotonic: after a failed publish, not before */
     int64_t publish_backoff;
+    int32_t publish_next;     /* the next round starts here: no partition starves */
     double lat_sum;           /* order latency: Kafka timestamp to commit */
     uint64_t lat_count;
     double lat_buckets[METRICS_LAT_BUCKETS];
@@ -126,23 +137,44 @@ static rd_kafka_topic_partition_list_t *plist(consumer_t *k, int32_t id, int64_t
     return l;
 }
 
-/* Applies one partition's pending profile records.  Returns APPLY_*. */
-static int part_flush_profiles(consumer_t *k, int32_t id, part_t *pt) {
-    char err[512] = "";
-    apply_msg_t *msgs;
-    int rc;
-    if (pt->prof.n == 0 || pt->fenced) return APPLY_OK;
-    msgs = calloc(pt->prof.n, sizeof(*msgs));
-    if (!msgs) return APPLY_RETRY;
-    for (size_t i = 0; i < pt->prof.n; i++) {
-        rd_kafka_message_t *m = pt->prof.m[i];
-        msgs[i].offset = m->offset;
-        msgs[i].key = m->key;
-        msgs[i].key_len = m->key_len;
-        msgs[i].value = m->payload;
-        msgs[i].value_len = m->len;
+/* Pauses or resumes one partition's orders and profiles.  Orders stay
+ * paused while fenced or while its profiles catch up. */
+static void part_pause(consumer_t *k, int32_t id, part_t *pt, int pause) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id);
+    if (pause || pt->fenced || pt->prof_catchup >= 0)
+        rd_kafka_pause_partitions(k->rk, l);
+    else
+        rd_kafka_resume_partitions(k->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    l = plist(k, id, RD_KAFKA_OFFSET_INVALID);
+    if (pause || pt->fenced)
+        rd_kafka_pause_partitions(k->prk, l);
+    else
+        rd_kafka_resume_partitions(k->prk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void msgs_from(apply_msg_t *msgs, rd_kafka_message_t **m, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        msgs[i].offset = m[i]->offset;
+        msgs[i].key = m[i]->key;
+        msgs[i].key_len = m[i]->key_len;
+        msgs[i].value = m[i]->payload;
+        msgs[i].value_len = m[i]->len;
     }
-    rc = apply_profiles(k->apply, &pt->ap, msgs, pt->prof.n, now_ms(), err, sizeof(err));
+}
+
+/* Applies one partition's pending profile records.  Returns APPLY_*. */
+static int part_flush_profiles(consumer_t *k, int32_t id, part_t *pt, char *err, size_t errn) {
+    if (pt->prof.n == 0 || pt->fenced) return APPLY_OK;
+    apply_msg_t *msgs = calloc(pt->prof.n, sizeof(*msgs));
+    if (!msgs) {
+        snprintf(err, errn, "out of memory");
+        return APPLY_RETRY;
+    }
+    msgs_from(msgs, pt->prof.m, pt->prof.n);
+    int rc = apply_profiles(k->apply, &pt->ap, msgs, pt->prof.n, now_ms(), err, errn);
     if (rc == APPLY_OK) {
         for (size_t i = 0; i < pt->prof.n; i++) {
             if (msgs[i].state == MSG_DEAD)
@@ -152,25 +184,22 @@ static int part_flush_profiles(consumer_t *k, int32_t id, part_t *pt) {
             rd_kafka_message_destroy(pt->prof.m[i]);
         }
         pt->prof.n = 0;
-    } else if (rc != APPLY_RETRY) {
-        /* fenced or rewound: the orders path handles the partition */
-        for (size_t i = 0; i < pt->prof.n; i++) rd_kafka_message_destroy(pt->prof.m[i]);
-        pt->prof.n = 0;
-        log_warn("profiles", "%s", err);
-    } else {
-        log_error("profiles", "%s [%d]: %s; will retry", k->conf->topic_profiles, (int)id, err);
+        publish_dead_forget(k->pub, k->conf->topic_profiles, id, pt->ap.meta.poffset);
     }
     free(msgs);
-    return rc == APPLY_RETRY ? APPLY_RETRY : APPLY_OK;
+    return rc;
 }
 
-static int claim(consumer_t *k, int32_t id, part_t *pt);
+static int claim(consumer_t *k, int32_t id, part_t *pt, int patient);
 
 /* Claims the partition again and moves consumption to the offset Redis
  * holds (after Redis lost writes, or after we were fenced by a stray
- * writer while the group still says we own it). */
+ * writer while the group still says we own it).  One attempt: while Redis
+ * does not answer, the partition waits and tries again. */
 static int rewind_part(consumer_t *k, int32_t id, part_t *pt) {
-    if (claim(k, id, pt) != 0) return -1;
+    pt->need_rewind = 1;
+    if (claim(k, id, pt, 0) != 0) return -1;
+    pt->need_rewind = 0;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id)->offset =
         pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
@@ -182,20 +211,21 @@ static int rewind_part(consumer_t *k, int32_t id, part_t *pt) {
         rd_kafka_error_destroy(e);
         rc = -1;
     }
-    pt->fenced = 0;
-    if (!k->paused) rd_kafka_resume_partitions(k->rk, l);
     rd_kafka_topic_partition_list_destroy(l);
     l = plist(k, id, pt->ap.meta.poffset >= 0 ? pt->ap.meta.poffset : RD_KAFKA_OFFSET_BEGINNING);
     e = rd_kafka_seek_partitions(k->prk, l, 5000);
     if (e) rd_kafka_error_destroy(e);
-    if (!k->paused) rd_kafka_resume_partitions(k->prk, l);
     rd_kafka_topic_partition_list_destroy(l);
+    pt->fenced = 0;
+    /* Whatever was decided before the rewind, or by the writer that
+     * fenced us, waits in the outbox. */
+    pt->ap.outbox_dirty = 1;
+    part_pause(k, id, pt, 0);
     log_info("consumer", "re-claimed %s [%d] at offset %" PRId64 " (epoch %" PRId64 ")",
              k->conf->topic_orders, (int)id, pt->ap.meta.offset, pt->ap.meta.epoch);
     return rc;
 }
 
-/* Applies one partition's pending records.  Returns APPLY_*. */
 /* Each committed record's age: its Kafka timestamp to now. */
 static void observe_latency(consumer_t *k, rd_kafka_message_t **m, size_t n) {
     int64_t now = now_ms();
@@ -208,28 +238,21 @@ static void observe_latency(consumer_t *k, rd_kafka_message_t **m, size_t n) {
     }
 }
 
-static int part_flush(consumer_t *k, int32_t id, part_t *pt) {
-    char err[512] = "";
-    apply_msg_t *msgs;
-    int rc;
-
+/* Applies one partition's pending records.  Returns APPLY_*. */
+static int part_flush(consumer_t *k, int32_t id, part_t *pt, char *err, size_t errn) {
     if (pt->npending == 0) return APPLY_OK;
     if (pt->prof_catchup >= 0) return APPLY_OK; /* profiles first; see catchup_check */
     if (pt->fenced) {
         part_drop_pending(k, pt);
         return APPLY_OK;
     }
-    msgs = calloc(pt->npending, sizeof(*msgs));
-    if (!msgs) return APPLY_RETRY;
-    for (size_t i = 0; i < pt->npending; i++) {
-        rd_kafka_message_t *m = pt->pending[i];
-        msgs[i].offset = m->offset;
-        msgs[i].key = m->key;
-        msgs[i].key_len = m->key_len;
-        msgs[i].value = m->payload;
-        msgs[i].value_len = m->len;
+    apply_msg_t *msgs = calloc(pt->npending, sizeof(*msgs));
+    if (!msgs) {
+        snprintf(err, errn, "out of memory");
+        return APPLY_RETRY;
     }
-    rc = apply_batch(k->apply, &pt->ap, msgs, pt->npending, now_ms(), err, sizeof(err));
+    msgs_from(msgs, pt->pending, pt->npending);
+    int rc = apply_batch(k->apply, &pt->ap, msgs, pt->npending, now_ms(), err, errn);
     if (rc == APPLY_OK) {
         /* Advisory: lets operators watch lag with the usual Kafka tools. */
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
@@ -242,37 +265,116 @@ static int part_flush(consumer_t *k, int32_t id, part_t *pt) {
                 log_warn("apply", "%s [%d] offset %" PRId64 " dead-lettered: %s: %s",
                          k->conf->topic_orders, (int)id, msgs[i].offset,
                          order_reason_code(msgs[i].verdict), msgs[i].reason);
-        part_drop_pending(k, pt);
-    } else if (rc == APPLY_FENCED) {
-        log_warn("apply", "%s; dropping %zu records and pausing the partition", err,
-                 pt->npending);
-        part_drop_pending(k, pt);
-        pt->fenced = 1;
-        pt->fenced_at = mono_ms();
-        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id);
-        rd_kafka_pause_partitions(k->rk, l);
-        rd_kafka_topic_partition_list_destroy(l);
-        l = plist(k, id, RD_KAFKA_OFFSET_INVALID);
-        rd_kafka_pause_partitions(k->prk, l);
-        rd_kafka_topic_partition_list_destroy(l);
-    } else if (rc == APPLY_REWIND) {
-        log_warn("apply", "%s; consuming again from the stored offset", err);
-        part_drop_pending(k, pt);
-        rc = rewind_part(k, id, pt) == 0 ? APPLY_OK : APPLY_RETRY;
-    } else {
-        log_error("apply", "%s [%d]: %s; will retry", k->conf->topic_orders, (int)id, err);
+        for (size_t i = 0; i < pt->npending; i++) rd_kafka_message_destroy(pt->pending[i]);
+        k->npending -= pt->npending;
+        pt->npending = 0;
+        publish_dead_forget(k->pub, k->conf->topic_orders, id, pt->ap.meta.offset);
     }
     free(msgs);
     return rc;
 }
 
-static int flush_all(consumer_t *k) {
-    for (int32_t i = 0; i < k->nparts; i++) {
-        if (part_flush_profiles(k, i, &k->parts[i]) == APPLY_RETRY) return APPLY_RETRY;
-        if (part_flush(k, i, &k->parts[i]) == APPLY_RETRY) return APPLY_RETRY;
+/* The one place that acts on an outcome of a partition's work (order
+ * batch, profile batch, idle review).  Returns rc. */
+static int part_on_result(consumer_t *k, int32_t id, part_t *pt, int rc, const char *err) {
+    switch (rc) {
+    case APPLY_OK:
+        if (pt->retry_at) {
+            log_info("consumer", "%s [%d]: applying again after a retry; resuming",
+                     k->conf->topic_orders, (int)id);
+            pt->retry_at = 0;
+            pt->backoff = 0;
+            part_pause(k, id, pt, 0);
+        }
+        break;
+    case APPLY_RETRY:
+        if (!pt->retry_at)
+            log_error("consumer", "%s [%d]: %s; pausing this partition and retrying",
+                      k->conf->topic_orders, (int)id, err);
+        else
+            log_debug("consumer", "%s [%d]: still failing: %s", k->conf->topic_orders, (int)id,
+                      err);
+        pt->backoff = pt->backoff ? pt->backoff * 2 : 200;
+        if (pt->backoff > 5000) pt->backoff = 5000;
+        pt->retry_at = mono_ms() + pt->backoff;
+        part_pause(k, id, pt, 1);
+        break;
+    case APPLY_FENCED:
+        log_warn("consumer", "%s; dropping %zu records and pausing the partition", err,
+                 pt->npending + pt->prof.n);
+        part_drop_pending(k, pt);
+        pt->fenced = 1;
+        pt->fenced_at = mono_ms();
+        pt->retry_at = 0;
+        pt->backoff = 0;
+        part_pause(k, id, pt, 1);
+        break;
+    case APPLY_REWIND:
+        log_warn("consumer", "%s; consuming again from the stored offset", err);
+        part_drop_pending(k, pt);
+        if (rewind_part(k, id, pt) != 0) {
+            char why[600];
+            snprintf(why, sizeof(why), "%s; the claim will be tried again", err);
+            return part_on_result(k, id, pt, APPLY_RETRY, why);
+        }
+        if (pt->retry_at) part_on_result(k, id, pt, APPLY_OK, "");
+        break;
+    default: break;
     }
-    return APPLY_OK;
+    return rc;
+}
+
+/* One partition's turn: a rewind still owed, then profiles, then orders. */
+static int part_service(consumer_t *k, int32_t id, part_t *pt) {
+    char err[512] = "";
+    int rc;
+    if (pt->need_rewind) {
+        if (rewind_part(k, id, pt) != 0)
+            return part_on_result(k, id, pt, APPLY_RETRY, "claim after Redis lost writes failed");
+    }
+    if (pt->fenced) {
+        part_drop_pending(k, pt);
+        return APPLY_OK;
+    }
+    rc = part_on_result(k, id, pt, part_flush_profiles(k, id, pt, err, sizeof(err)), err);
+    if (rc != APPLY_OK) return rc;
+    err[0] = '\0';
+    return part_on_result(k, id, pt, part_flush(k, id, pt, err, sizeof(err)), err);
+}
+
+/* Services every partition whose batch is due (all of them when `all`):
+ * a partition waiting on a retry only once its backoff has passed, so it
+ * never holds the others up. */
+static void service_due(consumer_t *k, int all) {
+    for (int32_t i = 0; i < k->nparts; i++) {
+        part_t *pt = &k->parts[i];
+        int64_t t = mono_ms();
+        if (!pt->assigned) continue;
+        if (pt->npending == 0 && pt->prof.n == 0 && !pt->need_rewind && !pt->retry_at) continue;
+        if (k->stopping && t >= k->deadline) return;
+        if (pt->retry_at) {
+            if (t < pt->retry_at) continue;
+        } else if (!all && t < pt->due_ms && pt->npending < (size_t)k->conf->batch_max_orders) {
+            continue;
+        }
+        part_service(k, i, pt);
+    }
+}
+
+/* How long the poll may wait: until the first partition's batch is due
+ * or its retry comes, at most 100 ms. */
+static int poll_timeout(consumer_t *k) {
+    int64_t t = mono_ms(), next = t + 100;
+    for (int32_t i = 0; i < k->nparts; i++) {
+        part_t *pt = &k->parts[i];
+        if (!pt->assigned) continue;
+        if (pt->retry_at) {
+            if (pt->retry_at < next) next = pt->retry_at;
+        } else if ((pt->npending || pt->prof.n) && pt->due_ms < next) {
+            next = pt->due_ms;
+        }
+    }
+    return next > t ? (int)(next - t) : 0;
 }
 
 /* Resumes the orders of partitions whose profiles have caught up. */
@@ -287,46 +389,48 @@ static void catchup_check(consumer_t *k) {
                      " after 60 s; applying orders anyway", k->conf->topic_orders, (int)i,
                      pt->ap.meta.poffset, pt->prof_catchup);
         pt->prof_catchup = -1;
-        if (k->paused || pt->fenced) continue;
-        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, i);
-        rd_kafka_resume_partitions(k->rk, l);
-        rd_kafka_topic_partition_list_destroy(l);
+        if (!pt->retry_at) part_pause(k, i, pt, 0);
     }
 }
 
-/* Drains the outboxes of the partitions with decided events, up to 64
- * partitions per round trip. */
-static void publish_all(consumer_t *k) {
+/* Drives the outbox publisher: a round covers up to 64 partitions with
+ * decided events, and the loop waits at most wait_ms for its delivery
+ * reports (a broker that does not answer never holds the loop; the round
+ * goes on at the next turn). */
+static void publish_all(consumer_t *k, int wait_ms) {
     struct stat st;
+    int32_t ids[64], done[64];
+    int nread[64];
+    size_t n = 0, ndone = 0;
+    char err[512] = "";
     if (k->stall_publish_file && stat(k->stall_publish_file, &st) == 0) return;
-    if (mono_ms() < k->publish_retry_at) return;
-    int32_t next = 0;
-    while (next < k->nparts) {
-        int32_t ids[64];
-        int nread[64];
-        size_t n = 0;
-        char err[512] = "";
-        for (; next < k->nparts && n < 64; next++)
-            if (k->parts[next].assigned && k->parts[next].ap.outbox_dirty) ids[n++] = next;
-        if (n == 0) return;
-        if (publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, ids, n, 1000,
-                             nread, err, sizeof(err)) != 0 ||
-            err[0]) {
-            /* These stay dirty.  A failure that comes back at once (a
-             * malformed entry, no authorization) must not turn every loop
-             * turn into a read and a republish: back off, 200 ms to 5 s. */
-            k->publish_backoff = k->publish_backoff ? k->publish_backoff * 2 : 200;
-            if (k->publish_backoff > 5000) k->publish_backoff = 5000;
-            k->publish_retry_at = mono_ms() + k->publish_backoff;
-            log_warn("publish", "%s outboxes: %s; will retry in %" PRId64 " ms",
-                     k->conf->topic_orders, err, k->publish_backoff);
-            return;
+    publish_poll(k->pub);
+    if (!publish_outboxes_busy(k->pub)) {
+        if (mono_ms() < k->publish_retry_at) return;
+        for (int32_t i = 0; i < k->nparts && n < 64; i++) {
+            int32_t id = (k->publish_next + i) % k->nparts;
+            if (k->parts[id].assigned && k->parts[id].ap.outbox_dirty) ids[n++] = id;
         }
-        k->publish_backoff = 0;
-        for (size_t j = 0; j < n; j++)
-            if (nread[j] >= 0 && nread[j] < 1000) k->parts[ids[j]].ap.outbox_dirty = 0;
+        if (n == 0) return;
+        k->publish_next = (ids[n - 1] + 1) % k->nparts;
     }
+    if (publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, ids, n, 1000, wait_ms,
+                         done, nread, &ndone, err, sizeof(err)) != 0 ||
+        err[0]) {
+        /* These stay dirty.  A failure that comes back at once (a
+         * malformed entry, no authorization) must not turn every loop
+         * turn into a read and a republish: back off, 200 ms to 5 s. */
+        k->publish_backoff = k->publish_backoff ? k->publish_backoff * 2 : 200;
+        if (k->publish_backoff > 5000) k->publish_backoff = 5000;
+        k->publish_retry_at = mono_ms() + k->publish_backoff;
+        log_warn("publish", "%s outboxes: %s; will retry in %" PRId64 " ms",
+                 k->conf->topic_orders, err, k->publish_backoff);
+        return;
+    }
+    if (ndone) k->publish_backoff = 0;
+    for (size_t j = 0; j < ndone; j++)
+        if (nread[j] >= 0 && nread[j] < 1000 && done[j] < k->nparts)
+            k->parts[done[j]].ap.outbox_dirty = 0;
 }
 
 /* Renews the lease of every partition we own (see store_lease), so
@@ -362,31 +466,26 @@ static void release_lease(consumer_t *k, int32_t id, part_t *pt) {
  * the wall clock has passed the month's end. */
 static void idle_reviews(consumer_t *k) {
     int64_t t = mono_ms(), wall = now_ms();
-    if (t - k->last_idle_check_ms < 1000 || k->paused) return;
+    if (t - k->last_idle_check_ms < 1000) return;
     k->last_idle_check_ms = t;
     for (int32_t i = 0; i < k->nparts; i++) {
         part_t *pt = &k->parts[i];
         char err[512] = "";
-        if (!pt->assigned || pt->fenced || pt->npending || pt->ap.meta.month < 0 ||
-            pt->ap.meta.reviewed >= pt->ap.meta.month)
+        if (!pt->assigned || pt->fenced || pt->retry_at || pt->need_rewind || pt->npending ||
+            pt->ap.meta.month < 0 || pt->ap.meta.reviewed >= pt->ap.meta.month)
             continue;
         if (t - pt->last_record_ms < k->apply->idle_close_after_ms) continue;
         if (wall < month_start_ms(pt->ap.meta.month + 1)) continue;
-        int32_t from = pt->ap.meta.reviewed >= 0 && pt->ap.meta.reviewed < pt->ap.meta.month
-                           ? pt->ap.meta.reviewed + 1
-                           : pt->ap.meta.month;
-        for (int32_t m = from; m <= pt->ap.meta.month; m++)
-            if (apply_review(k->apply, &pt->ap, m, wall, err, sizeof(err)) != APPLY_OK) {
-                log_warn("review", "%s [%d]: idle review: %s", k->conf->topic_orders, (int)i, err);
-                break;
-            }
+        int rc = apply_review_through(k->apply, &pt->ap, pt->ap.meta.month, wall, err, sizeof(err));
+        part_on_result(k, i, pt, rc, err);
     }
 }
 
-/* Claims a partition, retrying while Redis is down.  Bounded so the
- * rebalance callback never holds the poll loop past max.poll.interval.ms
- * (default 300 s): after 120 s the daemon gives up and exits non-zero. */
-static int claim(consumer_t *k, int32_t id, part_t *pt) {
+/* Claims a partition.  Patient (a new assignment): retries while Redis is
+ * down, bounded so the rebalance callback never holds the poll loop past
+ * max.poll.interval.ms (default 300 s): after 120 s, or at shutdown, it
+ * gives up.  Otherwise one attempt. */
+static int claim(consumer_t *k, int32_t id, part_t *pt, int patient) {
     char err[512];
     int64_t deadline = mono_ms() + 120000, backoff = 100;
     for (;;) {
@@ -396,7 +495,7 @@ static int claim(consumer_t *k, int32_t id, part_t *pt) {
             pt->lease_at = mono_ms(); /* the claim took the lease */
             return 0;
         }
-        if (*k->stop || mono_ms() > deadline) {
+        if (!patient || *k->stop || mono_ms() > deadline) {
             log_error("consumer", "cannot claim %s [%d]: %s", k->conf->topic_orders, (int)id, err);
             return -1;
         }
@@ -405,6 +504,30 @@ static int claim(consumer_t *k, int32_t id, part_t *pt) {
         struct timespec ts = {backoff / 1000, (backoff % 1000) * 1000000};
         nanosleep(&ts, NULL);
         backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
+    }
+}
+
+/* Publishes one partition's outbox before it leaves us: the round in
+ * flight is finished first, then one for this partition; at most 5 s, and
+ * never past the shutdown deadline (the next owner publishes the rest). */
+static void drain_outbox(consumer_t *k, int32_t id) {
+    int64_t until = mono_ms() + 5000;
+    int started = 0;
+    if (k->stopping && k->deadline < until) until = k->deadline;
+    while (mono_ms() < until) {
+        int32_t done[64];
+        int nread[64];
+        size_t ndone = 0;
+        char why[512] = "";
+        int busy = publish_outboxes_busy(k->pub);
+        if (!busy && started) return;
+        if (publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, &id, busy ? 0 : 1,
+                             1000, 100, done, nread, &ndone, why, sizeof(why)) != 0)
+            return;
+        started |= !busy;
+        for (size_t j = 0; j < ndone; j++)
+            if (done[j] < k->nparts && nread[j] >= 0 && nread[j] < 1000)
+                k->parts[done[j]].ap.outbox_dirty = 0;
     }
 }
 
@@ -418,7 +541,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         for (int i = 0; i < parts->cnt; i++) {
             rd_kafka_topic_partition_t *tp = &parts->elems[i];
             part_t *pt = part_get(k, tp->partition);
-            if (!pt || claim(k, tp->partition, pt) != 0) {
+            if (!pt || claim(k, tp->partition, pt, 1) != 0) {
                 k->fatal = 1;
                 *k->stop = 1;
                 tp->offset = RD_KAFKA_OFFSET_END; /* assign anyway; we are leaving */
@@ -426,7 +549,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             }
             pt->assigned = 1;
             pt->fenced = 0;
-            k->joined = 1;
+            pt->need_rewind = 0;
+            pt->retry_at = 0;
+            pt->backoff = 0;
             pt->ap.topic = k->conf->topic_orders;
             pt->ap.partition = tp->partition;
             pt->ap.outbox_dirty = 1; /* whatever the previous owner left */
@@ -454,10 +579,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                               (int)tp->partition, rd_kafka_error_string(pe));
                     rd_kafka_error_destroy(pe);
                 }
-                if (k->paused)
-                    rd_kafka_pause_partitions(k->prk, l);
-                else
-                    rd_kafka_resume_partitions(k->prk, l);
+                rd_kafka_resume_partitions(k->prk, l);
                 rd_kafka_topic_partition_list_destroy(l);
             }
             tp->offset = pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
@@ -472,12 +594,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             rd_kafka_assign(rk, parts);
         /* librdkafka keeps an application pause across revoke and
          * re-assign (a partition paused when it was fenced would stay
-         * silent), so set the state explicitly: paused only while Redis is
-         * failing. */
-        if (k->paused)
-            rd_kafka_pause_partitions(rk, parts);
-        else
-            rd_kafka_resume_partitions(rk, parts);
+         * silent), so set the state explicitly. */
+        rd_kafka_resume_partitions(rk, parts);
         for (int i = 0; i < parts->cnt; i++) {
             part_t *pt = part_get(k, parts->elems[i].partition);
             if (pt && pt->prof_catchup >= 0) {
@@ -495,21 +613,22 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         for (int i = 0; i < parts->cnt; i++) {
             part_t *pt = part_get(k, parts->elems[i].partition);
             if (!pt) continue;
+            int32_t id = parts->elems[i].partition;
             /* Finish what we hold unless the partition was lost (then a
-             * new owner may already write: the epoch would refuse us). */
-            if (!lost) {
-                part_flush_profiles(k, parts->elems[i].partition, pt);
-                part_flush(k, parts->elems[i].partition, pt);
-                if (pt->ap.outbox_dirty) {
-                    char why[512] = "";
-                    int32_t id = parts->elems[i].partition;
-                    int nread;
-                    publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, &id, 1, 1000,
-                                     &nread, why, sizeof(why));
-                }
+             * new owner may already write: the epoch would refuse us), or
+             * it is waiting on a retry, or the way out has no time left:
+             * what is not committed is read again by its next owner. */
+            if (!lost && pt->assigned && !pt->retry_at && !pt->need_rewind &&
+                (!k->stopping || mono_ms() < k->deadline)) {
+                char why[512] = "";
+                if (part_flush_profiles(k, id, pt, why, sizeof(why)) == APPLY_OK &&
+                    part_flush(k, id, pt, why, sizeof(why)) == APPLY_OK && pt->ap.outbox_dirty)
+                    drain_outbox(k, id);
+                release_lease(k, id, pt);
             }
             part_drop_pending(k, pt);
-            if (!lost) release_lease(k, parts->elems[i].partition, pt);
+            publish_dead_forget(k->pub, k->conf->topic_orders, id, INT64_MAX);
+            publish_dead_forget(k->pub, k->conf->topic_profiles, id, INT64_MAX);
             if (pt->assigned) {
                 rd_kafka_topic_partition_list_t *l =
                     plist(k, parts->elems[i].partition, RD_KAFKA_OFFSET_INVALID);
@@ -519,6 +638,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             }
             pt->assigned = 0;
             pt->fenced = 0;
+            pt->retry_at = 0;
+            pt->need_rewind = 0;
             log_info("consumer", "%s %s [%d]", lost ? "lost" : "revoked", parts->elems[i].topic,
                      (int)parts->elems[i].partition);
         }
@@ -619,32 +740,6 @@ fail:
     return NULL;
 }
 
-static void set_paused(consumer_t *k, int pause) {
-    rd_kafka_topic_partition_list_t *l = NULL;
-    if (rd_kafka_assignment(k->prk, &l) == RD_KAFKA_RESP_ERR_NO_ERROR && l) {
-        if (pause)
-            rd_kafka_pause_partitions(k->prk, l);
-        else
-            rd_kafka_resume_partitions(k->prk, l);
-        rd_kafka_topic_partition_list_destroy(l);
-        l = NULL;
-    }
-    if (rd_kafka_assignment(k->rk, &l) == RD_KAFKA_RESP_ERR_NO_ERROR && l) {
-        if (pause)
-            rd_kafka_pause_partitions(k->rk, l);
-        else {
-            /* Fenced partitions, and those still joining profiles, stay paused. */
-            for (int i = 0; i < l->cnt; i++) {
-                part_t *pt = part_get(k, l->elems[i].partition);
-                if (pt && (pt->fenced || pt->prof_catchup >= 0)) l->elems[i].partition = -1;
-            }
-            rd_kafka_resume_partitions(k->rk, l);
-        }
-        rd_kafka_topic_partition_list_destroy(l);
-    }
-    k->paused = pause;
-}
-
 void consumer_set_metrics(consumer_t *k, metrics_t *m) { k->metrics = m; }
 
 /* Outbox entries waiting, over the assigned partitions (one XLEN each,
@@ -706,7 +801,7 @@ static void publish_metrics(consumer_t *k, int force) {
     s.tier_events = a->tier_events;
     s.quota_events = a->quota_events;
     s.events_published = publish_events_published(k->pub);
-    if (!k->paused) outbox_depth(k);
+    if (store_connected(k->apply->store)) outbox_depth(k);
     s.outbox_depth = k->outbox_depth;
     s.redis_commands = store_commands(k->apply->store);
     store_rtt(k->apply->store, &s.redis_rtt_seconds_sum, &s.redis_rtt_count, s.redis_rtt_buckets);
@@ -734,8 +829,11 @@ static void publish_metrics(consumer_t *k, int force) {
     }
     double secs = k->last_metrics_ms ? (double)(t - k->last_metrics_ms) / 1000.0 : 0;
     s.orders_per_second = secs > 0 ? (double)(a->applied - k->metrics_applied) / secs : 0.0;
-    s.ready = k->joined && !k->paused && !k->fatal && !*k->stop &&
-              store_connected(k->apply->store);
+    /* Ready: orders are being applied -- some partition is ours and Redis
+     * answers.  Healthy: the loop turns (the snapshot's age says so). */
+    int nassigned = 0;
+    for (int32_t i = 0; i < k->nparts; i++) nassigned += k->parts[i].assigned;
+    s.ready = nassigned > 0 && !k->fatal && !*k->stop && store_connected(k->apply->store);
     s.healthy = !k->fatal;
     s.policy_name = k->apply->policy ? k->apply->policy->name : "";
     s.policy_version = k->apply->policy ? k->apply->policy->version : "";
@@ -764,9 +862,110 @@ static void report(consumer_t *k, int force) {
     k->last_applied = s->applied;
 }
 
+/* Leaves the group without waiting past the deadline: the close runs in
+ * librdkafka's background and its rebalance events come back here. */
+static void close_consumer(consumer_t *k, rd_kafka_t *rk, const char *what) {
+    rd_kafka_queue_t *q = rd_kafka_queue_new(rk);
+    rd_kafka_error_t *e = rd_kafka_consumer_close_queue(rk, q);
+    if (e) {
+        log_warn("consumer", "closing the %s consumer: %s", what, rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    } else {
+        while (!rd_kafka_consumer_closed(rk)) {
+            if (mono_ms() >= k->deadline) {
+                log_warn("consumer", "the %s consumer did not close within shutdown_timeout_ms "
+                         "(%" PRId64 " ms); leaving without it", what,
+                         k->conf->shutdown_timeout_ms);
+                break;
+            }
+            rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+            if (!ev) continue;
+            if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+                rebalance_cb(rk, rd_kafka_event_error(ev), rd_kafka_event_topic_partition_list(ev),
+                             k);
+            rd_kafka_event_destroy(ev);
+        }
+    }
+    rd_kafka_queue_destroy(q);
+}
+
+/* Appends a polled record to its partition's pending batch. */
+static int enqueue(consumer_t *k, rd_kafka_message_t *m) {
+    part_t *pt = part_get(k, m->partition);
+    if (!pt || !pt->assigned || pt->fenced) {
+        rd_kafka_message_destroy(m); /* not ours (any more) */
+        return 0;
+    }
+    pt->last_record_ms = mono_ms();
+    if (pt->npending == pt->cap) {
+        size_t cap = pt->cap ? pt->cap * 2 : 256;
+        rd_kafka_message_t **np = realloc(pt->pending, cap * sizeof(*np));
+        if (!np) {
+            rd_kafka_message_destroy(m);
+            return -1;
+        }
+        pt->pending = np;
+        pt->cap = cap;
+    }
+    if (pt->npending == 0 && pt->prof.n == 0) pt->due_ms = mono_ms() + k->conf->batch_max_ms;
+    pt->pending[pt->npending++] = m;
+    k->npending++;
+    return 0;
+}
+
+/* Profiles: whatever has arrived, without waiting; they are applied at
+ * once unless orders of the partition are gathering. */
+static void poll_profiles(consumer_t *k) {
+    for (int i = 0; i < 5000; i++) {
+        rd_kafka_message_t *pm = rd_kafka_consumer_poll(k->prk, 0);
+        if (!pm) break;
+        part_t *pt = pm->err ? NULL : part_get(k, pm->partition);
+        if (pm->err) {
+            if (pm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                log_warn("consumer", "%s", rd_kafka_message_errstr(pm));
+            rd_kafka_message_destroy(pm);
+        } else if (!pt || !pt->assigned || pt->fenced || pending_push(&pt->prof, pm) != 0) {
+            rd_kafka_message_destroy(pm);
+        } else if (pt->npending == 0) {
+            pt->due_ms = mono_ms();
+        }
+    }
+}
+
+/* The way out, within shutdown_timeout_ms: the batches in hand are
+ * applied once (none that waits on a retry), the outboxes published, the
+ * group left.  What does not fit is read again at the next start. */
+static void shut_down(consumer_t *k) {
+    k->stopping = 1;
+    k->deadline = mono_ms() + k->conf->shutdown_timeout_ms;
+    log_info("consumer", "stopping: applying %zu pending records (at most %" PRId64 " ms)",
+             k->npending, k->conf->shutdown_timeout_ms);
+    for (int32_t i = 0; i < k->nparts && mono_ms() < k->deadline; i++) {
+        part_t *pt = &k->parts[i];
+        if (!pt->assigned || pt->retry_at || pt->need_rewind) continue;
+        if (pt->npending == 0 && pt->prof.n == 0) continue;
+        if (part_service(k, i, pt) != APPLY_OK) break; /* Redis is failing: leave the rest */
+    }
+    /* Half of what is left for publishing; the rest for leaving the group. */
+    int64_t publish_until = mono_ms() + (k->deadline - mono_ms()) / 2;
+    while (mono_ms() < publish_until) {
+        int dirty = 0;
+        for (int32_t i = 0; i < k->nparts; i++)
+            dirty |= k->parts[i].assigned && k->parts[i].ap.outbox_dirty;
+        if (!dirty && !publish_outboxes_busy(k->pub)) break;
+        int64_t before = k->publish_retry_at;
+        publish_all(k, 100);
+        if (k->publish_retry_at != before) break; /* failing: the next start publishes */
+    }
+    report(k, 1);
+    publish_metrics(k, 1);
+    close_consumer(k, k->rk, "orders");
+    close_consumer(k, k->prk, "profiles");
+}
+
 int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload,
                  consumer_reload_fn on_reload, void *opaque) {
-    int64_t batch_deadline = 0, last_watchdog = 0;
+    int64_t last_watchdog = 0;
     uint64_t watchdog_usec = 0;
     int watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
     k->stop = stop;
@@ -778,123 +977,54 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
 
     while (!*stop) {
         int64_t t = mono_ms();
-        int timeout = 100;
-        /* First thing in the turn, so the paused branch (Redis down), which
-         * continues early, still pings: the watchdog watches the loop, not
-         * Redis.  Every half WatchdogSec, as sd_watchdog_enabled(3) asks. */
+        /* Every turn pings, whatever waits: the watchdog watches the loop,
+         * not Redis.  Every half WatchdogSec, as sd_watchdog_enabled(3)
+         * asks. */
         if (watchdog && (t - last_watchdog) * 2000 >= (int64_t)watchdog_usec) {
             sd_notify(0, "WATCHDOG=1");
             last_watchdog = t;
         }
-        if (k->npending > 0 && !k->paused) {
-            int64_t left = batch_deadline - t;
-            timeout = left < 0 ? 0 : (int)left;
-        }
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, timeout);
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, poll_timeout(k));
         if (m && m->err) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 log_warn("consumer", "%s", rd_kafka_message_errstr(m));
             rd_kafka_message_destroy(m);
             m = NULL;
-        } else if (m) {
-            part_t *pt = part_get(k, m->partition);
-            if (!pt || !pt->assigned || pt->fenced) {
-                rd_kafka_message_destroy(m); /* not ours (any more) */
-            } else {
-                pt->last_record_ms = mono_ms();
-                if (pt->npending == pt->cap) {
-                    size_t cap = pt->cap ? pt->cap * 2 : 256;
-                    rd_kafka_message_t **np = realloc(pt->pending, cap * sizeof(*np));
-                    if (!np) {
-                        log_error("consumer", "out of memory");
-                        k->fatal = 1;
-                        break;
-                    }
-                    pt->pending = np;
-                    pt->cap = cap;
-                }
-                if (k->npending == 0) batch_deadline = mono_ms() + k->conf->batch_max_ms;
-                pt->pending[pt->npending++] = m;
-                k->npending++;
-            }
+        } else if (m && enqueue(k, m) != 0) {
+            log_error("consumer", "out of memory");
+            k->fatal = 1;
+            break;
         }
-        /* Profiles: whatever has arrived, without waiting. */
-        for (int i = 0; i < 5000; i++) {
-            rd_kafka_message_t *pm = rd_kafka_consumer_poll(k->prk, 0);
-            if (!pm) break;
-            part_t *pt = pm->err ? NULL : part_get(k, pm->partition);
-            if (pm->err) {
-                if (pm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                    log_warn("consumer", "%s", rd_kafka_message_errstr(pm));
-                rd_kafka_message_destroy(pm);
-            } else if (!pt || !pt->assigned || pt->fenced || pending_push(&pt->prof, pm) != 0) {
-                rd_kafka_message_destroy(pm);
-            } else if (k->npending == 0) {
-                batch_deadline = mono_ms(); /* apply profiles now */
-                m = NULL;
-            }
-        }
-        t = mono_ms();
-        if (k->paused) {
-            if (t < k->retry_at_ms) continue;
-            if (flush_all(k) == APPLY_OK) {
-                log_info("consumer", "Redis is back; resuming");
-                set_paused(k, 0);
-                k->backoff_ms = 0;
-            } else {
-                k->backoff_ms = k->backoff_ms ? k->backoff_ms * 2 : 200;
-                if (k->backoff_ms > 5000) k->backoff_ms = 5000;
-                k->retry_at_ms = t + k->backoff_ms;
-            }
-            continue;
-        }
-        int profiles_waiting = 0;
-        for (int32_t i = 0; i < k->nparts && !profiles_waiting; i++)
-            profiles_waiting = k->parts[i].prof.n > 0;
-        if ((k->npending > 0 &&
-             (k->npending >= (size_t)k->conf->batch_max_orders || t >= batch_deadline || !m)) ||
-            (profiles_waiting && (!m || t >= batch_deadline))) {
-            if (flush_all(k) != APPLY_OK) {
-                log_warn("consumer", "pausing consumption until the store answers again");
-                set_paused(k, 1);
-                k->backoff_ms = 200;
-                k->retry_at_ms = t + k->backoff_ms;
-            }
-        }
+        poll_profiles(k);
+        /* Nothing more queued: every partition's batch goes now. */
+        service_due(k, m == NULL);
         /* A partition fenced but never taken away by the group: we are
          * its owner after all (the epoch was bumped by a tool or a
          * zombie); claim it again and continue from Redis' offset. */
         for (int32_t i = 0; i < k->nparts; i++) {
             part_t *pt = &k->parts[i];
-            if (!pt->assigned || !pt->fenced || t - pt->fenced_at < 60000) continue;
-            if (rewind_part(k, i, pt) != 0) break;
+            if (!pt->assigned || !pt->fenced || mono_ms() - pt->fenced_at < 60000) continue;
+            if (rewind_part(k, i, pt) != 0) pt->fenced_at = mono_ms(); /* in a minute, again */
         }
-        if (!k->paused) {
-            catchup_check(k);
-            publish_all(k);
-            idle_reviews(k);
-            renew_leases(k);
-        }
-        if (*reload && k->npending == 0) {
-            *reload = 0;
-            if (on_reload) on_reload(opaque);
+        catchup_check(k);
+        publish_all(k, 50);
+        idle_reviews(k);
+        renew_leases(k);
+        if (*reload) {
+            /* Between batches: no partition that is applying holds records. */
+            int busy = 0;
+            for (int32_t i = 0; i < k->nparts; i++)
+                busy |= k->parts[i].npending > 0 && !k->parts[i].retry_at;
+            if (!busy) {
+                *reload = 0;
+                if (on_reload) on_reload(opaque);
+            }
         }
         report(k, 0);
         publish_metrics(k, 0);
     }
     sd_notify(0, "STOPPING=1");
-
-    /* Shutdown: finish the batch in flight, then leave the group (the
-     * revoke callback flushes anything polled meanwhile). */
-    log_info("consumer", "stopping: applying %zu pending records", k->npending);
-    if (!k->paused) {
-        flush_all(k);
-        publish_all(k);
-    }
-    report(k, 1);
-    publish_metrics(k, 1);
-    rd_kafka_consumer_close(k->rk);
-    rd_kafka_consumer_close(k->prk);
+    shut_down(k);
     return k->fatal ? 1 : 0;
 }
 
@@ -906,7 +1036,9 @@ void consumer_destroy(consumer_t *k) {
         free(k->parts[i].prof.m);
     }
     free(k->parts);
-    if (k->rk) rd_kafka_destroy(k->rk);
-    if (k->prk) rd_kafka_destroy(k->prk);
+    /* Closed in consumer_run (or never joined); a close abandoned at the
+     * deadline is not tried again here. */
+    if (k->rk) rd_kafka_destroy_flags(k->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    if (k->prk) rd_kafka_destroy_flags(k->prk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     free(k);
 }

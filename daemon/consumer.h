@@ -30,8 +30,11 @@ consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, 
  * change at run time.  Runs between batches, never inside one. */
 typedef void (*consumer_reload_fn)(void *opaque);
 
-/* Runs until *stop is set (finishing the batch in flight) or a fatal
- * error.  Returns 0 on a clean stop.  Tells systemd READY=1 once running,
+/* Runs until *stop is set or a fatal error, then leaves within
+ * shutdown_timeout_ms: the batches in hand are applied once unless they
+ * wait on a retry, the outboxes published, the group left; whatever does
+ * not fit is abandoned uncommitted and read again at the next start.
+ * Returns 0 on a clean stop.  Tells systemd READY=1 once running,
  * WATCHDOG=1 as the loop turns (when the unit asks for it) and STOPPING=1
  * on the way out. */
 int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic_t *reload,
