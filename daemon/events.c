@@ -36,6 +36,8 @@
 
 #include "avroscan.h"
 #include "errstr.h"
+#include "utf8.h"
+#include "validate.h"
 
 /* Generated from schemas/ at build time. */
 extern const char tierd_schema_tier_change[];
@@ -875,16 +877,6 @@ static int profile_prescan(const events_t *e, const uint8_t *start, const uint8_
  * CustomerProfile: copy out of the libavro value and judge it.
  */
 
-static bool events_has_control(const char *s, size_t len)
-{
-    size_t i;
-
-    for (i = 0; i < len; i++)
-        if ((uint8_t)s[i] < 0x20 || (uint8_t)s[i] == 0x7f)
-            return true;
-    return false;
-}
-
 static int get_field(avro_value_t *rec, size_t index, avro_value_t *f)
 {
     return avro_value_get_by_index(rec, index, f, NULL);
@@ -917,22 +909,18 @@ static order_err_t profile_copy(events_t *e, avro_value_t *rec, const void *key,
     if (get_field(rec, CP_CUSTOMER_ID, &f) != 0 || avro_value_get_string(&f, &str, &size) != 0)
         goto libavro;
     n = size > 0 ? size - 1 : 0; /* libavro counts the NUL */
-    if (n == 0) {
-        errstr_fmt(errstr, errstr_size, "customer_id is empty");
-        return ORDER_ERR_EMPTY_ID;
-    }
-    if (n > ORDER_ID_MAX) {
-        errstr_fmt(errstr, errstr_size, "customer_id is %zu bytes; at most %d are allowed", n,
-                   ORDER_ID_MAX);
-        return ORDER_ERR_BAD_ID;
-    }
-    if (events_has_control(str, n)) {
-        errstr_fmt(errstr, errstr_size, "customer_id has control characters; ids must be "
-                   "printable");
-        return ORDER_ERR_BAD_ID;
-    }
+    /* The same rules as an order's customer_id: it becomes a Redis key. */
+    if ((err = validate_id("customer_id", str, n, errstr, errstr_size)) != ORDER_OK)
+        return err;
     memcpy(customer_id, str, n);
     customer_id[n] = '\0';
+    if (key != NULL && key_len > 0 && !utf8_valid(key, key_len)) {
+        errstr_fmt(errstr, errstr_size,
+                   "record key (%zu bytes) is not valid UTF-8 at byte %zu; keys must be the "
+                   "customer_id",
+                   key_len, utf8_invalid_at(key, key_len) + 1);
+        return ORDER_ERR_BAD_UTF8;
+    }
     if (key != NULL && key_len > 0 && (key_len != n || memcmp(key, str, n) != 0)) {
         errstr_fmt(errstr, errstr_size, "record key (%zu bytes) is not the customer_id %s",
                    key_len, customer_id);

@@ -77,9 +77,11 @@ int events_encode_quota(events_t *e, const events_quota_t *q, char **out, size_t
  * Refuses with: ORDER_ERR_NOT_AVRO for bytes that are not exactly one
  * CustomerProfile (truncated, trailing bytes, enum or union index out of
  * range, a boolean byte other than 0/1, a length past the end);
- * ORDER_ERR_EMPTY_ID / ORDER_ERR_BAD_ID for customer_id empty, longer than
- * ORDER_ID_MAX or with control characters; ORDER_ERR_KEY_MISMATCH when
- * key_len > 0 and the key differs from customer_id; ORDER_ERR_BAD_FIELD for
+ * ORDER_ERR_EMPTY_ID / ORDER_ERR_BAD_ID / ORDER_ERR_BAD_UTF8 for customer_id
+ * empty, longer than ORDER_ID_MAX or with control characters, or not UTF-8
+ * (validate_id's rules, in that order); when key_len > 0, ORDER_ERR_BAD_UTF8
+ * for a key that is not UTF-8, then ORDER_ERR_KEY_MISMATCH when the key
+ * differs from customer_id; ORDER_ERR_BAD_FIELD for
  * cooperation or growth not finite in [0, 1] or tier_override outside
  * 1..POLICY_TIERS_MAX; ORDER_ERR_INTERNAL for our own failures (NULL
  * arguments, out of memory, libavro disagreeing with the pre-scan).

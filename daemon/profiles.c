@@ -14,6 +14,7 @@
 
 #include "log.h"
 #include "month.h"
+#include "validate.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -69,10 +70,15 @@ static int profiles_once(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, siz
             continue;
         }
         if (m->value == NULL) { /* tombstone: the key names the customer */
-            if (m->key_len == 0 || m->key_len > ORDER_ID_MAX) {
+            /* It becomes a Redis key and a map key: the rules of every
+             * customer id (EMPTY_ID, BAD_ID, BAD_UTF8). */
+            char why[200] = "";
+            order_err_t e = validate_id("tombstone key", m->key, m->key_len, why, sizeof(why));
+            if (e != ORDER_OK) {
                 m->state = MSG_DEAD;
-                m->verdict = ORDER_ERR_EMPTY_ID;
-                snprintf(m->reason, sizeof(m->reason), "a tombstone needs the customer id as key");
+                m->verdict = e;
+                snprintf(m->reason, sizeof(m->reason),
+                         "%s; a tombstone needs the customer id as key", why);
                 dead[ndead++] = m;
                 continue;
             }

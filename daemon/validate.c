@@ -13,10 +13,12 @@
  */
 #include <inttypes.h>
 #include <string.h>
+#include <time.h>
 
 #include "validate.h"
 
 #include "errstr.h"
+#include "utf8.h"
 
 /* Room for ORDER_ID_MAX bytes each escaped as \xNN, the quotes and a NUL. */
 #define VALIDATE_QUOTE_MAX (ORDER_ID_MAX * 4 + 3)
@@ -58,6 +60,32 @@ static const char *validate_quote(char *dst, size_t dst_size, const void *s, siz
     return dst;
 }
 
+/* Room for "-292275055-05-16T16:47:04.192Z" (INT64_MIN ms) with margin. */
+#define VALIDATE_UTC_MAX 40
+
+/* Epoch milliseconds as an ISO 8601 UTC time, for a sentence.  gmtime_r
+ * reads no clock and no zone, so validation stays pure. */
+static const char *validate_utc_text(char *dst, size_t dst_size, int64_t ms)
+{
+    int64_t sec = ms / 1000, frac = ms % 1000;
+    struct tm tm;
+    time_t t;
+
+    if (frac < 0) { /* round toward minus infinity: -1 ms is 23:59:59.999 */
+        sec--;
+        frac += 1000;
+    }
+    t = (time_t)sec;
+    if (gmtime_r(&t, &tm) == NULL) {
+        errstr_fmt(dst, dst_size, "beyond the calendar");
+        return dst;
+    }
+    errstr_fmt(dst, dst_size, "%04lld-%02d-%02dT%02d:%02d:%02d.%03dZ",
+               (long long)tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
+               tm.tm_min, tm.tm_sec, (int)frac);
+    return dst;
+}
+
 /* Index of the first control character (< 0x20 or DEL), or -1. */
 static long validate_find_control(const char *s, size_t len)
 {
@@ -71,32 +99,52 @@ static long validate_find_control(const char *s, size_t len)
     return -1;
 }
 
-static order_err_t validate_id(const char *what, const char *id, size_t len, char *errstr,
-                               size_t errstr_size)
+/* BAD_UTF8 with a sentence naming the first bad byte, or ORDER_OK. */
+static order_err_t validate_utf8(const char *what, const char *s, size_t len, char *errstr,
+                                 size_t errstr_size)
 {
     char q[VALIDATE_QUOTE_MAX];
+    size_t at = utf8_invalid_at(s, len);
+
+    if (at == len)
+        return ORDER_OK;
+    errstr_fmt(errstr, errstr_size,
+               "%s %s is not valid UTF-8 at byte %zu (0x%02x); strings must be UTF-8", what,
+               validate_quote(q, sizeof(q), s, len), at + 1, (unsigned)(uint8_t)s[at]);
+    return ORDER_ERR_BAD_UTF8;
+}
+
+order_err_t validate_id(const char *what, const void *id, size_t len, char *errstr,
+                        size_t errstr_size)
+{
+    char q[VALIDATE_QUOTE_MAX];
+    const char *s = id;
     long at;
 
+    if (len == 0 || s == NULL) {
+        errstr_fmt(errstr, errstr_size, "%s is empty", what);
+        return ORDER_ERR_EMPTY_ID;
+    }
     if (len > ORDER_ID_MAX) {
         errstr_fmt(errstr, errstr_size, "%s is %zu bytes; at most %d are allowed", what, len,
                    ORDER_ID_MAX);
         return ORDER_ERR_BAD_ID;
     }
-    at = validate_find_control(id, len);
+    at = validate_find_control(s, len);
     if (at >= 0) {
         errstr_fmt(errstr, errstr_size,
                    "%s %s has control character 0x%02x at byte %ld; ids must be printable",
-                   what, validate_quote(q, sizeof(q), id, len), (unsigned)(uint8_t)id[at],
+                   what, validate_quote(q, sizeof(q), s, len), (unsigned)(uint8_t)s[at],
                    at + 1);
         return ORDER_ERR_BAD_ID;
     }
-    return ORDER_OK;
+    return validate_utf8(what, s, len, errstr, errstr_size);
 }
 
 static order_err_t validate_line(const order_line_t *l, uint32_t n, char *errstr,
                                  size_t errstr_size)
 {
-    char q[VALIDATE_QUOTE_MAX];
+    char q[VALIDATE_QUOTE_MAX], what[32];
     long at;
 
     if (l->sku_len == 0) {
@@ -117,6 +165,9 @@ static order_err_t validate_line(const order_line_t *l, uint32_t n, char *errstr
                    (unsigned)(uint8_t)l->sku[at], at + 1);
         return ORDER_ERR_BAD_SKU;
     }
+    errstr_fmt(what, sizeof(what), "line %" PRIu32 ": sku", n);
+    if (validate_utf8(what, l->sku, l->sku_len, errstr, errstr_size) != ORDER_OK)
+        return ORDER_ERR_BAD_UTF8;
     if (l->quantity <= 0) {
         errstr_fmt(errstr, errstr_size, "line %" PRIu32 ": quantity %" PRId64 " must be > 0",
                    n, l->quantity);
@@ -172,6 +223,7 @@ order_err_t validate_order(order_t *o, const void *key, size_t key_len, int64_t 
                            const validate_rules_t *r, char *errstr, size_t errstr_size)
 {
     char q1[VALIDATE_QUOTE_MAX], q2[VALIDATE_QUOTE_MAX];
+    char t1[VALIDATE_UTC_MAX], t2[VALIDATE_UTC_MAX];
     size_t cur_len, want_len;
     int64_t limit;
     order_err_t err;
@@ -199,7 +251,11 @@ order_err_t validate_order(order_t *o, const void *key, size_t key_len, int64_t 
         return err;
 
     /* A record without a key is allowed; with one, it routes the order to
-     * the partition that owns the customer, so it must be that customer. */
+     * the partition that owns the customer, so it must be that customer.
+     * A key that is not UTF-8 cannot be; say what is wrong with it. */
+    if (key != NULL && key_len > 0 &&
+        (err = validate_utf8("record key", key, key_len, errstr, errstr_size)) != ORDER_OK)
+        return err;
     if (key != NULL && key_len > 0 &&
         (key_len != o->customer_id_len || memcmp(key, o->customer_id, key_len) != 0)) {
         errstr_fmt(errstr, errstr_size,
@@ -231,11 +287,24 @@ order_err_t validate_order(order_t *o, const void *key, size_t key_len, int64_t 
      * sizes in case either side is not NUL-terminated. */
     cur_len = strnlen(o->currency, sizeof(o->currency));
     want_len = strnlen(r->currency, sizeof(r->currency));
+    if ((err = validate_utf8("currency", o->currency, cur_len, errstr, errstr_size)) !=
+        ORDER_OK)
+        return err;
     if (cur_len != want_len || memcmp(o->currency, r->currency, cur_len) != 0) {
         errstr_fmt(errstr, errstr_size, "currency %s is not the configured currency %s",
                    validate_quote(q1, sizeof(q1), o->currency, cur_len),
                    validate_quote(q2, sizeof(q2), r->currency, want_len));
         return ORDER_ERR_BAD_CURRENCY;
+    }
+
+    if (o->placed_at_ms < r->min_placed_at_ms) {
+        errstr_fmt(errstr, errstr_size,
+                   "placed_at %" PRId64 " ms (%s) is earlier than the minimum %" PRId64
+                   " ms (%s); check the producer's clock and how it fills placed_at",
+                   o->placed_at_ms, validate_utc_text(t1, sizeof(t1), o->placed_at_ms),
+                   r->min_placed_at_ms,
+                   validate_utc_text(t2, sizeof(t2), r->min_placed_at_ms));
+        return ORDER_ERR_BAD_PLACED_AT;
     }
 
     /* now + skew past INT64_MAX means nothing can be in the future; a

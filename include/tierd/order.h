@@ -65,6 +65,11 @@ typedef enum {
     ORDER_ERR_BAD_FIELD,      /* a field is out of its range (customer
                                * profile: cooperation, growth, tier_override);
                                * after INTERNAL so nothing is renumbered */
+    ORDER_ERR_BAD_PLACED_AT,  /* placed_at before the configured minimum
+                               * (min_placed_at_s, default 2000-01-01Z) */
+    ORDER_ERR_BAD_UTF8,       /* a string bound for an event or a Redis key
+                               * (ids, sku, record key, currency) is not
+                               * well-formed UTF-8 */
     ORDER_ERR__COUNT
 } order_err_t;
 

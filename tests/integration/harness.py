@@ -306,39 +306,87 @@ def read_state(r):
 
 # ------------------------------------------------------------------ model
 
-def _ctrl(s):
-    return any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in s)
+MIN_PLACED_AT_MS = 946684800000  # min_placed_at_s's default, 2000-01-01T00:00:00Z
 
 
-def judge(o, key, now, skew_ms=86400000, currency="CNY"):
-    """The SPEC section 4 rules a single record breaks, or None."""
-    for f in ("order_id", "customer_id"):
-        if o[f] == "":
-            return "EMPTY_ID"
-    for f in ("order_id", "customer_id"):
-        if len(o[f].encode()) > 64 or _ctrl(o[f]):
-            return "BAD_ID"
-    if key is not None and key != b"" and key != o["customer_id"].encode():
-        return "KEY_MISMATCH"
-    if not o["lines"]:
-        return "NO_LINES"
+def _raw(s):
+    """The bytes a string field stands for.  A test that wants bytes which
+    are not UTF-8 writes them as bytes, or as a str holding surrogateescape
+    code points (b"\\xff".decode("utf-8", "surrogateescape"))."""
+    return s if isinstance(s, bytes) else s.encode("utf-8", "surrogateescape")
+
+
+def _ctrl(b):
+    return any(c < 0x20 or c == 0x7F for c in b)
+
+
+def _utf8(b):
+    """Well-formed UTF-8, as utf8.c judges it: Python's strict decoder also
+    refuses overlong forms, surrogates and code points above U+10FFFF."""
+    try:
+        b.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+def judge(o, key, now, skew_ms=86400000, currency="CNY", min_ms=MIN_PLACED_AT_MS):
+    """The SPEC section 4 rules a single record breaks, or None; the first
+    in validate.c's order when it breaks several."""
+    ids = [_raw(o[f]) for f in ("order_id", "customer_id")]
+    # The decoder refuses before validation sees the order: its pre-scan
+    # counts the lines, then decode_copy bounds each string in field order.
     if len(o["lines"]) > 1000:
         return "TOO_MANY_LINES"
-    q = a = 0
+    for b in ids:
+        if len(b) > 64:
+            return "BAD_ID"
     for l in o["lines"]:
-        if l["sku"] == "" or len(l["sku"].encode()) > 64 or _ctrl(l["sku"]):
+        if len(_raw(l["sku"])) > 64:
             return "BAD_SKU"
+    if len(_raw(o["currency"])) > 3:
+        return "BAD_CURRENCY"
+    if any(b == b"" for b in ids):
+        return "EMPTY_ID"
+    for b in ids:
+        if _ctrl(b):
+            return "BAD_ID"
+        if not _utf8(b):
+            return "BAD_UTF8"
+    if key is not None and key != b"":
+        if not _utf8(key):
+            return "BAD_UTF8"
+        if key != ids[1]:
+            return "KEY_MISMATCH"
+    if not o["lines"]:
+        return "NO_LINES"
+    # Every line's own rules first, then the sums (validate_line, then
+    # validate_sums).
+    for l in o["lines"]:
+        sku = _raw(l["sku"])
+        if sku == b"" or _ctrl(sku):
+            return "BAD_SKU"
+        if not _utf8(sku):
+            return "BAD_UTF8"
         if l["quantity"] <= 0:
             return "BAD_QUANTITY"
         if l["unit_price"] < 0:
             return "NEGATIVE_PRICE"
+    q = a = 0
+    for l in o["lines"]:
         q += l["quantity"]
         a += l["quantity"] * l["unit_price"]
         if l["quantity"] * l["unit_price"] > INT64_MAX or q > INT64_MAX or a > INT64_MAX:
             return "OVERFLOW"
-    if o["currency"] != currency:
+    cur = _raw(o["currency"])
+    if not _utf8(cur):
+        return "BAD_UTF8"
+    if cur != currency.encode():
         return "BAD_CURRENCY"
-    if int(o["placed_at"].timestamp() * 1000) > now + skew_ms:
+    placed = int(o["placed_at"].timestamp() * 1000)
+    if placed < min_ms:
+        return "BAD_PLACED_AT"
+    if placed > now + skew_ms:
         return "FUTURE"
     return None
 

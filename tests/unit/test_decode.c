@@ -24,6 +24,7 @@
 #include <avro.h>
 
 #include "decode.h"
+#include "month.h"
 #include "tbuf.h"
 #include "validate.h"
 
@@ -792,6 +793,91 @@ static void test_embedded_nul(void **state)
     tb_free(&b);
 }
 
+/* Avro says strings are UTF-8 but neither libavro nor the decoder checks:
+ * the bytes arrive intact and validation refuses them as BAD_UTF8. */
+static void test_invalid_utf8(void **state)
+{
+    static const tline_t bad_sku[] = {{"SKU-\xed\xa0\x80", 0, 1, 1}};
+    char errstr[256];
+    torder_t t;
+    tbuf_t b = tb_new();
+    order_t o = {0};
+    decoder_t *d = new_decoder();
+    const validate_rules_t r = {"EUR", 86400000, VALIDATE_MIN_PLACED_AT_MS_DEFAULT};
+    size_t i;
+    struct {
+        const char *order_id, *customer_id, *currency;
+        const tline_t *lines;
+    } cases[] = {
+        {"O-\xc0\xaf", NULL, NULL, NULL},     /* overlong '/' */
+        {NULL, "C-\xf4\x90\x80\x80", NULL, NULL}, /* past U+10FFFF */
+        {NULL, NULL, "E\xffR", NULL},
+        {NULL, NULL, NULL, bad_sku},
+    };
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        t = default_order();
+        if (cases[i].order_id != NULL)
+            t.order_id = cases[i].order_id;
+        if (cases[i].customer_id != NULL)
+            t.customer_id = cases[i].customer_id;
+        if (cases[i].currency != NULL)
+            t.currency = cases[i].currency;
+        if (cases[i].lines != NULL) {
+            t.lines = cases[i].lines;
+            t.nlines = 1;
+        }
+        b.n = 0;
+        tb_order(&b, &t);
+        assert_int_equal(dec(d, b.b, b.n, &o, errstr, sizeof(errstr)), ORDER_OK);
+        assert_memory_equal(o.order_id, t.order_id, strlen(t.order_id));
+        assert_memory_equal(o.customer_id, t.customer_id, strlen(t.customer_id));
+        assert_int_equal(validate_order(&o, NULL, 0, 1700000000000LL, &r, errstr,
+                                        sizeof(errstr)),
+                         ORDER_ERR_BAD_UTF8);
+    }
+    order_reset(&o);
+    decode_destroy(d);
+    tb_free(&b);
+}
+
+/* placed_at is any Avro long: its extremes decode, validation puts them
+ * outside [min_placed_at, now + skew], and month bucketing of them is
+ * defined (run under UBSan, the former int arithmetic aborted here). */
+static void test_placed_at_extremes(void **state)
+{
+    static const int64_t at[] = {INT64_MIN, -4611686018427387904LL, -1, 0,
+                                 946684800000LL - 1, INT64_MAX};
+    char errstr[256];
+    torder_t t = default_order();
+    tbuf_t b = tb_new();
+    order_t o = {0};
+    decoder_t *d = new_decoder();
+    const validate_rules_t r = {"EUR", 86400000, VALIDATE_MIN_PLACED_AT_MS_DEFAULT};
+    int32_t m;
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
+        t.placed_at = at[i];
+        b.n = 0;
+        tb_order(&b, &t);
+        assert_int_equal(dec(d, b.b, b.n, &o, errstr, sizeof(errstr)), ORDER_OK);
+        assert_int_equal(o.placed_at_ms, at[i]);
+        assert_int_equal(validate_order(&o, NULL, 0, 1700000000000LL, &r, errstr,
+                                        sizeof(errstr)),
+                         at[i] == INT64_MAX ? ORDER_ERR_FUTURE : ORDER_ERR_BAD_PLACED_AT);
+        m = month_of_ms(o.placed_at_ms);
+        assert_true(m >= MONTH_MIN && m <= MONTH_MAX);
+        (void)month_yyyymm(m);
+        (void)month_start_ms(m + 1);
+    }
+    order_reset(&o);
+    decode_destroy(d);
+    tb_free(&b);
+}
+
 static void test_reuse(void **state)
 {
     char errstr[256];
@@ -959,6 +1045,8 @@ int main(void)
         cmocka_unit_test(test_too_many_lines),
         cmocka_unit_test(test_long_strings),
         cmocka_unit_test(test_embedded_nul),
+        cmocka_unit_test(test_invalid_utf8),
+        cmocka_unit_test(test_placed_at_extremes),
         cmocka_unit_test(test_reuse),
         cmocka_unit_test(test_fuzz),
     };

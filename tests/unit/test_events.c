@@ -793,6 +793,15 @@ static void test_profile_bad_ids(void **state)
     p.id_len = 0;
     p.id = "01234567890123456789012345678901234567890123456789012345678901234"; /* 65 */
     expect_refused(&p, NULL, ORDER_ERR_BAD_ID);
+    /* It becomes a Redis key: well-formed UTF-8 only, as in an order. */
+    p.id = "C-\xed\xa0\x80"; /* a surrogate */
+    expect_refused(&p, NULL, ORDER_ERR_BAD_UTF8);
+    p.id = "C-\xc3";
+    expect_refused(&p, NULL, ORDER_ERR_BAD_UTF8);
+    p.id = "C-\xc3\xa9";
+    r = decode_prof(&p, "C-\xc3\xa9");
+    assert_int_equal(r.err, ORDER_OK);
+    assert_string_equal(r.customer_id, "C-\xc3\xa9");
 
     /* The key is compared byte for byte; the id is still handed back. */
     p = default_prof();
@@ -801,6 +810,10 @@ static void test_profile_bad_ids(void **state)
     assert_string_equal(r.customer_id, "C-42");
     expect_refused(&p, "C-42 ", ORDER_ERR_KEY_MISMATCH);
     expect_refused(&p, "C-4", ORDER_ERR_KEY_MISMATCH);
+    /* A key that is not UTF-8 says so rather than "mismatch". */
+    r = decode_prof(&p, "C-42\xff");
+    assert_int_equal(r.err, ORDER_ERR_BAD_UTF8);
+    assert_string_equal(r.customer_id, "C-42");
     tb_free(&t);
 }
 

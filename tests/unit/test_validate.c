@@ -1,7 +1,8 @@
 /*
  * test_validate.c -- each Order rule alone, their order, and the arithmetic
  * at the 64-bit boundary.  Orders are built directly as order_t: the
- * validator is pure and never sees bytes.
+ * validator is pure and never sees bytes.  Also the UTF-8 check the rules
+ * rely on, against a table and against a second, decoding implementation.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -13,12 +14,13 @@
 
 #include <cmocka.h>
 
+#include "utf8.h"
 #include "validate.h"
 
 #define NOW_MS 1700000000000LL
 #define DAY_MS 86400000LL
 
-static const validate_rules_t rules = {"EUR", DAY_MS};
+static const validate_rules_t rules = {"EUR", DAY_MS, VALIDATE_MIN_PLACED_AT_MS_DEFAULT};
 
 static void set_str(char *dst, uint8_t *len, const char *s)
 {
@@ -299,10 +301,336 @@ static void test_future(void **state)
     assert_int_equal(validate_order(&o, NULL, 0, NOW_MS, &r, errstr, sizeof(errstr)),
                      ORDER_ERR_FUTURE);
     assert_true(errstr[0] != '\0');
-    /* Far in the past is not this rule's business (LATE is decided later). */
+    /* Far in the past is not this rule's business (BAD_PLACED_AT's and
+     * LATE's): with no minimum at all, INT64_MIN passes. */
+    r.min_placed_at_ms = INT64_MIN;
     o.placed_at_ms = INT64_MIN;
-    expect(&o, NULL, ORDER_OK);
+    assert_int_equal(validate_order(&o, NULL, 0, NOW_MS, &r, errstr, sizeof(errstr)), ORDER_OK);
     order_reset(&o);
+}
+
+static void test_bad_placed_at(void **state)
+{
+    char errstr[512];
+    order_t o = make_order(1);
+    validate_rules_t r = rules;
+
+    (void)state;
+    /* The default minimum is 2000-01-01T00:00:00Z, inclusive. */
+    o.placed_at_ms = 946684800000LL;
+    expect(&o, NULL, ORDER_OK);
+    o.placed_at_ms = 946684800000LL - 1;
+    assert_int_equal(validate_order(&o, NULL, 0, NOW_MS, &rules, errstr, sizeof(errstr)),
+                     ORDER_ERR_BAD_PLACED_AT);
+    assert_string_equal(errstr, "placed_at 946684799999 ms (1999-12-31T23:59:59.999Z) is "
+                                "earlier than the minimum 946684800000 ms "
+                                "(2000-01-01T00:00:00.000Z); check the producer's clock and "
+                                "how it fills placed_at");
+    o.placed_at_ms = 0;
+    expect(&o, NULL, ORDER_ERR_BAD_PLACED_AT);
+    o.placed_at_ms = INT64_MIN;
+    expect(&o, NULL, ORDER_ERR_BAD_PLACED_AT);
+
+    /* Rules left at zero refuse only what is before 1970. */
+    r.min_placed_at_ms = 0;
+    o.placed_at_ms = 0;
+    assert_int_equal(validate_order(&o, NULL, 0, NOW_MS, &r, errstr, sizeof(errstr)), ORDER_OK);
+    o.placed_at_ms = 1;
+    assert_int_equal(validate_order(&o, NULL, 0, NOW_MS, &r, errstr, sizeof(errstr)), ORDER_OK);
+    o.placed_at_ms = -1;
+    assert_int_equal(validate_order(&o, NULL, 0, NOW_MS, &r, errstr, sizeof(errstr)),
+                     ORDER_ERR_BAD_PLACED_AT);
+    assert_non_null(strstr(errstr, "(1969-12-31T23:59:59.999Z)"));
+    o.placed_at_ms = INT64_MIN;
+    assert_int_equal(validate_order(&o, NULL, 0, NOW_MS, &r, errstr, sizeof(errstr)),
+                     ORDER_ERR_BAD_PLACED_AT);
+
+    /* The upper end is still FUTURE's. */
+    o.placed_at_ms = INT64_MAX;
+    assert_int_equal(validate_order(&o, NULL, 0, NOW_MS, &r, errstr, sizeof(errstr)),
+                     ORDER_ERR_FUTURE);
+    /* A minimum above now + skew (a misconfiguration) is reported as
+     * BAD_PLACED_AT, the first of the two. */
+    r.min_placed_at_ms = INT64_MAX;
+    o.placed_at_ms = NOW_MS + 2 * DAY_MS;
+    assert_int_equal(validate_order(&o, NULL, 0, NOW_MS, &r, errstr, sizeof(errstr)),
+                     ORDER_ERR_BAD_PLACED_AT);
+    order_reset(&o);
+}
+
+/* ---------------------------------------------------------------- UTF-8 */
+
+/* A second implementation that decodes the code point and then judges it,
+ * instead of utf8.c's table of allowed second bytes.  Returns the length of
+ * the sequence at s, or 0 when it is not well-formed. */
+static size_t ref_utf8_seq(const uint8_t *s, size_t n)
+{
+    uint32_t cp, min;
+    size_t len, k;
+
+    if (s[0] < 0x80)
+        return 1;
+    if ((s[0] & 0xe0) == 0xc0) {
+        len = 2, cp = s[0] & 0x1fu, min = 0x80;
+    } else if ((s[0] & 0xf0) == 0xe0) {
+        len = 3, cp = s[0] & 0x0fu, min = 0x800;
+    } else if ((s[0] & 0xf8) == 0xf0) {
+        len = 4, cp = s[0] & 0x07u, min = 0x10000;
+    } else {
+        return 0;
+    }
+    if (n < len)
+        return 0;
+    for (k = 1; k < len; k++) {
+        if ((s[k] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[k] & 0x3fu);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+        return 0;
+    return len;
+}
+
+static size_t ref_utf8_invalid_at(const uint8_t *s, size_t n)
+{
+    size_t i = 0, len;
+
+    while (i < n) {
+        if ((len = ref_utf8_seq(s + i, n - i)) == 0)
+            return i;
+        i += len;
+    }
+    return n;
+}
+
+#define U8(lit, at) {lit, sizeof(lit) - 1, at}
+#define U8_OK(lit) {lit, sizeof(lit) - 1, sizeof(lit) - 1}
+
+static void test_utf8_table(void **state)
+{
+    static const struct {
+        const char *s;
+        size_t n, at; /* at == n: valid */
+    } cases[] = {
+        U8_OK(""),
+        U8_OK("C-42"),
+        U8_OK("\x00"),                        /* NUL is UTF-8; BAD_ID refuses it */
+        U8_OK("\x7f"),
+        U8_OK("\xc2\x80"),                    /* U+0080, the first 2-byte */
+        U8_OK("\xdf\xbf"),                    /* U+07FF */
+        U8_OK("Zo\xc3\xab"),
+        U8_OK("\xe0\xa0\x80"),                /* U+0800, the first 3-byte */
+        U8_OK("\xed\x9f\xbf"),                /* U+D7FF, just below surrogates */
+        U8_OK("\xee\x80\x80"),                /* U+E000, just above */
+        U8_OK("\xef\xbb\xbf"),                /* U+FEFF, a BOM is a character */
+        U8_OK("\xef\xbf\xbf"),                /* U+FFFF */
+        U8_OK("\xe4\xb8\xad\xe6\x96\x87"),    /* two CJK characters */
+        U8_OK("\xf0\x90\x80\x80"),            /* U+10000, the first 4-byte */
+        U8_OK("\xf0\x9f\x98\x80"),            /* an emoji */
+        U8_OK("\xf4\x8f\xbf\xbf"),            /* U+10FFFF, the last */
+        U8("\x80", 0),                        /* a lone continuation byte */
+        U8("ab\xbf", 2),
+        U8("\xc0\x80", 0),                    /* overlong NUL */
+        U8("\xc1\xbf", 0),                    /* overlong U+007F */
+        U8("\xe0\x80\x80", 0),                /* overlong 3-byte */
+        U8("\xe0\x9f\xbf", 0),                /* overlong U+07FF */
+        U8("\xf0\x80\x80\x80", 0),            /* overlong 4-byte */
+        U8("\xf0\x8f\xbf\xbf", 0),            /* overlong U+FFFF */
+        U8("\xed\xa0\x80", 0),                /* U+D800, a surrogate */
+        U8("\xed\xbf\xbf", 0),                /* U+DFFF */
+        U8("\xed\xa0\xbd\xed\xb8\x80", 0),    /* a CESU-8 surrogate pair */
+        U8("\xf4\x90\x80\x80", 0),            /* U+110000 */
+        U8("\xf5\x80\x80\x80", 0),
+        U8("\xf7\xbf\xbf\xbf", 0),
+        U8("\xf8\x88\x80\x80\x80", 0),        /* old 5-byte form */
+        U8("\xfe", 0),
+        U8("\xff", 0),
+        U8("\xc3", 0),                        /* truncated by the end */
+        U8("ab\xe4\xb8", 2),
+        U8("\xf0\x9f\x98", 0),
+        U8("\xc3\x28", 0),                    /* a non-continuation inside */
+        U8("\xe4\x28\xad", 0),
+        U8("\xe4\xb8\x28", 0),
+        U8("\xf0\x9f\x98\x28", 0),
+        U8("\xc3\xa9\xc3", 2),                /* a good character, then a cut one */
+        U8("ok\xc3\xa9\xff", 4),
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t got = utf8_invalid_at(cases[i].s, cases[i].n);
+        if (got != cases[i].at)
+            fail_msg("case %zu: invalid at %zu, want %zu", i, got, cases[i].at);
+        assert_int_equal(utf8_valid(cases[i].s, cases[i].n), cases[i].at == cases[i].n);
+        assert_int_equal(ref_utf8_invalid_at((const uint8_t *)cases[i].s, cases[i].n),
+                         cases[i].at);
+    }
+    /* n bounds the scan: a valid pair cut by n is truncated. */
+    assert_int_equal(utf8_invalid_at("\xc3\xa9", 1), 0);
+    assert_true(utf8_valid(NULL, 0));
+}
+
+/* Every string of one and two bytes, every three-byte string that starts
+ * with a multi-byte lead, and four-byte strings at each edge of the
+ * continuation range: the two implementations agree. */
+static void test_utf8_exhaustive(void **state)
+{
+    static const uint8_t edge[] = {0x00, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xff};
+    uint8_t b[4];
+    unsigned x, y, z, w;
+
+    (void)state;
+    for (x = 0; x < 256; x++) {
+        b[0] = (uint8_t)x;
+        assert_int_equal(utf8_invalid_at((char *)b, 1), ref_utf8_invalid_at(b, 1));
+        for (y = 0; y < 256; y++) {
+            b[1] = (uint8_t)y;
+            assert_int_equal(utf8_invalid_at((char *)b, 2), ref_utf8_invalid_at(b, 2));
+        }
+    }
+    for (x = 0xc0; x < 256; x++)
+        for (y = 0; y < 256; y++)
+            for (z = 0; z < 256; z++) {
+                b[0] = (uint8_t)x, b[1] = (uint8_t)y, b[2] = (uint8_t)z;
+                if (utf8_invalid_at((char *)b, 3) != ref_utf8_invalid_at(b, 3))
+                    fail_msg("%02x %02x %02x", x, y, z);
+            }
+    for (x = 0xf0; x < 256; x++)
+        for (y = 0; y < 256; y++)
+            for (z = 0; z < sizeof(edge); z++)
+                for (w = 0; w < sizeof(edge); w++) {
+                    b[0] = (uint8_t)x, b[1] = (uint8_t)y, b[2] = edge[z], b[3] = edge[w];
+                    if (utf8_invalid_at((char *)b, 4) != ref_utf8_invalid_at(b, 4))
+                        fail_msg("%02x %02x %02x %02x", x, y, edge[z], edge[w]);
+                }
+}
+
+static void test_bad_utf8(void **state)
+{
+    char errstr[512];
+    order_t o = make_order(2);
+
+    (void)state;
+    /* Each string that reaches an event or a Redis key. */
+    set_str(o.order_id, &o.order_id_len, "O-\xc3");
+    assert_int_equal(validate_order(&o, NULL, 0, NOW_MS, &rules, errstr, sizeof(errstr)),
+                     ORDER_ERR_BAD_UTF8);
+    assert_string_equal(errstr, "order_id \"O-\\xc3\" is not valid UTF-8 at byte 3 (0xc3); "
+                                "strings must be UTF-8");
+    set_str(o.order_id, &o.order_id_len, "O-1");
+
+    set_str(o.customer_id, &o.customer_id_len, "C-\xed\xa0\x80");
+    expect(&o, NULL, ORDER_ERR_BAD_UTF8);
+    set_str(o.customer_id, &o.customer_id_len, "C-\xc0\xaf"); /* overlong '/' */
+    expect(&o, NULL, ORDER_ERR_BAD_UTF8);
+    set_str(o.customer_id, &o.customer_id_len, "C-1");
+
+    expect(&o, "C-\xff", ORDER_ERR_BAD_UTF8); /* the record key */
+    assert_int_equal(validate_order(&o, "C-\xff", 3, NOW_MS, &rules, errstr, sizeof(errstr)),
+                     ORDER_ERR_BAD_UTF8);
+    assert_non_null(strstr(errstr, "record key"));
+
+    set_str(o.lines[1].sku, &o.lines[1].sku_len, "SKU-\xf4\x90\x80\x80");
+    assert_int_equal(validate_order(&o, NULL, 0, NOW_MS, &rules, errstr, sizeof(errstr)),
+                     ORDER_ERR_BAD_UTF8);
+    assert_non_null(strstr(errstr, "line 2: sku "));
+    set_str(o.lines[1].sku, &o.lines[1].sku_len, "SKU-\xe2\x82\xac"); /* a euro sign */
+    expect(&o, NULL, ORDER_OK);
+
+    memcpy(o.currency, "E\xa4R", 4);
+    expect(&o, NULL, ORDER_ERR_BAD_UTF8);
+    memcpy(o.currency, "\xe2\x82\xac", 4); /* valid UTF-8, still not "EUR" */
+    expect(&o, NULL, ORDER_ERR_BAD_CURRENCY);
+    memcpy(o.currency, "EUR", 4);
+
+    /* Valid UTF-8 everywhere, up to the longest id. */
+    set_str(o.customer_id, &o.customer_id_len,
+            "\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad"
+            "\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad"
+            "\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad\xe4\xb8\xad"
+            "\xe4\xb8\xad\xe4\xb8\xad\xf0\x9f\x98\x80"); /* 20 * 3 + 4 = 64 bytes */
+    assert_int_equal(o.customer_id_len, ORDER_ID_MAX);
+    expect(&o, o.customer_id, ORDER_OK);
+    order_reset(&o);
+}
+
+/* BAD_UTF8 sits where each string is judged: after that string's own
+ * rules, before the rules that compare it with something else. */
+static void test_bad_utf8_order(void **state)
+{
+    order_t o = make_order(2);
+
+    (void)state;
+    set_str(o.order_id, &o.order_id_len, "O-\xff\x01"); /* both: control wins */
+    expect(&o, NULL, ORDER_ERR_BAD_ID);
+    set_str(o.order_id, &o.order_id_len, "O-\xff");
+    set_str(o.customer_id, &o.customer_id_len, "C\x01"); /* order_id is judged first */
+    expect(&o, NULL, ORDER_ERR_BAD_UTF8);
+    set_str(o.order_id, &o.order_id_len, "O-1");
+    expect(&o, NULL, ORDER_ERR_BAD_ID);
+    set_str(o.customer_id, &o.customer_id_len, "");
+    expect(&o, NULL, ORDER_ERR_EMPTY_ID); /* emptiness before everything */
+    set_str(o.customer_id, &o.customer_id_len, "C-1");
+
+    /* A key that is not UTF-8 is BAD_UTF8, not KEY_MISMATCH; but the ids
+     * come first. */
+    expect(&o, "C-\x80", ORDER_ERR_BAD_UTF8);
+    set_str(o.order_id, &o.order_id_len, "O\n");
+    expect(&o, "C-\x80", ORDER_ERR_BAD_ID);
+    set_str(o.order_id, &o.order_id_len, "O-1");
+    o.nlines = 0;
+    expect(&o, "C-\x80", ORDER_ERR_BAD_UTF8); /* before NO_LINES */
+    o.nlines = 2;
+
+    /* Per line: BAD_SKU's rules, then BAD_UTF8, then the numbers. */
+    set_str(o.lines[0].sku, &o.lines[0].sku_len, "S\x01\xff");
+    expect(&o, NULL, ORDER_ERR_BAD_SKU);
+    set_str(o.lines[0].sku, &o.lines[0].sku_len, "S\xff");
+    o.lines[0].quantity = 0;
+    expect(&o, NULL, ORDER_ERR_BAD_UTF8);
+    o.lines[0].quantity = 1;
+    o.lines[1].quantity = -1; /* a later line's quantity comes after */
+    expect(&o, NULL, ORDER_ERR_BAD_UTF8);
+    set_str(o.lines[0].sku, &o.lines[0].sku_len, "S-0");
+    expect(&o, NULL, ORDER_ERR_BAD_QUANTITY);
+    o.lines[1].quantity = 1;
+
+    /* The currency's encoding after the sums, before the comparison, and
+     * before placed_at. */
+    memcpy(o.currency, "\xc3\xa9", 3);
+    o.placed_at_ms = 0;
+    expect(&o, NULL, ORDER_ERR_BAD_CURRENCY);
+    memcpy(o.currency, "\xc3\xc3", 3);
+    expect(&o, NULL, ORDER_ERR_BAD_UTF8);
+    o.lines[0].quantity = INT64_MAX;
+    o.lines[1].quantity = INT64_MAX;
+    expect(&o, NULL, ORDER_ERR_OVERFLOW);
+    order_reset(&o);
+}
+
+/* The id rules profiles share with orders. */
+static void test_validate_id(void **state)
+{
+    char errstr[256];
+
+    (void)state;
+    assert_int_equal(validate_id("key", "", 0, errstr, sizeof(errstr)), ORDER_ERR_EMPTY_ID);
+    assert_string_equal(errstr, "key is empty");
+    assert_int_equal(validate_id("key", NULL, 0, errstr, sizeof(errstr)), ORDER_ERR_EMPTY_ID);
+    assert_int_equal(validate_id("key", "C-1", 3, errstr, sizeof(errstr)), ORDER_OK);
+    assert_int_equal(validate_id("key", "C\0001", 3, errstr, sizeof(errstr)), ORDER_ERR_BAD_ID);
+    assert_int_equal(validate_id("key", "C\x7f", 2, errstr, sizeof(errstr)), ORDER_ERR_BAD_ID);
+    assert_int_equal(validate_id("key", "C\xe2\x82", 3, errstr, sizeof(errstr)),
+                     ORDER_ERR_BAD_UTF8);
+    assert_string_equal(errstr, "key \"C\\xe2\\x82\" is not valid UTF-8 at byte 2 (0xe2); "
+                                "strings must be UTF-8");
+    assert_int_equal(validate_id("key", "C\xe2\x82\xac", 4, NULL, 0), ORDER_OK);
+    assert_int_equal(validate_id("key",
+                                 "0123456789012345678901234567890123456789012345678901234567890123"
+                                 "4",
+                                 ORDER_ID_MAX + 1, errstr, sizeof(errstr)),
+                     ORDER_ERR_BAD_ID);
 }
 
 /* When several rules fail, the first in the documented order wins. */
@@ -374,7 +702,7 @@ static void test_reason_codes(void **state)
         "OK",       "NOT_AVRO",       "EMPTY_ID",    "BAD_ID",  "KEY_MISMATCH",
         "NO_LINES", "TOO_MANY_LINES", "BAD_SKU",     "BAD_QUANTITY",
         "NEGATIVE_PRICE", "OVERFLOW", "BAD_CURRENCY", "FUTURE", "LATE", "INTERNAL",
-        "BAD_FIELD",
+        "BAD_FIELD", "BAD_PLACED_AT", "BAD_UTF8",
     };
     int i;
 
@@ -403,6 +731,12 @@ int main(void)
         cmocka_unit_test(test_overflow),
         cmocka_unit_test(test_bad_currency),
         cmocka_unit_test(test_future),
+        cmocka_unit_test(test_bad_placed_at),
+        cmocka_unit_test(test_utf8_table),
+        cmocka_unit_test(test_utf8_exhaustive),
+        cmocka_unit_test(test_bad_utf8),
+        cmocka_unit_test(test_bad_utf8_order),
+        cmocka_unit_test(test_validate_id),
         cmocka_unit_test(test_rule_order),
         cmocka_unit_test(test_quoting),
         cmocka_unit_test(test_null_args),
