@@ -133,7 +133,9 @@ static void do_reload(void *opaque) {
     log_level = log_level_parse(fresh.log_level);
     r->conf->batch_max_orders = fresh.batch_max_orders;
     r->conf->batch_max_ms = fresh.batch_max_ms;
+    r->conf->shutdown_timeout_ms = fresh.shutdown_timeout_ms;
     r->apply->rules.max_future_skew_ms = fresh.max_future_skew_s * 1000;
+    r->apply->rules.min_placed_at_ms = fresh.min_placed_at_s * 1000;
     r->apply->idle_close_after_ms = fresh.idle_close_after_s * 1000;
     r->apply->policy = next; /* later decisions name the new policy and version */
     r->cur = 1 - r->cur;
@@ -247,6 +249,7 @@ int main(int argc, char **argv) {
     apply.decoder = dec;
     snprintf(apply.rules.currency, sizeof(apply.rules.currency), "%s", conf.currency);
     apply.rules.max_future_skew_ms = conf.max_future_skew_s * 1000;
+    apply.rules.min_placed_at_ms = conf.min_placed_at_s * 1000;
     apply.window = (int32_t)conf.window_months;
     apply.owner = owner;
     apply.dead = publish_dead;

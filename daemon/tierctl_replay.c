@@ -166,6 +166,7 @@ static int lane_open(lane_t *l, const tierctl_t *t, const policy_t *p, char *pre
     a->decoder = l->dec;
     snprintf(a->rules.currency, sizeof(a->rules.currency), "%s", t->conf.currency);
     a->rules.max_future_skew_ms = t->conf.max_future_skew_s * 1000;
+    a->rules.min_placed_at_ms = t->conf.min_placed_at_s * 1000;
     a->window = p->window;
     a->owner = owner;
     a->policy = p;

@@ -116,6 +116,7 @@ static apply_ctx_t ctx(void) {
     a.decoder = dec;
     strcpy(a.rules.currency, "CNY");
     a.rules.max_future_skew_ms = 86400000;
+    a.rules.min_placed_at_ms = VALIDATE_MIN_PLACED_AT_MS_DEFAULT;
     a.window = 3;
     a.owner = "test";
     a.dead = sink;

@@ -59,8 +59,8 @@ assert d.cpu_seconds() - cpu_before < 1.5, "tierd must back off, not spin, while
 svc.run("start-redis")
 wait_progress("the Redis outage")
 log = d.log_text()
-assert "pausing consumption until the store answers again" in log
-assert "Redis is back; resuming" in log
+assert "pausing this partition and retrying" in log
+assert "applying again after a retry; resuming" in log
 
 h.log("broker down for 6 s")
 svc.run("stop-kafka")
