@@ -507,6 +507,15 @@ static int claim(consumer_t *k, int32_t id, part_t *pt, int patient) {
     }
 }
 
+/* Whether a Redis call still fits: outside shutdown always; on the way
+ * out only while Redis answers and a whole redis.timeout_ms remains
+ * before the deadline, so no call can carry tierd past it. */
+static int time_for_redis(consumer_t *k) {
+    if (!k->stopping) return 1;
+    return store_connected(k->apply->store) &&
+           k->deadline - mono_ms() > k->conf->redis_timeout_ms;
+}
+
 /* Publishes one partition's outbox before it leaves us: the round in
  * flight is finished first, then one for this partition; at most 5 s, and
  * never past the shutdown deadline (the next owner publishes the rest). */
@@ -514,7 +523,7 @@ static void drain_outbox(consumer_t *k, int32_t id) {
     int64_t until = mono_ms() + 5000;
     int started = 0;
     if (k->stopping && k->deadline < until) until = k->deadline;
-    while (mono_ms() < until) {
+    while (mono_ms() < until && time_for_redis(k)) {
         int32_t done[64];
         int nread[64];
         size_t ndone = 0;
@@ -619,7 +628,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
              * it is waiting on a retry, or the way out has no time left:
              * what is not committed is read again by its next owner. */
             if (!lost && pt->assigned && !pt->retry_at && !pt->need_rewind &&
-                (!k->stopping || mono_ms() < k->deadline)) {
+                time_for_redis(k)) {
                 char why[512] = "";
                 if (part_flush_profiles(k, id, pt, why, sizeof(why)) == APPLY_OK &&
                     part_flush(k, id, pt, why, sizeof(why)) == APPLY_OK && pt->ap.outbox_dirty)
@@ -940,7 +949,7 @@ static void shut_down(consumer_t *k) {
     k->deadline = mono_ms() + k->conf->shutdown_timeout_ms;
     log_info("consumer", "stopping: applying %zu pending records (at most %" PRId64 " ms)",
              k->npending, k->conf->shutdown_timeout_ms);
-    for (int32_t i = 0; i < k->nparts && mono_ms() < k->deadline; i++) {
+    for (int32_t i = 0; i < k->nparts && time_for_redis(k); i++) {
         part_t *pt = &k->parts[i];
         if (!pt->assigned || pt->retry_at || pt->need_rewind) continue;
         if (pt->npending == 0 && pt->prof.n == 0) continue;
@@ -948,7 +957,7 @@ static void shut_down(consumer_t *k) {
     }
     /* Half of what is left for publishing; the rest for leaving the group. */
     int64_t publish_until = mono_ms() + (k->deadline - mono_ms()) / 2;
-    while (mono_ms() < publish_until) {
+    while (mono_ms() < publish_until && time_for_redis(k)) {
         int dirty = 0;
         for (int32_t i = 0; i < k->nparts; i++)
             dirty |= k->parts[i].assigned && k->parts[i].ap.outbox_dirty;
