@@ -117,8 +117,21 @@ static int64_t *int_field(config_t *c, const config_key_t *k) {
     return (int64_t *)((char *)c + k->offset);
 }
 
+/* Remembers where key k got its value, for config_where. */
+static int set_where(config_t *c, const config_key_t *k, const char *where) {
+    char *w = strdup(where);
+    if (!w) return -1;
+    free(c->wheres[k - config_keys]);
+    c->wheres[k - config_keys] = w;
+    return 0;
+}
+
 static int set_value(config_t *c, const config_key_t *k, const char *value,
                      const char *where, char *errstr, size_t errstr_size) {
+    if (set_where(c, k, where) != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
     if (k->type == CT_INT) {
         char *end = NULL;
         long long v;
@@ -151,6 +164,12 @@ static const config_key_t *find_key(const char *name) {
     for (size_t i = 0; i < NKEYS; i++)
         if (strcmp(config_keys[i].name, name) == 0) return &config_keys[i];
     return NULL;
+}
+
+const char *config_where(const config_t *c, const char *key) {
+    const config_key_t *k = find_key(key);
+    const char *w = k && c->wheres ? c->wheres[k - config_keys] : NULL;
+    return w ? w : "default";
 }
 
 static int kafka_set(config_t *c, const char *name, const char *value, const char *where) {
@@ -424,6 +443,11 @@ static int load_credentials(config_t *c, char *errstr, size_t errstr_size) {
             }
         } else {
             c->redis_password = secret; /* now owned by c */
+            snprintf(what, sizeof(what), "credential %s", cr->name);
+            if (set_where(c, find_key(cr->key), what) != 0) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return -1;
+            }
         }
     }
     return 0;
@@ -434,26 +458,31 @@ static int validate(config_t *c, char *errstr, size_t errstr_size) {
     const char *cur = c->currency;
     if (strlen(cur) != 3 || !isupper((unsigned char)cur[0]) ||
         !isupper((unsigned char)cur[1]) || !isupper((unsigned char)cur[2])) {
-        snprintf(errstr, errstr_size, "currency: \"%s\" is not an ISO 4217 code (three capitals)",
-                 cur);
+        snprintf(errstr, errstr_size,
+                 "%s: currency: \"%s\" is not an ISO 4217 code (three capitals)",
+                 config_where(c, "currency"), cur);
         return -1;
     }
     if (log_level_parse(c->log_level) < 0) {
-        snprintf(errstr, errstr_size, "log_level: \"%s\" is not error, warn, info or debug",
-                 c->log_level);
+        snprintf(errstr, errstr_size, "%s: log_level: \"%s\" is not error, warn, info or debug",
+                 config_where(c, "log_level"), c->log_level);
         return -1;
     }
     const char *names[] = {c->topic_orders, c->topic_dead_letter, c->topic_profiles,
                            c->topic_tier_changes, c->topic_quota_events};
+    const char *keys[] = {"topics.orders", "topics.dead_letter", "topics.profiles",
+                          "topics.tier_changes", "topics.quota_events"};
     for (size_t i = 0; i < 5; i++) {
         if (*names[i] == '\0') {
-            snprintf(errstr, errstr_size, "topics: names must not be empty");
+            snprintf(errstr, errstr_size, "%s: %s: topic names must not be empty",
+                     config_where(c, keys[i]), keys[i]);
             return -1;
         }
         for (size_t j = 0; j < i; j++)
             if (strcmp(names[i], names[j]) == 0) {
-                snprintf(errstr, errstr_size, "topics: \"%s\" is named twice; each topic has one job",
-                         names[i]);
+                snprintf(errstr, errstr_size,
+                         "%s: %s: \"%s\" is %s's too; each topic has one job",
+                         config_where(c, keys[i]), keys[i], names[i], keys[j]);
                 return -1;
             }
     }
@@ -466,20 +495,32 @@ static int validate(config_t *c, char *errstr, size_t errstr_size) {
                     {"redis.key_prefix", c->key_prefix},   {"time_zone", c->time_zone}};
     for (size_t i = 0; i < sizeof(nonempty) / sizeof(nonempty[0]); i++)
         if (nonempty[i].value && *nonempty[i].value == '\0') {
-            snprintf(errstr, errstr_size, "%s: must not be empty when set", nonempty[i].key);
+            snprintf(errstr, errstr_size, "%s: %s: must not be empty when set",
+                     config_where(c, nonempty[i].key), nonempty[i].key);
             return -1;
         }
-    if (*c->http_listen && metrics_check_listen(c->http_listen, errstr, errstr_size) != 0)
-        return -1;
+    if (*c->http_listen) {
+        char why[400];
+        if (metrics_check_listen(c->http_listen, why, sizeof(why)) != 0) {
+            snprintf(errstr, errstr_size, "%s: http.listen: %s", config_where(c, "http.listen"),
+                     why);
+            return -1;
+        }
+    }
     if (c->redis_password && c->redis_password_file) {
         snprintf(errstr, errstr_size,
-                 "redis: set password or password_file, not both");
+                 "%s: redis.password_file: redis.password is set too (%s); set one of them",
+                 config_where(c, "redis.password_file"), config_where(c, "redis.password"));
         return -1;
     }
-    if (c->redis_password_file &&
-        read_secret("redis.password_file", c->redis_password_file, 0, &c->redis_password,
-                    errstr, errstr_size) != 0)
-        return -1;
+    if (c->redis_password_file) {
+        char what[700];
+        snprintf(what, sizeof(what), "%s: redis.password_file",
+                 config_where(c, "redis.password_file"));
+        if (read_secret(what, c->redis_password_file, 0, &c->redis_password, errstr,
+                        errstr_size) != 0)
+            return -1;
+    }
     if (!config_kafka_get(c, "bootstrap.servers")) {
         snprintf(errstr, errstr_size,
                  "kafka.bootstrap.servers is required (or TIERD_KAFKA_BOOTSTRAP_SERVERS)");
@@ -490,6 +531,11 @@ static int validate(config_t *c, char *errstr, size_t errstr_size) {
 
 int config_load(config_t *c, const char *path, char *errstr, size_t errstr_size) {
     memset(c, 0, sizeof(*c));
+    c->wheres = calloc(NKEYS, sizeof(*c->wheres));
+    if (!c->wheres) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
     for (size_t i = 0; i < NKEYS; i++)
         if (config_keys[i].def &&
             set_value(c, &config_keys[i], config_keys[i].def, "default", errstr,
@@ -508,6 +554,7 @@ int config_load(config_t *c, const char *path, char *errstr, size_t errstr_size)
 void config_free(config_t *c) {
     if (!c) return;
     for (size_t i = 0; i < NKEYS; i++) {
+        if (c->wheres) free(c->wheres[i]);
         if (config_keys[i].type == CT_INT) continue;
         char **p = str_field(c, &config_keys[i]);
         if (*p && config_keys[i].type == CT_SECRET) memset(*p, 0, strlen(*p));
@@ -522,6 +569,7 @@ void config_free(config_t *c) {
         free(c->kafka[i].where);
     }
     free(c->kafka);
+    free(c->wheres);
     memset(c, 0, sizeof(*c));
 }
 

@@ -47,7 +47,13 @@ printf 'kafka:\n  bootstrap.servers: x:1\n  no.such.property: 1\n' >"$dir/kprop.
 check bad-kafka-property 2 "kprop.yaml:3: kafka.no.such.property" "$dir/kprop.yaml" TIERD_REDIS_PASSWORD=hunter2
 
 printf 'kafka:\n  bootstrap.servers: x:1\ntime_zone: Asia/Atlantis\n' >"$dir/tz.yaml"
-check bad-time-zone 2 "Asia/Atlantis" "$dir/tz.yaml"
+check bad-time-zone 2 "tz.yaml:3: time_zone: time zone \"Asia/Atlantis\" is unknown" "$dir/tz.yaml"
+check bad-time-zone-env 2 "environment TIERD_TIME_ZONE: time_zone:" "$dir/good.yaml" \
+    TIERD_TIME_ZONE=Mars/Olympus
+printf 'kafka:\n  bootstrap.servers: x:1\ncurrency: usd\nlog_level: info\n' >"$dir/cur.yaml"
+check bad-currency 2 "cur.yaml:3: currency: \"usd\"" "$dir/cur.yaml"
+printf 'kafka:\n  bootstrap.servers: x:1\nlog_level: loud\n' >"$dir/level.yaml"
+check bad-log-level 2 "level.yaml:3: log_level: \"loud\"" "$dir/level.yaml"
 
 check env-override-refused 2 "environment TIERD_REDIS_PORT" "$dir/good.yaml" TIERD_REDIS_PORT=seventy
 check env-kafka-refused 2 "environment TIERD_KAFKA_ACKS" "$dir/good.yaml" TIERD_KAFKA_ACKS=sometimes

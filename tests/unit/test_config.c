@@ -71,11 +71,36 @@ static void test_refusals_name_file_and_line(void **state) {
     expect_refusal("kafka:\n  bootstrap.servers: k\nredis:\n  prot: 1\n", ":4: unknown key \"redis.prot\"");
     expect_refusal("kafka:\n  bootstrap.servers: k\nwindow_months: 0\n", ":3: window_months: 0 is outside 1..24");
     expect_refusal("kafka:\n  bootstrap.servers: k\nredis:\n  port: many\n", ":4: redis.port: \"many\" is not a whole number");
-    expect_refusal("kafka:\n  bootstrap.servers: k\ncurrency: yuan\n", "currency");
-    expect_refusal("kafka:\n  bootstrap.servers: k\nlog_level: loud\n", "log_level");
+    expect_refusal("kafka:\n  bootstrap.servers: k\ncurrency: yuan\n",
+                   ":3: currency: \"yuan\" is not an ISO 4217 code");
+    expect_refusal("kafka:\n  bootstrap.servers: k\nlog_level: loud\n",
+                   ":3: log_level: \"loud\" is not error, warn, info or debug");
+    expect_refusal("kafka:\n  bootstrap.servers: k\ntopics:\n  orders: a\n  profiles: a\n",
+                   ":5: topics.profiles: \"a\" is topics.orders's too");
+    expect_refusal("kafka:\n  bootstrap.servers: k\nredis:\n  host: \"\"\n",
+                   ":4: redis.host: must not be empty");
+    expect_refusal("kafka:\n  bootstrap.servers: k\nhttp:\n  listen: localhost:80\n",
+                   ":4: http.listen: metrics: listen address \"localhost:80\"");
     expect_refusal("kafka: [a, b]\n", ":1: lists are not used");
     expect_refusal("kafka:\n  bootstrap.servers: k\nredis: {port: 1\n", "YAML error");
     expect_refusal("redis:\n  port: 1\n", "kafka.bootstrap.servers is required");
+}
+
+/* config_where says where each key got its value. */
+static void test_where(void **state) {
+    (void)state;
+    config_t c;
+    char err[512] = "";
+    write_file("kafka:\n  bootstrap.servers: k\nredis:\n  port: 7000\ntime_zone: UTC\n");
+    setenv("TIERD_REDIS_PORT", "7001", 1);
+    assert_int_equal(config_load(&c, path, err, sizeof(err)), 0);
+    char want[128];
+    snprintf(want, sizeof(want), "%s:5", path);
+    assert_string_equal(config_where(&c, "time_zone"), want);
+    assert_string_equal(config_where(&c, "redis.port"), "environment TIERD_REDIS_PORT");
+    assert_string_equal(config_where(&c, "currency"), "default");
+    assert_string_equal(config_where(&c, "no.such.key"), "default");
+    config_free(&c);
 }
 
 static void test_no_file_env_only(void **state) {
@@ -209,6 +234,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_file_then_env, teardown),
         cmocka_unit_test_teardown(test_refusals_name_file_and_line, teardown),
+        cmocka_unit_test_teardown(test_where, teardown),
         cmocka_unit_test_teardown(test_no_file_env_only, teardown),
         cmocka_unit_test_setup_teardown(test_credentials_fill_unset_secrets, cred_setup,
                                         cred_teardown),
