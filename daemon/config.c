@@ -210,6 +210,53 @@ const char *config_kafka_get(const config_t *c, const char *name) {
     return NULL;
 }
 
+/* The keys of depth 0..depth joined with dots. */
+static void join_keys(char keypath[][256], int depth, char *full, size_t n) {
+    full[0] = '\0';
+    for (int i = 0; i <= depth; i++) {
+        if (i) strncat(full, ".", n - strlen(full) - 1);
+        strncat(full, keypath[i], n - strlen(full) - 1);
+    }
+}
+
+/* The dotted paths of the keys a file has set so far, with their lines.
+ * YAML forbids a key twice in one mapping but libyaml does not check, and
+ * the last one would win in silence; "redis.port" at the top and "port"
+ * under "redis:" are one key too.  So every path may appear once. */
+typedef struct seen_keys {
+    struct {
+        char *path; /* owned */
+        size_t line;
+    } *v;
+    size_t n, cap;
+} seen_keys_t;
+
+/* 0 and path recorded; 1 when it was seen before (*first_line set);
+ * -1 out of memory. */
+static int seen_add(seen_keys_t *s, const char *path, size_t line, size_t *first_line) {
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->v[i].path, path) == 0) {
+            *first_line = s->v[i].line;
+            return 1;
+        }
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 32;
+        void *v = realloc(s->v, cap * sizeof(*s->v));
+        if (!v) return -1;
+        s->v = v;
+        s->cap = cap;
+    }
+    s->v[s->n].path = strdup(path);
+    if (!s->v[s->n].path) return -1;
+    s->v[s->n++].line = line;
+    return 0;
+}
+
+static void seen_free(seen_keys_t *s) {
+    for (size_t i = 0; i < s->n; i++) free(s->v[i].path);
+    free(s->v);
+}
+
 /* Walks the YAML document: nested mappings of scalars only.  The path of
  * keys is joined with dots; anything under "kafka" is a librdkafka
  * property, everything else must be in the table. */
@@ -222,6 +269,8 @@ static int load_file(config_t *c, const char *path, char *errstr, size_t errstr_
     int depth = -1;       /* index of innermost open mapping */
     int expect_key[8];
     char where[600];
+    char full[1024];
+    seen_keys_t seen = {0};
 
     f = fopen(path, "r");
     if (!f) {
@@ -281,16 +330,25 @@ static int load_file(config_t *c, const char *path, char *errstr, size_t errstr_
                 goto out;
             }
             if (expect_key[depth]) {
+                size_t first = 0;
                 snprintf(keypath[depth], sizeof(keypath[depth]), "%s", s);
                 expect_key[depth] = 0;
+                join_keys(keypath, depth, full, sizeof(full));
+                int dup = seen_add(&seen, full, ev.start_mark.line + 1, &first);
+                if (dup != 0) {
+                    if (dup < 0)
+                        snprintf(errstr, errstr_size, "out of memory");
+                    else
+                        snprintf(errstr, errstr_size,
+                                 "%s: \"%s\" is set twice (first at line %zu); keep one", where,
+                                 full, first);
+                    yaml_event_delete(&ev);
+                    goto out;
+                }
                 break;
             }
             expect_key[depth] = 1;
-            char full[1024] = "";
-            for (int i = 0; i <= depth; i++) {
-                if (i) strncat(full, ".", sizeof(full) - strlen(full) - 1);
-                strncat(full, keypath[i], sizeof(full) - strlen(full) - 1);
-            }
+            join_keys(keypath, depth, full, sizeof(full));
             if (strncmp(full, "kafka.", 6) == 0) {
                 if (kafka_set(c, full + 6, s, where) != 0) {
                     snprintf(errstr, errstr_size, "out of memory");
@@ -320,6 +378,7 @@ static int load_file(config_t *c, const char *path, char *errstr, size_t errstr_
     }
     rc = 0;
 out:
+    seen_free(&seen);
     if (parser_ok) yaml_parser_delete(&parser);
     if (f) fclose(f);
     return rc;

@@ -55,6 +55,11 @@ check bad-currency 2 "cur.yaml:3: currency: \"usd\"" "$dir/cur.yaml"
 printf 'kafka:\n  bootstrap.servers: x:1\nlog_level: loud\n' >"$dir/level.yaml"
 check bad-log-level 2 "level.yaml:3: log_level: \"loud\"" "$dir/level.yaml"
 
+# A key twice: refused at the second (YAML would keep one in silence).
+printf 'kafka:\n  bootstrap.servers: x:1\ncurrency: CNY\nwindow_months: 3\ncurrency: USD\n' \
+    >"$dir/dup.yaml"
+check duplicate-key 2 "dup.yaml:5: \"currency\" is set twice (first at line 3)" "$dir/dup.yaml"
+
 check env-override-refused 2 "environment TIERD_REDIS_PORT" "$dir/good.yaml" TIERD_REDIS_PORT=seventy
 check env-kafka-refused 2 "environment TIERD_KAFKA_ACKS" "$dir/good.yaml" TIERD_KAFKA_ACKS=sometimes
 

@@ -86,6 +86,35 @@ static void test_refusals_name_file_and_line(void **state) {
     expect_refusal("redis:\n  port: 1\n", "kafka.bootstrap.servers is required");
 }
 
+/* A key twice is refused at the second, whatever the nesting: libyaml
+ * would hand both over and the last would win in silence. */
+static void test_duplicate_keys(void **state) {
+    (void)state;
+    expect_refusal("kafka:\n  bootstrap.servers: k\ncurrency: CNY\ncurrency: USD\n",
+                   ":4: \"currency\" is set twice (first at line 3)");
+    expect_refusal("kafka:\n  bootstrap.servers: k\nredis:\n  port: 1\n  db: 2\n  port: 2\n",
+                   ":6: \"redis.port\" is set twice (first at line 4)");
+    expect_refusal("kafka:\n  bootstrap.servers: k\n  bootstrap.servers: j\n",
+                   ":3: \"kafka.bootstrap.servers\" is set twice (first at line 2)");
+    /* a whole section twice: the first would be dropped, not merged */
+    expect_refusal("kafka:\n  bootstrap.servers: k\nredis:\n  host: a\nredis:\n  port: 2\n",
+                   ":5: \"redis\" is set twice (first at line 3)");
+    /* a dotted key and a nested one name the same key */
+    expect_refusal("redis.port: 1\nkafka:\n  bootstrap.servers: k\nredis:\n  port: 2\n",
+                   ":5: \"redis.port\" is set twice (first at line 1)");
+    expect_refusal("kafka:\n  bootstrap.servers: k\ntopics: {orders: a, orders: b}\n",
+                   ":3: \"topics.orders\" is set twice (first at line 3)");
+
+    /* the same leaf name under different sections is two keys */
+    config_t c;
+    char err[512] = "";
+    write_file("kafka:\n  bootstrap.servers: k\nbatch:\n  max_ms: 5\nredis:\n  port: 7\n"
+               "topics:\n  orders: o\n");
+    if (config_load(&c, path, err, sizeof(err)) != 0) fail_msg("refused: %s", err);
+    assert_int_equal(c.batch_max_ms, 5);
+    config_free(&c);
+}
+
 /* config_where says where each key got its value. */
 static void test_where(void **state) {
     (void)state;
@@ -234,6 +263,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_file_then_env, teardown),
         cmocka_unit_test_teardown(test_refusals_name_file_and_line, teardown),
+        cmocka_unit_test_teardown(test_duplicate_keys, teardown),
         cmocka_unit_test_teardown(test_where, teardown),
         cmocka_unit_test_teardown(test_no_file_env_only, teardown),
         cmocka_unit_test_setup_teardown(test_credentials_fill_unset_secrets, cred_setup,
