@@ -8,9 +8,11 @@
  * (TIERD_KAFKA_SASL_PASSWORD -> kafka sasl.password): librdkafka names have
  * no underscores, so the mapping is exact.
  *
- * Unknown keys and bad values are refused with the file and line; a wrong
- * kafka.* property is refused later, when librdkafka sees it, with the same
- * "where" string.
+ * Unknown keys, a key set twice and bad values are refused with the file
+ * and line; a TIERD_* variable that names no key is refused with its name
+ * (config_env_others[] lists the few that are not keys and are allowed).
+ * A wrong kafka.* property is refused later, when librdkafka sees it, with
+ * the same "where" string.
  *
  * Secrets may also come from systemd credentials (LoadCredential=): when
  * $CREDENTIALS_DIRECTORY holds a file named in config_credentials[], it
@@ -106,6 +108,30 @@ static const struct config_credential {
     {"kafka-ssl-key-password", "kafka.ssl.key.password"},
 };
 #define NCREDENTIALS (sizeof(config_credentials) / sizeof(config_credentials[0]))
+
+/* TIERD_* variables that are not keys but are read by tierd or set around
+ * it by its own tools and tests; any other TIERD_* is refused (load_env).
+ * From `grep -rhoE 'TIERD_[A-Z0-9_]+' daemon tests scripts docker`, less
+ * the keys and the CMake options. */
+typedef struct config_env_other {
+    const char *name, *what;
+} config_env_other_t;
+
+static const config_env_other_t config_env_others[] = {
+    {"TIERD_CONFIG", "docker/entrypoint: the configuration file"},
+    {"TIERD_FAULT_COMMIT_STALL_FILE", "fault injection, tests only"},
+    {"TIERD_FAULT_REVIEW_STALL_FILE", "fault injection, tests only"},
+    {"TIERD_FAULT_PUBLISH_STALL_FILE", "fault injection, tests only"},
+    {"TIERD_BIN", "tests: the tierd binary under test"},
+    {"TIERD_TEST_REDIS_PORT", "tests/integration/with-redis"},
+    {"TIERD_FUZZ_ITERS", "tests/unit/test_decode.c"},
+    {"TIERD_KEEP_RUN_DIR", "tests/integration/harness.py"},
+    {"TIERD_REDIS_APPENDFSYNC", "scripts/services (the test Redis)"},
+    {"TIERD_CACHE", "scripts/setup and scripts/services"},
+    {"TIERD_SERVICES_TIMEOUT", "scripts/services"},
+    {"TIERD_SERVICES_STOP_TIMEOUT", "scripts/services"},
+};
+#define NENV_OTHERS (sizeof(config_env_others) / sizeof(config_env_others[0]))
 
 /* Secrets longer than this are refused rather than cut. */
 #define SECRET_MAX 4096
@@ -391,6 +417,55 @@ static void env_name(const char *key, char *out, size_t n) {
     out[j] = '\0';
 }
 
+/* Levenshtein distance of two short strings, to suggest a key for a
+ * misspelt variable; strings longer than 127 count as far apart. */
+static size_t edit_distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b), row[128], prev;
+    if (la >= 128 || lb >= 128) return SIZE_MAX;
+    for (size_t j = 0; j <= lb; j++) row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        prev = row[0]; /* row[j - 1] of the previous line */
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t del = row[j] + 1, ins = row[j - 1] + 1;
+            size_t sub = prev + (a[i - 1] != b[j - 1]);
+            prev = row[j];
+            row[j] = del < ins ? (del < sub ? del : sub) : (ins < sub ? ins : sub);
+        }
+    }
+    return row[lb];
+}
+
+static const config_env_other_t *find_env_other(const char *name, size_t n) {
+    for (size_t i = 0; i < NENV_OTHERS; i++)
+        if (strlen(config_env_others[i].name) == n &&
+            strncmp(config_env_others[i].name, name, n) == 0)
+            return &config_env_others[i];
+    return NULL;
+}
+
+/* A TIERD_* variable that is no key, no kafka property and none of
+ * config_env_others[] is a typo (TIERD_REDIS_HOTS) or a key that does
+ * not exist: refused, as an unknown key in the file is. */
+static int refuse_env(const char *var, size_t n, char *errstr, size_t errstr_size) {
+    char name[128], env[128], best[128] = "";
+    size_t best_d = 3; /* suggest only close names */
+    snprintf(name, sizeof(name), "%.*s", (int)n, var);
+    for (size_t i = 0; i < NKEYS; i++) {
+        env_name(config_keys[i].name, env, sizeof(env));
+        size_t d = edit_distance(name, env);
+        if (d < best_d) {
+            best_d = d;
+            snprintf(best, sizeof(best), "%s", env);
+        }
+    }
+    snprintf(errstr, errstr_size,
+             "environment %s: no such key%s%s%s (tierd --help-config lists the TIERD_* "
+             "variables)",
+             name, best[0] ? "; did you mean " : "", best, best[0] ? "?" : "");
+    return -1;
+}
+
 static int load_env(config_t *c, char *errstr, size_t errstr_size) {
     char name[128], where[160];
     for (size_t i = 0; i < NKEYS; i++) {
@@ -401,18 +476,31 @@ static int load_env(config_t *c, char *errstr, size_t errstr_size) {
         if (set_value(c, &config_keys[i], v, where, errstr, errstr_size) != 0) return -1;
     }
     for (char **e = environ; *e; e++) {
-        if (strncmp(*e, "TIERD_KAFKA_", 12) != 0) continue;
+        if (strncmp(*e, "TIERD_", 6) != 0) continue;
         const char *eq = strchr(*e, '=');
-        if (!eq || eq == *e + 12) continue;
+        size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
+        if (strncmp(*e, "TIERD_KAFKA_", 12) != 0) {
+            int known = find_env_other(*e, n) != NULL;
+            for (size_t i = 0; !known && i < NKEYS; i++) {
+                env_name(config_keys[i].name, name, sizeof(name));
+                known = strlen(name) == n && strncmp(name, *e, n) == 0;
+            }
+            if (!known) return refuse_env(*e, n, errstr, errstr_size);
+            continue; /* read above, or not ours to read */
+        }
         char prop[256];
-        size_t n = (size_t)(eq - (*e + 12));
-        if (n >= sizeof(prop)) continue;
-        for (size_t i = 0; i < n; i++) {
+        size_t plen = n - 12;
+        if (!eq || plen == 0 || plen >= sizeof(prop)) {
+            snprintf(errstr, errstr_size, "environment %.*s: names no librdkafka property",
+                     (int)(n < 200 ? n : 200), *e);
+            return -1;
+        }
+        for (size_t i = 0; i < plen; i++) {
             char ch = (*e)[12 + i];
             prop[i] = ch == '_' ? '.' : (char)tolower((unsigned char)ch);
         }
-        prop[n] = '\0';
-        snprintf(where, sizeof(where), "environment %.*s", (int)(eq - *e), *e);
+        prop[plen] = '\0';
+        snprintf(where, sizeof(where), "environment %.*s", (int)n, *e);
         if (kafka_set(c, prop, eq + 1, where) != 0) {
             snprintf(errstr, errstr_size, "out of memory");
             return -1;
@@ -646,4 +734,7 @@ void config_print_reference(void) {
            "when unset:\n");
     for (size_t i = 0; i < NCREDENTIALS; i++)
         printf("  %-24s -> %s\n", config_credentials[i].name, config_credentials[i].key);
+    printf("\nOther TIERD_* variables are refused, except these, which are not keys:\n");
+    for (size_t i = 0; i < NENV_OTHERS; i++)
+        printf("  %-30s %s\n", config_env_others[i].name, config_env_others[i].what);
 }

@@ -4,6 +4,9 @@
 # echoes a secret; --help and --help-config agree with the config table.
 set -u
 tierd=$1
+# The calling shell's TIERD_* would change every verdict (an unknown one is
+# refused): each check sets what it needs.
+for v in $(compgen -e | grep '^TIERD_'); do unset "$v"; done
 dir=$(mktemp -d /tmp/tierd-cli-XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 fails=0 passes=0
@@ -11,7 +14,7 @@ fails=0 passes=0
 check() { # name expected-status needle file [env...]
     local name=$1 want=$2 needle=$3 file=$4 out status
     shift 4
-    out=$(env -u TIERD_KAFKA_BOOTSTRAP_SERVERS "$@" "$tierd" --check-config -c "$file" 2>&1)
+    out=$(env "$@" "$tierd" --check-config -c "$file" 2>&1)
     status=$?
     if [ "$status" -ne "$want" ] || [[ "$out" != *"$needle"* ]]; then
         echo "FAIL $name: status $status (want $want), output: $out"
@@ -59,6 +62,12 @@ check bad-log-level 2 "level.yaml:3: log_level: \"loud\"" "$dir/level.yaml"
 printf 'kafka:\n  bootstrap.servers: x:1\ncurrency: CNY\nwindow_months: 3\ncurrency: USD\n' \
     >"$dir/dup.yaml"
 check duplicate-key 2 "dup.yaml:5: \"currency\" is set twice (first at line 3)" "$dir/dup.yaml"
+
+# A TIERD_* variable that names no key: refused by name.
+check unknown-env 2 "environment TIERD_REDIS_HOTS: no such key; did you mean TIERD_REDIS_HOST?" \
+    "$dir/good.yaml" TIERD_REDIS_HOTS=10.0.0.1
+check known-non-key-env 0 "is valid" "$dir/good.yaml" TIERD_CONFIG="$dir/good.yaml" \
+    TIERD_BIN="$tierd" TIERD_FAULT_COMMIT_STALL_FILE=/nonexistent
 
 check env-override-refused 2 "environment TIERD_REDIS_PORT" "$dir/good.yaml" TIERD_REDIS_PORT=seventy
 check env-kafka-refused 2 "environment TIERD_KAFKA_ACKS" "$dir/good.yaml" TIERD_KAFKA_ACKS=sometimes

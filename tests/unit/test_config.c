@@ -115,6 +115,48 @@ static void test_duplicate_keys(void **state) {
     config_free(&c);
 }
 
+static void expect_env_refusal(const char *var, const char *value, const char *needle) {
+    config_t c;
+    char err[512] = "";
+    setenv(var, value, 1);
+    assert_int_equal(config_load(&c, NULL, err, sizeof(err)), -1);
+    unsetenv(var);
+    if (!strstr(err, needle)) fail_msg("error \"%s\" lacks \"%s\"", err, needle);
+    config_free(&c);
+}
+
+/* TIERD_* names no key: refused by name, with the nearest key when one is
+ * close; the variables of tierd's tools and tests are not keys but pass. */
+static void test_unknown_environment(void **state) {
+    (void)state;
+    config_t c;
+    char err[512] = "";
+    setenv("TIERD_KAFKA_BOOTSTRAP_SERVERS", "k:1", 1);
+    expect_env_refusal("TIERD_REDIS_HOTS", "r",
+                       "environment TIERD_REDIS_HOTS: no such key; did you mean TIERD_REDIS_HOST?");
+    expect_env_refusal("TIERD_NOTHING_LIKE_IT", "1", "environment TIERD_NOTHING_LIKE_IT: no such key (");
+    expect_env_refusal("TIERD_KAFKA_", "1", "environment TIERD_KAFKA_: names no librdkafka property");
+    /* bad values of the environment name their variable too */
+    expect_env_refusal("TIERD_CURRENCY", "usd", "environment TIERD_CURRENCY: currency:");
+    expect_env_refusal("TIERD_LOG_LEVEL", "chatty", "environment TIERD_LOG_LEVEL: log_level:");
+
+    static const char *const allowed[] = {
+        "TIERD_CONFIG", "TIERD_BIN", "TIERD_FAULT_COMMIT_STALL_FILE",
+        "TIERD_FAULT_REVIEW_STALL_FILE", "TIERD_FAULT_PUBLISH_STALL_FILE",
+        "TIERD_TEST_REDIS_PORT", "TIERD_FUZZ_ITERS", "TIERD_KEEP_RUN_DIR",
+        "TIERD_REDIS_APPENDFSYNC", "TIERD_CACHE", "TIERD_SERVICES_TIMEOUT",
+        "TIERD_SERVICES_STOP_TIMEOUT",
+    };
+    for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++) setenv(allowed[i], "x", 1);
+    setenv("TIERD_KAFKA_CLIENT_ID", "me", 1);
+    int rc = config_load(&c, NULL, err, sizeof(err));
+    for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++) unsetenv(allowed[i]);
+    unsetenv("TIERD_KAFKA_CLIENT_ID");
+    if (rc != 0) fail_msg("refused: %s", err);
+    assert_string_equal(config_kafka_get(&c, "client.id"), "me");
+    config_free(&c);
+}
+
 /* config_where says where each key got its value. */
 static void test_where(void **state) {
     (void)state;
@@ -259,11 +301,28 @@ static void test_credentials_refusals(void **state) {
     config_free(&c);
 }
 
+/* The tests set the TIERD_* variables they need; any from the calling
+ * shell would change what config_load sees (an unknown one is refused). */
+static void clear_tierd_environment(void) {
+    extern char **environ;
+    for (;;) {
+        char **e = environ;
+        while (*e && strncmp(*e, "TIERD_", 6) != 0) e++;
+        if (!*e) return;
+        char *name = strndup(*e, strcspn(*e, "="));
+        assert_non_null(name);
+        assert_int_equal(unsetenv(name), 0);
+        free(name);
+    }
+}
+
 int main(void) {
+    clear_tierd_environment();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_file_then_env, teardown),
         cmocka_unit_test_teardown(test_refusals_name_file_and_line, teardown),
         cmocka_unit_test_teardown(test_duplicate_keys, teardown),
+        cmocka_unit_test_teardown(test_unknown_environment, teardown),
         cmocka_unit_test_teardown(test_where, teardown),
         cmocka_unit_test_teardown(test_no_file_env_only, teardown),
         cmocka_unit_test_setup_teardown(test_credentials_fill_unset_secrets, cred_setup,
