@@ -49,6 +49,30 @@ check unknown-key 2 "unknown.yaml:4: unknown key \"redis.hots\"" "$dir/unknown.y
 printf 'kafka:\n  bootstrap.servers: x:1\n  no.such.property: 1\n' >"$dir/kprop.yaml"
 check bad-kafka-property 2 "kprop.yaml:3: kafka.no.such.property" "$dir/kprop.yaml" TIERD_REDIS_PASSWORD=hunter2
 
+# librdkafka's refusals when the clients are created, not only when a
+# property is set, with the property's place.
+printf 'kafka:\n  bootstrap.servers: x:1\n  security.protocol: sasl_plaintext\n  sasl.mechanisms: BOGUS\n' \
+    >"$dir/sasl.yaml"
+check kafka-sasl-mechanism 2 "sasl.yaml:4: kafka.sasl.mechanisms: kafka producer: Unsupported SASL mechanism: BOGUS" \
+    "$dir/sasl.yaml"
+check kafka-sasl-mechanism-env 2 "environment TIERD_KAFKA_SASL_MECHANISMS: kafka.sasl.mechanisms:" \
+    "$dir/sasl.yaml" TIERD_KAFKA_SASL_MECHANISMS=NOPE
+printf 'kafka:\n  bootstrap.servers: x:1\n  security.protocol: ssl\n  ssl.ca.location: %s/no-ca.pem\n' \
+    "$dir" >"$dir/ssl.yaml"
+check kafka-ssl-ca 2 "ssl.yaml:4: kafka.ssl.ca.location:" "$dir/ssl.yaml"
+# The clients are built as tierd builds them: it fixes acks=all on its
+# producer, so acks: 1 next to enable.idempotence is no conflict.
+printf 'kafka:\n  bootstrap.servers: x:1\n  acks: 1\n  enable.idempotence: true\n' >"$dir/acks.yaml"
+check kafka-fixed-acks 0 "is valid" "$dir/acks.yaml"
+# Nothing connects: an address that never answers does not slow the check.
+printf 'kafka:\n  bootstrap.servers: 192.0.2.1:9092\n' >"$dir/far.yaml"
+started=$(date +%s%N)
+check kafka-no-connection 0 "is valid" "$dir/far.yaml"
+elapsed_ms=$((($(date +%s%N) - started) / 1000000))
+if [ "$elapsed_ms" -gt 3000 ]; then
+    echo "FAIL kafka-no-connection: --check-config took $elapsed_ms ms"; fails=$((fails + 1))
+fi
+
 printf 'kafka:\n  bootstrap.servers: x:1\ntime_zone: Asia/Atlantis\n' >"$dir/tz.yaml"
 check bad-time-zone 2 "tz.yaml:3: time_zone: time zone \"Asia/Atlantis\" is unknown" "$dir/tz.yaml"
 check bad-time-zone-env 2 "environment TIERD_TIME_ZONE: time_zone:" "$dir/good.yaml" \
