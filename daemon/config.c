@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <yaml.h>
 
 extern char **environ;
@@ -84,10 +85,17 @@ static const config_key_t config_keys[] = {
         "Months in the rolling window (W)"),
     KEY("max_future_skew_s", CT_INT, max_future_skew_s, "86400", 0, 31622400,
         "How far ahead of the wall clock placed_at may be, in seconds"),
+    /* 2000-01-01T00:00:00Z .. 2100-01-01T00:00:00Z */
+    KEY("min_placed_at_s", CT_INT, min_placed_at_s, "946684800", 0, 4102444800,
+        "Orders placed before this instant (epoch seconds) are refused as BAD_PLACED_AT"),
     KEY("batch.max_orders", CT_INT, batch_max_orders, "20000", 1, 1000000,
         "Records gathered before a batch is applied"),
     KEY("batch.max_ms", CT_INT, batch_max_ms, "100", 1, 60000,
         "Longest a record waits in a batch before it is applied"),
+    KEY("shutdown_timeout_ms", CT_INT, shutdown_timeout_ms, "20000", 1000, 600000,
+        "On SIGTERM, tierd exits within this long; work still retrying is abandoned "
+        "uncommitted and read again at the next start. Keep it below systemd's "
+        "TimeoutStopSec (90 s in systemd/tierd.service), which kills tierd after that"),
     KEY("http.listen", CT_STRING, http_listen, "127.0.0.1:9464", 0, 0,
         "host:port of /metrics, /healthz and /readyz (numeric; port 0: any; \"\": off)"),
     KEY("log_level", CT_STRING, log_level, "info", 0, 0, "error, warn, info or debug"),
@@ -646,6 +654,16 @@ static int validate(config_t *c, char *errstr, size_t errstr_size) {
                      config_where(c, nonempty[i].key), nonempty[i].key);
             return -1;
         }
+    /* A floor in the future refuses every order as it arrives. */
+    time_t now = time(NULL);
+    if (c->min_placed_at_s > (int64_t)now) {
+        snprintf(errstr, errstr_size,
+                 "%s: min_placed_at_s: %lld is in the future (now is %lld): every order "
+                 "would be refused",
+                 config_where(c, "min_placed_at_s"), (long long)c->min_placed_at_s,
+                 (long long)now);
+        return -1;
+    }
     if (*c->http_listen) {
         char why[400];
         if (metrics_check_listen(c->http_listen, why, sizeof(why)) != 0) {

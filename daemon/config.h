@@ -44,9 +44,11 @@ typedef struct config {
     char *currency;
     int64_t window_months;
     int64_t max_future_skew_s;
+    int64_t min_placed_at_s; /* orders placed earlier are BAD_PLACED_AT */
 
     int64_t batch_max_orders;
     int64_t batch_max_ms;
+    int64_t shutdown_timeout_ms; /* SIGTERM to exit, at most */
 
     char *http_listen; /* "" disables the HTTP server */
     char *log_level;

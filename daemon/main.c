@@ -135,6 +135,9 @@ static void do_reload(void *opaque) {
     log_level = log_level_parse(fresh.log_level);
     r->conf->batch_max_orders = fresh.batch_max_orders;
     r->conf->batch_max_ms = fresh.batch_max_ms;
+    /* Read from the running conf by whoever applies them. */
+    r->conf->min_placed_at_s = fresh.min_placed_at_s;
+    r->conf->shutdown_timeout_ms = fresh.shutdown_timeout_ms;
     r->apply->rules.max_future_skew_ms = fresh.max_future_skew_s * 1000;
     r->apply->idle_close_after_ms = fresh.idle_close_after_s * 1000;
     r->apply->policy = next; /* later decisions name the new policy and version */

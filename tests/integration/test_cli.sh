@@ -117,6 +117,15 @@ for key in redis.port TIERD_REDIS_PORT batch.max_orders time_zone TIERD_KAFKA_; 
     if [[ "$ref" != *"$key"* ]]; then echo "FAIL --help-config lacks $key"; fails=$((fails + 1)); fi
 done
 
+# tierd's own deadline on SIGTERM must end before systemd's kills it.
+unit=$(dirname "$0")/../../systemd/tierd.service
+stop_s=$(sed -n 's/^TimeoutStopSec=\([0-9]*\)s\?$/\1/p' "$unit")
+shutdown_ms=$(printf '%s\n' "$ref" | awk '$1 == "shutdown_timeout_ms" {print $3}')
+if [ -z "$stop_s" ] || [ -z "$shutdown_ms" ] || [ "$shutdown_ms" -ge $((stop_s * 1000)) ]; then
+    echo "FAIL shutdown_timeout_ms default ($shutdown_ms ms) is not below TimeoutStopSec ($stop_s s)"
+    fails=$((fails + 1))
+fi
+
 # The README agrees: it shows --help as the program prints it, and its
 # configuration table names every key --help-config lists.
 readme=$(dirname "$0")/../../README.md

@@ -174,6 +174,41 @@ static void test_where(void **state) {
     config_free(&c);
 }
 
+/* The placed_at floor and the shutdown deadline: defaults, bounds, the
+ * environment. */
+static void test_min_placed_at_and_shutdown_timeout(void **state) {
+    (void)state;
+    config_t c;
+    char err[512] = "";
+    write_file("kafka:\n  bootstrap.servers: k\n");
+    assert_int_equal(config_load(&c, path, err, sizeof(err)), 0);
+    assert_int_equal(c.min_placed_at_s, 946684800); /* 2000-01-01T00:00:00Z */
+    assert_int_equal(c.shutdown_timeout_ms, 20000);
+    config_free(&c);
+    unlink(path);
+
+    write_file("kafka:\n  bootstrap.servers: k\nmin_placed_at_s: 0\nshutdown_timeout_ms: 1000\n");
+    setenv("TIERD_SHUTDOWN_TIMEOUT_MS", "600000", 1);
+    assert_int_equal(config_load(&c, path, err, sizeof(err)), 0);
+    unsetenv("TIERD_SHUTDOWN_TIMEOUT_MS");
+    assert_int_equal(c.min_placed_at_s, 0);
+    assert_int_equal(c.shutdown_timeout_ms, 600000);
+    config_free(&c);
+    unlink(path);
+
+    expect_refusal("kafka:\n  bootstrap.servers: k\nmin_placed_at_s: -1\n",
+                   ":3: min_placed_at_s: -1 is outside 0..4102444800");
+    expect_refusal("kafka:\n  bootstrap.servers: k\nmin_placed_at_s: 4102444801\n",
+                   ":3: min_placed_at_s: 4102444801 is outside 0..4102444800");
+    /* in bounds but after now: every order would be refused */
+    expect_refusal("kafka:\n  bootstrap.servers: k\nmin_placed_at_s: 4102444800\n",
+                   ":3: min_placed_at_s: 4102444800 is in the future");
+    expect_refusal("kafka:\n  bootstrap.servers: k\nshutdown_timeout_ms: 999\n",
+                   ":3: shutdown_timeout_ms: 999 is outside 1000..600000");
+    expect_refusal("kafka:\n  bootstrap.servers: k\nshutdown_timeout_ms: 600001\n",
+                   ":3: shutdown_timeout_ms: 600001 is outside 1000..600000");
+}
+
 static void test_no_file_env_only(void **state) {
     (void)state;
     config_t c;
@@ -324,6 +359,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_duplicate_keys, teardown),
         cmocka_unit_test_teardown(test_unknown_environment, teardown),
         cmocka_unit_test_teardown(test_where, teardown),
+        cmocka_unit_test_teardown(test_min_placed_at_and_shutdown_timeout, teardown),
         cmocka_unit_test_teardown(test_no_file_env_only, teardown),
         cmocka_unit_test_setup_teardown(test_credentials_fill_unset_secrets, cred_setup,
                                         cred_teardown),
