@@ -12,6 +12,10 @@
  *   GET /readyz    200 "ready" when the snapshot says ready and it is fresh
  *   other paths    404; methods other than GET and HEAD: 405
  *
+ * Idle or slow clients cannot starve the probes: the server holds hundreds
+ * of connections at once, closes idle ones after 5 s and limits one
+ * address to half of them (metrics.c says why those numbers).
+ *
  * The snapshot is the thread's only input: metrics_publish copies it into a
  * mutex-guarded slot and returns; the HTTP thread copies the slot out and
  * renders without holding the lock, so a slow scrape never stalls the main
