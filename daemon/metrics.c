@@ -290,7 +290,8 @@ char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
     buf_str(&b, "tierd_orders_per_second ");
     buf_double(&b, s->orders_per_second);
     buf_str(&b, "\n");
-    gauge_u(&b, "tierd_ready", "1 when joined, Redis reachable and not paused.",
+    gauge_u(&b, "tierd_ready",
+            "1 when orders are being applied: Redis reachable, a partition assigned.",
             s->ready ? 1 : 0);
 
     head(&b, "tierd_policy_info", "gauge", "The policy in force; the value is always 1.");
