@@ -8,9 +8,11 @@
  * (TIERD_KAFKA_SASL_PASSWORD -> kafka sasl.password): librdkafka names have
  * no underscores, so the mapping is exact.
  *
- * Unknown keys and bad values are refused with the file and line; a wrong
- * kafka.* property is refused later, when librdkafka sees it, with the same
- * "where" string.
+ * Unknown keys, a key set twice and bad values are refused with the file
+ * and line; a TIERD_* variable that names no key is refused with its name
+ * (config_env_others[] lists the few that are not keys and are allowed).
+ * A wrong kafka.* property is refused later, when librdkafka sees it, with
+ * the same "where" string.
  *
  * Secrets may also come from systemd credentials (LoadCredential=): when
  * $CREDENTIALS_DIRECTORY holds a file named in config_credentials[], it
@@ -28,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <yaml.h>
 
 extern char **environ;
@@ -82,21 +85,22 @@ static const config_key_t config_keys[] = {
         "Months in the rolling window (W)"),
     KEY("max_future_skew_s", CT_INT, max_future_skew_s, "86400", 0, 31622400,
         "How far ahead of the wall clock placed_at may be, in seconds"),
+    /* 2000-01-01T00:00:00Z .. 2100-01-01T00:00:00Z */
     KEY("min_placed_at_s", CT_INT, min_placed_at_s, "946684800", 0, 4102444800,
         "Orders placed before this instant (epoch seconds) are refused as BAD_PLACED_AT"),
     KEY("batch.max_orders", CT_INT, batch_max_orders, "20000", 1, 1000000,
         "Records gathered before a batch is applied"),
     KEY("batch.max_ms", CT_INT, batch_max_ms, "100", 1, 60000,
         "Longest a record waits in a batch before it is applied"),
+    KEY("shutdown_timeout_ms", CT_INT, shutdown_timeout_ms, "20000", 1000, 600000,
+        "On SIGTERM, tierd exits within this long; work still retrying is abandoned "
+        "uncommitted and read again at the next start. Keep it below systemd's "
+        "TimeoutStopSec (90 s in systemd/tierd.service), which kills tierd after that"),
     KEY("http.listen", CT_STRING, http_listen, "127.0.0.1:9464", 0, 0,
         "host:port of /metrics, /healthz and /readyz (numeric; port 0: any; \"\": off)"),
     KEY("log_level", CT_STRING, log_level, "info", 0, 0, "error, warn, info or debug"),
     KEY("instance_id", CT_STRING, instance_id, NULL, 0, 0,
         "Name of this instance in Redis and logs (default: hostname-pid)"),
-    KEY("shutdown_timeout_ms", CT_INT, shutdown_timeout_ms, "20000", 1000, 600000,
-        "On SIGTERM, tierd exits within this long; work still retrying is abandoned "
-        "uncommitted and read again at the next start (keep it below systemd's "
-        "TimeoutStopSec, 90 s)"),
 };
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -113,6 +117,30 @@ static const struct config_credential {
 };
 #define NCREDENTIALS (sizeof(config_credentials) / sizeof(config_credentials[0]))
 
+/* TIERD_* variables that are not keys but are read by tierd or set around
+ * it by its own tools and tests; any other TIERD_* is refused (load_env).
+ * From `grep -rhoE 'TIERD_[A-Z0-9_]+' daemon tests scripts docker`, less
+ * the keys and the CMake options. */
+typedef struct config_env_other {
+    const char *name, *what;
+} config_env_other_t;
+
+static const config_env_other_t config_env_others[] = {
+    {"TIERD_CONFIG", "docker/entrypoint: the configuration file"},
+    {"TIERD_FAULT_COMMIT_STALL_FILE", "fault injection, tests only"},
+    {"TIERD_FAULT_REVIEW_STALL_FILE", "fault injection, tests only"},
+    {"TIERD_FAULT_PUBLISH_STALL_FILE", "fault injection, tests only"},
+    {"TIERD_BIN", "tests: the tierd binary under test"},
+    {"TIERD_TEST_REDIS_PORT", "tests/integration/with-redis"},
+    {"TIERD_FUZZ_ITERS", "tests/unit/test_decode.c"},
+    {"TIERD_KEEP_RUN_DIR", "tests/integration/harness.py"},
+    {"TIERD_REDIS_APPENDFSYNC", "scripts/services (the test Redis)"},
+    {"TIERD_CACHE", "scripts/setup and scripts/services"},
+    {"TIERD_SERVICES_TIMEOUT", "scripts/services"},
+    {"TIERD_SERVICES_STOP_TIMEOUT", "scripts/services"},
+};
+#define NENV_OTHERS (sizeof(config_env_others) / sizeof(config_env_others[0]))
+
 /* Secrets longer than this are refused rather than cut. */
 #define SECRET_MAX 4096
 
@@ -123,8 +151,21 @@ static int64_t *int_field(config_t *c, const config_key_t *k) {
     return (int64_t *)((char *)c + k->offset);
 }
 
+/* Remembers where key k got its value, for config_where. */
+static int set_where(config_t *c, const config_key_t *k, const char *where) {
+    char *w = strdup(where);
+    if (!w) return -1;
+    free(c->wheres[k - config_keys]);
+    c->wheres[k - config_keys] = w;
+    return 0;
+}
+
 static int set_value(config_t *c, const config_key_t *k, const char *value,
                      const char *where, char *errstr, size_t errstr_size) {
+    if (set_where(c, k, where) != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
     if (k->type == CT_INT) {
         char *end = NULL;
         long long v;
@@ -157,6 +198,12 @@ static const config_key_t *find_key(const char *name) {
     for (size_t i = 0; i < NKEYS; i++)
         if (strcmp(config_keys[i].name, name) == 0) return &config_keys[i];
     return NULL;
+}
+
+const char *config_where(const config_t *c, const char *key) {
+    const config_key_t *k = find_key(key);
+    const char *w = k && c->wheres ? c->wheres[k - config_keys] : NULL;
+    return w ? w : "default";
 }
 
 static int kafka_set(config_t *c, const char *name, const char *value, const char *where) {
@@ -197,6 +244,53 @@ const char *config_kafka_get(const config_t *c, const char *name) {
     return NULL;
 }
 
+/* The keys of depth 0..depth joined with dots. */
+static void join_keys(char keypath[][256], int depth, char *full, size_t n) {
+    full[0] = '\0';
+    for (int i = 0; i <= depth; i++) {
+        if (i) strncat(full, ".", n - strlen(full) - 1);
+        strncat(full, keypath[i], n - strlen(full) - 1);
+    }
+}
+
+/* The dotted paths of the keys a file has set so far, with their lines.
+ * YAML forbids a key twice in one mapping but libyaml does not check, and
+ * the last one would win in silence; "redis.port" at the top and "port"
+ * under "redis:" are one key too.  So every path may appear once. */
+typedef struct seen_keys {
+    struct {
+        char *path; /* owned */
+        size_t line;
+    } *v;
+    size_t n, cap;
+} seen_keys_t;
+
+/* 0 and path recorded; 1 when it was seen before (*first_line set);
+ * -1 out of memory. */
+static int seen_add(seen_keys_t *s, const char *path, size_t line, size_t *first_line) {
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->v[i].path, path) == 0) {
+            *first_line = s->v[i].line;
+            return 1;
+        }
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 32;
+        void *v = realloc(s->v, cap * sizeof(*s->v));
+        if (!v) return -1;
+        s->v = v;
+        s->cap = cap;
+    }
+    s->v[s->n].path = strdup(path);
+    if (!s->v[s->n].path) return -1;
+    s->v[s->n++].line = line;
+    return 0;
+}
+
+static void seen_free(seen_keys_t *s) {
+    for (size_t i = 0; i < s->n; i++) free(s->v[i].path);
+    free(s->v);
+}
+
 /* Walks the YAML document: nested mappings of scalars only.  The path of
  * keys is joined with dots; anything under "kafka" is a librdkafka
  * property, everything else must be in the table. */
@@ -209,6 +303,8 @@ static int load_file(config_t *c, const char *path, char *errstr, size_t errstr_
     int depth = -1;       /* index of innermost open mapping */
     int expect_key[8];
     char where[600];
+    char full[1024];
+    seen_keys_t seen = {0};
 
     f = fopen(path, "r");
     if (!f) {
@@ -268,16 +364,25 @@ static int load_file(config_t *c, const char *path, char *errstr, size_t errstr_
                 goto out;
             }
             if (expect_key[depth]) {
+                size_t first = 0;
                 snprintf(keypath[depth], sizeof(keypath[depth]), "%s", s);
                 expect_key[depth] = 0;
+                join_keys(keypath, depth, full, sizeof(full));
+                int dup = seen_add(&seen, full, ev.start_mark.line + 1, &first);
+                if (dup != 0) {
+                    if (dup < 0)
+                        snprintf(errstr, errstr_size, "out of memory");
+                    else
+                        snprintf(errstr, errstr_size,
+                                 "%s: \"%s\" is set twice (first at line %zu); keep one", where,
+                                 full, first);
+                    yaml_event_delete(&ev);
+                    goto out;
+                }
                 break;
             }
             expect_key[depth] = 1;
-            char full[1024] = "";
-            for (int i = 0; i <= depth; i++) {
-                if (i) strncat(full, ".", sizeof(full) - strlen(full) - 1);
-                strncat(full, keypath[i], sizeof(full) - strlen(full) - 1);
-            }
+            join_keys(keypath, depth, full, sizeof(full));
             if (strncmp(full, "kafka.", 6) == 0) {
                 if (kafka_set(c, full + 6, s, where) != 0) {
                     snprintf(errstr, errstr_size, "out of memory");
@@ -307,6 +412,7 @@ static int load_file(config_t *c, const char *path, char *errstr, size_t errstr_
     }
     rc = 0;
 out:
+    seen_free(&seen);
     if (parser_ok) yaml_parser_delete(&parser);
     if (f) fclose(f);
     return rc;
@@ -319,6 +425,55 @@ static void env_name(const char *key, char *out, size_t n) {
     out[j] = '\0';
 }
 
+/* Levenshtein distance of two short strings, to suggest a key for a
+ * misspelt variable; strings longer than 127 count as far apart. */
+static size_t edit_distance(const char *a, const char *b) {
+    size_t la = strlen(a), lb = strlen(b), row[128], prev;
+    if (la >= 128 || lb >= 128) return SIZE_MAX;
+    for (size_t j = 0; j <= lb; j++) row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        prev = row[0]; /* row[j - 1] of the previous line */
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t del = row[j] + 1, ins = row[j - 1] + 1;
+            size_t sub = prev + (a[i - 1] != b[j - 1]);
+            prev = row[j];
+            row[j] = del < ins ? (del < sub ? del : sub) : (ins < sub ? ins : sub);
+        }
+    }
+    return row[lb];
+}
+
+static const config_env_other_t *find_env_other(const char *name, size_t n) {
+    for (size_t i = 0; i < NENV_OTHERS; i++)
+        if (strlen(config_env_others[i].name) == n &&
+            strncmp(config_env_others[i].name, name, n) == 0)
+            return &config_env_others[i];
+    return NULL;
+}
+
+/* A TIERD_* variable that is no key, no kafka property and none of
+ * config_env_others[] is a typo (TIERD_REDIS_HOTS) or a key that does
+ * not exist: refused, as an unknown key in the file is. */
+static int refuse_env(const char *var, size_t n, char *errstr, size_t errstr_size) {
+    char name[128], env[128], best[128] = "";
+    size_t best_d = 3; /* suggest only close names */
+    snprintf(name, sizeof(name), "%.*s", (int)n, var);
+    for (size_t i = 0; i < NKEYS; i++) {
+        env_name(config_keys[i].name, env, sizeof(env));
+        size_t d = edit_distance(name, env);
+        if (d < best_d) {
+            best_d = d;
+            snprintf(best, sizeof(best), "%s", env);
+        }
+    }
+    snprintf(errstr, errstr_size,
+             "environment %s: no such key%s%s%s (tierd --help-config lists the TIERD_* "
+             "variables)",
+             name, best[0] ? "; did you mean " : "", best, best[0] ? "?" : "");
+    return -1;
+}
+
 static int load_env(config_t *c, char *errstr, size_t errstr_size) {
     char name[128], where[160];
     for (size_t i = 0; i < NKEYS; i++) {
@@ -329,18 +484,31 @@ static int load_env(config_t *c, char *errstr, size_t errstr_size) {
         if (set_value(c, &config_keys[i], v, where, errstr, errstr_size) != 0) return -1;
     }
     for (char **e = environ; *e; e++) {
-        if (strncmp(*e, "TIERD_KAFKA_", 12) != 0) continue;
+        if (strncmp(*e, "TIERD_", 6) != 0) continue;
         const char *eq = strchr(*e, '=');
-        if (!eq || eq == *e + 12) continue;
+        size_t n = eq ? (size_t)(eq - *e) : strlen(*e);
+        if (strncmp(*e, "TIERD_KAFKA_", 12) != 0) {
+            int known = find_env_other(*e, n) != NULL;
+            for (size_t i = 0; !known && i < NKEYS; i++) {
+                env_name(config_keys[i].name, name, sizeof(name));
+                known = strlen(name) == n && strncmp(name, *e, n) == 0;
+            }
+            if (!known) return refuse_env(*e, n, errstr, errstr_size);
+            continue; /* read above, or not ours to read */
+        }
         char prop[256];
-        size_t n = (size_t)(eq - (*e + 12));
-        if (n >= sizeof(prop)) continue;
-        for (size_t i = 0; i < n; i++) {
+        size_t plen = n - 12;
+        if (!eq || plen == 0 || plen >= sizeof(prop)) {
+            snprintf(errstr, errstr_size, "environment %.*s: names no librdkafka property",
+                     (int)(n < 200 ? n : 200), *e);
+            return -1;
+        }
+        for (size_t i = 0; i < plen; i++) {
             char ch = (*e)[12 + i];
             prop[i] = ch == '_' ? '.' : (char)tolower((unsigned char)ch);
         }
-        prop[n] = '\0';
-        snprintf(where, sizeof(where), "environment %.*s", (int)(eq - *e), *e);
+        prop[plen] = '\0';
+        snprintf(where, sizeof(where), "environment %.*s", (int)n, *e);
         if (kafka_set(c, prop, eq + 1, where) != 0) {
             snprintf(errstr, errstr_size, "out of memory");
             return -1;
@@ -430,6 +598,11 @@ static int load_credentials(config_t *c, char *errstr, size_t errstr_size) {
             }
         } else {
             c->redis_password = secret; /* now owned by c */
+            snprintf(what, sizeof(what), "credential %s", cr->name);
+            if (set_where(c, find_key(cr->key), what) != 0) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return -1;
+            }
         }
     }
     return 0;
@@ -440,26 +613,31 @@ static int validate(config_t *c, char *errstr, size_t errstr_size) {
     const char *cur = c->currency;
     if (strlen(cur) != 3 || !isupper((unsigned char)cur[0]) ||
         !isupper((unsigned char)cur[1]) || !isupper((unsigned char)cur[2])) {
-        snprintf(errstr, errstr_size, "currency: \"%s\" is not an ISO 4217 code (three capitals)",
-                 cur);
+        snprintf(errstr, errstr_size,
+                 "%s: currency: \"%s\" is not an ISO 4217 code (three capitals)",
+                 config_where(c, "currency"), cur);
         return -1;
     }
     if (log_level_parse(c->log_level) < 0) {
-        snprintf(errstr, errstr_size, "log_level: \"%s\" is not error, warn, info or debug",
-                 c->log_level);
+        snprintf(errstr, errstr_size, "%s: log_level: \"%s\" is not error, warn, info or debug",
+                 config_where(c, "log_level"), c->log_level);
         return -1;
     }
     const char *names[] = {c->topic_orders, c->topic_dead_letter, c->topic_profiles,
                            c->topic_tier_changes, c->topic_quota_events};
+    const char *keys[] = {"topics.orders", "topics.dead_letter", "topics.profiles",
+                          "topics.tier_changes", "topics.quota_events"};
     for (size_t i = 0; i < 5; i++) {
         if (*names[i] == '\0') {
-            snprintf(errstr, errstr_size, "topics: names must not be empty");
+            snprintf(errstr, errstr_size, "%s: %s: topic names must not be empty",
+                     config_where(c, keys[i]), keys[i]);
             return -1;
         }
         for (size_t j = 0; j < i; j++)
             if (strcmp(names[i], names[j]) == 0) {
-                snprintf(errstr, errstr_size, "topics: \"%s\" is named twice; each topic has one job",
-                         names[i]);
+                snprintf(errstr, errstr_size,
+                         "%s: %s: \"%s\" is %s's too; each topic has one job",
+                         config_where(c, keys[i]), keys[i], names[i], keys[j]);
                 return -1;
             }
     }
@@ -472,20 +650,42 @@ static int validate(config_t *c, char *errstr, size_t errstr_size) {
                     {"redis.key_prefix", c->key_prefix},   {"time_zone", c->time_zone}};
     for (size_t i = 0; i < sizeof(nonempty) / sizeof(nonempty[0]); i++)
         if (nonempty[i].value && *nonempty[i].value == '\0') {
-            snprintf(errstr, errstr_size, "%s: must not be empty when set", nonempty[i].key);
+            snprintf(errstr, errstr_size, "%s: %s: must not be empty when set",
+                     config_where(c, nonempty[i].key), nonempty[i].key);
             return -1;
         }
-    if (*c->http_listen && metrics_check_listen(c->http_listen, errstr, errstr_size) != 0)
-        return -1;
-    if (c->redis_password && c->redis_password_file) {
+    /* A floor in the future refuses every order as it arrives. */
+    time_t now = time(NULL);
+    if (c->min_placed_at_s > (int64_t)now) {
         snprintf(errstr, errstr_size,
-                 "redis: set password or password_file, not both");
+                 "%s: min_placed_at_s: %lld is in the future (now is %lld): every order "
+                 "would be refused",
+                 config_where(c, "min_placed_at_s"), (long long)c->min_placed_at_s,
+                 (long long)now);
         return -1;
     }
-    if (c->redis_password_file &&
-        read_secret("redis.password_file", c->redis_password_file, 0, &c->redis_password,
-                    errstr, errstr_size) != 0)
+    if (*c->http_listen) {
+        char why[400];
+        if (metrics_check_listen(c->http_listen, why, sizeof(why)) != 0) {
+            snprintf(errstr, errstr_size, "%s: http.listen: %s", config_where(c, "http.listen"),
+                     why);
+            return -1;
+        }
+    }
+    if (c->redis_password && c->redis_password_file) {
+        snprintf(errstr, errstr_size,
+                 "%s: redis.password_file: redis.password is set too (%s); set one of them",
+                 config_where(c, "redis.password_file"), config_where(c, "redis.password"));
         return -1;
+    }
+    if (c->redis_password_file) {
+        char what[700];
+        snprintf(what, sizeof(what), "%s: redis.password_file",
+                 config_where(c, "redis.password_file"));
+        if (read_secret(what, c->redis_password_file, 0, &c->redis_password, errstr,
+                        errstr_size) != 0)
+            return -1;
+    }
     if (!config_kafka_get(c, "bootstrap.servers")) {
         snprintf(errstr, errstr_size,
                  "kafka.bootstrap.servers is required (or TIERD_KAFKA_BOOTSTRAP_SERVERS)");
@@ -496,6 +696,11 @@ static int validate(config_t *c, char *errstr, size_t errstr_size) {
 
 int config_load(config_t *c, const char *path, char *errstr, size_t errstr_size) {
     memset(c, 0, sizeof(*c));
+    c->wheres = calloc(NKEYS, sizeof(*c->wheres));
+    if (!c->wheres) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
     for (size_t i = 0; i < NKEYS; i++)
         if (config_keys[i].def &&
             set_value(c, &config_keys[i], config_keys[i].def, "default", errstr,
@@ -514,6 +719,7 @@ int config_load(config_t *c, const char *path, char *errstr, size_t errstr_size)
 void config_free(config_t *c) {
     if (!c) return;
     for (size_t i = 0; i < NKEYS; i++) {
+        if (c->wheres) free(c->wheres[i]);
         if (config_keys[i].type == CT_INT) continue;
         char **p = str_field(c, &config_keys[i]);
         if (*p && config_keys[i].type == CT_SECRET) memset(*p, 0, strlen(*p));
@@ -528,6 +734,7 @@ void config_free(config_t *c) {
         free(c->kafka[i].where);
     }
     free(c->kafka);
+    free(c->wheres);
     memset(c, 0, sizeof(*c));
 }
 
@@ -545,4 +752,7 @@ void config_print_reference(void) {
            "when unset:\n");
     for (size_t i = 0; i < NCREDENTIALS; i++)
         printf("  %-24s -> %s\n", config_credentials[i].name, config_credentials[i].key);
+    printf("\nOther TIERD_* variables are refused, except these, which are not keys:\n");
+    for (size_t i = 0; i < NENV_OTHERS; i++)
+        printf("  %-30s %s\n", config_env_others[i].name, config_env_others[i].what);
 }

@@ -44,15 +44,20 @@ typedef struct config {
     char *currency;
     int64_t window_months;
     int64_t max_future_skew_s;
-    int64_t min_placed_at_s;
+    int64_t min_placed_at_s; /* orders placed earlier are BAD_PLACED_AT */
 
     int64_t batch_max_orders;
     int64_t batch_max_ms;
+    int64_t shutdown_timeout_ms; /* SIGTERM to exit, at most */
 
     char *http_listen; /* "" disables the HTTP server */
     char *log_level;
     char *instance_id;
-    int64_t shutdown_timeout_ms;
+
+    /* Where each key of the table got its value ("file:line",
+     * "environment TIERD_...", "credential ..."): read it through
+     * config_where. */
+    char **wheres;
 } config_t;
 
 /* Loads defaults, then the file (may be NULL: defaults and env only), then
@@ -63,6 +68,11 @@ int config_load(config_t *c, const char *path, char *errstr, size_t errstr_size)
 void config_free(config_t *c);
 /* Prints the reference table (key, env name, default, description). */
 void config_print_reference(void);
+/* Where key (a table key such as "time_zone") got its value: "file:line",
+ * "environment TIERD_TIME_ZONE", "credential NAME" or "default".  For
+ * refusals made after config_load (e.g. of the time zone), so they name
+ * the place to fix as config_load's own do. */
+const char *config_where(const config_t *c, const char *key);
 /* Looks up a kafka.* value, NULL if unset. */
 const char *config_kafka_get(const config_t *c, const char *name);
 

@@ -18,8 +18,10 @@
 #include "store.h"
 #include "tierd/policy.h"
 
+#include <ctype.h>
 #include <getopt.h>
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,6 +135,8 @@ static void do_reload(void *opaque) {
     log_level = log_level_parse(fresh.log_level);
     r->conf->batch_max_orders = fresh.batch_max_orders;
     r->conf->batch_max_ms = fresh.batch_max_ms;
+    /* Read from the running conf by whoever applies them. */
+    r->conf->min_placed_at_s = fresh.min_placed_at_s;
     r->conf->shutdown_timeout_ms = fresh.shutdown_timeout_ms;
     r->apply->rules.max_future_skew_ms = fresh.max_future_skew_s * 1000;
     r->apply->rules.min_placed_at_ms = fresh.min_placed_at_s * 1000;
@@ -142,6 +146,121 @@ static void do_reload(void *opaque) {
     log_info("reload", "policy %s version %s applies to decisions from now on; log_level %s",
              next->name, next->version, fresh.log_level);
     config_free(&fresh);
+}
+
+/* ---- librdkafka's verdict on kafka.* --------------------------------- */
+
+/* Builds and destroys the clients tierd runs (the producer of dead letters
+ * and events, the orders and the profiles consumers) with the constructors
+ * tierd runs them with, so the properties tierd fixes and defaults are the
+ * same as at run time.  kafka.* comes from c, less bootstrap.servers (so no
+ * broker thread starts and nothing connects) and less entry `skip` (none
+ * when >= c->nkafka).  0, or -1 with librdkafka's reason in why. */
+static int kafka_clients_try(const config_t *c, size_t skip, char *why, size_t why_size) {
+    config_t t = *c; /* shares every string with c: never config_free'd */
+    config_kv_t *kv = calloc(c->nkafka + 1, sizeof(*kv)); /* owned here */
+    apply_ctx_t apply;
+    publish_t *pub = NULL;
+    consumer_t *cons = NULL;
+    int rc = -1;
+
+    apply_init(&apply);
+    why[0] = '\0';
+    if (!kv) {
+        snprintf(why, why_size, "out of memory");
+        goto out;
+    }
+    t.kafka = kv;
+    t.nkafka = 0;
+    for (size_t i = 0; i < c->nkafka; i++)
+        if (i != skip && strcmp(c->kafka[i].name, "bootstrap.servers") != 0)
+            kv[t.nkafka++] = c->kafka[i];
+    pub = publish_new(&t, why, why_size);
+    if (!pub) goto out;
+    cons = consumer_new(&t, &apply, pub, why, why_size);
+    if (!cons) goto out;
+    rc = 0;
+out:
+    consumer_destroy(cons);
+    publish_destroy(pub);
+    apply_free(&apply);
+    free(kv);
+    return rc;
+}
+
+/* `word` occurs in `text` with no name character on either side. */
+static int mentions(const char *text, const char *word) {
+    size_t n = strlen(word);
+    if (n == 0) return 0;
+    for (const char *p = text; (p = strstr(p, word)) != NULL; p++) {
+        char before = p == text ? ' ' : p[-1], after = p[n];
+        if (!isalnum((unsigned char)before) && !strchr("._-", before) &&
+            !isalnum((unsigned char)after) && (!after || !strchr("._-", after)))
+            return 1;
+    }
+    return 0;
+}
+
+/* librdkafka's refusals at rd_kafka_new ("Unsupported SASL mechanism:
+ * BOGUS") do not name the property.  The suspects are the entries without
+ * which the clients build, or fail for another reason (without
+ * sasl.mechanisms the default GSSAPI may fail otherwise); of those, the
+ * ones the reason mentions by name or value, when there are such.  Writes
+ * "WHERE: kafka.NAME, ...: why" into errstr, or "kafka.*: why" when no
+ * single entry is to blame. */
+static void kafka_blame(const config_t *c, const char *why, char *errstr, size_t errstr_size) {
+    char *lone = calloc(c->nkafka + 1, 1), *named = calloc(c->nkafka + 1, 1);
+    char scratch[512];
+    size_t nlone = 0, nboth = 0, len = 0;
+
+    if (!lone || !named) {
+        snprintf(errstr, errstr_size, "kafka.*: %s", why);
+        goto out;
+    }
+    for (size_t i = 0; i < c->nkafka; i++) {
+        if (strcmp(c->kafka[i].name, "bootstrap.servers") == 0) continue; /* never built in */
+        lone[i] = kafka_clients_try(c, i, scratch, sizeof(scratch)) == 0 ||
+                  strcmp(scratch, why) != 0;
+        named[i] = mentions(why, c->kafka[i].name) ||
+                   (strlen(c->kafka[i].value) >= 3 && mentions(why, c->kafka[i].value));
+        nlone += lone[i] != 0;
+        nboth += lone[i] && named[i];
+    }
+    errstr[0] = '\0';
+    for (size_t i = 0; i < c->nkafka && len < errstr_size; i++) {
+        int blame = nboth ? lone[i] && named[i] : nlone ? lone[i] : named[i];
+        if (!blame) continue;
+        len += (size_t)snprintf(errstr + len, errstr_size - len, "%s%s: kafka.%s",
+                                len ? ", " : "", c->kafka[i].where, c->kafka[i].name);
+    }
+    if (len < errstr_size)
+        snprintf(errstr + len, errstr_size - len, "%s%s", len ? ": " : "kafka.*: ", why);
+out:
+    free(lone);
+    free(named);
+}
+
+/* librdkafka judges the kafka.* properties: each one as it is set, then
+ * the clients as a whole, as they are created.  Nothing connects.  Its
+ * log lines while it does: warnings for --check-config (a property the
+ * consumer ignores, say), only errors at a start, which builds the
+ * clients again right after and would say the same twice. */
+static int kafka_check(const config_t *c, int check, char *errstr, size_t errstr_size) {
+    rd_kafka_conf_t *kc = kafkaconf_build(c, NULL, errstr, errstr_size);
+    char why[512];
+    int saved = log_level, rc = 0;
+
+    if (!kc) return -1; /* errstr: "where: kafka.name: reason" */
+    rd_kafka_conf_destroy(kc);
+    int cap = check ? LOG_WARN : LOG_ERROR;
+    if (saved > cap) log_level = cap;
+    if (kafka_clients_try(c, SIZE_MAX, why, sizeof(why)) != 0) {
+        log_level = -1; /* the blame rebuilds the clients, quietly */
+        kafka_blame(c, why, errstr, errstr_size);
+        rc = -1;
+    }
+    log_level = saved;
+    return rc;
 }
 
 int main(int argc, char **argv) {
@@ -190,19 +309,15 @@ int main(int argc, char **argv) {
     conf_loaded = 1;
     log_level = log_level_parse(conf.log_level);
     if (month_set_zone(conf.time_zone, err, sizeof(err)) != 0) {
-        fprintf(stderr, "tierd: configuration refused: time_zone: %s\n", err);
+        fprintf(stderr, "tierd: configuration refused: %s: time_zone: %s\n",
+                config_where(&conf, "time_zone"), err);
         rc = 2;
         goto out;
     }
-    {
-        /* librdkafka judges the kafka.* properties. */
-        rd_kafka_conf_t *kc = kafkaconf_build(&conf, NULL, err, sizeof(err));
-        if (!kc) {
-            fprintf(stderr, "tierd: configuration refused: %s\n", err);
-            rc = 2;
-            goto out;
-        }
-        rd_kafka_conf_destroy(kc);
+    if (kafka_check(&conf, check, err, sizeof(err)) != 0) {
+        fprintf(stderr, "tierd: configuration refused: %s\n", err);
+        rc = 2;
+        goto out;
     }
     if (policyconf_load(&conf, policy, err, sizeof(err)) != 0) {
         fprintf(stderr, "tierd: policy refused: %s\n", err);

@@ -1,9 +1,9 @@
 /*
  * metrics.c -- the HTTP thread behind /metrics, /healthz and /readyz.
  *
- * Owns: one libmicrohttpd daemon in MHD_USE_INTERNAL_POLLING_THREAD mode,
- * i.e. exactly one thread whose only job is answering these requests; it
- * starts in metrics_start and is joined in metrics_stop (MHD_stop_daemon).
+ * Owns: one libmicrohttpd daemon with its own epoll thread, exactly one
+ * thread whose only job is answering these requests; it starts in
+ * metrics_start and is joined in metrics_stop (MHD_stop_daemon).
  * Its queue in is the `latest` slot, a one-deep mailbox the main loop
  * overwrites under `mu`; its queue out is the HTTP responses.  The thread
  * copies the slot into `serving` (touched by no other thread) and renders
@@ -12,6 +12,10 @@
  * Must never: call back into the main loop, touch Kafka or Redis, allocate
  * in metrics_publish, or take a signal meant for the main loop (the thread
  * is started with every signal blocked).
+ *
+ * Must never starve /healthz either: a liveness probe that queues behind
+ * idle or slow clients gets tierd restarted for nothing.  See
+ * http_conn_limit and metrics_start for how the server stays open to it.
  */
 #include "metrics.h"
 
@@ -28,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 
@@ -70,6 +75,8 @@ struct metrics {
     unsigned stale_after_ms;
     int starting;           /* MHD log lines go to start_err too */
     char start_err[256];
+    uint64_t logged_ms;     /* when the last MHD line was logged after start */
+    unsigned suppressed;    /* MHD lines dropped since then */
     slot_t serving; /* the HTTP thread's copy; no lock, so never a thread pool */
 };
 
@@ -283,7 +290,8 @@ char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
     buf_str(&b, "tierd_orders_per_second ");
     buf_double(&b, s->orders_per_second);
     buf_str(&b, "\n");
-    gauge_u(&b, "tierd_ready", "1 when joined, Redis reachable and not paused.",
+    gauge_u(&b, "tierd_ready",
+            "1 when orders are being applied: Redis reachable, a partition assigned.",
             s->ready ? 1 : 0);
 
     head(&b, "tierd_policy_info", "gauge", "The policy in force; the value is always 1.");
@@ -396,19 +404,68 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
 }
 
 /* libmicrohttpd's own complaints: during start (a bind failure) the first
- * one becomes errstr; afterwards (connection errors) they go to our log. */
+ * one becomes errstr; afterwards (connection errors, a client over its
+ * address's limit) they go to our log, at most one a second, so that a
+ * flood of connections does not become a flood of log lines. */
 __attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt,
                                                            va_list ap) {
     metrics_t *m = cls;
     char msg[256];
+    unsigned dropped = 0;
+    uint64_t t = now_ms();
     vsnprintf(msg, sizeof(msg), fmt, ap);
     size_t n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
     pthread_mutex_lock(&m->mu);
-    int starting = m->starting;
+    int starting = m->starting, quiet = 0;
     if (starting && !m->start_err[0]) snprintf(m->start_err, sizeof(m->start_err), "%s", msg);
+    if (!starting) {
+        if (m->logged_ms && t - m->logged_ms < 1000) {
+            m->suppressed++;
+            quiet = 1;
+        } else {
+            dropped = m->suppressed;
+            m->suppressed = 0;
+            m->logged_ms = t;
+        }
+    }
     pthread_mutex_unlock(&m->mu);
-    if (!starting) log_warn(MOD, "http: %s", msg); /* else the caller reports errstr */
+    if (starting || quiet) return; /* starting: the caller reports errstr */
+    if (dropped)
+        log_warn(MOD, "http: %s (and %u more lines in the last second)", msg, dropped);
+    else
+        log_warn(MOD, "http: %s", msg);
+}
+
+/* Connections the server holds at once.  libmicrohttpd accepts no more
+ * than its connection limit and leaves the rest in the kernel's backlog,
+ * where a probe waits until a held connection ends: with the old limit of
+ * 16 and a 10 s idle timeout, 40 idle clients kept /healthz waiting 15 s.
+ * So the limit is large and the thread is epoll's (no FD_SETSIZE ceiling,
+ * one turn per ready socket, not per open one).  Each connection costs a
+ * descriptor: HTTP_FD_RESERVE of the soft RLIMIT_NOFILE are left for
+ * Kafka, Redis and the rest.  tierd does not raise the soft limit: under
+ * systemd it is 1024 (768 connections) and the unit's
+ * SystemCallFilter=~@resources forbids setrlimit. */
+#define HTTP_CONN_MAX 1000
+#define HTTP_CONN_MIN 64
+#define HTTP_FD_RESERVE 256
+/* A connection that sends or reads nothing for this long is closed.  A
+ * slow client that trickles bytes keeps its connection: the limit above,
+ * not the timeout, is what bounds those. */
+#define HTTP_IDLE_TIMEOUT_S 5
+/* Per connection: our requests are a line and a few headers.  A request
+ * that outgrows it is answered 431 and closed, so a trickling client ends
+ * after this many bytes. */
+#define HTTP_CONN_MEMORY (16 * 1024)
+
+static unsigned http_conn_limit(void) {
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY ||
+        rl.rlim_cur >= HTTP_CONN_MAX + HTTP_FD_RESERVE)
+        return HTTP_CONN_MAX;
+    if (rl.rlim_cur < HTTP_CONN_MIN + HTTP_FD_RESERVE) return HTTP_CONN_MIN;
+    return (unsigned)(rl.rlim_cur - HTTP_FD_RESERVE);
 }
 
 /* "a.b.c.d:port" or "[v6]:port", numeric only. */
@@ -501,12 +558,19 @@ metrics_t *metrics_start(const char *listen, char *errstr, size_t errstr_size) {
     sigfillset(&all);
     pthread_sigmask(SIG_BLOCK, &all, &old);
     m->starting = 1;
-    unsigned flags = MHD_USE_AUTO_INTERNAL_THREAD | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
+    /* Half the connections at most from one address: a client that leaks
+     * connections, or trickles requests, leaves the other half to the
+     * probes and scrapers elsewhere (behind docker's proxy, every outside
+     * client is one address; the healthcheck inside is another). */
+    unsigned limit = http_conn_limit();
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
     m->d = MHD_start_daemon(flags, port, NULL, NULL, handle, m,
                             MHD_OPTION_EXTERNAL_LOGGER, mhd_log, m, /* first, or MHD warns */
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                            MHD_OPTION_CONNECTION_LIMIT, (unsigned)16,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)10,
+                            MHD_OPTION_CONNECTION_LIMIT, limit,
+                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, limit / 2,
+                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_TIMEOUT_S,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
                             MHD_OPTION_END);
     int saved = errno;
     pthread_sigmask(SIG_SETMASK, &old, NULL);

@@ -6,11 +6,20 @@
  * metrics_stop, serves the latest snapshot and nothing else:
  *
  *   GET /metrics   Prometheus text exposition 0.0.4
- *   GET /healthz   200 "ok" while publishes keep coming and the snapshot says
- *                  healthy; 503 once the last publish is older than the
- *                  staleness window (3 s by default: three missed seconds)
- *   GET /readyz    200 "ready" when the snapshot says ready and it is fresh
+ *   GET /healthz   "the loop turns": 200 "ok" while publishes keep coming
+ *                  and the snapshot says healthy; 503 once the last publish
+ *                  is older than the staleness window (3 s by default:
+ *                  three missed seconds).  A liveness probe: waiting for
+ *                  Redis or Kafka is no reason to fail it, so the loop
+ *                  keeps publishing, healthy, while it waits.
+ *   GET /readyz    "orders are being applied": 200 "ready" when the
+ *                  snapshot says ready and it is fresh; 503 while Redis is
+ *                  unreachable or no partition is assigned.
  *   other paths    404; methods other than GET and HEAD: 405
+ *
+ * Idle or slow clients cannot starve the probes: the server holds hundreds
+ * of connections at once, closes idle ones after 5 s and limits one
+ * address to half of them (metrics.c says why those numbers).
  *
  * The snapshot is the thread's only input: metrics_publish copies it into a
  * mutex-guarded slot and returns; the HTTP thread copies the slot out and
@@ -65,8 +74,12 @@ typedef struct metrics_snapshot {
     } parts[METRICS_MAX_PARTS];
     size_t nparts;
     double orders_per_second; /* over the last interval */
-    int ready;                /* joined the group, Redis reachable, not paused */
-    int healthy;              /* main loop alive; staleness is checked here too */
+    /* orders are being applied: Redis reachable and at least one partition
+     * assigned (not paused, not shutting down) */
+    int ready;
+    /* the loop turns: 0 only after a fatal error, never for Redis or Kafka
+     * being away (that is !ready); staleness is checked here too */
+    int healthy;
     const char *policy_name, *policy_version;
 } metrics_snapshot_t;
 

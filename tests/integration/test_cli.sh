@@ -4,6 +4,9 @@
 # echoes a secret; --help and --help-config agree with the config table.
 set -u
 tierd=$1
+# The calling shell's TIERD_* would change every verdict (an unknown one is
+# refused): each check sets what it needs.
+for v in $(compgen -e | grep '^TIERD_'); do unset "$v"; done
 dir=$(mktemp -d /tmp/tierd-cli-XXXXXX)
 trap 'rm -rf "$dir"' EXIT
 fails=0 passes=0
@@ -11,7 +14,7 @@ fails=0 passes=0
 check() { # name expected-status needle file [env...]
     local name=$1 want=$2 needle=$3 file=$4 out status
     shift 4
-    out=$(env -u TIERD_KAFKA_BOOTSTRAP_SERVERS "$@" "$tierd" --check-config -c "$file" 2>&1)
+    out=$(env "$@" "$tierd" --check-config -c "$file" 2>&1)
     status=$?
     if [ "$status" -ne "$want" ] || [[ "$out" != *"$needle"* ]]; then
         echo "FAIL $name: status $status (want $want), output: $out"
@@ -46,8 +49,49 @@ check unknown-key 2 "unknown.yaml:4: unknown key \"redis.hots\"" "$dir/unknown.y
 printf 'kafka:\n  bootstrap.servers: x:1\n  no.such.property: 1\n' >"$dir/kprop.yaml"
 check bad-kafka-property 2 "kprop.yaml:3: kafka.no.such.property" "$dir/kprop.yaml" TIERD_REDIS_PASSWORD=hunter2
 
+# librdkafka's refusals when the clients are created, not only when a
+# property is set, with the property's place.
+printf 'kafka:\n  bootstrap.servers: x:1\n  security.protocol: sasl_plaintext\n  sasl.mechanisms: BOGUS\n' \
+    >"$dir/sasl.yaml"
+check kafka-sasl-mechanism 2 "sasl.yaml:4: kafka.sasl.mechanisms: kafka producer: Unsupported SASL mechanism: BOGUS" \
+    "$dir/sasl.yaml"
+check kafka-sasl-mechanism-env 2 "environment TIERD_KAFKA_SASL_MECHANISMS: kafka.sasl.mechanisms:" \
+    "$dir/sasl.yaml" TIERD_KAFKA_SASL_MECHANISMS=NOPE
+printf 'kafka:\n  bootstrap.servers: x:1\n  security.protocol: ssl\n  ssl.ca.location: %s/no-ca.pem\n' \
+    "$dir" >"$dir/ssl.yaml"
+check kafka-ssl-ca 2 "ssl.yaml:4: kafka.ssl.ca.location:" "$dir/ssl.yaml"
+# The clients are built as tierd builds them: it fixes acks=all on its
+# producer, so acks: 1 next to enable.idempotence is no conflict.
+printf 'kafka:\n  bootstrap.servers: x:1\n  acks: 1\n  enable.idempotence: true\n' >"$dir/acks.yaml"
+check kafka-fixed-acks 0 "is valid" "$dir/acks.yaml"
+# Nothing connects: an address that never answers does not slow the check.
+printf 'kafka:\n  bootstrap.servers: 192.0.2.1:9092\n' >"$dir/far.yaml"
+started=$(date +%s%N)
+check kafka-no-connection 0 "is valid" "$dir/far.yaml"
+elapsed_ms=$((($(date +%s%N) - started) / 1000000))
+if [ "$elapsed_ms" -gt 3000 ]; then
+    echo "FAIL kafka-no-connection: --check-config took $elapsed_ms ms"; fails=$((fails + 1))
+fi
+
 printf 'kafka:\n  bootstrap.servers: x:1\ntime_zone: Asia/Atlantis\n' >"$dir/tz.yaml"
-check bad-time-zone 2 "Asia/Atlantis" "$dir/tz.yaml"
+check bad-time-zone 2 "tz.yaml:3: time_zone: time zone \"Asia/Atlantis\" is unknown" "$dir/tz.yaml"
+check bad-time-zone-env 2 "environment TIERD_TIME_ZONE: time_zone:" "$dir/good.yaml" \
+    TIERD_TIME_ZONE=Mars/Olympus
+printf 'kafka:\n  bootstrap.servers: x:1\ncurrency: usd\nlog_level: info\n' >"$dir/cur.yaml"
+check bad-currency 2 "cur.yaml:3: currency: \"usd\"" "$dir/cur.yaml"
+printf 'kafka:\n  bootstrap.servers: x:1\nlog_level: loud\n' >"$dir/level.yaml"
+check bad-log-level 2 "level.yaml:3: log_level: \"loud\"" "$dir/level.yaml"
+
+# A key twice: refused at the second (YAML would keep one in silence).
+printf 'kafka:\n  bootstrap.servers: x:1\ncurrency: CNY\nwindow_months: 3\ncurrency: USD\n' \
+    >"$dir/dup.yaml"
+check duplicate-key 2 "dup.yaml:5: \"currency\" is set twice (first at line 3)" "$dir/dup.yaml"
+
+# A TIERD_* variable that names no key: refused by name.
+check unknown-env 2 "environment TIERD_REDIS_HOTS: no such key; did you mean TIERD_REDIS_HOST?" \
+    "$dir/good.yaml" TIERD_REDIS_HOTS=10.0.0.1
+check known-non-key-env 0 "is valid" "$dir/good.yaml" TIERD_CONFIG="$dir/good.yaml" \
+    TIERD_BIN="$tierd" TIERD_FAULT_COMMIT_STALL_FILE=/nonexistent
 
 check env-override-refused 2 "environment TIERD_REDIS_PORT" "$dir/good.yaml" TIERD_REDIS_PORT=seventy
 check env-kafka-refused 2 "environment TIERD_KAFKA_ACKS" "$dir/good.yaml" TIERD_KAFKA_ACKS=sometimes
@@ -72,6 +116,15 @@ ref=$("$tierd" --help-config)
 for key in redis.port TIERD_REDIS_PORT batch.max_orders time_zone TIERD_KAFKA_; do
     if [[ "$ref" != *"$key"* ]]; then echo "FAIL --help-config lacks $key"; fails=$((fails + 1)); fi
 done
+
+# tierd's own deadline on SIGTERM must end before systemd's kills it.
+unit=$(dirname "$0")/../../systemd/tierd.service
+stop_s=$(sed -n 's/^TimeoutStopSec=\([0-9]*\)s\?$/\1/p' "$unit")
+shutdown_ms=$(printf '%s\n' "$ref" | awk '$1 == "shutdown_timeout_ms" {print $3}')
+if [ -z "$stop_s" ] || [ -z "$shutdown_ms" ] || [ "$shutdown_ms" -ge $((stop_s * 1000)) ]; then
+    echo "FAIL shutdown_timeout_ms default ($shutdown_ms ms) is not below TimeoutStopSec ($stop_s s)"
+    fails=$((fails + 1))
+fi
 
 # The README agrees: it shows --help as the program prints it, and its
 # configuration table names every key --help-config lists.

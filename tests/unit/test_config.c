@@ -71,11 +71,142 @@ static void test_refusals_name_file_and_line(void **state) {
     expect_refusal("kafka:\n  bootstrap.servers: k\nredis:\n  prot: 1\n", ":4: unknown key \"redis.prot\"");
     expect_refusal("kafka:\n  bootstrap.servers: k\nwindow_months: 0\n", ":3: window_months: 0 is outside 1..24");
     expect_refusal("kafka:\n  bootstrap.servers: k\nredis:\n  port: many\n", ":4: redis.port: \"many\" is not a whole number");
-    expect_refusal("kafka:\n  bootstrap.servers: k\ncurrency: yuan\n", "currency");
-    expect_refusal("kafka:\n  bootstrap.servers: k\nlog_level: loud\n", "log_level");
+    expect_refusal("kafka:\n  bootstrap.servers: k\ncurrency: yuan\n",
+                   ":3: currency: \"yuan\" is not an ISO 4217 code");
+    expect_refusal("kafka:\n  bootstrap.servers: k\nlog_level: loud\n",
+                   ":3: log_level: \"loud\" is not error, warn, info or debug");
+    expect_refusal("kafka:\n  bootstrap.servers: k\ntopics:\n  orders: a\n  profiles: a\n",
+                   ":5: topics.profiles: \"a\" is topics.orders's too");
+    expect_refusal("kafka:\n  bootstrap.servers: k\nredis:\n  host: \"\"\n",
+                   ":4: redis.host: must not be empty");
+    expect_refusal("kafka:\n  bootstrap.servers: k\nhttp:\n  listen: localhost:80\n",
+                   ":4: http.listen: metrics: listen address \"localhost:80\"");
     expect_refusal("kafka: [a, b]\n", ":1: lists are not used");
     expect_refusal("kafka:\n  bootstrap.servers: k\nredis: {port: 1\n", "YAML error");
     expect_refusal("redis:\n  port: 1\n", "kafka.bootstrap.servers is required");
+}
+
+/* A key twice is refused at the second, whatever the nesting: libyaml
+ * would hand both over and the last would win in silence. */
+static void test_duplicate_keys(void **state) {
+    (void)state;
+    expect_refusal("kafka:\n  bootstrap.servers: k\ncurrency: CNY\ncurrency: USD\n",
+                   ":4: \"currency\" is set twice (first at line 3)");
+    expect_refusal("kafka:\n  bootstrap.servers: k\nredis:\n  port: 1\n  db: 2\n  port: 2\n",
+                   ":6: \"redis.port\" is set twice (first at line 4)");
+    expect_refusal("kafka:\n  bootstrap.servers: k\n  bootstrap.servers: j\n",
+                   ":3: \"kafka.bootstrap.servers\" is set twice (first at line 2)");
+    /* a whole section twice: the first would be dropped, not merged */
+    expect_refusal("kafka:\n  bootstrap.servers: k\nredis:\n  host: a\nredis:\n  port: 2\n",
+                   ":5: \"redis\" is set twice (first at line 3)");
+    /* a dotted key and a nested one name the same key */
+    expect_refusal("redis.port: 1\nkafka:\n  bootstrap.servers: k\nredis:\n  port: 2\n",
+                   ":5: \"redis.port\" is set twice (first at line 1)");
+    expect_refusal("kafka:\n  bootstrap.servers: k\ntopics: {orders: a, orders: b}\n",
+                   ":3: \"topics.orders\" is set twice (first at line 3)");
+
+    /* the same leaf name under different sections is two keys */
+    config_t c;
+    char err[512] = "";
+    write_file("kafka:\n  bootstrap.servers: k\nbatch:\n  max_ms: 5\nredis:\n  port: 7\n"
+               "topics:\n  orders: o\n");
+    if (config_load(&c, path, err, sizeof(err)) != 0) fail_msg("refused: %s", err);
+    assert_int_equal(c.batch_max_ms, 5);
+    config_free(&c);
+}
+
+static void expect_env_refusal(const char *var, const char *value, const char *needle) {
+    config_t c;
+    char err[512] = "";
+    setenv(var, value, 1);
+    assert_int_equal(config_load(&c, NULL, err, sizeof(err)), -1);
+    unsetenv(var);
+    if (!strstr(err, needle)) fail_msg("error \"%s\" lacks \"%s\"", err, needle);
+    config_free(&c);
+}
+
+/* TIERD_* names no key: refused by name, with the nearest key when one is
+ * close; the variables of tierd's tools and tests are not keys but pass. */
+static void test_unknown_environment(void **state) {
+    (void)state;
+    config_t c;
+    char err[512] = "";
+    setenv("TIERD_KAFKA_BOOTSTRAP_SERVERS", "k:1", 1);
+    expect_env_refusal("TIERD_REDIS_HOTS", "r",
+                       "environment TIERD_REDIS_HOTS: no such key; did you mean TIERD_REDIS_HOST?");
+    expect_env_refusal("TIERD_NOTHING_LIKE_IT", "1", "environment TIERD_NOTHING_LIKE_IT: no such key (");
+    expect_env_refusal("TIERD_KAFKA_", "1", "environment TIERD_KAFKA_: names no librdkafka property");
+    /* bad values of the environment name their variable too */
+    expect_env_refusal("TIERD_CURRENCY", "usd", "environment TIERD_CURRENCY: currency:");
+    expect_env_refusal("TIERD_LOG_LEVEL", "chatty", "environment TIERD_LOG_LEVEL: log_level:");
+
+    static const char *const allowed[] = {
+        "TIERD_CONFIG", "TIERD_BIN", "TIERD_FAULT_COMMIT_STALL_FILE",
+        "TIERD_FAULT_REVIEW_STALL_FILE", "TIERD_FAULT_PUBLISH_STALL_FILE",
+        "TIERD_TEST_REDIS_PORT", "TIERD_FUZZ_ITERS", "TIERD_KEEP_RUN_DIR",
+        "TIERD_REDIS_APPENDFSYNC", "TIERD_CACHE", "TIERD_SERVICES_TIMEOUT",
+        "TIERD_SERVICES_STOP_TIMEOUT",
+    };
+    for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++) setenv(allowed[i], "x", 1);
+    setenv("TIERD_KAFKA_CLIENT_ID", "me", 1);
+    int rc = config_load(&c, NULL, err, sizeof(err));
+    for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++) unsetenv(allowed[i]);
+    unsetenv("TIERD_KAFKA_CLIENT_ID");
+    if (rc != 0) fail_msg("refused: %s", err);
+    assert_string_equal(config_kafka_get(&c, "client.id"), "me");
+    config_free(&c);
+}
+
+/* config_where says where each key got its value. */
+static void test_where(void **state) {
+    (void)state;
+    config_t c;
+    char err[512] = "";
+    write_file("kafka:\n  bootstrap.servers: k\nredis:\n  port: 7000\ntime_zone: UTC\n");
+    setenv("TIERD_REDIS_PORT", "7001", 1);
+    assert_int_equal(config_load(&c, path, err, sizeof(err)), 0);
+    char want[128];
+    snprintf(want, sizeof(want), "%s:5", path);
+    assert_string_equal(config_where(&c, "time_zone"), want);
+    assert_string_equal(config_where(&c, "redis.port"), "environment TIERD_REDIS_PORT");
+    assert_string_equal(config_where(&c, "currency"), "default");
+    assert_string_equal(config_where(&c, "no.such.key"), "default");
+    config_free(&c);
+}
+
+/* The placed_at floor and the shutdown deadline: defaults, bounds, the
+ * environment. */
+static void test_min_placed_at_and_shutdown_timeout(void **state) {
+    (void)state;
+    config_t c;
+    char err[512] = "";
+    write_file("kafka:\n  bootstrap.servers: k\n");
+    assert_int_equal(config_load(&c, path, err, sizeof(err)), 0);
+    assert_int_equal(c.min_placed_at_s, 946684800); /* 2000-01-01T00:00:00Z */
+    assert_int_equal(c.shutdown_timeout_ms, 20000);
+    config_free(&c);
+    unlink(path);
+
+    write_file("kafka:\n  bootstrap.servers: k\nmin_placed_at_s: 0\nshutdown_timeout_ms: 1000\n");
+    setenv("TIERD_SHUTDOWN_TIMEOUT_MS", "600000", 1);
+    assert_int_equal(config_load(&c, path, err, sizeof(err)), 0);
+    unsetenv("TIERD_SHUTDOWN_TIMEOUT_MS");
+    assert_int_equal(c.min_placed_at_s, 0);
+    assert_int_equal(c.shutdown_timeout_ms, 600000);
+    config_free(&c);
+    unlink(path);
+
+    expect_refusal("kafka:\n  bootstrap.servers: k\nmin_placed_at_s: -1\n",
+                   ":3: min_placed_at_s: -1 is outside 0..4102444800");
+    expect_refusal("kafka:\n  bootstrap.servers: k\nmin_placed_at_s: 4102444801\n",
+                   ":3: min_placed_at_s: 4102444801 is outside 0..4102444800");
+    /* in bounds but after now: every order would be refused */
+    expect_refusal("kafka:\n  bootstrap.servers: k\nmin_placed_at_s: 4102444800\n",
+                   ":3: min_placed_at_s: 4102444800 is in the future");
+    expect_refusal("kafka:\n  bootstrap.servers: k\nshutdown_timeout_ms: 999\n",
+                   ":3: shutdown_timeout_ms: 999 is outside 1000..600000");
+    expect_refusal("kafka:\n  bootstrap.servers: k\nshutdown_timeout_ms: 600001\n",
+                   ":3: shutdown_timeout_ms: 600001 is outside 1000..600000");
 }
 
 static void test_no_file_env_only(void **state) {
@@ -205,10 +336,30 @@ static void test_credentials_refusals(void **state) {
     config_free(&c);
 }
 
+/* The tests set the TIERD_* variables they need; any from the calling
+ * shell would change what config_load sees (an unknown one is refused). */
+static void clear_tierd_environment(void) {
+    extern char **environ;
+    for (;;) {
+        char **e = environ;
+        while (*e && strncmp(*e, "TIERD_", 6) != 0) e++;
+        if (!*e) return;
+        char *name = strndup(*e, strcspn(*e, "="));
+        assert_non_null(name);
+        assert_int_equal(unsetenv(name), 0);
+        free(name);
+    }
+}
+
 int main(void) {
+    clear_tierd_environment();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_file_then_env, teardown),
         cmocka_unit_test_teardown(test_refusals_name_file_and_line, teardown),
+        cmocka_unit_test_teardown(test_duplicate_keys, teardown),
+        cmocka_unit_test_teardown(test_unknown_environment, teardown),
+        cmocka_unit_test_teardown(test_where, teardown),
+        cmocka_unit_test_teardown(test_min_placed_at_and_shutdown_timeout, teardown),
         cmocka_unit_test_teardown(test_no_file_env_only, teardown),
         cmocka_unit_test_setup_teardown(test_credentials_fill_unset_secrets, cred_setup,
                                         cred_teardown),

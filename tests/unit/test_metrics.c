@@ -13,6 +13,8 @@
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <errno.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <time.h>
@@ -410,6 +412,112 @@ static void test_healthz_goes_stale(void **state) {
     metrics_stop(m);
 }
 
+/* A loopback TCP connection to port, or -1. */
+static int dial(int port) {
+    struct sockaddr_in a;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* The server closed fd (EOF or reset), by its idle timeout say. */
+static int closed_by_peer(int fd) {
+    char c;
+    ssize_t n = recv(fd, &c, 1, MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK);
+}
+
+#define CROWD_IDLE 300
+#define CROWD_SLOW 30
+
+/* A liveness probe must not queue behind other clients: with 300
+ * connections that send nothing and 30 that send a request a byte at a
+ * time and never finish it, /healthz still answers 200 within a second,
+ * probe after probe, for a few seconds.  Connections the server drops (its
+ * idle timeout) are opened again, so the crowd stays the same size. */
+static void test_healthz_not_starved_by_idle_and_slow_clients(void **state) {
+    (void)state;
+    static const char slow_req[] = "GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
+    int idle[CROWD_IDLE], slow[CROWD_SLOW];
+    size_t sent[CROWD_SLOW];
+    int probes = 0, worst_ms = 0, reopened = 0;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < 1024) {
+        print_message("skipped: %d descriptors are too few for the crowd\n", (int)rl.rlim_cur);
+        skip();
+    }
+    resp_t *r = malloc(sizeof(*r));
+    assert_non_null(r);
+
+    metrics_t *m = start_local();
+    int port = metrics_port(m);
+    metrics_snapshot_t s;
+    fill(&s);
+    metrics_set_stale_after_ms(m, 600000);
+    metrics_publish(m, &s);
+
+    for (int i = 0; i < CROWD_IDLE; i++) {
+        idle[i] = dial(port);
+        assert_true(idle[i] >= 0);
+    }
+    for (int i = 0; i < CROWD_SLOW; i++) {
+        slow[i] = dial(port);
+        assert_true(slow[i] >= 0);
+        sent[i] = 0;
+    }
+
+    uint64_t end = mono_ms() + 4000;
+    while (mono_ms() < end) {
+        for (int i = 0; i < CROWD_IDLE; i++) {
+            if (!closed_by_peer(idle[i])) continue;
+            close(idle[i]);
+            idle[i] = dial(port);
+            assert_true(idle[i] >= 0);
+            reopened++;
+        }
+        for (int i = 0; i < CROWD_SLOW; i++) {
+            char byte = sent[i] < sizeof(slow_req) - 1 ? slow_req[sent[i]] : 'a';
+            if (closed_by_peer(slow[i]) ||
+                send(slow[i], &byte, 1, MSG_DONTWAIT | MSG_NOSIGNAL) != 1) {
+                close(slow[i]);
+                slow[i] = dial(port);
+                assert_true(slow[i] >= 0);
+                sent[i] = 0;
+                reopened++;
+                continue;
+            }
+            sent[i]++;
+        }
+        uint64_t t0 = mono_ms();
+        int rc = get(port, "GET", "/healthz", r);
+        int took = (int)(mono_ms() - t0);
+        if (rc != 0 || r->status != 200 || took >= 1000)
+            fail_msg("probe %d: rc %d, status %d after %d ms with %d idle and %d slow "
+                     "connections open",
+                     probes, rc, r->status, took, CROWD_IDLE, CROWD_SLOW);
+        if (took > worst_ms) worst_ms = took;
+        probes++;
+        /* the slow clients' pace: a byte from each every 100 ms */
+        nanosleep(&(struct timespec){0, 100 * 1000 * 1000}, NULL);
+    }
+    print_message("%d probes, slowest %d ms; %d connections the server closed were reopened\n",
+                  probes, worst_ms, reopened);
+    assert_true(probes >= 10);
+
+    for (int i = 0; i < CROWD_IDLE; i++) close(idle[i]);
+    for (int i = 0; i < CROWD_SLOW; i++) close(slow[i]);
+    free(r);
+    metrics_stop(m);
+}
+
 static void test_start_disabled_and_bad_addresses(void **state) {
     (void)state;
     char err[256] = "";
@@ -465,6 +573,13 @@ static void test_start_ipv6_loopback(void **state) {
 }
 
 int main(void) {
+    /* The crowd test holds about 700 descriptors (both ends of each
+     * connection): a soft limit of 1024 is close, so take the hard one. */
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_render_counters_and_types),
         cmocka_unit_test(test_render_dead_letters_by_reason_escaped),
@@ -473,6 +588,7 @@ int main(void) {
         cmocka_unit_test(test_render_order_latency),
         cmocka_unit_test(test_server_endpoints),
         cmocka_unit_test(test_healthz_goes_stale),
+        cmocka_unit_test(test_healthz_not_starved_by_idle_and_slow_clients),
         cmocka_unit_test(test_start_disabled_and_bad_addresses),
         cmocka_unit_test(test_start_ipv6_loopback),
     };
