@@ -676,10 +676,10 @@ again:
         window_of(a, ents, omonth[i], win);
         policy_customer_t pc = {c->st, *prof, win, (size_t)W};
         int32_t live = -1;
-        if ((o->kind == ORDER_SALE && c->st.tier <= 0) ||
-            (a->policy->upgrade_on_order && c->st.tier > 0)) {
-            /* A decision is possible only on a first sale, or for policies
-             * that upgrade on the order that qualifies. */
+        if (c->st.tier <= 0 || a->policy->upgrade_on_order) {
+            /* A decision is possible only on a first order -- SALE or
+             * RETURN: either places the customer (SPEC 8 rule 1) -- or for
+             * policies that upgrade on the order that qualifies. */
             if (policy_on_order(a->policy, &pc, omonth[i], &dec, errstr, errstr_size) != 0)
                 goto out_unwatch;
             if (decide_tier_change(&dctx, &tx, c, &dec, win, (size_t)W, omonth[i], errstr,
