@@ -209,6 +209,7 @@ int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms,
 
     /* Decide every customer. */
     apply_decide_ctx(a, p, now_ms, &d);
+    const int64_t decided_at = decide_review_at(month); /* never the clock: decide.h */
     for (size_t i = 0; i < ncs; i++) {
         decide_customer_t *c = &cs[i].c;
         const policy_profile_t *prof = decide_profile(&d, c);
@@ -219,8 +220,8 @@ int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms,
         if (c->st.tier <= 0) continue;
         if (policy_review_decide(a->policy, &pc, month, &dec, errstr, errstr_size) != 0)
             goto out_unwatch;
-        if (decide_tier_change(&d, &tx, c, &dec, cs[i].win, (size_t)W, month, errstr,
-                               errstr_size) != 0)
+        if (decide_tier_change(&d, &tx, c, &dec, cs[i].win, (size_t)W, month,
+                               decided_at, errstr, errstr_size) != 0)
             goto out_unwatch;
         l = decide_state_format(c, buf, sizeof(buf));
         if ((cset.n == 0 && (decide_args_push(&cset, "HSET", 4) ||
