@@ -81,7 +81,7 @@ const policy_profile_t *decide_profile(const decide_ctx_t *d, const decide_custo
 /* A tier change's decided_at, from what triggered the decision:
  *   - an order (placement, upgrade on the order): the order's placed_at;
  *   - the review of month M: decide_review_at(M), the first instant of
- *     M + 1 in the policy's zone, the moment M closes in event time;
+ *     M + 1 in the configured time_zone, the moment M closes in event time;
  *   - a profile (override, compliance): the profile's updated_at; for a
  *     tombstone, the updated_at of the profile it deletes (0 when none
  *     was stored). */

@@ -91,7 +91,7 @@ also the report with the commit):
     month (the last rule that moved the tier names the reason);
   - decided_at (SPEC 10 "time of decision", deterministic so a re-decided
     event has the same bytes): a placement, the first order's placed_at; the
-    review of month k, the first instant of k+1 in the policy's zone; a
+    review of month k, the first instant of k+1 in the zone (Asia/Shanghai); a
     profile change, its updated_at.
 """
 import argparse
