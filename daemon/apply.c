@@ -200,7 +200,7 @@ void apply_decide_ctx(apply_ctx_t *a, const apply_part_t *p, int64_t now_ms, dec
     d->events = a->events;
     d->tier_topic = a->tier_topic;
     d->quota_topic = a->quota_topic;
-    d->now_ms = now_ms;
+    (void)now_ms; /* events are decided from their inputs, never the clock (decide.h) */
     store_key(a->store, p->topic, p->partition, "outbox", d->outbox_key, sizeof(d->outbox_key));
 }
 
@@ -677,14 +677,14 @@ again:
         window_of(a, ents, omonth[i], win);
         policy_customer_t pc = {c->st, *prof, win, (size_t)W};
         int32_t live = -1;
-        if ((o->kind == ORDER_SALE && c->st.tier <= 0) ||
-            (a->policy->upgrade_on_order && c->st.tier > 0)) {
-            /* A decision is possible only on a first sale, or for policies
-             * that upgrade on the order that qualifies. */
+        if (c->st.tier <= 0 || a->policy->upgrade_on_order) {
+            /* A decision is possible only on a first order -- SALE or
+             * RETURN: either places the customer (SPEC 8 rule 1) -- or for
+             * policies that upgrade on the order that qualifies. */
             if (policy_on_order(a->policy, &pc, omonth[i], &dec, errstr, errstr_size) != 0)
                 goto out_unwatch;
-            if (decide_tier_change(&dctx, &tx, c, &dec, win, (size_t)W, omonth[i], errstr,
-                                   errstr_size) != 0)
+            if (decide_tier_change(&dctx, &tx, c, &dec, win, (size_t)W, omonth[i],
+                                   o->placed_at_ms, errstr, errstr_size) != 0)
                 goto out_unwatch;
             live = dec.score.score_c;
         } else if (c->st.tier > 0) {

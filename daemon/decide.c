@@ -159,9 +159,12 @@ void decide_ctx_free(decide_ctx_t *d) {
     if (d) decide_args_free(&d->outbox);
 }
 
+int64_t decide_review_at(int32_t month) { return month_start_ms(month + 1); }
+
 int decide_tier_change(decide_ctx_t *d, store_tx_t *tx, decide_customer_t *c,
                        const policy_decision_t *dec, const policy_month_t *window,
-                       size_t nwindow, int32_t month, char *errstr, size_t errstr_size) {
+                       size_t nwindow, int32_t month, int64_t decided_at_ms, char *errstr,
+                       size_t errstr_size) {
     if (memcmp(&c->st, &dec->next, sizeof(c->st)) != 0) c->dirty = 1;
     if (!dec->changed) {
         c->st = dec->next;
@@ -180,7 +183,7 @@ int decide_tier_change(decide_ctx_t *d, store_tx_t *tx, decide_customer_t *c,
         .month = month,
         .classification = code,
         .policy = d->policy,
-        .decided_at_ms = d->now_ms,
+        .decided_at_ms = decided_at_ms,
     };
     if (events_encode_tier_change(d->events, &tc, &value, &vlen, id, sizeof(id), errstr,
                                   errstr_size) != 0)

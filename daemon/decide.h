@@ -7,6 +7,12 @@
  * (Avro) when it is decided and written into the same MULTI/EXEC as the
  * state it explains, so a crash can delay it but never lose it, and a
  * republished event is byte-identical.
+ *
+ * Must never read the clock: an event's bytes are a function of the
+ * decision's inputs only.  When Redis loses acknowledged writes, tierd
+ * consumes again and decides again; the events it then publishes carry the
+ * same event_id as the first ones, and must carry the same bytes, or a
+ * subscriber deduplicating by event_id keeps whichever came first.
  */
 #ifndef TIERD_DECIDE_H
 #define TIERD_DECIDE_H
@@ -48,7 +54,6 @@ typedef struct decide_ctx {
     events_t *events;       /* borrowed */
     const char *tier_topic, *quota_topic;
     char outbox_key[256];
-    int64_t now_ms;
     uint64_t tier_events, quota_events; /* counters */
     /* Events decided in this transaction: one outbox entry holds them all
      * (fields t, k, i, v repeated per event, in decision order). */
@@ -73,12 +78,23 @@ int decide_month_format(int32_t tier, policy_grade_t grade, char *buf, size_t si
 /* The profile in force: the customer's own or the policy's default. */
 const policy_profile_t *decide_profile(const decide_ctx_t *d, const decide_customer_t *c);
 
-/* When dec->changed: bumps the sequence, encodes the tier change and adds
- * it to the transaction's outbox entry.  Always stores dec->next into c->st (marks c dirty when
- * anything moved). */
+/* A tier change's decided_at, from what triggered the decision:
+ *   - an order (placement, upgrade on the order): the order's placed_at;
+ *   - the review of month M: decide_review_at(M), the first instant of
+ *     M + 1 in the configured time_zone, the moment M closes in event time;
+ *   - a profile (override, compliance): the profile's updated_at; for a
+ *     tombstone, the updated_at of the profile it deletes (0 when none
+ *     was stored). */
+int64_t decide_review_at(int32_t month);
+
+/* When dec->changed: bumps the sequence, encodes the tier change (decided
+ * at decided_at_ms, see above) and adds it to the transaction's outbox
+ * entry.  Always stores dec->next into c->st (marks c dirty when anything
+ * moved). */
 int decide_tier_change(decide_ctx_t *d, store_tx_t *tx, decide_customer_t *c,
                        const policy_decision_t *dec, const policy_month_t *window,
-                       size_t nwindow, int32_t month, char *errstr, size_t errstr_size);
+                       size_t nwindow, int32_t month, int64_t decided_at_ms, char *errstr,
+                       size_t errstr_size);
 
 /* Encodes a quota event and adds it to the transaction's outbox entry. */
 int decide_quota(decide_ctx_t *d, store_tx_t *tx, const decide_customer_t *c, int32_t month,

@@ -406,11 +406,11 @@ static void step_override(const policy_t *p, bool has, int32_t tier, move_t *mv,
         return;
     }
     say(e, "; override sets tier %s", policy_tier_label(p, tier, a, sizeof(a)));
+    /* The override moves the tier, not the calendar: a new customer stays
+     * new, is held on the override, and is first scored when its period
+     * ends (SPEC 8 rules 1 and 5). */
     d->next.has_override = true;
     d->next.override_tier = tier;
-    /* The operator has placed the customer: the new-customer period and
-     * its initial evaluation must not undo that at the next review. */
-    d->next.evaluated = true;
     mv->tier = tier;
     mv->why = POLICY_REASON_OVERRIDE;
     d->rule = POLICY_RULE_OVERRIDE;
@@ -443,6 +443,33 @@ void policy_first_order(const policy_t *p, const policy_profile_t *profile, int3
     move_t mv = {0, POLICY_REASON_NONE};
     first_order(p, profile, month, &mv, out, &e);
     decision_finish(out, &mv);
+}
+
+/* True while month is inside the customer's new-customer period: fewer
+ * than new_customer_months from its first order month to month, both
+ * counted.  The calendar alone decides; `evaluated` only says whether the
+ * INITIAL_EVALUATION after it has been made. */
+static bool is_new(const policy_t *p, const policy_state_t *st, int32_t month)
+{
+    return month - st->first_month + 1 < p->new_customer_months;
+}
+
+/* The tier a new customer is held on (SPEC 8 rule 1): the override in
+ * force, else the policy's new-customer tier.  The caller applies the
+ * compliance cap after it. */
+static void step_placement(const policy_t *p, const policy_state_t *st, move_t *mv,
+                           explain_t *e)
+{
+    char a[64];
+    if (st->has_override && st->override_tier >= 1) {
+        mv->tier = st->override_tier < p->ntiers ? st->override_tier : p->ntiers;
+        mv->why = POLICY_REASON_OVERRIDE;
+        say(e, "override %s", policy_tier_label(p, mv->tier, a, sizeof(a)));
+    } else {
+        mv->tier = p->new_customer_tier;
+        mv->why = POLICY_REASON_NEW_CUSTOMER;
+        say(e, "tier %s", policy_tier_label(p, mv->tier, a, sizeof(a)));
+    }
 }
 
 static int32_t effective_tier(const policy_t *p, int32_t tier, int32_t current)
@@ -612,12 +639,14 @@ static int review(const policy_t *p, const policy_customer_t *c, int32_t month,
         say(&e, " (the policy's tiers end at %d)", (int)p->ntiers);
 
     int32_t since = month - st->first_month + 1;
-    if (!st->evaluated && since < p->new_customer_months) {
-        say(&e, "; new customer, month %d of %d: tier %s", (int)since, (int)p->new_customer_months,
-            policy_tier_label(p, p->new_customer_tier, a, sizeof(a)));
-        mv.tier = p->new_customer_tier;
-        mv.why = POLICY_REASON_NEW_CUSTOMER;
+    if (is_new(p, st, month)) {
+        /* Back on the placement tier, whatever moved it meanwhile.  A state
+         * marked evaluated this early was ended by an override under the
+         * old rule: it is new again, and evaluated when its period ends. */
+        say(&e, "; new customer, month %d of %d: ", (int)since, (int)p->new_customer_months);
+        step_placement(p, st, &mv, &e);
         out->rule = POLICY_RULE_NEW_CUSTOMER_HOLD;
+        out->next.evaluated = false;
     } else if (!st->evaluated) {
         say(&e, "; initial evaluation after %d months", (int)since);
         mv.tier = out->score.target_tier;
@@ -666,8 +695,7 @@ int policy_on_order(const policy_t *p, const policy_customer_t *c, int32_t month
     if (!p->upgrade_on_order)
         goto done;
 
-    int32_t since = month - out->next.first_month + 1;
-    if (!out->next.evaluated && since < p->new_customer_months)
+    if (is_new(p, &out->next, month))
         goto done;
     if (out->score.target_tier > mv.tier) {
         if (e.len)

@@ -215,7 +215,9 @@ static int profiles_once(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, siz
         }
         policy_decision_t dec;
         policy_on_profile(a->policy, &c->st, newp, &dec);
-        if (decide_tier_change(&d, &tx, c, &dec, NULL, 0, -1, errstr, errstr_size) != 0) {
+        /* decided at the profile's updated_at (a tombstone: the deleted one's) */
+        if (decide_tier_change(&d, &tx, c, &dec, NULL, 0, -1, c->profile_updated_at, errstr,
+                               errstr_size) != 0) {
             failed = 2;
             break;
         }

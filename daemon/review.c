@@ -215,6 +215,7 @@ int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms,
      * apply_review_through). */
     apply_decide_ctx(a, p, now_ms, &d);
     int steady = 1;
+    const int64_t decided_at = decide_review_at(month); /* never the clock: decide.h */
     for (size_t i = 0; i < ncs; i++) {
         decide_customer_t *c = &cs[i].c;
         const policy_profile_t *prof = decide_profile(&d, c);
@@ -226,8 +227,8 @@ int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms,
         lb = decide_state_format(c, before, sizeof(before));
         if (policy_review_decide(a->policy, &pc, month, &dec, errstr, errstr_size) != 0)
             goto out_unwatch;
-        if (decide_tier_change(&d, &tx, c, &dec, cs[i].win, (size_t)W, month, errstr,
-                               errstr_size) != 0)
+        if (decide_tier_change(&d, &tx, c, &dec, cs[i].win, (size_t)W, month,
+                               decided_at, errstr, errstr_size) != 0)
             goto out_unwatch;
         l = decide_state_format(c, buf, sizeof(buf));
         if (!c->st.evaluated || l != lb || memcmp(buf, before, (size_t)l) != 0) steady = 0;

@@ -197,8 +197,9 @@ typedef struct policy_month {
 typedef struct policy_state {
     int32_t tier;          /* current tier, 0 = none yet */
     int32_t first_month;   /* month of the first order (valid when tier > 0) */
-    bool evaluated;        /* past INITIAL_EVALUATION (or an override ended the new period) */
-    bool has_override;     /* the last override applied, so a republished one is ignored */
+    bool evaluated;        /* past INITIAL_EVALUATION; an override never sets it */
+    bool has_override;     /* the override in force (last one applied): a republished
+                            * one is ignored, and a new customer is held on it */
     int32_t override_tier;
 } policy_state_t;
 
@@ -345,8 +346,13 @@ int policy_score(const policy_t *p, const policy_profile_t *profile, const polic
 int32_t policy_target_tier(const policy_t *p, int32_t score_c);
 
 /* The monthly review of `month` (SPEC section 8): new-customer hold,
- * INITIAL_EVALUATION, upgrade, downgrade, compliance cap.  The window must
- * end with `month` and be consecutive; -1 with errstr otherwise. */
+ * INITIAL_EVALUATION, upgrade, downgrade, compliance cap.  A customer is
+ * new while fewer than new_customer_months lie between its first order
+ * month and `month` (both counted), override or not: it is held on its
+ * placement tier (the override in force, else new_customer_tier, under
+ * the grade's cap), and the first review after that is the
+ * INITIAL_EVALUATION.  The window must end with `month` and be
+ * consecutive; -1 with errstr otherwise. */
 int policy_review(const policy_t *p, const policy_customer_t *c, int32_t month,
                   policy_decision_t *out, char *errstr, size_t errstr_size);
 /* The same decision, but out->explain is left empty unless out->changed:
@@ -356,9 +362,11 @@ int policy_review_decide(const policy_t *p, const policy_customer_t *c, int32_t 
                          policy_decision_t *out, char *errstr, size_t errstr_size);
 
 /* After an order of `month` was applied (window ends with `month`): the
- * first order places the customer (NEW_CUSTOMER, or OVERRIDE/COMPLIANCE
- * when the profile says so); policies with upgrade_on_order move to T* at
- * once when it is above the tier.  -1 with errstr on a bad window. */
+ * first order of any kind, SALE or RETURN, places the customer
+ * (NEW_CUSTOMER, or OVERRIDE/COMPLIANCE when the profile says so) and
+ * makes `month` its first order month; policies with upgrade_on_order
+ * move to T* at once when it is above the tier, once the customer is no
+ * longer new.  -1 with errstr on a bad window. */
 int policy_on_order(const policy_t *p, const policy_customer_t *c, int32_t month,
                     policy_decision_t *out, char *errstr, size_t errstr_size);
 

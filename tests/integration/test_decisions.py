@@ -3,7 +3,7 @@
 must publish about it (SPEC sections 3-11, policy supply-tiers).
 
 The year is the 12 calendar months (Asia/Shanghai) that end with the current
-month, called M0 .. M11 below; they become YYYY-MM when the test runs.  21
+month, called M0 .. M11 below; they become YYYY-MM when the test runs.  24
 customers buy constant, hand-checkable amounts (one order a month, every line
 at the same unit price, a fixed number of distinct SKUs).  Every tier change
 and every quota event they must cause is written out by hand in TIER and QUOTA
@@ -57,9 +57,18 @@ Customers (p = partition, crc32 % 8 of the id; orders and profiles share it)
   NEW8      p7  new in M7: INITIAL_EVALUATION 2->8 at M9
   CAPC      p5  grade C from the start: T* = 5 at the initial evaluation is
                 capped to 2 -> no event
+  NEWRET    p3  new in M4 with a RETURN as its first order (month qty stays 0):
+                placed on 2 (NEW_CUSTOMER) in M4, not at its first SALE in M5;
+                INITIAL_EVALUATION at the review of M6, the third month from M4
+  NEWOVR    p7  profile override 5 before its first order (M4, 10 units a
+                month): placed on 5 at once; the reviews of M4 and M5 hold it
+                on 5 whatever it buys (the override does not end the new
+                period); INITIAL_EVALUATION 5 -> T* = 1 at the review of M6
+  NEWOVRC   p5  the same with grade C: placed on 2 (the override capped),
+                held on 2 at M4 and M5, INITIAL_EVALUATION 2 -> 1 at M6
 
-Partitions 0, 1, 2, 4, 5, 6, 7 hold customers; every customer orders on the
-1st of M11 (or earlier days of it, see build_plan), so every partition reviews
+Every partition holds customers (p3 only NEWRET, whose first record is the
+RETURN); every customer orders on the 1st of M11 (or earlier days of it, see build_plan), so every partition reviews
 M10 before the run ends; M11 is never reviewed.
 
 Readings chosen where the SPEC or the README could be read two ways (see
@@ -75,7 +84,15 @@ also the report with the commit):
   - an override under a grade that caps it below the current tier's change
     (GRADED, D + override 5 while on 1) publishes nothing;
   - grades of months without a profile change are never decisive: a month's
-    recorded grade and "the profile's grade now" agree on every review.
+    recorded grade and "the profile's grade now" agree on every review;
+  - the first order of a customer whose profile has an override is one
+    event, previous tier null: new tier the override (reason OVERRIDE), or
+    the grade's cap below it (reason COMPLIANCE), review_month the order's
+    month (the last rule that moved the tier names the reason);
+  - decided_at (SPEC 10 "time of decision", deterministic so a re-decided
+    event has the same bytes): a placement, the first order's placed_at; the
+    review of month k, the first instant of k+1 in the zone (Asia/Shanghai); a
+    profile change, its updated_at.
 """
 import argparse
 import datetime as dt
@@ -227,14 +244,21 @@ CUSTOMERS = [
     Cust("NEWLATE", "DEC-NEWLATE", 50000, 40, m((9, None), (3, 80)), profile=TOP),
     Cust("NEW8", "DEC-NEW8", 50000, 40, m((7, None), (5, 1200)), profile=TOP),
     Cust("CAPC", "DEC-CAPC", 50000, 40, m((12, 80)), profile=dict(TOP, grade="C")),
+    # default ratings, price 5000 (0 points), 1 SKU in SALE months: 15 + 0.0225*qty_avg
+    # + 0.375*skus_avg.  A RETURN counts no SKU and leaves its month at qty 0.
+    Cust("NEWRET", "DEC-NEWRET", 5000, 1, m((4, None), (1, -10), (7, 40))),
+    Cust("NEWOVR", "DEC-NEWOVR", 5000, 1, m((4, None), (8, 10)), profile=dict(override=5)),
+    Cust("NEWOVRC", "DEC-NEWOVRC", 5000, 1, m((4, None), (8, 10)),
+         profile=dict(override=5, grade="C")),
 ]
 BY_SHORT = {c.short: c for c in CUSTOMERS}
 
 # ------------------------------------------------------ expected tier changes
 # (customer, sequence, reason, previous, new, when, T*, score)
-#   when "Mk": review_month = month k (the reviewed month; for NEW_CUSTOMER the
-#              month of the first order)
-#   when "@k": applied at once on the profile change of month k; review_month null
+#   when "Mk": review_month = month k (the reviewed month; for the placement --
+#              the first event, previous None -- the month of the first order)
+#   when "@k": applied at once on the (first) profile change of month k;
+#              review_month null
 #   T*, score: None = not checked (no review behind the event).  Scores are
 #   written unrounded; the event's 2-decimal score must be within 0.006.
 # Tier in effect (TE) of month k = tier held when k began; thresholds used:
@@ -326,6 +350,20 @@ TIER = [
     ("NEW8", 1, NEW, None, 2, "M7", None, None),
     ("NEW8", 2, INIT, 2, 8, "M9", 8, 82.0),        # 55 + 0.0225*1200
     ("CAPC", 1, NEW, None, 2, "M0", None, None),   # M2: T*5 (56.8), grade C caps at 2: no change
+    # NEWRET: M4 is a RETURN alone (qty 0, no SKU), then 40 a month.
+    ("NEWRET", 1, NEW, None, 2, "M4", None, None),  # the RETURN places it; its month is the first
+    # M4, M5: new (months 1 and 2), hold 2.  M6 = month 3: 0,40,40: avg 26.67 -> 0.6,
+    # skus (0+1+1)/3 -> 0.25: 15.85, T* 1.  M7..: T* 1 = T, no floor below tier 1.
+    ("NEWRET", 2, INIT, 2, 1, "M6", 1, 15.85),
+    # NEWOVR: override 5 in the profile before the first order, 10 units a month.
+    ("NEWOVR", 1, OVERR, None, 5, "M4", None, None),  # new-customer tier 2, override 5: one event
+    # M4 (0,0,10) and M5 (0,10,10): new, held on the override 5 -- not judged on
+    # M2/M3, months before it existed.  M6: 10,10,10 -> 15 + 0.225 + 0.375 = 15.6, T* 1.
+    ("NEWOVR", 2, INIT, 5, 1, "M6", 1, 15.6),
+    # NEWOVRC: the same with grade C: the override 5 capped to 2 at once.
+    ("NEWOVRC", 1, COMPL, None, 2, "M4", None, None),
+    # M4, M5: held on min(override 5, cap 2) = 2, no event.  M6: as NEWOVR, T* 1 <= 2.
+    ("NEWOVRC", 2, INIT, 2, 1, "M6", 1, 15.6),
 ]
 
 # ------------------------------------------------------ expected quota events
@@ -399,7 +437,8 @@ QUOTA = (
     + wre("NEWT7", 8, 2, 100, 130, 800)
     + wre("NEW8", 7, 2, 100, 100, 1200) + wre("NEW8", 8, 2, 100, 130, 1200)
     + wre("NEW8", 9, 2, 100, 100, 1200)
-    # No quota event at all: DOWN, ATFLOOR, OVR, SKIP, NEWLOW, NEWSAME, NEWLATE, CAPC;
+    # No quota event at all: DOWN, ATFLOOR, OVR, SKIP, NEWLOW, NEWSAME, NEWLATE, CAPC,
+    # NEWRET (40 < 90 on 2, < 45 on 1), NEWOVR (10 on 5 then 1), NEWOVRC (10 on 2 then 1);
     # NEWT7 from M9 (800 on tier 7), NEW8 from M10 (1200 on tier 8).
 )
 
@@ -566,14 +605,14 @@ def month_qty_after(c, rel, k):
 
 def tier_in_effect(short, rel):
     """From the TIER table alone: the tier the customer held when month M`rel`
-    began (NEW_CUSTOMER counts from its own month; a review of month r and a
+    began (the placement counts from its own month; a review of month r and a
     profile change in month r count from r+1; the profile change comes first)."""
     evs = []
     for cust, seq, reason, prev, new, when, _t, _s in TIER:
         if cust != short:
             continue
         k = int(when[1:])
-        if reason == NEW:
+        if prev is None:
             evs.append(((k, 0), new))
         else:
             evs.append(((k + 1, 1 if when[0] == "M" else 0), new))
@@ -598,16 +637,19 @@ def check_tables():
             continue
         seqs.setdefault(cust, []).append(row)
         k = int(when[1:])
-        if when[0] == "M" and reason in (COMPL, OVERR) or when[0] == "@" and reason not in (COMPL, OVERR):
+        placement = prev is None
+        if (when[0] == "M" and reason in (COMPL, OVERR) and not placement
+                or when[0] == "@" and reason not in (COMPL, OVERR)
+                or reason == NEW and not placement):
             errs.append("TIER %s %d: %s cannot happen at %s" % (cust, seq, reason, when))
         if when[0] == "@" and k not in [r for r, _d, _f in c.changes]:
             errs.append("TIER %s %d: no profile change in M%d" % (cust, seq, k))
         if when[0] == "M" and reason != NEW and k > 10:
             errs.append("TIER %s %d: M11 is never reviewed" % (cust, seq))
-        if reason == NEW:
+        if placement:
             first = next(i for i, s in enumerate(c.months) if s is not None)
-            if k != first:
-                errs.append("TIER %s: NEW_CUSTOMER in M%d, first order in M%d" % (cust, k, first))
+            if when[0] != "M" or k != first:
+                errs.append("TIER %s: placed at %s, first order in M%d" % (cust, when, first))
         if (target is None) != (score is None) or (reason in (NEW, COMPL, OVERR)) != (target is None):
             errs.append("TIER %s %d: T*/score only for reviews" % (cust, seq))
         if target is not None and not (MIN_SCORE[target] <= score
@@ -643,6 +685,19 @@ def check_tables():
     return errs
 
 
+def decided_at(c, prev, when, base, items):
+    """When a tier change was decided, from its inputs alone (the module
+    docstring): the placement at its first order's placed_at, the review of
+    month k at the first instant of k+1 (Asia/Shanghai), a profile change at
+    its updated_at."""
+    k = int(when[1:])
+    if prev is None:
+        return min(it.t for it in items if it.kind == "order" and it.cust is c)
+    if when[0] == "M":
+        return local_ms(base + k + 1, 1, 0)
+    return min(it.t for it in items if it.kind == "profile" and it.cust is c and it.month == k)
+
+
 def expected(base, items):
     """{event_id: fields} for both topics, months and order ids made absolute."""
     placed = {it.record["order_id"]: it.t for it in items if it.kind == "order"}
@@ -653,7 +708,7 @@ def expected(base, items):
             customer_id=c.id, sequence=seq, previous_tier=prev, new_tier=new, reason=reason,
             review_month=ym(base + int(when[1:])) if when[0] == "M" else None,
             target_tier=target, score=score, policy_name=POLICY_NAME,
-            policy_version=POLICY_VERSION)
+            policy_version=POLICY_VERSION, decided_at=decided_at(c, prev, when, base, items))
     for cust, rel, kind, tier, cap, eff, consumed, k in QUOTA:
         c = BY_SHORT[cust]
         oid = order_id(c, base + rel, k)
@@ -1011,7 +1066,7 @@ def fake_event(topic, eid, e):
         return dict(e, event_id=eid, placed_at=utc(e["placed_at"]))
     return dict(e, event_id=eid, rule=e["reason"], explain="", score=e["score"],
                 components=[], window=[], upgrade_blocked_by=[], classification="QX11",
-                decided_at=utc(h.now_ms()))
+                decided_at=utc(e["decided_at"]))
 
 
 if __name__ == "__main__":

@@ -24,9 +24,14 @@
 
 #include <avro.h>
 
+#include "decide.h"
 #include "events.h"
+#include "month.h"
 #include "tbuf.h"
 #include "tierd/policy.h"
+
+#include <sys/time.h>
+#include <time.h>
 
 #ifndef TIERD_SOURCE_DIR
 #error "TIERD_SOURCE_DIR must point at the source tree (for config/policies)"
@@ -485,6 +490,179 @@ static void test_tc_refusals(void **state)
     expect_tc_refused(&tc, 11, "cannot hold");
 
     assert_int_equal(events_encode_tier_change(NULL, &tc, NULL, NULL, NULL, 0, NULL, 0), -1);
+}
+
+/* ------------------------------------------------------------------ */
+/* Determinism: the same decision, another wall clock, the same bytes   */
+
+/* The wall clock as the code under test sees it: the link replaces libc's
+ * time, clock_gettime and gettimeofday with these (--wrap, see
+ * CMakeLists.txt).  While fake_now_s is set they return it and count the
+ * reads; otherwise they pass through. */
+static time_t fake_now_s;
+static unsigned clock_reads;
+
+time_t __real_time(time_t *t);
+time_t __wrap_time(time_t *t);
+int __real_clock_gettime(clockid_t id, struct timespec *ts);
+int __wrap_clock_gettime(clockid_t id, struct timespec *ts);
+int __real_gettimeofday(struct timeval *tv, void *tz);
+int __wrap_gettimeofday(struct timeval *tv, void *tz);
+
+time_t __wrap_time(time_t *t)
+{
+    if (fake_now_s == 0)
+        return __real_time(t);
+    clock_reads++;
+    if (t != NULL)
+        *t = fake_now_s;
+    return fake_now_s;
+}
+
+int __wrap_clock_gettime(clockid_t id, struct timespec *ts)
+{
+    if (fake_now_s == 0)
+        return __real_clock_gettime(id, ts);
+    clock_reads++;
+    ts->tv_sec = fake_now_s;
+    ts->tv_nsec = 0;
+    return 0;
+}
+
+int __wrap_gettimeofday(struct timeval *tv, void *tz)
+{
+    if (fake_now_s == 0)
+        return __real_gettimeofday(tv, tz);
+    clock_reads++;
+    tv->tv_sec = fake_now_s;
+    tv->tv_usec = 0;
+    return 0;
+}
+
+/* The event's bytes as decide.c puts them in the outbox, decided with the
+ * wall clock at now_s.  The outbox entry is XADD key * t topic k key i id
+ * v value: the value is argument 10.  *len gets its length; free() it. */
+typedef enum { BY_TIER_CHANGE, BY_QUOTA } decided_kind_t;
+
+typedef struct decided_input {
+    decided_kind_t kind;
+    const policy_decision_t *dec; /* BY_TIER_CHANGE */
+    const policy_month_t *window;
+    size_t nwindow;
+    int32_t month;
+    int64_t decided_at_ms;
+    policy_quota_kind_t quota; /* BY_QUOTA */
+    int64_t placed_at_ms;
+} decided_input_t;
+
+static char *decided_bytes(const decided_input_t *in, time_t now_s, size_t *len)
+{
+    decide_ctx_t d;
+    decide_customer_t c;
+    store_tx_t tx = {0};
+    policy_quota_limits_t lim;
+    char err[256] = "", *out;
+    int rc;
+
+    memset(&d, 0, sizeof(d));
+    d.policy = &g.policy;
+    d.events = g.ev;
+    d.tier_topic = "tier-changes";
+    d.quota_topic = "quota-events";
+    snprintf(d.outbox_key, sizeof(d.outbox_key), "tierd:{orders.3}:outbox");
+    memset(&c, 0, sizeof(c));
+    snprintf(c.id, sizeof(c.id), "C-42");
+    c.len = 4;
+    c.seq = 6;
+    c.scale = '2';
+
+    fake_now_s = now_s;
+    clock_reads = 0;
+    if (in->kind == BY_TIER_CHANGE) {
+        rc = decide_tier_change(&d, &tx, &c, in->dec, in->window, in->nwindow, in->month,
+                                in->decided_at_ms, err, sizeof(err));
+    } else {
+        policy_quota_limits(&g.policy, 3, POLICY_FORMAT_OTHER, false, &lim);
+        rc = decide_quota(&d, &tx, &c, in->month, 3, in->quota, &lim, 190, "O-77",
+                          in->placed_at_ms, err, sizeof(err));
+    }
+    fake_now_s = 0;
+    if (rc != 0)
+        fail_msg("deciding: %s", err);
+    assert_int_equal(clock_reads, 0); /* decide never asks the clock */
+    assert_int_equal(d.outbox.n, 11);
+    out = malloc(d.outbox.len[10]);
+    assert_non_null(out);
+    memcpy(out, d.outbox.v[10], d.outbox.len[10]);
+    *len = d.outbox.len[10];
+    decide_ctx_free(&d);
+    store_tx_free(&tx);
+    return out;
+}
+
+/* Decides `in` at two wall clocks a year apart: byte-identical events. */
+static void assert_same_bytes(const decided_input_t *in, avro_value_iface_t *iface,
+                              const char *time_field, int64_t want_ms)
+{
+    size_t n1 = 0, n2 = 0;
+    char *b1 = decided_bytes(in, 1700000000, &n1);
+    char *b2 = decided_bytes(in, 1700000000 + 366 * 86400, &n2);
+    avro_value_t v;
+
+    assert_int_equal(n1, n2);
+    assert_memory_equal(b1, b2, n1);
+    read_back(iface, b1, n1, &v);
+    assert_int_equal(get_long(&v, time_field), want_ms);
+    avro_value_decref(&v);
+    free(b1);
+    free(b2);
+}
+
+static void test_decided_events_ignore_the_wall_clock(void **state)
+{
+    policy_month_t w[3];
+    policy_decision_t d;
+    policy_profile_t prof = g.policy.profile_default;
+    policy_state_t st = {.tier = 3, .first_month = APR_2025 - 5, .evaluated = true};
+    char err[128];
+    /* 2025-04-17T09:30:00.250+08:00, an order's placed_at */
+    const int64_t placed_at = 1744853400250LL;
+    /* 2025-05-01T00:00:00+08:00: the April review closes April there */
+    const int64_t may_shanghai = 1746028800000LL;
+
+    (void)state;
+    assert_int_equal(month_set_zone("Asia/Shanghai", err, sizeof(err)), 0);
+
+    /* a review of April: decided at the first instant of May in the zone */
+    review_window(w);
+    review(w, &d);
+    assert_true(d.changed);
+    assert_int_equal(decide_review_at(APR_2025), may_shanghai);
+    decided_input_t in = {.kind = BY_TIER_CHANGE, .dec = &d, .window = w, .nwindow = 3,
+                          .month = APR_2025, .decided_at_ms = decide_review_at(APR_2025)};
+    assert_same_bytes(&in, g.tc_iface, "decided_at", may_shanghai);
+
+    /* a placement by an order: decided at the order's placed_at */
+    policy_first_order(&g.policy, &prof, APR_2025, &d);
+    in = (decided_input_t){.kind = BY_TIER_CHANGE, .dec = &d, .month = APR_2025,
+                           .decided_at_ms = placed_at};
+    assert_same_bytes(&in, g.tc_iface, "decided_at", placed_at);
+
+    /* an override: decided at the profile's updated_at */
+    prof.has_override = true;
+    prof.tier_override = 6;
+    policy_on_profile(&g.policy, &st, &prof, &d);
+    assert_true(d.changed);
+    in = (decided_input_t){.kind = BY_TIER_CHANGE, .dec = &d, .month = -1,
+                           .decided_at_ms = placed_at - 3600000};
+    assert_same_bytes(&in, g.tc_iface, "decided_at", placed_at - 3600000);
+
+    /* a quota event: its only time is the crossing order's placed_at */
+    in = (decided_input_t){.kind = BY_QUOTA, .month = APR_2025,
+                           .quota = POLICY_QUOTA_WARNING, .placed_at_ms = placed_at};
+    assert_same_bytes(&in, g.q_iface, "placed_at", placed_at);
+
+    assert_int_equal(month_set_zone("UTC", err, sizeof(err)), 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -965,6 +1143,7 @@ int main(void)
         cmocka_unit_test(test_tc_review),
         cmocka_unit_test(test_tc_profile_override),
         cmocka_unit_test(test_tc_refusals),
+        cmocka_unit_test(test_decided_events_ignore_the_wall_clock),
         cmocka_unit_test(test_quota),
         cmocka_unit_test(test_profile_splice_matches_writer),
         cmocka_unit_test(test_profile_valid),

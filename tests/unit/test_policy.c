@@ -707,24 +707,166 @@ static void test_override_and_republished_override(void **state)
     assert_false(d.changed);
 }
 
-static void test_override_ends_new_customer_period(void **state)
+/* SPEC 8 rules 1 and 5: an override does not shorten the new-customer
+ * period.  A customer overridden at its first order stays on the override
+ * at the reviews of its first two months, however little it buys, and is
+ * first scored (INITIAL_EVALUATION) at the review of its third month. */
+static void test_override_keeps_new_customer_period(void **state)
 {
     const policy_t *p = ST(state);
-    policy_state_t st = {.tier = 2, .first_month = APR_2025, .evaluated = false};
+    policy_month_t w[3];
     policy_decision_t d;
-    policy_apply_override(p, &st, true, 5, &d);
+    char err[128];
+
+    /* first order in April, the profile says override 5 */
+    int64_t q1[3] = {0, 0, 10};
+    fill(w, 3, APR_2025, q1, NULL, 0);
+    policy_customer_t c = customer(p, 0, 0, false, w);
+    c.profile.has_override = true;
+    c.profile.tier_override = 5;
+    assert_int_equal(policy_on_order(p, &c, APR_2025, &d, err, sizeof(err)), 0);
+    assert_int_equal(d.prev_tier, 0);
     assert_int_equal(d.new_tier, 5);
+    assert_int_equal(d.reason, POLICY_REASON_OVERRIDE);
+    assert_int_equal(d.next.first_month, APR_2025);
+    assert_false(d.next.evaluated);
+    c.state = d.next;
+
+    /* April: Feb and Mar were before the customer existed (no tier
+     * recorded); 10 units.  Still new: held on 5, nothing judged. */
+    w[2].tier_in_effect = 5;
+    review_ok(p, &c, APR_2025, &d);
+    assert_int_equal(d.rule, POLICY_RULE_NEW_CUSTOMER_HOLD);
+    assert_false(d.changed);
+    assert_int_equal(d.new_tier, 5);
+    assert_int_equal(d.score.target_tier, 1);
+    assert_false(d.next.evaluated);
+
+    /* May: still new */
+    int64_t q2[3] = {0, 10, 10};
+    fill(w, 3, APR_2025 + 1, q2, NULL, 5);
+    w[0].tier_in_effect = 0;
+    review_ok(p, &c, APR_2025 + 1, &d);
+    assert_int_equal(d.rule, POLICY_RULE_NEW_CUSTOMER_HOLD);
+    assert_false(d.changed);
+    assert_int_equal(d.new_tier, 5);
+
+    /* June, the third month: the first evaluation.  10 units a month at
+     * price 0 with default ratings: 0.23 + 9 + 6 = 15.23, T* = 1. */
+    int64_t q3[3] = {10, 10, 10};
+    fill(w, 3, APR_2025 + 2, q3, NULL, 5);
+    review_ok(p, &c, APR_2025 + 2, &d);
+    assert_int_equal(d.score.score_c, 1523);
+    assert_int_equal(d.rule, POLICY_RULE_INITIAL_EVALUATION);
+    assert_int_equal(d.reason, POLICY_REASON_INITIAL_EVALUATION);
+    assert_int_equal(d.prev_tier, 5);
+    assert_int_equal(d.new_tier, 1);
+    assert_true(d.next.evaluated);
+    assert_true(d.next.has_override); /* remembered: republishing does nothing */
+}
+
+/* The same under grade C: the placement (override 5) is capped to 2 at the
+ * first order and at every review of the period. */
+static void test_override_under_grade_c_held_at_cap(void **state)
+{
+    const policy_t *p = ST(state);
+    policy_month_t w[3];
+    policy_decision_t d;
+    char err[128];
+
+    int64_t q1[3] = {0, 0, 10};
+    fill(w, 3, APR_2025, q1, "CCC", 0);
+    policy_customer_t c = customer(p, 0, 0, false, w);
+    c.profile.has_override = true;
+    c.profile.tier_override = 5;
+    c.profile.grade = POLICY_GRADE_C;
+    assert_int_equal(policy_on_order(p, &c, APR_2025, &d, err, sizeof(err)), 0);
+    assert_int_equal(d.new_tier, 2);
+    assert_int_equal(d.reason, POLICY_REASON_COMPLIANCE);
+    assert_false(d.next.evaluated);
+    c.state = d.next;
+
+    for (int32_t m = APR_2025; m < APR_2025 + 2; m++) {
+        int64_t q[3] = {0, 10, 10};
+        fill(w, 3, m, q, "CCC", 2);
+        review_ok(p, &c, m, &d);
+        assert_false(d.changed);
+        assert_int_equal(d.new_tier, 2);
+        assert_int_equal(d.compliance_cap, 2);
+        assert_false(d.next.evaluated);
+    }
+
+    int64_t q3[3] = {10, 10, 10};
+    fill(w, 3, APR_2025 + 2, q3, "CCC", 2);
+    review_ok(p, &c, APR_2025 + 2, &d);
+    assert_int_equal(d.rule, POLICY_RULE_INITIAL_EVALUATION);
+    assert_int_equal(d.new_tier, 1);
     assert_true(d.next.evaluated);
 
-    /* the next review of the would-be new period keeps the operator's tier */
-    policy_month_t w[3];
-    int64_t q[3] = {0, 0, 700};
-    fill(w, 3, APR_2025, q, NULL, 5);
-    policy_customer_t c = customer(p, 5, APR_2025, true, w);
-    c.state = d.next;
-    review_ok(p, &c, APR_2025, &d);
+    /* the grade is lifted to A inside the period: the review puts the
+     * customer back on its placement, the override */
+    policy_state_t st = {.tier = 2, .first_month = APR_2025, .has_override = true,
+                         .override_tier = 5};
+    fill(w, 3, APR_2025 + 1, q3, NULL, 2);
+    c.state = st;
+    c.profile.grade = POLICY_GRADE_A;
+    review_ok(p, &c, APR_2025 + 1, &d);
+    assert_int_equal(d.rule, POLICY_RULE_NEW_CUSTOMER_HOLD);
     assert_int_equal(d.new_tier, 5);
+    assert_int_equal(d.reason, POLICY_REASON_OVERRIDE);
+}
+
+/* Overrides set or cleared inside the period, and states written by the
+ * old rule (an override marked the customer evaluated at once). */
+static void test_override_inside_new_customer_period(void **state)
+{
+    const policy_t *p = ST(state);
+    policy_month_t w[3];
+    policy_decision_t d;
+    int64_t q[3] = {0, 10, 10};
+
+    /* placed on 2 in April, overridden to 6 in May: at once, and held */
+    policy_state_t st = {.tier = 2, .first_month = APR_2025};
+    policy_apply_override(p, &st, true, 6, &d);
+    assert_int_equal(d.new_tier, 6);
+    assert_int_equal(d.reason, POLICY_REASON_OVERRIDE);
+    assert_false(d.next.evaluated);
+    fill(w, 3, APR_2025 + 1, q, NULL, 2);
+    policy_customer_t c = customer(p, 6, APR_2025, false, w);
+    c.state = d.next;
+    review_ok(p, &c, APR_2025 + 1, &d);
+    assert_int_equal(d.rule, POLICY_RULE_NEW_CUSTOMER_HOLD);
     assert_false(d.changed);
+    assert_int_equal(d.new_tier, 6);
+
+    /* the override cleared: the tier stays at once ... */
+    st = c.state;
+    policy_apply_override(p, &st, false, 0, &d);
+    assert_false(d.changed);
+    assert_false(d.next.has_override);
+    /* ... and the next review of the period puts it back on tier 2 */
+    c.state = d.next;
+    review_ok(p, &c, APR_2025 + 1, &d);
+    assert_int_equal(d.new_tier, 2);
+    assert_int_equal(d.reason, POLICY_REASON_NEW_CUSTOMER);
+
+    /* a stored state the old rule marked evaluated in its first month is
+     * new again: held, then evaluated at the end of the period */
+    policy_state_t old = {.tier = 5, .first_month = APR_2025, .evaluated = true,
+                          .has_override = true, .override_tier = 5};
+    int64_t q1[3] = {0, 0, 10};
+    fill(w, 3, APR_2025, q1, NULL, 0);
+    c.state = old;
+    review_ok(p, &c, APR_2025, &d);
+    assert_int_equal(d.rule, POLICY_RULE_NEW_CUSTOMER_HOLD);
+    assert_false(d.changed);
+    assert_false(d.next.evaluated);
+    int64_t q3[3] = {10, 10, 10};
+    fill(w, 3, APR_2025 + 2, q3, NULL, 5);
+    c.state = d.next;
+    review_ok(p, &c, APR_2025 + 2, &d);
+    assert_int_equal(d.rule, POLICY_RULE_INITIAL_EVALUATION);
+    assert_int_equal(d.new_tier, 1);
 }
 
 static void test_first_order_with_override_and_grade(void **state)
@@ -1015,7 +1157,9 @@ int main(void)
         cmocka_unit_test(test_compliance_caps_at_review),
         cmocka_unit_test(test_compliance_at_once_when_grade_lowered),
         cmocka_unit_test(test_override_and_republished_override),
-        cmocka_unit_test(test_override_ends_new_customer_period),
+        cmocka_unit_test(test_override_keeps_new_customer_period),
+        cmocka_unit_test(test_override_under_grade_c_held_at_cap),
+        cmocka_unit_test(test_override_inside_new_customer_period),
         cmocka_unit_test(test_first_order_with_override_and_grade),
         cmocka_unit_test(test_quota_each_kind_once),
         cmocka_unit_test(test_quota_one_order_crosses_all_in_order),
