@@ -456,16 +456,29 @@ def check_published(h, svc, model, daemons=()):
         recs = h.read_records(svc.bootstrap, topic)
         got, copies, probs = h.group_events(recs, schema)
         problems += probs
-        for eid, fields in h.differing_copies(copies, schema):
-            problems.append("%s: %s published with %d different values; fields that differ: %s" % (
-                topic, eid, len(set(copies[eid])),
-                ", ".join("%s %s" % (f, v) for f, v in sorted(fields.items()))))
+        diffs = h.differing_copies(copies, schema)
+        if diffs:
+            fields = {}
+            for _eid, fs in diffs:
+                for f in fs:
+                    fields[f] = fields.get(f, 0) + 1
+            problems.append("%s: %d event_ids published again with other bytes (of %d published "
+                            "more than once); fields that differ: %s; e.g. %s" % (
+                                topic, len(diffs), sum(len(v) > 1 for v in copies.values()),
+                                ", ".join("%s in %d" % kv for kv in sorted(fields.items())),
+                                "; ".join("%s %s" % (eid, " ".join(
+                                    "%s %s" % (f, "/".join(str(_plain(x)) for x in v))
+                                    for f, v in sorted(fs.items()))) for eid, fs in diffs[:3])))
         problems += compare(want, got, topic)
         stats[topic] = (len(recs), len(got), sum(len(v) > 1 for v in copies.values()))
         if topic == "tier-changes":
             for c, s in sorted(gaps(got).items()):
                 problems.append("tier-changes: %s sequences %s are not 1..n" % (c, s))
     return problems, stats
+
+
+def _plain(v):
+    return int(v.timestamp() * 1000) if isinstance(v, dt.datetime) else v
 
 
 def report(h, problems, limit=40):
@@ -476,10 +489,12 @@ def report(h, problems, limit=40):
     h._failed.append("problems")  # keep the run directory
     kinds = {}
     for p in problems:
-        k = p.split(":")[0] + ": " + ("byte-different" if "different values" in p else
-                                      "missing" if ": missing " in p else
-                                      "unexpected" if ": unexpected " in p else
-                                      "gap" if "not 1..n" in p else "fields")
+        topic = p.split(":")[0]
+        k = topic + ": " + ("republished with other bytes" if "other bytes" in p else
+                            "missing" if ": missing " in p else
+                            "unexpected" if ": unexpected " in p else
+                            "gap" if "not 1..n" in p else
+                            "fields" if topic in ("tier-changes", "quota-events") else "other")
         kinds[k] = kinds.get(k, 0) + 1
     print("\n%d problem(s): %s" % (len(problems), ", ".join("%s %d" % kv for kv in sorted(kinds.items()))))
     for p in problems[:limit]:
