@@ -288,7 +288,7 @@ PROFILE_SCHEMA = avro.schema.parse(open(os.path.join(ROOT, "schemas", "customer_
 FORMATS = ("GROCERY", "CONVENIENCE", "SUPERMARKET", "MALL", "TOBACCO_LIQUOR", "HOSPITALITY", "OTHER")
 
 
-def profile_value(cid, grade, fmt, updated_ms, rnd=None):
+def profile_value(cid, grade, fmt, updated_ms):
     v = {"customer_id": cid, "format": fmt, "market": "URBAN", "chain": False,
          "compliance_grade": grade, "cooperation": 0.6, "growth": 0.6, "tier_override": None,
          "updated_at": dt.datetime.fromtimestamp(updated_ms / 1000, dt.timezone.utc)}

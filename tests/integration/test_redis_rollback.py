@@ -28,7 +28,6 @@ events_model.Model):
     and events were in fact published again.
 """
 import os
-import sys
 import time
 
 import harness as h
@@ -71,8 +70,8 @@ def phase(lo, hi):
 
 
 def rollback(name, snap, at_snapshot):
-    """Restores snap, after checking the span it loses holds a month
-    boundary; returns what the span had published."""
+    """Restores snap, after checking that the span it loses holds a month
+    boundary; returns where tierd's log stood before."""
     reviewed = h.meta_field(svc, "reviewed")
     offsets = h.meta_field(svc, "offset")
     boundary = [p for p in reviewed if (reviewed[p] or 0) > (at_snapshot["reviewed"][p] or 0)]
@@ -81,7 +80,8 @@ def rollback(name, snap, at_snapshot):
     assert lost > 0, "%s: nothing was committed in the span to lose" % name
     log_before = len(d.log_text())
     h.redis_restore(svc, snap)
-    h.log("%s: Redis restarted with the AOF of %d records ago; reviews lost on partitions %s" % (
+    h.log("%s: Redis restarted from the copy, losing %d applied records and the reviews of "
+          "partitions %s" % (
         name, lost, boundary))
     return log_before
 
