@@ -9,8 +9,12 @@
  * spliced form of a valid order is byte-identical to avro_value_write's.
  *
  * Every decode is given a heap buffer of exactly the record's length, so
- * AddressSanitizer catches a read one byte past the end.
+ * AddressSanitizer catches a read one byte past the end, and goes through
+ * both decoding paths (dec_both): the direct one the daemon uses and the
+ * libavro one it replaced, which must agree on the verdict, the reason and
+ * every field, for every input here and every fuzzed mutant.
  */
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -183,7 +187,97 @@ static decoder_t *new_decoder(void)
     return d;
 }
 
-/* Decodes from a heap copy of exactly len bytes. */
+/* Prints buf as hex, to reproduce a failure from the test's output. */
+static void print_hex(const char *what, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    size_t i;
+
+    print_message("    %s (%zu bytes):", what, len);
+    for (i = 0; i < len; i++)
+        print_message("%s%02x", i % 32 == 0 ? "\n     " : " ", p[i]);
+    print_message("\n");
+}
+
+/* The part of an order the decoder writes; "" when a and b agree on it.
+ * Lines past nlines are not compared: no caller may read them. */
+static const char *order_differs(const order_t *a, const order_t *b)
+{
+    uint32_t i;
+
+    if (memcmp(a->order_id, b->order_id, sizeof(a->order_id)) != 0 ||
+        a->order_id_len != b->order_id_len)
+        return "order_id";
+    if (memcmp(a->customer_id, b->customer_id, sizeof(a->customer_id)) != 0 ||
+        a->customer_id_len != b->customer_id_len)
+        return "customer_id";
+    if (a->placed_at_ms != b->placed_at_ms)
+        return "placed_at_ms";
+    if (a->kind != b->kind)
+        return "kind";
+    if (memcmp(a->currency, b->currency, sizeof(a->currency)) != 0)
+        return "currency";
+    if (a->nlines != b->nlines || a->lines_cap != b->lines_cap)
+        return "nlines or lines_cap";
+    if (a->qty != b->qty || a->amount != b->amount)
+        return "qty or amount";
+    for (i = 0; i < a->nlines; i++) {
+        const order_line_t *x = &a->lines[i], *y = &b->lines[i];
+
+        if (x->sku_len != y->sku_len || memcmp(x->sku, y->sku, x->sku_len + 1u) != 0 ||
+            x->quantity != y->quantity || x->unit_price != y->unit_price)
+            return "a line";
+    }
+    return "";
+}
+
+/*
+ * Decodes buf through both paths -- decode_order_libavro() first, then
+ * decode_order() into *o -- and fails unless they agree on the verdict, the
+ * errstr, the schema id and every field of the order, partial decodes of a
+ * refused record included.  The libavro path decodes into a deep copy of *o
+ * as it was, so that line-buffer growth is compared too.  Returns the
+ * verdict.
+ */
+static order_err_t dec_both(decoder_t *d, const void *buf, size_t len, order_t *o,
+                            char *errstr, size_t errstr_size)
+{
+    order_t ref = *o;
+    char *ref_errstr = errstr_size > 0 ? malloc(errstr_size) : NULL;
+    size_t line_bytes = (size_t)o->lines_cap * sizeof(*o->lines);
+    order_err_t want, got;
+    int64_t want_id;
+    const char *differs;
+
+    if (errstr_size > 0)
+        assert_non_null(ref_errstr);
+    ref.lines = NULL;
+    if (line_bytes > 0) {
+        ref.lines = malloc(line_bytes);
+        assert_non_null(ref.lines);
+        memcpy(ref.lines, o->lines, line_bytes);
+    }
+    want = decode_order_libavro(d, buf, len, &ref, errstr != NULL ? ref_errstr : NULL,
+                                errstr_size);
+    want_id = decode_last_schema_id(d);
+    got = decode_order(d, buf, len, o, errstr, errstr_size);
+
+    differs = order_differs(&ref, o);
+    if (got != want || decode_last_schema_id(d) != want_id || differs[0] != '\0' ||
+        (errstr != NULL && errstr_size > 0 && strcmp(errstr, ref_errstr) != 0)) {
+        print_hex("input", buf, len);
+        fail_msg("the paths disagree: libavro %s (%s) schema id %" PRId64
+                 ", direct %s (%s) schema id %" PRId64 "; %s differs",
+                 order_reason_code(want), ref_errstr != NULL ? ref_errstr : "",
+                 want_id, order_reason_code(got), errstr != NULL ? errstr : "",
+                 decode_last_schema_id(d), differs[0] != '\0' ? differs : "nothing else");
+    }
+    order_reset(&ref);
+    free(ref_errstr);
+    return got;
+}
+
+/* Decodes from a heap copy of exactly len bytes, through both paths. */
 static order_err_t dec(decoder_t *d, const void *buf, size_t len, order_t *o, char *errstr,
                        size_t errstr_size)
 {
@@ -193,7 +287,7 @@ static order_err_t dec(decoder_t *d, const void *buf, size_t len, order_t *o, ch
     assert_non_null(copy);
     if (len > 0)
         memcpy(copy, buf, len);
-    err = decode_order(d, len > 0 ? copy : NULL, len, o, errstr, errstr_size);
+    err = dec_both(d, len > 0 ? copy : NULL, len, o, errstr, errstr_size);
     free(copy);
     return err;
 }
@@ -445,16 +539,16 @@ static void test_empty(void **state)
     static const uint8_t zeros[5] = {0};
 
     (void)state;
-    assert_int_equal(decode_order(d, NULL, 0, &o, errstr, sizeof(errstr)), ORDER_ERR_NOT_AVRO);
+    assert_int_equal(dec_both(d, NULL, 0, &o, errstr, sizeof(errstr)), ORDER_ERR_NOT_AVRO);
     assert_true(errstr[0] != '\0');
-    assert_int_equal(decode_order(d, zeros, 0, &o, errstr, sizeof(errstr)), ORDER_ERR_NOT_AVRO);
+    assert_int_equal(dec_both(d, zeros, 0, &o, errstr, sizeof(errstr)), ORDER_ERR_NOT_AVRO);
     /* 0x00 alone: too short for framing, a plain record cut short. */
     assert_int_equal(dec(d, zeros, 1, &o, errstr, sizeof(errstr)), ORDER_ERR_NOT_AVRO);
     /* A Confluent header and nothing after it. */
     assert_int_equal(dec(d, zeros, 5, &o, errstr, sizeof(errstr)), ORDER_ERR_NOT_AVRO);
     assert_int_equal(decode_last_schema_id(d), 0);
     /* No errstr buffer at all must not crash either. */
-    assert_int_equal(decode_order(d, NULL, 0, &o, NULL, 0), ORDER_ERR_NOT_AVRO);
+    assert_int_equal(dec_both(d, NULL, 0, &o, NULL, 0), ORDER_ERR_NOT_AVRO);
     order_reset(&o);
     decode_destroy(d);
 }
