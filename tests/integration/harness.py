@@ -607,20 +607,7 @@ def check_dead_letters(bootstrap, recs, want_dead, allow_repeats):
 
 def read_topic(bootstrap, topic, partitions=8):
     """Every record of a topic: [(key, value bytes)], each partition in order."""
-    ends = end_offsets(bootstrap, topic, partitions)
-    want = sum(ends.values())
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "tierd-test-read-%d" % os.getpid(),
-                  "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, i, 0) for i in range(partitions)])
-    got, deadline = [], time.time() + 60
-    while len(got) < want and time.time() < deadline:
-        m = c.poll(0.5)
-        if m is None or m.error():
-            continue
-        got.append((m.key(), m.value()))
-    c.close()
-    assert len(got) == want, "read %d of %d records of %s" % (len(got), want, topic)
-    return got
+    return [(k, v) for _, k, v, _, _ in read_records(bootstrap, topic, partitions)]
 
 
 def decode_events(records, schema_file):
