@@ -26,7 +26,8 @@ from zoneinfo import ZoneInfo
 import avro.io
 import avro.schema
 import redis
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCHEMA = avro.schema.parse(open(os.path.join(ROOT, "schemas", "order.avsc")).read())
@@ -68,22 +69,39 @@ def log(*a):
     print(time.strftime("%H:%M:%S"), *a, flush=True)
 
 
-class Services:
-    """Redis and Kafka for one test, in their own run directory."""
+TOPICS = ("orders", "customer-profiles", "tier-changes", "quota-events", "dead-letter")
 
-    def __init__(self, name):
+
+class Services:
+    """Redis and Kafka for one test, in their own run directory.
+
+    kafka_proxy_port: the broker also advertises a PROXIED listener at this
+    port (scripts/services, TIERD_SERVICES_KAFKA_PROXY_PORT); its real port is
+    self.ports["KAFKA_PROXIED_PORT"], for a proxy to forward to.
+    topic_config: {topic: {config: value}} set on the topics once made (for
+    example a larger max.message.bytes on orders)."""
+
+    def __init__(self, name, kafka_proxy_port=None, topic_config=None):
         self.dir = tempfile.mkdtemp(prefix="tierd-%s-" % name)
         self.script = os.path.join(ROOT, "scripts", "services")
         _cleanups.append(self.stop)
         t = time.time()
+        env = dict(os.environ)
+        if kafka_proxy_port:
+            env["TIERD_SERVICES_KAFKA_PROXY_PORT"] = str(kafka_proxy_port)
         out = subprocess.run([self.script, "start", self.dir], check=True,
-                             stdout=subprocess.PIPE, text=True).stdout
+                             stdout=subprocess.PIPE, text=True, env=env).stdout
         self.env = dict(l.split("=", 1) for l in out.split() if "=" in l)
+        with open(os.path.join(self.dir, "ports")) as f:
+            self.ports = dict(l.strip().split("=", 1) for l in f if "=" in l)
         self.bootstrap = self.env["TIERD_KAFKA_BOOTSTRAP_SERVERS"]
         self.redis_port = int(self.env["TIERD_REDIS_PORT"])
         log("services up in %.1fs: kafka %s, redis %d" % (time.time() - t, self.bootstrap, self.redis_port))
         subprocess.run([os.path.join(ROOT, "scripts", "topics"), "--bootstrap", self.bootstrap,
                         "--partitions", "8"], check=True, stdout=subprocess.DEVNULL)
+        if topic_config:
+            set_topic_config(self.bootstrap, topic_config)
+        wait_topics_ready(self.bootstrap, TOPICS, 8)
         self.redis = redis.Redis(host="127.0.0.1", port=self.redis_port)
 
     def restart_redis(self):
@@ -216,10 +234,13 @@ class Rec:
         self.order, self.expect, self.offset = order, expect, None
 
 
-def produce(bootstrap, topic, recs):
-    """Produces in list order per partition; records each offset."""
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                  "linger.ms": 20, "queue.buffering.max.messages": 200000})
+def produce(bootstrap, topic, recs, config=None):
+    """Produces in list order per partition; records each offset.  config:
+    more producer properties (e.g. message.max.bytes for huge records)."""
+    conf = {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+            "linger.ms": 20, "queue.buffering.max.messages": 200000}
+    conf.update(config or {})
+    p = Producer(conf)
 
     def dr(err, msg, rec):
         if err:
@@ -239,13 +260,95 @@ def produce(bootstrap, topic, recs):
     assert left == 0, "%d records not delivered" % left
 
 
+# Errors a broker gives while a partition's leadership is still settling
+# (right after a topic is made, or after a restart): asking again helps.
+# KafkaError.retriable() is only set on errors librdkafka raised itself, and
+# not on the ones a watermark query raises, so the codes are listed.
+RETRIABLE = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+             KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.REQUEST_TIMED_OUT,
+             KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+             KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.UNKNOWN_LEADER_EPOCH,
+             KafkaError.FENCED_LEADER_EPOCH, KafkaError.OFFSET_NOT_AVAILABLE,
+             KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+             KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC,
+             KafkaError._WAIT_COORD, KafkaError._NOENT}
+
+
+def kafka_retry(fn, what, timeout=60):
+    """fn() until it does not raise a retriable Kafka error, for up to
+    `timeout` seconds; any other error, or the last one, is raised."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return fn()
+        except KafkaException as e:
+            err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
+            if err is None or err.code() not in RETRIABLE or time.time() >= deadline:
+                raise
+            log("%s: %s; asking again" % (what, err.name()))
+            time.sleep(0.2)
+
+
+def wait_topics_ready(bootstrap, topics, partitions, timeout=60):
+    """Until every partition of every topic has a leader in the metadata
+    and that leader answers a watermark query: a leader in the metadata is
+    not yet enough, the broker may still say NOT_LEADER_FOR_PARTITION for a
+    moment after a topic is made."""
+    deadline = time.time() + timeout
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    while True:
+        md = kafka_retry(lambda: admin.list_topics(timeout=10), "metadata", timeout)
+        pending = [t for t in topics
+                   if t not in md.topics or md.topics[t].error is not None or
+                   len(md.topics[t].partitions) < partitions or
+                   any(p.leader < 0 or p.error is not None
+                       for p in md.topics[t].partitions.values())]
+        if not pending:
+            break
+        if time.time() >= deadline:
+            raise AssertionError("topics without a leader after %ds: %s" % (timeout, pending))
+        time.sleep(0.1)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "tierd-test-probe"})
+    try:
+        for t in topics:
+            for i in range(partitions):
+                kafka_retry(lambda: c.get_watermark_offsets(TopicPartition(t, i), timeout=10),
+                            "watermarks of %s[%d]" % (t, i), max(1, deadline - time.time()))
+    finally:
+        c.close()
+
+
+def set_topic_config(bootstrap, topic_config):
+    """{topic: {name: value}}: sets these topic configurations (replacing
+    any other dynamic ones, which tests' topics do not have) and waits
+    until the broker reports them."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    res = [ConfigResource(ConfigResource.Type.TOPIC, t, set_config=dict(c))
+           for t, c in topic_config.items()]
+    for r, fut in admin.alter_configs(res).items():
+        kafka_retry(lambda: fut.result(30), "alter %s" % r)
+
+    def applied():
+        for t, c in topic_config.items():
+            got = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, t)])
+            entries = list(got.values())[0].result(30)
+            if any(entries[k].value != str(v) for k, v in c.items()):
+                return False
+        return True
+
+    wait_for(applied, "topic configuration %s" % topic_config, timeout=30)
+
+
 def end_offsets(bootstrap, topic, partitions=8):
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "tierd-test-probe"})
     out = {}
-    for i in range(partitions):
-        lo, hi = c.get_watermark_offsets(TopicPartition(topic, i), timeout=10)
-        out[i] = hi
-    c.close()
+    try:
+        for i in range(partitions):
+            lo, hi = kafka_retry(lambda: c.get_watermark_offsets(TopicPartition(topic, i), timeout=10),
+                                 "watermarks of %s[%d]" % (topic, i))
+            out[i] = hi
+    finally:
+        c.close()
     return out
 
 
