@@ -21,6 +21,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from zoneinfo import ZoneInfo
 
 import avro.io
@@ -874,3 +876,129 @@ def redis_restore(svc, snapshot):
     shutil.copytree(snapshot, dst)
     svc.run("start-redis")
     svc.redis = redis.Redis(host="127.0.0.1", port=svc.redis_port)
+
+
+# ----------------------------------------------------------- network faults
+
+def free_port():
+    """A port free on 127.0.0.1 right now (the kernel's pick)."""
+    import socket
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def http_get(port, path, timeout=5):
+    """(status, body) of GET http://127.0.0.1:port/path; (None, why) when
+    nothing answers in time."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except (urllib.error.URLError, OSError) as e:
+        return None, str(e)
+
+
+def config_keys(binary=None):
+    """The configuration keys the tierd under test knows (--help-config)."""
+    out = subprocess.run([binary or tierd_binary(), "--help-config"], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    return {l.split()[0] for l in out.splitlines()[1:] if l.strip()}
+
+
+def toxiproxy_server():
+    """The Toxiproxy server scripts/setup built (it builds it if missing)."""
+    out = subprocess.run([os.path.join(ROOT, "scripts", "setup"), "--toxiproxy-path"],
+                         check=True, stdout=subprocess.PIPE, text=True).stdout
+    return out.strip().splitlines()[-1]
+
+
+class Toxiproxy:
+    """A Toxiproxy server of this test's own, on a free loopback port, and a
+    small client of its HTTP API: proxies, and toxics on them.  Stopped (by
+    its pid) with everything else the test started."""
+
+    def __init__(self, run_dir):
+        server = toxiproxy_server()
+        self.logpath = os.path.join(run_dir, "toxiproxy.log")
+        self.proc = None
+        _cleanups.append(self.stop)
+        for attempt in range(5):  # the free port may be taken before we bind it
+            self.port = free_port()
+            self.logf = open(self.logpath, "a")
+            self.proc = subprocess.Popen([server, "-host", "127.0.0.1", "-port", str(self.port)],
+                                         stdout=self.logf, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            deadline = time.time() + 20
+            while time.time() < deadline and self.proc.poll() is None:
+                try:
+                    self._call("GET", "/version")
+                    log("toxiproxy up on port %d" % self.port)
+                    return
+                except (urllib.error.URLError, OSError):
+                    time.sleep(0.1)
+            self.stop()
+        raise AssertionError("toxiproxy did not start; see %s" % self.logpath)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def _call(self, method, path, body=None, timeout=10):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.port, path), data=data,
+                                     method=method, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            text = r.read().decode()
+            is_json = "json" in (r.headers.get("Content-Type") or "")
+        return json.loads(text) if is_json and text.strip() else text
+
+    def create(self, name, upstream, listen="127.0.0.1:0"):
+        """A proxy listening on `listen` (port 0: any free one); returns the
+        port it listens on.  The upstream is only dialled per connection, so
+        it may be a placeholder until update()."""
+        p = self._call("POST", "/proxies", {"name": name, "listen": listen,
+                                            "upstream": upstream, "enabled": True})
+        return int(p["listen"].rsplit(":", 1)[1])
+
+    def update(self, name, upstream, listen):
+        """Points a proxy at another upstream (it listens again on `listen`)."""
+        self._call("POST", "/proxies/%s" % name, {"listen": listen, "upstream": upstream,
+                                                  "enabled": True})
+
+    def delete(self, name):
+        self._call("DELETE", "/proxies/%s" % name)
+
+    def add_toxic(self, proxy, name, kind, stream, toxicity=1.0, **attributes):
+        """stream: "upstream" (client to server) or "downstream" (replies)."""
+        self._call("POST", "/proxies/%s/toxics" % proxy,
+                   {"name": name, "type": kind, "stream": stream, "toxicity": toxicity,
+                    "attributes": attributes})
+
+    def remove_toxic(self, proxy, name):
+        self._call("DELETE", "/proxies/%s/toxics/%s" % (proxy, name))
+
+    def toxics(self, proxy):
+        return [t["name"] for t in self._call("GET", "/proxies/%s/toxics" % proxy)]
+
+    def cut(self, proxy, streams=("upstream", "downstream")):
+        """A silent cut: the timeout toxic with timeout 0 drops every byte
+        and never closes the connection, as a dead network looks."""
+        for st in streams:
+            self.add_toxic(proxy, "cut-" + st, "timeout", st, timeout=0)
+
+    def restore(self, proxy):
+        """Removes every toxic of the proxy (Toxiproxy closes the connections
+        a timeout toxic held, as a peer's RST would once the path is back)."""
+        for t in self.toxics(proxy):
+            self.remove_toxic(proxy, t)
