@@ -396,8 +396,10 @@ def read_dead_letters(bootstrap, topic="dead-letter", partitions=8):
     return got
 
 
-def read_state(r):
-    """Every aggregate in Redis: {(partition, yyyymm, customer): (qty, amount, orders, skus)}."""
+def read_state(r, errors="strict"):
+    """Every aggregate in Redis: {(partition, yyyymm, customer): (qty, amount, orders, skus)}.
+    errors: how customer ids that are not UTF-8 are decoded (str.decode's
+    errors; "backslashreplace" shows them instead of raising)."""
     out = {}
     for key in r.scan_iter(match="tierd:{orders.*}:m:*", count=1000):
         k = key.decode()
@@ -405,7 +407,7 @@ def read_state(r):
         ym = int(k.rsplit(":", 1)[1])
         for f, v in r.hgetall(key).items():
             if f.startswith(b"a:"):
-                out[(part, ym, f[2:].decode())] = tuple(int(x) for x in v.split())
+                out[(part, ym, f[2:].decode(errors=errors))] = tuple(int(x) for x in v.split())
     return out
 
 
@@ -1002,3 +1004,38 @@ class Toxiproxy:
         a timeout toxic held, as a peer's RST would once the path is back)."""
         for t in self.toxics(proxy):
             self.remove_toxic(proxy, t)
+
+
+# ------------------------------------------------------------ raw records
+
+def _avro_long(n):
+    """Avro's zigzag varint of a 64-bit signed integer."""
+    assert -2**63 <= n < 2**63
+    z = ((n << 1) ^ (n >> 63)) & (2**64 - 1)
+    out = bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def _avro_bytes(b):
+    return _avro_long(len(b)) + b
+
+
+def encode_raw(order_id, customer_id, placed_ms, lines, kind=0, currency=b"CNY"):
+    """An Order in plain Avro binary, written by hand so that it can hold
+    what python3-avro refuses to write: any 64-bit placed_at (its datetime
+    stops at years 1..9999) and strings that are not UTF-8.  Ids, skus and
+    the currency are bytes; lines are (sku, quantity, unit_price); kind is
+    the enum index (0 SALE, 1 RETURN)."""
+    out = [_avro_bytes(order_id), _avro_bytes(customer_id), _avro_long(placed_ms),
+           _avro_long(kind)]
+    if lines:
+        out.append(_avro_long(len(lines)))
+        for sku, qty, price in lines:
+            out += [_avro_bytes(sku), _avro_long(qty), _avro_long(price)]
+    out.append(_avro_long(0))
+    out.append(_avro_bytes(currency))
+    return b"".join(out)
