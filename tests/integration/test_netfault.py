@@ -5,7 +5,9 @@ tierd reaches Redis and the broker only through Toxiproxy proxies (the
 broker advertises a listener at the proxy's port: scripts/services,
 TIERD_SERVICES_KAFKA_PROXY_PORT); the test's own producer, readers and Redis
 client go direct.  While about 20 000 orders over 8 partitions stream in,
-one scenario cuts the network mid-drain:
+one scenario cuts the network mid-drain, while tierd works on a burst of
+records (dead letters and decided events among them), with more records
+produced during the cut:
 
   redis_cut      Redis silent both ways (timeout toxic, timeout 0: bytes
                  dropped, connection left open), 10 s
@@ -200,16 +202,31 @@ main, tail = recs[:-TAIL], recs[-TAIL:]
 d = new_daemon("nf").start()
 port = d.http_port()
 h.wait_for(lambda: h.http_get(port, "/readyz")[0] == 200, "tierd to be ready", daemons=[d])
-producer = h.produce_in_background(svc.bootstrap, main, seconds=30)
-total_main = len(main)
-h.wait_for(lambda: sum(offsets().values()) >= total_main // 6, "tierd to be mid-drain",
-           timeout=60, daemons=[d])
-h.log("mid-drain: %d of %d records stored; cutting (%s)" % (
-    sum(offsets().values()), total_main, SCENARIO))
+# The stream in three parts: the first 45 % paced over 15 s; then 25 % at
+# once, and the cut as soon as tierd is working on that burst, so that
+# records it fetched, dead letters (generate() puts the bad records in the
+# second half) and decided events are in its hands when the network goes;
+# the rest paced over 20 s from the start of the cut, so records arrive that
+# tierd can only fetch once the network is back.
+a, b = len(main) * 45 // 100, len(main) * 70 // 100
+producer = h.produce_in_background(svc.bootstrap, main[:a], seconds=15)
+producer.join()
+h.wait_drained(svc, h.end_offsets(svc.bootstrap, "orders"), timeout=120, daemons=[d])
+before_burst = sum(offsets().values())
+h.produce(svc.bootstrap, "orders", main[a:b])
+ends_at_cut = h.end_offsets(svc.bootstrap, "orders")
+deadline = time.time() + 60
+while sum(offsets().values()) <= before_burst:  # closely: the burst takes tierd well under 1 s
+    assert time.time() < deadline and d.alive(), fail(d, "tierd did not start on the burst")
+    time.sleep(0.01)
+h.log("mid-drain: %d of %d records stored, %d on the topic; cutting (%s)" % (
+    sum(offsets().values()), len(main), sum(ends_at_cut.values()), SCENARIO))
 
 base_at_cut = offsets()
-ends_at_cut = h.end_offsets(svc.bootstrap, "orders") if SCENARIO == "broker_cut" else None
+if SCENARIO != "broker_cut":
+    ends_at_cut = None
 probe = Prober(d, port)
+producer = h.produce_in_background(svc.bootstrap, main[b:], seconds=20)
 cpu_ratio = None
 if SCENARIO == "redis_flap":
     # (cut, then up) seconds: short and long cuts, some shorter than the
