@@ -78,7 +78,7 @@ static int profiles_once(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, siz
                 m->state = MSG_DEAD;
                 m->verdict = e;
                 snprintf(m->reason, sizeof(m->reason),
-                         "%s; a tombstone needs the customer id as key", why);
+                         "%.180s; a tombstone needs the customer id as key", why);
                 dead[ndead++] = m;
                 continue;
             }
