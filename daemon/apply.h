@@ -24,7 +24,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { APPLY_OK = 0, APPLY_RETRY = -1, APPLY_FENCED = -2, APPLY_REWIND = -3 };
+enum { APPLY_OK = 0, APPLY_RETRY = -1, APPLY_FENCED = -2, APPLY_REWIND = -3, APPLY_CORRUPT = -4 };
 
 typedef enum {
     MSG_NEW = 0,
@@ -61,6 +61,8 @@ typedef struct apply_stats {
     uint64_t dead_by_reason[ORDER_ERR__COUNT + 1];
     uint64_t tier_events, quota_events; /* decided and committed to the outbox */
     double review_seconds;              /* wall time spent in committed reviews */
+    uint64_t state_corrupt;             /* customer states that did not parse */
+    uint64_t review_pages;              /* review transactions committed */
 } apply_stats_t;
 
 /* Makes the refused records durable (the dead-letter topic).  Returns 0
@@ -89,10 +91,8 @@ typedef struct apply_ctx {
     /* working memory, reused between batches */
     order_t *orders;
     size_t orders_cap;
-    struct apply_work *work; /* apply.c's per-batch arrays: grown, never shrunk */
-    strmap_t cm;   /* "<month>:<customer>" -> customer-month entry */
-    strmap_t seen; /* dedupe field -> state */
-    strmap_t cust; /* customer id -> decide_customer_t */
+    struct batch_work *work; /* batch.c's per-batch arrays: grown, never shrunk */
+    strmap_t cust;           /* customer id -> its index in the batch */
 } apply_ctx_t;
 
 /* What Redis' meta (read under WATCH) says of our cached one:

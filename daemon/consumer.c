@@ -309,6 +309,15 @@ static int part_on_result(consumer_t *k, int32_t id, part_t *pt, int rc, const c
         pt->backoff = 0;
         part_pause(k, id, pt, 1);
         break;
+    case APPLY_CORRUPT:
+        /* Never read past, never reset: the partition waits for an
+         * operator (tierctl rebuild), and says so every minute. */
+        log_error("consumer", "%s [%d]: %s; the partition waits until that is repaired",
+                  k->conf->topic_orders, (int)id, err);
+        pt->backoff = 60000;
+        pt->retry_at = mono_ms() + pt->backoff;
+        part_pause(k, id, pt, 1);
+        break;
     case APPLY_REWIND:
         log_warn("consumer", "%s; consuming again from the stored offset", err);
         part_drop_pending(k, pt);
@@ -796,6 +805,8 @@ static void publish_metrics(consumer_t *k, int force) {
     s.dead = a->dead;
     s.batches = a->batches;
     s.fenced = a->fenced;
+    s.state_corrupt = a->state_corrupt;
+    s.review_pages = a->review_pages;
     s.reviews = a->reviews;
     s.profiles = a->profiles;
     /* The names are filled before the first publish and never written

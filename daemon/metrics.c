@@ -263,6 +263,12 @@ char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
     counter(&b, "tierd_batches_total", "Batches committed.", s->batches);
     counter(&b, "tierd_fenced_commits_total",
             "Batch commits refused because another member owns the partition now.", s->fenced);
+    counter(&b, "tierd_state_corrupt_total",
+            "Customer states that did not parse; their partition waits for tierctl rebuild.",
+            s->state_corrupt);
+    counter(&b, "tierd_review_pages_total",
+            "Review transactions committed (a month's review runs in pages of 1000 customers).",
+            s->review_pages);
     counter(&b, "tierd_reviews_total", "Monthly partition reviews run.", s->reviews);
     counter(&b, "tierd_profiles_applied_total", "Customer profile records applied.",
             s->profiles);

@@ -204,9 +204,11 @@ static int64_t reply_int(const redisReply *r, int64_t dflt) {
     return strtoll(r->str, NULL, 10);
 }
 
-#define META_FIELDS "epoch offset month reviewed poffset"
-#define META_NFIELDS 5
-#define META_FIELD_LIST "epoch", "offset", "month", "reviewed", "poffset" /* the same, as argv */
+#define META_FIELDS "epoch offset month reviewed poffset format rv_month rv_after"
+#define META_NFIELDS 8
+#define META_FIELD_LIST                                                                        \
+    "epoch", "offset", "month", "reviewed", "poffset", "format", "rv_month",                  \
+        "rv_after" /* the same, as argv */
 
 static void meta_from_reply(const redisReply *r, store_meta_t *m) {
     m->epoch = reply_int(r->element[0], 0);
@@ -216,6 +218,15 @@ static void meta_from_reply(const redisReply *r, store_meta_t *m) {
     ym = reply_int(r->element[3], -1);
     m->reviewed = ym <= 0 ? -1 : month_from_yyyymm((int)ym);
     m->poffset = reply_int(r->element[4], -1);
+    m->format = (int32_t)reply_int(r->element[5], 0);
+    ym = reply_int(r->element[6], -1);
+    m->rv_month = ym <= 0 ? -1 : month_from_yyyymm((int)ym);
+    m->rv_after[0] = '\0';
+    const redisReply *a = r->element[7];
+    if (a && a->type == REDIS_REPLY_STRING && a->len <= ORDER_ID_MAX) {
+        memcpy(m->rv_after, a->str, a->len);
+        m->rv_after[a->len] = '\0';
+    }
 }
 
 int store_tx_add(store_tx_t *tx, int argc, const char **argv, const size_t *argvlen) {

@@ -33,6 +33,8 @@
 #include "config.h"
 
 #include <hiredis/hiredis.h>
+#include "tierd/order.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,6 +48,10 @@ typedef struct store_meta {
     int32_t month;    /* current event-time month index; -1 when none */
     int32_t reviewed; /* last month reviewed; -1 when none */
     int64_t poffset;  /* next customer-profiles offset to apply; -1 when none */
+    int32_t format;   /* state format (state.h); 0 when the meta has none */
+    int32_t rv_month; /* the month a paged review is in the middle of; -1 none */
+    /* The last customer that review has done (ids in byte order); "" none. */
+    char rv_after[ORDER_ID_MAX + 1];
 } store_meta_t;
 
 /* A list of commands for one MULTI/EXEC, built by the caller.  Strings are
