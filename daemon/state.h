@@ -19,16 +19,17 @@
  *   u8     format          STATE_FORMAT
  *   uv     flags           bit 0 evaluated, bit 1 has_override; other bits 0
  *   uv     tier            0..POLICY_TIERS_MAX
- *   sv     first_month     int32
+ *   sv     first_month     MONTH_MIN..MONTH_MAX (month.h)
  *   uv     override_tier   0..POLICY_TIERS_MAX
  *   uv     seq             0..INT64_MAX
  *   sv     live_score_c    -1..10000
  *   u8     scale           'X', '1', '2' or '3'
  *   uv     nmonths         0..STATE_MONTHS_MAX
  *   then nmonths months, strictly ascending:
- *     sv   month           the first month: the month itself (int32)
+ *     sv   month           the first month: the month itself, MONTH_MIN..MONTH_MAX
  *     uv   gap             every later one: months skipped since the
- *                          previous, month - previous - 1 (so never equal)
+ *                          previous, month - previous - 1 (so never equal),
+ *                          up to MONTH_MAX
  *     uv   qty             0..INT64_MAX
  *     uv   amount          0..INT64_MAX
  *     uv   orders          0..INT64_MAX
