@@ -82,7 +82,6 @@ void state_init(state_customer_t *c) {
     memset(c, 0, sizeof(*c));
     c->live_score_c = -1;
     c->scale = 'X';
-    for (uint32_t i = 0; i < STATE_MONTHS_MAX; i++) month_clear(&c->months[i], 0);
 }
 
 void state_reset(state_customer_t *c) {
@@ -95,10 +94,11 @@ void state_reset(state_customer_t *c) {
 
 void state_free(state_customer_t *c) {
     if (!c) return;
-    for (uint32_t i = 0; i < STATE_MONTHS_MAX; i++) {
+    for (uint32_t i = 0; i < c->capmonths; i++) {
         free(c->months[i].skus);
         free(c->months[i].fps);
     }
+    free(c->months);
     state_init(c);
 }
 
@@ -115,10 +115,25 @@ static uint32_t month_lower(const state_customer_t *c, int32_t m) {
     return lo;
 }
 
+/* Room for n month slots (n <= STATE_MONTHS_MAX): -1 out of memory. */
+static int months_reserve(state_customer_t *c, uint32_t n) {
+    if (n <= c->capmonths) return 0;
+    uint32_t cap = c->capmonths ? c->capmonths : 4;
+    while (cap < n) cap *= 2;
+    if (cap > STATE_MONTHS_MAX) cap = STATE_MONTHS_MAX;
+    state_month_t *v = realloc(c->months, cap * sizeof(*v));
+    if (!v) return -1;
+    memset(v + c->capmonths, 0, (cap - c->capmonths) * sizeof(*v));
+    c->months = v;
+    c->capmonths = cap;
+    return 0;
+}
+
 state_month_t *state_month(state_customer_t *c, int32_t m, int create) {
     uint32_t at = month_lower(c, m);
     if (at < c->nmonths && c->months[at].month == m) return &c->months[at];
     if (!create || c->nmonths == STATE_MONTHS_MAX) return NULL;
+    if (months_reserve(c, c->nmonths + 1) != 0) return NULL;
     /* The spare slot just past the end moves to `at`, so its arrays are
      * reused rather than leaked or shared. */
     state_month_t spare = c->months[c->nmonths];
@@ -590,6 +605,10 @@ static int get_customer(rd_t *r, state_customer_t *c) {
         errstr_fmt(r->errstr, r->errstr_size,
                    "customer state: %llu months need more than the %zu bytes left",
                    (unsigned long long)v, left(r));
+        return -1;
+    }
+    if (months_reserve(c, (uint32_t)v) != 0) {
+        errstr_fmt(r->errstr, r->errstr_size, "out of memory");
         return -1;
     }
     for (uint32_t i = 0; i < (uint32_t)v; i++) {

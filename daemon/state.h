@@ -72,16 +72,19 @@ typedef struct state_month {
     uint32_t nfps, capfps;
 } state_month_t;
 
-/* months[nmonths..STATE_MONTHS_MAX) are spare slots: their counts mean
- * nothing, but they own their arrays, so a month dropped and a month
- * inserted later reuse memory instead of allocating. */
+/* months[nmonths..capmonths) are spare slots: their counts mean nothing,
+ * but they own their arrays, so a month dropped and a month inserted later
+ * reuse memory instead of allocating.  The slots grow as months are
+ * inserted (at most STATE_MONTHS_MAX), so a customer costs memory for the
+ * months it has, not for the longest window a policy may ask for. */
 typedef struct state_customer {
     policy_state_t st;    /* tier, first_month, evaluated, has_override, override_tier */
     int64_t seq;          /* tier changes published so far */
     int32_t live_score_c; /* hundredths; -1 none */
     char scale;           /* classification scale digit, 'X' before any review */
     uint32_t nmonths;     /* months[0..nmonths) ascending by month */
-    state_month_t months[STATE_MONTHS_MAX];
+    uint32_t capmonths;
+    state_month_t *months; /* owned */
 } state_customer_t;
 
 /* Empty customer: tier 0, live_score_c -1, scale 'X', no months. */

@@ -257,7 +257,7 @@ static void test_init_reset_free(void **state) {
     assert_int_equal(m->tier, 0);
     assert_int_equal(m->grade, POLICY_GRADE_NONE);
     state_free(&c);
-    assert_null(c.months[0].fps);
+    assert_null(c.months);
     state_free(&c); /* twice is fine */
     state_free(NULL);
 }
@@ -332,8 +332,8 @@ static void test_drop_before(void **state) {
     state_drop_before(&c, 31);
     assert_int_equal(c.nmonths, 0);
     /* every slot still owns distinct memory: no pointer shared twice */
-    for (int i = 0; i < STATE_MONTHS_MAX; i++)
-        for (int j = i + 1; j < STATE_MONTHS_MAX; j++)
+    for (uint32_t i = 0; i < c.capmonths; i++)
+        for (uint32_t j = i + 1; j < c.capmonths; j++)
             if (c.months[i].fps) assert_ptr_not_equal(c.months[i].fps, c.months[j].fps);
     state_free(&c); /* ASan reports a leak or double free here */
 }
