@@ -370,8 +370,11 @@ static void service_due(consumer_t *k, int all) {
     }
 }
 
-/* How long the poll may wait: until the first partition's batch is due
- * or its retry comes, at most 100 ms. */
+/* How long the poll may wait.  While a partition holds records it does
+ * not wait at all: a poll that finds nothing queued means the batch is as
+ * big as it gets now, and it is applied at once (light traffic commits
+ * at once; a backlog still forms big batches, up to batch.max_orders or
+ * batch.max_ms).  Otherwise until the first retry comes, at most 100 ms. */
 static int poll_timeout(consumer_t *k) {
     int64_t t = mono_ms(), next = t + 100;
     for (int32_t i = 0; i < k->nparts; i++) {
@@ -379,8 +382,8 @@ static int poll_timeout(consumer_t *k) {
         if (!pt->assigned) continue;
         if (pt->retry_at) {
             if (pt->retry_at < next) next = pt->retry_at;
-        } else if ((pt->npending || pt->prof.n) && pt->due_ms < next) {
-            next = pt->due_ms;
+        } else if (pt->npending || pt->prof.n) {
+            return 0;
         }
     }
     return next > t ? (int)(next - t) : 0;
