@@ -552,6 +552,105 @@ static void drain_outbox(consumer_t *k, int32_t id) {
     }
 }
 
+/* Takes one newly assigned partition: claim (epoch bump), its profiles
+ * first when some exist, and the offset Redis holds.  -1: no claim. */
+static int assign_one(consumer_t *k, rd_kafka_topic_partition_t *tp) {
+    part_t *pt = part_get(k, tp->partition);
+    if (!pt || claim(k, tp->partition, pt, 1) != 0) return -1;
+    pt->assigned = 1;
+    pt->fenced = 0;
+    pt->need_rewind = 0;
+    pt->retry_at = 0;
+    pt->backoff = 0;
+    pt->ap.topic = k->conf->topic_orders;
+    pt->ap.partition = tp->partition;
+    pt->ap.outbox_dirty = 1; /* whatever the previous owner left */
+    pt->last_record_ms = mono_ms();
+    /* Bootstrap the table before the stream: orders of this partition
+     * wait until the profiles that exist now are joined. */
+    int64_t lo = 0, hi = 0;
+    pt->prof_catchup = -1;
+    if (rd_kafka_query_watermark_offsets(k->prk, k->conf->topic_profiles, tp->partition, &lo,
+                                         &hi, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        hi > lo && pt->ap.meta.poffset < hi) {
+        pt->prof_catchup = hi;
+        pt->catchup_deadline = mono_ms() + 60000;
+    }
+    rd_kafka_topic_partition_list_t *l = plist(
+        k, tp->partition, pt->ap.meta.poffset >= 0 ? pt->ap.meta.poffset : RD_KAFKA_OFFSET_BEGINNING);
+    rd_kafka_error_t *pe = rd_kafka_incremental_assign(k->prk, l);
+    if (pe) {
+        log_error("consumer", "assign %s [%d]: %s", k->conf->topic_profiles, (int)tp->partition,
+                  rd_kafka_error_string(pe));
+        rd_kafka_error_destroy(pe);
+    }
+    rd_kafka_resume_partitions(k->prk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    tp->offset = pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
+    log_info("consumer", "assigned %s [%d] at offset %" PRId64 "%s (epoch %" PRId64 ")", tp->topic,
+             (int)tp->partition, pt->ap.meta.offset,
+             pt->ap.meta.offset >= 0 ? "" : " (no state: from the beginning)", pt->ap.meta.epoch);
+    return 0;
+}
+
+static rd_kafka_error_t *on_assign(consumer_t *k, rd_kafka_t *rk,
+                                   rd_kafka_topic_partition_list_t *parts, int cooperative) {
+    rd_kafka_error_t *e = NULL;
+    for (int i = 0; i < parts->cnt; i++) {
+        if (assign_one(k, &parts->elems[i]) == 0) continue;
+        k->fatal = 1;
+        *k->stop = 1;
+        parts->elems[i].offset = RD_KAFKA_OFFSET_END; /* assign anyway; we are leaving */
+    }
+    if (cooperative)
+        e = rd_kafka_incremental_assign(rk, parts);
+    else
+        rd_kafka_assign(rk, parts);
+    /* librdkafka keeps an application pause across revoke and re-assign (a
+     * partition paused when it was fenced would stay silent), so set the
+     * state explicitly. */
+    rd_kafka_resume_partitions(rk, parts);
+    for (int i = 0; i < parts->cnt; i++) {
+        part_t *pt = part_get(k, parts->elems[i].partition);
+        if (!pt || pt->prof_catchup < 0) continue;
+        part_pause(k, parts->elems[i].partition, pt, 0); /* orders wait; profiles flow */
+        log_info("consumer", "%s [%d]: joining %s up to offset %" PRId64 " first",
+                 k->conf->topic_orders, (int)parts->elems[i].partition, k->conf->topic_profiles,
+                 pt->prof_catchup);
+    }
+    return e;
+}
+
+/* Gives one partition up: finishes what it holds unless it was lost (a
+ * new owner may already write: the epoch would refuse us), or it waits on
+ * a retry, or the way out has no time left; what is not committed is read
+ * again by its next owner. */
+static void revoke_one(consumer_t *k, int32_t id, int lost) {
+    part_t *pt = part_get(k, id);
+    if (!pt) return;
+    if (!lost && pt->assigned && !pt->retry_at && !pt->need_rewind && time_for_redis(k)) {
+        char why[512] = "";
+        if (part_flush_profiles(k, id, pt, why, sizeof(why)) == APPLY_OK &&
+            part_flush(k, id, pt, why, sizeof(why)) == APPLY_OK && pt->ap.outbox_dirty)
+            drain_outbox(k, id);
+        release_lease(k, id, pt);
+    }
+    part_drop_pending(k, pt);
+    publish_dead_forget(k->pub, k->conf->topic_orders, id, INT64_MAX);
+    publish_dead_forget(k->pub, k->conf->topic_profiles, id, INT64_MAX);
+    if (pt->assigned) {
+        rd_kafka_topic_partition_list_t *l = plist(k, id, RD_KAFKA_OFFSET_INVALID);
+        rd_kafka_error_t *pe = rd_kafka_incremental_unassign(k->prk, l);
+        if (pe) rd_kafka_error_destroy(pe);
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    pt->assigned = 0;
+    pt->fenced = 0;
+    pt->retry_at = 0;
+    pt->need_rewind = 0;
+    log_info("consumer", "%s %s [%d]", lost ? "lost" : "revoked", k->conf->topic_orders, (int)id);
+}
+
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
     consumer_t *k = opaque;
@@ -559,111 +658,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rd_kafka_error_t *e = NULL;
 
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        for (int i = 0; i < parts->cnt; i++) {
-            rd_kafka_topic_partition_t *tp = &parts->elems[i];
-            part_t *pt = part_get(k, tp->partition);
-            if (!pt || claim(k, tp->partition, pt, 1) != 0) {
-                k->fatal = 1;
-                *k->stop = 1;
-                tp->offset = RD_KAFKA_OFFSET_END; /* assign anyway; we are leaving */
-                continue;
-            }
-            pt->assigned = 1;
-            pt->fenced = 0;
-            pt->need_rewind = 0;
-            pt->retry_at = 0;
-            pt->backoff = 0;
-            pt->ap.topic = k->conf->topic_orders;
-            pt->ap.partition = tp->partition;
-            pt->ap.outbox_dirty = 1; /* whatever the previous owner left */
-            pt->last_record_ms = mono_ms();
-            /* Bootstrap the table before the stream: orders of this
-             * partition wait until the profiles that exist now are joined. */
-            {
-                int64_t lo = 0, hi = 0;
-                pt->prof_catchup = -1;
-                if (rd_kafka_query_watermark_offsets(k->prk, k->conf->topic_profiles,
-                                                     tp->partition, &lo, &hi, 5000) ==
-                        RD_KAFKA_RESP_ERR_NO_ERROR &&
-                    hi > lo && pt->ap.meta.poffset < hi) {
-                    pt->prof_catchup = hi;
-                    pt->catchup_deadline = mono_ms() + 60000;
-                }
-            }
-            {
-                rd_kafka_topic_partition_list_t *l =
-                    plist(k, tp->partition,
-                          pt->ap.meta.poffset >= 0 ? pt->ap.meta.poffset : RD_KAFKA_OFFSET_BEGINNING);
-                rd_kafka_error_t *pe = rd_kafka_incremental_assign(k->prk, l);
-                if (pe) {
-                    log_error("consumer", "assign %s [%d]: %s", k->conf->topic_profiles,
-                              (int)tp->partition, rd_kafka_error_string(pe));
-                    rd_kafka_error_destroy(pe);
-                }
-                rd_kafka_resume_partitions(k->prk, l);
-                rd_kafka_topic_partition_list_destroy(l);
-            }
-            tp->offset = pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
-            log_info("consumer", "assigned %s [%d] at offset %" PRId64 "%s (epoch %" PRId64 ")",
-                     tp->topic, (int)tp->partition, pt->ap.meta.offset,
-                     pt->ap.meta.offset >= 0 ? "" : " (no state: from the beginning)",
-                     pt->ap.meta.epoch);
-        }
-        if (cooperative)
-            e = rd_kafka_incremental_assign(rk, parts);
-        else
-            rd_kafka_assign(rk, parts);
-        /* librdkafka keeps an application pause across revoke and
-         * re-assign (a partition paused when it was fenced would stay
-         * silent), so set the state explicitly. */
-        rd_kafka_resume_partitions(rk, parts);
-        for (int i = 0; i < parts->cnt; i++) {
-            part_t *pt = part_get(k, parts->elems[i].partition);
-            if (pt && pt->prof_catchup >= 0) {
-                rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-                rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, parts->elems[i].partition);
-                rd_kafka_pause_partitions(rk, l);
-                rd_kafka_topic_partition_list_destroy(l);
-                log_info("consumer", "%s [%d]: joining %s up to offset %" PRId64 " first",
-                         k->conf->topic_orders, (int)parts->elems[i].partition,
-                         k->conf->topic_profiles, pt->prof_catchup);
-            }
-        }
+        e = on_assign(k, rk, parts, cooperative);
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         int lost = rd_kafka_assignment_lost(rk);
-        for (int i = 0; i < parts->cnt; i++) {
-            part_t *pt = part_get(k, parts->elems[i].partition);
-            if (!pt) continue;
-            int32_t id = parts->elems[i].partition;
-            /* Finish what we hold unless the partition was lost (then a
-             * new owner may already write: the epoch would refuse us), or
-             * it is waiting on a retry, or the way out has no time left:
-             * what is not committed is read again by its next owner. */
-            if (!lost && pt->assigned && !pt->retry_at && !pt->need_rewind &&
-                time_for_redis(k)) {
-                char why[512] = "";
-                if (part_flush_profiles(k, id, pt, why, sizeof(why)) == APPLY_OK &&
-                    part_flush(k, id, pt, why, sizeof(why)) == APPLY_OK && pt->ap.outbox_dirty)
-                    drain_outbox(k, id);
-                release_lease(k, id, pt);
-            }
-            part_drop_pending(k, pt);
-            publish_dead_forget(k->pub, k->conf->topic_orders, id, INT64_MAX);
-            publish_dead_forget(k->pub, k->conf->topic_profiles, id, INT64_MAX);
-            if (pt->assigned) {
-                rd_kafka_topic_partition_list_t *l =
-                    plist(k, parts->elems[i].partition, RD_KAFKA_OFFSET_INVALID);
-                rd_kafka_error_t *pe = rd_kafka_incremental_unassign(k->prk, l);
-                if (pe) rd_kafka_error_destroy(pe);
-                rd_kafka_topic_partition_list_destroy(l);
-            }
-            pt->assigned = 0;
-            pt->fenced = 0;
-            pt->retry_at = 0;
-            pt->need_rewind = 0;
-            log_info("consumer", "%s %s [%d]", lost ? "lost" : "revoked", parts->elems[i].topic,
-                     (int)parts->elems[i].partition);
-        }
+        for (int i = 0; i < parts->cnt; i++) revoke_one(k, parts->elems[i].partition, lost);
         if (cooperative)
             e = rd_kafka_incremental_unassign(rk, parts);
         else
