@@ -1,19 +1,27 @@
 /*
  * decode.c -- bytes off the wire to an order_t.
  *
- * Owns: the parsed Order schema, its libavro value class, one value and one
- * memory reader, all built once in decode_new() and reused for every record.
+ * Owns: the parsed Order schema, and for the reference path only (tests)
+ * its libavro value class, one value and one memory reader, built on that
+ * path's first call and reused for every record.
  *
  * Must never: crash, hang or allocate an attacker-chosen amount of memory,
- * whatever the bytes are.  libavro trusts the lengths it reads -- it
- * allocates a string's claimed length before checking that the bytes are
- * there, leaks that buffer when they are not, and accepts any enum index --
- * so every record is first walked by decode_prescan(), which knows the
- * Order encoding and checks each length, count and index against the bytes
- * actually present.  libavro only ever sees a buffer that is known to hold
- * exactly one well-formed Order.  The pre-scan therefore mirrors
- * schemas/order.avsc field by field; decode_new() refuses a schema whose
- * shape differs, so the two cannot drift apart silently.
+ * whatever the bytes are.  Every record is first walked by decode_prescan(),
+ * which knows the Order encoding and checks each length, count and index
+ * against the bytes actually present; every refusal of a malformed record
+ * (NOT_AVRO, TOO_MANY_LINES) and its wording comes from there.  Then
+ * decode_direct() walks the same, now proven, bytes a second time and fills
+ * the order_t straight from them, allocating nothing but the order's line
+ * buffer.  Both walks mirror schemas/order.avsc field by field;
+ * decode_new() refuses a schema whose shape differs, so they cannot drift
+ * apart from it silently.
+ *
+ * The previous path, libavro generic values filled from the same proven
+ * bytes, stays as decode_order_libavro(): the tests run both on every input
+ * and require the same verdict, order and reason.  libavro trusts the
+ * lengths it reads (it allocates a string's claimed length before checking
+ * that the bytes are there, leaks that buffer when they are not, and
+ * accepts any enum index), so it too only ever sees a pre-scanned record.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -43,11 +51,12 @@ enum { L_SKU, L_QUANTITY, L_UNIT_PRICE, L__COUNT };
 
 struct decoder {
     avro_schema_t schema;      /* owned */
+    int64_t last_schema_id;    /* -1: last record had no Confluent framing */
+    /* decode_order_libavro() only, built on its first call. */
     avro_value_iface_t *iface; /* owned */
     avro_value_t value;        /* owned when value_live */
     int value_live;
     avro_reader_t reader;      /* owned; pointed at each record in turn */
-    int64_t last_schema_id;    /* -1: last record had no Confluent framing */
 };
 
 static const avroscan_field_t order_fields[F__COUNT] = {
@@ -66,10 +75,11 @@ static const avroscan_field_t line_fields[L__COUNT] = {
 };
 
 /* Named in the message when the schema's shape is not the expected one. */
-#define DECODE_WALKER "the decoder's pre-scan"
+#define DECODE_WALKER "the Order decoder"
 
 /* -------------------------------------------------------------------------
- * Schema shape check: the pre-scan below hard-codes this layout.
+ * Schema shape check: the pre-scan and the direct walk below hard-code this
+ * layout.
  */
 
 static int decode_check_schema(avro_schema_t schema, char *errstr, size_t errstr_size)
@@ -102,7 +112,6 @@ decoder_t *decode_new(char *errstr, size_t errstr_size)
 {
     decoder_t *d = NULL; /* owned here until returned */
     decoder_t *ret = NULL;
-    static const char empty[1] = "";
 
     d = calloc(1, sizeof(*d));
     if (d == NULL) {
@@ -120,31 +129,45 @@ decoder_t *decode_new(char *errstr, size_t errstr_size)
     if (decode_check_schema(d->schema, errstr, errstr_size) != 0)
         goto out;
 
-    d->iface = avro_generic_class_from_schema(d->schema);
-    if (d->iface == NULL) {
-        errstr_fmt(errstr, errstr_size, "cannot build a value class for the Order schema: %s",
-                   avro_strerror());
-        goto out;
-    }
-    if (avro_generic_value_new(d->iface, &d->value) != 0) {
-        errstr_fmt(errstr, errstr_size, "cannot allocate the Order value: %s", avro_strerror());
-        goto out;
-    }
-    d->value_live = 1;
-
-    /* Pointed at each record by avro_reader_memory_set_source(). */
-    d->reader = avro_reader_memory(empty, 0);
-    if (d->reader == NULL) {
-        errstr_fmt(errstr, errstr_size, "cannot allocate the Avro memory reader: %s",
-                   avro_strerror());
-        goto out;
-    }
-
     ret = d;
     d = NULL; /* now owned by the caller */
 out:
     decode_destroy(d);
     return ret;
+}
+
+/* The libavro value class, value and reader of decode_order_libavro(),
+ * built once, on its first call: the daemon never needs them. */
+static int decode_libavro_init(decoder_t *d, char *errstr, size_t errstr_size)
+{
+    static const char empty[1] = "";
+
+    if (d->reader != NULL)
+        return 0;
+    if (d->iface == NULL) {
+        d->iface = avro_generic_class_from_schema(d->schema);
+        if (d->iface == NULL) {
+            errstr_fmt(errstr, errstr_size,
+                       "cannot build a value class for the Order schema: %s", avro_strerror());
+            return -1;
+        }
+    }
+    if (!d->value_live) {
+        if (avro_generic_value_new(d->iface, &d->value) != 0) {
+            errstr_fmt(errstr, errstr_size, "cannot allocate the Order value: %s",
+                       avro_strerror());
+            return -1;
+        }
+        d->value_live = 1;
+    }
+    /* Pointed at each record by avro_reader_memory_set_source(). */
+    d->reader = avro_reader_memory(empty, 0);
+    if (d->reader == NULL) {
+        errstr_fmt(errstr, errstr_size, "cannot allocate the Avro memory reader: %s",
+                   avro_strerror());
+        return -1;
+    }
+    return 0;
 }
 
 void decode_destroy(decoder_t *d)
@@ -173,11 +196,12 @@ int64_t decode_last_schema_id(const decoder_t *d)
  * Invariant on success: [buf, end) holds exactly one Order whose every
  * string length fits in the bytes present, whose kind index is 0 or 1, whose
  * array blocks are consistent (negative counts carry a byte size that matches
- * the items) and hold at most ORDER_LINES_MAX items in total.  libavro can
- * then read it without failing half-way, which is where it leaks.
+ * the items) and hold *nlines <= ORDER_LINES_MAX items in total.  Either
+ * path can then read it without failing half-way (libavro leaks when it
+ * does), and the line buffer can be sized before the lines are read.
  */
 
-static order_err_t scan_lines(avroscan_t *s)
+static order_err_t scan_lines(avroscan_t *s, uint32_t *nlines)
 {
     uint64_t total = 0;
 
@@ -189,8 +213,10 @@ static order_err_t scan_lines(avroscan_t *s)
 
         if (avroscan_varint(s, "the lines block count", 64, &count) != 0)
             return ORDER_ERR_NOT_AVRO;
-        if (count == 0)
+        if (count == 0) {
+            *nlines = (uint32_t)total; /* <= ORDER_LINES_MAX */
             return ORDER_OK;
+        }
         if (count < 0) {
             /* A negative count is followed by the block's size in bytes
              * (lets readers skip it).  -INT64_MIN does not exist. */
@@ -246,7 +272,7 @@ static order_err_t scan_lines(avroscan_t *s)
 }
 
 static order_err_t decode_prescan(const uint8_t *start, const uint8_t *payload, size_t len,
-                                  char *errstr, size_t errstr_size)
+                                  uint32_t *nlines, char *errstr, size_t errstr_size)
 {
     avroscan_t s = {start, payload, payload + len, errstr, errstr_size, AVROSCAN_LONGER};
     int64_t v;
@@ -268,7 +294,7 @@ static order_err_t decode_prescan(const uint8_t *start, const uint8_t *payload, 
         return ORDER_ERR_NOT_AVRO;
     }
 
-    err = scan_lines(&s);
+    err = scan_lines(&s, nlines);
     if (err != ORDER_OK)
         return err;
 
@@ -278,27 +304,212 @@ static order_err_t decode_prescan(const uint8_t *start, const uint8_t *payload, 
 }
 
 /* -------------------------------------------------------------------------
- * Copy out of the libavro value.
+ * Filling the order: shared by both paths, so their results and their words
+ * cannot differ.
  */
 
-/* Copies an Avro string into a fixed, NUL-terminated field.  libavro's size
- * counts the terminating NUL.  Too long is refused, never truncated: a
- * truncated id would silently merge two customers. */
-static int decode_copy_str(avro_value_t *v, char *dst, size_t cap, size_t *len_out)
+/* Stores len bytes into a fixed, NUL-terminated field of cap bytes (plus
+ * the NUL).  Too long is refused, never truncated: a truncated id would
+ * silently merge two customers.  Returns 1 then, dst untouched. */
+static int decode_store_str(char *dst, size_t cap, const void *src, size_t len)
 {
-    const char *str = NULL;
-    size_t size = 0, len;
-
-    if (avro_value_get_string(v, &str, &size) != 0)
-        return -1;
-    len = size > 0 ? size - 1 : 0;
-    *len_out = len;
     if (len > cap)
         return 1;
     if (len > 0)
-        memcpy(dst, str, len);
+        memcpy(dst, src, len);
     dst[len] = '\0';
     return 0;
+}
+
+/* The refusal of a string too long for its field.  `line` is 0-based. */
+static order_err_t decode_too_long(int field, size_t line, size_t len, char *errstr,
+                                   size_t errstr_size)
+{
+    switch (field) {
+    case F_ORDER_ID:
+        errstr_fmt(errstr, errstr_size, "order_id is %zu bytes; at most %d are allowed", len,
+                   ORDER_ID_MAX);
+        return ORDER_ERR_BAD_ID;
+    case F_CUSTOMER_ID:
+        errstr_fmt(errstr, errstr_size, "customer_id is %zu bytes; at most %d are allowed",
+                   len, ORDER_ID_MAX);
+        return ORDER_ERR_BAD_ID;
+    case F_LINES:
+        errstr_fmt(errstr, errstr_size, "line %zu: sku is %zu bytes; at most %d are allowed",
+                   line + 1, len, ORDER_SKU_MAX);
+        return ORDER_ERR_BAD_SKU;
+    default:
+        /* Longer than any ISO 4217 code, so it cannot be the configured one. */
+        errstr_fmt(errstr, errstr_size,
+                   "currency is %zu bytes; an ISO 4217 code has %d letters", len,
+                   ORDER_CURRENCY_MAX);
+        return ORDER_ERR_BAD_CURRENCY;
+    }
+}
+
+/* Room for n <= ORDER_LINES_MAX lines (the pre-scan saw to the bound). */
+static order_err_t decode_grow_lines(order_t *o, size_t n, char *errstr, size_t errstr_size)
+{
+    size_t cap = o->lines_cap > 0 ? o->lines_cap : 16;
+    size_t bytes;
+    order_line_t *lines;
+
+    if (n <= o->lines_cap)
+        return ORDER_OK;
+    while (cap < n)
+        cap *= 2;
+    if (cap > ORDER_LINES_MAX)
+        cap = ORDER_LINES_MAX;
+    if (__builtin_mul_overflow(cap, sizeof(*lines), &bytes) ||
+        (lines = realloc(o->lines, bytes)) == NULL) {
+        errstr_fmt(errstr, errstr_size, "out of memory for %zu order lines", n);
+        return ORDER_ERR_INTERNAL;
+    }
+    o->lines = lines;
+    o->lines_cap = (uint32_t)cap;
+    return ORDER_OK;
+}
+
+/* -------------------------------------------------------------------------
+ * The direct path: a second walk over the bytes the pre-scan accepted.
+ *
+ * It reads exactly what the pre-scan read, in the same order, so it has no
+ * malformed input of its own to judge.  It still checks every bound: a
+ * failed check means the two walks disagree (a bug), answered with
+ * ORDER_ERR_INTERNAL, never with a read past the end.  It fills the fields
+ * in the order decode_copy() does and stops at the same too-long string, so
+ * a refused order is left in the same partial state on both paths.
+ */
+
+typedef struct direct {
+    const uint8_t *p; /* next byte */
+    const uint8_t *end;
+} direct_t;
+
+/* A zigzag long of at most 10 bytes (the pre-scan refused wider ones). */
+static inline int direct_long(direct_t *w, int64_t *out)
+{
+    uint64_t v = 0;
+    unsigned shift;
+
+    for (shift = 0; shift < 64; shift += 7) {
+        uint8_t b;
+
+        if (w->p == w->end)
+            return -1;
+        b = *w->p++;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0) {
+            *out = (int64_t)((v >> 1) ^ (0 - (v & 1)));
+            return 0;
+        }
+    }
+    return -1;
+}
+
+/* A string's bytes, left in place: *s points into the record. */
+static inline int direct_string(direct_t *w, const uint8_t **s, size_t *len)
+{
+    int64_t n;
+
+    if (direct_long(w, &n) != 0 || n < 0 || (uint64_t)n > (size_t)(w->end - w->p))
+        return -1;
+    *s = w->p;
+    *len = (size_t)n;
+    w->p += n;
+    return 0;
+}
+
+/* Fills o from [payload, payload + len), which decode_prescan() accepted
+ * with nlines lines.  start is the whole Kafka value, for the offset. */
+static order_err_t decode_direct(const uint8_t *start, const uint8_t *payload, size_t len,
+                                 uint32_t nlines, order_t *o, char *errstr, size_t errstr_size)
+{
+    direct_t w = {payload, payload + len};
+    const uint8_t *s;
+    size_t n, i = 0;
+    int64_t kind, count, size;
+    order_err_t err;
+
+    if (direct_string(&w, &s, &n) != 0)
+        goto disagree;
+    if (decode_store_str(o->order_id, ORDER_ID_MAX, s, n) != 0)
+        return decode_too_long(F_ORDER_ID, 0, n, errstr, errstr_size);
+    o->order_id_len = (uint8_t)n;
+
+    if (direct_string(&w, &s, &n) != 0)
+        goto disagree;
+    if (decode_store_str(o->customer_id, ORDER_ID_MAX, s, n) != 0)
+        return decode_too_long(F_CUSTOMER_ID, 0, n, errstr, errstr_size);
+    o->customer_id_len = (uint8_t)n;
+
+    if (direct_long(&w, &o->placed_at_ms) != 0 || direct_long(&w, &kind) != 0)
+        goto disagree;
+    o->kind = kind == ORDER_RETURN ? ORDER_RETURN : ORDER_SALE; /* pre-scan: 0 or 1 */
+
+    err = decode_grow_lines(o, nlines, errstr, errstr_size);
+    if (err != ORDER_OK)
+        return err;
+    for (;;) {
+        if (direct_long(&w, &count) != 0)
+            goto disagree;
+        if (count == 0)
+            break;
+        if (count < 0) {
+            /* The block's byte size follows; the pre-scan checked it. */
+            if (count == INT64_MIN || direct_long(&w, &size) != 0)
+                goto disagree;
+            count = -count;
+        }
+        if ((uint64_t)count > nlines - i)
+            goto disagree;
+        for (; count > 0; count--, i++) {
+            order_line_t *l = &o->lines[i];
+
+            if (direct_string(&w, &s, &n) != 0)
+                goto disagree;
+            if (decode_store_str(l->sku, ORDER_SKU_MAX, s, n) != 0)
+                return decode_too_long(F_LINES, i, n, errstr, errstr_size);
+            l->sku_len = (uint8_t)n;
+            if (direct_long(&w, &l->quantity) != 0 || direct_long(&w, &l->unit_price) != 0)
+                goto disagree;
+            o->nlines = (uint32_t)(i + 1); /* only complete lines are counted */
+        }
+    }
+    if (i != nlines)
+        goto disagree;
+
+    if (direct_string(&w, &s, &n) != 0)
+        goto disagree;
+    if (decode_store_str(o->currency, ORDER_CURRENCY_MAX, s, n) != 0)
+        return decode_too_long(F_CURRENCY, 0, n, errstr, errstr_size);
+    if (w.p != w.end)
+        goto disagree;
+    return ORDER_OK;
+
+disagree:
+    errstr_fmt(errstr, errstr_size,
+               "the direct decoder and the pre-scan disagree at byte %zu of an Order",
+               (size_t)(w.p - start));
+    return ORDER_ERR_INTERNAL;
+}
+
+/* -------------------------------------------------------------------------
+ * The libavro path (decode_order_libavro): copy out of the generic value.
+ */
+
+/* Copies an Avro string into a fixed field.  libavro's size counts the
+ * terminating NUL.  Returns -1 when libavro fails, else decode_store_str's
+ * answer. */
+static int decode_copy_str(avro_value_t *v, char *dst, size_t cap, size_t *len_out)
+{
+    const char *str = NULL;
+    size_t size = 0;
+
+    if (avro_value_get_string(v, &str, &size) != 0)
+        return -1;
+    *len_out = size > 0 ? size - 1 : 0;
+    return decode_store_str(dst, cap, str, *len_out);
 }
 
 static int decode_get_long(avro_value_t *rec, int index, int64_t *out)
@@ -310,28 +521,6 @@ static int decode_get_long(avro_value_t *rec, int index, int64_t *out)
     return avro_value_get_long(&f, out) != 0 ? -1 : 0;
 }
 
-static int decode_grow_lines(order_t *o, size_t n)
-{
-    size_t cap = o->lines_cap > 0 ? o->lines_cap : 16;
-    size_t bytes;
-    order_line_t *lines;
-
-    if (n <= o->lines_cap)
-        return 0;
-    while (cap < n)
-        cap *= 2;
-    if (cap > ORDER_LINES_MAX)
-        cap = ORDER_LINES_MAX; /* n <= ORDER_LINES_MAX, the pre-scan saw to it */
-    if (__builtin_mul_overflow(cap, sizeof(*lines), &bytes))
-        return -1;
-    lines = realloc(o->lines, bytes);
-    if (lines == NULL)
-        return -1;
-    o->lines = lines;
-    o->lines_cap = (uint32_t)cap;
-    return 0;
-}
-
 /* Returns ORDER_OK, a field-length error, or ORDER_ERR_INTERNAL when libavro
  * disagrees with the pre-scan (a bug) or memory runs out. */
 static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size_t errstr_size)
@@ -339,25 +528,20 @@ static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size
     avro_value_t f, lines, line;
     size_t len, n, i;
     int kind, rc;
+    order_err_t err;
 
     if (avro_value_get_by_index(rec, F_ORDER_ID, &f, NULL) != 0 ||
         (rc = decode_copy_str(&f, o->order_id, ORDER_ID_MAX, &len)) < 0)
         goto libavro;
-    if (rc > 0) {
-        errstr_fmt(errstr, errstr_size, "order_id is %zu bytes; at most %d are allowed", len,
-                   ORDER_ID_MAX);
-        return ORDER_ERR_BAD_ID;
-    }
+    if (rc > 0)
+        return decode_too_long(F_ORDER_ID, 0, len, errstr, errstr_size);
     o->order_id_len = (uint8_t)len;
 
     if (avro_value_get_by_index(rec, F_CUSTOMER_ID, &f, NULL) != 0 ||
         (rc = decode_copy_str(&f, o->customer_id, ORDER_ID_MAX, &len)) < 0)
         goto libavro;
-    if (rc > 0) {
-        errstr_fmt(errstr, errstr_size, "customer_id is %zu bytes; at most %d are allowed",
-                   len, ORDER_ID_MAX);
-        return ORDER_ERR_BAD_ID;
-    }
+    if (rc > 0)
+        return decode_too_long(F_CUSTOMER_ID, 0, len, errstr, errstr_size);
     o->customer_id_len = (uint8_t)len;
 
     if (decode_get_long(rec, F_PLACED_AT, &o->placed_at_ms) != 0)
@@ -376,10 +560,9 @@ static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size
                    "at most %d", n, ORDER_LINES_MAX);
         return ORDER_ERR_INTERNAL;
     }
-    if (decode_grow_lines(o, n) != 0) {
-        errstr_fmt(errstr, errstr_size, "out of memory for %zu order lines", n);
-        return ORDER_ERR_INTERNAL;
-    }
+    err = decode_grow_lines(o, n, errstr, errstr_size);
+    if (err != ORDER_OK)
+        return err;
     for (i = 0; i < n; i++) {
         order_line_t *l = &o->lines[i];
 
@@ -387,11 +570,8 @@ static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size
             avro_value_get_by_index(&line, L_SKU, &f, NULL) != 0 ||
             (rc = decode_copy_str(&f, l->sku, ORDER_SKU_MAX, &len)) < 0)
             goto libavro;
-        if (rc > 0) {
-            errstr_fmt(errstr, errstr_size, "line %zu: sku is %zu bytes; at most %d are allowed",
-                       i + 1, len, ORDER_SKU_MAX);
-            return ORDER_ERR_BAD_SKU;
-        }
+        if (rc > 0)
+            return decode_too_long(F_LINES, i, len, errstr, errstr_size);
         l->sku_len = (uint8_t)len;
         if (decode_get_long(&line, L_QUANTITY, &l->quantity) != 0 ||
             decode_get_long(&line, L_UNIT_PRICE, &l->unit_price) != 0)
@@ -402,13 +582,8 @@ static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size
     if (avro_value_get_by_index(rec, F_CURRENCY, &f, NULL) != 0 ||
         (rc = decode_copy_str(&f, o->currency, ORDER_CURRENCY_MAX, &len)) < 0)
         goto libavro;
-    if (rc > 0) {
-        /* Longer than any ISO 4217 code, so it cannot be the configured one. */
-        errstr_fmt(errstr, errstr_size,
-                   "currency is %zu bytes; an ISO 4217 code has %d letters", len,
-                   ORDER_CURRENCY_MAX);
-        return ORDER_ERR_BAD_CURRENCY;
-    }
+    if (rc > 0)
+        return decode_too_long(F_CURRENCY, 0, len, errstr, errstr_size);
     return ORDER_OK;
 
 libavro:
@@ -418,11 +593,15 @@ libavro:
 }
 
 /* -------------------------------------------------------------------------
- * Entry point.
+ * Entry points.
  */
 
-order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out,
-                         char *errstr, size_t errstr_size)
+/* What both paths do before reading any field: clear *out (keeping its line
+ * buffer), recognise the framing and pre-scan.  On ORDER_OK the Order is
+ * [*payload, *payload + *payload_len) with *nlines lines. */
+static order_err_t decode_frame(decoder_t *d, const void *buf, size_t len, order_t *out,
+                                const uint8_t **payload_out, size_t *payload_len_out,
+                                uint32_t *nlines, char *errstr, size_t errstr_size)
 {
     const uint8_t *start = buf;
     const uint8_t *payload = buf;
@@ -430,7 +609,6 @@ order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out
     order_line_t *keep_lines;
     uint32_t keep_cap;
     order_err_t err;
-    int rc;
 
     if (errstr != NULL && errstr_size > 0)
         errstr[0] = '\0';
@@ -474,9 +652,9 @@ order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out
         return ORDER_ERR_NOT_AVRO;
     }
 
-    err = decode_prescan(start, payload, payload_len, errstr, errstr_size);
+    err = decode_prescan(start, payload, payload_len, nlines, errstr, errstr_size);
     if (err != ORDER_OK && payload != start &&
-        decode_prescan(start, start, len, NULL, 0) == ORDER_OK) {
+        decode_prescan(start, start, len, nlines, NULL, 0) == ORDER_OK) {
         d->last_schema_id = -1; /* plain Avro after all */
         payload = start;
         payload_len = len;
@@ -484,8 +662,39 @@ order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out
         if (errstr != NULL && errstr_size > 0)
             errstr[0] = '\0';
     }
+    *payload_out = payload;
+    *payload_len_out = payload_len;
+    return err;
+}
+
+order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out,
+                         char *errstr, size_t errstr_size)
+{
+    const uint8_t *payload = NULL;
+    size_t payload_len = 0;
+    uint32_t nlines = 0;
+    order_err_t err;
+
+    err = decode_frame(d, buf, len, out, &payload, &payload_len, &nlines, errstr, errstr_size);
     if (err != ORDER_OK)
         return err;
+    return decode_direct(buf, payload, payload_len, nlines, out, errstr, errstr_size);
+}
+
+order_err_t decode_order_libavro(decoder_t *d, const void *buf, size_t len, order_t *out,
+                                 char *errstr, size_t errstr_size)
+{
+    const uint8_t *payload = NULL;
+    size_t payload_len = 0;
+    uint32_t nlines = 0;
+    order_err_t err;
+    int rc;
+
+    err = decode_frame(d, buf, len, out, &payload, &payload_len, &nlines, errstr, errstr_size);
+    if (err != ORDER_OK)
+        return err;
+    if (decode_libavro_init(d, errstr, errstr_size) != 0)
+        return ORDER_ERR_INTERNAL;
 
     avro_reader_memory_set_source(d->reader, (const char *)payload, (int64_t)payload_len);
     rc = avro_value_read(d->reader, &d->value);

@@ -2,9 +2,9 @@
  * decode.h -- turns the bytes of one Kafka record value into an order_t.
  *
  * Private to the daemon (sits beside decode.c).  The decoder owns the parsed
- * Order schema, its libavro value class and one reusable value, so decoding
- * a record allocates nothing once the order's line buffer has grown to fit.
- * A decoder is not thread-safe: use one per consuming thread.
+ * Order schema and reads the bytes itself, so decoding a record allocates
+ * nothing once the order's line buffer has grown to fit.  A decoder is not
+ * thread-safe: use one per consuming thread.
  */
 #ifndef TIERD_DECODE_H
 #define TIERD_DECODE_H
@@ -37,12 +37,20 @@ void decode_destroy(decoder_t *d);
  * Returns ORDER_ERR_NOT_AVRO for bytes that are not exactly one Order,
  * ORDER_ERR_TOO_MANY_LINES, ORDER_ERR_BAD_ID / ORDER_ERR_BAD_SKU /
  * ORDER_ERR_BAD_CURRENCY for a string too long for its field, and
- * ORDER_ERR_INTERNAL when memory ran out or libavro misbehaved (not the
- * record's fault: do not dead-letter it). */
+ * ORDER_ERR_INTERNAL when memory ran out or the decoder contradicted its
+ * own pre-scan (not the record's fault: do not dead-letter it). */
 order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out,
                          char *errstr, size_t errstr_size);
 
-/* The schema id of the last record decode_order() looked at, or -1 when it
+/* The same contract, decoded through libavro generic values: the path
+ * decode_order() took before it read the bytes itself.  Kept for the tests,
+ * which require both paths to give the same verdict, order and errstr on
+ * every input; the daemon does not call it.  Its first call builds the
+ * libavro value class (ORDER_ERR_INTERNAL if that fails). */
+order_err_t decode_order_libavro(decoder_t *d, const void *buf, size_t len, order_t *out,
+                                 char *errstr, size_t errstr_size);
+
+/* The schema id of the last record either path looked at, or -1 when it
  * had no Confluent framing.  Set as soon as the framing is recognised, so it
  * is also available for a record that then failed to decode. */
 int64_t decode_last_schema_id(const decoder_t *d);

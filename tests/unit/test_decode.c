@@ -9,10 +9,15 @@
  * spliced form of a valid order is byte-identical to avro_value_write's.
  *
  * Every decode is given a heap buffer of exactly the record's length, so
- * AddressSanitizer catches a read one byte past the end.
+ * AddressSanitizer catches a read one byte past the end, and goes through
+ * both decoding paths (dec_both): the direct one the daemon uses and the
+ * libavro one it replaced, which must agree on the verdict, the reason and
+ * every field, for every input here and every fuzzed mutant.
  */
+#include <inttypes.h>
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -183,7 +188,97 @@ static decoder_t *new_decoder(void)
     return d;
 }
 
-/* Decodes from a heap copy of exactly len bytes. */
+/* Prints buf as hex, to reproduce a failure from the test's output. */
+static void print_hex(const char *what, const void *buf, size_t len)
+{
+    const uint8_t *p = buf;
+    size_t i;
+
+    print_message("    %s (%zu bytes):", what, len);
+    for (i = 0; i < len; i++)
+        print_message("%s%02x", i % 32 == 0 ? "\n     " : " ", p[i]);
+    print_message("\n");
+}
+
+/* The part of an order the decoder writes; "" when a and b agree on it.
+ * Lines past nlines are not compared: no caller may read them. */
+static const char *order_differs(const order_t *a, const order_t *b)
+{
+    uint32_t i;
+
+    if (memcmp(a->order_id, b->order_id, sizeof(a->order_id)) != 0 ||
+        a->order_id_len != b->order_id_len)
+        return "order_id";
+    if (memcmp(a->customer_id, b->customer_id, sizeof(a->customer_id)) != 0 ||
+        a->customer_id_len != b->customer_id_len)
+        return "customer_id";
+    if (a->placed_at_ms != b->placed_at_ms)
+        return "placed_at_ms";
+    if (a->kind != b->kind)
+        return "kind";
+    if (memcmp(a->currency, b->currency, sizeof(a->currency)) != 0)
+        return "currency";
+    if (a->nlines != b->nlines || a->lines_cap != b->lines_cap)
+        return "nlines or lines_cap";
+    if (a->qty != b->qty || a->amount != b->amount)
+        return "qty or amount";
+    for (i = 0; i < a->nlines; i++) {
+        const order_line_t *x = &a->lines[i], *y = &b->lines[i];
+
+        if (x->sku_len != y->sku_len || memcmp(x->sku, y->sku, x->sku_len + 1u) != 0 ||
+            x->quantity != y->quantity || x->unit_price != y->unit_price)
+            return "a line";
+    }
+    return "";
+}
+
+/*
+ * Decodes buf through both paths -- decode_order_libavro() first, then
+ * decode_order() into *o -- and fails unless they agree on the verdict, the
+ * errstr, the schema id and every field of the order, partial decodes of a
+ * refused record included.  The libavro path decodes into a copy of *o as
+ * it was, with a line buffer of the same capacity, so that line-buffer
+ * growth is compared too; the old lines are not copied, as only lines the
+ * call wrote (below nlines) are compared.  Returns the verdict.
+ */
+static order_err_t dec_both(decoder_t *d, const void *buf, size_t len, order_t *o,
+                            char *errstr, size_t errstr_size)
+{
+    order_t ref = *o;
+    char *ref_errstr = errstr_size > 0 ? malloc(errstr_size) : NULL;
+    size_t line_bytes = (size_t)o->lines_cap * sizeof(*o->lines);
+    order_err_t want, got;
+    int64_t want_id;
+    const char *differs;
+
+    if (errstr_size > 0)
+        assert_non_null(ref_errstr);
+    ref.lines = NULL;
+    if (line_bytes > 0) {
+        ref.lines = malloc(line_bytes);
+        assert_non_null(ref.lines);
+    }
+    want = decode_order_libavro(d, buf, len, &ref, errstr != NULL ? ref_errstr : NULL,
+                                errstr_size);
+    want_id = decode_last_schema_id(d);
+    got = decode_order(d, buf, len, o, errstr, errstr_size);
+
+    differs = order_differs(&ref, o);
+    if (got != want || decode_last_schema_id(d) != want_id || differs[0] != '\0' ||
+        (errstr != NULL && errstr_size > 0 && strcmp(errstr, ref_errstr) != 0)) {
+        print_hex("input", buf, len);
+        fail_msg("the paths disagree: libavro %s (%s) schema id %" PRId64
+                 ", direct %s (%s) schema id %" PRId64 "; %s differs",
+                 order_reason_code(want), ref_errstr != NULL ? ref_errstr : "",
+                 want_id, order_reason_code(got), errstr != NULL ? errstr : "",
+                 decode_last_schema_id(d), differs[0] != '\0' ? differs : "nothing else");
+    }
+    order_reset(&ref);
+    free(ref_errstr);
+    return got;
+}
+
+/* Decodes from a heap copy of exactly len bytes, through both paths. */
 static order_err_t dec(decoder_t *d, const void *buf, size_t len, order_t *o, char *errstr,
                        size_t errstr_size)
 {
@@ -193,7 +288,7 @@ static order_err_t dec(decoder_t *d, const void *buf, size_t len, order_t *o, ch
     assert_non_null(copy);
     if (len > 0)
         memcpy(copy, buf, len);
-    err = decode_order(d, len > 0 ? copy : NULL, len, o, errstr, errstr_size);
+    err = dec_both(d, len > 0 ? copy : NULL, len, o, errstr, errstr_size);
     free(copy);
     return err;
 }
@@ -445,16 +540,16 @@ static void test_empty(void **state)
     static const uint8_t zeros[5] = {0};
 
     (void)state;
-    assert_int_equal(decode_order(d, NULL, 0, &o, errstr, sizeof(errstr)), ORDER_ERR_NOT_AVRO);
+    assert_int_equal(dec_both(d, NULL, 0, &o, errstr, sizeof(errstr)), ORDER_ERR_NOT_AVRO);
     assert_true(errstr[0] != '\0');
-    assert_int_equal(decode_order(d, zeros, 0, &o, errstr, sizeof(errstr)), ORDER_ERR_NOT_AVRO);
+    assert_int_equal(dec_both(d, zeros, 0, &o, errstr, sizeof(errstr)), ORDER_ERR_NOT_AVRO);
     /* 0x00 alone: too short for framing, a plain record cut short. */
     assert_int_equal(dec(d, zeros, 1, &o, errstr, sizeof(errstr)), ORDER_ERR_NOT_AVRO);
     /* A Confluent header and nothing after it. */
     assert_int_equal(dec(d, zeros, 5, &o, errstr, sizeof(errstr)), ORDER_ERR_NOT_AVRO);
     assert_int_equal(decode_last_schema_id(d), 0);
     /* No errstr buffer at all must not crash either. */
-    assert_int_equal(decode_order(d, NULL, 0, &o, NULL, 0), ORDER_ERR_NOT_AVRO);
+    assert_int_equal(dec_both(d, NULL, 0, &o, NULL, 0), ORDER_ERR_NOT_AVRO);
     order_reset(&o);
     decode_destroy(d);
 }
@@ -934,8 +1029,15 @@ static uint32_t fuzz_next(void)
     return (uint32_t)(fuzz_state >> 16);
 }
 
-/* Random mutations of valid records: the decoder must answer, not crash.
- * TIERD_FUZZ_ITERS in the environment runs longer than the default. */
+/* TIERD_FUZZ_ITERS in the environment runs the fuzz loops longer than the
+ * default. */
+static long fuzz_iters(void)
+{
+    const char *env = getenv("TIERD_FUZZ_ITERS");
+    return env != NULL ? strtol(env, NULL, 10) : 20000;
+}
+
+/* Random mutations of valid records: the decoder must answer, not crash. */
 static void test_fuzz(void **state)
 {
     static const uint8_t interesting[] = {0x00, 0x01, 0x02, 0x7f, 0x80, 0xff, 0xfe, 0x81};
@@ -946,8 +1048,7 @@ static void test_fuzz(void **state)
     order_t o = {0};
     decoder_t *d = new_decoder();
     validate_rules_t r = {"EUR", 86400000};
-    const char *env = getenv("TIERD_FUZZ_ITERS");
-    long iters = env != NULL ? strtol(env, NULL, 10) : 20000;
+    long iters = fuzz_iters();
     long iter, ok = 0;
     size_t i;
 
@@ -1025,6 +1126,345 @@ static void test_fuzz(void **state)
     tb_free(&m);
 }
 
+/* -------------------------------------------------------------------------
+ * Differential fuzz: the direct path against the libavro path (dec_both
+ * compares them) on mutants of seeds that reach every verdict the decoder
+ * gives, not only OK and NOT_AVRO.
+ */
+
+#define FZ_BOUNDS 48 /* field starts remembered per seed */
+
+typedef struct fz_seed {
+    tbuf_t b;
+    size_t bounds[FZ_BOUNDS]; /* where a varint (a length, a count, a long) starts */
+    size_t nbounds;
+} fz_seed_t;
+
+static void fz_mark(fz_seed_t *s)
+{
+    if (s->nbounds < FZ_BOUNDS)
+        s->bounds[s->nbounds++] = s->b.n;
+}
+
+/* A spliced Order: framed when schema_id >= 0; lines in blocks of `block`
+ * items (0: one block), with byte sizes (negative counts) when sized.
+ * Marks the head's fields, the first lines' fields, every block header,
+ * the end marker and the currency. */
+static void fz_build(fz_seed_t *s, const torder_t *t, int64_t schema_id, size_t block,
+                     bool sized)
+{
+    size_t i, j, n;
+
+    s->b = tb_new();
+    s->nbounds = 0;
+    if (schema_id >= 0)
+        tb_confluent(&s->b, (uint32_t)schema_id);
+    fz_mark(s);
+    tb_string(&s->b, t->order_id, slen(t->order_id, t->order_id_len));
+    fz_mark(s);
+    tb_string(&s->b, t->customer_id, slen(t->customer_id, t->customer_id_len));
+    fz_mark(s);
+    tb_long(&s->b, t->placed_at);
+    fz_mark(s);
+    tb_long(&s->b, t->kind);
+    for (i = 0; i < t->nlines; i += n) {
+        n = block == 0 || t->nlines - i < block ? t->nlines - i : block;
+        fz_mark(s);
+        if (sized) {
+            size_t bytes = 0;
+
+            for (j = i; j < i + n; j++)
+                bytes += line_size(&t->lines[j]);
+            tb_long(&s->b, -(int64_t)n);
+            fz_mark(s);
+            tb_long(&s->b, (int64_t)bytes);
+        } else {
+            tb_long(&s->b, (int64_t)n);
+        }
+        for (j = i; j < i + n; j++) {
+            const tline_t *l = &t->lines[j];
+            bool mark = j < 3;
+
+            /* An OrderLine is its three fields, concatenated. */
+            if (mark)
+                fz_mark(s);
+            tb_string(&s->b, l->sku, slen(l->sku, l->sku_len));
+            if (mark)
+                fz_mark(s);
+            tb_long(&s->b, l->qty);
+            if (mark)
+                fz_mark(s);
+            tb_long(&s->b, l->price);
+        }
+    }
+    fz_mark(s);
+    tb_long(&s->b, 0);
+    fz_mark(s);
+    tb_string(&s->b, t->currency, strlen(t->currency));
+}
+
+/* A value worth writing where a length, count or long was. */
+static int64_t fz_value(size_t n)
+{
+    static const int64_t picks[] = {
+        0, 1, -1, 2, 3, 4, 63, 64, 65, 66, 127, 128, 999, 1000, 1001, -999, -1000, -1001,
+        INT64_C(1) << 31, INT64_C(1) << 40, -(INT64_C(1) << 40), INT64_MAX, INT64_MAX - 1,
+        INT64_MIN, INT64_MIN + 1,
+    };
+    uint64_t r;
+
+    switch (fuzz_next() % 4) {
+    case 0:
+        return (int64_t)(fuzz_next() % 16) - 4;
+    case 1:
+        return picks[fuzz_next() % (sizeof(picks) / sizeof(picks[0]))];
+    case 2: /* about what is left of the record */
+        return (int64_t)n + (int64_t)(fuzz_next() % 5) - 2;
+    default:
+        r = ((uint64_t)fuzz_next() << 32) | fuzz_next();
+        return (int64_t)(r >> (fuzz_next() % 64));
+    }
+}
+
+/* Writes v as a zigzag varint into out (room for 16 bytes): mostly the
+ * canonical form, sometimes padded with zero continuation bytes (possibly
+ * past 10 bytes), sometimes a 10th byte too big for 64 bits. */
+static size_t fz_varint(uint8_t *out, int64_t v)
+{
+    uint64_t z = ((uint64_t)v << 1) ^ (0 - ((uint64_t)v >> 63));
+    size_t n = 0;
+    unsigned pad = 0, form = fuzz_next() % 8;
+
+    if (form == 0) {
+        for (n = 0; n < 9; n++)
+            out[n] = 0x80 | (uint8_t)(fuzz_next() & 0x7f);
+        out[n++] = (uint8_t)(2 + fuzz_next() % 126);
+        return n;
+    }
+    if (form == 1)
+        pad = 1 + fuzz_next() % 4;
+    do {
+        uint8_t b = (uint8_t)(z & 0x7f);
+
+        z >>= 7;
+        out[n++] = (uint8_t)(b | (z != 0 ? 0x80 : 0));
+    } while (z != 0);
+    for (; pad > 0 && n < 16; pad--) {
+        out[n - 1] |= 0x80;
+        out[n++] = 0x00;
+    }
+    return n;
+}
+
+/* Replaces m->b[at, at + del) with ins[0, nins); does nothing when that
+ * does not fit.  ins must not point into m. */
+static void fz_splice(tbuf_t *m, size_t at, size_t del, const uint8_t *ins, size_t nins)
+{
+    if (at > m->n || del > m->n - at || m->n - del + nins > TB_CAP)
+        return;
+    memmove(m->b + at + nins, m->b + at + del, m->n - at - del);
+    if (nins > 0)
+        memcpy(m->b + at, ins, nins);
+    m->n = m->n - del + nins;
+}
+
+/* The length of the varint at m->b[at], as a reader would take it. */
+static size_t fz_varint_len(const tbuf_t *m, size_t at)
+{
+    size_t j = at;
+
+    while (j < m->n && (m->b[j] & 0x80) != 0 && j - at < 10)
+        j++;
+    return j < m->n ? j - at + 1 : j - at;
+}
+
+static void fz_mutate(tbuf_t *m, const fz_seed_t *seed)
+{
+    static const uint8_t interesting[] = {0x00, 0x01, 0x02, 0x7f, 0x80, 0xff, 0xfe, 0x81};
+    uint8_t tmp[32];
+    size_t at = m->n > 0 ? fuzz_next() % m->n : 0;
+    size_t n;
+
+    switch (fuzz_next() % 12) {
+    case 0:
+    case 1: /* flip a bit */
+        if (m->n > 0)
+            m->b[at] ^= (uint8_t)(1u << (fuzz_next() % 8));
+        break;
+    case 2: /* an interesting byte */
+        if (m->n > 0)
+            m->b[at] = interesting[fuzz_next() % sizeof(interesting)];
+        break;
+    case 3: /* insert a random byte */
+        tmp[0] = (uint8_t)fuzz_next();
+        fz_splice(m, at, 0, tmp, 1);
+        break;
+    case 4: /* delete a byte */
+        if (m->n > 0)
+            fz_splice(m, at, 1, NULL, 0);
+        break;
+    case 5: /* truncate */
+        m->n = at;
+        break;
+    case 6:
+    case 7: /* a field's varint (a length, a count, a long) replaced */
+        if (seed->nbounds > 0) {
+            at = seed->bounds[fuzz_next() % seed->nbounds];
+            if (at <= m->n) {
+                n = fz_varint(tmp, fz_value(m->n - at));
+                fz_splice(m, at, fz_varint_len(m, at), tmp, n);
+            }
+        }
+        break;
+    case 8: /* a varint inserted anywhere */
+        n = fz_varint(tmp, fz_value(m->n - at));
+        fz_splice(m, at, 0, tmp, n);
+        break;
+    case 9: /* a run of bytes removed */
+        n = 1 + fuzz_next() % 16;
+        fz_splice(m, at, n < m->n - at ? n : m->n - at, NULL, 0);
+        break;
+    case 10: /* a run of bytes repeated elsewhere */
+        n = 1 + fuzz_next() % sizeof(tmp);
+        if (n > m->n - at)
+            n = m->n - at;
+        memcpy(tmp, m->b + at, n);
+        fz_splice(m, m->n > 0 ? fuzz_next() % (m->n + 1) : 0, 0, tmp, n);
+        break;
+    default: /* the Confluent header taken off, or put on */
+        if (m->n >= 5 && m->b[0] == 0x00 && fuzz_next() % 2 == 0) {
+            fz_splice(m, 0, 5, NULL, 0);
+        } else {
+            uint32_t id = fuzz_next();
+
+            tmp[0] = 0x00;
+            tmp[1] = (uint8_t)(id >> 24);
+            tmp[2] = (uint8_t)(id >> 16);
+            tmp[3] = (uint8_t)(id >> 8);
+            tmp[4] = (uint8_t)id;
+            fz_splice(m, 0, 0, tmp, 5);
+        }
+        break;
+    }
+}
+
+static void test_fuzz_paths(void **state)
+{
+    enum { NSEEDS = 12 };
+    static const tline_t more[] = {{"SKU-3", 0, 7, 5}};
+    static const tline_t three[] = {{"SKU-1", 0, 3, 1250}, {"SKU-2", 0, 1, 99},
+                                    {"SKU-3", 0, 7, 5}};
+    static const size_t errstr_sizes[] = {256, 256, 256, 40, 1};
+    char errstr[256], s65[66];
+    char(*skus)[16] = calloc(ORDER_LINES_MAX + 1, 16);
+    tline_t *many = make_lines(40, skus);
+    tline_t *tiny = calloc(ORDER_LINES_MAX + 1, sizeof(*tiny));
+    tline_t long_sku[3];
+    tline_t two_more[3];
+    fz_seed_t seeds[NSEEDS];
+    torder_t t;
+    tbuf_t m = tb_new();
+    order_t o = {0};
+    decoder_t *d = new_decoder();
+    long iters = fuzz_iters(), iter, verdicts[ORDER_ERR__COUNT] = {0};
+    size_t i;
+
+    (void)state;
+    assert_non_null(tiny);
+    memset(s65, 'x', 65);
+    s65[65] = '\0';
+    for (i = 0; i <= ORDER_LINES_MAX; i++)
+        tiny[i].sku = ""; /* the smallest line: 3 bytes */
+    memcpy(long_sku, three, sizeof(three));
+    long_sku[1].sku = s65;
+    long_sku[1].sku_len = 65;
+    memcpy(two_more, default_lines, sizeof(default_lines));
+    two_more[2] = more[0];
+
+    t = default_order();
+    fz_build(&seeds[0], &t, -1, 0, false);
+    fz_build(&seeds[1], &t, 3, 0, false);
+    t.lines = two_more; /* a sized block of 2, then a plain block of 1 */
+    t.nlines = 3;
+    fz_build(&seeds[2], &t, -1, 2, true);
+    t = default_order();
+    t.kind = ORDER_RETURN; /* 40 lines: the line buffer grows past 16 and 32 */
+    t.lines = many;
+    t.nlines = 40;
+    fz_build(&seeds[3], &t, 66051, 7, true);
+    t = default_order(); /* every string at its bound */
+    t.order_id = s65;
+    t.order_id_len = 64;
+    t.customer_id = s65;
+    t.customer_id_len = 64;
+    long_sku[1].sku_len = 64;
+    t.lines = long_sku;
+    t.nlines = 3;
+    fz_build(&seeds[4], &t, -1, 0, false);
+    long_sku[1].sku_len = 65;
+    t.order_id_len = 65; /* BAD_ID, BAD_ID, BAD_SKU (on line 2), BAD_CURRENCY */
+    fz_build(&seeds[5], &t, -1, 0, false);
+    t.order_id_len = 64;
+    t.customer_id_len = 65;
+    fz_build(&seeds[6], &t, 7, 0, false);
+    t.customer_id_len = 64;
+    fz_build(&seeds[7], &t, -1, 0, false);
+    t = default_order();
+    t.currency = "EURO";
+    fz_build(&seeds[8], &t, -1, 0, false);
+    t = default_order(); /* starts with 0x00: framed first, then plain */
+    t.order_id = "";
+    fz_build(&seeds[9], &t, -1, 0, false);
+    t = default_order(); /* the most lines allowed, then one more */
+    t.lines = tiny;
+    t.nlines = ORDER_LINES_MAX;
+    fz_build(&seeds[10], &t, -1, 0, false);
+    t.nlines = ORDER_LINES_MAX + 1;
+    fz_build(&seeds[11], &t, 5, 500, false);
+
+    fuzz_state = 0x2545f4914f6cdd1dULL; /* not left to the test before this one */
+    for (iter = 0; iter < iters; iter++) {
+        const fz_seed_t *seed = &seeds[iter % NSEEDS];
+        int k, nmut = (int)(fuzz_next() % 4); /* 0: the seed itself */
+        order_err_t err;
+
+        memcpy(m.b, seed->b.b, seed->b.n);
+        m.n = seed->b.n;
+        for (k = 0; k < nmut; k++)
+            fz_mutate(&m, seed);
+        err = dec(d, m.b, m.n, &o, errstr, errstr_sizes[iter % 5]);
+        assert_true(err >= ORDER_OK && err < ORDER_ERR__COUNT);
+        if (err == ORDER_ERR_INTERNAL) {
+            print_hex("input", m.b, m.n);
+            fail_msg("INTERNAL for a record: %s", errstr);
+        }
+        verdicts[err]++;
+    }
+    print_message("    %ld mutants:", iters);
+    for (i = 0; i < ORDER_ERR__COUNT; i++)
+        if (verdicts[i] > 0)
+            print_message(" %s %ld", order_reason_code((order_err_t)i), verdicts[i]);
+    print_message("\n");
+    /* Every verdict the decoder gives was reached (the seeds alone reach
+     * them in the first dozen iterations). */
+    if (iters >= 1000) {
+        assert_true(verdicts[ORDER_OK] > 0);
+        assert_true(verdicts[ORDER_ERR_NOT_AVRO] > 0);
+        assert_true(verdicts[ORDER_ERR_TOO_MANY_LINES] > 0);
+        assert_true(verdicts[ORDER_ERR_BAD_ID] > 0);
+        assert_true(verdicts[ORDER_ERR_BAD_SKU] > 0);
+        assert_true(verdicts[ORDER_ERR_BAD_CURRENCY] > 0);
+    }
+    order_reset(&o);
+    decode_destroy(d);
+    for (i = 0; i < NSEEDS; i++)
+        tb_free(&seeds[i].b);
+    tb_free(&m);
+    free(tiny);
+    free(many);
+    free(skus);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1049,6 +1489,7 @@ int main(void)
         cmocka_unit_test(test_placed_at_extremes),
         cmocka_unit_test(test_reuse),
         cmocka_unit_test(test_fuzz),
+        cmocka_unit_test(test_fuzz_paths),
     };
     return cmocka_run_group_tests(tests, enc_setup, enc_teardown);
 }
