@@ -83,6 +83,28 @@ int tierctl_query(store_t *s, store_tx_t *tx, redisReply **replies, char *errstr
 /* Adds a command of NUL-terminated words (copied). */
 int tierctl_cmd(store_tx_t *tx, int argc, const char *const *argv);
 
+/* Partition p's meta, read without a WATCH (tierctl only looks):
+ * tierctl_meta_cmd adds the HMGET to tx, for reading many partitions in
+ * one round trip (store_meta_parse reads each reply); tierctl_meta reads
+ * one: 1 the partition has a meta, 0 it has none, -1 with errstr. */
+int tierctl_meta_cmd(store_tx_t *tx, store_t *s, const config_t *c, int32_t p);
+int tierctl_meta(store_t *s, const config_t *c, int32_t p, store_meta_t *m, char *errstr,
+                 size_t errstr_size);
+/* 0 when tierctl can read partition p's customer states: the format it
+ * reads (STATE_FORMAT), or no state yet.  Else -1 and a sentence naming
+ * the fix (`tierctl rebuild --partition P`).  Every command but rebuild
+ * refuses such a partition. */
+int tierctl_format_check(const config_t *c, int32_t p, const store_meta_t *m, char *errstr,
+                         size_t errstr_size);
+
+/* Walks the hash `key` with HSCAN ... COUNT 1000, a page in memory at a
+ * time, calling fn for every field and value (non-zero: out of memory,
+ * stop).  HSCAN may return a field more than once: fn sees every repeat.
+ * 0 when done, -1 with errstr (Redis failed, fn failed, stop set). */
+typedef int (*tierctl_field_fn)(void *opaque, const redisReply *field, const redisReply *value);
+int tierctl_hscan(store_t *s, const char *key, tierctl_field_fn fn, void *opaque,
+                  volatile sig_atomic_t *stop, char *errstr, size_t errstr_size);
+
 /* A Kafka consumer for reading by hand (assign, never subscribe): no
  * group membership, no commits, end of partition reported. */
 rd_kafka_t *tierctl_kafka(const config_t *c, char *errstr, size_t errstr_size);
