@@ -60,7 +60,7 @@ static int find_state(tierctl_t *t, view_t *v, char *err, size_t errn) {
     store_tx_t tx = {0};
     redisReply **r = NULL;
     int rc = TC_FAIL;
-    char why[256] = "";
+    char why[512] = "";
     if (n < 0) return TC_FAIL;
     v->partition = -1;
     r = calloc((size_t)n * 2 + 1, sizeof(*r));
@@ -76,30 +76,35 @@ static int find_state(tierctl_t *t, view_t *v, char *err, size_t errn) {
         goto out;
     }
     if (tierctl_query(t->store, &tx, r, err, errn) != TC_OK) goto out;
-    for (int32_t p = 0; p < n; p++) {
+    for (int32_t p = 0; p < n && v->partition < 0; p++) {
         store_meta_t m;
         if (store_meta_parse(r[2 * p + 1], &m) < 0) {
             snprintf(err, errn, "redis: unexpected reply to HMGET of a meta");
             goto out;
         }
-        /* A partition tierctl cannot read might hold the customer. */
-        if (tierctl_format_check(&t->conf, p, &m, err, errn) != 0) goto out;
-        if (v->partition < 0 && r[2 * p]->type == REDIS_REPLY_STRING) {
+        /* A partition in another format might keep the customer elsewhere
+         * than its state hash: "not found" is then not known. */
+        if (!why[0] && tierctl_format_check(&t->conf, p, &m, why, sizeof(why)) != 0 &&
+            r[2 * p]->type == REDIS_REPLY_STRING)
+            break;
+        if (r[2 * p]->type == REDIS_REPLY_STRING) {
             v->partition = p;
             v->meta = m;
         }
     }
     if (v->partition < 0) {
-        rc = TC_NOT_FOUND;
+        if (why[0]) snprintf(err, errn, "%s", why);
+        rc = why[0] ? TC_FAIL : TC_NOT_FOUND;
         goto out;
     }
+    why[0] = '\0';
     const redisReply *sv = r[2 * v->partition];
     if (state_decode(&v->s, sv->str, sv->len, why, sizeof(why)) != 0) {
         char key[512];
         store_key(t->store, t->conf.topic_orders, v->partition, "c", key, sizeof(key));
         snprintf(err, errn,
-                 "%s field %s: the customer's state does not decode (%s); tierd refuses the "
-                 "partition until `tierctl rebuild --partition %d` rebuilds it",
+                 "%s field %s: the customer's state does not decode (%s); `tierctl rebuild "
+                 "--partition %d` rebuilds the partition from the topics",
                  key, v->id, why, (int)v->partition);
         goto out;
     }
