@@ -56,6 +56,10 @@ static const char help_main[] =
     "                      a candidate policy: tier matrix, tier changes, quota events\n"
     "  rebuild (--partition N | --all) [--from TIME]\n"
     "                      rebuild lost partition state from Kafka, in timestamp order\n"
+    "  dump [--partition N] [--customer C]\n"
+    "                      the state of every partition and customer as JSON lines,\n"
+    "                      a format kept across layout changes (tierctl dump --help):\n"
+    TIERCTL_DUMP_FORMAT
     "\n"
     "options:\n"
     "  -c, --config FILE   YAML configuration, as for tierd\n"
@@ -581,6 +585,7 @@ static const command_t commands[] = {
     {"explain", tierctl_explain},
     {"backtest", tierctl_backtest},
     {"rebuild", tierctl_rebuild},
+    {"dump", tierctl_dump},
 };
 
 int main(int argc, char **argv) {

@@ -1,7 +1,8 @@
 /*
- * tierctl.h -- the operator's tool of tierd, private to its three files:
+ * tierctl.h -- the operator's tool of tierd, private to its four files:
  *   tierctl.c         command line, setup, and what the commands share
  *   tierctl_show.c    show, explain: read one customer, judge it, print
+ *   tierctl_dump.c    dump: every partition and customer as JSON lines
  *   tierctl_replay.c  backtest, rebuild: orders replayed through apply
  *
  * tierctl reads the configuration tierd reads (config_load) and the policy
@@ -27,7 +28,7 @@ enum {
     TC_OK = 0,
     TC_FAIL = 1,      /* Redis or Kafka failed, or the data is unreadable */
     TC_USAGE = 2,     /* bad arguments, configuration or policy refused */
-    TC_NOT_FOUND = 3, /* show/explain: no partition knows the customer */
+    TC_NOT_FOUND = 3, /* show/explain/dump --customer: no partition knows the customer */
     TC_REFUSED = 4,   /* rebuild: a live tierd owns the partition */
 };
 
@@ -128,9 +129,21 @@ int tierctl_show(int argc, char **argv, const char *conf_path, volatile sig_atom
 int tierctl_explain(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 int tierctl_backtest(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 int tierctl_rebuild(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
+int tierctl_dump(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
+
+/* The lines `tierctl dump` prints, one of each type, for the help texts:
+ * README.md documents each field. */
+#define TIERCTL_DUMP_FORMAT                                                                    \
+    "  {\"type\":\"partition\",\"partition\":0,\"offset\":1234,\"month\":\"2026-11\","             \
+    "\"reviewed\":\"2026-10\",\"epoch\":7}\n"                                                   \
+    "  {\"type\":\"customer\",\"partition\":0,\"customer\":\"C1\",\"tier\":3,\"sequence\":4,"        \
+    "\"first_month\":\"2026-08\",\"evaluated\":true,\"live_score\":42.7}\n"                       \
+    "  {\"type\":\"month\",\"partition\":0,\"customer\":\"C1\",\"month\":\"2026-10\",\"qty\":12,"     \
+    "\"amount\":35000,\"orders\":3,\"skus\":2,\"tier\":3,\"grade\":\"A\",\"applied\":4}\n"       \
+    "  {\"type\":\"error\",\"partition\":0,\"customer\":\"C2\",\"error\":\"...\"}\n"
 
 /* Help texts, printed by `tierctl COMMAND --help`; README.md repeats them. */
 extern const char tierctl_help_show[], tierctl_help_explain[], tierctl_help_backtest[],
-    tierctl_help_rebuild[];
+    tierctl_help_rebuild[], tierctl_help_dump[];
 
 #endif
