@@ -205,10 +205,12 @@ static int64_t reply_int(const redisReply *r, int64_t dflt) {
 }
 
 #define META_FIELDS "epoch offset month reviewed poffset format rv_month rv_after"
-#define META_NFIELDS 8
+#define META_NFIELDS STORE_META_NFIELDS
 #define META_FIELD_LIST                                                                        \
     "epoch", "offset", "month", "reviewed", "poffset", "format", "rv_month",                  \
         "rv_after" /* the same, as argv */
+
+const char *const store_meta_fields[STORE_META_NFIELDS] = {META_FIELD_LIST};
 
 static void meta_from_reply(const redisReply *r, store_meta_t *m) {
     m->epoch = reply_int(r->element[0], 0);
@@ -227,6 +229,14 @@ static void meta_from_reply(const redisReply *r, store_meta_t *m) {
         memcpy(m->rv_after, a->str, a->len);
         m->rv_after[a->len] = '\0';
     }
+}
+
+int store_meta_parse(const redisReply *r, store_meta_t *m) {
+    int any = 0;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != META_NFIELDS) return -1;
+    for (size_t i = 0; i < r->elements; i++) any |= r->element[i]->type == REDIS_REPLY_STRING;
+    meta_from_reply(r, m);
+    return any;
 }
 
 int store_tx_add(store_tx_t *tx, int argc, const char **argv, const size_t *argvlen) {
@@ -287,6 +297,22 @@ int store_tx_addv(store_tx_t *tx, int argc, ...) {
     }
     va_end(ap);
     return store_tx_add(tx, argc, argv, argvlen);
+}
+
+int store_tx_add_copy(store_tx_t *tx, int argc, const char *const *argv, const size_t *argvlen) {
+    const char **v = malloc((size_t)(argc > 0 ? argc : 1) * sizeof(*v));
+    size_t *len = malloc((size_t)(argc > 0 ? argc : 1) * sizeof(*len));
+    int rc = -1;
+    if (!v || !len) goto out;
+    for (int i = 0; i < argc; i++) {
+        len[i] = argvlen ? argvlen[i] : strlen(argv[i]);
+        if (!(v[i] = tx_own(tx, argv[i], len[i]))) goto out;
+    }
+    rc = store_tx_add(tx, argc, v, len);
+out:
+    free(v);
+    free(len);
+    return rc;
 }
 
 void store_tx_free(store_tx_t *tx) {

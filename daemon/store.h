@@ -3,17 +3,12 @@
  * layout; knows nothing of orders or policy.
  *
  * Key layout (all keys of one partition share the hash tag {topic.P}):
- *   <prefix>:{<topic>.<P>}:meta        hash: epoch, offset, month, owner, updated_at,
- *                                      lease (owner's lease, wall-clock ms; see store_lease)
- *   <prefix>:{<topic>.<P>}:m:<YYYYMM>  hash, one per month kept:
- *        a:<customer>                      "qty amount orders skus"
- *        s:<customer>                      distinct SALE SKUs, '\n' between
- *        o:<len(customer)>:<customer><order_id>   "1": order applied (dedupe)
- *        t:<customer>                      "tier grade": tier in effect when the month
- *                                          began, worst compliance grade during it
- *        q:<customer>                      quota kinds fired (bit mask)
- *   <prefix>:{<topic>.<P>}:c           hash: <customer> -> decision state
- *        "tier first_month evaluated has_override override_tier sequence live_score_c"
+ *   <prefix>:{<topic>.<P>}:meta        hash: epoch, offset, month, reviewed, poffset,
+ *                                      format (STATE_FORMAT, state.h), owner, updated_at,
+ *                                      lease (owner's lease, wall-clock ms; see store_lease),
+ *                                      rv_month and rv_after while a paged review runs
+ *   <prefix>:{<topic>.<P>}:c           hash: <customer> -> the customer's whole state, one
+ *                                      binary value (state.h, docs/state-format.md)
  *   <prefix>:{<topic>.<P>}:p           hash: <customer> -> profile
  *        "format market chain grade cooperation growth has_override override_tier updated_at"
  *   <prefix>:{<topic>.<P>}:outbox      stream: decided events not yet acknowledged by
@@ -22,7 +17,7 @@
  *
  * Exactly-once rests on two rules kept here:
  *  - a partition's offset is written in the same MULTI/EXEC as the
- *    aggregates it covers;
+ *    customer states it covers;
  *  - every commit runs under WATCH of the meta key after checking the epoch
  *    the writer was given at claim time: a newer owner bumps the epoch, so
  *    a stale owner's EXEC is refused (STORE_FENCED).
@@ -70,6 +65,8 @@ typedef struct store_tx {
 int store_tx_add(store_tx_t *tx, int argc, const char **argv, const size_t *argvlen);
 /* Adds a command whose arguments are given as (ptr, len) pairs, copied. */
 int store_tx_addv(store_tx_t *tx, int argc, ...);
+/* store_tx_add, but the arguments are copied (argvlen NULL: strlen). */
+int store_tx_add_copy(store_tx_t *tx, int argc, const char *const *argv, const size_t *argvlen);
 void store_tx_free(store_tx_t *tx);
 
 store_t *store_new(const config_t *c, char *errstr, size_t errstr_size);
@@ -116,6 +113,15 @@ int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch,
 /* One round trip: WATCH meta, HMGET meta, then for each i HMGET keys[i]
  * with fields[i] (HGETALL when nfields[i] is 0).  replies[i] receives the array reply (caller frees with
  * freeReplyObject).  The WATCH stays armed for store_exec/store_unwatch. */
+/* For tools that only look (tierctl): the meta fields store_read reads,
+ * in its order, to HMGET without a WATCH, and that HMGET's reply read
+ * into m.  store_meta_parse returns 1 when the meta key has any of them,
+ * 0 when it has none (m then says "no state"), -1 when r is not such a
+ * reply. */
+#define STORE_META_NFIELDS 8
+extern const char *const store_meta_fields[STORE_META_NFIELDS];
+int store_meta_parse(const redisReply *r, store_meta_t *m);
+
 int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *meta,
                size_t nkeys, char **keys, const char ***fields, size_t **fieldlens,
                size_t *nfields, redisReply **replies, char *errstr, size_t errstr_size);

@@ -11,6 +11,8 @@
 #include "log.h"
 #include "month.h"
 #include "policyconf.h"
+#include "state.h"
+#include "txn.h"
 
 #include <avro.h>
 #include <ctype.h>
@@ -54,6 +56,10 @@ static const char help_main[] =
     "                      a candidate policy: tier matrix, tier changes, quota events\n"
     "  rebuild (--partition N | --all) [--from TIME]\n"
     "                      rebuild lost partition state from Kafka, in timestamp order\n"
+    "  dump [--partition N] [--customer C]\n"
+    "                      the state of every partition and customer as JSON lines,\n"
+    "                      a format kept across layout changes (tierctl dump --help):\n"
+    TIERCTL_DUMP_FORMAT
     "\n"
     "options:\n"
     "  -c, --config FILE   YAML configuration, as for tierd\n"
@@ -65,9 +71,10 @@ static const char help_main[] =
     "2026-03-01T08:00:00Z, 2026-03-01T08:00:00+08:00.  Without an offset it is\n"
     "in the configured time_zone.\n"
     "\n"
-    "exit status: 0 done, 1 Redis or Kafka failed, 2 usage, configuration or\n"
-    "policy refused, 3 customer not found, 4 refused: a live tierd holds the\n"
-    "partition's lease.\n";
+    "exit status: 0 done, 1 Redis or Kafka failed, or the state is unreadable\n"
+    "(another state format: `tierctl rebuild --partition N`), 2 usage,\n"
+    "configuration or policy refused, 3 customer not found, 4 refused: a live\n"
+    "tierd holds the partition's lease.\n";
 
 /* ------------------------------------------------------------------ */
 /* Setup                                                               */
@@ -166,21 +173,7 @@ int32_t tierctl_partitions(store_t *s, const config_t *c, char *errstr, size_t e
 /* Redis                                                               */
 
 int tierctl_cmd(store_tx_t *tx, int argc, const char *const *argv) {
-    const char *v[16];
-    size_t len[16];
-    if (argc > 16) return -1;
-    for (int i = 0; i < argc; i++) {
-        v[i] = argv[i];
-        len[i] = strlen(argv[i]);
-    }
-    /* store_tx_add borrows: copy through store_tx_addv's owned storage. */
-    switch (argc) {
-    case 2: return store_tx_addv(tx, 2, v[0], len[0], v[1], len[1]);
-    case 3: return store_tx_addv(tx, 3, v[0], len[0], v[1], len[1], v[2], len[2]);
-    case 4: return store_tx_addv(tx, 4, v[0], len[0], v[1], len[1], v[2], len[2], v[3], len[3]);
-    default: break;
-    }
-    return store_tx_add(tx, argc, v, len);
+    return store_tx_add_copy(tx, argc, argv, NULL);
 }
 
 int tierctl_query(store_t *s, store_tx_t *tx, redisReply **replies, char *errstr,
@@ -196,6 +189,78 @@ int tierctl_query(store_t *s, store_tx_t *tx, redisReply **replies, char *errstr
             return TC_FAIL;
         }
     return TC_OK;
+}
+
+int tierctl_meta_cmd(store_tx_t *tx, store_t *s, const config_t *c, int32_t p) {
+    char key[512];
+    const char *argv[2 + STORE_META_NFIELDS] = {"HMGET", key};
+    store_key(s, c->topic_orders, p, "meta", key, sizeof(key));
+    memcpy(argv + 2, store_meta_fields, sizeof(store_meta_fields));
+    return tierctl_cmd(tx, 2 + STORE_META_NFIELDS, argv);
+}
+
+int tierctl_meta(store_t *s, const config_t *c, int32_t p, store_meta_t *m, char *errstr,
+                 size_t errstr_size) {
+    store_tx_t tx = {0};
+    redisReply *r = NULL;
+    int rc = -1;
+    if (tierctl_meta_cmd(&tx, s, c, p) != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto out;
+    }
+    if (tierctl_query(s, &tx, &r, errstr, errstr_size) != TC_OK) goto out;
+    rc = store_meta_parse(r, m);
+    if (rc < 0) snprintf(errstr, errstr_size, "redis: unexpected reply to HMGET of a meta");
+out:
+    if (r) freeReplyObject(r);
+    store_tx_free(&tx);
+    return rc;
+}
+
+int tierctl_format_check(const config_t *c, int32_t p, const store_meta_t *m, char *errstr,
+                         size_t errstr_size) {
+    if (txn_format_ok(m)) return 0;
+    /* Format 1 wrote no format field: state without one is format 1. */
+    snprintf(errstr, errstr_size,
+             "%s [%d] holds state format %d and tierctl reads format %d: stop the tierd that "
+             "owns it and run `tierctl rebuild --partition %d` to rebuild it from the topics",
+             c->topic_orders, (int)p, m->format ? (int)m->format : 1, STATE_FORMAT, (int)p);
+    return -1;
+}
+
+int tierctl_hscan(store_t *s, const char *key, tierctl_field_fn fn, void *opaque,
+                  volatile sig_atomic_t *stop, char *errstr, size_t errstr_size) {
+    char cursor[32] = "0";
+    do {
+        store_tx_t tx = {0};
+        redisReply *r = NULL;
+        const char *argv[5] = {"HSCAN", key, cursor, "COUNT", "1000"};
+        int rc = tierctl_cmd(&tx, 5, argv) != 0 ? TC_FAIL
+                                                : tierctl_query(s, &tx, &r, errstr, errstr_size);
+        store_tx_free(&tx);
+        if (rc != TC_OK) return -1;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING ||
+            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            snprintf(errstr, errstr_size, "redis: unexpected HSCAN reply for %s", key);
+            freeReplyObject(r);
+            return -1;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        const redisReply *kv = r->element[1];
+        for (size_t i = 0; rc == TC_OK && i + 1 < kv->elements; i += 2)
+            if (fn(opaque, kv->element[i], kv->element[i + 1]) != 0) rc = TC_FAIL;
+        freeReplyObject(r);
+        if (rc != TC_OK) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return -1;
+        }
+        if (stop && *stop) {
+            snprintf(errstr, errstr_size, "interrupted");
+            return -1;
+        }
+    } while (strcmp(cursor, "0") != 0);
+    return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -520,6 +585,7 @@ static const command_t commands[] = {
     {"explain", tierctl_explain},
     {"backtest", tierctl_backtest},
     {"rebuild", tierctl_rebuild},
+    {"dump", tierctl_dump},
 };
 
 int main(int argc, char **argv) {

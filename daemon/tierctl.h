@@ -1,7 +1,8 @@
 /*
- * tierctl.h -- the operator's tool of tierd, private to its three files:
+ * tierctl.h -- the operator's tool of tierd, private to its four files:
  *   tierctl.c         command line, setup, and what the commands share
  *   tierctl_show.c    show, explain: read one customer, judge it, print
+ *   tierctl_dump.c    dump: every partition and customer as JSON lines
  *   tierctl_replay.c  backtest, rebuild: orders replayed through apply
  *
  * tierctl reads the configuration tierd reads (config_load) and the policy
@@ -27,7 +28,7 @@ enum {
     TC_OK = 0,
     TC_FAIL = 1,      /* Redis or Kafka failed, or the data is unreadable */
     TC_USAGE = 2,     /* bad arguments, configuration or policy refused */
-    TC_NOT_FOUND = 3, /* show/explain: no partition knows the customer */
+    TC_NOT_FOUND = 3, /* show/explain/dump --customer: no partition knows the customer */
     TC_REFUSED = 4,   /* rebuild: a live tierd owns the partition */
 };
 
@@ -83,6 +84,28 @@ int tierctl_query(store_t *s, store_tx_t *tx, redisReply **replies, char *errstr
 /* Adds a command of NUL-terminated words (copied). */
 int tierctl_cmd(store_tx_t *tx, int argc, const char *const *argv);
 
+/* Partition p's meta, read without a WATCH (tierctl only looks):
+ * tierctl_meta_cmd adds the HMGET to tx, for reading many partitions in
+ * one round trip (store_meta_parse reads each reply); tierctl_meta reads
+ * one: 1 the partition has a meta, 0 it has none, -1 with errstr. */
+int tierctl_meta_cmd(store_tx_t *tx, store_t *s, const config_t *c, int32_t p);
+int tierctl_meta(store_t *s, const config_t *c, int32_t p, store_meta_t *m, char *errstr,
+                 size_t errstr_size);
+/* 0 when tierctl can read partition p's customer states: the format it
+ * reads (STATE_FORMAT), or no state yet.  Else -1 and a sentence naming
+ * the fix (`tierctl rebuild --partition P`).  Every command but rebuild
+ * refuses such a partition. */
+int tierctl_format_check(const config_t *c, int32_t p, const store_meta_t *m, char *errstr,
+                         size_t errstr_size);
+
+/* Walks the hash `key` with HSCAN ... COUNT 1000, a page in memory at a
+ * time, calling fn for every field and value (non-zero: out of memory,
+ * stop).  HSCAN may return a field more than once: fn sees every repeat.
+ * 0 when done, -1 with errstr (Redis failed, fn failed, stop set). */
+typedef int (*tierctl_field_fn)(void *opaque, const redisReply *field, const redisReply *value);
+int tierctl_hscan(store_t *s, const char *key, tierctl_field_fn fn, void *opaque,
+                  volatile sig_atomic_t *stop, char *errstr, size_t errstr_size);
+
 /* A Kafka consumer for reading by hand (assign, never subscribe): no
  * group membership, no commits, end of partition reported. */
 rd_kafka_t *tierctl_kafka(const config_t *c, char *errstr, size_t errstr_size);
@@ -106,9 +129,21 @@ int tierctl_show(int argc, char **argv, const char *conf_path, volatile sig_atom
 int tierctl_explain(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 int tierctl_backtest(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 int tierctl_rebuild(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
+int tierctl_dump(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
+
+/* The lines `tierctl dump` prints, one of each type, for the help texts:
+ * README.md documents each field. */
+#define TIERCTL_DUMP_FORMAT                                                                    \
+    "  {\"type\":\"partition\",\"partition\":0,\"offset\":1234,\"month\":\"2026-11\","             \
+    "\"reviewed\":\"2026-10\",\"epoch\":7}\n"                                                   \
+    "  {\"type\":\"customer\",\"partition\":0,\"customer\":\"C1\",\"tier\":3,\"sequence\":4,"        \
+    "\"first_month\":\"2026-08\",\"evaluated\":true,\"live_score\":42.7}\n"                       \
+    "  {\"type\":\"month\",\"partition\":0,\"customer\":\"C1\",\"month\":\"2026-10\",\"qty\":12,"     \
+    "\"amount\":35000,\"orders\":3,\"skus\":2,\"tier\":3,\"grade\":\"A\",\"applied\":4}\n"       \
+    "  {\"type\":\"error\",\"partition\":0,\"customer\":\"C2\",\"error\":\"...\"}\n"
 
 /* Help texts, printed by `tierctl COMMAND --help`; README.md repeats them. */
 extern const char tierctl_help_show[], tierctl_help_explain[], tierctl_help_backtest[],
-    tierctl_help_rebuild[];
+    tierctl_help_rebuild[], tierctl_help_dump[];
 
 #endif

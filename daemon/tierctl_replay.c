@@ -27,6 +27,7 @@
 #include "events.h"
 #include "month.h"
 #include "policyconf.h"
+#include "state.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -393,6 +394,7 @@ static void replay_reset(replay_t *x, int32_t partition) {
         l->part.meta.month = -1;
         l->part.meta.reviewed = -1;
         l->part.meta.poffset = -1;
+        l->part.meta.rv_month = -1; /* no paged review under way */
     }
 }
 
@@ -452,29 +454,51 @@ typedef struct matrix {
     int64_t customers, up, down;
 } matrix_t;
 
-/* tier of every customer in a lane's state hash, into map (values: int32_t*). */
-static int read_tiers(lane_t *l, strmap_t *map, char *err, size_t errn) {
-    char key[512];
-    store_tx_t tx = {0};
-    redisReply *r = NULL;
-    store_key(l->store, l->conf.topic_orders, l->part.partition, "c", key, sizeof(key));
-    const char *argv[2] = {"HGETALL", key};
-    int rc = tierctl_cmd(&tx, 2, argv) ? TC_FAIL : tierctl_query(l->store, &tx, &r, err, errn);
-    store_tx_free(&tx);
-    if (rc != TC_OK) return -1;
-    for (size_t i = 0; i + 1 < r->elements; i += 2) {
-        decide_customer_t c;
-        int created;
-        memset(&c, 0, sizeof(c));
-        const redisReply *k = r->element[i], *v = r->element[i + 1];
-        strmap_slot_t *s = strmap_put(map, k->str, k->len, &created);
-        int32_t *tier = s && created ? malloc(sizeof(*tier)) : NULL;
-        if (!tier) break;
-        *tier = decide_state_parse(&c, v->str, v->len) == 0 ? c.st.tier : 0;
-        s->value = tier;
-    }
-    freeReplyObject(r);
+/* Collects the tier of every customer of a lane's state hash. */
+typedef struct tiers {
+    strmap_t *map;        /* id -> int32_t* (malloc'd) */
+    state_customer_t s;   /* reused for every state */
+    const char *key;
+    char err[512];        /* the first state that did not decode */
+} tiers_t;
+
+static int see_tier(void *opaque, const redisReply *k, const redisReply *v) {
+    tiers_t *t = opaque;
+    int created;
+    char why[200];
+    if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) return 0;
+    strmap_slot_t *slot = strmap_put(t->map, k->str, k->len, &created);
+    if (!slot) return -1;
+    if (!created) return 0; /* HSCAN returned it again */
+    int32_t *tier = malloc(sizeof(*tier));
+    if (!tier) return -1;
+    *tier = 0;
+    slot->value = tier;
+    if (state_decode(&t->s, v->str, v->len, why, sizeof(why)) == 0)
+        *tier = t->s.st.tier;
+    else if (!t->err[0])
+        snprintf(t->err, sizeof(t->err), "%s field %.*s: the state does not decode (%s)",
+                 t->key, (int)k->len, k->str, why);
     return 0;
+}
+
+/* The tier of every customer in a lane's state hash, into map (values:
+ * int32_t*), a page at a time.  A state that does not decode fails the
+ * backtest: it is never counted as a customer not placed. */
+static int read_tiers(lane_t *l, strmap_t *map, volatile sig_atomic_t *stop, char *err,
+                      size_t errn) {
+    char key[512];
+    tiers_t t = {.map = map, .key = key};
+    int rc;
+    state_init(&t.s);
+    store_key(l->store, l->conf.topic_orders, l->part.partition, "c", key, sizeof(key));
+    rc = tierctl_hscan(l->store, key, see_tier, &t, stop, err, errn);
+    if (rc == 0 && t.err[0]) {
+        snprintf(err, errn, "%s", t.err);
+        rc = -1;
+    }
+    state_free(&t.s);
+    return rc;
 }
 
 static void matrix_add(matrix_t *mx, int32_t from, int32_t to) {
@@ -485,10 +509,12 @@ static void matrix_add(matrix_t *mx, int32_t from, int32_t to) {
     if (from && to && to < from) mx->down++;
 }
 
-static int tally_matrix(lane_t *base, lane_t *cand, matrix_t *mx, char *err, size_t errn) {
+static int tally_matrix(lane_t *base, lane_t *cand, matrix_t *mx, volatile sig_atomic_t *stop,
+                        char *err, size_t errn) {
     strmap_t a = {0}, b = {0};
     int rc = -1;
-    if (read_tiers(base, &a, err, errn) != 0 || read_tiers(cand, &b, err, errn) != 0) goto out;
+    if (read_tiers(base, &a, stop, err, errn) != 0 || read_tiers(cand, &b, stop, err, errn) != 0)
+        goto out;
     for (size_t i = 0; i < b.cap; i++) {
         const strmap_slot_t *s = &b.slots[i], *o;
         if (!s->key) continue;
@@ -618,7 +644,8 @@ static int backtest_partition(backtest_t *b, rd_kafka_t *rk, int32_t p, const op
                                                 sizeof(b->x.err));
     if (prof.to < 0 || replay_partition(&b->x, rk, c, ord, prof) != 0 ||
         close_months(&b->x, to) != 0 ||
-        tally_matrix(&b->lanes[0], &b->lanes[1], &b->mx, b->x.err, sizeof(b->x.err)) != 0)
+        tally_matrix(&b->lanes[0], &b->lanes[1], &b->mx, b->x.stop, b->x.err,
+                     sizeof(b->x.err)) != 0)
         return -1;
     return 0;
 }
@@ -731,7 +758,7 @@ static int check_lease(rebuild_t *r, int32_t p, char *err, size_t errn) {
     return rc;
 }
 
-/* The partition's keys other than meta. */
+/* The partition's keys other than meta: whatever layout wrote them. */
 static int state_keys(rebuild_t *r, int32_t p, store_tx_t *del, char *err, size_t errn) {
     char pattern[600], meta[512], head[512], cursor[32] = "0";
     store_key(r->t.store, r->t.conf.topic_orders, p, "", head, sizeof(head));
@@ -751,7 +778,9 @@ static int state_keys(rebuild_t *r, int32_t p, store_tx_t *del, char *err, size_
         for (size_t i = 0; i < rep->element[1]->elements; i++) {
             const char *k = rep->element[1]->element[i]->str;
             if (strncmp(k, head, strlen(head)) != 0 || strcmp(k, meta) == 0) continue;
-            const char *d[2] = {"DEL", k};
+            /* UNLINK: a partition's state hash can be large; Redis frees it
+             * in the background instead of inside the transaction. */
+            const char *d[2] = {"UNLINK", k};
             if (tierctl_cmd(del, 2, d) != 0) rc = TC_FAIL;
         }
         freeReplyObject(rep);
@@ -791,8 +820,12 @@ static int rebuild_begin(rebuild_t *r, int32_t p, char *err, size_t errn) {
     r->lane.part.meta.epoch = m.epoch;
     r->x.lease_at = store_now_ms(); /* the claim took the lease */
     store_key(r->t.store, r->t.conf.topic_orders, p, "meta", meta, sizeof(meta));
-    const char *hdel[7] = {"HDEL", meta, "offset", "month", "reviewed", "poffset", "updated_at"};
-    if (state_keys(r, p, &tx, err, errn) == 0 && tierctl_cmd(&tx, 7, hdel) == 0)
+    /* Every field that describes the state, the state format and a paged
+     * review's cursor included (a stale cursor would make the replay's
+     * first review skip customers); epoch, owner and lease stay. */
+    const char *hdel[10] = {"HDEL",       meta,     "offset",   "month",   "reviewed",
+                            "poffset",    "format", "rv_month", "rv_after", "updated_at"};
+    if (state_keys(r, p, &tx, err, errn) == 0 && tierctl_cmd(&tx, 10, hdel) == 0)
         rc = fenced_exec(r, p, &tx, err, errn);
     store_tx_free(&tx);
     return rc;
@@ -803,19 +836,23 @@ static int rebuild_begin(rebuild_t *r, int32_t p, char *err, size_t errn) {
  * with tierd), the outbox dropped, the lease given back. */
 static int rebuild_end(rebuild_t *r, int32_t p, range_t ord, range_t prof, char *err,
                        size_t errn) {
-    char meta[512], obox[512], off[32], poff[32];
+    char meta[512], obox[512], off[32], poff[32], fmt[16];
     store_tx_t tx = {0};
     int rc = 0;
     store_key(r->t.store, r->t.conf.topic_orders, p, "meta", meta, sizeof(meta));
     store_key(r->t.store, r->t.conf.topic_orders, p, "outbox", obox, sizeof(obox));
     snprintf(off, sizeof(off), "%" PRId64, ord.to);
     snprintf(poff, sizeof(poff), "%" PRId64, prof.to);
+    snprintf(fmt, sizeof(fmt), "%d", STATE_FORMAT);
     const char *hoff[4] = {"HSET", meta, "offset", off};
     const char *hpoff[4] = {"HSET", meta, "poffset", poff};
+    /* The format too when nothing was replayed: the offsets then describe
+     * an empty state of this format. */
+    const char *hfmt[4] = {"HSET", meta, "format", fmt};
     const char *hdel[3] = {"HDEL", meta, "lease"}, *del[2] = {"DEL", obox};
     if (ord.to > 0) rc |= tierctl_cmd(&tx, 4, hoff);
     if (prof.to > 0) rc |= tierctl_cmd(&tx, 4, hpoff);
-    rc = rc || tierctl_cmd(&tx, 3, hdel) || tierctl_cmd(&tx, 2, del)
+    rc = rc || tierctl_cmd(&tx, 4, hfmt) || tierctl_cmd(&tx, 3, hdel) || tierctl_cmd(&tx, 2, del)
              ? -1
              : fenced_exec(r, p, &tx, err, errn);
     store_tx_free(&tx);

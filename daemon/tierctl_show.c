@@ -4,14 +4,15 @@
  * with the policy engine exactly as the next review would, and print.
  *
  * The customer's partition is found by asking every partition's state
- * hash (one pipelined HEXISTS each): tierctl does not guess the producer's
- * partitioner.
+ * hash (one pipelined HGET each, which also reads the state): tierctl does
+ * not guess the producer's partitioner.  A state is one value (state.h);
+ * one that does not decode is reported, never shown as a new customer.
  */
 #include "tierctl.h"
 
-#include "agg.h"
 #include "decide.h"
 #include "month.h"
+#include "state.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -41,149 +42,140 @@ typedef struct view {
     const char *id;
     int32_t partition;
     store_meta_t meta;
-    int64_t lease;
-    decide_customer_t c;
+    state_customer_t s; /* the stored state: decision state and months */
+    decide_customer_t c; /* the decision view of s, and the profile */
     int32_t month; /* last window month: the partition's current month */
     policy_month_t win[POLICY_WINDOW_MAX];
     uint32_t qmask[POLICY_WINDOW_MAX];
     long long outbox; /* entries waiting */
 } view_t;
 
-static int64_t reply_ll(const redisReply *r, int64_t dflt) {
-    return r && r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : dflt;
-}
-
-/* The partition whose state hash knows the customer; -1 none, -2 error. */
-static int32_t find_partition(tierctl_t *t, const char *id, char *err, size_t errn) {
-    int32_t n = tierctl_partitions(t->store, &t->conf, err, errn), found = -1;
+/* Reads the customer's state from every partition in one round trip (an
+ * HGET of each state hash, with each meta) and decodes the one that has
+ * it.  TC_OK, TC_NOT_FOUND, or TC_FAIL with err: Redis failed, the
+ * partition holds another state format, or the state does not decode --
+ * never taken for a new customer. */
+static int find_state(tierctl_t *t, view_t *v, char *err, size_t errn) {
+    int32_t n = tierctl_partitions(t->store, &t->conf, err, errn);
     store_tx_t tx = {0};
     redisReply **r = NULL;
-    if (n <= 0) return n == 0 ? -1 : -2;
-    r = calloc((size_t)n, sizeof(*r));
+    int rc = TC_FAIL;
+    char why[512] = "";
+    if (n < 0) return TC_FAIL;
+    v->partition = -1;
+    r = calloc((size_t)n * 2 + 1, sizeof(*r));
     for (int32_t p = 0; r && p < n; p++) {
         char key[512];
         store_key(t->store, t->conf.topic_orders, p, "c", key, sizeof(key));
-        const char *argv[3] = {"HEXISTS", key, id};
-        if (tierctl_cmd(&tx, 3, argv) != 0) break;
+        const char *argv[3] = {"HGET", key, v->id};
+        if (tierctl_cmd(&tx, 3, argv) != 0 || tierctl_meta_cmd(&tx, t->store, &t->conf, p) != 0)
+            break;
     }
-    if (!r || tx.ncmds != (size_t)n) {
+    if (!r || tx.ncmds != (size_t)n * 2) {
         snprintf(err, errn, "out of memory");
-        found = -2;
-    } else if (tierctl_query(t->store, &tx, r, err, errn) != TC_OK) {
-        found = -2;
-    } else {
-        for (int32_t p = 0; p < n; p++) {
-            if (found < 0 && r[p]->integer == 1) found = p;
-            freeReplyObject(r[p]);
-        }
-    }
-    store_tx_free(&tx);
-    free(r);
-    return found;
-}
-
-/* meta, state, profile and outbox length in one round trip. */
-static int read_head(tierctl_t *t, view_t *v, char *err, size_t errn) {
-    char meta[512], ckey[512], pkey[512], obox[512];
-    const char *cmds[4][8] = {
-        {"HMGET", meta, "epoch", "offset", "month", "reviewed", "poffset", "lease"},
-        {"HGET", ckey, v->id},
-        {"HGET", pkey, v->id},
-        {"XLEN", obox}};
-    const int argc[4] = {8, 3, 3, 2};
-    store_tx_t tx = {0};
-    redisReply *r[4] = {NULL};
-    int rc = TC_FAIL;
-    store_key(t->store, t->conf.topic_orders, v->partition, "meta", meta, sizeof(meta));
-    store_key(t->store, t->conf.topic_orders, v->partition, "c", ckey, sizeof(ckey));
-    store_key(t->store, t->conf.topic_orders, v->partition, "p", pkey, sizeof(pkey));
-    store_key(t->store, t->conf.topic_orders, v->partition, "outbox", obox, sizeof(obox));
-    for (int i = 0; i < 4; i++)
-        if (tierctl_cmd(&tx, argc[i], cmds[i]) != 0) goto out;
-    if (tierctl_query(t->store, &tx, r, err, errn) != TC_OK) goto out;
-    const redisReply *m = r[0];
-    v->meta.epoch = reply_ll(m->element[0], 0);
-    v->meta.offset = reply_ll(m->element[1], -1);
-    int64_t ym = reply_ll(m->element[2], 0), rv = reply_ll(m->element[3], 0);
-    v->meta.month = ym > 0 ? month_from_yyyymm((int)ym) : -1;
-    v->meta.reviewed = rv > 0 ? month_from_yyyymm((int)rv) : -1;
-    v->meta.poffset = reply_ll(m->element[4], -1);
-    v->lease = reply_ll(m->element[5], 0);
-    if (r[1]->type != REDIS_REPLY_STRING ||
-        decide_state_parse(&v->c, r[1]->str, r[1]->len) != 0) {
-        snprintf(err, errn, "%s: the state of %s is unreadable", ckey, v->id);
         goto out;
     }
-    v->c.has_profile = r[2]->type == REDIS_REPLY_STRING &&
-                       decide_profile_parse(&v->c.profile, &v->c.profile_updated_at, r[2]->str,
-                                            r[2]->len) == 0;
-    v->outbox = r[3]->integer;
+    if (tierctl_query(t->store, &tx, r, err, errn) != TC_OK) goto out;
+    for (int32_t p = 0; p < n && v->partition < 0; p++) {
+        store_meta_t m;
+        if (store_meta_parse(r[2 * p + 1], &m) < 0) {
+            snprintf(err, errn, "redis: unexpected reply to HMGET of a meta");
+            goto out;
+        }
+        /* A partition in another format might keep the customer elsewhere
+         * than its state hash: "not found" is then not known. */
+        if (!why[0] && tierctl_format_check(&t->conf, p, &m, why, sizeof(why)) != 0 &&
+            r[2 * p]->type == REDIS_REPLY_STRING)
+            break;
+        if (r[2 * p]->type == REDIS_REPLY_STRING) {
+            v->partition = p;
+            v->meta = m;
+        }
+    }
+    if (v->partition < 0) {
+        if (why[0]) snprintf(err, errn, "%s", why);
+        rc = why[0] ? TC_FAIL : TC_NOT_FOUND;
+        goto out;
+    }
+    why[0] = '\0';
+    const redisReply *sv = r[2 * v->partition];
+    if (state_decode(&v->s, sv->str, sv->len, why, sizeof(why)) != 0) {
+        char key[512];
+        store_key(t->store, t->conf.topic_orders, v->partition, "c", key, sizeof(key));
+        snprintf(err, errn,
+                 "%s field %s: the customer's state does not decode (%s); `tierctl rebuild "
+                 "--partition %d` rebuilds the partition from the topics",
+                 key, v->id, why, (int)v->partition);
+        goto out;
+    }
+    v->c.st = v->s.st;
+    v->c.seq = v->s.seq;
+    v->c.live_score_c = v->s.live_score_c;
+    v->c.scale = v->s.scale;
     rc = TC_OK;
 out:
-    for (int i = 0; i < 4; i++)
+    for (size_t i = 0; r && i < tx.ncmds; i++)
         if (r[i]) freeReplyObject(r[i]);
     store_tx_free(&tx);
+    free(r);
     return rc;
 }
 
-static void parse_month(view_t *v, size_t i, redisReply *const *f) {
-    agg_month_t a = {0};
-    int32_t tier = 0;
-    policy_grade_t grade = POLICY_GRADE_NONE;
-    if (f[0]->type == REDIS_REPLY_STRING) agg_parse(&a, f[0]->str, f[0]->len);
-    if (f[1]->type == REDIS_REPLY_STRING) decide_month_parse(&tier, &grade, f[1]->str, f[1]->len);
-    v->win[i].qty = a.qty;
-    v->win[i].amount = a.amount;
-    v->win[i].orders = a.orders;
-    v->win[i].skus = a.skus;
-    v->win[i].tier_in_effect = tier;
-    v->win[i].grade = grade;
-    v->qmask[i] = f[2]->type == REDIS_REPLY_STRING ? (uint32_t)strtoul(f[2]->str, NULL, 10) : 0;
-}
-
-/* The W months ending with the partition's month, oldest first. */
-static int read_window(tierctl_t *t, view_t *v, char *err, size_t errn) {
-    const int32_t W = t->policy.window;
-    char keys[POLICY_WINDOW_MAX][512], a[80], tf[80], q[80];
-    redisReply *r[POLICY_WINDOW_MAX] = {NULL};
+/* Profile and outbox length in one round trip. */
+static int read_head(tierctl_t *t, view_t *v, char *err, size_t errn) {
+    char pkey[512], obox[512];
+    const char *hget[3] = {"HGET", pkey, v->id}, *xlen[2] = {"XLEN", obox};
     store_tx_t tx = {0};
+    redisReply *r[2] = {NULL};
     int rc = TC_FAIL;
-    v->month = v->meta.month >= 0 ? v->meta.month : month_of_ms(store_now_ms());
-    snprintf(a, sizeof(a), "a:%s", v->id);
-    snprintf(tf, sizeof(tf), "t:%s", v->id);
-    snprintf(q, sizeof(q), "q:%s", v->id);
-    for (int32_t i = 0; i < W; i++) {
-        v->win[i].month = v->month - W + 1 + i;
-        store_month_key(t->store, t->conf.topic_orders, v->partition, v->win[i].month, keys[i],
-                        sizeof(keys[i]));
-        const char *argv[5] = {"HMGET", keys[i], a, tf, q};
-        if (tierctl_cmd(&tx, 5, argv) != 0) goto out;
+    store_key(t->store, t->conf.topic_orders, v->partition, "p", pkey, sizeof(pkey));
+    store_key(t->store, t->conf.topic_orders, v->partition, "outbox", obox, sizeof(obox));
+    if (tierctl_cmd(&tx, 3, hget) != 0 || tierctl_cmd(&tx, 2, xlen) != 0) {
+        snprintf(err, errn, "out of memory");
+        goto out;
     }
     if (tierctl_query(t->store, &tx, r, err, errn) != TC_OK) goto out;
-    for (int32_t i = 0; i < W; i++) parse_month(v, (size_t)i, r[i]->element);
+    v->c.has_profile = r[0]->type == REDIS_REPLY_STRING &&
+                       decide_profile_parse(&v->c.profile, &v->c.profile_updated_at, r[0]->str,
+                                            r[0]->len) == 0;
+    v->outbox = r[1]->integer;
     rc = TC_OK;
 out:
-    for (int32_t i = 0; i < W; i++)
+    for (int i = 0; i < 2; i++)
         if (r[i]) freeReplyObject(r[i]);
     store_tx_free(&tx);
     return rc;
+}
+
+/* The W months ending with the partition's month, oldest first, as the
+ * policy engine sees them (months the state lacks are zeros). */
+static void fill_window(const tierctl_t *t, view_t *v) {
+    const int32_t W = t->policy.window;
+    v->month = v->meta.month >= 0 ? v->meta.month : month_of_ms(store_now_ms());
+    state_window(&v->s, v->month, W, v->win);
+    for (int32_t i = 0; i < W; i++) {
+        const state_month_t *m = state_month(&v->s, v->win[i].month, 0);
+        v->qmask[i] = m ? m->qmask : 0;
+    }
 }
 
 static int load_view(tierctl_t *t, const char *id, view_t *v) {
     char err[1024] = "";
+    state_free(&v->s);
     memset(v, 0, sizeof(*v));
+    state_init(&v->s);
     v->id = id;
-    v->partition = find_partition(t, id, err, sizeof(err));
-    if (v->partition == -1) {
+    int rc = find_state(t, v, err, sizeof(err));
+    if (rc == TC_NOT_FOUND) {
         fprintf(stderr, "tierctl: customer %s not found: no partition of %s knows it\n", id,
                 t->conf.topic_orders);
         return TC_NOT_FOUND;
     }
-    if (v->partition < 0 || read_head(t, v, err, sizeof(err)) != TC_OK ||
-        read_window(t, v, err, sizeof(err)) != TC_OK) {
+    if (rc != TC_OK || read_head(t, v, err, sizeof(err)) != TC_OK) {
         fprintf(stderr, "tierctl: %s\n", err);
         return TC_FAIL;
     }
+    fill_window(t, v);
     return TC_OK;
 }
 
@@ -432,6 +424,7 @@ int tierctl_show(int argc, char **argv, const char *conf_path, volatile sig_atom
                (int)v.partition);
         if (events > 0) print_events(&t, &v, events);
     }
+    state_free(&v.s);
     tierctl_close(&t);
     return rc;
 }
@@ -601,6 +594,7 @@ int tierctl_explain(int argc, char **argv, const char *conf_path, volatile sig_a
                    month_text(v.meta.reviewed, b + 16, 16));
         explain_rules(&t, &v);
     }
+    state_free(&v.s);
     tierctl_close(&t);
     return rc;
 }

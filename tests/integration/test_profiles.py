@@ -57,7 +57,8 @@ def stored_profile(cust, p):
 
 
 def tier_of(cust, p):
-    return int(svc.redis.hget("tierd:{orders.%d}:c" % p, cust).split()[0])
+    lines = h.dump(svc.redis, "--partition", str(p), "--customer", cust)
+    return [o for o in lines if o["type"] == "customer"][0]["tier"]
 
 
 d = h.Daemon(svc, "p").start()
