@@ -68,7 +68,7 @@ static int decode_one(pbatch_t *b, size_t i, char *errstr, size_t errstr_size) {
          * customer id (EMPTY_ID, BAD_ID, BAD_UTF8). */
         pm->verdict = validate_id("tombstone key", m->key, m->key_len, why, sizeof(why));
         if (pm->verdict != ORDER_OK) {
-            snprintf(m->reason, sizeof(m->reason), "%s; a tombstone needs the customer id as key",
+            snprintf(m->reason, sizeof(m->reason), "%.180s; a tombstone needs the customer id as key",
                      why);
             return 0;
         }

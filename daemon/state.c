@@ -29,9 +29,28 @@ static const uint32_t crc32c_nibble[16] = {
     0xc38d26c4, 0xd3d3e1ab, 0xe330a81a, 0xf36e6f75,
 };
 
+#if defined(__x86_64__)
+/* The same CRC with SSE 4.2's crc32 instruction (8 bytes a step), chosen
+ * at run time: every state is checked on every read, and reviews and
+ * tierctl dump read them all. */
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(const uint8_t *p, size_t n,
+                                                         uint32_t crc) {
+    for (; n >= 8; p += 8, n -= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        crc = (uint32_t)__builtin_ia32_crc32di(crc, v);
+    }
+    for (; n > 0; p++, n--) crc = __builtin_ia32_crc32qi(crc, *p);
+    return crc;
+}
+#endif
+
 uint32_t state_checksum(const void *buf, size_t len) {
     const uint8_t *p = buf;
     uint32_t crc = 0xffffffffu;
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("sse4.2")) return crc_hw(p, len, crc) ^ 0xffffffffu;
+#endif
     for (size_t i = 0; i < len; i++) {
         crc ^= p[i];
         crc = (crc >> 4) ^ crc32c_nibble[crc & 15];
