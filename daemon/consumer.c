@@ -453,14 +453,28 @@ static void renew_leases(consumer_t *k) {
     for (int32_t i = 0; i < k->nparts; i++) {
         part_t *pt = &k->parts[i];
         char err[512] = "";
-        if (!pt->assigned || pt->fenced || t - pt->lease_at < STORE_LEASE_RENEW_MS) continue;
+        store_meta_t now;
+        if (!pt->assigned || pt->fenced || pt->retry_at || pt->need_rewind ||
+            t - pt->lease_at < STORE_LEASE_RENEW_MS)
+            continue;
+        now.epoch = -1;
         int rc = store_lease(k->apply->store, k->conf->topic_orders, i, pt->ap.meta.epoch,
-                             store_now_ms() + STORE_LEASE_MS, err, sizeof(err));
-        if (rc == STORE_ERR) {
+                             store_now_ms() + STORE_LEASE_MS, &now, err, sizeof(err));
+        if (rc == STORE_ERR && now.epoch < 0) {
             log_debug("consumer", "lease of %s [%d]: %s", k->conf->topic_orders, (int)i, err);
             return; /* Redis is failing: the apply path reports it */
         }
         pt->lease_at = t;
+        /* The renewal is also the look that notices a Redis that went back
+         * in time while the partition was quiet (the epoch is the same). */
+        if (apply_meta_verdict(&pt->ap, &now) == APPLY_REWIND) {
+            snprintf(err, sizeof(err),
+                     "%s [%d]: Redis holds offset %" PRId64 " poffset %" PRId64
+                     ", older than ours (%" PRId64 ", %" PRId64 "): it lost writes",
+                     k->conf->topic_orders, (int)i, now.offset, now.poffset, pt->ap.meta.offset,
+                     pt->ap.meta.poffset);
+            part_on_result(k, i, pt, APPLY_REWIND, err);
+        }
     }
 }
 
@@ -468,7 +482,7 @@ static void renew_leases(consumer_t *k) {
 static void release_lease(consumer_t *k, int32_t id, part_t *pt) {
     char err[512] = "";
     if (!pt->assigned || pt->fenced) return;
-    if (store_lease(k->apply->store, k->conf->topic_orders, id, pt->ap.meta.epoch, 0, err,
+    if (store_lease(k->apply->store, k->conf->topic_orders, id, pt->ap.meta.epoch, 0, NULL, err,
                     sizeof(err)) == STORE_ERR)
         log_warn("consumer", "lease of %s [%d] not released (it lapses in %d s): %s",
                  k->conf->topic_orders, (int)id, STORE_LEASE_MS / 1000, err);

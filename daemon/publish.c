@@ -260,30 +260,22 @@ static rd_kafka_resp_err_t dl_produce(publish_t *d, const char *topic, const cha
     }
     snprintf(size, sizeof(size), "%zu", m->value_len);
     snprintf(digest, sizeof(digest), "%016" PRIx64, fnv1a64(m->value, m->value_len));
-    rd_kafka_resp_err_t err;
-    if (r->level == 0)
-        err = rd_kafka_producev(
-            d->rk, RD_KAFKA_V_TOPIC(d->topic), RD_KAFKA_V_KEY((void *)m->key, klen),
-            RD_KAFKA_V_VALUE((void *)m->value, vlen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_HEADER("tierd.reason", code, -1),
-            RD_KAFKA_V_HEADER("tierd.reason_text", m->reason, -1),
-            RD_KAFKA_V_HEADER("tierd.source.topic", topic, -1),
-            RD_KAFKA_V_HEADER("tierd.source.partition", part, -1),
-            RD_KAFKA_V_HEADER("tierd.source.offset", off, -1), RD_KAFKA_V_OPAQUE(o),
-            RD_KAFKA_V_END);
-    else
-        err = rd_kafka_producev(
-            d->rk, RD_KAFKA_V_TOPIC(d->topic), RD_KAFKA_V_KEY((void *)m->key, klen),
-            RD_KAFKA_V_VALUE((void *)m->value, vlen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-            RD_KAFKA_V_HEADER("tierd.reason", code, -1),
-            RD_KAFKA_V_HEADER("tierd.reason_text", m->reason, -1),
-            RD_KAFKA_V_HEADER("tierd.source.topic", topic, -1),
-            RD_KAFKA_V_HEADER("tierd.source.partition", part, -1),
-            RD_KAFKA_V_HEADER("tierd.source.offset", off, -1),
-            RD_KAFKA_V_HEADER("tierd.standin", r->err, -1),
-            RD_KAFKA_V_HEADER("tierd.original.size", size, -1),
-            RD_KAFKA_V_HEADER("tierd.original.fnv1a64", digest, -1), RD_KAFKA_V_OPAQUE(o),
-            RD_KAFKA_V_END);
+    rd_kafka_headers_t *h = rd_kafka_headers_new(8);
+    rd_kafka_header_add(h, "tierd.reason", -1, code, -1);
+    rd_kafka_header_add(h, "tierd.reason_text", -1, m->reason, -1);
+    rd_kafka_header_add(h, "tierd.source.topic", -1, topic, -1);
+    rd_kafka_header_add(h, "tierd.source.partition", -1, part, -1);
+    rd_kafka_header_add(h, "tierd.source.offset", -1, off, -1);
+    if (r->level > 0) {
+        rd_kafka_header_add(h, "tierd.standin", -1, r->err, -1);
+        rd_kafka_header_add(h, "tierd.original.size", -1, size, -1);
+        rd_kafka_header_add(h, "tierd.original.fnv1a64", -1, digest, -1);
+    }
+    rd_kafka_resp_err_t err = rd_kafka_producev(
+        d->rk, RD_KAFKA_V_TOPIC(d->topic), RD_KAFKA_V_KEY((void *)m->key, klen),
+        RD_KAFKA_V_VALUE((void *)m->value, vlen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+        RD_KAFKA_V_HEADERS(h), RD_KAFKA_V_OPAQUE(o), RD_KAFKA_V_END);
+    if (err) rd_kafka_headers_destroy(h); /* librdkafka owns them only on success */
     if (err) free(o);
     return err;
 }

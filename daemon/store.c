@@ -448,7 +448,7 @@ out:
 }
 
 int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch,
-                int64_t until_ms, char *errstr, size_t errstr_size) {
+                int64_t until_ms, store_meta_t *out, char *errstr, size_t errstr_size) {
     char key[256], until[32];
     store_meta_t now;
     store_tx_t tx = {0};
@@ -457,6 +457,7 @@ int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch,
     if (store_read(s, topic, partition, &now, 0, NULL, NULL, NULL, NULL, NULL, errstr,
                    errstr_size) != STORE_OK)
         return STORE_ERR;
+    if (out) *out = now;
     if (now.epoch != epoch) {
         store_unwatch(s);
         snprintf(errstr, errstr_size, "%s [%d]: epoch is %" PRId64 ", ours %" PRId64, topic,

@@ -106,9 +106,11 @@ int store_claim(store_t *s, const char *topic, int32_t partition, const char *ow
 int64_t store_now_ms(void);
 
 /* Sets meta.lease to until_ms (0: removes it), only while meta.epoch is
- * still `epoch` (watched): STORE_FENCED when another owner took over. */
+ * still `epoch` (watched): STORE_FENCED when another owner took over.
+ * now (may be NULL) gets the meta as read, so the caller can tell a Redis
+ * that went back in time while nothing else was written. */
 int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch,
-                int64_t until_ms, char *errstr, size_t errstr_size);
+                int64_t until_ms, store_meta_t *now, char *errstr, size_t errstr_size);
 
 /* One round trip: WATCH meta, HMGET meta, then for each i HMGET keys[i]
  * with fields[i] (HGETALL when nfields[i] is 0).  replies[i] receives the array reply (caller frees with

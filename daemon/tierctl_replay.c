@@ -276,7 +276,7 @@ static int renew_lease(replay_t *x) {
     if (!x->lease || now - x->lease_at < STORE_LEASE_RENEW_MS) return 0;
     x->lease_at = now;
     if (store_lease(l->store, l->conf.topic_orders, x->partition, l->part.meta.epoch,
-                    now + STORE_LEASE_MS, x->err, sizeof(x->err)) == STORE_OK)
+                    now + STORE_LEASE_MS, NULL, x->err, sizeof(x->err)) == STORE_OK)
         return 0;
     x->failed = 1;
     return -1;

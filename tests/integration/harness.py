@@ -643,20 +643,7 @@ def check_dead_letters(bootstrap, recs, want_dead, allow_repeats):
 
 def read_topic(bootstrap, topic, partitions=8):
     """Every record of a topic: [(key, value bytes)], each partition in order."""
-    ends = end_offsets(bootstrap, topic, partitions)
-    want = sum(ends.values())
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "tierd-test-read-%d" % os.getpid(),
-                  "enable.auto.commit": False})
-    c.assign([TopicPartition(topic, i, 0) for i in range(partitions)])
-    got, deadline = [], time.time() + 60
-    while len(got) < want and time.time() < deadline:
-        m = c.poll(0.5)
-        if m is None or m.error():
-            continue
-        got.append((m.key(), m.value()))
-    c.close()
-    assert len(got) == want, "read %d of %d records of %s" % (len(got), want, topic)
-    return got
+    return [(k, v) for _, k, v, _, _ in read_records(bootstrap, topic, partitions)]
 
 
 def decode_events(records, schema_file):
@@ -729,3 +716,94 @@ def wait_for(cond, what, timeout=60, daemons=()):
             assert d.alive(), "tierd %s died:\n%s" % (d.name, d.log_text()[-3000:])
         time.sleep(0.2)
     raise AssertionError("timed out waiting for " + what)
+
+
+# ------------------------------------------------ events by id, Redis rollback
+
+def read_records(bootstrap, topic, partitions=8):
+    """Every record of a topic with its headers:
+    [(headers {name: str}, key, value, partition, offset)], each partition in order."""
+    ends = end_offsets(bootstrap, topic, partitions)
+    want = sum(ends.values())
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "tierd-test-rec-%d" % os.getpid(),
+                  "enable.auto.commit": False})
+    c.assign([TopicPartition(topic, i, 0) for i in range(partitions)])
+    got, deadline = [], time.time() + 60
+    while len(got) < want and time.time() < deadline:
+        m = c.poll(0.5)
+        if m is None or m.error():
+            continue
+        hdr = {k: (v.decode() if v is not None else None) for k, v in (m.headers() or [])}
+        got.append((hdr, m.key(), m.value(), m.partition(), m.offset()))
+    c.close()
+    assert len(got) == want, "read %d of %d records of %s" % (len(got), want, topic)
+    return got
+
+
+def group_events(records, schema_file):
+    """Groups event records by their tierd.event_id header.  Returns
+    (events {event_id: decoded first copy}, copies {event_id: [value bytes, ...]
+    in topic order}, problems [str]): a header that disagrees with the
+    event_id inside, or a key that is not the customer, is a problem."""
+    schema = avro.schema.parse(open(os.path.join(ROOT, "schemas", schema_file)).read())
+    reader = avro.io.DatumReader(schema)
+    events, copies, problems = {}, {}, []
+    for hdr, key, value, part, off in records:
+        ev = reader.read(avro.io.BinaryDecoder(io.BytesIO(value)))
+        eid = hdr.get("tierd.event_id")
+        if eid != ev["event_id"]:
+            problems.append("%s p%d@%d: header event_id %r, inside %r" % (schema_file, part, off,
+                                                                        eid, ev["event_id"]))
+            eid = ev["event_id"]
+        if key is None or key.decode() != ev["customer_id"]:
+            problems.append("%s p%d@%d: key %r is not the customer" % (schema_file, part, off, key))
+        events.setdefault(eid, ev)
+        copies.setdefault(eid, []).append(value)
+    return events, copies, problems
+
+
+def differing_copies(copies, schema_file):
+    """[(event_id, {field: [values over the distinct copies]})] of the ids
+    published with more than one distinct value."""
+    schema = avro.schema.parse(open(os.path.join(ROOT, "schemas", schema_file)).read())
+    reader = avro.io.DatumReader(schema)
+    out = []
+    for eid, vals in copies.items():
+        distinct = list(dict.fromkeys(vals))
+        if len(distinct) < 2:
+            continue
+        decoded = [reader.read(avro.io.BinaryDecoder(io.BytesIO(v))) for v in distinct]
+        fields = {f: [d[f] for d in decoded] for f in decoded[0]
+                  if any(d[f] != decoded[0][f] for d in decoded)}
+        out.append((eid, fields))
+    return out
+
+
+def meta_field(svc, field, partitions=8):
+    """{partition: int or None} of one field of every partition's meta hash."""
+    pipe = svc.redis.pipeline(transaction=False)
+    for p in range(partitions):
+        pipe.hget("tierd:{orders.%d}:meta" % p, field)
+    return {p: (int(v) if v is not None else None) for p, v in enumerate(pipe.execute())}
+
+
+def redis_snapshot(svc, dest):
+    """Copies Redis' AOF directory to dest while Redis runs, with client
+    writes paused for the copy so it ends at a transaction boundary."""
+    src = os.path.join(svc.dir, "redis", "appendonlydir")
+    svc.redis.execute_command("CLIENT", "PAUSE", "10000", "WRITE")
+    try:
+        shutil.copytree(src, dest)
+    finally:
+        svc.redis.execute_command("CLIENT", "UNPAUSE")
+
+
+def redis_restore(svc, snapshot):
+    """Redis loses acknowledged writes: stopped (by its pid file), its AOF
+    replaced by an older copy, started again on the same port."""
+    svc.run("stop-redis")
+    dst = os.path.join(svc.dir, "redis", "appendonlydir")
+    shutil.rmtree(dst)
+    shutil.copytree(snapshot, dst)
+    svc.run("start-redis")
+    svc.redis = redis.Redis(host="127.0.0.1", port=svc.redis_port)
