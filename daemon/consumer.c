@@ -635,11 +635,13 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             /* Finish what we hold unless the partition was lost (then a
              * new owner may already write: the epoch would refuse us), or
              * it is waiting on a retry, or the way out has no time left:
-             * what is not committed is read again by its next owner. */
-            if (!lost && pt->assigned && !pt->retry_at && !pt->need_rewind &&
-                time_for_redis(k)) {
+             * what is not committed is read again by its next owner.  A
+             * partition waiting on a retry still gives its lease back: one
+             * paused on a broken state waits for `tierctl rebuild`, which
+             * refuses while the lease runs. */
+            if (!lost && pt->assigned && !pt->need_rewind && time_for_redis(k)) {
                 char why[512] = "";
-                if (part_flush_profiles(k, id, pt, why, sizeof(why)) == APPLY_OK &&
+                if (!pt->retry_at && part_flush_profiles(k, id, pt, why, sizeof(why)) == APPLY_OK &&
                     part_flush(k, id, pt, why, sizeof(why)) == APPLY_OK && pt->ap.outbox_dirty)
                     drain_outbox(k, id);
                 release_lease(k, id, pt);
