@@ -638,13 +638,15 @@ static rd_kafka_error_t *on_assign(consumer_t *k, rd_kafka_t *rk,
 /* Gives one partition up: finishes what it holds unless it was lost (a
  * new owner may already write: the epoch would refuse us), or it waits on
  * a retry, or the way out has no time left; what is not committed is read
- * again by its next owner. */
+ * again by its next owner.  A partition waiting on a retry still gives its
+ * lease back: one paused on a broken state waits for `tierctl rebuild`,
+ * which refuses while the lease runs. */
 static void revoke_one(consumer_t *k, int32_t id, int lost) {
     part_t *pt = part_get(k, id);
     if (!pt) return;
-    if (!lost && pt->assigned && !pt->retry_at && !pt->need_rewind && time_for_redis(k)) {
+    if (!lost && pt->assigned && !pt->need_rewind && time_for_redis(k)) {
         char why[512] = "";
-        if (part_flush_profiles(k, id, pt, why, sizeof(why)) == APPLY_OK &&
+        if (!pt->retry_at && part_flush_profiles(k, id, pt, why, sizeof(why)) == APPLY_OK &&
             part_flush(k, id, pt, why, sizeof(why)) == APPLY_OK && pt->ap.outbox_dirty)
             drain_outbox(k, id);
         release_lease(k, id, pt);

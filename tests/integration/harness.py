@@ -807,3 +807,109 @@ def redis_restore(svc, snapshot):
     shutil.copytree(snapshot, dst)
     svc.run("start-redis")
     svc.redis = redis.Redis(host="127.0.0.1", port=svc.redis_port)
+
+
+# ------------------------------------------------------- state format 2
+
+STATE_FORMAT = 2
+
+
+def _crc32c_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data):
+    """CRC-32C (Castagnoli, reflected), the state value's checksum."""
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = (crc >> 8) ^ _CRC32C[(crc ^ b) & 0xFF]
+    return crc ^ 0xFFFFFFFF
+
+
+class StateError(ValueError):
+    pass
+
+
+class _Reader:
+    def __init__(self, b):
+        self.b, self.i = b, 0
+
+    def u8(self):
+        if self.i >= len(self.b):
+            raise StateError("truncated at byte %d" % self.i)
+        self.i += 1
+        return self.b[self.i - 1]
+
+    def uv(self):
+        v, shift, n = 0, 0, 0
+        while True:
+            x = self.u8()
+            n += 1
+            if n > 10 or (n == 10 and x > 1):
+                raise StateError("varint past 64 bits at byte %d" % self.i)
+            if n > 1 and x == 0:
+                raise StateError("overlong varint at byte %d" % self.i)
+            v |= (x & 0x7F) << shift
+            shift += 7
+            if not x & 0x80:
+                return v
+
+    def sv(self):
+        u = self.uv()
+        return (u >> 1) ^ -(u & 1)
+
+    def raw(self, n):
+        if self.i + n > len(self.b):
+            raise StateError("%d bytes wanted at byte %d, %d left" % (n, self.i, len(self.b) - self.i))
+        self.i += n
+        return self.b[self.i - n:self.i]
+
+
+def decode_state_v2(b, check_crc=True):
+    """One customer's value (daemon/state.h, format 2) as a dict:
+    flags/tier/first_month/override_tier/seq/live_score_c/scale and
+    months: [{month (year*12 + month-1), qty, amount, orders, tier, grade,
+    qmask, skus: [u32], fps: [u64]}].  Raises StateError for anything the
+    layout does not allow (the checksum too unless check_crc is false)."""
+    r = _Reader(b)
+    fmt = r.u8()
+    if fmt != STATE_FORMAT:
+        raise StateError("format %d, not %d" % (fmt, STATE_FORMAT))
+    s = {"flags": r.uv(), "tier": r.uv(), "first_month": r.sv(), "override_tier": r.uv(),
+         "seq": r.uv(), "live_score_c": r.sv(), "scale": chr(r.u8())}
+    if s["flags"] & ~3:
+        raise StateError("unknown flag bits %#x" % s["flags"])
+    if s["scale"] not in "X123":
+        raise StateError("scale %r" % s["scale"])
+    s["months"] = []
+    prev = None
+    for k in range(r.uv()):
+        m = r.sv() if k == 0 else prev + r.uv() + 1
+        prev = m
+        mo = {"month": m, "qty": r.uv(), "amount": r.uv(), "orders": r.uv(), "tier": r.uv(),
+              "grade": r.uv(), "qmask": r.uv()}
+        mo["skus"] = [int.from_bytes(r.raw(4), "little") for _ in range(r.uv())]
+        mo["fps"] = [int.from_bytes(r.raw(8), "little") for _ in range(r.uv())]
+        for name in ("skus", "fps"):
+            v = mo[name]
+            if any(v[j] >= v[j + 1] for j in range(len(v) - 1)):
+                raise StateError("month %d: %s not strictly ascending" % (m, name))
+        s["months"].append(mo)
+    body = r.i
+    crc = int.from_bytes(r.raw(4), "little")
+    if r.i != len(b):
+        raise StateError("%d trailing bytes" % (len(b) - r.i))
+    if check_crc and crc != crc32c(b[:body]):
+        raise StateError("checksum mismatch")
+    return s
+
+
