@@ -810,7 +810,7 @@ static int fenced_exec(rebuild_t *r, int32_t p, store_tx_t *tx, char *err, size_
 
 /* Claims p and clears what is left of its state (epoch kept, bumped). */
 static int rebuild_begin(rebuild_t *r, int32_t p, char *err, size_t errn) {
-    char meta[512];
+    char meta[512], obox[512], kept[512];
     store_tx_t tx = {0};
     store_meta_t m;
     int rc = -1;
@@ -820,12 +820,18 @@ static int rebuild_begin(rebuild_t *r, int32_t p, char *err, size_t errn) {
     r->lane.part.meta.epoch = m.epoch;
     r->x.lease_at = store_now_ms(); /* the claim took the lease */
     store_key(r->t.store, r->t.conf.topic_orders, p, "meta", meta, sizeof(meta));
+    store_key(r->t.store, r->t.conf.topic_orders, p, "outbox", obox, sizeof(obox));
+    store_key(r->t.store, r->t.conf.topic_orders, p, "outbox-kept", kept, sizeof(kept));
+    /* Events decided before the rebuild and not yet published stay: the
+     * outbox waits aside while the replay decides (and discards) its own. */
+    const char *copy[5] = {"COPY", obox, kept, "REPLACE", NULL};
     /* Every field that describes the state, the state format and a paged
      * review's cursor included (a stale cursor would make the replay's
      * first review skip customers); epoch, owner and lease stay. */
     const char *hdel[10] = {"HDEL",       meta,     "offset",   "month",   "reviewed",
                             "poffset",    "format", "rv_month", "rv_after", "updated_at"};
-    if (state_keys(r, p, &tx, err, errn) == 0 && tierctl_cmd(&tx, 10, hdel) == 0)
+    if (tierctl_cmd(&tx, 4, copy) == 0 && state_keys(r, p, &tx, err, errn) == 0 &&
+        tierctl_cmd(&tx, 10, hdel) == 0)
         rc = fenced_exec(r, p, &tx, err, errn);
     store_tx_free(&tx);
     return rc;
@@ -833,14 +839,16 @@ static int rebuild_begin(rebuild_t *r, int32_t p, char *err, size_t errn) {
 
 /* Offsets at the ends replayed (also when the range held nothing to
  * apply; a topic partition that never had a record gets no offset, as
- * with tierd), the outbox dropped, the lease given back. */
+ * with tierd), the replay's events dropped (published before), the outbox
+ * of before the rebuild put back, the lease given back. */
 static int rebuild_end(rebuild_t *r, int32_t p, range_t ord, range_t prof, char *err,
                        size_t errn) {
-    char meta[512], obox[512], off[32], poff[32], fmt[16];
+    char meta[512], obox[512], kept[512], off[32], poff[32], fmt[16];
     store_tx_t tx = {0};
     int rc = 0;
     store_key(r->t.store, r->t.conf.topic_orders, p, "meta", meta, sizeof(meta));
     store_key(r->t.store, r->t.conf.topic_orders, p, "outbox", obox, sizeof(obox));
+    store_key(r->t.store, r->t.conf.topic_orders, p, "outbox-kept", kept, sizeof(kept));
     snprintf(off, sizeof(off), "%" PRId64, ord.to);
     snprintf(poff, sizeof(poff), "%" PRId64, prof.to);
     snprintf(fmt, sizeof(fmt), "%d", STATE_FORMAT);
@@ -850,9 +858,12 @@ static int rebuild_end(rebuild_t *r, int32_t p, range_t ord, range_t prof, char 
      * an empty state of this format. */
     const char *hfmt[4] = {"HSET", meta, "format", fmt};
     const char *hdel[3] = {"HDEL", meta, "lease"}, *del[2] = {"DEL", obox};
+    const char *back[5] = {"COPY", kept, obox, "REPLACE", NULL}, *delk[2] = {"DEL", kept};
     if (ord.to > 0) rc |= tierctl_cmd(&tx, 4, hoff);
     if (prof.to > 0) rc |= tierctl_cmd(&tx, 4, hpoff);
-    rc = rc || tierctl_cmd(&tx, 4, hfmt) || tierctl_cmd(&tx, 3, hdel) || tierctl_cmd(&tx, 2, del)
+    rc = rc || tierctl_cmd(&tx, 4, hfmt) || tierctl_cmd(&tx, 3, hdel) ||
+                 tierctl_cmd(&tx, 2, del) || tierctl_cmd(&tx, 4, back) ||
+                 tierctl_cmd(&tx, 2, delk)
              ? -1
              : fenced_exec(r, p, &tx, err, errn);
     store_tx_free(&tx);
@@ -864,11 +875,19 @@ static int rebuild_partition(rebuild_t *r, rd_kafka_t *rk, int32_t p, const opts
     char *err = r->x.err;
     size_t errn = sizeof(r->x.err);
     range_t ord = {-1, -1}, prof = {-1, -1};
+    store_meta_t m;
+    /* Only what tierd had applied is rebuilt: the records after its stored
+     * offsets are left to tierd, which applies them and publishes what
+     * they decide (the replay's own events are not published). */
+    m.offset = m.poffset = -1;
+    if (tierctl_meta(r->t.store, c, p, &m, err, errn) < 0) return -1;
     ord.from = tierctl_offset_at(rk, c->topic_orders, p, o->from, err, errn);
     if (ord.from >= 0) ord.to = tierctl_offset_at(rk, c->topic_orders, p, INT64_MAX, err, errn);
+    if (ord.to >= 0 && m.offset >= 0 && m.offset < ord.to) ord.to = m.offset;
     if (ord.to >= 0) prof.from = tierctl_offset_at(rk, c->topic_profiles, p, 0, err, errn);
     if (prof.from >= 0)
         prof.to = tierctl_offset_at(rk, c->topic_profiles, p, INT64_MAX, err, errn);
+    if (prof.to >= 0 && m.poffset >= 0 && m.poffset < prof.to) prof.to = m.poffset;
     if (prof.to < 0 || rebuild_begin(r, p, err, errn) != 0 ||
         replay_partition(&r->x, rk, c, ord, prof) != 0 ||
         rebuild_end(r, p, ord, prof, err, errn) != 0)
