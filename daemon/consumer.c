@@ -56,12 +56,21 @@ typedef struct part {
     size_t npending, cap;
 } part_t;
 
+/* Outbox entries one publishing round reads per partition (an entry holds
+ * at most 256 events), so a round's memory stays bounded. */
+#define OUTBOX_ROUND_ENTRIES 16
+
+/* Records taken from the consumer queue per call. */
+#define POLL_BATCH 1024
+
 struct consumer {
     const config_t *conf;
     apply_ctx_t *apply; /* borrowed */
     publish_t *pub;     /* borrowed */
     rd_kafka_t *rk;
     rd_kafka_t *prk; /* customer-profiles, assigned by hand */
+    rd_kafka_queue_t *q; /* rk's consumer queue */
+    rd_kafka_message_t *polled[POLL_BATCH];
     const char *stall_publish_file; /* tests only: publisher waits while it exists */
     int64_t last_idle_check_ms;
     part_t *parts; /* indexed by partition id */
@@ -426,8 +435,9 @@ static void publish_all(consumer_t *k, int wait_ms) {
         if (n == 0) return;
         k->publish_next = (ids[n - 1] + 1) % k->nparts;
     }
-    if (publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, ids, n, 1000, wait_ms,
-                         done, nread, &ndone, err, sizeof(err)) != 0 ||
+    if (publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, ids, n,
+                         OUTBOX_ROUND_ENTRIES, wait_ms, done, nread, &ndone, err,
+                         sizeof(err)) != 0 ||
         err[0]) {
         /* These stay dirty.  A failure that comes back at once (a
          * malformed entry, no authorization) must not turn every loop
@@ -441,7 +451,7 @@ static void publish_all(consumer_t *k, int wait_ms) {
     }
     if (ndone) k->publish_backoff = 0;
     for (size_t j = 0; j < ndone; j++)
-        if (nread[j] >= 0 && nread[j] < 1000 && done[j] < k->nparts)
+        if (nread[j] >= 0 && nread[j] < OUTBOX_ROUND_ENTRIES && done[j] < k->nparts)
             k->parts[done[j]].ap.outbox_dirty = 0;
 }
 
@@ -557,11 +567,12 @@ static void drain_outbox(consumer_t *k, int32_t id) {
         int busy = publish_outboxes_busy(k->pub);
         if (!busy && started) return;
         if (publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, &id, busy ? 0 : 1,
-                             1000, 100, done, nread, &ndone, why, sizeof(why)) != 0)
+                             OUTBOX_ROUND_ENTRIES, 100, done, nread, &ndone, why,
+                             sizeof(why)) != 0)
             return;
         started |= !busy;
         for (size_t j = 0; j < ndone; j++)
-            if (done[j] < k->nparts && nread[j] >= 0 && nread[j] < 1000)
+            if (done[j] < k->nparts && nread[j] >= 0 && nread[j] < OUTBOX_ROUND_ENTRIES)
                 k->parts[done[j]].ap.outbox_dirty = 0;
     }
 }
@@ -709,6 +720,15 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
            rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
+/* librdkafka prefetches up to 64 MB by default, more than the rest of
+ * tierd uses: 8 MB keeps a backlog's batches full (unless kafka.* says
+ * otherwise). */
+static void prefetch_bound(const config_t *c, rd_kafka_conf_t *conf) {
+    char why[256];
+    if (!config_kafka_get(c, "queued.max.messages.kbytes"))
+        rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "8192", why, sizeof(why));
+}
+
 consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, char *errstr,
                          size_t errstr_size) {
     static const char *const pfixed[] = {"enable.auto.offset.store", "false",
@@ -734,6 +754,7 @@ consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, 
     /* The profiles handle: no subscription, assigned partition by partition. */
     conf = kafkaconf_build(c, pfixed, errstr, errstr_size);
     if (!conf) goto fail;
+    prefetch_bound(c, conf);
     k->prk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
     if (!k->prk) {
         snprintf(errstr, errstr_size, "kafka consumer (profiles): %s", why);
@@ -749,6 +770,7 @@ consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, 
                           sizeof(why));
     if (!config_kafka_get(c, "auto.offset.reset"))
         rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", why, sizeof(why));
+    prefetch_bound(c, conf);
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     rd_kafka_conf_set_opaque(conf, k);
@@ -759,6 +781,7 @@ consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, 
     }
     conf = NULL; /* now owned by rk */
     rd_kafka_poll_set_consumer(k->rk);
+    k->q = rd_kafka_queue_get_consumer(k->rk);
     topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, c->topic_orders, RD_KAFKA_PARTITION_UA);
     err = rd_kafka_subscribe(k->rk, topics);
@@ -1021,20 +1044,30 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
             sd_notify(0, "WATCHDOG=1");
             last_watchdog = t;
         }
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, poll_timeout(k));
-        if (m && m->err) {
-            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                log_warn("consumer", "%s", rd_kafka_message_errstr(m));
-            rd_kafka_message_destroy(m);
-            m = NULL;
-        } else if (m && enqueue(k, m) != 0) {
+        /* Up to POLL_BATCH records a call: the loop's own work (deadlines,
+         * profiles, metrics) is paid per call, not per record. */
+        ssize_t got = rd_kafka_consume_batch_queue(k->q, poll_timeout(k), k->polled, POLL_BATCH);
+        int oom = 0;
+        for (ssize_t i = 0; i < got; i++) {
+            rd_kafka_message_t *m = k->polled[i];
+            if (m->err) {
+                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                    log_warn("consumer", "%s", rd_kafka_message_errstr(m));
+                rd_kafka_message_destroy(m);
+            } else if (oom) {
+                rd_kafka_message_destroy(m);
+            } else if (enqueue(k, m) != 0) {
+                oom = 1; /* enqueue destroyed it */
+            }
+        }
+        if (oom) {
             log_error("consumer", "out of memory");
             k->fatal = 1;
             break;
         }
         poll_profiles(k);
-        /* Nothing more queued: every partition's batch goes now. */
-        service_due(k, m == NULL);
+        /* Fewer than asked: nothing more is queued, every batch goes now. */
+        service_due(k, got < POLL_BATCH);
         /* A partition fenced but never taken away by the group: we are
          * its owner after all (the epoch was bumped by a tool or a
          * zombie); claim it again and continue from Redis' offset. */
@@ -1075,6 +1108,7 @@ void consumer_destroy(consumer_t *k) {
     free(k->parts);
     /* Closed in consumer_run (or never joined); a close abandoned at the
      * deadline is not tried again here. */
+    if (k->q) rd_kafka_queue_destroy(k->q);
     if (k->rk) rd_kafka_destroy_flags(k->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     if (k->prk) rd_kafka_destroy_flags(k->prk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     free(k);

@@ -136,27 +136,42 @@ void decide_args_free(decide_args_t *a) {
     memset(a, 0, sizeof(*a));
 }
 
+/* Events per outbox entry at most: a transaction that decides more (a
+ * batch of new customers, a review page) writes several entries, so the
+ * publisher reads the outbox in pieces of bounded size. */
+#define OUTBOX_ENTRY_EVENTS 256
+
+/* Adds the entry being filled to tx (its strings stay in d->outbox). */
+static int outbox_close(decide_ctx_t *d, store_tx_t *tx) {
+    decide_args_t *o = &d->outbox;
+    size_t from = d->entry_from;
+    if (d->entry_events == 0) return 0;
+    d->entry_from = o->n;
+    d->entry_events = 0;
+    return store_tx_add(tx, (int)(o->n - from), (const char **)o->v + from, o->len + from);
+}
+
 static int outbox_add(decide_ctx_t *d, store_tx_t *tx, const char *topic, const char *key,
                       size_t keylen, const char *id, const char *value, size_t vlen) {
     decide_args_t *o = &d->outbox;
-    (void)tx;
-    if (o->n == 0 && (decide_args_push(o, "XADD", 4) ||
-                      decide_args_push(o, d->outbox_key, strlen(d->outbox_key)) ||
-                      decide_args_push(o, "*", 1)))
+    if (d->entry_events == OUTBOX_ENTRY_EVENTS && outbox_close(d, tx) != 0) return -1;
+    if (d->entry_events == 0 && (decide_args_push(o, "XADD", 4) ||
+                                 decide_args_push(o, d->outbox_key, strlen(d->outbox_key)) ||
+                                 decide_args_push(o, "*", 1)))
         return -1;
+    d->entry_events++;
     return decide_args_push(o, "t", 1) || decide_args_push(o, topic, strlen(topic)) ||
            decide_args_push(o, "k", 1) || decide_args_push(o, key, keylen) ||
            decide_args_push(o, "i", 1) || decide_args_push(o, id, strlen(id)) ||
            decide_args_push(o, "v", 1) || decide_args_push(o, value, vlen);
 }
 
-int decide_flush_outbox(decide_ctx_t *d, store_tx_t *tx) {
-    if (d->outbox.n == 0) return 0;
-    return store_tx_add(tx, (int)d->outbox.n, (const char **)d->outbox.v, d->outbox.len);
-}
+int decide_flush_outbox(decide_ctx_t *d, store_tx_t *tx) { return outbox_close(d, tx); }
 
 void decide_ctx_free(decide_ctx_t *d) {
-    if (d) decide_args_free(&d->outbox);
+    if (!d) return;
+    decide_args_free(&d->outbox);
+    d->entry_from = d->entry_events = 0;
 }
 
 int64_t decide_review_at(int32_t month) { return month_start_ms(month + 1); }

@@ -58,10 +58,12 @@ typedef struct decide_ctx {
     /* Events decided in this transaction: one outbox entry holds them all
      * (fields t, k, i, v repeated per event, in decision order). */
     decide_args_t outbox;
+    size_t entry_from, entry_events; /* the entry being filled: its first arg, its events */
 } decide_ctx_t;
 
-/* Adds the outbox entry (one XADD) to tx when events were decided; the
- * ctx must outlive store_exec (decide_ctx_free after it). */
+/* Adds the last outbox entry to tx when events were decided (an entry
+ * holds at most 256 events; the earlier ones were added as they filled);
+ * the ctx must outlive store_exec (decide_ctx_free after it). */
 int decide_flush_outbox(decide_ctx_t *d, store_tx_t *tx);
 void decide_ctx_free(decide_ctx_t *d);
 

@@ -12,8 +12,8 @@
  * records again: consumers dedupe on the source coordinates.
  *
  * Outbox: decided events wait in a partition's outbox stream in Redis,
- * written in the transaction that decided them (one stream entry per
- * transaction).  publish_outboxes produces them in order and deletes an
+ * written in the transaction that decided them (stream entries of at most
+ * 256 events each: a transaction may write several).  publish_outboxes produces them in order and deletes an
  * entry only after Kafka acknowledged all its events, so a crash in
  * between publishes them again with the same event_id and bytes.
  */

@@ -140,17 +140,16 @@ static int scan_all(review_t *r, const char *key,
     return APPLY_OK;
 }
 
-/* Pass 1, customers: every id once (HSCAN may repeat one), its total. */
+/* Pass 1, customers: each id and its total (HSCAN may repeat an id: the
+ * copies go when the entries are sorted). */
 static int see_customer(review_t *r, redisReply *k, redisReply *v, char *errstr,
                         size_t errstr_size) {
-    int created;
     if (k->type != REDIS_REPLY_STRING || k->len > ORDER_ID_MAX) return APPLY_OK;
-    strmap_slot_t *slot = strmap_put(&r->a->cust, k->str, k->len, &created);
-    if (!slot) goto oom;
-    if (!created) return APPLY_OK;
     rentry_t *e = add_entry(r, k->str, k->len);
-    if (!e) goto oom;
-    slot->value = (void *)(uintptr_t)r->n;
+    if (!e) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return APPLY_RETRY;
+    }
     if (r->carry_to >= 0) return APPLY_OK; /* no ranking for a carry */
     char why[200];
     if (state_decode(&r->s[0], v->str, v->len, why, sizeof(why)) != 0) {
@@ -163,21 +162,32 @@ static int see_customer(review_t *r, redisReply *k, redisReply *v, char *errstr,
     state_window(&r->s[0], r->month, r->a->window, w);
     for (int32_t i = 0; i < r->a->window; i++) e->total += w[i].qty;
     return APPLY_OK;
-oom:
-    snprintf(errstr, errstr_size, "out of memory");
-    return APPLY_RETRY;
+}
+
+/* The entry of id in the sorted entries, or NULL. */
+static rentry_t *find(review_t *r, const char *id, size_t len) {
+    rentry_t key = {id, (uint32_t)len, 0, 0, 0};
+    return bsearch(&key, r->e, r->n, sizeof(*r->e), by_id);
 }
 
 /* Pass 1, profiles: the format each ranking groups by. */
 static int see_profile(review_t *r, redisReply *k, redisReply *v, char *errstr,
                        size_t errstr_size) {
     (void)errstr, (void)errstr_size;
-    strmap_slot_t *slot = strmap_get(&r->a->cust, k->str, k->len);
+    rentry_t *e = find(r, k->str, k->len);
     policy_profile_t prof;
     int64_t upd;
-    if (slot && decide_profile_parse(&prof, &upd, v->str, v->len) == 0)
-        r->e[(uintptr_t)slot->value - 1].fmt = (char)prof.format;
+    if (e && decide_profile_parse(&prof, &upd, v->str, v->len) == 0) e->fmt = (char)prof.format;
     return APPLY_OK;
+}
+
+/* Sorts the entries by id and drops the copies HSCAN returned. */
+static void sort_unique(review_t *r) {
+    size_t k = 0;
+    qsort(r->e, r->n, sizeof(*r->e), by_id);
+    for (size_t i = 0; i < r->n; i++)
+        if (k == 0 || by_id(&r->e[k - 1], &r->e[i]) != 0) r->e[k++] = r->e[i];
+    r->n = k;
 }
 
 /* Scale digits: rank within format, by window purchases. */
@@ -199,17 +209,16 @@ static int rank(review_t *r) {
 
 static int pass1(review_t *r, char *errstr, size_t errstr_size) {
     int rc;
-    strmap_clear(&r->a->cust, NULL);
     if ((rc = scan_all(r, r->ckey, see_customer, errstr, errstr_size)) != APPLY_OK) return rc;
+    sort_unique(r);
     if (r->carry_to < 0) {
         if ((rc = scan_all(r, r->pkey, see_profile, errstr, errstr_size)) != APPLY_OK) return rc;
-        if (rank(r) != 0) goto oom;
+        if (rank(r) != 0) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return APPLY_RETRY;
+        }
     }
-    qsort(r->e, r->n, sizeof(*r->e), by_id);
     return APPLY_OK;
-oom:
-    snprintf(errstr, errstr_size, "out of memory");
-    return APPLY_RETRY;
 }
 
 /* The month the cursor names: the month reviewed, or a carry's target
@@ -407,7 +416,6 @@ static void review_free(review_t *r) {
     arena_free(&r->ids);
     arena_free(&r->blobs);
     decide_ctx_free(&r->d);
-    strmap_clear(&r->a->cust, NULL);
 }
 
 static int review_run(review_t *r, char *errstr, size_t errstr_size) {
