@@ -21,12 +21,15 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from zoneinfo import ZoneInfo
 
 import avro.io
 import avro.schema
 import redis
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SCHEMA = avro.schema.parse(open(os.path.join(ROOT, "schemas", "order.avsc")).read())
@@ -68,22 +71,39 @@ def log(*a):
     print(time.strftime("%H:%M:%S"), *a, flush=True)
 
 
-class Services:
-    """Redis and Kafka for one test, in their own run directory."""
+TOPICS = ("orders", "customer-profiles", "tier-changes", "quota-events", "dead-letter")
 
-    def __init__(self, name):
+
+class Services:
+    """Redis and Kafka for one test, in their own run directory.
+
+    kafka_proxy_port: the broker also advertises a PROXIED listener at this
+    port (scripts/services, TIERD_SERVICES_KAFKA_PROXY_PORT); its real port is
+    self.ports["KAFKA_PROXIED_PORT"], for a proxy to forward to.
+    topic_config: {topic: {config: value}} set on the topics once made (for
+    example a larger max.message.bytes on orders)."""
+
+    def __init__(self, name, kafka_proxy_port=None, topic_config=None):
         self.dir = tempfile.mkdtemp(prefix="tierd-%s-" % name)
         self.script = os.path.join(ROOT, "scripts", "services")
         _cleanups.append(self.stop)
         t = time.time()
+        env = dict(os.environ)
+        if kafka_proxy_port:
+            env["TIERD_SERVICES_KAFKA_PROXY_PORT"] = str(kafka_proxy_port)
         out = subprocess.run([self.script, "start", self.dir], check=True,
-                             stdout=subprocess.PIPE, text=True).stdout
+                             stdout=subprocess.PIPE, text=True, env=env).stdout
         self.env = dict(l.split("=", 1) for l in out.split() if "=" in l)
+        with open(os.path.join(self.dir, "ports")) as f:
+            self.ports = dict(l.strip().split("=", 1) for l in f if "=" in l)
         self.bootstrap = self.env["TIERD_KAFKA_BOOTSTRAP_SERVERS"]
         self.redis_port = int(self.env["TIERD_REDIS_PORT"])
         log("services up in %.1fs: kafka %s, redis %d" % (time.time() - t, self.bootstrap, self.redis_port))
         subprocess.run([os.path.join(ROOT, "scripts", "topics"), "--bootstrap", self.bootstrap,
                         "--partitions", "8"], check=True, stdout=subprocess.DEVNULL)
+        if topic_config:
+            set_topic_config(self.bootstrap, topic_config)
+        wait_topics_ready(self.bootstrap, TOPICS, 8)
         self.redis = redis.Redis(host="127.0.0.1", port=self.redis_port)
 
     def restart_redis(self):
@@ -216,10 +236,13 @@ class Rec:
         self.order, self.expect, self.offset = order, expect, None
 
 
-def produce(bootstrap, topic, recs):
-    """Produces in list order per partition; records each offset."""
-    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
-                  "linger.ms": 20, "queue.buffering.max.messages": 200000})
+def produce(bootstrap, topic, recs, config=None):
+    """Produces in list order per partition; records each offset.  config:
+    more producer properties (e.g. message.max.bytes for huge records)."""
+    conf = {"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all",
+            "linger.ms": 20, "queue.buffering.max.messages": 200000}
+    conf.update(config or {})
+    p = Producer(conf)
 
     def dr(err, msg, rec):
         if err:
@@ -239,13 +262,95 @@ def produce(bootstrap, topic, recs):
     assert left == 0, "%d records not delivered" % left
 
 
+# Errors a broker gives while a partition's leadership is still settling
+# (right after a topic is made, or after a restart): asking again helps.
+# KafkaError.retriable() is only set on errors librdkafka raised itself, and
+# not on the ones a watermark query raises, so the codes are listed.
+RETRIABLE = {KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+             KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.REQUEST_TIMED_OUT,
+             KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+             KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.UNKNOWN_LEADER_EPOCH,
+             KafkaError.FENCED_LEADER_EPOCH, KafkaError.OFFSET_NOT_AVAILABLE,
+             KafkaError._TIMED_OUT, KafkaError._TRANSPORT, KafkaError._ALL_BROKERS_DOWN,
+             KafkaError._UNKNOWN_PARTITION, KafkaError._UNKNOWN_TOPIC,
+             KafkaError._WAIT_COORD, KafkaError._NOENT}
+
+
+def kafka_retry(fn, what, timeout=60):
+    """fn() until it does not raise a retriable Kafka error, for up to
+    `timeout` seconds; any other error, or the last one, is raised."""
+    deadline = time.time() + timeout
+    while True:
+        try:
+            return fn()
+        except KafkaException as e:
+            err = e.args[0] if e.args and isinstance(e.args[0], KafkaError) else None
+            if err is None or err.code() not in RETRIABLE or time.time() >= deadline:
+                raise
+            log("%s: %s; asking again" % (what, err.name()))
+            time.sleep(0.2)
+
+
+def wait_topics_ready(bootstrap, topics, partitions, timeout=60):
+    """Until every partition of every topic has a leader in the metadata
+    and that leader answers a watermark query: a leader in the metadata is
+    not yet enough, the broker may still say NOT_LEADER_FOR_PARTITION for a
+    moment after a topic is made."""
+    deadline = time.time() + timeout
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    while True:
+        md = kafka_retry(lambda: admin.list_topics(timeout=10), "metadata", timeout)
+        pending = [t for t in topics
+                   if t not in md.topics or md.topics[t].error is not None or
+                   len(md.topics[t].partitions) < partitions or
+                   any(p.leader < 0 or p.error is not None
+                       for p in md.topics[t].partitions.values())]
+        if not pending:
+            break
+        if time.time() >= deadline:
+            raise AssertionError("topics without a leader after %ds: %s" % (timeout, pending))
+        time.sleep(0.1)
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "tierd-test-probe"})
+    try:
+        for t in topics:
+            for i in range(partitions):
+                kafka_retry(lambda: c.get_watermark_offsets(TopicPartition(t, i), timeout=10),
+                            "watermarks of %s[%d]" % (t, i), max(1, deadline - time.time()))
+    finally:
+        c.close()
+
+
+def set_topic_config(bootstrap, topic_config):
+    """{topic: {name: value}}: sets these topic configurations (replacing
+    any other dynamic ones, which tests' topics do not have) and waits
+    until the broker reports them."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    res = [ConfigResource(ConfigResource.Type.TOPIC, t, set_config=dict(c))
+           for t, c in topic_config.items()]
+    for r, fut in admin.alter_configs(res).items():
+        kafka_retry(lambda: fut.result(30), "alter %s" % r)
+
+    def applied():
+        for t, c in topic_config.items():
+            got = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, t)])
+            entries = list(got.values())[0].result(30)
+            if any(entries[k].value != str(v) for k, v in c.items()):
+                return False
+        return True
+
+    wait_for(applied, "topic configuration %s" % topic_config, timeout=30)
+
+
 def end_offsets(bootstrap, topic, partitions=8):
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": "tierd-test-probe"})
     out = {}
-    for i in range(partitions):
-        lo, hi = c.get_watermark_offsets(TopicPartition(topic, i), timeout=10)
-        out[i] = hi
-    c.close()
+    try:
+        for i in range(partitions):
+            lo, hi = kafka_retry(lambda: c.get_watermark_offsets(TopicPartition(topic, i), timeout=10),
+                                 "watermarks of %s[%d]" % (topic, i))
+            out[i] = hi
+    finally:
+        c.close()
     return out
 
 
@@ -325,11 +430,12 @@ def yyyymm(text):
     return int(y) * 100 + int(m)
 
 
-def read_state(r):
+def read_state(r, errors="strict"):
     """Every aggregate in Redis, from `tierctl dump`:
     {(partition, yyyymm, customer): (qty, amount, orders, skus)} for each
     customer-month that counted an order (a month that only carries the tier
-    it began with has applied 0)."""
+    it began with has applied 0).  errors is accepted for callers of the
+    older reader: dump writes ids as JSON text, never raw bytes."""
     out = {}
     for o in dump(r):
         assert o["type"] != "error", o
@@ -913,3 +1019,164 @@ def decode_state_v2(b, check_crc=True):
     return s
 
 
+
+
+# ----------------------------------------------------------- network faults
+
+def free_port():
+    """A port free on 127.0.0.1 right now (the kernel's pick)."""
+    import socket
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+    finally:
+        s.close()
+
+
+def http_get(port, path, timeout=5):
+    """(status, body) of GET http://127.0.0.1:port/path; (None, why) when
+    nothing answers in time."""
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:%d%s" % (port, path), timeout=timeout) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+    except (urllib.error.URLError, OSError) as e:
+        return None, str(e)
+
+
+def config_keys(binary=None):
+    """The configuration keys the tierd under test knows (--help-config)."""
+    out = subprocess.run([binary or tierd_binary(), "--help-config"], check=True,
+                         stdout=subprocess.PIPE, text=True).stdout
+    return {l.split()[0] for l in out.splitlines()[1:] if l.strip()}
+
+
+def toxiproxy_server():
+    """The Toxiproxy server scripts/setup built (it builds it if missing)."""
+    out = subprocess.run([os.path.join(ROOT, "scripts", "setup"), "--toxiproxy-path"],
+                         check=True, stdout=subprocess.PIPE, text=True).stdout
+    return out.strip().splitlines()[-1]
+
+
+class Toxiproxy:
+    """A Toxiproxy server of this test's own, on a free loopback port, and a
+    small client of its HTTP API: proxies, and toxics on them.  Stopped (by
+    its pid) with everything else the test started."""
+
+    def __init__(self, run_dir):
+        server = toxiproxy_server()
+        self.logpath = os.path.join(run_dir, "toxiproxy.log")
+        self.proc = None
+        _cleanups.append(self.stop)
+        for attempt in range(5):  # the free port may be taken before we bind it
+            self.port = free_port()
+            self.logf = open(self.logpath, "a")
+            self.proc = subprocess.Popen([server, "-host", "127.0.0.1", "-port", str(self.port)],
+                                         stdout=self.logf, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+            deadline = time.time() + 20
+            while time.time() < deadline and self.proc.poll() is None:
+                try:
+                    self._call("GET", "/version")
+                    log("toxiproxy up on port %d" % self.port)
+                    return
+                except (urllib.error.URLError, OSError):
+                    time.sleep(0.1)
+            self.stop()
+        raise AssertionError("toxiproxy did not start; see %s" % self.logpath)
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        self.proc = None
+
+    def _call(self, method, path, body=None, timeout=10):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request("http://127.0.0.1:%d%s" % (self.port, path), data=data,
+                                     method=method, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            text = r.read().decode()
+            is_json = "json" in (r.headers.get("Content-Type") or "")
+        return json.loads(text) if is_json and text.strip() else text
+
+    def create(self, name, upstream, listen="127.0.0.1:0"):
+        """A proxy listening on `listen` (port 0: any free one); returns the
+        port it listens on.  The upstream is only dialled per connection, so
+        it may be a placeholder until update()."""
+        p = self._call("POST", "/proxies", {"name": name, "listen": listen,
+                                            "upstream": upstream, "enabled": True})
+        return int(p["listen"].rsplit(":", 1)[1])
+
+    def update(self, name, upstream, listen):
+        """Points a proxy at another upstream (it listens again on `listen`)."""
+        self._call("POST", "/proxies/%s" % name, {"listen": listen, "upstream": upstream,
+                                                  "enabled": True})
+
+    def delete(self, name):
+        self._call("DELETE", "/proxies/%s" % name)
+
+    def add_toxic(self, proxy, name, kind, stream, toxicity=1.0, **attributes):
+        """stream: "upstream" (client to server) or "downstream" (replies)."""
+        self._call("POST", "/proxies/%s/toxics" % proxy,
+                   {"name": name, "type": kind, "stream": stream, "toxicity": toxicity,
+                    "attributes": attributes})
+
+    def remove_toxic(self, proxy, name):
+        self._call("DELETE", "/proxies/%s/toxics/%s" % (proxy, name))
+
+    def toxics(self, proxy):
+        return [t["name"] for t in self._call("GET", "/proxies/%s/toxics" % proxy)]
+
+    def cut(self, proxy, streams=("upstream", "downstream")):
+        """A silent cut: the timeout toxic with timeout 0 drops every byte
+        and never closes the connection, as a dead network looks."""
+        for st in streams:
+            self.add_toxic(proxy, "cut-" + st, "timeout", st, timeout=0)
+
+    def restore(self, proxy):
+        """Removes every toxic of the proxy (Toxiproxy closes the connections
+        a timeout toxic held, as a peer's RST would once the path is back)."""
+        for t in self.toxics(proxy):
+            self.remove_toxic(proxy, t)
+
+
+# ------------------------------------------------------------ raw records
+
+def _avro_long(n):
+    """Avro's zigzag varint of a 64-bit signed integer."""
+    assert -2**63 <= n < 2**63
+    z = ((n << 1) ^ (n >> 63)) & (2**64 - 1)
+    out = bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+def _avro_bytes(b):
+    return _avro_long(len(b)) + b
+
+
+def encode_raw(order_id, customer_id, placed_ms, lines, kind=0, currency=b"CNY"):
+    """An Order in plain Avro binary, written by hand so that it can hold
+    what python3-avro refuses to write: any 64-bit placed_at (its datetime
+    stops at years 1..9999) and strings that are not UTF-8.  Ids, skus and
+    the currency are bytes; lines are (sku, quantity, unit_price); kind is
+    the enum index (0 SALE, 1 RETURN)."""
+    out = [_avro_bytes(order_id), _avro_bytes(customer_id), _avro_long(placed_ms),
+           _avro_long(kind)]
+    if lines:
+        out.append(_avro_long(len(lines)))
+        for sku, qty, price in lines:
+            out += [_avro_bytes(sku), _avro_long(qty), _avro_long(price)]
+    out.append(_avro_long(0))
+    out.append(_avro_bytes(currency))
+    return b"".join(out)
