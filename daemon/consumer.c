@@ -414,6 +414,17 @@ static void catchup_check(consumer_t *k) {
     }
 }
 
+/* A round that ended: its partitions whose outbox may still hold entries
+ * (more than a round reads, one not read, an event Kafka refused) are
+ * marked for the next round. */
+static void round_done(consumer_t *k, const int32_t *done, const int *nread, size_t ndone,
+                       int failed) {
+    for (size_t j = 0; j < ndone; j++)
+        if (done[j] < k->nparts &&
+            (failed || nread[j] < 0 || nread[j] >= OUTBOX_ROUND_ENTRIES))
+            k->parts[done[j]].ap.outbox_dirty = 1;
+}
+
 /* Drives the outbox publisher: a round covers up to 64 partitions with
  * decided events, and the loop waits at most wait_ms for its delivery
  * reports (a broker that does not answer never holds the loop; the round
@@ -434,14 +445,20 @@ static void publish_all(consumer_t *k, int wait_ms) {
         }
         if (n == 0) return;
         k->publish_next = (ids[n - 1] + 1) % k->nparts;
+        /* Cleared as the round reads them: a commit while the round is in
+         * flight marks its partition again, and is not lost. */
+        for (size_t j = 0; j < n; j++) k->parts[ids[j]].ap.outbox_dirty = 0;
     }
-    if (publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, ids, n,
-                         OUTBOX_ROUND_ENTRIES, wait_ms, done, nread, &ndone, err,
-                         sizeof(err)) != 0 ||
-        err[0]) {
-        /* These stay dirty.  A failure that comes back at once (a
-         * malformed entry, no authorization) must not turn every loop
-         * turn into a read and a republish: back off, 200 ms to 5 s. */
+    int rc = publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, ids, n,
+                              OUTBOX_ROUND_ENTRIES, wait_ms, done, nread, &ndone, err,
+                              sizeof(err));
+    if (rc != 0) /* nothing was read: the partitions wait for the next round */
+        for (size_t j = 0; j < n; j++) k->parts[ids[j]].ap.outbox_dirty = 1;
+    round_done(k, done, nread, ndone, err[0] != 0);
+    if (rc != 0 || err[0]) {
+        /* A failure that comes back at once (a malformed entry, no
+         * authorization) must not turn every loop turn into a read and a
+         * republish: back off, 200 ms to 5 s. */
         k->publish_backoff = k->publish_backoff ? k->publish_backoff * 2 : 200;
         if (k->publish_backoff > 5000) k->publish_backoff = 5000;
         k->publish_retry_at = mono_ms() + k->publish_backoff;
@@ -450,9 +467,6 @@ static void publish_all(consumer_t *k, int wait_ms) {
         return;
     }
     if (ndone) k->publish_backoff = 0;
-    for (size_t j = 0; j < ndone; j++)
-        if (nread[j] >= 0 && nread[j] < OUTBOX_ROUND_ENTRIES && done[j] < k->nparts)
-            k->parts[done[j]].ap.outbox_dirty = 0;
 }
 
 /* Renews the lease of every partition we own (see store_lease), so
@@ -566,14 +580,14 @@ static void drain_outbox(consumer_t *k, int32_t id) {
         char why[512] = "";
         int busy = publish_outboxes_busy(k->pub);
         if (!busy && started) return;
-        if (publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, &id, busy ? 0 : 1,
-                             OUTBOX_ROUND_ENTRIES, 100, done, nread, &ndone, why,
-                             sizeof(why)) != 0)
-            return;
+        if (!busy) k->parts[id].ap.outbox_dirty = 0;
+        int rc = publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, &id,
+                                  busy ? 0 : 1, OUTBOX_ROUND_ENTRIES, 100, done, nread, &ndone,
+                                  why, sizeof(why));
+        if (rc != 0 && !busy) k->parts[id].ap.outbox_dirty = 1;
+        round_done(k, done, nread, ndone, why[0] != 0);
+        if (rc != 0) return;
         started |= !busy;
-        for (size_t j = 0; j < ndone; j++)
-            if (done[j] < k->nparts && nread[j] >= 0 && nread[j] < OUTBOX_ROUND_ENTRIES)
-                k->parts[done[j]].ap.outbox_dirty = 0;
     }
 }
 
