@@ -69,8 +69,6 @@ struct consumer {
     publish_t *pub;     /* borrowed */
     rd_kafka_t *rk;
     rd_kafka_t *prk; /* customer-profiles, assigned by hand */
-    rd_kafka_queue_t *q; /* rk's consumer queue */
-    rd_kafka_message_t *polled[POLL_BATCH];
     const char *stall_publish_file; /* tests only: publisher waits while it exists */
     int64_t last_idle_check_ms;
     part_t *parts; /* indexed by partition id */
@@ -795,7 +793,6 @@ consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, 
     }
     conf = NULL; /* now owned by rk */
     rd_kafka_poll_set_consumer(k->rk);
-    k->q = rd_kafka_queue_get_consumer(k->rk);
     topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, c->topic_orders, RD_KAFKA_PARTITION_UA);
     err = rd_kafka_subscribe(k->rk, topics);
@@ -1058,20 +1055,26 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
             sd_notify(0, "WATCHDOG=1");
             last_watchdog = t;
         }
-        /* Up to POLL_BATCH records a call: the loop's own work (deadlines,
-         * profiles, metrics) is paid per call, not per record. */
-        ssize_t got = rd_kafka_consume_batch_queue(k->q, poll_timeout(k), k->polled, POLL_BATCH);
+        /* Up to POLL_BATCH records a turn: the loop's own work (deadlines,
+         * profiles, metrics) is paid per turn, not per record.  One record
+         * at a time through rd_kafka_consumer_poll, which drops records of
+         * an assignment that was revoked or sought since they were fetched
+         * (rd_kafka_consume_batch_queue in librdkafka 2.0.2 handed such
+         * stale records over after a partition was lost and assigned
+         * again). */
+        size_t got = 0;
         int oom = 0;
-        for (ssize_t i = 0; i < got; i++) {
-            rd_kafka_message_t *m = k->polled[i];
+        for (int timeout = poll_timeout(k); got < POLL_BATCH; timeout = 0) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, timeout);
+            if (!m) break;
+            got++;
             if (m->err) {
                 if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                     log_warn("consumer", "%s", rd_kafka_message_errstr(m));
                 rd_kafka_message_destroy(m);
-            } else if (oom) {
-                rd_kafka_message_destroy(m);
             } else if (enqueue(k, m) != 0) {
                 oom = 1; /* enqueue destroyed it */
+                break;
             }
         }
         if (oom) {
@@ -1122,7 +1125,6 @@ void consumer_destroy(consumer_t *k) {
     free(k->parts);
     /* Closed in consumer_run (or never joined); a close abandoned at the
      * deadline is not tried again here. */
-    if (k->q) rd_kafka_queue_destroy(k->q);
     if (k->rk) rd_kafka_destroy_flags(k->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     if (k->prk) rd_kafka_destroy_flags(k->prk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     free(k);
