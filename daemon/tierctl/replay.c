@@ -1,5 +1,5 @@
 /*
- * tierctl_replay.c -- `tierctl backtest` and `tierctl rebuild`: orders and
+ * replay.c -- `tierctl backtest` and `tierctl rebuild`: orders and
  * profiles read back from Kafka and pushed through tierd's own apply,
  * review and profile code, partition by partition.
  *

@@ -1,5 +1,5 @@
 /*
- * tierctl_show.c -- `tierctl show` and `tierctl explain`: read one
+ * show.c -- `tierctl show` and `tierctl explain`: read one
  * customer's state from Redis (read only: no WATCH, no write), judge it
  * with the policy engine exactly as the next review would, and print.
  *

@@ -1,9 +1,14 @@
 /*
- * tierctl.h -- the operator's tool of tierd, private to its four files:
- *   tierctl.c         command line, setup, and what the commands share
- *   tierctl_show.c    show, explain: read one customer, judge it, print
- *   tierctl_dump.c    dump: every partition and customer as JSON lines
- *   tierctl_replay.c  backtest, rebuild: orders replayed through apply
+ * tierctl.h -- the operator's tool of tierd, private to the four files
+ * of daemon/tierctl/:
+ *   tierctl.c   command line, setup, and what the commands share
+ *   show.c      show, explain: read one customer, judge it, print
+ *   dump.c      dump: every partition and customer as JSON lines
+ *   replay.c    backtest, rebuild: orders replayed through apply
+ *
+ * It is built on tierdcore, the library tierd is built on, and uses its
+ * private headers in daemon/: a rule or a codec lives there once, and
+ * tierctl calls it rather than keeping a copy.
  *
  * tierctl reads the configuration tierd reads (config_load) and the policy
  * it decides by (policyconf_load).  It never publishes to Kafka, and writes
