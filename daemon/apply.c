@@ -29,6 +29,7 @@ void apply_decide_ctx(apply_ctx_t *a, const apply_part_t *p, int64_t now_ms, dec
     memset(d, 0, sizeof(*d));
     d->policy = a->policy;
     d->events = a->events;
+    d->zone = &a->zone;
     d->tier_topic = a->tier_topic;
     d->quota_topic = a->quota_topic;
     (void)now_ms; /* events are decided from their inputs, never the clock (decide.h) */

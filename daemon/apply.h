@@ -15,6 +15,7 @@
 #include "decide.h"
 #include "decode.h"
 #include "events.h"
+#include "month.h"
 #include "store.h"
 #include "strmap.h"
 #include "tierd/order.h"
@@ -76,6 +77,7 @@ typedef struct apply_ctx {
     decoder_t *decoder;      /* borrowed */
     validate_rules_t rules;
     int32_t window;          /* W */
+    month_zone_t zone;       /* time_zone: months of orders, reviews' decided_at */
     const char *owner;       /* instance id, written into meta */
     const policy_t *policy;  /* borrowed; NULL: aggregates only, no decisions */
     events_t *events;        /* borrowed */

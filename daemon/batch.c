@@ -190,7 +190,7 @@ static int plan_records(batch_t *b, int64_t now_ms, char *errstr, size_t errstr_
             snprintf(m->reason, sizeof(m->reason), "%s", why[0] ? why : order_reason_code(e));
             continue;
         }
-        w->omonth[i] = month_of_ms(o->placed_at_ms);
+        w->omonth[i] = month_of_ms(&a->zone, o->placed_at_ms);
         w->ofp[i] = state_order_fp(o->order_id, o->order_id_len);
         int64_t ci = cust_index(a, w, o->customer_id, o->customer_id_len);
         if (ci < 0) {

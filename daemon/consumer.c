@@ -511,7 +511,7 @@ static void idle_reviews(consumer_t *k) {
             pt->ap.meta.month < 0 || pt->ap.meta.reviewed >= pt->ap.meta.month)
             continue;
         if (t - pt->last_record_ms < k->apply->idle_close_after_ms) continue;
-        if (wall < month_start_ms(pt->ap.meta.month + 1)) continue;
+        if (wall < month_start_ms(&k->apply->zone, pt->ap.meta.month + 1)) continue;
         int rc = apply_review_through(k->apply, &pt->ap, pt->ap.meta.month, wall, err, sizeof(err));
         part_on_result(k, i, pt, rc, err);
     }

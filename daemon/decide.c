@@ -174,7 +174,9 @@ void decide_ctx_free(decide_ctx_t *d) {
     d->entry_from = d->entry_events = 0;
 }
 
-int64_t decide_review_at(int32_t month) { return month_start_ms(month + 1); }
+int64_t decide_review_at(const month_zone_t *z, int32_t month) {
+    return month_start_ms(z, month + 1);
+}
 
 int decide_tier_change(decide_ctx_t *d, store_tx_t *tx, decide_customer_t *c,
                        const policy_decision_t *dec, const policy_month_t *window,

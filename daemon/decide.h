@@ -18,6 +18,7 @@
 #define TIERD_DECIDE_H
 
 #include "events.h"
+#include "month.h"
 #include "store.h"
 #include "tierd/order.h"
 #include "tierd/policy.h"
@@ -52,6 +53,7 @@ void decide_args_free(decide_args_t *a);
 typedef struct decide_ctx {
     const policy_t *policy; /* borrowed */
     events_t *events;       /* borrowed */
+    const month_zone_t *zone; /* borrowed: when a review decides (decide_review_at) */
     const char *tier_topic, *quota_topic;
     char outbox_key[256];
     uint64_t tier_events, quota_events; /* counters */
@@ -83,11 +85,11 @@ const policy_profile_t *decide_profile(const decide_ctx_t *d, const decide_custo
 /* A tier change's decided_at, from what triggered the decision:
  *   - an order (placement, upgrade on the order): the order's placed_at;
  *   - the review of month M: decide_review_at(M), the first instant of
- *     M + 1 in the configured time_zone, the moment M closes in event time;
+ *     M + 1 in zone z (time_zone), the moment M closes in event time;
  *   - a profile (override, compliance): the profile's updated_at; for a
  *     tombstone, the updated_at of the profile it deletes (0 when none
  *     was stored). */
-int64_t decide_review_at(int32_t month);
+int64_t decide_review_at(const month_zone_t *z, int32_t month);
 
 /* When dec->changed: bumps the sequence, encodes the tier change (decided
  * at decided_at_ms, see above) and adds it to the transaction's outbox

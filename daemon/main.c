@@ -308,7 +308,7 @@ int main(int argc, char **argv) {
     }
     conf_loaded = 1;
     log_level = log_level_parse(conf.log_level);
-    if (month_set_zone(conf.time_zone, err, sizeof(err)) != 0) {
+    if (month_zone_init(&apply.zone, conf.time_zone, err, sizeof(err)) != 0) {
         fprintf(stderr, "tierd: configuration refused: %s: time_zone: %s\n",
                 config_where(&conf, "time_zone"), err);
         rc = 2;

@@ -287,7 +287,7 @@ static int review_one(review_t *r, store_tx_t *tx, size_t i, decide_customer_t *
     policy_customer_t pc = {c->st, *prof, win, (size_t)W};
     if (policy_review_decide(r->a->policy, &pc, r->month, &dec, errstr, errstr_size) != 0 ||
         decide_tier_change(&r->d, tx, c, &dec, win, (size_t)W, r->month,
-                           decide_review_at(r->month), errstr, errstr_size) != 0)
+                           decide_review_at(&r->a->zone, r->month), errstr, errstr_size) != 0)
         return -1;
     int la = decide_state_format(c, after, sizeof(after));
     if (!c->st.evaluated || la != lb || memcmp(before, after, (size_t)la) != 0) r->steady = 0;

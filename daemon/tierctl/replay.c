@@ -169,6 +169,7 @@ static int lane_open(lane_t *l, const tierctl_t *t, const policy_t *p, char *pre
     a->rules.max_future_skew_ms = t->conf.max_future_skew_s * 1000;
     a->rules.min_placed_at_ms = t->conf.min_placed_at_s * 1000;
     a->window = p->window;
+    a->zone = t->zone;
     a->owner = owner;
     a->policy = p;
     a->events = l->events;
@@ -539,7 +540,7 @@ static int close_months(replay_t *x, int64_t to) {
         char why[512] = "";
         if (m->month < 0) continue;
         int32_t from = m->reviewed >= 0 && m->reviewed < m->month ? m->reviewed + 1 : m->month;
-        for (int32_t mo = from; mo <= m->month && month_start_ms(mo + 1) <= to; mo++) {
+        for (int32_t mo = from; mo <= m->month && month_start_ms(&l->apply.zone, mo + 1) <= to; mo++) {
             if (m->reviewed >= mo) continue;
             if (apply_review(&l->apply, &l->part, mo, to, why, sizeof(why)) != APPLY_OK) {
                 snprintf(x->err, sizeof(x->err), "review: %s", why);

@@ -149,9 +149,9 @@ out:
 
 /* The W months ending with the partition's month, oldest first, as the
  * policy engine sees them (months the state lacks are zeros). */
-static void fill_window(const tierctl_t *t, view_t *v) {
+static void fill_window(tierctl_t *t, view_t *v) {
     const int32_t W = t->policy.window;
-    v->month = v->meta.month >= 0 ? v->meta.month : month_of_ms(store_now_ms());
+    v->month = v->meta.month >= 0 ? v->meta.month : month_of_ms(&t->zone, store_now_ms());
     state_window(&v->s, v->month, W, v->win);
     for (int32_t i = 0; i < W; i++) {
         const state_month_t *m = state_month(&v->s, v->win[i].month, 0);
@@ -443,7 +443,7 @@ static void explain_new(const tierctl_t *t, const view_t *v) {
     printf("next: the review of %s (on %s) places it on the tier its score reaches\n"
            "      (INITIAL_EVALUATION), then the grade's cap applies\n",
            month_text(eval, b, sizeof(b)),
-           tierctl_time_text(month_start_ms(eval + 1), b2, sizeof(b2)));
+           tierctl_time_text(month_start_ms(&t->zone, eval + 1), b2, sizeof(b2)));
 }
 
 static void print_checks(const tierctl_t *t, const policy_decision_t *d) {
@@ -483,7 +483,7 @@ static void next_upgrade(const tierctl_t *t, const view_t *v, const policy_decis
            "         (on %s)",
            p->upgrade_cap_ratio_ppm / 10000.0, (char)p->upgrade_grade_at_least, (int)p->window,
            month_text(review, b, sizeof(b)),
-           tierctl_time_text(month_start_ms(review + 1), b2, sizeof(b2)));
+           tierctl_time_text(month_start_ms(&t->zone, review + 1), b2, sizeof(b2)));
     if (fail >= 0)
         printf(": %s failed, so each month from %s to %s must pass", month_text(fail, b, 16),
                month_text(fail + 1, b + 16, 16), month_text(review, b2, sizeof(b2)));
@@ -508,7 +508,7 @@ static void next_downgrade(const tierctl_t *t, const view_t *v, const policy_dec
         int32_t to = floor_tier(p, d->score.metrics.qty_avg);
         printf("downgrade: on %s (the review of %s) to tier %d, unless %s reaches the floor\n"
                "           %" PRId64 " (now %" PRId64 "): every window month is below its floor\n",
-               tierctl_time_text(month_start_ms(v->month + 1), b2, sizeof(b2)),
+               tierctl_time_text(month_start_ms(&t->zone, v->month + 1), b2, sizeof(b2)),
                month_text(v->month, b, sizeof(b)), (int)to, month_text(v->month, b, sizeof(b)),
                cur->floor, cur->qty);
         if (to >= v->c.st.tier)
@@ -519,7 +519,7 @@ static void next_downgrade(const tierctl_t *t, const view_t *v, const policy_dec
     printf("downgrade: not before the review of %s (on %s): %s met its floor; it takes\n"
            "           %d consecutive months below the floor\n",
            month_text(met + p->window, b, sizeof(b)),
-           tierctl_time_text(month_start_ms(met + p->window + 1), b2, sizeof(b2)),
+           tierctl_time_text(month_start_ms(&t->zone, met + p->window + 1), b2, sizeof(b2)),
            month_text(met, b + 16, 16), (int)p->window);
 }
 

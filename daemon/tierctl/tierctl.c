@@ -87,7 +87,7 @@ int tierctl_open(tierctl_t *t, const char *path, int connect) {
         return TC_USAGE;
     }
     t->conf_loaded = 1;
-    if (month_set_zone(t->conf.time_zone, err, sizeof(err)) != 0) {
+    if (month_zone_init(&t->zone, t->conf.time_zone, err, sizeof(err)) != 0) {
         fprintf(stderr, "tierctl: configuration refused: time_zone: %s\n", err);
         return TC_USAGE;
     }

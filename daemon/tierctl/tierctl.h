@@ -20,6 +20,7 @@
 #define TIERD_TIERCTL_H
 
 #include "config.h"
+#include "month.h"
 #include "store.h"
 #include "tierd/policy.h"
 
@@ -41,6 +42,7 @@ typedef struct tierctl {
     config_t conf;     /* owned when conf_loaded */
     int conf_loaded;
     policy_t policy;   /* the configured policy (tierd's) */
+    month_zone_t zone; /* the configured time_zone */
     store_t *store;    /* the live keyspace; owned */
     volatile sig_atomic_t *stop; /* set by SIGINT/SIGTERM */
 } tierctl_t;
