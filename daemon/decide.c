@@ -5,7 +5,6 @@
  */
 #include "decide.h"
 
-#include "decimal.h"
 #include "month.h"
 
 #include <errno.h>
@@ -19,44 +18,6 @@ static int copy_text(char *buf, size_t bufsize, const char *s, size_t len) {
     memcpy(buf, s, len);
     buf[len] = '\0';
     return 0;
-}
-
-int decide_state_parse(decide_customer_t *c, const char *s, size_t len) {
-    char buf[256], scale = 'X';
-    long long v[7];
-    if (copy_text(buf, sizeof(buf), s, len) != 0) return -1;
-    if (sscanf(buf, "%lld %lld %lld %lld %lld %lld %lld %c", &v[0], &v[1], &v[2], &v[3], &v[4],
-               &v[5], &v[6], &scale) < 7)
-        return -1;
-    c->scale = (scale >= '1' && scale <= '3') ? scale : 'X';
-    c->st.tier = (int32_t)v[0];
-    c->st.first_month = v[1] > 0 ? month_from_yyyymm((int)v[1]) : 0;
-    c->st.evaluated = v[2] != 0;
-    c->st.has_override = v[3] != 0;
-    c->st.override_tier = (int32_t)v[4];
-    c->seq = v[5];
-    c->live_score_c = (int32_t)v[6];
-    return 0;
-}
-
-/* "%d %d %d %d %d %" PRId64 " %d %c", without snprintf: it runs for every
- * customer of every batch and review. */
-int decide_state_format(const decide_customer_t *c, char *buf, size_t size) {
-    char t[8 * (DECIMAL_MAX + 1)];
-    const int64_t v[7] = {c->st.tier,
-                          c->st.tier > 0 ? month_yyyymm(c->st.first_month) : 0,
-                          c->st.evaluated ? 1 : 0,
-                          c->st.has_override ? 1 : 0,
-                          c->st.override_tier,
-                          c->seq,
-                          c->live_score_c};
-    size_t n = 0;
-    for (int i = 0; i < 7; i++) {
-        n += decimal_i64(t + n, v[i]);
-        t[n++] = ' ';
-    }
-    t[n++] = c->scale ? c->scale : 'X';
-    return decimal_out(buf, size, t, n);
 }
 
 int decide_profile_parse(policy_profile_t *p, int64_t *updated_at, const char *s, size_t len) {
@@ -84,24 +45,6 @@ int decide_profile_format(const policy_profile_t *p, int64_t updated_at, char *b
     return snprintf(buf, size, "%c %c %d %c %.17g %.17g %d %d %" PRId64, (char)p->format,
                     (char)p->market, p->chain ? 1 : 0, (char)p->grade, p->cooperation, p->growth,
                     p->has_override ? 1 : 0, (int)p->tier_override, updated_at);
-}
-
-int decide_month_parse(int32_t *tier, policy_grade_t *grade, const char *s, size_t len) {
-    char buf[64], g = 0;
-    int t;
-    if (copy_text(buf, sizeof(buf), s, len) != 0) return -1;
-    if (sscanf(buf, "%d %c", &t, &g) < 1) return -1;
-    *tier = t;
-    *grade = (g >= 'A' && g <= 'D') ? (policy_grade_t)g : POLICY_GRADE_NONE;
-    return 0;
-}
-
-int decide_month_format(int32_t tier, policy_grade_t grade, char *buf, size_t size) {
-    char t[DECIMAL_MAX + 2];
-    size_t n = decimal_i64(t, tier);
-    t[n++] = ' ';
-    t[n++] = grade ? (char)grade : '-';
-    return decimal_out(buf, size, t, n);
 }
 
 const policy_profile_t *decide_profile(const decide_ctx_t *d, const decide_customer_t *c) {

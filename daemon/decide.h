@@ -69,15 +69,9 @@ typedef struct decide_ctx {
 int decide_flush_outbox(decide_ctx_t *d, store_tx_t *tx);
 void decide_ctx_free(decide_ctx_t *d);
 
-/* "tier first_month evaluated has_override override_tier sequence live_score_c scale" */
-int decide_state_parse(decide_customer_t *c, const char *s, size_t len);
-int decide_state_format(const decide_customer_t *c, char *buf, size_t size);
 /* "format market chain grade cooperation growth has_override override_tier updated_at" */
 int decide_profile_parse(policy_profile_t *p, int64_t *updated_at, const char *s, size_t len);
 int decide_profile_format(const policy_profile_t *p, int64_t updated_at, char *buf, size_t size);
-/* The month's "tier grade" (t:<customer>) */
-int decide_month_parse(int32_t *tier, policy_grade_t *grade, const char *s, size_t len);
-int decide_month_format(int32_t tier, policy_grade_t grade, char *buf, size_t size);
 
 /* The profile in force: the customer's own or the policy's default. */
 const policy_profile_t *decide_profile(const decide_ctx_t *d, const decide_customer_t *c);

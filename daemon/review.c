@@ -273,6 +273,18 @@ static void carry(review_t *r, state_customer_t *s) {
     state_drop_before(s, r->carry_to + 1 - W);
 }
 
+/* The customer's state as the review's steadiness sees it: what it
+ * writes back (state.h), less the months.  first_month counts only once
+ * the customer is placed, and a scale never set reads as 'X'. */
+static int same_state(const decide_customer_t *a, const decide_customer_t *b) {
+    return a->st.tier == b->st.tier &&
+           (a->st.tier > 0 ? a->st.first_month : 0) == (b->st.tier > 0 ? b->st.first_month : 0) &&
+           a->st.evaluated == b->st.evaluated && a->st.has_override == b->st.has_override &&
+           a->st.override_tier == b->st.override_tier && a->seq == b->seq &&
+           a->live_score_c == b->live_score_c &&
+           (a->scale ? a->scale : 'X') == (b->scale ? b->scale : 'X');
+}
+
 /* Reviews one customer: the decision, the next month's tier and grade. */
 static int review_one(review_t *r, store_tx_t *tx, size_t i, decide_customer_t *c,
                       state_customer_t *s, char *errstr, size_t errstr_size) {
@@ -280,8 +292,7 @@ static int review_one(review_t *r, store_tx_t *tx, size_t i, decide_customer_t *
     const policy_profile_t *prof = decide_profile(&r->d, c);
     policy_month_t win[POLICY_WINDOW_MAX];
     policy_decision_t dec;
-    char before[160], after[160];
-    int lb = decide_state_format(c, before, sizeof(before));
+    const decide_customer_t before = *c;
     state_window(s, r->month, W, win);
     c->scale = r->e[i].scale;
     policy_customer_t pc = {c->st, *prof, win, (size_t)W};
@@ -289,8 +300,7 @@ static int review_one(review_t *r, store_tx_t *tx, size_t i, decide_customer_t *
         decide_tier_change(&r->d, tx, c, &dec, win, (size_t)W, r->month,
                            decide_review_at(&r->a->zone, r->month), errstr, errstr_size) != 0)
         return -1;
-    int la = decide_state_format(c, after, sizeof(after));
-    if (!c->st.evaluated || la != lb || memcmp(before, after, (size_t)la) != 0) r->steady = 0;
+    if (!c->st.evaluated || !same_state(&before, c)) r->steady = 0;
     /* The tier the next month begins with, and its grade so far. */
     state_drop_before(s, r->month + 1 - W);
     state_month_t *sm = state_month(s, r->month + 1, 1);
