@@ -25,17 +25,6 @@ void apply_free(apply_ctx_t *a) {
     memset(a, 0, sizeof(*a));
 }
 
-void apply_decide_ctx(apply_ctx_t *a, const apply_part_t *p, int64_t now_ms, decide_ctx_t *d) {
-    memset(d, 0, sizeof(*d));
-    d->policy = a->policy;
-    d->events = a->events;
-    d->zone = &a->zone;
-    d->tier_topic = a->tier_topic;
-    d->quota_topic = a->quota_topic;
-    (void)now_ms; /* events are decided from their inputs, never the clock (decide.h) */
-    store_key(a->store, p->topic, p->partition, "outbox", d->outbox_key, sizeof(d->outbox_key));
-}
-
 int apply_meta_verdict(const apply_part_t *p, const store_meta_t *now) {
     if (now->epoch > p->meta.epoch) return APPLY_FENCED; /* whatever the offsets say */
     if (now->epoch < p->meta.epoch || now->offset < p->meta.offset ||

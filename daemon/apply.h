@@ -12,7 +12,6 @@
 #ifndef TIERD_APPLY_H
 #define TIERD_APPLY_H
 
-#include "decide.h"
 #include "decode.h"
 #include "events.h"
 #include "month.h"
@@ -138,8 +137,5 @@ int apply_review_through(apply_ctx_t *a, apply_part_t *p, int32_t to, int64_t no
  * outbox, the profiles offset moved, in one MULTI/EXEC. */
 int apply_profiles(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
                    int64_t now_ms, char *errstr, size_t errstr_size);
-
-/* Helpers shared by apply, review and profiles. */
-void apply_decide_ctx(apply_ctx_t *a, const apply_part_t *p, int64_t now_ms, decide_ctx_t *d);
 
 #endif

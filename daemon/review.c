@@ -26,6 +26,8 @@
 #include "arena.h"
 #include "log.h"
 #include "month.h"
+#include "outbox.h"
+#include "profile_text.h"
 #include "state.h"
 #include "txn.h"
 
@@ -57,9 +59,9 @@ typedef struct review {
     size_t lo, hi;    /* the page */
     const char **f;   /* the page's ids, as fields */
     size_t *fl;
-    decide_customer_t *dc; /* REVIEW_PAGE each */
+    customer_t *dc; /* REVIEW_PAGE each */
     state_customer_t *s;
-    decide_ctx_t d;
+    outbox_t outbox;
     arena_t blobs;
     const char **argv;
     size_t *argvlen;
@@ -177,7 +179,7 @@ static int see_profile(review_t *r, redisReply *k, redisReply *v, char *errstr,
     rentry_t *e = find(r, k->str, k->len);
     policy_profile_t prof;
     int64_t upd;
-    if (e && decide_profile_parse(&prof, &upd, v->str, v->len) == 0) e->fmt = (char)prof.format;
+    if (e && profile_text_parse(&prof, &upd, v->str, v->len) == 0) e->fmt = (char)prof.format;
     return APPLY_OK;
 }
 
@@ -276,7 +278,7 @@ static void carry(review_t *r, state_customer_t *s) {
 /* The customer's state as the review's steadiness sees it: what it
  * writes back (state.h), less the months.  first_month counts only once
  * the customer is placed, and a scale never set reads as 'X'. */
-static int same_state(const decide_customer_t *a, const decide_customer_t *b) {
+static int same_state(const customer_t *a, const customer_t *b) {
     return a->st.tier == b->st.tier &&
            (a->st.tier > 0 ? a->st.first_month : 0) == (b->st.tier > 0 ? b->st.first_month : 0) &&
            a->st.evaluated == b->st.evaluated && a->st.has_override == b->st.has_override &&
@@ -286,19 +288,19 @@ static int same_state(const decide_customer_t *a, const decide_customer_t *b) {
 }
 
 /* Reviews one customer: the decision, the next month's tier and grade. */
-static int review_one(review_t *r, store_tx_t *tx, size_t i, decide_customer_t *c,
+static int review_one(review_t *r, store_tx_t *tx, size_t i, customer_t *c,
                       state_customer_t *s, char *errstr, size_t errstr_size) {
     const int32_t W = r->a->window;
-    const policy_profile_t *prof = decide_profile(&r->d, c);
+    const policy_profile_t *prof = customer_profile(c, r->a->policy);
     policy_month_t win[POLICY_WINDOW_MAX];
     policy_decision_t dec;
-    const decide_customer_t before = *c;
+    const customer_t before = *c;
     state_window(s, r->month, W, win);
     c->scale = r->e[i].scale;
     policy_customer_t pc = {c->st, *prof, win, (size_t)W};
     if (policy_review_decide(r->a->policy, &pc, r->month, &dec, errstr, errstr_size) != 0 ||
-        decide_tier_change(&r->d, tx, c, &dec, win, (size_t)W, r->month,
-                           decide_review_at(&r->a->zone, r->month), errstr, errstr_size) != 0)
+        outbox_tier_change(&r->outbox, tx, c, &dec, win, (size_t)W, r->month,
+                           outbox_review_at(&r->a->zone, r->month), errstr, errstr_size) != 0)
         return -1;
     if (!c->st.evaluated || !same_state(&before, c)) r->steady = 0;
     /* The tier the next month begins with, and its grade so far. */
@@ -337,14 +339,14 @@ static int page_decide(void *ctx, const store_meta_t *now, redisReply **rep, sto
         strcmp(now->rv_after, r->p->meta.rv_after) != 0)
         return TXN_AGAIN; /* a page landed though its reply was lost */
     arena_reset(&r->blobs);
-    decide_ctx_free(&r->d);
-    apply_decide_ctx(r->a, r->p, 0, &r->d);
+    outbox_free(&r->outbox);
+    outbox_open(&r->outbox, r->a, r->p);
     r->argv[0] = "HSET";
     r->argvlen[0] = 4;
     r->argv[1] = r->ckey;
     r->argvlen[1] = strlen(r->ckey);
     for (size_t i = r->lo; i < r->hi; i++) {
-        decide_customer_t *c = &r->dc[i - r->lo];
+        customer_t *c = &r->dc[i - r->lo];
         state_customer_t *s = &r->s[i - r->lo];
         redisReply *rs = rep[0]->element[i - r->lo];
         char why[200];
@@ -359,22 +361,17 @@ static int page_decide(void *ctx, const store_meta_t *now, redisReply **rep, sto
         memset(c, 0, sizeof(*c));
         memcpy(c->id, r->e[i].id, r->e[i].len);
         c->len = r->e[i].len;
-        c->st = s->st;
-        c->seq = s->seq;
-        c->live_score_c = s->live_score_c;
-        c->scale = s->scale;
+        customer_load(c, s);
         if (r->carry_to >= 0) {
             carry(r, s);
         } else {
             redisReply *rp = rep[1]->element[i - r->lo];
             if (rp->type == REDIS_REPLY_STRING &&
-                decide_profile_parse(&c->profile, &c->profile_updated_at, rp->str, rp->len) == 0)
+                profile_text_parse(&c->profile, &c->profile_updated_at, rp->str, rp->len) == 0)
                 c->has_profile = 1;
             if (c->st.tier <= 0) continue;
             if (review_one(r, tx, i, c, s, errstr, errstr_size) != 0) return APPLY_RETRY;
-            s->st = c->st;
-            s->seq = c->seq;
-            s->scale = c->scale;
+            customer_store(c, s);
         }
         size_t len = state_encoded_size(s);
         uint8_t *blob = arena_alloc(&r->blobs, len);
@@ -386,7 +383,7 @@ static int page_decide(void *ctx, const store_meta_t *now, redisReply **rep, sto
         r->argvlen[n++] = len;
     }
     if ((n > 2 && store_tx_add(tx, (int)n, r->argv, r->argvlen) != 0) ||
-        decide_flush_outbox(&r->d, tx) != 0 || page_meta(r, tx) != 0)
+        outbox_flush(&r->outbox, tx) != 0 || page_meta(r, tx) != 0)
         goto oom;
     return APPLY_OK;
 oom:
@@ -405,9 +402,9 @@ static void page_committed(void *ctx) {
         p->meta.rv_month = cursor_month(r);
         snprintf(p->meta.rv_after, sizeof(p->meta.rv_after), "%s", r->after);
     }
-    if (r->d.tier_events) p->outbox_dirty = 1;
-    r->tier_events += r->d.tier_events;
-    r->a->stats.tier_events += r->d.tier_events;
+    if (r->outbox.tier_events) p->outbox_dirty = 1;
+    r->tier_events += r->outbox.tier_events;
+    r->a->stats.tier_events += r->outbox.tier_events;
     r->a->stats.review_pages++;
     r->pages++;
 }
@@ -425,7 +422,7 @@ static void review_free(review_t *r) {
     free(r->argvlen);
     arena_free(&r->ids);
     arena_free(&r->blobs);
-    decide_ctx_free(&r->d);
+    outbox_free(&r->outbox);
 }
 
 static int review_run(review_t *r, char *errstr, size_t errstr_size) {

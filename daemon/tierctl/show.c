@@ -10,8 +10,9 @@
  */
 #include "tierctl.h"
 
-#include "decide.h"
+#include "customer.h"
 #include "month.h"
+#include "profile_text.h"
 #include "state.h"
 
 #include <getopt.h>
@@ -43,7 +44,7 @@ typedef struct view {
     int32_t partition;
     store_meta_t meta;
     state_customer_t s; /* the stored state: decision state and months */
-    decide_customer_t c; /* the decision view of s, and the profile */
+    customer_t c; /* the decision view of s, and the profile */
     int32_t month; /* last window month: the partition's current month */
     policy_month_t win[POLICY_WINDOW_MAX];
     uint32_t qmask[POLICY_WINDOW_MAX];
@@ -108,10 +109,7 @@ static int find_state(tierctl_t *t, view_t *v, char *err, size_t errn) {
                  key, v->id, why, (int)v->partition);
         goto out;
     }
-    v->c.st = v->s.st;
-    v->c.seq = v->s.seq;
-    v->c.live_score_c = v->s.live_score_c;
-    v->c.scale = v->s.scale;
+    customer_load(&v->c, &v->s);
     rc = TC_OK;
 out:
     for (size_t i = 0; r && i < tx.ncmds; i++)
@@ -136,7 +134,7 @@ static int read_head(tierctl_t *t, view_t *v, char *err, size_t errn) {
     }
     if (tierctl_query(t->store, &tx, r, err, errn) != TC_OK) goto out;
     v->c.has_profile = r[0]->type == REDIS_REPLY_STRING &&
-                       decide_profile_parse(&v->c.profile, &v->c.profile_updated_at, r[0]->str,
+                       profile_text_parse(&v->c.profile, &v->c.profile_updated_at, r[0]->str,
                                             r[0]->len) == 0;
     v->outbox = r[1]->integer;
     rc = TC_OK;
@@ -180,7 +178,7 @@ static int load_view(tierctl_t *t, const char *id, view_t *v) {
 }
 
 static const policy_profile_t *profile_of(const tierctl_t *t, const view_t *v) {
-    return v->c.has_profile ? &v->c.profile : &t->policy.profile_default;
+    return customer_profile(&v->c, &t->policy);
 }
 
 static const char *month_text(int32_t m, char *buf, size_t n) {

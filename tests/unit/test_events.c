@@ -24,7 +24,7 @@
 
 #include <avro.h>
 
-#include "decide.h"
+#include "outbox.h"
 #include "events.h"
 #include "month.h"
 #include "tbuf.h"
@@ -539,7 +539,7 @@ int __wrap_gettimeofday(struct timeval *tv, void *tz)
     return 0;
 }
 
-/* The event's bytes as decide.c puts them in the outbox, decided with the
+/* The event's bytes as outbox.c puts them in the outbox, decided with the
  * wall clock at now_s.  The outbox entry is XADD key * t topic k key i id
  * v value: the value is argument 10.  *len gets its length; free() it. */
 typedef enum { BY_TIER_CHANGE, BY_QUOTA } decided_kind_t;
@@ -557,8 +557,8 @@ typedef struct decided_input {
 
 static char *decided_bytes(const decided_input_t *in, time_t now_s, size_t *len)
 {
-    decide_ctx_t d;
-    decide_customer_t c;
+    outbox_t d;
+    customer_t c;
     store_tx_t tx = {0};
     policy_quota_limits_t lim;
     char err[256] = "", *out;
@@ -569,7 +569,7 @@ static char *decided_bytes(const decided_input_t *in, time_t now_s, size_t *len)
     d.events = g.ev;
     d.tier_topic = "tier-changes";
     d.quota_topic = "quota-events";
-    snprintf(d.outbox_key, sizeof(d.outbox_key), "tierd:{orders.3}:outbox");
+    snprintf(d.key, sizeof(d.key), "tierd:{orders.3}:outbox");
     memset(&c, 0, sizeof(c));
     snprintf(c.id, sizeof(c.id), "C-42");
     c.len = 4;
@@ -579,23 +579,23 @@ static char *decided_bytes(const decided_input_t *in, time_t now_s, size_t *len)
     fake_now_s = now_s;
     clock_reads = 0;
     if (in->kind == BY_TIER_CHANGE) {
-        rc = decide_tier_change(&d, &tx, &c, in->dec, in->window, in->nwindow, in->month,
+        rc = outbox_tier_change(&d, &tx, &c, in->dec, in->window, in->nwindow, in->month,
                                 in->decided_at_ms, err, sizeof(err));
     } else {
         policy_quota_limits(&g.policy, 3, POLICY_FORMAT_OTHER, false, &lim);
-        rc = decide_quota(&d, &tx, &c, in->month, 3, in->quota, &lim, 190, "O-77",
+        rc = outbox_quota(&d, &tx, &c, in->month, 3, in->quota, &lim, 190, "O-77",
                           in->placed_at_ms, err, sizeof(err));
     }
     fake_now_s = 0;
     if (rc != 0)
         fail_msg("deciding: %s", err);
     assert_int_equal(clock_reads, 0); /* decide never asks the clock */
-    assert_int_equal(d.outbox.n, 11);
-    out = malloc(d.outbox.len[10]);
+    assert_int_equal(d.args.n, 11);
+    out = malloc(d.args.len[10]);
     assert_non_null(out);
-    memcpy(out, d.outbox.v[10], d.outbox.len[10]);
-    *len = d.outbox.len[10];
-    decide_ctx_free(&d);
+    memcpy(out, d.args.v[10], d.args.len[10]);
+    *len = d.args.len[10];
+    outbox_free(&d);
     store_tx_free(&tx);
     return out;
 }
@@ -638,9 +638,9 @@ static void test_decided_events_ignore_the_wall_clock(void **state)
     review_window(w);
     review(w, &d);
     assert_true(d.changed);
-    assert_int_equal(decide_review_at(&z, APR_2025), may_shanghai);
+    assert_int_equal(outbox_review_at(&z, APR_2025), may_shanghai);
     decided_input_t in = {.kind = BY_TIER_CHANGE, .dec = &d, .window = w, .nwindow = 3,
-                          .month = APR_2025, .decided_at_ms = decide_review_at(&z, APR_2025)};
+                          .month = APR_2025, .decided_at_ms = outbox_review_at(&z, APR_2025)};
     assert_same_bytes(&in, g.tc_iface, "decided_at", may_shanghai);
 
     /* a placement by an order: decided at the order's placed_at */
