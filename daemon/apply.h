@@ -96,13 +96,6 @@ typedef struct apply_ctx {
     strmap_t cust;           /* customer id -> its index in the batch */
 } apply_ctx_t;
 
-/* What Redis' meta (read under WATCH) says of our cached one:
- * APPLY_FENCED when another instance claimed the partition (a newer epoch),
- * else APPLY_REWIND when Redis is older in epoch, offset or profiles offset
- * (it lost writes: consume again from what it holds), else APPLY_OK.
- * One rule for batches, reviews and profiles. */
-int apply_meta_verdict(const apply_part_t *p, const store_meta_t *now);
-
 void apply_init(apply_ctx_t *a);
 void apply_free(apply_ctx_t *a);
 
@@ -115,27 +108,5 @@ void apply_free(apply_ctx_t *a);
  * again from the offset Redis now holds. */
 int apply_batch(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, int64_t now_ms,
                 char *errstr, size_t errstr_size);
-
-/* The monthly review of `month` for every customer of the partition
- * (review.c): one watched read, one MULTI/EXEC with the new states, the
- * tier-change events and meta.reviewed.  Reviewing a month already
- * reviewed does nothing, so a crash can neither skip nor repeat one. */
-int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms, char *errstr,
-                 size_t errstr_size);
-
-/* Reviews every month not yet reviewed up to and including `to`, oldest
- * first.  Months with no orders cost a bounded number of reviews however
- * many there are: once W + 1 reviews in a row were steady over months
- * with no orders, the remaining ones would decide nothing new, so the
- * partition moves to `to` at once, carrying the tier months forward and
- * leaving no month key outside the kept range. */
-int apply_review_through(apply_ctx_t *a, apply_part_t *p, int32_t to, int64_t now_ms,
-                         char *errstr, size_t errstr_size);
-
-/* Applies a batch of customer-profiles records (profiles.c): profile
- * stored, override and lowered grade decided at once, events to the
- * outbox, the profiles offset moved, in one MULTI/EXEC. */
-int apply_profiles(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
-                   int64_t now_ms, char *errstr, size_t errstr_size);
 
 #endif

@@ -24,6 +24,9 @@
 #include "kafkaconf.h"
 #include "log.h"
 #include "month.h"
+#include "profiles.h"
+#include "review.h"
+#include "txn.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -183,7 +186,7 @@ static int part_flush_profiles(consumer_t *k, int32_t id, part_t *pt, char *err,
         return APPLY_RETRY;
     }
     msgs_from(msgs, pt->prof.m, pt->prof.n);
-    int rc = apply_profiles(k->apply, &pt->ap, msgs, pt->prof.n, now_ms(), err, errn);
+    int rc = profiles_apply(k->apply, &pt->ap, msgs, pt->prof.n, err, errn);
     if (rc == APPLY_OK) {
         for (size_t i = 0; i < pt->prof.n; i++) {
             if (msgs[i].state == MSG_DEAD)
@@ -477,7 +480,7 @@ static void renew_leases(consumer_t *k) {
         pt->lease_at = t;
         /* The renewal is also the look that notices a Redis that went back
          * in time while the partition was quiet (the epoch is the same). */
-        if (apply_meta_verdict(&pt->ap, &now) == APPLY_REWIND) {
+        if (txn_meta_verdict(&pt->ap, &now) == APPLY_REWIND) {
             snprintf(err, sizeof(err),
                      "%s [%d]: Redis holds offset %" PRId64 " poffset %" PRId64
                      ", older than ours (%" PRId64 ", %" PRId64 "): it lost writes",
@@ -512,7 +515,7 @@ static void idle_reviews(consumer_t *k) {
             continue;
         if (t - pt->last_record_ms < k->apply->idle_close_after_ms) continue;
         if (wall < month_start_ms(&k->apply->zone, pt->ap.meta.month + 1)) continue;
-        int rc = apply_review_through(k->apply, &pt->ap, pt->ap.meta.month, wall, err, sizeof(err));
+        int rc = review_through(k->apply, &pt->ap, pt->ap.meta.month, err, sizeof(err));
         part_on_result(k, i, pt, rc, err);
     }
 }

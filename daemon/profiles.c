@@ -11,7 +11,7 @@
  * a profile applies from the moment tierd reads it.  Profiles are decoded
  * by events.c; this file never decodes Avro itself.
  */
-#include "apply.h"
+#include "profiles.h"
 
 #include "arena.h"
 #include "log.h"
@@ -286,11 +286,10 @@ static void pb_committed(void *ctx) {
 
 static const txn_ops_t profile_ops = {pb_plan, pb_decide, pb_committed, 0};
 
-int apply_profiles(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
-                   int64_t now_ms, char *errstr, size_t errstr_size) {
+int profiles_apply(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, char *errstr,
+                   size_t errstr_size) {
     pbatch_t b;
     int rc;
-    (void)now_ms;
     if (n == 0 || !a->policy) return APPLY_OK;
     memset(&b, 0, sizeof(b));
     b.a = a;

@@ -225,7 +225,7 @@ static int pass1(review_t *r, char *errstr, size_t errstr_size) {
 
 /* The month the cursor names: the month reviewed, or a carry's target
  * (a carry always spans two months or more, so the two cannot be taken
- * for each other: see apply_review_through). */
+ * for each other: see review_through). */
 static int32_t cursor_month(const review_t *r) { return r->carry_to >= 0 ? r->carry_to : r->month; }
 
 /* The first customer after the cursor meta holds for this month. */
@@ -453,12 +453,11 @@ out:
     return rc;
 }
 
-int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms, char *errstr,
+int review_month(apply_ctx_t *a, apply_part_t *p, int32_t month, char *errstr,
                  size_t errstr_size) {
     review_t r;
     struct timespec t0, t1;
     char ym[16];
-    (void)now_ms;
     p->review_steady = 0;
     if (!a->policy || p->meta.reviewed >= month) return APPLY_OK;
     memset(&r, 0, sizeof(r));
@@ -481,8 +480,12 @@ int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms,
     return APPLY_OK;
 }
 
-int review_carry(apply_ctx_t *a, apply_part_t *p, int32_t from, int32_t to, char *errstr,
-                 size_t errstr_size) {
+/* Carries the partition from `from` (reviewed, its last W + 1 reviews
+ * steady over months with no orders) to `to` (to >= from + 2): every
+ * customer's empty months move forward, so the states equal what reviews
+ * of from + 1 .. to would have written, and meta.reviewed says `to`. */
+static int review_carry(apply_ctx_t *a, apply_part_t *p, int32_t from, int32_t to,
+                        char *errstr, size_t errstr_size) {
     review_t r;
     char f[16], t[16];
     if (p->meta.reviewed != from) return APPLY_OK;
@@ -499,4 +502,38 @@ int review_carry(apply_ctx_t *a, apply_part_t *p, int32_t from, int32_t to, char
              "changed nothing: reviewed through %.4s-%.2s at once", p->topic, (int)p->partition,
              f, f + 4, t, t + 4, (int)a->window + 1, t, t + 4);
     return APPLY_OK;
+}
+
+int review_through(apply_ctx_t *a, apply_part_t *p, int32_t to, char *errstr,
+                   size_t errstr_size) {
+    const int32_t W = a->window;
+    int steady_run = 0, rc;
+    if (!a->policy) return APPLY_OK; /* aggregates only: nothing to review */
+    for (;;) {
+        /* A carry a crash interrupted: its cursor names a month two or
+         * more past the last reviewed one. */
+        if (p->meta.reviewed >= 0 && p->meta.rv_month > p->meta.reviewed + 1) {
+            if ((rc = review_carry(a, p, p->meta.reviewed, p->meta.rv_month, errstr,
+                                   errstr_size)) != APPLY_OK)
+                return rc;
+            steady_run = 0;
+            continue;
+        }
+        int32_t m = p->meta.reviewed >= 0 ? p->meta.reviewed + 1 : p->meta.month;
+        if (m > to) return APPLY_OK;
+        if ((rc = review_month(a, p, m, errstr, errstr_size)) != APPLY_OK) return rc;
+        if (p->meta.reviewed < m) { /* cannot happen; never loop on it */
+            snprintf(errstr, errstr_size, "review of month %d did not advance", (int)m);
+            return APPLY_RETRY;
+        }
+        steady_run = p->review_steady && p->meta.reviewed == m ? steady_run + 1 : 0;
+        /* Months after meta.month (the last month with an applied order)
+         * have none, so from m >= meta.month + W on, every window is
+         * empty: a run of W + 1 steady reviews is a fixed point, and the
+         * months up to `to` are carried at once. */
+        if (m + 1 < to && m >= p->meta.month + W && steady_run > W) {
+            if ((rc = review_carry(a, p, m, to, errstr, errstr_size)) != APPLY_OK) return rc;
+            steady_run = 0;
+        }
+    }
 }

@@ -18,6 +18,14 @@ int txn_format_ok(const store_meta_t *m) {
     return m->format == 0 && m->offset < 0 && m->poffset < 0 && m->reviewed < 0;
 }
 
+int txn_meta_verdict(const apply_part_t *p, const store_meta_t *now) {
+    if (now->epoch > p->meta.epoch) return APPLY_FENCED; /* whatever the offsets say */
+    if (now->epoch < p->meta.epoch || now->offset < p->meta.offset ||
+        now->poffset < p->meta.poffset)
+        return APPLY_REWIND;
+    return APPLY_OK;
+}
+
 /* For tests: while the named file exists, a transaction waits between
  * its read and EXEC (at most 120 s), so a test can kill tierd there. */
 static void fault_stall(const char *file) {
@@ -31,7 +39,7 @@ static void fault_stall(const char *file) {
 
 static int verdict(apply_ctx_t *a, apply_part_t *p, const store_meta_t *now, char *errstr,
                    size_t errstr_size) {
-    int v = apply_meta_verdict(p, now);
+    int v = txn_meta_verdict(p, now);
     if (v == APPLY_FENCED) {
         a->stats.fenced++;
         snprintf(errstr, errstr_size,

@@ -27,6 +27,8 @@
 #include "events.h"
 #include "month.h"
 #include "policyconf.h"
+#include "profiles.h"
+#include "review.h"
 #include "state.h"
 
 #include <getopt.h>
@@ -289,7 +291,7 @@ static int feed(replay_t *x, apply_msg_t *msgs, size_t n, int profiles, int64_t 
     for (int i = 0; i < x->nlanes && !x->failed; i++) {
         lane_t *l = x->lanes[i];
         char why[512] = "";
-        int rc = profiles ? apply_profiles(&l->apply, &l->part, msgs, n, now, why, sizeof(why))
+        int rc = profiles ? profiles_apply(&l->apply, &l->part, msgs, n, why, sizeof(why))
                           : apply_batch(&l->apply, &l->part, msgs, n, now, why, sizeof(why));
         if (rc != APPLY_OK) {
             snprintf(x->err, sizeof(x->err), "%s [%d]: %s: %s", l->conf.topic_orders,
@@ -542,7 +544,7 @@ static int close_months(replay_t *x, int64_t to) {
         int32_t from = m->reviewed >= 0 && m->reviewed < m->month ? m->reviewed + 1 : m->month;
         for (int32_t mo = from; mo <= m->month && month_start_ms(&l->apply.zone, mo + 1) <= to; mo++) {
             if (m->reviewed >= mo) continue;
-            if (apply_review(&l->apply, &l->part, mo, to, why, sizeof(why)) != APPLY_OK) {
+            if (review_month(&l->apply, &l->part, mo, why, sizeof(why)) != APPLY_OK) {
                 snprintf(x->err, sizeof(x->err), "review: %s", why);
                 return -1;
             }

@@ -24,7 +24,7 @@
 #include "month.h"
 #include "state.h"
 #include "config.h"
-#include "month.h"
+#include "txn.h"
 
 extern const char tierd_schema_order[];
 
@@ -377,22 +377,22 @@ static void test_meta_verdict(void **state) {
     p.meta.offset = 100;
     p.meta.poffset = 7;
     store_meta_t now = p.meta;
-    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_OK);
+    assert_int_equal(txn_meta_verdict(&p, &now), APPLY_OK);
     now.offset = 120; /* ahead: our own commit whose reply was lost */
-    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_OK);
+    assert_int_equal(txn_meta_verdict(&p, &now), APPLY_OK);
     now = p.meta;
     now.offset = 99;
-    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_REWIND);
+    assert_int_equal(txn_meta_verdict(&p, &now), APPLY_REWIND);
     now = p.meta;
     now.poffset = 6; /* only the profiles commit was lost */
-    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_REWIND);
+    assert_int_equal(txn_meta_verdict(&p, &now), APPLY_REWIND);
     now = p.meta;
     now.epoch = 4;
-    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_REWIND);
+    assert_int_equal(txn_meta_verdict(&p, &now), APPLY_REWIND);
     now = p.meta;
     now.epoch = 6;
     now.offset = 50; /* another owner: fenced, whatever the offsets say */
-    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_FENCED);
+    assert_int_equal(txn_meta_verdict(&p, &now), APPLY_FENCED);
 }
 
 int main(void) {
