@@ -9,7 +9,7 @@
  * outbox), the worst grade of the partition's current month in each
  * customer's state, and poffset.  Profiles are joined in processing time:
  * a profile applies from the moment tierd reads it.  Profiles are decoded
- * by events.c; this file never decodes Avro itself.
+ * by decode.c; this file never decodes Avro itself.
  */
 #include "profiles.h"
 
@@ -79,9 +79,8 @@ static int decode_one(pbatch_t *b, size_t i, char *errstr, size_t errstr_size) {
         pm->tombstone = 1;
         return 0;
     }
-    pm->verdict = events_decode_profile(b->a->events, m->value, m->value_len, m->key,
-                                        m->key_len, pm->id, &pm->prof, &pm->updated_at, why,
-                                        sizeof(why));
+    pm->verdict = decode_profile(b->a->decoder, m->value, m->value_len, m->key, m->key_len,
+                                 pm->id, &pm->prof, &pm->updated_at, why, sizeof(why));
     if (pm->verdict == ORDER_ERR_INTERNAL) {
         snprintf(errstr, errstr_size, "decoding profile at offset %" PRId64 ": %s", m->offset,
                  why);

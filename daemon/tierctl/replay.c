@@ -129,7 +129,6 @@ typedef struct lane {
     store_t *store;      /* owned */
     decoder_t *dec;      /* owned */
     events_t *events;    /* owned */
-    tierctl_tc_t *tc;    /* owned: reads the reasons of tier changes */
     apply_ctx_t apply;
     apply_part_t part;
     tally_t tally;
@@ -144,11 +143,10 @@ static int dead_sink(void *opaque, const apply_part_t *p, apply_msg_t **dead, si
 
 static void lane_close(lane_t *l) {
     apply_free(&l->apply);
-    tierctl_tc_destroy(l->tc);
     events_destroy(l->events);
     decode_destroy(l->dec);
     store_destroy(l->store);
-    l->tc = NULL, l->events = NULL, l->dec = NULL, l->store = NULL;
+    l->events = NULL, l->dec = NULL, l->store = NULL;
 }
 
 /* owner: written into meta by the lane's commits. */
@@ -161,8 +159,7 @@ static int lane_open(lane_t *l, const tierctl_t *t, const policy_t *p, char *pre
     if (!l->store || store_connect(l->store, err, errn) != STORE_OK) return -1;
     l->dec = decode_new(err, errn);
     l->events = l->dec ? events_new(err, errn) : NULL;
-    l->tc = l->events ? tierctl_tc_new(err, errn) : NULL;
-    if (!l->tc) return -1;
+    if (!l->events) return -1;
     apply_init(&l->apply);
     apply_ctx_t *a = &l->apply;
     a->store = l->store;
@@ -190,7 +187,7 @@ static int lane_open(lane_t *l, const tierctl_t *t, const policy_t *p, char *pre
 static void count_event(lane_t *l, const redisReply *t, const redisReply *i,
                         const redisReply *v) {
     char err[128];
-    tierctl_tc_info_t tc;
+    events_tier_change_info_t tc;
     if (strcmp(t->str, l->conf.topic_quota_events) == 0) {
         const char *kind = strrchr(i->str, ':');
         for (int k = 0; kind && k < POLICY_QUOTA__COUNT; k++)
@@ -198,7 +195,8 @@ static void count_event(lane_t *l, const redisReply *t, const redisReply *i,
                 l->tally.quota_by_kind[k]++;
         return;
     }
-    if (tierctl_tc_decode(l->tc, v->str, v->len, &tc, err, sizeof(err)) != 0) return;
+    /* The lane's encoder reads its own events back (not while encoding). */
+    if (events_read_tier_change(l->events, v->str, v->len, &tc, err, sizeof(err)) != 0) return;
     for (int r = 1; r < POLICY_REASON__COUNT; r++)
         if (strcmp(tc.reason, policy_reason_name((policy_reason_t)r)) == 0)
             l->tally.tier_by_reason[r]++;

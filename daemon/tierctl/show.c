@@ -11,6 +11,7 @@
 #include "tierctl.h"
 
 #include "customer.h"
+#include "events.h"
 #include "month.h"
 #include "profile_text.h"
 #include "state.h"
@@ -281,7 +282,7 @@ static void print_head(const tierctl_t *t, const view_t *v) {
  * partition (the producer's partitioner is not assumed). */
 typedef struct tail {
     const char *id;
-    tierctl_tc_t *tc;
+    events_t *events; /* reads the tier changes back */
     int tier_topic;
     struct ev {
         int64_t ts;
@@ -313,8 +314,9 @@ static int on_event(void *opaque, rd_kafka_message_t *m) {
     e->seq = t->n++;
     e->ts = rd_kafka_message_timestamp(m, NULL);
     tierctl_time_text(e->ts, ts, sizeof(ts));
-    tierctl_tc_info_t tc;
-    if (t->tier_topic && tierctl_tc_decode(t->tc, m->payload, m->len, &tc, err, sizeof(err)) == 0)
+    events_tier_change_info_t tc;
+    if (t->tier_topic &&
+        events_read_tier_change(t->events, m->payload, m->len, &tc, err, sizeof(err)) == 0)
         snprintf(e->text, sizeof(e->text), "%s  tier %d -> %d  %s%s%s", ts, (int)tc.previous_tier,
                  (int)tc.new_tier, tc.reason, tc.review_month[0] ? " review " : "",
                  tc.review_month);
@@ -362,15 +364,15 @@ static void print_events(tierctl_t *t, const view_t *v, int want) {
     char err[512] = "";
     tail_t tl = {.id = v->id};
     rd_kafka_t *rk = tierctl_kafka(&t->conf, err, sizeof(err));
-    tl.tc = rk ? tierctl_tc_new(err, sizeof(err)) : NULL;
-    int ok = tl.tc != NULL;
+    tl.events = rk ? events_new(err, sizeof(err)) : NULL;
+    int ok = tl.events != NULL;
     tl.tier_topic = 1;
     ok = ok && print_topic(t, rk, &tl, t->conf.topic_tier_changes, want, err, sizeof(err)) == 0;
     tl.tier_topic = 0;
     ok = ok && print_topic(t, rk, &tl, t->conf.topic_quota_events, want, err, sizeof(err)) == 0;
     if (!ok) fprintf(stderr, "tierctl: last events not read: %s\n", err);
     free(tl.evs);
-    tierctl_tc_destroy(tl.tc);
+    events_destroy(tl.events);
     if (rk) rd_kafka_destroy(rk);
 }
 

@@ -69,21 +69,6 @@ const char *tierctl_time_text(int64_t ms, char *buf, size_t size);
 /* "41.25" for 4125 hundredths, "none" for -1. */
 const char *tierctl_score_text(int32_t score_c, char *buf, size_t size);
 
-/* Reads TierChange values (schemas/tier_change.avsc) with avro-c's
- * generic reader: the schema and one value are built once and reused. */
-typedef struct tierctl_tc tierctl_tc_t;
-typedef struct tierctl_tc_info {
-    int32_t previous_tier; /* 0 when null (the first placement) */
-    int32_t new_tier;
-    int64_t sequence;
-    char reason[32];
-    char review_month[16]; /* "YYYY-MM" or "" */
-} tierctl_tc_info_t;
-tierctl_tc_t *tierctl_tc_new(char *errstr, size_t errstr_size);
-void tierctl_tc_destroy(tierctl_tc_t *d);
-int tierctl_tc_decode(tierctl_tc_t *d, const void *buf, size_t len, tierctl_tc_info_t *out,
-                      char *errstr, size_t errstr_size);
-
 /* Runs tx's commands in one pipelined round trip; replies[i] for command
  * i (caller frees).  TC_OK or TC_FAIL with errstr. */
 int tierctl_query(store_t *s, store_tx_t *tx, redisReply **replies, char *errstr,
