@@ -1,9 +1,9 @@
 /*
  * main.c -- tierd: order events in, exact monthly aggregates out.
  * Parses the command line, loads the configuration, wires the modules
- * (store, decoder, dead-letter producer, apply, consumer) and runs the
- * loop until SIGTERM or SIGINT.  Signals only set a flag; a second SIGINT
- * exits at once.
+ * (store, decoder, event codec, the producer of dead letters and events,
+ * apply, consumer) and runs the loop until SIGTERM or SIGINT.  Signals
+ * only set a flag; a second SIGINT exits at once.
  */
 #include "apply.h"
 #include "config.h"
@@ -276,7 +276,7 @@ int main(int argc, char **argv) {
     config_t conf;
     store_t *store = NULL;
     decoder_t *dec = NULL;
-    publish_t *dl = NULL;
+    publish_t *pub = NULL; /* dead letters and the outboxes */
     events_t *events = NULL;
     static reload_t rl; /* the policies are large: keep them off the stack */
     policy_t *const policy = &rl.slots[0]; /* the policy at start */
@@ -357,8 +357,8 @@ int main(int argc, char **argv) {
     if (!dec) goto fail;
     events = events_new(err, sizeof(err));
     if (!events) goto fail;
-    dl = publish_new(&conf, err, sizeof(err));
-    if (!dl) goto fail;
+    pub = publish_new(&conf, err, sizeof(err));
+    if (!pub) goto fail;
 
     apply.store = store;
     apply.decoder = dec;
@@ -368,7 +368,7 @@ int main(int argc, char **argv) {
     apply.window = (int32_t)conf.window_months;
     apply.owner = owner;
     apply.dead = publish_dead;
-    apply.dead_opaque = dl;
+    apply.dead_opaque = pub;
     apply.policy = policy;
     apply.events = events;
     apply.tier_topic = conf.topic_tier_changes;
@@ -380,7 +380,7 @@ int main(int argc, char **argv) {
     if (apply.fault_stall_file || apply.fault_review_stall_file || getenv("TIERD_FAULT_PUBLISH_STALL_FILE"))
         log_warn("main", "fault injection is on (TIERD_FAULT_*): for tests only");
 
-    cons = consumer_new(&conf, &apply, dl, err, sizeof(err));
+    cons = consumer_new(&conf, &apply, pub, err, sizeof(err));
     if (!cons) goto fail;
     metrics = metrics_start(conf.http_listen, err, sizeof(err));
     if (!metrics) goto fail;
@@ -409,7 +409,7 @@ out:
     metrics_stop(metrics);
     consumer_destroy(cons);
     apply_free(&apply);
-    publish_destroy(dl);
+    publish_destroy(pub);
     events_destroy(events);
     decode_destroy(dec);
     store_destroy(store);
