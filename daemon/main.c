@@ -31,6 +31,8 @@
 #define TIERD_VERSION "0.1.0"
 #endif
 
+/* Process-wide because a signal handler has no argument to reach them
+ * through; the loop receives their addresses (consumer_run). */
 static volatile sig_atomic_t stop_flag, reload_flag;
 
 static void on_signal(int sig) {
@@ -278,8 +280,8 @@ int main(int argc, char **argv) {
     decoder_t *dec = NULL;
     publish_t *pub = NULL; /* dead letters and the outboxes */
     events_t *events = NULL;
-    static reload_t rl; /* the policies are large: keep them off the stack */
-    policy_t *const policy = &rl.slots[0]; /* the policy at start */
+    reload_t *rl = NULL;    /* owned; the policies are large: on the heap */
+    policy_t *policy = NULL; /* the policy at start: rl->slots[0] */
     consumer_t *cons = NULL;
     metrics_t *metrics = NULL;
     apply_ctx_t apply;
@@ -307,6 +309,12 @@ int main(int argc, char **argv) {
         return 2;
     }
     conf_loaded = 1;
+    rl = calloc(1, sizeof(*rl));
+    if (!rl) {
+        fprintf(stderr, "tierd: out of memory\n");
+        goto out;
+    }
+    policy = &rl->slots[0];
     log_level = log_level_parse(conf.log_level);
     if (month_zone_init(&apply.zone, conf.time_zone, err, sizeof(err)) != 0) {
         fprintf(stderr, "tierd: configuration refused: %s: time_zone: %s\n",
@@ -395,10 +403,10 @@ int main(int argc, char **argv) {
              "zone %s, window %d",
              TIERD_VERSION, owner, conf.topic_orders, conf.topic_profiles, policy->name,
              policy->version, conf.time_zone, (int)conf.window_months);
-    rl.path = path;
-    rl.conf = &conf;
-    rl.apply = &apply;
-    rc = consumer_run(cons, &stop_flag, &reload_flag, do_reload, &rl);
+    rl->path = path;
+    rl->conf = &conf;
+    rl->apply = &apply;
+    rc = consumer_run(cons, &stop_flag, &reload_flag, do_reload, rl);
     log_info("main", "stopped (%s)", rc == 0 ? "clean" : "after a fatal error");
     goto out;
 
@@ -413,6 +421,7 @@ out:
     events_destroy(events);
     decode_destroy(dec);
     store_destroy(store);
+    free(rl);
     if (conf_loaded) config_free(&conf);
     return rc;
 }

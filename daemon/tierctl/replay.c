@@ -540,7 +540,8 @@ static int close_months(replay_t *x, int64_t to) {
         char why[512] = "";
         if (m->month < 0) continue;
         int32_t from = m->reviewed >= 0 && m->reviewed < m->month ? m->reviewed + 1 : m->month;
-        for (int32_t mo = from; mo <= m->month && month_start_ms(&l->apply.zone, mo + 1) <= to; mo++) {
+        for (int32_t mo = from; mo <= m->month && month_start_ms(&l->apply.zone, mo + 1) <= to;
+             mo++) {
             if (m->reviewed >= mo) continue;
             if (review_month(&l->apply, &l->part, mo, why, sizeof(why)) != APPLY_OK) {
                 snprintf(x->err, sizeof(x->err), "review: %s", why);
@@ -678,7 +679,7 @@ static int backtest_run(backtest_t *b, const opts_t *o) {
 }
 
 int tierctl_backtest(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop) {
-    static backtest_t b; /* two policies and two lanes: off the stack */
+    backtest_t *b = NULL; /* owned; two policies and two lanes: large */
     char err[1024] = "", owner[64];
     opts_t o;
     int rc = parse_opts(argc, argv, tierctl_help_backtest, &o);
@@ -687,40 +688,46 @@ int tierctl_backtest(int argc, char **argv, const char *conf_path, volatile sig_
         fputs(tierctl_help_backtest, stderr);
         return TC_USAGE;
     }
-    b.t.stop = stop;
-    rc = tierctl_open(&b.t, conf_path, 0);
+    b = calloc(1, sizeof(*b));
+    if (!b) {
+        fprintf(stderr, "tierctl: out of memory\n");
+        return TC_FAIL;
+    }
+    b->t.stop = stop;
+    rc = tierctl_open(&b->t, conf_path, 0);
     if (rc != TC_OK) goto out;
-    if (policyconf_load_file(o.policy, &b.t.conf, &b.cand, err, sizeof(err)) != 0) {
+    if (policyconf_load_file(o.policy, &b->t.conf, &b->cand, err, sizeof(err)) != 0) {
         fprintf(stderr, "tierctl: policy refused: %s\n", err);
         rc = TC_USAGE;
         goto out;
     }
     snprintf(owner, sizeof(owner), "tierctl-backtest-%d", (int)getpid());
-    snprintf(b.scratch[0], 128, "%s-%" PRId64 "-configured", owner, store_now_ms());
-    snprintf(b.scratch[1], 128, "%s-%" PRId64 "-candidate", owner, store_now_ms());
-    b.x.what = "backtest";
-    b.x.stop = stop;
-    b.x.nlanes = 2;
+    snprintf(b->scratch[0], 128, "%s-%" PRId64 "-configured", owner, store_now_ms());
+    snprintf(b->scratch[1], 128, "%s-%" PRId64 "-candidate", owner, store_now_ms());
+    b->x.what = "backtest";
+    b->x.stop = stop;
+    b->x.nlanes = 2;
     for (int i = 0; i < 2 && rc == TC_OK; i++) {
-        b.x.lanes[i] = &b.lanes[i];
-        if (lane_open(&b.lanes[i], &b.t, i ? &b.cand : &b.t.policy, b.scratch[i], owner, err,
+        b->x.lanes[i] = &b->lanes[i];
+        if (lane_open(&b->lanes[i], &b->t, i ? &b->cand : &b->t.policy, b->scratch[i], owner, err,
                       sizeof(err)) != 0) {
             fprintf(stderr, "tierctl: %s\n", err);
             rc = TC_FAIL;
         }
     }
-    if (rc == TC_OK) rc = backtest_run(&b, &o);
-    for (int i = 0; i < 2 && b.lanes[i].store; i++) {
+    if (rc == TC_OK) rc = backtest_run(b, &o);
+    for (int i = 0; i < 2 && b->lanes[i].store; i++) {
         if (o.keep)
-            fprintf(stderr, "tierctl: kept the scratch keys %s:*\n", b.scratch[i]);
-        else if (delete_prefix(b.lanes[i].store, b.scratch[i], err, sizeof(err)) != 0)
-            fprintf(stderr, "tierctl: scratch keys %s:* not deleted: %s\n", b.scratch[i], err);
+            fprintf(stderr, "tierctl: kept the scratch keys %s:*\n", b->scratch[i]);
+        else if (delete_prefix(b->lanes[i].store, b->scratch[i], err, sizeof(err)) != 0)
+            fprintf(stderr, "tierctl: scratch keys %s:* not deleted: %s\n", b->scratch[i], err);
     }
 out:
-    for (int i = 0; i < 2; i++) lane_close(&b.lanes[i]);
-    recs_free(&b.x.profs);
-    recs_free(&b.x.batch);
-    tierctl_close(&b.t);
+    for (int i = 0; i < 2; i++) lane_close(&b->lanes[i]);
+    recs_free(&b->x.profs);
+    recs_free(&b->x.batch);
+    tierctl_close(&b->t);
+    free(b);
     return rc;
 }
 
@@ -926,7 +933,7 @@ static int rebuild_run(rebuild_t *r, const opts_t *o) {
 }
 
 int tierctl_rebuild(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop) {
-    static rebuild_t r;
+    rebuild_t *r = NULL; /* owned; the policy and a lane: large */
     char err[1024] = "", host[256] = "host";
     opts_t o;
     int rc = parse_opts(argc, argv, tierctl_help_rebuild, &o);
@@ -935,25 +942,31 @@ int tierctl_rebuild(int argc, char **argv, const char *conf_path, volatile sig_a
         fputs(tierctl_help_rebuild, stderr);
         return TC_USAGE;
     }
-    r.t.stop = stop;
-    rc = tierctl_open(&r.t, conf_path, 1);
+    r = calloc(1, sizeof(*r));
+    if (!r) {
+        fprintf(stderr, "tierctl: out of memory\n");
+        return TC_FAIL;
+    }
+    r->t.stop = stop;
+    rc = tierctl_open(&r->t, conf_path, 1);
     gethostname(host, sizeof(host) - 1);
-    snprintf(r.owner, sizeof(r.owner), "tierctl-rebuild-%s-%d", host, (int)getpid());
-    r.x.what = "rebuild";
-    r.x.stop = stop;
-    r.x.nlanes = 1;
-    r.x.lease = 1;
-    r.x.lanes[0] = &r.lane;
+    snprintf(r->owner, sizeof(r->owner), "tierctl-rebuild-%s-%d", host, (int)getpid());
+    r->x.what = "rebuild";
+    r->x.stop = stop;
+    r->x.nlanes = 1;
+    r->x.lease = 1;
+    r->x.lanes[0] = &r->lane;
     if (rc == TC_OK &&
-        lane_open(&r.lane, &r.t, &r.t.policy, r.t.conf.key_prefix, r.owner, err,
+        lane_open(&r->lane, &r->t, &r->t.policy, r->t.conf.key_prefix, r->owner, err,
                   sizeof(err)) != 0) {
         fprintf(stderr, "tierctl: %s\n", err);
         rc = TC_FAIL;
     }
-    if (rc == TC_OK) rc = rebuild_run(&r, &o);
-    lane_close(&r.lane);
-    recs_free(&r.x.profs);
-    recs_free(&r.x.batch);
-    tierctl_close(&r.t);
+    if (rc == TC_OK) rc = rebuild_run(r, &o);
+    lane_close(&r->lane);
+    recs_free(&r->x.profs);
+    recs_free(&r->x.batch);
+    tierctl_close(&r->t);
+    free(r);
     return rc;
 }

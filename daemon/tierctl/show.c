@@ -404,28 +404,58 @@ static int customer_args(int argc, char **argv, const char *help, int *events,
     return TC_OK;
 }
 
+/* What show and explain hold while they run: the policy (in t), the view
+ * and a decision are large, so they live on the heap, with one owner. */
+typedef struct session {
+    tierctl_t t;
+    view_t v;
+    policy_decision_t next; /* explain: the open month's review, were it now */
+} session_t;
+
+/* Allocates the session into *out (NULL when memory ran out), opens
+ * tierctl on it and reads the customer `id`.  TC_* as load_view. */
+static int session_open(const char *conf_path, volatile sig_atomic_t *stop, const char *id,
+                        session_t **out) {
+    session_t *s = calloc(1, sizeof(*s));
+    int rc;
+    *out = s;
+    if (!s) {
+        fprintf(stderr, "tierctl: out of memory\n");
+        return TC_FAIL;
+    }
+    s->t.stop = stop;
+    rc = tierctl_open(&s->t, conf_path, 1);
+    return rc == TC_OK ? load_view(&s->t, id, &s->v) : rc;
+}
+
+/* Accepts NULL. */
+static void session_close(session_t *s) {
+    if (!s) return;
+    state_free(&s->v.s);
+    tierctl_close(&s->t);
+    free(s);
+}
+
 int tierctl_show(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop) {
-    static tierctl_t t; /* the policy is large: off the stack */
-    static view_t v;
+    session_t *s = NULL; /* owned */
     const char *id = NULL;
     int events = 5;
     int rc = customer_args(argc, argv, tierctl_help_show, &events, &id);
     if (rc != TC_OK) return rc < 0 ? TC_OK : rc;
-    t.stop = stop;
-    rc = tierctl_open(&t, conf_path, 1);
-    if (rc == TC_OK) rc = load_view(&t, id, &v);
+    rc = session_open(conf_path, stop, id, &s);
     if (rc == TC_OK) {
-        print_head(&t, &v);
-        print_score(&t, &v);
-        print_profile(&t, &v);
-        print_window(&t, &v);
-        print_quota(&t, &v);
-        printf("outbox:      %lld entries of partition %d wait for Kafka\n", v.outbox,
-               (int)v.partition);
-        if (events > 0) print_events(&t, &v, events);
+        tierctl_t *t = &s->t;
+        const view_t *v = &s->v;
+        print_head(t, v);
+        print_score(t, v);
+        print_profile(t, v);
+        print_window(t, v);
+        print_quota(t, v);
+        printf("outbox:      %lld entries of partition %d wait for Kafka\n", v->outbox,
+               (int)v->partition);
+        if (events > 0) print_events(t, v, events);
     }
-    state_free(&v.s);
-    tierctl_close(&t);
+    session_close(s);
     return rc;
 }
 
@@ -553,48 +583,46 @@ static void next_moves(const tierctl_t *t, const view_t *v, const policy_decisio
                (int)cap);
 }
 
-static void explain_rules(const tierctl_t *t, const view_t *v) {
+/* d: room for the decision (large: the caller's). */
+static void explain_rules(const tierctl_t *t, const view_t *v, policy_decision_t *d) {
     policy_customer_t in = {.state = v->c.st,
                             .profile = *profile_of(t, v),
                             .window = v->win,
                             .nwindow = (size_t)t->policy.window};
-    static policy_decision_t d;
     char err[256], b[32];
-    if (policy_review(&t->policy, &in, v->month, &d, err, sizeof(err)) != 0) {
+    if (policy_review(&t->policy, &in, v->month, d, err, sizeof(err)) != 0) {
         printf("(no review possible: %s)\n", err);
         return;
     }
     printf("if %s closed now: %s -> tier %d (%s)\n  %s\n", month_text(v->month, b, sizeof(b)),
-           policy_rule_name(d.rule), (int)d.new_tier,
-           d.changed ? policy_reason_name(d.reason) : "no change", d.explain);
-    print_checks(t, &d);
-    if (v->c.st.evaluated && !v->c.st.has_override) next_moves(t, v, &d);
+           policy_rule_name(d->rule), (int)d->new_tier,
+           d->changed ? policy_reason_name(d->reason) : "no change", d->explain);
+    print_checks(t, d);
+    if (v->c.st.evaluated && !v->c.st.has_override) next_moves(t, v, d);
 }
 
 int tierctl_explain(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop) {
-    static tierctl_t t;
-    static view_t v;
+    session_t *s = NULL; /* owned */
     const char *id = NULL;
     char b[32];
     int rc = customer_args(argc, argv, tierctl_help_explain, NULL, &id);
     if (rc != TC_OK) return rc < 0 ? TC_OK : rc;
-    t.stop = stop;
-    rc = tierctl_open(&t, conf_path, 1);
-    if (rc == TC_OK) rc = load_view(&t, id, &v);
+    rc = session_open(conf_path, stop, id, &s);
     if (rc == TC_OK) {
-        print_head(&t, &v);
-        if (v.c.st.has_override)
+        const tierctl_t *t = &s->t;
+        const view_t *v = &s->v;
+        print_head(t, v);
+        if (v->c.st.has_override)
             printf("why:  the profile's override set tier %d (OVERRIDE); reviews continue "
-                   "from there\n", (int)v.c.st.override_tier);
-        else if (!v.c.st.evaluated)
-            explain_new(&t, &v);
+                   "from there\n", (int)v->c.st.override_tier);
+        else if (!v->c.st.evaluated)
+            explain_new(t, v);
         else
             printf("why:  tier %s, decided by the reviews up to %s\n",
-                   policy_tier_label(&t.policy, v.c.st.tier, b, sizeof(b)),
-                   month_text(v.meta.reviewed, b + 16, 16));
-        explain_rules(&t, &v);
+                   policy_tier_label(&t->policy, v->c.st.tier, b, sizeof(b)),
+                   month_text(v->meta.reviewed, b + 16, 16));
+        explain_rules(t, v, &s->next);
     }
-    state_free(&v.s);
-    tierctl_close(&t);
+    session_close(s);
     return rc;
 }

@@ -28,6 +28,8 @@
 #define TIERD_VERSION "0.1.0"
 #endif
 
+/* Process-wide because a signal handler has no argument to reach it
+ * through; the commands receive its address. */
 static volatile sig_atomic_t stop_flag;
 
 static void on_signal(int sig) {
