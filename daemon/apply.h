@@ -14,6 +14,7 @@
 
 #include "decode.h"
 #include "events.h"
+#include "fault.h"
 #include "month.h"
 #include "store.h"
 #include "strmap.h"
@@ -84,10 +85,7 @@ typedef struct apply_ctx {
     apply_dead_fn dead;
     void *dead_opaque;
     apply_stats_t stats;
-    /* Fault injection for tests only: while this file exists, a commit
-     * waits between its watched read and EXEC (at most 120 s). */
-    const char *fault_stall_file;
-    const char *fault_review_stall_file; /* same, for a review's EXEC */
+    fault_t fault; /* the tests' hooks (fault.h): none unless built with them */
     int64_t idle_close_after_ms;
     /* working memory, reused between batches */
     order_t *orders;

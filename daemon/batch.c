@@ -519,7 +519,7 @@ static void batch_committed(void *ctx) {
     }
 }
 
-static const txn_ops_t batch_ops = {batch_plan, batch_decide, batch_committed, 0};
+static const txn_ops_t batch_ops = {batch_plan, batch_decide, batch_committed, FAULT_COMMIT};
 
 int batch_apply(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, int64_t now_ms,
                 size_t *used, int32_t *review_to, char *errstr, size_t errstr_size) {

@@ -33,7 +33,6 @@
 #include <systemd/sd-daemon.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 typedef struct pending {
@@ -74,7 +73,6 @@ struct consumer {
     rd_kafka_t *prk; /* customer-profiles, assigned by hand */
     rd_kafka_queue_t *q; /* rk's consumer queue */
     rd_kafka_message_t *polled[POLL_BATCH];
-    const char *stall_publish_file; /* tests only: publisher waits while it exists */
     int64_t last_idle_check_ms;
     part_t *parts; /* indexed by partition id */
     int32_t nparts;
@@ -426,12 +424,11 @@ static void catchup_check(consumer_t *k) {
  * reports (a broker that does not answer never holds the loop; the round
  * goes on at the next turn). */
 static void publish_all(consumer_t *k, int wait_ms) {
-    struct stat st;
     int32_t ids[64], done[64];
     int nread[64];
     size_t n = 0, ndone = 0;
     char err[512] = "";
-    if (k->stall_publish_file && stat(k->stall_publish_file, &st) == 0) return;
+    if (fault_holding(&k->apply->fault, FAULT_PUBLISH)) return; /* test builds only */
     publish_poll(k->pub);
     if (!publish_outboxes_busy(k->pub)) {
         if (mono_ms() < k->publish_retry_at) return;
@@ -759,7 +756,6 @@ consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, 
     k->pub = pub;
     for (size_t i = 1; i < ORDER_ERR__COUNT && i <= METRICS_MAX_REASONS; i++)
         k->reason_names[i - 1] = order_reason_code((order_err_t)i); /* 0 is ORDER_OK */
-    k->stall_publish_file = getenv("TIERD_FAULT_PUBLISH_STALL_FILE"); /* tests only */
     /* The profiles handle: no subscription, assigned partition by partition. */
     conf = kafkaconf_build(c, pfixed, errstr, errstr_size);
     if (!conf) goto fail;

@@ -383,10 +383,7 @@ int main(int argc, char **argv) {
     apply.quota_topic = conf.topic_quota_events;
     apply.profile_topic = conf.topic_profiles;
     apply.idle_close_after_ms = conf.idle_close_after_s * 1000;
-    apply.fault_stall_file = getenv("TIERD_FAULT_COMMIT_STALL_FILE");        /* tests only */
-    apply.fault_review_stall_file = getenv("TIERD_FAULT_REVIEW_STALL_FILE"); /* tests only */
-    if (apply.fault_stall_file || apply.fault_review_stall_file || getenv("TIERD_FAULT_PUBLISH_STALL_FILE"))
-        log_warn("main", "fault injection is on (TIERD_FAULT_*): for tests only");
+    fault_from_env(&apply.fault); /* test builds only: fault.h */
 
     cons = consumer_new(&conf, &apply, pub, err, sizeof(err));
     if (!cons) goto fail;

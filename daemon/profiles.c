@@ -283,7 +283,7 @@ static void pb_committed(void *ctx) {
     }
 }
 
-static const txn_ops_t profile_ops = {pb_plan, pb_decide, pb_committed, 0};
+static const txn_ops_t profile_ops = {pb_plan, pb_decide, pb_committed, FAULT_COMMIT};
 
 int profiles_apply(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, char *errstr,
                    size_t errstr_size) {

@@ -409,7 +409,7 @@ static void page_committed(void *ctx) {
     r->pages++;
 }
 
-static const txn_ops_t page_ops = {page_plan, page_decide, page_committed, 1};
+static const txn_ops_t page_ops = {page_plan, page_decide, page_committed, FAULT_REVIEW};
 
 static void review_free(review_t *r) {
     for (size_t i = 0; r->s && i < REVIEW_PAGE; i++) state_free(&r->s[i]);

@@ -43,7 +43,7 @@ typedef struct txn_ops {
                   char *errstr, size_t errstr_size);
     /* After EXEC: the writer moves its caches forward. */
     void (*committed)(void *ctx);
-    int review; /* which test stall file applies (apply_ctx_t) */
+    fault_point_t fault; /* the tests' hook before its EXEC (fault.h) */
 } txn_ops_t;
 
 /* Runs the transaction.  Returns APPLY_OK, APPLY_RETRY (Redis failed, or
