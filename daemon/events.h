@@ -39,7 +39,7 @@ typedef struct events_tier_change {
     int32_t month;                     /* review or order month; -1 => null (profile change) */
     const char *classification;
     const policy_t *policy;            /* name and version travel in the event */
-    int64_t decided_at_ms;             /* from the decision's inputs, never the clock (decide.h) */
+    int64_t decided_at_ms;             /* from the decision's inputs, never the clock (outbox.h) */
 } events_tier_change_t;
 
 /* Encodes a TierChange as plain Avro binary (no framing).  On success
