@@ -444,13 +444,10 @@ bad:
 }
 
 int tierctl_dump(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop) {
-    dump_t *d = calloc(1, sizeof(*d)); /* owned; the policy, the buffer: large */
+    dump_t *d = tierctl_calloc(sizeof(*d)); /* owned; the policy, the buffer: large */
     char err[1024] = "";
     int rc;
-    if (!d) {
-        fprintf(stderr, "tierctl: out of memory\n");
-        return TC_FAIL;
-    }
+    if (!d) return TC_FAIL;
     state_init(&d->s);
     rc = dump_args(argc, argv, d);
     if (rc != TC_OK) {

@@ -688,11 +688,7 @@ int tierctl_backtest(int argc, char **argv, const char *conf_path, volatile sig_
         fputs(tierctl_help_backtest, stderr);
         return TC_USAGE;
     }
-    b = calloc(1, sizeof(*b));
-    if (!b) {
-        fprintf(stderr, "tierctl: out of memory\n");
-        return TC_FAIL;
-    }
+    if (!(b = tierctl_calloc(sizeof(*b)))) return TC_FAIL;
     b->t.stop = stop;
     rc = tierctl_open(&b->t, conf_path, 0);
     if (rc != TC_OK) goto out;
@@ -942,11 +938,7 @@ int tierctl_rebuild(int argc, char **argv, const char *conf_path, volatile sig_a
         fputs(tierctl_help_rebuild, stderr);
         return TC_USAGE;
     }
-    r = calloc(1, sizeof(*r));
-    if (!r) {
-        fprintf(stderr, "tierctl: out of memory\n");
-        return TC_FAIL;
-    }
+    if (!(r = tierctl_calloc(sizeof(*r)))) return TC_FAIL;
     r->t.stop = stop;
     rc = tierctl_open(&r->t, conf_path, 1);
     gethostname(host, sizeof(host) - 1);

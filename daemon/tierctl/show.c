@@ -416,13 +416,10 @@ typedef struct session {
  * tierctl on it and reads the customer `id`.  TC_* as load_view. */
 static int session_open(const char *conf_path, volatile sig_atomic_t *stop, const char *id,
                         session_t **out) {
-    session_t *s = calloc(1, sizeof(*s));
+    session_t *s = tierctl_calloc(sizeof(*s));
     int rc;
     *out = s;
-    if (!s) {
-        fprintf(stderr, "tierctl: out of memory\n");
-        return TC_FAIL;
-    }
+    if (!s) return TC_FAIL;
     s->t.stop = stop;
     rc = tierctl_open(&s->t, conf_path, 1);
     return rc == TC_OK ? load_view(&s->t, id, &s->v) : rc;

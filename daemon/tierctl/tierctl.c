@@ -103,6 +103,12 @@ int tierctl_open(tierctl_t *t, const char *path, int connect) {
     return TC_OK;
 }
 
+void *tierctl_calloc(size_t size) {
+    void *p = calloc(1, size);
+    if (!p) fprintf(stderr, "tierctl: out of memory\n");
+    return p;
+}
+
 void tierctl_close(tierctl_t *t) {
     store_destroy(t->store);
     t->store = NULL;

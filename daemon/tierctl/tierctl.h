@@ -54,6 +54,10 @@ typedef struct tierctl {
 int tierctl_open(tierctl_t *t, const char *path, int connect);
 void tierctl_close(tierctl_t *t);
 
+/* calloc(1, size) for a command's state (large: a policy is), saying
+ * "out of memory" on stderr when it fails. */
+void *tierctl_calloc(size_t size);
+
 /* How many partitions of the orders topic have state in Redis: one more
  * than the highest P with a <prefix>:{<orders>.P}:meta key (SCAN); 0 when
  * none.  -1 with errstr when Redis fails. */
