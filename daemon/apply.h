@@ -12,9 +12,10 @@
 #ifndef TIERD_APPLY_H
 #define TIERD_APPLY_H
 
-#include "decide.h"
 #include "decode.h"
 #include "events.h"
+#include "fault.h"
+#include "month.h"
 #include "store.h"
 #include "strmap.h"
 #include "tierd/order.h"
@@ -76,6 +77,7 @@ typedef struct apply_ctx {
     decoder_t *decoder;      /* borrowed */
     validate_rules_t rules;
     int32_t window;          /* W */
+    month_zone_t zone;       /* time_zone: months of orders, reviews' decided_at */
     const char *owner;       /* instance id, written into meta */
     const policy_t *policy;  /* borrowed; NULL: aggregates only, no decisions */
     events_t *events;        /* borrowed */
@@ -83,10 +85,7 @@ typedef struct apply_ctx {
     apply_dead_fn dead;
     void *dead_opaque;
     apply_stats_t stats;
-    /* Fault injection for tests only: while this file exists, a commit
-     * waits between its watched read and EXEC (at most 120 s). */
-    const char *fault_stall_file;
-    const char *fault_review_stall_file; /* same, for a review's EXEC */
+    fault_t fault; /* the tests' hooks (fault.h): none unless built with them */
     int64_t idle_close_after_ms;
     /* working memory, reused between batches */
     order_t *orders;
@@ -94,13 +93,6 @@ typedef struct apply_ctx {
     struct batch_work *work; /* batch.c's per-batch arrays: grown, never shrunk */
     strmap_t cust;           /* customer id -> its index in the batch */
 } apply_ctx_t;
-
-/* What Redis' meta (read under WATCH) says of our cached one:
- * APPLY_FENCED when another instance claimed the partition (a newer epoch),
- * else APPLY_REWIND when Redis is older in epoch, offset or profiles offset
- * (it lost writes: consume again from what it holds), else APPLY_OK.
- * One rule for batches, reviews and profiles. */
-int apply_meta_verdict(const apply_part_t *p, const store_meta_t *now);
 
 void apply_init(apply_ctx_t *a);
 void apply_free(apply_ctx_t *a);
@@ -114,30 +106,5 @@ void apply_free(apply_ctx_t *a);
  * again from the offset Redis now holds. */
 int apply_batch(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, int64_t now_ms,
                 char *errstr, size_t errstr_size);
-
-/* The monthly review of `month` for every customer of the partition
- * (review.c): one watched read, one MULTI/EXEC with the new states, the
- * tier-change events and meta.reviewed.  Reviewing a month already
- * reviewed does nothing, so a crash can neither skip nor repeat one. */
-int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms, char *errstr,
-                 size_t errstr_size);
-
-/* Reviews every month not yet reviewed up to and including `to`, oldest
- * first.  Months with no orders cost a bounded number of reviews however
- * many there are: once W + 1 reviews in a row were steady over months
- * with no orders, the remaining ones would decide nothing new, so the
- * partition moves to `to` at once, carrying the tier months forward and
- * leaving no month key outside the kept range. */
-int apply_review_through(apply_ctx_t *a, apply_part_t *p, int32_t to, int64_t now_ms,
-                         char *errstr, size_t errstr_size);
-
-/* Applies a batch of customer-profiles records (profiles.c): profile
- * stored, override and lowered grade decided at once, events to the
- * outbox, the profiles offset moved, in one MULTI/EXEC. */
-int apply_profiles(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
-                   int64_t now_ms, char *errstr, size_t errstr_size);
-
-/* Helpers shared by apply, review and profiles. */
-void apply_decide_ctx(apply_ctx_t *a, const apply_part_t *p, int64_t now_ms, decide_ctx_t *d);
 
 #endif

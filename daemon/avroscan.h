@@ -5,9 +5,10 @@
  * Private to the daemon.  libavro trusts what it reads: it allocates a
  * string's claimed length before checking the bytes are there (and leaks
  * it when they are not) and accepts any enum or union index.  So decode.c
- * and events.c pre-scan each record with an avroscan_t, bounding every
- * length, index and varint against the bytes actually present, and only
- * then let libavro read it.  A pre-scan mirrors one .avsc field by field;
+ * pre-scans each record it consumes (orders, profiles) with an avroscan_t,
+ * bounding every length, index and varint against the bytes actually
+ * present, and only then lets libavro (codec.h) read it; events.c checks
+ * its schemas' shape with avroscan_check_record().  A pre-scan mirrors one .avsc field by field;
  * avroscan_check_record() refuses, at start, a schema of another shape so
  * the two cannot drift apart silently.
  *

@@ -28,6 +28,8 @@
 #include "arena.h"
 #include "log.h"
 #include "month.h"
+#include "outbox.h"
+#include "profile_text.h"
 #include "state.h"
 #include "txn.h"
 
@@ -39,7 +41,7 @@
 
 /* One customer the batch touches. */
 typedef struct bcust {
-    decide_customer_t dc; /* the decision view: id, tier state, profile */
+    customer_t dc; /* the decision view: id, tier state, profile */
     state_customer_t s;   /* months and fingerprints */
     int dirty;
 } bcust_t;
@@ -72,7 +74,7 @@ typedef struct batch {
     int32_t review_to, final_month;
     int64_t next_offset;
     int decisions;
-    decide_ctx_t d;
+    outbox_t outbox;
     char ckey[256], pkey[256], mkey[256], off[32], mon[16], upd[32];
 } batch_t;
 
@@ -190,7 +192,7 @@ static int plan_records(batch_t *b, int64_t now_ms, char *errstr, size_t errstr_
             snprintf(m->reason, sizeof(m->reason), "%s", why[0] ? why : order_reason_code(e));
             continue;
         }
-        w->omonth[i] = month_of_ms(o->placed_at_ms);
+        w->omonth[i] = month_of_ms(&a->zone, o->placed_at_ms);
         w->ofp[i] = state_order_fp(o->order_id, o->order_id_len);
         int64_t ci = cust_index(a, w, o->customer_id, o->customer_id_len);
         if (ci < 0) {
@@ -282,16 +284,13 @@ static int load_customers(batch_t *b, redisReply **replies, char *errstr, size_t
                      c->dc.id, why);
             return APPLY_CORRUPT;
         }
-        c->dc.st = c->s.st;
-        c->dc.seq = c->s.seq;
-        c->dc.live_score_c = c->s.live_score_c;
-        c->dc.scale = c->s.scale;
+        customer_load(&c->dc, &c->s);
         c->dc.has_profile = 0;
         c->dc.dirty = 0;
         if (b->decisions) {
             redisReply *rp = replies[1]->element[j];
             if (rp->type == REDIS_REPLY_STRING &&
-                decide_profile_parse(&c->dc.profile, &c->dc.profile_updated_at, rp->str,
+                profile_text_parse(&c->dc.profile, &c->dc.profile_updated_at, rp->str,
                                      rp->len) == 0)
                 c->dc.has_profile = 1;
         }
@@ -312,7 +311,7 @@ static int decide_quotas(batch_t *b, store_tx_t *tx, bcust_t *c, state_month_t *
     policy_quota_limits_t lim;
     policy_quota_limits(pol, sm->tier, prof->format, holiday, &lim);
     for (size_t k = 0; k < nk; k++) {
-        if (decide_quota(&b->d, tx, &c->dc, month, sm->tier, kinds[k], &lim, sm->agg.qty,
+        if (outbox_quota(&b->outbox, tx, &c->dc, month, sm->tier, kinds[k], &lim, sm->agg.qty,
                          o->order_id, o->placed_at_ms, errstr, errstr_size) != 0)
             return -1;
         sm->qmask |= 1u << kinds[k];
@@ -328,7 +327,7 @@ static int decide_order(batch_t *b, store_tx_t *tx, bcust_t *c, state_month_t *s
                         size_t errstr_size) {
     const policy_t *pol = b->a->policy;
     const int32_t W = b->a->window;
-    const policy_profile_t *prof = decide_profile(&b->d, &c->dc);
+    const policy_profile_t *prof = customer_profile(&c->dc, b->a->policy);
     policy_month_t win[POLICY_WINDOW_MAX];
     policy_decision_t dec;
     int32_t live = -1;
@@ -343,7 +342,7 @@ static int decide_order(batch_t *b, store_tx_t *tx, bcust_t *c, state_month_t *s
         /* A first order -- SALE or RETURN -- places the customer; some
          * policies also upgrade on the order that qualifies. */
         if (policy_on_order(pol, &pc, month, &dec, errstr, errstr_size) != 0 ||
-            decide_tier_change(&b->d, tx, &c->dc, &dec, win, (size_t)W, month, o->placed_at_ms,
+            outbox_tier_change(&b->outbox, tx, &c->dc, &dec, win, (size_t)W, month, o->placed_at_ms,
                                errstr, errstr_size) != 0)
             return -1;
         live = dec.score.score_c;
@@ -430,10 +429,7 @@ static int write_states(batch_t *b, store_tx_t *tx) {
         bcust_t *c = w->cs[j];
         if (!c->dirty && !c->dc.dirty) continue;
         state_drop_before(&c->s, b->final_month - W);
-        c->s.st = c->dc.st;
-        c->s.seq = c->dc.seq;
-        c->s.live_score_c = c->dc.live_score_c;
-        c->s.scale = c->dc.scale;
+        customer_store(&c->dc, &c->s);
         size_t len = state_encoded_size(&c->s);
         uint8_t *blob = arena_alloc(&w->blobs, len);
         if (!blob) return -1;
@@ -471,8 +467,8 @@ static int batch_decide(void *ctx, const store_meta_t *now, redisReply **replies
         return TXN_AGAIN; /* our last commit landed though its reply was lost */
     if (b->n_eff == 0) return APPLY_OK; /* a review comes first */
     arena_reset(&b->w->blobs);
-    decide_ctx_free(&b->d);
-    apply_decide_ctx(b->a, p, 0, &b->d);
+    outbox_free(&b->outbox);
+    outbox_open(&b->outbox, b->a, p);
     if (b->w->ncs > 0 && (rc = load_customers(b, replies, errstr, errstr_size)) != APPLY_OK)
         return rc;
     b->ndead = 0;
@@ -489,7 +485,7 @@ static int batch_decide(void *ctx, const store_meta_t *now, redisReply **replies
     if (b->ndead > 0 &&
         b->a->dead(b->a->dead_opaque, p, b->w->dead, b->ndead, errstr, errstr_size) != 0)
         return APPLY_RETRY;
-    if ((b->decisions && decide_flush_outbox(&b->d, tx) != 0) || write_states(b, tx) != 0 ||
+    if ((b->decisions && outbox_flush(&b->outbox, tx) != 0) || write_states(b, tx) != 0 ||
         write_meta(b, tx) != 0) {
         snprintf(errstr, errstr_size, "out of memory");
         return APPLY_RETRY;
@@ -504,9 +500,9 @@ static void batch_committed(void *ctx) {
     b->p->meta.offset = b->next_offset;
     b->p->meta.month = b->final_month;
     if (b->decisions) {
-        if (b->d.tier_events + b->d.quota_events > 0) b->p->outbox_dirty = 1;
-        st->tier_events += b->d.tier_events;
-        st->quota_events += b->d.quota_events;
+        if (b->outbox.tier_events + b->outbox.quota_events > 0) b->p->outbox_dirty = 1;
+        st->tier_events += b->outbox.tier_events;
+        st->quota_events += b->outbox.quota_events;
     }
     st->batches++;
     for (size_t i = 0; i < b->n_eff; i++) {
@@ -523,7 +519,7 @@ static void batch_committed(void *ctx) {
     }
 }
 
-static const txn_ops_t batch_ops = {batch_plan, batch_decide, batch_committed, 0};
+static const txn_ops_t batch_ops = {batch_plan, batch_decide, batch_committed, FAULT_COMMIT};
 
 int batch_apply(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, int64_t now_ms,
                 size_t *used, int32_t *review_to, char *errstr, size_t errstr_size) {
@@ -552,7 +548,7 @@ int batch_apply(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, in
         return APPLY_OK;
     }
     rc = txn_run(a, p, &batch_ops, &b, errstr, errstr_size);
-    decide_ctx_free(&b.d);
+    outbox_free(&b.outbox);
     if (rc != APPLY_OK) return rc;
     *used = b.n_eff;
     *review_to = b.review_to;

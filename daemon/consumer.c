@@ -24,13 +24,15 @@
 #include "kafkaconf.h"
 #include "log.h"
 #include "month.h"
+#include "profiles.h"
+#include "review.h"
+#include "txn.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <systemd/sd-daemon.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
 
 typedef struct pending {
@@ -69,7 +71,6 @@ struct consumer {
     publish_t *pub;     /* borrowed */
     rd_kafka_t *rk;
     rd_kafka_t *prk; /* customer-profiles, assigned by hand */
-    const char *stall_publish_file; /* tests only: publisher waits while it exists */
     int64_t last_idle_check_ms;
     part_t *parts; /* indexed by partition id */
     int32_t nparts;
@@ -81,6 +82,10 @@ struct consumer {
     int64_t last_report_ms;
     uint64_t last_applied;
     metrics_t *metrics; /* borrowed; NULL: none */
+    metrics_snapshot_t snap; /* the next one published: large, so kept here */
+    /* Dead-letter reasons by index, named once at start: the HTTP thread
+     * reads them through the published snapshot until metrics_stop. */
+    const char *reason_names[ORDER_ERR__COUNT + 1];
     int64_t last_metrics_ms;
     uint64_t metrics_applied; /* applied at last_metrics_ms */
     uint64_t outbox_depth;    /* at the last look */
@@ -181,7 +186,7 @@ static int part_flush_profiles(consumer_t *k, int32_t id, part_t *pt, char *err,
         return APPLY_RETRY;
     }
     msgs_from(msgs, pt->prof.m, pt->prof.n);
-    int rc = apply_profiles(k->apply, &pt->ap, msgs, pt->prof.n, now_ms(), err, errn);
+    int rc = profiles_apply(k->apply, &pt->ap, msgs, pt->prof.n, err, errn);
     if (rc == APPLY_OK) {
         for (size_t i = 0; i < pt->prof.n; i++) {
             if (msgs[i].state == MSG_DEAD)
@@ -428,12 +433,11 @@ static void round_done(consumer_t *k, const int32_t *done, const int *nread, siz
  * reports (a broker that does not answer never holds the loop; the round
  * goes on at the next turn). */
 static void publish_all(consumer_t *k, int wait_ms) {
-    struct stat st;
     int32_t ids[64], done[64];
     int nread[64];
     size_t n = 0, ndone = 0;
     char err[512] = "";
-    if (k->stall_publish_file && stat(k->stall_publish_file, &st) == 0) return;
+    if (fault_holding(&k->apply->fault, FAULT_PUBLISH)) return; /* test builds only */
     publish_poll(k->pub);
     if (!publish_outboxes_busy(k->pub)) {
         if (mono_ms() < k->publish_retry_at) return;
@@ -489,7 +493,7 @@ static void renew_leases(consumer_t *k) {
         pt->lease_at = t;
         /* The renewal is also the look that notices a Redis that went back
          * in time while the partition was quiet (the epoch is the same). */
-        if (apply_meta_verdict(&pt->ap, &now) == APPLY_REWIND) {
+        if (txn_meta_verdict(&pt->ap, &now) == APPLY_REWIND) {
             snprintf(err, sizeof(err),
                      "%s [%d]: Redis holds offset %" PRId64 " poffset %" PRId64
                      ", older than ours (%" PRId64 ", %" PRId64 "): it lost writes",
@@ -523,8 +527,8 @@ static void idle_reviews(consumer_t *k) {
             pt->ap.meta.month < 0 || pt->ap.meta.reviewed >= pt->ap.meta.month)
             continue;
         if (t - pt->last_record_ms < k->apply->idle_close_after_ms) continue;
-        if (wall < month_start_ms(pt->ap.meta.month + 1)) continue;
-        int rc = apply_review_through(k->apply, &pt->ap, pt->ap.meta.month, wall, err, sizeof(err));
+        if (wall < month_start_ms(&k->apply->zone, pt->ap.meta.month + 1)) continue;
+        int rc = review_through(k->apply, &pt->ap, pt->ap.meta.month, err, sizeof(err));
         part_on_result(k, i, pt, rc, err);
     }
 }
@@ -762,7 +766,8 @@ consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, 
     k->conf = c;
     k->apply = apply;
     k->pub = pub;
-    k->stall_publish_file = getenv("TIERD_FAULT_PUBLISH_STALL_FILE"); /* tests only */
+    for (size_t i = 1; i < ORDER_ERR__COUNT && i <= METRICS_MAX_REASONS; i++)
+        k->reason_names[i - 1] = order_reason_code((order_err_t)i); /* 0 is ORDER_OK */
     /* The profiles handle: no subscription, assigned partition by partition. */
     conf = kafkaconf_build(c, pfixed, errstr, errstr_size);
     if (!conf) goto fail;
@@ -844,71 +849,67 @@ out:
 /* Once a second (and at the end): the snapshot /metrics and the probes
  * serve. */
 static void publish_metrics(consumer_t *k, int force) {
-    static metrics_snapshot_t s; /* large (per-partition table): off the stack */
-    static const char *reasons[ORDER_ERR__COUNT + 1];
+    metrics_snapshot_t *s = &k->snap;
     int64_t t = mono_ms();
     if (!k->metrics || (!force && t - k->last_metrics_ms < 1000)) return;
     const apply_stats_t *a = &k->apply->stats;
-    memset(&s, 0, sizeof(s));
-    s.applied = a->applied;
-    s.duplicates = a->duplicates;
-    s.redelivered = a->redelivered;
-    s.dead = a->dead;
-    s.batches = a->batches;
-    s.fenced = a->fenced;
-    s.state_corrupt = a->state_corrupt;
-    s.review_pages = a->review_pages;
-    s.reviews = a->reviews;
-    s.profiles = a->profiles;
-    /* The names are filled before the first publish and never written
-     * again: the HTTP thread reads them through the snapshot. */
-    int first = reasons[0] == NULL;
+    memset(s, 0, sizeof(*s));
+    s->applied = a->applied;
+    s->duplicates = a->duplicates;
+    s->redelivered = a->redelivered;
+    s->dead = a->dead;
+    s->batches = a->batches;
+    s->fenced = a->fenced;
+    s->state_corrupt = a->state_corrupt;
+    s->review_pages = a->review_pages;
+    s->reviews = a->reviews;
+    s->profiles = a->profiles;
     for (size_t i = 1; i < ORDER_ERR__COUNT && i <= METRICS_MAX_REASONS; i++) {
-        if (first) reasons[i - 1] = order_reason_code((order_err_t)i); /* 0 is ORDER_OK */
-        s.dead_by_reason[i - 1] = a->dead_by_reason[i];
-        s.nreasons = i;
+        s->dead_by_reason[i - 1] = a->dead_by_reason[i]; /* 0 is ORDER_OK */
+        s->nreasons = i;
     }
-    s.reason_names = reasons;
-    s.tier_events = a->tier_events;
-    s.quota_events = a->quota_events;
-    s.events_published = publish_events_published(k->pub);
+    s->reason_names = k->reason_names;
+    s->tier_events = a->tier_events;
+    s->quota_events = a->quota_events;
+    s->events_published = publish_events_published(k->pub);
     if (store_connected(k->apply->store)) outbox_depth(k);
-    s.outbox_depth = k->outbox_depth;
-    s.redis_commands = store_commands(k->apply->store);
-    store_rtt(k->apply->store, &s.redis_rtt_seconds_sum, &s.redis_rtt_count, s.redis_rtt_buckets);
-    s.batch_records_sum = a->applied + a->duplicates + a->redelivered + a->dead;
-    s.batch_count = a->batches;
-    s.review_seconds_sum = a->review_seconds;
-    s.review_count = a->reviews;
-    s.order_latency_sum = k->lat_sum;
-    s.order_latency_count = k->lat_count;
-    memcpy(s.order_latency_buckets, k->lat_buckets, sizeof(s.order_latency_buckets));
-    for (int32_t i = 0; i < k->nparts && s.nparts < METRICS_MAX_PARTS; i++) {
+    s->outbox_depth = k->outbox_depth;
+    s->redis_commands = store_commands(k->apply->store);
+    store_rtt(k->apply->store, &s->redis_rtt_seconds_sum, &s->redis_rtt_count,
+              s->redis_rtt_buckets);
+    s->batch_records_sum = a->applied + a->duplicates + a->redelivered + a->dead;
+    s->batch_count = a->batches;
+    s->review_seconds_sum = a->review_seconds;
+    s->review_count = a->reviews;
+    s->order_latency_sum = k->lat_sum;
+    s->order_latency_count = k->lat_count;
+    memcpy(s->order_latency_buckets, k->lat_buckets, sizeof(s->order_latency_buckets));
+    for (int32_t i = 0; i < k->nparts && s->nparts < METRICS_MAX_PARTS; i++) {
         part_t *pt = &k->parts[i];
         if (!pt->assigned) continue;
         int64_t lo = -1, hi = -1;
         int64_t next = pt->ap.meta.offset;
-        s.parts[s.nparts].partition = i;
-        s.parts[s.nparts].assigned = 1;
-        s.parts[s.nparts].committed = next;
-        s.parts[s.nparts].lag = -1;
+        s->parts[s->nparts].partition = i;
+        s->parts[s->nparts].assigned = 1;
+        s->parts[s->nparts].committed = next;
+        s->parts[s->nparts].lag = -1;
         if (rd_kafka_get_watermark_offsets(k->rk, k->conf->topic_orders, i, &lo, &hi) ==
                 RD_KAFKA_RESP_ERR_NO_ERROR &&
             hi >= 0 && next >= 0)
-            s.parts[s.nparts].lag = hi > next ? hi - next : 0;
-        s.nparts++;
+            s->parts[s->nparts].lag = hi > next ? hi - next : 0;
+        s->nparts++;
     }
     double secs = k->last_metrics_ms ? (double)(t - k->last_metrics_ms) / 1000.0 : 0;
-    s.orders_per_second = secs > 0 ? (double)(a->applied - k->metrics_applied) / secs : 0.0;
+    s->orders_per_second = secs > 0 ? (double)(a->applied - k->metrics_applied) / secs : 0.0;
     /* Ready: orders are being applied -- some partition is ours and Redis
      * answers.  Healthy: the loop turns (the snapshot's age says so). */
     int nassigned = 0;
     for (int32_t i = 0; i < k->nparts; i++) nassigned += k->parts[i].assigned;
-    s.ready = nassigned > 0 && !k->fatal && !*k->stop && store_connected(k->apply->store);
-    s.healthy = !k->fatal;
-    s.policy_name = k->apply->policy ? k->apply->policy->name : "";
-    s.policy_version = k->apply->policy ? k->apply->policy->version : "";
-    metrics_publish(k->metrics, &s);
+    s->ready = nassigned > 0 && !k->fatal && !*k->stop && store_connected(k->apply->store);
+    s->healthy = !k->fatal;
+    s->policy_name = k->apply->policy ? k->apply->policy->name : "";
+    s->policy_version = k->apply->policy ? k->apply->policy->version : "";
+    metrics_publish(k->metrics, s);
     k->last_metrics_ms = t;
     k->metrics_applied = a->applied;
 }

@@ -25,6 +25,7 @@ int log_level_parse(const char *name) {
 }
 
 void log_write(int level, const char *module, const char *fmt, ...) {
+    /* Process-wide: stderr is the process's, journal or not; read once. */
     static _Atomic int journal = -1;
     char msg[2048];
     va_list ap;

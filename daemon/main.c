@@ -1,9 +1,9 @@
 /*
  * main.c -- tierd: order events in, exact monthly aggregates out.
  * Parses the command line, loads the configuration, wires the modules
- * (store, decoder, dead-letter producer, apply, consumer) and runs the
- * loop until SIGTERM or SIGINT.  Signals only set a flag; a second SIGINT
- * exits at once.
+ * (store, decoder, event codec, the producer of dead letters and events,
+ * apply, consumer) and runs the loop until SIGTERM or SIGINT.  Signals
+ * only set a flag; a second SIGINT exits at once.
  */
 #include "apply.h"
 #include "config.h"
@@ -31,6 +31,8 @@
 #define TIERD_VERSION "0.1.0"
 #endif
 
+/* Process-wide because a signal handler has no argument to reach them
+ * through; the loop receives their addresses (consumer_run). */
 static volatile sig_atomic_t stop_flag, reload_flag;
 
 static void on_signal(int sig) {
@@ -276,10 +278,10 @@ int main(int argc, char **argv) {
     config_t conf;
     store_t *store = NULL;
     decoder_t *dec = NULL;
-    publish_t *dl = NULL;
+    publish_t *pub = NULL; /* dead letters and the outboxes */
     events_t *events = NULL;
-    static reload_t rl; /* the policies are large: keep them off the stack */
-    policy_t *const policy = &rl.slots[0]; /* the policy at start */
+    reload_t *rl = NULL;    /* owned; the policies are large: on the heap */
+    policy_t *policy = NULL; /* the policy at start: rl->slots[0] */
     consumer_t *cons = NULL;
     metrics_t *metrics = NULL;
     apply_ctx_t apply;
@@ -307,8 +309,14 @@ int main(int argc, char **argv) {
         return 2;
     }
     conf_loaded = 1;
+    rl = calloc(1, sizeof(*rl));
+    if (!rl) {
+        fprintf(stderr, "tierd: out of memory\n");
+        goto out;
+    }
+    policy = &rl->slots[0];
     log_level = log_level_parse(conf.log_level);
-    if (month_set_zone(conf.time_zone, err, sizeof(err)) != 0) {
+    if (month_zone_init(&apply.zone, conf.time_zone, err, sizeof(err)) != 0) {
         fprintf(stderr, "tierd: configuration refused: %s: time_zone: %s\n",
                 config_where(&conf, "time_zone"), err);
         rc = 2;
@@ -357,8 +365,8 @@ int main(int argc, char **argv) {
     if (!dec) goto fail;
     events = events_new(err, sizeof(err));
     if (!events) goto fail;
-    dl = publish_new(&conf, err, sizeof(err));
-    if (!dl) goto fail;
+    pub = publish_new(&conf, err, sizeof(err));
+    if (!pub) goto fail;
 
     apply.store = store;
     apply.decoder = dec;
@@ -368,19 +376,16 @@ int main(int argc, char **argv) {
     apply.window = (int32_t)conf.window_months;
     apply.owner = owner;
     apply.dead = publish_dead;
-    apply.dead_opaque = dl;
+    apply.dead_opaque = pub;
     apply.policy = policy;
     apply.events = events;
     apply.tier_topic = conf.topic_tier_changes;
     apply.quota_topic = conf.topic_quota_events;
     apply.profile_topic = conf.topic_profiles;
     apply.idle_close_after_ms = conf.idle_close_after_s * 1000;
-    apply.fault_stall_file = getenv("TIERD_FAULT_COMMIT_STALL_FILE");        /* tests only */
-    apply.fault_review_stall_file = getenv("TIERD_FAULT_REVIEW_STALL_FILE"); /* tests only */
-    if (apply.fault_stall_file || apply.fault_review_stall_file || getenv("TIERD_FAULT_PUBLISH_STALL_FILE"))
-        log_warn("main", "fault injection is on (TIERD_FAULT_*): for tests only");
+    fault_from_env(&apply.fault); /* test builds only: fault.h */
 
-    cons = consumer_new(&conf, &apply, dl, err, sizeof(err));
+    cons = consumer_new(&conf, &apply, pub, err, sizeof(err));
     if (!cons) goto fail;
     metrics = metrics_start(conf.http_listen, err, sizeof(err));
     if (!metrics) goto fail;
@@ -395,10 +400,10 @@ int main(int argc, char **argv) {
              "zone %s, window %d",
              TIERD_VERSION, owner, conf.topic_orders, conf.topic_profiles, policy->name,
              policy->version, conf.time_zone, (int)conf.window_months);
-    rl.path = path;
-    rl.conf = &conf;
-    rl.apply = &apply;
-    rc = consumer_run(cons, &stop_flag, &reload_flag, do_reload, &rl);
+    rl->path = path;
+    rl->conf = &conf;
+    rl->apply = &apply;
+    rc = consumer_run(cons, &stop_flag, &reload_flag, do_reload, rl);
     log_info("main", "stopped (%s)", rc == 0 ? "clean" : "after a fatal error");
     goto out;
 
@@ -409,10 +414,11 @@ out:
     metrics_stop(metrics);
     consumer_destroy(cons);
     apply_free(&apply);
-    publish_destroy(dl);
+    publish_destroy(pub);
     events_destroy(events);
     decode_destroy(dec);
     store_destroy(store);
+    free(rl);
     if (conf_loaded) config_free(&conf);
     return rc;
 }

@@ -48,7 +48,8 @@ typedef struct metrics metrics_t;
 /* What the main loop publishes.  Counters are totals since start.  The
  * strings (reason_names[], policy_name, policy_version) are read only during
  * metrics_publish and metrics_render: the policy strings are copied, so they
- * may be freed on reload; reason_names must stay valid (they are static). */
+ * may be freed on reload; reason_names must stay valid until metrics_stop
+ * (the consumer holds them). */
 typedef struct metrics_snapshot {
     uint64_t applied, duplicates, redelivered, dead, batches, fenced, reviews, profiles;
     uint64_t state_corrupt; /* customer states that did not parse */

@@ -9,13 +9,15 @@
  * outbox), the worst grade of the partition's current month in each
  * customer's state, and poffset.  Profiles are joined in processing time:
  * a profile applies from the moment tierd reads it.  Profiles are decoded
- * by events.c; this file never decodes Avro itself.
+ * by decode.c; this file never decodes Avro itself.
  */
-#include "apply.h"
+#include "profiles.h"
 
 #include "arena.h"
 #include "log.h"
 #include "month.h"
+#include "outbox.h"
+#include "profile_text.h"
 #include "state.h"
 #include "txn.h"
 #include "validate.h"
@@ -36,7 +38,7 @@ typedef struct pmsg {
 } pmsg_t;
 
 typedef struct pcust {
-    decide_customer_t dc;
+    customer_t dc;
     state_customer_t s;
     int month_dirty;
 } pcust_t;
@@ -52,7 +54,7 @@ typedef struct pbatch {
     const char **ids;
     size_t *idlens;
     strmap_t byid;
-    decide_ctx_t d;
+    outbox_t outbox;
     arena_t blobs;
     int64_t next;
     char ckey[256], pkey[256], mkey[256], off[32];
@@ -77,9 +79,8 @@ static int decode_one(pbatch_t *b, size_t i, char *errstr, size_t errstr_size) {
         pm->tombstone = 1;
         return 0;
     }
-    pm->verdict = events_decode_profile(b->a->events, m->value, m->value_len, m->key,
-                                        m->key_len, pm->id, &pm->prof, &pm->updated_at, why,
-                                        sizeof(why));
+    pm->verdict = decode_profile(b->a->decoder, m->value, m->value_len, m->key, m->key_len,
+                                 pm->id, &pm->prof, &pm->updated_at, why, sizeof(why));
     if (pm->verdict == ORDER_ERR_INTERNAL) {
         snprintf(errstr, errstr_size, "decoding profile at offset %" PRId64 ": %s", m->offset,
                  why);
@@ -154,12 +155,9 @@ static int load(pbatch_t *b, redisReply **rep, char *errstr, size_t errstr_size)
                      why);
             return APPLY_CORRUPT;
         }
-        c->dc.st = c->s.st;
-        c->dc.seq = c->s.seq;
-        c->dc.live_score_c = c->s.live_score_c;
-        c->dc.scale = c->s.scale;
+        customer_load(&c->dc, &c->s);
         if (rp->type == REDIS_REPLY_STRING &&
-            decide_profile_parse(&c->dc.profile, &c->dc.profile_updated_at, rp->str, rp->len) == 0)
+            profile_text_parse(&c->dc.profile, &c->dc.profile_updated_at, rp->str, rp->len) == 0)
             c->dc.has_profile = 1;
     }
     return APPLY_OK;
@@ -180,7 +178,7 @@ static int apply_one(pbatch_t *b, store_tx_t *tx, size_t i, char *errstr, size_t
             goto oom;
         c->dc.has_profile = 0;
     } else {
-        int l = decide_profile_format(newp, pm->updated_at, buf, 200);
+        int l = profile_text_format(newp, pm->updated_at, buf, 200);
         if (store_tx_addv(tx, 4, "HSET", (size_t)4, b->pkey, strlen(b->pkey), c->dc.id,
                           c->dc.len, buf, (size_t)l) != 0)
             goto oom;
@@ -204,8 +202,8 @@ static int apply_one(pbatch_t *b, store_tx_t *tx, size_t i, char *errstr, size_t
     policy_decision_t dec;
     policy_on_profile(pol, &c->dc.st, newp, &dec);
     /* decided at the profile's updated_at (a tombstone: the deleted one's) */
-    return decide_tier_change(&b->d, tx, &c->dc, &dec, NULL, 0, -1, c->dc.profile_updated_at,
-                              errstr, errstr_size);
+    return outbox_tier_change(&b->outbox, tx, &c->dc, &dec, NULL, 0, -1,
+                              c->dc.profile_updated_at, errstr, errstr_size);
 oom:
     snprintf(errstr, errstr_size, "out of memory");
     return -1;
@@ -215,8 +213,7 @@ static int write_states(pbatch_t *b, store_tx_t *tx) {
     for (size_t j = 0; j < b->ncs; j++) {
         pcust_t *c = &b->cs[j];
         if (!c->dc.dirty && !c->month_dirty) continue;
-        c->s.st = c->dc.st;
-        c->s.seq = c->dc.seq;
+        customer_store(&c->dc, &c->s);
         size_t len = state_encoded_size(&c->s);
         uint8_t *blob = arena_alloc(&b->blobs, len);
         if (!blob) return -1;
@@ -236,8 +233,8 @@ static int pb_decide(void *ctx, const store_meta_t *now, redisReply **rep, store
     if (now->poffset != p->meta.poffset || now->month != p->meta.month)
         return TXN_AGAIN; /* a lost reply, or the month moved: decide again */
     arena_reset(&b->blobs);
-    decide_ctx_free(&b->d);
-    apply_decide_ctx(b->a, p, 0, &b->d);
+    outbox_free(&b->outbox);
+    outbox_open(&b->outbox, b->a, p);
     if (b->ncs > 0 && (rc = load(b, rep, errstr, errstr_size)) != APPLY_OK) return rc;
     b->ndead = 0;
     for (size_t i = 0; i < b->n; i++) {
@@ -263,7 +260,7 @@ static int pb_decide(void *ctx, const store_meta_t *now, redisReply **rep, store
     b->next = b->msgs[b->n - 1].offset + 1;
     if (p->meta.poffset > b->next) b->next = p->meta.poffset;
     snprintf(b->off, sizeof(b->off), "%" PRId64, b->next);
-    if (write_states(b, tx) != 0 || decide_flush_outbox(&b->d, tx) != 0 ||
+    if (write_states(b, tx) != 0 || outbox_flush(&b->outbox, tx) != 0 ||
         store_tx_addv(tx, 4, "HSET", (size_t)4, b->mkey, strlen(b->mkey), "poffset", (size_t)7,
                       b->off, strlen(b->off)) != 0) {
         snprintf(errstr, errstr_size, "out of memory");
@@ -275,8 +272,8 @@ static int pb_decide(void *ctx, const store_meta_t *now, redisReply **rep, store
 static void pb_committed(void *ctx) {
     pbatch_t *b = ctx;
     b->p->meta.poffset = b->next;
-    if (b->d.tier_events) b->p->outbox_dirty = 1;
-    b->a->stats.tier_events += b->d.tier_events;
+    if (b->outbox.tier_events) b->p->outbox_dirty = 1;
+    b->a->stats.tier_events += b->outbox.tier_events;
     for (size_t i = 0; i < b->n; i++) {
         if (b->msgs[i].state == MSG_APPLIED) b->a->stats.profiles++;
         if (b->msgs[i].state == MSG_DEAD) {
@@ -286,13 +283,12 @@ static void pb_committed(void *ctx) {
     }
 }
 
-static const txn_ops_t profile_ops = {pb_plan, pb_decide, pb_committed, 0};
+static const txn_ops_t profile_ops = {pb_plan, pb_decide, pb_committed, FAULT_COMMIT};
 
-int apply_profiles(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
-                   int64_t now_ms, char *errstr, size_t errstr_size) {
+int profiles_apply(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, char *errstr,
+                   size_t errstr_size) {
     pbatch_t b;
     int rc;
-    (void)now_ms;
     if (n == 0 || !a->policy) return APPLY_OK;
     memset(&b, 0, sizeof(b));
     b.a = a;
@@ -307,7 +303,7 @@ int apply_profiles(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
     for (size_t j = 0; b.cs && j < b.ncs; j++) state_free(&b.cs[j].s);
     strmap_free(&b.byid, NULL);
     arena_free(&b.blobs);
-    decide_ctx_free(&b.d);
+    outbox_free(&b.outbox);
     free(b.pm);
     free(b.dead);
     free(b.cs);

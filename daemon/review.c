@@ -26,6 +26,8 @@
 #include "arena.h"
 #include "log.h"
 #include "month.h"
+#include "outbox.h"
+#include "profile_text.h"
 #include "state.h"
 #include "txn.h"
 
@@ -57,9 +59,9 @@ typedef struct review {
     size_t lo, hi;    /* the page */
     const char **f;   /* the page's ids, as fields */
     size_t *fl;
-    decide_customer_t *dc; /* REVIEW_PAGE each */
+    customer_t *dc; /* REVIEW_PAGE each */
     state_customer_t *s;
-    decide_ctx_t d;
+    outbox_t outbox;
     arena_t blobs;
     const char **argv;
     size_t *argvlen;
@@ -177,7 +179,7 @@ static int see_profile(review_t *r, redisReply *k, redisReply *v, char *errstr,
     rentry_t *e = find(r, k->str, k->len);
     policy_profile_t prof;
     int64_t upd;
-    if (e && decide_profile_parse(&prof, &upd, v->str, v->len) == 0) e->fmt = (char)prof.format;
+    if (e && profile_text_parse(&prof, &upd, v->str, v->len) == 0) e->fmt = (char)prof.format;
     return APPLY_OK;
 }
 
@@ -223,7 +225,7 @@ static int pass1(review_t *r, char *errstr, size_t errstr_size) {
 
 /* The month the cursor names: the month reviewed, or a carry's target
  * (a carry always spans two months or more, so the two cannot be taken
- * for each other: see apply_review_through). */
+ * for each other: see review_through). */
 static int32_t cursor_month(const review_t *r) { return r->carry_to >= 0 ? r->carry_to : r->month; }
 
 /* The first customer after the cursor meta holds for this month. */
@@ -273,24 +275,34 @@ static void carry(review_t *r, state_customer_t *s) {
     state_drop_before(s, r->carry_to + 1 - W);
 }
 
+/* The customer's state as the review's steadiness sees it: what it
+ * writes back (state.h), less the months.  first_month counts only once
+ * the customer is placed, and a scale never set reads as 'X'. */
+static int same_state(const customer_t *a, const customer_t *b) {
+    return a->st.tier == b->st.tier &&
+           (a->st.tier > 0 ? a->st.first_month : 0) == (b->st.tier > 0 ? b->st.first_month : 0) &&
+           a->st.evaluated == b->st.evaluated && a->st.has_override == b->st.has_override &&
+           a->st.override_tier == b->st.override_tier && a->seq == b->seq &&
+           a->live_score_c == b->live_score_c &&
+           (a->scale ? a->scale : 'X') == (b->scale ? b->scale : 'X');
+}
+
 /* Reviews one customer: the decision, the next month's tier and grade. */
-static int review_one(review_t *r, store_tx_t *tx, size_t i, decide_customer_t *c,
+static int review_one(review_t *r, store_tx_t *tx, size_t i, customer_t *c,
                       state_customer_t *s, char *errstr, size_t errstr_size) {
     const int32_t W = r->a->window;
-    const policy_profile_t *prof = decide_profile(&r->d, c);
+    const policy_profile_t *prof = customer_profile(c, r->a->policy);
     policy_month_t win[POLICY_WINDOW_MAX];
     policy_decision_t dec;
-    char before[160], after[160];
-    int lb = decide_state_format(c, before, sizeof(before));
+    const customer_t before = *c;
     state_window(s, r->month, W, win);
     c->scale = r->e[i].scale;
     policy_customer_t pc = {c->st, *prof, win, (size_t)W};
     if (policy_review_decide(r->a->policy, &pc, r->month, &dec, errstr, errstr_size) != 0 ||
-        decide_tier_change(&r->d, tx, c, &dec, win, (size_t)W, r->month,
-                           decide_review_at(r->month), errstr, errstr_size) != 0)
+        outbox_tier_change(&r->outbox, tx, c, &dec, win, (size_t)W, r->month,
+                           outbox_review_at(&r->a->zone, r->month), errstr, errstr_size) != 0)
         return -1;
-    int la = decide_state_format(c, after, sizeof(after));
-    if (!c->st.evaluated || la != lb || memcmp(before, after, (size_t)la) != 0) r->steady = 0;
+    if (!c->st.evaluated || !same_state(&before, c)) r->steady = 0;
     /* The tier the next month begins with, and its grade so far. */
     state_drop_before(s, r->month + 1 - W);
     state_month_t *sm = state_month(s, r->month + 1, 1);
@@ -327,14 +339,14 @@ static int page_decide(void *ctx, const store_meta_t *now, redisReply **rep, sto
         strcmp(now->rv_after, r->p->meta.rv_after) != 0)
         return TXN_AGAIN; /* a page landed though its reply was lost */
     arena_reset(&r->blobs);
-    decide_ctx_free(&r->d);
-    apply_decide_ctx(r->a, r->p, 0, &r->d);
+    outbox_free(&r->outbox);
+    outbox_open(&r->outbox, r->a, r->p);
     r->argv[0] = "HSET";
     r->argvlen[0] = 4;
     r->argv[1] = r->ckey;
     r->argvlen[1] = strlen(r->ckey);
     for (size_t i = r->lo; i < r->hi; i++) {
-        decide_customer_t *c = &r->dc[i - r->lo];
+        customer_t *c = &r->dc[i - r->lo];
         state_customer_t *s = &r->s[i - r->lo];
         redisReply *rs = rep[0]->element[i - r->lo];
         char why[200];
@@ -349,22 +361,17 @@ static int page_decide(void *ctx, const store_meta_t *now, redisReply **rep, sto
         memset(c, 0, sizeof(*c));
         memcpy(c->id, r->e[i].id, r->e[i].len);
         c->len = r->e[i].len;
-        c->st = s->st;
-        c->seq = s->seq;
-        c->live_score_c = s->live_score_c;
-        c->scale = s->scale;
+        customer_load(c, s);
         if (r->carry_to >= 0) {
             carry(r, s);
         } else {
             redisReply *rp = rep[1]->element[i - r->lo];
             if (rp->type == REDIS_REPLY_STRING &&
-                decide_profile_parse(&c->profile, &c->profile_updated_at, rp->str, rp->len) == 0)
+                profile_text_parse(&c->profile, &c->profile_updated_at, rp->str, rp->len) == 0)
                 c->has_profile = 1;
             if (c->st.tier <= 0) continue;
             if (review_one(r, tx, i, c, s, errstr, errstr_size) != 0) return APPLY_RETRY;
-            s->st = c->st;
-            s->seq = c->seq;
-            s->scale = c->scale;
+            customer_store(c, s);
         }
         size_t len = state_encoded_size(s);
         uint8_t *blob = arena_alloc(&r->blobs, len);
@@ -376,7 +383,7 @@ static int page_decide(void *ctx, const store_meta_t *now, redisReply **rep, sto
         r->argvlen[n++] = len;
     }
     if ((n > 2 && store_tx_add(tx, (int)n, r->argv, r->argvlen) != 0) ||
-        decide_flush_outbox(&r->d, tx) != 0 || page_meta(r, tx) != 0)
+        outbox_flush(&r->outbox, tx) != 0 || page_meta(r, tx) != 0)
         goto oom;
     return APPLY_OK;
 oom:
@@ -395,14 +402,14 @@ static void page_committed(void *ctx) {
         p->meta.rv_month = cursor_month(r);
         snprintf(p->meta.rv_after, sizeof(p->meta.rv_after), "%s", r->after);
     }
-    if (r->d.tier_events) p->outbox_dirty = 1;
-    r->tier_events += r->d.tier_events;
-    r->a->stats.tier_events += r->d.tier_events;
+    if (r->outbox.tier_events) p->outbox_dirty = 1;
+    r->tier_events += r->outbox.tier_events;
+    r->a->stats.tier_events += r->outbox.tier_events;
     r->a->stats.review_pages++;
     r->pages++;
 }
 
-static const txn_ops_t page_ops = {page_plan, page_decide, page_committed, 1};
+static const txn_ops_t page_ops = {page_plan, page_decide, page_committed, FAULT_REVIEW};
 
 static void review_free(review_t *r) {
     for (size_t i = 0; r->s && i < REVIEW_PAGE; i++) state_free(&r->s[i]);
@@ -415,7 +422,7 @@ static void review_free(review_t *r) {
     free(r->argvlen);
     arena_free(&r->ids);
     arena_free(&r->blobs);
-    decide_ctx_free(&r->d);
+    outbox_free(&r->outbox);
 }
 
 static int review_run(review_t *r, char *errstr, size_t errstr_size) {
@@ -446,12 +453,11 @@ out:
     return rc;
 }
 
-int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms, char *errstr,
+int review_month(apply_ctx_t *a, apply_part_t *p, int32_t month, char *errstr,
                  size_t errstr_size) {
     review_t r;
     struct timespec t0, t1;
     char ym[16];
-    (void)now_ms;
     p->review_steady = 0;
     if (!a->policy || p->meta.reviewed >= month) return APPLY_OK;
     memset(&r, 0, sizeof(r));
@@ -474,8 +480,12 @@ int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms,
     return APPLY_OK;
 }
 
-int review_carry(apply_ctx_t *a, apply_part_t *p, int32_t from, int32_t to, char *errstr,
-                 size_t errstr_size) {
+/* Carries the partition from `from` (reviewed, its last W + 1 reviews
+ * steady over months with no orders) to `to` (to >= from + 2): every
+ * customer's empty months move forward, so the states equal what reviews
+ * of from + 1 .. to would have written, and meta.reviewed says `to`. */
+static int review_carry(apply_ctx_t *a, apply_part_t *p, int32_t from, int32_t to,
+                        char *errstr, size_t errstr_size) {
     review_t r;
     char f[16], t[16];
     if (p->meta.reviewed != from) return APPLY_OK;
@@ -492,4 +502,38 @@ int review_carry(apply_ctx_t *a, apply_part_t *p, int32_t from, int32_t to, char
              "changed nothing: reviewed through %.4s-%.2s at once", p->topic, (int)p->partition,
              f, f + 4, t, t + 4, (int)a->window + 1, t, t + 4);
     return APPLY_OK;
+}
+
+int review_through(apply_ctx_t *a, apply_part_t *p, int32_t to, char *errstr,
+                   size_t errstr_size) {
+    const int32_t W = a->window;
+    int steady_run = 0, rc;
+    if (!a->policy) return APPLY_OK; /* aggregates only: nothing to review */
+    for (;;) {
+        /* A carry a crash interrupted: its cursor names a month two or
+         * more past the last reviewed one. */
+        if (p->meta.reviewed >= 0 && p->meta.rv_month > p->meta.reviewed + 1) {
+            if ((rc = review_carry(a, p, p->meta.reviewed, p->meta.rv_month, errstr,
+                                   errstr_size)) != APPLY_OK)
+                return rc;
+            steady_run = 0;
+            continue;
+        }
+        int32_t m = p->meta.reviewed >= 0 ? p->meta.reviewed + 1 : p->meta.month;
+        if (m > to) return APPLY_OK;
+        if ((rc = review_month(a, p, m, errstr, errstr_size)) != APPLY_OK) return rc;
+        if (p->meta.reviewed < m) { /* cannot happen; never loop on it */
+            snprintf(errstr, errstr_size, "review of month %d did not advance", (int)m);
+            return APPLY_RETRY;
+        }
+        steady_run = p->review_steady && p->meta.reviewed == m ? steady_run + 1 : 0;
+        /* Months after meta.month (the last month with an applied order)
+         * have none, so from m >= meta.month + W on, every window is
+         * empty: a run of W + 1 steady reviews is a fixed point, and the
+         * months up to `to` are carried at once. */
+        if (m + 1 < to && m >= p->meta.month + W && steady_run > W) {
+            if ((rc = review_carry(a, p, m, to, errstr, errstr_size)) != APPLY_OK) return rc;
+            steady_run = 0;
+        }
+    }
 }

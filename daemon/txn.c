@@ -9,8 +9,6 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
-#include <sys/stat.h>
-#include <time.h>
 
 int txn_format_ok(const store_meta_t *m) {
     if (m->format == STATE_FORMAT) return 1;
@@ -18,20 +16,17 @@ int txn_format_ok(const store_meta_t *m) {
     return m->format == 0 && m->offset < 0 && m->poffset < 0 && m->reviewed < 0;
 }
 
-/* For tests: while the named file exists, a transaction waits between
- * its read and EXEC (at most 120 s), so a test can kill tierd there. */
-static void fault_stall(const char *file) {
-    struct stat st;
-    for (int i = 0; file && i < 1200 && stat(file, &st) == 0; i++) {
-        if (i == 0) log_warn("txn", "fault injection: stalled before EXEC");
-        struct timespec ts = {0, 100000000};
-        nanosleep(&ts, NULL);
-    }
+int txn_meta_verdict(const apply_part_t *p, const store_meta_t *now) {
+    if (now->epoch > p->meta.epoch) return APPLY_FENCED; /* whatever the offsets say */
+    if (now->epoch < p->meta.epoch || now->offset < p->meta.offset ||
+        now->poffset < p->meta.poffset)
+        return APPLY_REWIND;
+    return APPLY_OK;
 }
 
 static int verdict(apply_ctx_t *a, apply_part_t *p, const store_meta_t *now, char *errstr,
                    size_t errstr_size) {
-    int v = apply_meta_verdict(p, now);
+    int v = txn_meta_verdict(p, now);
     if (v == APPLY_FENCED) {
         a->stats.fenced++;
         snprintf(errstr, errstr_size,
@@ -94,7 +89,7 @@ static int attempt(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *
     } else if (rc != APPLY_OK) {
         store_unwatch(a->store);
     } else {
-        fault_stall(ops->review ? a->fault_review_stall_file : a->fault_stall_file);
+        fault_stall(&a->fault, ops->fault); /* test builds only: fault.h */
         int src = store_exec(a->store, &tx, errstr, errstr_size);
         if (src == STORE_FENCED) {
             a->stats.fenced++;

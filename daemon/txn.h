@@ -5,7 +5,7 @@
  * A writer says what it reads and, given what Redis holds, what it
  * writes; txn_run does the rest, once for all of them: WATCH the
  * partition's meta and read in one round trip; judge whether Redis is
- * still ours (apply_meta_verdict: FENCED when another instance claimed the
+ * still ours (txn_meta_verdict: FENCED when another instance claimed the
  * partition, REWIND when Redis lost writes) and whether it holds the
  * state format this tierd writes; let the writer decide; MULTI/EXEC; a
  * WATCH that fired is FENCED.  When the writer finds its cached view stale
@@ -43,7 +43,7 @@ typedef struct txn_ops {
                   char *errstr, size_t errstr_size);
     /* After EXEC: the writer moves its caches forward. */
     void (*committed)(void *ctx);
-    int review; /* which test stall file applies (apply_ctx_t) */
+    fault_point_t fault; /* the tests' hook before its EXEC (fault.h) */
 } txn_ops_t;
 
 /* Runs the transaction.  Returns APPLY_OK, APPLY_RETRY (Redis failed, or
@@ -51,6 +51,13 @@ typedef struct txn_ops {
  * (the partition holds another state format), errstr saying why. */
 int txn_run(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *ctx, char *errstr,
             size_t errstr_size);
+
+/* What Redis' meta (read under WATCH) says of our cached one:
+ * APPLY_FENCED when another instance claimed the partition (a newer epoch),
+ * else APPLY_REWIND when Redis is older in epoch, offset or profiles offset
+ * (it lost writes: consume again from what it holds), else APPLY_OK.
+ * One rule for batches, reviews and profiles. */
+int txn_meta_verdict(const apply_part_t *p, const store_meta_t *now);
 
 /* Whether meta says the partition holds state this tierd can read: our
  * format, or no state at all yet. */

@@ -24,13 +24,14 @@
 #include "month.h"
 #include "state.h"
 #include "config.h"
-#include "month.h"
+#include "txn.h"
 
 extern const char tierd_schema_order[];
 
 static config_t conf;
 static store_t *store;
 static decoder_t *dec;
+static month_zone_t zone;
 static avro_schema_t schema;
 static avro_value_iface_t *iface;
 static int sink_fail;
@@ -120,6 +121,7 @@ static apply_ctx_t ctx(void) {
     a.rules.max_future_skew_ms = 86400000;
     a.rules.min_placed_at_ms = VALIDATE_MIN_PLACED_AT_MS_DEFAULT;
     a.window = 3;
+    a.zone = zone;
     a.owner = "test";
     a.dead = sink;
     return a;
@@ -339,7 +341,7 @@ static int setup(void **state) {
     setenv("TIERD_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1", 1);
     if (config_load(&conf, NULL, err, sizeof(err)) != 0) return -1;
     conf.redis_port = atoi(port);
-    if (month_set_zone("UTC", err, sizeof(err)) != 0) return -1;
+    if (month_zone_init(&zone, "UTC", err, sizeof(err)) != 0) return -1;
     store = store_new(&conf, err, sizeof(err));
     if (!store || store_connect(store, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s\n", err);
@@ -375,22 +377,22 @@ static void test_meta_verdict(void **state) {
     p.meta.offset = 100;
     p.meta.poffset = 7;
     store_meta_t now = p.meta;
-    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_OK);
+    assert_int_equal(txn_meta_verdict(&p, &now), APPLY_OK);
     now.offset = 120; /* ahead: our own commit whose reply was lost */
-    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_OK);
+    assert_int_equal(txn_meta_verdict(&p, &now), APPLY_OK);
     now = p.meta;
     now.offset = 99;
-    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_REWIND);
+    assert_int_equal(txn_meta_verdict(&p, &now), APPLY_REWIND);
     now = p.meta;
     now.poffset = 6; /* only the profiles commit was lost */
-    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_REWIND);
+    assert_int_equal(txn_meta_verdict(&p, &now), APPLY_REWIND);
     now = p.meta;
     now.epoch = 4;
-    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_REWIND);
+    assert_int_equal(txn_meta_verdict(&p, &now), APPLY_REWIND);
     now = p.meta;
     now.epoch = 6;
     now.offset = 50; /* another owner: fenced, whatever the offsets say */
-    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_FENCED);
+    assert_int_equal(txn_meta_verdict(&p, &now), APPLY_FENCED);
 }
 
 int main(void) {

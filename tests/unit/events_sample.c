@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "decode.h"
 #include "events.h"
 #include "tierd/policy.h"
 
@@ -112,13 +113,14 @@ out:
     return ret;
 }
 
-static int cmd_profile(events_t *ev, const char *path)
+static int cmd_profile(const char *path)
 {
     char bytes[4096], err[512], id[ORDER_ID_MAX + 1];
     policy_profile_t prof;
     int64_t updated = 0;
     size_t n;
     order_err_t rc;
+    decoder_t *dec = NULL; /* owned */
     FILE *f = fopen(path, "rb");
 
     if (f == NULL) {
@@ -127,7 +129,13 @@ static int cmd_profile(events_t *ev, const char *path)
     }
     n = fread(bytes, 1, sizeof(bytes), f);
     fclose(f);
-    rc = events_decode_profile(ev, bytes, n, NULL, 0, id, &prof, &updated, err, sizeof(err));
+    dec = decode_new(err, sizeof(err));
+    if (dec == NULL) {
+        fprintf(stderr, "decode_new: %s\n", err);
+        return 1;
+    }
+    rc = decode_profile(dec, bytes, n, NULL, 0, id, &prof, &updated, err, sizeof(err));
+    decode_destroy(dec);
     if (rc != ORDER_OK) {
         printf("%s %s\n", order_reason_code(rc), err);
         return 0;
@@ -152,7 +160,7 @@ int main(int argc, char **argv)
     if (argc == 4 && strcmp(argv[1], "write") == 0)
         ret = cmd_write(ev, argv[2], argv[3]);
     else if (argc == 3 && strcmp(argv[1], "profile") == 0)
-        ret = cmd_profile(ev, argv[2]);
+        ret = cmd_profile(argv[2]);
     else
         fprintf(stderr, "usage: %s write POLICY.yaml DIR | profile FILE\n", argv[0]);
     events_destroy(ev);

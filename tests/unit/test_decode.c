@@ -950,10 +950,12 @@ static void test_placed_at_extremes(void **state)
     order_t o = {0};
     decoder_t *d = new_decoder();
     const validate_rules_t r = {"EUR", 86400000, VALIDATE_MIN_PLACED_AT_MS_DEFAULT};
+    month_zone_t z;
     int32_t m;
     size_t i;
 
     (void)state;
+    assert_int_equal(month_zone_init(&z, "UTC", errstr, sizeof(errstr)), 0);
     for (i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
         t.placed_at = at[i];
         b.n = 0;
@@ -963,10 +965,10 @@ static void test_placed_at_extremes(void **state)
         assert_int_equal(validate_order(&o, NULL, 0, 1700000000000LL, &r, errstr,
                                         sizeof(errstr)),
                          at[i] == INT64_MAX ? ORDER_ERR_FUTURE : ORDER_ERR_BAD_PLACED_AT);
-        m = month_of_ms(o.placed_at_ms);
+        m = month_of_ms(&z, o.placed_at_ms);
         assert_true(m >= MONTH_MIN && m <= MONTH_MAX);
         (void)month_yyyymm(m);
-        (void)month_start_ms(m + 1);
+        (void)month_start_ms(&z, m + 1);
     }
     order_reset(&o);
     decode_destroy(d);

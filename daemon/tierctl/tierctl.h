@@ -1,9 +1,14 @@
 /*
- * tierctl.h -- the operator's tool of tierd, private to its four files:
- *   tierctl.c         command line, setup, and what the commands share
- *   tierctl_show.c    show, explain: read one customer, judge it, print
- *   tierctl_dump.c    dump: every partition and customer as JSON lines
- *   tierctl_replay.c  backtest, rebuild: orders replayed through apply
+ * tierctl.h -- the operator's tool of tierd, private to the four files
+ * of daemon/tierctl/:
+ *   tierctl.c   command line, setup, and what the commands share
+ *   show.c      show, explain: read one customer, judge it, print
+ *   dump.c      dump: every partition and customer as JSON lines
+ *   replay.c    backtest, rebuild: orders replayed through apply
+ *
+ * It is built on tierdcore, the library tierd is built on, and uses its
+ * private headers in daemon/: a rule or a codec lives there once, and
+ * tierctl calls it rather than keeping a copy.
  *
  * tierctl reads the configuration tierd reads (config_load) and the policy
  * it decides by (policyconf_load).  It never publishes to Kafka, and writes
@@ -15,6 +20,7 @@
 #define TIERD_TIERCTL_H
 
 #include "config.h"
+#include "month.h"
 #include "store.h"
 #include "tierd/policy.h"
 
@@ -36,6 +42,7 @@ typedef struct tierctl {
     config_t conf;     /* owned when conf_loaded */
     int conf_loaded;
     policy_t policy;   /* the configured policy (tierd's) */
+    month_zone_t zone; /* the configured time_zone */
     store_t *store;    /* the live keyspace; owned */
     volatile sig_atomic_t *stop; /* set by SIGINT/SIGTERM */
 } tierctl_t;
@@ -46,6 +53,10 @@ typedef struct tierctl {
  * TC_FAIL. */
 int tierctl_open(tierctl_t *t, const char *path, int connect);
 void tierctl_close(tierctl_t *t);
+
+/* calloc(1, size) for a command's state (large: a policy is), saying
+ * "out of memory" on stderr when it fails. */
+void *tierctl_calloc(size_t size);
 
 /* How many partitions of the orders topic have state in Redis: one more
  * than the highest P with a <prefix>:{<orders>.P}:meta key (SCAN); 0 when
@@ -61,21 +72,6 @@ const char *tierctl_time_text(int64_t ms, char *buf, size_t size);
 
 /* "41.25" for 4125 hundredths, "none" for -1. */
 const char *tierctl_score_text(int32_t score_c, char *buf, size_t size);
-
-/* Reads TierChange values (schemas/tier_change.avsc) with avro-c's
- * generic reader: the schema and one value are built once and reused. */
-typedef struct tierctl_tc tierctl_tc_t;
-typedef struct tierctl_tc_info {
-    int32_t previous_tier; /* 0 when null (the first placement) */
-    int32_t new_tier;
-    int64_t sequence;
-    char reason[32];
-    char review_month[16]; /* "YYYY-MM" or "" */
-} tierctl_tc_info_t;
-tierctl_tc_t *tierctl_tc_new(char *errstr, size_t errstr_size);
-void tierctl_tc_destroy(tierctl_tc_t *d);
-int tierctl_tc_decode(tierctl_tc_t *d, const void *buf, size_t len, tierctl_tc_info_t *out,
-                      char *errstr, size_t errstr_size);
 
 /* Runs tx's commands in one pipelined round trip; replies[i] for command
  * i (caller frees).  TC_OK or TC_FAIL with errstr. */

@@ -1,8 +1,8 @@
 /*
  * tierctl.c -- the command line of tierctl, and what its commands share:
  * opening the configuration, policy and Redis exactly as tierd does,
- * finding the partitions that have state, reading times and tier-change
- * events, reading Kafka by hand.  See tierctl.h for the split into files,
+ * finding the partitions that have state, reading times, reading Kafka by
+ * hand.  See tierctl.h for the split into files,
  * README.md ("tierctl") for the operator's view.
  */
 #include "tierctl.h"
@@ -14,7 +14,6 @@
 #include "state.h"
 #include "txn.h"
 
-#include <avro.h>
 #include <ctype.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -29,8 +28,8 @@
 #define TIERD_VERSION "0.1.0"
 #endif
 
-extern const char tierd_schema_tier_change[];
-
+/* Process-wide because a signal handler has no argument to reach it
+ * through; the commands receive its address. */
 static volatile sig_atomic_t stop_flag;
 
 static void on_signal(int sig) {
@@ -87,7 +86,7 @@ int tierctl_open(tierctl_t *t, const char *path, int connect) {
         return TC_USAGE;
     }
     t->conf_loaded = 1;
-    if (month_set_zone(t->conf.time_zone, err, sizeof(err)) != 0) {
+    if (month_zone_init(&t->zone, t->conf.time_zone, err, sizeof(err)) != 0) {
         fprintf(stderr, "tierctl: configuration refused: time_zone: %s\n", err);
         return TC_USAGE;
     }
@@ -102,6 +101,12 @@ int tierctl_open(tierctl_t *t, const char *path, int connect) {
         return TC_FAIL;
     }
     return TC_OK;
+}
+
+void *tierctl_calloc(size_t size) {
+    void *p = calloc(1, size);
+    if (!p) fprintf(stderr, "tierctl: out of memory\n");
+    return p;
 }
 
 void tierctl_close(tierctl_t *t) {
@@ -471,105 +476,6 @@ const char *tierctl_score_text(int32_t score_c, char *buf, size_t size) {
     else
         snprintf(buf, size, "%d.%02d", (int)(score_c / 100), (int)(score_c % 100));
     return buf;
-}
-
-/* ------------------------------------------------------------------ */
-/* Tier-change events                                                  */
-
-struct tierctl_tc {
-    avro_schema_t schema;      /* owned */
-    avro_value_iface_t *iface; /* owned */
-    avro_value_t value;        /* owned when live */
-    int live;
-    avro_reader_t reader; /* owned; pointed at each event in turn */
-};
-
-void tierctl_tc_destroy(tierctl_tc_t *d) {
-    if (!d) return;
-    if (d->reader) avro_reader_free(d->reader);
-    if (d->live) avro_value_decref(&d->value);
-    if (d->iface) avro_value_iface_decref(d->iface);
-    if (d->schema) avro_schema_decref(d->schema);
-    free(d);
-}
-
-tierctl_tc_t *tierctl_tc_new(char *errstr, size_t errstr_size) {
-    static const char empty[1] = "";
-    tierctl_tc_t *d = calloc(1, sizeof(*d));
-    if (!d) {
-        snprintf(errstr, errstr_size, "out of memory");
-        return NULL;
-    }
-    if (avro_schema_from_json_length(tierd_schema_tier_change, strlen(tierd_schema_tier_change),
-                                     &d->schema) != 0) {
-        snprintf(errstr, errstr_size, "tier_change schema: %s", avro_strerror());
-        goto fail;
-    }
-    d->iface = avro_generic_class_from_schema(d->schema);
-    if (!d->iface || avro_generic_value_new(d->iface, &d->value) != 0) {
-        snprintf(errstr, errstr_size, "tier_change value: %s", avro_strerror());
-        goto fail;
-    }
-    d->live = 1;
-    d->reader = avro_reader_memory(empty, 0);
-    if (!d->reader) {
-        snprintf(errstr, errstr_size, "out of memory");
-        goto fail;
-    }
-    return d;
-fail:
-    tierctl_tc_destroy(d);
-    return NULL;
-}
-
-/* The int inside a ["null", "int"] union; 0 for null. */
-static int nullable_int(avro_value_t *u, int32_t *out) {
-    avro_value_t b;
-    int disc = 0;
-    *out = 0;
-    if (avro_value_get_discriminant(u, &disc) != 0) return -1;
-    if (disc == 0) return 0;
-    if (avro_value_get_current_branch(u, &b) != 0) return -1;
-    return avro_value_get_int(&b, out);
-}
-
-int tierctl_tc_decode(tierctl_tc_t *d, const void *buf, size_t len, tierctl_tc_info_t *out,
-                      char *errstr, size_t errstr_size) {
-    avro_value_t f, b;
-    int sym = 0, disc = 0;
-    memset(out, 0, sizeof(*out));
-    avro_value_reset(&d->value);
-    avro_reader_memory_set_source(d->reader, buf, (int64_t)len);
-    if (avro_value_read(d->reader, &d->value) != 0) goto bad;
-    if (avro_value_get_by_name(&d->value, "previous_tier", &f, NULL) != 0 ||
-        nullable_int(&f, &out->previous_tier) != 0)
-        goto bad;
-    if (avro_value_get_by_name(&d->value, "new_tier", &f, NULL) != 0 ||
-        avro_value_get_int(&f, &out->new_tier) != 0)
-        goto bad;
-    if (avro_value_get_by_name(&d->value, "sequence", &f, NULL) != 0 ||
-        avro_value_get_long(&f, &out->sequence) != 0)
-        goto bad;
-    if (avro_value_get_by_name(&d->value, "reason", &f, NULL) != 0 ||
-        avro_value_get_enum(&f, &sym) != 0)
-        goto bad;
-    const char *name = avro_schema_enum_get(avro_value_get_schema(&f), sym);
-    snprintf(out->reason, sizeof(out->reason), "%s", name ? name : "?");
-    if (avro_value_get_by_name(&d->value, "review_month", &f, NULL) != 0 ||
-        avro_value_get_discriminant(&f, &disc) != 0)
-        goto bad;
-    if (disc == 1) {
-        const char *s = NULL;
-        size_t sl = 0;
-        if (avro_value_get_current_branch(&f, &b) != 0 ||
-            avro_value_get_string(&b, &s, &sl) != 0)
-            goto bad;
-        snprintf(out->review_month, sizeof(out->review_month), "%s", s);
-    }
-    return 0;
-bad:
-    snprintf(errstr, errstr_size, "not a TierChange: %s", avro_strerror());
-    return -1;
 }
 
 /* ------------------------------------------------------------------ */

@@ -1,5 +1,5 @@
 /*
- * tierctl_dump.c -- `tierctl dump`: every partition's meta and every
+ * dump.c -- `tierctl dump`: every partition's meta and every
  * customer's state as JSON lines, a format other programs read (README.md,
  * "tierctl dump"), so it must outlive layout changes: it is written from
  * the decoded state (state.h), never from the bytes in Redis.
@@ -444,44 +444,50 @@ bad:
 }
 
 int tierctl_dump(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop) {
-    static dump_t d; /* the policy and the output buffer: off the stack */
+    dump_t *d = tierctl_calloc(sizeof(*d)); /* owned; the policy, the buffer: large */
     char err[1024] = "";
-    int rc = dump_args(argc, argv, &d);
-    if (rc != TC_OK) return rc < 0 ? TC_OK : rc;
-    d.t.stop = stop;
-    state_init(&d.s);
-    rc = tierctl_open(&d.t, conf_path, 1);
+    int rc;
+    if (!d) return TC_FAIL;
+    state_init(&d->s);
+    rc = dump_args(argc, argv, d);
+    if (rc != TC_OK) {
+        rc = rc < 0 ? TC_OK : rc; /* -1: --help */
+        goto out;
+    }
+    d->t.stop = stop;
+    rc = tierctl_open(&d->t, conf_path, 1);
     if (rc != TC_OK) goto out;
-    int32_t n = d.partition >= 0 ? d.partition + 1
-                                 : tierctl_partitions(d.t.store, &d.t.conf, err, sizeof(err));
-    for (int32_t p = d.partition >= 0 ? d.partition : 0; n >= 0 && p < n; p++) {
-        if (dump_partition(&d, p, err, sizeof(err)) != 0) {
+    int32_t n = d->partition >= 0 ? d->partition + 1
+                                  : tierctl_partitions(d->t.store, &d->t.conf, err, sizeof(err));
+    for (int32_t p = d->partition >= 0 ? d->partition : 0; n >= 0 && p < n; p++) {
+        if (dump_partition(d, p, err, sizeof(err)) != 0) {
             n = -1;
             break;
         }
-        if (d.out.failed) break;
+        if (d->out.failed) break;
     }
-    out_flush(&d.out);
-    if (fflush(stdout) != 0) d.out.failed = 1;
+    out_flush(&d->out);
+    if (fflush(stdout) != 0) d->out.failed = 1;
     if (n < 0) {
         fprintf(stderr, "tierctl: dump: %s\n", err);
         rc = TC_FAIL;
-    } else if (d.out.failed) {
+    } else if (d->out.failed) {
         fprintf(stderr, "tierctl: dump: writing the output failed\n");
         rc = TC_FAIL;
-    } else if (d.errors > 0) {
+    } else if (d->errors > 0) {
         fprintf(stderr, "tierctl: dump: %" PRId64 " error lines (partitions refused or states "
-                "that do not decode)\n", d.errors);
+                "that do not decode)\n", d->errors);
         rc = TC_FAIL;
-    } else if (d.customer && d.found == 0) {
+    } else if (d->customer && d->found == 0) {
         fprintf(stderr, "tierctl: customer %s not found: no partition of %s knows it\n",
-                d.customer, d.t.conf.topic_orders);
+                d->customer, d->t.conf.topic_orders);
         rc = TC_NOT_FOUND;
     }
 out:
-    state_free(&d.s);
-    arena_free(&d.ids);
-    free(d.v);
-    tierctl_close(&d.t);
+    state_free(&d->s);
+    arena_free(&d->ids);
+    free(d->v);
+    tierctl_close(&d->t);
+    free(d);
     return rc;
 }

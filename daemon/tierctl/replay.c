@@ -1,5 +1,5 @@
 /*
- * tierctl_replay.c -- `tierctl backtest` and `tierctl rebuild`: orders and
+ * replay.c -- `tierctl backtest` and `tierctl rebuild`: orders and
  * profiles read back from Kafka and pushed through tierd's own apply,
  * review and profile code, partition by partition.
  *
@@ -27,6 +27,8 @@
 #include "events.h"
 #include "month.h"
 #include "policyconf.h"
+#include "profiles.h"
+#include "review.h"
 #include "state.h"
 
 #include <getopt.h>
@@ -127,7 +129,6 @@ typedef struct lane {
     store_t *store;      /* owned */
     decoder_t *dec;      /* owned */
     events_t *events;    /* owned */
-    tierctl_tc_t *tc;    /* owned: reads the reasons of tier changes */
     apply_ctx_t apply;
     apply_part_t part;
     tally_t tally;
@@ -142,11 +143,10 @@ static int dead_sink(void *opaque, const apply_part_t *p, apply_msg_t **dead, si
 
 static void lane_close(lane_t *l) {
     apply_free(&l->apply);
-    tierctl_tc_destroy(l->tc);
     events_destroy(l->events);
     decode_destroy(l->dec);
     store_destroy(l->store);
-    l->tc = NULL, l->events = NULL, l->dec = NULL, l->store = NULL;
+    l->events = NULL, l->dec = NULL, l->store = NULL;
 }
 
 /* owner: written into meta by the lane's commits. */
@@ -159,8 +159,7 @@ static int lane_open(lane_t *l, const tierctl_t *t, const policy_t *p, char *pre
     if (!l->store || store_connect(l->store, err, errn) != STORE_OK) return -1;
     l->dec = decode_new(err, errn);
     l->events = l->dec ? events_new(err, errn) : NULL;
-    l->tc = l->events ? tierctl_tc_new(err, errn) : NULL;
-    if (!l->tc) return -1;
+    if (!l->events) return -1;
     apply_init(&l->apply);
     apply_ctx_t *a = &l->apply;
     a->store = l->store;
@@ -169,6 +168,7 @@ static int lane_open(lane_t *l, const tierctl_t *t, const policy_t *p, char *pre
     a->rules.max_future_skew_ms = t->conf.max_future_skew_s * 1000;
     a->rules.min_placed_at_ms = t->conf.min_placed_at_s * 1000;
     a->window = p->window;
+    a->zone = t->zone;
     a->owner = owner;
     a->policy = p;
     a->events = l->events;
@@ -187,7 +187,7 @@ static int lane_open(lane_t *l, const tierctl_t *t, const policy_t *p, char *pre
 static void count_event(lane_t *l, const redisReply *t, const redisReply *i,
                         const redisReply *v) {
     char err[128];
-    tierctl_tc_info_t tc;
+    events_tier_change_info_t tc;
     if (strcmp(t->str, l->conf.topic_quota_events) == 0) {
         const char *kind = strrchr(i->str, ':');
         for (int k = 0; kind && k < POLICY_QUOTA__COUNT; k++)
@@ -195,7 +195,8 @@ static void count_event(lane_t *l, const redisReply *t, const redisReply *i,
                 l->tally.quota_by_kind[k]++;
         return;
     }
-    if (tierctl_tc_decode(l->tc, v->str, v->len, &tc, err, sizeof(err)) != 0) return;
+    /* The lane's encoder reads its own events back (not while encoding). */
+    if (events_read_tier_change(l->events, v->str, v->len, &tc, err, sizeof(err)) != 0) return;
     for (int r = 1; r < POLICY_REASON__COUNT; r++)
         if (strcmp(tc.reason, policy_reason_name((policy_reason_t)r)) == 0)
             l->tally.tier_by_reason[r]++;
@@ -288,7 +289,7 @@ static int feed(replay_t *x, apply_msg_t *msgs, size_t n, int profiles, int64_t 
     for (int i = 0; i < x->nlanes && !x->failed; i++) {
         lane_t *l = x->lanes[i];
         char why[512] = "";
-        int rc = profiles ? apply_profiles(&l->apply, &l->part, msgs, n, now, why, sizeof(why))
+        int rc = profiles ? profiles_apply(&l->apply, &l->part, msgs, n, why, sizeof(why))
                           : apply_batch(&l->apply, &l->part, msgs, n, now, why, sizeof(why));
         if (rc != APPLY_OK) {
             snprintf(x->err, sizeof(x->err), "%s [%d]: %s: %s", l->conf.topic_orders,
@@ -539,9 +540,10 @@ static int close_months(replay_t *x, int64_t to) {
         char why[512] = "";
         if (m->month < 0) continue;
         int32_t from = m->reviewed >= 0 && m->reviewed < m->month ? m->reviewed + 1 : m->month;
-        for (int32_t mo = from; mo <= m->month && month_start_ms(mo + 1) <= to; mo++) {
+        for (int32_t mo = from; mo <= m->month && month_start_ms(&l->apply.zone, mo + 1) <= to;
+             mo++) {
             if (m->reviewed >= mo) continue;
-            if (apply_review(&l->apply, &l->part, mo, to, why, sizeof(why)) != APPLY_OK) {
+            if (review_month(&l->apply, &l->part, mo, why, sizeof(why)) != APPLY_OK) {
                 snprintf(x->err, sizeof(x->err), "review: %s", why);
                 return -1;
             }
@@ -677,7 +679,7 @@ static int backtest_run(backtest_t *b, const opts_t *o) {
 }
 
 int tierctl_backtest(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop) {
-    static backtest_t b; /* two policies and two lanes: off the stack */
+    backtest_t *b = NULL; /* owned; two policies and two lanes: large */
     char err[1024] = "", owner[64];
     opts_t o;
     int rc = parse_opts(argc, argv, tierctl_help_backtest, &o);
@@ -686,40 +688,42 @@ int tierctl_backtest(int argc, char **argv, const char *conf_path, volatile sig_
         fputs(tierctl_help_backtest, stderr);
         return TC_USAGE;
     }
-    b.t.stop = stop;
-    rc = tierctl_open(&b.t, conf_path, 0);
+    if (!(b = tierctl_calloc(sizeof(*b)))) return TC_FAIL;
+    b->t.stop = stop;
+    rc = tierctl_open(&b->t, conf_path, 0);
     if (rc != TC_OK) goto out;
-    if (policyconf_load_file(o.policy, &b.t.conf, &b.cand, err, sizeof(err)) != 0) {
+    if (policyconf_load_file(o.policy, &b->t.conf, &b->cand, err, sizeof(err)) != 0) {
         fprintf(stderr, "tierctl: policy refused: %s\n", err);
         rc = TC_USAGE;
         goto out;
     }
     snprintf(owner, sizeof(owner), "tierctl-backtest-%d", (int)getpid());
-    snprintf(b.scratch[0], 128, "%s-%" PRId64 "-configured", owner, store_now_ms());
-    snprintf(b.scratch[1], 128, "%s-%" PRId64 "-candidate", owner, store_now_ms());
-    b.x.what = "backtest";
-    b.x.stop = stop;
-    b.x.nlanes = 2;
+    snprintf(b->scratch[0], 128, "%s-%" PRId64 "-configured", owner, store_now_ms());
+    snprintf(b->scratch[1], 128, "%s-%" PRId64 "-candidate", owner, store_now_ms());
+    b->x.what = "backtest";
+    b->x.stop = stop;
+    b->x.nlanes = 2;
     for (int i = 0; i < 2 && rc == TC_OK; i++) {
-        b.x.lanes[i] = &b.lanes[i];
-        if (lane_open(&b.lanes[i], &b.t, i ? &b.cand : &b.t.policy, b.scratch[i], owner, err,
+        b->x.lanes[i] = &b->lanes[i];
+        if (lane_open(&b->lanes[i], &b->t, i ? &b->cand : &b->t.policy, b->scratch[i], owner, err,
                       sizeof(err)) != 0) {
             fprintf(stderr, "tierctl: %s\n", err);
             rc = TC_FAIL;
         }
     }
-    if (rc == TC_OK) rc = backtest_run(&b, &o);
-    for (int i = 0; i < 2 && b.lanes[i].store; i++) {
+    if (rc == TC_OK) rc = backtest_run(b, &o);
+    for (int i = 0; i < 2 && b->lanes[i].store; i++) {
         if (o.keep)
-            fprintf(stderr, "tierctl: kept the scratch keys %s:*\n", b.scratch[i]);
-        else if (delete_prefix(b.lanes[i].store, b.scratch[i], err, sizeof(err)) != 0)
-            fprintf(stderr, "tierctl: scratch keys %s:* not deleted: %s\n", b.scratch[i], err);
+            fprintf(stderr, "tierctl: kept the scratch keys %s:*\n", b->scratch[i]);
+        else if (delete_prefix(b->lanes[i].store, b->scratch[i], err, sizeof(err)) != 0)
+            fprintf(stderr, "tierctl: scratch keys %s:* not deleted: %s\n", b->scratch[i], err);
     }
 out:
-    for (int i = 0; i < 2; i++) lane_close(&b.lanes[i]);
-    recs_free(&b.x.profs);
-    recs_free(&b.x.batch);
-    tierctl_close(&b.t);
+    for (int i = 0; i < 2; i++) lane_close(&b->lanes[i]);
+    recs_free(&b->x.profs);
+    recs_free(&b->x.batch);
+    tierctl_close(&b->t);
+    free(b);
     return rc;
 }
 
@@ -925,7 +929,7 @@ static int rebuild_run(rebuild_t *r, const opts_t *o) {
 }
 
 int tierctl_rebuild(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop) {
-    static rebuild_t r;
+    rebuild_t *r = NULL; /* owned; the policy and a lane: large */
     char err[1024] = "", host[256] = "host";
     opts_t o;
     int rc = parse_opts(argc, argv, tierctl_help_rebuild, &o);
@@ -934,25 +938,27 @@ int tierctl_rebuild(int argc, char **argv, const char *conf_path, volatile sig_a
         fputs(tierctl_help_rebuild, stderr);
         return TC_USAGE;
     }
-    r.t.stop = stop;
-    rc = tierctl_open(&r.t, conf_path, 1);
+    if (!(r = tierctl_calloc(sizeof(*r)))) return TC_FAIL;
+    r->t.stop = stop;
+    rc = tierctl_open(&r->t, conf_path, 1);
     gethostname(host, sizeof(host) - 1);
-    snprintf(r.owner, sizeof(r.owner), "tierctl-rebuild-%s-%d", host, (int)getpid());
-    r.x.what = "rebuild";
-    r.x.stop = stop;
-    r.x.nlanes = 1;
-    r.x.lease = 1;
-    r.x.lanes[0] = &r.lane;
+    snprintf(r->owner, sizeof(r->owner), "tierctl-rebuild-%s-%d", host, (int)getpid());
+    r->x.what = "rebuild";
+    r->x.stop = stop;
+    r->x.nlanes = 1;
+    r->x.lease = 1;
+    r->x.lanes[0] = &r->lane;
     if (rc == TC_OK &&
-        lane_open(&r.lane, &r.t, &r.t.policy, r.t.conf.key_prefix, r.owner, err,
+        lane_open(&r->lane, &r->t, &r->t.policy, r->t.conf.key_prefix, r->owner, err,
                   sizeof(err)) != 0) {
         fprintf(stderr, "tierctl: %s\n", err);
         rc = TC_FAIL;
     }
-    if (rc == TC_OK) rc = rebuild_run(&r, &o);
-    lane_close(&r.lane);
-    recs_free(&r.x.profs);
-    recs_free(&r.x.batch);
-    tierctl_close(&r.t);
+    if (rc == TC_OK) rc = rebuild_run(r, &o);
+    lane_close(&r->lane);
+    recs_free(&r->x.profs);
+    recs_free(&r->x.batch);
+    tierctl_close(&r->t);
+    free(r);
     return rc;
 }

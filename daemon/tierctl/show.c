@@ -1,5 +1,5 @@
 /*
- * tierctl_show.c -- `tierctl show` and `tierctl explain`: read one
+ * show.c -- `tierctl show` and `tierctl explain`: read one
  * customer's state from Redis (read only: no WATCH, no write), judge it
  * with the policy engine exactly as the next review would, and print.
  *
@@ -10,8 +10,10 @@
  */
 #include "tierctl.h"
 
-#include "decide.h"
+#include "customer.h"
+#include "events.h"
 #include "month.h"
+#include "profile_text.h"
 #include "state.h"
 
 #include <getopt.h>
@@ -43,7 +45,7 @@ typedef struct view {
     int32_t partition;
     store_meta_t meta;
     state_customer_t s; /* the stored state: decision state and months */
-    decide_customer_t c; /* the decision view of s, and the profile */
+    customer_t c; /* the decision view of s, and the profile */
     int32_t month; /* last window month: the partition's current month */
     policy_month_t win[POLICY_WINDOW_MAX];
     uint32_t qmask[POLICY_WINDOW_MAX];
@@ -108,10 +110,7 @@ static int find_state(tierctl_t *t, view_t *v, char *err, size_t errn) {
                  key, v->id, why, (int)v->partition);
         goto out;
     }
-    v->c.st = v->s.st;
-    v->c.seq = v->s.seq;
-    v->c.live_score_c = v->s.live_score_c;
-    v->c.scale = v->s.scale;
+    customer_load(&v->c, &v->s);
     rc = TC_OK;
 out:
     for (size_t i = 0; r && i < tx.ncmds; i++)
@@ -136,7 +135,7 @@ static int read_head(tierctl_t *t, view_t *v, char *err, size_t errn) {
     }
     if (tierctl_query(t->store, &tx, r, err, errn) != TC_OK) goto out;
     v->c.has_profile = r[0]->type == REDIS_REPLY_STRING &&
-                       decide_profile_parse(&v->c.profile, &v->c.profile_updated_at, r[0]->str,
+                       profile_text_parse(&v->c.profile, &v->c.profile_updated_at, r[0]->str,
                                             r[0]->len) == 0;
     v->outbox = r[1]->integer;
     rc = TC_OK;
@@ -149,9 +148,9 @@ out:
 
 /* The W months ending with the partition's month, oldest first, as the
  * policy engine sees them (months the state lacks are zeros). */
-static void fill_window(const tierctl_t *t, view_t *v) {
+static void fill_window(tierctl_t *t, view_t *v) {
     const int32_t W = t->policy.window;
-    v->month = v->meta.month >= 0 ? v->meta.month : month_of_ms(store_now_ms());
+    v->month = v->meta.month >= 0 ? v->meta.month : month_of_ms(&t->zone, store_now_ms());
     state_window(&v->s, v->month, W, v->win);
     for (int32_t i = 0; i < W; i++) {
         const state_month_t *m = state_month(&v->s, v->win[i].month, 0);
@@ -180,7 +179,7 @@ static int load_view(tierctl_t *t, const char *id, view_t *v) {
 }
 
 static const policy_profile_t *profile_of(const tierctl_t *t, const view_t *v) {
-    return v->c.has_profile ? &v->c.profile : &t->policy.profile_default;
+    return customer_profile(&v->c, &t->policy);
 }
 
 static const char *month_text(int32_t m, char *buf, size_t n) {
@@ -283,7 +282,7 @@ static void print_head(const tierctl_t *t, const view_t *v) {
  * partition (the producer's partitioner is not assumed). */
 typedef struct tail {
     const char *id;
-    tierctl_tc_t *tc;
+    events_t *events; /* reads the tier changes back */
     int tier_topic;
     struct ev {
         int64_t ts;
@@ -315,8 +314,9 @@ static int on_event(void *opaque, rd_kafka_message_t *m) {
     e->seq = t->n++;
     e->ts = rd_kafka_message_timestamp(m, NULL);
     tierctl_time_text(e->ts, ts, sizeof(ts));
-    tierctl_tc_info_t tc;
-    if (t->tier_topic && tierctl_tc_decode(t->tc, m->payload, m->len, &tc, err, sizeof(err)) == 0)
+    events_tier_change_info_t tc;
+    if (t->tier_topic &&
+        events_read_tier_change(t->events, m->payload, m->len, &tc, err, sizeof(err)) == 0)
         snprintf(e->text, sizeof(e->text), "%s  tier %d -> %d  %s%s%s", ts, (int)tc.previous_tier,
                  (int)tc.new_tier, tc.reason, tc.review_month[0] ? " review " : "",
                  tc.review_month);
@@ -364,15 +364,15 @@ static void print_events(tierctl_t *t, const view_t *v, int want) {
     char err[512] = "";
     tail_t tl = {.id = v->id};
     rd_kafka_t *rk = tierctl_kafka(&t->conf, err, sizeof(err));
-    tl.tc = rk ? tierctl_tc_new(err, sizeof(err)) : NULL;
-    int ok = tl.tc != NULL;
+    tl.events = rk ? events_new(err, sizeof(err)) : NULL;
+    int ok = tl.events != NULL;
     tl.tier_topic = 1;
     ok = ok && print_topic(t, rk, &tl, t->conf.topic_tier_changes, want, err, sizeof(err)) == 0;
     tl.tier_topic = 0;
     ok = ok && print_topic(t, rk, &tl, t->conf.topic_quota_events, want, err, sizeof(err)) == 0;
     if (!ok) fprintf(stderr, "tierctl: last events not read: %s\n", err);
     free(tl.evs);
-    tierctl_tc_destroy(tl.tc);
+    events_destroy(tl.events);
     if (rk) rd_kafka_destroy(rk);
 }
 
@@ -404,28 +404,55 @@ static int customer_args(int argc, char **argv, const char *help, int *events,
     return TC_OK;
 }
 
+/* What show and explain hold while they run: the policy (in t), the view
+ * and a decision are large, so they live on the heap, with one owner. */
+typedef struct session {
+    tierctl_t t;
+    view_t v;
+    policy_decision_t next; /* explain: the open month's review, were it now */
+} session_t;
+
+/* Allocates the session into *out (NULL when memory ran out), opens
+ * tierctl on it and reads the customer `id`.  TC_* as load_view. */
+static int session_open(const char *conf_path, volatile sig_atomic_t *stop, const char *id,
+                        session_t **out) {
+    session_t *s = tierctl_calloc(sizeof(*s));
+    int rc;
+    *out = s;
+    if (!s) return TC_FAIL;
+    s->t.stop = stop;
+    rc = tierctl_open(&s->t, conf_path, 1);
+    return rc == TC_OK ? load_view(&s->t, id, &s->v) : rc;
+}
+
+/* Accepts NULL. */
+static void session_close(session_t *s) {
+    if (!s) return;
+    state_free(&s->v.s);
+    tierctl_close(&s->t);
+    free(s);
+}
+
 int tierctl_show(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop) {
-    static tierctl_t t; /* the policy is large: off the stack */
-    static view_t v;
+    session_t *s = NULL; /* owned */
     const char *id = NULL;
     int events = 5;
     int rc = customer_args(argc, argv, tierctl_help_show, &events, &id);
     if (rc != TC_OK) return rc < 0 ? TC_OK : rc;
-    t.stop = stop;
-    rc = tierctl_open(&t, conf_path, 1);
-    if (rc == TC_OK) rc = load_view(&t, id, &v);
+    rc = session_open(conf_path, stop, id, &s);
     if (rc == TC_OK) {
-        print_head(&t, &v);
-        print_score(&t, &v);
-        print_profile(&t, &v);
-        print_window(&t, &v);
-        print_quota(&t, &v);
-        printf("outbox:      %lld entries of partition %d wait for Kafka\n", v.outbox,
-               (int)v.partition);
-        if (events > 0) print_events(&t, &v, events);
+        tierctl_t *t = &s->t;
+        const view_t *v = &s->v;
+        print_head(t, v);
+        print_score(t, v);
+        print_profile(t, v);
+        print_window(t, v);
+        print_quota(t, v);
+        printf("outbox:      %lld entries of partition %d wait for Kafka\n", v->outbox,
+               (int)v->partition);
+        if (events > 0) print_events(t, v, events);
     }
-    state_free(&v.s);
-    tierctl_close(&t);
+    session_close(s);
     return rc;
 }
 
@@ -443,7 +470,7 @@ static void explain_new(const tierctl_t *t, const view_t *v) {
     printf("next: the review of %s (on %s) places it on the tier its score reaches\n"
            "      (INITIAL_EVALUATION), then the grade's cap applies\n",
            month_text(eval, b, sizeof(b)),
-           tierctl_time_text(month_start_ms(eval + 1), b2, sizeof(b2)));
+           tierctl_time_text(month_start_ms(&t->zone, eval + 1), b2, sizeof(b2)));
 }
 
 static void print_checks(const tierctl_t *t, const policy_decision_t *d) {
@@ -483,7 +510,7 @@ static void next_upgrade(const tierctl_t *t, const view_t *v, const policy_decis
            "         (on %s)",
            p->upgrade_cap_ratio_ppm / 10000.0, (char)p->upgrade_grade_at_least, (int)p->window,
            month_text(review, b, sizeof(b)),
-           tierctl_time_text(month_start_ms(review + 1), b2, sizeof(b2)));
+           tierctl_time_text(month_start_ms(&t->zone, review + 1), b2, sizeof(b2)));
     if (fail >= 0)
         printf(": %s failed, so each month from %s to %s must pass", month_text(fail, b, 16),
                month_text(fail + 1, b + 16, 16), month_text(review, b2, sizeof(b2)));
@@ -508,7 +535,7 @@ static void next_downgrade(const tierctl_t *t, const view_t *v, const policy_dec
         int32_t to = floor_tier(p, d->score.metrics.qty_avg);
         printf("downgrade: on %s (the review of %s) to tier %d, unless %s reaches the floor\n"
                "           %" PRId64 " (now %" PRId64 "): every window month is below its floor\n",
-               tierctl_time_text(month_start_ms(v->month + 1), b2, sizeof(b2)),
+               tierctl_time_text(month_start_ms(&t->zone, v->month + 1), b2, sizeof(b2)),
                month_text(v->month, b, sizeof(b)), (int)to, month_text(v->month, b, sizeof(b)),
                cur->floor, cur->qty);
         if (to >= v->c.st.tier)
@@ -519,7 +546,7 @@ static void next_downgrade(const tierctl_t *t, const view_t *v, const policy_dec
     printf("downgrade: not before the review of %s (on %s): %s met its floor; it takes\n"
            "           %d consecutive months below the floor\n",
            month_text(met + p->window, b, sizeof(b)),
-           tierctl_time_text(month_start_ms(met + p->window + 1), b2, sizeof(b2)),
+           tierctl_time_text(month_start_ms(&t->zone, met + p->window + 1), b2, sizeof(b2)),
            month_text(met, b + 16, 16), (int)p->window);
 }
 
@@ -553,48 +580,46 @@ static void next_moves(const tierctl_t *t, const view_t *v, const policy_decisio
                (int)cap);
 }
 
-static void explain_rules(const tierctl_t *t, const view_t *v) {
+/* d: room for the decision (large: the caller's). */
+static void explain_rules(const tierctl_t *t, const view_t *v, policy_decision_t *d) {
     policy_customer_t in = {.state = v->c.st,
                             .profile = *profile_of(t, v),
                             .window = v->win,
                             .nwindow = (size_t)t->policy.window};
-    static policy_decision_t d;
     char err[256], b[32];
-    if (policy_review(&t->policy, &in, v->month, &d, err, sizeof(err)) != 0) {
+    if (policy_review(&t->policy, &in, v->month, d, err, sizeof(err)) != 0) {
         printf("(no review possible: %s)\n", err);
         return;
     }
     printf("if %s closed now: %s -> tier %d (%s)\n  %s\n", month_text(v->month, b, sizeof(b)),
-           policy_rule_name(d.rule), (int)d.new_tier,
-           d.changed ? policy_reason_name(d.reason) : "no change", d.explain);
-    print_checks(t, &d);
-    if (v->c.st.evaluated && !v->c.st.has_override) next_moves(t, v, &d);
+           policy_rule_name(d->rule), (int)d->new_tier,
+           d->changed ? policy_reason_name(d->reason) : "no change", d->explain);
+    print_checks(t, d);
+    if (v->c.st.evaluated && !v->c.st.has_override) next_moves(t, v, d);
 }
 
 int tierctl_explain(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop) {
-    static tierctl_t t;
-    static view_t v;
+    session_t *s = NULL; /* owned */
     const char *id = NULL;
     char b[32];
     int rc = customer_args(argc, argv, tierctl_help_explain, NULL, &id);
     if (rc != TC_OK) return rc < 0 ? TC_OK : rc;
-    t.stop = stop;
-    rc = tierctl_open(&t, conf_path, 1);
-    if (rc == TC_OK) rc = load_view(&t, id, &v);
+    rc = session_open(conf_path, stop, id, &s);
     if (rc == TC_OK) {
-        print_head(&t, &v);
-        if (v.c.st.has_override)
+        const tierctl_t *t = &s->t;
+        const view_t *v = &s->v;
+        print_head(t, v);
+        if (v->c.st.has_override)
             printf("why:  the profile's override set tier %d (OVERRIDE); reviews continue "
-                   "from there\n", (int)v.c.st.override_tier);
-        else if (!v.c.st.evaluated)
-            explain_new(&t, &v);
+                   "from there\n", (int)v->c.st.override_tier);
+        else if (!v->c.st.evaluated)
+            explain_new(t, v);
         else
             printf("why:  tier %s, decided by the reviews up to %s\n",
-                   policy_tier_label(&t.policy, v.c.st.tier, b, sizeof(b)),
-                   month_text(v.meta.reviewed, b + 16, 16));
-        explain_rules(&t, &v);
+                   policy_tier_label(&t->policy, v->c.st.tier, b, sizeof(b)),
+                   month_text(v->meta.reviewed, b + 16, 16));
+        explain_rules(t, v, &s->next);
     }
-    state_free(&v.s);
-    tierctl_close(&t);
+    session_close(s);
     return rc;
 }
