@@ -133,7 +133,7 @@ if ! python3 -c 'import sys; h = sys.stdin.read().strip()
 sys.exit(h not in open(sys.argv[1]).read())' "$readme" <<<"$help"; then
     echo "FAIL README lacks tierd --help as printed"; fails=$((fails + 1))
 fi
-for key in $(printf '%s\n' "$ref" | awk 'NR > 1 && /^[a-z]/ {print $1}'); do
+for key in $(printf '%s\n' "$ref" | awk 'NR > 1 && /^$/ {exit} NR > 1 {print $1}'); do
     if ! grep -qF "\`${key%%<*}" "$readme"; then
         echo "FAIL README's configuration table lacks $key"; fails=$((fails + 1))
     fi
