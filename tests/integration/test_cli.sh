@@ -126,12 +126,13 @@ if [ -z "$stop_s" ] || [ -z "$shutdown_ms" ] || [ "$shutdown_ms" -ge $((stop_s *
     fails=$((fails + 1))
 fi
 
-# The docs agree with the binary.  The README shows --help as the program
-# prints it.  docs/configuration.md's reference is what --help-config
-# prints (scripts/config-reference writes it; --check compares).
+# The docs agree with the binary.  docs/operations.md shows --help as the
+# program prints it.  docs/configuration.md's reference is what
+# --help-config prints (scripts/config-reference writes it; --check
+# compares).
 root=$(dirname "$0")/../..
-if [[ "$(cat "$root/README.md")" != *"$help"* ]]; then
-    echo "FAIL README lacks tierd --help as printed"; fails=$((fails + 1))
+if [[ "$(cat "$root/docs/operations.md")" != *"$help"* ]]; then
+    echo "FAIL docs/operations.md lacks tierd --help as printed"; fails=$((fails + 1))
 fi
 if command -v python3 >/dev/null; then
     if out=$(python3 "$root/scripts/config-reference" --check "$tierd" 2>&1); then
