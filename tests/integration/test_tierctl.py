@@ -2,7 +2,7 @@
 """tierctl against a real Redis, a real KRaft broker and a running tierd.
 
 Orders over the last four months (UTC) for a handful of customers whose
-tiers, scores and quota use follow by hand from SPEC section 8:
+tiers, scores and quota use follow by hand from docs/behaviour.md:
 
   TC-A  1000 units/month in M-3, M-2, M-1 (20 SKUs, price 27 500), 10 units
         in M.  New customer through M-2; the review of M-1 is its initial
