@@ -145,10 +145,12 @@ static const config_env_other_t config_env_others[] = {
     {"TIERD_TEST_REDIS_PORT", "tests/integration/with-redis"},
     {"TIERD_FUZZ_ITERS", "tests/unit/test_decode.c"},
     {"TIERD_KEEP_RUN_DIR", "tests/integration/harness.py"},
+    {"TIERD_HOSTILE_SKIP", "tests/integration/test_hostile.py"},
     {"TIERD_REDIS_APPENDFSYNC", "scripts/services (the test Redis)"},
     {"TIERD_CACHE", "scripts/setup and scripts/services"},
     {"TIERD_SERVICES_TIMEOUT", "scripts/services"},
     {"TIERD_SERVICES_STOP_TIMEOUT", "scripts/services"},
+    {"TIERD_SERVICES_KAFKA_PROXY_PORT", "scripts/services (network-fault tests)"},
 };
 #define NENV_OTHERS (sizeof(config_env_others) / sizeof(config_env_others[0]))
 
