@@ -72,8 +72,10 @@ typedef struct reload {
     int cur;
 } reload_t;
 
-static int same(const char *a, const char *b) {
-    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+/* A key the table marks restart-only changed in the file: said, not applied. */
+static void reload_restart_changed(const char *key, void *opaque) {
+    (void)opaque;
+    log_warn("reload", "%s changed: it applies at the next restart, not now", key);
 }
 
 static void do_reload(void *opaque) {
@@ -90,7 +92,7 @@ static void do_reload(void *opaque) {
     }
     /* The window changes only at a restart, so the policy must fit the
      * running one: a policy for another window would fail every decision. */
-    const config_t *c = r->conf;
+    config_t *c = r->conf;
     int64_t asked_window = fresh.window_months;
     fresh.window_months = c->window_months;
     if (policyconf_load(&fresh, next, err, sizeof(err)) != 0) {
@@ -101,52 +103,20 @@ static void do_reload(void *opaque) {
         config_free(&fresh);
         return;
     }
-    /* Keys that only a restart can change. */
-    int kafka_same = fresh.nkafka == c->nkafka;
-    for (size_t i = 0; kafka_same && i < c->nkafka; i++)
-        kafka_same = same(fresh.kafka[i].name, c->kafka[i].name) &&
-                     same(fresh.kafka[i].value, c->kafka[i].value);
-    struct {
-        const char *name;
-        int changed;
-    } fixed[] = {
-        {"kafka.*", !kafka_same},
-        {"topics.*", !same(fresh.topic_orders, c->topic_orders) ||
-                         !same(fresh.topic_dead_letter, c->topic_dead_letter) ||
-                         !same(fresh.topic_profiles, c->topic_profiles) ||
-                         !same(fresh.topic_tier_changes, c->topic_tier_changes) ||
-                         !same(fresh.topic_quota_events, c->topic_quota_events)},
-        {"redis.*", !same(fresh.redis_host, c->redis_host) || fresh.redis_port != c->redis_port ||
-                        !same(fresh.redis_unix_socket, c->redis_unix_socket) ||
-                        !same(fresh.redis_user, c->redis_user) ||
-                        !same(fresh.redis_password, c->redis_password) ||
-                        fresh.redis_db != c->redis_db || !same(fresh.key_prefix, c->key_prefix) ||
-                        fresh.redis_timeout_ms != c->redis_timeout_ms ||
-                        !same(fresh.redis_password_file, c->redis_password_file)},
-        {"time_zone", !same(fresh.time_zone, c->time_zone)},
-        {"currency", !same(fresh.currency, c->currency)},
-        {"window_months", asked_window != c->window_months},
-        {"instance_id", !same(fresh.instance_id, c->instance_id)},
-        {"http.listen", !same(fresh.http_listen, c->http_listen)},
-    };
-    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-        if (fixed[i].changed)
-            log_warn("reload", "%s changed: it applies at the next restart, not now",
-                     fixed[i].name);
-    /* What changes now. */
-    log_level = log_level_parse(fresh.log_level);
-    r->conf->batch_max_orders = fresh.batch_max_orders;
-    r->conf->batch_max_ms = fresh.batch_max_ms;
-    /* Read from the running conf by whoever applies them. */
-    r->conf->min_placed_at_s = fresh.min_placed_at_s;
-    r->conf->shutdown_timeout_ms = fresh.shutdown_timeout_ms;
-    r->apply->rules.max_future_skew_ms = fresh.max_future_skew_s * 1000;
-    r->apply->rules.min_placed_at_ms = fresh.min_placed_at_s * 1000;
-    r->apply->idle_close_after_ms = fresh.idle_close_after_s * 1000;
+    fresh.window_months = asked_window; /* so the change is reported below */
+    /* The configuration table says which keys change now (moved into the
+     * running configuration, where the consumer reads batch.* and
+     * shutdown_timeout_ms) and which wait for a restart (logged). */
+    config_reload(c, &fresh, reload_restart_changed, NULL);
+    /* What is derived from the keys that change now. */
+    log_level = log_level_parse(c->log_level);
+    r->apply->rules.max_future_skew_ms = c->max_future_skew_s * 1000;
+    r->apply->rules.min_placed_at_ms = c->min_placed_at_s * 1000;
+    r->apply->idle_close_after_ms = c->idle_close_after_s * 1000;
     r->apply->policy = next; /* later decisions name the new policy and version */
     r->cur = 1 - r->cur;
     log_info("reload", "policy %s version %s applies to decisions from now on; log_level %s",
-             next->name, next->version, fresh.log_level);
+             next->name, next->version, c->log_level);
     config_free(&fresh);
 }
 

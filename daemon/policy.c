@@ -2,7 +2,7 @@
  * policy.c -- the decision engine: metrics, score, monthly review, the
  * order and profile triggers, quota events and the classification code.
  *
- * It owns the rules of SPEC sections 6-9 and nothing else: callers hand
+ * It owns the rules of docs/behaviour.md and nothing else: callers hand
  * it a customer's stored state, profile and window and store what it
  * returns.  It must never do I/O, read the clock or keep state between
  * calls; two calls with the same inputs give the same decision.
@@ -408,7 +408,7 @@ static void step_override(const policy_t *p, bool has, int32_t tier, move_t *mv,
     say(e, "; override sets tier %s", policy_tier_label(p, tier, a, sizeof(a)));
     /* The override moves the tier, not the calendar: a new customer stays
      * new, is held on the override, and is first scored when its period
-     * ends (SPEC 8 rules 1 and 5). */
+     * ends (docs/behaviour.md, "Placement and reviews"). */
     d->next.has_override = true;
     d->next.override_tier = tier;
     mv->tier = tier;
@@ -454,7 +454,7 @@ static bool is_new(const policy_t *p, const policy_state_t *st, int32_t month)
     return month - st->first_month + 1 < p->new_customer_months;
 }
 
-/* The tier a new customer is held on (SPEC 8 rule 1): the override in
+/* The tier a new customer is held on (docs/behaviour.md): the override in
  * force, else the policy's new-customer tier.  The caller applies the
  * compliance cap after it. */
 static void step_placement(const policy_t *p, const policy_state_t *st, move_t *mv,
@@ -816,7 +816,7 @@ bool policy_holiday_month(const policy_t *p, int32_t month)
 }
 
 /* ------------------------------------------------------------------ */
-/* Classification code (seed 004)                                      */
+/* Classification code (docs/behaviour.md, "Outputs")                 */
 
 char policy_scale(int64_t rank, int64_t count)
 {

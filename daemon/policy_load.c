@@ -718,7 +718,7 @@ static const ld_key_t root_keys[RK__COUNT] = {
     SECTION("tiers", sec_tiers, true, "list of tiers, 1 first"),
 };
 
-/* The built-in values are those of SPEC section 8; a file states what
+/* The built-in values are supply-tiers' (docs/behaviour.md); a file states what
  * differs. */
 static void defaults(policy_t *p)
 {

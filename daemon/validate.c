@@ -1,6 +1,6 @@
 /*
  * validate.c -- the business rules an Order must pass before it may touch
- * the aggregates (SPEC section 4, "Bad input").
+ * the aggregates (docs/behaviour.md, "Bad input").
  *
  * Owns nothing.  Must never read a clock, do I/O or keep state: the caller
  * gives now_ms and the rules, so the same order always gets the same answer.

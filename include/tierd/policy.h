@@ -2,7 +2,7 @@
  * policy.h -- the tier policy: what a policy file says, and the pure
  * decision engine that applies it to one customer at a time.
  *
- * This header is a contract (SPEC sections 3, 5-11).  The engine takes
+ * This header is a contract (the rules are docs/behaviour.md).  The engine takes
  * structs and fills structs: it never talks to Kafka or Redis, never reads
  * the clock and keeps no globals, so every rule can be tested on its own.
  * The only I/O is policy_load(), which reads the policy file once.
@@ -182,7 +182,7 @@ typedef struct policy {
 /* ------------------------------------------------------------------ */
 /* Per-customer inputs and state                                       */
 
-/* One month of a customer's aggregates (SPEC section 5), as the aggregate
+/* One month of a customer's aggregates (docs/behaviour.md), as the aggregate
  * module keeps it.  A month without orders is all zeros except `month`. */
 typedef struct policy_month {
     int32_t month;          /* year * 12 + (month - 1) */
@@ -333,7 +333,7 @@ int policy_parse(const char *buf, size_t len, const char *name, policy_t *out, c
 /* ------------------------------------------------------------------ */
 /* Engine                                                              */
 
-/* Metrics of SPEC section 6 over n months (n >= 1; missing months are
+/* The window metrics (docs/behaviour.md) over n months (n >= 1; missing months are
  * zero-filled by the caller). */
 void policy_metrics(const policy_month_t *window, size_t n, policy_metrics_t *out);
 
@@ -345,7 +345,7 @@ int policy_score(const policy_t *p, const policy_profile_t *profile, const polic
 /* Highest tier whose min_score <= score_c (hundredths). */
 int32_t policy_target_tier(const policy_t *p, int32_t score_c);
 
-/* The monthly review of `month` (SPEC section 8): new-customer hold,
+/* The monthly review of `month` (docs/behaviour.md): new-customer hold,
  * INITIAL_EVALUATION, upgrade, downgrade, compliance cap.  A customer is
  * new while fewer than new_customer_months lie between its first order
  * month and `month` (both counted), override or not: it is held on its

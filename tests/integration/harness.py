@@ -6,7 +6,8 @@ on exceptions and on SIGTERM/SIGINT (CTest's timeout), so no server outlives
 a failing test.
 
 The expected state is recomputed here, independently of the C code, from the
-orders the test produced: the rules of SPEC sections 4 and 5 written again in
+orders the test produced: the input and aggregate rules of docs/behaviour.md
+written again in
 Python (zoneinfo for months, Python integers for sums).
 """
 import atexit
@@ -473,7 +474,8 @@ def _utf8(b):
 
 
 def judge(o, key, now, skew_ms=86400000, currency="CNY", min_ms=MIN_PLACED_AT_MS):
-    """The SPEC section 4 rules a single record breaks, or None; the first
+    """The order rules (docs/behaviour.md, "Bad input") a single record breaks,
+    or None; the first
     in validate.c's order when it breaks several."""
     ids = [_raw(o[f]) for f in ("order_id", "customer_id")]
     # The decoder refuses before validation sees the order: its pre-scan
@@ -539,9 +541,10 @@ def month_index(ms, tz):
 
 
 def model(recs, tz="Asia/Shanghai", window=3, now=None):
-    """Applies recs (each partition in offset order) by the SPEC, returning
-    (aggregates as read_state() returns them, {(partition, offset): reason});
-    model.duplicates counts the orders ignored as already applied."""
+    """Applies recs (each partition in offset order) by docs/behaviour.md,
+    returning (aggregates as read_state() returns them, {(partition,
+    offset): reason}); model.duplicates counts the orders ignored as
+    already applied."""
     now = now or now_ms()
     by_part = {}
     for r in sorted(recs, key=lambda r: (r.partition, r.offset)):

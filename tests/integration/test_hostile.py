@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Hostile records among 100 000 good orders (issue: hostile input).
+"""Hostile records among 100 000 good orders (docs/behaviour.md, "Bad input").
 
 100 000 good orders (re-sends, returns, both framings, Asia/Shanghai months)
 over 8 partitions, and among them records built to hurt:

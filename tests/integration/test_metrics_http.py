@@ -1,10 +1,10 @@
 #!/usr/bin/python3
-"""/metrics, /healthz and /readyz of a running tierd (issue 4), against the
-real broker and Redis: the counters equal what the orders produced imply
-(applied, duplicates, dead letters by reason), every partition's lag is 0
-once drained, the outbox empties and every decided event is counted as
-published; /readyz turns 503 while Redis is down and 200 when it is back,
-/healthz stays 200 meanwhile; SIGTERM closes the port."""
+"""/metrics, /healthz and /readyz of a running tierd (docs/operations.md),
+against the real broker and Redis: the counters equal what the orders
+produced imply (applied, duplicates, dead letters by reason), every
+partition's lag is 0 once drained, the outbox empties and every decided
+event is counted as published; /readyz turns 503 while Redis is down and 200
+when it is back, /healthz stays 200 meanwhile; SIGTERM closes the port."""
 import collections
 import http.client
 import re

@@ -2,7 +2,7 @@
 """tierctl against a real Redis, a real KRaft broker and a running tierd.
 
 Orders over the last four months (UTC) for a handful of customers whose
-tiers, scores and quota use follow by hand from SPEC section 8:
+tiers, scores and quota use follow by hand from docs/behaviour.md:
 
   TC-A  1000 units/month in M-3, M-2, M-1 (20 SKUs, price 27 500), 10 units
         in M.  New customer through M-2; the review of M-1 is its initial
@@ -44,13 +44,13 @@ TZ = "UTC"
 TIERCTL = h.tierctl_binary()
 PROFILE = avro.schema.parse(open(os.path.join(h.ROOT, "schemas", "customer_profile.avsc")).read())
 
-# `tierctl --help` and the README's tierctl section say the same.
+# `tierctl --help` and the usage docs/tierctl.md shows first say the same.
 helptext = subprocess.run([TIERCTL, "--help"], stdout=subprocess.PIPE, text=True,
                           check=True).stdout
-readme = open(os.path.join(h.ROOT, "README.md")).read()
-usage = readme.split("\n## tierctl\n")[1].split("```")[1].strip().splitlines()
+doc = open(os.path.join(h.ROOT, "docs", "tierctl.md")).read()
+usage = doc.split("```")[1].strip().splitlines()
 assert len(usage) > 10 and all(l in helptext.splitlines() for l in usage), (
-    "README's tierctl usage differs from tierctl --help")
+    "docs/tierctl.md's usage differs from tierctl --help")
 
 svc = h.Services("tierctl")
 now = h.now_ms() - 1000

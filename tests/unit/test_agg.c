@@ -1,4 +1,5 @@
-/* Aggregate arithmetic and month bucketing (SPEC sections 3 and 5). */
+/* Aggregate arithmetic and month bucketing (docs/behaviour.md,
+ * "Aggregates"). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

@@ -1,5 +1,5 @@
 /*
- * test_policy.c -- the decision engine against SPEC sections 6-9, on the
+ * test_policy.c -- the decision engine against docs/behaviour.md, on the
  * shipped presets: metrics, score, every review rule and its boundaries,
  * the order and profile triggers, quota events, classification codes.
  * Policy file errors are in test_policy_load.c.
@@ -707,10 +707,11 @@ static void test_override_and_republished_override(void **state)
     assert_false(d.changed);
 }
 
-/* SPEC 8 rules 1 and 5: an override does not shorten the new-customer
- * period.  A customer overridden at its first order stays on the override
- * at the reviews of its first two months, however little it buys, and is
- * first scored (INITIAL_EVALUATION) at the review of its third month. */
+/* An override does not shorten the new-customer period (docs/behaviour.md,
+ * "Placement and reviews").  A customer overridden at its first order stays
+ * on the override at the reviews of its first two months, however little
+ * it buys, and is first scored (INITIAL_EVALUATION) at the review of its
+ * third month. */
 static void test_override_keeps_new_customer_period(void **state)
 {
     const policy_t *p = ST(state);
