@@ -1,6 +1,6 @@
 /*
  * dump.c -- `tierctl dump`: every partition's meta and every
- * customer's state as JSON lines, a format other programs read (README.md,
+ * customer's state as JSON lines, a format other programs read (docs/tierctl.md,
  * "tierctl dump"), so it must outlive layout changes: it is written from
  * the decoded state (state.h), never from the bytes in Redis.
  *

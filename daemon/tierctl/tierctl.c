@@ -3,7 +3,7 @@
  * opening the configuration, policy and Redis exactly as tierd does,
  * finding the partitions that have state, reading times, reading Kafka by
  * hand.  See tierctl.h for the split into files,
- * README.md ("tierctl") for the operator's view.
+ * docs/tierctl.md for the operator's view.
  */
 #include "tierctl.h"
 

@@ -13,7 +13,7 @@
  * tierctl reads the configuration tierd reads (config_load) and the policy
  * it decides by (policyconf_load).  It never publishes to Kafka, and writes
  * a live key only in `rebuild`, which refuses while a daemon holds the
- * partition's lease (store_lease).  The operator's view is README.md,
+ * partition's lease (store_lease).  The operator's view is docs/tierctl.md,
  * section "tierctl".
  */
 #ifndef TIERD_TIERCTL_H
@@ -29,7 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Exit statuses (README.md, "tierctl"). */
+/* Exit statuses (docs/tierctl.md). */
 enum {
     TC_OK = 0,
     TC_FAIL = 1,      /* Redis or Kafka failed, or the data is unreadable */
@@ -128,7 +128,7 @@ int tierctl_rebuild(int argc, char **argv, const char *conf_path, volatile sig_a
 int tierctl_dump(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 
 /* The lines `tierctl dump` prints, one of each type, for the help texts:
- * README.md documents each field. */
+ * docs/tierctl.md documents each field. */
 #define TIERCTL_DUMP_FORMAT                                                                    \
     "  {\"type\":\"partition\",\"partition\":0,\"offset\":1234,\"month\":\"2026-11\","             \
     "\"reviewed\":\"2026-10\",\"epoch\":7}\n"                                                   \
@@ -138,7 +138,7 @@ int tierctl_dump(int argc, char **argv, const char *conf_path, volatile sig_atom
     "\"amount\":35000,\"orders\":3,\"skus\":2,\"tier\":3,\"grade\":\"A\",\"applied\":4}\n"       \
     "  {\"type\":\"error\",\"partition\":0,\"customer\":\"C2\",\"error\":\"...\"}\n"
 
-/* Help texts, printed by `tierctl COMMAND --help`; README.md repeats them. */
+/* Help texts, printed by `tierctl COMMAND --help`; docs/tierctl.md repeats them. */
 extern const char tierctl_help_show[], tierctl_help_explain[], tierctl_help_backtest[],
     tierctl_help_rebuild[], tierctl_help_dump[];
 
