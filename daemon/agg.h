@@ -30,7 +30,7 @@ typedef struct agg_sku {
 typedef struct agg_skuset {
     agg_sku_t *v; /* sorted by name (owned) */
     size_t n, cap;
-    char *names;  /* owned */
+    char *names; /* owned */
     size_t used, names_cap;
 } agg_skuset_t;
 

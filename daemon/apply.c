@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-void apply_init(apply_ctx_t *a) { memset(a, 0, sizeof(*a)); }
+void apply_init(apply_ctx_t *a) {
+    memset(a, 0, sizeof(*a));
+}
 
 void apply_free(apply_ctx_t *a) {
     if (!a) return;

@@ -69,18 +69,18 @@ typedef struct apply_stats {
 /* Makes the refused records durable (the dead-letter topic).  Returns 0
  * only when every one of them is written; the batch is not committed
  * otherwise. */
-typedef int (*apply_dead_fn)(void *opaque, const apply_part_t *p, apply_msg_t **dead,
-                             size_t n, char *errstr, size_t errstr_size);
+typedef int (*apply_dead_fn)(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t n,
+                             char *errstr, size_t errstr_size);
 
 typedef struct apply_ctx {
-    store_t *store;          /* borrowed */
-    decoder_t *decoder;      /* borrowed */
+    store_t *store;     /* borrowed */
+    decoder_t *decoder; /* borrowed */
     validate_rules_t rules;
-    int32_t window;          /* W */
-    month_zone_t zone;       /* time_zone: months of orders, reviews' decided_at */
-    const char *owner;       /* instance id, written into meta */
-    const policy_t *policy;  /* borrowed; NULL: aggregates only, no decisions */
-    events_t *events;        /* borrowed */
+    int32_t window;         /* W */
+    month_zone_t zone;      /* time_zone: months of orders, reviews' decided_at */
+    const char *owner;      /* instance id, written into meta */
+    const policy_t *policy; /* borrowed; NULL: aggregates only, no decisions */
+    events_t *events;       /* borrowed */
     const char *tier_topic, *quota_topic, *profile_topic;
     apply_dead_fn dead;
     void *dead_opaque;

@@ -37,15 +37,19 @@ typedef struct avroscan {
     const uint8_t *start; /* the whole Kafka value, for offsets in messages */
     const uint8_t *p;     /* next byte to read */
     const uint8_t *end;
-    char *errstr;         /* caller-owned; NULL: no message wanted */
+    char *errstr; /* caller-owned; NULL: no message wanted */
     size_t errstr_size;
     avroscan_wording_t wording;
 } avroscan_t;
 
 /* Bytes not yet read. */
-static inline size_t avroscan_left(const avroscan_t *s) { return (size_t)(s->end - s->p); }
+static inline size_t avroscan_left(const avroscan_t *s) {
+    return (size_t)(s->end - s->p);
+}
 /* Offset of the next byte in the Kafka value, as messages report it. */
-static inline size_t avroscan_at(const avroscan_t *s) { return (size_t)(s->p - s->start); }
+static inline size_t avroscan_at(const avroscan_t *s) {
+    return (size_t)(s->p - s->start);
+}
 
 /* A zigzag varint of `bits` (32: Avro int, 64: long).  Its last possible
  * byte may carry only the bits that remain: more is an error, never a wrap. */

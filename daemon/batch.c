@@ -41,8 +41,8 @@
 
 /* One customer the batch touches. */
 typedef struct bcust {
-    customer_t dc; /* the decision view: id, tier state, profile */
-    state_customer_t s;   /* months and fingerprints */
+    customer_t dc;      /* the decision view: id, tier state, profile */
+    state_customer_t s; /* months and fingerprints */
     int dirty;
 } bcust_t;
 
@@ -52,17 +52,17 @@ struct batch_work {
     size_t ncap;
     int32_t *omonth;
     uint64_t *ofp;
-    uint32_t *ocust;   /* record -> customer index */
+    uint32_t *ocust; /* record -> customer index */
     order_err_t *verdict;
     apply_msg_t **dead;
-    bcust_t **cs;      /* customers: cs[0..ncs) in use, the rest kept for reuse */
+    bcust_t **cs; /* customers: cs[0..ncs) in use, the rest kept for reuse */
     size_t ncs, cscap;
-    const char **ids;  /* cs[i]'s id, for the reads */
+    const char **ids; /* cs[i]'s id, for the reads */
     size_t *idlens;
     const char **argv; /* HSET c id blob ... */
     size_t *argvlen;
     size_t argcap;
-    arena_t blobs;     /* encoded states of one attempt */
+    arena_t blobs; /* encoded states of one attempt */
 };
 
 typedef struct batch {
@@ -290,8 +290,8 @@ static int load_customers(batch_t *b, redisReply **replies, char *errstr, size_t
         if (b->decisions) {
             redisReply *rp = replies[1]->element[j];
             if (rp->type == REDIS_REPLY_STRING &&
-                profile_text_parse(&c->dc.profile, &c->dc.profile_updated_at, rp->str,
-                                     rp->len) == 0)
+                profile_text_parse(&c->dc.profile, &c->dc.profile_updated_at, rp->str, rp->len) ==
+                    0)
                 c->dc.has_profile = 1;
         }
     }
@@ -322,9 +322,8 @@ static int decide_quotas(batch_t *b, store_tx_t *tx, bcust_t *c, state_month_t *
 /* Decides for the customer of an order that now counts: placement (or an
  * upgrade on the order), the live score, the month's tier and grade, and
  * the quota. */
-static int decide_order(batch_t *b, store_tx_t *tx, bcust_t *c, state_month_t *sm,
-                        const order_t *o, int32_t month, int64_t before, char *errstr,
-                        size_t errstr_size) {
+static int decide_order(batch_t *b, store_tx_t *tx, bcust_t *c, state_month_t *sm, const order_t *o,
+                        int32_t month, int64_t before, char *errstr, size_t errstr_size) {
     const policy_t *pol = b->a->policy;
     const int32_t W = b->a->window;
     const policy_profile_t *prof = customer_profile(&c->dc, b->a->policy);
@@ -365,8 +364,7 @@ static int decide_order(batch_t *b, store_tx_t *tx, bcust_t *c, state_month_t *s
 }
 
 /* Applies record i: dedupe, sums, then the decisions it triggers. */
-static int decide_record(batch_t *b, store_tx_t *tx, size_t i, char *errstr,
-                         size_t errstr_size) {
+static int decide_record(batch_t *b, store_tx_t *tx, size_t i, char *errstr, size_t errstr_size) {
     struct batch_work *w = b->w;
     apply_msg_t *m = &b->msgs[i];
     const order_t *o = &b->a->orders[i];
@@ -392,8 +390,8 @@ static int decide_record(batch_t *b, store_tx_t *tx, size_t i, char *errstr,
     if (e != ORDER_OK) {
         char why[200];
         snprintf(why, sizeof(why),
-                 "adding %" PRId64 " units / %" PRId64 " amount overflows the month total",
-                 o->qty, o->amount);
+                 "adding %" PRId64 " units / %" PRId64 " amount overflows the month total", o->qty,
+                 o->amount);
         set_dead(m, ORDER_ERR_OVERFLOW, why);
         w->dead[b->ndead++] = m;
         return 0;
@@ -448,23 +446,24 @@ static int write_meta(batch_t *b, store_tx_t *tx) {
     if (p->meta.offset > next) next = p->meta.offset; /* all redelivered */
     b->next_offset = next;
     snprintf(b->off, sizeof(b->off), "%" PRId64, next);
-    snprintf(b->mon, sizeof(b->mon), "%06d", b->final_month >= 0 ? month_yyyymm(b->final_month) : 0);
+    snprintf(b->mon, sizeof(b->mon), "%06d",
+             b->final_month >= 0 ? month_yyyymm(b->final_month) : 0);
     snprintf(b->upd, sizeof(b->upd), "%lld", (long long)time(NULL));
-    return store_tx_addv(tx, 10, "HSET", (size_t)4, b->mkey, strlen(b->mkey), "offset",
-                         (size_t)6, b->off, strlen(b->off), "month", (size_t)5, b->mon,
-                         strlen(b->mon), "owner", (size_t)5, b->a->owner, strlen(b->a->owner),
-                         "updated_at", (size_t)10, b->upd, strlen(b->upd));
+    return store_tx_addv(tx, 10, "HSET", (size_t)4, b->mkey, strlen(b->mkey), "offset", (size_t)6,
+                         b->off, strlen(b->off), "month", (size_t)5, b->mon, strlen(b->mon),
+                         "owner", (size_t)5, b->a->owner, strlen(b->a->owner), "updated_at",
+                         (size_t)10, b->upd, strlen(b->upd));
 }
 
 /* Stages 3 and 4 (txn.c calls it with what stage 2 read). */
-static int batch_decide(void *ctx, const store_meta_t *now, redisReply **replies,
-                        store_tx_t *tx, char *errstr, size_t errstr_size) {
+static int batch_decide(void *ctx, const store_meta_t *now, redisReply **replies, store_tx_t *tx,
+                        char *errstr, size_t errstr_size) {
     batch_t *b = ctx;
     apply_part_t *p = b->p;
     int rc;
     if (now->offset != p->meta.offset || now->month != p->meta.month ||
         now->reviewed != p->meta.reviewed)
-        return TXN_AGAIN; /* our last commit landed though its reply was lost */
+        return TXN_AGAIN;               /* our last commit landed though its reply was lost */
     if (b->n_eff == 0) return APPLY_OK; /* a review comes first */
     arena_reset(&b->w->blobs);
     outbox_free(&b->outbox);

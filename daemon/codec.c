@@ -11,8 +11,7 @@
 #include "errstr.h"
 
 int codec_record_parse(codec_record_t *r, const char *json, const char *what, char *errstr,
-                       size_t errstr_size)
-{
+                       size_t errstr_size) {
     r->what = what;
     if (avro_schema_from_json_length(json, strlen(json), &r->schema) != 0) {
         r->schema = NULL;
@@ -23,8 +22,7 @@ int codec_record_parse(codec_record_t *r, const char *json, const char *what, ch
     return 0;
 }
 
-int codec_record_value(codec_record_t *r, char *errstr, size_t errstr_size)
-{
+int codec_record_value(codec_record_t *r, char *errstr, size_t errstr_size) {
     static const char empty[1] = "";
 
     if (r->iface == NULL) {
@@ -55,24 +53,16 @@ int codec_record_value(codec_record_t *r, char *errstr, size_t errstr_size)
     return 0;
 }
 
-void codec_record_free(codec_record_t *r)
-{
-    if (r == NULL)
-        return;
-    if (r->reader != NULL)
-        avro_reader_free(r->reader);
-    if (r->live)
-        avro_value_decref(&r->value);
-    if (r->iface != NULL)
-        avro_value_iface_decref(r->iface);
-    if (r->schema != NULL)
-        avro_schema_decref(r->schema);
+void codec_record_free(codec_record_t *r) {
+    if (r == NULL) return;
+    if (r->reader != NULL) avro_reader_free(r->reader);
+    if (r->live) avro_value_decref(&r->value);
+    if (r->iface != NULL) avro_value_iface_decref(r->iface);
+    if (r->schema != NULL) avro_schema_decref(r->schema);
     memset(r, 0, sizeof(*r));
 }
 
-int codec_read(codec_record_t *r, const void *buf, size_t len, char *errstr,
-               size_t errstr_size)
-{
+int codec_read(codec_record_t *r, const void *buf, size_t len, char *errstr, size_t errstr_size) {
     int rc;
 
     if (len > (size_t)INT64_MAX) {
@@ -83,27 +73,23 @@ int codec_read(codec_record_t *r, const void *buf, size_t len, char *errstr,
     avro_reader_memory_set_source(r->reader, (const char *)buf, (int64_t)len);
     rc = avro_value_read(r->reader, &r->value);
     if (rc != 0)
-        errstr_fmt(errstr, errstr_size, "libavro cannot read the %s: %s", r->what,
-                   avro_strerror());
+        errstr_fmt(errstr, errstr_size, "libavro cannot read the %s: %s", r->what, avro_strerror());
     return rc;
 }
 
-int codec_write(codec_record_t *r, char **out, size_t *len, char *errstr, size_t errstr_size)
-{
+int codec_write(codec_record_t *r, char **out, size_t *len, char *errstr, size_t errstr_size) {
     avro_writer_t w = NULL; /* owned */
     char *buf = NULL;       /* owned until handed to *out */
     size_t size = 0;
     int ret = -1;
 
     if (avro_value_sizeof(&r->value, &size) != 0 || size == 0 || size > (size_t)INT64_MAX) {
-        errstr_fmt(errstr, errstr_size, "cannot size the %s record: %s", r->what,
-                   avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot size the %s record: %s", r->what, avro_strerror());
         goto out;
     }
     buf = malloc(size);
     if (buf == NULL) {
-        errstr_fmt(errstr, errstr_size, "out of memory for a %zu-byte %s record", size,
-                   r->what);
+        errstr_fmt(errstr, errstr_size, "out of memory for a %zu-byte %s record", size, r->what);
         goto out;
     }
     w = avro_writer_memory(buf, (int64_t)size);
@@ -112,8 +98,7 @@ int codec_write(codec_record_t *r, char **out, size_t *len, char *errstr, size_t
         goto out;
     }
     if (avro_value_write(w, &r->value) != 0 || avro_writer_tell(w) != (int64_t)size) {
-        errstr_fmt(errstr, errstr_size, "cannot write the %s record: %s", r->what,
-                   avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot write the %s record: %s", r->what, avro_strerror());
         goto out;
     }
     *out = buf;
@@ -121,18 +106,15 @@ int codec_write(codec_record_t *r, char **out, size_t *len, char *errstr, size_t
     buf = NULL; /* now owned by the caller */
     ret = 0;
 out:
-    if (w != NULL)
-        avro_writer_free(w);
+    if (w != NULL) avro_writer_free(w);
     free(buf);
     return ret;
 }
 
-int64_t codec_confluent_id(const void *buf, size_t len)
-{
+int64_t codec_confluent_id(const void *buf, size_t len) {
     const uint8_t *b = buf;
 
-    if (b == NULL || len < CODEC_CONFLUENT_HEADER || b[0] != 0x00)
-        return -1;
+    if (b == NULL || len < CODEC_CONFLUENT_HEADER || b[0] != 0x00) return -1;
     return (int64_t)(((uint32_t)b[1] << 24) | ((uint32_t)b[2] << 16) | ((uint32_t)b[3] << 8) |
                      (uint32_t)b[4]);
 }

@@ -37,7 +37,7 @@ typedef struct codec_record {
     avro_value_iface_t *iface; /* owned; NULL until codec_record_value */
     avro_value_t value;        /* owned when live: the reusable value */
     bool live;
-    avro_reader_t reader;      /* owned; pointed at each record in turn */
+    avro_reader_t reader; /* owned; pointed at each record in turn */
 } codec_record_t;
 
 /* Parses the schema text json of the record named `what` (a string that
@@ -55,8 +55,7 @@ void codec_record_free(codec_record_t *r);
 /* Reads exactly one record from [buf, buf + len) into r->value (reset
  * first).  0, or libavro's error code (ENOMEM when memory ran out) with
  * errstr.  codec_record_value must have succeeded. */
-int codec_read(codec_record_t *r, const void *buf, size_t len, char *errstr,
-               size_t errstr_size);
+int codec_read(codec_record_t *r, const void *buf, size_t len, char *errstr, size_t errstr_size);
 
 /* Serialises r->value into a malloc'd buffer of exactly its size: 0, *out
  * (the caller frees it) and *len set; or -1 with errstr, *out untouched. */

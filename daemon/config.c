@@ -53,7 +53,8 @@ typedef struct config_key {
  * connect, subscribe, name or size something; a new one waits. */
 #define RELOAD CONFIG_APPLIES_RELOAD
 #define RESTART CONFIG_APPLIES_RESTART
-#define KEY(n, t, f, d, lo, hi, when, doc) {n, t, offsetof(config_t, f), d, lo, hi, when, doc}
+#define KEY(n, t, f, d, lo, hi, when, doc)                                                         \
+    { n, t, offsetof(config_t, f), d, lo, hi, when, doc }
 
 static const config_key_t config_keys[] = {
     KEY("topics.orders", CT_STRING, topic_orders, "orders", 0, 0, RESTART,
@@ -173,8 +174,8 @@ static int set_where(config_t *c, const config_key_t *k, const char *where) {
     return 0;
 }
 
-static int set_value(config_t *c, const config_key_t *k, const char *value,
-                     const char *where, char *errstr, size_t errstr_size) {
+static int set_value(config_t *c, const config_key_t *k, const char *value, const char *where,
+                     char *errstr, size_t errstr_size) {
     if (set_where(c, k, where) != 0) {
         snprintf(errstr, errstr_size, "out of memory");
         return -1;
@@ -185,13 +186,13 @@ static int set_value(config_t *c, const config_key_t *k, const char *value,
         errno = 0;
         v = strtoll(value, &end, 10);
         if (errno || end == value || *end != '\0') {
-            snprintf(errstr, errstr_size, "%s: %s: \"%s\" is not a whole number", where,
-                     k->name, value);
+            snprintf(errstr, errstr_size, "%s: %s: \"%s\" is not a whole number", where, k->name,
+                     value);
             return -1;
         }
         if (v < k->min || v > k->max) {
-            snprintf(errstr, errstr_size, "%s: %s: %lld is outside %lld..%lld", where,
-                     k->name, v, (long long)k->min, (long long)k->max);
+            snprintf(errstr, errstr_size, "%s: %s: %lld is outside %lld..%lld", where, k->name, v,
+                     (long long)k->min, (long long)k->max);
             return -1;
         }
         *int_field(c, k) = v;
@@ -274,7 +275,7 @@ typedef struct seen_keys {
     struct {
         char *path; /* owned */
         size_t line;
-    } *v;
+    } * v;
     size_t n, cap;
 } seen_keys_t;
 
@@ -334,15 +335,12 @@ static int load_file(config_t *c, const char *path, char *errstr, size_t errstr_
     while (!done) {
         if (!yaml_parser_parse(&parser, &ev)) {
             snprintf(errstr, errstr_size, "%s:%zu: YAML error: %s", path,
-                     parser.problem_mark.line + 1,
-                     parser.problem ? parser.problem : "unknown");
+                     parser.problem_mark.line + 1, parser.problem ? parser.problem : "unknown");
             goto out;
         }
         snprintf(where, sizeof(where), "%s:%zu", path, ev.start_mark.line + 1);
         switch (ev.type) {
-        case YAML_STREAM_END_EVENT:
-            done = 1;
-            break;
+        case YAML_STREAM_END_EVENT: done = 1; break;
         case YAML_MAPPING_START_EVENT:
             if (depth >= 0 && expect_key[depth]) {
                 snprintf(errstr, errstr_size, "%s: a mapping cannot be a key", where);
@@ -358,9 +356,7 @@ static int load_file(config_t *c, const char *path, char *errstr, size_t errstr_
             depth++;
             expect_key[depth] = 1;
             break;
-        case YAML_MAPPING_END_EVENT:
-            depth--;
-            break;
+        case YAML_MAPPING_END_EVENT: depth--; break;
         case YAML_SEQUENCE_START_EVENT:
             snprintf(errstr, errstr_size, "%s: lists are not used in this file", where);
             yaml_event_delete(&ev);
@@ -418,8 +414,7 @@ static int load_file(config_t *c, const char *path, char *errstr, size_t errstr_
             }
             break;
         }
-        default:
-            break;
+        default: break;
         }
         yaml_event_delete(&ev);
     }
@@ -534,8 +529,8 @@ static int load_env(config_t *c, char *errstr, size_t errstr_size) {
  * end.  Returns 0 and sets *out (caller frees), 1 when the file does not
  * exist and missing_ok, or -1 with errstr naming what and path (never the
  * contents).  The buffer is wiped before it goes out of scope. */
-static int read_secret(const char *what, const char *path, int missing_ok, char **out,
-                       char *errstr, size_t errstr_size) {
+static int read_secret(const char *what, const char *path, int missing_ok, char **out, char *errstr,
+                       size_t errstr_size) {
     char buf[SECRET_MAX + 1];
     size_t n = 0;
     int rc = -1;
@@ -624,8 +619,8 @@ static int load_credentials(config_t *c, char *errstr, size_t errstr_size) {
 /* Checks that need more than one key, or more than a type and bounds. */
 static int validate(config_t *c, char *errstr, size_t errstr_size) {
     const char *cur = c->currency;
-    if (strlen(cur) != 3 || !isupper((unsigned char)cur[0]) ||
-        !isupper((unsigned char)cur[1]) || !isupper((unsigned char)cur[2])) {
+    if (strlen(cur) != 3 || !isupper((unsigned char)cur[0]) || !isupper((unsigned char)cur[1]) ||
+        !isupper((unsigned char)cur[2])) {
         snprintf(errstr, errstr_size,
                  "%s: currency: \"%s\" is not an ISO 4217 code (three capitals)",
                  config_where(c, "currency"), cur);
@@ -648,8 +643,7 @@ static int validate(config_t *c, char *errstr, size_t errstr_size) {
         }
         for (size_t j = 0; j < i; j++)
             if (strcmp(names[i], names[j]) == 0) {
-                snprintf(errstr, errstr_size,
-                         "%s: %s: \"%s\" is %s's too; each topic has one job",
+                snprintf(errstr, errstr_size, "%s: %s: \"%s\" is %s's too; each topic has one job",
                          config_where(c, keys[i]), keys[i], names[i], keys[j]);
                 return -1;
             }
@@ -658,9 +652,10 @@ static int validate(config_t *c, char *errstr, size_t errstr_size) {
      * run time, with a less clear message (or retry forever). */
     const struct {
         const char *key, *value;
-    } nonempty[] = {{"redis.host", c->redis_host},         {"redis.unix_socket", c->redis_unix_socket},
-                    {"policy", c->policy_path},            {"instance_id", c->instance_id},
-                    {"redis.key_prefix", c->key_prefix},   {"time_zone", c->time_zone}};
+    } nonempty[] = {
+        {"redis.host", c->redis_host},       {"redis.unix_socket", c->redis_unix_socket},
+        {"policy", c->policy_path},          {"instance_id", c->instance_id},
+        {"redis.key_prefix", c->key_prefix}, {"time_zone", c->time_zone}};
     for (size_t i = 0; i < sizeof(nonempty) / sizeof(nonempty[0]); i++)
         if (nonempty[i].value && *nonempty[i].value == '\0') {
             snprintf(errstr, errstr_size, "%s: %s: must not be empty when set",
@@ -673,8 +668,7 @@ static int validate(config_t *c, char *errstr, size_t errstr_size) {
         snprintf(errstr, errstr_size,
                  "%s: min_placed_at_s: %lld is in the future (now is %lld): every order "
                  "would be refused",
-                 config_where(c, "min_placed_at_s"), (long long)c->min_placed_at_s,
-                 (long long)now);
+                 config_where(c, "min_placed_at_s"), (long long)c->min_placed_at_s, (long long)now);
         return -1;
     }
     if (*c->http_listen) {
@@ -695,8 +689,8 @@ static int validate(config_t *c, char *errstr, size_t errstr_size) {
         char what[700];
         snprintf(what, sizeof(what), "%s: redis.password_file",
                  config_where(c, "redis.password_file"));
-        if (read_secret(what, c->redis_password_file, 0, &c->redis_password, errstr,
-                        errstr_size) != 0)
+        if (read_secret(what, c->redis_password_file, 0, &c->redis_password, errstr, errstr_size) !=
+            0)
             return -1;
     }
     if (!config_kafka_get(c, "bootstrap.servers")) {
@@ -716,8 +710,7 @@ int config_load(config_t *c, const char *path, char *errstr, size_t errstr_size)
     }
     for (size_t i = 0; i < NKEYS; i++)
         if (config_keys[i].def &&
-            set_value(c, &config_keys[i], config_keys[i].def, "default", errstr,
-                      errstr_size) != 0)
+            set_value(c, &config_keys[i], config_keys[i].def, "default", errstr, errstr_size) != 0)
             return -1;
     if (kafka_set(c, "group.id", "tierd", "default") != 0) {
         snprintf(errstr, errstr_size, "out of memory");
@@ -807,8 +800,7 @@ static const char *applies_name(config_applies_t a) {
 
 void config_print_reference(void) {
     char env[128];
-    printf("%-22s %-30s %-17s %-8s %s\n", "key", "environment", "default", "applies",
-           "meaning");
+    printf("%-22s %-30s %-17s %-8s %s\n", "key", "environment", "default", "applies", "meaning");
     for (size_t i = 0; i < NKEYS; i++) {
         const config_key_t *k = &config_keys[i];
         env_name(k->name, env, sizeof(env));

@@ -21,7 +21,7 @@ typedef enum config_applies {
 } config_applies_t;
 
 typedef struct config_kv {
-    char *name;  /* librdkafka property, e.g. "bootstrap.servers" */
+    char *name; /* librdkafka property, e.g. "bootstrap.servers" */
     char *value;
     char *where; /* "file:line" or "env TIERD_KAFKA_..." for error messages */
 } config_kv_t;

@@ -42,13 +42,13 @@ typedef struct pending {
 
 typedef struct part {
     int assigned;
-    pending_t prof;         /* customer-profiles records waiting */
-    int64_t prof_catchup;   /* profiles offset to reach before orders apply; -1 none */
+    pending_t prof;           /* customer-profiles records waiting */
+    int64_t prof_catchup;     /* profiles offset to reach before orders apply; -1 none */
     int64_t catchup_deadline; /* monotonic ms: give up waiting (and say so) after it */
-    int64_t last_record_ms; /* monotonic: last order record seen */
-    int fenced; /* a commit was refused: paused until the group moves it */
-    int need_rewind; /* Redis lost writes: claim again and seek, when Redis answers */
-    int64_t lease_at; /* monotonic ms of the last lease renewal (store_lease) */
+    int64_t last_record_ms;   /* monotonic: last order record seen */
+    int fenced;               /* a commit was refused: paused until the group moves it */
+    int need_rewind;          /* Redis lost writes: claim again and seek, when Redis answers */
+    int64_t lease_at;         /* monotonic ms of the last lease renewal (store_lease) */
     int64_t fenced_at;
     int64_t due_ms;   /* monotonic: its pending records are applied by then */
     int64_t retry_at; /* monotonic: waiting on a retry until then; 0 = not waiting */
@@ -76,12 +76,12 @@ struct consumer {
     int32_t nparts;
     size_t npending;
     int fatal;
-    int stopping;          /* the loop has ended: no new work, only the way out */
-    int64_t deadline;      /* monotonic: the way out ends here */
+    int stopping;     /* the loop has ended: no new work, only the way out */
+    int64_t deadline; /* monotonic: the way out ends here */
     volatile sig_atomic_t *stop;
     int64_t last_report_ms;
     uint64_t last_applied;
-    metrics_t *metrics; /* borrowed; NULL: none */
+    metrics_t *metrics;      /* borrowed; NULL: none */
     metrics_snapshot_t snap; /* the next one published: large, so kept here */
     /* Dead-letter reasons by index, named once at start: the HTTP thread
      * reads them through the published snapshot until metrics_stop. */
@@ -91,8 +91,8 @@ struct consumer {
     uint64_t outbox_depth;    /* at the last look */
     int64_t publish_retry_at; /* monotonic: after a failed publish, not before */
     int64_t publish_backoff;
-    int32_t publish_next;     /* the next round starts here: no partition starves */
-    double lat_sum;           /* order latency: Kafka timestamp to commit */
+    int32_t publish_next; /* the next round starts here: no partition starves */
+    double lat_sum;       /* order latency: Kafka timestamp to commit */
     uint64_t lat_count;
     double lat_buckets[METRICS_LAT_BUCKETS];
 };
@@ -268,7 +268,8 @@ static int part_flush(consumer_t *k, int32_t id, part_t *pt, char *err, size_t e
     if (rc == APPLY_OK) {
         /* Advisory: lets operators watch lag with the usual Kafka tools. */
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id)->offset = pt->ap.meta.offset;
+        rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id)->offset =
+            pt->ap.meta.offset;
         rd_kafka_offsets_store(k->rk, l);
         rd_kafka_topic_partition_list_destroy(l);
         observe_latency(k, pt->pending, pt->npending);
@@ -409,9 +410,10 @@ static void catchup_check(consumer_t *k) {
         int late = mono_ms() > pt->catchup_deadline;
         if (pt->ap.meta.poffset < pt->prof_catchup && !late) continue;
         if (late)
-            log_warn("consumer", "%s [%d]: profiles still at %" PRId64 " of %" PRId64
-                     " after 60 s; applying orders anyway", k->conf->topic_orders, (int)i,
-                     pt->ap.meta.poffset, pt->prof_catchup);
+            log_warn("consumer",
+                     "%s [%d]: profiles still at %" PRId64 " of %" PRId64
+                     " after 60 s; applying orders anyway",
+                     k->conf->topic_orders, (int)i, pt->ap.meta.poffset, pt->prof_catchup);
         pt->prof_catchup = -1;
         if (!pt->retry_at) part_pause(k, i, pt, 0);
     }
@@ -423,8 +425,7 @@ static void catchup_check(consumer_t *k) {
 static void round_done(consumer_t *k, const int32_t *done, const int *nread, size_t ndone,
                        int failed) {
     for (size_t j = 0; j < ndone; j++)
-        if (done[j] < k->nparts &&
-            (failed || nread[j] < 0 || nread[j] >= OUTBOX_ROUND_ENTRIES))
+        if (done[j] < k->nparts && (failed || nread[j] < 0 || nread[j] >= OUTBOX_ROUND_ENTRIES))
             k->parts[done[j]].ap.outbox_dirty = 1;
 }
 
@@ -452,8 +453,7 @@ static void publish_all(consumer_t *k, int wait_ms) {
         for (size_t j = 0; j < n; j++) k->parts[ids[j]].ap.outbox_dirty = 0;
     }
     int rc = publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, ids, n,
-                              OUTBOX_ROUND_ENTRIES, wait_ms, done, nread, &ndone, err,
-                              sizeof(err));
+                              OUTBOX_ROUND_ENTRIES, wait_ms, done, nread, &ndone, err, sizeof(err));
     if (rc != 0) /* nothing was read: the partitions wait for the next round */
         for (size_t j = 0; j < n; j++) k->parts[ids[j]].ap.outbox_dirty = 1;
     round_done(k, done, nread, ndone, err[0] != 0);
@@ -464,8 +464,8 @@ static void publish_all(consumer_t *k, int wait_ms) {
         k->publish_backoff = k->publish_backoff ? k->publish_backoff * 2 : 200;
         if (k->publish_backoff > 5000) k->publish_backoff = 5000;
         k->publish_retry_at = mono_ms() + k->publish_backoff;
-        log_warn("publish", "%s outboxes: %s; will retry in %" PRId64 " ms",
-                 k->conf->topic_orders, err, k->publish_backoff);
+        log_warn("publish", "%s outboxes: %s; will retry in %" PRId64 " ms", k->conf->topic_orders,
+                 err, k->publish_backoff);
         return;
     }
     if (ndone) k->publish_backoff = 0;
@@ -564,8 +564,7 @@ static int claim(consumer_t *k, int32_t id, part_t *pt, int patient) {
  * before the deadline, so no call can carry tierd past it. */
 static int time_for_redis(consumer_t *k) {
     if (!k->stopping) return 1;
-    return store_connected(k->apply->store) &&
-           k->deadline - mono_ms() > k->conf->redis_timeout_ms;
+    return store_connected(k->apply->store) && k->deadline - mono_ms() > k->conf->redis_timeout_ms;
 }
 
 /* Publishes one partition's outbox before it leaves us: the round in
@@ -583,9 +582,8 @@ static void drain_outbox(consumer_t *k, int32_t id) {
         int busy = publish_outboxes_busy(k->pub);
         if (!busy && started) return;
         if (!busy) k->parts[id].ap.outbox_dirty = 0;
-        int rc = publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, &id,
-                                  busy ? 0 : 1, OUTBOX_ROUND_ENTRIES, 100, done, nread, &ndone,
-                                  why, sizeof(why));
+        int rc = publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, &id, busy ? 0 : 1,
+                                  OUTBOX_ROUND_ENTRIES, 100, done, nread, &ndone, why, sizeof(why));
         if (rc != 0 && !busy) k->parts[id].ap.outbox_dirty = 1;
         round_done(k, done, nread, ndone, why[0] != 0);
         if (rc != 0) return;
@@ -611,14 +609,15 @@ static int assign_one(consumer_t *k, rd_kafka_topic_partition_t *tp) {
      * wait until the profiles that exist now are joined. */
     int64_t lo = 0, hi = 0;
     pt->prof_catchup = -1;
-    if (rd_kafka_query_watermark_offsets(k->prk, k->conf->topic_profiles, tp->partition, &lo,
-                                         &hi, 5000) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+    if (rd_kafka_query_watermark_offsets(k->prk, k->conf->topic_profiles, tp->partition, &lo, &hi,
+                                         5000) == RD_KAFKA_RESP_ERR_NO_ERROR &&
         hi > lo && pt->ap.meta.poffset < hi) {
         pt->prof_catchup = hi;
         pt->catchup_deadline = mono_ms() + 60000;
     }
-    rd_kafka_topic_partition_list_t *l = plist(
-        k, tp->partition, pt->ap.meta.poffset >= 0 ? pt->ap.meta.poffset : RD_KAFKA_OFFSET_BEGINNING);
+    rd_kafka_topic_partition_list_t *l =
+        plist(k, tp->partition,
+              pt->ap.meta.poffset >= 0 ? pt->ap.meta.poffset : RD_KAFKA_OFFSET_BEGINNING);
     rd_kafka_error_t *pe = rd_kafka_incremental_assign(k->prk, l);
     if (pe) {
         log_error("consumer", "assign %s [%d]: %s", k->conf->topic_profiles, (int)tp->partition,
@@ -747,8 +746,8 @@ static void prefetch_bound(const config_t *c, rd_kafka_conf_t *conf) {
 
 consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, char *errstr,
                          size_t errstr_size) {
-    static const char *const pfixed[] = {"enable.auto.offset.store", "false",
-                                         "enable.auto.commit", "false", NULL};
+    static const char *const pfixed[] = {"enable.auto.offset.store", "false", "enable.auto.commit",
+                                         "false", NULL};
     static const char *const fixed[] = {
         "enable.auto.offset.store", "false", /* stored after each applied batch */
         "enable.auto.commit", "true",        /* advisory: Redis holds the truth */
@@ -814,7 +813,9 @@ fail:
     return NULL;
 }
 
-void consumer_set_metrics(consumer_t *k, metrics_t *m) { k->metrics = m; }
+void consumer_set_metrics(consumer_t *k, metrics_t *m) {
+    k->metrics = m;
+}
 
 /* Outbox entries waiting, over the assigned partitions (one XLEN each,
  * pipelined; kept from the last look when Redis does not answer). */
@@ -925,9 +926,8 @@ static void report(consumer_t *k, int force) {
              " batches=%" PRIu64 " fenced=%" PRIu64 " reviews=%" PRIu64 " profiles=%" PRIu64
              " return_excess_units=%" PRIu64 " redis_cmds=%" PRIu64
              " cmds_per_record=%.4f rate=%.0f/s",
-             s->applied, s->duplicates, s->redelivered, s->dead, s->batches, s->fenced,
-             s->reviews, s->profiles, s->return_excess_units,
-             store_commands(k->apply->store),
+             s->applied, s->duplicates, s->redelivered, s->dead, s->batches, s->fenced, s->reviews,
+             s->profiles, s->return_excess_units, store_commands(k->apply->store),
              seen ? (double)store_commands(k->apply->store) / (double)seen : 0.0,
              secs > 0 ? (double)(s->applied - k->last_applied) / secs : 0.0);
     k->last_report_ms = t;
@@ -945,9 +945,10 @@ static void close_consumer(consumer_t *k, rd_kafka_t *rk, const char *what) {
     } else {
         while (!rd_kafka_consumer_closed(rk)) {
             if (mono_ms() >= k->deadline) {
-                log_warn("consumer", "the %s consumer did not close within shutdown_timeout_ms "
-                         "(%" PRId64 " ms); leaving without it", what,
-                         k->conf->shutdown_timeout_ms);
+                log_warn("consumer",
+                         "the %s consumer did not close within shutdown_timeout_ms "
+                         "(%" PRId64 " ms); leaving without it",
+                         what, k->conf->shutdown_timeout_ms);
                 break;
             }
             rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);

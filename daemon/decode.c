@@ -58,8 +58,16 @@ extern const char tierd_schema_customer_profile[];
 enum { F_ORDER_ID, F_CUSTOMER_ID, F_PLACED_AT, F_KIND, F_LINES, F_CURRENCY, F__COUNT };
 enum { L_SKU, L_QUANTITY, L_UNIT_PRICE, L__COUNT };
 enum {
-    CP_CUSTOMER_ID, CP_FORMAT, CP_MARKET, CP_CHAIN, CP_GRADE, CP_COOPERATION, CP_GROWTH,
-    CP_TIER_OVERRIDE, CP_UPDATED_AT, CP__COUNT
+    CP_CUSTOMER_ID,
+    CP_FORMAT,
+    CP_MARKET,
+    CP_CHAIN,
+    CP_GRADE,
+    CP_COOPERATION,
+    CP_GROWTH,
+    CP_TIER_OVERRIDE,
+    CP_UPDATED_AT,
+    CP__COUNT
 };
 
 /* The smallest OrderLine encoding: an empty sku (1 length byte) and two
@@ -75,8 +83,8 @@ struct decoder {
     /* The Order; its value and reader are decode_order_libavro()'s only,
      * built on its first call. */
     codec_record_t order;
-    codec_record_t profile;    /* the CustomerProfile, value built at start */
-    int64_t last_schema_id;    /* -1: last record had no Confluent framing */
+    codec_record_t profile; /* the CustomerProfile, value built at start */
+    int64_t last_schema_id; /* -1: last record had no Confluent framing */
 
     /* Profile enums by wire index. */
     policy_format_t formats[DECODE_SYMBOLS_MAX];
@@ -122,8 +130,7 @@ static const avroscan_field_t cp_fields[CP__COUNT] = {
  * layout.
  */
 
-static int decode_check_schema(avro_schema_t schema, char *errstr, size_t errstr_size)
-{
+static int decode_check_schema(avro_schema_t schema, char *errstr, size_t errstr_size) {
     avro_schema_t kind, items;
 
     if (avroscan_check_record(schema, "Order", order_fields, F__COUNT, DECODE_WALKER, errstr,
@@ -147,9 +154,8 @@ static int decode_check_schema(avro_schema_t schema, char *errstr, size_t errstr
 /* Builds wire index -> our value for one profile enum: every symbol must
  * be one we know (a new symbol needs code, not a guess). */
 static int decode_map_symbols(avro_schema_t enm, const char *what, const char *const *names,
-                              const int *values, size_t nnames, int *out, int *nout,
-                              char *errstr, size_t errstr_size)
-{
+                              const int *values, size_t nnames, int *out, int *nout, char *errstr,
+                              size_t errstr_size) {
     int n = avro_schema_enum_number_of_symbols(enm), i;
 
     if (n <= 0 || n > DECODE_SYMBOLS_MAX) {
@@ -161,11 +167,10 @@ static int decode_map_symbols(avro_schema_t enm, const char *what, const char *c
         size_t k;
 
         for (k = 0; k < nnames; k++)
-            if (sym != NULL && strcmp(sym, names[k]) == 0)
-                break;
+            if (sym != NULL && strcmp(sym, names[k]) == 0) break;
         if (k == nnames) {
-            errstr_fmt(errstr, errstr_size, "schema: enum %s has symbol %s, unknown to tierd",
-                       what, sym != NULL ? sym : "(null)");
+            errstr_fmt(errstr, errstr_size, "schema: enum %s has symbol %s, unknown to tierd", what,
+                       sym != NULL ? sym : "(null)");
             return -1;
         }
         out[i] = values[k];
@@ -174,10 +179,9 @@ static int decode_map_symbols(avro_schema_t enm, const char *what, const char *c
     return 0;
 }
 
-static int decode_map_profile(decoder_t *d, char *errstr, size_t errstr_size)
-{
+static int decode_map_profile(decoder_t *d, char *errstr, size_t errstr_size) {
     static const int format_values[] = {
-        POLICY_FORMAT_GROCERY, POLICY_FORMAT_CONVENIENCE, POLICY_FORMAT_SUPERMARKET,
+        POLICY_FORMAT_GROCERY, POLICY_FORMAT_CONVENIENCE,    POLICY_FORMAT_SUPERMARKET,
         POLICY_FORMAT_MALL,    POLICY_FORMAT_TOBACCO_LIQUOR, POLICY_FORMAT_HOSPITALITY,
         POLICY_FORMAT_OTHER,
     };
@@ -197,29 +201,25 @@ static int decode_map_profile(decoder_t *d, char *errstr, size_t errstr_size)
                            format_names, format_values, DECODE_NELEM(format_values), tmp,
                            &d->nformats, errstr, errstr_size) != 0)
         return -1;
-    for (i = 0; i < d->nformats; i++)
-        d->formats[i] = (policy_format_t)tmp[i];
+    for (i = 0; i < d->nformats; i++) d->formats[i] = (policy_format_t)tmp[i];
 
     if (decode_map_symbols(avro_schema_record_field_get_by_index(s, CP_MARKET), "Market",
                            market_names, market_values, DECODE_NELEM(market_values), tmp,
                            &d->nmarkets, errstr, errstr_size) != 0)
         return -1;
-    for (i = 0; i < d->nmarkets; i++)
-        d->markets[i] = (policy_market_t)tmp[i];
+    for (i = 0; i < d->nmarkets; i++) d->markets[i] = (policy_market_t)tmp[i];
 
     if (decode_map_symbols(avro_schema_record_field_get_by_index(s, CP_GRADE), "ComplianceGrade",
-                           grade_names, grade_values, DECODE_NELEM(grade_values), tmp,
-                           &d->ngrades, errstr, errstr_size) != 0)
+                           grade_names, grade_values, DECODE_NELEM(grade_values), tmp, &d->ngrades,
+                           errstr, errstr_size) != 0)
         return -1;
-    for (i = 0; i < d->ngrades; i++)
-        d->grades[i] = (policy_grade_t)tmp[i];
+    for (i = 0; i < d->ngrades; i++) d->grades[i] = (policy_grade_t)tmp[i];
     return 0;
 }
 
 /* The profile pre-scan and profile_copy() hard-code this layout, and the
  * enums are read through the tables built here. */
-static int decode_check_profile(decoder_t *d, char *errstr, size_t errstr_size)
-{
+static int decode_check_profile(decoder_t *d, char *errstr, size_t errstr_size) {
     if (avroscan_check_record(d->profile.schema, "CustomerProfile", cp_fields, CP__COUNT,
                               "the profile decoder", errstr, errstr_size) != 0)
         return -1;
@@ -230,8 +230,7 @@ static int decode_check_profile(decoder_t *d, char *errstr, size_t errstr_size)
  * Life cycle.
  */
 
-decoder_t *decode_new(char *errstr, size_t errstr_size)
-{
+decoder_t *decode_new(char *errstr, size_t errstr_size) {
     decoder_t *d = NULL; /* owned here until returned */
     decoder_t *ret = NULL;
 
@@ -245,8 +244,8 @@ decoder_t *decode_new(char *errstr, size_t errstr_size)
     if (codec_record_parse(&d->order, tierd_schema_order, "Order", errstr, errstr_size) != 0 ||
         decode_check_schema(d->order.schema, errstr, errstr_size) != 0)
         goto out;
-    if (codec_record_parse(&d->profile, tierd_schema_customer_profile, "CustomerProfile",
-                           errstr, errstr_size) != 0 ||
+    if (codec_record_parse(&d->profile, tierd_schema_customer_profile, "CustomerProfile", errstr,
+                           errstr_size) != 0 ||
         decode_check_profile(d, errstr, errstr_size) != 0 ||
         codec_record_value(&d->profile, errstr, errstr_size) != 0)
         goto out;
@@ -258,17 +257,14 @@ out:
     return ret;
 }
 
-void decode_destroy(decoder_t *d)
-{
-    if (d == NULL)
-        return;
+void decode_destroy(decoder_t *d) {
+    if (d == NULL) return;
     codec_record_free(&d->profile);
     codec_record_free(&d->order);
     free(d);
 }
 
-int64_t decode_last_schema_id(const decoder_t *d)
-{
+int64_t decode_last_schema_id(const decoder_t *d) {
     return d == NULL ? -1 : d->last_schema_id;
 }
 
@@ -283,8 +279,7 @@ int64_t decode_last_schema_id(const decoder_t *d)
  * does), and the line buffer can be sized before the lines are read.
  */
 
-static order_err_t scan_lines(avroscan_t *s, uint32_t *nlines)
-{
+static order_err_t scan_lines(avroscan_t *s, uint32_t *nlines) {
     uint64_t total = 0;
 
     for (;;) {
@@ -293,8 +288,7 @@ static order_err_t scan_lines(avroscan_t *s, uint32_t *nlines)
         const uint8_t *items;
         int64_t i;
 
-        if (avroscan_varint(s, "the lines block count", 64, &count) != 0)
-            return ORDER_ERR_NOT_AVRO;
+        if (avroscan_varint(s, "the lines block count", 64, &count) != 0) return ORDER_ERR_NOT_AVRO;
         if (count == 0) {
             *nlines = (uint32_t)total; /* <= ORDER_LINES_MAX */
             return ORDER_OK;
@@ -312,8 +306,8 @@ static order_err_t scan_lines(avroscan_t *s, uint32_t *nlines)
                 return ORDER_ERR_NOT_AVRO;
             if (size < 0 || (uint64_t)size > avroscan_left(s)) {
                 errstr_fmt(s->errstr, s->errstr_size,
-                           "lines block at byte %zu claims %" PRId64 " bytes but %zu remain",
-                           at, size, avroscan_left(s));
+                           "lines block at byte %zu claims %" PRId64 " bytes but %zu remain", at,
+                           size, avroscan_left(s));
                 return ORDER_ERR_NOT_AVRO;
             }
         }
@@ -321,16 +315,15 @@ static order_err_t scan_lines(avroscan_t *s, uint32_t *nlines)
          * not a big order: check that before the line limit. */
         if ((uint64_t)count > avroscan_left(s) / DECODE_LINE_MIN_BYTES) {
             errstr_fmt(s->errstr, s->errstr_size,
-                       "lines block at byte %zu claims %" PRId64
-                       " lines but only %zu bytes remain",
+                       "lines block at byte %zu claims %" PRId64 " lines but only %zu bytes remain",
                        at, count, avroscan_left(s));
             return ORDER_ERR_NOT_AVRO;
         }
         total += (uint64_t)count; /* count <= buffer size: cannot wrap */
         if (total > ORDER_LINES_MAX) {
             errstr_fmt(s->errstr, s->errstr_size,
-                       "the order has more than %d lines (at least %" PRIu64 ")",
-                       ORDER_LINES_MAX, total);
+                       "the order has more than %d lines (at least %" PRIu64 ")", ORDER_LINES_MAX,
+                       total);
             return ORDER_ERR_TOO_MANY_LINES;
         }
 
@@ -354,8 +347,7 @@ static order_err_t scan_lines(avroscan_t *s, uint32_t *nlines)
 }
 
 static order_err_t decode_prescan(const uint8_t *start, const uint8_t *payload, size_t len,
-                                  uint32_t *nlines, char *errstr, size_t errstr_size)
-{
+                                  uint32_t *nlines, char *errstr, size_t errstr_size) {
     avroscan_t s = {start, payload, payload + len, errstr, errstr_size, AVROSCAN_LONGER};
     int64_t v;
     size_t at;
@@ -366,8 +358,7 @@ static order_err_t decode_prescan(const uint8_t *start, const uint8_t *payload, 
         return ORDER_ERR_NOT_AVRO;
 
     at = avroscan_at(&s);
-    if (avroscan_varint(&s, "kind", 64, &v) != 0)
-        return ORDER_ERR_NOT_AVRO;
+    if (avroscan_varint(&s, "kind", 64, &v) != 0) return ORDER_ERR_NOT_AVRO;
     if (v != ORDER_SALE && v != ORDER_RETURN) {
         errstr_fmt(errstr, errstr_size,
                    "kind at byte %zu is enum index %" PRId64 "; only 0 (SALE) and 1 (RETURN) "
@@ -377,8 +368,7 @@ static order_err_t decode_prescan(const uint8_t *start, const uint8_t *payload, 
     }
 
     err = scan_lines(&s, nlines);
-    if (err != ORDER_OK)
-        return err;
+    if (err != ORDER_OK) return err;
 
     if (avroscan_string(&s, "currency") != 0 || avroscan_end(&s, "Order") != 0)
         return ORDER_ERR_NOT_AVRO;
@@ -393,28 +383,24 @@ static order_err_t decode_prescan(const uint8_t *start, const uint8_t *payload, 
 /* Stores len bytes into a fixed, NUL-terminated field of cap bytes (plus
  * the NUL).  Too long is refused, never truncated: a truncated id would
  * silently merge two customers.  Returns 1 then, dst untouched. */
-static int decode_store_str(char *dst, size_t cap, const void *src, size_t len)
-{
-    if (len > cap)
-        return 1;
-    if (len > 0)
-        memcpy(dst, src, len);
+static int decode_store_str(char *dst, size_t cap, const void *src, size_t len) {
+    if (len > cap) return 1;
+    if (len > 0) memcpy(dst, src, len);
     dst[len] = '\0';
     return 0;
 }
 
 /* The refusal of a string too long for its field.  `line` is 0-based. */
 static order_err_t decode_too_long(int field, size_t line, size_t len, char *errstr,
-                                   size_t errstr_size)
-{
+                                   size_t errstr_size) {
     switch (field) {
     case F_ORDER_ID:
         errstr_fmt(errstr, errstr_size, "order_id is %zu bytes; at most %d are allowed", len,
                    ORDER_ID_MAX);
         return ORDER_ERR_BAD_ID;
     case F_CUSTOMER_ID:
-        errstr_fmt(errstr, errstr_size, "customer_id is %zu bytes; at most %d are allowed",
-                   len, ORDER_ID_MAX);
+        errstr_fmt(errstr, errstr_size, "customer_id is %zu bytes; at most %d are allowed", len,
+                   ORDER_ID_MAX);
         return ORDER_ERR_BAD_ID;
     case F_LINES:
         errstr_fmt(errstr, errstr_size, "line %zu: sku is %zu bytes; at most %d are allowed",
@@ -422,26 +408,21 @@ static order_err_t decode_too_long(int field, size_t line, size_t len, char *err
         return ORDER_ERR_BAD_SKU;
     default:
         /* Longer than any ISO 4217 code, so it cannot be the configured one. */
-        errstr_fmt(errstr, errstr_size,
-                   "currency is %zu bytes; an ISO 4217 code has %d letters", len,
-                   ORDER_CURRENCY_MAX);
+        errstr_fmt(errstr, errstr_size, "currency is %zu bytes; an ISO 4217 code has %d letters",
+                   len, ORDER_CURRENCY_MAX);
         return ORDER_ERR_BAD_CURRENCY;
     }
 }
 
 /* Room for n <= ORDER_LINES_MAX lines (the pre-scan saw to the bound). */
-static order_err_t decode_grow_lines(order_t *o, size_t n, char *errstr, size_t errstr_size)
-{
+static order_err_t decode_grow_lines(order_t *o, size_t n, char *errstr, size_t errstr_size) {
     size_t cap = o->lines_cap > 0 ? o->lines_cap : 16;
     size_t bytes;
     order_line_t *lines;
 
-    if (n <= o->lines_cap)
-        return ORDER_OK;
-    while (cap < n)
-        cap *= 2;
-    if (cap > ORDER_LINES_MAX)
-        cap = ORDER_LINES_MAX;
+    if (n <= o->lines_cap) return ORDER_OK;
+    while (cap < n) cap *= 2;
+    if (cap > ORDER_LINES_MAX) cap = ORDER_LINES_MAX;
     if (__builtin_mul_overflow(cap, sizeof(*lines), &bytes) ||
         (lines = realloc(o->lines, bytes)) == NULL) {
         errstr_fmt(errstr, errstr_size, "out of memory for %zu order lines", n);
@@ -469,16 +450,14 @@ typedef struct direct {
 } direct_t;
 
 /* A zigzag long of at most 10 bytes (the pre-scan refused wider ones). */
-static inline int direct_long(direct_t *w, int64_t *out)
-{
+static inline int direct_long(direct_t *w, int64_t *out) {
     uint64_t v = 0;
     unsigned shift;
 
     for (shift = 0; shift < 64; shift += 7) {
         uint8_t b;
 
-        if (w->p == w->end)
-            return -1;
+        if (w->p == w->end) return -1;
         b = *w->p++;
         v |= (uint64_t)(b & 0x7f) << shift;
         if ((b & 0x80) == 0) {
@@ -490,12 +469,10 @@ static inline int direct_long(direct_t *w, int64_t *out)
 }
 
 /* A string's bytes, left in place: *s points into the record. */
-static inline int direct_string(direct_t *w, const uint8_t **s, size_t *len)
-{
+static inline int direct_string(direct_t *w, const uint8_t **s, size_t *len) {
     int64_t n;
 
-    if (direct_long(w, &n) != 0 || n < 0 || (uint64_t)n > (size_t)(w->end - w->p))
-        return -1;
+    if (direct_long(w, &n) != 0 || n < 0 || (uint64_t)n > (size_t)(w->end - w->p)) return -1;
     *s = w->p;
     *len = (size_t)n;
     w->p += n;
@@ -505,51 +482,41 @@ static inline int direct_string(direct_t *w, const uint8_t **s, size_t *len)
 /* Fills o from [payload, payload + len), which decode_prescan() accepted
  * with nlines lines.  start is the whole Kafka value, for the offset. */
 static order_err_t decode_direct(const uint8_t *start, const uint8_t *payload, size_t len,
-                                 uint32_t nlines, order_t *o, char *errstr, size_t errstr_size)
-{
+                                 uint32_t nlines, order_t *o, char *errstr, size_t errstr_size) {
     direct_t w = {payload, payload + len};
     const uint8_t *s;
     size_t n, i = 0;
     int64_t kind, count, size;
     order_err_t err;
 
-    if (direct_string(&w, &s, &n) != 0)
-        goto disagree;
+    if (direct_string(&w, &s, &n) != 0) goto disagree;
     if (decode_store_str(o->order_id, ORDER_ID_MAX, s, n) != 0)
         return decode_too_long(F_ORDER_ID, 0, n, errstr, errstr_size);
     o->order_id_len = (uint8_t)n;
 
-    if (direct_string(&w, &s, &n) != 0)
-        goto disagree;
+    if (direct_string(&w, &s, &n) != 0) goto disagree;
     if (decode_store_str(o->customer_id, ORDER_ID_MAX, s, n) != 0)
         return decode_too_long(F_CUSTOMER_ID, 0, n, errstr, errstr_size);
     o->customer_id_len = (uint8_t)n;
 
-    if (direct_long(&w, &o->placed_at_ms) != 0 || direct_long(&w, &kind) != 0)
-        goto disagree;
+    if (direct_long(&w, &o->placed_at_ms) != 0 || direct_long(&w, &kind) != 0) goto disagree;
     o->kind = kind == ORDER_RETURN ? ORDER_RETURN : ORDER_SALE; /* pre-scan: 0 or 1 */
 
     err = decode_grow_lines(o, nlines, errstr, errstr_size);
-    if (err != ORDER_OK)
-        return err;
+    if (err != ORDER_OK) return err;
     for (;;) {
-        if (direct_long(&w, &count) != 0)
-            goto disagree;
-        if (count == 0)
-            break;
+        if (direct_long(&w, &count) != 0) goto disagree;
+        if (count == 0) break;
         if (count < 0) {
             /* The block's byte size follows; the pre-scan checked it. */
-            if (count == INT64_MIN || direct_long(&w, &size) != 0)
-                goto disagree;
+            if (count == INT64_MIN || direct_long(&w, &size) != 0) goto disagree;
             count = -count;
         }
-        if ((uint64_t)count > nlines - i)
-            goto disagree;
+        if ((uint64_t)count > nlines - i) goto disagree;
         for (; count > 0; count--, i++) {
             order_line_t *l = &o->lines[i];
 
-            if (direct_string(&w, &s, &n) != 0)
-                goto disagree;
+            if (direct_string(&w, &s, &n) != 0) goto disagree;
             if (decode_store_str(l->sku, ORDER_SKU_MAX, s, n) != 0)
                 return decode_too_long(F_LINES, i, n, errstr, errstr_size);
             l->sku_len = (uint8_t)n;
@@ -558,15 +525,12 @@ static order_err_t decode_direct(const uint8_t *start, const uint8_t *payload, s
             o->nlines = (uint32_t)(i + 1); /* only complete lines are counted */
         }
     }
-    if (i != nlines)
-        goto disagree;
+    if (i != nlines) goto disagree;
 
-    if (direct_string(&w, &s, &n) != 0)
-        goto disagree;
+    if (direct_string(&w, &s, &n) != 0) goto disagree;
     if (decode_store_str(o->currency, ORDER_CURRENCY_MAX, s, n) != 0)
         return decode_too_long(F_CURRENCY, 0, n, errstr, errstr_size);
-    if (w.p != w.end)
-        goto disagree;
+    if (w.p != w.end) goto disagree;
     return ORDER_OK;
 
 disagree:
@@ -583,30 +547,25 @@ disagree:
 /* Copies an Avro string into a fixed field.  libavro's size counts the
  * terminating NUL.  Returns -1 when libavro fails, else decode_store_str's
  * answer. */
-static int decode_copy_str(avro_value_t *v, char *dst, size_t cap, size_t *len_out)
-{
+static int decode_copy_str(avro_value_t *v, char *dst, size_t cap, size_t *len_out) {
     const char *str = NULL;
     size_t size = 0;
 
-    if (avro_value_get_string(v, &str, &size) != 0)
-        return -1;
+    if (avro_value_get_string(v, &str, &size) != 0) return -1;
     *len_out = size > 0 ? size - 1 : 0;
     return decode_store_str(dst, cap, str, *len_out);
 }
 
-static int decode_get_long(avro_value_t *rec, int index, int64_t *out)
-{
+static int decode_get_long(avro_value_t *rec, int index, int64_t *out) {
     avro_value_t f;
 
-    if (avro_value_get_by_index(rec, (size_t)index, &f, NULL) != 0)
-        return -1;
+    if (avro_value_get_by_index(rec, (size_t)index, &f, NULL) != 0) return -1;
     return avro_value_get_long(&f, out) != 0 ? -1 : 0;
 }
 
 /* Returns ORDER_OK, a field-length error, or ORDER_ERR_INTERNAL when libavro
  * disagrees with the pre-scan (a bug) or memory runs out. */
-static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size_t errstr_size)
-{
+static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size_t errstr_size) {
     avro_value_t f, lines, line;
     size_t len, n, i;
     int kind, rc;
@@ -615,19 +574,16 @@ static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size
     if (avro_value_get_by_index(rec, F_ORDER_ID, &f, NULL) != 0 ||
         (rc = decode_copy_str(&f, o->order_id, ORDER_ID_MAX, &len)) < 0)
         goto libavro;
-    if (rc > 0)
-        return decode_too_long(F_ORDER_ID, 0, len, errstr, errstr_size);
+    if (rc > 0) return decode_too_long(F_ORDER_ID, 0, len, errstr, errstr_size);
     o->order_id_len = (uint8_t)len;
 
     if (avro_value_get_by_index(rec, F_CUSTOMER_ID, &f, NULL) != 0 ||
         (rc = decode_copy_str(&f, o->customer_id, ORDER_ID_MAX, &len)) < 0)
         goto libavro;
-    if (rc > 0)
-        return decode_too_long(F_CUSTOMER_ID, 0, len, errstr, errstr_size);
+    if (rc > 0) return decode_too_long(F_CUSTOMER_ID, 0, len, errstr, errstr_size);
     o->customer_id_len = (uint8_t)len;
 
-    if (decode_get_long(rec, F_PLACED_AT, &o->placed_at_ms) != 0)
-        goto libavro;
+    if (decode_get_long(rec, F_PLACED_AT, &o->placed_at_ms) != 0) goto libavro;
 
     if (avro_value_get_by_index(rec, F_KIND, &f, NULL) != 0 || avro_value_get_enum(&f, &kind) != 0)
         goto libavro;
@@ -638,13 +594,14 @@ static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size
         goto libavro;
     if (n > ORDER_LINES_MAX) {
         /* The pre-scan bounds it; libavro disagreeing is a bug. */
-        errstr_fmt(errstr, errstr_size, "libavro read %zu lines after the pre-scan allowed "
-                   "at most %d", n, ORDER_LINES_MAX);
+        errstr_fmt(errstr, errstr_size,
+                   "libavro read %zu lines after the pre-scan allowed "
+                   "at most %d",
+                   n, ORDER_LINES_MAX);
         return ORDER_ERR_INTERNAL;
     }
     err = decode_grow_lines(o, n, errstr, errstr_size);
-    if (err != ORDER_OK)
-        return err;
+    if (err != ORDER_OK) return err;
     for (i = 0; i < n; i++) {
         order_line_t *l = &o->lines[i];
 
@@ -652,8 +609,7 @@ static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size
             avro_value_get_by_index(&line, L_SKU, &f, NULL) != 0 ||
             (rc = decode_copy_str(&f, l->sku, ORDER_SKU_MAX, &len)) < 0)
             goto libavro;
-        if (rc > 0)
-            return decode_too_long(F_LINES, i, len, errstr, errstr_size);
+        if (rc > 0) return decode_too_long(F_LINES, i, len, errstr, errstr_size);
         l->sku_len = (uint8_t)len;
         if (decode_get_long(&line, L_QUANTITY, &l->quantity) != 0 ||
             decode_get_long(&line, L_UNIT_PRICE, &l->unit_price) != 0)
@@ -664,8 +620,7 @@ static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size
     if (avro_value_get_by_index(rec, F_CURRENCY, &f, NULL) != 0 ||
         (rc = decode_copy_str(&f, o->currency, ORDER_CURRENCY_MAX, &len)) < 0)
         goto libavro;
-    if (rc > 0)
-        return decode_too_long(F_CURRENCY, 0, len, errstr, errstr_size);
+    if (rc > 0) return decode_too_long(F_CURRENCY, 0, len, errstr, errstr_size);
     return ORDER_OK;
 
 libavro:
@@ -682,8 +637,8 @@ libavro:
  * holds exactly one such record (start is the whole Kafka value, for the
  * offsets in messages; out is the scan's own result). */
 typedef order_err_t (*decode_scan_fn)(const decoder_t *d, const uint8_t *start,
-                                      const uint8_t *payload, size_t len, void *out,
-                                      char *errstr, size_t errstr_size);
+                                      const uint8_t *payload, size_t len, void *out, char *errstr,
+                                      size_t errstr_size);
 
 /*
  * Finds the record in a Kafka value of len > 0 bytes and pre-scans it.  A
@@ -699,10 +654,8 @@ typedef order_err_t (*decode_scan_fn)(const decoder_t *d, const uint8_t *start,
  * *payload_out + *payload_len_out).
  */
 static order_err_t decode_unframe(decoder_t *d, const uint8_t *start, size_t len,
-                                  decode_scan_fn scan, void *scan_out,
-                                  const uint8_t **payload_out, size_t *payload_len_out,
-                                  char *errstr, size_t errstr_size)
-{
+                                  decode_scan_fn scan, void *scan_out, const uint8_t **payload_out,
+                                  size_t *payload_len_out, char *errstr, size_t errstr_size) {
     const uint8_t *payload = start;
     size_t payload_len = len;
     order_err_t err;
@@ -724,8 +677,7 @@ static order_err_t decode_unframe(decoder_t *d, const uint8_t *start, size_t len
         payload = start;
         payload_len = len;
         err = ORDER_OK;
-        if (errstr != NULL && errstr_size > 0)
-            errstr[0] = '\0';
+        if (errstr != NULL && errstr_size > 0) errstr[0] = '\0';
     }
     *payload_out = payload;
     *payload_len_out = payload_len;
@@ -737,8 +689,7 @@ static order_err_t decode_unframe(decoder_t *d, const uint8_t *start, size_t len
  */
 
 static order_err_t scan_order(const decoder_t *d, const uint8_t *start, const uint8_t *payload,
-                              size_t len, void *nlines, char *errstr, size_t errstr_size)
-{
+                              size_t len, void *nlines, char *errstr, size_t errstr_size) {
     (void)d;
     return decode_prescan(start, payload, len, nlines, errstr, errstr_size);
 }
@@ -748,13 +699,11 @@ static order_err_t scan_order(const decoder_t *d, const uint8_t *start, const ui
  * [*payload, *payload + *payload_len) with *nlines lines. */
 static order_err_t decode_frame(decoder_t *d, const void *buf, size_t len, order_t *out,
                                 const uint8_t **payload_out, size_t *payload_len_out,
-                                uint32_t *nlines, char *errstr, size_t errstr_size)
-{
+                                uint32_t *nlines, char *errstr, size_t errstr_size) {
     order_line_t *keep_lines;
     uint32_t keep_cap;
 
-    if (errstr != NULL && errstr_size > 0)
-        errstr[0] = '\0';
+    if (errstr != NULL && errstr_size > 0) errstr[0] = '\0';
     if (d == NULL || out == NULL) {
         errstr_fmt(errstr, errstr_size, "decode_order called without a decoder or an order");
         return ORDER_ERR_INTERNAL;
@@ -772,27 +721,24 @@ static order_err_t decode_frame(decoder_t *d, const void *buf, size_t len, order
         errstr_fmt(errstr, errstr_size, "empty record value; an Order is never empty");
         return ORDER_ERR_NOT_AVRO;
     }
-    return decode_unframe(d, buf, len, scan_order, nlines, payload_out, payload_len_out,
-                          errstr, errstr_size);
+    return decode_unframe(d, buf, len, scan_order, nlines, payload_out, payload_len_out, errstr,
+                          errstr_size);
 }
 
-order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out,
-                         char *errstr, size_t errstr_size)
-{
+order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out, char *errstr,
+                         size_t errstr_size) {
     const uint8_t *payload = NULL;
     size_t payload_len = 0;
     uint32_t nlines = 0;
     order_err_t err;
 
     err = decode_frame(d, buf, len, out, &payload, &payload_len, &nlines, errstr, errstr_size);
-    if (err != ORDER_OK)
-        return err;
+    if (err != ORDER_OK) return err;
     return decode_direct(buf, payload, payload_len, nlines, out, errstr, errstr_size);
 }
 
 order_err_t decode_order_libavro(decoder_t *d, const void *buf, size_t len, order_t *out,
-                                 char *errstr, size_t errstr_size)
-{
+                                 char *errstr, size_t errstr_size) {
     const uint8_t *payload = NULL;
     size_t payload_len = 0;
     uint32_t nlines = 0;
@@ -800,10 +746,8 @@ order_err_t decode_order_libavro(decoder_t *d, const void *buf, size_t len, orde
     int rc;
 
     err = decode_frame(d, buf, len, out, &payload, &payload_len, &nlines, errstr, errstr_size);
-    if (err != ORDER_OK)
-        return err;
-    if (codec_record_value(&d->order, errstr, errstr_size) != 0)
-        return ORDER_ERR_INTERNAL;
+    if (err != ORDER_OK) return err;
+    if (codec_record_value(&d->order, errstr, errstr_size) != 0) return ORDER_ERR_INTERNAL;
     rc = codec_read(&d->order, payload, payload_len, errstr, errstr_size);
     if (rc != 0) /* after a clean pre-scan only a failed allocation gets here */
         return rc == ENOMEM ? ORDER_ERR_INTERNAL : ORDER_ERR_NOT_AVRO;
@@ -820,16 +764,14 @@ order_err_t decode_order_libavro(decoder_t *d, const void *buf, size_t len, orde
  */
 
 static int profile_prescan(const decoder_t *d, const uint8_t *start, const uint8_t *payload,
-                           size_t len, char *errstr, size_t errstr_size)
-{
+                           size_t len, char *errstr, size_t errstr_size) {
     avroscan_t s = {start, payload, payload + len, errstr, errstr_size, AVROSCAN_WIDER};
     int64_t v;
     int branch;
 
     if (avroscan_string(&s, "customer_id") != 0 ||
         avroscan_index(&s, "format", 32, d->nformats) < 0 ||
-        avroscan_index(&s, "market", 32, d->nmarkets) < 0 ||
-        avroscan_boolean(&s, "chain") != 0 ||
+        avroscan_index(&s, "market", 32, d->nmarkets) < 0 || avroscan_boolean(&s, "chain") != 0 ||
         avroscan_index(&s, "compliance_grade", 32, d->ngrades) < 0 ||
         avroscan_bytes(&s, "cooperation", 8) != 0 || avroscan_bytes(&s, "growth", 8) != 0)
         return -1;
@@ -840,28 +782,23 @@ static int profile_prescan(const decoder_t *d, const uint8_t *start, const uint8
     return avroscan_end(&s, "CustomerProfile");
 }
 
-static order_err_t scan_profile(const decoder_t *d, const uint8_t *start,
-                                const uint8_t *payload, size_t len, void *unused, char *errstr,
-                                size_t errstr_size)
-{
+static order_err_t scan_profile(const decoder_t *d, const uint8_t *start, const uint8_t *payload,
+                                size_t len, void *unused, char *errstr, size_t errstr_size) {
     (void)unused;
-    return profile_prescan(d, start, payload, len, errstr, errstr_size) == 0
-               ? ORDER_OK
-               : ORDER_ERR_NOT_AVRO;
+    return profile_prescan(d, start, payload, len, errstr, errstr_size) == 0 ? ORDER_OK
+                                                                             : ORDER_ERR_NOT_AVRO;
 }
 
 /* -------------------------------------------------------------------------
  * CustomerProfile: copy out of the libavro value and judge it.
  */
 
-static int get_field(avro_value_t *rec, size_t index, avro_value_t *f)
-{
+static int get_field(avro_value_t *rec, size_t index, avro_value_t *f) {
     return avro_value_get_by_index(rec, index, f, NULL);
 }
 
 /* A ratio the account manager typed: finite and in [0, 1]. */
-static order_err_t profile_ratio(const char *what, double x, char *errstr, size_t errstr_size)
-{
+static order_err_t profile_ratio(const char *what, double x, char *errstr, size_t errstr_size) {
     if (!isfinite(x) || x < 0.0 || x > 1.0) {
         errstr_fmt(errstr, errstr_size, "%s is %g; it must be between 0.0 and 1.0", what, x);
         return ORDER_ERR_BAD_FIELD;
@@ -872,8 +809,7 @@ static order_err_t profile_ratio(const char *what, double x, char *errstr, size_
 static order_err_t profile_copy(const decoder_t *d, avro_value_t *rec, const void *key,
                                 size_t key_len, char customer_id[ORDER_ID_MAX + 1],
                                 policy_profile_t *out, int64_t *updated_at_ms, char *errstr,
-                                size_t errstr_size)
-{
+                                size_t errstr_size) {
     policy_profile_t p;
     avro_value_t f, b;
     const char *str = NULL;
@@ -888,8 +824,7 @@ static order_err_t profile_copy(const decoder_t *d, avro_value_t *rec, const voi
         goto libavro;
     n = size > 0 ? size - 1 : 0; /* libavro counts the NUL */
     /* The same rules as an order's customer_id: it becomes a Redis key. */
-    if ((err = validate_id("customer_id", str, n, errstr, errstr_size)) != ORDER_OK)
-        return err;
+    if ((err = validate_id("customer_id", str, n, errstr, errstr_size)) != ORDER_OK) return err;
     memcpy(customer_id, str, n);
     customer_id[n] = '\0';
     if (key != NULL && key_len > 0 && !utf8_valid(key, key_len)) {
@@ -900,8 +835,8 @@ static order_err_t profile_copy(const decoder_t *d, avro_value_t *rec, const voi
         return ORDER_ERR_BAD_UTF8;
     }
     if (key != NULL && key_len > 0 && (key_len != n || memcmp(key, str, n) != 0)) {
-        errstr_fmt(errstr, errstr_size, "record key (%zu bytes) is not the customer_id %s",
-                   key_len, customer_id);
+        errstr_fmt(errstr, errstr_size, "record key (%zu bytes) is not the customer_id %s", key_len,
+                   customer_id);
         return ORDER_ERR_KEY_MISMATCH;
     }
 
@@ -909,18 +844,17 @@ static order_err_t profile_copy(const decoder_t *d, avro_value_t *rec, const voi
         get_field(rec, CP_MARKET, &f) != 0 || avro_value_get_enum(&f, &market) != 0 ||
         get_field(rec, CP_CHAIN, &f) != 0 || avro_value_get_boolean(&f, &chain) != 0 ||
         get_field(rec, CP_GRADE, &f) != 0 || avro_value_get_enum(&f, &grade) != 0 ||
-        get_field(rec, CP_COOPERATION, &f) != 0 ||
-        avro_value_get_double(&f, &p.cooperation) != 0 ||
+        get_field(rec, CP_COOPERATION, &f) != 0 || avro_value_get_double(&f, &p.cooperation) != 0 ||
         get_field(rec, CP_GROWTH, &f) != 0 || avro_value_get_double(&f, &p.growth) != 0 ||
-        get_field(rec, CP_TIER_OVERRIDE, &f) != 0 ||
-        avro_value_get_discriminant(&f, &disc) != 0 ||
+        get_field(rec, CP_TIER_OVERRIDE, &f) != 0 || avro_value_get_discriminant(&f, &disc) != 0 ||
         avro_value_get_current_branch(&f, &b) != 0 ||
         (disc == 1 && avro_value_get_int(&b, &override) != 0) ||
         get_field(rec, CP_UPDATED_AT, &f) != 0 || avro_value_get_long(&f, &updated) != 0)
         goto libavro;
-    if (format < 0 || format >= d->nformats || market < 0 || market >= d->nmarkets ||
-        grade < 0 || grade >= d->ngrades || disc < 0 || disc > 1) {
-        errstr_fmt(errstr, errstr_size, "libavro read an enum or union index the pre-scan "
+    if (format < 0 || format >= d->nformats || market < 0 || market >= d->nmarkets || grade < 0 ||
+        grade >= d->ngrades || disc < 0 || disc > 1) {
+        errstr_fmt(errstr, errstr_size,
+                   "libavro read an enum or union index the pre-scan "
                    "refused");
         return ORDER_ERR_INTERNAL;
     }
@@ -929,9 +863,8 @@ static order_err_t profile_copy(const decoder_t *d, avro_value_t *rec, const voi
         (err = profile_ratio("growth", p.growth, errstr, errstr_size)) != ORDER_OK)
         return err;
     if (disc == 1 && (override < 1 || override > POLICY_TIERS_MAX)) {
-        errstr_fmt(errstr, errstr_size,
-                   "tier_override is %" PRId32 "; it must be null or 1 to %d", override,
-                   POLICY_TIERS_MAX);
+        errstr_fmt(errstr, errstr_size, "tier_override is %" PRId32 "; it must be null or 1 to %d",
+                   override, POLICY_TIERS_MAX);
         return ORDER_ERR_BAD_FIELD;
     }
 
@@ -942,8 +875,7 @@ static order_err_t profile_copy(const decoder_t *d, avro_value_t *rec, const voi
     p.has_override = disc == 1;
     p.tier_override = disc == 1 ? override : 0;
     *out = p;
-    if (updated_at_ms != NULL)
-        *updated_at_ms = updated;
+    if (updated_at_ms != NULL) *updated_at_ms = updated;
     return ORDER_OK;
 
 libavro:
@@ -955,15 +887,13 @@ libavro:
 order_err_t decode_profile(decoder_t *d, const void *buf, size_t len, const void *key,
                            size_t key_len, char customer_id[ORDER_ID_MAX + 1],
                            policy_profile_t *out, int64_t *updated_at_ms, char *errstr,
-                           size_t errstr_size)
-{
+                           size_t errstr_size) {
     const uint8_t *payload = NULL;
     size_t payload_len = 0;
     order_err_t err;
     int rc;
 
-    if (errstr != NULL && errstr_size > 0)
-        errstr[0] = '\0';
+    if (errstr != NULL && errstr_size > 0) errstr[0] = '\0';
     if (d == NULL || customer_id == NULL || out == NULL) {
         errstr_fmt(errstr, errstr_size,
                    "decode_profile called without a decoder, an id buffer or a profile");
@@ -971,17 +901,17 @@ order_err_t decode_profile(decoder_t *d, const void *buf, size_t len, const void
     }
     customer_id[0] = '\0';
     if (buf == NULL || len == 0) {
-        errstr_fmt(errstr, errstr_size, "empty record value; a CustomerProfile is never empty "
+        errstr_fmt(errstr, errstr_size,
+                   "empty record value; a CustomerProfile is never empty "
                    "(tombstones are handled before decoding)");
         return ORDER_ERR_NOT_AVRO;
     }
     err = decode_unframe(d, buf, len, scan_profile, NULL, &payload, &payload_len, errstr,
                          errstr_size);
-    if (err != ORDER_OK)
-        return err;
+    if (err != ORDER_OK) return err;
     rc = codec_read(&d->profile, payload, payload_len, errstr, errstr_size);
     if (rc != 0) /* after a clean pre-scan only a failed allocation gets here */
         return rc == ENOMEM ? ORDER_ERR_INTERNAL : ORDER_ERR_NOT_AVRO;
-    return profile_copy(d, &d->profile.value, key, key_len, customer_id, out, updated_at_ms,
-                        errstr, errstr_size);
+    return profile_copy(d, &d->profile.value, key, key_len, customer_id, out, updated_at_ms, errstr,
+                        errstr_size);
 }

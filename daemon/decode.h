@@ -44,8 +44,8 @@ void decode_destroy(decoder_t *d);
  * ORDER_ERR_BAD_CURRENCY for a string too long for its field, and
  * ORDER_ERR_INTERNAL when memory ran out or the decoder contradicted its
  * own pre-scan (not the record's fault: do not dead-letter it). */
-order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out,
-                         char *errstr, size_t errstr_size);
+order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out, char *errstr,
+                         size_t errstr_size);
 
 /* The same contract, decoded through libavro generic values: the path
  * decode_order() took before it read the bytes itself.  Kept for the tests,

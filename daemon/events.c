@@ -38,19 +38,57 @@ extern const char tierd_schema_quota_event[];
 
 /* Field positions, as in the schemas (checked by events_new). */
 enum {
-    TC_EVENT_ID, TC_CUSTOMER_ID, TC_SEQUENCE, TC_PREVIOUS_TIER, TC_NEW_TIER, TC_REASON, TC_RULE,
-    TC_EXPLAIN, TC_REVIEW_MONTH, TC_SCORE, TC_TARGET_TIER, TC_COMPONENTS, TC_WINDOW,
-    TC_UPGRADE_BLOCKED_BY, TC_CLASSIFICATION, TC_POLICY_NAME, TC_POLICY_VERSION, TC_DECIDED_AT,
+    TC_EVENT_ID,
+    TC_CUSTOMER_ID,
+    TC_SEQUENCE,
+    TC_PREVIOUS_TIER,
+    TC_NEW_TIER,
+    TC_REASON,
+    TC_RULE,
+    TC_EXPLAIN,
+    TC_REVIEW_MONTH,
+    TC_SCORE,
+    TC_TARGET_TIER,
+    TC_COMPONENTS,
+    TC_WINDOW,
+    TC_UPGRADE_BLOCKED_BY,
+    TC_CLASSIFICATION,
+    TC_POLICY_NAME,
+    TC_POLICY_VERSION,
+    TC_DECIDED_AT,
     TC__COUNT
 };
 enum { SC_KIND, SC_SOURCE, SC_VALUE, SC_POINTS, SC_MAX_POINTS, SC_LO, SC_HI, SC__COUNT };
 enum {
-    WM_MONTH, WM_QTY, WM_AMOUNT, WM_ORDERS, WM_SKUS, WM_TIER_IN_EFFECT, WM_GRADE, WM_FLOOR,
-    WM_CAP, WM_UPGRADE_QTY, WM_GRADE_OK, WM_QTY_OK, WM_BELOW_FLOOR, WM__COUNT
+    WM_MONTH,
+    WM_QTY,
+    WM_AMOUNT,
+    WM_ORDERS,
+    WM_SKUS,
+    WM_TIER_IN_EFFECT,
+    WM_GRADE,
+    WM_FLOOR,
+    WM_CAP,
+    WM_UPGRADE_QTY,
+    WM_GRADE_OK,
+    WM_QTY_OK,
+    WM_BELOW_FLOOR,
+    WM__COUNT
 };
 enum {
-    QE_EVENT_ID, QE_CUSTOMER_ID, QE_MONTH, QE_TIER, QE_KIND, QE_CAP, QE_EFFECTIVE_CAP,
-    QE_HARD_CAP, QE_CONSUMED, QE_ORDER_ID, QE_PLACED_AT, QE_POLICY_NAME, QE_POLICY_VERSION,
+    QE_EVENT_ID,
+    QE_CUSTOMER_ID,
+    QE_MONTH,
+    QE_TIER,
+    QE_KIND,
+    QE_CAP,
+    QE_EFFECTIVE_CAP,
+    QE_HARD_CAP,
+    QE_CONSUMED,
+    QE_ORDER_ID,
+    QE_PLACED_AT,
+    QE_POLICY_NAME,
+    QE_POLICY_VERSION,
     QE__COUNT
 };
 /* Room for "<customer_id>:tier:<int64>" and "<customer_id>:<YYYY-MM>:<KIND>". */
@@ -138,53 +176,47 @@ static const avroscan_field_t qe_fields[QE__COUNT] = {
 };
 
 /* avroscan_check_record(), naming this codec in the message. */
-static int events_check_record(avro_schema_t rec, const char *what,
-                               const avroscan_field_t *want, size_t nwant, char *errstr,
-                               size_t errstr_size)
-{
+static int events_check_record(avro_schema_t rec, const char *what, const avroscan_field_t *want,
+                               size_t nwant, char *errstr, size_t errstr_size) {
     return avroscan_check_record(rec, what, want, nwant, "the event codec", errstr, errstr_size);
 }
 
 /* The schema of field `index` of record `rec`, its array items. */
-static avro_schema_t events_items(avro_schema_t rec, int index)
-{
+static avro_schema_t events_items(avro_schema_t rec, int index) {
     return avro_schema_array_items(avro_schema_record_field_get_by_index(rec, index));
 }
 
 /* Looks up every name of ours among the enum's symbols.  first..count-1
  * must all exist (first = 1 skips a NONE that never travels). */
 static int events_map_names(avro_schema_t enm, const char *what, const char *(*name_of)(int),
-                            int first, int count, int *index, char *errstr, size_t errstr_size)
-{
+                            int first, int count, int *index, char *errstr, size_t errstr_size) {
     int i;
 
-    for (i = 0; i < count; i++)
-        index[i] = -1;
+    for (i = 0; i < count; i++) index[i] = -1;
     for (i = first; i < count; i++) {
         index[i] = avro_schema_enum_get_by_name(enm, name_of(i));
         if (index[i] < 0) {
-            errstr_fmt(errstr, errstr_size, "schema: enum %s has no symbol %s", what,
-                       name_of(i));
+            errstr_fmt(errstr, errstr_size, "schema: enum %s has no symbol %s", what, name_of(i));
             return -1;
         }
     }
     return 0;
 }
 
-static const char *events_reason_name(int r) { return policy_reason_name((policy_reason_t)r); }
-static const char *events_kind_name(int k)
-{
+static const char *events_reason_name(int r) {
+    return policy_reason_name((policy_reason_t)r);
+}
+static const char *events_kind_name(int k) {
     return policy_quota_kind_name((policy_quota_kind_t)k);
 }
 
-static int events_check_schemas(events_t *e, char *errstr, size_t errstr_size)
-{
+static int events_check_schemas(events_t *e, char *errstr, size_t errstr_size) {
     avro_schema_t blocked;
 
     if (events_check_record(e->tc.schema, "TierChange", tc_fields, TC__COUNT, errstr,
                             errstr_size) != 0 ||
-        events_check_record(events_items(e->tc.schema, TC_COMPONENTS), "ScoreComponent",
-                            sc_fields, SC__COUNT, errstr, errstr_size) != 0 ||
+        events_check_record(events_items(e->tc.schema, TC_COMPONENTS), "ScoreComponent", sc_fields,
+                            SC__COUNT, errstr, errstr_size) != 0 ||
         events_check_record(events_items(e->tc.schema, TC_WINDOW), "WindowMonth", wm_fields,
                             WM__COUNT, errstr, errstr_size) != 0)
         return -1;
@@ -211,8 +243,7 @@ static int events_check_schemas(events_t *e, char *errstr, size_t errstr_size)
  * Life cycle.
  */
 
-events_t *events_new(char *errstr, size_t errstr_size)
-{
+events_t *events_new(char *errstr, size_t errstr_size) {
     events_t *e = NULL; /* owned here until returned */
     events_t *ret = NULL;
 
@@ -221,13 +252,12 @@ events_t *events_new(char *errstr, size_t errstr_size)
         errstr_fmt(errstr, errstr_size, "out of memory creating the event codec");
         goto out;
     }
-    if (codec_record_parse(&e->tc, tierd_schema_tier_change, "TierChange", errstr,
-                           errstr_size) != 0 ||
+    if (codec_record_parse(&e->tc, tierd_schema_tier_change, "TierChange", errstr, errstr_size) !=
+            0 ||
         codec_record_parse(&e->quota, tierd_schema_quota_event, "QuotaEvent", errstr,
                            errstr_size) != 0)
         goto out;
-    if (events_check_schemas(e, errstr, errstr_size) != 0)
-        goto out;
+    if (events_check_schemas(e, errstr, errstr_size) != 0) goto out;
     if (codec_record_value(&e->tc, errstr, errstr_size) != 0 ||
         codec_record_value(&e->quota, errstr, errstr_size) != 0)
         goto out;
@@ -239,10 +269,8 @@ out:
     return ret;
 }
 
-void events_destroy(events_t *e)
-{
-    if (e == NULL)
-        return;
+void events_destroy(events_t *e) {
+    if (e == NULL) return;
     codec_record_free(&e->quota);
     codec_record_free(&e->tc);
     free(e);
@@ -253,90 +281,74 @@ void events_destroy(events_t *e)
  * filled in one chain of ||; the caller reports avro_strerror() once.
  */
 
-static int put_string(avro_value_t *rec, size_t index, const char *s)
-{
+static int put_string(avro_value_t *rec, size_t index, const char *s) {
     avro_value_t f;
     return avro_value_get_by_index(rec, index, &f, NULL) || avro_value_set_string(&f, s);
 }
 
-static int put_long(avro_value_t *rec, size_t index, int64_t x)
-{
+static int put_long(avro_value_t *rec, size_t index, int64_t x) {
     avro_value_t f;
     return avro_value_get_by_index(rec, index, &f, NULL) || avro_value_set_long(&f, x);
 }
 
-static int put_int(avro_value_t *rec, size_t index, int32_t x)
-{
+static int put_int(avro_value_t *rec, size_t index, int32_t x) {
     avro_value_t f;
     return avro_value_get_by_index(rec, index, &f, NULL) || avro_value_set_int(&f, x);
 }
 
-static int put_double(avro_value_t *rec, size_t index, double x)
-{
+static int put_double(avro_value_t *rec, size_t index, double x) {
     avro_value_t f;
     return avro_value_get_by_index(rec, index, &f, NULL) || avro_value_set_double(&f, x);
 }
 
-static int put_bool(avro_value_t *rec, size_t index, bool x)
-{
+static int put_bool(avro_value_t *rec, size_t index, bool x) {
     avro_value_t f;
     return avro_value_get_by_index(rec, index, &f, NULL) || avro_value_set_boolean(&f, x);
 }
 
-static int put_enum(avro_value_t *rec, size_t index, int symbol)
-{
+static int put_enum(avro_value_t *rec, size_t index, int symbol) {
     avro_value_t f;
     return avro_value_get_by_index(rec, index, &f, NULL) || avro_value_set_enum(&f, symbol);
 }
 
 /* ["null", T]: selects a branch and hands it back to be set (has) or sets
  * null (!has; *branch is then unused). */
-static int put_branch(avro_value_t *rec, size_t index, bool has, avro_value_t *branch)
-{
+static int put_branch(avro_value_t *rec, size_t index, bool has, avro_value_t *branch) {
     avro_value_t f;
 
-    if (avro_value_get_by_index(rec, index, &f, NULL) != 0)
-        return -1;
-    if (!has)
-        return avro_value_set_branch(&f, 0, branch) || avro_value_set_null(branch);
+    if (avro_value_get_by_index(rec, index, &f, NULL) != 0) return -1;
+    if (!has) return avro_value_set_branch(&f, 0, branch) || avro_value_set_null(branch);
     return avro_value_set_branch(&f, 1, branch);
 }
 
-static int put_opt_int(avro_value_t *rec, size_t index, bool has, int32_t x)
-{
+static int put_opt_int(avro_value_t *rec, size_t index, bool has, int32_t x) {
     avro_value_t b;
     return put_branch(rec, index, has, &b) || (has && avro_value_set_int(&b, x));
 }
 
-static int put_opt_long(avro_value_t *rec, size_t index, bool has, int64_t x)
-{
+static int put_opt_long(avro_value_t *rec, size_t index, bool has, int64_t x) {
     avro_value_t b;
     return put_branch(rec, index, has, &b) || (has && avro_value_set_long(&b, x));
 }
 
-static int put_opt_double(avro_value_t *rec, size_t index, bool has, double x)
-{
+static int put_opt_double(avro_value_t *rec, size_t index, bool has, double x) {
     avro_value_t b;
     return put_branch(rec, index, has, &b) || (has && avro_value_set_double(&b, x));
 }
 
-static int put_opt_string(avro_value_t *rec, size_t index, const char *s)
-{
+static int put_opt_string(avro_value_t *rec, size_t index, const char *s) {
     avro_value_t b;
     return put_branch(rec, index, s != NULL, &b) || (s != NULL && avro_value_set_string(&b, s));
 }
 
 /* "YYYY-MM" into buf (>= 32 bytes); -1 for a month that has no such form. */
-static int events_month_text(int32_t month, char *buf, size_t size)
-{
-    if (month < 0 || month >= EVENTS_MONTH_LIMIT)
-        return -1;
+static int events_month_text(int32_t month, char *buf, size_t size) {
+    if (month < 0 || month >= EVENTS_MONTH_LIMIT) return -1;
     policy_month_text(month, buf, size);
     return 0;
 }
 
-static int events_check_id(const char *what, const char *id, char *errstr, size_t errstr_size)
-{
+static int events_check_id(const char *what, const char *id, char *errstr, size_t errstr_size) {
     size_t n;
 
     if (id == NULL || (n = strlen(id)) == 0 || n > ORDER_ID_MAX) {
@@ -348,15 +360,15 @@ static int events_check_id(const char *what, const char *id, char *errstr, size_
 
 /* Copies the event id out; a cut id would make two events one for dedupe. */
 static int events_give_id(const char *id, char *event_id, size_t event_id_size, char *errstr,
-                          size_t errstr_size)
-{
+                          size_t errstr_size) {
     size_t n = strlen(id);
 
-    if (event_id == NULL)
-        return 0;
+    if (event_id == NULL) return 0;
     if (n >= event_id_size) {
-        errstr_fmt(errstr, errstr_size, "event_id buffer of %zu bytes cannot hold the "
-                   "%zu-byte id %s", event_id_size, n, id);
+        errstr_fmt(errstr, errstr_size,
+                   "event_id buffer of %zu bytes cannot hold the "
+                   "%zu-byte id %s",
+                   event_id_size, n, id);
         return -1;
     }
     memcpy(event_id, id, n + 1);
@@ -367,8 +379,7 @@ static int events_give_id(const char *id, char *event_id, size_t event_id_size, 
  * TierChange.
  */
 
-static const char *events_comp_kind(policy_comp_kind_t k)
-{
+static const char *events_comp_kind(policy_comp_kind_t k) {
     switch (k) {
     case POLICY_COMP_LINEAR: return "linear";
     case POLICY_COMP_STEPS: return "steps";
@@ -378,8 +389,7 @@ static const char *events_comp_kind(policy_comp_kind_t k)
 }
 
 /* Everything a caller can get wrong, before any field is set. */
-static int tc_check(const events_tier_change_t *tc, char *errstr, size_t errstr_size)
-{
+static int tc_check(const events_tier_change_t *tc, char *errstr, size_t errstr_size) {
     const policy_decision_t *d;
     char m[32];
     uint32_t i;
@@ -389,8 +399,7 @@ static int tc_check(const events_tier_change_t *tc, char *errstr, size_t errstr_
                    "a tier change needs a decision, a policy and a classification");
         return -1;
     }
-    if (events_check_id("customer_id", tc->customer_id, errstr, errstr_size) != 0)
-        return -1;
+    if (events_check_id("customer_id", tc->customer_id, errstr, errstr_size) != 0) return -1;
     d = tc->decision;
     if (d->reason <= POLICY_REASON_NONE || d->reason >= POLICY_REASON__COUNT) {
         errstr_fmt(errstr, errstr_size,
@@ -413,7 +422,8 @@ static int tc_check(const events_tier_change_t *tc, char *errstr, size_t errstr_
     }
     if (d->nmonths > POLICY_WINDOW_MAX ||
         (d->has_score && d->score.ncomponents > POLICY_COMPONENTS_MAX)) {
-        errstr_fmt(errstr, errstr_size, "decision has %" PRIu32 " months and %" PRIu32
+        errstr_fmt(errstr, errstr_size,
+                   "decision has %" PRIu32 " months and %" PRIu32
                    " components; at most %d and %d exist",
                    d->nmonths, d->score.ncomponents, POLICY_WINDOW_MAX, POLICY_COMPONENTS_MAX);
         return -1;
@@ -435,8 +445,7 @@ static int tc_check(const events_tier_change_t *tc, char *errstr, size_t errstr_
     return 0;
 }
 
-static int tc_put_component(avro_value_t *arr, const policy_component_result_t *c)
-{
+static int tc_put_component(avro_value_t *arr, const policy_component_result_t *c) {
     avro_value_t item;
     bool linear = c->kind == POLICY_COMP_LINEAR;
 
@@ -452,8 +461,7 @@ static int tc_put_component(avro_value_t *arr, const policy_component_result_t *
 /* One checked month, with the aggregates of the same month from the
  * caller's window (zeros when the window does not have it). */
 static int tc_put_month(avro_value_t *arr, const policy_month_check_t *c,
-                        const policy_month_t *window, size_t nwindow)
-{
+                        const policy_month_t *window, size_t nwindow) {
     static const policy_month_t none;
     const policy_month_t *agg = &none;
     char m[32], grade[2] = "";
@@ -466,8 +474,7 @@ static int tc_put_month(avro_value_t *arr, const policy_month_check_t *c,
             break;
         }
     }
-    if (c->grade >= POLICY_GRADE_A && c->grade <= POLICY_GRADE_D)
-        grade[0] = (char)c->grade;
+    if (c->grade >= POLICY_GRADE_A && c->grade <= POLICY_GRADE_D) grade[0] = (char)c->grade;
     events_month_text(c->month, m, sizeof(m)); /* tc_check proved it has one */
 
     return avro_value_append(arr, &item, NULL) || put_string(&item, WM_MONTH, m) ||
@@ -480,26 +487,20 @@ static int tc_put_month(avro_value_t *arr, const policy_month_check_t *c,
            put_bool(&item, WM_BELOW_FLOOR, c->below_floor);
 }
 
-static int tc_put_arrays(avro_value_t *rec, const events_tier_change_t *tc)
-{
+static int tc_put_arrays(avro_value_t *rec, const events_tier_change_t *tc) {
     const policy_decision_t *d = tc->decision;
     avro_value_t arr, item;
     uint32_t i;
 
-    if (avro_value_get_by_index(rec, TC_COMPONENTS, &arr, NULL) != 0)
-        return -1;
+    if (avro_value_get_by_index(rec, TC_COMPONENTS, &arr, NULL) != 0) return -1;
     for (i = 0; d->has_score && i < d->score.ncomponents; i++)
-        if (tc_put_component(&arr, &d->score.components[i]) != 0)
-            return -1;
+        if (tc_put_component(&arr, &d->score.components[i]) != 0) return -1;
 
-    if (avro_value_get_by_index(rec, TC_WINDOW, &arr, NULL) != 0)
-        return -1;
+    if (avro_value_get_by_index(rec, TC_WINDOW, &arr, NULL) != 0) return -1;
     for (i = 0; i < d->nmonths; i++)
-        if (tc_put_month(&arr, &d->months[i], tc->window, tc->nwindow) != 0)
-            return -1;
+        if (tc_put_month(&arr, &d->months[i], tc->window, tc->nwindow) != 0) return -1;
 
-    if (avro_value_get_by_index(rec, TC_UPGRADE_BLOCKED_BY, &arr, NULL) != 0)
-        return -1;
+    if (avro_value_get_by_index(rec, TC_UPGRADE_BLOCKED_BY, &arr, NULL) != 0) return -1;
     if ((d->upgrade_blocked & POLICY_BLOCKED_GRADE) &&
         (avro_value_append(&arr, &item, NULL) || avro_value_set_string(&item, "GRADE")))
         return -1;
@@ -509,30 +510,24 @@ static int tc_put_arrays(avro_value_t *rec, const events_tier_change_t *tc)
     return 0;
 }
 
-int events_encode_tier_change(events_t *e, const events_tier_change_t *tc, char **out,
-                              size_t *len, char *event_id, size_t event_id_size, char *errstr,
-                              size_t errstr_size)
-{
+int events_encode_tier_change(events_t *e, const events_tier_change_t *tc, char **out, size_t *len,
+                              char *event_id, size_t event_id_size, char *errstr,
+                              size_t errstr_size) {
     const policy_decision_t *d;
     avro_value_t *rec;
     char id[EVENTS_ID_MAX], month[32];
 
-    if (errstr != NULL && errstr_size > 0)
-        errstr[0] = '\0';
-    if (out != NULL)
-        *out = NULL;
+    if (errstr != NULL && errstr_size > 0) errstr[0] = '\0';
+    if (out != NULL) *out = NULL;
     if (e == NULL || out == NULL || len == NULL) {
         errstr_fmt(errstr, errstr_size, "events_encode_tier_change needs a codec and outputs");
         return -1;
     }
-    if (tc_check(tc, errstr, errstr_size) != 0)
-        return -1;
+    if (tc_check(tc, errstr, errstr_size) != 0) return -1;
     d = tc->decision;
     snprintf(id, sizeof(id), "%s:tier:%" PRId64, tc->customer_id, tc->sequence);
-    if (events_give_id(id, event_id, event_id_size, errstr, errstr_size) != 0)
-        return -1;
-    if (tc->month != -1)
-        events_month_text(tc->month, month, sizeof(month));
+    if (events_give_id(id, event_id, event_id_size, errstr, errstr_size) != 0) return -1;
+    if (tc->month != -1) events_month_text(tc->month, month, sizeof(month));
 
     rec = &e->tc.value;
     if (avro_value_reset(rec) != 0 || put_string(rec, TC_EVENT_ID, id) ||
@@ -550,8 +545,7 @@ int events_encode_tier_change(events_t *e, const events_tier_change_t *tc, char 
         put_string(rec, TC_POLICY_NAME, tc->policy->name) ||
         put_string(rec, TC_POLICY_VERSION, tc->policy->version) ||
         put_long(rec, TC_DECIDED_AT, tc->decided_at_ms)) {
-        errstr_fmt(errstr, errstr_size, "cannot fill the TierChange %s: %s", id,
-                   avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot fill the TierChange %s: %s", id, avro_strerror());
         return -1;
     }
     return codec_write(&e->tc, out, len, errstr, errstr_size);
@@ -562,20 +556,18 @@ int events_encode_tier_change(events_t *e, const events_tier_change_t *tc, char 
  */
 
 int events_encode_quota(events_t *e, const events_quota_t *q, char **out, size_t *len,
-                        char *event_id, size_t event_id_size, char *errstr, size_t errstr_size)
-{
+                        char *event_id, size_t event_id_size, char *errstr, size_t errstr_size) {
     const policy_quota_limits_t *l;
     avro_value_t *rec;
     char id[EVENTS_ID_MAX], month[32];
     const char *kind;
 
-    if (errstr != NULL && errstr_size > 0)
-        errstr[0] = '\0';
-    if (out != NULL)
-        *out = NULL;
+    if (errstr != NULL && errstr_size > 0) errstr[0] = '\0';
+    if (out != NULL) *out = NULL;
     if (e == NULL || out == NULL || len == NULL || q == NULL || q->limits == NULL ||
         q->policy == NULL) {
-        errstr_fmt(errstr, errstr_size, "events_encode_quota needs a codec, an event with "
+        errstr_fmt(errstr, errstr_size,
+                   "events_encode_quota needs a codec, an event with "
                    "limits and a policy, and outputs");
         return -1;
     }
@@ -593,8 +585,7 @@ int events_encode_quota(events_t *e, const events_quota_t *q, char **out, size_t
     l = q->limits;
     kind = policy_quota_kind_name(q->kind);
     snprintf(id, sizeof(id), "%s:%s:%s", q->customer_id, month, kind);
-    if (events_give_id(id, event_id, event_id_size, errstr, errstr_size) != 0)
-        return -1;
+    if (events_give_id(id, event_id, event_id_size, errstr, errstr_size) != 0) return -1;
 
     rec = &e->quota.value;
     if (avro_value_reset(rec) != 0 || put_string(rec, QE_EVENT_ID, id) ||
@@ -606,8 +597,7 @@ int events_encode_quota(events_t *e, const events_quota_t *q, char **out, size_t
         put_long(rec, QE_PLACED_AT, q->placed_at_ms) ||
         put_string(rec, QE_POLICY_NAME, q->policy->name) ||
         put_string(rec, QE_POLICY_VERSION, q->policy->version)) {
-        errstr_fmt(errstr, errstr_size, "cannot fill the QuotaEvent %s: %s", id,
-                   avro_strerror());
+        errstr_fmt(errstr, errstr_size, "cannot fill the QuotaEvent %s: %s", id, avro_strerror());
         return -1;
     }
     return codec_write(&e->quota, out, len, errstr, errstr_size);
@@ -618,8 +608,7 @@ int events_encode_quota(events_t *e, const events_quota_t *q, char **out, size_t
  */
 
 /* The int inside a ["null", "int"] union; 0 for null. */
-static int get_opt_int(avro_value_t *rec, size_t index, int32_t *out)
-{
+static int get_opt_int(avro_value_t *rec, size_t index, int32_t *out) {
     avro_value_t f, b;
     int disc = 0;
 
@@ -627,14 +616,12 @@ static int get_opt_int(avro_value_t *rec, size_t index, int32_t *out)
     if (avro_value_get_by_index(rec, index, &f, NULL) != 0 ||
         avro_value_get_discriminant(&f, &disc) != 0)
         return -1;
-    if (disc == 0)
-        return 0;
+    if (disc == 0) return 0;
     return avro_value_get_current_branch(&f, &b) || avro_value_get_int(&b, out);
 }
 
 int events_read_tier_change(events_t *e, const void *buf, size_t len,
-                            events_tier_change_info_t *out, char *errstr, size_t errstr_size)
-{
+                            events_tier_change_info_t *out, char *errstr, size_t errstr_size) {
     avro_value_t *rec = &e->tc.value;
     avro_value_t f, b;
     const char *name, *s = NULL;

@@ -36,10 +36,10 @@ typedef struct events_tier_change {
     const policy_month_t *window;      /* the window's aggregates, to give each checked
                                         * month its amount, orders and skus; may be NULL */
     size_t nwindow;
-    int32_t month;                     /* review or order month; -1 => null (profile change) */
+    int32_t month; /* review or order month; -1 => null (profile change) */
     const char *classification;
-    const policy_t *policy;            /* name and version travel in the event */
-    int64_t decided_at_ms;             /* from the decision's inputs, never the clock (outbox.h) */
+    const policy_t *policy; /* name and version travel in the event */
+    int64_t decided_at_ms;  /* from the decision's inputs, never the clock (outbox.h) */
 } events_tier_change_t;
 
 /* Encodes a TierChange as plain Avro binary (no framing).  On success
@@ -48,8 +48,8 @@ typedef struct events_tier_change {
  * -1 with errstr for a caller mistake (no change, missing field, a month
  * that has no YYYY-MM form, event_id too small) or when memory runs out;
  * *out is then NULL. */
-int events_encode_tier_change(events_t *e, const events_tier_change_t *tc, char **out,
-                              size_t *len, char *event_id, size_t event_id_size, char *errstr,
+int events_encode_tier_change(events_t *e, const events_tier_change_t *tc, char **out, size_t *len,
+                              char *event_id, size_t event_id_size, char *errstr,
                               size_t errstr_size);
 
 /* One quota threshold crossed by one order. */
@@ -59,7 +59,7 @@ typedef struct events_quota {
     int32_t tier;            /* tier in effect for the month */
     policy_quota_kind_t kind;
     const policy_quota_limits_t *limits; /* hard_cap POLICY_NO_HARD_CAP => null */
-    int64_t consumed;        /* the month's qty after the crossing order */
+    int64_t consumed;                    /* the month's qty after the crossing order */
     const char *order_id;
     int64_t placed_at_ms;
     const policy_t *policy;

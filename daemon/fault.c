@@ -39,7 +39,9 @@ void fault_stall(const fault_t *f, fault_point_t p) {
     }
 }
 
-int fault_holding(const fault_t *f, fault_point_t p) { return exists(f, p); }
+int fault_holding(const fault_t *f, fault_point_t p) {
+    return exists(f, p);
+}
 
 #else /* no hooks in this build */
 

@@ -66,9 +66,9 @@ static void usage(FILE *f) {
  * can change at run time, and only when all of it is valid. */
 typedef struct reload {
     const char *path;
-    config_t *conf;     /* the running one */
+    config_t *conf; /* the running one */
     apply_ctx_t *apply;
-    policy_t slots[2];  /* the running policy and the next one */
+    policy_t slots[2]; /* the running policy and the next one */
     int cur;
 } reload_t;
 
@@ -191,8 +191,8 @@ static void kafka_blame(const config_t *c, const char *why, char *errstr, size_t
     }
     for (size_t i = 0; i < c->nkafka; i++) {
         if (strcmp(c->kafka[i].name, "bootstrap.servers") == 0) continue; /* never built in */
-        lone[i] = kafka_clients_try(c, i, scratch, sizeof(scratch)) == 0 ||
-                  strcmp(scratch, why) != 0;
+        lone[i] =
+            kafka_clients_try(c, i, scratch, sizeof(scratch)) == 0 || strcmp(scratch, why) != 0;
         named[i] = mentions(why, c->kafka[i].name) ||
                    (strlen(c->kafka[i].value) >= 3 && mentions(why, c->kafka[i].value));
         nlone += lone[i] != 0;
@@ -202,8 +202,8 @@ static void kafka_blame(const config_t *c, const char *why, char *errstr, size_t
     for (size_t i = 0; i < c->nkafka && len < errstr_size; i++) {
         int blame = nboth ? lone[i] && named[i] : nlone ? lone[i] : named[i];
         if (!blame) continue;
-        len += (size_t)snprintf(errstr + len, errstr_size - len, "%s%s: kafka.%s",
-                                len ? ", " : "", c->kafka[i].where, c->kafka[i].name);
+        len += (size_t)snprintf(errstr + len, errstr_size - len, "%s%s: kafka.%s", len ? ", " : "",
+                                c->kafka[i].where, c->kafka[i].name);
     }
     if (len < errstr_size)
         snprintf(errstr + len, errstr_size - len, "%s%s", len ? ": " : "kafka.*: ", why);
@@ -236,12 +236,10 @@ static int kafka_check(const config_t *c, int check, char *errstr, size_t errstr
 }
 
 int main(int argc, char **argv) {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"check-config", no_argument, NULL, 'C'},
-                                         {"help-config", no_argument, NULL, 'H'},
-                                         {"version", no_argument, NULL, 'V'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 'C'},
+        {"help-config", no_argument, NULL, 'H'},  {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     const char *path = NULL;
     int check = 0, opt, rc = 1;
     char err[1024] = "", owner[300];
@@ -250,7 +248,7 @@ int main(int argc, char **argv) {
     decoder_t *dec = NULL;
     publish_t *pub = NULL; /* dead letters and the outboxes */
     events_t *events = NULL;
-    reload_t *rl = NULL;    /* owned; the policies are large: on the heap */
+    reload_t *rl = NULL;     /* owned; the policies are large: on the heap */
     policy_t *policy = NULL; /* the policy at start: rl->slots[0] */
     consumer_t *cons = NULL;
     metrics_t *metrics = NULL;

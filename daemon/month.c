@@ -36,8 +36,7 @@ int month_zone_init(month_zone_t *z, const char *name, char *errstr, size_t errs
         snprintf(path, sizeof(path), "%s/%s", dir ? dir : "/usr/share/zoneinfo", name);
         if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) {
             snprintf(errstr, errstr_size,
-                     "time zone \"%s\" is unknown (no %s; is tzdata installed?)", name,
-                     path);
+                     "time zone \"%s\" is unknown (no %s; is tzdata installed?)", name, path);
             return -1;
         }
     }
@@ -54,17 +53,14 @@ int month_zone_init(month_zone_t *z, const char *name, char *errstr, size_t errs
 _Static_assert(sizeof(time_t) == sizeof(int64_t), "tierd needs a 64-bit time_t");
 
 /* a / b rounded toward minus infinity, for b > 0; defined for every a. */
-static int64_t floor_div(int64_t a, int64_t b)
-{
+static int64_t floor_div(int64_t a, int64_t b) {
     int64_t q = a / b;
 
-    if (a % b < 0)
-        q--;
+    if (a % b < 0) q--;
     return q;
 }
 
-int month_start_ms_checked(const month_zone_t *z, int32_t m, int64_t *out)
-{
+int month_start_ms_checked(const month_zone_t *z, int32_t m, int64_t *out) {
     struct tm tm;
     time_t t;
     int64_t y = month_year(m);
@@ -79,24 +75,19 @@ int month_start_ms_checked(const month_zone_t *z, int32_t m, int64_t *out)
      * success always writes tm_wday, so an impossible one marks failure. */
     tm.tm_wday = -1;
     t = mktime(&tm);
-    if (t == (time_t)-1 && tm.tm_wday == -1)
-        return -1;
-    if (__builtin_mul_overflow((int64_t)t, (int64_t)1000, out))
-        return -1;
+    if (t == (time_t)-1 && tm.tm_wday == -1) return -1;
+    if (__builtin_mul_overflow((int64_t)t, (int64_t)1000, out)) return -1;
     return 0;
 }
 
-int64_t month_start_ms(const month_zone_t *z, int32_t m)
-{
+int64_t month_start_ms(const month_zone_t *z, int32_t m) {
     int64_t ms;
 
-    if (month_start_ms_checked(z, m, &ms) != 0)
-        return m < 0 ? INT64_MIN : INT64_MAX;
+    if (month_start_ms_checked(z, m, &ms) != 0) return m < 0 ? INT64_MIN : INT64_MAX;
     return ms;
 }
 
-int month_of_ms_checked(month_zone_t *z, int64_t ms, int32_t *out)
-{
+int month_of_ms_checked(month_zone_t *z, int64_t ms, int32_t *out) {
     struct tm tm;
     time_t t;
     int64_t m, start, end;
@@ -106,11 +97,9 @@ int month_of_ms_checked(month_zone_t *z, int64_t ms, int32_t *out)
         return 0;
     }
     t = (time_t)floor_div(ms, 1000);
-    if (localtime_r(&t, &tm) == NULL)
-        return -1;
+    if (localtime_r(&t, &tm) == NULL) return -1;
     m = ((int64_t)tm.tm_year + 1900) * 12 + tm.tm_mon;
-    if (m < MONTH_MIN || m > MONTH_MAX)
-        return -1;
+    if (m < MONTH_MIN || m > MONTH_MAX) return -1;
     /* Cache only a month whose bounds the library could place and that
      * does hold ms, so a hit is always the answer a miss would give. */
     if (month_start_ms_checked(z, (int32_t)m, &start) == 0 &&
@@ -124,11 +113,9 @@ int month_of_ms_checked(month_zone_t *z, int64_t ms, int32_t *out)
     return 0;
 }
 
-int32_t month_of_ms(month_zone_t *z, int64_t ms)
-{
+int32_t month_of_ms(month_zone_t *z, int64_t ms) {
     int32_t m;
 
-    if (month_of_ms_checked(z, ms, &m) != 0)
-        return ms < 0 ? MONTH_MIN : MONTH_MAX;
+    if (month_of_ms_checked(z, ms, &m) != 0) return ms < 0 ? MONTH_MIN : MONTH_MAX;
     return m;
 }

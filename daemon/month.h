@@ -73,27 +73,23 @@ int month_start_ms_checked(const month_zone_t *z, int32_t m, int64_t *out);
 int64_t month_start_ms(const month_zone_t *z, int32_t m);
 
 /* Year of month m, rounding toward minus infinity (month -1 is year -1). */
-static inline int32_t month_year(int32_t m)
-{
+static inline int32_t month_year(int32_t m) {
     return m >= 0 ? m / 12 : -(int32_t)((-(int64_t)m + 11) / 12);
 }
 
 /* 202611 for November 2026: year * 100 + month, so for negative years
  * -88 is December of year -1 (floor division by 100 recovers the year). */
-static inline int month_yyyymm_checked(int32_t m, int *out)
-{
+static inline int month_yyyymm_checked(int32_t m, int *out) {
     int32_t y = month_year(m);
 
-    if (m < MONTH_MIN || m > MONTH_MAX)
-        return -1;
+    if (m < MONTH_MIN || m > MONTH_MAX) return -1;
     *out = (int)((int64_t)y * 100 + (m - (int64_t)y * 12) + 1);
     return 0;
 }
 
 /* The same, clamped: months past either end give the YYYYMM of
  * MONTH_MIN or MONTH_MAX. */
-static inline int month_yyyymm(int32_t m)
-{
+static inline int month_yyyymm(int32_t m) {
     int v = 0;
 
     (void)month_yyyymm_checked(m < MONTH_MIN ? MONTH_MIN : m > MONTH_MAX ? MONTH_MAX : m, &v);
@@ -102,13 +98,11 @@ static inline int month_yyyymm(int32_t m)
 
 /* The inverse of month_yyyymm: 0 and *out set, or -1 when the last two
  * digits are not 01..12 (so 202613, 202600 and 0 are refused). */
-static inline int month_from_yyyymm_checked(int v, int32_t *out)
-{
+static inline int month_from_yyyymm_checked(int v, int32_t *out) {
     int64_t y = v >= 0 ? v / 100 : -((-(int64_t)v + 99) / 100);
     int64_t mm = (int64_t)v - y * 100;
 
-    if (mm < 1 || mm > 12)
-        return -1;
+    if (mm < 1 || mm > 12) return -1;
     *out = (int32_t)(y * 12 + mm - 1);
     return 0;
 }
@@ -116,8 +110,7 @@ static inline int month_from_yyyymm_checked(int v, int32_t *out)
 /* The same for any int: the last two digits count months from January
  * (202613 is 202701, 202600 is 202512).  Never overflows: the result is
  * within a few months of [MONTH_MIN, MONTH_MAX]. */
-static inline int32_t month_from_yyyymm(int v)
-{
+static inline int32_t month_from_yyyymm(int v) {
     int64_t y = v >= 0 ? v / 100 : -((-(int64_t)v + 99) / 100);
 
     return (int32_t)(y * 12 + ((int64_t)v - y * 100) - 1);

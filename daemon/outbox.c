@@ -56,8 +56,8 @@ static int entry_close(outbox_t *o, store_tx_t *tx) {
     return store_tx_add(tx, (int)(a->n - from), (const char **)a->v + from, a->len + from);
 }
 
-static int entry_add(outbox_t *o, store_tx_t *tx, const char *topic, const char *key,
-                     size_t keylen, const char *id, const char *value, size_t vlen) {
+static int entry_add(outbox_t *o, store_tx_t *tx, const char *topic, const char *key, size_t keylen,
+                     const char *id, const char *value, size_t vlen) {
     outbox_args_t *a = &o->args;
     if (o->entry_events == OUTBOX_ENTRY_EVENTS && entry_close(o, tx) != 0) return -1;
     if (o->entry_events == 0 &&
@@ -69,7 +69,9 @@ static int entry_add(outbox_t *o, store_tx_t *tx, const char *topic, const char 
            args_push(a, "v", 1) || args_push(a, value, vlen);
 }
 
-int outbox_flush(outbox_t *o, store_tx_t *tx) { return entry_close(o, tx); }
+int outbox_flush(outbox_t *o, store_tx_t *tx) {
+    return entry_close(o, tx);
+}
 
 void outbox_free(outbox_t *o) {
     if (!o) return;
@@ -136,8 +138,7 @@ int outbox_quota(outbox_t *o, store_tx_t *tx, const customer_t *c, int32_t month
         .placed_at_ms = placed_at_ms,
         .policy = o->policy,
     };
-    if (events_encode_quota(o->events, &q, &value, &vlen, id, sizeof(id), errstr, errstr_size) !=
-        0)
+    if (events_encode_quota(o->events, &q, &value, &vlen, id, sizeof(id), errstr, errstr_size) != 0)
         return -1;
     int rc = entry_add(o, tx, o->quota_topic, c->id, c->len, id, value, vlen);
     free(value);

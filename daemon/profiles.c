@@ -70,8 +70,8 @@ static int decode_one(pbatch_t *b, size_t i, char *errstr, size_t errstr_size) {
          * customer id (EMPTY_ID, BAD_ID, BAD_UTF8). */
         pm->verdict = validate_id("tombstone key", m->key, m->key_len, why, sizeof(why));
         if (pm->verdict != ORDER_OK) {
-            snprintf(m->reason, sizeof(m->reason), "%.180s; a tombstone needs the customer id as key",
-                     why);
+            snprintf(m->reason, sizeof(m->reason),
+                     "%.180s; a tombstone needs the customer id as key", why);
             return 0;
         }
         memcpy(pm->id, m->key, m->key_len);
@@ -79,11 +79,10 @@ static int decode_one(pbatch_t *b, size_t i, char *errstr, size_t errstr_size) {
         pm->tombstone = 1;
         return 0;
     }
-    pm->verdict = decode_profile(b->a->decoder, m->value, m->value_len, m->key, m->key_len,
-                                 pm->id, &pm->prof, &pm->updated_at, why, sizeof(why));
+    pm->verdict = decode_profile(b->a->decoder, m->value, m->value_len, m->key, m->key_len, pm->id,
+                                 &pm->prof, &pm->updated_at, why, sizeof(why));
     if (pm->verdict == ORDER_ERR_INTERNAL) {
-        snprintf(errstr, errstr_size, "decoding profile at offset %" PRId64 ": %s", m->offset,
-                 why);
+        snprintf(errstr, errstr_size, "decoding profile at offset %" PRId64 ": %s", m->offset, why);
         return -1;
     }
     if (pm->verdict != ORDER_OK)
@@ -179,8 +178,8 @@ static int apply_one(pbatch_t *b, store_tx_t *tx, size_t i, char *errstr, size_t
         c->dc.has_profile = 0;
     } else {
         int l = profile_text_format(newp, pm->updated_at, buf, 200);
-        if (store_tx_addv(tx, 4, "HSET", (size_t)4, b->pkey, strlen(b->pkey), c->dc.id,
-                          c->dc.len, buf, (size_t)l) != 0)
+        if (store_tx_addv(tx, 4, "HSET", (size_t)4, b->pkey, strlen(b->pkey), c->dc.id, c->dc.len,
+                          buf, (size_t)l) != 0)
             goto oom;
         c->dc.profile = *newp;
         c->dc.profile_updated_at = pm->updated_at;
@@ -202,8 +201,8 @@ static int apply_one(pbatch_t *b, store_tx_t *tx, size_t i, char *errstr, size_t
     policy_decision_t dec;
     policy_on_profile(pol, &c->dc.st, newp, &dec);
     /* decided at the profile's updated_at (a tombstone: the deleted one's) */
-    return outbox_tier_change(&b->outbox, tx, &c->dc, &dec, NULL, 0, -1,
-                              c->dc.profile_updated_at, errstr, errstr_size);
+    return outbox_tier_change(&b->outbox, tx, &c->dc, &dec, NULL, 0, -1, c->dc.profile_updated_at,
+                              errstr, errstr_size);
 oom:
     snprintf(errstr, errstr_size, "out of memory");
     return -1;
@@ -218,8 +217,8 @@ static int write_states(pbatch_t *b, store_tx_t *tx) {
         uint8_t *blob = arena_alloc(&b->blobs, len);
         if (!blob) return -1;
         state_encode(&c->s, blob);
-        if (store_tx_addv(tx, 4, "HSET", (size_t)4, b->ckey, strlen(b->ckey), c->dc.id,
-                          c->dc.len, (const char *)blob, len) != 0)
+        if (store_tx_addv(tx, 4, "HSET", (size_t)4, b->ckey, strlen(b->ckey), c->dc.id, c->dc.len,
+                          (const char *)blob, len) != 0)
             return -1;
     }
     return 0;

@@ -43,8 +43,8 @@ void publish_poll(publish_t *pub);
  * refused even then is logged with its coordinates and counted as lost.
  * Waits at most 2 s for reports; returns -1 (retry later) when some are
  * still missing. */
-int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t n,
-                 char *errstr, size_t errstr_size);
+int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t n, char *errstr,
+                 size_t errstr_size);
 /* Forgets the dead letters of (topic, partition) below offset `below`
  * (committed, or the partition left us).  INT64_MAX forgets them all. */
 void publish_dead_forget(publish_t *pub, const char *topic, int32_t partition, int64_t below);

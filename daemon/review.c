@@ -43,9 +43,9 @@
 typedef struct rentry {
     const char *id; /* in the review's arena */
     uint32_t len;
-    char fmt;       /* profile format, 0 without a profile */
+    char fmt; /* profile format, 0 without a profile */
     char scale;
-    int64_t total;  /* window purchases */
+    int64_t total; /* window purchases */
 } rentry_t;
 
 typedef struct review {
@@ -56,8 +56,8 @@ typedef struct review {
     rentry_t *e;      /* every customer, in the byte order of ids */
     size_t n, cap;
     arena_t ids;
-    size_t lo, hi;    /* the page */
-    const char **f;   /* the page's ids, as fields */
+    size_t lo, hi;  /* the page */
+    const char **f; /* the page's ids, as fields */
     size_t *fl;
     customer_t *dc; /* REVIEW_PAGE each */
     state_customer_t *s;
@@ -107,15 +107,14 @@ static int scan_step(review_t *r, const char *key, char *cursor, size_t csize,
     store_tx_t tx = {0};
     redisReply *rep = NULL;
     int rc = APPLY_RETRY;
-    if (store_tx_addv(&tx, 5, "HSCAN", (size_t)5, key, strlen(key), cursor, strlen(cursor),
-                      "COUNT", (size_t)5, "1000", (size_t)4) != 0) {
+    if (store_tx_addv(&tx, 5, "HSCAN", (size_t)5, key, strlen(key), cursor, strlen(cursor), "COUNT",
+                      (size_t)5, "1000", (size_t)4) != 0) {
         snprintf(errstr, errstr_size, "out of memory");
         goto out;
     }
     if (store_pipeline(r->a->store, &tx, &rep, errstr, errstr_size) != STORE_OK) goto out;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
-        rep->element[0]->type != REDIS_REPLY_STRING ||
-        rep->element[1]->type != REDIS_REPLY_ARRAY) {
+        rep->element[0]->type != REDIS_REPLY_STRING || rep->element[1]->type != REDIS_REPLY_ARRAY) {
         snprintf(errstr, errstr_size, "redis: unexpected HSCAN reply for %s", key);
         goto out;
     }
@@ -132,8 +131,8 @@ out:
 }
 
 static int scan_all(review_t *r, const char *key,
-                    int (*fn)(review_t *, redisReply *, redisReply *, char *, size_t),
-                    char *errstr, size_t errstr_size) {
+                    int (*fn)(review_t *, redisReply *, redisReply *, char *, size_t), char *errstr,
+                    size_t errstr_size) {
     char cursor[32] = "0";
     do {
         int rc = scan_step(r, key, cursor, sizeof(cursor), fn, errstr, errstr_size);
@@ -226,7 +225,9 @@ static int pass1(review_t *r, char *errstr, size_t errstr_size) {
 /* The month the cursor names: the month reviewed, or a carry's target
  * (a carry always spans two months or more, so the two cannot be taken
  * for each other: see review_through). */
-static int32_t cursor_month(const review_t *r) { return r->carry_to >= 0 ? r->carry_to : r->month; }
+static int32_t cursor_month(const review_t *r) {
+    return r->carry_to >= 0 ? r->carry_to : r->month;
+}
 
 /* The first customer after the cursor meta holds for this month. */
 static size_t resume_at(const review_t *r, const store_meta_t *m) {
@@ -288,8 +289,8 @@ static int same_state(const customer_t *a, const customer_t *b) {
 }
 
 /* Reviews one customer: the decision, the next month's tier and grade. */
-static int review_one(review_t *r, store_tx_t *tx, size_t i, customer_t *c,
-                      state_customer_t *s, char *errstr, size_t errstr_size) {
+static int review_one(review_t *r, store_tx_t *tx, size_t i, customer_t *c, state_customer_t *s,
+                      char *errstr, size_t errstr_size) {
     const int32_t W = r->a->window;
     const policy_profile_t *prof = customer_profile(c, r->a->policy);
     policy_month_t win[POLICY_WINDOW_MAX];
@@ -326,9 +327,8 @@ static int page_meta(review_t *r, store_tx_t *tx) {
     }
     snprintf(r->rv, sizeof(r->rv), "%06d", month_yyyymm(cursor_month(r)));
     snprintf(r->after, sizeof(r->after), "%s", r->e[r->hi - 1].id);
-    return store_tx_addv(tx, 6, "HSET", (size_t)4, r->mkey, strlen(r->mkey), "rv_month",
-                         (size_t)8, r->rv, strlen(r->rv), "rv_after", (size_t)8, r->after,
-                         strlen(r->after));
+    return store_tx_addv(tx, 6, "HSET", (size_t)4, r->mkey, strlen(r->mkey), "rv_month", (size_t)8,
+                         r->rv, strlen(r->rv), "rv_after", (size_t)8, r->after, strlen(r->after));
 }
 
 static int page_decide(void *ctx, const store_meta_t *now, redisReply **rep, store_tx_t *tx,
@@ -453,8 +453,7 @@ out:
     return rc;
 }
 
-int review_month(apply_ctx_t *a, apply_part_t *p, int32_t month, char *errstr,
-                 size_t errstr_size) {
+int review_month(apply_ctx_t *a, apply_part_t *p, int32_t month, char *errstr, size_t errstr_size) {
     review_t r;
     struct timespec t0, t1;
     char ym[16];
@@ -474,9 +473,10 @@ int review_month(apply_ctx_t *a, apply_part_t *p, int32_t month, char *errstr,
         (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
     p->review_steady = r.steady && !r.resumed && r.tier_events == 0;
     snprintf(ym, sizeof(ym), "%06d", month_yyyymm(month));
-    log_info("review", "%s [%d]: reviewed %.4s-%.2s: %zu customers in %" PRIu64
-             " pages, %" PRIu64 " tier changes", p->topic, (int)p->partition, ym, ym + 4, r.n,
-             r.pages, r.tier_events);
+    log_info("review",
+             "%s [%d]: reviewed %.4s-%.2s: %zu customers in %" PRIu64 " pages, %" PRIu64
+             " tier changes",
+             p->topic, (int)p->partition, ym, ym + 4, r.n, r.pages, r.tier_events);
     return APPLY_OK;
 }
 
@@ -484,8 +484,8 @@ int review_month(apply_ctx_t *a, apply_part_t *p, int32_t month, char *errstr,
  * steady over months with no orders) to `to` (to >= from + 2): every
  * customer's empty months move forward, so the states equal what reviews
  * of from + 1 .. to would have written, and meta.reviewed says `to`. */
-static int review_carry(apply_ctx_t *a, apply_part_t *p, int32_t from, int32_t to,
-                        char *errstr, size_t errstr_size) {
+static int review_carry(apply_ctx_t *a, apply_part_t *p, int32_t from, int32_t to, char *errstr,
+                        size_t errstr_size) {
     review_t r;
     char f[16], t[16];
     if (p->meta.reviewed != from) return APPLY_OK;
@@ -498,14 +498,14 @@ static int review_carry(apply_ctx_t *a, apply_part_t *p, int32_t from, int32_t t
     if (rc != APPLY_OK) return rc;
     snprintf(f, sizeof(f), "%06d", month_yyyymm(from + 1));
     snprintf(t, sizeof(t), "%06d", month_yyyymm(to));
-    log_info("review", "%s [%d]: %.4s-%.2s..%.4s-%.2s had no orders and the last %d reviews "
-             "changed nothing: reviewed through %.4s-%.2s at once", p->topic, (int)p->partition,
-             f, f + 4, t, t + 4, (int)a->window + 1, t, t + 4);
+    log_info("review",
+             "%s [%d]: %.4s-%.2s..%.4s-%.2s had no orders and the last %d reviews "
+             "changed nothing: reviewed through %.4s-%.2s at once",
+             p->topic, (int)p->partition, f, f + 4, t, t + 4, (int)a->window + 1, t, t + 4);
     return APPLY_OK;
 }
 
-int review_through(apply_ctx_t *a, apply_part_t *p, int32_t to, char *errstr,
-                   size_t errstr_size) {
+int review_through(apply_ctx_t *a, apply_part_t *p, int32_t to, char *errstr, size_t errstr_size) {
     const int32_t W = a->window;
     int steady_run = 0, rc;
     if (!a->policy) return APPLY_OK; /* aggregates only: nothing to review */

@@ -17,8 +17,7 @@
  * events and the cursor; the last page sets meta.reviewed.  Reviewing a
  * month already reviewed does nothing, so a crash can neither skip nor
  * repeat one.  APPLY_* as apply_batch. */
-int review_month(apply_ctx_t *a, apply_part_t *p, int32_t month, char *errstr,
-                 size_t errstr_size);
+int review_month(apply_ctx_t *a, apply_part_t *p, int32_t month, char *errstr, size_t errstr_size);
 
 /* Reviews every month not yet reviewed up to and including `to`, oldest
  * first.  Months with no orders cost a bounded number of reviews however
@@ -26,7 +25,6 @@ int review_month(apply_ctx_t *a, apply_part_t *p, int32_t month, char *errstr,
  * with no orders, the remaining ones would decide nothing new, so the
  * partition moves to `to` at once, carrying the tier months forward and
  * leaving no month key outside the kept range. */
-int review_through(apply_ctx_t *a, apply_part_t *p, int32_t to, char *errstr,
-                   size_t errstr_size);
+int review_through(apply_ctx_t *a, apply_part_t *p, int32_t to, char *errstr, size_t errstr_size);
 
 #endif

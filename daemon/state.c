@@ -24,17 +24,15 @@
  * lookups a byte.  Chosen over a hash because a CRC of 32 bits detects
  * every error burst of up to 32 bits: every single changed byte, surely. */
 static const uint32_t crc32c_nibble[16] = {
-    0x00000000, 0x105ec76f, 0x20bd8ede, 0x30e349b1, 0x417b1dbc, 0x5125dad3,
-    0x61c69362, 0x7198540d, 0x82f63b78, 0x92a8fc17, 0xa24bb5a6, 0xb21572c9,
-    0xc38d26c4, 0xd3d3e1ab, 0xe330a81a, 0xf36e6f75,
+    0x00000000, 0x105ec76f, 0x20bd8ede, 0x30e349b1, 0x417b1dbc, 0x5125dad3, 0x61c69362, 0x7198540d,
+    0x82f63b78, 0x92a8fc17, 0xa24bb5a6, 0xb21572c9, 0xc38d26c4, 0xd3d3e1ab, 0xe330a81a, 0xf36e6f75,
 };
 
 #if defined(__x86_64__)
 /* The same CRC with SSE 4.2's crc32 instruction (8 bytes a step), chosen
  * at run time: every state is checked on every read, and reviews and
  * tierctl dump read them all. */
-__attribute__((target("sse4.2"))) static uint32_t crc_hw(const uint8_t *p, size_t n,
-                                                         uint32_t crc) {
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(const uint8_t *p, size_t n, uint32_t crc) {
     for (; n >= 8; p += 8, n -= 8) {
         uint64_t v;
         memcpy(&v, p, 8);
@@ -358,7 +356,7 @@ static uint64_t grade_code(policy_grade_t g) {
 }
 
 static uint64_t zigzag(int64_t v) {
-    return v >= 0 ? (uint64_t)v * 2 : ((uint64_t)-(v + 1)) * 2 + 1;
+    return v >= 0 ? (uint64_t)v * 2 : ((uint64_t) - (v + 1)) * 2 + 1;
 }
 
 static int64_t unzigzag(uint64_t z) {
@@ -461,8 +459,7 @@ static int get_uv(rd_t *r, const char *what, uint64_t *v) {
         uint8_t b;
         if (get_u8(r, what, &b) < 0) return -1;
         if (shift == 63 && b > 1) {
-            errstr_fmt(r->errstr, r->errstr_size, "customer state: %s does not fit 64 bits",
-                       what);
+            errstr_fmt(r->errstr, r->errstr_size, "customer state: %s does not fit 64 bits", what);
             return -1;
         }
         x |= (uint64_t)(b & 0x7f) << shift;
@@ -495,8 +492,8 @@ static int get_sv(rd_t *r, const char *what, int64_t lo, int64_t hi, int64_t *v)
     if (get_uv(r, what, &z) < 0) return -1;
     *v = unzigzag(z);
     if (*v < lo || *v > hi) {
-        errstr_fmt(r->errstr, r->errstr_size, "customer state: %s %lld is outside %lld..%lld",
-                   what, (long long)*v, (long long)lo, (long long)hi);
+        errstr_fmt(r->errstr, r->errstr_size, "customer state: %s %lld is outside %lld..%lld", what,
+                   (long long)*v, (long long)lo, (long long)hi);
         return -1;
     }
     return 0;
@@ -682,8 +679,8 @@ int state_check(const state_customer_t *c, char *errstr, size_t errstr_size) {
     const policy_state_t *st = &c->st;
     if (st->tier < 0 || st->tier > POLICY_TIERS_MAX || st->override_tier < 0 ||
         st->override_tier > POLICY_TIERS_MAX) {
-        errstr_fmt(errstr, errstr_size, "tier %d or override tier %d outside 0..%d",
-                   (int)st->tier, (int)st->override_tier, POLICY_TIERS_MAX);
+        errstr_fmt(errstr, errstr_size, "tier %d or override tier %d outside 0..%d", (int)st->tier,
+                   (int)st->override_tier, POLICY_TIERS_MAX);
         return -1;
     }
     if (c->seq < 0 || c->live_score_c < -1 || c->live_score_c > STATE_SCORE_MAX) {
@@ -720,8 +717,7 @@ int state_check(const state_customer_t *c, char *errstr, size_t errstr_size) {
         }
         if (m->tier < 0 || m->tier > POLICY_TIERS_MAX || grade_code(m->grade) == UINT64_MAX ||
             m->qmask >> POLICY_QUOTA__COUNT) {
-            errstr_fmt(errstr, errstr_size, "month %u: tier, grade or quota mask out of range",
-                       i);
+            errstr_fmt(errstr, errstr_size, "month %u: tier, grade or quota mask out of range", i);
             return -1;
         }
         for (uint32_t j = 1; j < m->nskus; j++)
@@ -731,8 +727,7 @@ int state_check(const state_customer_t *c, char *errstr, size_t errstr_size) {
             }
         for (uint32_t j = 1; j < m->nfps; j++)
             if (m->fps[j] <= m->fps[j - 1]) {
-                errstr_fmt(errstr, errstr_size, "month %u: order fingerprints not ascending",
-                           i);
+                errstr_fmt(errstr, errstr_size, "month %u: order fingerprints not ascending", i);
                 return -1;
             }
     }

@@ -67,7 +67,7 @@ typedef struct state_month {
     uint32_t qmask;       /* quota kinds fired, policy_quota_bit() per kind */
     uint32_t *skus;       /* sorted, distinct 32-bit SKU fingerprints (SALE lines); owned */
     uint32_t nskus, capskus;
-    uint64_t *fps;        /* sorted, distinct 64-bit order_id fingerprints of the orders
+    uint64_t *fps; /* sorted, distinct 64-bit order_id fingerprints of the orders
                            * applied in this month; owned */
     uint32_t nfps, capfps;
 } state_month_t;

@@ -48,8 +48,12 @@ void store_destroy(store_t *s) {
     free(s);
 }
 
-int store_connected(const store_t *s) { return s->rc != NULL && s->backoff == 0; }
-uint64_t store_commands(const store_t *s) { return s->commands; }
+int store_connected(const store_t *s) {
+    return s->rc != NULL && s->backoff == 0;
+}
+uint64_t store_commands(const store_t *s) {
+    return s->commands;
+}
 
 void store_rtt(const store_t *s, double *sum, uint64_t *count, double *buckets) {
     *sum = s->rtt_sum;
@@ -206,8 +210,8 @@ static int64_t reply_int(const redisReply *r, int64_t dflt) {
 
 #define META_FIELDS "epoch offset month reviewed poffset format rv_month rv_after"
 #define META_NFIELDS STORE_META_NFIELDS
-#define META_FIELD_LIST                                                                        \
-    "epoch", "offset", "month", "reviewed", "poffset", "format", "rv_month",                  \
+#define META_FIELD_LIST                                                                            \
+    "epoch", "offset", "month", "reviewed", "poffset", "format", "rv_month",                       \
         "rv_after" /* the same, as argv */
 
 const char *const store_meta_fields[STORE_META_NFIELDS] = {META_FIELD_LIST};
@@ -447,8 +451,8 @@ out:
     return rc;
 }
 
-int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch,
-                int64_t until_ms, store_meta_t *out, char *errstr, size_t errstr_size) {
+int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch, int64_t until_ms,
+                store_meta_t *out, char *errstr, size_t errstr_size) {
     char key[256], until[32];
     store_meta_t now;
     store_tx_t tx = {0};
@@ -466,10 +470,10 @@ int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch,
     }
     store_key(s, topic, partition, "meta", key, sizeof(key));
     snprintf(until, sizeof(until), "%" PRId64, until_ms);
-    rc = until_ms > 0 ? store_tx_addv(&tx, 4, "HSET", (size_t)4, key, strlen(key), "lease",
-                                      (size_t)5, until, strlen(until))
-                      : store_tx_addv(&tx, 3, "HDEL", (size_t)4, key, strlen(key), "lease",
-                                      (size_t)5);
+    rc = until_ms > 0
+             ? store_tx_addv(&tx, 4, "HSET", (size_t)4, key, strlen(key), "lease", (size_t)5, until,
+                             strlen(until))
+             : store_tx_addv(&tx, 3, "HDEL", (size_t)4, key, strlen(key), "lease", (size_t)5);
     if (rc != 0) {
         store_unwatch(s);
         store_tx_free(&tx);
@@ -491,9 +495,9 @@ int store_unwatch(store_t *s) {
     return STORE_OK;
 }
 
-int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *meta,
-               size_t nkeys, char **keys, const char ***fields, size_t **fieldlens,
-               size_t *nfields, redisReply **replies, char *errstr, size_t errstr_size) {
+int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *meta, size_t nkeys,
+               char **keys, const char ***fields, size_t **fieldlens, size_t *nfields,
+               redisReply **replies, char *errstr, size_t errstr_size) {
     char mkey[256];
     redisReply *r = NULL;
     const char **argv = NULL;

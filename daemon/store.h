@@ -56,7 +56,7 @@ typedef struct store_tx {
         int argc;
         const char **argv;
         size_t *argvlen;
-    } *cmds;
+    } * cmds;
     size_t ncmds, cap;
     char **owned; /* strings copied by store_tx_printf / store_tx_arg_copy */
     size_t nowned, capowned;
@@ -109,8 +109,8 @@ int64_t store_now_ms(void);
  * still `epoch` (watched): STORE_FENCED when another owner took over.
  * now (may be NULL) gets the meta as read, so the caller can tell a Redis
  * that went back in time while nothing else was written. */
-int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch,
-                int64_t until_ms, store_meta_t *now, char *errstr, size_t errstr_size);
+int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch, int64_t until_ms,
+                store_meta_t *now, char *errstr, size_t errstr_size);
 
 /* One round trip: WATCH meta, HMGET meta, then for each i HMGET keys[i]
  * with fields[i] (HGETALL when nfields[i] is 0).  replies[i] receives the array reply (caller frees with
@@ -124,9 +124,9 @@ int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch,
 extern const char *const store_meta_fields[STORE_META_NFIELDS];
 int store_meta_parse(const redisReply *r, store_meta_t *m);
 
-int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *meta,
-               size_t nkeys, char **keys, const char ***fields, size_t **fieldlens,
-               size_t *nfields, redisReply **replies, char *errstr, size_t errstr_size);
+int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *meta, size_t nkeys,
+               char **keys, const char ***fields, size_t **fieldlens, size_t *nfields,
+               redisReply **replies, char *errstr, size_t errstr_size);
 int store_unwatch(store_t *s);
 
 /* One round trip: MULTI, tx's commands, EXEC, under the WATCH armed by

@@ -36,8 +36,8 @@ static int verdict(apply_ctx_t *a, apply_part_t *p, const store_meta_t *now, cha
         snprintf(errstr, errstr_size,
                  "%s [%d]: Redis holds epoch %" PRId64 " offset %" PRId64 " poffset %" PRId64
                  ", older than ours (%" PRId64 ", %" PRId64 ", %" PRId64 "): it lost writes",
-                 p->topic, (int)p->partition, now->epoch, now->offset, now->poffset,
-                 p->meta.epoch, p->meta.offset, p->meta.poffset);
+                 p->topic, (int)p->partition, now->epoch, now->offset, now->poffset, p->meta.epoch,
+                 p->meta.offset, p->meta.poffset);
     } else if (!txn_format_ok(now)) {
         v = APPLY_CORRUPT;
         snprintf(errstr, errstr_size,
@@ -49,8 +49,8 @@ static int verdict(apply_ctx_t *a, apply_part_t *p, const store_meta_t *now, cha
     return v;
 }
 
-static int attempt(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *ctx,
-                   char *errstr, size_t errstr_size) {
+static int attempt(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *ctx, char *errstr,
+                   size_t errstr_size) {
     txn_read_t r;
     redisReply *replies[TXN_KEYS_MAX] = {NULL};
     store_tx_t tx = {0};
@@ -69,9 +69,8 @@ static int attempt(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *
         char fmt[16];
         snprintf(fmt, sizeof(fmt), "%d", STATE_FORMAT);
         rc = ops->decide(ctx, &now, replies, &tx, errstr, errstr_size);
-        if (rc == APPLY_OK &&
-            store_tx_addv(&tx, 4, "HSET", (size_t)4, mkey, strlen(mkey), "format", (size_t)6,
-                          fmt, strlen(fmt)) != 0) {
+        if (rc == APPLY_OK && store_tx_addv(&tx, 4, "HSET", (size_t)4, mkey, strlen(mkey), "format",
+                                            (size_t)6, fmt, strlen(fmt)) != 0) {
             snprintf(errstr, errstr_size, "out of memory");
             rc = APPLY_RETRY;
         }
@@ -80,10 +79,11 @@ static int attempt(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *
         if (replies[i]) freeReplyObject(replies[i]);
     if (rc == TXN_AGAIN) {
         store_unwatch(a->store);
-        log_info("txn", "%s [%d]: Redis holds offset %" PRId64 " month %d reviewed %d (cached %"
-                 PRId64 " %d %d): deciding again", p->topic, (int)p->partition, now.offset,
-                 (int)now.month, (int)now.reviewed, p->meta.offset, (int)p->meta.month,
-                 (int)p->meta.reviewed);
+        log_info("txn",
+                 "%s [%d]: Redis holds offset %" PRId64 " month %d reviewed %d (cached %" PRId64
+                 " %d %d): deciding again",
+                 p->topic, (int)p->partition, now.offset, (int)now.month, (int)now.reviewed,
+                 p->meta.offset, (int)p->meta.month, (int)p->meta.reviewed);
         p->meta = now;
         p->outbox_dirty = 1; /* what that commit decided waits in the outbox */
     } else if (rc != APPLY_OK) {

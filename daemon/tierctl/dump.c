@@ -35,8 +35,7 @@ const char tierctl_help_dump[] =
     "and of every customer in it (or of customer C only), one JSON object a line:\n"
     "a partition line, then its customers in the byte order of their ids, each\n"
     "followed by its months, oldest first:\n"
-    "\n" TIERCTL_DUMP_FORMAT
-    "\n"
+    "\n" TIERCTL_DUMP_FORMAT "\n"
     "amount is in minor units.  orders counts the SALE orders of the month,\n"
     "applied every order counted in it (SALE or RETURN); a month with applied 0\n"
     "holds only the tier it began with.  A month's tier is the tier in effect\n"
@@ -71,7 +70,9 @@ static void out_raw(out_t *o, const char *s, size_t n) {
     o->n += n;
 }
 
-static void out_s(out_t *o, const char *s) { out_raw(o, s, strlen(s)); }
+static void out_s(out_t *o, const char *s) {
+    out_raw(o, s, strlen(s));
+}
 
 /* Digits by hand: snprintf was a third of a large dump's time. */
 static void out_i64(out_t *o, int64_t v) {
@@ -258,8 +259,10 @@ static void print_customer(dump_t *d, int32_t p, const char *id, size_t len, con
     out_t *o = &d->out;
     char why[256], err[1024];
     if (state_decode(&d->s, val, vlen, why, sizeof(why)) != 0) {
-        snprintf(err, sizeof(err), "%s: the state does not decode (%s); `tierctl rebuild "
-                 "--partition %d` rebuilds the partition from the topics", d->ckey, why, (int)p);
+        snprintf(err, sizeof(err),
+                 "%s: the state does not decode (%s); `tierctl rebuild "
+                 "--partition %d` rebuilds the partition from the topics",
+                 d->ckey, why, (int)p);
         print_error(d, p, id, len, err);
         return;
     }
@@ -475,8 +478,10 @@ int tierctl_dump(int argc, char **argv, const char *conf_path, volatile sig_atom
         fprintf(stderr, "tierctl: dump: writing the output failed\n");
         rc = TC_FAIL;
     } else if (d->errors > 0) {
-        fprintf(stderr, "tierctl: dump: %" PRId64 " error lines (partitions refused or states "
-                "that do not decode)\n", d->errors);
+        fprintf(stderr,
+                "tierctl: dump: %" PRId64 " error lines (partitions refused or states "
+                "that do not decode)\n",
+                d->errors);
         rc = TC_FAIL;
     } else if (d->customer && d->found == 0) {
         fprintf(stderr, "tierctl: customer %s not found: no partition of %s knows it\n",

@@ -124,11 +124,11 @@ typedef struct tally {
 
 typedef struct lane {
     const char *label;
-    config_t conf;       /* shallow copy of the tool's, own key_prefix; never freed */
+    config_t conf; /* shallow copy of the tool's, own key_prefix; never freed */
     const policy_t *policy;
-    store_t *store;      /* owned */
-    decoder_t *dec;      /* owned */
-    events_t *events;    /* owned */
+    store_t *store;   /* owned */
+    decoder_t *dec;   /* owned */
+    events_t *events; /* owned */
     apply_ctx_t apply;
     apply_part_t part;
     tally_t tally;
@@ -184,8 +184,7 @@ static int lane_open(lane_t *l, const tierctl_t *t, const policy_t *p, char *pre
 /* ------------------------------------------------------------------ */
 /* The lane's outbox: counted, then dropped                            */
 
-static void count_event(lane_t *l, const redisReply *t, const redisReply *i,
-                        const redisReply *v) {
+static void count_event(lane_t *l, const redisReply *t, const redisReply *i, const redisReply *v) {
     char err[128];
     events_tier_change_info_t tc;
     if (strcmp(t->str, l->conf.topic_quota_events) == 0) {
@@ -231,10 +230,10 @@ typedef struct replay {
     lane_t *lanes[2];
     int nlanes;
     int32_t partition;
-    recs_t profs;  /* the partition's profiles, oldest first */
-    size_t pnext;  /* next profile to apply */
-    recs_t batch;  /* orders waiting */
-    int64_t done, total; /* orders read, orders in the range */
+    recs_t profs;          /* the partition's profiles, oldest first */
+    size_t pnext;          /* next profile to apply */
+    recs_t batch;          /* orders waiting */
+    int64_t done, total;   /* orders read, orders in the range */
     int64_t last_progress; /* wall ms of the last progress line */
     const char *what;      /* "backtest" or "rebuild" */
     volatile sig_atomic_t *stop;
@@ -367,8 +366,8 @@ static int replay_partition(replay_t *x, rd_kafka_t *rk, const config_t *c, rang
                             range_t profiles) {
     x->total = orders.to - orders.from;
     x->last_progress = store_now_ms();
-    if (tierctl_read(rk, c->topic_profiles, x->partition, profiles.from, profiles.to, on_profile,
-                     x, x->stop, x->err, sizeof(x->err)) != 0 ||
+    if (tierctl_read(rk, c->topic_profiles, x->partition, profiles.from, profiles.to, on_profile, x,
+                     x->stop, x->err, sizeof(x->err)) != 0 ||
         x->failed)
         return -1;
     if (tierctl_read(rk, c->topic_orders, x->partition, orders.from, orders.to, on_order, x,
@@ -410,11 +409,14 @@ typedef struct opts {
 } opts_t;
 
 static int parse_opts(int argc, char **argv, const char *help, opts_t *o) {
-    static const struct option lo[] = {
-        {"policy", required_argument, NULL, 'p'}, {"from", required_argument, NULL, 'f'},
-        {"to", required_argument, NULL, 't'},     {"keep", no_argument, NULL, 'k'},
-        {"partition", required_argument, NULL, 'n'}, {"all", no_argument, NULL, 'a'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    static const struct option lo[] = {{"policy", required_argument, NULL, 'p'},
+                                       {"from", required_argument, NULL, 'f'},
+                                       {"to", required_argument, NULL, 't'},
+                                       {"keep", no_argument, NULL, 'k'},
+                                       {"partition", required_argument, NULL, 'n'},
+                                       {"all", no_argument, NULL, 'a'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
     char err[512];
     int opt;
     memset(o, 0, sizeof(*o));
@@ -432,8 +434,7 @@ static int parse_opts(int argc, char **argv, const char *help, opts_t *o) {
             break;
         case 'f':
         case 't':
-            if (tierctl_parse_time(optarg, opt == 'f' ? &o->from : &o->to, err,
-                                   sizeof(err)) != 0) {
+            if (tierctl_parse_time(optarg, opt == 'f' ? &o->from : &o->to, err, sizeof(err)) != 0) {
                 fprintf(stderr, "tierctl: %s\n", err);
                 return TC_USAGE;
             }
@@ -457,10 +458,10 @@ typedef struct matrix {
 
 /* Collects the tier of every customer of a lane's state hash. */
 typedef struct tiers {
-    strmap_t *map;        /* id -> int32_t* (malloc'd) */
-    state_customer_t s;   /* reused for every state */
+    strmap_t *map;      /* id -> int32_t* (malloc'd) */
+    state_customer_t s; /* reused for every state */
     const char *key;
-    char err[512];        /* the first state that did not decode */
+    char err[512]; /* the first state that did not decode */
 } tiers_t;
 
 static int see_tier(void *opaque, const redisReply *k, const redisReply *v) {
@@ -478,8 +479,8 @@ static int see_tier(void *opaque, const redisReply *k, const redisReply *v) {
     if (state_decode(&t->s, v->str, v->len, why, sizeof(why)) == 0)
         *tier = t->s.st.tier;
     else if (!t->err[0])
-        snprintf(t->err, sizeof(t->err), "%s field %.*s: the state does not decode (%s)",
-                 t->key, (int)k->len, k->str, why);
+        snprintf(t->err, sizeof(t->err), "%s field %.*s: the state does not decode (%s)", t->key,
+                 (int)k->len, k->str, why);
     return 0;
 }
 
@@ -601,8 +602,8 @@ static void print_matrix(const policy_t *a, const policy_t *b, const matrix_t *m
         }
         printf(" %8" PRId64 "\n", row);
     }
-    printf("customers: %" PRId64 "; higher tier under the candidate: %" PRId64
-           ", lower: %" PRId64 "\n",
+    printf("customers: %" PRId64 "; higher tier under the candidate: %" PRId64 ", lower: %" PRId64
+           "\n",
            mx->customers, mx->up, mx->down);
 }
 
@@ -616,8 +617,7 @@ static void print_tallies(const lane_t *a, const lane_t *b) {
         printf("  %-20s %12" PRId64 " %12" PRId64 "\n",
                policy_quota_kind_name((policy_quota_kind_t)k), a->tally.quota_by_kind[k],
                b->tally.quota_by_kind[k]);
-    printf("%-22s %12" PRId64 " %12" PRId64 "\n", "refused records", a->tally.dead,
-           b->tally.dead);
+    printf("%-22s %12" PRId64 " %12" PRId64 "\n", "refused records", a->tally.dead, b->tally.dead);
 }
 
 typedef struct backtest {
@@ -635,19 +635,19 @@ static int backtest_partition(backtest_t *b, rd_kafka_t *rk, int32_t p, const op
     range_t ord, prof;
     replay_reset(&b->x, p);
     ord.from = tierctl_offset_at(rk, c->topic_orders, p, o->from, b->x.err, sizeof(b->x.err));
-    ord.to = ord.from < 0 ? -1
-                          : tierctl_offset_at(rk, c->topic_orders, p, to, b->x.err,
-                                              sizeof(b->x.err));
-    prof.from = ord.to < 0 ? -1
-                           : tierctl_offset_at(rk, c->topic_profiles, p, 0, b->x.err,
-                                               sizeof(b->x.err));
-    prof.to = prof.from < 0 ? -1
-                            : tierctl_offset_at(rk, c->topic_profiles, p, to, b->x.err,
-                                                sizeof(b->x.err));
+    ord.to = ord.from < 0
+                 ? -1
+                 : tierctl_offset_at(rk, c->topic_orders, p, to, b->x.err, sizeof(b->x.err));
+    prof.from = ord.to < 0
+                    ? -1
+                    : tierctl_offset_at(rk, c->topic_profiles, p, 0, b->x.err, sizeof(b->x.err));
+    prof.to = prof.from < 0
+                  ? -1
+                  : tierctl_offset_at(rk, c->topic_profiles, p, to, b->x.err, sizeof(b->x.err));
     if (prof.to < 0 || replay_partition(&b->x, rk, c, ord, prof) != 0 ||
         close_months(&b->x, to) != 0 ||
-        tally_matrix(&b->lanes[0], &b->lanes[1], &b->mx, b->x.stop, b->x.err,
-                     sizeof(b->x.err)) != 0)
+        tally_matrix(&b->lanes[0], &b->lanes[1], &b->mx, b->x.stop, b->x.err, sizeof(b->x.err)) !=
+            0)
         return -1;
     return 0;
 }
@@ -669,8 +669,8 @@ static int backtest_run(backtest_t *b, const opts_t *o) {
         return rc;
     }
     char t1[32], t2[32];
-    printf("backtest of %s %s against %s %s, orders from %s to %s, %d partitions\n",
-           b->cand.name, b->cand.version, b->t.policy.name, b->t.policy.version,
+    printf("backtest of %s %s against %s %s, orders from %s to %s, %d partitions\n", b->cand.name,
+           b->cand.version, b->t.policy.name, b->t.policy.version,
            o->from > 0 ? tierctl_time_text(o->from, t1, sizeof(t1)) : "the start",
            tierctl_time_text(to, t2, sizeof(t2)), (int)n);
     print_matrix(&b->t.policy, &b->cand, &b->mx);
@@ -774,8 +774,8 @@ static int state_keys(rebuild_t *r, int32_t p, store_tx_t *del, char *err, size_
          * comparing the prefix again below. */
         snprintf(pattern, sizeof(pattern), "*%d}:*", (int)p);
         const char *argv[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"};
-        int rc = tierctl_cmd(&tx, 6, argv) ? TC_FAIL
-                                           : tierctl_query(r->t.store, &tx, &rep, err, errn);
+        int rc =
+            tierctl_cmd(&tx, 6, argv) ? TC_FAIL : tierctl_query(r->t.store, &tx, &rep, err, errn);
         store_tx_free(&tx);
         if (rc != TC_OK) return -1;
         snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
@@ -832,8 +832,8 @@ static int rebuild_begin(rebuild_t *r, int32_t p, char *err, size_t errn) {
     /* Every field that describes the state, the state format and a paged
      * review's cursor included (a stale cursor would make the replay's
      * first review skip customers); epoch, owner and lease stay. */
-    const char *hdel[10] = {"HDEL",       meta,     "offset",   "month",   "reviewed",
-                            "poffset",    "format", "rv_month", "rv_after", "updated_at"};
+    const char *hdel[10] = {"HDEL",    meta,     "offset",   "month",    "reviewed",
+                            "poffset", "format", "rv_month", "rv_after", "updated_at"};
     if (tierctl_cmd(&tx, 4, copy) == 0 && state_keys(r, p, &tx, err, errn) == 0 &&
         tierctl_cmd(&tx, 10, hdel) == 0)
         rc = fenced_exec(r, p, &tx, err, errn);
@@ -845,8 +845,7 @@ static int rebuild_begin(rebuild_t *r, int32_t p, char *err, size_t errn) {
  * apply; a topic partition that never had a record gets no offset, as
  * with tierd), the replay's events dropped (published before), the outbox
  * of before the rebuild put back, the lease given back. */
-static int rebuild_end(rebuild_t *r, int32_t p, range_t ord, range_t prof, char *err,
-                       size_t errn) {
+static int rebuild_end(rebuild_t *r, int32_t p, range_t ord, range_t prof, char *err, size_t errn) {
     char meta[512], obox[512], kept[512], off[32], poff[32], fmt[16];
     store_tx_t tx = {0};
     int rc = 0;
@@ -865,9 +864,8 @@ static int rebuild_end(rebuild_t *r, int32_t p, range_t ord, range_t prof, char 
     const char *back[5] = {"COPY", kept, obox, "REPLACE", NULL}, *delk[2] = {"DEL", kept};
     if (ord.to > 0) rc |= tierctl_cmd(&tx, 4, hoff);
     if (prof.to > 0) rc |= tierctl_cmd(&tx, 4, hpoff);
-    rc = rc || tierctl_cmd(&tx, 4, hfmt) || tierctl_cmd(&tx, 3, hdel) ||
-                 tierctl_cmd(&tx, 2, del) || tierctl_cmd(&tx, 4, back) ||
-                 tierctl_cmd(&tx, 2, delk)
+    rc = rc || tierctl_cmd(&tx, 4, hfmt) || tierctl_cmd(&tx, 3, hdel) || tierctl_cmd(&tx, 2, del) ||
+                 tierctl_cmd(&tx, 4, back) || tierctl_cmd(&tx, 2, delk)
              ? -1
              : fenced_exec(r, p, &tx, err, errn);
     store_tx_free(&tx);
@@ -889,8 +887,7 @@ static int rebuild_partition(rebuild_t *r, rd_kafka_t *rk, int32_t p, const opts
     if (ord.from >= 0) ord.to = tierctl_offset_at(rk, c->topic_orders, p, INT64_MAX, err, errn);
     if (ord.to >= 0 && m.offset >= 0 && m.offset < ord.to) ord.to = m.offset;
     if (ord.to >= 0) prof.from = tierctl_offset_at(rk, c->topic_profiles, p, 0, err, errn);
-    if (prof.from >= 0)
-        prof.to = tierctl_offset_at(rk, c->topic_profiles, p, INT64_MAX, err, errn);
+    if (prof.from >= 0) prof.to = tierctl_offset_at(rk, c->topic_profiles, p, INT64_MAX, err, errn);
     if (prof.to >= 0 && m.poffset >= 0 && m.poffset < prof.to) prof.to = m.poffset;
     if (prof.to < 0 || rebuild_begin(r, p, err, errn) != 0 ||
         replay_partition(&r->x, rk, c, ord, prof) != 0 ||
@@ -916,8 +913,7 @@ static int rebuild_run(rebuild_t *r, const opts_t *o) {
         rc = TC_USAGE;
     }
     /* Every partition is checked before any is touched. */
-    for (int32_t p = first; rc == TC_OK && p <= last; p++)
-        rc = check_lease(r, p, err, sizeof(err));
+    for (int32_t p = first; rc == TC_OK && p <= last; p++) rc = check_lease(r, p, err, sizeof(err));
     for (int32_t p = first; rc == TC_OK && p <= last; p++)
         if (rebuild_partition(r, rk, p, o) != 0) {
             snprintf(err, sizeof(err), "%s", r->x.err);
@@ -948,9 +944,8 @@ int tierctl_rebuild(int argc, char **argv, const char *conf_path, volatile sig_a
     r->x.nlanes = 1;
     r->x.lease = 1;
     r->x.lanes[0] = &r->lane;
-    if (rc == TC_OK &&
-        lane_open(&r->lane, &r->t, &r->t.policy, r->t.conf.key_prefix, r->owner, err,
-                  sizeof(err)) != 0) {
+    if (rc == TC_OK && lane_open(&r->lane, &r->t, &r->t.policy, r->t.conf.key_prefix, r->owner, err,
+                                 sizeof(err)) != 0) {
         fprintf(stderr, "tierctl: %s\n", err);
         rc = TC_FAIL;
     }

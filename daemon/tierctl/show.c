@@ -45,8 +45,8 @@ typedef struct view {
     int32_t partition;
     store_meta_t meta;
     state_customer_t s; /* the stored state: decision state and months */
-    customer_t c; /* the decision view of s, and the profile */
-    int32_t month; /* last window month: the partition's current month */
+    customer_t c;       /* the decision view of s, and the profile */
+    int32_t month;      /* last window month: the partition's current month */
     policy_month_t win[POLICY_WINDOW_MAX];
     uint32_t qmask[POLICY_WINDOW_MAX];
     long long outbox; /* entries waiting */
@@ -134,9 +134,9 @@ static int read_head(tierctl_t *t, view_t *v, char *err, size_t errn) {
         goto out;
     }
     if (tierctl_query(t->store, &tx, r, err, errn) != TC_OK) goto out;
-    v->c.has_profile = r[0]->type == REDIS_REPLY_STRING &&
-                       profile_text_parse(&v->c.profile, &v->c.profile_updated_at, r[0]->str,
-                                            r[0]->len) == 0;
+    v->c.has_profile =
+        r[0]->type == REDIS_REPLY_STRING &&
+        profile_text_parse(&v->c.profile, &v->c.profile_updated_at, r[0]->str, r[0]->len) == 0;
     v->outbox = r[1]->integer;
     rc = TC_OK;
 out:
@@ -259,8 +259,9 @@ static void print_quota(const tierctl_t *t, const view_t *v) {
     printf("quota %s:  consumed %" PRId64 " of cap %" PRId64 " (tier %d",
            policy_month_text(m->month, b, sizeof(b)), m->qty, lim.cap, (int)tier);
     if (lim.effective_cap != lim.cap) printf(", holiday: effective %" PRId64, lim.effective_cap);
-    printf("), %.1f %%; WARNING at %" PRId64, lim.effective_cap ? 100.0 * (double)m->qty /
-           (double)lim.effective_cap : 0.0, lim.warning_at);
+    printf("), %.1f %%; WARNING at %" PRId64,
+           lim.effective_cap ? 100.0 * (double)m->qty / (double)lim.effective_cap : 0.0,
+           lim.warning_at);
     if (lim.hard_cap != POLICY_NO_HARD_CAP) printf(", hard cap %" PRId64, lim.hard_cap);
     printf("\n");
 }
@@ -286,9 +287,9 @@ typedef struct tail {
     int tier_topic;
     struct ev {
         int64_t ts;
-        size_t seq; /* read order */
+        size_t seq;     /* read order */
         char text[256]; /* time, and an event id of up to 159 bytes */
-    } *evs;
+    } * evs;
     size_t n, cap;
 } tail_t;
 
@@ -298,8 +299,7 @@ static int on_event(void *opaque, rd_kafka_message_t *m) {
     size_t hl = 0;
     rd_kafka_headers_t *hdrs = NULL;
     char id[160] = "?", ts[32], err[128];
-    if (!m->key || m->key_len != strlen(t->id) || memcmp(m->key, t->id, m->key_len) != 0)
-        return 0;
+    if (!m->key || m->key_len != strlen(t->id) || memcmp(m->key, t->id, m->key_len) != 0) return 0;
     if (rd_kafka_message_headers(m, &hdrs) == 0 &&
         rd_kafka_header_get_last(hdrs, "tierd.event_id", &hv, &hl) == 0 && hl < sizeof(id))
         snprintf(id, sizeof(id), "%.*s", (int)hl, (const char *)hv);
@@ -377,8 +377,7 @@ static void print_events(tierctl_t *t, const view_t *v, int want) {
 }
 
 /* Options of show/explain: [--events N] CUSTOMER. */
-static int customer_args(int argc, char **argv, const char *help, int *events,
-                         const char **id) {
+static int customer_args(int argc, char **argv, const char *help, int *events, const char **id) {
     static const struct option opts[] = {{"events", required_argument, NULL, 'e'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
@@ -481,9 +480,8 @@ static void print_checks(const tierctl_t *t, const policy_decision_t *d) {
     for (uint32_t i = 0; i < d->nmonths; i++) {
         const policy_month_check_t *m = &d->months[i];
         printf("  %-8s %4d %5c %10" PRId64 " %8" PRId64 " %8" PRId64 " %10" PRId64 "  %s%s%s\n",
-               policy_month_text(m->month, b, sizeof(b)), (int)m->tier_in_effect,
-               (char)m->grade, m->qty, m->floor, m->cap, m->upgrade_qty,
-               m->grade_ok ? "grade ok" : "grade too low",
+               policy_month_text(m->month, b, sizeof(b)), (int)m->tier_in_effect, (char)m->grade,
+               m->qty, m->floor, m->cap, m->upgrade_qty, m->grade_ok ? "grade ok" : "grade too low",
                m->qty_ok ? ", qty meets upgrade" : ", qty below upgrade",
                m->below_floor ? ", below floor" : "");
     }
@@ -501,8 +499,7 @@ static void next_upgrade(const tierctl_t *t, const view_t *v, const policy_decis
         if (!d->months[i].grade_ok || !d->months[i].qty_ok) fail = d->months[i].month;
     if (target <= T) {
         printf("upgrade: needs a score of %.2f for tier %d (now %.2f, target %d), and then\n",
-               p->tiers[T].min_score_c / 100.0, (int)T + 1, d->score.score_c / 100.0,
-               (int)target);
+               p->tiers[T].min_score_c / 100.0, (int)T + 1, d->score.score_c / 100.0, (int)target);
     }
     int32_t review = fail < 0 ? v->month : fail + p->window;
     printf("upgrade: %.0f %% of the cap of the tier in effect and grade %c or better in each\n"
@@ -611,7 +608,8 @@ int tierctl_explain(int argc, char **argv, const char *conf_path, volatile sig_a
         print_head(t, v);
         if (v->c.st.has_override)
             printf("why:  the profile's override set tier %d (OVERRIDE); reviews continue "
-                   "from there\n", (int)v->c.st.override_tier);
+                   "from there\n",
+                   (int)v->c.st.override_tier);
         else if (!v->c.st.evaluated)
             explain_new(t, v);
         else

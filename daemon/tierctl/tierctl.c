@@ -57,9 +57,8 @@ static const char help_main[] =
     "                      rebuild lost partition state from Kafka, in timestamp order\n"
     "  dump [--partition N] [--customer C]\n"
     "                      the state of every partition and customer as JSON lines,\n"
-    "                      a format kept across layout changes (tierctl dump --help):\n"
-    TIERCTL_DUMP_FORMAT
-    "\n"
+    "                      a format kept across layout changes (tierctl dump "
+    "--help):\n" TIERCTL_DUMP_FORMAT "\n"
     "options:\n"
     "  -c, --config FILE   YAML configuration, as for tierd\n"
     "  -v, --verbose       log what the replay's pipeline logs (reviews, refusals)\n"
@@ -150,8 +149,7 @@ int32_t tierctl_partitions(store_t *s, const config_t *c, char *errstr, size_t e
         store_tx_free(&tx);
         if (rc != STORE_OK) return -1;
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-            r->element[0]->type != REDIS_REPLY_STRING ||
-            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
             snprintf(errstr, errstr_size, "redis: SCAN: %s",
                      r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
             freeReplyObject(r);
@@ -245,8 +243,7 @@ int tierctl_hscan(store_t *s, const char *key, tierctl_field_fn fn, void *opaque
         store_tx_free(&tx);
         if (rc != TC_OK) return -1;
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-            r->element[0]->type != REDIS_REPLY_STRING ||
-            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
             snprintf(errstr, errstr_size, "redis: unexpected HSCAN reply for %s", key);
             freeReplyObject(r);
             return -1;
@@ -272,9 +269,15 @@ int tierctl_hscan(store_t *s, const char *key, tierctl_field_fn fn, void *opaque
 /* Kafka, read by hand                                                 */
 
 rd_kafka_t *tierctl_kafka(const config_t *c, char *errstr, size_t errstr_size) {
-    static const char *const fixed[] = {"group.id", "tierctl", "enable.auto.commit", "false",
-                                        "enable.auto.offset.store", "false",
-                                        "enable.partition.eof", "true", NULL};
+    static const char *const fixed[] = {"group.id",
+                                        "tierctl",
+                                        "enable.auto.commit",
+                                        "false",
+                                        "enable.auto.offset.store",
+                                        "false",
+                                        "enable.partition.eof",
+                                        "true",
+                                        NULL};
     char why[512];
     rd_kafka_conf_t *conf = kafkaconf_build(c, fixed, errstr, errstr_size);
     if (!conf) return NULL;
@@ -303,9 +306,9 @@ int32_t tierctl_topic_partitions(rd_kafka_t *rk, const char *topic, char *errstr
     if (err)
         snprintf(errstr, errstr_size, "kafka: metadata of %s: %s", topic, rd_kafka_err2str(err));
     else if (md->topic_cnt != 1 || md->topics[0].err)
-        snprintf(errstr, errstr_size, "kafka: topic %s: %s", topic,
-                 rd_kafka_err2str(md->topic_cnt ? md->topics[0].err
-                                                : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
+        snprintf(
+            errstr, errstr_size, "kafka: topic %s: %s", topic,
+            rd_kafka_err2str(md->topic_cnt ? md->topics[0].err : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
     else
         n = md->topics[0].partition_cnt;
     if (md) rd_kafka_metadata_destroy(md);
@@ -487,11 +490,8 @@ typedef struct command {
 } command_t;
 
 static const command_t commands[] = {
-    {"show", tierctl_show},
-    {"explain", tierctl_explain},
-    {"backtest", tierctl_backtest},
-    {"rebuild", tierctl_rebuild},
-    {"dump", tierctl_dump},
+    {"show", tierctl_show},       {"explain", tierctl_explain}, {"backtest", tierctl_backtest},
+    {"rebuild", tierctl_rebuild}, {"dump", tierctl_dump},
 };
 
 int main(int argc, char **argv) {

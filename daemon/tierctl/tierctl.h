@@ -39,11 +39,11 @@ enum {
 };
 
 typedef struct tierctl {
-    config_t conf;     /* owned when conf_loaded */
+    config_t conf; /* owned when conf_loaded */
     int conf_loaded;
-    policy_t policy;   /* the configured policy (tierd's) */
-    month_zone_t zone; /* the configured time_zone */
-    store_t *store;    /* the live keyspace; owned */
+    policy_t policy;             /* the configured policy (tierd's) */
+    month_zone_t zone;           /* the configured time_zone */
+    store_t *store;              /* the live keyspace; owned */
     volatile sig_atomic_t *stop; /* set by SIGINT/SIGTERM */
 } tierctl_t;
 
@@ -129,13 +129,13 @@ int tierctl_dump(int argc, char **argv, const char *conf_path, volatile sig_atom
 
 /* The lines `tierctl dump` prints, one of each type, for the help texts:
  * docs/tierctl.md documents each field. */
-#define TIERCTL_DUMP_FORMAT                                                                    \
+#define TIERCTL_DUMP_FORMAT                                                                        \
     "  {\"type\":\"partition\",\"partition\":0,\"offset\":1234,\"month\":\"2026-11\","             \
-    "\"reviewed\":\"2026-10\",\"epoch\":7}\n"                                                   \
-    "  {\"type\":\"customer\",\"partition\":0,\"customer\":\"C1\",\"tier\":3,\"sequence\":4,"        \
-    "\"first_month\":\"2026-08\",\"evaluated\":true,\"live_score\":42.7}\n"                       \
-    "  {\"type\":\"month\",\"partition\":0,\"customer\":\"C1\",\"month\":\"2026-10\",\"qty\":12,"     \
-    "\"amount\":35000,\"orders\":3,\"skus\":2,\"tier\":3,\"grade\":\"A\",\"applied\":4}\n"       \
+    "\"reviewed\":\"2026-10\",\"epoch\":7}\n"                                                      \
+    "  {\"type\":\"customer\",\"partition\":0,\"customer\":\"C1\",\"tier\":3,\"sequence\":4,"      \
+    "\"first_month\":\"2026-08\",\"evaluated\":true,\"live_score\":42.7}\n"                        \
+    "  {\"type\":\"month\",\"partition\":0,\"customer\":\"C1\",\"month\":\"2026-10\",\"qty\":12,"  \
+    "\"amount\":35000,\"orders\":3,\"skus\":2,\"tier\":3,\"grade\":\"A\",\"applied\":4}\n"         \
     "  {\"type\":\"error\",\"partition\":0,\"customer\":\"C2\",\"error\":\"...\"}\n"
 
 /* Help texts, printed by `tierctl COMMAND --help`; docs/tierctl.md repeats them. */

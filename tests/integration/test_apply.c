@@ -106,10 +106,10 @@ static void batch_free(batch_t *b) {
     b->n = 0;
 }
 
-#define APPLY_OK_OR_FAIL(call)                                                     \
-    do {                                                                       \
-        int rc_ = (call);                                                      \
-        if (rc_ != APPLY_OK) fail_msg("apply: %d: %s", rc_, err);              \
+#define APPLY_OK_OR_FAIL(call)                                                                     \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        if (rc_ != APPLY_OK) fail_msg("apply: %d: %s", rc_, err);                                  \
     } while (0)
 
 static apply_ctx_t ctx(void) {
@@ -152,7 +152,9 @@ static long long qty_of(int part, int yyyymm, const char *cust) {
     return q;
 }
 
-static void flush(void) { freeReplyObject(redisCommand(rc, "FLUSHALL")); }
+static void flush(void) {
+    freeReplyObject(redisCommand(rc, "FLUSHALL"));
+}
 
 /* Nov 2026 in UTC, and the months around it. */
 static const int64_t NOV = 1793491200000LL; /* 2026-11-01T00:00:00Z */
@@ -232,7 +234,8 @@ static void test_stale_owner_is_fenced(void **state) {
     apply_part_t old = {"orders", 3, {0}}, young = {"orders", 3, {0}};
     char err[512] = "";
     batch_t b = {0};
-    if (store_claim(store, "orders", 3, "old", &old.meta, err, sizeof(err)) != 0) fail_msg("%s", err);
+    if (store_claim(store, "orders", 3, "old", &old.meta, err, sizeof(err)) != 0)
+        fail_msg("%s", err);
     add(&b, 0, "o1", "c5", NOV + DAY, 2);
     APPLY_OK_OR_FAIL(apply_batch(&a, &old, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
     batch_free(&b);
@@ -265,7 +268,8 @@ static void test_dead_letter_failure_writes_nothing(void **state) {
     add(&b, 1, "o2", "c6", NOV + DAY, -1); /* BAD_QUANTITY */
     sink_fail = 1;
     sink_count = 0;
-    assert_int_equal(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)), APPLY_RETRY);
+    assert_int_equal(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)),
+                     APPLY_RETRY);
     assert_int_equal(qty_of(4, 202611, "c6"), -1); /* no key at all */
     sink_fail = 0;
     APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));

@@ -49,9 +49,9 @@ static void test_sale_then_return_floors_at_zero(void **state) {
     assert_int_equal(excess, 0);
 
     assert_int_equal(agg_apply(&m, &s, &ret, &excess), ORDER_OK);
-    assert_int_equal(m.qty, 0);    /* never below zero */
+    assert_int_equal(m.qty, 0); /* never below zero */
     assert_int_equal(m.amount, 0);
-    assert_int_equal(excess, 15); /* counted, not carried */
+    assert_int_equal(excess, 15);  /* counted, not carried */
     assert_int_equal(m.orders, 1); /* a return is not an order */
     assert_int_equal(m.skus, 2);   /* nor does it remove SKUs */
 
@@ -154,8 +154,21 @@ static void test_month_refuses_unknown_zone(void **state) {
 /* decimal.h and agg_format write what printf would, cut like snprintf. */
 static void test_decimal_matches_printf(void **state) {
     (void)state;
-    const int64_t v[] = {0, 1, -1, 9, 10, 99, 100, -100, 123456789, INT32_MAX, INT32_MIN,
-                         INT64_MAX, INT64_MIN, INT64_MAX - 1, INT64_MIN + 1};
+    const int64_t v[] = {0,
+                         1,
+                         -1,
+                         9,
+                         10,
+                         99,
+                         100,
+                         -100,
+                         123456789,
+                         INT32_MAX,
+                         INT32_MIN,
+                         INT64_MAX,
+                         INT64_MIN,
+                         INT64_MAX - 1,
+                         INT64_MIN + 1};
     char got[DECIMAL_MAX + 1], want[32];
     for (size_t i = 0; i < sizeof(v) / sizeof(v[0]); i++) {
         size_t n = decimal_i64(got, v[i]);

@@ -68,9 +68,12 @@ static void expect_refusal(const char *text, const char *needle) {
 
 static void test_refusals_name_file_and_line(void **state) {
     (void)state;
-    expect_refusal("kafka:\n  bootstrap.servers: k\nredis:\n  prot: 1\n", ":4: unknown key \"redis.prot\"");
-    expect_refusal("kafka:\n  bootstrap.servers: k\nwindow_months: 0\n", ":3: window_months: 0 is outside 1..24");
-    expect_refusal("kafka:\n  bootstrap.servers: k\nredis:\n  port: many\n", ":4: redis.port: \"many\" is not a whole number");
+    expect_refusal("kafka:\n  bootstrap.servers: k\nredis:\n  prot: 1\n",
+                   ":4: unknown key \"redis.prot\"");
+    expect_refusal("kafka:\n  bootstrap.servers: k\nwindow_months: 0\n",
+                   ":3: window_months: 0 is outside 1..24");
+    expect_refusal("kafka:\n  bootstrap.servers: k\nredis:\n  port: many\n",
+                   ":4: redis.port: \"many\" is not a whole number");
     expect_refusal("kafka:\n  bootstrap.servers: k\ncurrency: yuan\n",
                    ":3: currency: \"yuan\" is not an ISO 4217 code");
     expect_refusal("kafka:\n  bootstrap.servers: k\nlog_level: loud\n",
@@ -134,17 +137,26 @@ static void test_unknown_environment(void **state) {
     setenv("TIERD_KAFKA_BOOTSTRAP_SERVERS", "k:1", 1);
     expect_env_refusal("TIERD_REDIS_HOTS", "r",
                        "environment TIERD_REDIS_HOTS: no such key; did you mean TIERD_REDIS_HOST?");
-    expect_env_refusal("TIERD_NOTHING_LIKE_IT", "1", "environment TIERD_NOTHING_LIKE_IT: no such key (");
-    expect_env_refusal("TIERD_KAFKA_", "1", "environment TIERD_KAFKA_: names no librdkafka property");
+    expect_env_refusal("TIERD_NOTHING_LIKE_IT", "1",
+                       "environment TIERD_NOTHING_LIKE_IT: no such key (");
+    expect_env_refusal("TIERD_KAFKA_", "1",
+                       "environment TIERD_KAFKA_: names no librdkafka property");
     /* bad values of the environment name their variable too */
     expect_env_refusal("TIERD_CURRENCY", "usd", "environment TIERD_CURRENCY: currency:");
     expect_env_refusal("TIERD_LOG_LEVEL", "chatty", "environment TIERD_LOG_LEVEL: log_level:");
 
     static const char *const allowed[] = {
-        "TIERD_CONFIG", "TIERD_BIN", "TIERD_FAULT_COMMIT_STALL_FILE",
-        "TIERD_FAULT_REVIEW_STALL_FILE", "TIERD_FAULT_PUBLISH_STALL_FILE",
-        "TIERD_TEST_REDIS_PORT", "TIERD_FUZZ_ITERS", "TIERD_KEEP_RUN_DIR",
-        "TIERD_REDIS_APPENDFSYNC", "TIERD_CACHE", "TIERD_SERVICES_TIMEOUT",
+        "TIERD_CONFIG",
+        "TIERD_BIN",
+        "TIERD_FAULT_COMMIT_STALL_FILE",
+        "TIERD_FAULT_REVIEW_STALL_FILE",
+        "TIERD_FAULT_PUBLISH_STALL_FILE",
+        "TIERD_TEST_REDIS_PORT",
+        "TIERD_FUZZ_ITERS",
+        "TIERD_KEEP_RUN_DIR",
+        "TIERD_REDIS_APPENDFSYNC",
+        "TIERD_CACHE",
+        "TIERD_SERVICES_TIMEOUT",
         "TIERD_SERVICES_STOP_TIMEOUT",
     };
     for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++) setenv(allowed[i], "x", 1);
@@ -241,8 +253,8 @@ static int cred_setup(void **state) {
 }
 
 static int cred_teardown(void **state) {
-    static const char *names[] = {"redis-password", "kafka-sasl-password",
-                                  "kafka-ssl-key-password", "other-password"};
+    static const char *names[] = {"redis-password", "kafka-sasl-password", "kafka-ssl-key-password",
+                                  "other-password"};
     char p[128];
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         snprintf(p, sizeof(p), "%s/%s", creddir, names[i]);
@@ -297,8 +309,8 @@ static void test_credentials_never_override(void **state) {
     snprintf(pwfile, sizeof(pwfile), "%s/other-password", creddir);
     cred_write("other-password", "r-pwfile\r\n");
     char text[256];
-    snprintf(text, sizeof(text), "kafka:\n  bootstrap.servers: k:9092\nredis:\n  password_file: %s\n",
-             pwfile);
+    snprintf(text, sizeof(text),
+             "kafka:\n  bootstrap.servers: k:9092\nredis:\n  password_file: %s\n", pwfile);
     write_file(text);
     assert_int_equal(config_load(&c, path, err, sizeof(err)), 0);
     assert_string_equal(c.redis_password, "r-pwfile");
@@ -354,7 +366,8 @@ static const struct reload_case {
     int is_int;
     config_applies_t applies;
 } reload_cases[] = {
-#define RC(k, y, f, i, a) {k, y, offsetof(config_t, f), i, CONFIG_APPLIES_##a}
+#define RC(k, y, f, i, a)                                                                          \
+    { k, y, offsetof(config_t, f), i, CONFIG_APPLIES_##a }
     RC("topics.orders", "topics:\n  orders: o2\n", topic_orders, 0, RESTART),
     RC("topics.dead_letter", "topics:\n  dead_letter: d2\n", topic_dead_letter, 0, RESTART),
     RC("topics.profiles", "topics:\n  profiles: p2\n", topic_profiles, 0, RESTART),
@@ -536,8 +549,7 @@ int main(void) {
         cmocka_unit_test_teardown(test_no_file_env_only, teardown),
         cmocka_unit_test_setup_teardown(test_credentials_fill_unset_secrets, cred_setup,
                                         cred_teardown),
-        cmocka_unit_test_setup_teardown(test_credentials_never_override, cred_setup,
-                                        cred_teardown),
+        cmocka_unit_test_setup_teardown(test_credentials_never_override, cred_setup, cred_teardown),
         cmocka_unit_test_setup_teardown(test_credentials_refusals, cred_setup, cred_teardown),
         cmocka_unit_test_teardown(test_reload_follows_the_table, teardown),
         cmocka_unit_test_teardown(test_reload_kafka_and_nothing, teardown),

@@ -35,8 +35,7 @@ static struct {
     avro_value_iface_t *cp_iface;
 } g;
 
-static int group_setup(void **state)
-{
+static int group_setup(void **state) {
     char err[512];
 
     (void)state;
@@ -52,8 +51,7 @@ static int group_setup(void **state)
     return g.cp_iface != NULL ? 0 : -1;
 }
 
-static int group_teardown(void **state)
-{
+static int group_teardown(void **state) {
     (void)state;
     decode_destroy(g.dec);
     avro_value_iface_decref(g.cp_iface);
@@ -62,11 +60,9 @@ static int group_teardown(void **state)
 }
 
 /* The field `name` of a record value, which must have it. */
-static avro_value_t field(avro_value_t *rec, const char *name)
-{
+static avro_value_t field(avro_value_t *rec, const char *name) {
     avro_value_t f;
-    if (avro_value_get_by_name(rec, name, &f, NULL) != 0)
-        fail_msg("no field %s", name);
+    if (avro_value_get_by_name(rec, name, &f, NULL) != 0) fail_msg("no field %s", name);
     return f;
 }
 
@@ -82,18 +78,23 @@ typedef struct tprof {
     int64_t updated_at;
 } tprof_t;
 
-static tprof_t default_prof(void)
-{
+static tprof_t default_prof(void) {
     return (tprof_t){
-        .id = "C-42", .format = 2 /* SUPERMARKET */, .market = 1 /* RURAL */, .chain = 1,
-        .grade = 1 /* B */, .cooperation = 0.75, .growth = 0.25, .branch = 1, .override = 4,
+        .id = "C-42",
+        .format = 2 /* SUPERMARKET */,
+        .market = 1 /* RURAL */,
+        .chain = 1,
+        .grade = 1 /* B */,
+        .cooperation = 0.75,
+        .growth = 0.25,
+        .branch = 1,
+        .override = 4,
         .updated_at = DECIDED_AT,
     };
 }
 
 /* The profile, field by field. */
-static void tb_prof(tbuf_t *t, const tprof_t *p)
-{
+static void tb_prof(tbuf_t *t, const tprof_t *p) {
     tb_string(t, p->id, p->id_len > 0 ? p->id_len : strlen(p->id));
     tb_long(t, p->format);
     tb_long(t, p->market);
@@ -102,8 +103,7 @@ static void tb_prof(tbuf_t *t, const tprof_t *p)
     tb_double(t, p->cooperation);
     tb_double(t, p->growth);
     tb_long(t, p->branch);
-    if (p->branch == 1)
-        tb_long(t, p->override);
+    if (p->branch == 1) tb_long(t, p->override);
     tb_long(t, p->updated_at);
 }
 
@@ -117,8 +117,7 @@ typedef struct got {
 
 /* Decodes a heap copy of exactly n bytes.  out and updated_at start as a
  * sentinel so a refusal that writes them is caught. */
-static got_t decode_n(const uint8_t *bytes, size_t n, const char *key)
-{
+static got_t decode_n(const uint8_t *bytes, size_t n, const char *key) {
     got_t r;
     uint8_t *copy = malloc(n > 0 ? n : 1);
 
@@ -138,8 +137,7 @@ static got_t decode_n(const uint8_t *bytes, size_t n, const char *key)
     return r;
 }
 
-static got_t decode_prof(const tprof_t *p, const char *key)
-{
+static got_t decode_prof(const tprof_t *p, const char *key) {
     tbuf_t t = tb_new();
     got_t r;
 
@@ -149,16 +147,14 @@ static got_t decode_prof(const tprof_t *p, const char *key)
     return r;
 }
 
-static void expect_refused(const tprof_t *p, const char *key, order_err_t want)
-{
+static void expect_refused(const tprof_t *p, const char *key, order_err_t want) {
     got_t r = decode_prof(p, key);
     if (r.err != want)
         fail_msg("got %s (%s), want %s", order_reason_code(r.err), r.errstr,
                  order_reason_code(want));
 }
 
-static void test_profile_splice_matches_writer(void **state)
-{
+static void test_profile_splice_matches_writer(void **state) {
     tprof_t p = default_prof();
     tbuf_t spliced = tb_new(), whole = tb_new();
     avro_value_t v, f, b;
@@ -194,8 +190,7 @@ static void test_profile_splice_matches_writer(void **state)
     tb_free(&whole);
 }
 
-static void test_profile_valid(void **state)
-{
+static void test_profile_valid(void **state) {
     static const char letters[] = {'Z', 'B', 'C', 'S', 'Y', 'F', 'Q'};
     tprof_t p = default_prof();
     tbuf_t t = tb_new();
@@ -264,8 +259,7 @@ static void test_profile_valid(void **state)
     tb_free(&t);
 }
 
-static void test_profile_bad_ids(void **state)
-{
+static void test_profile_bad_ids(void **state) {
     tprof_t p = default_prof();
     tbuf_t t = tb_new();
     got_t r;
@@ -313,8 +307,7 @@ static void test_profile_bad_ids(void **state)
     tb_free(&t);
 }
 
-static void test_profile_bad_fields(void **state)
-{
+static void test_profile_bad_fields(void **state) {
     tprof_t p;
 
     (void)state;
@@ -339,8 +332,7 @@ static void test_profile_bad_fields(void **state)
     expect_refused(&p, NULL, ORDER_ERR_BAD_FIELD);
 }
 
-static void test_profile_not_avro(void **state)
-{
+static void test_profile_not_avro(void **state) {
     tprof_t p;
     tbuf_t t = tb_new();
     got_t r;
@@ -412,18 +404,15 @@ static void test_profile_not_avro(void **state)
 
     /* Nothing at all. */
     assert_int_equal(decode_n(t.b, 0, NULL).err, ORDER_ERR_NOT_AVRO);
-    assert_int_equal(decode_profile(g.dec, NULL, 0, NULL, 0, r.customer_id, &r.prof, NULL,
-                                    NULL, 0),
+    assert_int_equal(decode_profile(g.dec, NULL, 0, NULL, 0, r.customer_id, &r.prof, NULL, NULL, 0),
                      ORDER_ERR_NOT_AVRO);
-    assert_int_equal(decode_profile(NULL, t.b, t.n, NULL, 0, r.customer_id, &r.prof, NULL,
-                                    NULL, 0),
+    assert_int_equal(decode_profile(NULL, t.b, t.n, NULL, 0, r.customer_id, &r.prof, NULL, NULL, 0),
                      ORDER_ERR_INTERNAL);
     tb_free(&t);
 }
 
 /* Every proper prefix of a valid record, plain and framed, is refused. */
-static void test_profile_truncated(void **state)
-{
+static void test_profile_truncated(void **state) {
     tprof_t p = default_prof();
     tbuf_t plain = tb_new(), framed = tb_new();
     size_t i;
@@ -448,8 +437,7 @@ static void test_profile_truncated(void **state)
     tb_free(&framed);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_profile_splice_matches_writer),
         cmocka_unit_test(test_profile_valid),

@@ -47,16 +47,13 @@ static struct {
     avro_value_iface_t *tc_iface, *q_iface;
 } g;
 
-static int parse(const char *json, avro_schema_t *s, avro_value_iface_t **iface)
-{
-    if (avro_schema_from_json_length(json, strlen(json), s) != 0)
-        return -1;
+static int parse(const char *json, avro_schema_t *s, avro_value_iface_t **iface) {
+    if (avro_schema_from_json_length(json, strlen(json), s) != 0) return -1;
     *iface = avro_generic_class_from_schema(*s);
     return *iface != NULL ? 0 : -1;
 }
 
-static int group_setup(void **state)
-{
+static int group_setup(void **state) {
     char path[512], err[512];
 
     (void)state;
@@ -74,8 +71,7 @@ static int group_setup(void **state)
            parse(tierd_schema_quota_event, &g.q_schema, &g.q_iface);
 }
 
-static int group_teardown(void **state)
-{
+static int group_teardown(void **state) {
     (void)state;
     events_destroy(g.ev);
     avro_value_iface_decref(g.tc_iface);
@@ -90,8 +86,7 @@ static int group_teardown(void **state)
 
 /* Reads buf as one record; re-encoding it must take exactly len bytes, so
  * nothing was left unread. */
-static void read_back(avro_value_iface_t *iface, const char *buf, size_t len, avro_value_t *v)
-{
+static void read_back(avro_value_iface_t *iface, const char *buf, size_t len, avro_value_t *v) {
     avro_reader_t r = avro_reader_memory(buf, (int64_t)len);
     size_t size = 0;
 
@@ -103,16 +98,13 @@ static void read_back(avro_value_iface_t *iface, const char *buf, size_t len, av
     assert_int_equal(size, len);
 }
 
-static avro_value_t field(avro_value_t *rec, const char *name)
-{
+static avro_value_t field(avro_value_t *rec, const char *name) {
     avro_value_t f;
-    if (avro_value_get_by_name(rec, name, &f, NULL) != 0)
-        fail_msg("no field %s", name);
+    if (avro_value_get_by_name(rec, name, &f, NULL) != 0) fail_msg("no field %s", name);
     return f;
 }
 
-static const char *get_str(avro_value_t *rec, const char *name)
-{
+static const char *get_str(avro_value_t *rec, const char *name) {
     avro_value_t f = field(rec, name);
     const char *s = NULL;
     size_t n = 0;
@@ -120,40 +112,35 @@ static const char *get_str(avro_value_t *rec, const char *name)
     return s;
 }
 
-static int64_t get_long(avro_value_t *rec, const char *name)
-{
+static int64_t get_long(avro_value_t *rec, const char *name) {
     avro_value_t f = field(rec, name);
     int64_t x = 0;
     assert_int_equal(avro_value_get_long(&f, &x), 0);
     return x;
 }
 
-static int32_t get_int(avro_value_t *rec, const char *name)
-{
+static int32_t get_int(avro_value_t *rec, const char *name) {
     avro_value_t f = field(rec, name);
     int32_t x = 0;
     assert_int_equal(avro_value_get_int(&f, &x), 0);
     return x;
 }
 
-static double get_double(avro_value_t *rec, const char *name)
-{
+static double get_double(avro_value_t *rec, const char *name) {
     avro_value_t f = field(rec, name);
     double x = 0;
     assert_int_equal(avro_value_get_double(&f, &x), 0);
     return x;
 }
 
-static int get_bool(avro_value_t *rec, const char *name)
-{
+static int get_bool(avro_value_t *rec, const char *name) {
     avro_value_t f = field(rec, name);
     int x = 0;
     assert_int_equal(avro_value_get_boolean(&f, &x), 0);
     return x;
 }
 
-static const char *get_enum(avro_value_t *rec, const char *name)
-{
+static const char *get_enum(avro_value_t *rec, const char *name) {
     avro_value_t f = field(rec, name);
     int x = -1;
     assert_int_equal(avro_value_get_enum(&f, &x), 0);
@@ -161,8 +148,7 @@ static const char *get_enum(avro_value_t *rec, const char *name)
 }
 
 /* A ["null", T] field: false when null, else the branch in *b. */
-static int get_opt(avro_value_t *rec, const char *name, avro_value_t *b)
-{
+static int get_opt(avro_value_t *rec, const char *name, avro_value_t *b) {
     avro_value_t f = field(rec, name);
     int disc = -1;
     assert_int_equal(avro_value_get_discriminant(&f, &disc), 0);
@@ -171,16 +157,14 @@ static int get_opt(avro_value_t *rec, const char *name, avro_value_t *b)
     return disc;
 }
 
-static size_t get_count(avro_value_t *rec, const char *name)
-{
+static size_t get_count(avro_value_t *rec, const char *name) {
     avro_value_t f = field(rec, name);
     size_t n = 0;
     assert_int_equal(avro_value_get_size(&f, &n), 0);
     return n;
 }
 
-static avro_value_t get_item(avro_value_t *rec, const char *name, size_t i)
-{
+static avro_value_t get_item(avro_value_t *rec, const char *name, size_t i) {
     avro_value_t f = field(rec, name), item;
     assert_int_equal(avro_value_get_by_index(&f, i, &item, NULL), 0);
     return item;
@@ -190,8 +174,7 @@ static avro_value_t get_item(avro_value_t *rec, const char *name, size_t i)
 /* Tier changes                                                        */
 
 static void encode_tc(const events_tier_change_t *tc, avro_value_t *v, char *event_id,
-                      size_t event_id_size)
-{
+                      size_t event_id_size) {
     char err[256] = "", *buf = NULL;
     size_t len = 0;
 
@@ -205,8 +188,7 @@ static void encode_tc(const events_tier_change_t *tc, avro_value_t *v, char *eve
 
 /* Three months ending April 2025 on tier 2, a customer first seen in
  * February: the April review is its INITIAL_EVALUATION. */
-static void review_window(policy_month_t w[3])
-{
+static void review_window(policy_month_t w[3]) {
     static const int64_t qty[3] = {300, 320, 340};
     for (int i = 0; i < 3; i++) {
         memset(&w[i], 0, sizeof(w[i]));
@@ -220,8 +202,7 @@ static void review_window(policy_month_t w[3])
     }
 }
 
-static void review(const policy_month_t *w, policy_decision_t *d)
-{
+static void review(const policy_month_t *w, policy_decision_t *d) {
     policy_customer_t c = {
         .state = {.tier = 2, .first_month = APR_2025 - 2, .evaluated = false},
         .profile = g.policy.profile_default,
@@ -233,8 +214,7 @@ static void review(const policy_month_t *w, policy_decision_t *d)
         fail_msg("policy_review: %s", err);
 }
 
-static void test_tc_first_placement(void **state)
-{
+static void test_tc_first_placement(void **state) {
     policy_profile_t prof = g.policy.profile_default;
     policy_decision_t d;
     char cls[POLICY_CODE_MAX], id[128];
@@ -247,8 +227,13 @@ static void test_tc_first_placement(void **state)
     policy_classification(&prof, true, 'X', cls);
 
     events_tier_change_t tc = {
-        .customer_id = "C-42", .sequence = 1, .decision = &d, .month = APR_2025,
-        .classification = cls, .policy = &g.policy, .decided_at_ms = DECIDED_AT,
+        .customer_id = "C-42",
+        .sequence = 1,
+        .decision = &d,
+        .month = APR_2025,
+        .classification = cls,
+        .policy = &g.policy,
+        .decided_at_ms = DECIDED_AT,
     };
     encode_tc(&tc, &v, id, sizeof(id));
 
@@ -282,8 +267,7 @@ static void test_tc_first_placement(void **state)
     avro_value_decref(&v);
 }
 
-static void test_tc_review(void **state)
-{
+static void test_tc_review(void **state) {
     policy_month_t w[3];
     policy_decision_t d;
     char id[128];
@@ -300,8 +284,14 @@ static void test_tc_review(void **state)
     assert_int_equal(d.nmonths, 3);
 
     events_tier_change_t tc = {
-        .customer_id = "C-42", .sequence = 2, .decision = &d, .window = w, .nwindow = 3,
-        .month = APR_2025, .classification = "Q211", .policy = &g.policy,
+        .customer_id = "C-42",
+        .sequence = 2,
+        .decision = &d,
+        .window = w,
+        .nwindow = 3,
+        .month = APR_2025,
+        .classification = "Q211",
+        .policy = &g.policy,
         .decided_at_ms = DECIDED_AT,
     };
     encode_tc(&tc, &v, id, sizeof(id));
@@ -391,8 +381,7 @@ static void test_tc_review(void **state)
 }
 
 /* A profile change: no month (review_month null), no score, no window. */
-static void test_tc_profile_override(void **state)
-{
+static void test_tc_profile_override(void **state) {
     policy_profile_t prof = g.policy.profile_default;
     policy_state_t st = {.tier = 3, .first_month = APR_2025 - 5, .evaluated = true};
     policy_decision_t d;
@@ -407,8 +396,13 @@ static void test_tc_profile_override(void **state)
     assert_int_equal(d.reason, POLICY_REASON_OVERRIDE);
 
     events_tier_change_t tc = {
-        .customer_id = "C-7", .sequence = 9, .decision = &d, .month = -1,
-        .classification = "Q111", .policy = &g.policy, .decided_at_ms = 5,
+        .customer_id = "C-7",
+        .sequence = 9,
+        .decision = &d,
+        .month = -1,
+        .classification = "Q111",
+        .policy = &g.policy,
+        .decided_at_ms = 5,
     };
     encode_tc(&tc, &v, NULL, 0);
     assert_string_equal(get_enum(&v, "reason"), "OVERRIDE");
@@ -424,21 +418,17 @@ static void test_tc_profile_override(void **state)
     avro_value_decref(&v);
 }
 
-static void expect_tc_refused(const events_tier_change_t *tc, size_t id_size, const char *why)
-{
+static void expect_tc_refused(const events_tier_change_t *tc, size_t id_size, const char *why) {
     char err[256] = "", id[128] = "untouched", *buf = (char *)"sentinel";
     size_t len = 7;
 
-    assert_int_equal(events_encode_tier_change(g.ev, tc, &buf, &len, id, id_size, err,
-                                               sizeof(err)),
+    assert_int_equal(events_encode_tier_change(g.ev, tc, &buf, &len, id, id_size, err, sizeof(err)),
                      -1);
     assert_null(buf);
-    if (strstr(err, why) == NULL)
-        fail_msg("errstr \"%s\" does not mention \"%s\"", err, why);
+    if (strstr(err, why) == NULL) fail_msg("errstr \"%s\" does not mention \"%s\"", err, why);
 }
 
-static void test_tc_refusals(void **state)
-{
+static void test_tc_refusals(void **state) {
     policy_month_t w[3];
     policy_decision_t d, none;
     events_tier_change_t tc, bad;
@@ -449,14 +439,22 @@ static void test_tc_refusals(void **state)
     review_window(w);
     review(w, &d);
     tc = (events_tier_change_t){
-        .customer_id = "C-42", .sequence = 2, .decision = &d, .window = w, .nwindow = 3,
-        .month = APR_2025, .classification = "Q211", .policy = &g.policy,
+        .customer_id = "C-42",
+        .sequence = 2,
+        .decision = &d,
+        .window = w,
+        .nwindow = 3,
+        .month = APR_2025,
+        .classification = "Q211",
+        .policy = &g.policy,
     };
 
     /* A review that holds the tier is not an event. */
     c = (policy_customer_t){
-        .state = {.tier = 2, .first_month = APR_2025 - 1}, .profile = g.policy.profile_default,
-        .window = w, .nwindow = 3,
+        .state = {.tier = 2, .first_month = APR_2025 - 1},
+        .profile = g.policy.profile_default,
+        .window = w,
+        .nwindow = 3,
     };
     assert_int_equal(policy_review(&g.policy, &c, APR_2025, &none, err, sizeof(err)), 0);
     assert_int_equal(none.reason, POLICY_REASON_NONE);
@@ -502,30 +500,23 @@ int __wrap_clock_gettime(clockid_t id, struct timespec *ts);
 int __real_gettimeofday(struct timeval *tv, void *tz);
 int __wrap_gettimeofday(struct timeval *tv, void *tz);
 
-time_t __wrap_time(time_t *t)
-{
-    if (fake_now_s == 0)
-        return __real_time(t);
+time_t __wrap_time(time_t *t) {
+    if (fake_now_s == 0) return __real_time(t);
     clock_reads++;
-    if (t != NULL)
-        *t = fake_now_s;
+    if (t != NULL) *t = fake_now_s;
     return fake_now_s;
 }
 
-int __wrap_clock_gettime(clockid_t id, struct timespec *ts)
-{
-    if (fake_now_s == 0)
-        return __real_clock_gettime(id, ts);
+int __wrap_clock_gettime(clockid_t id, struct timespec *ts) {
+    if (fake_now_s == 0) return __real_clock_gettime(id, ts);
     clock_reads++;
     ts->tv_sec = fake_now_s;
     ts->tv_nsec = 0;
     return 0;
 }
 
-int __wrap_gettimeofday(struct timeval *tv, void *tz)
-{
-    if (fake_now_s == 0)
-        return __real_gettimeofday(tv, tz);
+int __wrap_gettimeofday(struct timeval *tv, void *tz) {
+    if (fake_now_s == 0) return __real_gettimeofday(tv, tz);
     clock_reads++;
     tv->tv_sec = fake_now_s;
     tv->tv_usec = 0;
@@ -548,8 +539,7 @@ typedef struct decided_input {
     int64_t placed_at_ms;
 } decided_input_t;
 
-static char *decided_bytes(const decided_input_t *in, time_t now_s, size_t *len)
-{
+static char *decided_bytes(const decided_input_t *in, time_t now_s, size_t *len) {
     outbox_t d;
     customer_t c;
     store_tx_t tx = {0};
@@ -576,12 +566,11 @@ static char *decided_bytes(const decided_input_t *in, time_t now_s, size_t *len)
                                 in->decided_at_ms, err, sizeof(err));
     } else {
         policy_quota_limits(&g.policy, 3, POLICY_FORMAT_OTHER, false, &lim);
-        rc = outbox_quota(&d, &tx, &c, in->month, 3, in->quota, &lim, 190, "O-77",
-                          in->placed_at_ms, err, sizeof(err));
+        rc = outbox_quota(&d, &tx, &c, in->month, 3, in->quota, &lim, 190, "O-77", in->placed_at_ms,
+                          err, sizeof(err));
     }
     fake_now_s = 0;
-    if (rc != 0)
-        fail_msg("deciding: %s", err);
+    if (rc != 0) fail_msg("deciding: %s", err);
     assert_int_equal(clock_reads, 0); /* decide never asks the clock */
     assert_int_equal(d.args.n, 11);
     out = malloc(d.args.len[10]);
@@ -595,8 +584,7 @@ static char *decided_bytes(const decided_input_t *in, time_t now_s, size_t *len)
 
 /* Decides `in` at two wall clocks a year apart: byte-identical events. */
 static void assert_same_bytes(const decided_input_t *in, avro_value_iface_t *iface,
-                              const char *time_field, int64_t want_ms)
-{
+                              const char *time_field, int64_t want_ms) {
     size_t n1 = 0, n2 = 0;
     char *b1 = decided_bytes(in, 1700000000, &n1);
     char *b2 = decided_bytes(in, 1700000000 + 366 * 86400, &n2);
@@ -611,8 +599,7 @@ static void assert_same_bytes(const decided_input_t *in, avro_value_iface_t *ifa
     free(b2);
 }
 
-static void test_decided_events_ignore_the_wall_clock(void **state)
-{
+static void test_decided_events_ignore_the_wall_clock(void **state) {
     policy_month_t w[3];
     policy_decision_t d;
     policy_profile_t prof = g.policy.profile_default;
@@ -632,14 +619,18 @@ static void test_decided_events_ignore_the_wall_clock(void **state)
     review(w, &d);
     assert_true(d.changed);
     assert_int_equal(outbox_review_at(&z, APR_2025), may_shanghai);
-    decided_input_t in = {.kind = BY_TIER_CHANGE, .dec = &d, .window = w, .nwindow = 3,
-                          .month = APR_2025, .decided_at_ms = outbox_review_at(&z, APR_2025)};
+    decided_input_t in = {.kind = BY_TIER_CHANGE,
+                          .dec = &d,
+                          .window = w,
+                          .nwindow = 3,
+                          .month = APR_2025,
+                          .decided_at_ms = outbox_review_at(&z, APR_2025)};
     assert_same_bytes(&in, g.tc_iface, "decided_at", may_shanghai);
 
     /* a placement by an order: decided at the order's placed_at */
     policy_first_order(&g.policy, &prof, APR_2025, &d);
-    in = (decided_input_t){.kind = BY_TIER_CHANGE, .dec = &d, .month = APR_2025,
-                           .decided_at_ms = placed_at};
+    in = (decided_input_t){
+        .kind = BY_TIER_CHANGE, .dec = &d, .month = APR_2025, .decided_at_ms = placed_at};
     assert_same_bytes(&in, g.tc_iface, "decided_at", placed_at);
 
     /* an override: decided at the profile's updated_at */
@@ -647,13 +638,15 @@ static void test_decided_events_ignore_the_wall_clock(void **state)
     prof.tier_override = 6;
     policy_on_profile(&g.policy, &st, &prof, &d);
     assert_true(d.changed);
-    in = (decided_input_t){.kind = BY_TIER_CHANGE, .dec = &d, .month = -1,
-                           .decided_at_ms = placed_at - 3600000};
+    in = (decided_input_t){
+        .kind = BY_TIER_CHANGE, .dec = &d, .month = -1, .decided_at_ms = placed_at - 3600000};
     assert_same_bytes(&in, g.tc_iface, "decided_at", placed_at - 3600000);
 
     /* a quota event: its only time is the crossing order's placed_at */
-    in = (decided_input_t){.kind = BY_QUOTA, .month = APR_2025,
-                           .quota = POLICY_QUOTA_WARNING, .placed_at_ms = placed_at};
+    in = (decided_input_t){.kind = BY_QUOTA,
+                           .month = APR_2025,
+                           .quota = POLICY_QUOTA_WARNING,
+                           .placed_at_ms = placed_at};
     assert_same_bytes(&in, g.q_iface, "placed_at", placed_at);
 
     assert_int_equal(month_zone_init(&z, "UTC", err, sizeof(err)), 0);
@@ -662,8 +655,7 @@ static void test_decided_events_ignore_the_wall_clock(void **state)
 /* ------------------------------------------------------------------ */
 /* Quota events                                                        */
 
-static void test_quota(void **state)
-{
+static void test_quota(void **state) {
     policy_quota_limits_t lim;
     char id[128], err[256], *buf = NULL;
     size_t len = 0;
@@ -677,8 +669,14 @@ static void test_quota(void **state)
     assert_int_equal(lim.hard_cap, 2000);
 
     events_quota_t q = {
-        .customer_id = "C-42", .month = APR_2025, .tier = 3, .kind = POLICY_QUOTA_WARNING,
-        .limits = &lim, .consumed = 240, .order_id = "O-1001", .placed_at_ms = DECIDED_AT,
+        .customer_id = "C-42",
+        .month = APR_2025,
+        .tier = 3,
+        .kind = POLICY_QUOTA_WARNING,
+        .limits = &lim,
+        .consumed = 240,
+        .order_id = "O-1001",
+        .placed_at_ms = DECIDED_AT,
         .policy = &g.policy,
     };
     if (events_encode_quota(g.ev, &q, &buf, &len, id, sizeof(id), err, sizeof(err)) != 0)
@@ -742,14 +740,12 @@ static void test_quota(void **state)
     assert_null(buf);
 }
 
-static void test_destroy_null(void **state)
-{
+static void test_destroy_null(void **state) {
     (void)state;
     events_destroy(NULL);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tc_first_placement),
         cmocka_unit_test(test_tc_review),

@@ -224,9 +224,8 @@ static void test_render_order_latency(void **state) {
     fill(&s);
     const double obs[] = {0.004, 0.005, 0.07, 0.07, 1.5, 45.0, 3600.0};
     for (size_t i = 0; i < sizeof(obs) / sizeof(obs[0]); i++)
-        metrics_hist_observe(metrics_latency_bounds, METRICS_LAT_BUCKETS,
-                             s.order_latency_buckets, &s.order_latency_sum,
-                             &s.order_latency_count, obs[i]);
+        metrics_hist_observe(metrics_latency_bounds, METRICS_LAT_BUCKETS, s.order_latency_buckets,
+                             &s.order_latency_sum, &s.order_latency_count, obs[i]);
     char *t = render(&s);
     expect_line(t, "# TYPE tierd_order_latency_seconds histogram");
     expect_line(t, "tierd_order_latency_seconds_bucket{le=\"0.005\"} 2");
@@ -533,8 +532,8 @@ static void test_start_disabled_and_bad_addresses(void **state) {
     metrics_publish(NULL, &s);
 
     static const char *const bad[] = {
-        "127.0.0.1", "localhost:9464", "::1:9464", "[::1]9464", "[::1]:",
-        "1.2.3.4:65536", "1.2.3.4:9x", ":9464", "[]:80", "999.0.0.1:80",
+        "127.0.0.1",     "localhost:9464", "::1:9464", "[::1]9464", "[::1]:",
+        "1.2.3.4:65536", "1.2.3.4:9x",     ":9464",    "[]:80",     "999.0.0.1:80",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = '\0';

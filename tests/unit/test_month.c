@@ -18,24 +18,21 @@
 
 #include "month.h"
 
-#define YEAR1_MS (-62135596800000LL)   /* 0001-01-01T00:00:00Z */
-#define Y10000_MS 253402300800000LL    /* 10000-01-01T00:00:00Z */
+#define YEAR1_MS (-62135596800000LL) /* 0001-01-01T00:00:00Z */
+#define Y10000_MS 253402300800000LL  /* 10000-01-01T00:00:00Z */
 #define NEG_2_62 (-4611686018427387904LL)
 
 /* The zone the test runs in: one at a time, as month.h requires. */
 static month_zone_t zone;
 
-static void set_zone(const char *name)
-{
+static void set_zone(const char *name) {
     char err[256];
 
-    if (month_zone_init(&zone, name, err, sizeof(err)) != 0)
-        fail_msg("%s", err);
+    if (month_zone_init(&zone, name, err, sizeof(err)) != 0) fail_msg("%s", err);
 }
 
 /* m holds ms: its start is at or before ms and the next month's after. */
-static void assert_holds(int32_t m, int64_t ms)
-{
+static void assert_holds(int32_t m, int64_t ms) {
     int64_t start, next;
 
     assert_int_equal(month_start_ms_checked(&zone, m, &start), 0);
@@ -44,8 +41,7 @@ static void assert_holds(int32_t m, int64_t ms)
     assert_true(ms < next);
 }
 
-static void test_epoch_and_calendar_ends(void **state)
-{
+static void test_epoch_and_calendar_ends(void **state) {
     struct {
         int64_t ms;
         int yyyymm;
@@ -53,10 +49,10 @@ static void test_epoch_and_calendar_ends(void **state)
         {0, 197001},
         {-1, 196912},
         {YEAR1_MS, 101},
-        {YEAR1_MS - 1, 12},          /* December of year 0 */
+        {YEAR1_MS - 1, 12}, /* December of year 0 */
         {Y10000_MS - 1, 999912},
         {Y10000_MS, 1000001},
-        {946684800000LL, 200001},    /* 2000-01-01T00:00:00Z */
+        {946684800000LL, 200001}, /* 2000-01-01T00:00:00Z */
         {1793462400000LL, 202610},
     };
     size_t i;
@@ -83,10 +79,9 @@ static void test_epoch_and_calendar_ends(void **state)
 
 /* Instants whose month does not fit: refused by the checked form, clamped
  * by the plain one, and they must not poison the cache. */
-static void test_extreme_instants(void **state)
-{
-    const int64_t far[] = {INT64_MIN, INT64_MIN + 1, NEG_2_62, INT64_MAX, INT64_MAX - 999,
-                           -NEG_2_62};
+static void test_extreme_instants(void **state) {
+    const int64_t far[] = {INT64_MIN, INT64_MIN + 1,   NEG_2_62,
+                           INT64_MAX, INT64_MAX - 999, -NEG_2_62};
     size_t i;
     int32_t m = 12345;
 
@@ -105,8 +100,7 @@ static void test_extreme_instants(void **state)
 }
 
 /* The last instants that still have a month, and the first that do not. */
-static void test_representable_edges(void **state)
-{
+static void test_representable_edges(void **state) {
     int64_t lo, hi;
     int32_t m;
 
@@ -134,11 +128,10 @@ static void test_representable_edges(void **state)
 
 /* month_start_ms for every kind of int32 month, including those past the
  * representable range: defined, and never decreasing. */
-static void test_start_of_any_month(void **state)
-{
-    const int32_t ms[] = {INT32_MIN, INT32_MIN + 1, MONTH_MIN - 1, MONTH_MIN, -13, -12, -1,
-                          0,         1,             11,            12,        23640,
-                          MONTH_MAX, MONTH_MAX + 1, INT32_MAX - 1, INT32_MAX};
+static void test_start_of_any_month(void **state) {
+    const int32_t ms[] = {
+        INT32_MIN, INT32_MIN + 1, MONTH_MIN - 1, MONTH_MIN,     -13,      -12, -1, 0, 1, 11, 12,
+        23640,     MONTH_MAX,     MONTH_MAX + 1, INT32_MAX - 1, INT32_MAX};
     int64_t prev = INT64_MIN, t;
     size_t i;
     const char *zones[] = {"UTC", "Asia/Shanghai", "America/New_York"};
@@ -159,19 +152,18 @@ static void test_start_of_any_month(void **state)
     }
 }
 
-static void test_yyyymm_any_month(void **state)
-{
-    const int32_t out_of_range[] = {INT32_MIN, INT32_MIN + 1, MONTH_MIN - 1,
-                                    MONTH_MAX + 1, INT32_MAX};
+static void test_yyyymm_any_month(void **state) {
+    const int32_t out_of_range[] = {INT32_MIN, INT32_MIN + 1, MONTH_MIN - 1, MONTH_MAX + 1,
+                                    INT32_MAX};
     size_t i;
     int32_t m;
     int v;
 
     (void)state;
-    assert_int_equal(month_yyyymm(0), 1);       /* January of year 0 */
-    assert_int_equal(month_yyyymm(-1), -88);    /* December of year -1 */
-    assert_int_equal(month_yyyymm(-12), -99);   /* January of year -1 */
-    assert_int_equal(month_yyyymm(-13), -188);  /* December of year -2 */
+    assert_int_equal(month_yyyymm(0), 1);      /* January of year 0 */
+    assert_int_equal(month_yyyymm(-1), -88);   /* December of year -1 */
+    assert_int_equal(month_yyyymm(-12), -99);  /* January of year -1 */
+    assert_int_equal(month_yyyymm(-13), -188); /* December of year -2 */
     assert_int_equal(month_yyyymm(2026 * 12 + 10), 202611);
     for (i = 0; i < sizeof(out_of_range) / sizeof(out_of_range[0]); i++) {
         v = 7;
@@ -185,12 +177,10 @@ static void test_yyyymm_any_month(void **state)
         assert_int_equal(month_yyyymm_checked(m, &v), 0);
         assert_int_equal(month_from_yyyymm(v), m);
     }
-    for (m = -300; m <= 300; m++)
-        assert_int_equal(month_from_yyyymm(month_yyyymm(m)), m);
+    for (m = -300; m <= 300; m++) assert_int_equal(month_from_yyyymm(month_yyyymm(m)), m);
 }
 
-static void test_from_yyyymm_any_int(void **state)
-{
+static void test_from_yyyymm_any_int(void **state) {
     const int bad[] = {0, 202600, 202613, 202699, -100, -87, INT_MIN, INT_MAX, 99};
     size_t i;
     int32_t m = 5;
@@ -216,10 +206,9 @@ static void test_from_yyyymm_any_int(void **state)
 
 /* In zones with offsets (and local mean time before 1900), the far ends
  * still bucket consistently. */
-static void test_zones_far_instants(void **state)
-{
+static void test_zones_far_instants(void **state) {
     const char *zones[] = {"Asia/Shanghai", "America/New_York"};
-    const int64_t ms[] = {YEAR1_MS, -1, 0, Y10000_MS - 1, 253402300799999LL + 86400000LL,
+    const int64_t ms[] = {YEAR1_MS,       -1, 0, Y10000_MS - 1, 253402300799999LL + 86400000LL,
                           1793462400000LL};
     size_t z, i;
     int32_t m;
@@ -238,15 +227,11 @@ static void test_zones_far_instants(void **state)
     set_zone("UTC");
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_epoch_and_calendar_ends),
-        cmocka_unit_test(test_extreme_instants),
-        cmocka_unit_test(test_representable_edges),
-        cmocka_unit_test(test_start_of_any_month),
-        cmocka_unit_test(test_yyyymm_any_month),
-        cmocka_unit_test(test_from_yyyymm_any_int),
+        cmocka_unit_test(test_epoch_and_calendar_ends), cmocka_unit_test(test_extreme_instants),
+        cmocka_unit_test(test_representable_edges),     cmocka_unit_test(test_start_of_any_month),
+        cmocka_unit_test(test_yyyymm_any_month),        cmocka_unit_test(test_from_yyyymm_any_int),
         cmocka_unit_test(test_zones_far_instants),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -509,9 +509,8 @@ static void test_apply_errors_change_nothing(void **state) {
     set_sku(&o, 1, "D");
 
     /* overflow of qty, of amount, of the order count */
-    const agg_month_t edge[] = {{INT64_MAX - 5, 100, 1, 2},
-                                {10, INT64_MAX - 50, 1, 2},
-                                {10, 100, INT64_MAX, 2}};
+    const agg_month_t edge[] = {
+        {INT64_MAX - 5, 100, 1, 2}, {10, INT64_MAX - 50, 1, 2}, {10, 100, INT64_MAX, 2}};
     for (size_t i = 0; i < sizeof(edge) / sizeof(edge[0]); i++) {
         m.agg = edge[i];
         before = m;
@@ -729,9 +728,9 @@ static void test_decode_refusals(void **state) {
     struct {
         const char *want; /* in the message */
     } cases[] = {
-        {"format"},      {"tier"},       {"override tier"}, {"live score"},   {"scale"},
-        {"not strictly"}, {"grade"},     {"quota mask"},    {"qty"},          {"SKU fingerprints"},
-        {"month gap"},   {"month count"}, {"first month"},  {"sequence"},
+        {"format"},       {"tier"},        {"override tier"}, {"live score"}, {"scale"},
+        {"not strictly"}, {"grade"},       {"quota mask"},    {"qty"},        {"SKU fingerprints"},
+        {"month gap"},    {"month count"}, {"first month"},   {"sequence"},
     };
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         state_reset(&c);
