@@ -174,22 +174,21 @@ void state_drop_before(state_customer_t *c, int32_t m) {
 
 /* Binary search of a sorted, distinct fingerprint array: 1 when fp is
  * there; *at is where it is, or where it would go. */
-#define FIND_FP(name, type)                                                                       \
-    static int name(const type *v, uint32_t n, type fp, uint32_t *at) {                           \
-        uint32_t lo = 0, hi = n;                                                                  \
-        while (lo < hi) {                                                                         \
-            uint32_t mid = lo + (hi - lo) / 2;                                                    \
-            if (v[mid] < fp)                                                                      \
-                lo = mid + 1;                                                                     \
-            else                                                                                  \
-                hi = mid;                                                                         \
-        }                                                                                         \
-        *at = lo;                                                                                 \
-        return lo < n && v[lo] == fp;                                                             \
+#define FIND_FP(name, type)                                                                        \
+    static int name(const type *v, uint32_t n, type fp, uint32_t *at) {                            \
+        uint32_t lo = 0, hi = n;                                                                   \
+        while (lo < hi) {                                                                          \
+            uint32_t mid = lo + (hi - lo) / 2;                                                     \
+            if (v[mid] < fp)                                                                       \
+                lo = mid + 1;                                                                      \
+            else                                                                                   \
+                hi = mid;                                                                          \
+        }                                                                                          \
+        *at = lo;                                                                                  \
+        return lo < n && v[lo] == fp;                                                              \
     }
 FIND_FP(fp_find, uint64_t)
 FIND_FP(sku_find, uint32_t)
-
 
 int state_seen(const state_customer_t *c, uint64_t fp) {
     uint32_t at;
