@@ -60,10 +60,11 @@ typedef struct apply_stats {
     uint64_t return_excess_units;
     uint64_t reviews, profiles;
     uint64_t dead_by_reason[ORDER_ERR__COUNT + 1];
-    uint64_t tier_events, quota_events; /* decided and committed to the outbox */
-    double review_seconds;              /* wall time spent in committed reviews */
-    uint64_t state_corrupt;             /* customer states that did not parse */
-    uint64_t review_pages;              /* review transactions committed */
+    uint64_t tier_events, quota_events;          /* decided and committed to the outbox */
+    uint64_t quota_by_kind[POLICY_QUOTA__COUNT]; /* quota_events, by policy_quota_kind_t */
+    double review_seconds;                       /* wall time spent in committed reviews */
+    uint64_t state_corrupt;                      /* customer states that did not parse */
+    uint64_t review_pages;                       /* review transactions committed */
 } apply_stats_t;
 
 /* Makes the refused records durable (the dead-letter topic).  Returns 0

@@ -502,6 +502,8 @@ static void batch_committed(void *ctx) {
         if (b->outbox.tier_events + b->outbox.quota_events > 0) b->p->outbox_dirty = 1;
         st->tier_events += b->outbox.tier_events;
         st->quota_events += b->outbox.quota_events;
+        for (size_t k = 0; k < POLICY_QUOTA__COUNT; k++)
+            st->quota_by_kind[k] += b->outbox.quota_by_kind[k];
     }
     st->batches++;
     for (size_t i = 0; i < b->n_eff; i++) {

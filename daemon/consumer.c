@@ -872,6 +872,7 @@ static void publish_metrics(consumer_t *k, int force) {
     s->reason_names = k->reason_names;
     s->tier_events = a->tier_events;
     s->quota_events = a->quota_events;
+    memcpy(s->quota_by_kind, a->quota_by_kind, sizeof(s->quota_by_kind));
     s->events_published = publish_events_published(k->pub);
     if (store_connected(k->apply->store)) outbox_depth(k);
     s->outbox_depth = k->outbox_depth;

@@ -277,6 +277,14 @@ char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
                s->tier_events);
     buf_printf(&b, "tierd_events_decided_total{kind=\"quota\"} %" PRIu64 "\n", s->quota_events);
 
+    /* Every kind, at 0 too: an alert on increase() needs the series to
+     * exist before the first event, or its first increase is never seen. */
+    head(&b, "tierd_quota_events_total", "counter",
+         "Quota events decided and committed to the outbox, by kind.");
+    for (size_t k = 0; k < POLICY_QUOTA__COUNT; k++)
+        buf_printf(&b, "tierd_quota_events_total{kind=\"%s\"} %" PRIu64 "\n",
+                   policy_quota_kind_name((policy_quota_kind_t)k), s->quota_by_kind[k]);
+
     counter(&b, "tierd_events_published_total",
             "Events acknowledged by Kafka and removed from the outbox.", s->events_published);
     counter(&b, "tierd_redis_commands_total", "Commands sent to Redis.", s->redis_commands);

@@ -29,6 +29,8 @@
 #ifndef TIERD_METRICS_H
 #define TIERD_METRICS_H
 
+#include "tierd/policy.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -58,6 +60,7 @@ typedef struct metrics_snapshot {
     const char *const *reason_names; /* nreasons entries; NULL entries are named by index */
     size_t nreasons;
     uint64_t tier_events, quota_events, events_published, outbox_depth;
+    uint64_t quota_by_kind[POLICY_QUOTA__COUNT]; /* quota_events by kind, all exported */
     uint64_t redis_commands;
     double redis_rtt_seconds_sum; /* round-trip latency */
     uint64_t redis_rtt_count;

@@ -147,5 +147,6 @@ int outbox_quota(outbox_t *o, store_tx_t *tx, const customer_t *c, int32_t month
         return -1;
     }
     o->quota_events++;
+    o->quota_by_kind[kind]++;
     return 0;
 }

@@ -46,8 +46,9 @@ typedef struct outbox {
     events_t *events;         /* borrowed: the encoder */
     const month_zone_t *zone; /* borrowed: when a review decides (outbox_review_at) */
     const char *tier_topic, *quota_topic;
-    char key[256];                      /* the partition's outbox stream */
-    uint64_t tier_events, quota_events; /* decided in this transaction */
+    char key[256];                               /* the partition's outbox stream */
+    uint64_t tier_events, quota_events;          /* decided in this transaction */
+    uint64_t quota_by_kind[POLICY_QUOTA__COUNT]; /* quota_events, by policy_quota_kind_t */
     outbox_args_t args;
     size_t entry_from, entry_events; /* the entry being filled: its first arg, its events */
 } outbox_t;

@@ -38,6 +38,9 @@ static void fill(metrics_snapshot_t *s) {
     s->nreasons = 3;
     s->tier_events = 5;
     s->quota_events = 9;
+    s->quota_by_kind[POLICY_QUOTA_WARNING] = 4;
+    s->quota_by_kind[POLICY_QUOTA_REACHED] = 3;
+    s->quota_by_kind[POLICY_QUOTA_EXCEEDED] = 2;
     s->outbox_depth = 11;
     s->parts[0].partition = 0;
     s->parts[0].lag = 120;
@@ -94,6 +97,10 @@ static void test_render_counters_and_types(void **state) {
     expect_line(t, "tierd_duplicates_ignored_total 7");
     expect_line(t, "tierd_events_decided_total{kind=\"tier_change\"} 5");
     expect_line(t, "tierd_events_decided_total{kind=\"quota\"} 9");
+    expect_line(t, "tierd_quota_events_total{kind=\"WARNING\"} 4");
+    expect_line(t, "tierd_quota_events_total{kind=\"REACHED\"} 3");
+    expect_line(t, "tierd_quota_events_total{kind=\"EXCEEDED\"} 2");
+    expect_line(t, "tierd_quota_events_total{kind=\"HARD_CAP_EXCEEDED\"} 0");
     expect_line(t, "tierd_outbox_depth 11");
     expect_line(t, "tierd_orders_per_second 12.5");
     expect_line(t, "tierd_ready 1");
@@ -115,6 +122,7 @@ static void test_render_counters_and_types(void **state) {
         {"tierd_reviews_total", "counter"},
         {"tierd_profiles_applied_total", "counter"},
         {"tierd_events_decided_total", "counter"},
+        {"tierd_quota_events_total", "counter"},
         {"tierd_events_published_total", "counter"},
         {"tierd_redis_commands_total", "counter"},
         {"tierd_outbox_depth", "gauge"},
