@@ -120,6 +120,22 @@ int tierctl_read(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t f
                  tierctl_record_fn fn, void *opaque, volatile sig_atomic_t *stop, char *errstr,
                  size_t errstr_size);
 
+/* JSON lines on stdout (dump, events), buffered here: a million
+ * customers are millions of lines. */
+typedef struct out {
+    char buf[1 << 16];
+    size_t n;
+    int failed; /* a write failed (a closed pipe): stop */
+} out_t;
+void out_flush(out_t *o);
+void out_raw(out_t *o, const char *s, size_t n);
+void out_s(out_t *o, const char *s);
+void out_i64(out_t *o, int64_t v);
+/* A JSON string: quotes, backslashes and control characters escaped;
+ * bytes that are not UTF-8 (tierd never writes any) as U+FFFD, so the
+ * line stays JSON. */
+void out_str(out_t *o, const char *s, size_t n);
+
 /* The commands: argv[0] is the command's name. */
 int tierctl_show(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 int tierctl_explain(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
