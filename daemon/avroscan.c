@@ -113,8 +113,8 @@ static int avroscan_blocks(avroscan_t *s, avro_schema_t items, bool map, const c
         }
         if ((uint64_t)n > avroscan_left(s)) {
             errstr_fmt(s->errstr, s->errstr_size,
-                       "%s at byte %zu claims %" PRId64 " items but %zu bytes remain", what, at,
-                       n, avroscan_left(s));
+                       "%s at byte %zu claims %" PRId64 " items but %zu bytes remain", what, at, n,
+                       avroscan_left(s));
             return -1;
         }
         for (int64_t i = 0; i < n; i++)
@@ -147,8 +147,7 @@ int avroscan_value(avroscan_t *s, avro_schema_t sc, const char *what, int depth)
         size_t at = avroscan_at(s);
         if (avroscan_varint(s, what, 32, &v) != 0) return -1;
         if (v >= 0) return 0;
-        errstr_fmt(s->errstr, s->errstr_size, "%s at byte %zu is enum index %" PRId64, what, at,
-                   v);
+        errstr_fmt(s->errstr, s->errstr_size, "%s at byte %zu is enum index %" PRId64, what, at, v);
         return -1;
     }
     case AVRO_RECORD:

@@ -185,13 +185,11 @@ int codec_resolved_read(codec_resolved_t *r, const void *buf, size_t len, char *
         errstr_fmt(errstr, errstr_size, "record of %zu bytes is too large to decode", len);
         return -1;
     }
-    if (avroscan_value(&s, r->writer, r->what, 0) != 0 || avroscan_end(&s, r->what) != 0)
-        return -1;
+    if (avroscan_value(&s, r->writer, r->what, 0) != 0 || avroscan_end(&s, r->what) != 0) return -1;
     avro_value_reset(&r->wvalue);
     avro_reader_memory_set_source(r->in, (const char *)buf, (int64_t)len);
     if (avro_value_read(r->in, &r->wvalue) != 0) {
-        errstr_fmt(errstr, errstr_size, "libavro cannot read the %s: %s", r->what,
-                   avro_strerror());
+        errstr_fmt(errstr, errstr_size, "libavro cannot read the %s: %s", r->what, avro_strerror());
         return -1;
     }
     return 0;

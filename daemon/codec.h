@@ -72,16 +72,16 @@ int codec_write(codec_record_t *r, char **out, size_t *len, char *errstr, size_t
  * Start from a zeroed one; codec_resolved_free accepts a zeroed or
  * half-built one.  Not thread-safe: the values are reused. */
 typedef struct codec_resolved {
-    const char *what;          /* the record's name, for messages */
-    avro_schema_t writer;      /* owned reference */
-    avro_schema_t reader;      /* owned reference */
+    const char *what;           /* the record's name, for messages */
+    avro_schema_t writer;       /* owned reference */
+    avro_schema_t reader;       /* owned reference */
     avro_value_iface_t *wiface; /* owned: the writer's generic class */
     avro_value_iface_t *riface; /* owned: the resolved reader class */
     avro_value_t wvalue;        /* owned when live: what the bytes are read into */
     avro_value_t value;         /* owned when live: wvalue as the reader schema */
     bool live;
-    avro_reader_t in;          /* owned; pointed at each record in turn */
-    avro_schema_t wenums[16];  /* the writer's named enums, borrowed from writer */
+    avro_reader_t in;         /* owned; pointed at each record in turn */
+    avro_schema_t wenums[16]; /* the writer's named enums, borrowed from writer */
     size_t nwenums;
 } codec_resolved_t;
 
