@@ -43,8 +43,9 @@ static const char help_main[] =
     "\n"
     "The operator's tool of tierd: looks at a customer's state in Redis,\n"
     "explains its tier, replays orders to try a policy or to rebuild lost\n"
-    "state.  It reads the configuration tierd reads (-c FILE, TIERD_* variables)\n"
-    "and decides by the same policy.  It never publishes to Kafka.\n"
+    "state, prints the events tierd published.  It reads the configuration\n"
+    "tierd reads (-c FILE, TIERD_* variables) and decides by the same policy.\n"
+    "It never publishes to Kafka.\n"
     "\n"
     "commands:\n"
     "  show [--events N] CUSTOMER\n"
@@ -59,7 +60,12 @@ static const char help_main[] =
     "  dump [--partition N] [--customer C]\n"
     "                      the state of every partition and customer as JSON lines,\n"
     "                      a format kept across layout changes (tierctl dump "
-    "--help):\n" TIERCTL_DUMP_FORMAT "\n"
+    "--help):\n" TIERCTL_DUMP_FORMAT
+    "  events [-e] [--customer C] [--kind tier_change|quota] [--topic T]\n"
+    "         [--reason R] [--from TIME] [--to TIME]\n"
+    "                      tier-changes and quota-events decoded, one JSON object a\n"
+    "                      line; follows the topics, or exits at their end with -e\n"
+    "\n"
     "options:\n"
     "  -c, --config FILE   YAML configuration, as for tierd\n"
     "  -v, --verbose       log what the replay's pipeline logs (reviews, refusals)\n"
@@ -561,7 +567,7 @@ typedef struct command {
 
 static const command_t commands[] = {
     {"show", tierctl_show},       {"explain", tierctl_explain}, {"backtest", tierctl_backtest},
-    {"rebuild", tierctl_rebuild}, {"dump", tierctl_dump},
+    {"rebuild", tierctl_rebuild}, {"dump", tierctl_dump},       {"events", tierctl_events},
 };
 
 int main(int argc, char **argv) {

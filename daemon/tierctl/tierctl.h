@@ -1,9 +1,10 @@
 /*
- * tierctl.h -- the operator's tool of tierd, private to the four files
+ * tierctl.h -- the operator's tool of tierd, private to the five files
  * of daemon/tierctl/:
  *   tierctl.c   command line, setup, and what the commands share
  *   show.c      show, explain: read one customer, judge it, print
  *   dump.c      dump: every partition and customer as JSON lines
+ *   events.c    events: the event topics decoded, as JSON lines
  *   replay.c    backtest, rebuild: orders replayed through apply
  *
  * It is built on tierdcore, the library tierd is built on, and uses its
@@ -142,6 +143,7 @@ int tierctl_explain(int argc, char **argv, const char *conf_path, volatile sig_a
 int tierctl_backtest(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 int tierctl_rebuild(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 int tierctl_dump(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
+int tierctl_events(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 
 /* The lines `tierctl dump` prints, one of each type, for the help texts:
  * docs/tierctl.md documents each field. */
@@ -156,6 +158,6 @@ int tierctl_dump(int argc, char **argv, const char *conf_path, volatile sig_atom
 
 /* Help texts, printed by `tierctl COMMAND --help`; docs/tierctl.md repeats them. */
 extern const char tierctl_help_show[], tierctl_help_explain[], tierctl_help_backtest[],
-    tierctl_help_rebuild[], tierctl_help_dump[];
+    tierctl_help_rebuild[], tierctl_help_dump[], tierctl_help_events[];
 
 #endif
