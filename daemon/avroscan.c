@@ -97,6 +97,77 @@ int avroscan_end(avroscan_t *s, const char *record) {
     return -1;
 }
 
+/* The blocks of an array or map: a count (negative: its absolute value,
+ * then the block's size in bytes), items, ..., a zero count. */
+static int avroscan_blocks(avroscan_t *s, avro_schema_t items, bool map, const char *what,
+                           int depth) {
+    for (;;) {
+        size_t at = avroscan_at(s);
+        int64_t n, size;
+
+        if (avroscan_varint(s, what, 64, &n) != 0) return -1;
+        if (n == 0) return 0;
+        if (n < 0) {
+            if (avroscan_varint(s, what, 64, &size) != 0) return -1;
+            n = n == INT64_MIN ? INT64_MAX : -n;
+        }
+        if ((uint64_t)n > avroscan_left(s)) {
+            errstr_fmt(s->errstr, s->errstr_size,
+                       "%s at byte %zu claims %" PRId64 " items but %zu bytes remain", what, at, n,
+                       avroscan_left(s));
+            return -1;
+        }
+        for (int64_t i = 0; i < n; i++)
+            if ((map && avroscan_string(s, what) != 0) ||
+                avroscan_value(s, items, what, depth + 1) != 0)
+                return -1;
+    }
+}
+
+int avroscan_value(avroscan_t *s, avro_schema_t sc, const char *what, int depth) {
+    int64_t v;
+    int i;
+
+    if (depth > AVROSCAN_DEPTH_MAX) {
+        errstr_fmt(s->errstr, s->errstr_size, "%s at byte %zu is nested deeper than %d levels",
+                   what, avroscan_at(s), AVROSCAN_DEPTH_MAX);
+        return -1;
+    }
+    switch (avro_typeof(sc)) {
+    case AVRO_STRING:
+    case AVRO_BYTES: return avroscan_string(s, what);
+    case AVRO_INT32: return avroscan_varint(s, what, 32, &v);
+    case AVRO_INT64: return avroscan_varint(s, what, 64, &v);
+    case AVRO_FLOAT: return avroscan_bytes(s, what, 4);
+    case AVRO_DOUBLE: return avroscan_bytes(s, what, 8);
+    case AVRO_BOOLEAN: return avroscan_boolean(s, what);
+    case AVRO_NULL: return 0;
+    case AVRO_FIXED: return avroscan_bytes(s, what, (size_t)avro_schema_fixed_size(sc));
+    case AVRO_ENUM: {
+        size_t at = avroscan_at(s);
+        if (avroscan_varint(s, what, 32, &v) != 0) return -1;
+        if (v >= 0) return 0;
+        errstr_fmt(s->errstr, s->errstr_size, "%s at byte %zu is enum index %" PRId64, what, at, v);
+        return -1;
+    }
+    case AVRO_RECORD:
+        for (i = 0; i < (int)avro_schema_record_size(sc); i++)
+            if (avroscan_value(s, avro_schema_record_field_get_by_index(sc, i),
+                               avro_schema_record_field_name(sc, i), depth + 1) != 0)
+                return -1;
+        return 0;
+    case AVRO_UNION:
+        i = avroscan_index(s, what, 32, (int)avro_schema_union_size(sc));
+        if (i < 0) return -1;
+        return avroscan_value(s, avro_schema_union_branch(sc, i), what, depth + 1);
+    case AVRO_ARRAY: return avroscan_blocks(s, avro_schema_array_items(sc), false, what, depth);
+    case AVRO_MAP: return avroscan_blocks(s, avro_schema_map_values(sc), true, what, depth);
+    case AVRO_LINK: return avroscan_value(s, avro_schema_link_target(sc), what, depth + 1);
+    }
+    errstr_fmt(s->errstr, s->errstr_size, "%s has an Avro type this scanner does not know", what);
+    return -1;
+}
+
 /* -------------------------------------------------------------------------
  * Schema shape.
  */

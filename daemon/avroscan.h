@@ -71,6 +71,17 @@ int avroscan_boolean(avroscan_t *s, const char *what);
 /* The record named `record` must end exactly at the end of the buffer. */
 int avroscan_end(avroscan_t *s, const char *record);
 
+/* One value of any schema, walked by the schema itself rather than by a
+ * hand-written mirror: for readers of records whose schema they hold but
+ * did not write a walker for (tierctl events).  Every length, count and
+ * union index is bounded as above; an array or map may not claim more
+ * items than bytes remain.  An enum index is only required to be >= 0:
+ * a newer writer may have added symbols, and libavro stores any index
+ * (the reader decides how to show one it does not know).  Nesting deeper
+ * than AVROSCAN_DEPTH_MAX (a recursive schema) is refused. */
+#define AVROSCAN_DEPTH_MAX 32
+int avroscan_value(avroscan_t *s, avro_schema_t schema, const char *what, int depth);
+
 /* One field a walker expects, in schema order. */
 typedef struct avroscan_field {
     const char *name;

@@ -61,6 +61,54 @@ int codec_read(codec_record_t *r, const void *buf, size_t len, char *errstr, siz
  * (the caller frees it) and *len set; or -1 with errstr, *out untouched. */
 int codec_write(codec_record_t *r, char **out, size_t *len, char *errstr, size_t errstr_size);
 
+/* A record read by Avro schema resolution: bytes written with the
+ * `writer` schema are pre-scanned against it (avroscan_value), read into a
+ * value of that schema, and `value` shows them as the `reader` schema
+ * (libavro's resolved reader): fields matched by name, the writer's extra
+ * fields skipped, int/long/float promoted.  libavro does not do all of the
+ * specification: a reader field the writer lacks is refused at
+ * codec_resolved_new even when it has a default, and an enum read through
+ * `value` gives the WRITER's index, which codec_resolved_enum names.
+ * Start from a zeroed one; codec_resolved_free accepts a zeroed or
+ * half-built one.  Not thread-safe: the values are reused. */
+typedef struct codec_resolved {
+    const char *what;           /* the record's name, for messages */
+    avro_schema_t writer;       /* owned reference */
+    avro_schema_t reader;       /* owned reference */
+    avro_value_iface_t *wiface; /* owned: the writer's generic class */
+    avro_value_iface_t *riface; /* owned: the resolved reader class */
+    avro_value_t wvalue;        /* owned when live: what the bytes are read into */
+    avro_value_t value;         /* owned when live: wvalue as the reader schema */
+    bool live;
+    avro_reader_t in;         /* owned; pointed at each record in turn */
+    avro_schema_t wenums[16]; /* the writer's named enums, borrowed from writer */
+    size_t nwenums;
+} codec_resolved_t;
+
+/* Builds the resolution of writer into reader (taking a reference to
+ * each).  0, or -1 with errstr naming what does not resolve. */
+int codec_resolved_new(codec_resolved_t *r, avro_schema_t writer, avro_schema_t reader,
+                       const char *what, char *errstr, size_t errstr_size);
+
+/* Reads exactly one record from [buf, buf + len): pre-scanned first, so
+ * bytes nobody checked are safe here.  0, or -1 with errstr. */
+int codec_resolved_read(codec_resolved_t *r, const void *buf, size_t len, char *errstr,
+                        size_t errstr_size);
+
+/* What an enum read through r->value is. */
+typedef enum codec_symbol {
+    CODEC_SYMBOL_KNOWN,       /* a symbol of the reader's enum: *symbol */
+    CODEC_SYMBOL_WRITER_ONLY, /* the writer's symbol *symbol, which the reader lacks */
+    CODEC_SYMBOL_UNKNOWN,     /* an index past the writer's symbols: *symbol NULL */
+} codec_symbol_t;
+
+/* Names the enum v (a value of r->value, its schema the reader's enum).
+ * *index is the index as written.  -1 when v is not an enum. */
+int codec_resolved_enum(const codec_resolved_t *r, const avro_value_t *v, const char **symbol,
+                        int *index, codec_symbol_t *kind);
+
+void codec_resolved_free(codec_resolved_t *r);
+
 /* The Confluent wire format: magic byte 0x00, a big-endian 4-byte schema
  * id, then the Avro binary. */
 #define CODEC_CONFLUENT_HEADER 5

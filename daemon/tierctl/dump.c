@@ -20,7 +20,6 @@
 #include "arena.h"
 #include "month.h"
 #include "state.h"
-#include "utf8.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -47,79 +46,6 @@ const char tierctl_help_dump[] =
     "and exits 1.  With --customer, only the partitions holding the customer\n"
     "are printed (exit 3 when none does).  Read while tierd runs, a dump is not\n"
     "a snapshot, but each customer's lines come from one stored state.\n";
-
-/* stdout, buffered here: a million customers are millions of lines. */
-typedef struct out {
-    char buf[1 << 16];
-    size_t n;
-    int failed; /* a write failed (a closed pipe): stop */
-} out_t;
-
-static void out_flush(out_t *o) {
-    if (o->n && !o->failed && fwrite(o->buf, 1, o->n, stdout) != o->n) o->failed = 1;
-    o->n = 0;
-}
-
-static void out_raw(out_t *o, const char *s, size_t n) {
-    if (o->n + n > sizeof(o->buf)) out_flush(o);
-    if (n > sizeof(o->buf)) { /* longer than the buffer: straight through */
-        if (!o->failed && fwrite(s, 1, n, stdout) != n) o->failed = 1;
-        return;
-    }
-    memcpy(o->buf + o->n, s, n);
-    o->n += n;
-}
-
-static void out_s(out_t *o, const char *s) {
-    out_raw(o, s, strlen(s));
-}
-
-/* Digits by hand: snprintf was a third of a large dump's time. */
-static void out_i64(out_t *o, int64_t v) {
-    char b[24], *e = b + sizeof(b), *p = e;
-    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
-    do {
-        *--p = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0) *--p = '-';
-    out_raw(o, p, (size_t)(e - p));
-}
-
-/* A JSON string: quotes, backslashes and control characters escaped;
- * bytes that are not UTF-8 (tierd never writes any) as U+FFFD, so the
- * line stays JSON. */
-static void out_str(out_t *o, const char *s, size_t n) {
-    static const char hex[] = "0123456789abcdef";
-    out_raw(o, "\"", 1);
-    while (n > 0) {
-        size_t ok = utf8_invalid_at(s, n), run = 0;
-        for (size_t i = 0; i <= ok; i++) {
-            unsigned char c = i < ok ? (unsigned char)s[i] : 0;
-            if (i < ok && c >= 0x20 && c != '"' && c != '\\' && c != 0x7f) {
-                run++;
-                continue;
-            }
-            out_raw(o, s + i - run, run);
-            run = 0;
-            if (i == ok) break;
-            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            switch (c) {
-            case '"': out_raw(o, "\\\"", 2); break;
-            case '\\': out_raw(o, "\\\\", 2); break;
-            case '\n': out_raw(o, "\\n", 2); break;
-            case '\r': out_raw(o, "\\r", 2); break;
-            case '\t': out_raw(o, "\\t", 2); break;
-            default: out_raw(o, e, 6); break;
-            }
-        }
-        if (ok == n) break;
-        out_raw(o, "\\ufffd", 6); /* one byte that starts no valid sequence */
-        s += ok + 1;
-        n -= ok + 1;
-    }
-    out_raw(o, "\"", 1);
-}
 
 /* "YYYY-MM" (policy_month_text's form), or null for -1 (none). */
 static void out_month(out_t *o, int32_t m) {

@@ -1,9 +1,10 @@
 /*
- * tierctl.h -- the operator's tool of tierd, private to the four files
+ * tierctl.h -- the operator's tool of tierd, private to the five files
  * of daemon/tierctl/:
  *   tierctl.c   command line, setup, and what the commands share
  *   show.c      show, explain: read one customer, judge it, print
  *   dump.c      dump: every partition and customer as JSON lines
+ *   events.c    events: the event topics decoded, as JSON lines
  *   replay.c    backtest, rebuild: orders replayed through apply
  *
  * It is built on tierdcore, the library tierd is built on, and uses its
@@ -120,12 +121,29 @@ int tierctl_read(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t f
                  tierctl_record_fn fn, void *opaque, volatile sig_atomic_t *stop, char *errstr,
                  size_t errstr_size);
 
+/* JSON lines on stdout (dump, events), buffered here: a million
+ * customers are millions of lines. */
+typedef struct out {
+    char buf[1 << 16];
+    size_t n;
+    int failed; /* a write failed (a closed pipe): stop */
+} out_t;
+void out_flush(out_t *o);
+void out_raw(out_t *o, const char *s, size_t n);
+void out_s(out_t *o, const char *s);
+void out_i64(out_t *o, int64_t v);
+/* A JSON string: quotes, backslashes and control characters escaped;
+ * bytes that are not UTF-8 (tierd never writes any) as U+FFFD, so the
+ * line stays JSON. */
+void out_str(out_t *o, const char *s, size_t n);
+
 /* The commands: argv[0] is the command's name. */
 int tierctl_show(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 int tierctl_explain(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 int tierctl_backtest(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 int tierctl_rebuild(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 int tierctl_dump(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
+int tierctl_events(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 
 /* The lines `tierctl dump` prints, one of each type, for the help texts:
  * docs/tierctl.md documents each field. */
@@ -140,6 +158,6 @@ int tierctl_dump(int argc, char **argv, const char *conf_path, volatile sig_atom
 
 /* Help texts, printed by `tierctl COMMAND --help`; docs/tierctl.md repeats them. */
 extern const char tierctl_help_show[], tierctl_help_explain[], tierctl_help_backtest[],
-    tierctl_help_rebuild[], tierctl_help_dump[];
+    tierctl_help_rebuild[], tierctl_help_dump[], tierctl_help_events[];
 
 #endif
