@@ -1,5 +1,5 @@
 /*
- * agg.h -- per customer, per month aggregates (SPEC section 5), pure.
+ * agg.h -- per customer, per month aggregates (docs/behaviour.md), pure.
  *
  * No I/O here: the store reads the text forms, these functions parse,
  * apply an order and format them back.  An order is applied whole or not
@@ -30,7 +30,7 @@ typedef struct agg_sku {
 typedef struct agg_skuset {
     agg_sku_t *v; /* sorted by name (owned) */
     size_t n, cap;
-    char *names;  /* owned */
+    char *names; /* owned */
     size_t used, names_cap;
 } agg_skuset_t;
 

@@ -12,9 +12,10 @@
 #ifndef TIERD_APPLY_H
 #define TIERD_APPLY_H
 
-#include "decide.h"
 #include "decode.h"
 #include "events.h"
+#include "fault.h"
+#include "month.h"
 #include "store.h"
 #include "strmap.h"
 #include "tierd/order.h"
@@ -24,7 +25,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { APPLY_OK = 0, APPLY_RETRY = -1, APPLY_FENCED = -2, APPLY_REWIND = -3 };
+enum { APPLY_OK = 0, APPLY_RETRY = -1, APPLY_FENCED = -2, APPLY_REWIND = -3, APPLY_CORRUPT = -4 };
 
 typedef enum {
     MSG_NEW = 0,
@@ -59,48 +60,40 @@ typedef struct apply_stats {
     uint64_t return_excess_units;
     uint64_t reviews, profiles;
     uint64_t dead_by_reason[ORDER_ERR__COUNT + 1];
-    uint64_t tier_events, quota_events; /* decided and committed to the outbox */
-    double review_seconds;              /* wall time spent in committed reviews */
+    uint64_t tier_events, quota_events;          /* decided and committed to the outbox */
+    uint64_t quota_by_kind[POLICY_QUOTA__COUNT]; /* quota_events, by policy_quota_kind_t */
+    double review_seconds;                       /* wall time spent in committed reviews */
+    uint64_t state_corrupt;                      /* customer states that did not parse */
+    uint64_t review_pages;                       /* review transactions committed */
 } apply_stats_t;
 
 /* Makes the refused records durable (the dead-letter topic).  Returns 0
  * only when every one of them is written; the batch is not committed
  * otherwise. */
-typedef int (*apply_dead_fn)(void *opaque, const apply_part_t *p, apply_msg_t **dead,
-                             size_t n, char *errstr, size_t errstr_size);
+typedef int (*apply_dead_fn)(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t n,
+                             char *errstr, size_t errstr_size);
 
 typedef struct apply_ctx {
-    store_t *store;          /* borrowed */
-    decoder_t *decoder;      /* borrowed */
+    store_t *store;     /* borrowed */
+    decoder_t *decoder; /* borrowed */
     validate_rules_t rules;
-    int32_t window;          /* W */
-    const char *owner;       /* instance id, written into meta */
-    const policy_t *policy;  /* borrowed; NULL: aggregates only, no decisions */
-    events_t *events;        /* borrowed */
+    int32_t window;         /* W */
+    month_zone_t zone;      /* time_zone: months of orders, reviews' decided_at */
+    const char *owner;      /* instance id, written into meta */
+    const policy_t *policy; /* borrowed; NULL: aggregates only, no decisions */
+    events_t *events;       /* borrowed */
     const char *tier_topic, *quota_topic, *profile_topic;
     apply_dead_fn dead;
     void *dead_opaque;
     apply_stats_t stats;
-    /* Fault injection for tests only: while this file exists, a commit
-     * waits between its watched read and EXEC (at most 120 s). */
-    const char *fault_stall_file;
-    const char *fault_review_stall_file; /* same, for a review's EXEC */
+    fault_t fault; /* the tests' hooks (fault.h): none unless built with them */
     int64_t idle_close_after_ms;
     /* working memory, reused between batches */
     order_t *orders;
     size_t orders_cap;
-    struct apply_work *work; /* apply.c's per-batch arrays: grown, never shrunk */
-    strmap_t cm;   /* "<month>:<customer>" -> customer-month entry */
-    strmap_t seen; /* dedupe field -> state */
-    strmap_t cust; /* customer id -> decide_customer_t */
+    struct batch_work *work; /* batch.c's per-batch arrays: grown, never shrunk */
+    strmap_t cust;           /* customer id -> its index in the batch */
 } apply_ctx_t;
-
-/* What Redis' meta (read under WATCH) says of our cached one:
- * APPLY_FENCED when another instance claimed the partition (a newer epoch),
- * else APPLY_REWIND when Redis is older in epoch, offset or profiles offset
- * (it lost writes: consume again from what it holds), else APPLY_OK.
- * One rule for batches, reviews and profiles. */
-int apply_meta_verdict(const apply_part_t *p, const store_meta_t *now);
 
 void apply_init(apply_ctx_t *a);
 void apply_free(apply_ctx_t *a);
@@ -114,30 +107,5 @@ void apply_free(apply_ctx_t *a);
  * again from the offset Redis now holds. */
 int apply_batch(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, int64_t now_ms,
                 char *errstr, size_t errstr_size);
-
-/* The monthly review of `month` for every customer of the partition
- * (review.c): one watched read, one MULTI/EXEC with the new states, the
- * tier-change events and meta.reviewed.  Reviewing a month already
- * reviewed does nothing, so a crash can neither skip nor repeat one. */
-int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms, char *errstr,
-                 size_t errstr_size);
-
-/* Reviews every month not yet reviewed up to and including `to`, oldest
- * first.  Months with no orders cost a bounded number of reviews however
- * many there are: once W + 1 reviews in a row were steady over months
- * with no orders, the remaining ones would decide nothing new, so the
- * partition moves to `to` at once, carrying the tier months forward and
- * leaving no month key outside the kept range. */
-int apply_review_through(apply_ctx_t *a, apply_part_t *p, int32_t to, int64_t now_ms,
-                         char *errstr, size_t errstr_size);
-
-/* Applies a batch of customer-profiles records (profiles.c): profile
- * stored, override and lowered grade decided at once, events to the
- * outbox, the profiles offset moved, in one MULTI/EXEC. */
-int apply_profiles(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n,
-                   int64_t now_ms, char *errstr, size_t errstr_size);
-
-/* Helpers shared by apply, review and profiles. */
-void apply_decide_ctx(apply_ctx_t *a, const apply_part_t *p, int64_t now_ms, decide_ctx_t *d);
 
 #endif

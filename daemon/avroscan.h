@@ -5,9 +5,10 @@
  * Private to the daemon.  libavro trusts what it reads: it allocates a
  * string's claimed length before checking the bytes are there (and leaks
  * it when they are not) and accepts any enum or union index.  So decode.c
- * and events.c pre-scan each record with an avroscan_t, bounding every
- * length, index and varint against the bytes actually present, and only
- * then let libavro read it.  A pre-scan mirrors one .avsc field by field;
+ * pre-scans each record it consumes (orders, profiles) with an avroscan_t,
+ * bounding every length, index and varint against the bytes actually
+ * present, and only then lets libavro (codec.h) read it; events.c checks
+ * its schemas' shape with avroscan_check_record().  A pre-scan mirrors one .avsc field by field;
  * avroscan_check_record() refuses, at start, a schema of another shape so
  * the two cannot drift apart silently.
  *
@@ -36,15 +37,19 @@ typedef struct avroscan {
     const uint8_t *start; /* the whole Kafka value, for offsets in messages */
     const uint8_t *p;     /* next byte to read */
     const uint8_t *end;
-    char *errstr;         /* caller-owned; NULL: no message wanted */
+    char *errstr; /* caller-owned; NULL: no message wanted */
     size_t errstr_size;
     avroscan_wording_t wording;
 } avroscan_t;
 
 /* Bytes not yet read. */
-static inline size_t avroscan_left(const avroscan_t *s) { return (size_t)(s->end - s->p); }
+static inline size_t avroscan_left(const avroscan_t *s) {
+    return (size_t)(s->end - s->p);
+}
 /* Offset of the next byte in the Kafka value, as messages report it. */
-static inline size_t avroscan_at(const avroscan_t *s) { return (size_t)(s->p - s->start); }
+static inline size_t avroscan_at(const avroscan_t *s) {
+    return (size_t)(s->p - s->start);
+}
 
 /* A zigzag varint of `bits` (32: Avro int, 64: long).  Its last possible
  * byte may carry only the bits that remain: more is an error, never a wrap. */
@@ -65,6 +70,17 @@ int avroscan_boolean(avroscan_t *s, const char *what);
 
 /* The record named `record` must end exactly at the end of the buffer. */
 int avroscan_end(avroscan_t *s, const char *record);
+
+/* One value of any schema, walked by the schema itself rather than by a
+ * hand-written mirror: for readers of records whose schema they hold but
+ * did not write a walker for (tierctl events).  Every length, count and
+ * union index is bounded as above; an array or map may not claim more
+ * items than bytes remain.  An enum index is only required to be >= 0:
+ * a newer writer may have added symbols, and libavro stores any index
+ * (the reader decides how to show one it does not know).  Nesting deeper
+ * than AVROSCAN_DEPTH_MAX (a recursive schema) is refused. */
+#define AVROSCAN_DEPTH_MAX 32
+int avroscan_value(avroscan_t *s, avro_schema_t schema, const char *what, int depth);
 
 /* One field a walker expects, in schema order. */
 typedef struct avroscan_field {

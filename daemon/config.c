@@ -43,64 +43,76 @@ typedef struct config_key {
     size_t offset;
     const char *def; /* NULL: unset */
     int64_t min, max;
+    config_applies_t applies; /* at SIGHUP, or only at the next start */
     const char *doc;
 } config_key_t;
 
-#define KEY(n, t, f, d, lo, hi, doc) {n, t, offsetof(config_t, f), d, lo, hi, doc}
+/* RELOAD: config_reload moves the new value into the running
+ * configuration, and whoever uses it reads it from there (or do_reload
+ * derives it again).  RESTART: the value was used once, at start, to
+ * connect, subscribe, name or size something; a new one waits. */
+#define RELOAD CONFIG_APPLIES_RELOAD
+#define RESTART CONFIG_APPLIES_RESTART
+#define KEY(n, t, f, d, lo, hi, when, doc)                                                         \
+    { n, t, offsetof(config_t, f), d, lo, hi, when, doc }
 
 static const config_key_t config_keys[] = {
-    KEY("topics.orders", CT_STRING, topic_orders, "orders", 0, 0,
+    KEY("topics.orders", CT_STRING, topic_orders, "orders", 0, 0, RESTART,
         "Topic of Order events (Avro), key = customer id"),
-    KEY("topics.dead_letter", CT_STRING, topic_dead_letter, "dead-letter", 0, 0,
+    KEY("topics.dead_letter", CT_STRING, topic_dead_letter, "dead-letter", 0, 0, RESTART,
         "Topic that receives every refused record with its reason in headers"),
-    KEY("topics.profiles", CT_STRING, topic_profiles, "customer-profiles", 0, 0,
+    KEY("topics.profiles", CT_STRING, topic_profiles, "customer-profiles", 0, 0, RESTART,
         "Compacted topic of customer profiles (Avro), co-partitioned with orders"),
-    KEY("topics.tier_changes", CT_STRING, topic_tier_changes, "tier-changes", 0, 0,
+    KEY("topics.tier_changes", CT_STRING, topic_tier_changes, "tier-changes", 0, 0, RESTART,
         "Topic tier-change events are published to"),
-    KEY("topics.quota_events", CT_STRING, topic_quota_events, "quota-events", 0, 0,
+    KEY("topics.quota_events", CT_STRING, topic_quota_events, "quota-events", 0, 0, RESTART,
         "Topic quota events are published to"),
-    KEY("policy", CT_STRING, policy_path, NULL, 0, 0,
+    KEY("policy", CT_STRING, policy_path, NULL, 0, 0, RELOAD,
         "Policy file (config/policies/*.yaml); default: the built-in supply-tiers"),
-    KEY("idle_close_after_s", CT_INT, idle_close_after_s, "3600", 1, 31622400,
+    KEY("idle_close_after_s", CT_INT, idle_close_after_s, "3600", 1, 31622400, RELOAD,
         "A partition idle this long reviews its month once the month has ended"),
-    KEY("redis.host", CT_STRING, redis_host, "127.0.0.1", 0, 0, "Redis host"),
-    KEY("redis.port", CT_INT, redis_port, "6379", 1, 65535, "Redis port"),
-    KEY("redis.unix_socket", CT_STRING, redis_unix_socket, NULL, 0, 0,
+    KEY("redis.host", CT_STRING, redis_host, "127.0.0.1", 0, 0, RESTART, "Redis host"),
+    KEY("redis.port", CT_INT, redis_port, "6379", 1, 65535, RESTART, "Redis port"),
+    KEY("redis.unix_socket", CT_STRING, redis_unix_socket, NULL, 0, 0, RESTART,
         "Redis unix socket path; when set, host and port are not used"),
-    KEY("redis.user", CT_STRING, redis_user, NULL, 0, 0, "Redis ACL user (AUTH user password)"),
-    KEY("redis.password", CT_SECRET, redis_password, NULL, 0, 0,
+    KEY("redis.user", CT_STRING, redis_user, NULL, 0, 0, RESTART,
+        "Redis ACL user (AUTH user password)"),
+    KEY("redis.password", CT_SECRET, redis_password, NULL, 0, 0, RESTART,
         "Redis password; prefer redis.password_file or the environment"),
-    KEY("redis.password_file", CT_STRING, redis_password_file, NULL, 0, 0,
+    KEY("redis.password_file", CT_STRING, redis_password_file, NULL, 0, 0, RESTART,
         "File holding the Redis password (e.g. a systemd credential)"),
-    KEY("redis.db", CT_INT, redis_db, "0", 0, 1024, "Redis database number"),
-    KEY("redis.timeout_ms", CT_INT, redis_timeout_ms, "5000", 100, 600000,
-        "Connect and command timeout on the Redis socket"),
-    KEY("redis.key_prefix", CT_STRING, key_prefix, "tierd", 0, 0,
+    KEY("redis.db", CT_INT, redis_db, "0", 0, 1024, RESTART, "Redis database number"),
+    KEY("redis.timeout_ms", CT_INT, redis_timeout_ms, "5000", 100, 600000, RESTART,
+        "Connect and command timeout on the Redis socket; TCP keepalive is on"),
+    KEY("redis.key_prefix", CT_STRING, key_prefix, "tierd", 0, 0, RESTART,
         "Prefix of every Redis key tierd writes"),
-    KEY("time_zone", CT_STRING, time_zone, "UTC", 0, 0,
+    KEY("time_zone", CT_STRING, time_zone, "UTC", 0, 0, RESTART,
         "IANA time zone whose calendar months bucket the orders"),
-    KEY("currency", CT_STRING, currency, "CNY", 0, 0,
+    KEY("currency", CT_STRING, currency, "CNY", 0, 0, RESTART,
         "ISO 4217 code every order must carry"),
-    KEY("window_months", CT_INT, window_months, "3", 1, 24,
-        "Months in the rolling window (W)"),
-    KEY("max_future_skew_s", CT_INT, max_future_skew_s, "86400", 0, 31622400,
+    KEY("window_months", CT_INT, window_months, "3", 1, 24, RESTART,
+        "Months in the rolling window (W); the policy must say the same"),
+    KEY("max_future_skew_s", CT_INT, max_future_skew_s, "86400", 0, 31622400, RELOAD,
         "How far ahead of the wall clock placed_at may be, in seconds"),
     /* 2000-01-01T00:00:00Z .. 2100-01-01T00:00:00Z */
-    KEY("min_placed_at_s", CT_INT, min_placed_at_s, "946684800", 0, 4102444800,
-        "Orders placed before this instant (epoch seconds) are refused as BAD_PLACED_AT"),
-    KEY("batch.max_orders", CT_INT, batch_max_orders, "20000", 1, 1000000,
+    KEY("min_placed_at_s", CT_INT, min_placed_at_s, "946684800", 0, 4102444800, RELOAD,
+        "Orders placed before this instant (epoch seconds; 2000-01-01T00:00:00Z by default) "
+        "are refused as BAD_PLACED_AT; a value after now is refused at start"),
+    KEY("batch.max_orders", CT_INT, batch_max_orders, "20000", 1, 1000000, RELOAD,
         "Records gathered before a batch is applied"),
-    KEY("batch.max_ms", CT_INT, batch_max_ms, "100", 1, 60000,
+    KEY("batch.max_ms", CT_INT, batch_max_ms, "100", 1, 60000, RELOAD,
         "Longest a record waits in a batch before it is applied"),
-    KEY("shutdown_timeout_ms", CT_INT, shutdown_timeout_ms, "20000", 1000, 600000,
+    KEY("shutdown_timeout_ms", CT_INT, shutdown_timeout_ms, "20000", 1000, 600000, RELOAD,
         "On SIGTERM, tierd exits within this long; work still retrying is abandoned "
         "uncommitted and read again at the next start. Keep it below systemd's "
         "TimeoutStopSec (90 s in systemd/tierd.service), which kills tierd after that"),
-    KEY("http.listen", CT_STRING, http_listen, "127.0.0.1:9464", 0, 0,
-        "host:port of /metrics, /healthz and /readyz (numeric; port 0: any; \"\": off)"),
-    KEY("log_level", CT_STRING, log_level, "info", 0, 0, "error, warn, info or debug"),
-    KEY("instance_id", CT_STRING, instance_id, NULL, 0, 0,
-        "Name of this instance in Redis and logs (default: hostname-pid)"),
+    KEY("http.listen", CT_STRING, http_listen, "127.0.0.1:9464", 0, 0, RESTART,
+        "Numeric host:port or [v6]:port of /metrics, /healthz and /readyz; port 0 picks a "
+        "free one; \"\" turns the server off"),
+    KEY("log_level", CT_STRING, log_level, "info", 0, 0, RELOAD,
+        "Least severe log line written: error, warn, info or debug"),
+    KEY("instance_id", CT_STRING, instance_id, NULL, 0, 0, RESTART,
+        "Name of this instance in Redis (a partition's owner) and logs; default: hostname-pid"),
 };
 #define NKEYS (sizeof(config_keys) / sizeof(config_keys[0]))
 
@@ -127,17 +139,19 @@ typedef struct config_env_other {
 
 static const config_env_other_t config_env_others[] = {
     {"TIERD_CONFIG", "docker/entrypoint: the configuration file"},
-    {"TIERD_FAULT_COMMIT_STALL_FILE", "fault injection, tests only"},
-    {"TIERD_FAULT_REVIEW_STALL_FILE", "fault injection, tests only"},
-    {"TIERD_FAULT_PUBLISH_STALL_FILE", "fault injection, tests only"},
+    {"TIERD_FAULT_COMMIT_STALL_FILE", "fault injection, builds with TIERD_TEST_HOOKS only"},
+    {"TIERD_FAULT_REVIEW_STALL_FILE", "fault injection, builds with TIERD_TEST_HOOKS only"},
+    {"TIERD_FAULT_PUBLISH_STALL_FILE", "fault injection, builds with TIERD_TEST_HOOKS only"},
     {"TIERD_BIN", "tests: the tierd binary under test"},
     {"TIERD_TEST_REDIS_PORT", "tests/integration/with-redis"},
     {"TIERD_FUZZ_ITERS", "tests/unit/test_decode.c"},
     {"TIERD_KEEP_RUN_DIR", "tests/integration/harness.py"},
+    {"TIERD_HOSTILE_SKIP", "tests/integration/test_hostile.py"},
     {"TIERD_REDIS_APPENDFSYNC", "scripts/services (the test Redis)"},
     {"TIERD_CACHE", "scripts/setup and scripts/services"},
     {"TIERD_SERVICES_TIMEOUT", "scripts/services"},
     {"TIERD_SERVICES_STOP_TIMEOUT", "scripts/services"},
+    {"TIERD_SERVICES_KAFKA_PROXY_PORT", "scripts/services (network-fault tests)"},
 };
 #define NENV_OTHERS (sizeof(config_env_others) / sizeof(config_env_others[0]))
 
@@ -160,8 +174,8 @@ static int set_where(config_t *c, const config_key_t *k, const char *where) {
     return 0;
 }
 
-static int set_value(config_t *c, const config_key_t *k, const char *value,
-                     const char *where, char *errstr, size_t errstr_size) {
+static int set_value(config_t *c, const config_key_t *k, const char *value, const char *where,
+                     char *errstr, size_t errstr_size) {
     if (set_where(c, k, where) != 0) {
         snprintf(errstr, errstr_size, "out of memory");
         return -1;
@@ -172,13 +186,13 @@ static int set_value(config_t *c, const config_key_t *k, const char *value,
         errno = 0;
         v = strtoll(value, &end, 10);
         if (errno || end == value || *end != '\0') {
-            snprintf(errstr, errstr_size, "%s: %s: \"%s\" is not a whole number", where,
-                     k->name, value);
+            snprintf(errstr, errstr_size, "%s: %s: \"%s\" is not a whole number", where, k->name,
+                     value);
             return -1;
         }
         if (v < k->min || v > k->max) {
-            snprintf(errstr, errstr_size, "%s: %s: %lld is outside %lld..%lld", where,
-                     k->name, v, (long long)k->min, (long long)k->max);
+            snprintf(errstr, errstr_size, "%s: %s: %lld is outside %lld..%lld", where, k->name, v,
+                     (long long)k->min, (long long)k->max);
             return -1;
         }
         *int_field(c, k) = v;
@@ -261,7 +275,7 @@ typedef struct seen_keys {
     struct {
         char *path; /* owned */
         size_t line;
-    } *v;
+    } * v;
     size_t n, cap;
 } seen_keys_t;
 
@@ -321,15 +335,12 @@ static int load_file(config_t *c, const char *path, char *errstr, size_t errstr_
     while (!done) {
         if (!yaml_parser_parse(&parser, &ev)) {
             snprintf(errstr, errstr_size, "%s:%zu: YAML error: %s", path,
-                     parser.problem_mark.line + 1,
-                     parser.problem ? parser.problem : "unknown");
+                     parser.problem_mark.line + 1, parser.problem ? parser.problem : "unknown");
             goto out;
         }
         snprintf(where, sizeof(where), "%s:%zu", path, ev.start_mark.line + 1);
         switch (ev.type) {
-        case YAML_STREAM_END_EVENT:
-            done = 1;
-            break;
+        case YAML_STREAM_END_EVENT: done = 1; break;
         case YAML_MAPPING_START_EVENT:
             if (depth >= 0 && expect_key[depth]) {
                 snprintf(errstr, errstr_size, "%s: a mapping cannot be a key", where);
@@ -345,9 +356,7 @@ static int load_file(config_t *c, const char *path, char *errstr, size_t errstr_
             depth++;
             expect_key[depth] = 1;
             break;
-        case YAML_MAPPING_END_EVENT:
-            depth--;
-            break;
+        case YAML_MAPPING_END_EVENT: depth--; break;
         case YAML_SEQUENCE_START_EVENT:
             snprintf(errstr, errstr_size, "%s: lists are not used in this file", where);
             yaml_event_delete(&ev);
@@ -405,8 +414,7 @@ static int load_file(config_t *c, const char *path, char *errstr, size_t errstr_
             }
             break;
         }
-        default:
-            break;
+        default: break;
         }
         yaml_event_delete(&ev);
     }
@@ -521,8 +529,8 @@ static int load_env(config_t *c, char *errstr, size_t errstr_size) {
  * end.  Returns 0 and sets *out (caller frees), 1 when the file does not
  * exist and missing_ok, or -1 with errstr naming what and path (never the
  * contents).  The buffer is wiped before it goes out of scope. */
-static int read_secret(const char *what, const char *path, int missing_ok, char **out,
-                       char *errstr, size_t errstr_size) {
+static int read_secret(const char *what, const char *path, int missing_ok, char **out, char *errstr,
+                       size_t errstr_size) {
     char buf[SECRET_MAX + 1];
     size_t n = 0;
     int rc = -1;
@@ -611,8 +619,8 @@ static int load_credentials(config_t *c, char *errstr, size_t errstr_size) {
 /* Checks that need more than one key, or more than a type and bounds. */
 static int validate(config_t *c, char *errstr, size_t errstr_size) {
     const char *cur = c->currency;
-    if (strlen(cur) != 3 || !isupper((unsigned char)cur[0]) ||
-        !isupper((unsigned char)cur[1]) || !isupper((unsigned char)cur[2])) {
+    if (strlen(cur) != 3 || !isupper((unsigned char)cur[0]) || !isupper((unsigned char)cur[1]) ||
+        !isupper((unsigned char)cur[2])) {
         snprintf(errstr, errstr_size,
                  "%s: currency: \"%s\" is not an ISO 4217 code (three capitals)",
                  config_where(c, "currency"), cur);
@@ -635,8 +643,7 @@ static int validate(config_t *c, char *errstr, size_t errstr_size) {
         }
         for (size_t j = 0; j < i; j++)
             if (strcmp(names[i], names[j]) == 0) {
-                snprintf(errstr, errstr_size,
-                         "%s: %s: \"%s\" is %s's too; each topic has one job",
+                snprintf(errstr, errstr_size, "%s: %s: \"%s\" is %s's too; each topic has one job",
                          config_where(c, keys[i]), keys[i], names[i], keys[j]);
                 return -1;
             }
@@ -645,9 +652,10 @@ static int validate(config_t *c, char *errstr, size_t errstr_size) {
      * run time, with a less clear message (or retry forever). */
     const struct {
         const char *key, *value;
-    } nonempty[] = {{"redis.host", c->redis_host},         {"redis.unix_socket", c->redis_unix_socket},
-                    {"policy", c->policy_path},            {"instance_id", c->instance_id},
-                    {"redis.key_prefix", c->key_prefix},   {"time_zone", c->time_zone}};
+    } nonempty[] = {
+        {"redis.host", c->redis_host},       {"redis.unix_socket", c->redis_unix_socket},
+        {"policy", c->policy_path},          {"instance_id", c->instance_id},
+        {"redis.key_prefix", c->key_prefix}, {"time_zone", c->time_zone}};
     for (size_t i = 0; i < sizeof(nonempty) / sizeof(nonempty[0]); i++)
         if (nonempty[i].value && *nonempty[i].value == '\0') {
             snprintf(errstr, errstr_size, "%s: %s: must not be empty when set",
@@ -660,8 +668,7 @@ static int validate(config_t *c, char *errstr, size_t errstr_size) {
         snprintf(errstr, errstr_size,
                  "%s: min_placed_at_s: %lld is in the future (now is %lld): every order "
                  "would be refused",
-                 config_where(c, "min_placed_at_s"), (long long)c->min_placed_at_s,
-                 (long long)now);
+                 config_where(c, "min_placed_at_s"), (long long)c->min_placed_at_s, (long long)now);
         return -1;
     }
     if (*c->http_listen) {
@@ -682,8 +689,8 @@ static int validate(config_t *c, char *errstr, size_t errstr_size) {
         char what[700];
         snprintf(what, sizeof(what), "%s: redis.password_file",
                  config_where(c, "redis.password_file"));
-        if (read_secret(what, c->redis_password_file, 0, &c->redis_password, errstr,
-                        errstr_size) != 0)
+        if (read_secret(what, c->redis_password_file, 0, &c->redis_password, errstr, errstr_size) !=
+            0)
             return -1;
     }
     if (!config_kafka_get(c, "bootstrap.servers")) {
@@ -703,8 +710,7 @@ int config_load(config_t *c, const char *path, char *errstr, size_t errstr_size)
     }
     for (size_t i = 0; i < NKEYS; i++)
         if (config_keys[i].def &&
-            set_value(c, &config_keys[i], config_keys[i].def, "default", errstr,
-                      errstr_size) != 0)
+            set_value(c, &config_keys[i], config_keys[i].def, "default", errstr, errstr_size) != 0)
             return -1;
     if (kafka_set(c, "group.id", "tierd", "default") != 0) {
         snprintf(errstr, errstr_size, "out of memory");
@@ -738,16 +744,74 @@ void config_free(config_t *c) {
     memset(c, 0, sizeof(*c));
 }
 
+/* Strings equal, NULL (unset) equal only to NULL. */
+static int same_string(const char *a, const char *b) {
+    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+}
+
+static int same_value(config_t *a, config_t *b, const config_key_t *k) {
+    if (k->type == CT_INT) return *int_field(a, k) == *int_field(b, k);
+    return same_string(*str_field(a, k), *str_field(b, k));
+}
+
+static int same_kafka(const config_t *a, const config_t *b) {
+    if (a->nkafka != b->nkafka) return 0;
+    for (size_t i = 0; i < a->nkafka; i++)
+        if (!same_string(a->kafka[i].name, b->kafka[i].name) ||
+            !same_string(a->kafka[i].value, b->kafka[i].value))
+            return 0;
+    return 1;
+}
+
+void config_reload(config_t *running, config_t *fresh,
+                   void (*restart_changed)(const char *key, void *opaque), void *opaque) {
+    if (!same_kafka(running, fresh)) restart_changed("kafka.*", opaque);
+    for (size_t i = 0; i < NKEYS; i++) {
+        const config_key_t *k = &config_keys[i];
+        if (k->applies != CONFIG_APPLIES_RELOAD) {
+            if (!same_value(running, fresh, k)) restart_changed(k->name, opaque);
+            continue;
+        }
+        if (k->type == CT_INT) {
+            *int_field(running, k) = *int_field(fresh, k);
+        } else {
+            char *v = *str_field(running, k);
+            *str_field(running, k) = *str_field(fresh, k);
+            *str_field(fresh, k) = v; /* the old value, freed with fresh */
+        }
+        char *w = running->wheres[i];
+        running->wheres[i] = fresh->wheres[i];
+        fresh->wheres[i] = w;
+    }
+}
+
+const char *config_key_name(size_t i) {
+    return i < NKEYS ? config_keys[i].name : NULL;
+}
+
+config_applies_t config_key_applies(const char *key) {
+    const config_key_t *k = find_key(key);
+    return k ? k->applies : CONFIG_APPLIES_UNSET;
+}
+
+static const char *applies_name(config_applies_t a) {
+    return a == CONFIG_APPLIES_RELOAD ? "reload" : a == CONFIG_APPLIES_RESTART ? "restart" : "?";
+}
+
 void config_print_reference(void) {
     char env[128];
-    printf("%-22s %-30s %-12s %s\n", "key", "environment", "default", "meaning");
+    printf("%-22s %-30s %-17s %-8s %s\n", "key", "environment", "default", "applies", "meaning");
     for (size_t i = 0; i < NKEYS; i++) {
         const config_key_t *k = &config_keys[i];
         env_name(k->name, env, sizeof(env));
-        printf("%-22s %-30s %-12s %s\n", k->name, env, k->def ? k->def : "-", k->doc);
+        printf("%-22s %-30s %-17s %-8s %s\n", k->name, env, k->def ? k->def : "-",
+               applies_name(k->applies), k->doc);
     }
-    printf("%-22s %-30s %-12s %s\n", "kafka.<property>", "TIERD_KAFKA_<PROPERTY>", "-",
-           "any librdkafka property, passed through (group.id defaults to tierd)");
+    printf("%-22s %-30s %-17s %-8s %s\n", "kafka.<property>", "TIERD_KAFKA_<PROPERTY>", "-",
+           applies_name(CONFIG_APPLIES_RESTART),
+           "Any librdkafka property, passed through (group.id defaults to tierd)");
+    printf("\napplies: reload = a SIGHUP applies a new value between batches; restart = a new "
+           "value waits for the next start, and a SIGHUP logs that it changed.\n");
     printf("\nCredentials in $CREDENTIALS_DIRECTORY (systemd LoadCredential=) fill these keys "
            "when unset:\n");
     for (size_t i = 0; i < NCREDENTIALS; i++)

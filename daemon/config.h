@@ -3,7 +3,8 @@
  * by an environment variable, kafka.* passed to librdkafka untouched.
  *
  * The table in config.c is the single source of truth: parsing, defaults,
- * bounds, `tierd --help-config` and the README's reference all come from it.
+ * bounds, whether a key changes at reload, `tierd --help-config` and the
+ * reference in docs/configuration.md all come from it.
  */
 #ifndef TIERD_CONFIG_H
 #define TIERD_CONFIG_H
@@ -11,8 +12,16 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* When a new value of a key takes effect.  Every key of the table says
+ * which (0 is no answer, and test_config refuses it). */
+typedef enum config_applies {
+    CONFIG_APPLIES_UNSET = 0,
+    CONFIG_APPLIES_RELOAD,  /* at SIGHUP, between batches */
+    CONFIG_APPLIES_RESTART, /* at the next start; a SIGHUP logs the change */
+} config_applies_t;
+
 typedef struct config_kv {
-    char *name;  /* librdkafka property, e.g. "bootstrap.servers" */
+    char *name; /* librdkafka property, e.g. "bootstrap.servers" */
     char *value;
     char *where; /* "file:line" or "env TIERD_KAFKA_..." for error messages */
 } config_kv_t;
@@ -66,8 +75,23 @@ typedef struct config {
  * says "file:line: why" (never a secret). */
 int config_load(config_t *c, const char *path, char *errstr, size_t errstr_size);
 void config_free(config_t *c);
-/* Prints the reference table (key, env name, default, description). */
+/* Prints the reference table (key, env name, default, when a change
+ * applies, description): `tierd --help-config`, and through
+ * scripts/config-reference the table in docs/configuration.md. */
 void config_print_reference(void);
+/* SIGHUP, once fresh has loaded and is valid: moves into running the
+ * value (and its "where") of every key marked CONFIG_APPLIES_RELOAD, and
+ * calls restart_changed(key, opaque) for every key marked
+ * CONFIG_APPLIES_RESTART whose value in fresh differs from running's
+ * ("kafka.*" once for any kafka property); those keep running's value.
+ * Nothing is allocated: values are swapped, so fresh holds the old ones
+ * and config_free(fresh) releases them. */
+void config_reload(config_t *running, config_t *fresh,
+                   void (*restart_changed)(const char *key, void *opaque), void *opaque);
+/* The i-th key of the table (NULL past the last) and when a change of it
+ * applies (CONFIG_APPLIES_UNSET for a name that is no key): for tests. */
+const char *config_key_name(size_t i);
+config_applies_t config_key_applies(const char *key);
 /* Where key (a table key such as "time_zone") got its value: "file:line",
  * "environment TIERD_TIME_ZONE", "credential NAME" or "default".  For
  * refusals made after config_load (e.g. of the time zone), so they name

@@ -24,17 +24,16 @@
 #include "kafkaconf.h"
 #include "log.h"
 #include "month.h"
+#include "profiles.h"
+#include "review.h"
+#include "txn.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <systemd/sd-daemon.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <time.h>
-
-/* Outbox entries one publishing round reads per partition. */
-#define OUTBOX_ROUND_ENTRIES 1000
 
 typedef struct pending {
     rd_kafka_message_t **m;
@@ -43,13 +42,13 @@ typedef struct pending {
 
 typedef struct part {
     int assigned;
-    pending_t prof;         /* customer-profiles records waiting */
-    int64_t prof_catchup;   /* profiles offset to reach before orders apply; -1 none */
+    pending_t prof;           /* customer-profiles records waiting */
+    int64_t prof_catchup;     /* profiles offset to reach before orders apply; -1 none */
     int64_t catchup_deadline; /* monotonic ms: give up waiting (and say so) after it */
-    int64_t last_record_ms; /* monotonic: last order record seen */
-    int fenced; /* a commit was refused: paused until the group moves it */
-    int need_rewind; /* Redis lost writes: claim again and seek, when Redis answers */
-    int64_t lease_at; /* monotonic ms of the last lease renewal (store_lease) */
+    int64_t last_record_ms;   /* monotonic: last order record seen */
+    int fenced;               /* a commit was refused: paused until the group moves it */
+    int need_rewind;          /* Redis lost writes: claim again and seek, when Redis answers */
+    int64_t lease_at;         /* monotonic ms of the last lease renewal (store_lease) */
     int64_t fenced_at;
     int64_t due_ms;   /* monotonic: its pending records are applied by then */
     int64_t retry_at; /* monotonic: waiting on a retry until then; 0 = not waiting */
@@ -59,31 +58,41 @@ typedef struct part {
     size_t npending, cap;
 } part_t;
 
+/* Outbox entries one publishing round reads per partition (an entry holds
+ * at most 256 events), so a round's memory stays bounded. */
+#define OUTBOX_ROUND_ENTRIES 16
+
+/* Records taken from the consumer queue per call. */
+#define POLL_BATCH 1024
+
 struct consumer {
     const config_t *conf;
     apply_ctx_t *apply; /* borrowed */
     publish_t *pub;     /* borrowed */
     rd_kafka_t *rk;
     rd_kafka_t *prk; /* customer-profiles, assigned by hand */
-    const char *stall_publish_file; /* tests only: publisher waits while it exists */
     int64_t last_idle_check_ms;
     part_t *parts; /* indexed by partition id */
     int32_t nparts;
     size_t npending;
     int fatal;
-    int stopping;          /* the loop has ended: no new work, only the way out */
-    int64_t deadline;      /* monotonic: the way out ends here */
+    int stopping;     /* the loop has ended: no new work, only the way out */
+    int64_t deadline; /* monotonic: the way out ends here */
     volatile sig_atomic_t *stop;
     int64_t last_report_ms;
     uint64_t last_applied;
-    metrics_t *metrics; /* borrowed; NULL: none */
+    metrics_t *metrics;      /* borrowed; NULL: none */
+    metrics_snapshot_t snap; /* the next one published: large, so kept here */
+    /* Dead-letter reasons by index, named once at start: the HTTP thread
+     * reads them through the published snapshot until metrics_stop. */
+    const char *reason_names[ORDER_ERR__COUNT + 1];
     int64_t last_metrics_ms;
     uint64_t metrics_applied; /* applied at last_metrics_ms */
     uint64_t outbox_depth;    /* at the last look */
     int64_t publish_retry_at; /* monotonic: after a failed publish, not before */
     int64_t publish_backoff;
-    int32_t publish_next;     /* the next round starts here: no partition starves */
-    double lat_sum;           /* order latency: Kafka timestamp to commit */
+    int32_t publish_next; /* the next round starts here: no partition starves */
+    double lat_sum;       /* order latency: Kafka timestamp to commit */
     uint64_t lat_count;
     double lat_buckets[METRICS_LAT_BUCKETS];
 };
@@ -177,7 +186,7 @@ static int part_flush_profiles(consumer_t *k, int32_t id, part_t *pt, char *err,
         return APPLY_RETRY;
     }
     msgs_from(msgs, pt->prof.m, pt->prof.n);
-    int rc = apply_profiles(k->apply, &pt->ap, msgs, pt->prof.n, now_ms(), err, errn);
+    int rc = profiles_apply(k->apply, &pt->ap, msgs, pt->prof.n, err, errn);
     if (rc == APPLY_OK) {
         for (size_t i = 0; i < pt->prof.n; i++) {
             if (msgs[i].state == MSG_DEAD)
@@ -259,7 +268,8 @@ static int part_flush(consumer_t *k, int32_t id, part_t *pt, char *err, size_t e
     if (rc == APPLY_OK) {
         /* Advisory: lets operators watch lag with the usual Kafka tools. */
         rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id)->offset = pt->ap.meta.offset;
+        rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id)->offset =
+            pt->ap.meta.offset;
         rd_kafka_offsets_store(k->rk, l);
         rd_kafka_topic_partition_list_destroy(l);
         observe_latency(k, pt->pending, pt->npending);
@@ -310,6 +320,15 @@ static int part_on_result(consumer_t *k, int32_t id, part_t *pt, int rc, const c
         pt->fenced_at = mono_ms();
         pt->retry_at = 0;
         pt->backoff = 0;
+        part_pause(k, id, pt, 1);
+        break;
+    case APPLY_CORRUPT:
+        /* Never read past, never reset: the partition waits for an
+         * operator (tierctl rebuild), and says so every minute. */
+        log_error("consumer", "%s [%d]: %s; the partition waits until that is repaired",
+                  k->conf->topic_orders, (int)id, err);
+        pt->backoff = 60000;
+        pt->retry_at = mono_ms() + pt->backoff;
         part_pause(k, id, pt, 1);
         break;
     case APPLY_REWIND:
@@ -364,8 +383,11 @@ static void service_due(consumer_t *k, int all) {
     }
 }
 
-/* How long the poll may wait: until the first partition's batch is due
- * or its retry comes, at most 100 ms. */
+/* How long the poll may wait.  While a partition holds records it does
+ * not wait at all: a poll that finds nothing queued means the batch is as
+ * big as it gets now, and it is applied at once (light traffic commits
+ * at once; a backlog still forms big batches, up to batch.max_orders or
+ * batch.max_ms).  Otherwise until the first retry comes, at most 100 ms. */
 static int poll_timeout(consumer_t *k) {
     int64_t t = mono_ms(), next = t + 100;
     for (int32_t i = 0; i < k->nparts; i++) {
@@ -373,8 +395,8 @@ static int poll_timeout(consumer_t *k) {
         if (!pt->assigned) continue;
         if (pt->retry_at) {
             if (pt->retry_at < next) next = pt->retry_at;
-        } else if ((pt->npending || pt->prof.n) && pt->due_ms < next) {
-            next = pt->due_ms;
+        } else if (pt->npending || pt->prof.n) {
+            return 0;
         }
     }
     return next > t ? (int)(next - t) : 0;
@@ -388,9 +410,10 @@ static void catchup_check(consumer_t *k) {
         int late = mono_ms() > pt->catchup_deadline;
         if (pt->ap.meta.poffset < pt->prof_catchup && !late) continue;
         if (late)
-            log_warn("consumer", "%s [%d]: profiles still at %" PRId64 " of %" PRId64
-                     " after 60 s; applying orders anyway", k->conf->topic_orders, (int)i,
-                     pt->ap.meta.poffset, pt->prof_catchup);
+            log_warn("consumer",
+                     "%s [%d]: profiles still at %" PRId64 " of %" PRId64
+                     " after 60 s; applying orders anyway",
+                     k->conf->topic_orders, (int)i, pt->ap.meta.poffset, pt->prof_catchup);
         pt->prof_catchup = -1;
         if (!pt->retry_at) part_pause(k, i, pt, 0);
     }
@@ -402,8 +425,7 @@ static void catchup_check(consumer_t *k) {
 static void round_done(consumer_t *k, const int32_t *done, const int *nread, size_t ndone,
                        int failed) {
     for (size_t j = 0; j < ndone; j++)
-        if (done[j] < k->nparts &&
-            (failed || nread[j] < 0 || nread[j] >= OUTBOX_ROUND_ENTRIES))
+        if (done[j] < k->nparts && (failed || nread[j] < 0 || nread[j] >= OUTBOX_ROUND_ENTRIES))
             k->parts[done[j]].ap.outbox_dirty = 1;
 }
 
@@ -412,12 +434,11 @@ static void round_done(consumer_t *k, const int32_t *done, const int *nread, siz
  * reports (a broker that does not answer never holds the loop; the round
  * goes on at the next turn). */
 static void publish_all(consumer_t *k, int wait_ms) {
-    struct stat st;
     int32_t ids[64], done[64];
     int nread[64];
     size_t n = 0, ndone = 0;
     char err[512] = "";
-    if (k->stall_publish_file && stat(k->stall_publish_file, &st) == 0) return;
+    if (fault_holding(&k->apply->fault, FAULT_PUBLISH)) return; /* test builds only */
     publish_poll(k->pub);
     if (!publish_outboxes_busy(k->pub)) {
         if (mono_ms() < k->publish_retry_at) return;
@@ -432,8 +453,7 @@ static void publish_all(consumer_t *k, int wait_ms) {
         for (size_t j = 0; j < n; j++) k->parts[ids[j]].ap.outbox_dirty = 0;
     }
     int rc = publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, ids, n,
-                              OUTBOX_ROUND_ENTRIES, wait_ms, done, nread, &ndone, err,
-                              sizeof(err));
+                              OUTBOX_ROUND_ENTRIES, wait_ms, done, nread, &ndone, err, sizeof(err));
     if (rc != 0) /* nothing was read: the partitions wait for the next round */
         for (size_t j = 0; j < n; j++) k->parts[ids[j]].ap.outbox_dirty = 1;
     round_done(k, done, nread, ndone, err[0] != 0);
@@ -444,8 +464,8 @@ static void publish_all(consumer_t *k, int wait_ms) {
         k->publish_backoff = k->publish_backoff ? k->publish_backoff * 2 : 200;
         if (k->publish_backoff > 5000) k->publish_backoff = 5000;
         k->publish_retry_at = mono_ms() + k->publish_backoff;
-        log_warn("publish", "%s outboxes: %s; will retry in %" PRId64 " ms",
-                 k->conf->topic_orders, err, k->publish_backoff);
+        log_warn("publish", "%s outboxes: %s; will retry in %" PRId64 " ms", k->conf->topic_orders,
+                 err, k->publish_backoff);
         return;
     }
     if (ndone) k->publish_backoff = 0;
@@ -473,7 +493,7 @@ static void renew_leases(consumer_t *k) {
         pt->lease_at = t;
         /* The renewal is also the look that notices a Redis that went back
          * in time while the partition was quiet (the epoch is the same). */
-        if (apply_meta_verdict(&pt->ap, &now) == APPLY_REWIND) {
+        if (txn_meta_verdict(&pt->ap, &now) == APPLY_REWIND) {
             snprintf(err, sizeof(err),
                      "%s [%d]: Redis holds offset %" PRId64 " poffset %" PRId64
                      ", older than ours (%" PRId64 ", %" PRId64 "): it lost writes",
@@ -507,8 +527,8 @@ static void idle_reviews(consumer_t *k) {
             pt->ap.meta.month < 0 || pt->ap.meta.reviewed >= pt->ap.meta.month)
             continue;
         if (t - pt->last_record_ms < k->apply->idle_close_after_ms) continue;
-        if (wall < month_start_ms(pt->ap.meta.month + 1)) continue;
-        int rc = apply_review_through(k->apply, &pt->ap, pt->ap.meta.month, wall, err, sizeof(err));
+        if (wall < month_start_ms(&k->apply->zone, pt->ap.meta.month + 1)) continue;
+        int rc = review_through(k->apply, &pt->ap, pt->ap.meta.month, err, sizeof(err));
         part_on_result(k, i, pt, rc, err);
     }
 }
@@ -544,8 +564,7 @@ static int claim(consumer_t *k, int32_t id, part_t *pt, int patient) {
  * before the deadline, so no call can carry tierd past it. */
 static int time_for_redis(consumer_t *k) {
     if (!k->stopping) return 1;
-    return store_connected(k->apply->store) &&
-           k->deadline - mono_ms() > k->conf->redis_timeout_ms;
+    return store_connected(k->apply->store) && k->deadline - mono_ms() > k->conf->redis_timeout_ms;
 }
 
 /* Publishes one partition's outbox before it leaves us: the round in
@@ -563,14 +582,115 @@ static void drain_outbox(consumer_t *k, int32_t id) {
         int busy = publish_outboxes_busy(k->pub);
         if (!busy && started) return;
         if (!busy) k->parts[id].ap.outbox_dirty = 0;
-        int rc = publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, &id,
-                                  busy ? 0 : 1, OUTBOX_ROUND_ENTRIES, 100, done, nread, &ndone,
-                                  why, sizeof(why));
+        int rc = publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, &id, busy ? 0 : 1,
+                                  OUTBOX_ROUND_ENTRIES, 100, done, nread, &ndone, why, sizeof(why));
         if (rc != 0 && !busy) k->parts[id].ap.outbox_dirty = 1;
         round_done(k, done, nread, ndone, why[0] != 0);
         if (rc != 0) return;
         started |= !busy;
     }
+}
+
+/* Takes one newly assigned partition: claim (epoch bump), its profiles
+ * first when some exist, and the offset Redis holds.  -1: no claim. */
+static int assign_one(consumer_t *k, rd_kafka_topic_partition_t *tp) {
+    part_t *pt = part_get(k, tp->partition);
+    if (!pt || claim(k, tp->partition, pt, 1) != 0) return -1;
+    pt->assigned = 1;
+    pt->fenced = 0;
+    pt->need_rewind = 0;
+    pt->retry_at = 0;
+    pt->backoff = 0;
+    pt->ap.topic = k->conf->topic_orders;
+    pt->ap.partition = tp->partition;
+    pt->ap.outbox_dirty = 1; /* whatever the previous owner left */
+    pt->last_record_ms = mono_ms();
+    /* Bootstrap the table before the stream: orders of this partition
+     * wait until the profiles that exist now are joined. */
+    int64_t lo = 0, hi = 0;
+    pt->prof_catchup = -1;
+    if (rd_kafka_query_watermark_offsets(k->prk, k->conf->topic_profiles, tp->partition, &lo, &hi,
+                                         5000) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+        hi > lo && pt->ap.meta.poffset < hi) {
+        pt->prof_catchup = hi;
+        pt->catchup_deadline = mono_ms() + 60000;
+    }
+    rd_kafka_topic_partition_list_t *l =
+        plist(k, tp->partition,
+              pt->ap.meta.poffset >= 0 ? pt->ap.meta.poffset : RD_KAFKA_OFFSET_BEGINNING);
+    rd_kafka_error_t *pe = rd_kafka_incremental_assign(k->prk, l);
+    if (pe) {
+        log_error("consumer", "assign %s [%d]: %s", k->conf->topic_profiles, (int)tp->partition,
+                  rd_kafka_error_string(pe));
+        rd_kafka_error_destroy(pe);
+    }
+    rd_kafka_resume_partitions(k->prk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    tp->offset = pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
+    log_info("consumer", "assigned %s [%d] at offset %" PRId64 "%s (epoch %" PRId64 ")", tp->topic,
+             (int)tp->partition, pt->ap.meta.offset,
+             pt->ap.meta.offset >= 0 ? "" : " (no state: from the beginning)", pt->ap.meta.epoch);
+    return 0;
+}
+
+static rd_kafka_error_t *on_assign(consumer_t *k, rd_kafka_t *rk,
+                                   rd_kafka_topic_partition_list_t *parts, int cooperative) {
+    rd_kafka_error_t *e = NULL;
+    for (int i = 0; i < parts->cnt; i++) {
+        if (assign_one(k, &parts->elems[i]) == 0) continue;
+        k->fatal = 1;
+        *k->stop = 1;
+        parts->elems[i].offset = RD_KAFKA_OFFSET_END; /* assign anyway; we are leaving */
+    }
+    if (cooperative)
+        e = rd_kafka_incremental_assign(rk, parts);
+    else
+        rd_kafka_assign(rk, parts);
+    /* librdkafka keeps an application pause across revoke and re-assign (a
+     * partition paused when it was fenced would stay silent), so set the
+     * state explicitly. */
+    rd_kafka_resume_partitions(rk, parts);
+    for (int i = 0; i < parts->cnt; i++) {
+        part_t *pt = part_get(k, parts->elems[i].partition);
+        if (!pt || pt->prof_catchup < 0) continue;
+        part_pause(k, parts->elems[i].partition, pt, 0); /* orders wait; profiles flow */
+        log_info("consumer", "%s [%d]: joining %s up to offset %" PRId64 " first",
+                 k->conf->topic_orders, (int)parts->elems[i].partition, k->conf->topic_profiles,
+                 pt->prof_catchup);
+    }
+    return e;
+}
+
+/* Gives one partition up: finishes what it holds unless it was lost (a
+ * new owner may already write: the epoch would refuse us), or it waits on
+ * a retry, or the way out has no time left; what is not committed is read
+ * again by its next owner.  A partition waiting on a retry still gives its
+ * lease back: one paused on a broken state waits for `tierctl rebuild`,
+ * which refuses while the lease runs. */
+static void revoke_one(consumer_t *k, int32_t id, int lost) {
+    part_t *pt = part_get(k, id);
+    if (!pt) return;
+    if (!lost && pt->assigned && !pt->need_rewind && time_for_redis(k)) {
+        char why[512] = "";
+        if (!pt->retry_at && part_flush_profiles(k, id, pt, why, sizeof(why)) == APPLY_OK &&
+            part_flush(k, id, pt, why, sizeof(why)) == APPLY_OK && pt->ap.outbox_dirty)
+            drain_outbox(k, id);
+        release_lease(k, id, pt);
+    }
+    part_drop_pending(k, pt);
+    publish_dead_forget(k->pub, k->conf->topic_orders, id, INT64_MAX);
+    publish_dead_forget(k->pub, k->conf->topic_profiles, id, INT64_MAX);
+    if (pt->assigned) {
+        rd_kafka_topic_partition_list_t *l = plist(k, id, RD_KAFKA_OFFSET_INVALID);
+        rd_kafka_error_t *pe = rd_kafka_incremental_unassign(k->prk, l);
+        if (pe) rd_kafka_error_destroy(pe);
+        rd_kafka_topic_partition_list_destroy(l);
+    }
+    pt->assigned = 0;
+    pt->fenced = 0;
+    pt->retry_at = 0;
+    pt->need_rewind = 0;
+    log_info("consumer", "%s %s [%d]", lost ? "lost" : "revoked", k->conf->topic_orders, (int)id);
 }
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -580,111 +700,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rd_kafka_error_t *e = NULL;
 
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        for (int i = 0; i < parts->cnt; i++) {
-            rd_kafka_topic_partition_t *tp = &parts->elems[i];
-            part_t *pt = part_get(k, tp->partition);
-            if (!pt || claim(k, tp->partition, pt, 1) != 0) {
-                k->fatal = 1;
-                *k->stop = 1;
-                tp->offset = RD_KAFKA_OFFSET_END; /* assign anyway; we are leaving */
-                continue;
-            }
-            pt->assigned = 1;
-            pt->fenced = 0;
-            pt->need_rewind = 0;
-            pt->retry_at = 0;
-            pt->backoff = 0;
-            pt->ap.topic = k->conf->topic_orders;
-            pt->ap.partition = tp->partition;
-            pt->ap.outbox_dirty = 1; /* whatever the previous owner left */
-            pt->last_record_ms = mono_ms();
-            /* Bootstrap the table before the stream: orders of this
-             * partition wait until the profiles that exist now are joined. */
-            {
-                int64_t lo = 0, hi = 0;
-                pt->prof_catchup = -1;
-                if (rd_kafka_query_watermark_offsets(k->prk, k->conf->topic_profiles,
-                                                     tp->partition, &lo, &hi, 5000) ==
-                        RD_KAFKA_RESP_ERR_NO_ERROR &&
-                    hi > lo && pt->ap.meta.poffset < hi) {
-                    pt->prof_catchup = hi;
-                    pt->catchup_deadline = mono_ms() + 60000;
-                }
-            }
-            {
-                rd_kafka_topic_partition_list_t *l =
-                    plist(k, tp->partition,
-                          pt->ap.meta.poffset >= 0 ? pt->ap.meta.poffset : RD_KAFKA_OFFSET_BEGINNING);
-                rd_kafka_error_t *pe = rd_kafka_incremental_assign(k->prk, l);
-                if (pe) {
-                    log_error("consumer", "assign %s [%d]: %s", k->conf->topic_profiles,
-                              (int)tp->partition, rd_kafka_error_string(pe));
-                    rd_kafka_error_destroy(pe);
-                }
-                rd_kafka_resume_partitions(k->prk, l);
-                rd_kafka_topic_partition_list_destroy(l);
-            }
-            tp->offset = pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
-            log_info("consumer", "assigned %s [%d] at offset %" PRId64 "%s (epoch %" PRId64 ")",
-                     tp->topic, (int)tp->partition, pt->ap.meta.offset,
-                     pt->ap.meta.offset >= 0 ? "" : " (no state: from the beginning)",
-                     pt->ap.meta.epoch);
-        }
-        if (cooperative)
-            e = rd_kafka_incremental_assign(rk, parts);
-        else
-            rd_kafka_assign(rk, parts);
-        /* librdkafka keeps an application pause across revoke and
-         * re-assign (a partition paused when it was fenced would stay
-         * silent), so set the state explicitly. */
-        rd_kafka_resume_partitions(rk, parts);
-        for (int i = 0; i < parts->cnt; i++) {
-            part_t *pt = part_get(k, parts->elems[i].partition);
-            if (pt && pt->prof_catchup >= 0) {
-                rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-                rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, parts->elems[i].partition);
-                rd_kafka_pause_partitions(rk, l);
-                rd_kafka_topic_partition_list_destroy(l);
-                log_info("consumer", "%s [%d]: joining %s up to offset %" PRId64 " first",
-                         k->conf->topic_orders, (int)parts->elems[i].partition,
-                         k->conf->topic_profiles, pt->prof_catchup);
-            }
-        }
+        e = on_assign(k, rk, parts, cooperative);
     } else if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         int lost = rd_kafka_assignment_lost(rk);
-        for (int i = 0; i < parts->cnt; i++) {
-            part_t *pt = part_get(k, parts->elems[i].partition);
-            if (!pt) continue;
-            int32_t id = parts->elems[i].partition;
-            /* Finish what we hold unless the partition was lost (then a
-             * new owner may already write: the epoch would refuse us), or
-             * it is waiting on a retry, or the way out has no time left:
-             * what is not committed is read again by its next owner. */
-            if (!lost && pt->assigned && !pt->retry_at && !pt->need_rewind &&
-                time_for_redis(k)) {
-                char why[512] = "";
-                if (part_flush_profiles(k, id, pt, why, sizeof(why)) == APPLY_OK &&
-                    part_flush(k, id, pt, why, sizeof(why)) == APPLY_OK && pt->ap.outbox_dirty)
-                    drain_outbox(k, id);
-                release_lease(k, id, pt);
-            }
-            part_drop_pending(k, pt);
-            publish_dead_forget(k->pub, k->conf->topic_orders, id, INT64_MAX);
-            publish_dead_forget(k->pub, k->conf->topic_profiles, id, INT64_MAX);
-            if (pt->assigned) {
-                rd_kafka_topic_partition_list_t *l =
-                    plist(k, parts->elems[i].partition, RD_KAFKA_OFFSET_INVALID);
-                rd_kafka_error_t *pe = rd_kafka_incremental_unassign(k->prk, l);
-                if (pe) rd_kafka_error_destroy(pe);
-                rd_kafka_topic_partition_list_destroy(l);
-            }
-            pt->assigned = 0;
-            pt->fenced = 0;
-            pt->retry_at = 0;
-            pt->need_rewind = 0;
-            log_info("consumer", "%s %s [%d]", lost ? "lost" : "revoked", parts->elems[i].topic,
-                     (int)parts->elems[i].partition);
-        }
+        for (int i = 0; i < parts->cnt; i++) revoke_one(k, parts->elems[i].partition, lost);
         if (cooperative)
             e = rd_kafka_incremental_unassign(rk, parts);
         else
@@ -716,10 +735,19 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
            rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
+/* librdkafka prefetches up to 64 MB by default, more than the rest of
+ * tierd uses: 8 MB keeps a backlog's batches full (unless kafka.* says
+ * otherwise). */
+static void prefetch_bound(const config_t *c, rd_kafka_conf_t *conf) {
+    char why[256];
+    if (!config_kafka_get(c, "queued.max.messages.kbytes"))
+        rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "8192", why, sizeof(why));
+}
+
 consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, char *errstr,
                          size_t errstr_size) {
-    static const char *const pfixed[] = {"enable.auto.offset.store", "false",
-                                         "enable.auto.commit", "false", NULL};
+    static const char *const pfixed[] = {"enable.auto.offset.store", "false", "enable.auto.commit",
+                                         "false", NULL};
     static const char *const fixed[] = {
         "enable.auto.offset.store", "false", /* stored after each applied batch */
         "enable.auto.commit", "true",        /* advisory: Redis holds the truth */
@@ -737,10 +765,12 @@ consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, 
     k->conf = c;
     k->apply = apply;
     k->pub = pub;
-    k->stall_publish_file = getenv("TIERD_FAULT_PUBLISH_STALL_FILE"); /* tests only */
+    for (size_t i = 1; i < ORDER_ERR__COUNT && i <= METRICS_MAX_REASONS; i++)
+        k->reason_names[i - 1] = order_reason_code((order_err_t)i); /* 0 is ORDER_OK */
     /* The profiles handle: no subscription, assigned partition by partition. */
     conf = kafkaconf_build(c, pfixed, errstr, errstr_size);
     if (!conf) goto fail;
+    prefetch_bound(c, conf);
     k->prk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, why, sizeof(why));
     if (!k->prk) {
         snprintf(errstr, errstr_size, "kafka consumer (profiles): %s", why);
@@ -756,6 +786,7 @@ consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, 
                           sizeof(why));
     if (!config_kafka_get(c, "auto.offset.reset"))
         rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", why, sizeof(why));
+    prefetch_bound(c, conf);
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     rd_kafka_conf_set_opaque(conf, k);
@@ -782,7 +813,9 @@ fail:
     return NULL;
 }
 
-void consumer_set_metrics(consumer_t *k, metrics_t *m) { k->metrics = m; }
+void consumer_set_metrics(consumer_t *k, metrics_t *m) {
+    k->metrics = m;
+}
 
 /* Outbox entries waiting, over the assigned partitions (one XLEN each,
  * pipelined; kept from the last look when Redis does not answer). */
@@ -817,69 +850,68 @@ out:
 /* Once a second (and at the end): the snapshot /metrics and the probes
  * serve. */
 static void publish_metrics(consumer_t *k, int force) {
-    static metrics_snapshot_t s; /* large (per-partition table): off the stack */
-    static const char *reasons[ORDER_ERR__COUNT + 1];
+    metrics_snapshot_t *s = &k->snap;
     int64_t t = mono_ms();
     if (!k->metrics || (!force && t - k->last_metrics_ms < 1000)) return;
     const apply_stats_t *a = &k->apply->stats;
-    memset(&s, 0, sizeof(s));
-    s.applied = a->applied;
-    s.duplicates = a->duplicates;
-    s.redelivered = a->redelivered;
-    s.dead = a->dead;
-    s.batches = a->batches;
-    s.fenced = a->fenced;
-    s.reviews = a->reviews;
-    s.profiles = a->profiles;
-    /* The names are filled before the first publish and never written
-     * again: the HTTP thread reads them through the snapshot. */
-    int first = reasons[0] == NULL;
+    memset(s, 0, sizeof(*s));
+    s->applied = a->applied;
+    s->duplicates = a->duplicates;
+    s->redelivered = a->redelivered;
+    s->dead = a->dead;
+    s->batches = a->batches;
+    s->fenced = a->fenced;
+    s->state_corrupt = a->state_corrupt;
+    s->review_pages = a->review_pages;
+    s->reviews = a->reviews;
+    s->profiles = a->profiles;
     for (size_t i = 1; i < ORDER_ERR__COUNT && i <= METRICS_MAX_REASONS; i++) {
-        if (first) reasons[i - 1] = order_reason_code((order_err_t)i); /* 0 is ORDER_OK */
-        s.dead_by_reason[i - 1] = a->dead_by_reason[i];
-        s.nreasons = i;
+        s->dead_by_reason[i - 1] = a->dead_by_reason[i]; /* 0 is ORDER_OK */
+        s->nreasons = i;
     }
-    s.reason_names = reasons;
-    s.tier_events = a->tier_events;
-    s.quota_events = a->quota_events;
-    s.events_published = publish_events_published(k->pub);
+    s->reason_names = k->reason_names;
+    s->tier_events = a->tier_events;
+    s->quota_events = a->quota_events;
+    memcpy(s->quota_by_kind, a->quota_by_kind, sizeof(s->quota_by_kind));
+    s->events_published = publish_events_published(k->pub);
     if (store_connected(k->apply->store)) outbox_depth(k);
-    s.outbox_depth = k->outbox_depth;
-    s.redis_commands = store_commands(k->apply->store);
-    store_rtt(k->apply->store, &s.redis_rtt_seconds_sum, &s.redis_rtt_count, s.redis_rtt_buckets);
-    s.batch_records_sum = a->applied + a->duplicates + a->redelivered + a->dead;
-    s.batch_count = a->batches;
-    s.review_seconds_sum = a->review_seconds;
-    s.review_count = a->reviews;
-    s.order_latency_sum = k->lat_sum;
-    s.order_latency_count = k->lat_count;
-    memcpy(s.order_latency_buckets, k->lat_buckets, sizeof(s.order_latency_buckets));
-    for (int32_t i = 0; i < k->nparts && s.nparts < METRICS_MAX_PARTS; i++) {
+    s->outbox_depth = k->outbox_depth;
+    s->redis_commands = store_commands(k->apply->store);
+    store_rtt(k->apply->store, &s->redis_rtt_seconds_sum, &s->redis_rtt_count,
+              s->redis_rtt_buckets);
+    s->batch_records_sum = a->applied + a->duplicates + a->redelivered + a->dead;
+    s->batch_count = a->batches;
+    s->review_seconds_sum = a->review_seconds;
+    s->review_count = a->reviews;
+    s->order_latency_sum = k->lat_sum;
+    s->order_latency_count = k->lat_count;
+    memcpy(s->order_latency_buckets, k->lat_buckets, sizeof(s->order_latency_buckets));
+    for (int32_t i = 0; i < k->nparts && s->nparts < METRICS_MAX_PARTS; i++) {
         part_t *pt = &k->parts[i];
         if (!pt->assigned) continue;
         int64_t lo = -1, hi = -1;
         int64_t next = pt->ap.meta.offset;
-        s.parts[s.nparts].partition = i;
-        s.parts[s.nparts].assigned = 1;
-        s.parts[s.nparts].committed = next;
-        s.parts[s.nparts].lag = -1;
+        s->parts[s->nparts].partition = i;
+        s->parts[s->nparts].assigned = 1;
+        s->parts[s->nparts].committed = next;
+        s->parts[s->nparts].lag = -1;
         if (rd_kafka_get_watermark_offsets(k->rk, k->conf->topic_orders, i, &lo, &hi) ==
                 RD_KAFKA_RESP_ERR_NO_ERROR &&
             hi >= 0 && next >= 0)
-            s.parts[s.nparts].lag = hi > next ? hi - next : 0;
-        s.nparts++;
+            s->parts[s->nparts].lag = hi > next ? hi - next : 0;
+        s->nparts++;
     }
     double secs = k->last_metrics_ms ? (double)(t - k->last_metrics_ms) / 1000.0 : 0;
-    s.orders_per_second = secs > 0 ? (double)(a->applied - k->metrics_applied) / secs : 0.0;
+    s->orders_per_second = secs > 0 ? (double)(a->applied - k->metrics_applied) / secs : 0.0;
     /* Ready: orders are being applied -- some partition is ours and Redis
      * answers.  Healthy: the loop turns (the snapshot's age says so). */
     int nassigned = 0;
     for (int32_t i = 0; i < k->nparts; i++) nassigned += k->parts[i].assigned;
-    s.ready = nassigned > 0 && !k->fatal && !*k->stop && store_connected(k->apply->store);
-    s.healthy = !k->fatal;
-    s.policy_name = k->apply->policy ? k->apply->policy->name : "";
-    s.policy_version = k->apply->policy ? k->apply->policy->version : "";
-    metrics_publish(k->metrics, &s);
+    s->ready = nassigned > 0 && !k->fatal && !*k->stop && store_connected(k->apply->store);
+    s->healthy = !k->fatal;
+    s->policy_name = k->apply->policy ? k->apply->policy->name : "";
+    s->policy_version = k->apply->policy ? k->apply->policy->version : "";
+    metrics_publish(k->metrics, s);
     k->last_metrics_ms = t;
     k->metrics_applied = a->applied;
 }
@@ -895,9 +927,8 @@ static void report(consumer_t *k, int force) {
              " batches=%" PRIu64 " fenced=%" PRIu64 " reviews=%" PRIu64 " profiles=%" PRIu64
              " return_excess_units=%" PRIu64 " redis_cmds=%" PRIu64
              " cmds_per_record=%.4f rate=%.0f/s",
-             s->applied, s->duplicates, s->redelivered, s->dead, s->batches, s->fenced,
-             s->reviews, s->profiles, s->return_excess_units,
-             store_commands(k->apply->store),
+             s->applied, s->duplicates, s->redelivered, s->dead, s->batches, s->fenced, s->reviews,
+             s->profiles, s->return_excess_units, store_commands(k->apply->store),
              seen ? (double)store_commands(k->apply->store) / (double)seen : 0.0,
              secs > 0 ? (double)(s->applied - k->last_applied) / secs : 0.0);
     k->last_report_ms = t;
@@ -915,9 +946,10 @@ static void close_consumer(consumer_t *k, rd_kafka_t *rk, const char *what) {
     } else {
         while (!rd_kafka_consumer_closed(rk)) {
             if (mono_ms() >= k->deadline) {
-                log_warn("consumer", "the %s consumer did not close within shutdown_timeout_ms "
-                         "(%" PRId64 " ms); leaving without it", what,
-                         k->conf->shutdown_timeout_ms);
+                log_warn("consumer",
+                         "the %s consumer did not close within shutdown_timeout_ms "
+                         "(%" PRId64 " ms); leaving without it",
+                         what, k->conf->shutdown_timeout_ms);
                 break;
             }
             rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
@@ -1026,20 +1058,36 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
             sd_notify(0, "WATCHDOG=1");
             last_watchdog = t;
         }
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, poll_timeout(k));
-        if (m && m->err) {
-            if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                log_warn("consumer", "%s", rd_kafka_message_errstr(m));
-            rd_kafka_message_destroy(m);
-            m = NULL;
-        } else if (m && enqueue(k, m) != 0) {
+        /* Up to POLL_BATCH records a turn: the loop's own work (deadlines,
+         * profiles, metrics) is paid per turn, not per record.  One record
+         * at a time through rd_kafka_consumer_poll, which drops records of
+         * an assignment that was revoked or sought since they were fetched
+         * (rd_kafka_consume_batch_queue in librdkafka 2.0.2 handed such
+         * stale records over after a partition was lost and assigned
+         * again). */
+        size_t got = 0;
+        int oom = 0;
+        for (int timeout = poll_timeout(k); got < POLL_BATCH; timeout = 0) {
+            rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, timeout);
+            if (!m) break;
+            got++;
+            if (m->err) {
+                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                    log_warn("consumer", "%s", rd_kafka_message_errstr(m));
+                rd_kafka_message_destroy(m);
+            } else if (enqueue(k, m) != 0) {
+                oom = 1; /* enqueue destroyed it */
+                break;
+            }
+        }
+        if (oom) {
             log_error("consumer", "out of memory");
             k->fatal = 1;
             break;
         }
         poll_profiles(k);
-        /* Nothing more queued: every partition's batch goes now. */
-        service_due(k, m == NULL);
+        /* Fewer than asked: nothing more is queued, every batch goes now. */
+        service_due(k, got < POLL_BATCH);
         /* A partition fenced but never taken away by the group: we are
          * its owner after all (the epoch was bumped by a tool or a
          * zombie); claim it again and continue from Redis' offset. */

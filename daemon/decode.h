@@ -1,10 +1,13 @@
 /*
- * decode.h -- turns the bytes of one Kafka record value into an order_t.
+ * decode.h -- turns the bytes of one Kafka record value into what tierd
+ * consumes: an order_t (topic orders) or a customer profile (topic
+ * customer-profiles).
  *
- * Private to the daemon (sits beside decode.c).  The decoder owns the parsed
- * Order schema and reads the bytes itself, so decoding a record allocates
- * nothing once the order's line buffer has grown to fit.  A decoder is not
- * thread-safe: use one per consuming thread.
+ * Private to the daemon (sits beside decode.c).  The decoder owns the
+ * parsed Order and CustomerProfile schemas.  It reads an Order's bytes
+ * itself, so decoding an order allocates nothing once the order's line
+ * buffer has grown to fit.  A decoder is not thread-safe: use one per
+ * consuming thread.
  */
 #ifndef TIERD_DECODE_H
 #define TIERD_DECODE_H
@@ -13,12 +16,14 @@
 #include <stdint.h>
 
 #include "tierd/order.h"
+#include "tierd/policy.h"
 
 typedef struct decoder decoder_t;
 
-/* Parses the embedded Order schema and builds the reusable value.
- * Returns NULL and fills errstr when the schema cannot be used (which means
- * the binary was built from a schema this decoder was not written for). */
+/* Parses the embedded Order and CustomerProfile schemas and builds the
+ * profile's reusable value.  Returns NULL and fills errstr when a schema
+ * cannot be used (which means the binary was built from a schema this
+ * decoder was not written for). */
 decoder_t *decode_new(char *errstr, size_t errstr_size);
 
 /* Accepts NULL. */
@@ -39,8 +44,8 @@ void decode_destroy(decoder_t *d);
  * ORDER_ERR_BAD_CURRENCY for a string too long for its field, and
  * ORDER_ERR_INTERNAL when memory ran out or the decoder contradicted its
  * own pre-scan (not the record's fault: do not dead-letter it). */
-order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out,
-                         char *errstr, size_t errstr_size);
+order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out, char *errstr,
+                         size_t errstr_size);
 
 /* The same contract, decoded through libavro generic values: the path
  * decode_order() took before it read the bytes itself.  Kept for the tests,
@@ -50,9 +55,34 @@ order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out
 order_err_t decode_order_libavro(decoder_t *d, const void *buf, size_t len, order_t *out,
                                  char *errstr, size_t errstr_size);
 
-/* The schema id of the last record either path looked at, or -1 when it
- * had no Confluent framing.  Set as soon as the framing is recognised, so it
- * is also available for a record that then failed to decode. */
+/* The schema id of the last record decoded (an Order by either path, or a
+ * CustomerProfile), or -1 when it had no Confluent framing.  Set as soon as
+ * the framing is recognised, so it is also available for a record that then
+ * failed to decode. */
 int64_t decode_last_schema_id(const decoder_t *d);
+
+/* Decodes one CustomerProfile (topic customer-profiles) from plain Avro
+ * binary or the Confluent wire format, any schema id, as decode_order.  A
+ * tombstone (NULL value) is the caller's business: it never reaches here.
+ *
+ * Refuses with: ORDER_ERR_NOT_AVRO for bytes that are not exactly one
+ * CustomerProfile (truncated, trailing bytes, enum or union index out of
+ * range, a boolean byte other than 0/1, a length past the end);
+ * ORDER_ERR_EMPTY_ID / ORDER_ERR_BAD_ID / ORDER_ERR_BAD_UTF8 for customer_id
+ * empty, longer than ORDER_ID_MAX or with control characters, or not UTF-8
+ * (validate_id's rules, in that order); when key_len > 0, ORDER_ERR_BAD_UTF8
+ * for a key that is not UTF-8, then ORDER_ERR_KEY_MISMATCH when the key
+ * differs from customer_id; ORDER_ERR_BAD_FIELD for
+ * cooperation or growth not finite in [0, 1] or tier_override outside
+ * 1..POLICY_TIERS_MAX; ORDER_ERR_INTERNAL for our own failures (NULL
+ * arguments, out of memory, libavro disagreeing with the pre-scan).
+ *
+ * customer_id is filled as soon as it is known to be valid (so a refusal
+ * for a later reason can still name the customer), else set to "".  *out
+ * and *updated_at_ms (may be NULL) are written only on ORDER_OK. */
+order_err_t decode_profile(decoder_t *d, const void *buf, size_t len, const void *key,
+                           size_t key_len, char customer_id[ORDER_ID_MAX + 1],
+                           policy_profile_t *out, int64_t *updated_at_ms, char *errstr,
+                           size_t errstr_size);
 
 #endif

@@ -7,12 +7,10 @@
 
 #include "errstr.h"
 
-void errstr_fmt(char *errstr, size_t errstr_size, const char *fmt, ...)
-{
+void errstr_fmt(char *errstr, size_t errstr_size, const char *fmt, ...) {
     va_list ap;
 
-    if (errstr == NULL || errstr_size == 0)
-        return;
+    if (errstr == NULL || errstr_size == 0) return;
     va_start(ap, fmt);
     vsnprintf(errstr, errstr_size, fmt, ap);
     va_end(ap);

@@ -13,7 +13,7 @@
 
 /* printf into errstr, truncating to errstr_size.  A NULL or empty buffer
  * is allowed: the caller did not want the text. */
-__attribute__((format(printf, 3, 4)))
-void errstr_fmt(char *errstr, size_t errstr_size, const char *fmt, ...);
+__attribute__((format(printf, 3, 4))) void errstr_fmt(char *errstr, size_t errstr_size,
+                                                      const char *fmt, ...);
 
 #endif

@@ -1,11 +1,12 @@
 /*
  * events.h -- the Avro codec of tierd's own topics: encodes TierChange and
- * QuotaEvent records for publishing, decodes CustomerProfile records.
+ * QuotaEvent records for publishing, and reads a TierChange back (tierctl).
+ * The records tierd consumes are decode.h's.
  *
  * Private to the daemon (sits beside events.c); the contracts are the .avsc
- * files in schemas/, which other programs read.  An events_t owns the three
- * parsed schemas, their value classes and one reusable value each, so it is
- * built once at start and is not thread-safe: one per thread that uses it.
+ * files in schemas/, which other programs read.  An events_t owns the two
+ * parsed schemas and one reusable value each (codec.h), so it is built once
+ * at start and is not thread-safe: one per thread that uses it.
  */
 #ifndef TIERD_EVENTS_H
 #define TIERD_EVENTS_H
@@ -35,10 +36,10 @@ typedef struct events_tier_change {
     const policy_month_t *window;      /* the window's aggregates, to give each checked
                                         * month its amount, orders and skus; may be NULL */
     size_t nwindow;
-    int32_t month;                     /* review or order month; -1 => null (profile change) */
+    int32_t month; /* review or order month; -1 => null (profile change) */
     const char *classification;
-    const policy_t *policy;            /* name and version travel in the event */
-    int64_t decided_at_ms;             /* from the decision's inputs, never the clock (decide.h) */
+    const policy_t *policy; /* name and version travel in the event */
+    int64_t decided_at_ms;  /* from the decision's inputs, never the clock (outbox.h) */
 } events_tier_change_t;
 
 /* Encodes a TierChange as plain Avro binary (no framing).  On success
@@ -47,8 +48,8 @@ typedef struct events_tier_change {
  * -1 with errstr for a caller mistake (no change, missing field, a month
  * that has no YYYY-MM form, event_id too small) or when memory runs out;
  * *out is then NULL. */
-int events_encode_tier_change(events_t *e, const events_tier_change_t *tc, char **out,
-                              size_t *len, char *event_id, size_t event_id_size, char *errstr,
+int events_encode_tier_change(events_t *e, const events_tier_change_t *tc, char **out, size_t *len,
+                              char *event_id, size_t event_id_size, char *errstr,
                               size_t errstr_size);
 
 /* One quota threshold crossed by one order. */
@@ -58,7 +59,7 @@ typedef struct events_quota {
     int32_t tier;            /* tier in effect for the month */
     policy_quota_kind_t kind;
     const policy_quota_limits_t *limits; /* hard_cap POLICY_NO_HARD_CAP => null */
-    int64_t consumed;        /* the month's qty after the crossing order */
+    int64_t consumed;                    /* the month's qty after the crossing order */
     const char *order_id;
     int64_t placed_at_ms;
     const policy_t *policy;
@@ -69,29 +70,21 @@ typedef struct events_quota {
 int events_encode_quota(events_t *e, const events_quota_t *q, char **out, size_t *len,
                         char *event_id, size_t event_id_size, char *errstr, size_t errstr_size);
 
-/* Decodes one CustomerProfile (topic customer-profiles) from plain Avro
- * binary or the Confluent wire format (0x00, 4-byte schema id, Avro), any
- * schema id.  A tombstone (NULL value) is the caller's business: it never
- * reaches here.
- *
- * Refuses with: ORDER_ERR_NOT_AVRO for bytes that are not exactly one
- * CustomerProfile (truncated, trailing bytes, enum or union index out of
- * range, a boolean byte other than 0/1, a length past the end);
- * ORDER_ERR_EMPTY_ID / ORDER_ERR_BAD_ID / ORDER_ERR_BAD_UTF8 for customer_id
- * empty, longer than ORDER_ID_MAX or with control characters, or not UTF-8
- * (validate_id's rules, in that order); when key_len > 0, ORDER_ERR_BAD_UTF8
- * for a key that is not UTF-8, then ORDER_ERR_KEY_MISMATCH when the key
- * differs from customer_id; ORDER_ERR_BAD_FIELD for
- * cooperation or growth not finite in [0, 1] or tier_override outside
- * 1..POLICY_TIERS_MAX; ORDER_ERR_INTERNAL for our own failures (NULL
- * arguments, out of memory, libavro disagreeing with the pre-scan).
- *
- * customer_id is filled as soon as it is known to be valid (so a refusal
- * for a later reason can still name the customer), else set to "".  *out
- * and *updated_at_ms (may be NULL) are written only on ORDER_OK. */
-order_err_t events_decode_profile(events_t *e, const void *buf, size_t len, const void *key,
-                                  size_t key_len, char customer_id[ORDER_ID_MAX + 1],
-                                  policy_profile_t *out, int64_t *updated_at_ms, char *errstr,
-                                  size_t errstr_size);
+/* What tierctl shows of a TierChange it reads back from the topic. */
+typedef struct events_tier_change_info {
+    int32_t previous_tier; /* 0 when null (the first placement) */
+    int32_t new_tier;
+    int64_t sequence;
+    char reason[32];
+    char review_month[16]; /* "YYYY-MM" or "" */
+} events_tier_change_info_t;
+
+/* Reads one TierChange as tierd publishes it (plain Avro) into *out: 0, or
+ * -1 with errstr.  It reads into the value the encoder fills, so it may not
+ * run between an encode and the use of its bytes (none does: both copy out
+ * before returning).  No pre-scan: for tools reading tierd's own output,
+ * never for a daemon's input (decode.h). */
+int events_read_tier_change(events_t *e, const void *buf, size_t len,
+                            events_tier_change_info_t *out, char *errstr, size_t errstr_size);
 
 #endif

@@ -31,8 +31,7 @@ rd_kafka_conf_t *kafkaconf_build(const config_t *c, const char *const *fixed, ch
         }
     }
     for (size_t i = 0; fixed && fixed[i]; i += 2) {
-        if (rd_kafka_conf_set(conf, fixed[i], fixed[i + 1], why, sizeof(why)) !=
-            RD_KAFKA_CONF_OK) {
+        if (rd_kafka_conf_set(conf, fixed[i], fixed[i + 1], why, sizeof(why)) != RD_KAFKA_CONF_OK) {
             snprintf(errstr, errstr_size, "kafka.%s: %s", fixed[i], why);
             rd_kafka_conf_destroy(conf);
             return NULL;

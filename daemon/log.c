@@ -25,6 +25,7 @@ int log_level_parse(const char *name) {
 }
 
 void log_write(int level, const char *module, const char *fmt, ...) {
+    /* Process-wide: stderr is the process's, journal or not; read once. */
     static _Atomic int journal = -1;
     char msg[2048];
     va_list ap;
@@ -45,7 +46,7 @@ void log_write(int level, const char *module, const char *fmt, ...) {
         gettimeofday(&tv, NULL);
         gmtime_r(&tv.tv_sec, &tm);
         strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
-        fprintf(stderr, "%s.%03dZ %-5s %s: %s\n", ts, (int)(tv.tv_usec / 1000),
-                level_names[level], module, msg);
+        fprintf(stderr, "%s.%03dZ %-5s %s: %s\n", ts, (int)(tv.tv_usec / 1000), level_names[level],
+                module, msg);
     }
 }

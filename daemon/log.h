@@ -16,9 +16,9 @@ int log_level_parse(const char *name); /* -1 when unknown */
 void log_write(int level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define log_at(lvl, mod, ...)                                                  \
-    do {                                                                       \
-        if ((lvl) <= log_level) log_write((lvl), (mod), __VA_ARGS__);          \
+#define log_at(lvl, mod, ...)                                                                      \
+    do {                                                                                           \
+        if ((lvl) <= log_level) log_write((lvl), (mod), __VA_ARGS__);                              \
     } while (0)
 #define log_error(mod, ...) log_at(LOG_ERROR, mod, __VA_ARGS__)
 #define log_warn(mod, ...) log_at(LOG_WARN, mod, __VA_ARGS__)

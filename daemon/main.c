@@ -1,9 +1,9 @@
 /*
  * main.c -- tierd: order events in, exact monthly aggregates out.
  * Parses the command line, loads the configuration, wires the modules
- * (store, decoder, dead-letter producer, apply, consumer) and runs the
- * loop until SIGTERM or SIGINT.  Signals only set a flag; a second SIGINT
- * exits at once.
+ * (store, decoder, event codec, the producer of dead letters and events,
+ * apply, consumer) and runs the loop until SIGTERM or SIGINT.  Signals
+ * only set a flag; a second SIGINT exits at once.
  */
 #include "apply.h"
 #include "config.h"
@@ -31,6 +31,8 @@
 #define TIERD_VERSION "0.1.0"
 #endif
 
+/* Process-wide because a signal handler has no argument to reach them
+ * through; the loop receives their addresses (consumer_run). */
 static volatile sig_atomic_t stop_flag, reload_flag;
 
 static void on_signal(int sig) {
@@ -64,14 +66,16 @@ static void usage(FILE *f) {
  * can change at run time, and only when all of it is valid. */
 typedef struct reload {
     const char *path;
-    config_t *conf;     /* the running one */
+    config_t *conf; /* the running one */
     apply_ctx_t *apply;
-    policy_t slots[2];  /* the running policy and the next one */
+    policy_t slots[2]; /* the running policy and the next one */
     int cur;
 } reload_t;
 
-static int same(const char *a, const char *b) {
-    return (!a && !b) || (a && b && strcmp(a, b) == 0);
+/* A key the table marks restart-only changed in the file: said, not applied. */
+static void reload_restart_changed(const char *key, void *opaque) {
+    (void)opaque;
+    log_warn("reload", "%s changed: it applies at the next restart, not now", key);
 }
 
 static void do_reload(void *opaque) {
@@ -88,7 +92,7 @@ static void do_reload(void *opaque) {
     }
     /* The window changes only at a restart, so the policy must fit the
      * running one: a policy for another window would fail every decision. */
-    const config_t *c = r->conf;
+    config_t *c = r->conf;
     int64_t asked_window = fresh.window_months;
     fresh.window_months = c->window_months;
     if (policyconf_load(&fresh, next, err, sizeof(err)) != 0) {
@@ -99,52 +103,20 @@ static void do_reload(void *opaque) {
         config_free(&fresh);
         return;
     }
-    /* Keys that only a restart can change. */
-    int kafka_same = fresh.nkafka == c->nkafka;
-    for (size_t i = 0; kafka_same && i < c->nkafka; i++)
-        kafka_same = same(fresh.kafka[i].name, c->kafka[i].name) &&
-                     same(fresh.kafka[i].value, c->kafka[i].value);
-    struct {
-        const char *name;
-        int changed;
-    } fixed[] = {
-        {"kafka.*", !kafka_same},
-        {"topics.*", !same(fresh.topic_orders, c->topic_orders) ||
-                         !same(fresh.topic_dead_letter, c->topic_dead_letter) ||
-                         !same(fresh.topic_profiles, c->topic_profiles) ||
-                         !same(fresh.topic_tier_changes, c->topic_tier_changes) ||
-                         !same(fresh.topic_quota_events, c->topic_quota_events)},
-        {"redis.*", !same(fresh.redis_host, c->redis_host) || fresh.redis_port != c->redis_port ||
-                        !same(fresh.redis_unix_socket, c->redis_unix_socket) ||
-                        !same(fresh.redis_user, c->redis_user) ||
-                        !same(fresh.redis_password, c->redis_password) ||
-                        fresh.redis_db != c->redis_db || !same(fresh.key_prefix, c->key_prefix) ||
-                        fresh.redis_timeout_ms != c->redis_timeout_ms ||
-                        !same(fresh.redis_password_file, c->redis_password_file)},
-        {"time_zone", !same(fresh.time_zone, c->time_zone)},
-        {"currency", !same(fresh.currency, c->currency)},
-        {"window_months", asked_window != c->window_months},
-        {"instance_id", !same(fresh.instance_id, c->instance_id)},
-        {"http.listen", !same(fresh.http_listen, c->http_listen)},
-    };
-    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++)
-        if (fixed[i].changed)
-            log_warn("reload", "%s changed: it applies at the next restart, not now",
-                     fixed[i].name);
-    /* What changes now. */
-    log_level = log_level_parse(fresh.log_level);
-    r->conf->batch_max_orders = fresh.batch_max_orders;
-    r->conf->batch_max_ms = fresh.batch_max_ms;
-    /* Read from the running conf by whoever applies them. */
-    r->conf->min_placed_at_s = fresh.min_placed_at_s;
-    r->conf->shutdown_timeout_ms = fresh.shutdown_timeout_ms;
-    r->apply->rules.max_future_skew_ms = fresh.max_future_skew_s * 1000;
-    r->apply->rules.min_placed_at_ms = fresh.min_placed_at_s * 1000;
-    r->apply->idle_close_after_ms = fresh.idle_close_after_s * 1000;
+    fresh.window_months = asked_window; /* so the change is reported below */
+    /* The configuration table says which keys change now (moved into the
+     * running configuration, where the consumer reads batch.* and
+     * shutdown_timeout_ms) and which wait for a restart (logged). */
+    config_reload(c, &fresh, reload_restart_changed, NULL);
+    /* What is derived from the keys that change now. */
+    log_level = log_level_parse(c->log_level);
+    r->apply->rules.max_future_skew_ms = c->max_future_skew_s * 1000;
+    r->apply->rules.min_placed_at_ms = c->min_placed_at_s * 1000;
+    r->apply->idle_close_after_ms = c->idle_close_after_s * 1000;
     r->apply->policy = next; /* later decisions name the new policy and version */
     r->cur = 1 - r->cur;
     log_info("reload", "policy %s version %s applies to decisions from now on; log_level %s",
-             next->name, next->version, fresh.log_level);
+             next->name, next->version, c->log_level);
     config_free(&fresh);
 }
 
@@ -219,8 +191,8 @@ static void kafka_blame(const config_t *c, const char *why, char *errstr, size_t
     }
     for (size_t i = 0; i < c->nkafka; i++) {
         if (strcmp(c->kafka[i].name, "bootstrap.servers") == 0) continue; /* never built in */
-        lone[i] = kafka_clients_try(c, i, scratch, sizeof(scratch)) == 0 ||
-                  strcmp(scratch, why) != 0;
+        lone[i] =
+            kafka_clients_try(c, i, scratch, sizeof(scratch)) == 0 || strcmp(scratch, why) != 0;
         named[i] = mentions(why, c->kafka[i].name) ||
                    (strlen(c->kafka[i].value) >= 3 && mentions(why, c->kafka[i].value));
         nlone += lone[i] != 0;
@@ -230,8 +202,8 @@ static void kafka_blame(const config_t *c, const char *why, char *errstr, size_t
     for (size_t i = 0; i < c->nkafka && len < errstr_size; i++) {
         int blame = nboth ? lone[i] && named[i] : nlone ? lone[i] : named[i];
         if (!blame) continue;
-        len += (size_t)snprintf(errstr + len, errstr_size - len, "%s%s: kafka.%s",
-                                len ? ", " : "", c->kafka[i].where, c->kafka[i].name);
+        len += (size_t)snprintf(errstr + len, errstr_size - len, "%s%s: kafka.%s", len ? ", " : "",
+                                c->kafka[i].where, c->kafka[i].name);
     }
     if (len < errstr_size)
         snprintf(errstr + len, errstr_size - len, "%s%s", len ? ": " : "kafka.*: ", why);
@@ -264,22 +236,20 @@ static int kafka_check(const config_t *c, int check, char *errstr, size_t errstr
 }
 
 int main(int argc, char **argv) {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"check-config", no_argument, NULL, 'C'},
-                                         {"help-config", no_argument, NULL, 'H'},
-                                         {"version", no_argument, NULL, 'V'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 'C'},
+        {"help-config", no_argument, NULL, 'H'},  {"version", no_argument, NULL, 'V'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     const char *path = NULL;
     int check = 0, opt, rc = 1;
     char err[1024] = "", owner[300];
     config_t conf;
     store_t *store = NULL;
     decoder_t *dec = NULL;
-    publish_t *dl = NULL;
+    publish_t *pub = NULL; /* dead letters and the outboxes */
     events_t *events = NULL;
-    static reload_t rl; /* the policies are large: keep them off the stack */
-    policy_t *const policy = &rl.slots[0]; /* the policy at start */
+    reload_t *rl = NULL;     /* owned; the policies are large: on the heap */
+    policy_t *policy = NULL; /* the policy at start: rl->slots[0] */
     consumer_t *cons = NULL;
     metrics_t *metrics = NULL;
     apply_ctx_t apply;
@@ -307,8 +277,14 @@ int main(int argc, char **argv) {
         return 2;
     }
     conf_loaded = 1;
+    rl = calloc(1, sizeof(*rl));
+    if (!rl) {
+        fprintf(stderr, "tierd: out of memory\n");
+        goto out;
+    }
+    policy = &rl->slots[0];
     log_level = log_level_parse(conf.log_level);
-    if (month_set_zone(conf.time_zone, err, sizeof(err)) != 0) {
+    if (month_zone_init(&apply.zone, conf.time_zone, err, sizeof(err)) != 0) {
         fprintf(stderr, "tierd: configuration refused: %s: time_zone: %s\n",
                 config_where(&conf, "time_zone"), err);
         rc = 2;
@@ -357,8 +333,8 @@ int main(int argc, char **argv) {
     if (!dec) goto fail;
     events = events_new(err, sizeof(err));
     if (!events) goto fail;
-    dl = publish_new(&conf, err, sizeof(err));
-    if (!dl) goto fail;
+    pub = publish_new(&conf, err, sizeof(err));
+    if (!pub) goto fail;
 
     apply.store = store;
     apply.decoder = dec;
@@ -368,19 +344,16 @@ int main(int argc, char **argv) {
     apply.window = (int32_t)conf.window_months;
     apply.owner = owner;
     apply.dead = publish_dead;
-    apply.dead_opaque = dl;
+    apply.dead_opaque = pub;
     apply.policy = policy;
     apply.events = events;
     apply.tier_topic = conf.topic_tier_changes;
     apply.quota_topic = conf.topic_quota_events;
     apply.profile_topic = conf.topic_profiles;
     apply.idle_close_after_ms = conf.idle_close_after_s * 1000;
-    apply.fault_stall_file = getenv("TIERD_FAULT_COMMIT_STALL_FILE");        /* tests only */
-    apply.fault_review_stall_file = getenv("TIERD_FAULT_REVIEW_STALL_FILE"); /* tests only */
-    if (apply.fault_stall_file || apply.fault_review_stall_file || getenv("TIERD_FAULT_PUBLISH_STALL_FILE"))
-        log_warn("main", "fault injection is on (TIERD_FAULT_*): for tests only");
+    fault_from_env(&apply.fault); /* test builds only: fault.h */
 
-    cons = consumer_new(&conf, &apply, dl, err, sizeof(err));
+    cons = consumer_new(&conf, &apply, pub, err, sizeof(err));
     if (!cons) goto fail;
     metrics = metrics_start(conf.http_listen, err, sizeof(err));
     if (!metrics) goto fail;
@@ -395,10 +368,10 @@ int main(int argc, char **argv) {
              "zone %s, window %d",
              TIERD_VERSION, owner, conf.topic_orders, conf.topic_profiles, policy->name,
              policy->version, conf.time_zone, (int)conf.window_months);
-    rl.path = path;
-    rl.conf = &conf;
-    rl.apply = &apply;
-    rc = consumer_run(cons, &stop_flag, &reload_flag, do_reload, &rl);
+    rl->path = path;
+    rl->conf = &conf;
+    rl->apply = &apply;
+    rc = consumer_run(cons, &stop_flag, &reload_flag, do_reload, rl);
     log_info("main", "stopped (%s)", rc == 0 ? "clean" : "after a fatal error");
     goto out;
 
@@ -409,10 +382,11 @@ out:
     metrics_stop(metrics);
     consumer_destroy(cons);
     apply_free(&apply);
-    publish_destroy(dl);
+    publish_destroy(pub);
     events_destroy(events);
     decode_destroy(dec);
     store_destroy(store);
+    free(rl);
     if (conf_loaded) config_free(&conf);
     return rc;
 }

@@ -70,14 +70,14 @@ struct metrics {
     int port;
     pthread_mutex_t mu; /* guards everything below */
     slot_t latest;
-    int published;          /* latest holds a publish */
-    uint64_t published_ms;  /* monotonic time of that publish */
+    int published;         /* latest holds a publish */
+    uint64_t published_ms; /* monotonic time of that publish */
     unsigned stale_after_ms;
-    int starting;           /* MHD log lines go to start_err too */
+    int starting; /* MHD log lines go to start_err too */
     char start_err[256];
-    uint64_t logged_ms;     /* when the last MHD line was logged after start */
-    unsigned suppressed;    /* MHD lines dropped since then */
-    slot_t serving; /* the HTTP thread's copy; no lock, so never a thread pool */
+    uint64_t logged_ms;  /* when the last MHD line was logged after start */
+    unsigned suppressed; /* MHD lines dropped since then */
+    slot_t serving;      /* the HTTP thread's copy; no lock, so never a thread pool */
 };
 
 static uint64_t now_ms(void) {
@@ -242,8 +242,8 @@ char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
             s->applied);
     counter(&b, "tierd_duplicates_ignored_total",
             "Orders ignored because they had been applied before.", s->duplicates);
-    counter(&b, "tierd_redelivered_total",
-            "Records received again after a rebalance or restart.", s->redelivered);
+    counter(&b, "tierd_redelivered_total", "Records received again after a rebalance or restart.",
+            s->redelivered);
 
     head(&b, "tierd_dead_letters_total", "counter",
          "Records refused and sent to the dead-letter topic, by reason.");
@@ -263,14 +263,27 @@ char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
     counter(&b, "tierd_batches_total", "Batches committed.", s->batches);
     counter(&b, "tierd_fenced_commits_total",
             "Batch commits refused because another member owns the partition now.", s->fenced);
+    counter(&b, "tierd_state_corrupt_total",
+            "Customer states that did not parse; their partition waits for tierctl rebuild.",
+            s->state_corrupt);
+    counter(&b, "tierd_review_pages_total",
+            "Review transactions committed (a month's review runs in pages of 1000 customers).",
+            s->review_pages);
     counter(&b, "tierd_reviews_total", "Monthly partition reviews run.", s->reviews);
-    counter(&b, "tierd_profiles_applied_total", "Customer profile records applied.",
-            s->profiles);
+    counter(&b, "tierd_profiles_applied_total", "Customer profile records applied.", s->profiles);
 
     head(&b, "tierd_events_decided_total", "counter", "Events the policy decided, by kind.");
     buf_printf(&b, "tierd_events_decided_total{kind=\"tier_change\"} %" PRIu64 "\n",
                s->tier_events);
     buf_printf(&b, "tierd_events_decided_total{kind=\"quota\"} %" PRIu64 "\n", s->quota_events);
+
+    /* Every kind, at 0 too: an alert on increase() needs the series to
+     * exist before the first event, or its first increase is never seen. */
+    head(&b, "tierd_quota_events_total", "counter",
+         "Quota events decided and committed to the outbox, by kind.");
+    for (size_t k = 0; k < POLICY_QUOTA__COUNT; k++)
+        buf_printf(&b, "tierd_quota_events_total{kind=\"%s\"} %" PRIu64 "\n",
+                   policy_quota_kind_name((policy_quota_kind_t)k), s->quota_by_kind[k]);
 
     counter(&b, "tierd_events_published_total",
             "Events acknowledged by Kafka and removed from the outbox.", s->events_published);
@@ -280,8 +293,8 @@ char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
             s->outbox_depth);
 
     partition_gauge(&b, "tierd_consumer_lag",
-                    "Records between the committed offset and the end of an assigned partition.",
-                    s, nparts, 0);
+                    "Records between the committed offset and the end of an assigned partition.", s,
+                    nparts, 0);
     partition_gauge(&b, "tierd_committed_offset",
                     "Next offset to consume, as last committed, of an assigned partition.", s,
                     nparts, 1);
@@ -308,8 +321,8 @@ char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
               s->redis_rtt_buckets, METRICS_RTT_BUCKETS, s->redis_rtt_seconds_sum,
               s->redis_rtt_count);
     histogram(&b, "tierd_order_latency_seconds",
-              "From an order record's Kafka timestamp to the commit of its batch in Redis.",
-              lat_le, s->order_latency_buckets, METRICS_LAT_BUCKETS, s->order_latency_sum,
+              "From an order record's Kafka timestamp to the commit of its batch in Redis.", lat_le,
+              s->order_latency_buckets, METRICS_LAT_BUCKETS, s->order_latency_sum,
               s->order_latency_count);
 
     summary(&b, "tierd_batch_records", "Records per batch.", (double)s->batch_records_sum,
@@ -407,8 +420,7 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
  * one becomes errstr; afterwards (connection errors, a client over its
  * address's limit) they go to our log, at most one a second, so that a
  * flood of connections does not become a flood of log lines. */
-__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt,
-                                                           va_list ap) {
+__attribute__((format(printf, 2, 0))) static void mhd_log(void *cls, const char *fmt, va_list ap) {
     metrics_t *m = cls;
     char msg[256];
     unsigned dropped = 0;
@@ -469,8 +481,8 @@ static unsigned http_conn_limit(void) {
 }
 
 /* "a.b.c.d:port" or "[v6]:port", numeric only. */
-static int parse_listen(const char *listen, struct sockaddr_storage *ss, int *v6,
-                        uint16_t *port, char *errstr, size_t errstr_size) {
+static int parse_listen(const char *listen, struct sockaddr_storage *ss, int *v6, uint16_t *port,
+                        char *errstr, size_t errstr_size) {
     char host[64];
     const char *colon;
     size_t hlen;
@@ -564,12 +576,11 @@ metrics_t *metrics_start(const char *listen, char *errstr, size_t errstr_size) {
      * client is one address; the healthcheck inside is another). */
     unsigned limit = http_conn_limit();
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
-    m->d = MHD_start_daemon(flags, port, NULL, NULL, handle, m,
-                            MHD_OPTION_EXTERNAL_LOGGER, mhd_log, m, /* first, or MHD warns */
+    m->d = MHD_start_daemon(flags, port, NULL, NULL, handle, m, MHD_OPTION_EXTERNAL_LOGGER, mhd_log,
+                            m, /* first, or MHD warns */
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
-                            MHD_OPTION_CONNECTION_LIMIT, limit,
-                            MHD_OPTION_PER_IP_CONNECTION_LIMIT, limit / 2,
-                            MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_TIMEOUT_S,
+                            MHD_OPTION_CONNECTION_LIMIT, limit, MHD_OPTION_PER_IP_CONNECTION_LIMIT,
+                            limit / 2, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)HTTP_IDLE_TIMEOUT_S,
                             MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTP_CONN_MEMORY,
                             MHD_OPTION_END);
     int saved = errno;
@@ -580,8 +591,8 @@ metrics_t *metrics_start(const char *listen, char *errstr, size_t errstr_size) {
     if (!m->d) {
         snprintf(errstr, errstr_size, "metrics: cannot serve on %s: %s", listen,
                  m->start_err[0] ? m->start_err
-                 : saved ? strerror(saved)
-                         : "libmicrohttpd could not start");
+                 : saved         ? strerror(saved)
+                                 : "libmicrohttpd could not start");
         goto fail;
     }
     if (m->start_err[0]) log_warn(MOD, "http: %s", m->start_err); /* started anyway */

@@ -29,6 +29,8 @@
 #ifndef TIERD_METRICS_H
 #define TIERD_METRICS_H
 
+#include "tierd/policy.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -48,13 +50,17 @@ typedef struct metrics metrics_t;
 /* What the main loop publishes.  Counters are totals since start.  The
  * strings (reason_names[], policy_name, policy_version) are read only during
  * metrics_publish and metrics_render: the policy strings are copied, so they
- * may be freed on reload; reason_names must stay valid (they are static). */
+ * may be freed on reload; reason_names must stay valid until metrics_stop
+ * (the consumer holds them). */
 typedef struct metrics_snapshot {
     uint64_t applied, duplicates, redelivered, dead, batches, fenced, reviews, profiles;
+    uint64_t state_corrupt; /* customer states that did not parse */
+    uint64_t review_pages;  /* review transactions committed */
     uint64_t dead_by_reason[METRICS_MAX_REASONS];
     const char *const *reason_names; /* nreasons entries; NULL entries are named by index */
     size_t nreasons;
     uint64_t tier_events, quota_events, events_published, outbox_depth;
+    uint64_t quota_by_kind[POLICY_QUOTA__COUNT]; /* quota_events by kind, all exported */
     uint64_t redis_commands;
     double redis_rtt_seconds_sum; /* round-trip latency */
     uint64_t redis_rtt_count;

@@ -12,8 +12,7 @@
 
 #include "tierd/order.h"
 
-const char *order_reason_code(order_err_t err)
-{
+const char *order_reason_code(order_err_t err) {
     switch (err) {
     case ORDER_OK: return "OK";
     case ORDER_ERR_NOT_AVRO: return "NOT_AVRO";
@@ -40,10 +39,8 @@ const char *order_reason_code(order_err_t err)
     return "UNKNOWN";
 }
 
-void order_reset(order_t *o)
-{
-    if (o == NULL)
-        return;
+void order_reset(order_t *o) {
+    if (o == NULL) return;
     free(o->lines);
     memset(o, 0, sizeof(*o));
 }

@@ -2,7 +2,7 @@
  * policy.c -- the decision engine: metrics, score, monthly review, the
  * order and profile triggers, quota events and the classification code.
  *
- * It owns the rules of SPEC sections 6-9 and nothing else: callers hand
+ * It owns the rules of docs/behaviour.md and nothing else: callers hand
  * it a customer's stored state, profile and window and store what it
  * returns.  It must never do I/O, read the clock or keep state between
  * calls; two calls with the same inputs give the same decision.
@@ -30,48 +30,46 @@ static const char *const reason_names[POLICY_REASON__COUNT] = {
 };
 
 static const char *const rule_names[POLICY_RULE__COUNT] = {
-    "NONE",      "NEW_CUSTOMER",    "NEW_CUSTOMER_HOLD", "INITIAL_EVALUATION",
-    "UPGRADE",   "UPGRADE_BLOCKED", "DOWNGRADE",         "HOLD",
-    "COMPLIANCE", "OVERRIDE",       "OVERRIDE_REPEATED", "OVERRIDE_INVALID",
+    "NONE",       "NEW_CUSTOMER",    "NEW_CUSTOMER_HOLD", "INITIAL_EVALUATION",
+    "UPGRADE",    "UPGRADE_BLOCKED", "DOWNGRADE",         "HOLD",
+    "COMPLIANCE", "OVERRIDE",        "OVERRIDE_REPEATED", "OVERRIDE_INVALID",
 };
 
 static const char *const quota_names[POLICY_QUOTA__COUNT] = {
-    "WARNING", "REACHED", "EXCEEDED", "HARD_CAP_EXCEEDED",
+    "WARNING",
+    "REACHED",
+    "EXCEEDED",
+    "HARD_CAP_EXCEEDED",
 };
 
 static const char *const metric_names[POLICY_METRIC__COUNT] = {
-    "qty_avg", "amount_avg", "avg_price", "skus_avg", "orders", "stability", "qty_total", "amount_total",
+    "qty_avg", "amount_avg", "avg_price", "skus_avg",
+    "orders",  "stability",  "qty_total", "amount_total",
 };
 
 static const char *const field_names[POLICY_FIELD__COUNT] = {"cooperation", "growth"};
 
-const char *policy_reason_name(policy_reason_t r)
-{
+const char *policy_reason_name(policy_reason_t r) {
     return (unsigned)r < POLICY_REASON__COUNT ? reason_names[r] : "UNKNOWN";
 }
 
-const char *policy_rule_name(policy_rule_t r)
-{
+const char *policy_rule_name(policy_rule_t r) {
     return (unsigned)r < POLICY_RULE__COUNT ? rule_names[r] : "UNKNOWN";
 }
 
-const char *policy_quota_kind_name(policy_quota_kind_t k)
-{
+const char *policy_quota_kind_name(policy_quota_kind_t k) {
     return (unsigned)k < POLICY_QUOTA__COUNT ? quota_names[k] : "UNKNOWN";
 }
 
-const char *policy_metric_name(policy_metric_t m)
-{
+const char *policy_metric_name(policy_metric_t m) {
     return (unsigned)m < POLICY_METRIC__COUNT ? metric_names[m] : "unknown";
 }
 
-const char *policy_field_name(policy_field_t f)
-{
+const char *policy_field_name(policy_field_t f) {
     return (unsigned)f < POLICY_FIELD__COUNT ? field_names[f] : "unknown";
 }
 
-const char *policy_format_name(policy_format_t f)
-{
+const char *policy_format_name(policy_format_t f) {
     switch (f) {
     case POLICY_FORMAT_GROCERY: return "GROCERY";
     case POLICY_FORMAT_CONVENIENCE: return "CONVENIENCE";
@@ -84,15 +82,13 @@ const char *policy_format_name(policy_format_t f)
     return NULL;
 }
 
-const char *policy_month_text(int32_t month, char *buf, size_t size)
-{
+const char *policy_month_text(int32_t month, char *buf, size_t size) {
     int32_t year = month >= 0 ? month / 12 : (month - 11) / 12;
     snprintf(buf, size, "%04d-%02d", (int)year, (int)(month - year * 12 + 1));
     return buf;
 }
 
-const char *policy_tier_label(const policy_t *p, int32_t tier, char *buf, size_t size)
-{
+const char *policy_tier_label(const policy_t *p, int32_t tier, char *buf, size_t size) {
     if (tier >= 1 && tier <= p->ntiers && p->tiers[tier - 1].name[0] != '\0')
         snprintf(buf, size, "%d (%s)", (int)tier, p->tiers[tier - 1].name);
     else if (tier <= 0)
@@ -112,37 +108,29 @@ typedef struct explain {
     size_t size, len;
 } explain_t;
 
-__attribute__((format(printf, 2, 3))) static void say(explain_t *e, const char *fmt, ...)
-{
-    if (e->len + 1 >= e->size)
-        return;
+__attribute__((format(printf, 2, 3))) static void say(explain_t *e, const char *fmt, ...) {
+    if (e->len + 1 >= e->size) return;
     va_list ap;
     va_start(ap, fmt);
     int n = vsnprintf(e->buf + e->len, e->size - e->len, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return;
+    if (n < 0) return;
     e->len += (size_t)n;
-    if (e->len >= e->size)
-        e->len = e->size - 1;
+    if (e->len >= e->size) e->len = e->size - 1;
 }
 
 /* ------------------------------------------------------------------ */
 /* Metrics and score                                                   */
 
-static int64_t sat_add(int64_t a, int64_t b)
-{
+static int64_t sat_add(int64_t a, int64_t b) {
     int64_t r;
-    if (__builtin_add_overflow(a, b, &r))
-        return b > 0 ? INT64_MAX : INT64_MIN;
+    if (__builtin_add_overflow(a, b, &r)) return b > 0 ? INT64_MAX : INT64_MIN;
     return r;
 }
 
-void policy_metrics(const policy_month_t *w, size_t n, policy_metrics_t *out)
-{
+void policy_metrics(const policy_month_t *w, size_t n, policy_metrics_t *out) {
     memset(out, 0, sizeof(*out));
-    if (n == 0)
-        return;
+    if (n == 0) return;
     out->qty_min = INT64_MAX;
     out->qty_max = INT64_MIN;
     for (size_t i = 0; i < n; i++) {
@@ -150,10 +138,8 @@ void policy_metrics(const policy_month_t *w, size_t n, policy_metrics_t *out)
         out->amount_total = sat_add(out->amount_total, w[i].amount);
         out->skus_total = sat_add(out->skus_total, w[i].skus);
         out->orders = sat_add(out->orders, w[i].orders);
-        if (w[i].qty < out->qty_min)
-            out->qty_min = w[i].qty;
-        if (w[i].qty > out->qty_max)
-            out->qty_max = w[i].qty;
+        if (w[i].qty < out->qty_min) out->qty_min = w[i].qty;
+        if (w[i].qty > out->qty_max) out->qty_max = w[i].qty;
     }
     double dn = (double)n;
     out->qty_avg = (double)out->qty_total / dn;
@@ -168,8 +154,7 @@ void policy_metrics(const policy_month_t *w, size_t n, policy_metrics_t *out)
     }
 }
 
-static double metric_value(const policy_metrics_t *m, policy_metric_t k)
-{
+static double metric_value(const policy_metrics_t *m, policy_metric_t k) {
     switch (k) {
     case POLICY_METRIC_QTY_AVG: return m->qty_avg;
     case POLICY_METRIC_AMOUNT_AVG: return m->amount_avg;
@@ -184,21 +169,18 @@ static double metric_value(const policy_metrics_t *m, policy_metric_t k)
     return 0.0;
 }
 
-static double unit_clamp(double v)
-{
+static double unit_clamp(double v) {
     if (!(v > 0.0)) /* also NaN */
         return 0.0;
     return v < 1.0 ? v : 1.0;
 }
 
-static double field_value(const policy_profile_t *prof, policy_field_t f)
-{
+static double field_value(const policy_profile_t *prof, policy_field_t f) {
     return unit_clamp(f == POLICY_FIELD_COOPERATION ? prof->cooperation : prof->growth);
 }
 
 static void component_eval(const policy_component_t *c, const policy_metrics_t *m,
-                           const policy_profile_t *prof, policy_component_result_t *r)
-{
+                           const policy_profile_t *prof, policy_component_result_t *r) {
     memset(r, 0, sizeof(*r));
     r->kind = c->kind;
     r->step = -1;
@@ -232,28 +214,21 @@ static void component_eval(const policy_component_t *c, const policy_metrics_t *
  * a total meant to be exactly x.xx5 may come out a hair below it in
  * binary (16.005 is 16.00499999...); the 1e-6 hundredth of slack rounds
  * those up as a person computing by hand would. */
-static int32_t round_hundredths(double x)
-{
-    if (!(x > 0.0))
-        return 0;
-    if (x >= 100.0)
-        return 10000;
+static int32_t round_hundredths(double x) {
+    if (!(x > 0.0)) return 0;
+    if (x >= 100.0) return 10000;
     return (int32_t)floor(x * 100.0 + 0.5 + 1e-6);
 }
 
-int32_t policy_target_tier(const policy_t *p, int32_t score_c)
-{
+int32_t policy_target_tier(const policy_t *p, int32_t score_c) {
     for (int32_t k = p->ntiers; k > 1; k--)
-        if (score_c >= p->tiers[k - 1].min_score_c)
-            return k;
+        if (score_c >= p->tiers[k - 1].min_score_c) return k;
     return 1;
 }
 
 static int check_window_size(const policy_t *p, const policy_month_t *w, size_t n, char *errstr,
-                             size_t errstr_size)
-{
-    if (w != NULL && n == (size_t)p->window)
-        return 0;
+                             size_t errstr_size) {
+    if (w != NULL && n == (size_t)p->window) return 0;
     snprintf(errstr, errstr_size, "window has %zu months, policy %s wants %d", w ? n : 0, p->name,
              (int)p->window);
     return -1;
@@ -261,16 +236,15 @@ static int check_window_size(const policy_t *p, const policy_month_t *w, size_t 
 
 /* W consecutive months ending with `month`, oldest first. */
 static int check_window(const policy_t *p, const policy_month_t *w, size_t n, int32_t month,
-                        char *errstr, size_t errstr_size)
-{
+                        char *errstr, size_t errstr_size) {
     char a[32], b[32], c[32];
-    if (check_window_size(p, w, n, errstr, errstr_size) != 0)
-        return -1;
+    if (check_window_size(p, w, n, errstr, errstr_size) != 0) return -1;
     for (size_t i = 0; i < n; i++) {
         int32_t want = month - (int32_t)(n - 1 - i);
         if (w[i].month != want) {
-            snprintf(errstr, errstr_size, "window month %zu is %s, expected %s (oldest first, ending %s)",
-                     i, policy_month_text(w[i].month, a, sizeof(a)),
+            snprintf(errstr, errstr_size,
+                     "window month %zu is %s, expected %s (oldest first, ending %s)", i,
+                     policy_month_text(w[i].month, a, sizeof(a)),
                      policy_month_text(want, b, sizeof(b)), policy_month_text(month, c, sizeof(c)));
             return -1;
         }
@@ -279,8 +253,7 @@ static int check_window(const policy_t *p, const policy_month_t *w, size_t n, in
 }
 
 static void score_window(const policy_t *p, const policy_profile_t *prof, const policy_month_t *w,
-                         size_t n, policy_score_t *out)
-{
+                         size_t n, policy_score_t *out) {
     memset(out, 0, sizeof(*out));
     policy_metrics(w, n, &out->metrics);
     double sum = 0.0;
@@ -294,17 +267,14 @@ static void score_window(const policy_t *p, const policy_profile_t *prof, const 
 }
 
 int policy_score(const policy_t *p, const policy_profile_t *profile, const policy_month_t *window,
-                 size_t nwindow, policy_score_t *out, char *errstr, size_t errstr_size)
-{
-    if (check_window_size(p, window, nwindow, errstr, errstr_size) != 0)
-        return -1;
+                 size_t nwindow, policy_score_t *out, char *errstr, size_t errstr_size) {
+    if (check_window_size(p, window, nwindow, errstr, errstr_size) != 0) return -1;
     score_window(p, profile, window, nwindow, out);
     return 0;
 }
 
 /* 1500, 149.67, 0.8: whole numbers without decimals, others with two. */
-static const char *num(double v, char *buf, size_t size)
-{
+static const char *num(double v, char *buf, size_t size) {
     if (v == floor(v) && fabs(v) < 1e15)
         snprintf(buf, size, "%.0f", v);
     else
@@ -312,11 +282,9 @@ static const char *num(double v, char *buf, size_t size)
     return buf;
 }
 
-static void explain_score(const policy_t *p, const policy_score_t *s, explain_t *e)
-{
+static void explain_score(const policy_t *p, const policy_score_t *s, explain_t *e) {
     char t[64], a[48], b[48];
-    if (!e->buf)
-        return;
+    if (!e->buf) return;
     say(e, "score %d.%02d (", (int)(s->score_c / 100), (int)(s->score_c % 100));
     for (uint32_t i = 0; i < s->ncomponents; i++) {
         const policy_component_result_t *r = &s->components[i];
@@ -335,18 +303,15 @@ static void explain_score(const policy_t *p, const policy_score_t *s, explain_t 
 /* ------------------------------------------------------------------ */
 /* Decisions                                                           */
 
-int32_t policy_grade_cap(const policy_t *p, policy_grade_t grade)
-{
+int32_t policy_grade_cap(const policy_t *p, policy_grade_t grade) {
     if (grade >= POLICY_GRADE_A && grade <= POLICY_GRADE_D) {
         int32_t cap = p->compliance_cap[grade - POLICY_GRADE_A];
-        if (cap > 0 && cap < p->ntiers)
-            return cap;
+        if (cap > 0 && cap < p->ntiers) return cap;
     }
     return p->ntiers;
 }
 
-static void decision_init(policy_decision_t *d, const policy_state_t *st, int32_t month)
-{
+static void decision_init(policy_decision_t *d, const policy_state_t *st, int32_t month) {
     memset(d, 0, sizeof(*d));
     d->prev_tier = st->tier;
     d->new_tier = st->tier;
@@ -360,8 +325,7 @@ typedef struct move {
     policy_reason_t why;
 } move_t;
 
-static void decision_finish(policy_decision_t *d, const move_t *mv)
-{
+static void decision_finish(policy_decision_t *d, const move_t *mv) {
     d->new_tier = mv->tier;
     d->next.tier = mv->tier;
     d->changed = d->new_tier != d->prev_tier;
@@ -369,15 +333,14 @@ static void decision_finish(policy_decision_t *d, const move_t *mv)
 }
 
 static void step_compliance(const policy_t *p, policy_grade_t grade, move_t *mv,
-                            policy_decision_t *d, explain_t *e)
-{
+                            policy_decision_t *d, explain_t *e) {
     int32_t cap = policy_grade_cap(p, grade);
-    if (cap >= p->ntiers)
-        return;
+    if (cap >= p->ntiers) return;
     d->compliance_cap = cap;
     if (mv->tier > cap) {
         char a[64];
-        say(e, "; grade %c allows at most tier %s", (char)grade, policy_tier_label(p, cap, a, sizeof(a)));
+        say(e, "; grade %c allows at most tier %s", (char)grade,
+            policy_tier_label(p, cap, a, sizeof(a)));
         mv->tier = cap;
         mv->why = POLICY_REASON_COMPLIANCE;
         d->rule = POLICY_RULE_COMPLIANCE;
@@ -385,12 +348,10 @@ static void step_compliance(const policy_t *p, policy_grade_t grade, move_t *mv,
 }
 
 static void step_override(const policy_t *p, bool has, int32_t tier, move_t *mv,
-                          policy_decision_t *d, explain_t *e)
-{
+                          policy_decision_t *d, explain_t *e) {
     char a[64];
     if (!has) {
-        if (d->next.has_override)
-            say(e, "; override cleared, tier stays");
+        if (d->next.has_override) say(e, "; override cleared, tier stays");
         d->next.has_override = false;
         d->next.override_tier = 0;
         return;
@@ -408,7 +369,7 @@ static void step_override(const policy_t *p, bool has, int32_t tier, move_t *mv,
     say(e, "; override sets tier %s", policy_tier_label(p, tier, a, sizeof(a)));
     /* The override moves the tier, not the calendar: a new customer stays
      * new, is held on the override, and is first scored when its period
-     * ends (SPEC 8 rules 1 and 5). */
+     * ends (docs/behaviour.md, "Placement and reviews"). */
     d->next.has_override = true;
     d->next.override_tier = tier;
     mv->tier = tier;
@@ -417,8 +378,7 @@ static void step_override(const policy_t *p, bool has, int32_t tier, move_t *mv,
 }
 
 static void first_order(const policy_t *p, const policy_profile_t *prof, int32_t month, move_t *mv,
-                        policy_decision_t *d, explain_t *e)
-{
+                        policy_decision_t *d, explain_t *e) {
     char a[64], m[32];
     d->next.first_month = month;
     d->next.evaluated = false;
@@ -429,14 +389,12 @@ static void first_order(const policy_t *p, const policy_profile_t *prof, int32_t
     d->rule = POLICY_RULE_NEW_CUSTOMER;
     say(e, "first order in %s: new customer on tier %s", policy_month_text(month, m, sizeof(m)),
         policy_tier_label(p, mv->tier, a, sizeof(a)));
-    if (prof->has_override)
-        step_override(p, true, prof->tier_override, mv, d, e);
+    if (prof->has_override) step_override(p, true, prof->tier_override, mv, d, e);
     step_compliance(p, prof->grade, mv, d, e);
 }
 
 void policy_first_order(const policy_t *p, const policy_profile_t *profile, int32_t month,
-                        policy_decision_t *out)
-{
+                        policy_decision_t *out) {
     policy_state_t none = {0};
     decision_init(out, &none, month);
     explain_t e = {out->explain, sizeof(out->explain), 0};
@@ -449,17 +407,14 @@ void policy_first_order(const policy_t *p, const policy_profile_t *profile, int3
  * than new_customer_months from its first order month to month, both
  * counted.  The calendar alone decides; `evaluated` only says whether the
  * INITIAL_EVALUATION after it has been made. */
-static bool is_new(const policy_t *p, const policy_state_t *st, int32_t month)
-{
+static bool is_new(const policy_t *p, const policy_state_t *st, int32_t month) {
     return month - st->first_month + 1 < p->new_customer_months;
 }
 
-/* The tier a new customer is held on (SPEC 8 rule 1): the override in
+/* The tier a new customer is held on (docs/behaviour.md): the override in
  * force, else the policy's new-customer tier.  The caller applies the
  * compliance cap after it. */
-static void step_placement(const policy_t *p, const policy_state_t *st, move_t *mv,
-                           explain_t *e)
-{
+static void step_placement(const policy_t *p, const policy_state_t *st, move_t *mv, explain_t *e) {
     char a[64];
     if (st->has_override && st->override_tier >= 1) {
         mv->tier = st->override_tier < p->ntiers ? st->override_tier : p->ntiers;
@@ -472,25 +427,20 @@ static void step_placement(const policy_t *p, const policy_state_t *st, move_t *
     }
 }
 
-static int32_t effective_tier(const policy_t *p, int32_t tier, int32_t current)
-{
-    if (tier <= 0)
-        tier = current;
-    if (tier > p->ntiers)
-        tier = p->ntiers;
+static int32_t effective_tier(const policy_t *p, int32_t tier, int32_t current) {
+    if (tier <= 0) tier = current;
+    if (tier > p->ntiers) tier = p->ntiers;
     return tier < 1 ? 1 : tier;
 }
 
-static int64_t ceil_ppm(int64_t v, int64_t ppm)
-{
+static int64_t ceil_ppm(int64_t v, int64_t ppm) {
     i128 x = (i128)v * ppm;
     i128 q = (x + POLICY_PPM - 1) / POLICY_PPM;
     return q > INT64_MAX ? INT64_MAX : (int64_t)q;
 }
 
 static void judge_months(const policy_t *p, const policy_customer_t *c, int32_t current,
-                         policy_decision_t *d)
-{
+                         policy_decision_t *d) {
     for (size_t i = 0; i < c->nwindow; i++) {
         const policy_month_t *w = &c->window[i];
         policy_month_check_t *k = &d->months[i];
@@ -508,11 +458,9 @@ static void judge_months(const policy_t *p, const policy_customer_t *c, int32_t 
     d->nmonths = (uint32_t)c->nwindow;
 }
 
-static void explain_months(const policy_decision_t *d, bool upgrade, explain_t *e)
-{
+static void explain_months(const policy_decision_t *d, bool upgrade, explain_t *e) {
     char m[32];
-    if (!e->buf)
-        return;
+    if (!e->buf) return;
     for (uint32_t i = 0; i < d->nmonths; i++) {
         const policy_month_check_t *k = &d->months[i];
         say(e, "%s%s tier %d qty %lld", i ? "; " : " (", policy_month_text(k->month, m, sizeof(m)),
@@ -529,8 +477,7 @@ static void explain_months(const policy_decision_t *d, bool upgrade, explain_t *
 /* The tier an evaluated customer moves to, by the upgrade and downgrade
  * rules; blocked upgrades are recorded in d. */
 static void step_hysteresis(const policy_t *p, int32_t target, move_t *mv, policy_decision_t *d,
-                            explain_t *e)
-{
+                            explain_t *e) {
     char a[64];
     int32_t t = mv->tier;
     if (target > t && p->upgrade != POLICY_UPGRADE_NEVER) {
@@ -542,20 +489,20 @@ static void step_hysteresis(const policy_t *p, int32_t target, move_t *mv, polic
             return;
         }
         for (uint32_t i = 0; i < d->nmonths; i++) {
-            if (!d->months[i].grade_ok)
-                d->upgrade_blocked |= POLICY_BLOCKED_GRADE;
-            if (!d->months[i].qty_ok)
-                d->upgrade_blocked |= POLICY_BLOCKED_QTY;
+            if (!d->months[i].grade_ok) d->upgrade_blocked |= POLICY_BLOCKED_GRADE;
+            if (!d->months[i].qty_ok) d->upgrade_blocked |= POLICY_BLOCKED_QTY;
         }
         if (d->upgrade_blocked == 0) {
-            say(e, "; upgrade to %s, every month met it", policy_tier_label(p, t + 1, a, sizeof(a)));
+            say(e, "; upgrade to %s, every month met it",
+                policy_tier_label(p, t + 1, a, sizeof(a)));
             explain_months(d, true, e);
             mv->tier = t + 1;
             mv->why = POLICY_REASON_UPGRADE;
             d->rule = POLICY_RULE_UPGRADE;
             return;
         }
-        say(e, "; upgrade blocked by %s%s%s", (d->upgrade_blocked & POLICY_BLOCKED_GRADE) ? "grade" : "",
+        say(e, "; upgrade blocked by %s%s%s",
+            (d->upgrade_blocked & POLICY_BLOCKED_GRADE) ? "grade" : "",
             d->upgrade_blocked == (POLICY_BLOCKED_GRADE | POLICY_BLOCKED_QTY) ? " and " : "",
             (d->upgrade_blocked & POLICY_BLOCKED_QTY) ? "quantity" : "");
         explain_months(d, true, e);
@@ -567,8 +514,7 @@ static void step_hysteresis(const policy_t *p, int32_t target, move_t *mv, polic
         down = target;
     } else if (p->downgrade == POLICY_DOWNGRADE_FLOOR) {
         bool all_below = d->nmonths > 0;
-        for (uint32_t i = 0; i < d->nmonths; i++)
-            all_below = all_below && d->months[i].below_floor;
+        for (uint32_t i = 0; i < d->nmonths; i++) all_below = all_below && d->months[i].below_floor;
         if (all_below) {
             /* highest tier whose floor <= qty_avg, i.e. floor * W <= total */
             const policy_metrics_t *m = &d->score.metrics;
@@ -589,8 +535,7 @@ static void step_hysteresis(const policy_t *p, int32_t target, move_t *mv, polic
     }
     if (down < t) {
         say(e, "; downgrade to %s", policy_tier_label(p, down, a, sizeof(a)));
-        if (p->downgrade == POLICY_DOWNGRADE_FLOOR)
-            explain_months(d, false, e);
+        if (p->downgrade == POLICY_DOWNGRADE_FLOOR) explain_months(d, false, e);
         mv->tier = down;
         mv->why = POLICY_REASON_DOWNGRADE;
         d->rule = POLICY_RULE_DOWNGRADE;
@@ -602,27 +547,23 @@ static void step_hysteresis(const policy_t *p, int32_t target, move_t *mv, polic
 
 /* The grade the compliance cap looks at: the worse of the grade now and
  * the worst grade in effect during the month (a D in mid-month counts). */
-static policy_grade_t grade_now(const policy_customer_t *c)
-{
+static policy_grade_t grade_now(const policy_customer_t *c) {
     policy_grade_t g = c->profile.grade;
     policy_grade_t last = c->window[c->nwindow - 1].grade;
     return last > g ? last : g;
 }
 
 static int review(const policy_t *p, const policy_customer_t *c, int32_t month,
-                  policy_decision_t *out, bool explain, char *errstr, size_t errstr_size)
-{
+                  policy_decision_t *out, bool explain, char *errstr, size_t errstr_size) {
     char a[64], m[32] = "";
     decision_init(out, &c->state, month);
-    if (check_window(p, c->window, c->nwindow, month, errstr, errstr_size) != 0)
-        return -1;
+    if (check_window(p, c->window, c->nwindow, month, errstr, errstr_size) != 0) return -1;
     explain_t e = {explain ? out->explain : NULL, explain ? sizeof(out->explain) : 0, 0};
     const policy_state_t *st = &c->state;
     score_window(p, &c->profile, c->window, c->nwindow, &out->score);
     out->has_score = true;
 
-    if (explain)
-        policy_month_text(month, m, sizeof(m));
+    if (explain) policy_month_text(month, m, sizeof(m));
     say(&e, "review %s: ", m);
     if (st->tier <= 0 || month < st->first_month) {
         say(&e, "no order yet, nothing to review");
@@ -635,8 +576,7 @@ static int review(const policy_t *p, const policy_customer_t *c, int32_t month,
     judge_months(p, c, current, out);
     explain_score(p, &out->score, &e);
     say(&e, "; tier %s", policy_tier_label(p, st->tier, a, sizeof(a)));
-    if (current < st->tier)
-        say(&e, " (the policy's tiers end at %d)", (int)p->ntiers);
+    if (current < st->tier) say(&e, " (the policy's tiers end at %d)", (int)p->ntiers);
 
     int32_t since = month - st->first_month + 1;
     if (is_new(p, st, month)) {
@@ -662,47 +602,38 @@ static int review(const policy_t *p, const policy_customer_t *c, int32_t month,
 }
 
 int policy_review(const policy_t *p, const policy_customer_t *c, int32_t month,
-                  policy_decision_t *out, char *errstr, size_t errstr_size)
-{
+                  policy_decision_t *out, char *errstr, size_t errstr_size) {
     return review(p, c, month, out, true, errstr, errstr_size);
 }
 
 int policy_review_decide(const policy_t *p, const policy_customer_t *c, int32_t month,
-                         policy_decision_t *out, char *errstr, size_t errstr_size)
-{
-    if (review(p, c, month, out, false, errstr, errstr_size) != 0)
-        return -1;
-    if (!out->changed)
-        return 0;
+                         policy_decision_t *out, char *errstr, size_t errstr_size) {
+    if (review(p, c, month, out, false, errstr, errstr_size) != 0) return -1;
+    if (!out->changed) return 0;
     /* The engine is pure: the same decision again, now with its text. */
     return review(p, c, month, out, true, errstr, errstr_size);
 }
 
 int policy_on_order(const policy_t *p, const policy_customer_t *c, int32_t month,
-                    policy_decision_t *out, char *errstr, size_t errstr_size)
-{
+                    policy_decision_t *out, char *errstr, size_t errstr_size) {
     char a[64];
     decision_init(out, &c->state, month);
-    if (check_window(p, c->window, c->nwindow, month, errstr, errstr_size) != 0)
-        return -1;
+    if (check_window(p, c->window, c->nwindow, month, errstr, errstr_size) != 0) return -1;
     explain_t e = {out->explain, sizeof(out->explain), 0};
     score_window(p, &c->profile, c->window, c->nwindow, &out->score);
     out->has_score = true;
 
     move_t mv = {c->state.tier, POLICY_REASON_NONE};
-    if (c->state.tier <= 0)
-        first_order(p, &c->profile, month, &mv, out, &e);
-    if (!p->upgrade_on_order)
-        goto done;
+    if (c->state.tier <= 0) first_order(p, &c->profile, month, &mv, out, &e);
+    if (!p->upgrade_on_order) goto done;
 
-    if (is_new(p, &out->next, month))
-        goto done;
+    if (is_new(p, &out->next, month)) goto done;
     if (out->score.target_tier > mv.tier) {
-        if (e.len)
-            say(&e, "; ");
+        if (e.len) say(&e, "; ");
         say(&e, "order lifts ");
         explain_score(p, &out->score, &e);
-        say(&e, ": upgrade to %s at once", policy_tier_label(p, out->score.target_tier, a, sizeof(a)));
+        say(&e, ": upgrade to %s at once",
+            policy_tier_label(p, out->score.target_tier, a, sizeof(a)));
         mv.tier = out->score.target_tier;
         mv.why = POLICY_REASON_UPGRADE;
         out->rule = POLICY_RULE_UPGRADE;
@@ -715,8 +646,7 @@ done:
 }
 
 void policy_on_profile(const policy_t *p, const policy_state_t *st, const policy_profile_t *profile,
-                       policy_decision_t *out)
-{
+                       policy_decision_t *out) {
     decision_init(out, st, 0);
     explain_t e = {out->explain, sizeof(out->explain), 0};
     say(&e, "profile update");
@@ -732,8 +662,7 @@ void policy_on_profile(const policy_t *p, const policy_state_t *st, const policy
 }
 
 void policy_apply_override(const policy_t *p, const policy_state_t *st, bool has_override,
-                           int32_t tier, policy_decision_t *out)
-{
+                           int32_t tier, policy_decision_t *out) {
     decision_init(out, st, 0);
     explain_t e = {out->explain, sizeof(out->explain), 0};
     say(&e, "override");
@@ -747,13 +676,11 @@ void policy_apply_override(const policy_t *p, const policy_state_t *st, bool has
 }
 
 void policy_apply_compliance(const policy_t *p, const policy_state_t *st, policy_grade_t grade,
-                             policy_decision_t *out)
-{
+                             policy_decision_t *out) {
     decision_init(out, st, 0);
     explain_t e = {out->explain, sizeof(out->explain), 0};
     say(&e, "compliance grade %c", (char)grade);
-    if (st->tier <= 0)
-        return;
+    if (st->tier <= 0) return;
     move_t mv = {st->tier, POLICY_REASON_NONE};
     step_compliance(p, grade, &mv, out, &e);
     decision_finish(out, &mv);
@@ -762,19 +689,16 @@ void policy_apply_compliance(const policy_t *p, const policy_state_t *st, policy
 /* ------------------------------------------------------------------ */
 /* Quota                                                               */
 
-static int64_t hard_cap_for(const policy_t *p, policy_format_t format)
-{
+static int64_t hard_cap_for(const policy_t *p, policy_format_t format) {
     if (format >= 'A' && format <= 'Z' && policy_format_name(format) != NULL)
         return p->hard_cap[format - 'A'];
     return p->hard_cap_default;
 }
 
 void policy_quota_limits(const policy_t *p, int32_t tier, policy_format_t format,
-                         bool holiday_month, policy_quota_limits_t *out)
-{
+                         bool holiday_month, policy_quota_limits_t *out) {
     memset(out, 0, sizeof(*out));
-    if (p->has_caps && tier >= 1 && tier <= p->ntiers)
-        out->cap = p->tiers[tier - 1].cap;
+    if (p->has_caps && tier >= 1 && tier <= p->ntiers) out->cap = p->tiers[tier - 1].cap;
     out->effective_cap = out->cap;
     if (holiday_month) {
         /* floor: a holiday lets supply exceed the cap by *at most* the flex */
@@ -788,11 +712,9 @@ void policy_quota_limits(const policy_t *p, int32_t tier, policy_format_t format
 
 size_t policy_quota_check(const policy_t *p, int32_t tier, policy_format_t format,
                           bool holiday_month, int64_t before, int64_t after, uint32_t fired_mask,
-                          policy_quota_kind_t out[POLICY_QUOTA__COUNT])
-{
+                          policy_quota_kind_t out[POLICY_QUOTA__COUNT]) {
     size_t n = 0;
-    if (after <= before || tier < 1)
-        return 0;
+    if (after <= before || tier < 1) return 0;
     policy_quota_limits_t l;
     policy_quota_limits(p, tier, format, holiday_month, &l);
     bool reached[POLICY_QUOTA__COUNT] = {
@@ -807,38 +729,31 @@ size_t policy_quota_check(const policy_t *p, int32_t tier, policy_format_t forma
     return n;
 }
 
-bool policy_holiday_month(const policy_t *p, int32_t month)
-{
+bool policy_holiday_month(const policy_t *p, int32_t month) {
     for (uint32_t i = 0; i < p->nholidays; i++)
-        if (p->holidays[i].from_month <= month && month <= p->holidays[i].to_month)
-            return true;
+        if (p->holidays[i].from_month <= month && month <= p->holidays[i].to_month) return true;
     return false;
 }
 
 /* ------------------------------------------------------------------ */
-/* Classification code (seed 004)                                      */
+/* Classification code (docs/behaviour.md, "Outputs")                 */
 
-char policy_scale(int64_t rank, int64_t count)
-{
-    if (count <= 0 || rank < 1 || rank > count)
-        return '2';
+char policy_scale(int64_t rank, int64_t count) {
+    if (count <= 0 || rank < 1 || rank > count) return '2';
     i128 r5 = (i128)(rank - 1) * 5;
-    if (r5 < count)
-        return '1';
-    if (r5 >= (i128)count * 4)
-        return '3';
+    if (r5 < count) return '1';
+    if (r5 >= (i128)count * 4) return '3';
     return '2';
 }
 
 void policy_classification(const policy_profile_t *profile, bool is_new, char scale,
-                           char out[POLICY_CODE_MAX])
-{
+                           char out[POLICY_CODE_MAX]) {
     size_t n = 0;
-    out[n++] = policy_format_name(profile->format) ? (char)profile->format : (char)POLICY_FORMAT_OTHER;
+    out[n++] =
+        policy_format_name(profile->format) ? (char)profile->format : (char)POLICY_FORMAT_OTHER;
     out[n++] = is_new ? 'X' : (scale >= '1' && scale <= '3' ? scale : '2');
     out[n++] = profile->market == POLICY_MARKET_RURAL ? '2' : '1';
     out[n++] = profile->grade >= POLICY_GRADE_C ? '2' : '1';
-    if (profile->chain)
-        out[n++] = 'L';
+    if (profile->chain) out[n++] = 'L';
     out[n] = '\0';
 }

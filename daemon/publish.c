@@ -96,19 +96,17 @@ int publish_refused_for_good(rd_kafka_resp_err_t err) {
     case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
     case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
     case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
-    case RD_KAFKA_RESP_ERR__INVALID_ARG:
-        return 1;
-    default:
-        return 0;
+    case RD_KAFKA_RESP_ERR__INVALID_ARG: return 1;
+    default: return 0;
     }
 }
 
 publish_t *publish_new(const config_t *c, char *errstr, size_t errstr_size) {
     /* message.timeout.ms bounds how long a message waits for its delivery
      * report; nothing waits on it in the loop (see publish_outboxes). */
-    static const char *const fixed[] = {"enable.idempotence", "true", "acks", "all",
-                                        "linger.ms", "5", "message.timeout.ms", "45000",
-                                        NULL};
+    static const char *const fixed[] = {
+        "enable.idempotence", "true",  "acks", "all", "linger.ms", "5",
+        "message.timeout.ms", "45000", NULL};
     publish_t *d = calloc(1, sizeof(*d));
     rd_kafka_conf_t *conf = NULL;
     char why[512];
@@ -160,7 +158,9 @@ void publish_destroy(publish_t *d) {
     free(d);
 }
 
-void publish_poll(publish_t *d) { rd_kafka_poll(d->rk, 0); }
+void publish_poll(publish_t *d) {
+    rd_kafka_poll(d->rk, 0);
+}
 
 static dl_src_t *dl_src(publish_t *d, const char *topic, int32_t partition) {
     for (size_t i = 0; i < d->nsrcs; i++)
@@ -287,8 +287,8 @@ static rd_kafka_resp_err_t dl_produce(publish_t *d, const char *topic, const cha
  * long, and the batch is retried later (sending nothing twice). */
 #define DL_WAIT_MS 2000
 
-int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t n,
-                 char *errstr, size_t errstr_size) {
+int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t n, char *errstr,
+                 size_t errstr_size) {
     publish_t *d = opaque;
     char part[16];
     dl_src_t *s = dl_src(d, p->topic, p->partition);
@@ -323,8 +323,8 @@ int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t
                 log_warn("publish",
                          "dead letter of %s [%d] offset %" PRId64 " (%zu bytes) refused by %s: "
                          "%s; sending a stand-in",
-                         p->topic, (int)p->partition, dead[i]->offset, dead[i]->value_len,
-                         d->topic, r->err);
+                         p->topic, (int)p->partition, dead[i]->offset, dead[i]->value_len, d->topic,
+                         r->err);
             }
             rd_kafka_resp_err_t err = dl_produce(d, p->topic, part, dead[i], r);
             if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -344,8 +344,8 @@ int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t
         if (waiting == 0 && failed == 0) return 0;
         rd_kafka_poll(d->rk, 50);
         clock_gettime(CLOCK_MONOTONIC, &now);
-        int64_t ms = (int64_t)(now.tv_sec - start.tv_sec) * 1000 +
-                     (now.tv_nsec - start.tv_nsec) / 1000000;
+        int64_t ms =
+            (int64_t)(now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
         if (failed || ms > DL_WAIT_MS) {
             snprintf(errstr, errstr_size,
                      "dead-letter topic %s: %zu records unacknowledged, %zu failed%s%s", d->topic,
@@ -358,8 +358,12 @@ oom:
     return -1;
 }
 
-uint64_t publish_dead_standins(const publish_t *d) { return d->dead_standins; }
-uint64_t publish_dead_lost(const publish_t *d) { return d->dead_lost; }
+uint64_t publish_dead_standins(const publish_t *d) {
+    return d->dead_standins;
+}
+uint64_t publish_dead_lost(const publish_t *d) {
+    return d->dead_lost;
+}
 
 /* One partition's outbox as read: its XRANGE reply and one status per
  * event (entry i holds events first[i] .. first[i] + nev[i] - 1). */
@@ -492,9 +496,9 @@ static int round_start(publish_t *d, store_t *s, const char *topic, const int32_
     for (size_t p = 0; p < nparts; p++) {
         d->round[p].partition = parts[p];
         store_key(s, topic, parts[p], "outbox", d->round[p].key, sizeof(d->round[p].key));
-        if (store_tx_addv(&tx, 6, "XRANGE", (size_t)6, d->round[p].key,
-                          strlen(d->round[p].key), "-", (size_t)1, "+", (size_t)1, "COUNT",
-                          (size_t)5, count, strlen(count)) != 0)
+        if (store_tx_addv(&tx, 6, "XRANGE", (size_t)6, d->round[p].key, strlen(d->round[p].key),
+                          "-", (size_t)1, "+", (size_t)1, "COUNT", (size_t)5, count,
+                          strlen(count)) != 0)
             goto oom;
     }
     if (store_pipeline(s, &tx, r, errstr, errstr_size) != STORE_OK) goto out;
@@ -593,8 +597,7 @@ int publish_outboxes(publish_t *d, store_t *s, const char *topic, const int32_t 
         rd_kafka_poll(d->rk, d->round_inflight > 0 ? 20 : 0);
         if (d->round_inflight == 0) break;
         clock_gettime(CLOCK_MONOTONIC, &now);
-        if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 >=
-            wait_ms)
+        if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 >= wait_ms)
             return 0; /* in flight: the next call goes on waiting */
     }
     char why[256] = "";
@@ -603,6 +606,10 @@ int publish_outboxes(publish_t *d, store_t *s, const char *topic, const int32_t 
     return rc;
 }
 
-int publish_outboxes_busy(const publish_t *d) { return d->round != NULL; }
+int publish_outboxes_busy(const publish_t *d) {
+    return d->round != NULL;
+}
 
-uint64_t publish_events_published(const publish_t *d) { return d->published; }
+uint64_t publish_events_published(const publish_t *d) {
+    return d->published;
+}

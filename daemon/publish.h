@@ -12,8 +12,8 @@
  * records again: consumers dedupe on the source coordinates.
  *
  * Outbox: decided events wait in a partition's outbox stream in Redis,
- * written in the transaction that decided them (one stream entry per
- * transaction).  publish_outboxes produces them in order and deletes an
+ * written in the transaction that decided them (stream entries of at most
+ * 256 events each: a transaction may write several).  publish_outboxes produces them in order and deletes an
  * entry only after Kafka acknowledged all its events, so a crash in
  * between publishes them again with the same event_id and bytes.
  */
@@ -29,9 +29,9 @@ typedef struct publish publish_t;
 
 publish_t *publish_new(const config_t *c, char *errstr, size_t errstr_size);
 /* Purges what is still queued (its reports are served first), then frees. */
-void publish_destroy(publish_t *d);
+void publish_destroy(publish_t *pub);
 /* Serves delivery reports without waiting. */
-void publish_poll(publish_t *d);
+void publish_poll(publish_t *pub);
 
 /* apply_dead_fn.  Remembers each dead letter by its source coordinates,
  * so a batch that is retried sends only what Kafka has not acknowledged.
@@ -43,14 +43,14 @@ void publish_poll(publish_t *d);
  * refused even then is logged with its coordinates and counted as lost.
  * Waits at most 2 s for reports; returns -1 (retry later) when some are
  * still missing. */
-int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t n,
-                 char *errstr, size_t errstr_size);
+int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t n, char *errstr,
+                 size_t errstr_size);
 /* Forgets the dead letters of (topic, partition) below offset `below`
  * (committed, or the partition left us).  INT64_MAX forgets them all. */
-void publish_dead_forget(publish_t *d, const char *topic, int32_t partition, int64_t below);
+void publish_dead_forget(publish_t *pub, const char *topic, int32_t partition, int64_t below);
 int publish_refused_for_good(rd_kafka_resp_err_t err);
-uint64_t publish_dead_standins(const publish_t *d);
-uint64_t publish_dead_lost(const publish_t *d);
+uint64_t publish_dead_standins(const publish_t *pub);
+uint64_t publish_dead_lost(const publish_t *pub);
 
 /* Drives the outbox publisher one step and waits at most wait_ms, so a
  * broker that does not answer never holds the loop.  With no round in
@@ -68,7 +68,7 @@ int publish_outboxes(publish_t *pub, store_t *s, const char *topic, const int32_
                      size_t nparts, size_t max, int wait_ms, int32_t *done, int *nread,
                      size_t *ndone, char *errstr, size_t errstr_size);
 /* A round is in flight. */
-int publish_outboxes_busy(const publish_t *d);
+int publish_outboxes_busy(const publish_t *pub);
 /* Events acknowledged by Kafka since start. */
 uint64_t publish_events_published(const publish_t *pub);
 

@@ -1,24 +1,35 @@
 /*
- * review.c -- the monthly review of one partition (SPEC section 8).
+ * review.c -- the monthly review of one partition, in bounded pages.
  *
- * One watched read of every customer's state and profile, a second of
- * their window months, the policy engine per customer, then one MULTI/EXEC
- * with the new states, the tier-change events (outbox), the tier each
- * customer begins the next month with, and meta.reviewed.  A review of a
- * month already reviewed does nothing: a crash can neither skip nor repeat
- * one.
+ * Pass 1 reads every customer's state page by page (HSCAN), without
+ * holding anything: the window purchases rank each customer within its
+ * format for the classification's scale digit, which must see the whole
+ * partition.  Pass 2 reviews the customers in the byte order of their ids,
+ * REVIEW_PAGE at a time, each page one watched transaction (txn.c) with
+ * the new states, the tier-change events and the cursor in meta
+ * (rv_month, rv_after: the last customer done).  A crash resumes at the
+ * cursor: every customer is reviewed once, every event decided once.  The
+ * last page sets meta.reviewed and clears the cursor.  Orders of later
+ * months wait for the review (batch.c cuts there), so the states pass 1
+ * ranked are the states pass 2 decides on.
  *
- * The scale digit of the classification code ranks a customer by its
- * window purchases among the customers of the same format *in this
- * partition*.  Customers are spread over partitions by a hash of their id,
- * so each partition is a random sample of the whole and the digit is an
- * estimate of the global one; exact within the partition.
+ * The scale digit ranks a customer by its window purchases among the
+ * customers of the same format *in this partition*.  Customers are spread
+ * over partitions by a hash of their id, so each partition is a random
+ * sample of the whole and the digit is an estimate of the global one.
+ *
+ * The same pages also carry a partition across months with no orders at
+ * once (review_carry), once reviews there have stopped changing anything.
  */
-#include "apply.h"
+#include "review.h"
 
-#include "agg.h"
+#include "arena.h"
 #include "log.h"
 #include "month.h"
+#include "outbox.h"
+#include "profile_text.h"
+#include "state.h"
+#include "txn.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -26,290 +37,503 @@
 #include <string.h>
 #include <time.h>
 
-typedef struct rcust {
-    decide_customer_t c;
-    policy_month_t win[POLICY_WINDOW_MAX];
-    int64_t total; /* window qty, for the ranking */
-} rcust_t;
+#define REVIEW_PAGE 1000
 
-static const rcust_t *sort_base;
-static int by_format_then_total(const void *x, const void *y) {
-    const rcust_t *a = &sort_base[*(const size_t *)x], *b = &sort_base[*(const size_t *)y];
-    char fa = a->c.has_profile ? (char)a->c.profile.format : 0;
-    char fb = b->c.has_profile ? (char)b->c.profile.format : 0;
-    if (fa != fb) return fa < fb ? -1 : 1;
-    if (a->total != b->total) return a->total > b->total ? -1 : 1;
-    return strcmp(a->c.id, b->c.id);
+/* One customer of the partition, as pass 1 saw it. */
+typedef struct rentry {
+    const char *id; /* in the review's arena */
+    uint32_t len;
+    char fmt; /* profile format, 0 without a profile */
+    char scale;
+    int64_t total; /* window purchases */
+} rentry_t;
+
+typedef struct review {
+    apply_ctx_t *a;
+    apply_part_t *p;
+    int32_t month;    /* the month reviewed; for a carry, the last reviewed */
+    int32_t carry_to; /* -1: a review; else carry [month+1 .. carry_to] */
+    rentry_t *e;      /* every customer, in the byte order of ids */
+    size_t n, cap;
+    arena_t ids;
+    size_t lo, hi;  /* the page */
+    const char **f; /* the page's ids, as fields */
+    size_t *fl;
+    customer_t *dc; /* REVIEW_PAGE each */
+    state_customer_t *s;
+    outbox_t outbox;
+    arena_t blobs;
+    const char **argv;
+    size_t *argvlen;
+    int steady, resumed;
+    uint64_t tier_events, pages;
+    char ckey[256], pkey[256], mkey[256], rv[16], after[ORDER_ID_MAX + 1];
+} review_t;
+
+static int by_id(const void *x, const void *y) {
+    const rentry_t *a = x, *b = y;
+    int c = memcmp(a->id, b->id, a->len < b->len ? a->len : b->len);
+    return c ? c : (a->len > b->len) - (a->len < b->len);
 }
 
-int apply_review(apply_ctx_t *a, apply_part_t *p, int32_t month, int64_t now_ms, char *errstr,
-                 size_t errstr_size) {
-    int rc = APPLY_RETRY;
-    const int32_t W = a->window;
-    char ckey[256], pkey[256], mkeys[POLICY_WINDOW_MAX + 1][256];
-    redisReply *r1[2] = {NULL, NULL}, *r2[POLICY_WINDOW_MAX + 1] = {NULL};
-    rcust_t *cs = NULL;
-    size_t ncs = 0, *order = NULL;
-    const char **fields = NULL;
-    size_t *flens = NULL;
-    char **owned = NULL;
-    size_t nowned = 0;
+static int by_format_then_total(const void *x, const void *y) {
+    const rentry_t *a = *(const rentry_t *const *)x, *b = *(const rentry_t *const *)y;
+    if (a->fmt != b->fmt) return a->fmt < b->fmt ? -1 : 1;
+    if (a->total != b->total) return a->total > b->total ? -1 : 1;
+    return by_id(a, b);
+}
+
+static rentry_t *add_entry(review_t *r, const char *id, size_t len) {
+    if (r->n == r->cap) {
+        size_t cap = r->cap ? r->cap * 2 : 1024;
+        rentry_t *e = realloc(r->e, cap * sizeof(*e));
+        if (!e) return NULL;
+        r->e = e;
+        r->cap = cap;
+    }
+    rentry_t *e = &r->e[r->n];
+    memset(e, 0, sizeof(*e));
+    if (!(e->id = arena_strndup(&r->ids, id, len))) return NULL;
+    e->len = (uint32_t)len;
+    r->n++;
+    return e;
+}
+
+/* One HSCAN step of key: *cursor moves on (0 at the end); fn sees each
+ * field and value. */
+static int scan_step(review_t *r, const char *key, char *cursor, size_t csize,
+                     int (*fn)(review_t *, redisReply *, redisReply *, char *, size_t),
+                     char *errstr, size_t errstr_size) {
     store_tx_t tx = {0};
-    strmap_t byid = {0};
-    store_meta_t now;
-    decide_ctx_t d;
-    decide_args_t cset = {0}, tset = {0}; /* HSET c ..., HSET m:<next> t:... */
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    char ym[16];
-    memset(&d, 0, sizeof(d));
-
-    if (!a->policy) return APPLY_OK;
-    snprintf(ym, sizeof(ym), "%06d", month_yyyymm(month));
-    store_key(a->store, p->topic, p->partition, "c", ckey, sizeof(ckey));
-    store_key(a->store, p->topic, p->partition, "p", pkey, sizeof(pkey));
-
-    /* Round trip 1: every customer's state and profile. */
-    {
-        char *keys[2] = {ckey, pkey};
-        const char **f[2] = {NULL, NULL};
-        size_t *fl[2] = {NULL, NULL}, nf[2] = {0, 0};
-        if (store_read(a->store, p->topic, p->partition, &now, 2, keys, f, fl, nf, r1, errstr,
-                       errstr_size) != STORE_OK)
+    redisReply *rep = NULL;
+    int rc = APPLY_RETRY;
+    if (store_tx_addv(&tx, 5, "HSCAN", (size_t)5, key, strlen(key), cursor, strlen(cursor), "COUNT",
+                      (size_t)5, "1000", (size_t)4) != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto out;
+    }
+    if (store_pipeline(r->a->store, &tx, &rep, errstr, errstr_size) != STORE_OK) goto out;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+        rep->element[0]->type != REDIS_REPLY_STRING || rep->element[1]->type != REDIS_REPLY_ARRAY) {
+        snprintf(errstr, errstr_size, "redis: unexpected HSCAN reply for %s", key);
+        goto out;
+    }
+    snprintf(cursor, csize, "%s", rep->element[0]->str);
+    redisReply *kv = rep->element[1];
+    for (size_t i = 0; i + 1 < kv->elements; i += 2)
+        if ((rc = fn(r, kv->element[i], kv->element[i + 1], errstr, errstr_size)) != APPLY_OK)
             goto out;
-    }
-    rc = apply_meta_verdict(p, &now);
-    if (rc != APPLY_OK) {
-        store_unwatch(a->store);
-        snprintf(errstr, errstr_size, "%s [%d]: review of %s refused: %s", p->topic,
-                 (int)p->partition, ym,
-                 rc == APPLY_FENCED ? "another instance owns it"
-                                    : "Redis lost writes (older epoch or offsets)");
-        goto out;
-    }
-    rc = APPLY_RETRY;
-    p->review_steady = 0;
-    if (now.reviewed >= month) { /* done before a crash, or by the previous owner */
-        store_unwatch(a->store);
-        p->meta.reviewed = now.reviewed;
-        p->outbox_dirty = 1; /* its events may still wait */
-        rc = APPLY_OK;
-        goto out;
-    }
-    if (r1[0]->type != REDIS_REPLY_ARRAY || r1[1]->type != REDIS_REPLY_ARRAY) {
-        store_unwatch(a->store);
-        snprintf(errstr, errstr_size, "redis: unexpected reply reading %s", ckey);
-        goto out;
-    }
-    ncs = r1[0]->elements / 2;
-    cs = calloc(ncs + 1, sizeof(*cs));
-    order = calloc(ncs + 1, sizeof(*order));
-    fields = calloc(2 * ncs + 1, sizeof(*fields));
-    flens = calloc(2 * ncs + 1, sizeof(*flens));
-    owned = calloc(2 * ncs + 1, sizeof(*owned));
-    if (!cs || !order || !fields || !flens || !owned) goto oom;
-    for (size_t i = 0; i < ncs; i++) {
-        redisReply *k = r1[0]->element[2 * i], *v = r1[0]->element[2 * i + 1];
-        decide_customer_t *c = &cs[i].c;
-        if (k->len > ORDER_ID_MAX) continue;
-        memcpy(c->id, k->str, k->len);
-        c->len = k->len;
-        c->scale = 'X';
-        if (decide_state_parse(c, v->str, v->len) != 0)
-            log_warn("review", "customer %s: unreadable state \"%.60s\"", c->id, v->str);
-        order[i] = i;
-        int created;
-        strmap_slot_t *slot = strmap_put(&byid, c->id, c->len, &created);
-        if (!slot) goto oom;
-        slot->value = c;
-    }
-    for (size_t j = 0; j + 1 < r1[1]->elements; j += 2) {
-        redisReply *k = r1[1]->element[j], *v = r1[1]->element[j + 1];
-        strmap_slot_t *slot = strmap_get(&byid, k->str, k->len);
-        decide_customer_t *c = slot ? slot->value : NULL;
-        if (c && decide_profile_parse(&c->profile, &c->profile_updated_at, v->str, v->len) == 0)
-            c->has_profile = 1;
-    }
+    rc = APPLY_OK;
+out:
+    if (rep) freeReplyObject(rep);
+    store_tx_free(&tx);
+    return rc;
+}
 
-    /* Round trip 2: a: and t: of each window month, and t: of the next. */
-    for (size_t i = 0; i < ncs; i++) {
-        char *fa = malloc(cs[i].c.len + 3), *ft = malloc(cs[i].c.len + 3);
-        if (!fa || !ft) {
-            free(fa);
-            free(ft);
-            goto oom;
-        }
-        snprintf(fa, cs[i].c.len + 3, "a:%s", cs[i].c.id);
-        snprintf(ft, cs[i].c.len + 3, "t:%s", cs[i].c.id);
-        owned[nowned++] = fa;
-        owned[nowned++] = ft;
-        fields[2 * i] = fa;
-        fields[2 * i + 1] = ft;
-        flens[2 * i] = flens[2 * i + 1] = cs[i].c.len + 2;
-    }
-    if (ncs > 0) {
-        char *keys[POLICY_WINDOW_MAX];
-        const char **f[POLICY_WINDOW_MAX];
-        size_t *fl[POLICY_WINDOW_MAX], nf[POLICY_WINDOW_MAX];
-        store_meta_t again;
-        for (int32_t k = 0; k < W; k++) {
-            store_month_key(a->store, p->topic, p->partition, month - W + 1 + k, mkeys[k],
-                            sizeof(mkeys[k]));
-            keys[k] = mkeys[k];
-            f[k] = fields;
-            fl[k] = flens;
-            nf[k] = 2 * ncs;
-        }
-        if (store_read(a->store, p->topic, p->partition, &again, (size_t)W, keys, f, fl, nf, r2,
-                       errstr, errstr_size) != STORE_OK)
-            goto out;
-        for (int32_t k = 0; k < W; k++)
-            if (!r2[k] || r2[k]->type != REDIS_REPLY_ARRAY || r2[k]->elements != 2 * ncs) {
-                store_unwatch(a->store);
-                snprintf(errstr, errstr_size, "redis: unexpected reply reading %s", mkeys[k]);
-                goto out;
-            }
-    }
-    store_month_key(a->store, p->topic, p->partition, month + 1, mkeys[W], sizeof(mkeys[W]));
-    for (size_t i = 0; i < ncs; i++) {
-        for (int32_t k = 0; k < W; k++) {
-            policy_month_t *w = &cs[i].win[k];
-            redisReply *ra = r2[k]->element[2 * i], *rt = r2[k]->element[2 * i + 1];
-            w->month = month - W + 1 + k;
-            if (ra->type == REDIS_REPLY_STRING) {
-                agg_month_t am;
-                if (agg_parse(&am, ra->str, ra->len) != 0) {
-                    store_unwatch(a->store); /* the same refusal as apply's */
-                    snprintf(errstr, errstr_size,
-                             "redis: %s holds \"%.40s\" for a customer, not an aggregate",
-                             mkeys[k], ra->str);
-                    goto out;
-                }
-                w->qty = am.qty;
-                w->amount = am.amount;
-                w->orders = am.orders;
-                w->skus = am.skus;
-            }
-            if (rt->type == REDIS_REPLY_STRING)
-                decide_month_parse(&w->tier_in_effect, &w->grade, rt->str, rt->len);
-            cs[i].total += w->qty;
-        }
-    }
+static int scan_all(review_t *r, const char *key,
+                    int (*fn)(review_t *, redisReply *, redisReply *, char *, size_t), char *errstr,
+                    size_t errstr_size) {
+    char cursor[32] = "0";
+    do {
+        int rc = scan_step(r, key, cursor, sizeof(cursor), fn, errstr, errstr_size);
+        if (rc != APPLY_OK) return rc;
+    } while (strcmp(cursor, "0") != 0);
+    return APPLY_OK;
+}
 
-    /* Scale digits: rank within format, by window purchases. */
-    sort_base = cs;
-    qsort(order, ncs, sizeof(*order), by_format_then_total);
-    for (size_t i = 0; i < ncs;) {
+/* Pass 1, customers: each id and its total (HSCAN may repeat an id: the
+ * copies go when the entries are sorted). */
+static int see_customer(review_t *r, redisReply *k, redisReply *v, char *errstr,
+                        size_t errstr_size) {
+    if (k->type != REDIS_REPLY_STRING || k->len > ORDER_ID_MAX) return APPLY_OK;
+    rentry_t *e = add_entry(r, k->str, k->len);
+    if (!e) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return APPLY_RETRY;
+    }
+    if (r->carry_to >= 0) return APPLY_OK; /* no ranking for a carry */
+    char why[200];
+    if (state_decode(&r->s[0], v->str, v->len, why, sizeof(why)) != 0) {
+        r->a->stats.state_corrupt++;
+        snprintf(errstr, errstr_size, "%s field %.*s: state does not parse (%s)", r->ckey,
+                 (int)k->len, k->str, why);
+        return APPLY_CORRUPT;
+    }
+    policy_month_t w[POLICY_WINDOW_MAX];
+    state_window(&r->s[0], r->month, r->a->window, w);
+    for (int32_t i = 0; i < r->a->window; i++) e->total += w[i].qty;
+    return APPLY_OK;
+}
+
+/* The entry of id in the sorted entries, or NULL. */
+static rentry_t *find(review_t *r, const char *id, size_t len) {
+    rentry_t key = {id, (uint32_t)len, 0, 0, 0};
+    return bsearch(&key, r->e, r->n, sizeof(*r->e), by_id);
+}
+
+/* Pass 1, profiles: the format each ranking groups by. */
+static int see_profile(review_t *r, redisReply *k, redisReply *v, char *errstr,
+                       size_t errstr_size) {
+    (void)errstr, (void)errstr_size;
+    rentry_t *e = find(r, k->str, k->len);
+    policy_profile_t prof;
+    int64_t upd;
+    if (e && profile_text_parse(&prof, &upd, v->str, v->len) == 0) e->fmt = (char)prof.format;
+    return APPLY_OK;
+}
+
+/* Sorts the entries by id and drops the copies HSCAN returned. */
+static void sort_unique(review_t *r) {
+    size_t k = 0;
+    qsort(r->e, r->n, sizeof(*r->e), by_id);
+    for (size_t i = 0; i < r->n; i++)
+        if (k == 0 || by_id(&r->e[k - 1], &r->e[i]) != 0) r->e[k++] = r->e[i];
+    r->n = k;
+}
+
+/* Scale digits: rank within format, by window purchases. */
+static int rank(review_t *r) {
+    rentry_t **order = malloc((r->n + 1) * sizeof(*order));
+    if (!order) return -1;
+    for (size_t i = 0; i < r->n; i++) order[i] = &r->e[i];
+    qsort(order, r->n, sizeof(*order), by_format_then_total);
+    for (size_t i = 0; i < r->n;) {
         size_t j = i;
-        char f = cs[order[i]].c.has_profile ? (char)cs[order[i]].c.profile.format : 0;
-        while (j < ncs && (cs[order[j]].c.has_profile ? (char)cs[order[j]].c.profile.format : 0) == f)
-            j++;
+        while (j < r->n && order[j]->fmt == order[i]->fmt) j++;
         for (size_t k = i; k < j; k++)
-            cs[order[k]].c.scale = policy_scale((int64_t)(k - i + 1), (int64_t)(j - i));
+            order[k]->scale = policy_scale((int64_t)(k - i + 1), (int64_t)(j - i));
         i = j;
     }
+    free(order);
+    return 0;
+}
 
-    /* Decide every customer.  The review is steady when it changed no
-     * customer's state and none is still new: over months with no orders,
-     * every later review would then decide the same (see
-     * apply_review_through). */
-    apply_decide_ctx(a, p, now_ms, &d);
-    int steady = 1;
-    const int64_t decided_at = decide_review_at(month); /* never the clock: decide.h */
-    for (size_t i = 0; i < ncs; i++) {
-        decide_customer_t *c = &cs[i].c;
-        const policy_profile_t *prof = decide_profile(&d, c);
-        policy_customer_t pc = {c->st, *prof, cs[i].win, (size_t)W};
-        policy_decision_t dec;
-        char buf[160], before[160];
-        int l, lb;
-        if (c->st.tier <= 0) continue;
-        lb = decide_state_format(c, before, sizeof(before));
-        if (policy_review_decide(a->policy, &pc, month, &dec, errstr, errstr_size) != 0)
-            goto out_unwatch;
-        if (decide_tier_change(&d, &tx, c, &dec, cs[i].win, (size_t)W, month,
-                               decided_at, errstr, errstr_size) != 0)
-            goto out_unwatch;
-        l = decide_state_format(c, buf, sizeof(buf));
-        if (!c->st.evaluated || l != lb || memcmp(buf, before, (size_t)l) != 0) steady = 0;
-        if ((cset.n == 0 && (decide_args_push(&cset, "HSET", 4) ||
-                             decide_args_push(&cset, ckey, strlen(ckey)))) ||
-            decide_args_push(&cset, c->id, c->len) || decide_args_push(&cset, buf, (size_t)l))
-            goto oom;
-        /* The tier the next month begins with, and its grade so far. */
-        l = decide_month_format(c->st.tier, prof->grade, buf, sizeof(buf));
-        if ((tset.n == 0 && (decide_args_push(&tset, "HSET", 4) ||
-                             decide_args_push(&tset, mkeys[W], strlen(mkeys[W])))) ||
-            decide_args_push(&tset, fields[2 * i + 1], flens[2 * i + 1]) ||
-            decide_args_push(&tset, buf, (size_t)l))
-            goto oom;
-    }
-    if ((cset.n && store_tx_add(&tx, (int)cset.n, (const char **)cset.v, cset.len) != 0) ||
-        (tset.n && store_tx_add(&tx, (int)tset.n, (const char **)tset.v, tset.len) != 0) ||
-        decide_flush_outbox(&d, &tx) != 0)
-        goto oom;
-    {
-        char mkey[256], old[256];
-        store_key(a->store, p->topic, p->partition, "meta", mkey, sizeof(mkey));
-        /* The month that leaves the kept range [month + 1 - W, month + 1]:
-         * a late order for it is refused, so nothing reads it again. */
-        store_month_key(a->store, p->topic, p->partition, month - W, old, sizeof(old));
-        if (store_tx_addv(&tx, 4, "HSET", (size_t)4, mkey, strlen(mkey), "reviewed", (size_t)8, ym,
-                          strlen(ym)) != 0 ||
-            store_tx_addv(&tx, 2, "DEL", (size_t)3, old, strlen(old)) != 0)
-            goto oom;
-    }
-    if (a->fault_review_stall_file) {
-        struct timespec ts = {0, 100000000};
-        FILE *f;
-        for (int i = 0; i < 1200 && (f = fopen(a->fault_review_stall_file, "r")) != NULL; i++) {
-            fclose(f);
-            if (i == 0)
-                log_warn("review", "fault injection: review of %s stalled before EXEC", ym);
-            nanosleep(&ts, NULL);
+static int pass1(review_t *r, char *errstr, size_t errstr_size) {
+    int rc;
+    if ((rc = scan_all(r, r->ckey, see_customer, errstr, errstr_size)) != APPLY_OK) return rc;
+    sort_unique(r);
+    if (r->carry_to < 0) {
+        if ((rc = scan_all(r, r->pkey, see_profile, errstr, errstr_size)) != APPLY_OK) return rc;
+        if (rank(r) != 0) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return APPLY_RETRY;
         }
     }
-    int src = store_exec(a->store, &tx, errstr, errstr_size);
-    if (src == STORE_FENCED) {
-        snprintf(errstr, errstr_size, "%s [%d]: review of %s refused: another instance owns it",
-                 p->topic, (int)p->partition, ym);
-        a->stats.fenced++;
-        rc = APPLY_FENCED;
-        goto out;
-    }
-    if (src != STORE_OK) goto out;
-    p->meta.reviewed = month;
-    p->review_steady = steady && d.tier_events == 0;
-    if (d.tier_events) p->outbox_dirty = 1;
-    a->stats.tier_events += d.tier_events;
-    a->stats.reviews++;
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    a->stats.review_seconds +=
-        (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
-    log_info("review", "%s [%d]: reviewed %.4s-%.2s: %zu customers, %" PRIu64 " tier changes",
-             p->topic, (int)p->partition, ym, ym + 4, ncs, d.tier_events);
-    rc = APPLY_OK;
-    goto out;
+    return APPLY_OK;
+}
 
+/* The month the cursor names: the month reviewed, or a carry's target
+ * (a carry always spans two months or more, so the two cannot be taken
+ * for each other: see review_through). */
+static int32_t cursor_month(const review_t *r) {
+    return r->carry_to >= 0 ? r->carry_to : r->month;
+}
+
+/* The first customer after the cursor meta holds for this month. */
+static size_t resume_at(const review_t *r, const store_meta_t *m) {
+    if (m->rv_month != cursor_month(r) || !m->rv_after[0]) return 0;
+    rentry_t key = {m->rv_after, (uint32_t)strlen(m->rv_after), 0, 0, 0};
+    size_t lo = 0, hi = r->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (by_id(&r->e[mid], &key) <= 0)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int page_plan(void *ctx, txn_read_t *t, char *errstr, size_t errstr_size) {
+    review_t *r = ctx;
+    (void)errstr, (void)errstr_size;
+    r->lo = resume_at(r, &r->p->meta);
+    r->hi = r->lo + REVIEW_PAGE < r->n ? r->lo + REVIEW_PAGE : r->n;
+    for (size_t i = r->lo; i < r->hi; i++) {
+        r->f[i - r->lo] = r->e[i].id;
+        r->fl[i - r->lo] = r->e[i].len;
+    }
+    if (r->hi == r->lo) return APPLY_OK;
+    t->keys[t->nkeys] = r->ckey;
+    t->fields[t->nkeys] = r->f;
+    t->flens[t->nkeys] = r->fl;
+    t->nfields[t->nkeys++] = r->hi - r->lo;
+    if (r->carry_to < 0) {
+        t->keys[t->nkeys] = r->pkey;
+        t->fields[t->nkeys] = r->f;
+        t->flens[t->nkeys] = r->fl;
+        t->nfields[t->nkeys++] = r->hi - r->lo;
+    }
+    return APPLY_OK;
+}
+
+/* Moves a steady customer's empty months forward by d, keeping the kept
+ * range of the month after `to`. */
+static void carry(review_t *r, state_customer_t *s) {
+    const int32_t W = r->a->window, d = r->carry_to - r->month;
+    state_drop_before(s, r->month + 1 - W);
+    for (uint32_t k = 0; k < s->nmonths; k++) s->months[k].month += d;
+    state_drop_before(s, r->carry_to + 1 - W);
+}
+
+/* The customer's state as the review's steadiness sees it: what it
+ * writes back (state.h), less the months.  first_month counts only once
+ * the customer is placed, and a scale never set reads as 'X'. */
+static int same_state(const customer_t *a, const customer_t *b) {
+    return a->st.tier == b->st.tier &&
+           (a->st.tier > 0 ? a->st.first_month : 0) == (b->st.tier > 0 ? b->st.first_month : 0) &&
+           a->st.evaluated == b->st.evaluated && a->st.has_override == b->st.has_override &&
+           a->st.override_tier == b->st.override_tier && a->seq == b->seq &&
+           a->live_score_c == b->live_score_c &&
+           (a->scale ? a->scale : 'X') == (b->scale ? b->scale : 'X');
+}
+
+/* Reviews one customer: the decision, the next month's tier and grade. */
+static int review_one(review_t *r, store_tx_t *tx, size_t i, customer_t *c, state_customer_t *s,
+                      char *errstr, size_t errstr_size) {
+    const int32_t W = r->a->window;
+    const policy_profile_t *prof = customer_profile(c, r->a->policy);
+    policy_month_t win[POLICY_WINDOW_MAX];
+    policy_decision_t dec;
+    const customer_t before = *c;
+    state_window(s, r->month, W, win);
+    c->scale = r->e[i].scale;
+    policy_customer_t pc = {c->st, *prof, win, (size_t)W};
+    if (policy_review_decide(r->a->policy, &pc, r->month, &dec, errstr, errstr_size) != 0 ||
+        outbox_tier_change(&r->outbox, tx, c, &dec, win, (size_t)W, r->month,
+                           outbox_review_at(&r->a->zone, r->month), errstr, errstr_size) != 0)
+        return -1;
+    if (!c->st.evaluated || !same_state(&before, c)) r->steady = 0;
+    /* The tier the next month begins with, and its grade so far. */
+    state_drop_before(s, r->month + 1 - W);
+    state_month_t *sm = state_month(s, r->month + 1, 1);
+    if (!sm) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    sm->tier = c->st.tier;
+    sm->grade = prof->grade;
+    return 0;
+}
+
+static int page_meta(review_t *r, store_tx_t *tx) {
+    if (r->hi == r->n) { /* the last page: the month is done */
+        int32_t done = r->carry_to >= 0 ? r->carry_to : r->month;
+        snprintf(r->rv, sizeof(r->rv), "%06d", month_yyyymm(done));
+        return store_tx_addv(tx, 4, "HSET", (size_t)4, r->mkey, strlen(r->mkey), "reviewed",
+                             (size_t)8, r->rv, strlen(r->rv)) ||
+               store_tx_addv(tx, 4, "HDEL", (size_t)4, r->mkey, strlen(r->mkey), "rv_month",
+                             (size_t)8, "rv_after", (size_t)8);
+    }
+    snprintf(r->rv, sizeof(r->rv), "%06d", month_yyyymm(cursor_month(r)));
+    snprintf(r->after, sizeof(r->after), "%s", r->e[r->hi - 1].id);
+    return store_tx_addv(tx, 6, "HSET", (size_t)4, r->mkey, strlen(r->mkey), "rv_month", (size_t)8,
+                         r->rv, strlen(r->rv), "rv_after", (size_t)8, r->after, strlen(r->after));
+}
+
+static int page_decide(void *ctx, const store_meta_t *now, redisReply **rep, store_tx_t *tx,
+                       char *errstr, size_t errstr_size) {
+    review_t *r = ctx;
+    size_t n = 2;
+    if (now->reviewed != r->p->meta.reviewed || now->rv_month != r->p->meta.rv_month ||
+        strcmp(now->rv_after, r->p->meta.rv_after) != 0)
+        return TXN_AGAIN; /* a page landed though its reply was lost */
+    arena_reset(&r->blobs);
+    outbox_free(&r->outbox);
+    outbox_open(&r->outbox, r->a, r->p);
+    r->argv[0] = "HSET";
+    r->argvlen[0] = 4;
+    r->argv[1] = r->ckey;
+    r->argvlen[1] = strlen(r->ckey);
+    for (size_t i = r->lo; i < r->hi; i++) {
+        customer_t *c = &r->dc[i - r->lo];
+        state_customer_t *s = &r->s[i - r->lo];
+        redisReply *rs = rep[0]->element[i - r->lo];
+        char why[200];
+        state_reset(s);
+        if (rs->type != REDIS_REPLY_STRING) continue; /* gone: nothing to review */
+        if (state_decode(s, rs->str, rs->len, why, sizeof(why)) != 0) {
+            r->a->stats.state_corrupt++;
+            snprintf(errstr, errstr_size, "%s field %s: state does not parse (%s)", r->ckey,
+                     r->e[i].id, why);
+            return APPLY_CORRUPT;
+        }
+        memset(c, 0, sizeof(*c));
+        memcpy(c->id, r->e[i].id, r->e[i].len);
+        c->len = r->e[i].len;
+        customer_load(c, s);
+        if (r->carry_to >= 0) {
+            carry(r, s);
+        } else {
+            redisReply *rp = rep[1]->element[i - r->lo];
+            if (rp->type == REDIS_REPLY_STRING &&
+                profile_text_parse(&c->profile, &c->profile_updated_at, rp->str, rp->len) == 0)
+                c->has_profile = 1;
+            if (c->st.tier <= 0) continue;
+            if (review_one(r, tx, i, c, s, errstr, errstr_size) != 0) return APPLY_RETRY;
+            customer_store(c, s);
+        }
+        size_t len = state_encoded_size(s);
+        uint8_t *blob = arena_alloc(&r->blobs, len);
+        if (!blob) goto oom;
+        state_encode(s, blob);
+        r->argv[n] = r->e[i].id;
+        r->argvlen[n++] = r->e[i].len;
+        r->argv[n] = (const char *)blob;
+        r->argvlen[n++] = len;
+    }
+    if ((n > 2 && store_tx_add(tx, (int)n, r->argv, r->argvlen) != 0) ||
+        outbox_flush(&r->outbox, tx) != 0 || page_meta(r, tx) != 0)
+        goto oom;
+    return APPLY_OK;
 oom:
     snprintf(errstr, errstr_size, "out of memory");
-out_unwatch:
-    store_unwatch(a->store);
+    return APPLY_RETRY;
+}
+
+static void page_committed(void *ctx) {
+    review_t *r = ctx;
+    apply_part_t *p = r->p;
+    if (r->hi == r->n) {
+        p->meta.reviewed = r->carry_to >= 0 ? r->carry_to : r->month;
+        p->meta.rv_month = -1;
+        p->meta.rv_after[0] = '\0';
+    } else {
+        p->meta.rv_month = cursor_month(r);
+        snprintf(p->meta.rv_after, sizeof(p->meta.rv_after), "%s", r->after);
+    }
+    if (r->outbox.tier_events) p->outbox_dirty = 1;
+    r->tier_events += r->outbox.tier_events;
+    r->a->stats.tier_events += r->outbox.tier_events;
+    r->a->stats.review_pages++;
+    r->pages++;
+}
+
+static const txn_ops_t page_ops = {page_plan, page_decide, page_committed, FAULT_REVIEW};
+
+static void review_free(review_t *r) {
+    for (size_t i = 0; r->s && i < REVIEW_PAGE; i++) state_free(&r->s[i]);
+    free(r->s);
+    free(r->dc);
+    free(r->e);
+    free(r->f);
+    free(r->fl);
+    free(r->argv);
+    free(r->argvlen);
+    arena_free(&r->ids);
+    arena_free(&r->blobs);
+    outbox_free(&r->outbox);
+}
+
+static int review_run(review_t *r, char *errstr, size_t errstr_size) {
+    apply_part_t *p = r->p;
+    int rc = APPLY_RETRY;
+    r->dc = calloc(REVIEW_PAGE, sizeof(*r->dc));
+    r->s = calloc(REVIEW_PAGE, sizeof(*r->s));
+    r->f = calloc(REVIEW_PAGE, sizeof(*r->f));
+    r->fl = calloc(REVIEW_PAGE, sizeof(*r->fl));
+    r->argv = calloc(2 + 2 * REVIEW_PAGE, sizeof(*r->argv));
+    r->argvlen = calloc(2 + 2 * REVIEW_PAGE, sizeof(*r->argvlen));
+    if (!r->dc || !r->s || !r->f || !r->fl || !r->argv || !r->argvlen) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < REVIEW_PAGE; i++) state_init(&r->s[i]);
+    store_key(r->a->store, p->topic, p->partition, "c", r->ckey, sizeof(r->ckey));
+    store_key(r->a->store, p->topic, p->partition, "p", r->pkey, sizeof(r->pkey));
+    store_key(r->a->store, p->topic, p->partition, "meta", r->mkey, sizeof(r->mkey));
+    if ((rc = pass1(r, errstr, errstr_size)) != APPLY_OK) goto out;
+    r->steady = 1;
+    r->resumed = p->meta.rv_month == cursor_month(r) && p->meta.rv_after[0];
+    do {
+        rc = txn_run(r->a, p, &page_ops, r, errstr, errstr_size);
+    } while (rc == APPLY_OK && p->meta.reviewed < (r->carry_to >= 0 ? r->carry_to : r->month));
 out:
-    for (int i = 0; i < 2; i++)
-        if (r1[i]) freeReplyObject(r1[i]);
-    for (int32_t k = 0; k <= W && k <= POLICY_WINDOW_MAX; k++)
-        if (r2[k]) freeReplyObject(r2[k]);
-    for (size_t i = 0; i < nowned; i++) free(owned[i]);
-    strmap_free(&byid, NULL);
-    store_tx_free(&tx);
-    decide_ctx_free(&d);
-    decide_args_free(&cset);
-    decide_args_free(&tset);
-    free(owned);
-    free(fields);
-    free(flens);
-    free(order);
-    free(cs);
+    review_free(r);
     return rc;
+}
+
+int review_month(apply_ctx_t *a, apply_part_t *p, int32_t month, char *errstr, size_t errstr_size) {
+    review_t r;
+    struct timespec t0, t1;
+    char ym[16];
+    p->review_steady = 0;
+    if (!a->policy || p->meta.reviewed >= month) return APPLY_OK;
+    memset(&r, 0, sizeof(r));
+    r.a = a;
+    r.p = p;
+    r.month = month;
+    r.carry_to = -1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int rc = review_run(&r, errstr, errstr_size);
+    if (rc != APPLY_OK) return rc;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    a->stats.reviews++;
+    a->stats.review_seconds +=
+        (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    p->review_steady = r.steady && !r.resumed && r.tier_events == 0;
+    snprintf(ym, sizeof(ym), "%06d", month_yyyymm(month));
+    log_info("review",
+             "%s [%d]: reviewed %.4s-%.2s: %zu customers in %" PRIu64 " pages, %" PRIu64
+             " tier changes",
+             p->topic, (int)p->partition, ym, ym + 4, r.n, r.pages, r.tier_events);
+    return APPLY_OK;
+}
+
+/* Carries the partition from `from` (reviewed, its last W + 1 reviews
+ * steady over months with no orders) to `to` (to >= from + 2): every
+ * customer's empty months move forward, so the states equal what reviews
+ * of from + 1 .. to would have written, and meta.reviewed says `to`. */
+static int review_carry(apply_ctx_t *a, apply_part_t *p, int32_t from, int32_t to, char *errstr,
+                        size_t errstr_size) {
+    review_t r;
+    char f[16], t[16];
+    if (p->meta.reviewed != from) return APPLY_OK;
+    memset(&r, 0, sizeof(r));
+    r.a = a;
+    r.p = p;
+    r.month = from;
+    r.carry_to = to;
+    int rc = review_run(&r, errstr, errstr_size);
+    if (rc != APPLY_OK) return rc;
+    snprintf(f, sizeof(f), "%06d", month_yyyymm(from + 1));
+    snprintf(t, sizeof(t), "%06d", month_yyyymm(to));
+    log_info("review",
+             "%s [%d]: %.4s-%.2s..%.4s-%.2s had no orders and the last %d reviews "
+             "changed nothing: reviewed through %.4s-%.2s at once",
+             p->topic, (int)p->partition, f, f + 4, t, t + 4, (int)a->window + 1, t, t + 4);
+    return APPLY_OK;
+}
+
+int review_through(apply_ctx_t *a, apply_part_t *p, int32_t to, char *errstr, size_t errstr_size) {
+    const int32_t W = a->window;
+    int steady_run = 0, rc;
+    if (!a->policy) return APPLY_OK; /* aggregates only: nothing to review */
+    for (;;) {
+        /* A carry a crash interrupted: its cursor names a month two or
+         * more past the last reviewed one. */
+        if (p->meta.reviewed >= 0 && p->meta.rv_month > p->meta.reviewed + 1) {
+            if ((rc = review_carry(a, p, p->meta.reviewed, p->meta.rv_month, errstr,
+                                   errstr_size)) != APPLY_OK)
+                return rc;
+            steady_run = 0;
+            continue;
+        }
+        int32_t m = p->meta.reviewed >= 0 ? p->meta.reviewed + 1 : p->meta.month;
+        if (m > to) return APPLY_OK;
+        if ((rc = review_month(a, p, m, errstr, errstr_size)) != APPLY_OK) return rc;
+        if (p->meta.reviewed < m) { /* cannot happen; never loop on it */
+            snprintf(errstr, errstr_size, "review of month %d did not advance", (int)m);
+            return APPLY_RETRY;
+        }
+        steady_run = p->review_steady && p->meta.reviewed == m ? steady_run + 1 : 0;
+        /* Months after meta.month (the last month with an applied order)
+         * have none, so from m >= meta.month + W on, every window is
+         * empty: a run of W + 1 steady reviews is a fixed point, and the
+         * months up to `to` are carried at once. */
+        if (m + 1 < to && m >= p->meta.month + W && steady_run > W) {
+            if ((rc = review_carry(a, p, m, to, errstr, errstr_size)) != APPLY_OK) return rc;
+            steady_run = 0;
+        }
+    }
 }

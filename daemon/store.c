@@ -48,8 +48,12 @@ void store_destroy(store_t *s) {
     free(s);
 }
 
-int store_connected(const store_t *s) { return s->rc != NULL && s->backoff == 0; }
-uint64_t store_commands(const store_t *s) { return s->commands; }
+int store_connected(const store_t *s) {
+    return s->rc != NULL && s->backoff == 0;
+}
+uint64_t store_commands(const store_t *s) {
+    return s->commands;
+}
 
 void store_rtt(const store_t *s, double *sum, uint64_t *count, double *buckets) {
     *sum = s->rtt_sum;
@@ -204,9 +208,13 @@ static int64_t reply_int(const redisReply *r, int64_t dflt) {
     return strtoll(r->str, NULL, 10);
 }
 
-#define META_FIELDS "epoch offset month reviewed poffset"
-#define META_NFIELDS 5
-#define META_FIELD_LIST "epoch", "offset", "month", "reviewed", "poffset" /* the same, as argv */
+#define META_FIELDS "epoch offset month reviewed poffset format rv_month rv_after"
+#define META_NFIELDS STORE_META_NFIELDS
+#define META_FIELD_LIST                                                                            \
+    "epoch", "offset", "month", "reviewed", "poffset", "format", "rv_month",                       \
+        "rv_after" /* the same, as argv */
+
+const char *const store_meta_fields[STORE_META_NFIELDS] = {META_FIELD_LIST};
 
 static void meta_from_reply(const redisReply *r, store_meta_t *m) {
     m->epoch = reply_int(r->element[0], 0);
@@ -216,6 +224,23 @@ static void meta_from_reply(const redisReply *r, store_meta_t *m) {
     ym = reply_int(r->element[3], -1);
     m->reviewed = ym <= 0 ? -1 : month_from_yyyymm((int)ym);
     m->poffset = reply_int(r->element[4], -1);
+    m->format = (int32_t)reply_int(r->element[5], 0);
+    ym = reply_int(r->element[6], -1);
+    m->rv_month = ym <= 0 ? -1 : month_from_yyyymm((int)ym);
+    m->rv_after[0] = '\0';
+    const redisReply *a = r->element[7];
+    if (a && a->type == REDIS_REPLY_STRING && a->len <= ORDER_ID_MAX) {
+        memcpy(m->rv_after, a->str, a->len);
+        m->rv_after[a->len] = '\0';
+    }
+}
+
+int store_meta_parse(const redisReply *r, store_meta_t *m) {
+    int any = 0;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != META_NFIELDS) return -1;
+    for (size_t i = 0; i < r->elements; i++) any |= r->element[i]->type == REDIS_REPLY_STRING;
+    meta_from_reply(r, m);
+    return any;
 }
 
 int store_tx_add(store_tx_t *tx, int argc, const char **argv, const size_t *argvlen) {
@@ -276,6 +301,22 @@ int store_tx_addv(store_tx_t *tx, int argc, ...) {
     }
     va_end(ap);
     return store_tx_add(tx, argc, argv, argvlen);
+}
+
+int store_tx_add_copy(store_tx_t *tx, int argc, const char *const *argv, const size_t *argvlen) {
+    const char **v = malloc((size_t)(argc > 0 ? argc : 1) * sizeof(*v));
+    size_t *len = malloc((size_t)(argc > 0 ? argc : 1) * sizeof(*len));
+    int rc = -1;
+    if (!v || !len) goto out;
+    for (int i = 0; i < argc; i++) {
+        len[i] = argvlen ? argvlen[i] : strlen(argv[i]);
+        if (!(v[i] = tx_own(tx, argv[i], len[i]))) goto out;
+    }
+    rc = store_tx_add(tx, argc, v, len);
+out:
+    free(v);
+    free(len);
+    return rc;
 }
 
 void store_tx_free(store_tx_t *tx) {
@@ -410,8 +451,8 @@ out:
     return rc;
 }
 
-int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch,
-                int64_t until_ms, store_meta_t *out, char *errstr, size_t errstr_size) {
+int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch, int64_t until_ms,
+                store_meta_t *out, char *errstr, size_t errstr_size) {
     char key[256], until[32];
     store_meta_t now;
     store_tx_t tx = {0};
@@ -429,10 +470,10 @@ int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch,
     }
     store_key(s, topic, partition, "meta", key, sizeof(key));
     snprintf(until, sizeof(until), "%" PRId64, until_ms);
-    rc = until_ms > 0 ? store_tx_addv(&tx, 4, "HSET", (size_t)4, key, strlen(key), "lease",
-                                      (size_t)5, until, strlen(until))
-                      : store_tx_addv(&tx, 3, "HDEL", (size_t)4, key, strlen(key), "lease",
-                                      (size_t)5);
+    rc = until_ms > 0
+             ? store_tx_addv(&tx, 4, "HSET", (size_t)4, key, strlen(key), "lease", (size_t)5, until,
+                             strlen(until))
+             : store_tx_addv(&tx, 3, "HDEL", (size_t)4, key, strlen(key), "lease", (size_t)5);
     if (rc != 0) {
         store_unwatch(s);
         store_tx_free(&tx);
@@ -454,9 +495,9 @@ int store_unwatch(store_t *s) {
     return STORE_OK;
 }
 
-int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *meta,
-               size_t nkeys, char **keys, const char ***fields, size_t **fieldlens,
-               size_t *nfields, redisReply **replies, char *errstr, size_t errstr_size) {
+int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *meta, size_t nkeys,
+               char **keys, const char ***fields, size_t **fieldlens, size_t *nfields,
+               redisReply **replies, char *errstr, size_t errstr_size) {
     char mkey[256];
     redisReply *r = NULL;
     const char **argv = NULL;

@@ -3,17 +3,12 @@
  * layout; knows nothing of orders or policy.
  *
  * Key layout (all keys of one partition share the hash tag {topic.P}):
- *   <prefix>:{<topic>.<P>}:meta        hash: epoch, offset, month, owner, updated_at,
- *                                      lease (owner's lease, wall-clock ms; see store_lease)
- *   <prefix>:{<topic>.<P>}:m:<YYYYMM>  hash, one per month kept:
- *        a:<customer>                      "qty amount orders skus"
- *        s:<customer>                      distinct SALE SKUs, '\n' between
- *        o:<len(customer)>:<customer><order_id>   "1": order applied (dedupe)
- *        t:<customer>                      "tier grade": tier in effect when the month
- *                                          began, worst compliance grade during it
- *        q:<customer>                      quota kinds fired (bit mask)
- *   <prefix>:{<topic>.<P>}:c           hash: <customer> -> decision state
- *        "tier first_month evaluated has_override override_tier sequence live_score_c"
+ *   <prefix>:{<topic>.<P>}:meta        hash: epoch, offset, month, reviewed, poffset,
+ *                                      format (STATE_FORMAT, state.h), owner, updated_at,
+ *                                      lease (owner's lease, wall-clock ms; see store_lease),
+ *                                      rv_month and rv_after while a paged review runs
+ *   <prefix>:{<topic>.<P>}:c           hash: <customer> -> the customer's whole state, one
+ *                                      binary value (state.h, docs/state-format.md)
  *   <prefix>:{<topic>.<P>}:p           hash: <customer> -> profile
  *        "format market chain grade cooperation growth has_override override_tier updated_at"
  *   <prefix>:{<topic>.<P>}:outbox      stream: decided events not yet acknowledged by
@@ -22,7 +17,7 @@
  *
  * Exactly-once rests on two rules kept here:
  *  - a partition's offset is written in the same MULTI/EXEC as the
- *    aggregates it covers;
+ *    customer states it covers;
  *  - every commit runs under WATCH of the meta key after checking the epoch
  *    the writer was given at claim time: a newer owner bumps the epoch, so
  *    a stale owner's EXEC is refused (STORE_FENCED).
@@ -33,6 +28,8 @@
 #include "config.h"
 
 #include <hiredis/hiredis.h>
+#include "tierd/order.h"
+
 #include <stddef.h>
 #include <stdint.h>
 
@@ -46,6 +43,10 @@ typedef struct store_meta {
     int32_t month;    /* current event-time month index; -1 when none */
     int32_t reviewed; /* last month reviewed; -1 when none */
     int64_t poffset;  /* next customer-profiles offset to apply; -1 when none */
+    int32_t format;   /* state format (state.h); 0 when the meta has none */
+    int32_t rv_month; /* the month a paged review is in the middle of; -1 none */
+    /* The last customer that review has done (ids in byte order); "" none. */
+    char rv_after[ORDER_ID_MAX + 1];
 } store_meta_t;
 
 /* A list of commands for one MULTI/EXEC, built by the caller.  Strings are
@@ -55,7 +56,7 @@ typedef struct store_tx {
         int argc;
         const char **argv;
         size_t *argvlen;
-    } *cmds;
+    } * cmds;
     size_t ncmds, cap;
     char **owned; /* strings copied by store_tx_printf / store_tx_arg_copy */
     size_t nowned, capowned;
@@ -64,6 +65,8 @@ typedef struct store_tx {
 int store_tx_add(store_tx_t *tx, int argc, const char **argv, const size_t *argvlen);
 /* Adds a command whose arguments are given as (ptr, len) pairs, copied. */
 int store_tx_addv(store_tx_t *tx, int argc, ...);
+/* store_tx_add, but the arguments are copied (argvlen NULL: strlen). */
+int store_tx_add_copy(store_tx_t *tx, int argc, const char *const *argv, const size_t *argvlen);
 void store_tx_free(store_tx_t *tx);
 
 store_t *store_new(const config_t *c, char *errstr, size_t errstr_size);
@@ -106,15 +109,24 @@ int64_t store_now_ms(void);
  * still `epoch` (watched): STORE_FENCED when another owner took over.
  * now (may be NULL) gets the meta as read, so the caller can tell a Redis
  * that went back in time while nothing else was written. */
-int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch,
-                int64_t until_ms, store_meta_t *now, char *errstr, size_t errstr_size);
+int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch, int64_t until_ms,
+                store_meta_t *now, char *errstr, size_t errstr_size);
 
 /* One round trip: WATCH meta, HMGET meta, then for each i HMGET keys[i]
  * with fields[i] (HGETALL when nfields[i] is 0).  replies[i] receives the array reply (caller frees with
  * freeReplyObject).  The WATCH stays armed for store_exec/store_unwatch. */
-int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *meta,
-               size_t nkeys, char **keys, const char ***fields, size_t **fieldlens,
-               size_t *nfields, redisReply **replies, char *errstr, size_t errstr_size);
+/* For tools that only look (tierctl): the meta fields store_read reads,
+ * in its order, to HMGET without a WATCH, and that HMGET's reply read
+ * into m.  store_meta_parse returns 1 when the meta key has any of them,
+ * 0 when it has none (m then says "no state"), -1 when r is not such a
+ * reply. */
+#define STORE_META_NFIELDS 8
+extern const char *const store_meta_fields[STORE_META_NFIELDS];
+int store_meta_parse(const redisReply *r, store_meta_t *m);
+
+int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *meta, size_t nkeys,
+               char **keys, const char ***fields, size_t **fieldlens, size_t *nfields,
+               redisReply **replies, char *errstr, size_t errstr_size);
 int store_unwatch(store_t *s);
 
 /* One round trip: MULTI, tx's commands, EXEC, under the WATCH armed by

@@ -10,8 +10,7 @@
 
 #include "utf8.h"
 
-size_t utf8_invalid_at(const char *s, size_t n)
-{
+size_t utf8_invalid_at(const char *s, size_t n) {
     const uint8_t *p = (const uint8_t *)s;
     size_t i = 0, len, k;
     uint8_t c, lo, hi;
@@ -41,19 +40,15 @@ size_t utf8_invalid_at(const char *s, size_t n)
         } else {
             return i; /* a continuation byte, C0, C1 or F5..FF */
         }
-        if (n - i < len)
-            return i;
-        if (p[i + 1] < lo || p[i + 1] > hi)
-            return i;
+        if (n - i < len) return i;
+        if (p[i + 1] < lo || p[i + 1] > hi) return i;
         for (k = 2; k < len; k++)
-            if (p[i + k] < 0x80 || p[i + k] > 0xbf)
-                return i;
+            if (p[i + k] < 0x80 || p[i + k] > 0xbf) return i;
         i += len;
     }
     return n;
 }
 
-bool utf8_valid(const char *s, size_t n)
-{
+bool utf8_valid(const char *s, size_t n) {
     return utf8_invalid_at(s, n) == n;
 }

@@ -1,6 +1,6 @@
 /*
  * validate.c -- the business rules an Order must pass before it may touch
- * the aggregates (SPEC section 4, "Bad input").
+ * the aggregates (docs/behaviour.md, "Bad input").
  *
  * Owns nothing.  Must never read a clock, do I/O or keep state: the caller
  * gives now_ms and the rules, so the same order always gets the same answer.
@@ -26,15 +26,13 @@
 /* Writes s as a double-quoted string a terminal and a Kafka header can show:
  * bytes outside printable ASCII become \xNN.  Stops (with "...") rather than
  * overflowing dst. */
-static const char *validate_quote(char *dst, size_t dst_size, const void *s, size_t len)
-{
+static const char *validate_quote(char *dst, size_t dst_size, const void *s, size_t len) {
     static const char hex[] = "0123456789abcdef";
     const uint8_t *p = s;
     size_t o = 0, i;
 
     if (dst_size < 6) {
-        if (dst_size > 0)
-            dst[0] = '\0';
+        if (dst_size > 0) dst[0] = '\0';
         return dst;
     }
     dst[o++] = '"';
@@ -65,8 +63,7 @@ static const char *validate_quote(char *dst, size_t dst_size, const void *s, siz
 
 /* Epoch milliseconds as an ISO 8601 UTC time, for a sentence.  gmtime_r
  * reads no clock and no zone, so validation stays pure. */
-static const char *validate_utc_text(char *dst, size_t dst_size, int64_t ms)
-{
+static const char *validate_utc_text(char *dst, size_t dst_size, int64_t ms) {
     int64_t sec = ms / 1000, frac = ms % 1000;
     struct tm tm;
     time_t t;
@@ -80,34 +77,29 @@ static const char *validate_utc_text(char *dst, size_t dst_size, int64_t ms)
         errstr_fmt(dst, dst_size, "beyond the calendar");
         return dst;
     }
-    errstr_fmt(dst, dst_size, "%04lld-%02d-%02dT%02d:%02d:%02d.%03dZ",
-               (long long)tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour,
-               tm.tm_min, tm.tm_sec, (int)frac);
+    errstr_fmt(dst, dst_size, "%04lld-%02d-%02dT%02d:%02d:%02d.%03dZ", (long long)tm.tm_year + 1900,
+               tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)frac);
     return dst;
 }
 
 /* Index of the first control character (< 0x20 or DEL), or -1. */
-static long validate_find_control(const char *s, size_t len)
-{
+static long validate_find_control(const char *s, size_t len) {
     size_t i;
 
     for (i = 0; i < len; i++) {
         uint8_t c = (uint8_t)s[i];
-        if (c < 0x20 || c == 0x7f)
-            return (long)i;
+        if (c < 0x20 || c == 0x7f) return (long)i;
     }
     return -1;
 }
 
 /* BAD_UTF8 with a sentence naming the first bad byte, or ORDER_OK. */
 static order_err_t validate_utf8(const char *what, const char *s, size_t len, char *errstr,
-                                 size_t errstr_size)
-{
+                                 size_t errstr_size) {
     char q[VALIDATE_QUOTE_MAX];
     size_t at = utf8_invalid_at(s, len);
 
-    if (at == len)
-        return ORDER_OK;
+    if (at == len) return ORDER_OK;
     errstr_fmt(errstr, errstr_size,
                "%s %s is not valid UTF-8 at byte %zu (0x%02x); strings must be UTF-8", what,
                validate_quote(q, sizeof(q), s, len), at + 1, (unsigned)(uint8_t)s[at]);
@@ -115,8 +107,7 @@ static order_err_t validate_utf8(const char *what, const char *s, size_t len, ch
 }
 
 order_err_t validate_id(const char *what, const void *id, size_t len, char *errstr,
-                        size_t errstr_size)
-{
+                        size_t errstr_size) {
     char q[VALIDATE_QUOTE_MAX];
     const char *s = id;
     long at;
@@ -133,17 +124,15 @@ order_err_t validate_id(const char *what, const void *id, size_t len, char *errs
     at = validate_find_control(s, len);
     if (at >= 0) {
         errstr_fmt(errstr, errstr_size,
-                   "%s %s has control character 0x%02x at byte %ld; ids must be printable",
-                   what, validate_quote(q, sizeof(q), s, len), (unsigned)(uint8_t)s[at],
-                   at + 1);
+                   "%s %s has control character 0x%02x at byte %ld; ids must be printable", what,
+                   validate_quote(q, sizeof(q), s, len), (unsigned)(uint8_t)s[at], at + 1);
         return ORDER_ERR_BAD_ID;
     }
     return validate_utf8(what, s, len, errstr, errstr_size);
 }
 
 static order_err_t validate_line(const order_line_t *l, uint32_t n, char *errstr,
-                                 size_t errstr_size)
-{
+                                 size_t errstr_size) {
     char q[VALIDATE_QUOTE_MAX], what[32];
     long at;
 
@@ -152,30 +141,28 @@ static order_err_t validate_line(const order_line_t *l, uint32_t n, char *errstr
         return ORDER_ERR_BAD_SKU;
     }
     if (l->sku_len > ORDER_SKU_MAX) {
-        errstr_fmt(errstr, errstr_size,
-                   "line %" PRIu32 ": sku is %u bytes; at most %d are allowed", n,
-                   (unsigned)l->sku_len, ORDER_SKU_MAX);
+        errstr_fmt(errstr, errstr_size, "line %" PRIu32 ": sku is %u bytes; at most %d are allowed",
+                   n, (unsigned)l->sku_len, ORDER_SKU_MAX);
         return ORDER_ERR_BAD_SKU;
     }
     at = validate_find_control(l->sku, l->sku_len);
     if (at >= 0) {
         errstr_fmt(errstr, errstr_size,
                    "line %" PRIu32 ": sku %s has control character 0x%02x at byte %ld", n,
-                   validate_quote(q, sizeof(q), l->sku, l->sku_len),
-                   (unsigned)(uint8_t)l->sku[at], at + 1);
+                   validate_quote(q, sizeof(q), l->sku, l->sku_len), (unsigned)(uint8_t)l->sku[at],
+                   at + 1);
         return ORDER_ERR_BAD_SKU;
     }
     errstr_fmt(what, sizeof(what), "line %" PRIu32 ": sku", n);
     if (validate_utf8(what, l->sku, l->sku_len, errstr, errstr_size) != ORDER_OK)
         return ORDER_ERR_BAD_UTF8;
     if (l->quantity <= 0) {
-        errstr_fmt(errstr, errstr_size, "line %" PRIu32 ": quantity %" PRId64 " must be > 0",
-                   n, l->quantity);
+        errstr_fmt(errstr, errstr_size, "line %" PRIu32 ": quantity %" PRId64 " must be > 0", n,
+                   l->quantity);
         return ORDER_ERR_BAD_QUANTITY;
     }
     if (l->unit_price < 0) {
-        errstr_fmt(errstr, errstr_size,
-                   "line %" PRIu32 ": unit_price %" PRId64 " must be >= 0", n,
+        errstr_fmt(errstr, errstr_size, "line %" PRIu32 ": unit_price %" PRId64 " must be >= 0", n,
                    l->unit_price);
         return ORDER_ERR_NEGATIVE_PRICE;
     }
@@ -184,8 +171,7 @@ static order_err_t validate_line(const order_line_t *l, uint32_t n, char *errstr
 
 /* Sums only after every line passed validate_line(), so quantities are > 0
  * and prices >= 0 here; the overflow checks still cover both directions. */
-static order_err_t validate_sums(order_t *o, char *errstr, size_t errstr_size)
-{
+static order_err_t validate_sums(order_t *o, char *errstr, size_t errstr_size) {
     int64_t qty = 0, amount = 0, line_amount;
     uint32_t i;
 
@@ -208,8 +194,7 @@ static order_err_t validate_sums(order_t *o, char *errstr, size_t errstr_size)
         }
         if (__builtin_add_overflow(amount, line_amount, &amount)) {
             errstr_fmt(errstr, errstr_size,
-                       "line %" PRIu32 ": the order amount passes %" PRId64
-                       " when adding %" PRId64,
+                       "line %" PRIu32 ": the order amount passes %" PRId64 " when adding %" PRId64,
                        i + 1, INT64_MAX, line_amount);
             return ORDER_ERR_OVERFLOW;
         }
@@ -220,8 +205,7 @@ static order_err_t validate_sums(order_t *o, char *errstr, size_t errstr_size)
 }
 
 order_err_t validate_order(order_t *o, const void *key, size_t key_len, int64_t now_ms,
-                           const validate_rules_t *r, char *errstr, size_t errstr_size)
-{
+                           const validate_rules_t *r, char *errstr, size_t errstr_size) {
     char q1[VALIDATE_QUOTE_MAX], q2[VALIDATE_QUOTE_MAX];
     char t1[VALIDATE_UTC_MAX], t2[VALIDATE_UTC_MAX];
     size_t cur_len, want_len;
@@ -229,8 +213,7 @@ order_err_t validate_order(order_t *o, const void *key, size_t key_len, int64_t 
     order_err_t err;
     uint32_t i;
 
-    if (errstr != NULL && errstr_size > 0)
-        errstr[0] = '\0';
+    if (errstr != NULL && errstr_size > 0) errstr[0] = '\0';
     if (o == NULL || r == NULL || (o->nlines > 0 && o->lines == NULL)) {
         errstr_fmt(errstr, errstr_size, "validate_order called without an order or rules");
         return ORDER_ERR_INTERNAL;
@@ -271,24 +254,20 @@ order_err_t validate_order(order_t *o, const void *key, size_t key_len, int64_t 
         return ORDER_ERR_NO_LINES;
     }
     if (o->nlines > ORDER_LINES_MAX) {
-        errstr_fmt(errstr, errstr_size,
-                   "the order has %" PRIu32 " lines; at most %d are allowed", o->nlines,
-                   ORDER_LINES_MAX);
+        errstr_fmt(errstr, errstr_size, "the order has %" PRIu32 " lines; at most %d are allowed",
+                   o->nlines, ORDER_LINES_MAX);
         return ORDER_ERR_TOO_MANY_LINES;
     }
     for (i = 0; i < o->nlines; i++)
-        if ((err = validate_line(&o->lines[i], i + 1, errstr, errstr_size)) != ORDER_OK)
-            return err;
+        if ((err = validate_line(&o->lines[i], i + 1, errstr, errstr_size)) != ORDER_OK) return err;
 
-    if ((err = validate_sums(o, errstr, errstr_size)) != ORDER_OK)
-        return err;
+    if ((err = validate_sums(o, errstr, errstr_size)) != ORDER_OK) return err;
 
     /* Exact, case-sensitive: "eur" is not "EUR".  Bounded by the array
      * sizes in case either side is not NUL-terminated. */
     cur_len = strnlen(o->currency, sizeof(o->currency));
     want_len = strnlen(r->currency, sizeof(r->currency));
-    if ((err = validate_utf8("currency", o->currency, cur_len, errstr, errstr_size)) !=
-        ORDER_OK)
+    if ((err = validate_utf8("currency", o->currency, cur_len, errstr, errstr_size)) != ORDER_OK)
         return err;
     if (cur_len != want_len || memcmp(o->currency, r->currency, cur_len) != 0) {
         errstr_fmt(errstr, errstr_size, "currency %s is not the configured currency %s",
@@ -302,8 +281,7 @@ order_err_t validate_order(order_t *o, const void *key, size_t key_len, int64_t 
                    "placed_at %" PRId64 " ms (%s) is earlier than the minimum %" PRId64
                    " ms (%s); check the producer's clock and how it fills placed_at",
                    o->placed_at_ms, validate_utc_text(t1, sizeof(t1), o->placed_at_ms),
-                   r->min_placed_at_ms,
-                   validate_utc_text(t2, sizeof(t2), r->min_placed_at_ms));
+                   r->min_placed_at_ms, validate_utc_text(t2, sizeof(t2), r->min_placed_at_ms));
         return ORDER_ERR_BAD_PLACED_AT;
     }
 
@@ -314,8 +292,7 @@ order_err_t validate_order(order_t *o, const void *key, size_t key_len, int64_t 
     if (o->placed_at_ms > limit) {
         errstr_fmt(errstr, errstr_size,
                    "placed_at %" PRId64 " ms is later than now %" PRId64
-                   " ms plus the allowed clock skew of %" PRId64
-                   " ms; check the producer's clock",
+                   " ms plus the allowed clock skew of %" PRId64 " ms; check the producer's clock",
                    o->placed_at_ms, now_ms, r->max_future_skew_ms);
         return ORDER_ERR_FUTURE;
     }

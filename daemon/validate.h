@@ -1,5 +1,5 @@
 /*
- * validate.h -- judges a decoded order against the rules of SPEC section 4.
+ * validate.h -- judges a decoded order against the rules of docs/behaviour.md.
  *
  * Pure: no clock (the caller passes now_ms), no I/O, no globals, so every
  * rule is a unit test.  Deciding ORDER_ERR_LATE needs the partition's window

@@ -12,10 +12,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ORDER_ID_MAX 64       /* bytes, order_id and customer_id */
-#define ORDER_SKU_MAX 64      /* bytes per SKU */
-#define ORDER_LINES_MAX 1000  /* lines per order */
-#define ORDER_CURRENCY_MAX 3  /* ISO 4217 alphabetic code */
+#define ORDER_ID_MAX 64      /* bytes, order_id and customer_id */
+#define ORDER_SKU_MAX 64     /* bytes per SKU */
+#define ORDER_LINES_MAX 1000 /* lines per order */
+#define ORDER_CURRENCY_MAX 3 /* ISO 4217 alphabetic code */
 
 typedef enum { ORDER_SALE = 0, ORDER_RETURN = 1 } order_kind_t;
 

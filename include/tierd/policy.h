@@ -2,7 +2,7 @@
  * policy.h -- the tier policy: what a policy file says, and the pure
  * decision engine that applies it to one customer at a time.
  *
- * This header is a contract (SPEC sections 3, 5-11).  The engine takes
+ * This header is a contract (the rules are docs/behaviour.md).  The engine takes
  * structs and fills structs: it never talks to Kafka or Redis, never reads
  * the clock and keeps no globals, so every rule can be tested on its own.
  * The only I/O is policy_load(), which reads the policy file once.
@@ -126,7 +126,7 @@ typedef struct policy_tier {
 
 typedef enum {
     POLICY_UPGRADE_HYSTERESIS, /* to T+1 when T* > T and every window month met the grade and cap ratio */
-    POLICY_UPGRADE_SCORE,      /* straight to T* when T* > T */
+    POLICY_UPGRADE_SCORE, /* straight to T* when T* > T */
     POLICY_UPGRADE_NEVER,
 } policy_upgrade_rule_t;
 
@@ -161,16 +161,16 @@ typedef struct policy {
     int32_t new_customer_tier;
 
     policy_upgrade_rule_t upgrade;
-    int64_t upgrade_cap_ratio_ppm;     /* hysteresis: qty >= ratio * cap in each month */
+    int64_t upgrade_cap_ratio_ppm;         /* hysteresis: qty >= ratio * cap in each month */
     policy_grade_t upgrade_grade_at_least; /* hysteresis: grade this or better in each month */
-    bool upgrade_on_order;             /* an order that lifts T* above T moves to T* at once */
+    bool upgrade_on_order;                 /* an order that lifts T* above T moves to T* at once */
     policy_downgrade_rule_t downgrade;
 
     int32_t compliance_cap[4]; /* index grade - 'A'; highest tier allowed, 0 = no cap */
 
-    int64_t warning_ratio_ppm;     /* quota WARNING at ratio * effective cap */
-    int64_t holiday_flex_ppm;      /* effective cap = cap + floor(cap * flex) in a holiday month */
-    int64_t hard_cap_default;      /* POLICY_NO_HARD_CAP when none */
+    int64_t warning_ratio_ppm; /* quota WARNING at ratio * effective cap */
+    int64_t holiday_flex_ppm;  /* effective cap = cap + floor(cap * flex) in a holiday month */
+    int64_t hard_cap_default;  /* POLICY_NO_HARD_CAP when none */
     int64_t hard_cap['Z' - 'A' + 1]; /* index format - 'A'; only format letters used */
 
     policy_holiday_t holidays[POLICY_HOLIDAYS_MAX];
@@ -182,7 +182,7 @@ typedef struct policy {
 /* ------------------------------------------------------------------ */
 /* Per-customer inputs and state                                       */
 
-/* One month of a customer's aggregates (SPEC section 5), as the aggregate
+/* One month of a customer's aggregates (docs/behaviour.md), as the aggregate
  * module keeps it.  A month without orders is all zeros except `month`. */
 typedef struct policy_month {
     int32_t month;          /* year * 12 + (month - 1) */
@@ -195,10 +195,10 @@ typedef struct policy_month {
 /* What the caller stores per customer between calls.  Zeroed = a customer
  * that never ordered.  Decisions return the next value in decision.next. */
 typedef struct policy_state {
-    int32_t tier;          /* current tier, 0 = none yet */
-    int32_t first_month;   /* month of the first order (valid when tier > 0) */
-    bool evaluated;        /* past INITIAL_EVALUATION; an override never sets it */
-    bool has_override;     /* the override in force (last one applied): a republished
+    int32_t tier;        /* current tier, 0 = none yet */
+    int32_t first_month; /* month of the first order (valid when tier > 0) */
+    bool evaluated;      /* past INITIAL_EVALUATION; an override never sets it */
+    bool has_override;   /* the override in force (last one applied): a republished
                             * one is ignored, and a new customer is held on it */
     int32_t override_tier;
 } policy_state_t;
@@ -227,9 +227,9 @@ typedef struct policy_component_result {
     double value;       /* the metric or field value compared */
     double points;      /* what it earned, unrounded */
     double max_points;
-    double lo, hi;      /* LINEAR: the range compared against */
-    int32_t step;       /* STEPS: index of the step reached, -1 below all */
-    double step_at;     /* STEPS: its threshold (when step >= 0) */
+    double lo, hi;  /* LINEAR: the range compared against */
+    int32_t step;   /* STEPS: index of the step reached, -1 below all */
+    double step_at; /* STEPS: its threshold (when step >= 0) */
 } policy_component_result_t;
 
 typedef struct policy_score {
@@ -254,18 +254,18 @@ typedef enum {
 
 /* What the engine did -- also when nothing changed. */
 typedef enum {
-    POLICY_RULE_NONE = 0,            /* nothing to decide (never ordered, rule disabled) */
-    POLICY_RULE_NEW_CUSTOMER,        /* first order: placed on the new-customer tier */
-    POLICY_RULE_NEW_CUSTOMER_HOLD,   /* review inside the new-customer period */
-    POLICY_RULE_INITIAL_EVALUATION,  /* first review after it: T* */
+    POLICY_RULE_NONE = 0,           /* nothing to decide (never ordered, rule disabled) */
+    POLICY_RULE_NEW_CUSTOMER,       /* first order: placed on the new-customer tier */
+    POLICY_RULE_NEW_CUSTOMER_HOLD,  /* review inside the new-customer period */
+    POLICY_RULE_INITIAL_EVALUATION, /* first review after it: T* */
     POLICY_RULE_UPGRADE,
-    POLICY_RULE_UPGRADE_BLOCKED,     /* T* > T but a month failed: see upgrade_blocked, months[] */
+    POLICY_RULE_UPGRADE_BLOCKED, /* T* > T but a month failed: see upgrade_blocked, months[] */
     POLICY_RULE_DOWNGRADE,
-    POLICY_RULE_HOLD,                /* no rule moved the tier */
-    POLICY_RULE_COMPLIANCE,          /* the grade capped the tier */
+    POLICY_RULE_HOLD,       /* no rule moved the tier */
+    POLICY_RULE_COMPLIANCE, /* the grade capped the tier */
     POLICY_RULE_OVERRIDE,
-    POLICY_RULE_OVERRIDE_REPEATED,   /* same override republished: nothing */
-    POLICY_RULE_OVERRIDE_INVALID,    /* override outside 1..N: ignored */
+    POLICY_RULE_OVERRIDE_REPEATED, /* same override republished: nothing */
+    POLICY_RULE_OVERRIDE_INVALID,  /* override outside 1..N: ignored */
     POLICY_RULE__COUNT
 } policy_rule_t;
 
@@ -333,7 +333,7 @@ int policy_parse(const char *buf, size_t len, const char *name, policy_t *out, c
 /* ------------------------------------------------------------------ */
 /* Engine                                                              */
 
-/* Metrics of SPEC section 6 over n months (n >= 1; missing months are
+/* The window metrics (docs/behaviour.md) over n months (n >= 1; missing months are
  * zero-filled by the caller). */
 void policy_metrics(const policy_month_t *window, size_t n, policy_metrics_t *out);
 
@@ -345,7 +345,7 @@ int policy_score(const policy_t *p, const policy_profile_t *profile, const polic
 /* Highest tier whose min_score <= score_c (hundredths). */
 int32_t policy_target_tier(const policy_t *p, int32_t score_c);
 
-/* The monthly review of `month` (SPEC section 8): new-customer hold,
+/* The monthly review of `month` (docs/behaviour.md): new-customer hold,
  * INITIAL_EVALUATION, upgrade, downgrade, compliance cap.  A customer is
  * new while fewer than new_customer_months lie between its first order
  * month and `month` (both counted), override or not: it is held on its
@@ -377,8 +377,8 @@ void policy_first_order(const policy_t *p, const policy_profile_t *profile, int3
 
 /* A profile was published (or deleted: pass policy->profile_default):
  * a changed override is applied at once, then the grade's cap. */
-void policy_on_profile(const policy_t *p, const policy_state_t *st,
-                       const policy_profile_t *profile, policy_decision_t *out);
+void policy_on_profile(const policy_t *p, const policy_state_t *st, const policy_profile_t *profile,
+                       policy_decision_t *out);
 
 /* The override alone: has_override false clears the remembered one. */
 void policy_apply_override(const policy_t *p, const policy_state_t *st, bool has_override,
@@ -421,8 +421,8 @@ void policy_classification(const policy_profile_t *profile, bool is_new, char sc
 /* ------------------------------------------------------------------ */
 /* Names and helpers                                                   */
 
-const char *policy_reason_name(policy_reason_t r); /* "UPGRADE" ... */
-const char *policy_rule_name(policy_rule_t r);     /* "UPGRADE_BLOCKED" ... */
+const char *policy_reason_name(policy_reason_t r);         /* "UPGRADE" ... */
+const char *policy_rule_name(policy_rule_t r);             /* "UPGRADE_BLOCKED" ... */
 const char *policy_quota_kind_name(policy_quota_kind_t k); /* "WARNING" ... */
 const char *policy_metric_name(policy_metric_t m);         /* "qty_avg" ... */
 const char *policy_field_name(policy_field_t f);           /* "cooperation" ... */
@@ -431,8 +431,12 @@ const char *policy_format_name(policy_format_t f);         /* "GROCERY" ..., NUL
 /* The tier's name from the policy, or its number as text; buf >= 16 bytes. */
 const char *policy_tier_label(const policy_t *p, int32_t tier, char *buf, size_t size);
 
-static inline int32_t policy_month_of(int year, int mon) { return year * 12 + (mon - 1); }
-static inline uint32_t policy_quota_bit(policy_quota_kind_t k) { return 1u << (unsigned)k; }
+static inline int32_t policy_month_of(int year, int mon) {
+    return year * 12 + (mon - 1);
+}
+static inline uint32_t policy_quota_bit(policy_quota_kind_t k) {
+    return 1u << (unsigned)k;
+}
 
 /* "2025-03"; buf >= 32 bytes for any month value. */
 const char *policy_month_text(int32_t month, char *buf, size_t size);

@@ -1,7 +1,8 @@
 """An independent model of the decisions tierd publishes, for the stream
 tests that run many months (test_crash_months.py, test_redis_rollback.py).
 
-It is written from the SPEC (sections 3, 5-9) and the choices listed in
+It is written from docs/behaviour.md (aggregates to quota events) and the
+choices listed in
 config/policies/README.md, never from tierd's C code, for one policy of
 its own (POLICY below) whose score is a single linear component on
 qty_avg: T* then follows exactly from the window's total quantity, with
@@ -18,7 +19,7 @@ keeps:
     initial evaluation;
   - no overrides.
 
-Readings where the SPEC could be read two ways (same as test_decisions.py):
+Readings where the rules could be read two ways (same as test_decisions.py):
   - the upgrade's 90 % uses the plain cap of the tier in effect, not the
     holiday effective cap;
   - the tier in effect of a month is the tier held when it began; a grade
@@ -241,7 +242,8 @@ class Model:
                     policy_name=self.p.name, policy_version=self.p.version)
 
     def _review(self, pt, month):
-        """SPEC section 8, review of `month` for every customer of the partition."""
+        """The review of `month` (docs/behaviour.md, "Placement and reviews")
+        for every customer of the partition."""
         self.reviews += 1
         p = self.p
         for c in pt.customers:

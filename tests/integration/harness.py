@@ -6,7 +6,8 @@ on exceptions and on SIGTERM/SIGINT (CTest's timeout), so no server outlives
 a failing test.
 
 The expected state is recomputed here, independently of the C code, from the
-orders the test produced: the rules of SPEC sections 4 and 5 written again in
+orders the test produced: the input and aggregate rules of docs/behaviour.md
+written again in
 Python (zoneinfo for months, Python integers for sums).
 """
 import atexit
@@ -396,18 +397,53 @@ def read_dead_letters(bootstrap, topic="dead-letter", partitions=8):
     return got
 
 
+def tierctl_binary():
+    """tierctl, built next to the tierd the tests run (TIERCTL_BIN overrides)."""
+    return os.environ.get("TIERCTL_BIN") or os.path.join(
+        os.path.dirname(tierd_binary()), "tierctl")
+
+
+def dump(r, *args, rc=0):
+    """`tierctl dump ARGS` against the Redis r talks to: its lines, parsed.
+    Tests read the state through dump's documented format, never through
+    Redis keys, so a new layout changes tierctl, not the tests."""
+    kw = r.connection_pool.connection_kwargs
+    fd, cfg = tempfile.mkstemp(prefix="tierctl-dump-", suffix=".yaml")
+    with os.fdopen(fd, "w") as f:
+        # Kafka is never contacted by dump; the configuration requires it.
+        f.write("kafka:\n  bootstrap.servers: \"127.0.0.1:9\"\n"
+                "redis:\n  host: %s\n  port: %d\n" % (kw.get("host", "127.0.0.1"),
+                                                       kw.get("port", 6379)))
+    try:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TIERD_")}
+        p = subprocess.run([tierctl_binary(), "-c", cfg, "dump", *args], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, env=env, timeout=300)
+    finally:
+        os.unlink(cfg)
+    assert p.returncode == rc, "tierctl dump %s: exit %d, want %d\n%s" % (
+        " ".join(args), p.returncode, rc, p.stderr.decode(errors="replace")[-3000:])
+    return [json.loads(l) for l in p.stdout.splitlines()]
+
+
+def yyyymm(text):
+    """202611 for "2026-11", as dump writes months."""
+    y, m = text.split("-")
+    return int(y) * 100 + int(m)
+
+
 def read_state(r, errors="strict"):
-    """Every aggregate in Redis: {(partition, yyyymm, customer): (qty, amount, orders, skus)}.
-    errors: how customer ids that are not UTF-8 are decoded (str.decode's
-    errors; "backslashreplace" shows them instead of raising)."""
+    """Every aggregate in Redis, from `tierctl dump`:
+    {(partition, yyyymm, customer): (qty, amount, orders, skus)} for each
+    customer-month that counted an order (a month that only carries the tier
+    it began with has applied 0).  errors is accepted for callers of the
+    older reader: dump writes ids as JSON text, never raw bytes."""
     out = {}
-    for key in r.scan_iter(match="tierd:{orders.*}:m:*", count=1000):
-        k = key.decode()
-        part = int(k.split("{orders.")[1].split("}")[0])
-        ym = int(k.rsplit(":", 1)[1])
-        for f, v in r.hgetall(key).items():
-            if f.startswith(b"a:"):
-                out[(part, ym, f[2:].decode(errors=errors))] = tuple(int(x) for x in v.split())
+    for o in dump(r):
+        assert o["type"] != "error", o
+        if o["type"] == "month" and o["applied"] > 0:
+            key = (o["partition"], yyyymm(o["month"]), o["customer"])
+            assert key not in out, "dump printed %s twice" % (key,)
+            out[key] = (o["qty"], o["amount"], o["orders"], o["skus"])
     return out
 
 
@@ -438,7 +474,8 @@ def _utf8(b):
 
 
 def judge(o, key, now, skew_ms=86400000, currency="CNY", min_ms=MIN_PLACED_AT_MS):
-    """The SPEC section 4 rules a single record breaks, or None; the first
+    """The order rules (docs/behaviour.md, "Bad input") a single record breaks,
+    or None; the first
     in validate.c's order when it breaks several."""
     ids = [_raw(o[f]) for f in ("order_id", "customer_id")]
     # The decoder refuses before validation sees the order: its pre-scan
@@ -504,9 +541,10 @@ def month_index(ms, tz):
 
 
 def model(recs, tz="Asia/Shanghai", window=3, now=None):
-    """Applies recs (each partition in offset order) by the SPEC, returning
-    (aggregates as read_state() returns them, {(partition, offset): reason});
-    model.duplicates counts the orders ignored as already applied."""
+    """Applies recs (each partition in offset order) by docs/behaviour.md,
+    returning (aggregates as read_state() returns them, {(partition,
+    offset): reason}); model.duplicates counts the orders ignored as
+    already applied."""
     now = now or now_ms()
     by_part = {}
     for r in sorted(recs, key=lambda r: (r.partition, r.offset)):
@@ -878,6 +916,112 @@ def redis_restore(svc, snapshot):
     shutil.copytree(snapshot, dst)
     svc.run("start-redis")
     svc.redis = redis.Redis(host="127.0.0.1", port=svc.redis_port)
+
+
+# ------------------------------------------------------- state format 2
+
+STATE_FORMAT = 2
+
+
+def _crc32c_table():
+    t = []
+    for i in range(256):
+        c = i
+        for _ in range(8):
+            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1
+        t.append(c)
+    return t
+
+
+_CRC32C = _crc32c_table()
+
+
+def crc32c(data):
+    """CRC-32C (Castagnoli, reflected), the state value's checksum."""
+    crc = 0xFFFFFFFF
+    for b in data:
+        crc = (crc >> 8) ^ _CRC32C[(crc ^ b) & 0xFF]
+    return crc ^ 0xFFFFFFFF
+
+
+class StateError(ValueError):
+    pass
+
+
+class _Reader:
+    def __init__(self, b):
+        self.b, self.i = b, 0
+
+    def u8(self):
+        if self.i >= len(self.b):
+            raise StateError("truncated at byte %d" % self.i)
+        self.i += 1
+        return self.b[self.i - 1]
+
+    def uv(self):
+        v, shift, n = 0, 0, 0
+        while True:
+            x = self.u8()
+            n += 1
+            if n > 10 or (n == 10 and x > 1):
+                raise StateError("varint past 64 bits at byte %d" % self.i)
+            if n > 1 and x == 0:
+                raise StateError("overlong varint at byte %d" % self.i)
+            v |= (x & 0x7F) << shift
+            shift += 7
+            if not x & 0x80:
+                return v
+
+    def sv(self):
+        u = self.uv()
+        return (u >> 1) ^ -(u & 1)
+
+    def raw(self, n):
+        if self.i + n > len(self.b):
+            raise StateError("%d bytes wanted at byte %d, %d left" % (n, self.i, len(self.b) - self.i))
+        self.i += n
+        return self.b[self.i - n:self.i]
+
+
+def decode_state_v2(b, check_crc=True):
+    """One customer's value (daemon/state.h, format 2) as a dict:
+    flags/tier/first_month/override_tier/seq/live_score_c/scale and
+    months: [{month (year*12 + month-1), qty, amount, orders, tier, grade,
+    qmask, skus: [u32], fps: [u64]}].  Raises StateError for anything the
+    layout does not allow (the checksum too unless check_crc is false)."""
+    r = _Reader(b)
+    fmt = r.u8()
+    if fmt != STATE_FORMAT:
+        raise StateError("format %d, not %d" % (fmt, STATE_FORMAT))
+    s = {"flags": r.uv(), "tier": r.uv(), "first_month": r.sv(), "override_tier": r.uv(),
+         "seq": r.uv(), "live_score_c": r.sv(), "scale": chr(r.u8())}
+    if s["flags"] & ~3:
+        raise StateError("unknown flag bits %#x" % s["flags"])
+    if s["scale"] not in "X123":
+        raise StateError("scale %r" % s["scale"])
+    s["months"] = []
+    prev = None
+    for k in range(r.uv()):
+        m = r.sv() if k == 0 else prev + r.uv() + 1
+        prev = m
+        mo = {"month": m, "qty": r.uv(), "amount": r.uv(), "orders": r.uv(), "tier": r.uv(),
+              "grade": r.uv(), "qmask": r.uv()}
+        mo["skus"] = [int.from_bytes(r.raw(4), "little") for _ in range(r.uv())]
+        mo["fps"] = [int.from_bytes(r.raw(8), "little") for _ in range(r.uv())]
+        for name in ("skus", "fps"):
+            v = mo[name]
+            if any(v[j] >= v[j + 1] for j in range(len(v) - 1)):
+                raise StateError("month %d: %s not strictly ascending" % (m, name))
+        s["months"].append(mo)
+    body = r.i
+    crc = int.from_bytes(r.raw(4), "little")
+    if r.i != len(b):
+        raise StateError("%d trailing bytes" % (len(b) - r.i))
+    if check_crc and crc != crc32c(b[:body]):
+        raise StateError("checksum mismatch")
+    return s
+
+
 
 
 # ----------------------------------------------------------- network faults

@@ -21,14 +21,17 @@
 #include <cmocka.h>
 
 #include "apply.h"
-#include "config.h"
 #include "month.h"
+#include "state.h"
+#include "config.h"
+#include "txn.h"
 
 extern const char tierd_schema_order[];
 
 static config_t conf;
 static store_t *store;
 static decoder_t *dec;
+static month_zone_t zone;
 static avro_schema_t schema;
 static avro_value_iface_t *iface;
 static int sink_fail;
@@ -103,10 +106,10 @@ static void batch_free(batch_t *b) {
     b->n = 0;
 }
 
-#define APPLY_OK_OR_FAIL(call)                                                     \
-    do {                                                                       \
-        int rc_ = (call);                                                      \
-        if (rc_ != APPLY_OK) fail_msg("apply: %d: %s", rc_, err);              \
+#define APPLY_OK_OR_FAIL(call)                                                                     \
+    do {                                                                                           \
+        int rc_ = (call);                                                                          \
+        if (rc_ != APPLY_OK) fail_msg("apply: %d: %s", rc_, err);                                  \
     } while (0)
 
 static apply_ctx_t ctx(void) {
@@ -118,6 +121,7 @@ static apply_ctx_t ctx(void) {
     a.rules.max_future_skew_ms = 86400000;
     a.rules.min_placed_at_ms = VALIDATE_MIN_PLACED_AT_MS_DEFAULT;
     a.window = 3;
+    a.zone = zone;
     a.owner = "test";
     a.dead = sink;
     return a;
@@ -125,22 +129,32 @@ static apply_ctx_t ctx(void) {
 
 static redisContext *rc;
 
-static long long qty_of(int part, int yyyymm, const char *cust) {
-    redisReply *r = redisCommand(rc, "HGET tierd:{orders.%d}:m:%06d a:%s", part, yyyymm, cust);
-    long long q = -1;
-    if (r && r->type == REDIS_REPLY_STRING) q = strtoll(r->str, NULL, 10);
+/* The customer's state as stored (state.h); 0 when it has none. */
+static int state_of(int part, const char *cust, state_customer_t *c) {
+    char err[200];
+    redisReply *r = redisCommand(rc, "HGET tierd:{orders.%d}:c %s", part, cust);
+    int ok = r && r->type == REDIS_REPLY_STRING;
+    if (ok) assert_int_equal(state_decode(c, r->str, r->len, err, sizeof(err)), 0);
     freeReplyObject(r);
+    return ok;
+}
+
+/* A customer-month's quantity; -1 when the state keeps no such month. */
+static long long qty_of(int part, int yyyymm, const char *cust) {
+    state_customer_t c;
+    long long q = -1;
+    state_init(&c);
+    if (state_of(part, cust, &c)) {
+        state_month_t *m = state_month(&c, month_from_yyyymm(yyyymm), 0);
+        if (m) q = m->agg.qty;
+    }
+    state_free(&c);
     return q;
 }
 
-static long long exists(const char *key) {
-    redisReply *r = redisCommand(rc, "EXISTS %s", key);
-    long long v = r->integer;
-    freeReplyObject(r);
-    return v;
+static void flush(void) {
+    freeReplyObject(redisCommand(rc, "FLUSHALL"));
 }
-
-static void flush(void) { freeReplyObject(redisCommand(rc, "FLUSHALL")); }
 
 /* Nov 2026 in UTC, and the months around it. */
 static const int64_t NOV = 1793491200000LL; /* 2026-11-01T00:00:00Z */
@@ -220,7 +234,8 @@ static void test_stale_owner_is_fenced(void **state) {
     apply_part_t old = {"orders", 3, {0}}, young = {"orders", 3, {0}};
     char err[512] = "";
     batch_t b = {0};
-    if (store_claim(store, "orders", 3, "old", &old.meta, err, sizeof(err)) != 0) fail_msg("%s", err);
+    if (store_claim(store, "orders", 3, "old", &old.meta, err, sizeof(err)) != 0)
+        fail_msg("%s", err);
     add(&b, 0, "o1", "c5", NOV + DAY, 2);
     APPLY_OK_OR_FAIL(apply_batch(&a, &old, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
     batch_free(&b);
@@ -253,7 +268,8 @@ static void test_dead_letter_failure_writes_nothing(void **state) {
     add(&b, 1, "o2", "c6", NOV + DAY, -1); /* BAD_QUANTITY */
     sink_fail = 1;
     sink_count = 0;
-    assert_int_equal(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)), APPLY_RETRY);
+    assert_int_equal(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)),
+                     APPLY_RETRY);
     assert_int_equal(qty_of(4, 202611, "c6"), -1); /* no key at all */
     sink_fail = 0;
     APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
@@ -276,14 +292,14 @@ static void test_old_months_deleted_and_late_refused(void **state) {
     add(&b, 0, "o1", "c7", JUL + DAY, 1);
     APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
     batch_free(&b);
-    assert_int_equal(exists("tierd:{orders.5}:m:202607"), 1);
+    assert_int_equal(qty_of(5, 202607, "c7"), 1);
     /* November: the window is Sep..Nov, August is kept as "window plus one",
      * July goes. */
     add(&b, 1, "o2", "c7", NOV + DAY, 1);
     add(&b, 2, "o3", "c7", JUL + 2 * DAY, 1); /* now too late to matter */
     sink_count = 0;
     APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
-    assert_int_equal(exists("tierd:{orders.5}:m:202607"), 0);
+    assert_int_equal(qty_of(5, 202607, "c7"), -1); /* July left the state */
     assert_int_equal(qty_of(5, 202611, "c7"), 1);
     assert_int_equal(b.msgs[1].state, MSG_DEAD);
     assert_int_equal(sink_count, 1);
@@ -329,7 +345,7 @@ static int setup(void **state) {
     setenv("TIERD_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1", 1);
     if (config_load(&conf, NULL, err, sizeof(err)) != 0) return -1;
     conf.redis_port = atoi(port);
-    if (month_set_zone("UTC", err, sizeof(err)) != 0) return -1;
+    if (month_zone_init(&zone, "UTC", err, sizeof(err)) != 0) return -1;
     store = store_new(&conf, err, sizeof(err));
     if (!store || store_connect(store, err, sizeof(err)) != 0) {
         fprintf(stderr, "%s\n", err);
@@ -365,22 +381,22 @@ static void test_meta_verdict(void **state) {
     p.meta.offset = 100;
     p.meta.poffset = 7;
     store_meta_t now = p.meta;
-    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_OK);
+    assert_int_equal(txn_meta_verdict(&p, &now), APPLY_OK);
     now.offset = 120; /* ahead: our own commit whose reply was lost */
-    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_OK);
+    assert_int_equal(txn_meta_verdict(&p, &now), APPLY_OK);
     now = p.meta;
     now.offset = 99;
-    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_REWIND);
+    assert_int_equal(txn_meta_verdict(&p, &now), APPLY_REWIND);
     now = p.meta;
     now.poffset = 6; /* only the profiles commit was lost */
-    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_REWIND);
+    assert_int_equal(txn_meta_verdict(&p, &now), APPLY_REWIND);
     now = p.meta;
     now.epoch = 4;
-    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_REWIND);
+    assert_int_equal(txn_meta_verdict(&p, &now), APPLY_REWIND);
     now = p.meta;
     now.epoch = 6;
     now.offset = 50; /* another owner: fenced, whatever the offsets say */
-    assert_int_equal(apply_meta_verdict(&p, &now), APPLY_FENCED);
+    assert_int_equal(txn_meta_verdict(&p, &now), APPLY_FENCED);
 }
 
 int main(void) {

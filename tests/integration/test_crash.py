@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""kill -9 at random moments (issue 2).
+"""kill -9 at random moments (docs/design.md, "Exactly once").
 
 While 100 000 orders stream in, tierd is killed with SIGKILL at least 10
 times at random moments and restarted each time.  Small batches make the

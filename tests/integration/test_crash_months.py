@@ -10,7 +10,7 @@ tierd runs the test's own policy (events_model.Policy) with small batches,
 and is killed with SIGKILL at random points of its progress, at least
 KILLS times, restarted each time, until every order is applied.
 
-Then, against models written from the SPEC (harness.model for the
+Then, against models written from docs/behaviour.md (harness.model for the
 aggregates, events_model.Model for the decisions):
   - the aggregates in Redis equal the recomputation exactly;
   - tier-changes holds exactly the expected tier changes (reason, tiers,

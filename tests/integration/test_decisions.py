@@ -1,14 +1,14 @@
 #!/usr/bin/python3
 """A scripted year of orders and profile changes, and every decision tierd
-must publish about it (SPEC sections 3-11, policy supply-tiers).
+must publish about it (docs/behaviour.md, policy supply-tiers).
 
 The year is the 12 calendar months (Asia/Shanghai) that end with the current
 month, called M0 .. M11 below; they become YYYY-MM when the test runs.  24
 customers buy constant, hand-checkable amounts (one order a month, every line
 at the same unit price, a fixed number of distinct SKUs).  Every tier change
 and every quota event they must cause is written out by hand in TIER and QUOTA
-below, derived from the SPEC and config/policies/README.md ("choices where
-the SPEC is silent") -- never from tierd's code or its policy engine.  The
+below, derived from docs/behaviour.md and config/policies/README.md ("choices
+the rules leave open") -- never from tierd's code or its policy engine.  The
 test then streams the year into a real broker, reads tier-changes and
 quota-events, and asserts the published set equals the expected set exactly.
 
@@ -71,8 +71,7 @@ Every partition holds customers (p3 only NEWRET, whose first record is the
 RETURN); every customer orders on the 1st of M11 (or earlier days of it, see build_plan), so every partition reviews
 M10 before the run ends; M11 is never reviewed.
 
-Readings chosen where the SPEC or the README could be read two ways (see
-also the report with the commit):
+Readings chosen where the rules could be read two ways:
   - the upgrade's 90 % uses the plain cap of the tier in effect, not the
     holiday effective cap; the script never puts a holiday-month quantity
     between the two thresholds, so either reading gives the same events;
@@ -89,10 +88,10 @@ also the report with the commit):
     event, previous tier null: new tier the override (reason OVERRIDE), or
     the grade's cap below it (reason COMPLIANCE), review_month the order's
     month (the last rule that moved the tier names the reason);
-  - decided_at (SPEC 10 "time of decision", deterministic so a re-decided
-    event has the same bytes): a placement, the first order's placed_at; the
-    review of month k, the first instant of k+1 in the zone (Asia/Shanghai); a
-    profile change, its updated_at.
+  - decided_at (docs/behaviour.md, "Time of decision": deterministic so a
+    re-decided event has the same bytes): a placement, the first order's
+    placed_at; the review of month k, the first instant of k+1 in the zone
+    (Asia/Shanghai); a profile change, its updated_at.
 """
 import argparse
 import datetime as dt

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Decided events survive crashes (issue 3).
+"""Decided events survive crashes (docs/design.md, "Events are never lost").
 
 1. kill -9 between decision and publish: tierd decides tier changes and
    quota events while its publisher is held (fault injection), so they sit

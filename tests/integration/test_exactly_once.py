@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Orders in, exact aggregates out (issue 2).
+"""Orders in, exact aggregates out (docs/behaviour.md, "Aggregates").
 
 >= 100 000 orders over 8 partitions of a real broker, with exact re-sends
 (the same order at a new offset), returns, both Avro framings, a non-UTC

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Redis and Kafka going away mid-stream (issue 2).
+"""Redis and Kafka going away mid-stream (docs/operations.md, "Outages").
 
 While orders stream in: Redis is killed -9 and restarted, then stopped for
 several seconds, then the broker is stopped and restarted.  tierd must stay

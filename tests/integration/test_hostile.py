@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Hostile records among 100 000 good orders (issue: hostile input).
+"""Hostile records among 100 000 good orders (docs/behaviour.md, "Bad input").
 
 100 000 good orders (re-sends, returns, both framings, Asia/Shanghai months)
 over 8 partitions, and among them records built to hurt:
@@ -291,31 +291,32 @@ if not (missing or unexpected or reasons or dups):
     h.log("dead-letter topic holds exactly the %d bad records, each once, right reasons" % len(
         want_dead))
 
-# No month key outside its partition's window, none before 2000, none after
-# the month of now + the allowed skew.
+# Only the partition keys tierd writes, and no month outside its
+# partition's kept range, none before 2000, none after the month of now +
+# the allowed skew (a customer's months live in its state: tierctl dump).
 W = 3
 latest = h.month_index(now + 86400_000, "Asia/Shanghai")
 bad_keys = []
 for key in svc.redis.scan_iter(match="tierd:*", count=1000):
     k = key.decode(errors="replace")
-    m = re.match(r"^tierd:\{orders\.(\d+)\}:m:(.*)$", k)
-    if not m:
-        if ":m:" in k:
-            bad_keys.append(k)
-        continue
-    p, suffix = int(m.group(1)), m.group(2)
-    if not re.fullmatch(r"\d{6}", suffix):
+    if not re.match(r"^tierd:\{orders\.\d+\}:(meta|c|p|outbox)$", k):
         bad_keys.append(k)
-        continue
-    ym = int(suffix)
-    mi = (ym // 100) * 12 + ym % 100 - 1
+cur_of = {}
+for p in range(8):
     cur = svc.redis.hget("tierd:{orders.%d}:meta" % p, "month")
-    cur_i = None
     if cur is not None and int(cur) > 0:
-        cur_i = (int(cur) // 100) * 12 + int(cur) % 100 - 1
-    if ym < 200001 or mi > latest or cur_i is None or not cur_i - W <= mi <= cur_i:
-        bad_keys.append("%s (partition month %s)" % (k, cur))
-check(not bad_keys, "month keys outside the window: %s" % bad_keys[:20])
+        cur_of[p] = (int(cur) // 100) * 12 + int(cur) % 100 - 1
+for o in h.dump(svc.redis):
+    if o["type"] != "month":
+        continue
+    ym = h.yyyymm(o["month"])
+    mi = (ym // 100) * 12 + ym % 100 - 1
+    cur_i = cur_of.get(o["partition"])
+    # A review of the current month opens the next one (its tier in effect).
+    if ym < 200001 or mi > latest + 1 or cur_i is None or not cur_i - W <= mi <= cur_i + 1:
+        bad_keys.append("%s month %s (partition %d month %s)" % (
+            o["customer"], o["month"], o["partition"], cur_i))
+check(not bad_keys, "keys or months outside the window: %s" % bad_keys[:20])
 month_first = svc.redis.hget("tierd:{orders.%d}:meta" % FIRST_P, "month")
 check(month_first is not None and int(month_first) >= 200001,
       "partition %d's month is %s after a year-1 first record" % (FIRST_P, month_first))

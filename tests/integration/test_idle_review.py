@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""The idle rule (SPEC section 8): a partition that receives no order for
-idle_close_after reviews its open month once the wall clock has passed the
-month's end -- here the month before this one, with idle_close_after_s 2.
+"""The idle rule (docs/behaviour.md, "When a month is reviewed"): a
+partition that receives no order for idle_close_after reviews its open
+month once the wall clock has passed the month's end -- here the month
+before this one, with idle_close_after_s 2.
 Customers placed then become evaluated later; what this test checks is
 that the month is closed (meta.reviewed) without any order of a later month,
 and exactly once (the stats count one review per partition)."""

@@ -1,10 +1,10 @@
 #!/usr/bin/python3
-"""/metrics, /healthz and /readyz of a running tierd (issue 4), against the
-real broker and Redis: the counters equal what the orders produced imply
-(applied, duplicates, dead letters by reason), every partition's lag is 0
-once drained, the outbox empties and every decided event is counted as
-published; /readyz turns 503 while Redis is down and 200 when it is back,
-/healthz stays 200 meanwhile; SIGTERM closes the port."""
+"""/metrics, /healthz and /readyz of a running tierd (docs/operations.md),
+against the real broker and Redis: the counters equal what the orders
+produced imply (applied, duplicates, dead letters by reason), every
+partition's lag is 0 once drained, the outbox empties and every decided
+event is counted as published; /readyz turns 503 while Redis is down and 200
+when it is back, /healthz stays 200 meanwhile; SIGTERM closes the port."""
 import collections
 import http.client
 import re
@@ -76,6 +76,9 @@ decided = (value(ms, "tierd_events_decided_total", kind="tier_change") +
            value(ms, "tierd_events_decided_total", kind="quota"))
 assert value(ms, "tierd_events_decided_total", kind="tier_change") >= 300 * 0.9, "new customers"
 assert value(ms, "tierd_events_published_total") == decided, (ms, decided)
+by_kind = {dict(k[1])["kind"]: v for k, v in ms.items() if k[0] == "tierd_quota_events_total"}
+assert set(by_kind) == {"WARNING", "REACHED", "EXCEEDED", "HARD_CAP_EXCEEDED"}, by_kind
+assert sum(by_kind.values()) == value(ms, "tierd_events_decided_total", kind="quota"), by_kind
 assert value(ms, "tierd_redis_round_trip_seconds_count") > 0
 assert value(ms, "tierd_batch_records_count") > 0
 assert value(ms, "tierd_order_latency_seconds_count") == len(recs), "every order record's age"

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""A silent network between tierd and its servers (issue: network faults).
+"""A silent network between tierd and its servers (docs/operations.md, "Outages").
 
 tierd reaches Redis and the broker only through Toxiproxy proxies (the
 broker advertises a listener at the proxy's port: scripts/services,

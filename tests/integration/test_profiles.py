@@ -1,11 +1,11 @@
 #!/usr/bin/python3
-"""Customer profiles on the real broker (SPEC "Customer profile", review
-rules 4 and 5): a lowered grade caps the tier at once (COMPLIANCE), an
-override sets it at once (OVERRIDE) and republishing it does nothing, a
-tombstone deletes the stored profile without moving the tier, a tombstone for
-a customer tierd never saw is harmless, and a tombstone without a key or a
-profile that is not Avro goes to the dead-letter topic while tierd keeps
-running."""
+"""Customer profiles on the real broker (docs/behaviour.md, "Customer
+profiles" and the compliance and override rules): a lowered grade caps the
+tier at once (COMPLIANCE), an override sets it at once (OVERRIDE) and
+republishing it does nothing, a tombstone deletes the stored profile without
+moving the tier, a tombstone for a customer tierd never saw is harmless, and
+a tombstone without a key or a profile that is not Avro goes to the
+dead-letter topic while tierd keeps running."""
 import datetime as dt
 import io
 import os
@@ -57,7 +57,8 @@ def stored_profile(cust, p):
 
 
 def tier_of(cust, p):
-    return int(svc.redis.hget("tierd:{orders.%d}:c" % p, cust).split()[0])
+    lines = h.dump(svc.redis, "--partition", str(p), "--customer", cust)
+    return [o for o in lines if o["type"] == "customer"][0]["tier"]
 
 
 d = h.Daemon(svc, "p").start()

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Rebalances mid-stream, and the fenced writer (issue 2).
+"""Rebalances mid-stream, and the fenced writer (docs/design.md, "Fencing").
 
 A consumes; B joins and later leaves cleanly; C joins and is killed -9.
 In between, A is stalled in the middle of a commit (fault injection: its

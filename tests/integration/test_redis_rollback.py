@@ -6,10 +6,10 @@ months of orders, the test copies Redis' AOF directory (client writes
 paused for the copy, so it ends between two transactions), lets tierd go
 on through month boundaries (reviews, tier changes, quota events, all
 published), then stops Redis by its pid, puts the older AOF back and starts
-Redis again on the same port.  tierd keeps running throughout.  The README's
-rule: tierd sees the stored epoch or offset is older than its own, claims
-the partition again and consumes from the stored offset, so the lost span
-is applied and decided again.
+Redis again on the same port.  tierd keeps running throughout.  The rule
+(docs/design.md, "Redis going back in time"): tierd sees the stored epoch
+or offset is older than its own, claims the partition again and consumes
+from the stored offset, so the lost span is applied and decided again.
 
   rollback 1, under flow: orders keep arriving while Redis is restored;
   rollback 2, at rest: the lost span ends with the stream drained, so no

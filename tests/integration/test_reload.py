@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""SIGHUP (issue 4): a valid new policy applies to later decisions, and the
-events name its version; an invalid one is logged with file and line and the
-running policy is kept; tierd keeps running throughout."""
+"""SIGHUP (docs/configuration.md, "Reload"): a valid new policy applies to
+later decisions, and the events name its version; an invalid one is logged
+with file and line and the running policy is kept; tierd keeps running
+throughout."""
 import os
 import signal
 

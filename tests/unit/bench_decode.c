@@ -35,13 +35,11 @@ typedef struct shape {
 } shape_t;
 
 /* An Order of n lines, spliced field by field. */
-static void build(tbuf_t *b, size_t nlines, int framed)
-{
+static void build(tbuf_t *b, size_t nlines, int framed) {
     char sku[32];
     size_t i;
 
-    if (framed)
-        tb_confluent(b, 42);
+    if (framed) tb_confluent(b, 42);
     tb_string(b, "O-2024-000123", 13);
     tb_string(b, "C-000042", 8);
     tb_long(b, 1700000000000LL);
@@ -58,8 +56,7 @@ static void build(tbuf_t *b, size_t nlines, int framed)
     tb_string(b, "EUR", 3);
 }
 
-static double now_ns(void)
-{
+static double now_ns(void) {
     struct timespec ts;
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -67,8 +64,7 @@ static double now_ns(void)
 }
 
 /* ns per record over n decodes. */
-static double run(decode_fn fn, decoder_t *d, const tbuf_t *b, order_t *o, long n)
-{
+static double run(decode_fn fn, decoder_t *d, const tbuf_t *b, order_t *o, long n) {
     char errstr[256];
     double t0 = now_ns();
     long i;
@@ -82,18 +78,16 @@ static double run(decode_fn fn, decoder_t *d, const tbuf_t *b, order_t *o, long 
     return (now_ns() - t0) / (double)n;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
+static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
 
     return x < y ? -1 : x > y;
 }
 
-int main(int argc, char **argv)
-{
+int main(int argc, char **argv) {
     static const shape_t shapes[] = {
-        {"1 line", 1, 0},          {"2 lines", 2, 0},   {"2 lines, framed", 2, 1},
-        {"10 lines", 10, 0},       {"100 lines", 100, 0}, {"1000 lines", 1000, 0},
+        {"1 line", 1, 0},    {"2 lines", 2, 0},     {"2 lines, framed", 2, 1},
+        {"10 lines", 10, 0}, {"100 lines", 100, 0}, {"1000 lines", 1000, 0},
     };
     int rounds = argc > 1 ? atoi(argv[1]) : 7;
     char errstr[256];
@@ -107,8 +101,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_decode: %s\n", errstr);
         return 1;
     }
-    if (rounds < 1 || rounds > 64)
-        rounds = 7;
+    if (rounds < 1 || rounds > 64) rounds = 7;
     printf("%-16s %6s  %22s  %22s  %7s\n", "record", "bytes", "direct ns (best/median)",
            "libavro ns (best/median)", "speedup");
     for (s = 0; s < sizeof(shapes) / sizeof(shapes[0]); s++) {

@@ -68,9 +68,12 @@ static void expect_refusal(const char *text, const char *needle) {
 
 static void test_refusals_name_file_and_line(void **state) {
     (void)state;
-    expect_refusal("kafka:\n  bootstrap.servers: k\nredis:\n  prot: 1\n", ":4: unknown key \"redis.prot\"");
-    expect_refusal("kafka:\n  bootstrap.servers: k\nwindow_months: 0\n", ":3: window_months: 0 is outside 1..24");
-    expect_refusal("kafka:\n  bootstrap.servers: k\nredis:\n  port: many\n", ":4: redis.port: \"many\" is not a whole number");
+    expect_refusal("kafka:\n  bootstrap.servers: k\nredis:\n  prot: 1\n",
+                   ":4: unknown key \"redis.prot\"");
+    expect_refusal("kafka:\n  bootstrap.servers: k\nwindow_months: 0\n",
+                   ":3: window_months: 0 is outside 1..24");
+    expect_refusal("kafka:\n  bootstrap.servers: k\nredis:\n  port: many\n",
+                   ":4: redis.port: \"many\" is not a whole number");
     expect_refusal("kafka:\n  bootstrap.servers: k\ncurrency: yuan\n",
                    ":3: currency: \"yuan\" is not an ISO 4217 code");
     expect_refusal("kafka:\n  bootstrap.servers: k\nlog_level: loud\n",
@@ -134,17 +137,26 @@ static void test_unknown_environment(void **state) {
     setenv("TIERD_KAFKA_BOOTSTRAP_SERVERS", "k:1", 1);
     expect_env_refusal("TIERD_REDIS_HOTS", "r",
                        "environment TIERD_REDIS_HOTS: no such key; did you mean TIERD_REDIS_HOST?");
-    expect_env_refusal("TIERD_NOTHING_LIKE_IT", "1", "environment TIERD_NOTHING_LIKE_IT: no such key (");
-    expect_env_refusal("TIERD_KAFKA_", "1", "environment TIERD_KAFKA_: names no librdkafka property");
+    expect_env_refusal("TIERD_NOTHING_LIKE_IT", "1",
+                       "environment TIERD_NOTHING_LIKE_IT: no such key (");
+    expect_env_refusal("TIERD_KAFKA_", "1",
+                       "environment TIERD_KAFKA_: names no librdkafka property");
     /* bad values of the environment name their variable too */
     expect_env_refusal("TIERD_CURRENCY", "usd", "environment TIERD_CURRENCY: currency:");
     expect_env_refusal("TIERD_LOG_LEVEL", "chatty", "environment TIERD_LOG_LEVEL: log_level:");
 
     static const char *const allowed[] = {
-        "TIERD_CONFIG", "TIERD_BIN", "TIERD_FAULT_COMMIT_STALL_FILE",
-        "TIERD_FAULT_REVIEW_STALL_FILE", "TIERD_FAULT_PUBLISH_STALL_FILE",
-        "TIERD_TEST_REDIS_PORT", "TIERD_FUZZ_ITERS", "TIERD_KEEP_RUN_DIR",
-        "TIERD_REDIS_APPENDFSYNC", "TIERD_CACHE", "TIERD_SERVICES_TIMEOUT",
+        "TIERD_CONFIG",
+        "TIERD_BIN",
+        "TIERD_FAULT_COMMIT_STALL_FILE",
+        "TIERD_FAULT_REVIEW_STALL_FILE",
+        "TIERD_FAULT_PUBLISH_STALL_FILE",
+        "TIERD_TEST_REDIS_PORT",
+        "TIERD_FUZZ_ITERS",
+        "TIERD_KEEP_RUN_DIR",
+        "TIERD_REDIS_APPENDFSYNC",
+        "TIERD_CACHE",
+        "TIERD_SERVICES_TIMEOUT",
         "TIERD_SERVICES_STOP_TIMEOUT",
     };
     for (size_t i = 0; i < sizeof(allowed) / sizeof(allowed[0]); i++) setenv(allowed[i], "x", 1);
@@ -241,8 +253,8 @@ static int cred_setup(void **state) {
 }
 
 static int cred_teardown(void **state) {
-    static const char *names[] = {"redis-password", "kafka-sasl-password",
-                                  "kafka-ssl-key-password", "other-password"};
+    static const char *names[] = {"redis-password", "kafka-sasl-password", "kafka-ssl-key-password",
+                                  "other-password"};
     char p[128];
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         snprintf(p, sizeof(p), "%s/%s", creddir, names[i]);
@@ -297,8 +309,8 @@ static void test_credentials_never_override(void **state) {
     snprintf(pwfile, sizeof(pwfile), "%s/other-password", creddir);
     cred_write("other-password", "r-pwfile\r\n");
     char text[256];
-    snprintf(text, sizeof(text), "kafka:\n  bootstrap.servers: k:9092\nredis:\n  password_file: %s\n",
-             pwfile);
+    snprintf(text, sizeof(text),
+             "kafka:\n  bootstrap.servers: k:9092\nredis:\n  password_file: %s\n", pwfile);
     write_file(text);
     assert_int_equal(config_load(&c, path, err, sizeof(err)), 0);
     assert_string_equal(c.redis_password, "r-pwfile");
@@ -336,6 +348,180 @@ static void test_credentials_refusals(void **state) {
     config_free(&c);
 }
 
+/* ---- reload: each key's flag against what config_reload does ---------- */
+
+/* For every key of the table: a line that gives it a valid value other
+ * than its default, the field it lands in, and when tierd can use a new
+ * value, said here a second time, from what the running daemon does with
+ * it: RELOAD when the consumer reads it from the running configuration
+ * (batch.*, shutdown_timeout_ms) or do_reload derives it again (the
+ * policy, log_level, the validation rules, the idle rule); RESTART when it
+ * was used once at start (connections, subscriptions, names, the month
+ * calendar, the window the stored states are cut to).  A key added to the
+ * table without a case here fails, and so does a flag changed in the
+ * table alone: change both, and do_reload with them. */
+static const struct reload_case {
+    const char *key, *yaml;
+    size_t offset;
+    int is_int;
+    config_applies_t applies;
+} reload_cases[] = {
+#define RC(k, y, f, i, a)                                                                          \
+    { k, y, offsetof(config_t, f), i, CONFIG_APPLIES_##a }
+    RC("topics.orders", "topics:\n  orders: o2\n", topic_orders, 0, RESTART),
+    RC("topics.dead_letter", "topics:\n  dead_letter: d2\n", topic_dead_letter, 0, RESTART),
+    RC("topics.profiles", "topics:\n  profiles: p2\n", topic_profiles, 0, RESTART),
+    RC("topics.tier_changes", "topics:\n  tier_changes: t2\n", topic_tier_changes, 0, RESTART),
+    RC("topics.quota_events", "topics:\n  quota_events: q2\n", topic_quota_events, 0, RESTART),
+    RC("policy", "policy: /etc/tierd/other.yaml\n", policy_path, 0, RELOAD),
+    RC("idle_close_after_s", "idle_close_after_s: 60\n", idle_close_after_s, 1, RELOAD),
+    RC("redis.host", "redis:\n  host: 10.0.0.2\n", redis_host, 0, RESTART),
+    RC("redis.port", "redis:\n  port: 6380\n", redis_port, 1, RESTART),
+    RC("redis.unix_socket", "redis:\n  unix_socket: /run/r.sock\n", redis_unix_socket, 0, RESTART),
+    RC("redis.user", "redis:\n  user: tierd\n", redis_user, 0, RESTART),
+    RC("redis.password", "redis:\n  password: pw2\n", redis_password, 0, RESTART),
+    RC("redis.password_file", NULL, redis_password_file, 0, RESTART), /* written by the test */
+    RC("redis.db", "redis:\n  db: 3\n", redis_db, 1, RESTART),
+    RC("redis.timeout_ms", "redis:\n  timeout_ms: 900\n", redis_timeout_ms, 1, RESTART),
+    RC("redis.key_prefix", "redis:\n  key_prefix: t2\n", key_prefix, 0, RESTART),
+    RC("time_zone", "time_zone: Asia/Shanghai\n", time_zone, 0, RESTART),
+    RC("currency", "currency: USD\n", currency, 0, RESTART),
+    RC("window_months", "window_months: 6\n", window_months, 1, RESTART),
+    RC("max_future_skew_s", "max_future_skew_s: 60\n", max_future_skew_s, 1, RELOAD),
+    RC("min_placed_at_s", "min_placed_at_s: 0\n", min_placed_at_s, 1, RELOAD),
+    RC("batch.max_orders", "batch:\n  max_orders: 7\n", batch_max_orders, 1, RELOAD),
+    RC("batch.max_ms", "batch:\n  max_ms: 9\n", batch_max_ms, 1, RELOAD),
+    RC("shutdown_timeout_ms", "shutdown_timeout_ms: 5000\n", shutdown_timeout_ms, 1, RELOAD),
+    RC("http.listen", "http:\n  listen: 127.0.0.1:0\n", http_listen, 0, RESTART),
+    RC("log_level", "log_level: debug\n", log_level, 0, RELOAD),
+    RC("instance_id", "instance_id: other\n", instance_id, 0, RESTART),
+#undef RC
+};
+
+/* The keys config_reload reported as waiting for a restart, joined. */
+typedef struct reported {
+    char keys[512];
+} reported_t;
+
+static void report(const char *key, void *opaque) {
+    reported_t *r = opaque;
+    strncat(r->keys, key, sizeof(r->keys) - strlen(r->keys) - 2);
+    strcat(r->keys, " ");
+}
+
+static int reported_has(const reported_t *r, const char *key) {
+    size_t n = strlen(key);
+    for (const char *p = r->keys; (p = strstr(p, key)) != NULL; p += n)
+        if ((p == r->keys || p[-1] == ' ') && p[n] == ' ') return 1;
+    return 0;
+}
+
+static int field_equal(config_t *a, config_t *b, const struct reload_case *rc) {
+    if (rc->is_int)
+        return *(int64_t *)((char *)a + rc->offset) == *(int64_t *)((char *)b + rc->offset);
+    const char *x = *(char **)((char *)a + rc->offset), *y = *(char **)((char *)b + rc->offset);
+    return (!x && !y) || (x && y && strcmp(x, y) == 0);
+}
+
+static void load_text(config_t *c, char *file, size_t file_size, const char *text) {
+    char err[512] = "";
+    snprintf(file, file_size, "/tmp/tierd-test-reload-XXXXXX");
+    int fd = mkstemp(file);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+    close(fd);
+    if (config_load(c, file, err, sizeof(err)) != 0) fail_msg("%s refused: %s", text, err);
+}
+
+/* Every key has a flag, the one reload_cases[] expects; a changed key
+ * marked reload is moved into the running configuration (value and
+ * where) and not reported; one marked restart is reported and keeps its
+ * running value.  do_reload in main.c calls config_reload, then derives
+ * what it needs from the running values. */
+static void test_reload_follows_the_table(void **state) {
+    (void)state;
+    static const char base[] = "kafka:\n  bootstrap.servers: k:9092\n";
+    char pwfile[64] = "/tmp/tierd-test-pw-XXXXXX", text[512];
+    int fd = mkstemp(pwfile);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "pw3\n", 4), 4);
+    close(fd);
+
+    size_t nkeys = 0;
+    for (const char *key; (key = config_key_name(nkeys)) != NULL; nkeys++) {
+        const struct reload_case *rc = NULL;
+        for (size_t j = 0; j < sizeof(reload_cases) / sizeof(reload_cases[0]); j++)
+            if (strcmp(reload_cases[j].key, key) == 0) rc = &reload_cases[j];
+        if (!rc) fail_msg("%s: no case in reload_cases[]: add one", key);
+        config_applies_t applies = config_key_applies(key);
+        if (applies != CONFIG_APPLIES_RELOAD && applies != CONFIG_APPLIES_RESTART)
+            fail_msg("%s: the table does not say whether it changes at reload", key);
+        if (applies != rc->applies)
+            fail_msg("%s: the table says %s, tierd can use a new value %s", key,
+                     applies == CONFIG_APPLIES_RELOAD ? "reload" : "restart",
+                     rc->applies == CONFIG_APPLIES_RELOAD ? "at once" : "only at a restart");
+
+        config_t running, fresh, want;
+        char f1[64], f2[64], f3[64];
+        reported_t rep = {""};
+        if (rc->yaml)
+            snprintf(text, sizeof(text), "%s%s", base, rc->yaml);
+        else
+            snprintf(text, sizeof(text), "%sredis:\n  password_file: %s\n", base, pwfile);
+        load_text(&running, f1, sizeof(f1), base);
+        load_text(&fresh, f2, sizeof(f2), text);
+        load_text(&want, f3, sizeof(f3), text);
+        if (field_equal(&running, &want, rc)) fail_msg("%s: the case changes nothing", key);
+
+        config_reload(&running, &fresh, report, &rep);
+        if (applies == CONFIG_APPLIES_RELOAD) {
+            if (rep.keys[0]) fail_msg("%s (reload): reported \"%s\"", key, rep.keys);
+            if (!field_equal(&running, &want, rc)) fail_msg("%s (reload): not moved", key);
+            if (strncmp(config_where(&running, key), f2, strlen(f2)) != 0)
+                fail_msg("%s (reload): where is %s", key, config_where(&running, key));
+        } else {
+            if (!reported_has(&rep, key)) fail_msg("%s (restart): not reported", key);
+            if (field_equal(&running, &want, rc)) fail_msg("%s (restart): applied now", key);
+        }
+        for (size_t j = 0; j < sizeof(reload_cases) / sizeof(reload_cases[0]); j++)
+            if (reported_has(&rep, reload_cases[j].key) &&
+                config_key_applies(reload_cases[j].key) != CONFIG_APPLIES_RESTART)
+                fail_msg("%s: reported %s, which changes at reload", key, reload_cases[j].key);
+        config_free(&running);
+        config_free(&fresh);
+        config_free(&want);
+        unlink(f1);
+        unlink(f2);
+        unlink(f3);
+    }
+    assert_int_equal(nkeys, sizeof(reload_cases) / sizeof(reload_cases[0]));
+    assert_int_equal(config_key_applies("no.such.key"), CONFIG_APPLIES_UNSET);
+    unlink(pwfile);
+}
+
+/* kafka.* waits for a restart; a reload that changes nothing says nothing. */
+static void test_reload_kafka_and_nothing(void **state) {
+    (void)state;
+    config_t running, fresh;
+    char f1[64], f2[64];
+    reported_t rep = {""};
+    load_text(&running, f1, sizeof(f1), "kafka:\n  bootstrap.servers: k:9092\n");
+    load_text(&fresh, f2, sizeof(f2), "kafka:\n  bootstrap.servers: k:9092\n");
+    config_reload(&running, &fresh, report, &rep);
+    assert_string_equal(rep.keys, "");
+    config_free(&fresh);
+    unlink(f2);
+
+    load_text(&fresh, f2, sizeof(f2), "kafka:\n  bootstrap.servers: k:9093\n");
+    config_reload(&running, &fresh, report, &rep);
+    assert_string_equal(rep.keys, "kafka.* ");
+    assert_string_equal(config_kafka_get(&running, "bootstrap.servers"), "k:9092");
+    config_free(&running);
+    config_free(&fresh);
+    unlink(f1);
+    unlink(f2);
+}
+
 /* The tests set the TIERD_* variables they need; any from the calling
  * shell would change what config_load sees (an unknown one is refused). */
 static void clear_tierd_environment(void) {
@@ -363,9 +549,10 @@ int main(void) {
         cmocka_unit_test_teardown(test_no_file_env_only, teardown),
         cmocka_unit_test_setup_teardown(test_credentials_fill_unset_secrets, cred_setup,
                                         cred_teardown),
-        cmocka_unit_test_setup_teardown(test_credentials_never_override, cred_setup,
-                                        cred_teardown),
+        cmocka_unit_test_setup_teardown(test_credentials_never_override, cred_setup, cred_teardown),
         cmocka_unit_test_setup_teardown(test_credentials_refusals, cred_setup, cred_teardown),
+        cmocka_unit_test_teardown(test_reload_follows_the_table, teardown),
+        cmocka_unit_test_teardown(test_reload_kafka_and_nothing, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -67,8 +67,7 @@ static const tline_t default_lines[] = {
     {"SKU-2", 0, 1, 99},
 };
 
-static torder_t default_order(void)
-{
+static torder_t default_order(void) {
     torder_t t = {
         .order_id = "O-1001",
         .customer_id = "C-42",
@@ -81,20 +80,18 @@ static torder_t default_order(void)
     return t;
 }
 
-static int enc_setup(void **state)
-{
+static int enc_setup(void **state) {
     (void)state;
-    if (avro_schema_from_json_length(tierd_schema_order, strlen(tierd_schema_order),
-                                     &enc.schema) != 0)
+    if (avro_schema_from_json_length(tierd_schema_order, strlen(tierd_schema_order), &enc.schema) !=
+        0)
         return -1;
     enc.iface = avro_generic_class_from_schema(enc.schema);
-    enc.line_iface = avro_generic_class_from_schema(avro_schema_array_items(
-        avro_schema_record_field_get(enc.schema, "lines")));
+    enc.line_iface = avro_generic_class_from_schema(
+        avro_schema_array_items(avro_schema_record_field_get(enc.schema, "lines")));
     return enc.iface != NULL && enc.line_iface != NULL ? 0 : -1;
 }
 
-static int enc_teardown(void **state)
-{
+static int enc_teardown(void **state) {
     (void)state;
     avro_value_iface_decref(enc.line_iface);
     avro_value_iface_decref(enc.iface);
@@ -102,13 +99,11 @@ static int enc_teardown(void **state)
     return 0;
 }
 
-static size_t slen(const char *s, size_t len)
-{
+static size_t slen(const char *s, size_t len) {
     return len > 0 ? len : strlen(s);
 }
 
-static void fill_line(avro_value_t *line, const tline_t *l)
-{
+static void fill_line(avro_value_t *line, const tline_t *l) {
     avro_value_t f;
     size_t n = slen(l->sku, l->sku_len);
     char *tmp = malloc(n + 1);
@@ -125,8 +120,7 @@ static void fill_line(avro_value_t *line, const tline_t *l)
     free(tmp);
 }
 
-static void tb_line(tbuf_t *t, const tline_t *l)
-{
+static void tb_line(tbuf_t *t, const tline_t *l) {
     avro_value_t v;
     assert_int_equal(avro_generic_value_new(enc.line_iface, &v), 0);
     fill_line(&v, l);
@@ -134,8 +128,7 @@ static void tb_line(tbuf_t *t, const tline_t *l)
     avro_value_decref(&v);
 }
 
-static void set_str(avro_value_t *rec, const char *field, const char *s, size_t len)
-{
+static void set_str(avro_value_t *rec, const char *field, const char *s, size_t len) {
     avro_value_t f;
     char *tmp = malloc(len + 1);
     assert_non_null(tmp);
@@ -147,8 +140,7 @@ static void set_str(avro_value_t *rec, const char *field, const char *s, size_t 
 }
 
 /* The whole order through avro-c's own writer. */
-static void tb_order(tbuf_t *t, const torder_t *o)
-{
+static void tb_order(tbuf_t *t, const torder_t *o) {
     avro_value_t rec, f, lines, line;
     size_t i;
 
@@ -170,8 +162,7 @@ static void tb_order(tbuf_t *t, const torder_t *o)
 }
 
 /* The fields before `lines`, spliced. */
-static void tb_head(tbuf_t *t, const torder_t *o)
-{
+static void tb_head(tbuf_t *t, const torder_t *o) {
     tb_string(t, o->order_id, slen(o->order_id, o->order_id_len));
     tb_string(t, o->customer_id, slen(o->customer_id, o->customer_id_len));
     tb_long(t, o->placed_at);
@@ -179,31 +170,26 @@ static void tb_head(tbuf_t *t, const torder_t *o)
 }
 
 /* A decoder, or a test failure that says why not. */
-static decoder_t *new_decoder(void)
-{
+static decoder_t *new_decoder(void) {
     char errstr[256] = "";
     decoder_t *d = decode_new(errstr, sizeof(errstr));
-    if (d == NULL)
-        fail_msg("decode_new: %s", errstr);
+    if (d == NULL) fail_msg("decode_new: %s", errstr);
     return d;
 }
 
 /* Prints buf as hex, to reproduce a failure from the test's output. */
-static void print_hex(const char *what, const void *buf, size_t len)
-{
+static void print_hex(const char *what, const void *buf, size_t len) {
     const uint8_t *p = buf;
     size_t i;
 
     print_message("    %s (%zu bytes):", what, len);
-    for (i = 0; i < len; i++)
-        print_message("%s%02x", i % 32 == 0 ? "\n     " : " ", p[i]);
+    for (i = 0; i < len; i++) print_message("%s%02x", i % 32 == 0 ? "\n     " : " ", p[i]);
     print_message("\n");
 }
 
 /* The part of an order the decoder writes; "" when a and b agree on it.
  * Lines past nlines are not compared: no caller may read them. */
-static const char *order_differs(const order_t *a, const order_t *b)
-{
+static const char *order_differs(const order_t *a, const order_t *b) {
     uint32_t i;
 
     if (memcmp(a->order_id, b->order_id, sizeof(a->order_id)) != 0 ||
@@ -212,16 +198,11 @@ static const char *order_differs(const order_t *a, const order_t *b)
     if (memcmp(a->customer_id, b->customer_id, sizeof(a->customer_id)) != 0 ||
         a->customer_id_len != b->customer_id_len)
         return "customer_id";
-    if (a->placed_at_ms != b->placed_at_ms)
-        return "placed_at_ms";
-    if (a->kind != b->kind)
-        return "kind";
-    if (memcmp(a->currency, b->currency, sizeof(a->currency)) != 0)
-        return "currency";
-    if (a->nlines != b->nlines || a->lines_cap != b->lines_cap)
-        return "nlines or lines_cap";
-    if (a->qty != b->qty || a->amount != b->amount)
-        return "qty or amount";
+    if (a->placed_at_ms != b->placed_at_ms) return "placed_at_ms";
+    if (a->kind != b->kind) return "kind";
+    if (memcmp(a->currency, b->currency, sizeof(a->currency)) != 0) return "currency";
+    if (a->nlines != b->nlines || a->lines_cap != b->lines_cap) return "nlines or lines_cap";
+    if (a->qty != b->qty || a->amount != b->amount) return "qty or amount";
     for (i = 0; i < a->nlines; i++) {
         const order_line_t *x = &a->lines[i], *y = &b->lines[i];
 
@@ -241,9 +222,8 @@ static const char *order_differs(const order_t *a, const order_t *b)
  * growth is compared too; the old lines are not copied, as only lines the
  * call wrote (below nlines) are compared.  Returns the verdict.
  */
-static order_err_t dec_both(decoder_t *d, const void *buf, size_t len, order_t *o,
-                            char *errstr, size_t errstr_size)
-{
+static order_err_t dec_both(decoder_t *d, const void *buf, size_t len, order_t *o, char *errstr,
+                            size_t errstr_size) {
     order_t ref = *o;
     char *ref_errstr = errstr_size > 0 ? malloc(errstr_size) : NULL;
     size_t line_bytes = (size_t)o->lines_cap * sizeof(*o->lines);
@@ -251,15 +231,13 @@ static order_err_t dec_both(decoder_t *d, const void *buf, size_t len, order_t *
     int64_t want_id;
     const char *differs;
 
-    if (errstr_size > 0)
-        assert_non_null(ref_errstr);
+    if (errstr_size > 0) assert_non_null(ref_errstr);
     ref.lines = NULL;
     if (line_bytes > 0) {
         ref.lines = malloc(line_bytes);
         assert_non_null(ref.lines);
     }
-    want = decode_order_libavro(d, buf, len, &ref, errstr != NULL ? ref_errstr : NULL,
-                                errstr_size);
+    want = decode_order_libavro(d, buf, len, &ref, errstr != NULL ? ref_errstr : NULL, errstr_size);
     want_id = decode_last_schema_id(d);
     got = decode_order(d, buf, len, o, errstr, errstr_size);
 
@@ -269,9 +247,9 @@ static order_err_t dec_both(decoder_t *d, const void *buf, size_t len, order_t *
         print_hex("input", buf, len);
         fail_msg("the paths disagree: libavro %s (%s) schema id %" PRId64
                  ", direct %s (%s) schema id %" PRId64 "; %s differs",
-                 order_reason_code(want), ref_errstr != NULL ? ref_errstr : "",
-                 want_id, order_reason_code(got), errstr != NULL ? errstr : "",
-                 decode_last_schema_id(d), differs[0] != '\0' ? differs : "nothing else");
+                 order_reason_code(want), ref_errstr != NULL ? ref_errstr : "", want_id,
+                 order_reason_code(got), errstr != NULL ? errstr : "", decode_last_schema_id(d),
+                 differs[0] != '\0' ? differs : "nothing else");
     }
     order_reset(&ref);
     free(ref_errstr);
@@ -280,22 +258,19 @@ static order_err_t dec_both(decoder_t *d, const void *buf, size_t len, order_t *
 
 /* Decodes from a heap copy of exactly len bytes, through both paths. */
 static order_err_t dec(decoder_t *d, const void *buf, size_t len, order_t *o, char *errstr,
-                       size_t errstr_size)
-{
+                       size_t errstr_size) {
     void *copy = malloc(len > 0 ? len : 1);
     order_err_t err;
 
     assert_non_null(copy);
-    if (len > 0)
-        memcpy(copy, buf, len);
+    if (len > 0) memcpy(copy, buf, len);
     err = dec_both(d, len > 0 ? copy : NULL, len, o, errstr, errstr_size);
     free(copy);
     return err;
 }
 
 /* Expects err for buf and a non-empty explanation. */
-static void expect_err(const tbuf_t *t, order_err_t want)
-{
+static void expect_err(const tbuf_t *t, order_err_t want) {
     char errstr[256];
     order_t o = {0};
     decoder_t *d = new_decoder();
@@ -313,8 +288,7 @@ static void expect_err(const tbuf_t *t, order_err_t want)
 
 /* ------------------------------------------------------------------------ */
 
-static void test_new_destroy(void **state)
-{
+static void test_new_destroy(void **state) {
     char errstr[256];
     decoder_t *d;
 
@@ -322,8 +296,7 @@ static void test_new_destroy(void **state)
     decode_destroy(NULL);
     assert_int_equal(decode_last_schema_id(NULL), -1);
     d = decode_new(errstr, sizeof(errstr));
-    if (d == NULL)
-        fail_msg("decode_new: %s", errstr);
+    if (d == NULL) fail_msg("decode_new: %s", errstr);
     assert_int_equal(decode_last_schema_id(d), -1);
     decode_destroy(d);
     /* No errstr buffer is allowed. */
@@ -332,8 +305,7 @@ static void test_new_destroy(void **state)
     decode_destroy(d);
 }
 
-static void test_splice_matches_writer(void **state)
-{
+static void test_splice_matches_writer(void **state) {
     torder_t o = default_order();
     tbuf_t a = tb_new(), b = tb_new();
     size_t i;
@@ -342,8 +314,7 @@ static void test_splice_matches_writer(void **state)
     tb_order(&a, &o);
     tb_head(&b, &o);
     tb_long(&b, (int64_t)o.nlines);
-    for (i = 0; i < o.nlines; i++)
-        tb_line(&b, &o.lines[i]);
+    for (i = 0; i < o.nlines; i++) tb_line(&b, &o.lines[i]);
     tb_long(&b, 0);
     tb_string(&b, o.currency, strlen(o.currency));
     assert_int_equal(a.n, b.n);
@@ -352,8 +323,7 @@ static void test_splice_matches_writer(void **state)
     tb_free(&b);
 }
 
-static void check_default(const order_t *o)
-{
+static void check_default(const order_t *o) {
     assert_string_equal(o->order_id, "O-1001");
     assert_int_equal(o->order_id_len, 6);
     assert_string_equal(o->customer_id, "C-42");
@@ -371,8 +341,7 @@ static void check_default(const order_t *o)
     assert_int_equal(o->lines[1].unit_price, 99);
 }
 
-static void test_plain(void **state)
-{
+static void test_plain(void **state) {
     char errstr[256];
     torder_t t = default_order();
     tbuf_t b = tb_new();
@@ -410,8 +379,7 @@ static void test_plain(void **state)
     tb_free(&b);
 }
 
-static void test_confluent(void **state)
-{
+static void test_confluent(void **state) {
     static const uint32_t ids[] = {0, 1, 66051, 0xffffffffu};
     char errstr[256];
     torder_t t = default_order();
@@ -434,8 +402,7 @@ static void test_confluent(void **state)
     decode_destroy(d);
 }
 
-static tline_t *make_lines(size_t n, char (*skus)[16])
-{
+static tline_t *make_lines(size_t n, char (*skus)[16]) {
     tline_t *l = calloc(n, sizeof(*l));
     size_t i;
 
@@ -449,8 +416,7 @@ static tline_t *make_lines(size_t n, char (*skus)[16])
     return l;
 }
 
-static void test_many_lines(void **state)
-{
+static void test_many_lines(void **state) {
     char errstr[256];
     char(*skus)[16] = calloc(ORDER_LINES_MAX, 16);
     tline_t *lines = make_lines(ORDER_LINES_MAX, skus);
@@ -478,8 +444,7 @@ static void test_many_lines(void **state)
     free(skus);
 }
 
-static void truncate_all(const tbuf_t *b)
-{
+static void truncate_all(const tbuf_t *b) {
     char errstr[256];
     order_t o = {0};
     decoder_t *d = new_decoder();
@@ -489,8 +454,7 @@ static void truncate_all(const tbuf_t *b)
     for (cut = 0; cut < b->n; cut++) {
         order_err_t err = dec(d, b->b, cut, &o, errstr, sizeof(errstr));
         if (err != ORDER_ERR_NOT_AVRO)
-            fail_msg("cut at %zu of %zu: got %s (%s)", cut, b->n, order_reason_code(err),
-                     errstr);
+            fail_msg("cut at %zu of %zu: got %s (%s)", cut, b->n, order_reason_code(err), errstr);
         assert_true(errstr[0] != '\0');
     }
     /* The decoder is still good afterwards. */
@@ -499,8 +463,7 @@ static void truncate_all(const tbuf_t *b)
     decode_destroy(d);
 }
 
-static void test_truncated(void **state)
-{
+static void test_truncated(void **state) {
     torder_t t = default_order();
     tbuf_t plain = tb_new(), framed = tb_new();
 
@@ -514,8 +477,7 @@ static void test_truncated(void **state)
     tb_free(&framed);
 }
 
-static void test_trailing(void **state)
-{
+static void test_trailing(void **state) {
     torder_t t = default_order();
     tbuf_t b = tb_new();
 
@@ -532,8 +494,7 @@ static void test_trailing(void **state)
     tb_free(&b);
 }
 
-static void test_empty(void **state)
-{
+static void test_empty(void **state) {
     char errstr[256];
     order_t o = {0};
     decoder_t *d = new_decoder();
@@ -554,11 +515,9 @@ static void test_empty(void **state)
     decode_destroy(d);
 }
 
-static void test_garbage(void **state)
-{
+static void test_garbage(void **state) {
     static const char *const texts[] = {
-        "hello world",
-        "{\"order_id\":\"O-1\",\"customer_id\":\"C-1\"}",
+        "hello world", "{\"order_id\":\"O-1\",\"customer_id\":\"C-1\"}",
         "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff",
         "Obj\x01", /* an Avro container file header */
     };
@@ -574,8 +533,7 @@ static void test_garbage(void **state)
     tb_free(&b);
 }
 
-static void test_varint_too_long(void **state)
-{
+static void test_varint_too_long(void **state) {
     /* Hand-written on purpose: avro-c cannot produce an invalid varint. */
     static const uint8_t eleven[] = {0x81, 0x81, 0x81, 0x81, 0x81, 0x81,
                                      0x81, 0x81, 0x81, 0x81, 0x01};
@@ -599,18 +557,15 @@ static void test_varint_too_long(void **state)
 }
 
 /* The tail after the head: the default lines and currency. */
-static void tb_tail(tbuf_t *b, const torder_t *t)
-{
+static void tb_tail(tbuf_t *b, const torder_t *t) {
     size_t i;
     tb_long(b, (int64_t)t->nlines);
-    for (i = 0; i < t->nlines; i++)
-        tb_line(b, &t->lines[i]);
+    for (i = 0; i < t->nlines; i++) tb_line(b, &t->lines[i]);
     tb_long(b, 0);
     tb_string(b, t->currency, strlen(t->currency));
 }
 
-static void test_huge_string_length(void **state)
-{
+static void test_huge_string_length(void **state) {
     torder_t t = default_order();
     tbuf_t b = tb_new();
 
@@ -644,8 +599,7 @@ static void test_huge_string_length(void **state)
     tb_free(&b);
 }
 
-static void test_huge_block_count(void **state)
-{
+static void test_huge_block_count(void **state) {
     torder_t t = default_order();
     tbuf_t b = tb_new();
 
@@ -669,8 +623,7 @@ static void test_huge_block_count(void **state)
     tb_free(&b);
 }
 
-static size_t line_size(const tline_t *l)
-{
+static size_t line_size(const tline_t *l) {
     tbuf_t x = tb_new();
     size_t n;
     tb_line(&x, l);
@@ -679,8 +632,7 @@ static size_t line_size(const tline_t *l)
     return n;
 }
 
-static void test_negative_blocks(void **state)
-{
+static void test_negative_blocks(void **state) {
     static const tline_t more[] = {{"SKU-3", 0, 7, 5}};
     char errstr[256];
     torder_t t = default_order();
@@ -755,8 +707,7 @@ static void test_negative_blocks(void **state)
     tb_free(&b);
 }
 
-static void test_enum_out_of_range(void **state)
-{
+static void test_enum_out_of_range(void **state) {
     static const int64_t bad[] = {2, -1, 100, INT64_MAX};
     torder_t t = default_order();
     tbuf_t b = tb_new();
@@ -775,8 +726,7 @@ static void test_enum_out_of_range(void **state)
     tb_free(&b);
 }
 
-static void test_too_many_lines(void **state)
-{
+static void test_too_many_lines(void **state) {
     char(*skus)[16] = calloc(ORDER_LINES_MAX + 1, 16);
     tline_t *lines = make_lines(ORDER_LINES_MAX + 1, skus);
     torder_t t = default_order();
@@ -793,8 +743,7 @@ static void test_too_many_lines(void **state)
     b.n = 0;
     tb_head(&b, &t);
     tb_long(&b, ORDER_LINES_MAX);
-    for (i = 0; i < ORDER_LINES_MAX; i++)
-        tb_line(&b, &lines[i]);
+    for (i = 0; i < ORDER_LINES_MAX; i++) tb_line(&b, &lines[i]);
     tb_long(&b, 1);
     tb_line(&b, &lines[ORDER_LINES_MAX]);
     tb_long(&b, 0);
@@ -806,8 +755,7 @@ static void test_too_many_lines(void **state)
     free(skus);
 }
 
-static void test_long_strings(void **state)
-{
+static void test_long_strings(void **state) {
     char s65[66], errstr[256];
     torder_t t = default_order();
     tline_t l = {0};
@@ -865,8 +813,7 @@ static void test_long_strings(void **state)
 
 /* Avro strings may hold NUL bytes; the lengths survive and validation
  * refuses them, rather than the id being cut at the NUL. */
-static void test_embedded_nul(void **state)
-{
+static void test_embedded_nul(void **state) {
     char errstr[256];
     torder_t t = default_order();
     tbuf_t b = tb_new();
@@ -890,8 +837,7 @@ static void test_embedded_nul(void **state)
 
 /* Avro says strings are UTF-8 but neither libavro nor the decoder checks:
  * the bytes arrive intact and validation refuses them as BAD_UTF8. */
-static void test_invalid_utf8(void **state)
-{
+static void test_invalid_utf8(void **state) {
     static const tline_t bad_sku[] = {{"SKU-\xed\xa0\x80", 0, 1, 1}};
     char errstr[256];
     torder_t t;
@@ -904,7 +850,7 @@ static void test_invalid_utf8(void **state)
         const char *order_id, *customer_id, *currency;
         const tline_t *lines;
     } cases[] = {
-        {"O-\xc0\xaf", NULL, NULL, NULL},     /* overlong '/' */
+        {"O-\xc0\xaf", NULL, NULL, NULL},         /* overlong '/' */
         {NULL, "C-\xf4\x90\x80\x80", NULL, NULL}, /* past U+10FFFF */
         {NULL, NULL, "E\xffR", NULL},
         {NULL, NULL, NULL, bad_sku},
@@ -913,12 +859,9 @@ static void test_invalid_utf8(void **state)
     (void)state;
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         t = default_order();
-        if (cases[i].order_id != NULL)
-            t.order_id = cases[i].order_id;
-        if (cases[i].customer_id != NULL)
-            t.customer_id = cases[i].customer_id;
-        if (cases[i].currency != NULL)
-            t.currency = cases[i].currency;
+        if (cases[i].order_id != NULL) t.order_id = cases[i].order_id;
+        if (cases[i].customer_id != NULL) t.customer_id = cases[i].customer_id;
+        if (cases[i].currency != NULL) t.currency = cases[i].currency;
         if (cases[i].lines != NULL) {
             t.lines = cases[i].lines;
             t.nlines = 1;
@@ -928,8 +871,7 @@ static void test_invalid_utf8(void **state)
         assert_int_equal(dec(d, b.b, b.n, &o, errstr, sizeof(errstr)), ORDER_OK);
         assert_memory_equal(o.order_id, t.order_id, strlen(t.order_id));
         assert_memory_equal(o.customer_id, t.customer_id, strlen(t.customer_id));
-        assert_int_equal(validate_order(&o, NULL, 0, 1700000000000LL, &r, errstr,
-                                        sizeof(errstr)),
+        assert_int_equal(validate_order(&o, NULL, 0, 1700000000000LL, &r, errstr, sizeof(errstr)),
                          ORDER_ERR_BAD_UTF8);
     }
     order_reset(&o);
@@ -940,41 +882,40 @@ static void test_invalid_utf8(void **state)
 /* placed_at is any Avro long: its extremes decode, validation puts them
  * outside [min_placed_at, now + skew], and month bucketing of them is
  * defined (run under UBSan, the former int arithmetic aborted here). */
-static void test_placed_at_extremes(void **state)
-{
-    static const int64_t at[] = {INT64_MIN, -4611686018427387904LL, -1, 0,
-                                 946684800000LL - 1, INT64_MAX};
+static void test_placed_at_extremes(void **state) {
+    static const int64_t at[] = {INT64_MIN, -4611686018427387904LL, -1,
+                                 0,         946684800000LL - 1,     INT64_MAX};
     char errstr[256];
     torder_t t = default_order();
     tbuf_t b = tb_new();
     order_t o = {0};
     decoder_t *d = new_decoder();
     const validate_rules_t r = {"EUR", 86400000, VALIDATE_MIN_PLACED_AT_MS_DEFAULT};
+    month_zone_t z;
     int32_t m;
     size_t i;
 
     (void)state;
+    assert_int_equal(month_zone_init(&z, "UTC", errstr, sizeof(errstr)), 0);
     for (i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
         t.placed_at = at[i];
         b.n = 0;
         tb_order(&b, &t);
         assert_int_equal(dec(d, b.b, b.n, &o, errstr, sizeof(errstr)), ORDER_OK);
         assert_int_equal(o.placed_at_ms, at[i]);
-        assert_int_equal(validate_order(&o, NULL, 0, 1700000000000LL, &r, errstr,
-                                        sizeof(errstr)),
+        assert_int_equal(validate_order(&o, NULL, 0, 1700000000000LL, &r, errstr, sizeof(errstr)),
                          at[i] == INT64_MAX ? ORDER_ERR_FUTURE : ORDER_ERR_BAD_PLACED_AT);
-        m = month_of_ms(o.placed_at_ms);
+        m = month_of_ms(&z, o.placed_at_ms);
         assert_true(m >= MONTH_MIN && m <= MONTH_MAX);
         (void)month_yyyymm(m);
-        (void)month_start_ms(m + 1);
+        (void)month_start_ms(&z, m + 1);
     }
     order_reset(&o);
     decode_destroy(d);
     tb_free(&b);
 }
 
-static void test_reuse(void **state)
-{
+static void test_reuse(void **state) {
     char errstr[256];
     char(*skus)[16] = calloc(64, 16);
     tline_t *lines = make_lines(64, skus);
@@ -993,11 +934,9 @@ static void test_reuse(void **state)
         t.nlines = (size_t)(i % 64) + (i % 7 == 0 ? 0 : 1);
         t.kind = i % 2;
         b.n = 0;
-        if (i % 3 == 0)
-            tb_confluent(&b, (uint32_t)i);
+        if (i % 3 == 0) tb_confluent(&b, (uint32_t)i);
         tb_order(&b, &t);
-        if (i % 5 == 0)
-            b.n--; /* every fifth record is cut short */
+        if (i % 5 == 0) b.n--; /* every fifth record is cut short */
         if (i % 5 == 0) {
             assert_int_equal(dec(d, b.b, b.n, &o, errstr, sizeof(errstr)), ORDER_ERR_NOT_AVRO);
             continue;
@@ -1007,8 +946,7 @@ static void test_reuse(void **state)
         assert_int_equal(o.nlines, t.nlines);
         assert_int_equal((int)o.kind, t.kind);
         assert_int_equal(decode_last_schema_id(d), i % 3 == 0 ? i : -1);
-        if (t.nlines > 0)
-            assert_int_equal(o.lines[t.nlines - 1].quantity, (int64_t)t.nlines);
+        if (t.nlines > 0) assert_int_equal(o.lines[t.nlines - 1].quantity, (int64_t)t.nlines);
     }
     assert_true(o.lines_cap <= ORDER_LINES_MAX);
     order_reset(&o);
@@ -1021,8 +959,7 @@ static void test_reuse(void **state)
 /* A deterministic PRNG: the same mutations on every machine. */
 static uint64_t fuzz_state = 0x9e3779b97f4a7c15ULL;
 
-static uint32_t fuzz_next(void)
-{
+static uint32_t fuzz_next(void) {
     fuzz_state ^= fuzz_state << 13;
     fuzz_state ^= fuzz_state >> 7;
     fuzz_state ^= fuzz_state << 17;
@@ -1031,15 +968,13 @@ static uint32_t fuzz_next(void)
 
 /* TIERD_FUZZ_ITERS in the environment runs the fuzz loops longer than the
  * default. */
-static long fuzz_iters(void)
-{
+static long fuzz_iters(void) {
     const char *env = getenv("TIERD_FUZZ_ITERS");
     return env != NULL ? strtol(env, NULL, 10) : 20000;
 }
 
 /* Random mutations of valid records: the decoder must answer, not crash. */
-static void test_fuzz(void **state)
-{
+static void test_fuzz(void **state) {
     static const uint8_t interesting[] = {0x00, 0x01, 0x02, 0x7f, 0x80, 0xff, 0xfe, 0x81};
     static const tline_t more[] = {{"SKU-3", 0, 7, 5}};
     char errstr[256];
@@ -1060,8 +995,7 @@ static void test_fuzz(void **state)
     tb_head(&seeds[2], &t);
     tb_long(&seeds[2], -2);
     tb_long(&seeds[2], (int64_t)(line_size(&t.lines[0]) + line_size(&t.lines[1])));
-    for (i = 0; i < t.nlines; i++)
-        tb_line(&seeds[2], &t.lines[i]);
+    for (i = 0; i < t.nlines; i++) tb_line(&seeds[2], &t.lines[i]);
     tb_long(&seeds[2], 1);
     tb_line(&seeds[2], &more[0]);
     tb_long(&seeds[2], 0);
@@ -1078,12 +1012,10 @@ static void test_fuzz(void **state)
             size_t at = m.n > 0 ? fuzz_next() % m.n : 0;
             switch (fuzz_next() % 5) {
             case 0: /* flip a bit */
-                if (m.n > 0)
-                    m.b[at] ^= (uint8_t)(1u << (fuzz_next() % 8));
+                if (m.n > 0) m.b[at] ^= (uint8_t)(1u << (fuzz_next() % 8));
                 break;
             case 1: /* an interesting byte */
-                if (m.n > 0)
-                    m.b[at] = interesting[fuzz_next() % sizeof(interesting)];
+                if (m.n > 0) m.b[at] = interesting[fuzz_next() % sizeof(interesting)];
                 break;
             case 2: /* insert a random byte */
                 if (m.n + 1 < TB_CAP) {
@@ -1098,9 +1030,7 @@ static void test_fuzz(void **state)
                     m.n--;
                 }
                 break;
-            default: /* truncate */
-                m.n = at;
-                break;
+            default: /* truncate */ m.n = at; break;
             }
         }
         err = dec(d, m.b, m.n, &o, errstr, sizeof(errstr));
@@ -1121,8 +1051,7 @@ static void test_fuzz(void **state)
     assert_true(iters == 0 || ok > 0);
     order_reset(&o);
     decode_destroy(d);
-    for (i = 0; i < 3; i++)
-        tb_free(&seeds[i]);
+    for (i = 0; i < 3; i++) tb_free(&seeds[i]);
     tb_free(&m);
 }
 
@@ -1140,25 +1069,20 @@ typedef struct fz_seed {
     size_t nbounds;
 } fz_seed_t;
 
-static void fz_mark(fz_seed_t *s)
-{
-    if (s->nbounds < FZ_BOUNDS)
-        s->bounds[s->nbounds++] = s->b.n;
+static void fz_mark(fz_seed_t *s) {
+    if (s->nbounds < FZ_BOUNDS) s->bounds[s->nbounds++] = s->b.n;
 }
 
 /* A spliced Order: framed when schema_id >= 0; lines in blocks of `block`
  * items (0: one block), with byte sizes (negative counts) when sized.
  * Marks the head's fields, the first lines' fields, every block header,
  * the end marker and the currency. */
-static void fz_build(fz_seed_t *s, const torder_t *t, int64_t schema_id, size_t block,
-                     bool sized)
-{
+static void fz_build(fz_seed_t *s, const torder_t *t, int64_t schema_id, size_t block, bool sized) {
     size_t i, j, n;
 
     s->b = tb_new();
     s->nbounds = 0;
-    if (schema_id >= 0)
-        tb_confluent(&s->b, (uint32_t)schema_id);
+    if (schema_id >= 0) tb_confluent(&s->b, (uint32_t)schema_id);
     fz_mark(s);
     tb_string(&s->b, t->order_id, slen(t->order_id, t->order_id_len));
     fz_mark(s);
@@ -1173,8 +1097,7 @@ static void fz_build(fz_seed_t *s, const torder_t *t, int64_t schema_id, size_t 
         if (sized) {
             size_t bytes = 0;
 
-            for (j = i; j < i + n; j++)
-                bytes += line_size(&t->lines[j]);
+            for (j = i; j < i + n; j++) bytes += line_size(&t->lines[j]);
             tb_long(&s->b, -(int64_t)n);
             fz_mark(s);
             tb_long(&s->b, (int64_t)bytes);
@@ -1186,14 +1109,11 @@ static void fz_build(fz_seed_t *s, const torder_t *t, int64_t schema_id, size_t 
             bool mark = j < 3;
 
             /* An OrderLine is its three fields, concatenated. */
-            if (mark)
-                fz_mark(s);
+            if (mark) fz_mark(s);
             tb_string(&s->b, l->sku, slen(l->sku, l->sku_len));
-            if (mark)
-                fz_mark(s);
+            if (mark) fz_mark(s);
             tb_long(&s->b, l->qty);
-            if (mark)
-                fz_mark(s);
+            if (mark) fz_mark(s);
             tb_long(&s->b, l->price);
         }
     }
@@ -1204,20 +1124,39 @@ static void fz_build(fz_seed_t *s, const torder_t *t, int64_t schema_id, size_t 
 }
 
 /* A value worth writing where a length, count or long was. */
-static int64_t fz_value(size_t n)
-{
+static int64_t fz_value(size_t n) {
     static const int64_t picks[] = {
-        0, 1, -1, 2, 3, 4, 63, 64, 65, 66, 127, 128, 999, 1000, 1001, -999, -1000, -1001,
-        INT64_C(1) << 31, INT64_C(1) << 40, -(INT64_C(1) << 40), INT64_MAX, INT64_MAX - 1,
-        INT64_MIN, INT64_MIN + 1,
+        0,
+        1,
+        -1,
+        2,
+        3,
+        4,
+        63,
+        64,
+        65,
+        66,
+        127,
+        128,
+        999,
+        1000,
+        1001,
+        -999,
+        -1000,
+        -1001,
+        INT64_C(1) << 31,
+        INT64_C(1) << 40,
+        -(INT64_C(1) << 40),
+        INT64_MAX,
+        INT64_MAX - 1,
+        INT64_MIN,
+        INT64_MIN + 1,
     };
     uint64_t r;
 
     switch (fuzz_next() % 4) {
-    case 0:
-        return (int64_t)(fuzz_next() % 16) - 4;
-    case 1:
-        return picks[fuzz_next() % (sizeof(picks) / sizeof(picks[0]))];
+    case 0: return (int64_t)(fuzz_next() % 16) - 4;
+    case 1: return picks[fuzz_next() % (sizeof(picks) / sizeof(picks[0]))];
     case 2: /* about what is left of the record */
         return (int64_t)n + (int64_t)(fuzz_next() % 5) - 2;
     default:
@@ -1229,20 +1168,17 @@ static int64_t fz_value(size_t n)
 /* Writes v as a zigzag varint into out (room for 16 bytes): mostly the
  * canonical form, sometimes padded with zero continuation bytes (possibly
  * past 10 bytes), sometimes a 10th byte too big for 64 bits. */
-static size_t fz_varint(uint8_t *out, int64_t v)
-{
+static size_t fz_varint(uint8_t *out, int64_t v) {
     uint64_t z = ((uint64_t)v << 1) ^ (0 - ((uint64_t)v >> 63));
     size_t n = 0;
     unsigned pad = 0, form = fuzz_next() % 8;
 
     if (form == 0) {
-        for (n = 0; n < 9; n++)
-            out[n] = 0x80 | (uint8_t)(fuzz_next() & 0x7f);
+        for (n = 0; n < 9; n++) out[n] = 0x80 | (uint8_t)(fuzz_next() & 0x7f);
         out[n++] = (uint8_t)(2 + fuzz_next() % 126);
         return n;
     }
-    if (form == 1)
-        pad = 1 + fuzz_next() % 4;
+    if (form == 1) pad = 1 + fuzz_next() % 4;
     do {
         uint8_t b = (uint8_t)(z & 0x7f);
 
@@ -1258,28 +1194,22 @@ static size_t fz_varint(uint8_t *out, int64_t v)
 
 /* Replaces m->b[at, at + del) with ins[0, nins); does nothing when that
  * does not fit.  ins must not point into m. */
-static void fz_splice(tbuf_t *m, size_t at, size_t del, const uint8_t *ins, size_t nins)
-{
-    if (at > m->n || del > m->n - at || m->n - del + nins > TB_CAP)
-        return;
+static void fz_splice(tbuf_t *m, size_t at, size_t del, const uint8_t *ins, size_t nins) {
+    if (at > m->n || del > m->n - at || m->n - del + nins > TB_CAP) return;
     memmove(m->b + at + nins, m->b + at + del, m->n - at - del);
-    if (nins > 0)
-        memcpy(m->b + at, ins, nins);
+    if (nins > 0) memcpy(m->b + at, ins, nins);
     m->n = m->n - del + nins;
 }
 
 /* The length of the varint at m->b[at], as a reader would take it. */
-static size_t fz_varint_len(const tbuf_t *m, size_t at)
-{
+static size_t fz_varint_len(const tbuf_t *m, size_t at) {
     size_t j = at;
 
-    while (j < m->n && (m->b[j] & 0x80) != 0 && j - at < 10)
-        j++;
+    while (j < m->n && (m->b[j] & 0x80) != 0 && j - at < 10) j++;
     return j < m->n ? j - at + 1 : j - at;
 }
 
-static void fz_mutate(tbuf_t *m, const fz_seed_t *seed)
-{
+static void fz_mutate(tbuf_t *m, const fz_seed_t *seed) {
     static const uint8_t interesting[] = {0x00, 0x01, 0x02, 0x7f, 0x80, 0xff, 0xfe, 0x81};
     uint8_t tmp[32];
     size_t at = m->n > 0 ? fuzz_next() % m->n : 0;
@@ -1288,24 +1218,19 @@ static void fz_mutate(tbuf_t *m, const fz_seed_t *seed)
     switch (fuzz_next() % 12) {
     case 0:
     case 1: /* flip a bit */
-        if (m->n > 0)
-            m->b[at] ^= (uint8_t)(1u << (fuzz_next() % 8));
+        if (m->n > 0) m->b[at] ^= (uint8_t)(1u << (fuzz_next() % 8));
         break;
     case 2: /* an interesting byte */
-        if (m->n > 0)
-            m->b[at] = interesting[fuzz_next() % sizeof(interesting)];
+        if (m->n > 0) m->b[at] = interesting[fuzz_next() % sizeof(interesting)];
         break;
     case 3: /* insert a random byte */
         tmp[0] = (uint8_t)fuzz_next();
         fz_splice(m, at, 0, tmp, 1);
         break;
     case 4: /* delete a byte */
-        if (m->n > 0)
-            fz_splice(m, at, 1, NULL, 0);
+        if (m->n > 0) fz_splice(m, at, 1, NULL, 0);
         break;
-    case 5: /* truncate */
-        m->n = at;
-        break;
+    case 5: /* truncate */ m->n = at; break;
     case 6:
     case 7: /* a field's varint (a length, a count, a long) replaced */
         if (seed->nbounds > 0) {
@@ -1326,8 +1251,7 @@ static void fz_mutate(tbuf_t *m, const fz_seed_t *seed)
         break;
     case 10: /* a run of bytes repeated elsewhere */
         n = 1 + fuzz_next() % sizeof(tmp);
-        if (n > m->n - at)
-            n = m->n - at;
+        if (n > m->n - at) n = m->n - at;
         memcpy(tmp, m->b + at, n);
         fz_splice(m, m->n > 0 ? fuzz_next() % (m->n + 1) : 0, 0, tmp, n);
         break;
@@ -1348,12 +1272,10 @@ static void fz_mutate(tbuf_t *m, const fz_seed_t *seed)
     }
 }
 
-static void test_fuzz_paths(void **state)
-{
+static void test_fuzz_paths(void **state) {
     enum { NSEEDS = 12 };
     static const tline_t more[] = {{"SKU-3", 0, 7, 5}};
-    static const tline_t three[] = {{"SKU-1", 0, 3, 1250}, {"SKU-2", 0, 1, 99},
-                                    {"SKU-3", 0, 7, 5}};
+    static const tline_t three[] = {{"SKU-1", 0, 3, 1250}, {"SKU-2", 0, 1, 99}, {"SKU-3", 0, 7, 5}};
     static const size_t errstr_sizes[] = {256, 256, 256, 40, 1};
     char errstr[256], s65[66];
     char(*skus)[16] = calloc(ORDER_LINES_MAX + 1, 16);
@@ -1373,8 +1295,7 @@ static void test_fuzz_paths(void **state)
     assert_non_null(tiny);
     memset(s65, 'x', 65);
     s65[65] = '\0';
-    for (i = 0; i <= ORDER_LINES_MAX; i++)
-        tiny[i].sku = ""; /* the smallest line: 3 bytes */
+    for (i = 0; i <= ORDER_LINES_MAX; i++) tiny[i].sku = ""; /* the smallest line: 3 bytes */
     memcpy(long_sku, three, sizeof(three));
     long_sku[1].sku = s65;
     long_sku[1].sku_len = 65;
@@ -1430,8 +1351,7 @@ static void test_fuzz_paths(void **state)
 
         memcpy(m.b, seed->b.b, seed->b.n);
         m.n = seed->b.n;
-        for (k = 0; k < nmut; k++)
-            fz_mutate(&m, seed);
+        for (k = 0; k < nmut; k++) fz_mutate(&m, seed);
         err = dec(d, m.b, m.n, &o, errstr, errstr_sizes[iter % 5]);
         assert_true(err >= ORDER_OK && err < ORDER_ERR__COUNT);
         if (err == ORDER_ERR_INTERNAL) {
@@ -1457,16 +1377,14 @@ static void test_fuzz_paths(void **state)
     }
     order_reset(&o);
     decode_destroy(d);
-    for (i = 0; i < NSEEDS; i++)
-        tb_free(&seeds[i].b);
+    for (i = 0; i < NSEEDS; i++) tb_free(&seeds[i].b);
     tb_free(&m);
     free(tiny);
     free(many);
     free(skus);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_new_destroy),
         cmocka_unit_test(test_splice_matches_writer),

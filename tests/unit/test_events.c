@@ -1,15 +1,12 @@
 /*
  * test_events.c -- the event codec: TierChange and QuotaEvent records read
- * back by avro-c's generic reader, CustomerProfile records decoded from
- * avro-c encodings and from hostile bytes.
+ * back by avro-c's generic reader, and the outbox's bytes independent of
+ * the wall clock.  (The CustomerProfile records tierd consumes are
+ * decode.c's: test_decode_profile.c.)
  *
  * Tier changes carry decisions made by the real policy engine on the
  * shipped supply-tiers preset, so the event is tested on what the daemon
- * will really publish.  Malformed profiles are spliced from avro-c
- * encodings of single values (a record is the concatenation of its
- * fields); test_profile_splice_matches_writer proves the spliced form of a
- * valid profile is byte-identical to avro_value_write's.  Every decode gets
- * a heap buffer of exactly the record's length so ASan sees a read past it.
+ * will really publish.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -24,7 +21,7 @@
 
 #include <avro.h>
 
-#include "decide.h"
+#include "outbox.h"
 #include "events.h"
 #include "month.h"
 #include "tbuf.h"
@@ -39,7 +36,6 @@
 
 extern const char tierd_schema_tier_change[];
 extern const char tierd_schema_quota_event[];
-extern const char tierd_schema_customer_profile[];
 
 #define APR_2025 (2025 * 12 + 3)
 #define DECIDED_AT 1743465600123LL
@@ -47,20 +43,17 @@ extern const char tierd_schema_customer_profile[];
 static struct {
     policy_t policy; /* supply-tiers */
     events_t *ev;
-    avro_schema_t tc_schema, q_schema, cp_schema;
-    avro_value_iface_t *tc_iface, *q_iface, *cp_iface;
+    avro_schema_t tc_schema, q_schema;
+    avro_value_iface_t *tc_iface, *q_iface;
 } g;
 
-static int parse(const char *json, avro_schema_t *s, avro_value_iface_t **iface)
-{
-    if (avro_schema_from_json_length(json, strlen(json), s) != 0)
-        return -1;
+static int parse(const char *json, avro_schema_t *s, avro_value_iface_t **iface) {
+    if (avro_schema_from_json_length(json, strlen(json), s) != 0) return -1;
     *iface = avro_generic_class_from_schema(*s);
     return *iface != NULL ? 0 : -1;
 }
 
-static int group_setup(void **state)
-{
+static int group_setup(void **state) {
     char path[512], err[512];
 
     (void)state;
@@ -75,20 +68,16 @@ static int group_setup(void **state)
         return -1;
     }
     return parse(tierd_schema_tier_change, &g.tc_schema, &g.tc_iface) ||
-           parse(tierd_schema_quota_event, &g.q_schema, &g.q_iface) ||
-           parse(tierd_schema_customer_profile, &g.cp_schema, &g.cp_iface);
+           parse(tierd_schema_quota_event, &g.q_schema, &g.q_iface);
 }
 
-static int group_teardown(void **state)
-{
+static int group_teardown(void **state) {
     (void)state;
     events_destroy(g.ev);
     avro_value_iface_decref(g.tc_iface);
     avro_value_iface_decref(g.q_iface);
-    avro_value_iface_decref(g.cp_iface);
     avro_schema_decref(g.tc_schema);
     avro_schema_decref(g.q_schema);
-    avro_schema_decref(g.cp_schema);
     return 0;
 }
 
@@ -97,8 +86,7 @@ static int group_teardown(void **state)
 
 /* Reads buf as one record; re-encoding it must take exactly len bytes, so
  * nothing was left unread. */
-static void read_back(avro_value_iface_t *iface, const char *buf, size_t len, avro_value_t *v)
-{
+static void read_back(avro_value_iface_t *iface, const char *buf, size_t len, avro_value_t *v) {
     avro_reader_t r = avro_reader_memory(buf, (int64_t)len);
     size_t size = 0;
 
@@ -110,16 +98,13 @@ static void read_back(avro_value_iface_t *iface, const char *buf, size_t len, av
     assert_int_equal(size, len);
 }
 
-static avro_value_t field(avro_value_t *rec, const char *name)
-{
+static avro_value_t field(avro_value_t *rec, const char *name) {
     avro_value_t f;
-    if (avro_value_get_by_name(rec, name, &f, NULL) != 0)
-        fail_msg("no field %s", name);
+    if (avro_value_get_by_name(rec, name, &f, NULL) != 0) fail_msg("no field %s", name);
     return f;
 }
 
-static const char *get_str(avro_value_t *rec, const char *name)
-{
+static const char *get_str(avro_value_t *rec, const char *name) {
     avro_value_t f = field(rec, name);
     const char *s = NULL;
     size_t n = 0;
@@ -127,40 +112,35 @@ static const char *get_str(avro_value_t *rec, const char *name)
     return s;
 }
 
-static int64_t get_long(avro_value_t *rec, const char *name)
-{
+static int64_t get_long(avro_value_t *rec, const char *name) {
     avro_value_t f = field(rec, name);
     int64_t x = 0;
     assert_int_equal(avro_value_get_long(&f, &x), 0);
     return x;
 }
 
-static int32_t get_int(avro_value_t *rec, const char *name)
-{
+static int32_t get_int(avro_value_t *rec, const char *name) {
     avro_value_t f = field(rec, name);
     int32_t x = 0;
     assert_int_equal(avro_value_get_int(&f, &x), 0);
     return x;
 }
 
-static double get_double(avro_value_t *rec, const char *name)
-{
+static double get_double(avro_value_t *rec, const char *name) {
     avro_value_t f = field(rec, name);
     double x = 0;
     assert_int_equal(avro_value_get_double(&f, &x), 0);
     return x;
 }
 
-static int get_bool(avro_value_t *rec, const char *name)
-{
+static int get_bool(avro_value_t *rec, const char *name) {
     avro_value_t f = field(rec, name);
     int x = 0;
     assert_int_equal(avro_value_get_boolean(&f, &x), 0);
     return x;
 }
 
-static const char *get_enum(avro_value_t *rec, const char *name)
-{
+static const char *get_enum(avro_value_t *rec, const char *name) {
     avro_value_t f = field(rec, name);
     int x = -1;
     assert_int_equal(avro_value_get_enum(&f, &x), 0);
@@ -168,8 +148,7 @@ static const char *get_enum(avro_value_t *rec, const char *name)
 }
 
 /* A ["null", T] field: false when null, else the branch in *b. */
-static int get_opt(avro_value_t *rec, const char *name, avro_value_t *b)
-{
+static int get_opt(avro_value_t *rec, const char *name, avro_value_t *b) {
     avro_value_t f = field(rec, name);
     int disc = -1;
     assert_int_equal(avro_value_get_discriminant(&f, &disc), 0);
@@ -178,16 +157,14 @@ static int get_opt(avro_value_t *rec, const char *name, avro_value_t *b)
     return disc;
 }
 
-static size_t get_count(avro_value_t *rec, const char *name)
-{
+static size_t get_count(avro_value_t *rec, const char *name) {
     avro_value_t f = field(rec, name);
     size_t n = 0;
     assert_int_equal(avro_value_get_size(&f, &n), 0);
     return n;
 }
 
-static avro_value_t get_item(avro_value_t *rec, const char *name, size_t i)
-{
+static avro_value_t get_item(avro_value_t *rec, const char *name, size_t i) {
     avro_value_t f = field(rec, name), item;
     assert_int_equal(avro_value_get_by_index(&f, i, &item, NULL), 0);
     return item;
@@ -197,8 +174,7 @@ static avro_value_t get_item(avro_value_t *rec, const char *name, size_t i)
 /* Tier changes                                                        */
 
 static void encode_tc(const events_tier_change_t *tc, avro_value_t *v, char *event_id,
-                      size_t event_id_size)
-{
+                      size_t event_id_size) {
     char err[256] = "", *buf = NULL;
     size_t len = 0;
 
@@ -212,8 +188,7 @@ static void encode_tc(const events_tier_change_t *tc, avro_value_t *v, char *eve
 
 /* Three months ending April 2025 on tier 2, a customer first seen in
  * February: the April review is its INITIAL_EVALUATION. */
-static void review_window(policy_month_t w[3])
-{
+static void review_window(policy_month_t w[3]) {
     static const int64_t qty[3] = {300, 320, 340};
     for (int i = 0; i < 3; i++) {
         memset(&w[i], 0, sizeof(w[i]));
@@ -227,8 +202,7 @@ static void review_window(policy_month_t w[3])
     }
 }
 
-static void review(const policy_month_t *w, policy_decision_t *d)
-{
+static void review(const policy_month_t *w, policy_decision_t *d) {
     policy_customer_t c = {
         .state = {.tier = 2, .first_month = APR_2025 - 2, .evaluated = false},
         .profile = g.policy.profile_default,
@@ -240,8 +214,7 @@ static void review(const policy_month_t *w, policy_decision_t *d)
         fail_msg("policy_review: %s", err);
 }
 
-static void test_tc_first_placement(void **state)
-{
+static void test_tc_first_placement(void **state) {
     policy_profile_t prof = g.policy.profile_default;
     policy_decision_t d;
     char cls[POLICY_CODE_MAX], id[128];
@@ -254,8 +227,13 @@ static void test_tc_first_placement(void **state)
     policy_classification(&prof, true, 'X', cls);
 
     events_tier_change_t tc = {
-        .customer_id = "C-42", .sequence = 1, .decision = &d, .month = APR_2025,
-        .classification = cls, .policy = &g.policy, .decided_at_ms = DECIDED_AT,
+        .customer_id = "C-42",
+        .sequence = 1,
+        .decision = &d,
+        .month = APR_2025,
+        .classification = cls,
+        .policy = &g.policy,
+        .decided_at_ms = DECIDED_AT,
     };
     encode_tc(&tc, &v, id, sizeof(id));
 
@@ -289,8 +267,7 @@ static void test_tc_first_placement(void **state)
     avro_value_decref(&v);
 }
 
-static void test_tc_review(void **state)
-{
+static void test_tc_review(void **state) {
     policy_month_t w[3];
     policy_decision_t d;
     char id[128];
@@ -307,8 +284,14 @@ static void test_tc_review(void **state)
     assert_int_equal(d.nmonths, 3);
 
     events_tier_change_t tc = {
-        .customer_id = "C-42", .sequence = 2, .decision = &d, .window = w, .nwindow = 3,
-        .month = APR_2025, .classification = "Q211", .policy = &g.policy,
+        .customer_id = "C-42",
+        .sequence = 2,
+        .decision = &d,
+        .window = w,
+        .nwindow = 3,
+        .month = APR_2025,
+        .classification = "Q211",
+        .policy = &g.policy,
         .decided_at_ms = DECIDED_AT,
     };
     encode_tc(&tc, &v, id, sizeof(id));
@@ -398,8 +381,7 @@ static void test_tc_review(void **state)
 }
 
 /* A profile change: no month (review_month null), no score, no window. */
-static void test_tc_profile_override(void **state)
-{
+static void test_tc_profile_override(void **state) {
     policy_profile_t prof = g.policy.profile_default;
     policy_state_t st = {.tier = 3, .first_month = APR_2025 - 5, .evaluated = true};
     policy_decision_t d;
@@ -414,8 +396,13 @@ static void test_tc_profile_override(void **state)
     assert_int_equal(d.reason, POLICY_REASON_OVERRIDE);
 
     events_tier_change_t tc = {
-        .customer_id = "C-7", .sequence = 9, .decision = &d, .month = -1,
-        .classification = "Q111", .policy = &g.policy, .decided_at_ms = 5,
+        .customer_id = "C-7",
+        .sequence = 9,
+        .decision = &d,
+        .month = -1,
+        .classification = "Q111",
+        .policy = &g.policy,
+        .decided_at_ms = 5,
     };
     encode_tc(&tc, &v, NULL, 0);
     assert_string_equal(get_enum(&v, "reason"), "OVERRIDE");
@@ -431,21 +418,17 @@ static void test_tc_profile_override(void **state)
     avro_value_decref(&v);
 }
 
-static void expect_tc_refused(const events_tier_change_t *tc, size_t id_size, const char *why)
-{
+static void expect_tc_refused(const events_tier_change_t *tc, size_t id_size, const char *why) {
     char err[256] = "", id[128] = "untouched", *buf = (char *)"sentinel";
     size_t len = 7;
 
-    assert_int_equal(events_encode_tier_change(g.ev, tc, &buf, &len, id, id_size, err,
-                                               sizeof(err)),
+    assert_int_equal(events_encode_tier_change(g.ev, tc, &buf, &len, id, id_size, err, sizeof(err)),
                      -1);
     assert_null(buf);
-    if (strstr(err, why) == NULL)
-        fail_msg("errstr \"%s\" does not mention \"%s\"", err, why);
+    if (strstr(err, why) == NULL) fail_msg("errstr \"%s\" does not mention \"%s\"", err, why);
 }
 
-static void test_tc_refusals(void **state)
-{
+static void test_tc_refusals(void **state) {
     policy_month_t w[3];
     policy_decision_t d, none;
     events_tier_change_t tc, bad;
@@ -456,14 +439,22 @@ static void test_tc_refusals(void **state)
     review_window(w);
     review(w, &d);
     tc = (events_tier_change_t){
-        .customer_id = "C-42", .sequence = 2, .decision = &d, .window = w, .nwindow = 3,
-        .month = APR_2025, .classification = "Q211", .policy = &g.policy,
+        .customer_id = "C-42",
+        .sequence = 2,
+        .decision = &d,
+        .window = w,
+        .nwindow = 3,
+        .month = APR_2025,
+        .classification = "Q211",
+        .policy = &g.policy,
     };
 
     /* A review that holds the tier is not an event. */
     c = (policy_customer_t){
-        .state = {.tier = 2, .first_month = APR_2025 - 1}, .profile = g.policy.profile_default,
-        .window = w, .nwindow = 3,
+        .state = {.tier = 2, .first_month = APR_2025 - 1},
+        .profile = g.policy.profile_default,
+        .window = w,
+        .nwindow = 3,
     };
     assert_int_equal(policy_review(&g.policy, &c, APR_2025, &none, err, sizeof(err)), 0);
     assert_int_equal(none.reason, POLICY_REASON_NONE);
@@ -509,37 +500,30 @@ int __wrap_clock_gettime(clockid_t id, struct timespec *ts);
 int __real_gettimeofday(struct timeval *tv, void *tz);
 int __wrap_gettimeofday(struct timeval *tv, void *tz);
 
-time_t __wrap_time(time_t *t)
-{
-    if (fake_now_s == 0)
-        return __real_time(t);
+time_t __wrap_time(time_t *t) {
+    if (fake_now_s == 0) return __real_time(t);
     clock_reads++;
-    if (t != NULL)
-        *t = fake_now_s;
+    if (t != NULL) *t = fake_now_s;
     return fake_now_s;
 }
 
-int __wrap_clock_gettime(clockid_t id, struct timespec *ts)
-{
-    if (fake_now_s == 0)
-        return __real_clock_gettime(id, ts);
+int __wrap_clock_gettime(clockid_t id, struct timespec *ts) {
+    if (fake_now_s == 0) return __real_clock_gettime(id, ts);
     clock_reads++;
     ts->tv_sec = fake_now_s;
     ts->tv_nsec = 0;
     return 0;
 }
 
-int __wrap_gettimeofday(struct timeval *tv, void *tz)
-{
-    if (fake_now_s == 0)
-        return __real_gettimeofday(tv, tz);
+int __wrap_gettimeofday(struct timeval *tv, void *tz) {
+    if (fake_now_s == 0) return __real_gettimeofday(tv, tz);
     clock_reads++;
     tv->tv_sec = fake_now_s;
     tv->tv_usec = 0;
     return 0;
 }
 
-/* The event's bytes as decide.c puts them in the outbox, decided with the
+/* The event's bytes as outbox.c puts them in the outbox, decided with the
  * wall clock at now_s.  The outbox entry is XADD key * t topic k key i id
  * v value: the value is argument 10.  *len gets its length; free() it. */
 typedef enum { BY_TIER_CHANGE, BY_QUOTA } decided_kind_t;
@@ -555,10 +539,9 @@ typedef struct decided_input {
     int64_t placed_at_ms;
 } decided_input_t;
 
-static char *decided_bytes(const decided_input_t *in, time_t now_s, size_t *len)
-{
-    decide_ctx_t d;
-    decide_customer_t c;
+static char *decided_bytes(const decided_input_t *in, time_t now_s, size_t *len) {
+    outbox_t d;
+    customer_t c;
     store_tx_t tx = {0};
     policy_quota_limits_t lim;
     char err[256] = "", *out;
@@ -569,7 +552,7 @@ static char *decided_bytes(const decided_input_t *in, time_t now_s, size_t *len)
     d.events = g.ev;
     d.tier_topic = "tier-changes";
     d.quota_topic = "quota-events";
-    snprintf(d.outbox_key, sizeof(d.outbox_key), "tierd:{orders.3}:outbox");
+    snprintf(d.key, sizeof(d.key), "tierd:{orders.3}:outbox");
     memset(&c, 0, sizeof(c));
     snprintf(c.id, sizeof(c.id), "C-42");
     c.len = 4;
@@ -579,31 +562,29 @@ static char *decided_bytes(const decided_input_t *in, time_t now_s, size_t *len)
     fake_now_s = now_s;
     clock_reads = 0;
     if (in->kind == BY_TIER_CHANGE) {
-        rc = decide_tier_change(&d, &tx, &c, in->dec, in->window, in->nwindow, in->month,
+        rc = outbox_tier_change(&d, &tx, &c, in->dec, in->window, in->nwindow, in->month,
                                 in->decided_at_ms, err, sizeof(err));
     } else {
         policy_quota_limits(&g.policy, 3, POLICY_FORMAT_OTHER, false, &lim);
-        rc = decide_quota(&d, &tx, &c, in->month, 3, in->quota, &lim, 190, "O-77",
-                          in->placed_at_ms, err, sizeof(err));
+        rc = outbox_quota(&d, &tx, &c, in->month, 3, in->quota, &lim, 190, "O-77", in->placed_at_ms,
+                          err, sizeof(err));
     }
     fake_now_s = 0;
-    if (rc != 0)
-        fail_msg("deciding: %s", err);
+    if (rc != 0) fail_msg("deciding: %s", err);
     assert_int_equal(clock_reads, 0); /* decide never asks the clock */
-    assert_int_equal(d.outbox.n, 11);
-    out = malloc(d.outbox.len[10]);
+    assert_int_equal(d.args.n, 11);
+    out = malloc(d.args.len[10]);
     assert_non_null(out);
-    memcpy(out, d.outbox.v[10], d.outbox.len[10]);
-    *len = d.outbox.len[10];
-    decide_ctx_free(&d);
+    memcpy(out, d.args.v[10], d.args.len[10]);
+    *len = d.args.len[10];
+    outbox_free(&d);
     store_tx_free(&tx);
     return out;
 }
 
 /* Decides `in` at two wall clocks a year apart: byte-identical events. */
 static void assert_same_bytes(const decided_input_t *in, avro_value_iface_t *iface,
-                              const char *time_field, int64_t want_ms)
-{
+                              const char *time_field, int64_t want_ms) {
     size_t n1 = 0, n2 = 0;
     char *b1 = decided_bytes(in, 1700000000, &n1);
     char *b2 = decided_bytes(in, 1700000000 + 366 * 86400, &n2);
@@ -618,34 +599,38 @@ static void assert_same_bytes(const decided_input_t *in, avro_value_iface_t *ifa
     free(b2);
 }
 
-static void test_decided_events_ignore_the_wall_clock(void **state)
-{
+static void test_decided_events_ignore_the_wall_clock(void **state) {
     policy_month_t w[3];
     policy_decision_t d;
     policy_profile_t prof = g.policy.profile_default;
     policy_state_t st = {.tier = 3, .first_month = APR_2025 - 5, .evaluated = true};
     char err[128];
+    month_zone_t z;
     /* 2025-04-17T09:30:00.250+08:00, an order's placed_at */
     const int64_t placed_at = 1744853400250LL;
     /* 2025-05-01T00:00:00+08:00: the April review closes April there */
     const int64_t may_shanghai = 1746028800000LL;
 
     (void)state;
-    assert_int_equal(month_set_zone("Asia/Shanghai", err, sizeof(err)), 0);
+    assert_int_equal(month_zone_init(&z, "Asia/Shanghai", err, sizeof(err)), 0);
 
     /* a review of April: decided at the first instant of May in the zone */
     review_window(w);
     review(w, &d);
     assert_true(d.changed);
-    assert_int_equal(decide_review_at(APR_2025), may_shanghai);
-    decided_input_t in = {.kind = BY_TIER_CHANGE, .dec = &d, .window = w, .nwindow = 3,
-                          .month = APR_2025, .decided_at_ms = decide_review_at(APR_2025)};
+    assert_int_equal(outbox_review_at(&z, APR_2025), may_shanghai);
+    decided_input_t in = {.kind = BY_TIER_CHANGE,
+                          .dec = &d,
+                          .window = w,
+                          .nwindow = 3,
+                          .month = APR_2025,
+                          .decided_at_ms = outbox_review_at(&z, APR_2025)};
     assert_same_bytes(&in, g.tc_iface, "decided_at", may_shanghai);
 
     /* a placement by an order: decided at the order's placed_at */
     policy_first_order(&g.policy, &prof, APR_2025, &d);
-    in = (decided_input_t){.kind = BY_TIER_CHANGE, .dec = &d, .month = APR_2025,
-                           .decided_at_ms = placed_at};
+    in = (decided_input_t){
+        .kind = BY_TIER_CHANGE, .dec = &d, .month = APR_2025, .decided_at_ms = placed_at};
     assert_same_bytes(&in, g.tc_iface, "decided_at", placed_at);
 
     /* an override: decided at the profile's updated_at */
@@ -653,23 +638,24 @@ static void test_decided_events_ignore_the_wall_clock(void **state)
     prof.tier_override = 6;
     policy_on_profile(&g.policy, &st, &prof, &d);
     assert_true(d.changed);
-    in = (decided_input_t){.kind = BY_TIER_CHANGE, .dec = &d, .month = -1,
-                           .decided_at_ms = placed_at - 3600000};
+    in = (decided_input_t){
+        .kind = BY_TIER_CHANGE, .dec = &d, .month = -1, .decided_at_ms = placed_at - 3600000};
     assert_same_bytes(&in, g.tc_iface, "decided_at", placed_at - 3600000);
 
     /* a quota event: its only time is the crossing order's placed_at */
-    in = (decided_input_t){.kind = BY_QUOTA, .month = APR_2025,
-                           .quota = POLICY_QUOTA_WARNING, .placed_at_ms = placed_at};
+    in = (decided_input_t){.kind = BY_QUOTA,
+                           .month = APR_2025,
+                           .quota = POLICY_QUOTA_WARNING,
+                           .placed_at_ms = placed_at};
     assert_same_bytes(&in, g.q_iface, "placed_at", placed_at);
 
-    assert_int_equal(month_set_zone("UTC", err, sizeof(err)), 0);
+    assert_int_equal(month_zone_init(&z, "UTC", err, sizeof(err)), 0);
 }
 
 /* ------------------------------------------------------------------ */
 /* Quota events                                                        */
 
-static void test_quota(void **state)
-{
+static void test_quota(void **state) {
     policy_quota_limits_t lim;
     char id[128], err[256], *buf = NULL;
     size_t len = 0;
@@ -683,8 +669,14 @@ static void test_quota(void **state)
     assert_int_equal(lim.hard_cap, 2000);
 
     events_quota_t q = {
-        .customer_id = "C-42", .month = APR_2025, .tier = 3, .kind = POLICY_QUOTA_WARNING,
-        .limits = &lim, .consumed = 240, .order_id = "O-1001", .placed_at_ms = DECIDED_AT,
+        .customer_id = "C-42",
+        .month = APR_2025,
+        .tier = 3,
+        .kind = POLICY_QUOTA_WARNING,
+        .limits = &lim,
+        .consumed = 240,
+        .order_id = "O-1001",
+        .placed_at_ms = DECIDED_AT,
         .policy = &g.policy,
     };
     if (events_encode_quota(g.ev, &q, &buf, &len, id, sizeof(id), err, sizeof(err)) != 0)
@@ -748,396 +740,12 @@ static void test_quota(void **state)
     assert_null(buf);
 }
 
-/* ------------------------------------------------------------------ */
-/* Customer profiles                                                   */
-
-typedef struct tprof {
-    const char *id;
-    size_t id_len; /* 0: strlen */
-    int64_t format, market;
-    uint8_t chain;
-    int64_t grade;
-    double cooperation, growth;
-    int64_t branch; /* tier_override: 0 null, 1 int */
-    int64_t override;
-    int64_t updated_at;
-} tprof_t;
-
-static tprof_t default_prof(void)
-{
-    return (tprof_t){
-        .id = "C-42", .format = 2 /* SUPERMARKET */, .market = 1 /* RURAL */, .chain = 1,
-        .grade = 1 /* B */, .cooperation = 0.75, .growth = 0.25, .branch = 1, .override = 4,
-        .updated_at = DECIDED_AT,
-    };
-}
-
-/* The profile, field by field. */
-static void tb_prof(tbuf_t *t, const tprof_t *p)
-{
-    tb_string(t, p->id, p->id_len > 0 ? p->id_len : strlen(p->id));
-    tb_long(t, p->format);
-    tb_long(t, p->market);
-    tb_raw(t, &p->chain, 1);
-    tb_long(t, p->grade);
-    tb_double(t, p->cooperation);
-    tb_double(t, p->growth);
-    tb_long(t, p->branch);
-    if (p->branch == 1)
-        tb_long(t, p->override);
-    tb_long(t, p->updated_at);
-}
-
-typedef struct got {
-    order_err_t err;
-    char customer_id[ORDER_ID_MAX + 1];
-    policy_profile_t prof;
-    int64_t updated_at;
-    char errstr[256];
-} got_t;
-
-/* Decodes a heap copy of exactly n bytes.  out and updated_at start as a
- * sentinel so a refusal that writes them is caught. */
-static got_t decode_n(const uint8_t *bytes, size_t n, const char *key)
-{
-    got_t r;
-    uint8_t *copy = malloc(n > 0 ? n : 1);
-
-    assert_non_null(copy);
-    memcpy(copy, bytes, n);
-    memset(&r, 0x5a, sizeof(r));
-    r.err = events_decode_profile(g.ev, copy, n, key, key != NULL ? strlen(key) : 0,
-                                  r.customer_id, &r.prof, &r.updated_at, r.errstr,
-                                  sizeof(r.errstr));
-    free(copy);
-    assert_true(r.err >= ORDER_OK && r.err < ORDER_ERR__COUNT);
-    if (r.err != ORDER_OK) {
-        policy_profile_t sentinel;
-        memset(&sentinel, 0x5a, sizeof(sentinel));
-        assert_memory_equal(&r.prof, &sentinel, sizeof(sentinel));
-        assert_true(strlen(r.errstr) > 0);
-    }
-    return r;
-}
-
-static got_t decode_prof(const tprof_t *p, const char *key)
-{
-    tbuf_t t = tb_new();
-    got_t r;
-
-    tb_prof(&t, p);
-    r = decode_n(t.b, t.n, key);
-    tb_free(&t);
-    return r;
-}
-
-static void expect_refused(const tprof_t *p, const char *key, order_err_t want)
-{
-    got_t r = decode_prof(p, key);
-    if (r.err != want)
-        fail_msg("got %s (%s), want %s", order_reason_code(r.err), r.errstr,
-                 order_reason_code(want));
-}
-
-static void test_profile_splice_matches_writer(void **state)
-{
-    tprof_t p = default_prof();
-    tbuf_t spliced = tb_new(), whole = tb_new();
-    avro_value_t v, f, b;
-
-    (void)state;
-    tb_prof(&spliced, &p);
-    assert_int_equal(avro_generic_value_new(g.cp_iface, &v), 0);
-    f = field(&v, "customer_id");
-    assert_int_equal(avro_value_set_string(&f, "C-42"), 0);
-    f = field(&v, "format");
-    assert_int_equal(avro_value_set_enum(&f, 2), 0);
-    f = field(&v, "market");
-    assert_int_equal(avro_value_set_enum(&f, 1), 0);
-    f = field(&v, "chain");
-    assert_int_equal(avro_value_set_boolean(&f, 1), 0);
-    f = field(&v, "compliance_grade");
-    assert_int_equal(avro_value_set_enum(&f, 1), 0);
-    f = field(&v, "cooperation");
-    assert_int_equal(avro_value_set_double(&f, 0.75), 0);
-    f = field(&v, "growth");
-    assert_int_equal(avro_value_set_double(&f, 0.25), 0);
-    f = field(&v, "tier_override");
-    assert_int_equal(avro_value_set_branch(&f, 1, &b), 0);
-    assert_int_equal(avro_value_set_int(&b, 4), 0);
-    f = field(&v, "updated_at");
-    assert_int_equal(avro_value_set_long(&f, DECIDED_AT), 0);
-    tb_value(&whole, &v);
-    avro_value_decref(&v);
-
-    assert_int_equal(spliced.n, whole.n);
-    assert_memory_equal(spliced.b, whole.b, whole.n);
-    tb_free(&spliced);
-    tb_free(&whole);
-}
-
-static void test_profile_valid(void **state)
-{
-    static const char letters[] = {'Z', 'B', 'C', 'S', 'Y', 'F', 'Q'};
-    tprof_t p = default_prof();
-    tbuf_t t = tb_new();
-    got_t r;
-
-    (void)state;
-    r = decode_prof(&p, "C-42");
-    assert_int_equal(r.err, ORDER_OK);
-    assert_string_equal(r.customer_id, "C-42");
-    assert_int_equal(r.prof.format, POLICY_FORMAT_SUPERMARKET);
-    assert_int_equal(r.prof.market, POLICY_MARKET_RURAL);
-    assert_true(r.prof.chain);
-    assert_int_equal(r.prof.grade, POLICY_GRADE_B);
-    assert_true(r.prof.cooperation == 0.75);
-    assert_true(r.prof.growth == 0.25);
-    assert_true(r.prof.has_override);
-    assert_int_equal(r.prof.tier_override, 4);
-    assert_int_equal(r.updated_at, DECIDED_AT);
-
-    /* Confluent framing, any schema id; the same fields come out. */
-    tb_confluent(&t, 7);
-    tb_prof(&t, &p);
-    r = decode_n(t.b, t.n, "C-42");
-    assert_int_equal(r.err, ORDER_OK);
-    assert_string_equal(r.customer_id, "C-42");
-    assert_int_equal(r.prof.tier_override, 4);
-    assert_int_equal(r.updated_at, DECIDED_AT);
-
-    /* No key, an empty key: nothing to compare. */
-    assert_int_equal(decode_prof(&p, NULL).err, ORDER_OK);
-    assert_int_equal(decode_prof(&p, "").err, ORDER_OK);
-
-    /* Null override; the edges of every range. */
-    p.branch = 0;
-    p.chain = 0;
-    p.cooperation = 0.0;
-    p.growth = 1.0;
-    r = decode_prof(&p, NULL);
-    assert_int_equal(r.err, ORDER_OK);
-    assert_false(r.prof.has_override);
-    assert_false(r.prof.chain);
-    p.branch = 1;
-    p.override = POLICY_TIERS_MAX;
-    assert_int_equal(decode_prof(&p, NULL).err, ORDER_OK);
-    p.override = 1;
-    assert_int_equal(decode_prof(&p, NULL).err, ORDER_OK);
-    p.id = "0123456789012345678901234567890123456789012345678901234567890123"; /* 64 */
-    assert_int_equal(decode_prof(&p, NULL).err, ORDER_OK);
-
-    /* Every symbol maps to its letter. */
-    p = default_prof();
-    for (int i = 0; i < 7; i++) {
-        p.format = i;
-        r = decode_prof(&p, NULL);
-        assert_int_equal(r.err, ORDER_OK);
-        assert_int_equal(r.prof.format, letters[i]);
-    }
-    for (int i = 0; i < 4; i++) {
-        p.grade = i;
-        r = decode_prof(&p, NULL);
-        assert_int_equal(r.err, ORDER_OK);
-        assert_int_equal(r.prof.grade, 'A' + i);
-    }
-    p.market = 0;
-    assert_int_equal(decode_prof(&p, NULL).prof.market, POLICY_MARKET_URBAN);
-    tb_free(&t);
-}
-
-static void test_profile_bad_ids(void **state)
-{
-    tprof_t p = default_prof();
-    tbuf_t t = tb_new();
-    got_t r;
-
-    (void)state;
-    p.id = "";
-    expect_refused(&p, NULL, ORDER_ERR_EMPTY_ID);
-    tb_confluent(&t, 1);
-    tb_prof(&t, &p);
-    r = decode_n(t.b, t.n, NULL);
-    assert_int_equal(r.err, ORDER_ERR_EMPTY_ID);
-    assert_string_equal(r.customer_id, "");
-
-    p.id = "C\x01-42";
-    expect_refused(&p, NULL, ORDER_ERR_BAD_ID);
-    p.id = "C-42\x7f";
-    expect_refused(&p, NULL, ORDER_ERR_BAD_ID);
-    p.id = "C-\0-42";
-    p.id_len = 5;
-    expect_refused(&p, NULL, ORDER_ERR_BAD_ID);
-    p.id_len = 0;
-    p.id = "01234567890123456789012345678901234567890123456789012345678901234"; /* 65 */
-    expect_refused(&p, NULL, ORDER_ERR_BAD_ID);
-    /* It becomes a Redis key: well-formed UTF-8 only, as in an order. */
-    p.id = "C-\xed\xa0\x80"; /* a surrogate */
-    expect_refused(&p, NULL, ORDER_ERR_BAD_UTF8);
-    p.id = "C-\xc3";
-    expect_refused(&p, NULL, ORDER_ERR_BAD_UTF8);
-    p.id = "C-\xc3\xa9";
-    r = decode_prof(&p, "C-\xc3\xa9");
-    assert_int_equal(r.err, ORDER_OK);
-    assert_string_equal(r.customer_id, "C-\xc3\xa9");
-
-    /* The key is compared byte for byte; the id is still handed back. */
-    p = default_prof();
-    r = decode_prof(&p, "C-43");
-    assert_int_equal(r.err, ORDER_ERR_KEY_MISMATCH);
-    assert_string_equal(r.customer_id, "C-42");
-    expect_refused(&p, "C-42 ", ORDER_ERR_KEY_MISMATCH);
-    expect_refused(&p, "C-4", ORDER_ERR_KEY_MISMATCH);
-    /* A key that is not UTF-8 says so rather than "mismatch". */
-    r = decode_prof(&p, "C-42\xff");
-    assert_int_equal(r.err, ORDER_ERR_BAD_UTF8);
-    assert_string_equal(r.customer_id, "C-42");
-    tb_free(&t);
-}
-
-static void test_profile_bad_fields(void **state)
-{
-    tprof_t p;
-
-    (void)state;
-    p = default_prof();
-    p.cooperation = 1.5;
-    expect_refused(&p, NULL, ORDER_ERR_BAD_FIELD);
-    p.cooperation = -0.01;
-    expect_refused(&p, NULL, ORDER_ERR_BAD_FIELD);
-    p = default_prof();
-    p.growth = NAN;
-    expect_refused(&p, NULL, ORDER_ERR_BAD_FIELD);
-    p.growth = INFINITY;
-    expect_refused(&p, NULL, ORDER_ERR_BAD_FIELD);
-    p = default_prof();
-    p.override = 0;
-    expect_refused(&p, NULL, ORDER_ERR_BAD_FIELD);
-    p.override = POLICY_TIERS_MAX + 1;
-    expect_refused(&p, NULL, ORDER_ERR_BAD_FIELD);
-    p.override = -3;
-    expect_refused(&p, NULL, ORDER_ERR_BAD_FIELD);
-    p.override = INT32_MAX;
-    expect_refused(&p, NULL, ORDER_ERR_BAD_FIELD);
-}
-
-static void test_profile_not_avro(void **state)
-{
-    tprof_t p;
-    tbuf_t t = tb_new();
-    got_t r;
-
-    (void)state;
-    /* Every enum and union index one past the end, and negative. */
-    p = default_prof();
-    p.format = 7;
-    expect_refused(&p, NULL, ORDER_ERR_NOT_AVRO);
-    p.format = -1;
-    expect_refused(&p, NULL, ORDER_ERR_NOT_AVRO);
-    p = default_prof();
-    p.market = 2;
-    expect_refused(&p, NULL, ORDER_ERR_NOT_AVRO);
-    p = default_prof();
-    p.grade = 4;
-    expect_refused(&p, NULL, ORDER_ERR_NOT_AVRO);
-    p = default_prof();
-    p.branch = 2;
-    expect_refused(&p, NULL, ORDER_ERR_NOT_AVRO);
-    p.branch = -1;
-    expect_refused(&p, NULL, ORDER_ERR_NOT_AVRO);
-    p = default_prof();
-    p.chain = 2;
-    expect_refused(&p, NULL, ORDER_ERR_NOT_AVRO);
-    /* An int that does not fit 32 bits. */
-    p = default_prof();
-    p.override = (int64_t)INT32_MAX + 1;
-    expect_refused(&p, NULL, ORDER_ERR_NOT_AVRO);
-
-    /* A string claiming more than the record, up to INT64_MAX: refused
-     * before anything is allocated. */
-    tb_long(&t, (int64_t)1 << 40);
-    tb_raw(&t, "C-42", 4);
-    r = decode_n(t.b, t.n, NULL);
-    assert_int_equal(r.err, ORDER_ERR_NOT_AVRO);
-    t.n = 0;
-    tb_long(&t, INT64_MAX);
-    r = decode_n(t.b, t.n, NULL);
-    assert_int_equal(r.err, ORDER_ERR_NOT_AVRO);
-    t.n = 0;
-    tb_long(&t, -4);
-    tb_raw(&t, "C-42", 4);
-    assert_int_equal(decode_n(t.b, t.n, NULL).err, ORDER_ERR_NOT_AVRO);
-
-    /* A varint of 11 bytes. */
-    t.n = 0;
-    p = default_prof();
-    p.updated_at = 0;
-    tb_prof(&t, &p);
-    t.n--; /* drop updated_at's single byte */
-    {
-        static const uint8_t wide[11] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
-                                         0xff, 0xff, 0xff, 0xff, 0x01};
-        tb_raw(&t, wide, sizeof(wide));
-    }
-    assert_int_equal(decode_n(t.b, t.n, NULL).err, ORDER_ERR_NOT_AVRO);
-
-    /* Trailing bytes, plain and framed. */
-    t.n = 0;
-    tb_prof(&t, &p);
-    tb_raw(&t, "\0", 1);
-    assert_int_equal(decode_n(t.b, t.n, NULL).err, ORDER_ERR_NOT_AVRO);
-    t.n = 0;
-    tb_confluent(&t, 1);
-    tb_prof(&t, &p);
-    tb_raw(&t, "\x02", 1);
-    assert_int_equal(decode_n(t.b, t.n, NULL).err, ORDER_ERR_NOT_AVRO);
-
-    /* Nothing at all. */
-    assert_int_equal(decode_n(t.b, 0, NULL).err, ORDER_ERR_NOT_AVRO);
-    assert_int_equal(events_decode_profile(g.ev, NULL, 0, NULL, 0, r.customer_id, &r.prof,
-                                           NULL, NULL, 0),
-                     ORDER_ERR_NOT_AVRO);
-    assert_int_equal(events_decode_profile(NULL, t.b, t.n, NULL, 0, r.customer_id, &r.prof,
-                                           NULL, NULL, 0),
-                     ORDER_ERR_INTERNAL);
-    tb_free(&t);
-}
-
-/* Every proper prefix of a valid record, plain and framed, is refused. */
-static void test_profile_truncated(void **state)
-{
-    tprof_t p = default_prof();
-    tbuf_t plain = tb_new(), framed = tb_new();
-    size_t i;
-
-    (void)state;
-    tb_prof(&plain, &p);
-    tb_confluent(&framed, 1);
-    tb_prof(&framed, &p);
-    assert_int_equal(decode_n(plain.b, plain.n, NULL).err, ORDER_OK);
-    assert_int_equal(decode_n(framed.b, framed.n, NULL).err, ORDER_OK);
-    for (i = 0; i < plain.n; i++) {
-        got_t r = decode_n(plain.b, i, NULL);
-        if (r.err != ORDER_ERR_NOT_AVRO)
-            fail_msg("plain cut at %zu: %s", i, order_reason_code(r.err));
-    }
-    for (i = 0; i < framed.n; i++) {
-        got_t r = decode_n(framed.b, i, NULL);
-        if (r.err != ORDER_ERR_NOT_AVRO)
-            fail_msg("framed cut at %zu: %s", i, order_reason_code(r.err));
-    }
-    tb_free(&plain);
-    tb_free(&framed);
-}
-
-static void test_destroy_null(void **state)
-{
+static void test_destroy_null(void **state) {
     (void)state;
     events_destroy(NULL);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_tc_first_placement),
         cmocka_unit_test(test_tc_review),
@@ -1145,12 +753,6 @@ int main(void)
         cmocka_unit_test(test_tc_refusals),
         cmocka_unit_test(test_decided_events_ignore_the_wall_clock),
         cmocka_unit_test(test_quota),
-        cmocka_unit_test(test_profile_splice_matches_writer),
-        cmocka_unit_test(test_profile_valid),
-        cmocka_unit_test(test_profile_bad_ids),
-        cmocka_unit_test(test_profile_bad_fields),
-        cmocka_unit_test(test_profile_not_avro),
-        cmocka_unit_test(test_profile_truncated),
         cmocka_unit_test(test_destroy_null),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);

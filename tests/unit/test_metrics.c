@@ -38,6 +38,9 @@ static void fill(metrics_snapshot_t *s) {
     s->nreasons = 3;
     s->tier_events = 5;
     s->quota_events = 9;
+    s->quota_by_kind[POLICY_QUOTA_WARNING] = 4;
+    s->quota_by_kind[POLICY_QUOTA_REACHED] = 3;
+    s->quota_by_kind[POLICY_QUOTA_EXCEEDED] = 2;
     s->outbox_depth = 11;
     s->parts[0].partition = 0;
     s->parts[0].lag = 120;
@@ -94,6 +97,10 @@ static void test_render_counters_and_types(void **state) {
     expect_line(t, "tierd_duplicates_ignored_total 7");
     expect_line(t, "tierd_events_decided_total{kind=\"tier_change\"} 5");
     expect_line(t, "tierd_events_decided_total{kind=\"quota\"} 9");
+    expect_line(t, "tierd_quota_events_total{kind=\"WARNING\"} 4");
+    expect_line(t, "tierd_quota_events_total{kind=\"REACHED\"} 3");
+    expect_line(t, "tierd_quota_events_total{kind=\"EXCEEDED\"} 2");
+    expect_line(t, "tierd_quota_events_total{kind=\"HARD_CAP_EXCEEDED\"} 0");
     expect_line(t, "tierd_outbox_depth 11");
     expect_line(t, "tierd_orders_per_second 12.5");
     expect_line(t, "tierd_ready 1");
@@ -115,6 +122,7 @@ static void test_render_counters_and_types(void **state) {
         {"tierd_reviews_total", "counter"},
         {"tierd_profiles_applied_total", "counter"},
         {"tierd_events_decided_total", "counter"},
+        {"tierd_quota_events_total", "counter"},
         {"tierd_events_published_total", "counter"},
         {"tierd_redis_commands_total", "counter"},
         {"tierd_outbox_depth", "gauge"},
@@ -224,9 +232,8 @@ static void test_render_order_latency(void **state) {
     fill(&s);
     const double obs[] = {0.004, 0.005, 0.07, 0.07, 1.5, 45.0, 3600.0};
     for (size_t i = 0; i < sizeof(obs) / sizeof(obs[0]); i++)
-        metrics_hist_observe(metrics_latency_bounds, METRICS_LAT_BUCKETS,
-                             s.order_latency_buckets, &s.order_latency_sum,
-                             &s.order_latency_count, obs[i]);
+        metrics_hist_observe(metrics_latency_bounds, METRICS_LAT_BUCKETS, s.order_latency_buckets,
+                             &s.order_latency_sum, &s.order_latency_count, obs[i]);
     char *t = render(&s);
     expect_line(t, "# TYPE tierd_order_latency_seconds histogram");
     expect_line(t, "tierd_order_latency_seconds_bucket{le=\"0.005\"} 2");
@@ -533,8 +540,8 @@ static void test_start_disabled_and_bad_addresses(void **state) {
     metrics_publish(NULL, &s);
 
     static const char *const bad[] = {
-        "127.0.0.1", "localhost:9464", "::1:9464", "[::1]9464", "[::1]:",
-        "1.2.3.4:65536", "1.2.3.4:9x", ":9464", "[]:80", "999.0.0.1:80",
+        "127.0.0.1",     "localhost:9464", "::1:9464", "[::1]9464", "[::1]:",
+        "1.2.3.4:65536", "1.2.3.4:9x",     ":9464",    "[]:80",     "999.0.0.1:80",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         err[0] = '\0';

@@ -1,5 +1,5 @@
 /*
- * test_policy.c -- the decision engine against SPEC sections 6-9, on the
+ * test_policy.c -- the decision engine against docs/behaviour.md, on the
  * shipped presets: metrics, score, every review rule and its boundaries,
  * the order and profile triggers, quota events, classification codes.
  * Policy file errors are in test_policy_load.c.
@@ -28,8 +28,7 @@ typedef struct presets {
 
 static presets_t g_presets; /* loaded once by group_setup, read-only after */
 
-static int load_preset(const char *name, policy_t *p)
-{
+static int load_preset(const char *name, policy_t *p) {
     char path[512], err[512];
     snprintf(path, sizeof(path), "%s/config/policies/%s.yaml", TIERD_SOURCE_DIR, name);
     if (policy_load(path, p, err, sizeof(err)) != 0) {
@@ -39,9 +38,9 @@ static int load_preset(const char *name, policy_t *p)
     return 0;
 }
 
-static int group_setup(void **state)
-{
-    if (load_preset("supply-tiers", &g_presets.supply) != 0 || load_preset("abcd-score", &g_presets.abcd) != 0 ||
+static int group_setup(void **state) {
+    if (load_preset("supply-tiers", &g_presets.supply) != 0 ||
+        load_preset("abcd-score", &g_presets.abcd) != 0 ||
         load_preset("abc-volume", &g_presets.abc) != 0)
         return -1;
     *state = &g_presets;
@@ -54,8 +53,7 @@ static int group_setup(void **state)
 /* n months ending with `last`, oldest first: qty[i], grade grades[i] (or A),
  * tier in effect `tier`; nothing else. */
 static void fill(policy_month_t *w, size_t n, int32_t last, const int64_t *qty, const char *grades,
-                 int32_t tier)
-{
+                 int32_t tier) {
     for (size_t i = 0; i < n; i++) {
         memset(&w[i], 0, sizeof(w[i]));
         w[i].month = last - (int32_t)(n - 1 - i);
@@ -67,8 +65,7 @@ static void fill(policy_month_t *w, size_t n, int32_t last, const int64_t *qty, 
 
 /* Make every month earn full price and range points (avg_price 50000,
  * 40 SKUs), so the score is decided by qty and the profile. */
-static void rich(policy_month_t *w, size_t n)
-{
+static void rich(policy_month_t *w, size_t n) {
     for (size_t i = 0; i < n; i++) {
         w[i].amount = w[i].qty * 50000;
         w[i].skus = 40;
@@ -76,9 +73,8 @@ static void rich(policy_month_t *w, size_t n)
     }
 }
 
-static policy_customer_t customer(const policy_t *p, int32_t tier, int32_t first_month, bool evaluated,
-                                  const policy_month_t *w)
-{
+static policy_customer_t customer(const policy_t *p, int32_t tier, int32_t first_month,
+                                  bool evaluated, const policy_month_t *w) {
     policy_customer_t c;
     memset(&c, 0, sizeof(c));
     c.state.tier = tier;
@@ -90,12 +86,11 @@ static policy_customer_t customer(const policy_t *p, int32_t tier, int32_t first
     return c;
 }
 
-static void review_ok(const policy_t *p, const policy_customer_t *c, int32_t month, policy_decision_t *d)
-{
+static void review_ok(const policy_t *p, const policy_customer_t *c, int32_t month,
+                      policy_decision_t *d) {
     char err[256] = "";
     int rc = policy_review(p, c, month, d, err, sizeof(err));
-    if (rc != 0)
-        fail_msg("policy_review: %s", err);
+    if (rc != 0) fail_msg("policy_review: %s", err);
     /* policy_review_decide: the same decision; the text only with a change. */
     policy_decision_t *q = calloc(1, sizeof(*q));
     assert_non_null(q);
@@ -111,8 +106,7 @@ static void review_ok(const policy_t *p, const policy_customer_t *c, int32_t mon
 /* ------------------------------------------------------------------ */
 /* Presets, metrics, score                                             */
 
-static void test_presets_load(void **state)
-{
+static void test_presets_load(void **state) {
     presets_t *ps = *state;
     assert_string_equal(ps->supply.name, "supply-tiers");
     assert_string_equal(ps->supply.version, "1");
@@ -143,8 +137,7 @@ static void test_presets_load(void **state)
     assert_string_equal(ps->abc.version, "1");
 }
 
-static void test_metrics_missing_months_are_zero(void **state)
-{
+static void test_metrics_missing_months_are_zero(void **state) {
     (void)state;
     policy_month_t w[3];
     int64_t q[3] = {0, 0, 300};
@@ -154,21 +147,20 @@ static void test_metrics_missing_months_are_zero(void **state)
     w[2].skus = 9;
     w[2].orders = 2;
     policy_metrics(w, 3, &m);
-    assert_true(m.qty_avg == 100.0);      /* 300 / 3, not / 1 */
+    assert_true(m.qty_avg == 100.0); /* 300 / 3, not / 1 */
     assert_true(m.amount_avg == 200000.0);
-    assert_true(m.avg_price == 2000.0);   /* 600000 / 300 */
+    assert_true(m.avg_price == 2000.0); /* 600000 / 300 */
     assert_true(m.skus_avg == 3.0);
     assert_int_equal(m.orders, 2);
-    assert_true(m.stability == 0.0);      /* mean 100 - range 300 < 0 -> 0 */
+    assert_true(m.stability == 0.0); /* mean 100 - range 300 < 0 -> 0 */
 
     fill(w, 3, APR_2025, NULL, NULL, 2);
     policy_metrics(w, 3, &m);
-    assert_true(m.avg_price == 0.0);      /* no qty: 0, not NaN */
-    assert_true(m.stability == 0.0);      /* mean 0: 0 */
+    assert_true(m.avg_price == 0.0); /* no qty: 0, not NaN */
+    assert_true(m.stability == 0.0); /* mean 0: 0 */
 }
 
-static void test_score_hand_computed(void **state)
-{
+static void test_score_hand_computed(void **state) {
     const policy_t *p = ST(state);
     /*
      * qty 900, 1000, 1100      -> qty_avg 1000, 45 * 1000/2000            = 22.50
@@ -211,8 +203,7 @@ static void test_score_hand_computed(void **state)
     assert_non_null(strstr(err, "wants 3"));
 }
 
-static void test_score_rounds_half_up(void **state)
-{
+static void test_score_rounds_half_up(void **state) {
     const policy_t *p = ST(state);
     /*
      * qty 40, 50, 52 -> qty_avg 142/3, 45 * (142/3)/2000 = 1.065 exactly;
@@ -230,8 +221,7 @@ static void test_score_rounds_half_up(void **state)
     assert_int_equal(s.target_tier, 1);
 }
 
-static void test_target_tier_at_min_score(void **state)
-{
+static void test_target_tier_at_min_score(void **state) {
     const policy_t *p = ST(state);
     assert_int_equal(policy_target_tier(p, 0), 1);
     assert_int_equal(policy_target_tier(p, 1999), 1);
@@ -241,8 +231,7 @@ static void test_target_tier_at_min_score(void **state)
     assert_int_equal(policy_target_tier(p, 10000), 8);
 }
 
-static void test_steps_component(void **state)
-{
+static void test_steps_component(void **state) {
     const policy_t *p = &((presets_t *)*state)->abc;
     policy_month_t w[12];
     fill(w, 12, APR_2025, NULL, NULL, 1);
@@ -275,8 +264,7 @@ static void test_steps_component(void **state)
 /* ------------------------------------------------------------------ */
 /* New customers                                                       */
 
-static void test_new_customer_then_initial_evaluation(void **state)
-{
+static void test_new_customer_then_initial_evaluation(void **state) {
     const policy_t *p = ST(state);
     const int32_t first = APR_2025;
     policy_month_t w[3];
@@ -351,8 +339,7 @@ static void test_new_customer_then_initial_evaluation(void **state)
     assert_false(d.changed);
 }
 
-static void test_initial_evaluation_same_tier_publishes_nothing(void **state)
-{
+static void test_initial_evaluation_same_tier_publishes_nothing(void **state) {
     const policy_t *p = ST(state);
     policy_month_t w[3];
     policy_decision_t d;
@@ -368,8 +355,7 @@ static void test_initial_evaluation_same_tier_publishes_nothing(void **state)
     assert_true(d.next.evaluated);
 }
 
-static void test_never_ordered_is_not_reviewed(void **state)
-{
+static void test_never_ordered_is_not_reviewed(void **state) {
     const policy_t *p = ST(state);
     policy_month_t w[3];
     policy_decision_t d;
@@ -381,8 +367,7 @@ static void test_never_ordered_is_not_reviewed(void **state)
     assert_int_equal(d.next.tier, 0);
 }
 
-static void test_review_refuses_a_wrong_window(void **state)
-{
+static void test_review_refuses_a_wrong_window(void **state) {
     const policy_t *p = ST(state);
     policy_month_t w[3];
     policy_decision_t d;
@@ -402,8 +387,7 @@ static void test_review_refuses_a_wrong_window(void **state)
 /* Tier 3 (cap 200, 90 % = 180), score 59.28 with cooperation and growth
  * at 1.0: qty_avg 190 -> 4.28, price 15, range 15, profile 25; T* = 5. */
 static policy_customer_t upgrade_case(const policy_t *p, policy_month_t *w, const int64_t *q,
-                                      const char *grades)
-{
+                                      const char *grades) {
     fill(w, 3, APR_2025, q, grades, 3);
     rich(w, 3);
     policy_customer_t c = customer(p, 3, APR_2025 - 12, true, w);
@@ -412,8 +396,7 @@ static policy_customer_t upgrade_case(const policy_t *p, policy_month_t *w, cons
     return c;
 }
 
-static void test_upgrade_one_tier_at_exactly_90_percent(void **state)
-{
+static void test_upgrade_one_tier_at_exactly_90_percent(void **state) {
     const policy_t *p = ST(state);
     policy_month_t w[3];
     policy_decision_t d;
@@ -433,8 +416,7 @@ static void test_upgrade_one_tier_at_exactly_90_percent(void **state)
     assert_true(d.months[1].grade_ok); /* B is good enough */
 }
 
-static void test_upgrade_blocked_by_grade_in_one_month(void **state)
-{
+static void test_upgrade_blocked_by_grade_in_one_month(void **state) {
     const policy_t *p = ST(state);
     policy_month_t w[3];
     policy_decision_t d;
@@ -452,8 +434,7 @@ static void test_upgrade_blocked_by_grade_in_one_month(void **state)
     assert_non_null(strstr(d.explain, "upgrade blocked by grade"));
 }
 
-static void test_upgrade_blocked_by_qty_in_one_month(void **state)
-{
+static void test_upgrade_blocked_by_qty_in_one_month(void **state) {
     const policy_t *p = ST(state);
     policy_month_t w[3];
     policy_decision_t d;
@@ -470,8 +451,7 @@ static void test_upgrade_blocked_by_qty_in_one_month(void **state)
     assert_non_null(strstr(d.explain, "upgrade blocked by quantity"));
 }
 
-static void test_upgrade_needs_a_higher_score(void **state)
-{
+static void test_upgrade_needs_a_higher_score(void **state) {
     const policy_t *p = ST(state);
     policy_month_t w[3];
     policy_decision_t d;
@@ -485,8 +465,7 @@ static void test_upgrade_needs_a_higher_score(void **state)
     assert_false(d.changed);
 }
 
-static void test_upgrade_uses_tier_in_effect_each_month(void **state)
-{
+static void test_upgrade_uses_tier_in_effect_each_month(void **state) {
     const policy_t *p = ST(state);
     policy_month_t w[3];
     policy_decision_t d;
@@ -503,8 +482,7 @@ static void test_upgrade_uses_tier_in_effect_each_month(void **state)
 /* ------------------------------------------------------------------ */
 /* Downgrade                                                           */
 
-static void test_downgrade_to_the_tier_holding_the_average(void **state)
-{
+static void test_downgrade_to_the_tier_holding_the_average(void **state) {
     const policy_t *p = ST(state);
     policy_month_t w[3];
     policy_decision_t d;
@@ -518,12 +496,10 @@ static void test_downgrade_to_the_tier_holding_the_average(void **state)
     assert_int_equal(d.reason, POLICY_REASON_DOWNGRADE);
     assert_int_equal(d.new_tier, 3);
     assert_true(d.changed);
-    for (int i = 0; i < 3; i++)
-        assert_true(d.months[i].below_floor);
+    for (int i = 0; i < 3; i++) assert_true(d.months[i].below_floor);
 }
 
-static void test_downgrade_several_tiers(void **state)
-{
+static void test_downgrade_several_tiers(void **state) {
     const policy_t *p = ST(state);
     policy_month_t w[3];
     policy_decision_t d;
@@ -535,8 +511,7 @@ static void test_downgrade_several_tiers(void **state)
     assert_int_equal(d.reason, POLICY_REASON_DOWNGRADE);
 }
 
-static void test_qty_exactly_at_floor_is_not_below(void **state)
-{
+static void test_qty_exactly_at_floor_is_not_below(void **state) {
     const policy_t *p = ST(state);
     policy_month_t w[3];
     policy_decision_t d;
@@ -549,15 +524,13 @@ static void test_qty_exactly_at_floor_is_not_below(void **state)
     assert_false(d.changed);
 }
 
-static void test_unrecorded_months_use_the_current_tier(void **state)
-{
+static void test_unrecorded_months_use_the_current_tier(void **state) {
     const policy_t *p = ST(state);
     policy_month_t w[3];
     policy_decision_t d;
     /* three months without orders and without records: tier 4 assumed */
     fill(w, 3, APR_2025, NULL, NULL, 0);
-    for (int i = 0; i < 3; i++)
-        w[i].grade = POLICY_GRADE_NONE;
+    for (int i = 0; i < 3; i++) w[i].grade = POLICY_GRADE_NONE;
     policy_customer_t c = customer(p, 4, APR_2025 - 12, true, w);
     review_ok(p, &c, APR_2025, &d);
     assert_int_equal(d.months[0].tier_in_effect, 4);
@@ -566,8 +539,7 @@ static void test_unrecorded_months_use_the_current_tier(void **state)
     assert_int_equal(d.reason, POLICY_REASON_DOWNGRADE);
 }
 
-static void test_below_floor_but_average_fits_current_tier(void **state)
-{
+static void test_below_floor_but_average_fits_current_tier(void **state) {
     const policy_t *p = ST(state);
     policy_month_t w[3];
     policy_decision_t d;
@@ -581,8 +553,7 @@ static void test_below_floor_but_average_fits_current_tier(void **state)
     assert_int_equal(d.rule, POLICY_RULE_HOLD);
 }
 
-static void test_tier_the_policy_no_longer_has(void **state)
-{
+static void test_tier_the_policy_no_longer_has(void **state) {
     const policy_t *p = ST(state);
     policy_month_t w[3];
     policy_decision_t d;
@@ -599,8 +570,7 @@ static void test_tier_the_policy_no_longer_has(void **state)
 /* ------------------------------------------------------------------ */
 /* Compliance and override                                             */
 
-static void test_compliance_caps_at_review(void **state)
-{
+static void test_compliance_caps_at_review(void **state) {
     const policy_t *p = ST(state);
     policy_month_t w[3];
     policy_decision_t d;
@@ -633,8 +603,7 @@ static void test_compliance_caps_at_review(void **state)
     assert_int_equal(d.compliance_cap, 0);
 }
 
-static void test_compliance_at_once_when_grade_lowered(void **state)
-{
+static void test_compliance_at_once_when_grade_lowered(void **state) {
     const policy_t *p = ST(state);
     policy_state_t st = {.tier = 4, .first_month = APR_2025 - 12, .evaluated = true};
     policy_profile_t prof = p->profile_default;
@@ -660,8 +629,7 @@ static void test_compliance_at_once_when_grade_lowered(void **state)
     assert_int_equal(policy_grade_cap(p, POLICY_GRADE_D), 1);
 }
 
-static void test_override_and_republished_override(void **state)
-{
+static void test_override_and_republished_override(void **state) {
     const policy_t *p = ST(state);
     policy_state_t st = {.tier = 3, .first_month = APR_2025 - 12, .evaluated = true};
     policy_profile_t prof = p->profile_default;
@@ -707,12 +675,12 @@ static void test_override_and_republished_override(void **state)
     assert_false(d.changed);
 }
 
-/* SPEC 8 rules 1 and 5: an override does not shorten the new-customer
- * period.  A customer overridden at its first order stays on the override
- * at the reviews of its first two months, however little it buys, and is
- * first scored (INITIAL_EVALUATION) at the review of its third month. */
-static void test_override_keeps_new_customer_period(void **state)
-{
+/* An override does not shorten the new-customer period (docs/behaviour.md,
+ * "Placement and reviews").  A customer overridden at its first order stays
+ * on the override at the reviews of its first two months, however little
+ * it buys, and is first scored (INITIAL_EVALUATION) at the review of its
+ * third month. */
+static void test_override_keeps_new_customer_period(void **state) {
     const policy_t *p = ST(state);
     policy_month_t w[3];
     policy_decision_t d;
@@ -767,8 +735,7 @@ static void test_override_keeps_new_customer_period(void **state)
 
 /* The same under grade C: the placement (override 5) is capped to 2 at the
  * first order and at every review of the period. */
-static void test_override_under_grade_c_held_at_cap(void **state)
-{
+static void test_override_under_grade_c_held_at_cap(void **state) {
     const policy_t *p = ST(state);
     policy_month_t w[3];
     policy_decision_t d;
@@ -805,8 +772,8 @@ static void test_override_under_grade_c_held_at_cap(void **state)
 
     /* the grade is lifted to A inside the period: the review puts the
      * customer back on its placement, the override */
-    policy_state_t st = {.tier = 2, .first_month = APR_2025, .has_override = true,
-                         .override_tier = 5};
+    policy_state_t st = {
+        .tier = 2, .first_month = APR_2025, .has_override = true, .override_tier = 5};
     fill(w, 3, APR_2025 + 1, q3, NULL, 2);
     c.state = st;
     c.profile.grade = POLICY_GRADE_A;
@@ -818,8 +785,7 @@ static void test_override_under_grade_c_held_at_cap(void **state)
 
 /* Overrides set or cleared inside the period, and states written by the
  * old rule (an override marked the customer evaluated at once). */
-static void test_override_inside_new_customer_period(void **state)
-{
+static void test_override_inside_new_customer_period(void **state) {
     const policy_t *p = ST(state);
     policy_month_t w[3];
     policy_decision_t d;
@@ -852,8 +818,11 @@ static void test_override_inside_new_customer_period(void **state)
 
     /* a stored state the old rule marked evaluated in its first month is
      * new again: held, then evaluated at the end of the period */
-    policy_state_t old = {.tier = 5, .first_month = APR_2025, .evaluated = true,
-                          .has_override = true, .override_tier = 5};
+    policy_state_t old = {.tier = 5,
+                          .first_month = APR_2025,
+                          .evaluated = true,
+                          .has_override = true,
+                          .override_tier = 5};
     int64_t q1[3] = {0, 0, 10};
     fill(w, 3, APR_2025, q1, NULL, 0);
     c.state = old;
@@ -869,8 +838,7 @@ static void test_override_inside_new_customer_period(void **state)
     assert_int_equal(d.new_tier, 1);
 }
 
-static void test_first_order_with_override_and_grade(void **state)
-{
+static void test_first_order_with_override_and_grade(void **state) {
     const policy_t *p = ST(state);
     policy_profile_t prof = p->profile_default;
     policy_decision_t d;
@@ -892,17 +860,15 @@ static void test_first_order_with_override_and_grade(void **state)
 /* ------------------------------------------------------------------ */
 /* Quota                                                               */
 
-static size_t check(const policy_t *p, int32_t tier, policy_format_t f, bool holiday, int64_t before,
-                    int64_t after, uint32_t *mask, policy_quota_kind_t out[POLICY_QUOTA__COUNT])
-{
+static size_t check(const policy_t *p, int32_t tier, policy_format_t f, bool holiday,
+                    int64_t before, int64_t after, uint32_t *mask,
+                    policy_quota_kind_t out[POLICY_QUOTA__COUNT]) {
     size_t n = policy_quota_check(p, tier, f, holiday, before, after, *mask, out);
-    for (size_t i = 0; i < n; i++)
-        *mask |= policy_quota_bit(out[i]);
+    for (size_t i = 0; i < n; i++) *mask |= policy_quota_bit(out[i]);
     return n;
 }
 
-static void test_quota_each_kind_once(void **state)
-{
+static void test_quota_each_kind_once(void **state) {
     const policy_t *p = ST(state);
     policy_quota_kind_t k[POLICY_QUOTA__COUNT];
     uint32_t mask = 0;
@@ -928,8 +894,7 @@ static void test_quota_each_kind_once(void **state)
     assert_int_equal(check(p, 3, q, false, 1000, 3000, &mask, k), 0);
 }
 
-static void test_quota_one_order_crosses_all_in_order(void **state)
-{
+static void test_quota_one_order_crosses_all_in_order(void **state) {
     const policy_t *p = ST(state);
     policy_quota_kind_t k[POLICY_QUOTA__COUNT];
     uint32_t mask = 0;
@@ -946,15 +911,14 @@ static void test_quota_one_order_crosses_all_in_order(void **state)
     assert_int_equal(k[1], POLICY_QUOTA_REACHED);
 }
 
-static void test_quota_holiday_month(void **state)
-{
+static void test_quota_holiday_month(void **state) {
     const policy_t *p = ST(state);
     policy_quota_kind_t k[POLICY_QUOTA__COUNT];
     policy_quota_limits_t l;
     uint32_t mask = 0;
 
-    assert_true(policy_holiday_month(p, policy_month_of(2025, 1)));  /* from Jan 20 */
-    assert_true(policy_holiday_month(p, policy_month_of(2025, 2)));  /* to Feb 12 */
+    assert_true(policy_holiday_month(p, policy_month_of(2025, 1))); /* from Jan 20 */
+    assert_true(policy_holiday_month(p, policy_month_of(2025, 2))); /* to Feb 12 */
     assert_false(policy_holiday_month(p, policy_month_of(2025, 3)));
     assert_true(policy_holiday_month(p, policy_month_of(2025, 10)));
 
@@ -989,8 +953,7 @@ static void test_quota_holiday_month(void **state)
     assert_int_equal(k[0], POLICY_QUOTA_HARD_CAP_EXCEEDED);
 }
 
-static void test_quota_without_caps(void **state)
-{
+static void test_quota_without_caps(void **state) {
     const policy_t *p = &((presets_t *)*state)->abcd;
     policy_quota_kind_t k[POLICY_QUOTA__COUNT];
     assert_int_equal(policy_quota_check(p, 2, POLICY_FORMAT_OTHER, false, 0, 1000000, 0, k), 0);
@@ -999,8 +962,7 @@ static void test_quota_without_caps(void **state)
 /* ------------------------------------------------------------------ */
 /* Classification                                                      */
 
-static void test_classification_code(void **state)
-{
+static void test_classification_code(void **state) {
     (void)state;
     char code[POLICY_CODE_MAX];
     policy_profile_t prof = {.format = POLICY_FORMAT_SUPERMARKET,
@@ -1010,11 +972,14 @@ static void test_classification_code(void **state)
     policy_classification(&prof, false, policy_scale(1, 10), code);
     assert_string_equal(code, "C111L");
 
-    prof = (policy_profile_t){.format = POLICY_FORMAT_GROCERY, .market = POLICY_MARKET_RURAL, .grade = POLICY_GRADE_A};
+    prof = (policy_profile_t){
+        .format = POLICY_FORMAT_GROCERY, .market = POLICY_MARKET_RURAL, .grade = POLICY_GRADE_A};
     policy_classification(&prof, true, '1', code);
     assert_string_equal(code, "ZX21");
 
-    prof = (policy_profile_t){.format = POLICY_FORMAT_TOBACCO_LIQUOR, .market = POLICY_MARKET_RURAL, .grade = POLICY_GRADE_D};
+    prof = (policy_profile_t){.format = POLICY_FORMAT_TOBACCO_LIQUOR,
+                              .market = POLICY_MARKET_RURAL,
+                              .grade = POLICY_GRADE_D};
     policy_classification(&prof, false, policy_scale(10, 10), code);
     assert_string_equal(code, "Y322");
     prof.grade = POLICY_GRADE_C;
@@ -1036,8 +1001,7 @@ static void test_classification_code(void **state)
 /* ------------------------------------------------------------------ */
 /* Presets abc-volume and abcd-score                                   */
 
-static void test_abc_volume_upgrades_on_order(void **state)
-{
+static void test_abc_volume_upgrades_on_order(void **state) {
     const policy_t *p = &((presets_t *)*state)->abc;
     policy_month_t w[12];
     policy_decision_t d;
@@ -1082,8 +1046,7 @@ static void test_abc_volume_upgrades_on_order(void **state)
     assert_string_equal(policy_tier_label(p, d.new_tier, label, sizeof(label)), "1 (C)");
 }
 
-static void test_abcd_score_regrades_monthly(void **state)
-{
+static void test_abcd_score_regrades_monthly(void **state) {
     const policy_t *p = &((presets_t *)*state)->abcd;
     policy_month_t w[6];
     policy_decision_t d;
@@ -1118,8 +1081,7 @@ static void test_abcd_score_regrades_monthly(void **state)
     assert_false(d.changed);
 }
 
-static void test_names(void **state)
-{
+static void test_names(void **state) {
     (void)state;
     assert_string_equal(policy_reason_name(POLICY_REASON_INITIAL_EVALUATION), "INITIAL_EVALUATION");
     assert_string_equal(policy_reason_name(POLICY_REASON_OVERRIDE), "OVERRIDE");
@@ -1130,8 +1092,7 @@ static void test_names(void **state)
     assert_string_equal(policy_month_text(policy_month_of(2025, 12), m, sizeof(m)), "2025-12");
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_presets_load),
         cmocka_unit_test(test_metrics_missing_months_are_zero),

@@ -45,11 +45,9 @@ typedef struct tmp {
     char path[128];
 } tmp_t;
 
-static int setup(void **state)
-{
+static int setup(void **state) {
     tmp_t *t = calloc(1, sizeof(*t));
-    if (t == NULL)
-        return -1;
+    if (t == NULL) return -1;
     snprintf(t->dir, sizeof(t->dir), "/tmp/tierd-policy-XXXXXX");
     if (mkdtemp(t->dir) == NULL) {
         free(t);
@@ -60,8 +58,7 @@ static int setup(void **state)
     return 0;
 }
 
-static int teardown(void **state)
-{
+static int teardown(void **state) {
     tmp_t *t = *state;
     unlink(t->path);
     rmdir(t->dir);
@@ -69,8 +66,7 @@ static int teardown(void **state)
     return 0;
 }
 
-static void write_file(const char *path, const char *text)
-{
+static void write_file(const char *path, const char *text) {
     FILE *f = fopen(path, "w");
     assert_non_null(f);
     assert_int_equal(fputs(text, f) >= 0, 1);
@@ -78,18 +74,15 @@ static void write_file(const char *path, const char *text)
 }
 
 /* 1-based line on which `needle` starts in `text`. */
-static int line_at(const char *text, const char *needle)
-{
+static int line_at(const char *text, const char *needle) {
     const char *at = strstr(text, needle);
     assert_non_null(at);
     int line = 1;
-    for (const char *c = text; c < at; c++)
-        line += *c == '\n';
+    for (const char *c = text; c < at; c++) line += *c == '\n';
     return line;
 }
 
-static void subst(const char *text, const char *old, const char *new, char *out, size_t size)
-{
+static void subst(const char *text, const char *old, const char *new, char *out, size_t size) {
     const char *at = strstr(text, old);
     assert_non_null(at);
     int n = snprintf(out, size, "%.*s%s%s", (int)(at - text), text, new, at + strlen(old));
@@ -103,7 +96,8 @@ typedef struct bad {
 } bad_t;
 
 static const bad_t cases[] = {
-    {"window_months: 3", "windw_months: 3", "windw_months", "unknown key 'windw_months' in the policy"},
+    {"window_months: 3", "windw_months: 3", "windw_months",
+     "unknown key 'windw_months' in the policy"},
     {"{ tier: 1, min_score: 0, cap: 50 }", "{ tier: 1, min_score: 0, capp: 50 }", "{ tier: 1",
      "unknown key 'capp' in tier"},
     {"  - { tier: 3, min_score: 30", "  - { tier: 4, min_score: 30", "  - { tier: 4",
@@ -111,13 +105,16 @@ static const bad_t cases[] = {
     {"  - { tier: 2, min_score: 20, cap: 100 }\n", "", "  - { tier: 3", "expected tier 2 here"},
     {"{ tier: 3, min_score: 30,", "{ tier: 3, min_score: 20,", "{ tier: 3",
      "min_score 20 must be above 20 of tier 2"},
-    {"min_score: 30, cap: 200", "min_score: 30, cap: 100", "{ tier: 3", "cap 100 must be above 100 of tier 2"},
-    {"{ tier: 1, min_score: 0,", "{ tier: 1, min_score: 5,", "{ tier: 1", "tier 1 must have min_score 0"},
-    {"{ tier: 2, min_score: 20, cap: 100 }", "{ tier: 2, min_score: 20, floor: 40, cap: 100 }", "{ tier: 2",
-     "floor 40 must equal 50"},
+    {"min_score: 30, cap: 200", "min_score: 30, cap: 100", "{ tier: 3",
+     "cap 100 must be above 100 of tier 2"},
+    {"{ tier: 1, min_score: 0,", "{ tier: 1, min_score: 5,", "{ tier: 1",
+     "tier 1 must have min_score 0"},
+    {"{ tier: 2, min_score: 20, cap: 100 }", "{ tier: 2, min_score: 20, floor: 40, cap: 100 }",
+     "{ tier: 2", "floor 40 must equal 50"},
     {"{ tier: 2, min_score: 20, cap: 100 }", "{ tier: 2, min_score: 20 }", "{ tier: 2",
      "give every tier a cap, or none"},
-    {"kind: linear,", "kind: quadratic,", "{ kind: quadratic", "unknown component kind 'quadratic'"},
+    {"kind: linear,", "kind: quadratic,", "{ kind: quadratic",
+     "unknown component kind 'quadratic'"},
     {"metric: qty_avg", "metric: qty_average", "{ kind: linear", "unknown metric 'qty_average'"},
     {"field: cooperation", "field: loyalty", "{ kind: profile", "unknown profile field 'loyalty'"},
     {"lo: 0, hi: 2000", "lo: 2000, hi: 2000", "{ kind: linear", "lo 2000 must be below hi 2000"},
@@ -128,13 +125,17 @@ static const bad_t cases[] = {
     {"{ at: 4, points: 10 } ]", "{ at: 4, points: 10 }, { at: 4, points: 12 } ]", "{ kind: steps",
      "step at 4 must be above the previous one"},
     {"cap: 200 }", "cap: lots }", "{ tier: 3", "cap 'lots' is not a number"},
-    {"cap_ratio: 0.9", "cap_ratio: 0.9000001", "cap_ratio", "cap_ratio 0.9000001 has more than 6 decimals"},
-    {"cap_ratio: 0.9", "cap_ratio: 1.5", "cap_ratio", "cap_ratio 1.5 is out of range (0.000001 to 1)"},
+    {"cap_ratio: 0.9", "cap_ratio: 0.9000001", "cap_ratio",
+     "cap_ratio 0.9000001 has more than 6 decimals"},
+    {"cap_ratio: 0.9", "cap_ratio: 1.5", "cap_ratio",
+     "cap_ratio 1.5 is out of range (0.000001 to 1)"},
     {"  months: 3", "  months: 2.5", "  months", "months 2.5 must be a whole number"},
-    {"window_months: 3", "window_months: 30", "window_months", "window_months 30 is out of range (1 to 24)"},
+    {"window_months: 3", "window_months: 30", "window_months",
+     "window_months 30 is out of range (1 to 24)"},
     {"  tier: 2\n", "  tier: 5\n", "  tier: 5", "new_customer tier 5 is above the highest tier 3"},
     {"  rule: hysteresis", "  rule: sideways", "  rule", "unknown value 'sideways' for rule"},
-    {"  cap_ratio: 0.9", "  cap_ratio: 0.9\n  grade_at_least: E", "  grade_at_least", "unknown grade 'E'"},
+    {"  cap_ratio: 0.9", "  cap_ratio: 0.9\n  grade_at_least: E", "  grade_at_least",
+     "unknown grade 'E'"},
     {"from: 2025-01-20", "from: 2025-02-30", "  - { name: h", "from '2025-02-30' is not a date"},
     {"from: 2025-01-20, to: 2025-02-12", "from: 2025-03-01, to: 2025-02-12", "  - { name: h",
      "holiday h ends (20250212) before it starts (20250301)"},
@@ -142,22 +143,20 @@ static const bad_t cases[] = {
      "duplicate key 'window_months'"},
     {"name: t\n", "", "version", "the policy has no 'name'"},
     {"  tier: 2\n", "\ttier: 2\n", "\ttier", "YAML syntax"},
-    {"holidays:\n  - { name: h, from: 2025-01-20, to: 2025-02-12 }\n", "holidays: soon\n", "holidays",
-     "holidays must be a list"},
+    {"holidays:\n  - { name: h, from: 2025-01-20, to: 2025-02-12 }\n", "holidays: soon\n",
+     "holidays", "holidays must be a list"},
     {"  - { tier: 1, min_score: 0, cap: 50 }\n  - { tier: 2, min_score: 20, cap: 100 }\n"
      "  - { tier: 3, min_score: 30, cap: 200 }\n",
      "  - { tier: 1, min_score: 0 }\n  - { tier: 2, min_score: 20 }\n", "upgrade:",
      "upgrade rule hysteresis compares purchases with tier caps, but the tiers have none"},
 };
 
-static void test_base_policy_loads(void **state)
-{
+static void test_base_policy_loads(void **state) {
     tmp_t *t = *state;
     policy_t p;
     char err[512] = "";
     write_file(t->path, base);
-    if (policy_load(t->path, &p, err, sizeof(err)) != 0)
-        fail_msg("base policy refused: %s", err);
+    if (policy_load(t->path, &p, err, sizeof(err)) != 0) fail_msg("base policy refused: %s", err);
     assert_int_equal(p.ntiers, 3);
     assert_int_equal(p.ncomponents, 3);
     assert_int_equal(p.components[1].points_c, 1000);
@@ -170,8 +169,7 @@ static void test_base_policy_loads(void **state)
     assert_true(p.profile_default.cooperation == 0.6);
 }
 
-static void test_each_error_names_file_line_reason(void **state)
-{
+static void test_each_error_names_file_line_reason(void **state) {
     tmp_t *t = *state;
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         const bad_t *c = &cases[i];
@@ -187,8 +185,7 @@ static void test_each_error_names_file_line_reason(void **state)
     }
 }
 
-static void test_missing_file(void **state)
-{
+static void test_missing_file(void **state) {
     tmp_t *t = *state;
     policy_t p;
     char path[200], err[512];
@@ -197,8 +194,7 @@ static void test_missing_file(void **state)
     assert_non_null(strstr(err, "none.yaml:0: cannot open"));
 }
 
-static void test_empty_file(void **state)
-{
+static void test_empty_file(void **state) {
     tmp_t *t = *state;
     policy_t p;
     char err[512];
@@ -207,8 +203,7 @@ static void test_empty_file(void **state)
     assert_non_null(strstr(err, ":1: the policy file is empty"));
 }
 
-static void test_failed_load_leaves_policy_alone(void **state)
-{
+static void test_failed_load_leaves_policy_alone(void **state) {
     (void)state;
     policy_t p;
     char err[512];
@@ -221,8 +216,7 @@ static void test_failed_load_leaves_policy_alone(void **state)
     assert_non_null(strstr(err, "reload:21: "));
 }
 
-static void test_names_and_numbers(void **state)
-{
+static void test_names_and_numbers(void **state) {
     (void)state;
     policy_t p;
     char err[512], text[4096];
@@ -237,16 +231,15 @@ static void test_names_and_numbers(void **state)
     assert_int_equal(policy_parse(text, strlen(text), "n", &p, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "name 'B' is already tier 2"));
 
-    subst(base, "quota:\n", "quota:\n  hard_caps: { default: 2_000, MALL: 5000 }\n", text, sizeof(text));
-    if (policy_parse(text, strlen(text), "n", &p, err, sizeof(err)) != 0)
-        fail_msg("%s", err);
+    subst(base, "quota:\n", "quota:\n  hard_caps: { default: 2_000, MALL: 5000 }\n", text,
+          sizeof(text));
+    if (policy_parse(text, strlen(text), "n", &p, err, sizeof(err)) != 0) fail_msg("%s", err);
     assert_int_equal(p.hard_cap['S' - 'A'], 5000);
     assert_int_equal(p.hard_cap['Z' - 'A'], 2000);
     assert_int_equal(p.hard_cap_default, 2000);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_base_policy_loads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_each_error_names_file_line_reason, setup, teardown),

@@ -22,16 +22,14 @@
 
 static const validate_rules_t rules = {"EUR", DAY_MS, VALIDATE_MIN_PLACED_AT_MS_DEFAULT};
 
-static void set_str(char *dst, uint8_t *len, const char *s)
-{
+static void set_str(char *dst, uint8_t *len, const char *s) {
     size_t n = strlen(s);
     memcpy(dst, s, n + 1);
     *len = (uint8_t)n;
 }
 
 /* A valid order of n lines: line i has quantity i+1 and price 100. */
-static order_t make_order(uint32_t n)
-{
+static order_t make_order(uint32_t n) {
     order_t o;
     uint32_t i;
 
@@ -54,8 +52,7 @@ static order_t make_order(uint32_t n)
     return o;
 }
 
-static order_err_t run(order_t *o, const char *key)
-{
+static order_err_t run(order_t *o, const char *key) {
     char errstr[512];
     order_err_t err;
 
@@ -70,17 +67,14 @@ static order_err_t run(order_t *o, const char *key)
     return err;
 }
 
-static void expect(order_t *o, const char *key, order_err_t want)
-{
+static void expect(order_t *o, const char *key, order_err_t want) {
     order_err_t got = run(o, key);
-    if (got != want)
-        fail_msg("want %s, got %s", order_reason_code(want), order_reason_code(got));
+    if (got != want) fail_msg("want %s, got %s", order_reason_code(want), order_reason_code(got));
 }
 
 /* ------------------------------------------------------------------------ */
 
-static void test_valid(void **state)
-{
+static void test_valid(void **state) {
     order_t o = make_order(3);
 
     (void)state;
@@ -101,8 +95,7 @@ static void test_valid(void **state)
     order_reset(&o);
 }
 
-static void test_empty_id(void **state)
-{
+static void test_empty_id(void **state) {
     order_t o = make_order(1);
 
     (void)state;
@@ -116,8 +109,7 @@ static void test_empty_id(void **state)
     order_reset(&o);
 }
 
-static void test_bad_id(void **state)
-{
+static void test_bad_id(void **state) {
     static const char *const bad[] = {"O\x01", "tab\there", "del\x7f", "nl\n"};
     order_t o = make_order(1);
     size_t i;
@@ -141,8 +133,7 @@ static void test_bad_id(void **state)
     order_reset(&o);
 }
 
-static void test_key_mismatch(void **state)
-{
+static void test_key_mismatch(void **state) {
     order_t o = make_order(1);
 
     (void)state;
@@ -153,8 +144,7 @@ static void test_key_mismatch(void **state)
     order_reset(&o);
 }
 
-static void test_no_lines(void **state)
-{
+static void test_no_lines(void **state) {
     order_t o = make_order(0);
 
     (void)state;
@@ -162,8 +152,7 @@ static void test_no_lines(void **state)
     order_reset(&o);
 }
 
-static void test_too_many_lines(void **state)
-{
+static void test_too_many_lines(void **state) {
     order_t o = make_order(ORDER_LINES_MAX + 1);
 
     (void)state;
@@ -173,8 +162,7 @@ static void test_too_many_lines(void **state)
     order_reset(&o);
 }
 
-static void test_bad_sku(void **state)
-{
+static void test_bad_sku(void **state) {
     order_t o = make_order(3);
 
     (void)state;
@@ -189,8 +177,7 @@ static void test_bad_sku(void **state)
     order_reset(&o);
 }
 
-static void test_bad_quantity(void **state)
-{
+static void test_bad_quantity(void **state) {
     char errstr[256];
     order_t o = make_order(3);
 
@@ -207,8 +194,7 @@ static void test_bad_quantity(void **state)
     order_reset(&o);
 }
 
-static void test_negative_price(void **state)
-{
+static void test_negative_price(void **state) {
     order_t o = make_order(2);
 
     (void)state;
@@ -219,8 +205,7 @@ static void test_negative_price(void **state)
     order_reset(&o);
 }
 
-static void test_overflow(void **state)
-{
+static void test_overflow(void **state) {
     order_t o = make_order(2);
 
     (void)state;
@@ -264,8 +249,7 @@ static void test_overflow(void **state)
     order_reset(&o);
 }
 
-static void test_bad_currency(void **state)
-{
+static void test_bad_currency(void **state) {
     static const char *const bad[] = {"USD", "eur", "", "EU"};
     order_t o = make_order(1);
     size_t i;
@@ -278,8 +262,7 @@ static void test_bad_currency(void **state)
     order_reset(&o);
 }
 
-static void test_future(void **state)
-{
+static void test_future(void **state) {
     char errstr[256];
     order_t o = make_order(1);
     validate_rules_t r = rules;
@@ -309,8 +292,7 @@ static void test_future(void **state)
     order_reset(&o);
 }
 
-static void test_bad_placed_at(void **state)
-{
+static void test_bad_placed_at(void **state) {
     char errstr[512];
     order_t o = make_order(1);
     validate_rules_t r = rules;
@@ -363,13 +345,11 @@ static void test_bad_placed_at(void **state)
 /* A second implementation that decodes the code point and then judges it,
  * instead of utf8.c's table of allowed second bytes.  Returns the length of
  * the sequence at s, or 0 when it is not well-formed. */
-static size_t ref_utf8_seq(const uint8_t *s, size_t n)
-{
+static size_t ref_utf8_seq(const uint8_t *s, size_t n) {
     uint32_t cp, min;
     size_t len, k;
 
-    if (s[0] < 0x80)
-        return 1;
+    if (s[0] < 0x80) return 1;
     if ((s[0] & 0xe0) == 0xc0) {
         len = 2, cp = s[0] & 0x1fu, min = 0x80;
     } else if ((s[0] & 0xf0) == 0xe0) {
@@ -379,80 +359,76 @@ static size_t ref_utf8_seq(const uint8_t *s, size_t n)
     } else {
         return 0;
     }
-    if (n < len)
-        return 0;
+    if (n < len) return 0;
     for (k = 1; k < len; k++) {
-        if ((s[k] & 0xc0) != 0x80)
-            return 0;
+        if ((s[k] & 0xc0) != 0x80) return 0;
         cp = (cp << 6) | (s[k] & 0x3fu);
     }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
-        return 0;
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
     return len;
 }
 
-static size_t ref_utf8_invalid_at(const uint8_t *s, size_t n)
-{
+static size_t ref_utf8_invalid_at(const uint8_t *s, size_t n) {
     size_t i = 0, len;
 
     while (i < n) {
-        if ((len = ref_utf8_seq(s + i, n - i)) == 0)
-            return i;
+        if ((len = ref_utf8_seq(s + i, n - i)) == 0) return i;
         i += len;
     }
     return n;
 }
 
-#define U8(lit, at) {lit, sizeof(lit) - 1, at}
-#define U8_OK(lit) {lit, sizeof(lit) - 1, sizeof(lit) - 1}
+#define U8(lit, at)                                                                                \
+    { lit, sizeof(lit) - 1, at }
+#define U8_OK(lit)                                                                                 \
+    { lit, sizeof(lit) - 1, sizeof(lit) - 1 }
 
-static void test_utf8_table(void **state)
-{
+static void test_utf8_table(void **state) {
     static const struct {
         const char *s;
         size_t n, at; /* at == n: valid */
     } cases[] = {
         U8_OK(""),
         U8_OK("C-42"),
-        U8_OK("\x00"),                        /* NUL is UTF-8; BAD_ID refuses it */
+        U8_OK("\x00"), /* NUL is UTF-8; BAD_ID refuses it */
         U8_OK("\x7f"),
-        U8_OK("\xc2\x80"),                    /* U+0080, the first 2-byte */
-        U8_OK("\xdf\xbf"),                    /* U+07FF */
+        U8_OK("\xc2\x80"), /* U+0080, the first 2-byte */
+        U8_OK("\xdf\xbf"), /* U+07FF */
         U8_OK("Zo\xc3\xab"),
-        U8_OK("\xe0\xa0\x80"),                /* U+0800, the first 3-byte */
-        U8_OK("\xed\x9f\xbf"),                /* U+D7FF, just below surrogates */
-        U8_OK("\xee\x80\x80"),                /* U+E000, just above */
-        U8_OK("\xef\xbb\xbf"),                /* U+FEFF, a BOM is a character */
-        U8_OK("\xef\xbf\xbf"),                /* U+FFFF */
-        U8_OK("\xe4\xb8\xad\xe6\x96\x87"),    /* two CJK characters */
-        U8_OK("\xf0\x90\x80\x80"),            /* U+10000, the first 4-byte */
-        U8_OK("\xf0\x9f\x98\x80"),            /* an emoji */
-        U8_OK("\xf4\x8f\xbf\xbf"),            /* U+10FFFF, the last */
-        U8("\x80", 0),                        /* a lone continuation byte */
+        U8_OK("\xe0\xa0\x80"),             /* U+0800, the first 3-byte */
+        U8_OK("\xed\x9f\xbf"),             /* U+D7FF, just below surrogates */
+        U8_OK("\xee\x80\x80"),             /* U+E000, just above */
+        U8_OK("\xef\xbb\xbf"),             /* U+FEFF, a BOM is a character */
+        U8_OK("\xef\xbf\xbf"),             /* U+FFFF */
+        U8_OK("\xe4\xb8\xad\xe6\x96\x87"), /* two CJK characters */
+        U8_OK("\xf0\x90\x80\x80"),         /* U+10000, the first 4-byte */
+        U8_OK("\xf0\x9f\x98\x80"),         /* an emoji */
+        U8_OK("\xf4\x8f\xbf\xbf"),         /* U+10FFFF, the last */
+        U8("\x80", 0),                     /* a lone continuation byte */
         U8("ab\xbf", 2),
-        U8("\xc0\x80", 0),                    /* overlong NUL */
-        U8("\xc1\xbf", 0),                    /* overlong U+007F */
-        U8("\xe0\x80\x80", 0),                /* overlong 3-byte */
-        U8("\xe0\x9f\xbf", 0),                /* overlong U+07FF */
-        U8("\xf0\x80\x80\x80", 0),            /* overlong 4-byte */
-        U8("\xf0\x8f\xbf\xbf", 0),            /* overlong U+FFFF */
-        U8("\xed\xa0\x80", 0),                /* U+D800, a surrogate */
-        U8("\xed\xbf\xbf", 0),                /* U+DFFF */
-        U8("\xed\xa0\xbd\xed\xb8\x80", 0),    /* a CESU-8 surrogate pair */
-        U8("\xf4\x90\x80\x80", 0),            /* U+110000 */
+        U8("\xc0\x80", 0),                 /* overlong NUL */
+        U8("\xc1\xbf", 0),                 /* overlong U+007F */
+        U8("\xe0\x80\x80", 0),             /* overlong 3-byte */
+        U8("\xe0\x9f\xbf", 0),             /* overlong U+07FF */
+        U8("\xf0\x80\x80\x80", 0),         /* overlong 4-byte */
+        U8("\xf0\x8f\xbf\xbf", 0),         /* overlong U+FFFF */
+        U8("\xed\xa0\x80", 0),             /* U+D800, a surrogate */
+        U8("\xed\xbf\xbf", 0),             /* U+DFFF */
+        U8("\xed\xa0\xbd\xed\xb8\x80", 0), /* a CESU-8 surrogate pair */
+        U8("\xf4\x90\x80\x80", 0),         /* U+110000 */
         U8("\xf5\x80\x80\x80", 0),
         U8("\xf7\xbf\xbf\xbf", 0),
-        U8("\xf8\x88\x80\x80\x80", 0),        /* old 5-byte form */
+        U8("\xf8\x88\x80\x80\x80", 0), /* old 5-byte form */
         U8("\xfe", 0),
         U8("\xff", 0),
-        U8("\xc3", 0),                        /* truncated by the end */
+        U8("\xc3", 0), /* truncated by the end */
         U8("ab\xe4\xb8", 2),
         U8("\xf0\x9f\x98", 0),
-        U8("\xc3\x28", 0),                    /* a non-continuation inside */
+        U8("\xc3\x28", 0), /* a non-continuation inside */
         U8("\xe4\x28\xad", 0),
         U8("\xe4\xb8\x28", 0),
         U8("\xf0\x9f\x98\x28", 0),
-        U8("\xc3\xa9\xc3", 2),                /* a good character, then a cut one */
+        U8("\xc3\xa9\xc3", 2), /* a good character, then a cut one */
         U8("ok\xc3\xa9\xff", 4),
     };
     size_t i;
@@ -460,11 +436,9 @@ static void test_utf8_table(void **state)
     (void)state;
     for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         size_t got = utf8_invalid_at(cases[i].s, cases[i].n);
-        if (got != cases[i].at)
-            fail_msg("case %zu: invalid at %zu, want %zu", i, got, cases[i].at);
+        if (got != cases[i].at) fail_msg("case %zu: invalid at %zu, want %zu", i, got, cases[i].at);
         assert_int_equal(utf8_valid(cases[i].s, cases[i].n), cases[i].at == cases[i].n);
-        assert_int_equal(ref_utf8_invalid_at((const uint8_t *)cases[i].s, cases[i].n),
-                         cases[i].at);
+        assert_int_equal(ref_utf8_invalid_at((const uint8_t *)cases[i].s, cases[i].n), cases[i].at);
     }
     /* n bounds the scan: a valid pair cut by n is truncated. */
     assert_int_equal(utf8_invalid_at("\xc3\xa9", 1), 0);
@@ -474,8 +448,7 @@ static void test_utf8_table(void **state)
 /* Every string of one and two bytes, every three-byte string that starts
  * with a multi-byte lead, and four-byte strings at each edge of the
  * continuation range: the two implementations agree. */
-static void test_utf8_exhaustive(void **state)
-{
+static void test_utf8_exhaustive(void **state) {
     static const uint8_t edge[] = {0x00, 0x7f, 0x80, 0x8f, 0x90, 0x9f, 0xa0, 0xbf, 0xc0, 0xff};
     uint8_t b[4];
     unsigned x, y, z, w;
@@ -506,8 +479,7 @@ static void test_utf8_exhaustive(void **state)
                 }
 }
 
-static void test_bad_utf8(void **state)
-{
+static void test_bad_utf8(void **state) {
     char errstr[512];
     order_t o = make_order(2);
 
@@ -557,8 +529,7 @@ static void test_bad_utf8(void **state)
 
 /* BAD_UTF8 sits where each string is judged: after that string's own
  * rules, before the rules that compare it with something else. */
-static void test_bad_utf8_order(void **state)
-{
+static void test_bad_utf8_order(void **state) {
     order_t o = make_order(2);
 
     (void)state;
@@ -610,8 +581,7 @@ static void test_bad_utf8_order(void **state)
 }
 
 /* The id rules profiles share with orders. */
-static void test_validate_id(void **state)
-{
+static void test_validate_id(void **state) {
     char errstr[256];
 
     (void)state;
@@ -634,22 +604,21 @@ static void test_validate_id(void **state)
 }
 
 /* When several rules fail, the first in the documented order wins. */
-static void test_rule_order(void **state)
-{
+static void test_rule_order(void **state) {
     order_t o = make_order(2);
 
     (void)state;
-    o.placed_at_ms = INT64_MAX;             /* FUTURE */
-    memcpy(o.currency, "USD", 4);           /* BAD_CURRENCY */
+    o.placed_at_ms = INT64_MAX;   /* FUTURE */
+    memcpy(o.currency, "USD", 4); /* BAD_CURRENCY */
     expect(&o, NULL, ORDER_ERR_BAD_CURRENCY);
-    o.lines[0].quantity = INT64_MAX;        /* OVERFLOW of the sum */
+    o.lines[0].quantity = INT64_MAX; /* OVERFLOW of the sum */
     o.lines[1].quantity = INT64_MAX;
     expect(&o, NULL, ORDER_ERR_OVERFLOW);
-    o.lines[1].unit_price = -1;             /* a later line's bad price beats overflow */
+    o.lines[1].unit_price = -1; /* a later line's bad price beats overflow */
     expect(&o, NULL, ORDER_ERR_NEGATIVE_PRICE);
-    o.lines[1].quantity = 0;                /* quantity before price on the same line */
+    o.lines[1].quantity = 0; /* quantity before price on the same line */
     expect(&o, NULL, ORDER_ERR_BAD_QUANTITY);
-    o.lines[1].sku_len = 0;                 /* sku before quantity */
+    o.lines[1].sku_len = 0; /* sku before quantity */
     expect(&o, NULL, ORDER_ERR_BAD_SKU);
     expect(&o, "C-2", ORDER_ERR_KEY_MISMATCH);
     set_str(o.order_id, &o.order_id_len, "O\x01");
@@ -663,8 +632,7 @@ static void test_rule_order(void **state)
     order_reset(&o);
 }
 
-static void test_quoting(void **state)
-{
+static void test_quoting(void **state) {
     char errstr[512];
     order_t o = make_order(1);
 
@@ -683,8 +651,7 @@ static void test_quoting(void **state)
     order_reset(&o);
 }
 
-static void test_null_args(void **state)
-{
+static void test_null_args(void **state) {
     char errstr[256];
     order_t o = make_order(1);
 
@@ -696,13 +663,12 @@ static void test_null_args(void **state)
     order_reset(&o);
 }
 
-static void test_reason_codes(void **state)
-{
+static void test_reason_codes(void **state) {
     static const char *const want[ORDER_ERR__COUNT] = {
-        "OK",       "NOT_AVRO",       "EMPTY_ID",    "BAD_ID",  "KEY_MISMATCH",
-        "NO_LINES", "TOO_MANY_LINES", "BAD_SKU",     "BAD_QUANTITY",
-        "NEGATIVE_PRICE", "OVERFLOW", "BAD_CURRENCY", "FUTURE", "LATE", "INTERNAL",
-        "BAD_FIELD", "BAD_PLACED_AT", "BAD_UTF8",
+        "OK",        "NOT_AVRO",       "EMPTY_ID", "BAD_ID",       "KEY_MISMATCH",
+        "NO_LINES",  "TOO_MANY_LINES", "BAD_SKU",  "BAD_QUANTITY", "NEGATIVE_PRICE",
+        "OVERFLOW",  "BAD_CURRENCY",   "FUTURE",   "LATE",         "INTERNAL",
+        "BAD_FIELD", "BAD_PLACED_AT",  "BAD_UTF8",
     };
     int i;
 
@@ -716,31 +682,19 @@ static void test_reason_codes(void **state)
     order_reset(NULL);
 }
 
-int main(void)
-{
+int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_valid),
-        cmocka_unit_test(test_empty_id),
-        cmocka_unit_test(test_bad_id),
-        cmocka_unit_test(test_key_mismatch),
-        cmocka_unit_test(test_no_lines),
-        cmocka_unit_test(test_too_many_lines),
-        cmocka_unit_test(test_bad_sku),
-        cmocka_unit_test(test_bad_quantity),
-        cmocka_unit_test(test_negative_price),
-        cmocka_unit_test(test_overflow),
-        cmocka_unit_test(test_bad_currency),
-        cmocka_unit_test(test_future),
-        cmocka_unit_test(test_bad_placed_at),
-        cmocka_unit_test(test_utf8_table),
-        cmocka_unit_test(test_utf8_exhaustive),
-        cmocka_unit_test(test_bad_utf8),
-        cmocka_unit_test(test_bad_utf8_order),
-        cmocka_unit_test(test_validate_id),
-        cmocka_unit_test(test_rule_order),
-        cmocka_unit_test(test_quoting),
-        cmocka_unit_test(test_null_args),
-        cmocka_unit_test(test_reason_codes),
+        cmocka_unit_test(test_valid),           cmocka_unit_test(test_empty_id),
+        cmocka_unit_test(test_bad_id),          cmocka_unit_test(test_key_mismatch),
+        cmocka_unit_test(test_no_lines),        cmocka_unit_test(test_too_many_lines),
+        cmocka_unit_test(test_bad_sku),         cmocka_unit_test(test_bad_quantity),
+        cmocka_unit_test(test_negative_price),  cmocka_unit_test(test_overflow),
+        cmocka_unit_test(test_bad_currency),    cmocka_unit_test(test_future),
+        cmocka_unit_test(test_bad_placed_at),   cmocka_unit_test(test_utf8_table),
+        cmocka_unit_test(test_utf8_exhaustive), cmocka_unit_test(test_bad_utf8),
+        cmocka_unit_test(test_bad_utf8_order),  cmocka_unit_test(test_validate_id),
+        cmocka_unit_test(test_rule_order),      cmocka_unit_test(test_quoting),
+        cmocka_unit_test(test_null_args),       cmocka_unit_test(test_reason_codes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

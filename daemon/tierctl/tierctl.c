@@ -1,9 +1,9 @@
 /*
  * tierctl.c -- the command line of tierctl, and what its commands share:
  * opening the configuration, policy and Redis exactly as tierd does,
- * finding the partitions that have state, reading times and tier-change
- * events, reading Kafka by hand.  See tierctl.h for the split into files,
- * README.md ("tierctl") for the operator's view.
+ * finding the partitions that have state, reading times, reading Kafka by
+ * hand.  See tierctl.h for the split into files,
+ * docs/tierctl.md for the operator's view.
  */
 #include "tierctl.h"
 
@@ -11,8 +11,10 @@
 #include "log.h"
 #include "month.h"
 #include "policyconf.h"
+#include "state.h"
+#include "txn.h"
+#include "utf8.h"
 
-#include <avro.h>
 #include <ctype.h>
 #include <getopt.h>
 #include <inttypes.h>
@@ -27,8 +29,8 @@
 #define TIERD_VERSION "0.1.0"
 #endif
 
-extern const char tierd_schema_tier_change[];
-
+/* Process-wide because a signal handler has no argument to reach it
+ * through; the commands receive its address. */
 static volatile sig_atomic_t stop_flag;
 
 static void on_signal(int sig) {
@@ -41,8 +43,9 @@ static const char help_main[] =
     "\n"
     "The operator's tool of tierd: looks at a customer's state in Redis,\n"
     "explains its tier, replays orders to try a policy or to rebuild lost\n"
-    "state.  It reads the configuration tierd reads (-c FILE, TIERD_* variables)\n"
-    "and decides by the same policy.  It never publishes to Kafka.\n"
+    "state, prints the events tierd published.  It reads the configuration\n"
+    "tierd reads (-c FILE, TIERD_* variables) and decides by the same policy.\n"
+    "It never publishes to Kafka.\n"
     "\n"
     "commands:\n"
     "  show [--events N] CUSTOMER\n"
@@ -54,6 +57,14 @@ static const char help_main[] =
     "                      a candidate policy: tier matrix, tier changes, quota events\n"
     "  rebuild (--partition N | --all) [--from TIME]\n"
     "                      rebuild lost partition state from Kafka, in timestamp order\n"
+    "  dump [--partition N] [--customer C]\n"
+    "                      the state of every partition and customer as JSON lines,\n"
+    "                      a format kept across layout changes (tierctl dump "
+    "--help):\n" TIERCTL_DUMP_FORMAT
+    "  events [-e] [--customer C] [--kind tier_change|quota] [--topic T]\n"
+    "         [--reason R] [--from TIME] [--to TIME]\n"
+    "                      tier-changes and quota-events decoded, one JSON object a\n"
+    "                      line; follows the topics, or exits at their end with -e\n"
     "\n"
     "options:\n"
     "  -c, --config FILE   YAML configuration, as for tierd\n"
@@ -65,9 +76,10 @@ static const char help_main[] =
     "2026-03-01T08:00:00Z, 2026-03-01T08:00:00+08:00.  Without an offset it is\n"
     "in the configured time_zone.\n"
     "\n"
-    "exit status: 0 done, 1 Redis or Kafka failed, 2 usage, configuration or\n"
-    "policy refused, 3 customer not found, 4 refused: a live tierd holds the\n"
-    "partition's lease.\n";
+    "exit status: 0 done, 1 Redis or Kafka failed, or the state is unreadable\n"
+    "(another state format: `tierctl rebuild --partition N`), 2 usage,\n"
+    "configuration or policy refused, 3 customer not found, 4 refused: a live\n"
+    "tierd holds the partition's lease.\n";
 
 /* ------------------------------------------------------------------ */
 /* Setup                                                               */
@@ -80,7 +92,7 @@ int tierctl_open(tierctl_t *t, const char *path, int connect) {
         return TC_USAGE;
     }
     t->conf_loaded = 1;
-    if (month_set_zone(t->conf.time_zone, err, sizeof(err)) != 0) {
+    if (month_zone_init(&t->zone, t->conf.time_zone, err, sizeof(err)) != 0) {
         fprintf(stderr, "tierctl: configuration refused: time_zone: %s\n", err);
         return TC_USAGE;
     }
@@ -95,6 +107,12 @@ int tierctl_open(tierctl_t *t, const char *path, int connect) {
         return TC_FAIL;
     }
     return TC_OK;
+}
+
+void *tierctl_calloc(size_t size) {
+    void *p = calloc(1, size);
+    if (!p) fprintf(stderr, "tierctl: out of memory\n");
+    return p;
 }
 
 void tierctl_close(tierctl_t *t) {
@@ -138,8 +156,7 @@ int32_t tierctl_partitions(store_t *s, const config_t *c, char *errstr, size_t e
         store_tx_free(&tx);
         if (rc != STORE_OK) return -1;
         if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-            r->element[0]->type != REDIS_REPLY_STRING ||
-            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
             snprintf(errstr, errstr_size, "redis: SCAN: %s",
                      r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
             freeReplyObject(r);
@@ -166,21 +183,7 @@ int32_t tierctl_partitions(store_t *s, const config_t *c, char *errstr, size_t e
 /* Redis                                                               */
 
 int tierctl_cmd(store_tx_t *tx, int argc, const char *const *argv) {
-    const char *v[16];
-    size_t len[16];
-    if (argc > 16) return -1;
-    for (int i = 0; i < argc; i++) {
-        v[i] = argv[i];
-        len[i] = strlen(argv[i]);
-    }
-    /* store_tx_add borrows: copy through store_tx_addv's owned storage. */
-    switch (argc) {
-    case 2: return store_tx_addv(tx, 2, v[0], len[0], v[1], len[1]);
-    case 3: return store_tx_addv(tx, 3, v[0], len[0], v[1], len[1], v[2], len[2]);
-    case 4: return store_tx_addv(tx, 4, v[0], len[0], v[1], len[1], v[2], len[2], v[3], len[3]);
-    default: break;
-    }
-    return store_tx_add(tx, argc, v, len);
+    return store_tx_add_copy(tx, argc, argv, NULL);
 }
 
 int tierctl_query(store_t *s, store_tx_t *tx, redisReply **replies, char *errstr,
@@ -198,13 +201,90 @@ int tierctl_query(store_t *s, store_tx_t *tx, redisReply **replies, char *errstr
     return TC_OK;
 }
 
+int tierctl_meta_cmd(store_tx_t *tx, store_t *s, const config_t *c, int32_t p) {
+    char key[512];
+    const char *argv[2 + STORE_META_NFIELDS] = {"HMGET", key};
+    store_key(s, c->topic_orders, p, "meta", key, sizeof(key));
+    memcpy(argv + 2, store_meta_fields, sizeof(store_meta_fields));
+    return tierctl_cmd(tx, 2 + STORE_META_NFIELDS, argv);
+}
+
+int tierctl_meta(store_t *s, const config_t *c, int32_t p, store_meta_t *m, char *errstr,
+                 size_t errstr_size) {
+    store_tx_t tx = {0};
+    redisReply *r = NULL;
+    int rc = -1;
+    if (tierctl_meta_cmd(&tx, s, c, p) != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto out;
+    }
+    if (tierctl_query(s, &tx, &r, errstr, errstr_size) != TC_OK) goto out;
+    rc = store_meta_parse(r, m);
+    if (rc < 0) snprintf(errstr, errstr_size, "redis: unexpected reply to HMGET of a meta");
+out:
+    if (r) freeReplyObject(r);
+    store_tx_free(&tx);
+    return rc;
+}
+
+int tierctl_format_check(const config_t *c, int32_t p, const store_meta_t *m, char *errstr,
+                         size_t errstr_size) {
+    if (txn_format_ok(m)) return 0;
+    /* Format 1 wrote no format field: state without one is format 1. */
+    snprintf(errstr, errstr_size,
+             "%s [%d] holds state format %d and tierctl reads format %d: stop the tierd that "
+             "owns it and run `tierctl rebuild --partition %d` to rebuild it from the topics",
+             c->topic_orders, (int)p, m->format ? (int)m->format : 1, STATE_FORMAT, (int)p);
+    return -1;
+}
+
+int tierctl_hscan(store_t *s, const char *key, tierctl_field_fn fn, void *opaque,
+                  volatile sig_atomic_t *stop, char *errstr, size_t errstr_size) {
+    char cursor[32] = "0";
+    do {
+        store_tx_t tx = {0};
+        redisReply *r = NULL;
+        const char *argv[5] = {"HSCAN", key, cursor, "COUNT", "1000"};
+        int rc = tierctl_cmd(&tx, 5, argv) != 0 ? TC_FAIL
+                                                : tierctl_query(s, &tx, &r, errstr, errstr_size);
+        store_tx_free(&tx);
+        if (rc != TC_OK) return -1;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+            snprintf(errstr, errstr_size, "redis: unexpected HSCAN reply for %s", key);
+            freeReplyObject(r);
+            return -1;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        const redisReply *kv = r->element[1];
+        for (size_t i = 0; rc == TC_OK && i + 1 < kv->elements; i += 2)
+            if (fn(opaque, kv->element[i], kv->element[i + 1]) != 0) rc = TC_FAIL;
+        freeReplyObject(r);
+        if (rc != TC_OK) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return -1;
+        }
+        if (stop && *stop) {
+            snprintf(errstr, errstr_size, "interrupted");
+            return -1;
+        }
+    } while (strcmp(cursor, "0") != 0);
+    return 0;
+}
+
 /* ------------------------------------------------------------------ */
 /* Kafka, read by hand                                                 */
 
 rd_kafka_t *tierctl_kafka(const config_t *c, char *errstr, size_t errstr_size) {
-    static const char *const fixed[] = {"group.id", "tierctl", "enable.auto.commit", "false",
-                                        "enable.auto.offset.store", "false",
-                                        "enable.partition.eof", "true", NULL};
+    static const char *const fixed[] = {"group.id",
+                                        "tierctl",
+                                        "enable.auto.commit",
+                                        "false",
+                                        "enable.auto.offset.store",
+                                        "false",
+                                        "enable.partition.eof",
+                                        "true",
+                                        NULL};
     char why[512];
     rd_kafka_conf_t *conf = kafkaconf_build(c, fixed, errstr, errstr_size);
     if (!conf) return NULL;
@@ -233,9 +313,9 @@ int32_t tierctl_topic_partitions(rd_kafka_t *rk, const char *topic, char *errstr
     if (err)
         snprintf(errstr, errstr_size, "kafka: metadata of %s: %s", topic, rd_kafka_err2str(err));
     else if (md->topic_cnt != 1 || md->topics[0].err)
-        snprintf(errstr, errstr_size, "kafka: topic %s: %s", topic,
-                 rd_kafka_err2str(md->topic_cnt ? md->topics[0].err
-                                                : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
+        snprintf(
+            errstr, errstr_size, "kafka: topic %s: %s", topic,
+            rd_kafka_err2str(md->topic_cnt ? md->topics[0].err : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC));
     else
         n = md->topics[0].partition_cnt;
     if (md) rd_kafka_metadata_destroy(md);
@@ -309,6 +389,75 @@ int tierctl_read(rd_kafka_t *rk, const char *topic, int32_t partition, int64_t f
     if (*stop && rc != 0) snprintf(errstr, errstr_size, "interrupted");
     rd_kafka_assign(rk, NULL);
     return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* JSON lines                                                          */
+
+void out_flush(out_t *o) {
+    if (o->n && !o->failed && fwrite(o->buf, 1, o->n, stdout) != o->n) o->failed = 1;
+    o->n = 0;
+}
+
+void out_raw(out_t *o, const char *s, size_t n) {
+    if (o->n + n > sizeof(o->buf)) out_flush(o);
+    if (n > sizeof(o->buf)) { /* longer than the buffer: straight through */
+        if (!o->failed && fwrite(s, 1, n, stdout) != n) o->failed = 1;
+        return;
+    }
+    memcpy(o->buf + o->n, s, n);
+    o->n += n;
+}
+
+void out_s(out_t *o, const char *s) {
+    out_raw(o, s, strlen(s));
+}
+
+/* Digits by hand: snprintf was a third of a large dump's time. */
+void out_i64(out_t *o, int64_t v) {
+    char b[24], *e = b + sizeof(b), *p = e;
+    uint64_t u = v < 0 ? 0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--p = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0) *--p = '-';
+    out_raw(o, p, (size_t)(e - p));
+}
+
+/* A JSON string: quotes, backslashes and control characters escaped;
+ * bytes that are not UTF-8 (tierd never writes any) as U+FFFD, so the
+ * line stays JSON. */
+void out_str(out_t *o, const char *s, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    out_raw(o, "\"", 1);
+    while (n > 0) {
+        size_t ok = utf8_invalid_at(s, n), run = 0;
+        for (size_t i = 0; i <= ok; i++) {
+            unsigned char c = i < ok ? (unsigned char)s[i] : 0;
+            if (i < ok && c >= 0x20 && c != '"' && c != '\\' && c != 0x7f) {
+                run++;
+                continue;
+            }
+            out_raw(o, s + i - run, run);
+            run = 0;
+            if (i == ok) break;
+            char e[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            switch (c) {
+            case '"': out_raw(o, "\\\"", 2); break;
+            case '\\': out_raw(o, "\\\\", 2); break;
+            case '\n': out_raw(o, "\\n", 2); break;
+            case '\r': out_raw(o, "\\r", 2); break;
+            case '\t': out_raw(o, "\\t", 2); break;
+            default: out_raw(o, e, 6); break;
+            }
+        }
+        if (ok == n) break;
+        out_raw(o, "\\ufffd", 6); /* one byte that starts no valid sequence */
+        s += ok + 1;
+        n -= ok + 1;
+    }
+    out_raw(o, "\"", 1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -409,105 +558,6 @@ const char *tierctl_score_text(int32_t score_c, char *buf, size_t size) {
 }
 
 /* ------------------------------------------------------------------ */
-/* Tier-change events                                                  */
-
-struct tierctl_tc {
-    avro_schema_t schema;      /* owned */
-    avro_value_iface_t *iface; /* owned */
-    avro_value_t value;        /* owned when live */
-    int live;
-    avro_reader_t reader; /* owned; pointed at each event in turn */
-};
-
-void tierctl_tc_destroy(tierctl_tc_t *d) {
-    if (!d) return;
-    if (d->reader) avro_reader_free(d->reader);
-    if (d->live) avro_value_decref(&d->value);
-    if (d->iface) avro_value_iface_decref(d->iface);
-    if (d->schema) avro_schema_decref(d->schema);
-    free(d);
-}
-
-tierctl_tc_t *tierctl_tc_new(char *errstr, size_t errstr_size) {
-    static const char empty[1] = "";
-    tierctl_tc_t *d = calloc(1, sizeof(*d));
-    if (!d) {
-        snprintf(errstr, errstr_size, "out of memory");
-        return NULL;
-    }
-    if (avro_schema_from_json_length(tierd_schema_tier_change, strlen(tierd_schema_tier_change),
-                                     &d->schema) != 0) {
-        snprintf(errstr, errstr_size, "tier_change schema: %s", avro_strerror());
-        goto fail;
-    }
-    d->iface = avro_generic_class_from_schema(d->schema);
-    if (!d->iface || avro_generic_value_new(d->iface, &d->value) != 0) {
-        snprintf(errstr, errstr_size, "tier_change value: %s", avro_strerror());
-        goto fail;
-    }
-    d->live = 1;
-    d->reader = avro_reader_memory(empty, 0);
-    if (!d->reader) {
-        snprintf(errstr, errstr_size, "out of memory");
-        goto fail;
-    }
-    return d;
-fail:
-    tierctl_tc_destroy(d);
-    return NULL;
-}
-
-/* The int inside a ["null", "int"] union; 0 for null. */
-static int nullable_int(avro_value_t *u, int32_t *out) {
-    avro_value_t b;
-    int disc = 0;
-    *out = 0;
-    if (avro_value_get_discriminant(u, &disc) != 0) return -1;
-    if (disc == 0) return 0;
-    if (avro_value_get_current_branch(u, &b) != 0) return -1;
-    return avro_value_get_int(&b, out);
-}
-
-int tierctl_tc_decode(tierctl_tc_t *d, const void *buf, size_t len, tierctl_tc_info_t *out,
-                      char *errstr, size_t errstr_size) {
-    avro_value_t f, b;
-    int sym = 0, disc = 0;
-    memset(out, 0, sizeof(*out));
-    avro_value_reset(&d->value);
-    avro_reader_memory_set_source(d->reader, buf, (int64_t)len);
-    if (avro_value_read(d->reader, &d->value) != 0) goto bad;
-    if (avro_value_get_by_name(&d->value, "previous_tier", &f, NULL) != 0 ||
-        nullable_int(&f, &out->previous_tier) != 0)
-        goto bad;
-    if (avro_value_get_by_name(&d->value, "new_tier", &f, NULL) != 0 ||
-        avro_value_get_int(&f, &out->new_tier) != 0)
-        goto bad;
-    if (avro_value_get_by_name(&d->value, "sequence", &f, NULL) != 0 ||
-        avro_value_get_long(&f, &out->sequence) != 0)
-        goto bad;
-    if (avro_value_get_by_name(&d->value, "reason", &f, NULL) != 0 ||
-        avro_value_get_enum(&f, &sym) != 0)
-        goto bad;
-    const char *name = avro_schema_enum_get(avro_value_get_schema(&f), sym);
-    snprintf(out->reason, sizeof(out->reason), "%s", name ? name : "?");
-    if (avro_value_get_by_name(&d->value, "review_month", &f, NULL) != 0 ||
-        avro_value_get_discriminant(&f, &disc) != 0)
-        goto bad;
-    if (disc == 1) {
-        const char *s = NULL;
-        size_t sl = 0;
-        if (avro_value_get_current_branch(&f, &b) != 0 ||
-            avro_value_get_string(&b, &s, &sl) != 0)
-            goto bad;
-        snprintf(out->review_month, sizeof(out->review_month), "%s", s);
-    }
-    return 0;
-bad:
-    snprintf(errstr, errstr_size, "not a TierChange: %s", avro_strerror());
-    return -1;
-}
-
-/* ------------------------------------------------------------------ */
 /* main                                                                */
 
 typedef struct command {
@@ -516,10 +566,8 @@ typedef struct command {
 } command_t;
 
 static const command_t commands[] = {
-    {"show", tierctl_show},
-    {"explain", tierctl_explain},
-    {"backtest", tierctl_backtest},
-    {"rebuild", tierctl_rebuild},
+    {"show", tierctl_show},       {"explain", tierctl_explain}, {"backtest", tierctl_backtest},
+    {"rebuild", tierctl_rebuild}, {"dump", tierctl_dump},       {"events", tierctl_events},
 };
 
 int main(int argc, char **argv) {

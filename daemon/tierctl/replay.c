@@ -1,5 +1,5 @@
 /*
- * tierctl_replay.c -- `tierctl backtest` and `tierctl rebuild`: orders and
+ * replay.c -- `tierctl backtest` and `tierctl rebuild`: orders and
  * profiles read back from Kafka and pushed through tierd's own apply,
  * review and profile code, partition by partition.
  *
@@ -27,6 +27,9 @@
 #include "events.h"
 #include "month.h"
 #include "policyconf.h"
+#include "profiles.h"
+#include "review.h"
+#include "state.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -121,12 +124,11 @@ typedef struct tally {
 
 typedef struct lane {
     const char *label;
-    config_t conf;       /* shallow copy of the tool's, own key_prefix; never freed */
+    config_t conf; /* shallow copy of the tool's, own key_prefix; never freed */
     const policy_t *policy;
-    store_t *store;      /* owned */
-    decoder_t *dec;      /* owned */
-    events_t *events;    /* owned */
-    tierctl_tc_t *tc;    /* owned: reads the reasons of tier changes */
+    store_t *store;   /* owned */
+    decoder_t *dec;   /* owned */
+    events_t *events; /* owned */
     apply_ctx_t apply;
     apply_part_t part;
     tally_t tally;
@@ -141,11 +143,10 @@ static int dead_sink(void *opaque, const apply_part_t *p, apply_msg_t **dead, si
 
 static void lane_close(lane_t *l) {
     apply_free(&l->apply);
-    tierctl_tc_destroy(l->tc);
     events_destroy(l->events);
     decode_destroy(l->dec);
     store_destroy(l->store);
-    l->tc = NULL, l->events = NULL, l->dec = NULL, l->store = NULL;
+    l->events = NULL, l->dec = NULL, l->store = NULL;
 }
 
 /* owner: written into meta by the lane's commits. */
@@ -158,8 +159,7 @@ static int lane_open(lane_t *l, const tierctl_t *t, const policy_t *p, char *pre
     if (!l->store || store_connect(l->store, err, errn) != STORE_OK) return -1;
     l->dec = decode_new(err, errn);
     l->events = l->dec ? events_new(err, errn) : NULL;
-    l->tc = l->events ? tierctl_tc_new(err, errn) : NULL;
-    if (!l->tc) return -1;
+    if (!l->events) return -1;
     apply_init(&l->apply);
     apply_ctx_t *a = &l->apply;
     a->store = l->store;
@@ -168,6 +168,7 @@ static int lane_open(lane_t *l, const tierctl_t *t, const policy_t *p, char *pre
     a->rules.max_future_skew_ms = t->conf.max_future_skew_s * 1000;
     a->rules.min_placed_at_ms = t->conf.min_placed_at_s * 1000;
     a->window = p->window;
+    a->zone = t->zone;
     a->owner = owner;
     a->policy = p;
     a->events = l->events;
@@ -183,10 +184,9 @@ static int lane_open(lane_t *l, const tierctl_t *t, const policy_t *p, char *pre
 /* ------------------------------------------------------------------ */
 /* The lane's outbox: counted, then dropped                            */
 
-static void count_event(lane_t *l, const redisReply *t, const redisReply *i,
-                        const redisReply *v) {
+static void count_event(lane_t *l, const redisReply *t, const redisReply *i, const redisReply *v) {
     char err[128];
-    tierctl_tc_info_t tc;
+    events_tier_change_info_t tc;
     if (strcmp(t->str, l->conf.topic_quota_events) == 0) {
         const char *kind = strrchr(i->str, ':');
         for (int k = 0; kind && k < POLICY_QUOTA__COUNT; k++)
@@ -194,7 +194,8 @@ static void count_event(lane_t *l, const redisReply *t, const redisReply *i,
                 l->tally.quota_by_kind[k]++;
         return;
     }
-    if (tierctl_tc_decode(l->tc, v->str, v->len, &tc, err, sizeof(err)) != 0) return;
+    /* The lane's encoder reads its own events back (not while encoding). */
+    if (events_read_tier_change(l->events, v->str, v->len, &tc, err, sizeof(err)) != 0) return;
     for (int r = 1; r < POLICY_REASON__COUNT; r++)
         if (strcmp(tc.reason, policy_reason_name((policy_reason_t)r)) == 0)
             l->tally.tier_by_reason[r]++;
@@ -229,10 +230,10 @@ typedef struct replay {
     lane_t *lanes[2];
     int nlanes;
     int32_t partition;
-    recs_t profs;  /* the partition's profiles, oldest first */
-    size_t pnext;  /* next profile to apply */
-    recs_t batch;  /* orders waiting */
-    int64_t done, total; /* orders read, orders in the range */
+    recs_t profs;          /* the partition's profiles, oldest first */
+    size_t pnext;          /* next profile to apply */
+    recs_t batch;          /* orders waiting */
+    int64_t done, total;   /* orders read, orders in the range */
     int64_t last_progress; /* wall ms of the last progress line */
     const char *what;      /* "backtest" or "rebuild" */
     volatile sig_atomic_t *stop;
@@ -287,7 +288,7 @@ static int feed(replay_t *x, apply_msg_t *msgs, size_t n, int profiles, int64_t 
     for (int i = 0; i < x->nlanes && !x->failed; i++) {
         lane_t *l = x->lanes[i];
         char why[512] = "";
-        int rc = profiles ? apply_profiles(&l->apply, &l->part, msgs, n, now, why, sizeof(why))
+        int rc = profiles ? profiles_apply(&l->apply, &l->part, msgs, n, why, sizeof(why))
                           : apply_batch(&l->apply, &l->part, msgs, n, now, why, sizeof(why));
         if (rc != APPLY_OK) {
             snprintf(x->err, sizeof(x->err), "%s [%d]: %s: %s", l->conf.topic_orders,
@@ -365,8 +366,8 @@ static int replay_partition(replay_t *x, rd_kafka_t *rk, const config_t *c, rang
                             range_t profiles) {
     x->total = orders.to - orders.from;
     x->last_progress = store_now_ms();
-    if (tierctl_read(rk, c->topic_profiles, x->partition, profiles.from, profiles.to, on_profile,
-                     x, x->stop, x->err, sizeof(x->err)) != 0 ||
+    if (tierctl_read(rk, c->topic_profiles, x->partition, profiles.from, profiles.to, on_profile, x,
+                     x->stop, x->err, sizeof(x->err)) != 0 ||
         x->failed)
         return -1;
     if (tierctl_read(rk, c->topic_orders, x->partition, orders.from, orders.to, on_order, x,
@@ -393,6 +394,7 @@ static void replay_reset(replay_t *x, int32_t partition) {
         l->part.meta.month = -1;
         l->part.meta.reviewed = -1;
         l->part.meta.poffset = -1;
+        l->part.meta.rv_month = -1; /* no paged review under way */
     }
 }
 
@@ -407,11 +409,14 @@ typedef struct opts {
 } opts_t;
 
 static int parse_opts(int argc, char **argv, const char *help, opts_t *o) {
-    static const struct option lo[] = {
-        {"policy", required_argument, NULL, 'p'}, {"from", required_argument, NULL, 'f'},
-        {"to", required_argument, NULL, 't'},     {"keep", no_argument, NULL, 'k'},
-        {"partition", required_argument, NULL, 'n'}, {"all", no_argument, NULL, 'a'},
-        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
+    static const struct option lo[] = {{"policy", required_argument, NULL, 'p'},
+                                       {"from", required_argument, NULL, 'f'},
+                                       {"to", required_argument, NULL, 't'},
+                                       {"keep", no_argument, NULL, 'k'},
+                                       {"partition", required_argument, NULL, 'n'},
+                                       {"all", no_argument, NULL, 'a'},
+                                       {"help", no_argument, NULL, 'h'},
+                                       {NULL, 0, NULL, 0}};
     char err[512];
     int opt;
     memset(o, 0, sizeof(*o));
@@ -429,8 +434,7 @@ static int parse_opts(int argc, char **argv, const char *help, opts_t *o) {
             break;
         case 'f':
         case 't':
-            if (tierctl_parse_time(optarg, opt == 'f' ? &o->from : &o->to, err,
-                                   sizeof(err)) != 0) {
+            if (tierctl_parse_time(optarg, opt == 'f' ? &o->from : &o->to, err, sizeof(err)) != 0) {
                 fprintf(stderr, "tierctl: %s\n", err);
                 return TC_USAGE;
             }
@@ -452,29 +456,51 @@ typedef struct matrix {
     int64_t customers, up, down;
 } matrix_t;
 
-/* tier of every customer in a lane's state hash, into map (values: int32_t*). */
-static int read_tiers(lane_t *l, strmap_t *map, char *err, size_t errn) {
-    char key[512];
-    store_tx_t tx = {0};
-    redisReply *r = NULL;
-    store_key(l->store, l->conf.topic_orders, l->part.partition, "c", key, sizeof(key));
-    const char *argv[2] = {"HGETALL", key};
-    int rc = tierctl_cmd(&tx, 2, argv) ? TC_FAIL : tierctl_query(l->store, &tx, &r, err, errn);
-    store_tx_free(&tx);
-    if (rc != TC_OK) return -1;
-    for (size_t i = 0; i + 1 < r->elements; i += 2) {
-        decide_customer_t c;
-        int created;
-        memset(&c, 0, sizeof(c));
-        const redisReply *k = r->element[i], *v = r->element[i + 1];
-        strmap_slot_t *s = strmap_put(map, k->str, k->len, &created);
-        int32_t *tier = s && created ? malloc(sizeof(*tier)) : NULL;
-        if (!tier) break;
-        *tier = decide_state_parse(&c, v->str, v->len) == 0 ? c.st.tier : 0;
-        s->value = tier;
-    }
-    freeReplyObject(r);
+/* Collects the tier of every customer of a lane's state hash. */
+typedef struct tiers {
+    strmap_t *map;      /* id -> int32_t* (malloc'd) */
+    state_customer_t s; /* reused for every state */
+    const char *key;
+    char err[512]; /* the first state that did not decode */
+} tiers_t;
+
+static int see_tier(void *opaque, const redisReply *k, const redisReply *v) {
+    tiers_t *t = opaque;
+    int created;
+    char why[200];
+    if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING) return 0;
+    strmap_slot_t *slot = strmap_put(t->map, k->str, k->len, &created);
+    if (!slot) return -1;
+    if (!created) return 0; /* HSCAN returned it again */
+    int32_t *tier = malloc(sizeof(*tier));
+    if (!tier) return -1;
+    *tier = 0;
+    slot->value = tier;
+    if (state_decode(&t->s, v->str, v->len, why, sizeof(why)) == 0)
+        *tier = t->s.st.tier;
+    else if (!t->err[0])
+        snprintf(t->err, sizeof(t->err), "%s field %.*s: the state does not decode (%s)", t->key,
+                 (int)k->len, k->str, why);
     return 0;
+}
+
+/* The tier of every customer in a lane's state hash, into map (values:
+ * int32_t*), a page at a time.  A state that does not decode fails the
+ * backtest: it is never counted as a customer not placed. */
+static int read_tiers(lane_t *l, strmap_t *map, volatile sig_atomic_t *stop, char *err,
+                      size_t errn) {
+    char key[512];
+    tiers_t t = {.map = map, .key = key};
+    int rc;
+    state_init(&t.s);
+    store_key(l->store, l->conf.topic_orders, l->part.partition, "c", key, sizeof(key));
+    rc = tierctl_hscan(l->store, key, see_tier, &t, stop, err, errn);
+    if (rc == 0 && t.err[0]) {
+        snprintf(err, errn, "%s", t.err);
+        rc = -1;
+    }
+    state_free(&t.s);
+    return rc;
 }
 
 static void matrix_add(matrix_t *mx, int32_t from, int32_t to) {
@@ -485,10 +511,12 @@ static void matrix_add(matrix_t *mx, int32_t from, int32_t to) {
     if (from && to && to < from) mx->down++;
 }
 
-static int tally_matrix(lane_t *base, lane_t *cand, matrix_t *mx, char *err, size_t errn) {
+static int tally_matrix(lane_t *base, lane_t *cand, matrix_t *mx, volatile sig_atomic_t *stop,
+                        char *err, size_t errn) {
     strmap_t a = {0}, b = {0};
     int rc = -1;
-    if (read_tiers(base, &a, err, errn) != 0 || read_tiers(cand, &b, err, errn) != 0) goto out;
+    if (read_tiers(base, &a, stop, err, errn) != 0 || read_tiers(cand, &b, stop, err, errn) != 0)
+        goto out;
     for (size_t i = 0; i < b.cap; i++) {
         const strmap_slot_t *s = &b.slots[i], *o;
         if (!s->key) continue;
@@ -513,9 +541,10 @@ static int close_months(replay_t *x, int64_t to) {
         char why[512] = "";
         if (m->month < 0) continue;
         int32_t from = m->reviewed >= 0 && m->reviewed < m->month ? m->reviewed + 1 : m->month;
-        for (int32_t mo = from; mo <= m->month && month_start_ms(mo + 1) <= to; mo++) {
+        for (int32_t mo = from; mo <= m->month && month_start_ms(&l->apply.zone, mo + 1) <= to;
+             mo++) {
             if (m->reviewed >= mo) continue;
-            if (apply_review(&l->apply, &l->part, mo, to, why, sizeof(why)) != APPLY_OK) {
+            if (review_month(&l->apply, &l->part, mo, why, sizeof(why)) != APPLY_OK) {
                 snprintf(x->err, sizeof(x->err), "review: %s", why);
                 return -1;
             }
@@ -573,8 +602,8 @@ static void print_matrix(const policy_t *a, const policy_t *b, const matrix_t *m
         }
         printf(" %8" PRId64 "\n", row);
     }
-    printf("customers: %" PRId64 "; higher tier under the candidate: %" PRId64
-           ", lower: %" PRId64 "\n",
+    printf("customers: %" PRId64 "; higher tier under the candidate: %" PRId64 ", lower: %" PRId64
+           "\n",
            mx->customers, mx->up, mx->down);
 }
 
@@ -588,8 +617,7 @@ static void print_tallies(const lane_t *a, const lane_t *b) {
         printf("  %-20s %12" PRId64 " %12" PRId64 "\n",
                policy_quota_kind_name((policy_quota_kind_t)k), a->tally.quota_by_kind[k],
                b->tally.quota_by_kind[k]);
-    printf("%-22s %12" PRId64 " %12" PRId64 "\n", "refused records", a->tally.dead,
-           b->tally.dead);
+    printf("%-22s %12" PRId64 " %12" PRId64 "\n", "refused records", a->tally.dead, b->tally.dead);
 }
 
 typedef struct backtest {
@@ -607,18 +635,19 @@ static int backtest_partition(backtest_t *b, rd_kafka_t *rk, int32_t p, const op
     range_t ord, prof;
     replay_reset(&b->x, p);
     ord.from = tierctl_offset_at(rk, c->topic_orders, p, o->from, b->x.err, sizeof(b->x.err));
-    ord.to = ord.from < 0 ? -1
-                          : tierctl_offset_at(rk, c->topic_orders, p, to, b->x.err,
-                                              sizeof(b->x.err));
-    prof.from = ord.to < 0 ? -1
-                           : tierctl_offset_at(rk, c->topic_profiles, p, 0, b->x.err,
-                                               sizeof(b->x.err));
-    prof.to = prof.from < 0 ? -1
-                            : tierctl_offset_at(rk, c->topic_profiles, p, to, b->x.err,
-                                                sizeof(b->x.err));
+    ord.to = ord.from < 0
+                 ? -1
+                 : tierctl_offset_at(rk, c->topic_orders, p, to, b->x.err, sizeof(b->x.err));
+    prof.from = ord.to < 0
+                    ? -1
+                    : tierctl_offset_at(rk, c->topic_profiles, p, 0, b->x.err, sizeof(b->x.err));
+    prof.to = prof.from < 0
+                  ? -1
+                  : tierctl_offset_at(rk, c->topic_profiles, p, to, b->x.err, sizeof(b->x.err));
     if (prof.to < 0 || replay_partition(&b->x, rk, c, ord, prof) != 0 ||
         close_months(&b->x, to) != 0 ||
-        tally_matrix(&b->lanes[0], &b->lanes[1], &b->mx, b->x.err, sizeof(b->x.err)) != 0)
+        tally_matrix(&b->lanes[0], &b->lanes[1], &b->mx, b->x.stop, b->x.err, sizeof(b->x.err)) !=
+            0)
         return -1;
     return 0;
 }
@@ -640,8 +669,8 @@ static int backtest_run(backtest_t *b, const opts_t *o) {
         return rc;
     }
     char t1[32], t2[32];
-    printf("backtest of %s %s against %s %s, orders from %s to %s, %d partitions\n",
-           b->cand.name, b->cand.version, b->t.policy.name, b->t.policy.version,
+    printf("backtest of %s %s against %s %s, orders from %s to %s, %d partitions\n", b->cand.name,
+           b->cand.version, b->t.policy.name, b->t.policy.version,
            o->from > 0 ? tierctl_time_text(o->from, t1, sizeof(t1)) : "the start",
            tierctl_time_text(to, t2, sizeof(t2)), (int)n);
     print_matrix(&b->t.policy, &b->cand, &b->mx);
@@ -650,7 +679,7 @@ static int backtest_run(backtest_t *b, const opts_t *o) {
 }
 
 int tierctl_backtest(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop) {
-    static backtest_t b; /* two policies and two lanes: off the stack */
+    backtest_t *b = NULL; /* owned; two policies and two lanes: large */
     char err[1024] = "", owner[64];
     opts_t o;
     int rc = parse_opts(argc, argv, tierctl_help_backtest, &o);
@@ -659,40 +688,42 @@ int tierctl_backtest(int argc, char **argv, const char *conf_path, volatile sig_
         fputs(tierctl_help_backtest, stderr);
         return TC_USAGE;
     }
-    b.t.stop = stop;
-    rc = tierctl_open(&b.t, conf_path, 0);
+    if (!(b = tierctl_calloc(sizeof(*b)))) return TC_FAIL;
+    b->t.stop = stop;
+    rc = tierctl_open(&b->t, conf_path, 0);
     if (rc != TC_OK) goto out;
-    if (policyconf_load_file(o.policy, &b.t.conf, &b.cand, err, sizeof(err)) != 0) {
+    if (policyconf_load_file(o.policy, &b->t.conf, &b->cand, err, sizeof(err)) != 0) {
         fprintf(stderr, "tierctl: policy refused: %s\n", err);
         rc = TC_USAGE;
         goto out;
     }
     snprintf(owner, sizeof(owner), "tierctl-backtest-%d", (int)getpid());
-    snprintf(b.scratch[0], 128, "%s-%" PRId64 "-configured", owner, store_now_ms());
-    snprintf(b.scratch[1], 128, "%s-%" PRId64 "-candidate", owner, store_now_ms());
-    b.x.what = "backtest";
-    b.x.stop = stop;
-    b.x.nlanes = 2;
+    snprintf(b->scratch[0], 128, "%s-%" PRId64 "-configured", owner, store_now_ms());
+    snprintf(b->scratch[1], 128, "%s-%" PRId64 "-candidate", owner, store_now_ms());
+    b->x.what = "backtest";
+    b->x.stop = stop;
+    b->x.nlanes = 2;
     for (int i = 0; i < 2 && rc == TC_OK; i++) {
-        b.x.lanes[i] = &b.lanes[i];
-        if (lane_open(&b.lanes[i], &b.t, i ? &b.cand : &b.t.policy, b.scratch[i], owner, err,
+        b->x.lanes[i] = &b->lanes[i];
+        if (lane_open(&b->lanes[i], &b->t, i ? &b->cand : &b->t.policy, b->scratch[i], owner, err,
                       sizeof(err)) != 0) {
             fprintf(stderr, "tierctl: %s\n", err);
             rc = TC_FAIL;
         }
     }
-    if (rc == TC_OK) rc = backtest_run(&b, &o);
-    for (int i = 0; i < 2 && b.lanes[i].store; i++) {
+    if (rc == TC_OK) rc = backtest_run(b, &o);
+    for (int i = 0; i < 2 && b->lanes[i].store; i++) {
         if (o.keep)
-            fprintf(stderr, "tierctl: kept the scratch keys %s:*\n", b.scratch[i]);
-        else if (delete_prefix(b.lanes[i].store, b.scratch[i], err, sizeof(err)) != 0)
-            fprintf(stderr, "tierctl: scratch keys %s:* not deleted: %s\n", b.scratch[i], err);
+            fprintf(stderr, "tierctl: kept the scratch keys %s:*\n", b->scratch[i]);
+        else if (delete_prefix(b->lanes[i].store, b->scratch[i], err, sizeof(err)) != 0)
+            fprintf(stderr, "tierctl: scratch keys %s:* not deleted: %s\n", b->scratch[i], err);
     }
 out:
-    for (int i = 0; i < 2; i++) lane_close(&b.lanes[i]);
-    recs_free(&b.x.profs);
-    recs_free(&b.x.batch);
-    tierctl_close(&b.t);
+    for (int i = 0; i < 2; i++) lane_close(&b->lanes[i]);
+    recs_free(&b->x.profs);
+    recs_free(&b->x.batch);
+    tierctl_close(&b->t);
+    free(b);
     return rc;
 }
 
@@ -731,7 +762,7 @@ static int check_lease(rebuild_t *r, int32_t p, char *err, size_t errn) {
     return rc;
 }
 
-/* The partition's keys other than meta. */
+/* The partition's keys other than meta: whatever layout wrote them. */
 static int state_keys(rebuild_t *r, int32_t p, store_tx_t *del, char *err, size_t errn) {
     char pattern[600], meta[512], head[512], cursor[32] = "0";
     store_key(r->t.store, r->t.conf.topic_orders, p, "", head, sizeof(head));
@@ -743,15 +774,17 @@ static int state_keys(rebuild_t *r, int32_t p, store_tx_t *del, char *err, size_
          * comparing the prefix again below. */
         snprintf(pattern, sizeof(pattern), "*%d}:*", (int)p);
         const char *argv[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"};
-        int rc = tierctl_cmd(&tx, 6, argv) ? TC_FAIL
-                                           : tierctl_query(r->t.store, &tx, &rep, err, errn);
+        int rc =
+            tierctl_cmd(&tx, 6, argv) ? TC_FAIL : tierctl_query(r->t.store, &tx, &rep, err, errn);
         store_tx_free(&tx);
         if (rc != TC_OK) return -1;
         snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
         for (size_t i = 0; i < rep->element[1]->elements; i++) {
             const char *k = rep->element[1]->element[i]->str;
             if (strncmp(k, head, strlen(head)) != 0 || strcmp(k, meta) == 0) continue;
-            const char *d[2] = {"DEL", k};
+            /* UNLINK: a partition's state hash can be large; Redis frees it
+             * in the background instead of inside the transaction. */
+            const char *d[2] = {"UNLINK", k};
             if (tierctl_cmd(del, 2, d) != 0) rc = TC_FAIL;
         }
         freeReplyObject(rep);
@@ -781,7 +814,7 @@ static int fenced_exec(rebuild_t *r, int32_t p, store_tx_t *tx, char *err, size_
 
 /* Claims p and clears what is left of its state (epoch kept, bumped). */
 static int rebuild_begin(rebuild_t *r, int32_t p, char *err, size_t errn) {
-    char meta[512];
+    char meta[512], obox[512], kept[512];
     store_tx_t tx = {0};
     store_meta_t m;
     int rc = -1;
@@ -791,8 +824,18 @@ static int rebuild_begin(rebuild_t *r, int32_t p, char *err, size_t errn) {
     r->lane.part.meta.epoch = m.epoch;
     r->x.lease_at = store_now_ms(); /* the claim took the lease */
     store_key(r->t.store, r->t.conf.topic_orders, p, "meta", meta, sizeof(meta));
-    const char *hdel[7] = {"HDEL", meta, "offset", "month", "reviewed", "poffset", "updated_at"};
-    if (state_keys(r, p, &tx, err, errn) == 0 && tierctl_cmd(&tx, 7, hdel) == 0)
+    store_key(r->t.store, r->t.conf.topic_orders, p, "outbox", obox, sizeof(obox));
+    store_key(r->t.store, r->t.conf.topic_orders, p, "outbox-kept", kept, sizeof(kept));
+    /* Events decided before the rebuild and not yet published stay: the
+     * outbox waits aside while the replay decides (and discards) its own. */
+    const char *copy[5] = {"COPY", obox, kept, "REPLACE", NULL};
+    /* Every field that describes the state, the state format and a paged
+     * review's cursor included (a stale cursor would make the replay's
+     * first review skip customers); epoch, owner and lease stay. */
+    const char *hdel[10] = {"HDEL",    meta,     "offset",   "month",    "reviewed",
+                            "poffset", "format", "rv_month", "rv_after", "updated_at"};
+    if (tierctl_cmd(&tx, 4, copy) == 0 && state_keys(r, p, &tx, err, errn) == 0 &&
+        tierctl_cmd(&tx, 10, hdel) == 0)
         rc = fenced_exec(r, p, &tx, err, errn);
     store_tx_free(&tx);
     return rc;
@@ -800,22 +843,29 @@ static int rebuild_begin(rebuild_t *r, int32_t p, char *err, size_t errn) {
 
 /* Offsets at the ends replayed (also when the range held nothing to
  * apply; a topic partition that never had a record gets no offset, as
- * with tierd), the outbox dropped, the lease given back. */
-static int rebuild_end(rebuild_t *r, int32_t p, range_t ord, range_t prof, char *err,
-                       size_t errn) {
-    char meta[512], obox[512], off[32], poff[32];
+ * with tierd), the replay's events dropped (published before), the outbox
+ * of before the rebuild put back, the lease given back. */
+static int rebuild_end(rebuild_t *r, int32_t p, range_t ord, range_t prof, char *err, size_t errn) {
+    char meta[512], obox[512], kept[512], off[32], poff[32], fmt[16];
     store_tx_t tx = {0};
     int rc = 0;
     store_key(r->t.store, r->t.conf.topic_orders, p, "meta", meta, sizeof(meta));
     store_key(r->t.store, r->t.conf.topic_orders, p, "outbox", obox, sizeof(obox));
+    store_key(r->t.store, r->t.conf.topic_orders, p, "outbox-kept", kept, sizeof(kept));
     snprintf(off, sizeof(off), "%" PRId64, ord.to);
     snprintf(poff, sizeof(poff), "%" PRId64, prof.to);
+    snprintf(fmt, sizeof(fmt), "%d", STATE_FORMAT);
     const char *hoff[4] = {"HSET", meta, "offset", off};
     const char *hpoff[4] = {"HSET", meta, "poffset", poff};
+    /* The format too when nothing was replayed: the offsets then describe
+     * an empty state of this format. */
+    const char *hfmt[4] = {"HSET", meta, "format", fmt};
     const char *hdel[3] = {"HDEL", meta, "lease"}, *del[2] = {"DEL", obox};
+    const char *back[5] = {"COPY", kept, obox, "REPLACE", NULL}, *delk[2] = {"DEL", kept};
     if (ord.to > 0) rc |= tierctl_cmd(&tx, 4, hoff);
     if (prof.to > 0) rc |= tierctl_cmd(&tx, 4, hpoff);
-    rc = rc || tierctl_cmd(&tx, 3, hdel) || tierctl_cmd(&tx, 2, del)
+    rc = rc || tierctl_cmd(&tx, 4, hfmt) || tierctl_cmd(&tx, 3, hdel) || tierctl_cmd(&tx, 2, del) ||
+                 tierctl_cmd(&tx, 4, back) || tierctl_cmd(&tx, 2, delk)
              ? -1
              : fenced_exec(r, p, &tx, err, errn);
     store_tx_free(&tx);
@@ -827,11 +877,18 @@ static int rebuild_partition(rebuild_t *r, rd_kafka_t *rk, int32_t p, const opts
     char *err = r->x.err;
     size_t errn = sizeof(r->x.err);
     range_t ord = {-1, -1}, prof = {-1, -1};
+    store_meta_t m;
+    /* Only what tierd had applied is rebuilt: the records after its stored
+     * offsets are left to tierd, which applies them and publishes what
+     * they decide (the replay's own events are not published). */
+    m.offset = m.poffset = -1;
+    if (tierctl_meta(r->t.store, c, p, &m, err, errn) < 0) return -1;
     ord.from = tierctl_offset_at(rk, c->topic_orders, p, o->from, err, errn);
     if (ord.from >= 0) ord.to = tierctl_offset_at(rk, c->topic_orders, p, INT64_MAX, err, errn);
+    if (ord.to >= 0 && m.offset >= 0 && m.offset < ord.to) ord.to = m.offset;
     if (ord.to >= 0) prof.from = tierctl_offset_at(rk, c->topic_profiles, p, 0, err, errn);
-    if (prof.from >= 0)
-        prof.to = tierctl_offset_at(rk, c->topic_profiles, p, INT64_MAX, err, errn);
+    if (prof.from >= 0) prof.to = tierctl_offset_at(rk, c->topic_profiles, p, INT64_MAX, err, errn);
+    if (prof.to >= 0 && m.poffset >= 0 && m.poffset < prof.to) prof.to = m.poffset;
     if (prof.to < 0 || rebuild_begin(r, p, err, errn) != 0 ||
         replay_partition(&r->x, rk, c, ord, prof) != 0 ||
         rebuild_end(r, p, ord, prof, err, errn) != 0)
@@ -856,8 +913,7 @@ static int rebuild_run(rebuild_t *r, const opts_t *o) {
         rc = TC_USAGE;
     }
     /* Every partition is checked before any is touched. */
-    for (int32_t p = first; rc == TC_OK && p <= last; p++)
-        rc = check_lease(r, p, err, sizeof(err));
+    for (int32_t p = first; rc == TC_OK && p <= last; p++) rc = check_lease(r, p, err, sizeof(err));
     for (int32_t p = first; rc == TC_OK && p <= last; p++)
         if (rebuild_partition(r, rk, p, o) != 0) {
             snprintf(err, sizeof(err), "%s", r->x.err);
@@ -869,7 +925,7 @@ static int rebuild_run(rebuild_t *r, const opts_t *o) {
 }
 
 int tierctl_rebuild(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop) {
-    static rebuild_t r;
+    rebuild_t *r = NULL; /* owned; the policy and a lane: large */
     char err[1024] = "", host[256] = "host";
     opts_t o;
     int rc = parse_opts(argc, argv, tierctl_help_rebuild, &o);
@@ -878,25 +934,26 @@ int tierctl_rebuild(int argc, char **argv, const char *conf_path, volatile sig_a
         fputs(tierctl_help_rebuild, stderr);
         return TC_USAGE;
     }
-    r.t.stop = stop;
-    rc = tierctl_open(&r.t, conf_path, 1);
+    if (!(r = tierctl_calloc(sizeof(*r)))) return TC_FAIL;
+    r->t.stop = stop;
+    rc = tierctl_open(&r->t, conf_path, 1);
     gethostname(host, sizeof(host) - 1);
-    snprintf(r.owner, sizeof(r.owner), "tierctl-rebuild-%s-%d", host, (int)getpid());
-    r.x.what = "rebuild";
-    r.x.stop = stop;
-    r.x.nlanes = 1;
-    r.x.lease = 1;
-    r.x.lanes[0] = &r.lane;
-    if (rc == TC_OK &&
-        lane_open(&r.lane, &r.t, &r.t.policy, r.t.conf.key_prefix, r.owner, err,
-                  sizeof(err)) != 0) {
+    snprintf(r->owner, sizeof(r->owner), "tierctl-rebuild-%s-%d", host, (int)getpid());
+    r->x.what = "rebuild";
+    r->x.stop = stop;
+    r->x.nlanes = 1;
+    r->x.lease = 1;
+    r->x.lanes[0] = &r->lane;
+    if (rc == TC_OK && lane_open(&r->lane, &r->t, &r->t.policy, r->t.conf.key_prefix, r->owner, err,
+                                 sizeof(err)) != 0) {
         fprintf(stderr, "tierctl: %s\n", err);
         rc = TC_FAIL;
     }
-    if (rc == TC_OK) rc = rebuild_run(&r, &o);
-    lane_close(&r.lane);
-    recs_free(&r.x.profs);
-    recs_free(&r.x.batch);
-    tierctl_close(&r.t);
+    if (rc == TC_OK) rc = rebuild_run(r, &o);
+    lane_close(&r->lane);
+    recs_free(&r->x.profs);
+    recs_free(&r->x.batch);
+    tierctl_close(&r->t);
+    free(r);
     return rc;
 }

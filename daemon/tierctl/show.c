@@ -1,17 +1,20 @@
 /*
- * tierctl_show.c -- `tierctl show` and `tierctl explain`: read one
+ * show.c -- `tierctl show` and `tierctl explain`: read one
  * customer's state from Redis (read only: no WATCH, no write), judge it
  * with the policy engine exactly as the next review would, and print.
  *
  * The customer's partition is found by asking every partition's state
- * hash (one pipelined HEXISTS each): tierctl does not guess the producer's
- * partitioner.
+ * hash (one pipelined HGET each, which also reads the state): tierctl does
+ * not guess the producer's partitioner.  A state is one value (state.h);
+ * one that does not decode is reported, never shown as a new customer.
  */
 #include "tierctl.h"
 
-#include "agg.h"
-#include "decide.h"
+#include "customer.h"
+#include "events.h"
 #include "month.h"
+#include "profile_text.h"
+#include "state.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -41,154 +44,142 @@ typedef struct view {
     const char *id;
     int32_t partition;
     store_meta_t meta;
-    int64_t lease;
-    decide_customer_t c;
-    int32_t month; /* last window month: the partition's current month */
+    state_customer_t s; /* the stored state: decision state and months */
+    customer_t c;       /* the decision view of s, and the profile */
+    int32_t month;      /* last window month: the partition's current month */
     policy_month_t win[POLICY_WINDOW_MAX];
     uint32_t qmask[POLICY_WINDOW_MAX];
     long long outbox; /* entries waiting */
 } view_t;
 
-static int64_t reply_ll(const redisReply *r, int64_t dflt) {
-    return r && r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : dflt;
-}
-
-/* The partition whose state hash knows the customer; -1 none, -2 error. */
-static int32_t find_partition(tierctl_t *t, const char *id, char *err, size_t errn) {
-    int32_t n = tierctl_partitions(t->store, &t->conf, err, errn), found = -1;
+/* Reads the customer's state from every partition in one round trip (an
+ * HGET of each state hash, with each meta) and decodes the one that has
+ * it.  TC_OK, TC_NOT_FOUND, or TC_FAIL with err: Redis failed, the
+ * partition holds another state format, or the state does not decode --
+ * never taken for a new customer. */
+static int find_state(tierctl_t *t, view_t *v, char *err, size_t errn) {
+    int32_t n = tierctl_partitions(t->store, &t->conf, err, errn);
     store_tx_t tx = {0};
     redisReply **r = NULL;
-    if (n <= 0) return n == 0 ? -1 : -2;
-    r = calloc((size_t)n, sizeof(*r));
+    int rc = TC_FAIL;
+    char why[512] = "";
+    if (n < 0) return TC_FAIL;
+    v->partition = -1;
+    r = calloc((size_t)n * 2 + 1, sizeof(*r));
     for (int32_t p = 0; r && p < n; p++) {
         char key[512];
         store_key(t->store, t->conf.topic_orders, p, "c", key, sizeof(key));
-        const char *argv[3] = {"HEXISTS", key, id};
-        if (tierctl_cmd(&tx, 3, argv) != 0) break;
+        const char *argv[3] = {"HGET", key, v->id};
+        if (tierctl_cmd(&tx, 3, argv) != 0 || tierctl_meta_cmd(&tx, t->store, &t->conf, p) != 0)
+            break;
     }
-    if (!r || tx.ncmds != (size_t)n) {
+    if (!r || tx.ncmds != (size_t)n * 2) {
         snprintf(err, errn, "out of memory");
-        found = -2;
-    } else if (tierctl_query(t->store, &tx, r, err, errn) != TC_OK) {
-        found = -2;
-    } else {
-        for (int32_t p = 0; p < n; p++) {
-            if (found < 0 && r[p]->integer == 1) found = p;
-            freeReplyObject(r[p]);
-        }
-    }
-    store_tx_free(&tx);
-    free(r);
-    return found;
-}
-
-/* meta, state, profile and outbox length in one round trip. */
-static int read_head(tierctl_t *t, view_t *v, char *err, size_t errn) {
-    char meta[512], ckey[512], pkey[512], obox[512];
-    const char *cmds[4][8] = {
-        {"HMGET", meta, "epoch", "offset", "month", "reviewed", "poffset", "lease"},
-        {"HGET", ckey, v->id},
-        {"HGET", pkey, v->id},
-        {"XLEN", obox}};
-    const int argc[4] = {8, 3, 3, 2};
-    store_tx_t tx = {0};
-    redisReply *r[4] = {NULL};
-    int rc = TC_FAIL;
-    store_key(t->store, t->conf.topic_orders, v->partition, "meta", meta, sizeof(meta));
-    store_key(t->store, t->conf.topic_orders, v->partition, "c", ckey, sizeof(ckey));
-    store_key(t->store, t->conf.topic_orders, v->partition, "p", pkey, sizeof(pkey));
-    store_key(t->store, t->conf.topic_orders, v->partition, "outbox", obox, sizeof(obox));
-    for (int i = 0; i < 4; i++)
-        if (tierctl_cmd(&tx, argc[i], cmds[i]) != 0) goto out;
-    if (tierctl_query(t->store, &tx, r, err, errn) != TC_OK) goto out;
-    const redisReply *m = r[0];
-    v->meta.epoch = reply_ll(m->element[0], 0);
-    v->meta.offset = reply_ll(m->element[1], -1);
-    int64_t ym = reply_ll(m->element[2], 0), rv = reply_ll(m->element[3], 0);
-    v->meta.month = ym > 0 ? month_from_yyyymm((int)ym) : -1;
-    v->meta.reviewed = rv > 0 ? month_from_yyyymm((int)rv) : -1;
-    v->meta.poffset = reply_ll(m->element[4], -1);
-    v->lease = reply_ll(m->element[5], 0);
-    if (r[1]->type != REDIS_REPLY_STRING ||
-        decide_state_parse(&v->c, r[1]->str, r[1]->len) != 0) {
-        snprintf(err, errn, "%s: the state of %s is unreadable", ckey, v->id);
         goto out;
     }
-    v->c.has_profile = r[2]->type == REDIS_REPLY_STRING &&
-                       decide_profile_parse(&v->c.profile, &v->c.profile_updated_at, r[2]->str,
-                                            r[2]->len) == 0;
-    v->outbox = r[3]->integer;
+    if (tierctl_query(t->store, &tx, r, err, errn) != TC_OK) goto out;
+    for (int32_t p = 0; p < n && v->partition < 0; p++) {
+        store_meta_t m;
+        if (store_meta_parse(r[2 * p + 1], &m) < 0) {
+            snprintf(err, errn, "redis: unexpected reply to HMGET of a meta");
+            goto out;
+        }
+        /* A partition in another format might keep the customer elsewhere
+         * than its state hash: "not found" is then not known. */
+        if (!why[0] && tierctl_format_check(&t->conf, p, &m, why, sizeof(why)) != 0 &&
+            r[2 * p]->type == REDIS_REPLY_STRING)
+            break;
+        if (r[2 * p]->type == REDIS_REPLY_STRING) {
+            v->partition = p;
+            v->meta = m;
+        }
+    }
+    if (v->partition < 0) {
+        if (why[0]) snprintf(err, errn, "%s", why);
+        rc = why[0] ? TC_FAIL : TC_NOT_FOUND;
+        goto out;
+    }
+    why[0] = '\0';
+    const redisReply *sv = r[2 * v->partition];
+    if (state_decode(&v->s, sv->str, sv->len, why, sizeof(why)) != 0) {
+        char key[512];
+        store_key(t->store, t->conf.topic_orders, v->partition, "c", key, sizeof(key));
+        snprintf(err, errn,
+                 "%s field %s: the customer's state does not decode (%s); `tierctl rebuild "
+                 "--partition %d` rebuilds the partition from the topics",
+                 key, v->id, why, (int)v->partition);
+        goto out;
+    }
+    customer_load(&v->c, &v->s);
     rc = TC_OK;
 out:
-    for (int i = 0; i < 4; i++)
+    for (size_t i = 0; r && i < tx.ncmds; i++)
         if (r[i]) freeReplyObject(r[i]);
     store_tx_free(&tx);
+    free(r);
     return rc;
 }
 
-static void parse_month(view_t *v, size_t i, redisReply *const *f) {
-    agg_month_t a = {0};
-    int32_t tier = 0;
-    policy_grade_t grade = POLICY_GRADE_NONE;
-    if (f[0]->type == REDIS_REPLY_STRING) agg_parse(&a, f[0]->str, f[0]->len);
-    if (f[1]->type == REDIS_REPLY_STRING) decide_month_parse(&tier, &grade, f[1]->str, f[1]->len);
-    v->win[i].qty = a.qty;
-    v->win[i].amount = a.amount;
-    v->win[i].orders = a.orders;
-    v->win[i].skus = a.skus;
-    v->win[i].tier_in_effect = tier;
-    v->win[i].grade = grade;
-    v->qmask[i] = f[2]->type == REDIS_REPLY_STRING ? (uint32_t)strtoul(f[2]->str, NULL, 10) : 0;
-}
-
-/* The W months ending with the partition's month, oldest first. */
-static int read_window(tierctl_t *t, view_t *v, char *err, size_t errn) {
-    const int32_t W = t->policy.window;
-    char keys[POLICY_WINDOW_MAX][512], a[80], tf[80], q[80];
-    redisReply *r[POLICY_WINDOW_MAX] = {NULL};
+/* Profile and outbox length in one round trip. */
+static int read_head(tierctl_t *t, view_t *v, char *err, size_t errn) {
+    char pkey[512], obox[512];
+    const char *hget[3] = {"HGET", pkey, v->id}, *xlen[2] = {"XLEN", obox};
     store_tx_t tx = {0};
+    redisReply *r[2] = {NULL};
     int rc = TC_FAIL;
-    v->month = v->meta.month >= 0 ? v->meta.month : month_of_ms(store_now_ms());
-    snprintf(a, sizeof(a), "a:%s", v->id);
-    snprintf(tf, sizeof(tf), "t:%s", v->id);
-    snprintf(q, sizeof(q), "q:%s", v->id);
-    for (int32_t i = 0; i < W; i++) {
-        v->win[i].month = v->month - W + 1 + i;
-        store_month_key(t->store, t->conf.topic_orders, v->partition, v->win[i].month, keys[i],
-                        sizeof(keys[i]));
-        const char *argv[5] = {"HMGET", keys[i], a, tf, q};
-        if (tierctl_cmd(&tx, 5, argv) != 0) goto out;
+    store_key(t->store, t->conf.topic_orders, v->partition, "p", pkey, sizeof(pkey));
+    store_key(t->store, t->conf.topic_orders, v->partition, "outbox", obox, sizeof(obox));
+    if (tierctl_cmd(&tx, 3, hget) != 0 || tierctl_cmd(&tx, 2, xlen) != 0) {
+        snprintf(err, errn, "out of memory");
+        goto out;
     }
     if (tierctl_query(t->store, &tx, r, err, errn) != TC_OK) goto out;
-    for (int32_t i = 0; i < W; i++) parse_month(v, (size_t)i, r[i]->element);
+    v->c.has_profile =
+        r[0]->type == REDIS_REPLY_STRING &&
+        profile_text_parse(&v->c.profile, &v->c.profile_updated_at, r[0]->str, r[0]->len) == 0;
+    v->outbox = r[1]->integer;
     rc = TC_OK;
 out:
-    for (int32_t i = 0; i < W; i++)
+    for (int i = 0; i < 2; i++)
         if (r[i]) freeReplyObject(r[i]);
     store_tx_free(&tx);
     return rc;
+}
+
+/* The W months ending with the partition's month, oldest first, as the
+ * policy engine sees them (months the state lacks are zeros). */
+static void fill_window(tierctl_t *t, view_t *v) {
+    const int32_t W = t->policy.window;
+    v->month = v->meta.month >= 0 ? v->meta.month : month_of_ms(&t->zone, store_now_ms());
+    state_window(&v->s, v->month, W, v->win);
+    for (int32_t i = 0; i < W; i++) {
+        const state_month_t *m = state_month(&v->s, v->win[i].month, 0);
+        v->qmask[i] = m ? m->qmask : 0;
+    }
 }
 
 static int load_view(tierctl_t *t, const char *id, view_t *v) {
     char err[1024] = "";
+    state_free(&v->s);
     memset(v, 0, sizeof(*v));
+    state_init(&v->s);
     v->id = id;
-    v->partition = find_partition(t, id, err, sizeof(err));
-    if (v->partition == -1) {
+    int rc = find_state(t, v, err, sizeof(err));
+    if (rc == TC_NOT_FOUND) {
         fprintf(stderr, "tierctl: customer %s not found: no partition of %s knows it\n", id,
                 t->conf.topic_orders);
         return TC_NOT_FOUND;
     }
-    if (v->partition < 0 || read_head(t, v, err, sizeof(err)) != TC_OK ||
-        read_window(t, v, err, sizeof(err)) != TC_OK) {
+    if (rc != TC_OK || read_head(t, v, err, sizeof(err)) != TC_OK) {
         fprintf(stderr, "tierctl: %s\n", err);
         return TC_FAIL;
     }
+    fill_window(t, v);
     return TC_OK;
 }
 
 static const policy_profile_t *profile_of(const tierctl_t *t, const view_t *v) {
-    return v->c.has_profile ? &v->c.profile : &t->policy.profile_default;
+    return customer_profile(&v->c, &t->policy);
 }
 
 static const char *month_text(int32_t m, char *buf, size_t n) {
@@ -268,8 +259,9 @@ static void print_quota(const tierctl_t *t, const view_t *v) {
     printf("quota %s:  consumed %" PRId64 " of cap %" PRId64 " (tier %d",
            policy_month_text(m->month, b, sizeof(b)), m->qty, lim.cap, (int)tier);
     if (lim.effective_cap != lim.cap) printf(", holiday: effective %" PRId64, lim.effective_cap);
-    printf("), %.1f %%; WARNING at %" PRId64, lim.effective_cap ? 100.0 * (double)m->qty /
-           (double)lim.effective_cap : 0.0, lim.warning_at);
+    printf("), %.1f %%; WARNING at %" PRId64,
+           lim.effective_cap ? 100.0 * (double)m->qty / (double)lim.effective_cap : 0.0,
+           lim.warning_at);
     if (lim.hard_cap != POLICY_NO_HARD_CAP) printf(", hard cap %" PRId64, lim.hard_cap);
     printf("\n");
 }
@@ -291,13 +283,13 @@ static void print_head(const tierctl_t *t, const view_t *v) {
  * partition (the producer's partitioner is not assumed). */
 typedef struct tail {
     const char *id;
-    tierctl_tc_t *tc;
+    events_t *events; /* reads the tier changes back */
     int tier_topic;
     struct ev {
         int64_t ts;
-        size_t seq; /* read order */
+        size_t seq;     /* read order */
         char text[256]; /* time, and an event id of up to 159 bytes */
-    } *evs;
+    } * evs;
     size_t n, cap;
 } tail_t;
 
@@ -307,8 +299,7 @@ static int on_event(void *opaque, rd_kafka_message_t *m) {
     size_t hl = 0;
     rd_kafka_headers_t *hdrs = NULL;
     char id[160] = "?", ts[32], err[128];
-    if (!m->key || m->key_len != strlen(t->id) || memcmp(m->key, t->id, m->key_len) != 0)
-        return 0;
+    if (!m->key || m->key_len != strlen(t->id) || memcmp(m->key, t->id, m->key_len) != 0) return 0;
     if (rd_kafka_message_headers(m, &hdrs) == 0 &&
         rd_kafka_header_get_last(hdrs, "tierd.event_id", &hv, &hl) == 0 && hl < sizeof(id))
         snprintf(id, sizeof(id), "%.*s", (int)hl, (const char *)hv);
@@ -323,8 +314,9 @@ static int on_event(void *opaque, rd_kafka_message_t *m) {
     e->seq = t->n++;
     e->ts = rd_kafka_message_timestamp(m, NULL);
     tierctl_time_text(e->ts, ts, sizeof(ts));
-    tierctl_tc_info_t tc;
-    if (t->tier_topic && tierctl_tc_decode(t->tc, m->payload, m->len, &tc, err, sizeof(err)) == 0)
+    events_tier_change_info_t tc;
+    if (t->tier_topic &&
+        events_read_tier_change(t->events, m->payload, m->len, &tc, err, sizeof(err)) == 0)
         snprintf(e->text, sizeof(e->text), "%s  tier %d -> %d  %s%s%s", ts, (int)tc.previous_tier,
                  (int)tc.new_tier, tc.reason, tc.review_month[0] ? " review " : "",
                  tc.review_month);
@@ -372,21 +364,20 @@ static void print_events(tierctl_t *t, const view_t *v, int want) {
     char err[512] = "";
     tail_t tl = {.id = v->id};
     rd_kafka_t *rk = tierctl_kafka(&t->conf, err, sizeof(err));
-    tl.tc = rk ? tierctl_tc_new(err, sizeof(err)) : NULL;
-    int ok = tl.tc != NULL;
+    tl.events = rk ? events_new(err, sizeof(err)) : NULL;
+    int ok = tl.events != NULL;
     tl.tier_topic = 1;
     ok = ok && print_topic(t, rk, &tl, t->conf.topic_tier_changes, want, err, sizeof(err)) == 0;
     tl.tier_topic = 0;
     ok = ok && print_topic(t, rk, &tl, t->conf.topic_quota_events, want, err, sizeof(err)) == 0;
     if (!ok) fprintf(stderr, "tierctl: last events not read: %s\n", err);
     free(tl.evs);
-    tierctl_tc_destroy(tl.tc);
+    events_destroy(tl.events);
     if (rk) rd_kafka_destroy(rk);
 }
 
 /* Options of show/explain: [--events N] CUSTOMER. */
-static int customer_args(int argc, char **argv, const char *help, int *events,
-                         const char **id) {
+static int customer_args(int argc, char **argv, const char *help, int *events, const char **id) {
     static const struct option opts[] = {{"events", required_argument, NULL, 'e'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
@@ -412,27 +403,55 @@ static int customer_args(int argc, char **argv, const char *help, int *events,
     return TC_OK;
 }
 
+/* What show and explain hold while they run: the policy (in t), the view
+ * and a decision are large, so they live on the heap, with one owner. */
+typedef struct session {
+    tierctl_t t;
+    view_t v;
+    policy_decision_t next; /* explain: the open month's review, were it now */
+} session_t;
+
+/* Allocates the session into *out (NULL when memory ran out), opens
+ * tierctl on it and reads the customer `id`.  TC_* as load_view. */
+static int session_open(const char *conf_path, volatile sig_atomic_t *stop, const char *id,
+                        session_t **out) {
+    session_t *s = tierctl_calloc(sizeof(*s));
+    int rc;
+    *out = s;
+    if (!s) return TC_FAIL;
+    s->t.stop = stop;
+    rc = tierctl_open(&s->t, conf_path, 1);
+    return rc == TC_OK ? load_view(&s->t, id, &s->v) : rc;
+}
+
+/* Accepts NULL. */
+static void session_close(session_t *s) {
+    if (!s) return;
+    state_free(&s->v.s);
+    tierctl_close(&s->t);
+    free(s);
+}
+
 int tierctl_show(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop) {
-    static tierctl_t t; /* the policy is large: off the stack */
-    static view_t v;
+    session_t *s = NULL; /* owned */
     const char *id = NULL;
     int events = 5;
     int rc = customer_args(argc, argv, tierctl_help_show, &events, &id);
     if (rc != TC_OK) return rc < 0 ? TC_OK : rc;
-    t.stop = stop;
-    rc = tierctl_open(&t, conf_path, 1);
-    if (rc == TC_OK) rc = load_view(&t, id, &v);
+    rc = session_open(conf_path, stop, id, &s);
     if (rc == TC_OK) {
-        print_head(&t, &v);
-        print_score(&t, &v);
-        print_profile(&t, &v);
-        print_window(&t, &v);
-        print_quota(&t, &v);
-        printf("outbox:      %lld entries of partition %d wait for Kafka\n", v.outbox,
-               (int)v.partition);
-        if (events > 0) print_events(&t, &v, events);
+        tierctl_t *t = &s->t;
+        const view_t *v = &s->v;
+        print_head(t, v);
+        print_score(t, v);
+        print_profile(t, v);
+        print_window(t, v);
+        print_quota(t, v);
+        printf("outbox:      %lld entries of partition %d wait for Kafka\n", v->outbox,
+               (int)v->partition);
+        if (events > 0) print_events(t, v, events);
     }
-    tierctl_close(&t);
+    session_close(s);
     return rc;
 }
 
@@ -450,7 +469,7 @@ static void explain_new(const tierctl_t *t, const view_t *v) {
     printf("next: the review of %s (on %s) places it on the tier its score reaches\n"
            "      (INITIAL_EVALUATION), then the grade's cap applies\n",
            month_text(eval, b, sizeof(b)),
-           tierctl_time_text(month_start_ms(eval + 1), b2, sizeof(b2)));
+           tierctl_time_text(month_start_ms(&t->zone, eval + 1), b2, sizeof(b2)));
 }
 
 static void print_checks(const tierctl_t *t, const policy_decision_t *d) {
@@ -461,9 +480,8 @@ static void print_checks(const tierctl_t *t, const policy_decision_t *d) {
     for (uint32_t i = 0; i < d->nmonths; i++) {
         const policy_month_check_t *m = &d->months[i];
         printf("  %-8s %4d %5c %10" PRId64 " %8" PRId64 " %8" PRId64 " %10" PRId64 "  %s%s%s\n",
-               policy_month_text(m->month, b, sizeof(b)), (int)m->tier_in_effect,
-               (char)m->grade, m->qty, m->floor, m->cap, m->upgrade_qty,
-               m->grade_ok ? "grade ok" : "grade too low",
+               policy_month_text(m->month, b, sizeof(b)), (int)m->tier_in_effect, (char)m->grade,
+               m->qty, m->floor, m->cap, m->upgrade_qty, m->grade_ok ? "grade ok" : "grade too low",
                m->qty_ok ? ", qty meets upgrade" : ", qty below upgrade",
                m->below_floor ? ", below floor" : "");
     }
@@ -481,8 +499,7 @@ static void next_upgrade(const tierctl_t *t, const view_t *v, const policy_decis
         if (!d->months[i].grade_ok || !d->months[i].qty_ok) fail = d->months[i].month;
     if (target <= T) {
         printf("upgrade: needs a score of %.2f for tier %d (now %.2f, target %d), and then\n",
-               p->tiers[T].min_score_c / 100.0, (int)T + 1, d->score.score_c / 100.0,
-               (int)target);
+               p->tiers[T].min_score_c / 100.0, (int)T + 1, d->score.score_c / 100.0, (int)target);
     }
     int32_t review = fail < 0 ? v->month : fail + p->window;
     printf("upgrade: %.0f %% of the cap of the tier in effect and grade %c or better in each\n"
@@ -490,7 +507,7 @@ static void next_upgrade(const tierctl_t *t, const view_t *v, const policy_decis
            "         (on %s)",
            p->upgrade_cap_ratio_ppm / 10000.0, (char)p->upgrade_grade_at_least, (int)p->window,
            month_text(review, b, sizeof(b)),
-           tierctl_time_text(month_start_ms(review + 1), b2, sizeof(b2)));
+           tierctl_time_text(month_start_ms(&t->zone, review + 1), b2, sizeof(b2)));
     if (fail >= 0)
         printf(": %s failed, so each month from %s to %s must pass", month_text(fail, b, 16),
                month_text(fail + 1, b + 16, 16), month_text(review, b2, sizeof(b2)));
@@ -515,7 +532,7 @@ static void next_downgrade(const tierctl_t *t, const view_t *v, const policy_dec
         int32_t to = floor_tier(p, d->score.metrics.qty_avg);
         printf("downgrade: on %s (the review of %s) to tier %d, unless %s reaches the floor\n"
                "           %" PRId64 " (now %" PRId64 "): every window month is below its floor\n",
-               tierctl_time_text(month_start_ms(v->month + 1), b2, sizeof(b2)),
+               tierctl_time_text(month_start_ms(&t->zone, v->month + 1), b2, sizeof(b2)),
                month_text(v->month, b, sizeof(b)), (int)to, month_text(v->month, b, sizeof(b)),
                cur->floor, cur->qty);
         if (to >= v->c.st.tier)
@@ -526,7 +543,7 @@ static void next_downgrade(const tierctl_t *t, const view_t *v, const policy_dec
     printf("downgrade: not before the review of %s (on %s): %s met its floor; it takes\n"
            "           %d consecutive months below the floor\n",
            month_text(met + p->window, b, sizeof(b)),
-           tierctl_time_text(month_start_ms(met + p->window + 1), b2, sizeof(b2)),
+           tierctl_time_text(month_start_ms(&t->zone, met + p->window + 1), b2, sizeof(b2)),
            month_text(met, b + 16, 16), (int)p->window);
 }
 
@@ -560,47 +577,47 @@ static void next_moves(const tierctl_t *t, const view_t *v, const policy_decisio
                (int)cap);
 }
 
-static void explain_rules(const tierctl_t *t, const view_t *v) {
+/* d: room for the decision (large: the caller's). */
+static void explain_rules(const tierctl_t *t, const view_t *v, policy_decision_t *d) {
     policy_customer_t in = {.state = v->c.st,
                             .profile = *profile_of(t, v),
                             .window = v->win,
                             .nwindow = (size_t)t->policy.window};
-    static policy_decision_t d;
     char err[256], b[32];
-    if (policy_review(&t->policy, &in, v->month, &d, err, sizeof(err)) != 0) {
+    if (policy_review(&t->policy, &in, v->month, d, err, sizeof(err)) != 0) {
         printf("(no review possible: %s)\n", err);
         return;
     }
     printf("if %s closed now: %s -> tier %d (%s)\n  %s\n", month_text(v->month, b, sizeof(b)),
-           policy_rule_name(d.rule), (int)d.new_tier,
-           d.changed ? policy_reason_name(d.reason) : "no change", d.explain);
-    print_checks(t, &d);
-    if (v->c.st.evaluated && !v->c.st.has_override) next_moves(t, v, &d);
+           policy_rule_name(d->rule), (int)d->new_tier,
+           d->changed ? policy_reason_name(d->reason) : "no change", d->explain);
+    print_checks(t, d);
+    if (v->c.st.evaluated && !v->c.st.has_override) next_moves(t, v, d);
 }
 
 int tierctl_explain(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop) {
-    static tierctl_t t;
-    static view_t v;
+    session_t *s = NULL; /* owned */
     const char *id = NULL;
     char b[32];
     int rc = customer_args(argc, argv, tierctl_help_explain, NULL, &id);
     if (rc != TC_OK) return rc < 0 ? TC_OK : rc;
-    t.stop = stop;
-    rc = tierctl_open(&t, conf_path, 1);
-    if (rc == TC_OK) rc = load_view(&t, id, &v);
+    rc = session_open(conf_path, stop, id, &s);
     if (rc == TC_OK) {
-        print_head(&t, &v);
-        if (v.c.st.has_override)
+        const tierctl_t *t = &s->t;
+        const view_t *v = &s->v;
+        print_head(t, v);
+        if (v->c.st.has_override)
             printf("why:  the profile's override set tier %d (OVERRIDE); reviews continue "
-                   "from there\n", (int)v.c.st.override_tier);
-        else if (!v.c.st.evaluated)
-            explain_new(&t, &v);
+                   "from there\n",
+                   (int)v->c.st.override_tier);
+        else if (!v->c.st.evaluated)
+            explain_new(t, v);
         else
             printf("why:  tier %s, decided by the reviews up to %s\n",
-                   policy_tier_label(&t.policy, v.c.st.tier, b, sizeof(b)),
-                   month_text(v.meta.reviewed, b + 16, 16));
-        explain_rules(&t, &v);
+                   policy_tier_label(&t->policy, v->c.st.tier, b, sizeof(b)),
+                   month_text(v->meta.reviewed, b + 16, 16));
+        explain_rules(t, v, &s->next);
     }
-    tierctl_close(&t);
+    session_close(s);
     return rc;
 }

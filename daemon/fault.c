@@ -1,0 +1,66 @@
+/*
+ * fault.c -- see fault.h.  The only file that looks at TIERD_TEST_HOOKS
+ * (CMake defines it for this file alone), so no other code can grow a
+ * test-only branch.
+ */
+#include "fault.h"
+
+#include "log.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+static const char *const fault_env[FAULT__COUNT] = {
+    [FAULT_COMMIT] = "TIERD_FAULT_COMMIT_STALL_FILE",
+    [FAULT_REVIEW] = "TIERD_FAULT_REVIEW_STALL_FILE",
+    [FAULT_PUBLISH] = "TIERD_FAULT_PUBLISH_STALL_FILE",
+};
+
+#ifdef TIERD_TEST_HOOKS
+
+void fault_from_env(fault_t *f) {
+    int any = 0;
+    for (int p = 0; p < FAULT__COUNT; p++) any |= (f->stall_file[p] = getenv(fault_env[p])) != NULL;
+    if (any) log_warn("main", "fault injection is on (TIERD_FAULT_*): for tests only");
+}
+
+static int exists(const fault_t *f, fault_point_t p) {
+    struct stat st;
+    return f->stall_file[p] != NULL && stat(f->stall_file[p], &st) == 0;
+}
+
+void fault_stall(const fault_t *f, fault_point_t p) {
+    for (int i = 0; i < 1200 && exists(f, p); i++) {
+        if (i == 0) log_warn("txn", "fault injection: stalled before EXEC");
+        struct timespec ts = {0, 100000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+int fault_holding(const fault_t *f, fault_point_t p) {
+    return exists(f, p);
+}
+
+#else /* no hooks in this build */
+
+void fault_from_env(fault_t *f) {
+    int p = 0;
+    memset(f, 0, sizeof(*f));
+    while (p < FAULT__COUNT && getenv(fault_env[p]) == NULL) p++;
+    if (p < FAULT__COUNT) /* once is enough */
+        log_warn("main", "%s is set, but this tierd was built without TIERD_TEST_HOOKS: ignored",
+                 fault_env[p]);
+}
+
+void fault_stall(const fault_t *f, fault_point_t p) {
+    (void)f, (void)p;
+}
+
+int fault_holding(const fault_t *f, fault_point_t p) {
+    (void)f, (void)p;
+    return 0;
+}
+
+#endif

@@ -1,0 +1,43 @@
+/*
+ * fault.h -- fault injection for the integration tests, compiled in only
+ * when the CMake option TIERD_TEST_HOOKS is ON (scripts/test turns it on;
+ * release, demo and Docker builds leave it off).
+ *
+ * A hook is a file named by an environment variable: while the file
+ * exists, tierd stops at that point, so a test can kill it exactly there:
+ *   TIERD_FAULT_COMMIT_STALL_FILE   an order or profile batch waits before
+ *                                   its EXEC (test_rebalance.py)
+ *   TIERD_FAULT_REVIEW_STALL_FILE   a review page waits before its EXEC
+ *   TIERD_FAULT_PUBLISH_STALL_FILE  the publisher holds the outboxes' events
+ *                                   (both test_events_crash.py)
+ * Built without the option, the hooks are not in the binary: the
+ * functions below do nothing, and a TIERD_FAULT_* variable in the
+ * environment is ignored, with one warning at start.
+ */
+#ifndef TIERD_FAULT_H
+#define TIERD_FAULT_H
+
+typedef enum fault_point {
+    FAULT_COMMIT = 0, /* before the EXEC of an order or profile batch */
+    FAULT_REVIEW,     /* before the EXEC of a review page */
+    FAULT_PUBLISH,    /* the outbox publisher's round */
+    FAULT__COUNT
+} fault_point_t;
+
+typedef struct fault {
+    const char *stall_file[FAULT__COUNT]; /* borrowed (the environment); NULL: no hook */
+} fault_t;
+
+/* Fills f from the TIERD_FAULT_* variables and logs, once, that fault
+ * injection is on, or that this build ignores them.  A zeroed fault_t has
+ * no hook. */
+void fault_from_env(fault_t *f);
+
+/* Waits while point p's file exists, at most 120 s ("fault injection:
+ * stalled before EXEC" in the log, once). */
+void fault_stall(const fault_t *f, fault_point_t p);
+
+/* 1 while point p's file exists: the caller holds back for now. */
+int fault_holding(const fault_t *f, fault_point_t p);
+
+#endif

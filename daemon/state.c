@@ -1,0 +1,768 @@
+/*
+ * state.c -- one customer's state, its encoding and its arithmetic.
+ *
+ * Owns the byte layout described in state.h.  Must never read past the
+ * buffer it is given, nor size an allocation from a count it has not first
+ * bounded by the bytes left; a value it cannot fully vouch for is refused,
+ * never half-read.  No I/O, no clock, no globals: the only static data is
+ * the CRC table, a constant.
+ */
+#include "state.h"
+
+#include "errstr.h"
+#include "month.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------------ */
+/* Hashes                                                              */
+
+/* CRC-32C, reflected polynomial 0x82F63B78, four bits at a time: a table
+ * of 16 words is small enough to check by hand and still costs only two
+ * lookups a byte.  Chosen over a hash because a CRC of 32 bits detects
+ * every error burst of up to 32 bits: every single changed byte, surely. */
+static const uint32_t crc32c_nibble[16] = {
+    0x00000000, 0x105ec76f, 0x20bd8ede, 0x30e349b1, 0x417b1dbc, 0x5125dad3, 0x61c69362, 0x7198540d,
+    0x82f63b78, 0x92a8fc17, 0xa24bb5a6, 0xb21572c9, 0xc38d26c4, 0xd3d3e1ab, 0xe330a81a, 0xf36e6f75,
+};
+
+#if defined(__x86_64__)
+/* The same CRC with SSE 4.2's crc32 instruction (8 bytes a step), chosen
+ * at run time: every state is checked on every read, and reviews and
+ * tierctl dump read them all. */
+__attribute__((target("sse4.2"))) static uint32_t crc_hw(const uint8_t *p, size_t n, uint32_t crc) {
+    for (; n >= 8; p += 8, n -= 8) {
+        uint64_t v;
+        memcpy(&v, p, 8);
+        crc = (uint32_t)__builtin_ia32_crc32di(crc, v);
+    }
+    for (; n > 0; p++, n--) crc = __builtin_ia32_crc32qi(crc, *p);
+    return crc;
+}
+#endif
+
+uint32_t state_checksum(const void *buf, size_t len) {
+    const uint8_t *p = buf;
+    uint32_t crc = 0xffffffffu;
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("sse4.2")) return crc_hw(p, len, crc) ^ 0xffffffffu;
+#endif
+    for (size_t i = 0; i < len; i++) {
+        crc ^= p[i];
+        crc = (crc >> 4) ^ crc32c_nibble[crc & 15];
+        crc = (crc >> 4) ^ crc32c_nibble[crc & 15];
+    }
+    return crc ^ 0xffffffffu;
+}
+
+static uint64_t hash64(const char *s, size_t len) {
+    uint64_t h = 0xcbf29ce484222325u; /* FNV-1a 64 offset basis */
+    for (size_t i = 0; i < len; i++) {
+        h ^= (uint8_t)s[i];
+        h *= 0x100000001b3u; /* FNV 64 prime */
+    }
+    /* splitmix64's finaliser: FNV-1a alone leaves the high bits depending
+     * weakly on the last bytes, and the SKU fingerprint takes those. */
+    h ^= h >> 30;
+    h *= 0xbf58476d1ce4e5b9u;
+    h ^= h >> 27;
+    h *= 0x94d049bb133111ebu;
+    h ^= h >> 31;
+    return h;
+}
+
+uint64_t state_order_fp(const char *order_id, size_t len) {
+    return hash64(order_id, len);
+}
+
+uint32_t state_sku_fp(const char *sku, size_t len) {
+    return (uint32_t)(hash64(sku, len) >> 32);
+}
+
+/* ------------------------------------------------------------------ */
+/* Customer and months                                                 */
+
+/* A month slot back to "just inserted", arrays kept. */
+static void month_clear(state_month_t *m, int32_t month) {
+    m->month = month;
+    memset(&m->agg, 0, sizeof(m->agg));
+    m->tier = 0;
+    m->grade = POLICY_GRADE_NONE;
+    m->qmask = 0;
+    m->nskus = 0;
+    m->nfps = 0;
+}
+
+void state_init(state_customer_t *c) {
+    memset(c, 0, sizeof(*c));
+    c->live_score_c = -1;
+    c->scale = 'X';
+}
+
+void state_reset(state_customer_t *c) {
+    memset(&c->st, 0, sizeof(c->st));
+    c->seq = 0;
+    c->live_score_c = -1;
+    c->scale = 'X';
+    c->nmonths = 0;
+}
+
+void state_free(state_customer_t *c) {
+    if (!c) return;
+    for (uint32_t i = 0; i < c->capmonths; i++) {
+        free(c->months[i].skus);
+        free(c->months[i].fps);
+    }
+    free(c->months);
+    state_init(c);
+}
+
+/* Index of the first kept month >= m. */
+static uint32_t month_lower(const state_customer_t *c, int32_t m) {
+    uint32_t lo = 0, hi = c->nmonths;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (c->months[mid].month < m)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Room for n month slots (n <= STATE_MONTHS_MAX): -1 out of memory. */
+static int months_reserve(state_customer_t *c, uint32_t n) {
+    if (n <= c->capmonths) return 0;
+    uint32_t cap = c->capmonths ? c->capmonths : 4;
+    while (cap < n) cap *= 2;
+    if (cap > STATE_MONTHS_MAX) cap = STATE_MONTHS_MAX;
+    state_month_t *v = realloc(c->months, cap * sizeof(*v));
+    if (!v) return -1;
+    memset(v + c->capmonths, 0, (cap - c->capmonths) * sizeof(*v));
+    c->months = v;
+    c->capmonths = cap;
+    return 0;
+}
+
+state_month_t *state_month(state_customer_t *c, int32_t m, int create) {
+    uint32_t at = month_lower(c, m);
+    if (at < c->nmonths && c->months[at].month == m) return &c->months[at];
+    if (!create || c->nmonths == STATE_MONTHS_MAX) return NULL;
+    if (months_reserve(c, c->nmonths + 1) != 0) return NULL;
+    /* The spare slot just past the end moves to `at`, so its arrays are
+     * reused rather than leaked or shared. */
+    state_month_t spare = c->months[c->nmonths];
+    memmove(&c->months[at + 1], &c->months[at], (c->nmonths - at) * sizeof(c->months[0]));
+    c->months[at] = spare;
+    month_clear(&c->months[at], m);
+    c->nmonths++;
+    return &c->months[at];
+}
+
+void state_drop_before(state_customer_t *c, int32_t m) {
+    uint32_t k = month_lower(c, m);
+    state_month_t dropped[STATE_MONTHS_MAX];
+    if (k == 0) return;
+    /* Rotate: the dropped slots go behind the kept ones, as spares. */
+    memcpy(dropped, c->months, k * sizeof(c->months[0]));
+    memmove(&c->months[0], &c->months[k], (c->nmonths - k) * sizeof(c->months[0]));
+    memcpy(&c->months[c->nmonths - k], dropped, k * sizeof(c->months[0]));
+    c->nmonths -= k;
+}
+
+/* Binary search of a sorted, distinct fingerprint array: 1 when fp is
+ * there; *at is where it is, or where it would go. */
+#define FIND_FP(name, type)                                                                        \
+    static int name(const type *v, uint32_t n, type fp, uint32_t *at) {                            \
+        uint32_t lo = 0, hi = n;                                                                   \
+        while (lo < hi) {                                                                          \
+            uint32_t mid = lo + (hi - lo) / 2;                                                     \
+            if (v[mid] < fp)                                                                       \
+                lo = mid + 1;                                                                      \
+            else                                                                                   \
+                hi = mid;                                                                          \
+        }                                                                                          \
+        *at = lo;                                                                                  \
+        return lo < n && v[lo] == fp;                                                              \
+    }
+FIND_FP(fp_find, uint64_t)
+FIND_FP(sku_find, uint32_t)
+
+int state_seen(const state_customer_t *c, uint64_t fp) {
+    uint32_t at;
+    for (uint32_t i = 0; i < c->nmonths; i++)
+        if (fp_find(c->months[i].fps, c->months[i].nfps, fp, &at)) return 1;
+    return 0;
+}
+
+/* Room for `want` elements of `size` bytes in *v (capacity *cap), growing
+ * at least twofold.  0, or -1 with *v untouched. */
+static int reserve(void **v, uint32_t *cap, uint64_t want, size_t size) {
+    uint64_t ncap;
+    void *nv;
+    if (want <= *cap) return 0;
+    if (want > UINT32_MAX || want > SIZE_MAX / size) return -1;
+    ncap = *cap ? (uint64_t)*cap * 2 : 8;
+    if (ncap < want) ncap = want;
+    if (ncap > UINT32_MAX || ncap > SIZE_MAX / size) ncap = want;
+    nv = realloc(*v, (size_t)ncap * size);
+    if (!nv) return -1;
+    *v = nv;
+    *cap = (uint32_t)ncap;
+    return 0;
+}
+
+int state_add_fp(state_month_t *m, uint64_t fp) {
+    uint32_t at;
+    /* Orders mostly come in id order: skip the search when fp is last. */
+    if (m->nfps == 0 || m->fps[m->nfps - 1] < fp)
+        at = m->nfps;
+    else if (fp_find(m->fps, m->nfps, fp, &at))
+        return 0;
+    if (reserve((void **)&m->fps, &m->capfps, (uint64_t)m->nfps + 1, sizeof(*m->fps)) < 0)
+        return -1;
+    memmove(&m->fps[at + 1], &m->fps[at], (m->nfps - at) * sizeof(*m->fps));
+    m->fps[at] = fp;
+    m->nfps++;
+    return 1;
+}
+
+static int u32_cmp(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* Adds the fingerprints of a SALE's lines to m->skus, all or none.  The
+ * new ones are gathered, sorted and merged in one pass from the back, so
+ * a large order costs O(n + k log k), not a memmove per SKU. */
+static int add_line_skus(state_month_t *m, const order_t *o) {
+    uint32_t small[64], *add = small, k = 0, i, j, w;
+    int rc = -1;
+
+    if (o->nlines > sizeof(small) / sizeof(small[0])) {
+        add = malloc((size_t)o->nlines * sizeof(*add)); /* owned here */
+        if (!add) goto out;
+    }
+    for (i = 0; i < o->nlines; i++) {
+        uint32_t fp = state_sku_fp(o->lines[i].sku, o->lines[i].sku_len), at;
+        if (!sku_find(m->skus, m->nskus, fp, &at)) add[k++] = fp;
+    }
+    if (k > 1) qsort(add, k, sizeof(*add), u32_cmp);
+    /* distinct within the order too */
+    for (i = 0, j = 0; i < k; i++)
+        if (j == 0 || add[j - 1] != add[i]) add[j++] = add[i];
+    k = j;
+    if (k > 0) {
+        if (reserve((void **)&m->skus, &m->capskus, (uint64_t)m->nskus + k, sizeof(*m->skus)) < 0)
+            goto out;
+        /* Merge from the back: w is where the next largest goes; it never
+         * passes an element of m->skus not yet read, since k are still to
+         * come from add. */
+        i = m->nskus;
+        j = k;
+        w = m->nskus + k;
+        while (j > 0) {
+            if (i > 0 && m->skus[i - 1] > add[j - 1])
+                m->skus[--w] = m->skus[--i];
+            else
+                m->skus[--w] = add[--j];
+        }
+        m->nskus += k;
+    }
+    rc = 0;
+out:
+    if (add != small) free(add);
+    return rc;
+}
+
+order_err_t state_apply(state_month_t *m, const order_t *o, int64_t *excess) {
+    *excess = 0;
+    if (o->kind == ORDER_RETURN) {
+        int64_t q = m->agg.qty - o->qty, a = m->agg.amount - o->amount;
+        /* Both operands are >= 0, so these differences cannot overflow. */
+        if (q < 0) {
+            *excess = -q;
+            q = 0;
+        }
+        m->agg.qty = q;
+        m->agg.amount = a < 0 ? 0 : a;
+        return ORDER_OK;
+    }
+    int64_t q, a, n;
+    if (__builtin_add_overflow(m->agg.qty, o->qty, &q) ||
+        __builtin_add_overflow(m->agg.amount, o->amount, &a) ||
+        __builtin_add_overflow(m->agg.orders, 1, &n))
+        return ORDER_ERR_OVERFLOW;
+    if (add_line_skus(m, o) < 0) return ORDER_ERR_INTERNAL;
+    m->agg.qty = q;
+    m->agg.amount = a;
+    m->agg.orders = n;
+    m->agg.skus = (int64_t)m->nskus;
+    return ORDER_OK;
+}
+
+void state_window(const state_customer_t *c, int32_t end, int32_t W, policy_month_t *w) {
+    int64_t first = (int64_t)end - W + 1;
+    uint32_t k;
+    if (W <= 0) return;
+    k = first < INT32_MIN ? 0 : month_lower(c, (int32_t)first);
+    for (int32_t i = 0; i < W; i++) {
+        int64_t want = first + i;
+        policy_month_t *p = &w[i];
+        memset(p, 0, sizeof(*p));
+        p->month = (int32_t)want; /* months below INT32_MIN wrap: no customer has them */
+        p->grade = POLICY_GRADE_NONE;
+        while (k < c->nmonths && c->months[k].month < want) k++;
+        if (k < c->nmonths && c->months[k].month == want) {
+            const state_month_t *m = &c->months[k];
+            p->qty = m->agg.qty;
+            p->amount = m->agg.amount;
+            p->orders = m->agg.orders;
+            p->skus = m->agg.skus;
+            p->tier_in_effect = m->tier;
+            p->grade = m->grade;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ */
+/* Encoding                                                            */
+
+enum {
+    FLAG_EVALUATED = 1u,
+    FLAG_OVERRIDE = 2u,
+    FLAGS_ALL = FLAG_EVALUATED | FLAG_OVERRIDE,
+    CHECKSUM_SIZE = 4,
+    MONTH_MIN_SIZE = 9, /* nine one-byte varints and no fingerprints */
+};
+
+static const policy_grade_t grades[] = {POLICY_GRADE_NONE, POLICY_GRADE_A, POLICY_GRADE_B,
+                                        POLICY_GRADE_C, POLICY_GRADE_D};
+
+static uint64_t grade_code(policy_grade_t g) {
+    for (uint64_t i = 0; i < sizeof(grades) / sizeof(grades[0]); i++)
+        if (grades[i] == g) return i;
+    return UINT64_MAX; /* refused on decode */
+}
+
+static uint64_t zigzag(int64_t v) {
+    return v >= 0 ? (uint64_t)v * 2 : ((uint64_t) - (v + 1)) * 2 + 1;
+}
+
+static int64_t unzigzag(uint64_t z) {
+    return (z & 1) ? -(int64_t)(z / 2) - 1 : (int64_t)(z / 2);
+}
+
+/* A writer that only counts when out is NULL, so the size and the bytes
+ * come from one walk and cannot disagree. */
+typedef struct wr {
+    uint8_t *out;
+    size_t n;
+} wr_t;
+
+static void put_u8(wr_t *w, uint8_t b) {
+    if (w->out) w->out[w->n] = b;
+    w->n++;
+}
+
+static void put_uv(wr_t *w, uint64_t v) {
+    while (v >= 0x80) {
+        put_u8(w, (uint8_t)(v | 0x80));
+        v >>= 7;
+    }
+    put_u8(w, (uint8_t)v);
+}
+
+static void put_le(wr_t *w, uint64_t v, int bytes) {
+    for (int i = 0; i < bytes; i++) put_u8(w, (uint8_t)(v >> (8 * i)));
+}
+
+static size_t put_customer(const state_customer_t *c, uint8_t *out) {
+    wr_t w = {out, 0};
+    put_u8(&w, STATE_FORMAT);
+    put_uv(&w, (c->st.evaluated ? FLAG_EVALUATED : 0u) | (c->st.has_override ? FLAG_OVERRIDE : 0u));
+    put_uv(&w, (uint64_t)(int64_t)c->st.tier);
+    put_uv(&w, zigzag(c->st.first_month));
+    put_uv(&w, (uint64_t)(int64_t)c->st.override_tier);
+    put_uv(&w, (uint64_t)c->seq);
+    put_uv(&w, zigzag(c->live_score_c));
+    put_u8(&w, (uint8_t)c->scale);
+    put_uv(&w, c->nmonths);
+    for (uint32_t i = 0; i < c->nmonths; i++) {
+        const state_month_t *m = &c->months[i];
+        if (i == 0)
+            put_uv(&w, zigzag(m->month));
+        else /* ascending, so this is >= 0; (uint64_t) keeps a bad value visible */
+            put_uv(&w, (uint64_t)((int64_t)m->month - c->months[i - 1].month - 1));
+        put_uv(&w, (uint64_t)m->agg.qty);
+        put_uv(&w, (uint64_t)m->agg.amount);
+        put_uv(&w, (uint64_t)m->agg.orders);
+        put_uv(&w, (uint64_t)(int64_t)m->tier);
+        put_uv(&w, grade_code(m->grade));
+        put_uv(&w, m->qmask);
+        put_uv(&w, m->nskus);
+        for (uint32_t j = 0; j < m->nskus; j++) put_le(&w, m->skus[j], 4);
+        put_uv(&w, m->nfps);
+        for (uint32_t j = 0; j < m->nfps; j++) put_le(&w, m->fps[j], 8);
+    }
+    if (out) {
+        uint32_t crc = state_checksum(out, w.n);
+        put_le(&w, crc, CHECKSUM_SIZE);
+    } else {
+        w.n += CHECKSUM_SIZE;
+    }
+    return w.n;
+}
+
+size_t state_encoded_size(const state_customer_t *c) {
+    return put_customer(c, NULL);
+}
+
+void state_encode(const state_customer_t *c, uint8_t *out) {
+    (void)put_customer(c, out);
+}
+
+/* A reader over [p, end): every get checks what is left first. */
+typedef struct rd {
+    const uint8_t *p, *end;
+    char *errstr;
+    size_t errstr_size;
+} rd_t;
+
+static size_t left(const rd_t *r) {
+    return (size_t)(r->end - r->p);
+}
+
+static int get_u8(rd_t *r, const char *what, uint8_t *v) {
+    if (r->p == r->end) {
+        errstr_fmt(r->errstr, r->errstr_size, "customer state truncated at %s", what);
+        return -1;
+    }
+    *v = *r->p++;
+    return 0;
+}
+
+/* A varint in its shortest form, at most 64 bits. */
+static int get_uv(rd_t *r, const char *what, uint64_t *v) {
+    uint64_t x = 0;
+    for (unsigned shift = 0;; shift += 7) {
+        uint8_t b;
+        if (get_u8(r, what, &b) < 0) return -1;
+        if (shift == 63 && b > 1) {
+            errstr_fmt(r->errstr, r->errstr_size, "customer state: %s does not fit 64 bits", what);
+            return -1;
+        }
+        x |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            if (b == 0 && shift > 0) {
+                errstr_fmt(r->errstr, r->errstr_size,
+                           "customer state: %s is a varint with a redundant zero byte", what);
+                return -1;
+            }
+            *v = x;
+            return 0;
+        }
+    }
+}
+
+/* An unsigned varint in [0, max]. */
+static int get_range(rd_t *r, const char *what, uint64_t max, uint64_t *v) {
+    if (get_uv(r, what, v) < 0) return -1;
+    if (*v > max) {
+        errstr_fmt(r->errstr, r->errstr_size, "customer state: %s %llu is above %llu", what,
+                   (unsigned long long)*v, (unsigned long long)max);
+        return -1;
+    }
+    return 0;
+}
+
+/* A zigzag varint in [lo, hi]. */
+static int get_sv(rd_t *r, const char *what, int64_t lo, int64_t hi, int64_t *v) {
+    uint64_t z;
+    if (get_uv(r, what, &z) < 0) return -1;
+    *v = unzigzag(z);
+    if (*v < lo || *v > hi) {
+        errstr_fmt(r->errstr, r->errstr_size, "customer state: %s %lld is outside %lld..%lld", what,
+                   (long long)*v, (long long)lo, (long long)hi);
+        return -1;
+    }
+    return 0;
+}
+
+static uint64_t get_le(rd_t *r, int bytes) {
+    uint64_t v = 0;
+    for (int i = 0; i < bytes; i++) v |= (uint64_t)r->p[i] << (8 * i);
+    r->p += bytes;
+    return v;
+}
+
+/* A count of items of `size` bytes each that must fit in what is left:
+ * the bound every allocation below relies on. */
+static int get_count(rd_t *r, const char *what, size_t size, uint32_t *n) {
+    uint64_t v;
+    if (get_uv(r, what, &v) < 0) return -1;
+    if (v > left(r) / size) {
+        errstr_fmt(r->errstr, r->errstr_size,
+                   "customer state: %llu %s need more than the %zu bytes left",
+                   (unsigned long long)v, what, left(r));
+        return -1;
+    }
+    *n = (uint32_t)v;
+    return 0;
+}
+
+static int get_month(rd_t *r, state_customer_t *c, uint32_t i) {
+    state_month_t *m = &c->months[i];
+    uint64_t v;
+    int64_t s;
+
+    if (i == 0) {
+        if (get_sv(r, "month", MONTH_MIN, MONTH_MAX, &s) < 0) return -1;
+    } else {
+        if (get_uv(r, "month gap", &v) < 0) return -1;
+        s = (int64_t)c->months[i - 1].month + 1;
+        if (s > MONTH_MAX || v > (uint64_t)(MONTH_MAX - s)) {
+            errstr_fmt(r->errstr, r->errstr_size,
+                       "customer state: month gap %llu takes month %u past the last "
+                       "representable month",
+                       (unsigned long long)v, i);
+            return -1;
+        }
+        s += (int64_t)v;
+    }
+    month_clear(m, (int32_t)s);
+    if (get_range(r, "qty", INT64_MAX, &v) < 0) return -1;
+    m->agg.qty = (int64_t)v;
+    if (get_range(r, "amount", INT64_MAX, &v) < 0) return -1;
+    m->agg.amount = (int64_t)v;
+    if (get_range(r, "orders", INT64_MAX, &v) < 0) return -1;
+    m->agg.orders = (int64_t)v;
+    if (get_range(r, "month tier", POLICY_TIERS_MAX, &v) < 0) return -1;
+    m->tier = (int32_t)v;
+    if (get_range(r, "grade", sizeof(grades) / sizeof(grades[0]) - 1, &v) < 0) return -1;
+    m->grade = grades[v];
+    if (get_range(r, "quota mask", (1u << POLICY_QUOTA__COUNT) - 1, &v) < 0) return -1;
+    m->qmask = (uint32_t)v;
+
+    if (get_count(r, "SKU fingerprints", 4, &m->nskus) < 0) return -1;
+    if (reserve((void **)&m->skus, &m->capskus, m->nskus, sizeof(*m->skus)) < 0) goto oom;
+    for (uint32_t j = 0; j < m->nskus; j++) {
+        m->skus[j] = (uint32_t)get_le(r, 4);
+        if (j > 0 && m->skus[j] <= m->skus[j - 1]) {
+            errstr_fmt(r->errstr, r->errstr_size,
+                       "customer state: SKU fingerprints of month %u not strictly ascending", i);
+            return -1;
+        }
+    }
+    m->agg.skus = (int64_t)m->nskus;
+
+    if (get_count(r, "order fingerprints", 8, &m->nfps) < 0) return -1;
+    if (reserve((void **)&m->fps, &m->capfps, m->nfps, sizeof(*m->fps)) < 0) goto oom;
+    for (uint32_t j = 0; j < m->nfps; j++) {
+        m->fps[j] = get_le(r, 8);
+        if (j > 0 && m->fps[j] <= m->fps[j - 1]) {
+            errstr_fmt(r->errstr, r->errstr_size,
+                       "customer state: order fingerprints of month %u not strictly ascending", i);
+            return -1;
+        }
+    }
+    return 0;
+oom:
+    /* The counts were bounded by the buffer, so this is a real shortage. */
+    m->nskus = m->nfps = 0;
+    errstr_fmt(r->errstr, r->errstr_size, "customer state: out of memory for month %u", i);
+    return -1;
+}
+
+static int get_customer(rd_t *r, state_customer_t *c) {
+    uint8_t b;
+    uint64_t v;
+    int64_t s;
+
+    if (get_u8(r, "format", &b) < 0) return -1;
+    if (b != STATE_FORMAT) {
+        errstr_fmt(r->errstr, r->errstr_size,
+                   "customer state has format %u, this tierd reads only format %d", b,
+                   STATE_FORMAT);
+        return -1;
+    }
+    if (get_range(r, "flags", FLAGS_ALL, &v) < 0) return -1;
+    c->st.evaluated = (v & FLAG_EVALUATED) != 0;
+    c->st.has_override = (v & FLAG_OVERRIDE) != 0;
+    if (get_range(r, "tier", POLICY_TIERS_MAX, &v) < 0) return -1;
+    c->st.tier = (int32_t)v;
+    if (get_sv(r, "first month", MONTH_MIN, MONTH_MAX, &s) < 0) return -1;
+    c->st.first_month = (int32_t)s;
+    if (get_range(r, "override tier", POLICY_TIERS_MAX, &v) < 0) return -1;
+    c->st.override_tier = (int32_t)v;
+    if (get_range(r, "sequence", INT64_MAX, &v) < 0) return -1;
+    c->seq = (int64_t)v;
+    if (get_sv(r, "live score", -1, STATE_SCORE_MAX, &s) < 0) return -1;
+    c->live_score_c = (int32_t)s;
+    if (get_u8(r, "scale", &b) < 0) return -1;
+    if (b != 'X' && (b < '1' || b > '3')) {
+        errstr_fmt(r->errstr, r->errstr_size,
+                   "customer state: scale byte 0x%02x is not 'X', '1', '2' or '3'", b);
+        return -1;
+    }
+    c->scale = (char)b;
+    if (get_range(r, "month count", STATE_MONTHS_MAX, &v) < 0) return -1;
+    if (v > left(r) / MONTH_MIN_SIZE) {
+        errstr_fmt(r->errstr, r->errstr_size,
+                   "customer state: %llu months need more than the %zu bytes left",
+                   (unsigned long long)v, left(r));
+        return -1;
+    }
+    if (months_reserve(c, (uint32_t)v) != 0) {
+        errstr_fmt(r->errstr, r->errstr_size, "out of memory");
+        return -1;
+    }
+    for (uint32_t i = 0; i < (uint32_t)v; i++) {
+        if (get_month(r, c, i) < 0) return -1;
+        c->nmonths = i + 1;
+    }
+    return 0;
+}
+
+int state_decode(state_customer_t *c, const void *buf, size_t len, char *errstr,
+                 size_t errstr_size) {
+    const uint8_t *p = buf;
+    rd_t r = {p, p, errstr, errstr_size};
+    uint32_t want, got;
+
+    state_reset(c);
+    if (len < 1 + CHECKSUM_SIZE) {
+        errstr_fmt(errstr, errstr_size, "customer state of %zu bytes is truncated", len);
+        return -1;
+    }
+    /* The format first: a value of another format gets the message that
+     * says so, not "checksum mismatch". */
+    if (p[0] != STATE_FORMAT) {
+        errstr_fmt(errstr, errstr_size,
+                   "customer state has format %u, this tierd reads only format %d", p[0],
+                   STATE_FORMAT);
+        return -1;
+    }
+    r.end = p + len - CHECKSUM_SIZE;
+    want = state_checksum(p, len - CHECKSUM_SIZE);
+    got = (uint32_t)p[len - 4] | (uint32_t)p[len - 3] << 8 | (uint32_t)p[len - 2] << 16 |
+          (uint32_t)p[len - 1] << 24;
+    if (want != got) {
+        errstr_fmt(errstr, errstr_size,
+                   "customer state checksum mismatch (stored %08x, computed %08x): "
+                   "truncated or edited",
+                   got, want);
+        return -1;
+    }
+    if (get_customer(&r, c) < 0) goto fail;
+    if (r.p != r.end) {
+        errstr_fmt(errstr, errstr_size, "customer state has %zu trailing bytes", left(&r));
+        goto fail;
+    }
+    return 0;
+fail:
+    state_reset(c);
+    return -1;
+}
+
+int state_check(const state_customer_t *c, char *errstr, size_t errstr_size) {
+    const policy_state_t *st = &c->st;
+    if (st->tier < 0 || st->tier > POLICY_TIERS_MAX || st->override_tier < 0 ||
+        st->override_tier > POLICY_TIERS_MAX) {
+        errstr_fmt(errstr, errstr_size, "tier %d or override tier %d outside 0..%d", (int)st->tier,
+                   (int)st->override_tier, POLICY_TIERS_MAX);
+        return -1;
+    }
+    if (c->seq < 0 || c->live_score_c < -1 || c->live_score_c > STATE_SCORE_MAX) {
+        errstr_fmt(errstr, errstr_size, "sequence %lld or live score %d out of range",
+                   (long long)c->seq, (int)c->live_score_c);
+        return -1;
+    }
+    if (c->scale != 'X' && (c->scale < '1' || c->scale > '3')) {
+        errstr_fmt(errstr, errstr_size, "scale 0x%02x is not 'X', '1', '2' or '3'",
+                   (unsigned)(unsigned char)c->scale);
+        return -1;
+    }
+    if (st->first_month < MONTH_MIN || st->first_month > MONTH_MAX) {
+        errstr_fmt(errstr, errstr_size, "first month %d is not a representable month",
+                   (int)st->first_month);
+        return -1;
+    }
+    if (c->nmonths > STATE_MONTHS_MAX) {
+        errstr_fmt(errstr, errstr_size, "%u months, at most %d", c->nmonths, STATE_MONTHS_MAX);
+        return -1;
+    }
+    for (uint32_t i = 0; i < c->nmonths; i++) {
+        const state_month_t *m = &c->months[i];
+        if (m->month < MONTH_MIN || m->month > MONTH_MAX ||
+            (i > 0 && m->month <= c->months[i - 1].month)) {
+            errstr_fmt(errstr, errstr_size,
+                       "month %u not representable or not after the one before it", i);
+            return -1;
+        }
+        if (m->agg.qty < 0 || m->agg.amount < 0 || m->agg.orders < 0 ||
+            m->agg.skus != (int64_t)m->nskus) {
+            errstr_fmt(errstr, errstr_size, "month %u: negative sums or skus != nskus", i);
+            return -1;
+        }
+        if (m->tier < 0 || m->tier > POLICY_TIERS_MAX || grade_code(m->grade) == UINT64_MAX ||
+            m->qmask >> POLICY_QUOTA__COUNT) {
+            errstr_fmt(errstr, errstr_size, "month %u: tier, grade or quota mask out of range", i);
+            return -1;
+        }
+        for (uint32_t j = 1; j < m->nskus; j++)
+            if (m->skus[j] <= m->skus[j - 1]) {
+                errstr_fmt(errstr, errstr_size, "month %u: SKU fingerprints not ascending", i);
+                return -1;
+            }
+        for (uint32_t j = 1; j < m->nfps; j++)
+            if (m->fps[j] <= m->fps[j - 1]) {
+                errstr_fmt(errstr, errstr_size, "month %u: order fingerprints not ascending", i);
+                return -1;
+            }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Text for logs                                                       */
+
+/* "2026-09" for any int32 (policy_month_text is for months the engine
+ * produced; a decoded or hand-built struct may hold anything). */
+static int month_text(char *buf, size_t size, int32_t m) {
+    int32_t y = month_year(m);
+    return snprintf(buf, size, "%04d-%02d", (int)y, (int)((int64_t)m - (int64_t)y * 12 + 1));
+}
+
+int state_describe(const state_customer_t *c, char *buf, size_t size) {
+    /* Sized for the longest of everything, so t is never cut. */
+    char t[160 + STATE_MONTHS_MAX * 24], first[24], score[24], ovr[16];
+    size_t n;
+    int k;
+
+    if (c->live_score_c < 0)
+        snprintf(score, sizeof(score), "none");
+    else
+        snprintf(score, sizeof(score), "%d.%02d", (int)(c->live_score_c / 100),
+                 (int)(c->live_score_c % 100));
+    snprintf(ovr, sizeof(ovr), "%d", c->st.has_override ? (int)c->st.override_tier : 0);
+    if (c->st.tier > 0)
+        month_text(first, sizeof(first), c->st.first_month);
+    else
+        snprintf(first, sizeof(first), "none");
+    k = snprintf(t, sizeof(t),
+                 "tier=%d first=%s evaluated=%d override=%s seq=%lld score=%s scale=%c months=",
+                 (int)c->st.tier, first, c->st.evaluated ? 1 : 0, ovr, (long long)c->seq, score,
+                 c->scale ? c->scale : '?');
+    n = k < 0 ? 0 : (size_t)k;
+    for (uint32_t i = 0; i < c->nmonths && i < STATE_MONTHS_MAX && n + 24 < sizeof(t); i++) {
+        if (i) t[n++] = ',';
+        k = month_text(t + n, sizeof(t) - n, c->months[i].month);
+        n += k < 0 ? 0 : (size_t)k;
+    }
+    t[n] = '\0';
+    if (size > 0) snprintf(buf, size, "%s", t);
+    return (int)n;
+}

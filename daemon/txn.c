@@ -1,0 +1,119 @@
+/*
+ * txn.c -- see txn.h.
+ */
+#include "txn.h"
+
+#include "log.h"
+#include "state.h"
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+int txn_format_ok(const store_meta_t *m) {
+    if (m->format == STATE_FORMAT) return 1;
+    /* No format and no offsets: a partition nobody has written yet. */
+    return m->format == 0 && m->offset < 0 && m->poffset < 0 && m->reviewed < 0;
+}
+
+int txn_meta_verdict(const apply_part_t *p, const store_meta_t *now) {
+    if (now->epoch > p->meta.epoch) return APPLY_FENCED; /* whatever the offsets say */
+    if (now->epoch < p->meta.epoch || now->offset < p->meta.offset ||
+        now->poffset < p->meta.poffset)
+        return APPLY_REWIND;
+    return APPLY_OK;
+}
+
+static int verdict(apply_ctx_t *a, apply_part_t *p, const store_meta_t *now, char *errstr,
+                   size_t errstr_size) {
+    int v = txn_meta_verdict(p, now);
+    if (v == APPLY_FENCED) {
+        a->stats.fenced++;
+        snprintf(errstr, errstr_size,
+                 "%s [%d]: epoch is %" PRId64 ", ours %" PRId64 ": another instance owns it",
+                 p->topic, (int)p->partition, now->epoch, p->meta.epoch);
+    } else if (v == APPLY_REWIND) {
+        snprintf(errstr, errstr_size,
+                 "%s [%d]: Redis holds epoch %" PRId64 " offset %" PRId64 " poffset %" PRId64
+                 ", older than ours (%" PRId64 ", %" PRId64 ", %" PRId64 "): it lost writes",
+                 p->topic, (int)p->partition, now->epoch, now->offset, now->poffset, p->meta.epoch,
+                 p->meta.offset, p->meta.poffset);
+    } else if (!txn_format_ok(now)) {
+        v = APPLY_CORRUPT;
+        snprintf(errstr, errstr_size,
+                 "%s [%d] holds state format %d, and this tierd reads and writes format %d: "
+                 "run `tierctl rebuild --partition %d` to rebuild it from the topic",
+                 p->topic, (int)p->partition, now->format ? now->format : 1, STATE_FORMAT,
+                 (int)p->partition);
+    }
+    return v;
+}
+
+static int attempt(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *ctx, char *errstr,
+                   size_t errstr_size) {
+    txn_read_t r;
+    redisReply *replies[TXN_KEYS_MAX] = {NULL};
+    store_tx_t tx = {0};
+    store_meta_t now;
+    char mkey[256];
+    int rc;
+
+    memset(&r, 0, sizeof(r));
+    if ((rc = ops->plan(ctx, &r, errstr, errstr_size)) != APPLY_OK) return rc;
+    if (store_read(a->store, p->topic, p->partition, &now, r.nkeys, r.keys, r.fields, r.flens,
+                   r.nfields, replies, errstr, errstr_size) != STORE_OK)
+        return APPLY_RETRY;
+    rc = verdict(a, p, &now, errstr, errstr_size);
+    if (rc == APPLY_OK) {
+        store_key(a->store, p->topic, p->partition, "meta", mkey, sizeof(mkey));
+        char fmt[16];
+        snprintf(fmt, sizeof(fmt), "%d", STATE_FORMAT);
+        rc = ops->decide(ctx, &now, replies, &tx, errstr, errstr_size);
+        if (rc == APPLY_OK && store_tx_addv(&tx, 4, "HSET", (size_t)4, mkey, strlen(mkey), "format",
+                                            (size_t)6, fmt, strlen(fmt)) != 0) {
+            snprintf(errstr, errstr_size, "out of memory");
+            rc = APPLY_RETRY;
+        }
+    }
+    for (size_t i = 0; i < r.nkeys; i++)
+        if (replies[i]) freeReplyObject(replies[i]);
+    if (rc == TXN_AGAIN) {
+        store_unwatch(a->store);
+        log_info("txn",
+                 "%s [%d]: Redis holds offset %" PRId64 " month %d reviewed %d (cached %" PRId64
+                 " %d %d): deciding again",
+                 p->topic, (int)p->partition, now.offset, (int)now.month, (int)now.reviewed,
+                 p->meta.offset, (int)p->meta.month, (int)p->meta.reviewed);
+        p->meta = now;
+        p->outbox_dirty = 1; /* what that commit decided waits in the outbox */
+    } else if (rc != APPLY_OK) {
+        store_unwatch(a->store);
+    } else {
+        fault_stall(&a->fault, ops->fault); /* test builds only: fault.h */
+        int src = store_exec(a->store, &tx, errstr, errstr_size);
+        if (src == STORE_FENCED) {
+            a->stats.fenced++;
+            snprintf(errstr, errstr_size, "%s [%d]: commit refused: another instance took it",
+                     p->topic, (int)p->partition);
+            rc = APPLY_FENCED;
+        } else if (src != STORE_OK) {
+            rc = APPLY_RETRY;
+        } else {
+            p->meta.format = STATE_FORMAT;
+            ops->committed(ctx);
+        }
+    }
+    store_tx_free(&tx);
+    return rc;
+}
+
+int txn_run(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *ctx, char *errstr,
+            size_t errstr_size) {
+    for (int i = 0; i < 3; i++) {
+        int rc = attempt(a, p, ops, ctx, errstr, errstr_size);
+        if (rc != TXN_AGAIN) return rc;
+    }
+    snprintf(errstr, errstr_size, "%s [%d]: the partition's state kept changing", p->topic,
+             (int)p->partition);
+    return APPLY_RETRY;
+}

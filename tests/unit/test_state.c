@@ -1,0 +1,896 @@
+/* One customer's compact state: encoding, corruption, and the arithmetic
+ * that must agree with agg_apply.  realloc is wrapped so a test can make
+ * it fail and check that nothing changed. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <stdio.h>
+
+#include "agg.h"
+#include "month.h"
+#include "state.h"
+
+/* ------------------------------------------------------------------ */
+/* realloc that fails on demand                                        */
+
+void *__real_realloc(void *p, size_t n);
+void *__wrap_realloc(void *p, size_t n);
+static int realloc_fails; /* nonzero: every realloc returns NULL */
+
+void *__wrap_realloc(void *p, size_t n) {
+    if (realloc_fails) return NULL;
+    return __real_realloc(p, n);
+}
+
+/* ------------------------------------------------------------------ */
+/* Helpers                                                             */
+
+/* xorshift64*: deterministic, seeded per test. */
+static uint64_t rng_state;
+
+static uint64_t rnd(void) {
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 2685821657736338717u;
+}
+
+static uint64_t below(uint64_t n) {
+    return n ? rnd() % n : 0;
+}
+
+static int u32_cmp(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return (x > y) - (x < y);
+}
+
+/* n random distinct sorted SKU fingerprints straight into the month. */
+static void fill_skus(state_month_t *m, uint32_t n) {
+    uint32_t k = 0;
+    if (n > m->capskus) {
+        m->skus = realloc(m->skus, n * sizeof(*m->skus));
+        assert_non_null(m->skus);
+        m->capskus = n;
+    }
+    for (uint32_t i = 0; i < n; i++) m->skus[i] = (uint32_t)rnd();
+    if (n > 1) qsort(m->skus, n, sizeof(*m->skus), u32_cmp);
+    for (uint32_t i = 0; i < n; i++)
+        if (k == 0 || m->skus[k - 1] != m->skus[i]) m->skus[k++] = m->skus[i];
+    m->nskus = k;
+    m->agg.skus = k;
+}
+
+/* A value that is sometimes small, sometimes near the top of its range. */
+static int64_t any_nonneg(void) {
+    switch (below(4)) {
+    case 0: return (int64_t)below(128);
+    case 1: return (int64_t)below(1u << 20);
+    case 2: return INT64_MAX - (int64_t)below(3);
+    default: return (int64_t)(rnd() >> 1);
+    }
+}
+
+static const policy_grade_t grades[] = {POLICY_GRADE_NONE, POLICY_GRADE_A, POLICY_GRADE_B,
+                                        POLICY_GRADE_C, POLICY_GRADE_D};
+static const char scales[] = {'X', '1', '2', '3'};
+
+static void random_customer(state_customer_t *c, uint32_t max_months, uint32_t max_skus,
+                            uint32_t max_fps) {
+    int32_t m;
+    state_reset(c);
+    c->st.tier = (int32_t)below(POLICY_TIERS_MAX + 1);
+    c->st.first_month = (int32_t)(MONTH_MIN + (int64_t)below((uint64_t)MONTH_MAX - MONTH_MIN + 1));
+    c->st.evaluated = below(2);
+    c->st.has_override = below(2);
+    c->st.override_tier = (int32_t)below(POLICY_TIERS_MAX + 1);
+    c->seq = below(2) ? (int64_t)below(100) : any_nonneg();
+    c->live_score_c = (int32_t)below(STATE_SCORE_MAX + 2) - 1;
+    c->scale = scales[below(4)];
+
+    uint32_t n = (uint32_t)below(max_months + 1);
+    /* Months start anywhere, even at the ends of the representable range. */
+    switch (below(3)) {
+    case 0: m = MONTH_MIN; break;
+    case 1: m = policy_month_of(2026, 1) - (int32_t)below(100); break;
+    default: m = MONTH_MAX - (int32_t)n * 3; break;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        state_month_t *sm = state_month(c, m, 1);
+        assert_non_null(sm);
+        sm->agg.qty = any_nonneg();
+        sm->agg.amount = any_nonneg();
+        sm->agg.orders = any_nonneg();
+        sm->tier = (int32_t)below(POLICY_TIERS_MAX + 1);
+        sm->grade = grades[below(5)];
+        sm->qmask = (uint32_t)below(1u << POLICY_QUOTA__COUNT);
+        fill_skus(sm, (uint32_t)below(max_skus + 1));
+        uint32_t nf = (uint32_t)below(max_fps + 1);
+        for (uint32_t j = 0; j < nf; j++) assert_int_not_equal(state_add_fp(sm, rnd()), -1);
+        m += 1 + (int32_t)below(3);
+    }
+    assert_int_equal(state_check(c, NULL, 0), 0);
+}
+
+static void assert_same(const state_customer_t *a, const state_customer_t *b) {
+    assert_int_equal(a->st.tier, b->st.tier);
+    assert_int_equal(a->st.first_month, b->st.first_month);
+    assert_int_equal(a->st.evaluated, b->st.evaluated);
+    assert_int_equal(a->st.has_override, b->st.has_override);
+    assert_int_equal(a->st.override_tier, b->st.override_tier);
+    assert_int_equal(a->seq, b->seq);
+    assert_int_equal(a->live_score_c, b->live_score_c);
+    assert_int_equal(a->scale, b->scale);
+    assert_int_equal(a->nmonths, b->nmonths);
+    for (uint32_t i = 0; i < a->nmonths; i++) {
+        const state_month_t *x = &a->months[i], *y = &b->months[i];
+        assert_int_equal(x->month, y->month);
+        assert_memory_equal(&x->agg, &y->agg, sizeof(x->agg));
+        assert_int_equal(x->tier, y->tier);
+        assert_int_equal(x->grade, y->grade);
+        assert_int_equal(x->qmask, y->qmask);
+        assert_int_equal(x->nskus, y->nskus);
+        assert_int_equal(x->nfps, y->nfps);
+        if (x->nskus) assert_memory_equal(x->skus, y->skus, x->nskus * sizeof(*x->skus));
+        if (x->nfps) assert_memory_equal(x->fps, y->fps, x->nfps * sizeof(*x->fps));
+    }
+}
+
+/* Encodes c into a fresh buffer; *len gets its size.  A guard byte past
+ * the end checks that encode writes exactly what encoded_size said. */
+static uint8_t *encode(const state_customer_t *c, size_t *len) {
+    size_t n = state_encoded_size(c);
+    uint8_t *buf = malloc(n + 1);
+    assert_non_null(buf);
+    buf[n] = 0xa5;
+    state_encode(c, buf);
+    assert_int_equal(buf[n], 0xa5);
+    *len = n;
+    return buf;
+}
+
+/* Rewrites the last four bytes as the checksum of the rest, so a change
+ * reaches the structural checks instead of stopping at the checksum. */
+static void reseal(uint8_t *buf, size_t len) {
+    uint32_t crc = state_checksum(buf, len - 4);
+    for (int i = 0; i < 4; i++) buf[len - 4 + i] = (uint8_t)(crc >> (8 * i));
+}
+
+/* Decodes; when that succeeds the bytes must be exactly what encode
+ * writes for the result (one encoding per value). */
+static int decode_canonical(state_customer_t *d, const uint8_t *buf, size_t len) {
+    char err[256] = "";
+    if (state_decode(d, buf, len, err, sizeof(err)) != 0) {
+        assert_true(err[0] != '\0');
+        assert_int_equal(d->nmonths, 0); /* left reset */
+        return -1;
+    }
+    size_t n;
+    uint8_t *again = encode(d, &n);
+    assert_int_equal(n, len);
+    assert_memory_equal(again, buf, len);
+    assert_int_equal(state_check(d, NULL, 0), 0);
+    free(again);
+    return 0;
+}
+
+static order_t mk_order(order_kind_t kind, int64_t qty, int64_t amount, uint32_t nlines) {
+    order_t o;
+    memset(&o, 0, sizeof(o));
+    o.kind = kind;
+    o.qty = qty;
+    o.amount = amount;
+    o.nlines = nlines;
+    o.lines_cap = nlines;
+    o.lines = calloc(nlines ? nlines : 1, sizeof(*o.lines));
+    assert_non_null(o.lines);
+    return o;
+}
+
+static void set_sku(order_t *o, uint32_t i, const char *sku) {
+    size_t n = strlen(sku);
+    assert_true(n <= ORDER_SKU_MAX);
+    memcpy(o->lines[i].sku, sku, n + 1);
+    o->lines[i].sku_len = (uint8_t)n;
+}
+
+/* ------------------------------------------------------------------ */
+/* Hashes                                                              */
+
+static void test_checksum_and_fingerprints(void **state) {
+    (void)state;
+    /* the standard CRC-32C check value */
+    assert_int_equal(state_checksum("123456789", 9), 0xe3069283u);
+    assert_int_equal(state_checksum("", 0), 0);
+    /* deterministic, and different for near-identical ids */
+    assert_true(state_order_fp("o-1", 3) == state_order_fp("o-1", 3));
+    assert_true(state_order_fp("o-1", 3) != state_order_fp("o-2", 3));
+    assert_true(state_order_fp("o-1", 3) != state_order_fp("o-1\0", 4));
+    assert_true(state_sku_fp("A", 1) != state_sku_fp("B", 1));
+    assert_true(state_sku_fp("A", 1) == (uint32_t)(state_order_fp("A", 1) >> 32));
+    /* well mixed: one flipped input bit flips about half the output */
+    int total = 0;
+    for (int i = 0; i < 1000; i++) {
+        char a[16], b[16];
+        int n = snprintf(a, sizeof(a), "order-%d", i);
+        memcpy(b, a, (size_t)n);
+        b[n - 1] ^= 1;
+        total += __builtin_popcountll(state_order_fp(a, (size_t)n) ^ state_order_fp(b, (size_t)n));
+    }
+    assert_in_range(total / 1000, 28, 36);
+}
+
+/* ------------------------------------------------------------------ */
+/* Life cycle and months                                               */
+
+static void test_init_reset_free(void **state) {
+    (void)state;
+    state_customer_t c;
+    state_init(&c);
+    assert_int_equal(c.st.tier, 0);
+    assert_int_equal(c.live_score_c, -1);
+    assert_int_equal(c.scale, 'X');
+    assert_int_equal(c.nmonths, 0);
+
+    state_month_t *m = state_month(&c, 100, 1);
+    assert_int_equal(state_add_fp(m, 7), 1);
+    uint64_t *mem = m->fps;
+    c.st.tier = 3;
+    c.seq = 9;
+    c.live_score_c = 5000;
+    c.scale = '2';
+    state_reset(&c);
+    assert_int_equal(c.st.tier, 0);
+    assert_int_equal(c.seq, 0);
+    assert_int_equal(c.live_score_c, -1);
+    assert_int_equal(c.scale, 'X');
+    assert_int_equal(c.nmonths, 0);
+    assert_false(state_seen(&c, 7));
+    /* the memory stays for the next customer */
+    m = state_month(&c, 200, 1);
+    assert_ptr_equal(m->fps, mem);
+    assert_int_equal(m->nfps, 0);
+    assert_int_equal(m->tier, 0);
+    assert_int_equal(m->grade, POLICY_GRADE_NONE);
+    state_free(&c);
+    assert_null(c.months);
+    state_free(&c); /* twice is fine */
+    state_free(NULL);
+}
+
+static void test_month_insertion_order_and_limit(void **state) {
+    (void)state;
+    state_customer_t c;
+    state_init(&c);
+    rng_state = 0x5eed0001;
+    int32_t base = policy_month_of(2026, 1);
+    /* a shuffled set of distinct months */
+    int32_t order[STATE_MONTHS_MAX];
+    for (int i = 0; i < STATE_MONTHS_MAX; i++) order[i] = base + 2 * i;
+    for (int i = STATE_MONTHS_MAX - 1; i > 0; i--) {
+        int j = (int)below((uint64_t)i + 1);
+        int32_t t = order[i];
+        order[i] = order[j];
+        order[j] = t;
+    }
+    for (int i = 0; i < STATE_MONTHS_MAX; i++) {
+        assert_null(state_month(&c, order[i], 0));
+        state_month_t *m = state_month(&c, order[i], 1);
+        assert_non_null(m);
+        assert_int_equal(m->month, order[i]);
+        m->agg.qty = order[i]; /* a mark to find it by later */
+        assert_int_equal(state_add_fp(m, (uint64_t)order[i]), 1);
+        assert_int_equal(c.nmonths, (uint32_t)i + 1);
+        for (uint32_t k = 1; k < c.nmonths; k++)
+            assert_true(c.months[k - 1].month < c.months[k].month);
+    }
+    /* full: a new month is refused, existing ones are still found */
+    assert_null(state_month(&c, base + 1, 1));
+    assert_null(state_month(&c, base - 1, 1));
+    assert_null(state_month(&c, base + 1000, 1));
+    assert_int_equal(c.nmonths, STATE_MONTHS_MAX);
+    for (int i = 0; i < STATE_MONTHS_MAX; i++) {
+        state_month_t *m = state_month(&c, order[i], 1);
+        assert_non_null(m);
+        assert_int_equal(m->agg.qty, order[i]);
+        assert_true(state_seen(&c, (uint64_t)order[i]));
+        assert_ptr_equal(state_month(&c, order[i], 0), m);
+    }
+    assert_int_equal(state_check(&c, NULL, 0), 0);
+    state_free(&c);
+}
+
+static void test_drop_before(void **state) {
+    (void)state;
+    state_customer_t c;
+    state_init(&c);
+    for (int32_t m = 10; m < 20; m++) {
+        state_month_t *sm = state_month(&c, m, 1);
+        assert_int_equal(state_add_fp(sm, (uint64_t)m * 1000), 1);
+    }
+    state_drop_before(&c, 5); /* nothing before */
+    assert_int_equal(c.nmonths, 10);
+    state_drop_before(&c, 15);
+    assert_int_equal(c.nmonths, 5);
+    for (uint32_t i = 0; i < c.nmonths; i++) assert_int_equal(c.months[i].month, 15 + (int32_t)i);
+    assert_false(state_seen(&c, 14000));
+    assert_true(state_seen(&c, 15000));
+    assert_true(state_seen(&c, 19000));
+    /* the dropped months' arrays are spares: a new month reuses one */
+    state_month_t *sm = state_month(&c, 30, 1);
+    assert_non_null(sm->fps);
+    assert_int_equal(sm->nfps, 0);
+    assert_int_equal(state_check(&c, NULL, 0), 0);
+    /* between two months, and past all of them */
+    state_drop_before(&c, 17);
+    assert_int_equal(c.nmonths, 4);
+    assert_int_equal(c.months[0].month, 17);
+    state_drop_before(&c, 31);
+    assert_int_equal(c.nmonths, 0);
+    /* every slot still owns distinct memory: no pointer shared twice */
+    for (uint32_t i = 0; i < c.capmonths; i++)
+        for (uint32_t j = i + 1; j < c.capmonths; j++)
+            if (c.months[i].fps) assert_ptr_not_equal(c.months[i].fps, c.months[j].fps);
+    state_free(&c); /* ASan reports a leak or double free here */
+}
+
+static void test_seen_and_add_fp(void **state) {
+    (void)state;
+    state_customer_t c;
+    state_init(&c);
+    state_month_t *a = state_month(&c, 500, 1);
+    assert_int_equal(state_add_fp(a, 30), 1);
+    assert_int_equal(state_add_fp(a, 10), 1);
+    assert_int_equal(state_add_fp(a, 20), 1);
+    assert_int_equal(state_add_fp(a, 10), 0);
+    assert_int_equal(state_add_fp(a, UINT64_MAX), 1);
+    assert_int_equal(state_add_fp(a, 0), 1);
+    assert_int_equal(a->nfps, 5);
+    for (uint32_t i = 1; i < a->nfps; i++) assert_true(a->fps[i - 1] < a->fps[i]);
+    state_month_t *b = state_month(&c, 499, 1); /* moves a */
+    assert_int_equal(state_add_fp(b, 40), 1);
+    assert_true(state_seen(&c, 0));
+    assert_true(state_seen(&c, 30));
+    assert_true(state_seen(&c, 40));
+    assert_true(state_seen(&c, UINT64_MAX));
+    assert_false(state_seen(&c, 25));
+    assert_false(state_seen(&c, 41));
+    state_drop_before(&c, 500);
+    assert_false(state_seen(&c, 40));
+    assert_true(state_seen(&c, 30));
+
+    /* out of memory: -1 and nothing changed (capacity is exactly used) */
+    a = state_month(&c, 500, 0);
+    while (a->nfps < a->capfps) assert_int_equal(state_add_fp(a, 1000 + a->nfps), 1);
+    uint32_t n = a->nfps;
+    realloc_fails = 1;
+    assert_int_equal(state_add_fp(a, 5), -1);
+    assert_int_equal(state_add_fp(a, 20), 0); /* no memory needed */
+    realloc_fails = 0;
+    assert_int_equal(a->nfps, n);
+    assert_false(state_seen(&c, 5));
+    state_free(&c);
+}
+
+static void test_window_zero_fill(void **state) {
+    (void)state;
+    state_customer_t c;
+    state_init(&c);
+    int32_t jan = policy_month_of(2026, 1);
+    state_month_t *m = state_month(&c, jan, 1);
+    m->agg = (agg_month_t){10, 1000, 2, 0};
+    m->tier = 2;
+    m->grade = POLICY_GRADE_B;
+    m = state_month(&c, jan + 2, 1);
+    m->agg = (agg_month_t){5, 500, 1, 0};
+    m->tier = 3;
+    state_month(&c, jan - 5, 1)->agg.qty = 99; /* before the window */
+    state_month(&c, jan + 9, 1)->agg.qty = 77; /* after it */
+
+    policy_month_t w[6];
+    memset(w, 0x7f, sizeof(w));
+    state_window(&c, jan + 3, 6, w);
+    for (int i = 0; i < 6; i++) assert_int_equal(w[i].month, jan - 2 + i);
+    for (int i = 0; i < 6; i++) {
+        if (i == 2 || i == 4) continue;
+        assert_int_equal(w[i].qty, 0);
+        assert_int_equal(w[i].amount, 0);
+        assert_int_equal(w[i].orders, 0);
+        assert_int_equal(w[i].skus, 0);
+        assert_int_equal(w[i].tier_in_effect, 0);
+        assert_int_equal(w[i].grade, POLICY_GRADE_NONE);
+    }
+    assert_int_equal(w[2].qty, 10);
+    assert_int_equal(w[2].amount, 1000);
+    assert_int_equal(w[2].orders, 2);
+    assert_int_equal(w[2].tier_in_effect, 2);
+    assert_int_equal(w[2].grade, POLICY_GRADE_B);
+    assert_int_equal(w[4].qty, 5);
+    assert_int_equal(w[4].tier_in_effect, 3);
+    assert_int_equal(w[4].grade, POLICY_GRADE_NONE);
+
+    /* a window of one, and of none (nothing written) */
+    state_window(&c, jan + 9, 1, w);
+    assert_int_equal(w[0].qty, 77);
+    w[0].qty = 12345;
+    state_window(&c, jan, 0, w);
+    assert_int_equal(w[0].qty, 12345);
+    /* an empty customer: all zeros */
+    state_customer_t e;
+    state_init(&e);
+    state_window(&e, jan, 3, w);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(w[i].month, jan - 2 + i);
+        assert_int_equal(w[i].qty, 0);
+    }
+    state_free(&c);
+}
+
+/* ------------------------------------------------------------------ */
+/* Arithmetic                                                          */
+
+/* Random SALEs and RETURNs applied to agg and to state give the same
+ * sums, order counts, excess and distinct-SKU counts. */
+static void test_apply_agrees_with_agg(void **state) {
+    (void)state;
+    enum { POOL = 300 };
+    char names[POOL][24];
+    uint32_t fps[POOL];
+    rng_state = 0x5eed0002;
+    for (int i = 0; i < POOL; i++) {
+        snprintf(names[i], sizeof(names[i]), "SKU-%d-%d", i, i * 7919);
+        fps[i] = state_sku_fp(names[i], strlen(names[i]));
+    }
+    /* the comparison below assumes no 32-bit collision in the pool */
+    qsort(fps, POOL, sizeof(fps[0]), u32_cmp);
+    for (int i = 1; i < POOL; i++) assert_true(fps[i - 1] != fps[i]);
+
+    for (int round = 0; round < 200; round++) {
+        agg_month_t am = {0};
+        agg_skuset_t as = {0};
+        state_month_t sm;
+        memset(&sm, 0, sizeof(sm));
+        int norders = 1 + (int)below(40);
+        for (int k = 0; k < norders; k++) {
+            order_kind_t kind = below(4) == 0 ? ORDER_RETURN : ORDER_SALE;
+            /* sometimes more lines than the stack buffer holds */
+            uint32_t nl = 1 + (uint32_t)(below(10) == 0 ? below(200) : below(12));
+            order_t o = mk_order(kind, 0, 0, nl);
+            for (uint32_t l = 0; l < nl; l++) {
+                /* repeats within an order, and a small pool so months repeat SKUs */
+                set_sku(&o, l, names[below(round % 2 ? 40 : POOL)]);
+                o.lines[l].quantity = 1 + (int64_t)below(50);
+                o.lines[l].unit_price = (int64_t)below(10000);
+                o.qty += o.lines[l].quantity;
+                o.amount += o.lines[l].quantity * o.lines[l].unit_price;
+            }
+            int64_t ea = -1, es = -1;
+            assert_int_equal(agg_apply(&am, &as, &o, &ea), ORDER_OK);
+            assert_int_equal(state_apply(&sm, &o, &es), ORDER_OK);
+            assert_int_equal(ea, es);
+            assert_int_equal(am.qty, sm.agg.qty);
+            assert_int_equal(am.amount, sm.agg.amount);
+            assert_int_equal(am.orders, sm.agg.orders);
+            assert_int_equal(am.skus, sm.agg.skus);
+            assert_int_equal(sm.agg.skus, sm.nskus);
+            for (uint32_t j = 1; j < sm.nskus; j++) assert_true(sm.skus[j - 1] < sm.skus[j]);
+            order_reset(&o);
+        }
+        agg_skuset_free(&as);
+        free(sm.skus);
+        free(sm.fps);
+    }
+}
+
+static void assert_month_equal(const state_month_t *a, const state_month_t *b) {
+    assert_memory_equal(&a->agg, &b->agg, sizeof(a->agg));
+    assert_int_equal(a->nskus, b->nskus);
+    assert_int_equal(a->capskus, b->capskus);
+    assert_ptr_equal(a->skus, b->skus);
+    if (a->nskus) assert_memory_equal(a->skus, b->skus, a->nskus * sizeof(*a->skus));
+}
+
+static void test_apply_errors_change_nothing(void **state) {
+    (void)state;
+    state_month_t m, before;
+    uint32_t saved[64];
+    int64_t excess;
+    memset(&m, 0, sizeof(m));
+
+    order_t o = mk_order(ORDER_SALE, 10, 100, 2);
+    set_sku(&o, 0, "A");
+    set_sku(&o, 1, "B");
+    assert_int_equal(state_apply(&m, &o, &excess), ORDER_OK);
+    set_sku(&o, 0, "C");
+    set_sku(&o, 1, "D");
+
+    /* overflow of qty, of amount, of the order count */
+    const agg_month_t edge[] = {
+        {INT64_MAX - 5, 100, 1, 2}, {10, INT64_MAX - 50, 1, 2}, {10, 100, INT64_MAX, 2}};
+    for (size_t i = 0; i < sizeof(edge) / sizeof(edge[0]); i++) {
+        m.agg = edge[i];
+        before = m;
+        memcpy(saved, m.skus, m.nskus * sizeof(*m.skus));
+        excess = 42;
+        assert_int_equal(state_apply(&m, &o, &excess), ORDER_ERR_OVERFLOW);
+        assert_int_equal(excess, 0);
+        assert_month_equal(&m, &before);
+        assert_memory_equal(saved, m.skus, m.nskus * sizeof(*m.skus));
+    }
+
+    /* out of memory while growing the SKU set: ORDER_ERR_INTERNAL, nothing
+     * changed.  Fill the set to its capacity first. */
+    m.agg = (agg_month_t){10, 100, 1, (int64_t)m.nskus};
+    for (int i = 0; m.nskus < m.capskus; i++) {
+        char name[16];
+        snprintf(name, sizeof(name), "fill-%d", i);
+        set_sku(&o, 0, name);
+        set_sku(&o, 1, name);
+        assert_int_equal(state_apply(&m, &o, &excess), ORDER_OK);
+    }
+    set_sku(&o, 0, "new-1");
+    set_sku(&o, 1, "new-2");
+    before = m;
+    memcpy(saved, m.skus, m.nskus * sizeof(*m.skus));
+    realloc_fails = 1;
+    assert_int_equal(state_apply(&m, &o, &excess), ORDER_ERR_INTERNAL);
+    realloc_fails = 0;
+    assert_month_equal(&m, &before);
+    assert_memory_equal(saved, m.skus, m.nskus * sizeof(*m.skus));
+    /* and it works once memory is back */
+    assert_int_equal(state_apply(&m, &o, &excess), ORDER_OK);
+    assert_int_equal(m.nskus, before.nskus + 2);
+
+    /* a RETURN below zero floors and reports the excess */
+    order_t r = mk_order(ORDER_RETURN, 1000, 100000, 1);
+    set_sku(&r, 0, "A");
+    int64_t orders = m.agg.orders, skus = m.agg.skus;
+    assert_int_equal(state_apply(&m, &r, &excess), ORDER_OK);
+    assert_int_equal(m.agg.qty, 0);
+    assert_int_equal(m.agg.amount, 0);
+    assert_int_equal(excess, 1000 - before.agg.qty - 10);
+    assert_int_equal(m.agg.orders, orders);
+    assert_int_equal(m.agg.skus, skus);
+
+    order_reset(&o);
+    order_reset(&r);
+    free(m.skus);
+}
+
+/* ------------------------------------------------------------------ */
+/* Encoding                                                            */
+
+/* A customer with 3 months of 7 orders and 10 distinct SKUs each, with
+ * realistic sums: the typical value the store keeps. */
+static void typical_customer(state_customer_t *c) {
+    state_reset(c);
+    c->st.tier = 3;
+    c->st.first_month = policy_month_of(2025, 4);
+    c->st.evaluated = true;
+    c->seq = 4;
+    c->live_score_c = 7125;
+    c->scale = '2';
+    for (int mo = 0; mo < 3; mo++) {
+        state_month_t *m = state_month(c, policy_month_of(2026, 9 + mo), 1);
+        m->tier = 3;
+        m->grade = POLICY_GRADE_B;
+        for (int k = 0; k < 7; k++) {
+            order_t o = mk_order(ORDER_SALE, 0, 0, 3);
+            char id[32], sku[16];
+            for (uint32_t l = 0; l < 3; l++) {
+                snprintf(sku, sizeof(sku), "SKU-%05d", (k * 3 + (int)l) % 10 + mo * 100);
+                set_sku(&o, l, sku);
+                o.lines[l].quantity = 24;
+                o.lines[l].unit_price = 18950; /* 189.50 */
+                o.qty += 24;
+                o.amount += 24 * 18950;
+            }
+            int64_t excess;
+            assert_int_equal(state_apply(m, &o, &excess), ORDER_OK);
+            int n = snprintf(id, sizeof(id), "ORD-2026-%02d-%06d", 9 + mo, 100000 + k);
+            assert_int_equal(state_add_fp(m, state_order_fp(id, (size_t)n)), 1);
+            order_reset(&o);
+        }
+        assert_int_equal(m->nskus, 10);
+        assert_int_equal(m->nfps, 7);
+        m->qmask = policy_quota_bit(POLICY_QUOTA_WARNING);
+    }
+}
+
+static void test_round_trip_random(void **state) {
+    (void)state;
+    state_customer_t c, d;
+    state_init(&c);
+    state_init(&d); /* reused: decode must not depend on a clean target */
+    rng_state = 0x5eed0003;
+    for (int it = 0; it < 3000; it++) {
+        size_t len;
+        random_customer(&c, STATE_MONTHS_MAX, it % 10 == 0 ? 300 : 12, it % 10 == 1 ? 200 : 10);
+        uint8_t *buf = encode(&c, &len);
+        char err[256] = "";
+        assert_int_equal(state_decode(&d, buf, len, err, sizeof(err)), 0);
+        assert_same(&c, &d);
+        assert_int_equal(decode_canonical(&d, buf, len), 0);
+        free(buf);
+    }
+    /* the empty customer: format, 8 one-byte fields, checksum */
+    state_reset(&c);
+    size_t len;
+    uint8_t *buf = encode(&c, &len);
+    assert_int_equal(len, 1 + 8 + 4);
+    assert_int_equal(buf[0], STATE_FORMAT);
+    assert_int_equal(state_decode(&d, buf, len, NULL, 0), 0);
+    assert_same(&c, &d);
+    free(buf);
+    state_free(&c);
+    state_free(&d);
+}
+
+/* Every single-byte change and every truncation of a valid encoding is
+ * refused; with the checksum resealed, the structure still never reads
+ * out of bounds, and whatever it accepts is canonical. */
+static void corrupt_all(const uint8_t *good, size_t len, state_customer_t *d) {
+    uint8_t *b = malloc(len + 1);
+    assert_non_null(b);
+    for (size_t i = 0; i < len; i++) {
+        for (int x = 1; x < 256; x++) {
+            memcpy(b, good, len);
+            b[i] ^= (uint8_t)x;
+            assert_int_equal(state_decode(d, b, len, NULL, 0), -1);
+            if (i < len - 4) {
+                reseal(b, len);
+                (void)decode_canonical(d, b, len);
+            }
+        }
+    }
+    for (size_t n = 0; n < len; n++) {
+        /* copied into a buffer of exactly n bytes so ASan sees any overread */
+        uint8_t *t = malloc(n ? n : 1);
+        assert_non_null(t);
+        memcpy(t, good, n);
+        assert_int_equal(state_decode(d, t, n, NULL, 0), -1);
+        if (n >= 5) {
+            /* a payload cut short, with a valid checksum of its own */
+            memcpy(t, good, n - 4);
+            reseal(t, n);
+            assert_int_equal(state_decode(d, t, n, NULL, 0), -1);
+        }
+        free(t);
+    }
+    /* one byte too many, before the checksum */
+    memcpy(b, good, len - 4);
+    b[len - 4] = 0;
+    reseal(b, len + 1);
+    char err[256];
+    assert_int_equal(state_decode(d, b, len + 1, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "trailing"));
+    free(b);
+}
+
+static void test_corruption_refused(void **state) {
+    (void)state;
+    state_customer_t c, d;
+    state_init(&c);
+    state_init(&d);
+    rng_state = 0x5eed0004;
+    for (int it = 0; it < 8; it++) {
+        size_t len;
+        random_customer(&c, it == 0 ? 0 : 4, 4, 3);
+        uint8_t *buf = encode(&c, &len);
+        corrupt_all(buf, len, &d);
+        free(buf);
+    }
+    typical_customer(&c);
+    size_t len;
+    uint8_t *buf = encode(&c, &len);
+    corrupt_all(buf, len, &d);
+    free(buf);
+    state_free(&c);
+    state_free(&d);
+}
+
+/* Random bytes with a valid checksum: never a crash, only canonical
+ * values accepted. */
+static void test_garbage_with_checksum(void **state) {
+    (void)state;
+    state_customer_t d;
+    state_init(&d);
+    rng_state = 0x5eed0005;
+    for (int it = 0; it < 20000; it++) {
+        size_t len = 5 + (size_t)below(80);
+        uint8_t *b = malloc(len);
+        assert_non_null(b);
+        for (size_t i = 0; i < len; i++)
+            b[i] = (uint8_t)(below(3) == 0 ? below(4) : rnd()); /* small varints are likelier */
+        b[0] = STATE_FORMAT;
+        reseal(b, len);
+        (void)decode_canonical(&d, b, len);
+        free(b);
+    }
+    state_free(&d);
+}
+
+/* Invalid structs encode into bytes decode refuses, each with a message
+ * naming the problem. */
+static void test_decode_refusals(void **state) {
+    (void)state;
+    state_customer_t c, d;
+    char err[256];
+    size_t len;
+    uint8_t *buf;
+    state_init(&c);
+    state_init(&d);
+
+    struct {
+        const char *want; /* in the message */
+    } cases[] = {
+        {"format"},       {"tier"},        {"override tier"}, {"live score"}, {"scale"},
+        {"not strictly"}, {"grade"},       {"quota mask"},    {"qty"},        {"SKU fingerprints"},
+        {"month gap"},    {"month count"}, {"first month"},   {"sequence"},
+    };
+    for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
+        state_reset(&c);
+        c.st.tier = 2;
+        state_month_t *m0 = state_month(&c, 1000, 1);
+        state_month_t *m1 = state_month(&c, 1001, 1);
+        assert_int_equal(state_add_fp(m1, 1), 1);
+        assert_int_equal(state_add_fp(m1, 2), 1);
+        m0 = &c.months[0];
+        m1 = &c.months[1];
+        switch (k) {
+        case 1: c.st.tier = POLICY_TIERS_MAX + 1; break;
+        case 2: c.st.override_tier = -1; break;
+        case 3: c.live_score_c = STATE_SCORE_MAX + 1; break;
+        case 4: c.scale = 'Y'; break;
+        case 5: m1->fps[0] = 2; break; /* not distinct */
+        case 6: m0->grade = (policy_grade_t)'E'; break;
+        case 7: m1->qmask = 1u << POLICY_QUOTA__COUNT; break;
+        case 8: m0->agg.qty = -1; break;
+        case 9:
+            /* SKUs out of order */
+            m0->skus = realloc(m0->skus, 2 * sizeof(*m0->skus));
+            m0->capskus = 2;
+            m0->skus[0] = 9;
+            m0->skus[1] = 3;
+            m0->nskus = 2;
+            m0->agg.skus = 2;
+            break;
+        case 10: m1->month = 1000; break; /* equal months: a gap of -1 */
+        case 11:
+            /* more months than allowed: a 27th spelt by hand below */
+            break;
+        case 12: c.st.first_month = MONTH_MAX + 1; break;
+        case 13: c.seq = -1; break;
+        }
+        if (k != 0 && k != 11) assert_int_equal(state_check(&c, NULL, 0), -1);
+        buf = encode(&c, &len);
+        if (k == 0) {
+            buf[0] = 1;
+            reseal(buf, len);
+        }
+        if (k == 11) {
+            /* nmonths is the 9th byte: [format flags tier first ovr seq score scale] */
+            assert_int_equal(buf[8], 2);
+            buf[8] = STATE_MONTHS_MAX + 1;
+            reseal(buf, len);
+        }
+        err[0] = '\0';
+        assert_int_equal(state_decode(&d, buf, len, err, sizeof(err)), -1);
+        if (!strstr(err, cases[k].want))
+            fail_msg("case %zu: \"%s\" lacks \"%s\"", k, err, cases[k].want);
+        free(buf);
+    }
+
+    /* a varint with a redundant zero byte (0x80 0x00 for 0) */
+    uint8_t nc[] = {STATE_FORMAT, 0x80, 0x00, 0, 0, 0, 0, 1, 'X', 0, 0, 0, 0, 0};
+    reseal(nc, sizeof(nc));
+    assert_int_equal(state_decode(&d, nc, sizeof(nc), err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "redundant"));
+    /* a count of fingerprints larger than the bytes left: refused before allocating */
+    state_reset(&c);
+    state_month(&c, 5, 1);
+    buf = encode(&c, &len);
+    /* the month's bytes: month qty amount orders tier grade qmask nskus nfps */
+    assert_int_equal(buf[len - 4 - 1], 0); /* nfps */
+    size_t big_len = len - 5 + 9 + 4;
+    uint8_t *big = malloc(big_len);
+    memcpy(big, buf, len - 5);
+    /* nfps = 2^62 as a varint: nine bytes */
+    for (int i = 0; i < 8; i++) big[len - 5 + i] = 0x80;
+    big[len - 5 + 8] = 0x40;
+    reseal(big, big_len);
+    assert_int_equal(state_decode(&d, big, big_len, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "bytes left"));
+    free(big);
+    /* the checksum names itself */
+    buf[len - 1] ^= 1;
+    assert_int_equal(state_decode(&d, buf, len, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "checksum"));
+    free(buf);
+
+    /* out of memory while decoding: -1, c left reset */
+    state_reset(&c);
+    state_add_fp(state_month(&c, 5, 1), 1);
+    buf = encode(&c, &len);
+    state_customer_t fresh;
+    state_init(&fresh);
+    realloc_fails = 1;
+    assert_int_equal(state_decode(&fresh, buf, len, err, sizeof(err)), -1);
+    realloc_fails = 0;
+    assert_non_null(strstr(err, "out of memory"));
+    assert_int_equal(fresh.nmonths, 0);
+    assert_int_equal(state_decode(&fresh, buf, len, err, sizeof(err)), 0);
+    free(buf);
+    state_free(&fresh);
+    state_free(&c);
+    state_free(&d);
+}
+
+/* Its value must stay small: the store keeps one per customer, and every
+ * batch rewrites the ones it touched. */
+static void test_size_bound(void **state) {
+    (void)state;
+    state_customer_t c;
+    state_init(&c);
+    typical_customer(&c);
+    size_t len = state_encoded_size(&c);
+    /* header 12; first month 111 (month 3, qty 2, amount 4, seven one-byte
+     * fields, 10 x 4, 7 x 8); the others 109 (the month is a one-byte
+     * gap); checksum 4: 345 */
+    print_message("3 months x 7 orders x 10 SKUs: %zu bytes\n", len);
+    assert_true(len <= 360);
+    char text[512];
+    int n = state_describe(&c, text, sizeof(text));
+    assert_int_equal(n, (int)strlen(text));
+    assert_string_equal(text, "tier=3 first=2025-04 evaluated=1 override=0 seq=4 score=71.25 "
+                              "scale=2 months=2026-09,2026-10,2026-11");
+    state_free(&c);
+}
+
+static void test_describe(void **state) {
+    (void)state;
+    state_customer_t c;
+    char small[12], buf[128];
+    state_init(&c);
+    int n = state_describe(&c, buf, sizeof(buf));
+    assert_string_equal(buf, "tier=0 first=none evaluated=0 override=0 seq=0 score=none "
+                             "scale=X months=");
+    assert_int_equal(n, (int)strlen(buf));
+    assert_int_equal(state_describe(&c, small, sizeof(small)), n);
+    assert_string_equal(small, "tier=0 firs");
+    c.st.tier = 1;
+    c.st.first_month = MONTH_MIN;
+    c.st.has_override = true;
+    c.st.override_tier = 4;
+    state_month(&c, INT32_MIN, 1);
+    state_month(&c, INT32_MAX, 1);
+    char big[256];
+    state_describe(&c, big, sizeof(big));
+    assert_non_null(strstr(big, "override=4"));
+    assert_non_null(strstr(big, "first=-21474836-01"));
+    state_free(&c);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_checksum_and_fingerprints),
+        cmocka_unit_test(test_init_reset_free),
+        cmocka_unit_test(test_month_insertion_order_and_limit),
+        cmocka_unit_test(test_drop_before),
+        cmocka_unit_test(test_seen_and_add_fp),
+        cmocka_unit_test(test_window_zero_fill),
+        cmocka_unit_test(test_apply_agrees_with_agg),
+        cmocka_unit_test(test_apply_errors_change_nothing),
+        cmocka_unit_test(test_round_trip_random),
+        cmocka_unit_test(test_corruption_refused),
+        cmocka_unit_test(test_garbage_with_checksum),
+        cmocka_unit_test(test_decode_refusals),
+        cmocka_unit_test(test_size_bound),
+        cmocka_unit_test(test_describe),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
