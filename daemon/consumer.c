@@ -59,8 +59,9 @@ typedef struct part {
 } part_t;
 
 /* Outbox entries one publishing round reads per partition (an entry holds
- * at most 256 events), so a round's memory stays bounded. */
-#define OUTBOX_ROUND_ENTRIES 16
+ * at most 256 events), so a round's memory stays bounded: at most 1024
+ * events a partition. */
+#define OUTBOX_ROUND_ENTRIES 4
 
 /* Records taken from the consumer queue per call. */
 #define POLL_BATCH 1024
@@ -368,6 +369,13 @@ static int part_service(consumer_t *k, int32_t id, part_t *pt) {
  * a partition waiting on a retry only once its backoff has passed, so it
  * never holds the others up. */
 static void service_due(consumer_t *k, int all) {
+    /* batch.max_orders bounds the records held over all partitions, not
+     * per partition: memory stays the same however many partitions are
+     * assigned, and a backlog's batches are max_orders / partitions. */
+    size_t held = 0;
+    for (int32_t i = 0; i < k->nparts; i++)
+        if (k->parts[i].assigned && !k->parts[i].retry_at) held += k->parts[i].npending;
+    if (held >= (size_t)k->conf->batch_max_orders) all = 1;
     for (int32_t i = 0; i < k->nparts; i++) {
         part_t *pt = &k->parts[i];
         int64_t t = mono_ms();
@@ -735,11 +743,15 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
            rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
-/* librdkafka prefetches up to 64 MB by default, more than the rest of
- * tierd uses: 8 MB keeps a backlog's batches full (unless kafka.* says
+/* librdkafka prefetches up to 100 000 records a partition (or 64 MB) by
+ * default: for 8 partitions of small orders that is the whole backlog in
+ * memory, far more than the rest of tierd uses.  2 000 records a
+ * partition and 8 MB keep a backlog's batches full (unless kafka.* says
  * otherwise). */
 static void prefetch_bound(const config_t *c, rd_kafka_conf_t *conf) {
     char why[256];
+    if (!config_kafka_get(c, "queued.min.messages"))
+        rd_kafka_conf_set(conf, "queued.min.messages", "2000", why, sizeof(why));
     if (!config_kafka_get(c, "queued.max.messages.kbytes"))
         rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "8192", why, sizeof(why));
 }
