@@ -495,14 +495,49 @@ int store_unwatch(store_t *s) {
     return STORE_OK;
 }
 
+/* Reads store_read's nkeys + 2 replies: WATCH, HMGET meta, then one per
+ * key into replies[].  A Redis error drains the rest before failing. */
+static int read_replies(store_t *s, store_meta_t *meta, size_t nkeys, redisReply **replies,
+                        char *errstr, size_t errstr_size) {
+    int failed = 0;
+    for (size_t i = 0; i < nkeys + 2; i++) {
+        redisReply *r = NULL;
+        if (get_reply(s, &r, i == 0) != REDIS_OK) {
+            snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
+            drop(s);
+            return STORE_ERR;
+        }
+        if (r->type == REDIS_REPLY_ERROR) {
+            if (!failed) snprintf(errstr, errstr_size, "redis: read: %s", r->str);
+            failed = 1;
+            freeReplyObject(r);
+            continue; /* drain the rest, fail below */
+        }
+        if (i == 1) {
+            if (r->type != REDIS_REPLY_ARRAY || r->elements != META_NFIELDS) {
+                snprintf(errstr, errstr_size, "redis: unexpected reply to HMGET meta");
+                failed = 1;
+            } else {
+                meta_from_reply(r, meta);
+            }
+        }
+        if (i >= 2)
+            replies[i - 2] = r;
+        else
+            freeReplyObject(r);
+    }
+    if (!failed) return STORE_OK;
+    store_unwatch(s);
+    return STORE_ERR;
+}
+
 int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *meta, size_t nkeys,
                char **keys, const char ***fields, size_t **fieldlens, size_t *nfields,
                redisReply **replies, char *errstr, size_t errstr_size) {
     char mkey[256];
-    redisReply *r = NULL;
     const char **argv = NULL;
     size_t *argvlen = NULL, maxf = 0;
-    int rc = STORE_ERR, failed = 0;
+    int rc = STORE_ERR;
 
     for (size_t i = 0; i < nkeys; i++) replies[i] = NULL;
     if (ensure(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
@@ -535,39 +570,7 @@ int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *m
         redisAppendCommandArgv(s->rc, (int)nfields[i] + 2, argv, argvlen);
         s->commands++;
     }
-    for (size_t i = 0; i < nkeys + 2; i++) {
-        if (get_reply(s, &r, i == 0) != REDIS_OK) {
-            snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
-            r = NULL;
-            drop(s);
-            goto out;
-        }
-        if (r->type == REDIS_REPLY_ERROR) {
-            if (!failed) snprintf(errstr, errstr_size, "redis: read: %s", r->str);
-            failed = 1;
-            freeReplyObject(r);
-            r = NULL;
-            continue; /* drain the rest, fail below */
-        }
-        if (i == 1) {
-            if (r->type != REDIS_REPLY_ARRAY || r->elements != META_NFIELDS) {
-                snprintf(errstr, errstr_size, "redis: unexpected reply to HMGET meta");
-                failed = 1;
-            } else {
-                meta_from_reply(r, meta);
-            }
-        }
-        if (i >= 2)
-            replies[i - 2] = r;
-        else
-            freeReplyObject(r);
-        r = NULL;
-    }
-    if (failed) {
-        store_unwatch(s);
-        goto out;
-    }
-    rc = STORE_OK;
+    rc = read_replies(s, meta, nkeys, replies, errstr, errstr_size);
 out:
     if (rc != STORE_OK)
         for (size_t i = 0; i < nkeys; i++) {

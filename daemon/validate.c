@@ -204,21 +204,11 @@ static order_err_t validate_sums(order_t *o, char *errstr, size_t errstr_size) {
     return ORDER_OK;
 }
 
-order_err_t validate_order(order_t *o, const void *key, size_t key_len, int64_t now_ms,
-                           const validate_rules_t *r, char *errstr, size_t errstr_size) {
+/* The ids, then the record key against customer_id. */
+static order_err_t validate_ids(const order_t *o, const void *key, size_t key_len, char *errstr,
+                                size_t errstr_size) {
     char q1[VALIDATE_QUOTE_MAX], q2[VALIDATE_QUOTE_MAX];
-    char t1[VALIDATE_UTC_MAX], t2[VALIDATE_UTC_MAX];
-    size_t cur_len, want_len;
-    int64_t limit;
     order_err_t err;
-    uint32_t i;
-
-    if (errstr != NULL && errstr_size > 0) errstr[0] = '\0';
-    if (o == NULL || r == NULL || (o->nlines > 0 && o->lines == NULL)) {
-        errstr_fmt(errstr, errstr_size, "validate_order called without an order or rules");
-        return ORDER_ERR_INTERNAL;
-    }
-
     if (o->order_id_len == 0) {
         errstr_fmt(errstr, errstr_size, "order_id is empty; every order needs one");
         return ORDER_ERR_EMPTY_ID;
@@ -232,15 +222,13 @@ order_err_t validate_order(order_t *o, const void *key, size_t key_len, int64_t 
         (err = validate_id("customer_id", o->customer_id, o->customer_id_len, errstr,
                            errstr_size)) != ORDER_OK)
         return err;
-
     /* A record without a key is allowed; with one, it routes the order to
      * the partition that owns the customer, so it must be that customer.
      * A key that is not UTF-8 cannot be; say what is wrong with it. */
-    if (key != NULL && key_len > 0 &&
-        (err = validate_utf8("record key", key, key_len, errstr, errstr_size)) != ORDER_OK)
+    if (key == NULL || key_len == 0) return ORDER_OK;
+    if ((err = validate_utf8("record key", key, key_len, errstr, errstr_size)) != ORDER_OK)
         return err;
-    if (key != NULL && key_len > 0 &&
-        (key_len != o->customer_id_len || memcmp(key, o->customer_id, key_len) != 0)) {
+    if (key_len != o->customer_id_len || memcmp(key, o->customer_id, key_len) != 0) {
         errstr_fmt(errstr, errstr_size,
                    "record key %s differs from customer_id %s; producers must key orders "
                    "by customer_id",
@@ -248,7 +236,12 @@ order_err_t validate_order(order_t *o, const void *key, size_t key_len, int64_t 
                    validate_quote(q2, sizeof(q2), o->customer_id, o->customer_id_len));
         return ORDER_ERR_KEY_MISMATCH;
     }
+    return ORDER_OK;
+}
 
+/* The lines, one by one, then the sums over them. */
+static order_err_t validate_lines(order_t *o, char *errstr, size_t errstr_size) {
+    order_err_t err;
     if (o->nlines == 0) {
         errstr_fmt(errstr, errstr_size, "the order has no lines; at least 1 is required");
         return ORDER_ERR_NO_LINES;
@@ -258,24 +251,34 @@ order_err_t validate_order(order_t *o, const void *key, size_t key_len, int64_t 
                    o->nlines, ORDER_LINES_MAX);
         return ORDER_ERR_TOO_MANY_LINES;
     }
-    for (i = 0; i < o->nlines; i++)
+    for (uint32_t i = 0; i < o->nlines; i++)
         if ((err = validate_line(&o->lines[i], i + 1, errstr, errstr_size)) != ORDER_OK) return err;
+    return validate_sums(o, errstr, errstr_size);
+}
 
-    if ((err = validate_sums(o, errstr, errstr_size)) != ORDER_OK) return err;
-
-    /* Exact, case-sensitive: "eur" is not "EUR".  Bounded by the array
-     * sizes in case either side is not NUL-terminated. */
-    cur_len = strnlen(o->currency, sizeof(o->currency));
-    want_len = strnlen(r->currency, sizeof(r->currency));
-    if ((err = validate_utf8("currency", o->currency, cur_len, errstr, errstr_size)) != ORDER_OK)
-        return err;
+/* Exact, case-sensitive: "eur" is not "EUR".  Bounded by the array sizes
+ * in case either side is not NUL-terminated. */
+static order_err_t validate_currency(const order_t *o, const validate_rules_t *r, char *errstr,
+                                     size_t errstr_size) {
+    char q1[VALIDATE_QUOTE_MAX], q2[VALIDATE_QUOTE_MAX];
+    size_t cur_len = strnlen(o->currency, sizeof(o->currency));
+    size_t want_len = strnlen(r->currency, sizeof(r->currency));
+    order_err_t err = validate_utf8("currency", o->currency, cur_len, errstr, errstr_size);
+    if (err != ORDER_OK) return err;
     if (cur_len != want_len || memcmp(o->currency, r->currency, cur_len) != 0) {
         errstr_fmt(errstr, errstr_size, "currency %s is not the configured currency %s",
                    validate_quote(q1, sizeof(q1), o->currency, cur_len),
                    validate_quote(q2, sizeof(q2), r->currency, want_len));
         return ORDER_ERR_BAD_CURRENCY;
     }
+    return ORDER_OK;
+}
 
+/* placed_at between min_placed_at and now + max_future_skew. */
+static order_err_t validate_time(const order_t *o, int64_t now_ms, const validate_rules_t *r,
+                                 char *errstr, size_t errstr_size) {
+    char t1[VALIDATE_UTC_MAX], t2[VALIDATE_UTC_MAX];
+    int64_t limit;
     if (o->placed_at_ms < r->min_placed_at_ms) {
         errstr_fmt(errstr, errstr_size,
                    "placed_at %" PRId64 " ms (%s) is earlier than the minimum %" PRId64
@@ -284,7 +287,6 @@ order_err_t validate_order(order_t *o, const void *key, size_t key_len, int64_t 
                    r->min_placed_at_ms, validate_utc_text(t2, sizeof(t2), r->min_placed_at_ms));
         return ORDER_ERR_BAD_PLACED_AT;
     }
-
     /* now + skew past INT64_MAX means nothing can be in the future; a
      * negative skew past INT64_MIN means everything is. */
     if (__builtin_add_overflow(now_ms, r->max_future_skew_ms, &limit))
@@ -297,4 +299,19 @@ order_err_t validate_order(order_t *o, const void *key, size_t key_len, int64_t 
         return ORDER_ERR_FUTURE;
     }
     return ORDER_OK;
+}
+
+order_err_t validate_order(order_t *o, const void *key, size_t key_len, int64_t now_ms,
+                           const validate_rules_t *r, char *errstr, size_t errstr_size) {
+    order_err_t err;
+    if (errstr != NULL && errstr_size > 0) errstr[0] = '\0';
+    if (o == NULL || r == NULL || (o->nlines > 0 && o->lines == NULL)) {
+        errstr_fmt(errstr, errstr_size, "validate_order called without an order or rules");
+        return ORDER_ERR_INTERNAL;
+    }
+    if ((err = validate_ids(o, key, key_len, errstr, errstr_size)) != ORDER_OK ||
+        (err = validate_lines(o, errstr, errstr_size)) != ORDER_OK ||
+        (err = validate_currency(o, r, errstr, errstr_size)) != ORDER_OK)
+        return err;
+    return validate_time(o, now_ms, r, errstr, errstr_size);
 }
