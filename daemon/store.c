@@ -190,13 +190,6 @@ void store_key(const store_t *s, const char *topic, int32_t partition, const cha
     snprintf(buf, size, "%s:{%s.%d}:%s", s->conf->key_prefix, topic, (int)partition, suffix);
 }
 
-void store_month_key(const store_t *s, const char *topic, int32_t partition, int32_t month,
-                     char *buf, size_t size) {
-    char suffix[16];
-    snprintf(suffix, sizeof(suffix), "m:%06d", month_yyyymm(month));
-    store_key(s, topic, partition, suffix, buf, size);
-}
-
 int64_t store_now_ms(void) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

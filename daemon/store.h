@@ -83,8 +83,6 @@ void store_rtt(const store_t *s, double *sum, uint64_t *count, double *buckets);
 /* Key of partition state: writes "<prefix>:{topic.P}:<suffix>" into buf. */
 void store_key(const store_t *s, const char *topic, int32_t partition, const char *suffix,
                char *buf, size_t size);
-void store_month_key(const store_t *s, const char *topic, int32_t partition, int32_t month,
-                     char *buf, size_t size);
 
 /* Takes ownership of a partition: bumps its epoch (fencing any older
  * owner), takes the lease and returns the stored offset and month, in one
