@@ -19,6 +19,7 @@
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <curl/curl.h>
 #include <jansson.h>
@@ -27,6 +28,11 @@
 
 /* Larger than any schema tierd reads or writes by far. */
 #define REGISTRY_BODY_MAX (4u << 20)
+
+/* After a request got no answer, the next ones within this long fail at
+ * once: every paused partition asks, and a dead registry should cost the
+ * main loop one timeout per second, not one per partition. */
+#define REGISTRY_HOLD_OFF_MS 1000
 
 struct registry {
     CURL *curl;     /* owned */
@@ -39,7 +45,15 @@ struct registry {
     size_t body_len;
     size_t body_cap;
     int body_overflow;
+    int64_t failed_at_ms; /* monotonic; 0: the last request was answered */
+    char failed_why[200];
 };
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static size_t on_body(char *data, size_t size, size_t nmemb, void *ctx) {
     registry_t *r = ctx;
@@ -142,6 +156,11 @@ static registry_rc_t registry_call(registry_t *r, const char *path, const char *
     registry_rc_t rc = REGISTRY_UNAVAILABLE;
     CURLcode cc;
 
+    if (r->failed_at_ms && mono_ms() - r->failed_at_ms < REGISTRY_HOLD_OFF_MS) {
+        errstr_fmt(errstr, errstr_size, "%s (less than a second ago; asking again shortly)",
+                   r->failed_why);
+        goto out;
+    }
     if ((url = malloc(len)) == NULL) {
         errstr_fmt(errstr, errstr_size, "out of memory");
         goto out;
@@ -178,8 +197,11 @@ static registry_rc_t registry_call(registry_t *r, const char *path, const char *
     if (cc != CURLE_OK) {
         errstr_fmt(errstr, errstr_size, "schema registry %s: %s", r->base,
                    r->body_overflow ? "answer larger than 4 MiB" : curl_easy_strerror(cc));
+        r->failed_at_ms = mono_ms();
+        snprintf(r->failed_why, sizeof(r->failed_why), "%s", errstr ? errstr : "no answer");
         goto out;
     }
+    r->failed_at_ms = 0;
     curl_easy_getinfo(r->curl, CURLINFO_RESPONSE_CODE, status);
     rc = REGISTRY_OK;
 out:
