@@ -21,7 +21,8 @@ Proves, in one run:
   registered under tier-changes-value and quota-events-value; the Confluent
   client's AvroDeserializer reads every one, and so does a reader on the
   event schemas as they were before their enums had defaults; a reason or
-  kind added later is read by today's schema as its default, UNKNOWN.
+  kind added later is read by today's schema as its default, UNKNOWN;
+  tierctl events decodes them through the registry too.
 - A subject that refuses tierd's event schema (incompatible with what it
   holds) stops tierd at start with the registry's message.
 """
@@ -230,6 +231,17 @@ def main():
         assert back[enum_field] == "UNKNOWN", back[enum_field]
         h.log("%s: %d events framed with id %d, read by AvroDeserializer and the older schema"
               % (topic, len(vals), reg["id"]))
+        # tierctl events reads them through the registry too.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TIERD_")}
+        kind = "tier_change" if topic == "tier-changes" else "quota"
+        out = subprocess.run([h.tierctl_binary(), "-c", d.cfg, "events", "-e", "--kind", kind],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        lines = [json.loads(l) for l in out.stdout.splitlines()]
+        assert len(lines) == len(vals) and all("error" not in l for l in lines), out.stdout[:500]
+        by_id = {l["event_id"]: l for l in lines}
+        assert by_id[ev["event_id"]][enum_field] == ev[enum_field]
     assert d.term() == 0
 
     # ---- a subject that refuses tierd's event schema stops tierd at start
