@@ -21,7 +21,8 @@ the documented rule is the tested one.
   documented tierctl rule.
 - No secret (the passwords, the wrong ones too, and the broker's keystore
   password) appears in any captured output: every tierd log, /metrics,
-  `tierd --help-config`, `tierd --check-config`, tierctl's output.
+  `tierd --help-config`, `tierd --check-config`, tierctl's output, and the
+  servers' own logs.
 """
 import json
 import os
@@ -195,6 +196,15 @@ for args in (["--help-config"], ["--check-config", "-c", d.cfg]):
 
 assert d.term() == 0
 captured.append(("good log", d.log_text()))
+
+# The servers' own logs too: the users were made without a password on any
+# command line or log (the broker's keystore password is in its
+# server.properties, as the broker needs it, and nowhere else).
+for f in ("redis.log", "kafka/kafka.log", "kafka/kafka.out", "tls.log"):
+    path = os.path.join(svc.dir, f)
+    if os.path.exists(path):
+        with open(path, errors="replace") as log:
+            captured.append(("services " + f, log.read()))
 
 # ---------------------------------------------------------------- no secret
 found = [(what, s[:6] + "...") for what, text in captured for s in SECRETS if s in text]
