@@ -114,7 +114,11 @@ int startcheck_kafka(const config_t *c, int timeout_ms, volatile sig_atomic_t *s
             rc = STARTCHECK_REFUSED;
             break;
         }
-        if ((stop && *stop) || mono_ms() >= deadline) {
+        if (stop && *stop) {
+            snprintf(errstr, errstr_size, "kafka: the start-up check ended by a signal");
+            break;
+        }
+        if (mono_ms() >= deadline) {
             snprintf(errstr, errstr_size, "kafka: no broker answered within %d ms at start%s%s",
                      timeout_ms, seen.last_why[0] ? ": " : "", seen.last_why);
             break;
