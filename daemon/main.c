@@ -15,8 +15,8 @@
 #include "month.h"
 #include "policyconf.h"
 #include "publish.h"
-#include "startcheck.h"
 #include "registry.h"
+#include "startcheck.h"
 #include "store.h"
 #include "tierd/policy.h"
 
