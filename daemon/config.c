@@ -172,6 +172,7 @@ static const config_env_other_t config_env_others[] = {
     {"TIERD_SERVICES_TIMEOUT", "scripts/services"},
     {"TIERD_SERVICES_STOP_TIMEOUT", "scripts/services"},
     {"TIERD_SERVICES_KAFKA_PROXY_PORT", "scripts/services (network-fault tests)"},
+    {"TIERD_SERVICES_KAFKA_SASL_SSL", "scripts/services (the security test)"},
 };
 #define NENV_OTHERS (sizeof(config_env_others) / sizeof(config_env_others[0]))
 

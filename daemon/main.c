@@ -16,6 +16,7 @@
 #include "policyconf.h"
 #include "publish.h"
 #include "registry.h"
+#include "startcheck.h"
 #include "store.h"
 #include "tierd/policy.h"
 
@@ -366,10 +367,24 @@ int main(int argc, char **argv) {
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* A server that refuses tierd at start (a wrong password, a Redis user
+     * without the rights tierd needs, a broker certificate it does not
+     * trust) is a mistake to fix: tierd stops with the reason before it
+     * writes anything.  One that does not answer yet is an outage: tierd
+     * starts and keeps trying, as it does after the start. */
     store = store_new(&conf, err, sizeof(err));
     if (!store) goto fail;
-    if (store_connect(store, err, sizeof(err)) != STORE_OK)
-        log_warn("main", "%s; will keep trying", err); /* claims retry */
+    switch (store_check(store, conf.topic_orders, err, sizeof(err))) {
+    case STORE_OK: break;
+    case STORE_DENIED: goto fail;
+    default: log_warn("main", "%s; will keep trying", err); /* claims retry */
+    }
+    err[0] = '\0';
+    switch (startcheck_kafka(&conf, STARTCHECK_KAFKA_MS, &stop_flag, err, sizeof(err))) {
+    case STARTCHECK_OK: break;
+    case STARTCHECK_REFUSED: goto fail;
+    default: log_warn("main", "%s; starting anyway, librdkafka keeps trying", err);
+    }
     err[0] = '\0';
     dec = decode_new(err, sizeof(err));
     if (!dec) goto fail;

@@ -126,7 +126,9 @@ static redisReply *command(store_t *s, int argc, const char **argv, const size_t
     return r;
 }
 
-int store_connect(store_t *s, char *errstr, size_t errstr_size) {
+/* store_connect, and *denied set when Redis answered but refused AUTH or
+ * SELECT (rather than not answering). */
+static int connect_to(store_t *s, int *denied, char *errstr, size_t errstr_size) {
     const config_t *c = s->conf;
     struct timeval tv = {c->redis_timeout_ms / 1000, (c->redis_timeout_ms % 1000) * 1000};
     redisReply *r = NULL;
@@ -162,6 +164,7 @@ int store_connect(store_t *s, char *errstr, size_t errstr_size) {
         if (r->type == REDIS_REPLY_ERROR) {
             /* The reply names no secret; pass it on. */
             snprintf(errstr, errstr_size, "redis: AUTH refused: %s", r->str);
+            *denied = 1;
             freeReplyObject(r);
             drop(s);
             return STORE_ERR;
@@ -176,6 +179,7 @@ int store_connect(store_t *s, char *errstr, size_t errstr_size) {
         if (!r) return STORE_ERR;
         if (r->type == REDIS_REPLY_ERROR) {
             snprintf(errstr, errstr_size, "redis: SELECT %s refused: %s", db, r->str);
+            *denied = 1;
             freeReplyObject(r);
             drop(s);
             return STORE_ERR;
@@ -183,6 +187,99 @@ int store_connect(store_t *s, char *errstr, size_t errstr_size) {
         freeReplyObject(r);
     }
     return STORE_OK;
+}
+
+int store_connect(store_t *s, char *errstr, size_t errstr_size) {
+    int denied = 0;
+    return connect_to(s, &denied, errstr, errstr_size);
+}
+
+/* Every command tierd sends to Redis after AUTH and SELECT, each with the
+ * key it touches: its meta hash (m), customer states (c), outbox stream
+ * (o).  docs/operations.md's ACL rule allows exactly these; store_check
+ * queues each in a MULTI that it discards. */
+static const struct {
+    const char *argv[6];
+    int argc;
+} needed[] = {
+    {{"HMGET", "m", "epoch"}, 3},
+    {{"HGETALL", "m"}, 2},
+    {{"HSET", "m", "format", "0"}, 4},
+    {{"HDEL", "m", "lease"}, 3},
+    {{"HINCRBY", "m", "epoch", "0"}, 4},
+    {{"HSCAN", "c", "0", "COUNT", "1"}, 5},
+    {{"XADD", "o", "*", "t", "x"}, 5},
+    {{"XDEL", "o", "0-1"}, 3},
+    {{"XRANGE", "o", "-", "+", "COUNT", "1"}, 6},
+    {{"XLEN", "o"}, 2},
+};
+#define NNEEDED (sizeof(needed) / sizeof(needed[0]))
+
+/* Sends n commands (argv lists of up to 6 strings) in one pipeline and
+ * reads every reply.  STORE_DENIED at the first error reply (errstr names
+ * its command and Redis' reply), after closing the connection: a MULTI
+ * left open goes with it. */
+static int probe(store_t *s, size_t n, const char *(*argv)[6], const int *argc, char *errstr,
+                 size_t errstr_size) {
+    redisReply *r = NULL;
+    int failed = 0;
+    for (size_t i = 0; i < n; i++) redisAppendCommandArgv(s->rc, argc[i], argv[i], NULL);
+    s->commands += n;
+    for (size_t i = 0; i < n; i++) {
+        if (get_reply(s, &r, i == 0) != REDIS_OK) {
+            snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
+            drop(s);
+            return STORE_ERR;
+        }
+        if (r->type == REDIS_REPLY_ERROR && !failed) {
+            failed = 1;
+            snprintf(errstr, errstr_size,
+                     "redis: %s %s refused: %s (the ACL rule tierd needs is in docs/operations.md)",
+                     argv[i][0], argc[i] > 1 ? argv[i][1] : "", r->str);
+        }
+        freeReplyObject(r);
+        r = NULL;
+    }
+    if (!failed) return STORE_OK;
+    drop(s);
+    return STORE_DENIED;
+}
+
+/* First WATCH, UNWATCH and an empty MULTI/EXEC; only when those pass,
+ * MULTI, the needed commands and DISCARD.  Nothing runs, yet Redis checks
+ * the ACL of each command as it queues it (NOPERM). */
+static int check_access(store_t *s, const char *topic, char *errstr, size_t errstr_size) {
+    char keys[3][256];
+    const char *argv[NNEEDED + 2][6];
+    int argc[NNEEDED + 2], rc;
+    const char *first[4][6] = {{"WATCH", NULL}, {"UNWATCH"}, {"MULTI"}, {"EXEC"}};
+    static const int first_argc[4] = {2, 1, 1, 1};
+
+    store_key(s, topic, 0, "meta", keys[0], sizeof(keys[0]));
+    store_key(s, topic, 0, "c", keys[1], sizeof(keys[1]));
+    store_key(s, topic, 0, "outbox", keys[2], sizeof(keys[2]));
+    memcpy(argv, first, sizeof(first));
+    argv[0][1] = keys[0];
+    rc = probe(s, 4, argv, first_argc, errstr, errstr_size);
+    if (rc != STORE_OK) return rc;
+    memset(argv, 0, sizeof(argv));
+    argv[0][0] = "MULTI";
+    argc[0] = 1;
+    for (size_t i = 0; i < NNEEDED; i++) {
+        char k = needed[i].argv[1][0];
+        memcpy(argv[i + 1], needed[i].argv, sizeof(needed[i].argv));
+        argv[i + 1][1] = keys[k == 'm' ? 0 : k == 'c' ? 1 : 2];
+        argc[i + 1] = needed[i].argc;
+    }
+    argv[NNEEDED + 1][0] = "DISCARD";
+    argc[NNEEDED + 1] = 1;
+    return probe(s, NNEEDED + 2, argv, argc, errstr, errstr_size);
+}
+
+int store_check(store_t *s, const char *topic, char *errstr, size_t errstr_size) {
+    int denied = 0, rc = connect_to(s, &denied, errstr, errstr_size);
+    if (rc != STORE_OK) return denied ? STORE_DENIED : rc;
+    return check_access(s, topic, errstr, errstr_size);
 }
 
 void store_key(const store_t *s, const char *topic, int32_t partition, const char *suffix,
