@@ -105,10 +105,10 @@ class Container:
                     "TIERD_REDIS_HOST": "127.0.0.1",
                     "TIERD_REDIS_PORT": str(self.svc.redis_port),
                     "TIERD_HTTP_LISTEN": "127.0.0.1:%d" % http_port})
-        args = ["run", "--detach", "--name", self.name, "--runtime", RUNC, "--network=host",
-                # No systemd here to run the check on an interval: the test
-                # runs it itself (podman healthcheck run).
-                "--health-interval=disable"]
+        # The image's HEALTHCHECK as built.  Without systemd podman cannot
+        # run it on its interval (it says so, and starts the container):
+        # the test runs it itself, with `podman healthcheck run`.
+        args = ["run", "--detach", "--name", self.name, "--runtime", RUNC, "--network=host"]
         if service.get("user"):
             args += ["--user", str(service["user"])]
         if service.get("read_only"):
