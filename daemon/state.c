@@ -426,8 +426,25 @@ size_t state_encoded_size(const state_customer_t *c) {
     return put_customer(c, NULL);
 }
 
-void state_encode(const state_customer_t *c, uint8_t *out) {
-    (void)put_customer(c, out);
+size_t state_encoded_bound(const state_customer_t *c) {
+    /* A varint takes at most 10 bytes: the header's 7 and the count, each
+     * month's 10 and its two counts, then the fixed-size fingerprints. */
+    size_t n = 1 + 8 * 10 + 1 + CHECKSUM_SIZE;
+    for (uint32_t i = 0; i < c->nmonths; i++)
+        n += 9 * 10 + 4 * (size_t)c->months[i].nskus + 8 * (size_t)c->months[i].nfps;
+    return n;
+}
+
+size_t state_encode(const state_customer_t *c, uint8_t *out) {
+    return put_customer(c, out);
+}
+
+const uint8_t *state_encode_in(const state_customer_t *c, arena_t *a, size_t *len) {
+    uint8_t *blob = arena_alloc(a, state_encoded_bound(c));
+    if (!blob) return NULL;
+    *len = put_customer(c, blob);
+    arena_shrink(a, blob, *len);
+    return blob;
 }
 
 /* A reader over [p, end): every get checks what is left first. */
