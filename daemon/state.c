@@ -238,7 +238,16 @@ size_t state_order_skus(const order_t *o, uint32_t *out) {
     size_t k = 0, j = 0;
     for (uint32_t i = 0; i < o->nlines; i++)
         out[k++] = state_sku_fp(o->lines[i].sku, o->lines[i].sku_len);
-    if (k > 1) qsort(out, k, sizeof(*out), u32_cmp);
+    if (k > 24) {
+        qsort(out, k, sizeof(*out), u32_cmp);
+    } else {
+        for (size_t i = 1; i < k; i++) { /* most orders have a few lines */
+            uint32_t v = out[i];
+            size_t at = i;
+            for (; at > 0 && out[at - 1] > v; at--) out[at] = out[at - 1];
+            out[at] = v;
+        }
+    }
     for (size_t i = 0; i < k; i++) /* distinct within the order */
         if (j == 0 || out[j - 1] != out[i]) out[j++] = out[i];
     return j;
