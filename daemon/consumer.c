@@ -382,6 +382,11 @@ static void service_due(consumer_t *k, int all) {
         if (!pt->assigned) continue;
         if (pt->npending == 0 && pt->prof.n == 0 && !pt->need_rewind && !pt->retry_at) continue;
         if (k->stopping && t >= k->deadline) return;
+        /* A stop asked for during this pass: the rest is shut_down's, within
+         * its deadline.  Each partition's work may wait (a dead letter's
+         * acknowledgement, a Redis timeout), so finishing the pass could
+         * carry tierd seconds past shutdown_timeout_ms. */
+        if (!k->stopping && k->stop && *k->stop) return;
         if (pt->retry_at) {
             if (t < pt->retry_at) continue;
         } else if (!all && t < pt->due_ms && pt->npending < (size_t)k->conf->batch_max_orders) {

@@ -39,6 +39,7 @@ struct publish {
     dl_src_t *srcs;
     size_t nsrcs;
     uint64_t dead_standins, dead_lost;
+    int64_t dead_quick_until; /* monotonic ms: a wait timed out; until then, none */
     /* The outbox round in flight (see publish_outboxes). */
     struct obox *round;
     size_t round_n;
@@ -291,7 +292,10 @@ static rd_kafka_resp_err_t dl_produce(publish_t *d, const char *topic, const cha
  * again as a stand-in, at most twice; one refused at every level is
  * counted as lost and logged with its coordinates.  Waits for reports at
  * most DL_WAIT_MS, so a broker that does not answer costs the loop that
- * long, and the batch is retried later (sending nothing twice). */
+ * long, and the batch is retried later (sending nothing twice).  After a
+ * wait timed out, the calls of the next DL_WAIT_MS do not wait at all:
+ * the other partitions with dead letters go back to their backoff at
+ * once instead of holding the loop DL_WAIT_MS each. */
 #define DL_WAIT_MS 2000
 
 int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t n, char *errstr,
@@ -303,6 +307,8 @@ int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t
     snprintf(part, sizeof(part), "%d", (int)p->partition);
     struct timespec start, now;
     clock_gettime(CLOCK_MONOTONIC, &start);
+    int64_t start_ms = (int64_t)start.tv_sec * 1000 + start.tv_nsec / 1000000;
+    int64_t wait_ms = start_ms < d->dead_quick_until ? 0 : DL_WAIT_MS;
     for (;;) {
         size_t waiting = 0, failed = 0;
         const char *why = "";
@@ -349,11 +355,12 @@ int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t
             }
         }
         if (waiting == 0 && failed == 0) return 0;
-        rd_kafka_poll(d->rk, 50);
+        rd_kafka_poll(d->rk, wait_ms > 0 ? 50 : 0);
         clock_gettime(CLOCK_MONOTONIC, &now);
         int64_t ms =
             (int64_t)(now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
-        if (failed || ms > DL_WAIT_MS) {
+        if (failed || ms >= wait_ms) {
+            if (!failed && wait_ms > 0) d->dead_quick_until = start_ms + ms + DL_WAIT_MS;
             snprintf(errstr, errstr_size,
                      "dead-letter topic %s: %zu records unacknowledged, %zu failed%s%s", d->topic,
                      waiting, failed, failed ? ": " : "", why);
