@@ -71,9 +71,19 @@ void store_tx_free(store_tx_t *tx);
 
 store_t *store_new(const config_t *c, char *errstr, size_t errstr_size);
 void store_destroy(store_t *s);
-/* (Re)connects: timeouts, keepalive, AUTH, SELECT.  Logs nothing. */
+/* (Re)connects: timeouts, keepalive, AUTH, SELECT.  On a cluster
+ * (redis.cluster): reads the slot map from the seeds and connects to every
+ * master, so that a node that is no cluster node, no seed answering or a
+ * wrong password fails here, before anything is written.  Logs nothing. */
 int store_connect(store_t *s, char *errstr, size_t errstr_size);
+/* Connected and not backing off; on a cluster, at least one master is. */
 int store_connected(const store_t *s);
+/* Whether the store talks to a Redis Cluster. */
+int store_cluster(const store_t *s);
+/* On a cluster: the master serving partition's slot ("host:port", "-"
+ * when none does) into name, and whether it is up (connected and not
+ * backing off).  On a single node: 1, name "". */
+int store_partition_node(store_t *s, const char *topic, int32_t partition, char *name, size_t size);
 /* Commands sent since start (for metrics and the benchmark). */
 uint64_t store_commands(const store_t *s);
 /* Round trips so far: total seconds, count, and the cumulative histogram
@@ -132,8 +142,19 @@ int store_unwatch(store_t *s);
 int store_exec(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_size);
 
 /* Plain commands outside any transaction (the outbox publisher): one
- * pipelined round trip; replies[i] for tx's command i (caller frees). */
+ * pipelined round trip; replies[i] for tx's command i (caller frees).
+ * On a cluster each command goes to the master of its key's slot
+ * (argv[1]); a command whose master cannot be reached gets an error reply
+ * of its own, so the other commands' replies still count; STORE_ERR only
+ * when no command could be sent.  A command without a key gets an error
+ * reply there: use store_scan to list keys. */
 int store_pipeline(store_t *s, const store_tx_t *tx, redisReply **replies, char *errstr,
                    size_t errstr_size);
+
+/* Every key matching pattern (SCAN MATCH), on the one node or on every
+ * master of a cluster, to fn; fn returns nonzero to stop (STORE_ERR). */
+typedef int (*store_scan_fn)(void *opaque, const char *key, size_t len);
+int store_scan(store_t *s, const char *pattern, store_scan_fn fn, void *opaque, char *errstr,
+               size_t errstr_size);
 
 #endif

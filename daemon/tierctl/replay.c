@@ -554,34 +554,25 @@ static int close_months(replay_t *x, int64_t to) {
     return 0;
 }
 
+/* Keys listed by store_scan, as UNLINK commands. */
+static int add_unlink(void *opaque, const char *k, size_t len) {
+    return store_tx_addv(opaque, 2, "UNLINK", (size_t)6, k, len);
+}
+
 /* Deletes every key under prefix (SCAN + UNLINK). */
 static int delete_prefix(store_t *s, const char *prefix, char *err, size_t errn) {
-    char pattern[300], cursor[32] = "0";
+    char pattern[300];
+    store_tx_t tx = {0};
     snprintf(pattern, sizeof(pattern), "%s:*", prefix);
-    do {
-        store_tx_t tx = {0};
-        redisReply *r = NULL;
-        const char *argv[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"};
-        int rc = tierctl_cmd(&tx, 6, argv) ? TC_FAIL : tierctl_query(s, &tx, &r, err, errn);
-        store_tx_free(&tx);
-        if (rc != TC_OK) return -1;
-        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
-        const redisReply *keys = r->element[1];
-        for (size_t i = 0; i < keys->elements && rc == TC_OK; i++) {
-            const char *del[2] = {"UNLINK", keys->element[i]->str};
-            rc = tierctl_cmd(&tx, 2, del) ? TC_FAIL : TC_OK;
-        }
-        if (rc == TC_OK && tx.ncmds) {
-            redisReply **dr = calloc(tx.ncmds, sizeof(*dr));
-            rc = dr ? tierctl_query(s, &tx, dr, err, errn) : TC_FAIL;
-            for (size_t i = 0; dr && rc == TC_OK && i < tx.ncmds; i++) freeReplyObject(dr[i]);
-            free(dr);
-        }
-        store_tx_free(&tx);
-        freeReplyObject(r);
-        if (rc != TC_OK) return -1;
-    } while (strcmp(cursor, "0") != 0);
-    return 0;
+    int rc = store_scan(s, pattern, add_unlink, &tx, err, errn) == STORE_OK ? TC_OK : TC_FAIL;
+    if (rc == TC_OK && tx.ncmds) {
+        redisReply **dr = calloc(tx.ncmds, sizeof(*dr));
+        rc = dr ? tierctl_query(s, &tx, dr, err, errn) : TC_FAIL;
+        for (size_t i = 0; dr && rc == TC_OK && i < tx.ncmds; i++) freeReplyObject(dr[i]);
+        free(dr);
+    }
+    store_tx_free(&tx);
+    return rc == TC_OK ? 0 : -1;
 }
 
 static void print_matrix(const policy_t *a, const policy_t *b, const matrix_t *mx) {
@@ -762,35 +753,31 @@ static int check_lease(rebuild_t *r, int32_t p, char *err, size_t errn) {
     return rc;
 }
 
+typedef struct state_keys {
+    const char *head, *meta;
+    store_tx_t *del;
+} state_keys_t;
+
+static int state_key(void *opaque, const char *k, size_t len) {
+    state_keys_t *sk = opaque;
+    size_t hl = strlen(sk->head);
+    if (len < hl || memcmp(k, sk->head, hl) != 0) return 0;
+    if (len == strlen(sk->meta) && memcmp(k, sk->meta, len) == 0) return 0;
+    /* UNLINK: a partition's state hash can be large; Redis frees it in
+     * the background instead of inside the transaction. */
+    return store_tx_addv(sk->del, 2, "UNLINK", (size_t)6, k, len);
+}
+
 /* The partition's keys other than meta: whatever layout wrote them. */
 static int state_keys(rebuild_t *r, int32_t p, store_tx_t *del, char *err, size_t errn) {
-    char pattern[600], meta[512], head[512], cursor[32] = "0";
+    char pattern[600], meta[512], head[512];
     store_key(r->t.store, r->t.conf.topic_orders, p, "", head, sizeof(head));
     store_key(r->t.store, r->t.conf.topic_orders, p, "meta", meta, sizeof(meta));
-    do {
-        store_tx_t tx = {0};
-        redisReply *rep = NULL;
-        /* Only the exact head matches: glob characters in it are escaped by
-         * comparing the prefix again below. */
-        snprintf(pattern, sizeof(pattern), "*%d}:*", (int)p);
-        const char *argv[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"};
-        int rc =
-            tierctl_cmd(&tx, 6, argv) ? TC_FAIL : tierctl_query(r->t.store, &tx, &rep, err, errn);
-        store_tx_free(&tx);
-        if (rc != TC_OK) return -1;
-        snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
-        for (size_t i = 0; i < rep->element[1]->elements; i++) {
-            const char *k = rep->element[1]->element[i]->str;
-            if (strncmp(k, head, strlen(head)) != 0 || strcmp(k, meta) == 0) continue;
-            /* UNLINK: a partition's state hash can be large; Redis frees it
-             * in the background instead of inside the transaction. */
-            const char *d[2] = {"UNLINK", k};
-            if (tierctl_cmd(del, 2, d) != 0) rc = TC_FAIL;
-        }
-        freeReplyObject(rep);
-        if (rc != TC_OK) return -1;
-    } while (strcmp(cursor, "0") != 0);
-    return 0;
+    /* Only the exact head counts: glob characters in it are escaped by
+     * comparing the prefix again in state_key. */
+    snprintf(pattern, sizeof(pattern), "*%d}:*", (int)p);
+    state_keys_t sk = {head, meta, del};
+    return store_scan(r->t.store, pattern, state_key, &sk, err, errn) == STORE_OK ? 0 : -1;
 }
 
 /* Runs tx under WATCH of meta, if the epoch is still ours. */

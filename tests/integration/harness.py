@@ -84,7 +84,11 @@ class Services:
     topic_config: {topic: {config: value}} set on the topics once made (for
     example a larger max.message.bytes on orders)."""
 
-    def __init__(self, name, kafka_proxy_port=None, topic_config=None):
+    def __init__(self, name, kafka_proxy_port=None, topic_config=None, redis_cluster=False):
+        """redis_cluster: a Redis Cluster of 3 masters and 3 replicas, with a
+        password made up here (scripts/services' cluster mode): self.redis is
+        then a redis.cluster.RedisCluster, self.cluster the seeds tierd gets,
+        and self.redis_env the variables tierd and tierctl need."""
         self.dir = tempfile.mkdtemp(prefix="tierd-%s-" % name)
         self.script = os.path.join(ROOT, "scripts", "services")
         _cleanups.append(self.stop)
@@ -92,20 +96,47 @@ class Services:
         env = dict(os.environ)
         if kafka_proxy_port:
             env["TIERD_SERVICES_KAFKA_PROXY_PORT"] = str(kafka_proxy_port)
+        self.cluster, self.redis_env = None, {}
+        if redis_cluster:
+            env["TIERD_SERVICES_REDIS_CLUSTER"] = "1"
+            env["TIERD_SERVICES_REDIS_PASSWORD"] = "t%x" % random.SystemRandom().getrandbits(64)
         out = subprocess.run([self.script, "start", self.dir], check=True,
                              stdout=subprocess.PIPE, text=True, env=env).stdout
         self.env = dict(l.split("=", 1) for l in out.split() if "=" in l)
         with open(os.path.join(self.dir, "ports")) as f:
             self.ports = dict(l.strip().split("=", 1) for l in f if "=" in l)
         self.bootstrap = self.env["TIERD_KAFKA_BOOTSTRAP_SERVERS"]
-        self.redis_port = int(self.env["TIERD_REDIS_PORT"])
-        log("services up in %.1fs: kafka %s, redis %d" % (time.time() - t, self.bootstrap, self.redis_port))
+        if redis_cluster:
+            self.cluster = self.env["TIERD_REDIS_CLUSTER"].split(",")
+            self.redis_env = {"TIERD_REDIS_PASSWORD": self.env["TIERD_REDIS_PASSWORD"]}
+            self.redis_port = int(self.cluster[0].split(":")[1])
+        else:
+            self.redis_port = int(self.env["TIERD_REDIS_PORT"])
+        log("services up in %.1fs: kafka %s, redis %s" % (
+            time.time() - t, self.bootstrap, ",".join(self.cluster or [str(self.redis_port)])))
         subprocess.run([os.path.join(ROOT, "scripts", "topics"), "--bootstrap", self.bootstrap,
                         "--partitions", "8"], check=True, stdout=subprocess.DEVNULL)
         if topic_config:
             set_topic_config(self.bootstrap, topic_config)
         wait_topics_ready(self.bootstrap, TOPICS, 8)
-        self.redis = redis.Redis(host="127.0.0.1", port=self.redis_port)
+        self.redis = self.connect_redis()
+
+    def connect_redis(self):
+        if not self.cluster:
+            return redis.Redis(host="127.0.0.1", port=self.redis_port)
+        from redis.cluster import ClusterNode, RedisCluster
+        nodes = [ClusterNode(a.split(":")[0], int(a.split(":")[1])) for a in self.cluster]
+        rc = RedisCluster(startup_nodes=nodes, password=self.redis_env["TIERD_REDIS_PASSWORD"],
+                          cluster_error_retry_attempts=10)
+        rc.tierd_password = self.redis_env["TIERD_REDIS_PASSWORD"]  # for tierctl (dump)
+        return rc
+
+    def cluster_verb(self, verb, *args, env=None):
+        """A scripts/services fault verb on the cluster; its stdout."""
+        e = dict(os.environ)
+        e.update(env or {})
+        return subprocess.run([self.script, verb, self.dir, *args], check=True,
+                              stdout=subprocess.PIPE, text=True, env=e).stdout.strip()
 
     def restart_redis(self):
         subprocess.run([self.script, "restart-redis", self.dir], check=True, stdout=subprocess.DEVNULL)
@@ -141,19 +172,23 @@ class Daemon:
 
     def __init__(self, svc, name, time_zone="Asia/Shanghai", extra=None, kafka_extra=None,
                  env=None):
-        self.svc, self.name, self.env = svc, name, env or {}
+        self.svc, self.name = svc, name
+        self.env = dict(svc.redis_env)
+        self.env.update(env or {})
         self.cfg = os.path.join(svc.dir, "%s.yaml" % name)
         self.logpath = os.path.join(svc.dir, "%s.log" % name)
         kafka = {"bootstrap.servers": svc.bootstrap, "group.id": "tierd-test",
                  "session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
         kafka.update(kafka_extra or {})
         lines = ["kafka:"] + ["  %s: \"%s\"" % kv for kv in kafka.items()]
-        lines += ["redis:", "  host: 127.0.0.1", "  port: %d" % svc.redis_port,
-                  "time_zone: %s" % time_zone, "currency: CNY", "window_months: 3",
+        redis_lines = ["redis:", "  host: 127.0.0.1", "  port: %d" % svc.redis_port]
+        if svc.cluster:
+            redis_lines = ["redis:", "  cluster:"] + ["    - \"%s\"" % a for a in svc.cluster]
+        lines += redis_lines + ["time_zone: %s" % time_zone, "currency: CNY", "window_months: 3",
                   "instance_id: %s" % name, "log_level: info"]
         extra = dict(extra or {})
         if "redis" in extra:  # a whole redis: section replaces the default
-            lines = [l for l in lines if l not in ("redis:", "  host: 127.0.0.1", "  port: %d" % svc.redis_port)]
+            lines = [l for l in lines if l not in redis_lines]
         if "http" not in extra:  # many daemons at once: each on a free port
             lines += ["http:", "  listen: \"127.0.0.1:0\""]
         for k, v in extra.items():
@@ -365,8 +400,9 @@ def wait_drained(svc, ends, timeout=300, daemons=()):
                 continue
             try:
                 v = svc.redis.hget("tierd:{orders.%d}:meta" % p, "offset")
-            except redis.exceptions.ConnectionError:
-                v = None
+            except (redis.exceptions.ConnectionError, redis.exceptions.ClusterError,
+                    redis.exceptions.TimeoutError, redis.exceptions.ResponseError):
+                v = None  # a cluster failing over or resharding answers again soon
             if v is None or int(v) < hi:
                 done = False
                 break
@@ -407,15 +443,22 @@ def dump(r, *args, rc=0):
     """`tierctl dump ARGS` against the Redis r talks to: its lines, parsed.
     Tests read the state through dump's documented format, never through
     Redis keys, so a new layout changes tierctl, not the tests."""
-    kw = r.connection_pool.connection_kwargs
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERD_")}
+    if hasattr(r, "get_nodes"):  # a cluster: its nodes are the seeds
+        seeds = ", ".join('"%s:%d"' % (n.host, n.port) for n in r.get_primaries())
+        redis_conf = "redis:\n  cluster: [%s]\n" % seeds
+        pw = getattr(r, "tierd_password", None)
+        if pw:
+            env["TIERD_REDIS_PASSWORD"] = pw
+    else:
+        kw = r.connection_pool.connection_kwargs
+        redis_conf = "redis:\n  host: %s\n  port: %d\n" % (kw.get("host", "127.0.0.1"),
+                                                          kw.get("port", 6379))
     fd, cfg = tempfile.mkstemp(prefix="tierctl-dump-", suffix=".yaml")
     with os.fdopen(fd, "w") as f:
         # Kafka is never contacted by dump; the configuration requires it.
-        f.write("kafka:\n  bootstrap.servers: \"127.0.0.1:9\"\n"
-                "redis:\n  host: %s\n  port: %d\n" % (kw.get("host", "127.0.0.1"),
-                                                       kw.get("port", 6379)))
+        f.write("kafka:\n  bootstrap.servers: \"127.0.0.1:9\"\n" + redis_conf)
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TIERD_")}
         p = subprocess.run([tierctl_binary(), "-c", cfg, "dump", *args], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, env=env, timeout=300)
     finally:
