@@ -326,8 +326,14 @@ int main(int argc, char **argv) {
 
     store = store_new(&conf, err, sizeof(err));
     if (!store) goto fail;
-    if (store_connect(store, err, sizeof(err)) != STORE_OK)
-        log_warn("main", "%s; will keep trying", err); /* claims retry */
+    if (store_connect(store, err, sizeof(err)) != STORE_OK) {
+        /* A cluster that cannot be mapped at start is a configuration
+         * error (a node that is no cluster node, seeds that all fail, a
+         * wrong password): said once, before anything is consumed or
+         * written.  A single node is waited for: claims retry. */
+        if (store_cluster(store)) goto fail;
+        log_warn("main", "%s; will keep trying", err);
+    }
     err[0] = '\0';
     dec = decode_new(err, sizeof(err));
     if (!dec) goto fail;
