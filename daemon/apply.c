@@ -18,7 +18,7 @@ void apply_init(apply_ctx_t *a) {
 
 void apply_free(apply_ctx_t *a) {
     if (!a) return;
-    for (size_t i = 0; i < a->orders_cap; i++) order_reset(&a->orders[i]);
+    order_reset(&a->decoded);
     free(a->orders);
     strmap_free(&a->cust, NULL);
     batch_work_free(a->work);

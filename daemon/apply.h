@@ -89,7 +89,8 @@ typedef struct apply_ctx {
     fault_t fault; /* the tests' hooks (fault.h): none unless built with them */
     int64_t idle_close_after_ms;
     /* working memory, reused between batches */
-    order_t *orders;
+    order_t decoded; /* every record is decoded here; it keeps the lines */
+    order_t *orders; /* the batch's valid orders, without their lines */
     size_t orders_cap;
     struct batch_work *work; /* batch.c's per-batch arrays: grown, never shrunk */
     strmap_t cust;           /* customer id -> its index in the batch */

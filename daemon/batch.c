@@ -53,6 +53,10 @@ struct batch_work {
     int32_t *omonth;
     uint64_t *ofp;
     uint32_t *ocust; /* record -> customer index */
+    uint32_t *oskus; /* record -> where its SKU fingerprints start in skus */
+    uint32_t *onskus;
+    uint32_t *skus; /* the SALEs' SKU fingerprints, sorted and distinct per order */
+    size_t nskus, skucap;
     order_err_t *verdict;
     apply_msg_t **dead;
     bcust_t **cs; /* customers: cs[0..ncs) in use, the rest kept for reuse */
@@ -94,6 +98,8 @@ static struct batch_work *work_get(apply_ctx_t *a, size_t n) {
         if (grow(&w->omonth, w->ncap, n, sizeof(*w->omonth)) ||
             grow(&w->ofp, w->ncap, n, sizeof(*w->ofp)) ||
             grow(&w->ocust, w->ncap, n, sizeof(*w->ocust)) ||
+            grow(&w->oskus, w->ncap, n, sizeof(*w->oskus)) ||
+            grow(&w->onskus, w->ncap, n, sizeof(*w->onskus)) ||
             grow(&w->verdict, w->ncap, n, sizeof(*w->verdict)) ||
             grow(&w->dead, w->ncap, n, sizeof(*w->dead)))
             return NULL;
@@ -117,6 +123,9 @@ void batch_work_free(struct batch_work *w) {
     free(w->omonth);
     free(w->ofp);
     free(w->ocust);
+    free(w->oskus);
+    free(w->onskus);
+    free(w->skus);
     free(w->verdict);
     free(w->dead);
     free(w->ids);
@@ -167,16 +176,38 @@ static void ym(int32_t m, char *buf, size_t n) {
     snprintf(buf, n, "%04d-%02d", v / 100, v % 100);
 }
 
-/* Stage 1a, once per batch: decode, validate, month, fingerprint,
- * customer.  Pure: independent of the partition's state. */
+/* Keeps what deciding needs of a valid order: its fields without the
+ * lines, and the fingerprints of its SKUs (a SALE's). */
+static int keep_order(apply_ctx_t *a, struct batch_work *w, size_t i, const order_t *o) {
+    size_t need = w->nskus + (o->kind == ORDER_SALE ? o->nlines : 0);
+    if (need > w->skucap) {
+        size_t cap = w->skucap ? w->skucap : 4096;
+        while (cap < need) cap *= 2;
+        if (grow(&w->skus, w->skucap, cap, sizeof(*w->skus))) return -1;
+        w->skucap = cap;
+    }
+    w->oskus[i] = (uint32_t)w->nskus;
+    w->onskus[i] = o->kind == ORDER_SALE ? (uint32_t)state_order_skus(o, &w->skus[w->nskus]) : 0;
+    w->nskus += w->onskus[i];
+    order_t *kept = &a->orders[i];
+    *kept = *o;
+    kept->lines = NULL; /* the lines stay with the decoder's order */
+    kept->nlines = kept->lines_cap = 0;
+    return 0;
+}
+
+/* Stage 1a, once per batch: decode, validate, month, fingerprints,
+ * customer.  Pure: independent of the partition's state.  Every record is
+ * decoded into the same order; what deciding needs of it is kept. */
 static int plan_records(batch_t *b, int64_t now_ms, char *errstr, size_t errstr_size) {
     apply_ctx_t *a = b->a;
     struct batch_work *w = b->w;
+    order_t *o = &a->decoded;
     strmap_clear(&a->cust, NULL);
     w->ncs = 0;
+    w->nskus = 0;
     for (size_t i = 0; i < b->n; i++) {
         apply_msg_t *m = &b->msgs[i];
-        order_t *o = &a->orders[i];
         char why[200] = "";
         order_err_t e = decode_order(a->decoder, m->value, m->value_len, o, why, sizeof(why));
         if (e == ORDER_OK)
@@ -195,7 +226,7 @@ static int plan_records(batch_t *b, int64_t now_ms, char *errstr, size_t errstr_
         w->omonth[i] = month_of_ms(&a->zone, o->placed_at_ms);
         w->ofp[i] = state_order_fp(o->order_id, o->order_id_len);
         int64_t ci = cust_index(a, w, o->customer_id, o->customer_id_len);
-        if (ci < 0) {
+        if (ci < 0 || keep_order(a, w, i, o) != 0) {
             snprintf(errstr, errstr_size, "out of memory");
             return APPLY_RETRY;
         }
@@ -382,7 +413,7 @@ static int decide_record(batch_t *b, store_tx_t *tx, size_t i, char *errstr, siz
         return -1;
     }
     int64_t excess = 0, before = sm->agg.qty;
-    order_err_t e = state_apply(sm, o, &excess);
+    order_err_t e = state_apply_skus(sm, o, &w->skus[w->oskus[i]], w->onskus[i], &excess);
     if (e == ORDER_ERR_INTERNAL) {
         snprintf(errstr, errstr_size, "out of memory");
         return -1;

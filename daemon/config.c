@@ -91,6 +91,25 @@ static const config_key_t config_keys[] = {
         "Connect and command timeout on the Redis socket; TCP keepalive is on"),
     KEY("redis.key_prefix", CT_STRING, key_prefix, "tierd", 0, 0, RESTART,
         "Prefix of every Redis key tierd writes"),
+    KEY("schema_registry.url", CT_STRING, registry_url, NULL, 0, 0, RESTART,
+        "Base URL of a Confluent-compatible schema registry (http://host:8081, or Apicurio's "
+        "http://host:8080/apis/ccompat/v7); unset: schema ids are not looked up and events "
+        "are not framed"),
+    KEY("schema_registry.user", CT_STRING, registry_user, NULL, 0, 0, RESTART,
+        "Schema registry basic-auth user"),
+    KEY("schema_registry.password", CT_SECRET, registry_password, NULL, 0, 0, RESTART,
+        "Schema registry basic-auth password; prefer schema_registry.password_file or the "
+        "environment"),
+    KEY("schema_registry.password_file", CT_STRING, registry_password_file, NULL, 0, 0, RESTART,
+        "File holding the schema registry password (e.g. a systemd credential)"),
+    KEY("schema_registry.ca_file", CT_STRING, registry_ca_file, NULL, 0, 0, RESTART,
+        "PEM file of the CAs an https registry's certificate is checked against; default: "
+        "the system's"),
+    KEY("schema_registry.timeout_ms", CT_INT, registry_timeout_ms, "2000", 100, 60000, RESTART,
+        "Longest one registry request may take; a registry slower than this pauses the "
+        "partition and retries, it never refuses the record"),
+    KEY("schema_registry.cache_size", CT_INT, registry_cache_size, "1000", 1, 100000, RESTART,
+        "Writer schemas kept by id (the least recently used goes first)"),
     KEY("time_zone", CT_STRING, time_zone, "UTC", 0, 0, RESTART,
         "IANA time zone whose calendar months bucket the orders"),
     KEY("currency", CT_STRING, currency, "CNY", 0, 0, RESTART,
@@ -126,9 +145,10 @@ static const config_key_t config_keys[] = {
  * /etc/credstore/), so a missing file is not an error. */
 static const struct config_credential {
     const char *name; /* file name in $CREDENTIALS_DIRECTORY */
-    const char *key;  /* redis.password, or kafka.<property> */
+    const char *key;  /* a CT_SECRET key (its _file key beside it), or kafka.<property> */
 } config_credentials[] = {
     {"redis-password", "redis.password"},
+    {"schema-registry-password", "schema_registry.password"},
     {"kafka-sasl-password", "kafka.sasl.password"},
     {"kafka-ssl-key-password", "kafka.ssl.key.password"},
 };
@@ -157,6 +177,7 @@ static const config_env_other_t config_env_others[] = {
     {"TIERD_SERVICES_TIMEOUT", "scripts/services"},
     {"TIERD_SERVICES_STOP_TIMEOUT", "scripts/services"},
     {"TIERD_SERVICES_KAFKA_PROXY_PORT", "scripts/services (network-fault tests)"},
+    {"TIERD_SERVICES_KAFKA_SASL_SSL", "scripts/services (the security test)"},
 };
 #define NENV_OTHERS (sizeof(config_env_others) / sizeof(config_env_others[0]))
 
@@ -625,9 +646,14 @@ out:
     return rc;
 }
 
-/* Fills the secrets still unset from $CREDENTIALS_DIRECTORY.  redis.password
- * counts as set when redis.password_file is: that file is the explicit
- * choice. */
+/* The value of a string key of the table, by name. */
+static char *str_by_name(config_t *c, const char *name) {
+    return *str_field(c, find_key(name));
+}
+
+/* Fills the secrets still unset from $CREDENTIALS_DIRECTORY.  A secret key
+ * (redis.password) counts as set when its _file key (redis.password_file)
+ * is: that file is the explicit choice. */
 static int load_credentials(config_t *c, char *errstr, size_t errstr_size) {
     const char *dir = getenv("CREDENTIALS_DIRECTORY");
     char path[4096], what[128];
@@ -636,11 +662,12 @@ static int load_credentials(config_t *c, char *errstr, size_t errstr_size) {
     for (size_t i = 0; i < NCREDENTIALS; i++) {
         const struct config_credential *cr = &config_credentials[i];
         const char *prop = strncmp(cr->key, "kafka.", 6) == 0 ? cr->key + 6 : NULL;
-        char *secret = NULL;
+        char *secret = NULL, file_key[64];
         int rc;
 
+        snprintf(file_key, sizeof(file_key), "%s_file", cr->key);
         if (prop ? config_kafka_get(c, prop) != NULL
-                 : c->redis_password != NULL || c->redis_password_file != NULL)
+                 : str_by_name(c, cr->key) != NULL || str_by_name(c, file_key) != NULL)
             continue; /* set explicitly */
         if ((size_t)snprintf(path, sizeof(path), "%s/%s", dir, cr->name) >= sizeof(path)) {
             snprintf(errstr, errstr_size, "CREDENTIALS_DIRECTORY is too long");
@@ -661,13 +688,70 @@ static int load_credentials(config_t *c, char *errstr, size_t errstr_size) {
                 return -1;
             }
         } else {
-            c->redis_password = secret; /* now owned by c */
+            *str_field(c, find_key(cr->key)) = secret; /* now owned by c */
             snprintf(what, sizeof(what), "credential %s", cr->name);
             if (set_where(c, find_key(cr->key), what) != 0) {
                 snprintf(errstr, errstr_size, "out of memory");
                 return -1;
             }
         }
+    }
+    return 0;
+}
+
+/* A secret key and its _file key: one of them at most; the file is read
+ * here, so a missing or unreadable one stops tierd at start. */
+static int validate_secret_file(config_t *c, const char *key, char *errstr, size_t errstr_size) {
+    char file_key[64], what[700];
+    char **secret = str_field(c, find_key(key));
+    const char *path;
+
+    snprintf(file_key, sizeof(file_key), "%s_file", key);
+    path = str_by_name(c, file_key);
+    if (*secret && path) {
+        snprintf(errstr, errstr_size, "%s: %s: %s is set too (%s); set one of them",
+                 config_where(c, file_key), file_key, key, config_where(c, key));
+        return -1;
+    }
+    if (!path) return 0;
+    snprintf(what, sizeof(what), "%s: %s", config_where(c, file_key), file_key);
+    return read_secret(what, path, 0, secret, errstr, errstr_size);
+}
+
+/* The registry's URL is http(s)://...; a user or password needs the URL. */
+static int validate_registry(config_t *c, char *errstr, size_t errstr_size) {
+    const char *url = c->registry_url;
+
+    if (!url) {
+        const char *keys[] = {"schema_registry.user", "schema_registry.password",
+                              "schema_registry.ca_file"};
+        for (size_t i = 0; i < sizeof(keys) / sizeof(keys[0]); i++)
+            if (str_by_name(c, keys[i])) {
+                snprintf(errstr, errstr_size, "%s: %s: set, but schema_registry.url is not",
+                         config_where(c, keys[i]), keys[i]);
+                return -1;
+            }
+        return 0;
+    }
+    if (strncmp(url, "http://", 7) != 0 && strncmp(url, "https://", 8) != 0) {
+        snprintf(errstr, errstr_size,
+                 "%s: schema_registry.url: \"%s\" is not an http:// or https:// URL",
+                 config_where(c, "schema_registry.url"), url);
+        return -1;
+    }
+    const char *auth = strstr(url, "://") + 3;
+    if (memchr(auth, '@', strcspn(auth, "/")) != NULL) {
+        snprintf(errstr, errstr_size,
+                 "%s: schema_registry.url: credentials in the URL would end up in logs; use "
+                 "schema_registry.user and schema_registry.password",
+                 config_where(c, "schema_registry.url"));
+        return -1;
+    }
+    if (c->registry_password && !c->registry_user) {
+        snprintf(errstr, errstr_size,
+                 "%s: schema_registry.password: set, but schema_registry.user is not",
+                 config_where(c, "schema_registry.password"));
+        return -1;
     }
     return 0;
 }
@@ -735,20 +819,10 @@ static int validate(config_t *c, char *errstr, size_t errstr_size) {
             return -1;
         }
     }
-    if (c->redis_password && c->redis_password_file) {
-        snprintf(errstr, errstr_size,
-                 "%s: redis.password_file: redis.password is set too (%s); set one of them",
-                 config_where(c, "redis.password_file"), config_where(c, "redis.password"));
+    if (validate_secret_file(c, "redis.password", errstr, errstr_size) != 0 ||
+        validate_secret_file(c, "schema_registry.password", errstr, errstr_size) != 0)
         return -1;
-    }
-    if (c->redis_password_file) {
-        char what[700];
-        snprintf(what, sizeof(what), "%s: redis.password_file",
-                 config_where(c, "redis.password_file"));
-        if (read_secret(what, c->redis_password_file, 0, &c->redis_password, errstr, errstr_size) !=
-            0)
-            return -1;
-    }
+    if (validate_registry(c, errstr, errstr_size) != 0) return -1;
     if (!config_kafka_get(c, "bootstrap.servers")) {
         snprintf(errstr, errstr_size,
                  "kafka.bootstrap.servers is required (or TIERD_KAFKA_BOOTSTRAP_SERVERS)");

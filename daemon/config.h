@@ -50,6 +50,15 @@ typedef struct config {
     int64_t redis_timeout_ms;
     char *key_prefix;
 
+    /* The schema registry (registry.h); url NULL: none. */
+    char *registry_url;
+    char *registry_user;
+    char *registry_password; /* secret: never logged */
+    char *registry_password_file;
+    char *registry_ca_file;
+    int64_t registry_timeout_ms;
+    int64_t registry_cache_size;
+
     char *time_zone;
     char *currency;
     int64_t window_months;

@@ -47,6 +47,7 @@
 #include "avroscan.h"
 #include "codec.h"
 #include "errstr.h"
+#include "schemacache.h"
 #include "utf8.h"
 #include "validate.h"
 
@@ -85,6 +86,12 @@ struct decoder {
     codec_record_t order;
     codec_record_t profile; /* the CustomerProfile, value built at start */
     int64_t last_schema_id; /* -1: last record had no Confluent framing */
+
+    /* With a schema registry (decode_use_registry): each framed record's
+     * writer schema, judged against the Order or the CustomerProfile. */
+    int registry;
+    schemacache_t order_writers;
+    schemacache_t profile_writers;
 
     /* Profile enums by wire index. */
     policy_format_t formats[DECODE_SYMBOLS_MAX];
@@ -259,9 +266,23 @@ out:
 
 void decode_destroy(decoder_t *d) {
     if (d == NULL) return;
+    schemacache_free(&d->profile_writers);
+    schemacache_free(&d->order_writers);
     codec_record_free(&d->profile);
     codec_record_free(&d->order);
     free(d);
+}
+
+int decode_use_registry(decoder_t *d, schemacache_fetch_fn fetch, void *ctx, size_t cache_size,
+                        char *errstr, size_t errstr_size) {
+    if (schemacache_init(&d->order_writers, "Order", d->order.schema, tierd_schema_order,
+                         cache_size, fetch, ctx, errstr, errstr_size) != 0 ||
+        schemacache_init(&d->profile_writers, "CustomerProfile", d->profile.schema,
+                         tierd_schema_customer_profile, cache_size, fetch, ctx, errstr,
+                         errstr_size) != 0)
+        return -1;
+    d->registry = 1;
+    return 0;
 }
 
 int64_t decode_last_schema_id(const decoder_t *d) {
@@ -565,7 +586,8 @@ static int decode_get_long(avro_value_t *rec, int index, int64_t *out) {
 
 /* Returns ORDER_OK, a field-length error, or ORDER_ERR_INTERNAL when libavro
  * disagrees with the pre-scan (a bug) or memory runs out. */
-static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size_t errstr_size) {
+static order_err_t decode_copy(const schemacache_t *sc, const schemacache_entry_t *e,
+                               avro_value_t *rec, order_t *o, char *errstr, size_t errstr_size) {
     avro_value_t f, lines, line;
     size_t len, n, i;
     int kind, rc;
@@ -587,11 +609,20 @@ static order_err_t decode_copy(avro_value_t *rec, order_t *o, char *errstr, size
 
     if (avro_value_get_by_index(rec, F_KIND, &f, NULL) != 0 || avro_value_get_enum(&f, &kind) != 0)
         goto libavro;
+    /* Read by resolution, an enum holds the writer's index: by name. */
+    if (e != NULL && (kind = schemacache_enum(sc, e, &f, "kind", errstr, errstr_size)) < 0)
+        return ORDER_ERR_INCOMPATIBLE_SCHEMA;
     o->kind = kind == ORDER_RETURN ? ORDER_RETURN : ORDER_SALE; /* pre-scan: 0 or 1 */
 
     if (avro_value_get_by_index(rec, F_LINES, &lines, NULL) != 0 ||
         avro_value_get_size(&lines, &n) != 0)
         goto libavro;
+    if (n > ORDER_LINES_MAX && e != NULL) {
+        /* Read by resolution, only the writer's pre-scan bounded it. */
+        errstr_fmt(errstr, errstr_size, "the order has more than %d lines (%zu)", ORDER_LINES_MAX,
+                   n);
+        return ORDER_ERR_TOO_MANY_LINES;
+    }
     if (n > ORDER_LINES_MAX) {
         /* The pre-scan bounds it; libavro disagreeing is a bug. */
         errstr_fmt(errstr, errstr_size,
@@ -725,6 +756,47 @@ static order_err_t decode_frame(decoder_t *d, const void *buf, size_t len, order
                           errstr_size);
 }
 
+/* The writer schema's verdict for a framed record, registry in use: NULL
+ * when the registry did not answer (errstr says so; not the record's
+ * fault), else the entry, whose kind the caller acts on; UNKNOWN and
+ * INCOMPATIBLE have their reason copied into errstr. */
+static schemacache_entry_t *decode_writer(decoder_t *d, schemacache_t *sc, const void *buf,
+                                          size_t len, char *errstr, size_t errstr_size) {
+    schemacache_entry_t *e;
+
+    d->last_schema_id = codec_confluent_id(buf, len);
+    e = schemacache_get(sc, d->last_schema_id, errstr, errstr_size);
+    if (e != NULL && (e->kind == SCHEMACACHE_UNKNOWN || e->kind == SCHEMACACHE_INCOMPATIBLE))
+        errstr_fmt(errstr, errstr_size, "%s", e->reason);
+    return e;
+}
+
+/* An Order framed with a schema id, a registry in use: the direct path
+ * when the writer is tierd's own schema, else Avro schema resolution. */
+static order_err_t decode_order_registry(decoder_t *d, const uint8_t *buf, size_t len, order_t *out,
+                                         char *errstr, size_t errstr_size) {
+    const uint8_t *payload = buf + CODEC_CONFLUENT_HEADER;
+    size_t payload_len = len - CODEC_CONFLUENT_HEADER;
+    uint32_t nlines = 0;
+    schemacache_entry_t *e;
+    order_err_t err;
+
+    if ((e = decode_writer(d, &d->order_writers, buf, len, errstr, errstr_size)) == NULL)
+        return ORDER_ERR_INTERNAL;
+    switch (e->kind) {
+    case SCHEMACACHE_OWN:
+        err = decode_prescan(buf, payload, payload_len, &nlines, errstr, errstr_size);
+        if (err != ORDER_OK) return err;
+        return decode_direct(buf, payload, payload_len, nlines, out, errstr, errstr_size);
+    case SCHEMACACHE_RESOLVED:
+        if (codec_resolved_read(&e->res, payload, payload_len, errstr, errstr_size) != 0)
+            return ORDER_ERR_NOT_AVRO;
+        return decode_copy(&d->order_writers, e, &e->res.value, out, errstr, errstr_size);
+    case SCHEMACACHE_UNKNOWN: return ORDER_ERR_UNKNOWN_SCHEMA;
+    default: return ORDER_ERR_INCOMPATIBLE_SCHEMA;
+    }
+}
+
 order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out, char *errstr,
                          size_t errstr_size) {
     const uint8_t *payload = NULL;
@@ -732,6 +804,11 @@ order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out
     uint32_t nlines = 0;
     order_err_t err;
 
+    if (d != NULL && d->registry && out != NULL && codec_confluent_id(buf, len) >= 0) {
+        decode_frame(d, NULL, 0, out, &payload, &payload_len, &nlines, NULL, 0); /* clears out */
+        if (errstr != NULL && errstr_size > 0) errstr[0] = '\0';
+        return decode_order_registry(d, buf, len, out, errstr, errstr_size);
+    }
     err = decode_frame(d, buf, len, out, &payload, &payload_len, &nlines, errstr, errstr_size);
     if (err != ORDER_OK) return err;
     return decode_direct(buf, payload, payload_len, nlines, out, errstr, errstr_size);
@@ -751,7 +828,7 @@ order_err_t decode_order_libavro(decoder_t *d, const void *buf, size_t len, orde
     rc = codec_read(&d->order, payload, payload_len, errstr, errstr_size);
     if (rc != 0) /* after a clean pre-scan only a failed allocation gets here */
         return rc == ENOMEM ? ORDER_ERR_INTERNAL : ORDER_ERR_NOT_AVRO;
-    return decode_copy(&d->order.value, out, errstr, errstr_size);
+    return decode_copy(NULL, NULL, &d->order.value, out, errstr, errstr_size);
 }
 
 /* -------------------------------------------------------------------------
@@ -806,8 +883,30 @@ static order_err_t profile_ratio(const char *what, double x, char *errstr, size_
     return ORDER_OK;
 }
 
-static order_err_t profile_copy(const decoder_t *d, avro_value_t *rec, const void *key,
-                                size_t key_len, char customer_id[ORDER_ID_MAX + 1],
+/* Read by resolution, a profile enum holds the writer's index: the
+ * reader's, by name or the enum's default. */
+static order_err_t profile_enums(const decoder_t *d, const schemacache_entry_t *e,
+                                 avro_value_t *rec, int *format, int *market, int *grade,
+                                 char *errstr, size_t errstr_size) {
+    const struct {
+        int index;
+        const char *name;
+        int *out;
+    } en[] = {{CP_FORMAT, "format", format},
+              {CP_MARKET, "market", market},
+              {CP_GRADE, "compliance_grade", grade}};
+    avro_value_t f;
+
+    for (size_t i = 0; i < DECODE_NELEM(en); i++) {
+        if (get_field(rec, (size_t)en[i].index, &f) != 0) return ORDER_ERR_INTERNAL;
+        *en[i].out = schemacache_enum(&d->profile_writers, e, &f, en[i].name, errstr, errstr_size);
+        if (*en[i].out < 0) return ORDER_ERR_INCOMPATIBLE_SCHEMA;
+    }
+    return ORDER_OK;
+}
+
+static order_err_t profile_copy(const decoder_t *d, const schemacache_entry_t *e, avro_value_t *rec,
+                                const void *key, size_t key_len, char customer_id[ORDER_ID_MAX + 1],
                                 policy_profile_t *out, int64_t *updated_at_ms, char *errstr,
                                 size_t errstr_size) {
     policy_profile_t p;
@@ -851,6 +950,9 @@ static order_err_t profile_copy(const decoder_t *d, avro_value_t *rec, const voi
         (disc == 1 && avro_value_get_int(&b, &override) != 0) ||
         get_field(rec, CP_UPDATED_AT, &f) != 0 || avro_value_get_long(&f, &updated) != 0)
         goto libavro;
+    if (e != NULL &&
+        (err = profile_enums(d, e, rec, &format, &market, &grade, errstr, errstr_size)) != ORDER_OK)
+        return err;
     if (format < 0 || format >= d->nformats || market < 0 || market >= d->nmarkets || grade < 0 ||
         grade >= d->ngrades || disc < 0 || disc > 1) {
         errstr_fmt(errstr, errstr_size,
@@ -906,12 +1008,30 @@ order_err_t decode_profile(decoder_t *d, const void *buf, size_t len, const void
                    "(tombstones are handled before decoding)");
         return ORDER_ERR_NOT_AVRO;
     }
-    err = decode_unframe(d, buf, len, scan_profile, NULL, &payload, &payload_len, errstr,
-                         errstr_size);
+    if (d->registry && codec_confluent_id(buf, len) >= 0) {
+        schemacache_entry_t *e =
+            decode_writer(d, &d->profile_writers, buf, len, errstr, errstr_size);
+
+        if (e == NULL) return ORDER_ERR_INTERNAL;
+        if (e->kind == SCHEMACACHE_UNKNOWN) return ORDER_ERR_UNKNOWN_SCHEMA;
+        if (e->kind == SCHEMACACHE_INCOMPATIBLE) return ORDER_ERR_INCOMPATIBLE_SCHEMA;
+        payload = (const uint8_t *)buf + CODEC_CONFLUENT_HEADER;
+        payload_len = len - CODEC_CONFLUENT_HEADER;
+        if (e->kind == SCHEMACACHE_RESOLVED) {
+            if (codec_resolved_read(&e->res, payload, payload_len, errstr, errstr_size) != 0)
+                return ORDER_ERR_NOT_AVRO;
+            return profile_copy(d, e, &e->res.value, key, key_len, customer_id, out, updated_at_ms,
+                                errstr, errstr_size);
+        }
+        err = scan_profile(d, buf, payload, payload_len, NULL, errstr, errstr_size);
+    } else {
+        err = decode_unframe(d, buf, len, scan_profile, NULL, &payload, &payload_len, errstr,
+                             errstr_size);
+    }
     if (err != ORDER_OK) return err;
     rc = codec_read(&d->profile, payload, payload_len, errstr, errstr_size);
     if (rc != 0) /* after a clean pre-scan only a failed allocation gets here */
         return rc == ENOMEM ? ORDER_ERR_INTERNAL : ORDER_ERR_NOT_AVRO;
-    return profile_copy(d, &d->profile.value, key, key_len, customer_id, out, updated_at_ms, errstr,
-                        errstr_size);
+    return profile_copy(d, NULL, &d->profile.value, key, key_len, customer_id, out, updated_at_ms,
+                        errstr, errstr_size);
 }

@@ -15,6 +15,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "schemacache.h"
 #include "tierd/order.h"
 #include "tierd/policy.h"
 
@@ -54,6 +55,21 @@ order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out
  * libavro value class (ORDER_ERR_INTERNAL if that fails). */
 order_err_t decode_order_libavro(decoder_t *d, const void *buf, size_t len, order_t *out,
                                  char *errstr, size_t errstr_size);
+
+/* From now on a record framed with a schema id (the Confluent wire format)
+ * is read by its writer schema, which fetch gives by id (the schema
+ * registry; schemacache.h): the direct path when it is tierd's own
+ * schema, Avro schema resolution when it differs but resolves.  An id
+ * fetch does not know refuses the record as ORDER_ERR_UNKNOWN_SCHEMA, a
+ * writer schema that does not resolve (or a record holding an enum symbol
+ * tierd's schema lacks and has no default for) as
+ * ORDER_ERR_INCOMPATIBLE_SCHEMA; a fetch that got no answer returns
+ * ORDER_ERR_INTERNAL (not the record's fault: retry it).  Up to
+ * cache_size verdicts are kept for each record type.  A record without
+ * the framing is read as plain Avro, as without a registry.  0, or -1
+ * with errstr. */
+int decode_use_registry(decoder_t *d, schemacache_fetch_fn fetch, void *ctx, size_t cache_size,
+                        char *errstr, size_t errstr_size);
 
 /* The schema id of the last record decoded (an Order by either path, or a
  * CustomerProfile), or -1 when it had no Confluent framing.  Set as soon as

@@ -15,6 +15,8 @@
 #include "month.h"
 #include "policyconf.h"
 #include "publish.h"
+#include "registry.h"
+#include "startcheck.h"
 #include "store.h"
 #include "tierd/policy.h"
 
@@ -235,6 +237,46 @@ static int kafka_check(const config_t *c, int check, char *errstr, size_t errstr
     return rc;
 }
 
+/* Generated from schemas/ at build time. */
+extern const char tierd_schema_tier_change[];
+extern const char tierd_schema_quota_event[];
+
+/*
+ * The schema registry, at start: framed orders and profiles are read by
+ * their writer schema from now on, and the event schemas are registered
+ * (or found, when they are there already) under the topic-name strategy's
+ * subjects, <topic>-value, so every event goes out framed with its id.  A
+ * registry that refuses them (incompatible with what the subject holds)
+ * or does not answer stops tierd here, with the registry's message.
+ */
+static int registry_start(const config_t *c, decoder_t *dec, publish_t *pub, registry_t **reg,
+                          char *errstr, size_t errstr_size) {
+    registry_conf_t rc = {c->registry_url, c->registry_user, c->registry_password,
+                          c->registry_ca_file, (long)c->registry_timeout_ms};
+    const char *topics[2] = {c->topic_tier_changes, c->topic_quota_events};
+    const char *schemas[2] = {tierd_schema_tier_change, tierd_schema_quota_event};
+    int64_t ids[2] = {-1, -1};
+    char subject[300];
+
+    if ((*reg = registry_new(&rc, errstr, errstr_size)) == NULL) return -1;
+    if (decode_use_registry(dec, registry_fetch, *reg, (size_t)c->registry_cache_size, errstr,
+                            errstr_size) != 0)
+        return -1;
+    for (size_t i = 0; i < 2; i++) {
+        snprintf(subject, sizeof(subject), "%s-value", topics[i]);
+        if (registry_register(*reg, subject, schemas[i], &ids[i], errstr, errstr_size) !=
+            REGISTRY_OK)
+            return -1;
+        log_info("main", "events to %s are framed with schema id %lld (subject %s)", topics[i],
+                 (long long)ids[i], subject);
+    }
+    if (publish_set_frames(pub, topics[0], ids[0], topics[1], ids[1]) != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv) {
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'}, {"check-config", no_argument, NULL, 'C'},
@@ -246,6 +288,7 @@ int main(int argc, char **argv) {
     config_t conf;
     store_t *store = NULL;
     decoder_t *dec = NULL;
+    registry_t *reg = NULL;
     publish_t *pub = NULL; /* dead letters and the outboxes */
     events_t *events = NULL;
     reload_t *rl = NULL;     /* owned; the policies are large: on the heap */
@@ -324,15 +367,28 @@ int main(int argc, char **argv) {
     sigaction(SIGHUP, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
 
+    /* A server that refuses tierd at start (a wrong password, a Redis user
+     * without the rights tierd needs, a broker certificate it does not
+     * trust) is a mistake to fix: tierd stops with the reason before it
+     * writes anything.  One that does not answer yet is an outage: tierd
+     * starts and keeps trying, as it does after the start. */
     store = store_new(&conf, err, sizeof(err));
     if (!store) goto fail;
-    if (store_connect(store, err, sizeof(err)) != STORE_OK) {
+    switch (store_check(store, conf.topic_orders, err, sizeof(err))) {
+    case STORE_OK: break;
+    case STORE_DENIED: goto fail;
+    default:
         /* A cluster that cannot be mapped at start is a configuration
-         * error (a node that is no cluster node, seeds that all fail, a
-         * wrong password): said once, before anything is consumed or
-         * written.  A single node is waited for: claims retry. */
+         * error too (a node that is no cluster node, seeds that all
+         * fail): said once, before anything is consumed or written. */
         if (store_cluster(store)) goto fail;
-        log_warn("main", "%s; will keep trying", err);
+        log_warn("main", "%s; will keep trying", err); /* claims retry */
+    }
+    err[0] = '\0';
+    switch (startcheck_kafka(&conf, STARTCHECK_KAFKA_MS, &stop_flag, err, sizeof(err))) {
+    case STARTCHECK_OK: break;
+    case STARTCHECK_REFUSED: goto fail;
+    default: log_warn("main", "%s; starting anyway, librdkafka keeps trying", err);
     }
     err[0] = '\0';
     dec = decode_new(err, sizeof(err));
@@ -341,6 +397,8 @@ int main(int argc, char **argv) {
     if (!events) goto fail;
     pub = publish_new(&conf, err, sizeof(err));
     if (!pub) goto fail;
+    if (conf.registry_url && registry_start(&conf, dec, pub, &reg, err, sizeof(err)) != 0)
+        goto fail;
 
     apply.store = store;
     apply.decoder = dec;
@@ -391,6 +449,7 @@ out:
     publish_destroy(pub);
     events_destroy(events);
     decode_destroy(dec);
+    registry_destroy(reg);
     store_destroy(store);
     free(rl);
     if (conf_loaded) config_free(&conf);

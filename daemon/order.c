@@ -32,6 +32,8 @@ const char *order_reason_code(order_err_t err) {
     case ORDER_ERR_BAD_FIELD: return "BAD_FIELD";
     case ORDER_ERR_BAD_PLACED_AT: return "BAD_PLACED_AT";
     case ORDER_ERR_BAD_UTF8: return "BAD_UTF8";
+    case ORDER_ERR_UNKNOWN_SCHEMA: return "UNKNOWN_SCHEMA";
+    case ORDER_ERR_INCOMPATIBLE_SCHEMA: return "INCOMPATIBLE_SCHEMA";
     case ORDER_ERR__COUNT: break;
     }
     /* A value outside the enum is a bug in the caller; say so rather than

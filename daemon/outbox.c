@@ -9,10 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int args_push(outbox_args_t *a, const char *s, size_t len) {
+/* Appends an argument: a copy of s in the outbox's arena when copy is set,
+ * else s itself (constants, and strings that outlive the transaction). */
+static int args_push(outbox_args_t *a, const char *s, size_t len, int copy) {
     if (a->n == a->cap) {
         size_t cap = a->cap ? a->cap * 2 : 64;
-        char **v = realloc(a->v, cap * sizeof(*v));
+        const char **v = realloc(a->v, cap * sizeof(*v));
         if (!v) return -1;
         a->v = v;
         size_t *l = realloc(a->len, cap * sizeof(*l));
@@ -20,19 +22,16 @@ static int args_push(outbox_args_t *a, const char *s, size_t len) {
         a->len = l;
         a->cap = cap;
     }
-    char *c = malloc(len + 1);
-    if (!c) return -1;
-    memcpy(c, s, len);
-    c[len] = '\0';
-    a->v[a->n] = c;
+    if (copy && !(s = arena_strndup(&a->strs, s, len))) return -1;
+    a->v[a->n] = s;
     a->len[a->n++] = len;
     return 0;
 }
 
 static void args_free(outbox_args_t *a) {
-    for (size_t i = 0; i < a->n; i++) free(a->v[i]);
     free(a->v);
     free(a->len);
+    arena_free(&a->strs);
     memset(a, 0, sizeof(*a));
 }
 
@@ -53,20 +52,24 @@ static int entry_close(outbox_t *o, store_tx_t *tx) {
     if (o->entry_events == 0) return 0;
     o->entry_from = a->n;
     o->entry_events = 0;
-    return store_tx_add(tx, (int)(a->n - from), (const char **)a->v + from, a->len + from);
+    return store_tx_add(tx, (int)(a->n - from), a->v + from, a->len + from);
 }
 
 static int entry_add(outbox_t *o, store_tx_t *tx, const char *topic, const char *key, size_t keylen,
                      const char *id, const char *value, size_t vlen) {
     outbox_args_t *a = &o->args;
     if (o->entry_events == OUTBOX_ENTRY_EVENTS && entry_close(o, tx) != 0) return -1;
+    /* The key lives in o, the topic in the configuration: both outlive
+     * the transaction. */
     if (o->entry_events == 0 &&
-        (args_push(a, "XADD", 4) || args_push(a, o->key, strlen(o->key)) || args_push(a, "*", 1)))
+        (args_push(a, "XADD", 4, 0) || args_push(a, o->key, strlen(o->key), 0) ||
+         args_push(a, "*", 1, 0)))
         return -1;
     o->entry_events++;
-    return args_push(a, "t", 1) || args_push(a, topic, strlen(topic)) || args_push(a, "k", 1) ||
-           args_push(a, key, keylen) || args_push(a, "i", 1) || args_push(a, id, strlen(id)) ||
-           args_push(a, "v", 1) || args_push(a, value, vlen);
+    return args_push(a, "t", 1, 0) || args_push(a, topic, strlen(topic), 0) ||
+           args_push(a, "k", 1, 0) || args_push(a, key, keylen, 1) || args_push(a, "i", 1, 0) ||
+           args_push(a, id, strlen(id), 1) || args_push(a, "v", 1, 0) ||
+           args_push(a, value, vlen, 1);
 }
 
 int outbox_flush(outbox_t *o, store_tx_t *tx) {

@@ -22,6 +22,7 @@
 #define TIERD_OUTBOX_H
 
 #include "apply.h"
+#include "arena.h"
 #include "customer.h"
 #include "events.h"
 #include "month.h"
@@ -33,12 +34,14 @@
 
 #define OUTBOX_ENTRY_EVENTS 256
 
-/* The XADD arguments of one transaction's entries: (bytes, length) pairs
- * the outbox owns copies of, alive until outbox_free (after store_exec). */
+/* The XADD arguments of one transaction's entries: (bytes, length) pairs,
+ * the variable ones copied into the outbox's arena, alive until
+ * outbox_free (after store_exec). */
 typedef struct outbox_args {
-    char **v;
+    const char **v;
     size_t *len;
     size_t n, cap;
+    arena_t strs;
 } outbox_args_t;
 
 typedef struct outbox {

@@ -45,6 +45,11 @@ struct publish {
     int round_inflight;
     uint64_t published; /* outbox events acknowledged, for metrics */
     char lasterr[256];
+    /* publish_set_frames: the event topics and their schema ids. */
+    struct {
+        char *topic; /* owned; NULL: events unframed */
+        int64_t id;
+    } frames[2];
 };
 
 /* Outbox events carry their own status as the message opaque. */
@@ -148,6 +153,8 @@ void publish_destroy(publish_t *d) {
         rd_kafka_destroy(d->rk);
     }
     round_free(d);
+    free(d->frames[0].topic);
+    free(d->frames[1].topic);
     for (size_t i = 0; i < d->nsrcs; i++) {
         for (size_t j = 0; j < d->srcs[i].n; j++) free(d->srcs[i].recs[j]);
         free(d->srcs[i].recs);
@@ -406,36 +413,82 @@ static int obox_index(obox_t *o) {
     return o->st ? 0 : -1;
 }
 
+int publish_set_frames(publish_t *pub, const char *tier_topic, int64_t tier_id,
+                       const char *quota_topic, int64_t quota_id) {
+    const char *topics[2] = {tier_topic, quota_topic};
+    int64_t ids[2] = {tier_id, quota_id};
+
+    for (size_t i = 0; i < 2; i++) {
+        free(pub->frames[i].topic);
+        if ((pub->frames[i].topic = strdup(topics[i])) == NULL) return -1;
+        pub->frames[i].id = ids[i];
+    }
+    return 0;
+}
+
+/* The event's value as it goes out: the outbox's bytes, behind the
+ * Confluent header when its topic has a registered schema.  *tmp is a
+ * buffer to free afterwards (NULL when none was needed). */
+static const char *framed_value(publish_t *d, const char *topic, const char *value, size_t *len,
+                                char **tmp) {
+    *tmp = NULL;
+    for (size_t i = 0; i < 2; i++) {
+        uint32_t id;
+
+        if (d->frames[i].topic == NULL || strcmp(d->frames[i].topic, topic) != 0) continue;
+        if ((*tmp = malloc(*len + 5)) == NULL) return NULL;
+        id = (uint32_t)d->frames[i].id;
+        (*tmp)[0] = 0x00;
+        (*tmp)[1] = (char)(id >> 24);
+        (*tmp)[2] = (char)(id >> 16);
+        (*tmp)[3] = (char)(id >> 8);
+        (*tmp)[4] = (char)id;
+        memcpy(*tmp + 5, value, *len);
+        *len += 5;
+        return *tmp;
+    }
+    return value;
+}
+
 /* Produces one event; its status is marked failed when it cannot be. */
 static void produce_event(publish_t *d, redisReply **f, outbox_status_t *st, char *errstr,
                           size_t errstr_size) {
+    size_t vlen = f[7]->len;
+    char *tmp = NULL; /* owned: the framed copy, if any */
+    const char *value = framed_value(d, f[1]->str, f[7]->str, &vlen, &tmp);
+
+    if (value == NULL) {
+        st->done = st->failed = 1;
+        snprintf(errstr, errstr_size, "out of memory");
+        return;
+    }
     for (;;) {
         dr_opaque_t *o = malloc(sizeof(*o));
         if (!o) {
             st->done = st->failed = 1;
             snprintf(errstr, errstr_size, "out of memory");
-            return;
+            break;
         }
         o->kind = 1;
         o->p = st;
         rd_kafka_resp_err_t err = rd_kafka_producev(
             d->rk, RD_KAFKA_V_TOPIC(f[1]->str), RD_KAFKA_V_KEY((void *)f[3]->str, f[3]->len),
-            RD_KAFKA_V_VALUE((void *)f[7]->str, f[7]->len),
-            RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+            RD_KAFKA_V_VALUE((void *)value, vlen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
             RD_KAFKA_V_HEADER("tierd.event_id", f[5]->str, (ssize_t)f[5]->len),
             RD_KAFKA_V_OPAQUE(o), RD_KAFKA_V_END);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
             d->round_inflight++;
-            return;
+            break;
         }
         free(o);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             st->done = st->failed = 1;
             snprintf(errstr, errstr_size, "produce to %s: %s", f[1]->str, rd_kafka_err2str(err));
-            return;
+            break;
         }
         rd_kafka_poll(d->rk, 50);
     }
+    free(tmp); /* librdkafka copied it (RD_KAFKA_MSG_F_COPY) */
 }
 
 static void obox_produce(publish_t *d, obox_t *o, char *errstr, size_t errstr_size) {

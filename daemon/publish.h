@@ -67,6 +67,12 @@ uint64_t publish_dead_lost(const publish_t *pub);
 int publish_outboxes(publish_t *pub, store_t *s, const char *topic, const int32_t *parts,
                      size_t nparts, size_t max, int wait_ms, int32_t *done, int *nread,
                      size_t *ndone, char *errstr, size_t errstr_size);
+/* From now on every event produced to tier_topic or quota_topic goes out
+ * in the Confluent wire format: 0x00, the 4-byte big-endian schema id
+ * (tier_id, quota_id), then the outbox's Avro bytes.  -1 when memory ran
+ * out. */
+int publish_set_frames(publish_t *pub, const char *tier_topic, int64_t tier_id,
+                       const char *quota_topic, int64_t quota_id);
 /* A round is in flight. */
 int publish_outboxes_busy(const publish_t *pub);
 /* Events acknowledged by Kafka since start. */

@@ -379,7 +379,8 @@ int slots_refresh(slots_t *s, char *errstr, size_t errstr_size) {
         if (tl < sizeof(tried))
             tl += (size_t)snprintf(tried + tl, sizeof(tried) - tl, "%s%s:%d (%s)", tl ? "; " : "",
                                    cand[c].host, cand[c].port, why);
-        if (strstr(why, "AUTH") || strstr(why, "WRONGPASS")) { /* no better elsewhere */
+        if (strstr(why, "AUTH") || strstr(why, "WRONGPASS") || strstr(why, "NOPERM")) {
+            /* a refusal: no better elsewhere */
             snprintf(errstr, errstr_size, "%s", tried);
             goto out;
         }

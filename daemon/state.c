@@ -234,50 +234,44 @@ static int u32_cmp(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-/* Adds the fingerprints of a SALE's lines to m->skus, all or none.  The
- * new ones are gathered, sorted and merged in one pass from the back, so
- * a large order costs O(n + k log k), not a memmove per SKU. */
-static int add_line_skus(state_month_t *m, const order_t *o) {
-    uint32_t small[64], *add = small, k = 0, i, j, w;
-    int rc = -1;
-
-    if (o->nlines > sizeof(small) / sizeof(small[0])) {
-        add = malloc((size_t)o->nlines * sizeof(*add)); /* owned here */
-        if (!add) goto out;
-    }
-    for (i = 0; i < o->nlines; i++) {
-        uint32_t fp = state_sku_fp(o->lines[i].sku, o->lines[i].sku_len), at;
-        if (!sku_find(m->skus, m->nskus, fp, &at)) add[k++] = fp;
-    }
-    if (k > 1) qsort(add, k, sizeof(*add), u32_cmp);
-    /* distinct within the order too */
-    for (i = 0, j = 0; i < k; i++)
-        if (j == 0 || add[j - 1] != add[i]) add[j++] = add[i];
-    k = j;
-    if (k > 0) {
-        if (reserve((void **)&m->skus, &m->capskus, (uint64_t)m->nskus + k, sizeof(*m->skus)) < 0)
-            goto out;
-        /* Merge from the back: w is where the next largest goes; it never
-         * passes an element of m->skus not yet read, since k are still to
-         * come from add. */
-        i = m->nskus;
-        j = k;
-        w = m->nskus + k;
-        while (j > 0) {
-            if (i > 0 && m->skus[i - 1] > add[j - 1])
-                m->skus[--w] = m->skus[--i];
-            else
-                m->skus[--w] = add[--j];
-        }
-        m->nskus += k;
-    }
-    rc = 0;
-out:
-    if (add != small) free(add);
-    return rc;
+size_t state_order_skus(const order_t *o, uint32_t *out) {
+    size_t k = 0, j = 0;
+    for (uint32_t i = 0; i < o->nlines; i++)
+        out[k++] = state_sku_fp(o->lines[i].sku, o->lines[i].sku_len);
+    if (k > 1) qsort(out, k, sizeof(*out), u32_cmp);
+    for (size_t i = 0; i < k; i++) /* distinct within the order */
+        if (j == 0 || out[j - 1] != out[i]) out[j++] = out[i];
+    return j;
 }
 
-order_err_t state_apply(state_month_t *m, const order_t *o, int64_t *excess) {
+/* Adds skus (sorted, distinct) to m->skus, all or none: the ones not there
+ * yet are counted by binary search, then merged in one pass from the back,
+ * so a large order costs O(k log n + n), not a memmove per SKU. */
+static int add_skus(state_month_t *m, const uint32_t *skus, size_t n) {
+    uint32_t at, k = 0;
+    for (size_t j = 0; j < n; j++)
+        if (!sku_find(m->skus, m->nskus, skus[j], &at)) k++;
+    if (k == 0) return 0;
+    if (reserve((void **)&m->skus, &m->capskus, (uint64_t)m->nskus + k, sizeof(*m->skus)) < 0)
+        return -1;
+    /* w is where the next largest goes; it never passes an element of
+     * m->skus not yet read, since w - i new ones are still to come. */
+    uint32_t i = m->nskus, w = m->nskus + k;
+    size_t j = n;
+    while (j > 0) {
+        if (i > 0 && m->skus[i - 1] > skus[j - 1])
+            m->skus[--w] = m->skus[--i];
+        else if (i > 0 && m->skus[i - 1] == skus[j - 1])
+            j--; /* there already */
+        else
+            m->skus[--w] = skus[--j];
+    }
+    m->nskus += k;
+    return 0;
+}
+
+order_err_t state_apply_skus(state_month_t *m, const order_t *o, const uint32_t *skus, size_t n,
+                             int64_t *excess) {
     *excess = 0;
     if (o->kind == ORDER_RETURN) {
         int64_t q = m->agg.qty - o->qty, a = m->agg.amount - o->amount;
@@ -290,17 +284,29 @@ order_err_t state_apply(state_month_t *m, const order_t *o, int64_t *excess) {
         m->agg.amount = a < 0 ? 0 : a;
         return ORDER_OK;
     }
-    int64_t q, a, n;
+    int64_t q, a, c;
     if (__builtin_add_overflow(m->agg.qty, o->qty, &q) ||
         __builtin_add_overflow(m->agg.amount, o->amount, &a) ||
-        __builtin_add_overflow(m->agg.orders, 1, &n))
+        __builtin_add_overflow(m->agg.orders, 1, &c))
         return ORDER_ERR_OVERFLOW;
-    if (add_line_skus(m, o) < 0) return ORDER_ERR_INTERNAL;
+    if (add_skus(m, skus, n) < 0) return ORDER_ERR_INTERNAL;
     m->agg.qty = q;
     m->agg.amount = a;
-    m->agg.orders = n;
+    m->agg.orders = c;
     m->agg.skus = (int64_t)m->nskus;
     return ORDER_OK;
+}
+
+order_err_t state_apply(state_month_t *m, const order_t *o, int64_t *excess) {
+    uint32_t small[64], *skus = small;
+    if (o->kind != ORDER_SALE) return state_apply_skus(m, o, NULL, 0, excess);
+    if (o->nlines > sizeof(small) / sizeof(small[0]) &&
+        !(skus = malloc((size_t)o->nlines * sizeof(*skus)))) /* owned here */
+        return ORDER_ERR_INTERNAL;
+    size_t n = state_order_skus(o, skus);
+    order_err_t e = state_apply_skus(m, o, skus, n, excess);
+    if (skus != small) free(skus);
+    return e;
 }
 
 void state_window(const state_customer_t *c, int32_t end, int32_t W, policy_month_t *w) {

@@ -136,6 +136,13 @@ int state_add_fp(state_month_t *m, uint64_t fp);
  * ORDER_ERR_INTERNAL (out of memory); on either error nothing changed.
  * It does not record the order's fingerprint: state_add_fp does. */
 order_err_t state_apply(state_month_t *m, const order_t *o, int64_t *excess);
+/* The same with the order's SKU fingerprints already taken (sorted,
+ * distinct: state_order_skus), so a batch need not keep the lines. */
+order_err_t state_apply_skus(state_month_t *m, const order_t *o, const uint32_t *skus, size_t n,
+                             int64_t *excess);
+/* The fingerprints of o's lines into out (room for o->nlines), sorted and
+ * distinct; returns how many. */
+size_t state_order_skus(const order_t *o, uint32_t *out);
 
 /* FNV-1a 64 of the bytes, then the splitmix64 finaliser so every output
  * bit depends on every input bit. */

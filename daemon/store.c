@@ -40,6 +40,9 @@ struct store {
     int redir;  /* SLOTS_REDIR_* of the first error reply of a request */
     slots_addr_t redir_to;
     char watched[256]; /* the key store_read watched, for store_exec */
+    /* The last connection was refused (AUTH or SELECT answered with an
+     * error) rather than not answered: store_check's STORE_DENIED. */
+    int denied;
 };
 
 static int setup(void *opaque, redisContext *rc, char *errstr, size_t errstr_size);
@@ -263,7 +266,7 @@ static redisReply *command(store_t *s, int argc, const char **argv, const size_t
 /* A new connection made ready: read timeouts, keepalive, AUTH.  The
  * same for the one node and for every master of a cluster. */
 static int setup(void *opaque, redisContext *rc, char *errstr, size_t errstr_size) {
-    const store_t *s = opaque;
+    store_t *s = opaque;
     const config_t *c = s->conf;
     struct timeval tv = {c->redis_timeout_ms / 1000, (c->redis_timeout_ms % 1000) * 1000};
     /* A silent network must not hang the daemon: reads time out, and TCP
@@ -284,6 +287,7 @@ static int setup(void *opaque, redisContext *rc, char *errstr, size_t errstr_siz
     int rc2 = 0;
     if (r->type == REDIS_REPLY_ERROR) { /* the reply names no secret; pass it on */
         snprintf(errstr, errstr_size, "AUTH refused: %s", r->str);
+        s->denied = 1;
         rc2 = -1;
     }
     freeReplyObject(r);
@@ -296,6 +300,7 @@ static int connect_cluster(store_t *s, char *errstr, size_t errstr_size) {
     char why[1024];
     if (slots_refresh(s->cl, why, sizeof(why)) != 0) {
         snprintf(errstr, errstr_size, "redis.cluster: %s", why);
+        if (strstr(why, "NOPERM")) s->denied = 1; /* the ACL withholds CLUSTER SLOTS */
         return STORE_ERR;
     }
     const slots_map_t *m = slots_map(s->cl);
@@ -310,12 +315,15 @@ static int connect_cluster(store_t *s, char *errstr, size_t errstr_size) {
     return STORE_OK;
 }
 
+/* Also sets s->denied when Redis answered but refused AUTH, SELECT or
+ * (a cluster) CLUSTER SLOTS, rather than not answering. */
 int store_connect(store_t *s, char *errstr, size_t errstr_size) {
     const config_t *c = s->conf;
     struct timeval tv = {c->redis_timeout_ms / 1000, (c->redis_timeout_ms % 1000) * 1000};
     redisReply *r = NULL;
     char why[512];
 
+    s->denied = 0;
     if (s->cl) return connect_cluster(s, errstr, errstr_size);
     if (s->rc) redisFree(s->rc);
     s->rc = NULL;
@@ -344,11 +352,152 @@ int store_connect(store_t *s, char *errstr, size_t errstr_size) {
         if (!r) return STORE_ERR;
         if (r->type == REDIS_REPLY_ERROR) {
             snprintf(errstr, errstr_size, "redis: SELECT %s refused: %s", db, r->str);
+            s->denied = 1;
             freeReplyObject(r);
             drop(s);
             return STORE_ERR;
         }
         freeReplyObject(r);
+    }
+    return STORE_OK;
+}
+
+/* Every command tierd sends to Redis after AUTH and SELECT, each with the
+ * key it touches: its meta hash (m), customer states (c), outbox stream
+ * (o).  docs/operations.md's ACL rule allows exactly these; store_check
+ * queues each in a MULTI that it discards. */
+static const struct {
+    const char *argv[6];
+    int argc;
+} needed[] = {
+    {{"HMGET", "m", "epoch"}, 3},
+    {{"HGETALL", "m"}, 2},
+    {{"HSET", "m", "format", "0"}, 4},
+    {{"HDEL", "m", "lease"}, 3},
+    {{"HINCRBY", "m", "epoch", "0"}, 4},
+    {{"HSCAN", "c", "0", "COUNT", "1"}, 5},
+    {{"XADD", "o", "*", "t", "x"}, 5},
+    {{"XDEL", "o", "0-1"}, 3},
+    {{"XRANGE", "o", "-", "+", "COUNT", "1"}, 6},
+    {{"XLEN", "o"}, 2},
+};
+#define NNEEDED (sizeof(needed) / sizeof(needed[0]))
+
+/* And on a cluster: ASKING before a request sent on by ASK, EXISTS after
+ * a WATCH fired (did the key leave the node?).  CLUSTER SLOTS has run by
+ * then: the map was read. */
+static const struct {
+    const char *argv[6];
+    int argc;
+} needed_cluster[] = {
+    {{"ASKING"}, 1},
+    {{"EXISTS", "m"}, 2},
+};
+#define NNEEDED_CLUSTER (sizeof(needed_cluster) / sizeof(needed_cluster[0]))
+
+/* Sends n commands (argv lists of up to 6 strings) in one pipeline and
+ * reads every reply.  STORE_DENIED at the first error reply (errstr names
+ * its command and Redis' reply), after closing the connection: a MULTI
+ * left open goes with it. */
+static int probe(store_t *s, size_t n, const char *(*argv)[6], const int *argc, char *errstr,
+                 size_t errstr_size) {
+    redisReply *r = NULL;
+    int failed = 0;
+    s->redir = 0;
+    for (size_t i = 0; i < n; i++) redisAppendCommandArgv(s->rc, argc[i], argv[i], NULL);
+    s->commands += n;
+    for (size_t i = 0; i < n; i++) {
+        if (get_reply(s, &r, i == 0) != REDIS_OK) {
+            snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
+            drop(s);
+            return STORE_ERR;
+        }
+        if (r->type == REDIS_REPLY_ERROR && !failed) {
+            failed = 1;
+            snprintf(errstr, errstr_size,
+                     "redis: %s %s refused: %s (the ACL rule tierd needs is in docs/operations.md)",
+                     argv[i][0], argc[i] > 1 ? argv[i][1] : "", r->str);
+        }
+        freeReplyObject(r);
+        r = NULL;
+    }
+    if (!failed) return STORE_OK;
+    drop(s);
+    /* A slot migrating or moved under the check is no refusal. */
+    return s->redir ? STORE_ERR : STORE_DENIED;
+}
+
+/* First WATCH, UNWATCH and an empty MULTI/EXEC; only when those pass,
+ * MULTI, the needed commands and DISCARD, on the keys of partition.
+ * Nothing runs, yet Redis checks the ACL of each command as it queues it
+ * (NOPERM). */
+static int check_access(store_t *s, const char *topic, int32_t partition, char *errstr,
+                        size_t errstr_size) {
+    char keys[3][256];
+    const char *argv[NNEEDED + NNEEDED_CLUSTER + 2][6];
+    int argc[NNEEDED + NNEEDED_CLUSTER + 2], rc;
+    size_t n = 0;
+    const char *first[4][6] = {{"WATCH", NULL}, {"UNWATCH"}, {"MULTI"}, {"EXEC"}};
+    static const int first_argc[4] = {2, 1, 1, 1};
+
+    store_key(s, topic, partition, "meta", keys[0], sizeof(keys[0]));
+    store_key(s, topic, partition, "c", keys[1], sizeof(keys[1]));
+    store_key(s, topic, partition, "outbox", keys[2], sizeof(keys[2]));
+    memcpy(argv, first, sizeof(first));
+    argv[0][1] = keys[0];
+    rc = probe(s, 4, argv, first_argc, errstr, errstr_size);
+    if (rc != STORE_OK) return rc;
+    memset(argv, 0, sizeof(argv));
+    argv[n][0] = "MULTI";
+    argc[n++] = 1;
+    for (size_t i = 0; i < NNEEDED + (s->cl ? NNEEDED_CLUSTER : 0); i++, n++) {
+        const char *const *need = i < NNEEDED ? needed[i].argv : needed_cluster[i - NNEEDED].argv;
+        memcpy(argv[n], need, sizeof(argv[n]));
+        argc[n] = i < NNEEDED ? needed[i].argc : needed_cluster[i - NNEEDED].argc;
+        if (argc[n] > 1) argv[n][1] = keys[need[1][0] == 'm' ? 0 : need[1][0] == 'c' ? 1 : 2];
+    }
+    argv[n][0] = "DISCARD";
+    argc[n++] = 1;
+    return probe(s, n, argv, argc, errstr, errstr_size);
+}
+
+/* A partition of topic whose slot master i serves (-1: none found), so
+ * that the check's keys are that master's own: a key of another node's
+ * slot is answered MOVED, even inside MULTI. */
+static int32_t partition_on(store_t *s, const char *topic, int i) {
+    char key[256];
+    for (int32_t p = 0; p < 65536; p++) {
+        store_key(s, topic, p, "meta", key, sizeof(key));
+        if (slots_master(s->cl, slots_key_slot(key, strlen(key))) == i) return p;
+    }
+    return -1;
+}
+
+int store_check(store_t *s, const char *topic, char *errstr, size_t errstr_size) {
+    char why[512];
+    int rc = store_connect(s, errstr, errstr_size);
+    if (rc != STORE_OK) return s->denied ? STORE_DENIED : rc;
+    if (!s->cl) return check_access(s, topic, 0, errstr, errstr_size);
+    /* A cluster: ACLs are each node's own, so every master is checked,
+     * on the keys of a partition it serves. */
+    const slots_map_t *m = slots_map(s->cl);
+    for (int j = 0; j < m->nmasters; j++) {
+        int i = slots_node(s->cl, &m->masters[j]);
+        int32_t p = i < 0 ? -1 : partition_on(s, topic, i);
+        if (p < 0) continue;
+        s->node = i;
+        s->rc = slots_conn(s->cl, i, why, sizeof(why));
+        if (!s->rc) {
+            snprintf(errstr, errstr_size, "redis.cluster: master %s: %s", slots_name(s->cl, i),
+                     why);
+            return STORE_ERR;
+        }
+        rc = check_access(s, topic, p, why, sizeof(why));
+        if (rc != STORE_OK) {
+            snprintf(errstr, errstr_size, "redis.cluster: master %s: %s", slots_name(s->cl, i),
+                     why);
+            return rc;
+        }
     }
     return STORE_OK;
 }

@@ -33,7 +33,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { STORE_OK = 0, STORE_ERR = -1, STORE_FENCED = -2 };
+enum { STORE_OK = 0, STORE_ERR = -1, STORE_FENCED = -2, STORE_DENIED = -3 };
 
 typedef struct store store_t;
 
@@ -84,6 +84,16 @@ int store_cluster(const store_t *s);
  * when none does) into name, and whether it is up (connected and not
  * backing off).  On a single node: 1, name "". */
 int store_partition_node(store_t *s, const char *topic, int32_t partition, char *name, size_t size);
+/* At start: store_connect, then whether the Redis user may run every
+ * command tierd sends, on the keys of `topic` (the orders topic): each is
+ * queued in a MULTI that is discarded, so nothing is written.
+ * STORE_DENIED when Redis answered but refused AUTH, SELECT or one of
+ * them (errstr names the command and Redis' reply); STORE_ERR when it did
+ * not answer.  On a cluster: the slot map (CLUSTER SLOTS), then the same
+ * on every master, with ASKING and EXISTS as well, on the keys of a
+ * partition that master serves (ACLs are each node's own).  Logs
+ * nothing. */
+int store_check(store_t *s, const char *topic, char *errstr, size_t errstr_size);
 /* Commands sent since start (for metrics and the benchmark). */
 uint64_t store_commands(const store_t *s);
 /* Round trips so far: total seconds, count, and the cumulative histogram

@@ -5,7 +5,10 @@
  *
  * Decoding is schema resolution (codec.h, codec_resolved): the bytes are
  * read with a writer schema and printed as tierctl's reader schema.  With
- * no schema registry, nothing in a record says which schema wrote it, so
+ * a schema registry configured (schema_registry.url), a record framed
+ * with a schema id (tierd frames every event then) is read with the
+ * writer schema the registry gives for that id, fetched once per id.
+ * Otherwise nothing in a record says which schema wrote it, so
  * the writer schema is ASSUMED to be the one this tierctl was built with
  * (schemas/<name>.avsc, embedded), and the reader schema is the same text.
  * What that buys: a tierd whose schema only appended symbols to an enum
@@ -22,6 +25,7 @@
 
 #include "codec.h"
 #include "errstr.h"
+#include "registry.h"
 
 #include <getopt.h>
 #include <inttypes.h>
@@ -59,9 +63,11 @@ const char tierctl_help_events[] =
     "                      time is the event's own: decided_at of a tier change,\n"
     "                      placed_at of a quota event (never the Kafka timestamp)\n"
     "\n"
-    "Decoded by Avro schema resolution, the writer schema assumed to be the one\n"
-    "this tierctl was built with (there is no registry): an enum symbol it does\n"
-    "not know prints as \"#N\" (N its index as written), with a note on stderr.\n"
+    "Decoded by Avro schema resolution: with schema_registry.url configured, a\n"
+    "record framed with a schema id is read with the registry's schema for it;\n"
+    "otherwise the writer schema is assumed to be the one this tierctl was built\n"
+    "with.  An enum symbol it does not know prints as \"#N\" (N its index as\n"
+    "written), with a note on stderr.\n"
     "A record that does not decode prints {\"topic\",\"partition\",\"offset\",\"error\"}.\n"
     "Exit status: 0 done (or interrupted while following), 1 Kafka failed or a\n"
     "record did not decode, 2 usage.\n";
@@ -77,6 +83,13 @@ typedef struct evtopic {
     const char *when;   /* the field --from/--to match */
     int selected;
     codec_resolved_t codec; /* writer: the built-in schema; reader: the same */
+    /* With a registry: a codec per writer schema id seen, reader built-in. */
+    struct {
+        int64_t id;
+        codec_resolved_t codec;
+    } ids[16];
+    size_t nids;
+    codec_resolved_t *cur; /* the codec of the record being shown */
     int32_t partitions;
     unsigned char *at_end; /* per partition: its end was reached (-e) */
 } evtopic_t;
@@ -92,6 +105,7 @@ typedef struct evs {
     int64_t errors;
     char noted[8][64]; /* enum symbols already noted on stderr */
     size_t nnoted;
+    registry_t *reg; /* owned; NULL: no schema_registry.url */
 } evs_t;
 
 /* ------------------------------------------------------------------ */
@@ -147,7 +161,7 @@ static const char *enum_text(evs_t *e, evtopic_t *tp, const avro_value_t *v, con
     const char *sym = NULL;
     int idx = 0;
     codec_symbol_t kind;
-    if (codec_resolved_enum(&tp->codec, v, &sym, &idx, &kind) != 0) return NULL;
+    if (codec_resolved_enum(tp->cur, v, &sym, &idx, &kind) != 0) return NULL;
     if (kind == CODEC_SYMBOL_UNKNOWN) {
         snprintf(buf, size, "#%d", idx);
         sym = buf;
@@ -292,7 +306,7 @@ static void out_head(out_t *o, const rd_kafka_message_t *m, const evtopic_t *tp)
 
 /* The filters on the decoded event: 1 printed, 0 not selected. */
 static int selected(evs_t *e, evtopic_t *tp) {
-    avro_value_t *rec = &tp->codec.value, f;
+    avro_value_t *rec = &tp->cur->value, f;
     const char *s = NULL;
     size_t n = 0;
     int64_t when = 0;
@@ -316,14 +330,57 @@ static int selected(evs_t *e, evtopic_t *tp) {
     return 1;
 }
 
+/* The codec for a record framed with schema id `id`: built from the
+ * registry's writer schema the first time the id is seen.  NULL with err
+ * when the registry does not answer or know it, or it does not resolve. */
+static codec_resolved_t *id_codec(evs_t *e, evtopic_t *tp, int64_t id, char *err, size_t errn) {
+    char *json = NULL; /* owned */
+    avro_schema_t w = NULL, r = NULL;
+    codec_resolved_t *c;
+    size_t i;
+
+    for (i = 0; i < tp->nids; i++)
+        if (tp->ids[i].id == id) return &tp->ids[i].codec;
+    if (tp->nids == sizeof(tp->ids) / sizeof(tp->ids[0])) {
+        errstr_fmt(err, errn, "more than %zu schema ids on %s", tp->nids, tp->name);
+        return NULL;
+    }
+    if (registry_schema_by_id(e->reg, id, &json, err, errn) != REGISTRY_OK) return NULL;
+    c = &tp->ids[tp->nids].codec;
+    if (avro_schema_from_json_length(json, strlen(json), &w) != 0 ||
+        avro_schema_from_json_length(tp->schema, strlen(tp->schema), &r) != 0) {
+        errstr_fmt(err, errn, "writer schema id %" PRId64 " does not parse: %s", id,
+                   avro_strerror());
+        c = NULL;
+    } else if (codec_resolved_new(c, w, r, tp->what, err, errn) != 0) {
+        codec_resolved_free(c);
+        c = NULL;
+    } else {
+        tp->ids[tp->nids++].id = id;
+    }
+    if (w) avro_schema_decref(w);
+    if (r) avro_schema_decref(r);
+    free(json);
+    return c;
+}
+
 static void on_record(evs_t *e, evtopic_t *tp, rd_kafka_message_t *m) {
     out_t *o = &e->out;
     char err[512];
     const void *hv = NULL;
     size_t hl = 0;
     rd_kafka_headers_t *hdrs = NULL;
+    const char *p = m->payload;
+    size_t n = m->len;
+    int64_t id = e->reg ? codec_confluent_id(p, n) : -1;
 
-    if (!m->payload || codec_resolved_read(&tp->codec, m->payload, m->len, err, sizeof(err)) != 0) {
+    tp->cur = &tp->codec;
+    if (p && id >= 0) {
+        tp->cur = id_codec(e, tp, id, err, sizeof(err));
+        p += CODEC_CONFLUENT_HEADER;
+        n -= CODEC_CONFLUENT_HEADER;
+    }
+    if (!p || !tp->cur || codec_resolved_read(tp->cur, p, n, err, sizeof(err)) != 0) {
         if (!m->payload) snprintf(err, sizeof(err), "no value (a tombstone)");
         /* With --customer, only the customer's records (tierd keys by it). */
         if (e->customer && (!m->key || m->key_len != strlen(e->customer) ||
@@ -348,7 +405,7 @@ static void on_record(evs_t *e, evtopic_t *tp, rd_kafka_message_t *m) {
         out_str(o, hv, hl);
     else
         out_s(o, "null");
-    if (out_fields(e, tp, &tp->codec.value, 0, 0) == 0) {
+    if (out_fields(e, tp, &tp->cur->value, 0, 0) == 0) {
         out_s(o, "}\n");
         return;
     }
@@ -561,6 +618,12 @@ int tierctl_events(int argc, char **argv, const char *conf_path, volatile sig_at
     if (rc != TC_OK) goto out;
     rc = TC_FAIL;
     if (build_codecs(e, err, sizeof(err)) != 0) goto fail;
+    if (e->t.conf.registry_url) {
+        registry_conf_t rconf = {e->t.conf.registry_url, e->t.conf.registry_user,
+                                 e->t.conf.registry_password, e->t.conf.registry_ca_file,
+                                 (long)e->t.conf.registry_timeout_ms};
+        if (!(e->reg = registry_new(&rconf, err, sizeof(err)))) goto fail;
+    }
     if (!(rk = tierctl_kafka(&e->t.conf, err, sizeof(err)))) goto fail;
     if (assign_all(e, rk, err, sizeof(err)) != 0 || consume(e, rk, err, sizeof(err)) != 0)
         goto fail;
@@ -589,8 +652,10 @@ out:
     }
     for (int k = 0; k < EV__COUNT; k++) {
         codec_resolved_free(&e->tp[k].codec);
+        for (size_t i = 0; i < e->tp[k].nids; i++) codec_resolved_free(&e->tp[k].ids[i].codec);
         free(e->tp[k].at_end);
     }
+    registry_destroy(e->reg);
     tierctl_close(&e->t);
     free(e);
     return rc;

@@ -46,30 +46,36 @@ typedef struct order {
  * goes into the dead-letter header "tierd.reason". */
 typedef enum {
     ORDER_OK = 0,
-    ORDER_ERR_NOT_AVRO,       /* framing/encoding broken, truncated, trailing bytes */
-    ORDER_ERR_EMPTY_ID,       /* order_id or customer_id missing or empty */
-    ORDER_ERR_BAD_ID,         /* id longer than 64 bytes or has control characters */
-    ORDER_ERR_KEY_MISMATCH,   /* record key present and != customer_id */
-    ORDER_ERR_NO_LINES,       /* zero lines */
-    ORDER_ERR_TOO_MANY_LINES, /* more than ORDER_LINES_MAX lines */
-    ORDER_ERR_BAD_SKU,        /* empty, too long, or control characters */
-    ORDER_ERR_BAD_QUANTITY,   /* quantity <= 0 */
-    ORDER_ERR_NEGATIVE_PRICE, /* unit_price < 0 */
-    ORDER_ERR_OVERFLOW,       /* a sum does not fit in 64 bits */
-    ORDER_ERR_BAD_CURRENCY,   /* not the configured currency */
-    ORDER_ERR_FUTURE,         /* placed_at beyond now + max_future_skew */
-    ORDER_ERR_LATE,           /* placed_at before the partition's window */
-    ORDER_ERR_INTERNAL,       /* our fault, not the record's (out of memory,
+    ORDER_ERR_NOT_AVRO,            /* framing/encoding broken, truncated, trailing bytes */
+    ORDER_ERR_EMPTY_ID,            /* order_id or customer_id missing or empty */
+    ORDER_ERR_BAD_ID,              /* id longer than 64 bytes or has control characters */
+    ORDER_ERR_KEY_MISMATCH,        /* record key present and != customer_id */
+    ORDER_ERR_NO_LINES,            /* zero lines */
+    ORDER_ERR_TOO_MANY_LINES,      /* more than ORDER_LINES_MAX lines */
+    ORDER_ERR_BAD_SKU,             /* empty, too long, or control characters */
+    ORDER_ERR_BAD_QUANTITY,        /* quantity <= 0 */
+    ORDER_ERR_NEGATIVE_PRICE,      /* unit_price < 0 */
+    ORDER_ERR_OVERFLOW,            /* a sum does not fit in 64 bits */
+    ORDER_ERR_BAD_CURRENCY,        /* not the configured currency */
+    ORDER_ERR_FUTURE,              /* placed_at beyond now + max_future_skew */
+    ORDER_ERR_LATE,                /* placed_at before the partition's window */
+    ORDER_ERR_INTERNAL,            /* our fault, not the record's (out of memory,
                                * a libavro bug, a NULL argument): retry or
                                * stop, never dead-letter */
-    ORDER_ERR_BAD_FIELD,      /* a field is out of its range (customer
+    ORDER_ERR_BAD_FIELD,           /* a field is out of its range (customer
                                * profile: cooperation, growth, tier_override);
                                * after INTERNAL so nothing is renumbered */
-    ORDER_ERR_BAD_PLACED_AT,  /* placed_at before the configured minimum
+    ORDER_ERR_BAD_PLACED_AT,       /* placed_at before the configured minimum
                                * (min_placed_at_s, default 2000-01-01Z) */
-    ORDER_ERR_BAD_UTF8,       /* a string bound for an event or a Redis key
+    ORDER_ERR_BAD_UTF8,            /* a string bound for an event or a Redis key
                                * (ids, sku, record key, currency) is not
                                * well-formed UTF-8 */
+    ORDER_ERR_UNKNOWN_SCHEMA,      /* framed with a schema id the registry does
+                               * not know */
+    ORDER_ERR_INCOMPATIBLE_SCHEMA, /* the writer schema does not resolve to
+                                    * tierd's, or the record holds what
+                                    * tierd's schema cannot (an enum symbol
+                                    * it lacks, with no default) */
     ORDER_ERR__COUNT
 } order_err_t;
 

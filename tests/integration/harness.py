@@ -82,9 +82,13 @@ class Services:
     port (scripts/services, TIERD_SERVICES_KAFKA_PROXY_PORT); its real port is
     self.ports["KAFKA_PROXIED_PORT"], for a proxy to forward to.
     topic_config: {topic: {config: value}} set on the topics once made (for
-    example a larger max.message.bytes on orders)."""
+    example a larger max.message.bytes on orders).
+    sasl_ssl: the broker also has a SASL_SSL listener (SCRAM-SHA-512) at
+    self.sasl_bootstrap, its certificate signed by self.ca (a CA made for
+    this run); users come from kafka_user()."""
 
-    def __init__(self, name, kafka_proxy_port=None, topic_config=None, redis_cluster=False):
+    def __init__(self, name, kafka_proxy_port=None, topic_config=None, sasl_ssl=False,
+                 redis_cluster=False):
         """redis_cluster: a Redis Cluster of 3 masters and 3 replicas, with a
         password made up here (scripts/services' cluster mode): self.redis is
         then a redis.cluster.RedisCluster, self.cluster the seeds tierd gets,
@@ -100,6 +104,8 @@ class Services:
         if redis_cluster:
             env["TIERD_SERVICES_REDIS_CLUSTER"] = "1"
             env["TIERD_SERVICES_REDIS_PASSWORD"] = "t%x" % random.SystemRandom().getrandbits(64)
+        if sasl_ssl:
+            env["TIERD_SERVICES_KAFKA_SASL_SSL"] = "1"
         out = subprocess.run([self.script, "start", self.dir], check=True,
                              stdout=subprocess.PIPE, text=True, env=env).stdout
         self.env = dict(l.split("=", 1) for l in out.split() if "=" in l)
@@ -112,6 +118,9 @@ class Services:
             self.redis_port = int(self.cluster[0].split(":")[1])
         else:
             self.redis_port = int(self.env["TIERD_REDIS_PORT"])
+        if sasl_ssl:
+            self.sasl_bootstrap = "127.0.0.1:%s" % self.ports["KAFKA_SASL_SSL_PORT"]
+            self.ca = os.path.join(self.dir, "tls", "ca.pem")
         log("services up in %.1fs: kafka %s, redis %s" % (
             time.time() - t, self.bootstrap, ",".join(self.cluster or [str(self.redis_port)])))
         subprocess.run([os.path.join(ROOT, "scripts", "topics"), "--bootstrap", self.bootstrap,
@@ -136,6 +145,18 @@ class Services:
     def restart_redis(self):
         subprocess.run([self.script, "restart-redis", self.dir], check=True, stdout=subprocess.DEVNULL)
         self.redis = redis.Redis(host="127.0.0.1", port=self.redis_port)
+
+    def kafka_user(self, name, password):
+        """A SCRAM-SHA-512 user the SASL_SSL listener accepts (the password
+        goes on stdin, never on a command line)."""
+        subprocess.run([self.script, "kafka-user", self.dir, name], check=True, text=True,
+                       input=password + "\n", stdout=subprocess.DEVNULL)
+
+    def redis_user(self, name, password, rules):
+        """A Redis ACL user with exactly these rules (ACL SETUSER NAME reset
+        on >PASSWORD RULES...)."""
+        subprocess.run([self.script, "redis-user", self.dir, name, *rules], check=True,
+                       text=True, input=password + "\n", stdout=subprocess.DEVNULL)
 
     def run(self, action, *flags):
         subprocess.run([self.script, action, self.dir, *flags], check=True,

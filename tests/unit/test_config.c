@@ -411,6 +411,17 @@ static const struct reload_case {
     RC("redis.db", "redis:\n  db: 3\n", redis_db, 1, RESTART),
     RC("redis.timeout_ms", "redis:\n  timeout_ms: 900\n", redis_timeout_ms, 1, RESTART),
     RC("redis.key_prefix", "redis:\n  key_prefix: t2\n", key_prefix, 0, RESTART),
+#define SR "schema_registry:\n  url: http://r:8081\n"
+    RC("schema_registry.url", SR, registry_url, 0, RESTART),
+    RC("schema_registry.user", SR "  user: u\n", registry_user, 0, RESTART),
+    RC("schema_registry.password", SR "  user: u\n  password: p\n", registry_password, 0, RESTART),
+    /* %s: the password file the test writes */
+    RC("schema_registry.password_file", SR "  user: u\n  password_file: %s\n",
+       registry_password_file, 0, RESTART),
+    RC("schema_registry.ca_file", SR "  ca_file: /etc/ssl/ca.pem\n", registry_ca_file, 0, RESTART),
+    RC("schema_registry.timeout_ms", SR "  timeout_ms: 300\n", registry_timeout_ms, 1, RESTART),
+    RC("schema_registry.cache_size", SR "  cache_size: 5\n", registry_cache_size, 1, RESTART),
+#undef SR
     RC("time_zone", "time_zone: Asia/Shanghai\n", time_zone, 0, RESTART),
     RC("currency", "currency: USD\n", currency, 0, RESTART),
     RC("window_months", "window_months: 6\n", window_months, 1, RESTART),
@@ -491,7 +502,11 @@ static void test_reload_follows_the_table(void **state) {
         config_t running, fresh, want;
         char f1[64], f2[64], f3[64];
         reported_t rep = {""};
-        if (rc->yaml)
+        const char *at = rc->yaml ? strstr(rc->yaml, "%s") : NULL;
+        if (at)
+            snprintf(text, sizeof(text), "%s%.*s%s%s", base, (int)(at - rc->yaml), rc->yaml, pwfile,
+                     at + 2);
+        else if (rc->yaml)
             snprintf(text, sizeof(text), "%s%s", base, rc->yaml);
         else
             snprintf(text, sizeof(text), "%sredis:\n  password_file: %s\n", base, pwfile);

@@ -665,10 +665,10 @@ static void test_null_args(void **state) {
 
 static void test_reason_codes(void **state) {
     static const char *const want[ORDER_ERR__COUNT] = {
-        "OK",        "NOT_AVRO",       "EMPTY_ID", "BAD_ID",       "KEY_MISMATCH",
-        "NO_LINES",  "TOO_MANY_LINES", "BAD_SKU",  "BAD_QUANTITY", "NEGATIVE_PRICE",
-        "OVERFLOW",  "BAD_CURRENCY",   "FUTURE",   "LATE",         "INTERNAL",
-        "BAD_FIELD", "BAD_PLACED_AT",  "BAD_UTF8",
+        "OK",        "NOT_AVRO",       "EMPTY_ID", "BAD_ID",         "KEY_MISMATCH",
+        "NO_LINES",  "TOO_MANY_LINES", "BAD_SKU",  "BAD_QUANTITY",   "NEGATIVE_PRICE",
+        "OVERFLOW",  "BAD_CURRENCY",   "FUTURE",   "LATE",           "INTERNAL",
+        "BAD_FIELD", "BAD_PLACED_AT",  "BAD_UTF8", "UNKNOWN_SCHEMA", "INCOMPATIBLE_SCHEMA",
     };
     int i;
 

@@ -1,0 +1,216 @@
+#!/usr/bin/python3
+"""tierd against a broker that demands SASL_SSL and a Redis with ACL users
+(docs/operations.md, "Security"), with its secrets in systemd-style
+credential files ($CREDENTIALS_DIRECTORY: kafka-sasl-password,
+redis-password).
+
+The broker (scripts/services, TIERD_SERVICES_KAFKA_SASL_SSL=1) has a
+SASL_SSL listener, SCRAM-SHA-512, with a certificate signed by a CA made for
+this run; Redis has users whose rules are read from docs/operations.md, so
+the documented rule is the tested one.
+
+- Refused at start, each with a clear message, a non-zero exit, within
+  seconds, and nothing written to Redis: a wrong Kafka password; a CA that
+  did not sign the broker's certificate; a Redis user with the documented
+  rule less its write commands; a wrong Redis password.
+- Works: with the documented rule and the right credentials, tierd drains
+  orders (good and bad) over SASL_SSL, the aggregates equal the harness's
+  model, the dead letters and every decided event reach their topics (the
+  outbox drains), and `tierctl events -e` over SASL_SSL prints as many
+  events as the topics hold; `tierctl show` and `dump` work with the
+  documented tierctl rule.
+- No secret (the passwords, the wrong ones too, and the broker's keystore
+  password) appears in any captured output: every tierd log, /metrics,
+  `tierd --help-config`, `tierd --check-config`, tierctl's output, and the
+  servers' own logs.
+"""
+import json
+import os
+import re
+import secrets
+import subprocess
+import time
+
+import harness as h
+
+TIERCTL = h.tierctl_binary()
+OPS = open(os.path.join(h.ROOT, "docs", "operations.md")).read()
+
+
+def documented_rule(user):
+    """The rules after `>PASSWORD` of docs/operations.md's
+    `ACL SETUSER USER on >PASSWORD ...` line."""
+    m = re.search(r"^ACL SETUSER %s on >PASSWORD (.+)$" % re.escape(user), OPS, re.M)
+    assert m, "docs/operations.md has no ACL SETUSER %s line" % user
+    return m.group(1).split()
+
+
+TIERD_RULE = documented_rule("tierd")
+TIERCTL_RULE = documented_rule("tierctl")
+WRITES = {"+hset", "+hdel", "+hincrby", "+xadd", "+xdel"}
+assert WRITES <= set(TIERD_RULE), "the write commands tierd needs are in its rule"
+READ_ONLY_RULE = [r for r in TIERD_RULE if r not in WRITES]
+
+
+def secret(name):
+    return "%s-%s" % (name, secrets.token_hex(12))
+
+
+KAFKA_PW, REDIS_PW = secret("kafka"), secret("redis")
+WRONG_KAFKA_PW, WRONG_REDIS_PW = secret("wrongkafka"), secret("wrongredis")
+RO_PW, TIERCTL_PW = secret("readonly"), secret("tierctl")
+
+svc = h.Services("security", sasl_ssl=True)
+with open(os.path.join(svc.dir, "tls", "store.pass")) as f:
+    STORE_PW = f.read().strip()
+SECRETS = [KAFKA_PW, REDIS_PW, WRONG_KAFKA_PW, WRONG_REDIS_PW, RO_PW, TIERCTL_PW, STORE_PW]
+
+svc.kafka_user("tierd", KAFKA_PW)
+svc.redis_user("tierd", REDIS_PW, TIERD_RULE)
+svc.redis_user("tierd-ro", RO_PW, READ_ONLY_RULE)
+svc.redis_user("tierctl", TIERCTL_PW, TIERCTL_RULE)
+h.log("users: kafka tierd (SCRAM-SHA-512); redis tierd %s, tierd-ro without %s, tierctl %s" % (
+    " ".join(TIERD_RULE), " ".join(sorted(WRITES)), " ".join(TIERCTL_RULE)))
+
+# A CA of the test's own that signed nothing the broker shows.
+other_ca = os.path.join(svc.dir, "other-ca.pem")
+subprocess.run(["openssl", "req", "-x509", "-new", "-nodes", "-newkey", "ec", "-pkeyopt",
+                "ec_paramgen_curve:prime256v1", "-keyout", os.path.join(svc.dir, "other-ca.key"),
+                "-out", other_ca, "-days", "2", "-subj", "/CN=a CA tierd must not trust"],
+               check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def credentials(name, kafka_pw, redis_pw):
+    """A credentials directory as systemd's LoadCredential= makes it."""
+    d = os.path.join(svc.dir, "credentials-" + name)
+    os.makedirs(d, mode=0o700)
+    for f, v in (("kafka-sasl-password", kafka_pw), ("redis-password", redis_pw)):
+        fd = os.open(os.path.join(d, f), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o400)
+        with os.fdopen(fd, "w") as out:
+            out.write(v + "\n")
+    return d
+
+
+def kafka_conf(ca=None):
+    return {"bootstrap.servers": svc.sasl_bootstrap, "security.protocol": "SASL_SSL",
+            "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": "tierd",
+            "ssl.ca.location": ca or svc.ca}
+
+
+def redis_section(user):
+    return "\n  host: 127.0.0.1\n  port: %d\n  user: %s" % (svc.redis_port, user)
+
+
+captured = []  # (what, text): everything tierd and tierctl said
+
+
+def refused_at_start(name, creds, want, ca=None, redis_user="tierd"):
+    """tierd exits non-zero within 20 s with `want` in its log, and Redis
+    holds no key."""
+    d = h.Daemon(svc, name, kafka_extra=kafka_conf(ca), extra={"redis": redis_section(redis_user)},
+                 env={"CREDENTIALS_DIRECTORY": creds})
+    t = time.time()
+    d.start()
+    try:
+        rc = d.proc.wait(timeout=20)
+    except Exception:
+        raise AssertionError("%s: tierd still runs 20 s after its start:\n%s" % (
+            name, d.log_text()[-3000:]))
+    text = d.log_text()
+    captured.append((name + " log", text))
+    assert rc != 0, "%s: exit %d\n%s" % (name, rc, text)
+    assert re.search(want, text), "%s: no %r in the log:\n%s" % (name, want, text[-3000:])
+    assert svc.redis.dbsize() == 0, "%s: tierd wrote %s" % (name, svc.redis.keys("*")[:5])
+    line = [l for l in text.splitlines() if re.search(want, l)][-1]
+    h.log("%s: exit %d after %.1fs, nothing written: %s" % (name, rc, time.time() - t, line[:200]))
+
+
+good = credentials("good", KAFKA_PW, REDIS_PW)
+refused_at_start("wrong-kafka-password", credentials("wrong-kafka", WRONG_KAFKA_PW, REDIS_PW),
+                 r"error main: kafka: the broker refused tierd's login at start: .*SASL "
+                 r"authentication error.*kafka-sasl-password")
+refused_at_start("untrusted-ca", good,
+                 r"error main: kafka: the TLS handshake with the broker failed at start: "
+                 r".*certificate verify failed.*kafka\.ssl\.ca\.location", ca=other_ca)
+refused_at_start("redis-read-only", credentials("read-only", KAFKA_PW, RO_PW),
+                 r"error main: redis: HSET tierd:\{orders\.0\}:meta refused: NOPERM",
+                 redis_user="tierd-ro")
+refused_at_start("wrong-redis-password", credentials("wrong-redis", KAFKA_PW, WRONG_REDIS_PW),
+                 r"error main: redis: AUTH refused: WRONGPASS")
+
+# ---------------------------------------------------------------- it works
+recs = h.generate(4000, 200, seed=1101, bad_per_kind=1)
+h.produce(svc.bootstrap, "orders", recs)
+want_state, want_dead = h.model(recs)
+ends = h.end_offsets(svc.bootstrap, "orders")
+d = h.Daemon(svc, "good", kafka_extra=kafka_conf(), extra={"redis": redis_section("tierd")},
+             env={"CREDENTIALS_DIRECTORY": good})
+d.start()
+port = d.http_port()
+h.wait_drained(svc, ends, daemons=[d])
+h.compare_state(h.read_state(svc.redis), want_state)
+h.check_dead_letters(svc.bootstrap, recs, want_dead, allow_repeats=False)
+n_events, _ = h.check_tier_events(svc, want_state, daemons=[d])
+quota = h.decode_events(h.read_topic(svc.bootstrap, "quota-events"), "quota_event.avsc")
+assert n_events > 0 and len(quota) > 0, (n_events, len(quota))
+h.log("drained over SASL_SSL: %d orders, %d dead letters, %d tier changes and %d quota events "
+      "published" % (len(recs), len(want_dead), n_events, len(quota)))
+status, metrics = h.http_get(port, "/metrics")
+assert status == 200 and "tierd_orders_applied_total" in metrics, status
+captured.append(("/metrics", metrics))
+
+# tierctl with its own user and credentials, Kafka over SASL_SSL too.
+tierctl_creds = credentials("tierctl", KAFKA_PW, TIERCTL_PW)
+tierctl_cfg = os.path.join(svc.dir, "tierctl.yaml")
+with open(tierctl_cfg, "w") as f:
+    f.write("kafka:\n" + "".join("  %s: \"%s\"\n" % kv for kv in kafka_conf().items()) +
+            "redis:%s\ntime_zone: Asia/Shanghai\nwindow_months: 3\n" % redis_section("tierctl"))
+env = {k: v for k, v in os.environ.items() if not k.startswith("TIERD_")}
+env["CREDENTIALS_DIRECTORY"] = tierctl_creds
+
+
+def tierctl(*args):
+    p = subprocess.run([TIERCTL, "-c", tierctl_cfg, *args], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+    captured.append(("tierctl " + " ".join(args), p.stdout + p.stderr))
+    assert p.returncode == 0, "tierctl %s: exit %d\n%s" % (" ".join(args), p.returncode, p.stderr)
+    return p.stdout
+
+
+events = [json.loads(l) for l in tierctl("events", "-e").splitlines()]
+assert len(events) == n_events + len(quota), (len(events), n_events, len(quota))
+customer = events[0]["customer_id"]
+assert customer in tierctl("show", customer)
+dumped = [json.loads(l) for l in tierctl("dump", "--partition", "0").splitlines()]
+assert any(o["type"] == "customer" for o in dumped) and not any(
+    o["type"] == "error" for o in dumped), dumped[:3]
+h.log("tierctl as redis user tierctl: events -e over SASL_SSL (%d events), show, dump" %
+      len(events))
+
+for args in (["--help-config"], ["--check-config", "-c", d.cfg]):
+    p = subprocess.run([h.tierd_binary(), *args], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True,
+                       env=dict(env, CREDENTIALS_DIRECTORY=good))
+    assert p.returncode == 0, (args, p.stdout)
+    captured.append(("tierd " + " ".join(args), p.stdout))
+
+assert d.term() == 0
+captured.append(("good log", d.log_text()))
+
+# The servers' own logs too: the users were made without a password on any
+# command line or log (the broker's keystore password is in its
+# server.properties, as the broker needs it, and nowhere else).
+for f in ("redis.log", "kafka/kafka.log", "kafka/kafka.out", "tls.log"):
+    path = os.path.join(svc.dir, f)
+    if os.path.exists(path):
+        with open(path, errors="replace") as log:
+            captured.append(("services " + f, log.read()))
+
+# ---------------------------------------------------------------- no secret
+found = [(what, s[:6] + "...") for what, text in captured for s in SECRETS if s in text]
+assert not found, "secrets in the output: %s" % found
+for cfg in (d.cfg, tierctl_cfg):  # the configuration files name none either
+    assert not any(s in open(cfg).read() for s in SECRETS), cfg
+h.log("no secret in %d captured outputs (%d bytes): %s" % (
+    len(captured), sum(len(t) for _, t in captured), ", ".join(w for w, _ in captured)))
+h.log("PASS")
