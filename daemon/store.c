@@ -38,6 +38,8 @@ struct store {
     int node;
     int asking; /* the current request was sent on by ASK: ASKING first */
     int redir;  /* SLOTS_REDIR_* of the first error reply of a request */
+    /* Redirecting replies seen, by SLOTS_REDIR_* - 1 (for /metrics). */
+    uint64_t redirects[METRICS_REDIR__COUNT];
     slots_addr_t redir_to;
     char watched[256]; /* the key store_read watched, for store_exec */
     /* The last connection was refused (AUTH or SELECT answered with an
@@ -46,6 +48,12 @@ struct store {
 };
 
 static int setup(void *opaque, redisContext *rc, char *errstr, size_t errstr_size);
+
+_Static_assert(SLOTS_REDIR_MOVED - 1 == METRICS_REDIR_MOVED &&
+                   SLOTS_REDIR_ASK - 1 == METRICS_REDIR_ASK &&
+                   SLOTS_REDIR_TRYAGAIN - 1 == METRICS_REDIR_TRYAGAIN &&
+                   SLOTS_REDIR_CLUSTERDOWN - 1 == METRICS_REDIR_CLUSTERDOWN,
+               "redirect kinds count in metrics' order");
 
 store_t *store_new(const config_t *c, char *errstr, size_t errstr_size) {
     store_t *s = calloc(1, sizeof(*s));
@@ -88,11 +96,22 @@ int store_cluster(const store_t *s) {
     return s->cl != NULL;
 }
 
+void store_redirects(const store_t *s, uint64_t *counts) {
+    memcpy(counts, s->redirects, sizeof(s->redirects));
+}
+
 int store_partition_node(store_t *s, const char *topic, int32_t partition, char *name,
                          size_t size) {
     char key[256];
-    name[0] = '\0';
-    if (!s->cl) return 1;
+    const config_t *c = s->conf;
+    if (!s->cl) {
+        if (c->redis_unix_socket)
+            snprintf(name, size, "%s", c->redis_unix_socket);
+        else
+            snprintf(name, size, strchr(c->redis_host, ':') ? "[%s]:%d" : "%s:%d", c->redis_host,
+                     (int)c->redis_port);
+        return store_connected(s);
+    }
     store_key(s, topic, partition, "meta", key, sizeof(key));
     int i = slots_master(s->cl, slots_key_slot(key, strlen(key)));
     if (i < 0) {
@@ -136,8 +155,15 @@ static int get_reply(store_t *s, redisReply **r, int first) {
     if (first && rc == REDIS_OK) observe(s, mono_s() - t0);
     if (rc == REDIS_OK) s->backoff = 0;
     if (rc == REDIS_OK && s->cl) slots_ok(s->cl, s->node);
-    if (rc == REDIS_OK && s->cl && !s->redir && (*r)->type == REDIS_REPLY_ERROR)
-        s->redir = slots_redirect(*r, NULL, &s->redir_to);
+    if (rc == REDIS_OK && s->cl && (*r)->type == REDIS_REPLY_ERROR) {
+        slots_addr_t to = {{0}, 0};
+        int kind = slots_redirect(*r, NULL, &to);
+        if (kind != SLOTS_REDIR_NONE) s->redirects[kind - 1]++;
+        if (!s->redir) {
+            s->redir = kind;
+            s->redir_to = to;
+        }
+    }
     return rc;
 }
 

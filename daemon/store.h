@@ -80,9 +80,10 @@ int store_connect(store_t *s, char *errstr, size_t errstr_size);
 int store_connected(const store_t *s);
 /* Whether the store talks to a Redis Cluster. */
 int store_cluster(const store_t *s);
-/* On a cluster: the master serving partition's slot ("host:port", "-"
- * when none does) into name, and whether it is up (connected and not
- * backing off).  On a single node: 1, name "". */
+/* The node serving partition into name: on a cluster, the master of its
+ * slot ("host:port", "-" when none does); else redis.host:port (or the
+ * socket).  Returns whether that node is up (connected and not backing
+ * off): 0 means the partition waits on it. */
 int store_partition_node(store_t *s, const char *topic, int32_t partition, char *name, size_t size);
 /* At start: store_connect, then whether the Redis user may run every
  * command tierd sends, on the keys of `topic` (the orders topic): each is
@@ -94,6 +95,10 @@ int store_partition_node(store_t *s, const char *topic, int32_t partition, char 
  * partition that master serves (ACLs are each node's own).  Logs
  * nothing. */
 int store_check(store_t *s, const char *topic, char *errstr, size_t errstr_size);
+/* Replies of a cluster that redirected a command, since start, by kind:
+ * counts[METRICS_REDIR_MOVED], _ASK, _TRYAGAIN, _CLUSTERDOWN (metrics.h);
+ * all 0 on a single node. */
+void store_redirects(const store_t *s, uint64_t *counts);
 /* Commands sent since start (for metrics and the benchmark). */
 uint64_t store_commands(const store_t *s);
 /* Round trips so far: total seconds, count, and the cumulative histogram

@@ -13,7 +13,12 @@ with a password) and a real broker:
         replica is promoted and tierd goes on by itself (what the promoted
         replica missed is the "Redis went back in time" case), and
       * the slots of two other partitions are migrated to another master
-        (ASK while their keys have moved, then MOVED);
+        (ASK while their keys have moved, then MOVED): tierd's
+        tierd_redis_redirects_total{kind="ask"} and {kind="moved"} rise;
+  - a whole shard down (its master and replica killed): the partitions on
+    it wait, each named with that node in /readyz and
+    tierd_partition_redis_up, while the others drain; once the nodes are
+    back, everything drains;
   - the aggregates equal the independent recomputation, every customer's
     tier changes are numbered 1..n with no gap, and SIGTERM exits 0.
 """
@@ -86,7 +91,11 @@ rnd = random.Random(99)
 recs = h.generate(N, 3000, seed=20261126)
 want_state, want_dead = h.model(recs)
 h.log("model: %d customer-months, %d dead letters" % (len(want_state), len(want_dead)))
-producer = h.produce_in_background(svc.bootstrap, recs, seconds=40)
+# Three parts, in order: most of the stream at first, a part that flows
+# while slots migrate (so that tierd has requests in the ASK window), the
+# rest while a shard is down.
+cut_a, cut_b = int(N * 0.8), int(N * 0.9)
+producer = h.produce_in_background(svc.bootstrap, recs[:cut_a], seconds=40)
 
 # Small batches, so each fault lands between many reads and commits.
 daemons = [h.Daemon(svc, "c%d" % i, extra={"batch": "\n  max_orders: 2000\n  max_ms: 20"}).start()
@@ -115,18 +124,111 @@ h.wait_for(lambda: offsets()[victim] > before[victim],
 h.log("partition %d goes on after the failover: offset %d -> %d" % (
     victim, before[victim], offsets()[victim]))
 
-# The slots of two other partitions migrated to another master.
+def scrape(d):
+    """{(name, frozenset(labels)): value} of a tierd's /metrics."""
+    status, body = h.http_get(d.http_port(), "/metrics")
+    assert status == 200, (status, body)
+    out = {}
+    for line in body.splitlines():
+        if line and not line.startswith("#"):
+            name, value = line.rsplit(" ", 1)
+            labels = frozenset()
+            if "{" in name:
+                name, rest = name.split("{", 1)
+                labels = frozenset(tuple(kv.split("=", 1)) for kv in
+                                   rest.rstrip("}").replace('"', "").split(","))
+            out[(name, labels)] = float(value)
+    return out
+
+
+def redirects(kind):
+    return sum(scrape(d).get(("tierd_redis_redirects_total", frozenset({("kind", kind)})), 0)
+               for d in daemons)
+
+
+# The slots of two other partitions migrated to another master, while
+# orders flow on every partition.
+producer.join()
+producer = h.produce_in_background(svc.bootstrap, recs[cut_a:cut_b], seconds=10)
+asks, moveds = redirects("ask"), redirects("moved")
 moved = rnd.sample([p for p in range(8) if p != victim], 2)
 for p in moved:
-    out = svc.cluster_verb("move-slot", "{orders.%d}" % p, env={"TIERD_SERVICES_ASK_SECONDS": "1"})
+    out = svc.cluster_verb("move-slot", "{orders.%d}" % p, env={"TIERD_SERVICES_ASK_SECONDS": "2"})
     h.log("partition %d: slot %s moved from node %s to node %s" % ((p,) + tuple(out.split())))
     before = offsets()
-    h.wait_for(lambda: offsets()[p] > before[p] or not producer.is_alive(),
-               "tierd to go on on partition %d on its new master" % p, timeout=120, daemons=daemons)
-
+    h.wait_for(lambda: offsets()[p] > before[p], "tierd to go on on partition %d" % p,
+               timeout=120, daemons=daemons)
+asks, moveds = redirects("ask") - asks, redirects("moved") - moveds
+assert asks > 0 and moveds > 0, "tierd must have followed ASK and MOVED: %d, %d" % (asks, moveds)
+h.log("tierd followed %d ASK and %d MOVED replies during the migrations" % (asks, moveds))
 producer.join()
+
+
+# A whole shard down: the partitions on it wait, named in /readyz and in
+# /metrics with their node, while the others drain.
+def slot_ports():
+    """[(first slot, last slot, port)] of the masters, from scripts/services."""
+    out = []
+    for line in svc.cluster_verb("cluster-nodes").splitlines():
+        f = line.split()
+        if len(f) > 2 and f[2] == "master":
+            for r in f[3:]:
+                lo, _, hi = r.partition("-")
+                out.append((int(lo), int(hi or lo), int(f[1])))
+    return out
+
+
+def master_port(p):
+    key = "tierd:{orders.%d}:meta" % p
+    slot = svc.redis._conn(svc.redis.live_ports()[0]).execute_command("CLUSTER", "KEYSLOT", key)
+    return [port for lo, hi, port in slot_ports() if lo <= slot <= hi][0]
+
+
+# A shard other than the one that failed over, so that it has a replica.
+ports = {p: master_port(p) for p in range(8)}
+shard = [p for p in range(8) if ports[p] != ports[victim]][0]
+down_port = ports[shard]
+waiting = sorted(p for p in range(8) if ports[p] == down_port)
+live = [p for p in range(8) if p not in waiting]
+down = svc.cluster_verb("kill-shard", "{orders.%d}" % shard).split()
+down_node = "127.0.0.1:%d" % down_port
+h.log("shard down: nodes %s (master %s, partitions %s)" % (down, down_node, waiting))
+h.produce(svc.bootstrap, "orders", recs[cut_b:])
 ends = h.end_offsets(svc.bootstrap, "orders")
+want_lines = sorted("partition %d waits on redis %s" % (p, down_node) for p in waiting)
+
+
+def readiness():
+    lines, states = [], []
+    for d in daemons:
+        status, body = h.http_get(d.http_port(), "/readyz")
+        lines += [l for l in body.splitlines() if l.startswith("partition ")]
+        states.append((status, body.splitlines()[0] if body else ""))
+    return sorted(lines), states
+
+
+h.wait_for(lambda: readiness()[0] == want_lines, "/readyz to name %s" % want_lines, timeout=60,
+           daemons=daemons)
+h.wait_drained(svc, {p: ends[p] for p in live}, timeout=300, daemons=daemons)
+lines, states = readiness()
+assert lines == want_lines, (lines, want_lines)
+# A tierd is ready while one of its partitions goes on.
+assert (200, "ready") in states and all(
+    st in ((200, "ready"), (503, "not ready")) for st in states), states
+for d in daemons:
+    for (name, labels), v in scrape(d).items():
+        if name == "tierd_partition_redis_up":
+            lab = dict(labels)
+            want = (0, down_node) if int(lab["partition"]) in waiting else (1, None)
+            assert v == want[0] and (want[1] is None or lab["node"] == want[1]), (d.name, lab, v)
+h.log("shard down: partitions %s wait on %s in /readyz and /metrics, %s drained; %s" % (
+    waiting, down_node, live, states))
+for i in down:
+    svc.cluster_verb("start-node", i)
 h.wait_drained(svc, ends, timeout=600, daemons=daemons)
+h.wait_for(lambda: readiness()[0] == [], "/readyz to name no partition", timeout=60,
+           daemons=daemons)
+h.log("shard back: every partition drained, none waiting")
 n_ev, rep_ev = h.check_tier_events(svc, want_state, daemons=daemons)
 h.log("%d tier changes, gapless per customer (%d republished)" % (n_ev, rep_ev))
 for d in daemons:
