@@ -42,6 +42,7 @@ struct store {
     uint64_t redirects[METRICS_REDIR__COUNT];
     slots_addr_t redir_to;
     char watched[256]; /* the key store_read watched, for store_exec */
+    char tag[128];     /* the hash tag's head instead of the topic ("": the topic) */
     /* The last connection was refused (AUTH or SELECT answered with an
      * error) rather than not answered: store_check's STORE_DENIED. */
     int denied;
@@ -90,6 +91,12 @@ int store_connected(const store_t *s) {
         return 0;
     }
     return s->rc != NULL && s->backoff == 0;
+}
+
+int store_set_tag(store_t *s, const char *tag) {
+    if (strlen(tag) >= sizeof(s->tag) || strpbrk(tag, "{}")) return -1;
+    snprintf(s->tag, sizeof(s->tag), "%s", tag);
+    return 0;
 }
 
 int store_cluster(const store_t *s) {
@@ -530,7 +537,8 @@ int store_check(store_t *s, const char *topic, char *errstr, size_t errstr_size)
 
 void store_key(const store_t *s, const char *topic, int32_t partition, const char *suffix,
                char *buf, size_t size) {
-    snprintf(buf, size, "%s:{%s.%d}:%s", s->conf->key_prefix, topic, (int)partition, suffix);
+    snprintf(buf, size, "%s:{%s.%d}:%s", s->conf->key_prefix, s->tag[0] ? s->tag : topic,
+             (int)partition, suffix);
 }
 
 int64_t store_now_ms(void) {

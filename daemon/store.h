@@ -78,6 +78,12 @@ void store_destroy(store_t *s);
 int store_connect(store_t *s, char *errstr, size_t errstr_size);
 /* Connected and not backing off; on a cluster, at least one master is. */
 int store_connected(const store_t *s);
+/* Keys get the hash tag {<tag>.<P>} instead of {<topic>.<P>}: tierctl
+ * backtest's scratch keys, so that they have slots of their own, away from
+ * the live partition's (on a cluster, maybe on another master), while each
+ * scratch partition's keys still share one slot, so that its transactions
+ * stay on one node.  -1 when tag is too long or holds a brace. */
+int store_set_tag(store_t *s, const char *tag);
 /* Whether the store talks to a Redis Cluster. */
 int store_cluster(const store_t *s);
 /* The node serving partition into name: on a cluster, the master of its

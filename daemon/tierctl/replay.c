@@ -14,7 +14,10 @@
  * A lane is one keyspace fed by the replay.  backtest runs two lanes over
  * the same records, both in scratch keyspaces (key prefix
  * "tierctl-backtest-<pid>-<ms>-{configured,candidate}", deleted at the
- * end): the configured policy and the candidate, so the matrix compares
+ * end; hash tags {tierd-bt.<pid>-<ms>-<lane>.<P>}, so that on a cluster a
+ * scratch partition has a slot of its own, never the live partition's,
+ * and each of its transactions stays on one node): the configured policy
+ * and the candidate, so the matrix compares
  * like with like.  rebuild runs one lane in the live keyspace, after
  * claiming the partition (epoch bump, lease) and clearing what is left of
  * it.  Neither publishes anything: dead letters are counted, decided events
@@ -149,13 +152,18 @@ static void lane_close(lane_t *l) {
     l->events = NULL, l->dec = NULL, l->store = NULL;
 }
 
-/* owner: written into meta by the lane's commits. */
+/* owner: written into meta by the lane's commits.  tag: the hash tag's
+ * head for scratch keys (store_set_tag), NULL for the live keys. */
 static int lane_open(lane_t *l, const tierctl_t *t, const policy_t *p, char *prefix,
-                     const char *owner, char *err, size_t errn) {
+                     const char *tag, const char *owner, char *err, size_t errn) {
     l->conf = t->conf;
     l->conf.key_prefix = prefix;
     l->policy = p;
     l->store = store_new(&l->conf, err, errn);
+    if (l->store && tag && store_set_tag(l->store, tag) != 0) {
+        snprintf(err, errn, "scratch hash tag %s refused", tag);
+        return -1;
+    }
     if (!l->store || store_connect(l->store, err, errn) != STORE_OK) return -1;
     l->dec = decode_new(err, errn);
     l->events = l->dec ? events_new(err, errn) : NULL;
@@ -618,6 +626,7 @@ typedef struct backtest {
     replay_t x;
     matrix_t mx;
     char scratch[2][128];
+    char tag[2][128];
 } backtest_t;
 
 static int backtest_partition(backtest_t *b, rd_kafka_t *rk, int32_t p, const opts_t *o,
@@ -689,15 +698,20 @@ int tierctl_backtest(int argc, char **argv, const char *conf_path, volatile sig_
         goto out;
     }
     snprintf(owner, sizeof(owner), "tierctl-backtest-%d", (int)getpid());
-    snprintf(b->scratch[0], 128, "%s-%" PRId64 "-configured", owner, store_now_ms());
-    snprintf(b->scratch[1], 128, "%s-%" PRId64 "-candidate", owner, store_now_ms());
+    int64_t run = store_now_ms();
+    snprintf(b->scratch[0], 128, "%s-%" PRId64 "-configured", owner, run);
+    snprintf(b->scratch[1], 128, "%s-%" PRId64 "-candidate", owner, run);
+    /* Scratch keys "<scratch>:{tierd-bt.<pid>-<ms>-<lane>.<P>}:...": slots
+     * of their own, one per lane and partition. */
+    snprintf(b->tag[0], 128, "tierd-bt.%d-%" PRId64 "-configured", (int)getpid(), run);
+    snprintf(b->tag[1], 128, "tierd-bt.%d-%" PRId64 "-candidate", (int)getpid(), run);
     b->x.what = "backtest";
     b->x.stop = stop;
     b->x.nlanes = 2;
     for (int i = 0; i < 2 && rc == TC_OK; i++) {
         b->x.lanes[i] = &b->lanes[i];
-        if (lane_open(&b->lanes[i], &b->t, i ? &b->cand : &b->t.policy, b->scratch[i], owner, err,
-                      sizeof(err)) != 0) {
+        if (lane_open(&b->lanes[i], &b->t, i ? &b->cand : &b->t.policy, b->scratch[i], b->tag[i],
+                      owner, err, sizeof(err)) != 0) {
             fprintf(stderr, "tierctl: %s\n", err);
             rc = TC_FAIL;
         }
@@ -931,8 +945,8 @@ int tierctl_rebuild(int argc, char **argv, const char *conf_path, volatile sig_a
     r->x.nlanes = 1;
     r->x.lease = 1;
     r->x.lanes[0] = &r->lane;
-    if (rc == TC_OK && lane_open(&r->lane, &r->t, &r->t.policy, r->t.conf.key_prefix, r->owner, err,
-                                 sizeof(err)) != 0) {
+    if (rc == TC_OK && lane_open(&r->lane, &r->t, &r->t.policy, r->t.conf.key_prefix, NULL,
+                                 r->owner, err, sizeof(err)) != 0) {
         fprintf(stderr, "tierctl: %s\n", err);
         rc = TC_FAIL;
     }

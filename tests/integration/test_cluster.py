@@ -20,10 +20,16 @@ with a password) and a real broker:
     tierd_partition_redis_up, while the others drain; once the nodes are
     back, everything drains;
   - the aggregates equal the independent recomputation, every customer's
-    tier changes are numbered 1..n with no gap, and SIGTERM exits 0.
+    tier changes are numbered 1..n with no gap, and SIGTERM exits 0;
+  - tierctl on the cluster: show and explain agree with dump, an unknown
+    customer exits 3; backtest (--keep) writes its scratch keys under
+    {tierd-bt.<run>.<P>} tags, never in a live partition's slot, spread over
+    the masters, and leaves the live state as it was; rebuild of the
+    partition that was on the downed shard gives back its dump.
 """
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -193,6 +199,7 @@ live = [p for p in range(8) if p not in waiting]
 down = svc.cluster_verb("kill-shard", "{orders.%d}" % shard).split()
 down_node = "127.0.0.1:%d" % down_port
 h.log("shard down: nodes %s (master %s, partitions %s)" % (down, down_node, waiting))
+t_last = h.now_ms() - 1000  # the Kafka timestamps of the last part are later
 h.produce(svc.bootstrap, "orders", recs[cut_b:])
 ends = h.end_offsets(svc.bootstrap, "orders")
 want_lines = sorted("partition %d waits on redis %s" % (p, down_node) for p in waiting)
@@ -235,6 +242,74 @@ for d in daemons:
     assert d.term() == 0, "SIGTERM must stop tierd with status 0"
 h.compare_state(h.read_state(svc.redis), want_state)
 h.log("aggregates equal the recomputation: %d customer-months over 3 shards" % len(want_state))
+
+# ------------------------------------------------------------ tierctl
+TIERCTL = h.tierctl_binary()
+
+
+def tierctl(*args, rc=0):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERD_")}
+    env.update(svc.redis_env)
+    p = subprocess.run([TIERCTL, "-c", daemons[0].cfg, *args], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, env=env, timeout=600)
+    assert p.returncode == rc, "tierctl %s: exit %d, want %d\n%s\n%s" % (
+        " ".join(args), p.returncode, rc, p.stdout[-2000:], p.stderr[-2000:])
+    return p.stdout, p.stderr
+
+
+full = h.dump(svc.redis)
+cust = next(o for o in full if o["type"] == "customer" and o["tier"])
+out, _ = tierctl("show", cust["customer"])
+assert "customer:    %s (partition %d of orders)" % (cust["customer"], cust["partition"]) in out, out
+assert re.search(r"^tier:\s+%d;" % cust["tier"], out, re.M), (cust, out)
+out, _ = tierctl("explain", cust["customer"])
+assert cust["customer"] in out, out
+tierctl("show", "NO-SUCH-CUSTOMER", rc=3)
+h.log("tierctl show/explain %s: tier %d, partition %d, as dump says; unknown customer exits 3"
+      % (cust["customer"], cust["tier"], cust["partition"]))
+
+
+def keyslot(key):
+    return svc.redis._conn(svc.redis.live_ports()[0]).execute_command("CLUSTER", "KEYSLOT", key)
+
+
+def scratch_keys():
+    """{key: port} of every backtest scratch key, on every master."""
+    return {k.decode(): port for port in svc.redis.primaries()
+            for k in svc.redis._conn(port).scan_iter(match="tierctl-backtest-*", count=1000)}
+
+
+live_slots = {keyslot("tierd:{orders.%d}:meta" % p) for p in range(8)}
+out, err = tierctl("backtest", "--policy", os.path.join(h.ROOT, "config", "policies",
+                                                        "abc-volume.yaml"),
+                   "--from", str(t_last), "--keep")
+assert "tier matrix" in out, out
+scratch = scratch_keys()
+tags = {}
+for k, port in scratch.items():
+    tag = k[k.index("{") + 1:k.index("}")]
+    assert re.fullmatch(r"tierd-bt\.\d+-\d+-(configured|candidate)\.\d", tag), k
+    tags.setdefault(tag, set()).add(keyslot(k))
+assert len(tags) == 16, sorted(tags)  # two lanes, 8 partitions
+assert all(len(v) == 1 for v in tags.values()), tags  # a scratch partition: one slot
+assert not (set().union(*tags.values()) & live_slots), "scratch keys in a live slot"
+assert len(set(scratch.values())) > 1, "scratch keys on one master only"
+assert h.dump(svc.redis) == full, "backtest changed the live state"
+for k in scratch:
+    svc.redis.execute(k, "UNLINK", k)
+h.log("backtest: %d scratch keys under %d tags of their own, on %d masters; live state unchanged"
+      % (len(scratch), len(tags), len(set(scratch.values()))))
+
+rb = waiting[0]
+want_rb = [dict(o, epoch=None) if o["type"] == "partition" else o
+           for o in h.dump(svc.redis, "--partition", str(rb))]
+out, _ = tierctl("rebuild", "--partition", str(rb))
+assert "rebuilt orders [%d]" % rb in out, out
+got_rb = [dict(o, epoch=None) if o["type"] == "partition" else o
+          for o in h.dump(svc.redis, "--partition", str(rb))]
+assert got_rb == want_rb, "rebuild of partition %d differs" % rb
+h.log("rebuild of partition %d on the cluster: %d dump lines as before" % (rb, len(got_rb)))
+
 rewinds = sum(d.log_text().count("lost writes") for d in daemons)
 h.log("Redis went back in time %d times (a promoted replica missing writes)" % rewinds)
 h.log("PASS")

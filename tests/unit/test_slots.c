@@ -10,7 +10,9 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "config.h"
 #include "slots.h"
+#include "store.h"
 
 #include <hiredis/hiredis.h>
 #include <stdio.h>
@@ -62,6 +64,39 @@ static void test_key_slot(void **state) {
     /* Length-bounded: bytes after len do not count, NUL inside does. */
     assert_int_equal(slots_key_slot("foobar", 3), 12182);
     assert_int_equal(slots_key_slot("a{b\0c}", 6), slots_crc16("b\0c", 3) % SLOTS_N);
+}
+
+/* tierctl backtest's scratch keys (store_set_tag): one slot per scratch
+ * partition, never the live partition's. */
+static void test_scratch_tag(void **state) {
+    (void)state;
+    config_t c;
+    char err[256], key[256], live[256];
+    memset(&c, 0, sizeof(c));
+    c.key_prefix = "tierd";
+    store_t *s = store_new(&c, err, sizeof(err));
+    assert_non_null(s);
+    assert_int_equal(store_set_tag(s, "a{b"), -1);
+    assert_int_equal(store_set_tag(s, "a}b"), -1);
+    for (int32_t p = 0; p < 8; p++) {
+        store_key(s, "orders", p, "meta", live, sizeof(live));
+        assert_int_equal(store_set_tag(s, "tierd-bt.41-1700000000000-configured"), 0);
+        store_key(s, "orders", p, "meta", key, sizeof(key));
+        char want[128];
+        snprintf(want, sizeof(want), "tierd:{tierd-bt.41-1700000000000-configured.%d}:meta", p);
+        assert_string_equal(key, want);
+        int slot = slot_of(key);
+        assert_int_not_equal(slot, slot_of(live));
+        static const char *const sfx[] = {"c", "p", "outbox", "m.202611"};
+        for (size_t i = 0; i < sizeof(sfx) / sizeof(sfx[0]); i++) {
+            store_key(s, "orders", p, sfx[i], key, sizeof(key));
+            assert_int_equal(slot_of(key), slot);
+        }
+        assert_int_equal(store_set_tag(s, ""), 0); /* back to the topic */
+        store_key(s, "orders", p, "meta", key, sizeof(key));
+        assert_string_equal(key, live);
+    }
+    store_destroy(s);
 }
 
 static void test_addr(void **state) {
@@ -202,13 +237,10 @@ static void test_seeds(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_crc16),
-        cmocka_unit_test(test_key_slot),
-        cmocka_unit_test(test_addr),
-        cmocka_unit_test(test_map),
-        cmocka_unit_test(test_map_gaps_and_refusals),
-        cmocka_unit_test(test_redirect),
-        cmocka_unit_test(test_seeds),
+        cmocka_unit_test(test_crc16),       cmocka_unit_test(test_key_slot),
+        cmocka_unit_test(test_scratch_tag), cmocka_unit_test(test_addr),
+        cmocka_unit_test(test_map),         cmocka_unit_test(test_map_gaps_and_refusals),
+        cmocka_unit_test(test_redirect),    cmocka_unit_test(test_seeds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
