@@ -164,8 +164,11 @@ for p in moved:
     before = offsets()
     h.wait_for(lambda: offsets()[p] > before[p], "tierd to go on on partition %d" % p,
                timeout=120, daemons=daemons)
+# /metrics is a snapshot of the last second: wait for it to show both.
+h.wait_for(lambda: redirects("ask") > asks and redirects("moved") > moveds,
+           "tierd_redis_redirects_total to show an ASK and a MOVED followed", timeout=30,
+           daemons=daemons)
 asks, moveds = redirects("ask") - asks, redirects("moved") - moveds
-assert asks > 0 and moveds > 0, "tierd must have followed ASK and MOVED: %d, %d" % (asks, moveds)
 h.log("tierd followed %d ASK and %d MOVED replies during the migrations" % (asks, moveds))
 producer.join()
 
