@@ -88,7 +88,29 @@ start_error("unreachable-seed", {"redis": "\n  cluster: [\"127.0.0.1:%d\"]" % de
             "no cluster node answered")
 start_error("wrong-password", None, {"TIERD_REDIS_PASSWORD": "not-the-password"},
             "AUTH refused")
+
+# ACL users on every node (docs/operations.md's rule and its cluster
+# additions): without +asking the start-up check refuses at once, naming
+# it; with the whole rule tierd starts and claims its partitions.
+OPS = open(os.path.join(h.ROOT, "docs", "operations.md")).read()
+acl_rule = re.search(r"^ACL SETUSER tierd on >PASSWORD (.+)$", OPS, re.M).group(1).split()
+acl_more = re.search(r"add\s+`([^`]+)`\s+to both rules", OPS).group(1).split()
+acl_pw = "acl%x" % random.SystemRandom().getrandbits(64)
+svc.redis_user("tierd", acl_pw, acl_rule + acl_more)
+svc.redis_user("tierd-noask", acl_pw, acl_rule + [r for r in acl_more if r != "+asking"])
+seeds = "\n  cluster: [%s]" % ", ".join('"%s"' % a for a in svc.cluster)
+start_error("acl-without-asking", {"redis": seeds + "\n  user: tierd-noask"},
+            {"TIERD_REDIS_PASSWORD": acl_pw}, "refused: NOPERM")
+assert "ASKING" in [l for l in open(os.path.join(svc.dir, "acl-without-asking.log"))
+                    if "NOPERM" in l][0]
 assert cluster_keys() == 0, "a refused start must write nothing"
+d = h.Daemon(svc, "acl", extra={"redis": seeds + "\n  user: tierd"},
+             env={"TIERD_REDIS_PASSWORD": acl_pw}).start()
+h.wait_for(lambda: h.http_get(d.http_port(), "/readyz")[0] == 200,
+           "tierd as the ACL user tierd to claim its partitions", daemons=[d])
+assert d.term() == 0 and acl_pw not in d.log_text()
+h.log("ACL users on every node: the documented rule and %s let tierd start; without +asking "
+      "it is refused at start" % " ".join(acl_more))
 plain.kill()
 plain.wait()
 
