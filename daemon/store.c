@@ -447,9 +447,10 @@ static int probe(store_t *s, size_t n, const char *(*argv)[6], const int *argc, 
         }
         if (r->type == REDIS_REPLY_ERROR && !failed) {
             failed = 1;
-            snprintf(errstr, errstr_size,
-                     "redis: %s %s refused: %s (the ACL rule tierd needs is in docs/operations.md)",
-                     argv[i][0], argc[i] > 1 ? argv[i][1] : "", r->str);
+            snprintf(
+                errstr, errstr_size,
+                "redis: %s%s%s refused: %s (the ACL rule tierd needs is in docs/operations.md)",
+                argv[i][0], argc[i] > 1 ? " " : "", argc[i] > 1 ? argv[i][1] : "", r->str);
         }
         freeReplyObject(r);
         r = NULL;
