@@ -43,6 +43,14 @@ void *arena_alloc(arena_t *a, size_t n) {
     return p;
 }
 
+void arena_shrink(arena_t *a, void *p, size_t n) {
+    const size_t align = alignof(max_align_t);
+    arena_chunk_t *c = a->cur;
+    if (!c || (char *)p < c->data || (char *)p >= c->data + c->used) return;
+    size_t end = (size_t)((char *)p - c->data) + ((n + align - 1) & ~(align - 1));
+    if (end < c->used) c->used = end;
+}
+
 char *arena_strndup(arena_t *a, const char *s, size_t len) {
     char *p = arena_alloc(a, len + 1);
     if (!p) return NULL;

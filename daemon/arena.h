@@ -19,6 +19,9 @@ typedef struct arena {
 
 /* n bytes aligned for any type; NULL when out of memory. */
 void *arena_alloc(arena_t *a, size_t n);
+/* Gives back the end of the last allocation p, keeping its first n bytes
+ * (an allocation made for an upper bound); nothing when p is not the last. */
+void arena_shrink(arena_t *a, void *p, size_t n);
 /* A NUL-terminated copy of s[0..len). */
 char *arena_strndup(arena_t *a, const char *s, size_t len);
 void arena_reset(arena_t *a);

@@ -208,7 +208,8 @@ static int plan_records(batch_t *b, int64_t now_ms, char *errstr, size_t errstr_
     w->nskus = 0;
     for (size_t i = 0; i < b->n; i++) {
         apply_msg_t *m = &b->msgs[i];
-        char why[200] = "";
+        char why[200];
+        why[0] = '\0'; /* not the whole array: this runs for every record */
         order_err_t e = decode_order(a->decoder, m->value, m->value_len, o, why, sizeof(why));
         if (e == ORDER_OK)
             e = validate_order(o, m->key, m->key_len, now_ms, &a->rules, why, sizeof(why));
@@ -459,10 +460,9 @@ static int write_states(batch_t *b, store_tx_t *tx) {
         if (!c->dirty && !c->dc.dirty) continue;
         state_drop_before(&c->s, b->final_month - W);
         customer_store(&c->dc, &c->s);
-        size_t len = state_encoded_size(&c->s);
-        uint8_t *blob = arena_alloc(&w->blobs, len);
+        size_t len;
+        const uint8_t *blob = state_encode_in(&c->s, &w->blobs, &len);
         if (!blob) return -1;
-        state_encode(&c->s, blob);
         w->argv[n] = w->ids[j];
         w->argvlen[n++] = w->idlens[j];
         w->argv[n] = (const char *)blob;

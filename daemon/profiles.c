@@ -213,10 +213,9 @@ static int write_states(pbatch_t *b, store_tx_t *tx) {
         pcust_t *c = &b->cs[j];
         if (!c->dc.dirty && !c->month_dirty) continue;
         customer_store(&c->dc, &c->s);
-        size_t len = state_encoded_size(&c->s);
-        uint8_t *blob = arena_alloc(&b->blobs, len);
+        size_t len;
+        const uint8_t *blob = state_encode_in(&c->s, &b->blobs, &len);
         if (!blob) return -1;
-        state_encode(&c->s, blob);
         if (store_tx_addv(tx, 4, "HSET", (size_t)4, b->ckey, strlen(b->ckey), c->dc.id, c->dc.len,
                           (const char *)blob, len) != 0)
             return -1;

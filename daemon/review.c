@@ -373,10 +373,9 @@ static int page_decide(void *ctx, const store_meta_t *now, redisReply **rep, sto
             if (review_one(r, tx, i, c, s, errstr, errstr_size) != 0) return APPLY_RETRY;
             customer_store(c, s);
         }
-        size_t len = state_encoded_size(s);
-        uint8_t *blob = arena_alloc(&r->blobs, len);
+        size_t len;
+        const uint8_t *blob = state_encode_in(s, &r->blobs, &len);
         if (!blob) goto oom;
-        state_encode(s, blob);
         r->argv[n] = r->e[i].id;
         r->argvlen[n++] = r->e[i].len;
         r->argv[n] = (const char *)blob;

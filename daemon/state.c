@@ -238,7 +238,16 @@ size_t state_order_skus(const order_t *o, uint32_t *out) {
     size_t k = 0, j = 0;
     for (uint32_t i = 0; i < o->nlines; i++)
         out[k++] = state_sku_fp(o->lines[i].sku, o->lines[i].sku_len);
-    if (k > 1) qsort(out, k, sizeof(*out), u32_cmp);
+    if (k > 24) {
+        qsort(out, k, sizeof(*out), u32_cmp);
+    } else {
+        for (size_t i = 1; i < k; i++) { /* most orders have a few lines */
+            uint32_t v = out[i];
+            size_t at = i;
+            for (; at > 0 && out[at - 1] > v; at--) out[at] = out[at - 1];
+            out[at] = v;
+        }
+    }
     for (size_t i = 0; i < k; i++) /* distinct within the order */
         if (j == 0 || out[j - 1] != out[i]) out[j++] = out[i];
     return j;
@@ -426,8 +435,25 @@ size_t state_encoded_size(const state_customer_t *c) {
     return put_customer(c, NULL);
 }
 
-void state_encode(const state_customer_t *c, uint8_t *out) {
-    (void)put_customer(c, out);
+size_t state_encoded_bound(const state_customer_t *c) {
+    /* A varint takes at most 10 bytes: the header's 7 and the count, each
+     * month's 10 and its two counts, then the fixed-size fingerprints. */
+    size_t n = 1 + 8 * 10 + 1 + CHECKSUM_SIZE;
+    for (uint32_t i = 0; i < c->nmonths; i++)
+        n += 9 * 10 + 4 * (size_t)c->months[i].nskus + 8 * (size_t)c->months[i].nfps;
+    return n;
+}
+
+size_t state_encode(const state_customer_t *c, uint8_t *out) {
+    return put_customer(c, out);
+}
+
+const uint8_t *state_encode_in(const state_customer_t *c, arena_t *a, size_t *len) {
+    uint8_t *blob = arena_alloc(a, state_encoded_bound(c));
+    if (!blob) return NULL;
+    *len = put_customer(c, blob);
+    arena_shrink(a, blob, *len);
+    return blob;
 }
 
 /* A reader over [p, end): every get checks what is left first. */

@@ -49,6 +49,7 @@
 #define TIERD_STATE_H
 
 #include "agg.h"
+#include "arena.h"
 #include "tierd/order.h"
 #include "tierd/policy.h"
 
@@ -104,10 +105,16 @@ void state_free(state_customer_t *c);
 int state_decode(state_customer_t *c, const void *buf, size_t len, char *errstr,
                  size_t errstr_size);
 size_t state_encoded_size(const state_customer_t *c);
-/* Writes exactly state_encoded_size(c) bytes.  c should pass state_check:
- * what encode writes for a customer that does not is refused by decode
- * (except a stale agg.skus, which is not stored: decode gives nskus). */
-void state_encode(const state_customer_t *c, uint8_t *out);
+/* At least state_encoded_size(c), computed without encoding. */
+size_t state_encoded_bound(const state_customer_t *c);
+/* Writes exactly state_encoded_size(c) bytes and returns that size.  c
+ * should pass state_check: what encode writes for a customer that does
+ * not is refused by decode (except a stale agg.skus, which is not stored:
+ * decode gives nskus). */
+size_t state_encode(const state_customer_t *c, uint8_t *out);
+/* Encodes c into a (one pass, for an upper bound, the rest given back):
+ * the bytes and *len; NULL when out of memory. */
+const uint8_t *state_encode_in(const state_customer_t *c, arena_t *a, size_t *len);
 /* 0 when c holds only what the encoding can say (the bounds above, months
  * ascending, fingerprints sorted and distinct, agg.skus == nskus), or -1
  * with the first thing wrong in errstr. */

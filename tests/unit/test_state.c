@@ -141,14 +141,25 @@ static void assert_same(const state_customer_t *a, const state_customer_t *b) {
 }
 
 /* Encodes c into a fresh buffer; *len gets its size.  A guard byte past
- * the end checks that encode writes exactly what encoded_size said. */
+ * the end checks that encode writes exactly what encoded_size said; the
+ * one-pass encoding into an arena (what the writers use) must give the
+ * same bytes within the bound, and give the rest of the bound back. */
 static uint8_t *encode(const state_customer_t *c, size_t *len) {
-    size_t n = state_encoded_size(c);
+    size_t n = state_encoded_size(c), m = 0;
     uint8_t *buf = malloc(n + 1);
     assert_non_null(buf);
     buf[n] = 0xa5;
-    state_encode(c, buf);
+    assert_int_equal(state_encode(c, buf), n);
     assert_int_equal(buf[n], 0xa5);
+    assert_true(state_encoded_bound(c) >= n);
+    arena_t a = {0};
+    const uint8_t *in = state_encode_in(c, &a, &m);
+    assert_non_null(in);
+    assert_int_equal(m, n);
+    assert_memory_equal(in, buf, n);
+    uint8_t *next = arena_alloc(&a, 1); /* right after the shrunk blob */
+    assert_true(next >= in + n && next < in + n + 64);
+    arena_free(&a);
     *len = n;
     return buf;
 }
