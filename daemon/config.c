@@ -35,7 +35,9 @@
 
 extern char **environ;
 
-typedef enum { CT_STRING, CT_INT, CT_SECRET } config_type_t;
+/* CT_LIST: a string that a YAML list may also give, its items joined
+ * with commas (the environment gives it comma-separated). */
+typedef enum { CT_STRING, CT_INT, CT_SECRET, CT_LIST } config_type_t;
 
 typedef struct config_key {
     const char *name;
@@ -71,6 +73,9 @@ static const config_key_t config_keys[] = {
         "Policy file (config/policies/*.yaml); default: the built-in supply-tiers"),
     KEY("idle_close_after_s", CT_INT, idle_close_after_s, "3600", 1, 31622400, RELOAD,
         "A partition idle this long reviews its month once the month has ended"),
+    KEY("redis.cluster", CT_LIST, redis_cluster, NULL, 0, 0, RESTART,
+        "Redis Cluster seed nodes, a list of host:port; when set, tierd routes each partition "
+        "to its slot's master, and redis.host, port, unix_socket and db are not used"),
     KEY("redis.host", CT_STRING, redis_host, "127.0.0.1", 0, 0, RESTART, "Redis host"),
     KEY("redis.port", CT_INT, redis_port, "6379", 1, 65535, RESTART, "Redis port"),
     KEY("redis.unix_socket", CT_STRING, redis_unix_socket, NULL, 0, 0, RESTART,
@@ -326,6 +331,45 @@ static void seen_free(seen_keys_t *s) {
     free(s->v);
 }
 
+/* Reads the items of a YAML list (after its start) up to its end, and
+ * sets k to them joined with commas.  Items are scalars. */
+static int load_list(yaml_parser_t *parser, config_t *c, const config_key_t *k, const char *where,
+                     char *errstr, size_t errstr_size) {
+    char joined[4096];
+    size_t n = 0;
+    joined[0] = '\0';
+    for (;;) {
+        yaml_event_t ev;
+        if (!yaml_parser_parse(parser, &ev)) {
+            snprintf(errstr, errstr_size, "%s: YAML error: %s", where,
+                     parser->problem ? parser->problem : "unknown");
+            return -1;
+        }
+        if (ev.type == YAML_SEQUENCE_END_EVENT) {
+            yaml_event_delete(&ev);
+            break;
+        }
+        if (ev.type != YAML_SCALAR_EVENT) {
+            yaml_event_delete(&ev);
+            snprintf(errstr, errstr_size, "%s: %s: the list holds host:port strings only", where,
+                     k->name);
+            return -1;
+        }
+        const char *v = (const char *)ev.data.scalar.value;
+        if (!*v || strchr(v, ',') || n + strlen(v) + 2 > sizeof(joined)) {
+            yaml_event_delete(&ev);
+            snprintf(errstr, errstr_size,
+                     "%s: %s: an item is empty, holds a comma, or the list "
+                     "is too long",
+                     where, k->name);
+            return -1;
+        }
+        n += (size_t)snprintf(joined + n, sizeof(joined) - n, "%s%s", n ? "," : "", v);
+        yaml_event_delete(&ev);
+    }
+    return set_value(c, k, joined, where, errstr, errstr_size);
+}
+
 /* Walks the YAML document: nested mappings of scalars only.  The path of
  * keys is joined with dots; anything under "kafka" is a librdkafka
  * property, everything else must be in the table. */
@@ -378,10 +422,22 @@ static int load_file(config_t *c, const char *path, char *errstr, size_t errstr_
             expect_key[depth] = 1;
             break;
         case YAML_MAPPING_END_EVENT: depth--; break;
-        case YAML_SEQUENCE_START_EVENT:
-            snprintf(errstr, errstr_size, "%s: lists are not used in this file", where);
+        case YAML_SEQUENCE_START_EVENT: {
+            const config_key_t *k = NULL;
+            if (depth >= 0 && !expect_key[depth]) {
+                join_keys(keypath, depth, full, sizeof(full));
+                k = find_key(full);
+            }
+            if (!k || k->type != CT_LIST) {
+                snprintf(errstr, errstr_size, "%s: a list is used only by redis.cluster", where);
+                yaml_event_delete(&ev);
+                goto out;
+            }
             yaml_event_delete(&ev);
-            goto out;
+            expect_key[depth] = 1;
+            if (load_list(&parser, c, k, where, errstr, errstr_size) != 0) goto out;
+            continue;
+        }
         case YAML_ALIAS_EVENT:
             snprintf(errstr, errstr_size, "%s: aliases are not supported", where);
             yaml_event_delete(&ev);

@@ -39,6 +39,7 @@ typedef struct config {
     char *policy_path; /* NULL: the built-in supply-tiers policy */
     int64_t idle_close_after_s;
 
+    char *redis_cluster; /* seed nodes, "host:port,host:port"; NULL: a single node */
     char *redis_host;
     int64_t redis_port;
     char *redis_unix_socket;

@@ -871,6 +871,7 @@ static void publish_metrics(consumer_t *k, int force) {
     int64_t t = mono_ms();
     if (!k->metrics || (!force && t - k->last_metrics_ms < 1000)) return;
     const apply_stats_t *a = &k->apply->stats;
+    int nup = 0; /* assigned partitions whose Redis node answers */
     memset(s, 0, sizeof(*s));
     s->applied = a->applied;
     s->duplicates = a->duplicates;
@@ -894,6 +895,7 @@ static void publish_metrics(consumer_t *k, int force) {
     if (store_connected(k->apply->store)) outbox_depth(k);
     s->outbox_depth = k->outbox_depth;
     s->redis_commands = store_commands(k->apply->store);
+    store_redirects(k->apply->store, s->redis_redirects);
     store_rtt(k->apply->store, &s->redis_rtt_seconds_sum, &s->redis_rtt_count,
               s->redis_rtt_buckets);
     s->batch_records_sum = a->applied + a->duplicates + a->redelivered + a->dead;
@@ -912,6 +914,10 @@ static void publish_metrics(consumer_t *k, int force) {
         s->parts[s->nparts].assigned = 1;
         s->parts[s->nparts].committed = next;
         s->parts[s->nparts].lag = -1;
+        s->parts[s->nparts].node_up =
+            store_partition_node(k->apply->store, k->conf->topic_orders, i,
+                                 s->parts[s->nparts].node, sizeof(s->parts[s->nparts].node));
+        nup += s->parts[s->nparts].node_up;
         if (rd_kafka_get_watermark_offsets(k->rk, k->conf->topic_orders, i, &lo, &hi) ==
                 RD_KAFKA_RESP_ERR_NO_ERROR &&
             hi >= 0 && next >= 0)
@@ -920,11 +926,11 @@ static void publish_metrics(consumer_t *k, int force) {
     }
     double secs = k->last_metrics_ms ? (double)(t - k->last_metrics_ms) / 1000.0 : 0;
     s->orders_per_second = secs > 0 ? (double)(a->applied - k->metrics_applied) / secs : 0.0;
-    /* Ready: orders are being applied -- some partition is ours and Redis
-     * answers.  Healthy: the loop turns (the snapshot's age says so). */
-    int nassigned = 0;
-    for (int32_t i = 0; i < k->nparts; i++) nassigned += k->parts[i].assigned;
-    s->ready = nassigned > 0 && !k->fatal && !*k->stop && store_connected(k->apply->store);
+    /* Ready: orders are being applied -- some partition is ours and its
+     * Redis node answers (on a cluster, the partitions of a shard that is
+     * down wait while the others go on).  Healthy: the loop turns (the
+     * snapshot's age says so). */
+    s->ready = nup > 0 && !k->fatal && !*k->stop;
     s->healthy = !k->fatal;
     s->policy_name = k->apply->policy ? k->apply->policy->name : "";
     s->policy_version = k->apply->policy ? k->apply->policy->version : "";

@@ -377,7 +377,12 @@ int main(int argc, char **argv) {
     switch (store_check(store, conf.topic_orders, err, sizeof(err))) {
     case STORE_OK: break;
     case STORE_DENIED: goto fail;
-    default: log_warn("main", "%s; will keep trying", err); /* claims retry */
+    default:
+        /* A cluster that cannot be mapped at start is a configuration
+         * error too (a node that is no cluster node, seeds that all
+         * fail): said once, before anything is consumed or written. */
+        if (store_cluster(store)) goto fail;
+        log_warn("main", "%s; will keep trying", err); /* claims retry */
     }
     err[0] = '\0';
     switch (startcheck_kafka(&conf, STARTCHECK_KAFKA_MS, &stop_flag, err, sizeof(err))) {

@@ -288,6 +288,14 @@ char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
     counter(&b, "tierd_events_published_total",
             "Events acknowledged by Kafka and removed from the outbox.", s->events_published);
     counter(&b, "tierd_redis_commands_total", "Commands sent to Redis.", s->redis_commands);
+    head(&b, "tierd_redis_redirects_total", "counter",
+         "Requests a Redis Cluster redirected, by kind: moved (the slot map changed), ask (a "
+         "slot being migrated), tryagain and clusterdown (retried after a backoff).");
+    static const char *const redir_kind[METRICS_REDIR__COUNT] = {"moved", "ask", "tryagain",
+                                                                 "clusterdown"};
+    for (size_t k = 0; k < METRICS_REDIR__COUNT; k++)
+        buf_printf(&b, "tierd_redis_redirects_total{kind=\"%s\"} %" PRIu64 "\n", redir_kind[k],
+                   s->redis_redirects[k]);
     gauge_u(&b, "tierd_outbox_depth",
             "Outbox entries (one transaction's events each) Kafka has not acknowledged.",
             s->outbox_depth);
@@ -298,6 +306,17 @@ char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
     partition_gauge(&b, "tierd_committed_offset",
                     "Next offset to consume, as last committed, of an assigned partition.", s,
                     nparts, 1);
+
+    head(&b, "tierd_partition_redis_up", "gauge",
+         "1 when the Redis node serving an assigned partition answers; 0 while the partition "
+         "waits on it (on a cluster: its slot's master).");
+    for (size_t i = 0; i < nparts; i++) {
+        if (!s->parts[i].assigned) continue;
+        buf_printf(&b, "tierd_partition_redis_up{partition=\"%" PRId32 "\",node=\"",
+                   s->parts[i].partition);
+        buf_label(&b, s->parts[i].node);
+        buf_printf(&b, "\"} %d\n", s->parts[i].node_up ? 1 : 0);
+    }
 
     head(&b, "tierd_orders_per_second", "gauge", "Orders applied per second, last interval.");
     buf_str(&b, "tierd_orders_per_second ");
@@ -336,6 +355,17 @@ char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
     }
     if (len) *len = b.len;
     return b.p;
+}
+
+void metrics_ready_text(const metrics_snapshot_t *s, char *buf, size_t size) {
+    size_t nparts = s->nparts < METRICS_MAX_PARTS ? s->nparts : METRICS_MAX_PARTS;
+    size_t len = (size_t)snprintf(buf, size, "%s\n", s->ready ? "ready" : "not ready");
+    for (size_t i = 0; i < nparts && len < size; i++) {
+        if (!s->parts[i].assigned || s->parts[i].node_up) continue;
+        len +=
+            (size_t)snprintf(buf + len, size - len, "partition %" PRId32 " waits on redis %.*s\n",
+                             s->parts[i].partition, METRICS_NODE_MAX, s->parts[i].node);
+    }
 }
 
 void metrics_hist_observe(const double *bounds, size_t n, double *buckets, double *sum,
@@ -405,8 +435,13 @@ static enum MHD_Result handle(void *cls, struct MHD_Connection *c, const char *u
     }
     if (is_ready) {
         if (!fresh) return reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "stale: main loop silent\n");
-        if (!m->serving.s.ready) return reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "not ready\n");
-        return reply_text(c, MHD_HTTP_OK, "ready\n");
+        /* A line per waiting partition: 40 bytes each at most, plus one */
+        size_t size = 16 + (size_t)METRICS_MAX_PARTS * (40 + METRICS_NODE_MAX);
+        char *body = malloc(size);
+        if (!body) return reply_text(c, MHD_HTTP_INTERNAL_SERVER_ERROR, "out of memory\n");
+        metrics_ready_text(&m->serving.s, body, size);
+        return reply(c, m->serving.s.ready ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE,
+                     "text/plain; charset=utf-8", body, strlen(body), MHD_RESPMEM_MUST_FREE);
     }
     if (!have) return reply_text(c, MHD_HTTP_SERVICE_UNAVAILABLE, "no metrics published yet\n");
     size_t len = 0;

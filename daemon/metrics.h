@@ -14,7 +14,11 @@
  *                  keeps publishing, healthy, while it waits.
  *   GET /readyz    "orders are being applied": 200 "ready" when the
  *                  snapshot says ready and it is fresh; 503 while Redis is
- *                  unreachable or no partition is assigned.
+ *                  unreachable or no partition is assigned.  Either way,
+ *                  one line more per assigned partition whose Redis node
+ *                  does not answer: "partition 3 waits on redis
+ *                  127.0.0.1:7001" (on a cluster the other partitions go
+ *                  on, and tierd stays ready while one of them does).
  *   other paths    404; methods other than GET and HEAD: 405
  *
  * Idle or slow clients cannot starve the probes: the server holds hundreds
@@ -38,6 +42,15 @@
 #define METRICS_MAX_PARTS 256
 #define METRICS_RTT_BUCKETS 12
 #define METRICS_LAT_BUCKETS 13
+#define METRICS_NODE_MAX 80 /* "host:port" of a Redis node, truncated beyond */
+/* Redirections a Redis Cluster answered, by kind (store.h's order). */
+enum {
+    METRICS_REDIR_MOVED,
+    METRICS_REDIR_ASK,
+    METRICS_REDIR_TRYAGAIN,
+    METRICS_REDIR_CLUSTERDOWN,
+    METRICS_REDIR__COUNT
+};
 
 /* Upper bounds, in seconds, of the Redis round-trip histogram buckets:
  * 100 us .. 1 s.  redis_rtt_buckets[i] counts round trips <= bound i. */
@@ -62,7 +75,8 @@ typedef struct metrics_snapshot {
     uint64_t tier_events, quota_events, events_published, outbox_depth;
     uint64_t quota_by_kind[POLICY_QUOTA__COUNT]; /* quota_events by kind, all exported */
     uint64_t redis_commands;
-    double redis_rtt_seconds_sum; /* round-trip latency */
+    uint64_t redis_redirects[METRICS_REDIR__COUNT]; /* a cluster's MOVED, ASK, ... */
+    double redis_rtt_seconds_sum;                   /* round-trip latency */
     uint64_t redis_rtt_count;
     double redis_rtt_buckets[METRICS_RTT_BUCKETS]; /* cumulative, see metrics_rtt_bounds */
     uint64_t batch_records_sum, batch_count;       /* batch sizes */
@@ -77,6 +91,11 @@ typedef struct metrics_snapshot {
         int64_t lag;       /* < 0: unknown, not exported */
         int64_t committed; /* < 0: nothing committed yet, not exported */
         int assigned;      /* only assigned partitions are exported */
+        /* The Redis node that serves it ("host:port"; a cluster: its
+         * slot's master, "-" while none does), and whether that node
+         * answers (0: the partition waits on it). */
+        char node[METRICS_NODE_MAX];
+        int node_up;
     } parts[METRICS_MAX_PARTS];
     size_t nparts;
     double orders_per_second; /* over the last interval */
@@ -112,6 +131,11 @@ int metrics_port(const metrics_t *m);
 /* How old the last publish may be before /healthz and /readyz answer 503
  * (default 3000 ms).  Tests shorten it. */
 void metrics_set_stale_after_ms(metrics_t *m, unsigned ms);
+
+/* The body of /readyz for a snapshot: "ready\n" or "not ready\n", then a
+ * line for each assigned partition whose Redis node does not answer.
+ * Truncated to fit size (which must be > 0).  Pure. */
+void metrics_ready_text(const metrics_snapshot_t *s, char *buf, size_t size);
 
 /* Adds one observation v to a cumulative histogram over the n `bounds`:
  * sum, count and every bucket whose bound v does not exceed.  Pure. */

@@ -9,6 +9,7 @@
 
 #include "metrics.h"
 #include "month.h"
+#include "slots.h"
 
 #include <inttypes.h>
 #include <stdarg.h>
@@ -30,7 +31,30 @@ struct store {
      * so one unreachable Redis costs the loop one timeout per backoff
      * step, not one per partition. */
     int64_t retry_at, backoff;
+    /* Redis Cluster (redis.cluster set): the slot map and a connection
+     * per master; rc is then the connection of the current request, to
+     * master `node`, and each master backs off on its own (slots.h). */
+    slots_t *cl;
+    int node;
+    int asking; /* the current request was sent on by ASK: ASKING first */
+    int redir;  /* SLOTS_REDIR_* of the first error reply of a request */
+    /* Redirecting replies seen, by SLOTS_REDIR_* - 1 (for /metrics). */
+    uint64_t redirects[METRICS_REDIR__COUNT];
+    slots_addr_t redir_to;
+    char watched[256]; /* the key store_read watched, for store_exec */
+    char tag[128];     /* the hash tag's head instead of the topic ("": the topic) */
+    /* The last connection was refused (AUTH or SELECT answered with an
+     * error) rather than not answered: store_check's STORE_DENIED. */
+    int denied;
 };
+
+static int setup(void *opaque, redisContext *rc, char *errstr, size_t errstr_size);
+
+_Static_assert(SLOTS_REDIR_MOVED - 1 == METRICS_REDIR_MOVED &&
+                   SLOTS_REDIR_ASK - 1 == METRICS_REDIR_ASK &&
+                   SLOTS_REDIR_TRYAGAIN - 1 == METRICS_REDIR_TRYAGAIN &&
+                   SLOTS_REDIR_CLUSTERDOWN - 1 == METRICS_REDIR_CLUSTERDOWN,
+               "redirect kinds count in metrics' order");
 
 store_t *store_new(const config_t *c, char *errstr, size_t errstr_size) {
     store_t *s = calloc(1, sizeof(*s));
@@ -39,17 +63,70 @@ store_t *store_new(const config_t *c, char *errstr, size_t errstr_size) {
         return NULL;
     }
     s->conf = c;
+    if (c->redis_cluster) {
+        char why[512];
+        s->cl = slots_new(c->redis_cluster, (int)c->redis_timeout_ms, setup, s, why, sizeof(why));
+        if (!s->cl) {
+            snprintf(errstr, errstr_size, "redis.cluster: %s", why);
+            free(s);
+            return NULL;
+        }
+    }
     return s;
 }
 
 void store_destroy(store_t *s) {
     if (!s) return;
-    if (s->rc) redisFree(s->rc);
+    if (s->cl)
+        slots_free(s->cl); /* it owns the connections */
+    else if (s->rc)
+        redisFree(s->rc);
     free(s);
 }
 
 int store_connected(const store_t *s) {
+    if (s->cl) { /* one master up will do: the partitions of the others wait */
+        for (int i = 0; i < slots_nmasters(s->cl); i++)
+            if (slots_up(s->cl, i)) return 1;
+        return 0;
+    }
     return s->rc != NULL && s->backoff == 0;
+}
+
+int store_set_tag(store_t *s, const char *tag) {
+    if (strlen(tag) >= sizeof(s->tag) || strpbrk(tag, "{}")) return -1;
+    snprintf(s->tag, sizeof(s->tag), "%s", tag);
+    return 0;
+}
+
+int store_cluster(const store_t *s) {
+    return s->cl != NULL;
+}
+
+void store_redirects(const store_t *s, uint64_t *counts) {
+    memcpy(counts, s->redirects, sizeof(s->redirects));
+}
+
+int store_partition_node(store_t *s, const char *topic, int32_t partition, char *name,
+                         size_t size) {
+    char key[256];
+    const config_t *c = s->conf;
+    if (!s->cl) {
+        if (c->redis_unix_socket)
+            snprintf(name, size, "%s", c->redis_unix_socket);
+        else
+            snprintf(name, size, strchr(c->redis_host, ':') ? "[%s]:%d" : "%s:%d", c->redis_host,
+                     (int)c->redis_port);
+        return store_connected(s);
+    }
+    store_key(s, topic, partition, "meta", key, sizeof(key));
+    int i = slots_master(s->cl, slots_key_slot(key, strlen(key)));
+    if (i < 0) {
+        snprintf(name, size, "-");
+        return 0;
+    }
+    snprintf(name, size, "%s", slots_name(s->cl, i));
+    return slots_up(s->cl, i);
 }
 uint64_t store_commands(const store_t *s) {
     return s->commands;
@@ -84,12 +161,48 @@ static int get_reply(store_t *s, redisReply **r, int first) {
     int rc = redisGetReply(s->rc, (void **)r);
     if (first && rc == REDIS_OK) observe(s, mono_s() - t0);
     if (rc == REDIS_OK) s->backoff = 0;
+    if (rc == REDIS_OK && s->cl) slots_ok(s->cl, s->node);
+    if (rc == REDIS_OK && s->cl && (*r)->type == REDIS_REPLY_ERROR) {
+        slots_addr_t to = {{0}, 0};
+        int kind = slots_redirect(*r, NULL, &to);
+        if (kind != SLOTS_REDIR_NONE) s->redirects[kind - 1]++;
+        if (!s->redir) {
+            s->redir = kind;
+            s->redir_to = to;
+        }
+    }
     return rc;
+}
+
+/* Appends a command; after an ASK, an ASKING before it. */
+static void append(store_t *s, int argc, const char **argv, const size_t *argvlen) {
+    if (s->asking) {
+        redisAppendCommand(s->rc, "ASKING");
+        s->commands++;
+    }
+    redisAppendCommandArgv(s->rc, argc, argv, argvlen);
+    s->commands++;
+}
+
+/* The reply of a command sent with append: ASKING's +OK is read first. */
+static int next_reply(store_t *s, redisReply **r, int first) {
+    if (s->asking) {
+        if (get_reply(s, r, first) != REDIS_OK) return REDIS_ERR;
+        freeReplyObject(*r);
+        *r = NULL;
+        first = 0;
+    }
+    return get_reply(s, r, first);
 }
 
 /* Closes the connection after a failure; the next attempt waits out a
  * backoff of 100 ms doubling to 2 s. */
 static void drop(store_t *s) {
+    if (s->cl) {
+        slots_fail(s->cl, s->node);
+        s->rc = NULL;
+        return;
+    }
     if (s->rc) redisFree(s->rc);
     s->rc = NULL;
     s->backoff = s->backoff ? s->backoff * 2 : 100;
@@ -106,6 +219,63 @@ static int ensure(store_t *s, char *errstr, size_t errstr_size) {
         return STORE_ERR;
     }
     return store_connect(s, errstr, errstr_size);
+}
+
+/* Points rc at the master of key's slot (a cluster), or at the one node:
+ * the connection every command of the request goes to. */
+static int route(store_t *s, const char *key, char *errstr, size_t errstr_size) {
+    char why[512];
+    s->redir = 0;
+    s->asking = 0;
+    if (!s->cl) return ensure(s, errstr, errstr_size);
+    if (slots_refresh_if_stale(s->cl, why, sizeof(why)) != 0) {
+        /* The map we have may still do; say why if it does not. */
+    }
+    int slot = slots_key_slot(key, strlen(key));
+    int i = slots_master(s->cl, slot);
+    if (i < 0) {
+        slots_mark_stale(s->cl);
+        snprintf(errstr, errstr_size, "redis cluster: no master serves slot %d of %s yet", slot,
+                 key);
+        return STORE_ERR;
+    }
+    s->node = i;
+    s->rc = slots_conn(s->cl, i, why, sizeof(why));
+    if (!s->rc) {
+        snprintf(errstr, errstr_size, "redis cluster: slot %d of %s: %s", slot, key, why);
+        return STORE_ERR;
+    }
+    return STORE_OK;
+}
+
+/* After a request failed on a redirection: whether to send it again at
+ * once.  MOVED refreshes the map (route then finds the new master); ASK
+ * sends it to the node named, ASKING first.  TRYAGAIN and CLUSTERDOWN are
+ * for the caller's backoff. */
+static int redirected(store_t *s, const char *key, char *errstr, size_t errstr_size) {
+    char why[512];
+    int kind = s->redir;
+    if (!s->cl || (kind != SLOTS_REDIR_MOVED && kind != SLOTS_REDIR_ASK)) return 0;
+    if (kind == SLOTS_REDIR_MOVED) {
+        if (slots_refresh(s->cl, why, sizeof(why)) != 0) {
+            snprintf(errstr, errstr_size, "redis cluster: %s", why);
+            return 0;
+        }
+        return route(s, key, errstr, errstr_size) == STORE_OK;
+    }
+    slots_addr_t to = s->redir_to;
+    int i = slots_node(s->cl, &to);
+    if (i < 0) return 0;
+    redisContext *rc = slots_conn(s->cl, i, why, sizeof(why));
+    if (!rc) {
+        snprintf(errstr, errstr_size, "redis cluster: ASK to %s: %s", slots_name(s->cl, i), why);
+        return 0;
+    }
+    s->node = i;
+    s->rc = rc;
+    s->redir = 0;
+    s->asking = 1;
+    return 1;
 }
 
 /* Sends argv and reads one reply; drops the connection on I/O errors. */
@@ -126,13 +296,68 @@ static redisReply *command(store_t *s, int argc, const char **argv, const size_t
     return r;
 }
 
-/* store_connect, and *denied set when Redis answered but refused AUTH or
- * SELECT (rather than not answering). */
-static int connect_to(store_t *s, int *denied, char *errstr, size_t errstr_size) {
+/* A new connection made ready: read timeouts, keepalive, AUTH.  The
+ * same for the one node and for every master of a cluster. */
+static int setup(void *opaque, redisContext *rc, char *errstr, size_t errstr_size) {
+    store_t *s = opaque;
+    const config_t *c = s->conf;
+    struct timeval tv = {c->redis_timeout_ms / 1000, (c->redis_timeout_ms % 1000) * 1000};
+    /* A silent network must not hang the daemon: reads time out, and TCP
+     * keepalive notices a dead peer. */
+    if (redisSetTimeout(rc, tv) != REDIS_OK ||
+        (!(c->redis_unix_socket && !s->cl) && redisEnableKeepAlive(rc) != REDIS_OK)) {
+        snprintf(errstr, errstr_size, "cannot set socket options: %s", rc->errstr);
+        return -1;
+    }
+    if (!c->redis_password) return 0;
+    const char *argv[3] = {"AUTH", c->redis_user ? c->redis_user : c->redis_password,
+                           c->redis_password};
+    redisReply *r = redisCommandArgv(rc, c->redis_user ? 3 : 2, argv, NULL);
+    if (!r) {
+        snprintf(errstr, errstr_size, "AUTH: %s", rc->errstr[0] ? rc->errstr : "I/O error");
+        return -1;
+    }
+    int rc2 = 0;
+    if (r->type == REDIS_REPLY_ERROR) { /* the reply names no secret; pass it on */
+        snprintf(errstr, errstr_size, "AUTH refused: %s", r->str);
+        s->denied = 1;
+        rc2 = -1;
+    }
+    freeReplyObject(r);
+    return rc2;
+}
+
+/* A cluster: the slot map, then a connection to every master, so that a
+ * wrong password or an unreachable master shows at start. */
+static int connect_cluster(store_t *s, char *errstr, size_t errstr_size) {
+    char why[1024];
+    if (slots_refresh(s->cl, why, sizeof(why)) != 0) {
+        snprintf(errstr, errstr_size, "redis.cluster: %s", why);
+        if (strstr(why, "NOPERM")) s->denied = 1; /* the ACL withholds CLUSTER SLOTS */
+        return STORE_ERR;
+    }
+    const slots_map_t *m = slots_map(s->cl);
+    for (int j = 0; j < m->nmasters; j++) {
+        int i = slots_node(s->cl, &m->masters[j]);
+        if (i >= 0 && !slots_conn(s->cl, i, why, sizeof(why))) {
+            snprintf(errstr, errstr_size, "redis.cluster: master %s: %s", slots_name(s->cl, i),
+                     why);
+            return STORE_ERR;
+        }
+    }
+    return STORE_OK;
+}
+
+/* Also sets s->denied when Redis answered but refused AUTH, SELECT or
+ * (a cluster) CLUSTER SLOTS, rather than not answering. */
+int store_connect(store_t *s, char *errstr, size_t errstr_size) {
     const config_t *c = s->conf;
     struct timeval tv = {c->redis_timeout_ms / 1000, (c->redis_timeout_ms % 1000) * 1000};
     redisReply *r = NULL;
+    char why[512];
 
+    s->denied = 0;
+    if (s->cl) return connect_cluster(s, errstr, errstr_size);
     if (s->rc) redisFree(s->rc);
     s->rc = NULL;
     if (c->redis_unix_socket)
@@ -147,29 +372,10 @@ static int connect_to(store_t *s, int *denied, char *errstr, size_t errstr_size)
         drop(s);
         return STORE_ERR;
     }
-    /* A silent network must not hang the daemon: reads time out, and TCP
-     * keepalive notices a dead peer. */
-    if (redisSetTimeout(s->rc, tv) != REDIS_OK ||
-        (!c->redis_unix_socket && redisEnableKeepAlive(s->rc) != REDIS_OK)) {
-        snprintf(errstr, errstr_size, "redis: cannot set socket options: %s", s->rc->errstr);
+    if (setup(s, s->rc, why, sizeof(why)) != 0) {
+        snprintf(errstr, errstr_size, "redis: %s", why);
         drop(s);
         return STORE_ERR;
-    }
-    if (c->redis_password) {
-        const char *argv[3] = {"AUTH", c->redis_user ? c->redis_user : c->redis_password,
-                               c->redis_password};
-        int argc = c->redis_user ? 3 : 2;
-        r = command(s, argc, argv, NULL, errstr, errstr_size);
-        if (!r) return STORE_ERR;
-        if (r->type == REDIS_REPLY_ERROR) {
-            /* The reply names no secret; pass it on. */
-            snprintf(errstr, errstr_size, "redis: AUTH refused: %s", r->str);
-            *denied = 1;
-            freeReplyObject(r);
-            drop(s);
-            return STORE_ERR;
-        }
-        freeReplyObject(r);
     }
     if (c->redis_db != 0) {
         char db[16];
@@ -179,7 +385,7 @@ static int connect_to(store_t *s, int *denied, char *errstr, size_t errstr_size)
         if (!r) return STORE_ERR;
         if (r->type == REDIS_REPLY_ERROR) {
             snprintf(errstr, errstr_size, "redis: SELECT %s refused: %s", db, r->str);
-            *denied = 1;
+            s->denied = 1;
             freeReplyObject(r);
             drop(s);
             return STORE_ERR;
@@ -187,11 +393,6 @@ static int connect_to(store_t *s, int *denied, char *errstr, size_t errstr_size)
         freeReplyObject(r);
     }
     return STORE_OK;
-}
-
-int store_connect(store_t *s, char *errstr, size_t errstr_size) {
-    int denied = 0;
-    return connect_to(s, &denied, errstr, errstr_size);
 }
 
 /* Every command tierd sends to Redis after AUTH and SELECT, each with the
@@ -215,6 +416,18 @@ static const struct {
 };
 #define NNEEDED (sizeof(needed) / sizeof(needed[0]))
 
+/* And on a cluster: ASKING before a request sent on by ASK, EXISTS after
+ * a WATCH fired (did the key leave the node?).  CLUSTER SLOTS has run by
+ * then: the map was read. */
+static const struct {
+    const char *argv[6];
+    int argc;
+} needed_cluster[] = {
+    {{"ASKING"}, 1},
+    {{"EXISTS", "m"}, 2},
+};
+#define NNEEDED_CLUSTER (sizeof(needed_cluster) / sizeof(needed_cluster[0]))
+
 /* Sends n commands (argv lists of up to 6 strings) in one pipeline and
  * reads every reply.  STORE_DENIED at the first error reply (errstr names
  * its command and Redis' reply), after closing the connection: a MULTI
@@ -223,6 +436,7 @@ static int probe(store_t *s, size_t n, const char *(*argv)[6], const int *argc, 
                  size_t errstr_size) {
     redisReply *r = NULL;
     int failed = 0;
+    s->redir = 0;
     for (size_t i = 0; i < n; i++) redisAppendCommandArgv(s->rc, argc[i], argv[i], NULL);
     s->commands += n;
     for (size_t i = 0; i < n; i++) {
@@ -233,58 +447,99 @@ static int probe(store_t *s, size_t n, const char *(*argv)[6], const int *argc, 
         }
         if (r->type == REDIS_REPLY_ERROR && !failed) {
             failed = 1;
-            snprintf(errstr, errstr_size,
-                     "redis: %s %s refused: %s (the ACL rule tierd needs is in docs/operations.md)",
-                     argv[i][0], argc[i] > 1 ? argv[i][1] : "", r->str);
+            snprintf(
+                errstr, errstr_size,
+                "redis: %s%s%s refused: %s (the ACL rule tierd needs is in docs/operations.md)",
+                argv[i][0], argc[i] > 1 ? " " : "", argc[i] > 1 ? argv[i][1] : "", r->str);
         }
         freeReplyObject(r);
         r = NULL;
     }
     if (!failed) return STORE_OK;
     drop(s);
-    return STORE_DENIED;
+    /* A slot migrating or moved under the check is no refusal. */
+    return s->redir ? STORE_ERR : STORE_DENIED;
 }
 
 /* First WATCH, UNWATCH and an empty MULTI/EXEC; only when those pass,
- * MULTI, the needed commands and DISCARD.  Nothing runs, yet Redis checks
- * the ACL of each command as it queues it (NOPERM). */
-static int check_access(store_t *s, const char *topic, char *errstr, size_t errstr_size) {
+ * MULTI, the needed commands and DISCARD, on the keys of partition.
+ * Nothing runs, yet Redis checks the ACL of each command as it queues it
+ * (NOPERM). */
+static int check_access(store_t *s, const char *topic, int32_t partition, char *errstr,
+                        size_t errstr_size) {
     char keys[3][256];
-    const char *argv[NNEEDED + 2][6];
-    int argc[NNEEDED + 2], rc;
+    const char *argv[NNEEDED + NNEEDED_CLUSTER + 2][6];
+    int argc[NNEEDED + NNEEDED_CLUSTER + 2], rc;
+    size_t n = 0;
     const char *first[4][6] = {{"WATCH", NULL}, {"UNWATCH"}, {"MULTI"}, {"EXEC"}};
     static const int first_argc[4] = {2, 1, 1, 1};
 
-    store_key(s, topic, 0, "meta", keys[0], sizeof(keys[0]));
-    store_key(s, topic, 0, "c", keys[1], sizeof(keys[1]));
-    store_key(s, topic, 0, "outbox", keys[2], sizeof(keys[2]));
+    store_key(s, topic, partition, "meta", keys[0], sizeof(keys[0]));
+    store_key(s, topic, partition, "c", keys[1], sizeof(keys[1]));
+    store_key(s, topic, partition, "outbox", keys[2], sizeof(keys[2]));
     memcpy(argv, first, sizeof(first));
     argv[0][1] = keys[0];
     rc = probe(s, 4, argv, first_argc, errstr, errstr_size);
     if (rc != STORE_OK) return rc;
     memset(argv, 0, sizeof(argv));
-    argv[0][0] = "MULTI";
-    argc[0] = 1;
-    for (size_t i = 0; i < NNEEDED; i++) {
-        char k = needed[i].argv[1][0];
-        memcpy(argv[i + 1], needed[i].argv, sizeof(needed[i].argv));
-        argv[i + 1][1] = keys[k == 'm' ? 0 : k == 'c' ? 1 : 2];
-        argc[i + 1] = needed[i].argc;
+    argv[n][0] = "MULTI";
+    argc[n++] = 1;
+    for (size_t i = 0; i < NNEEDED + (s->cl ? NNEEDED_CLUSTER : 0); i++, n++) {
+        const char *const *need = i < NNEEDED ? needed[i].argv : needed_cluster[i - NNEEDED].argv;
+        memcpy(argv[n], need, sizeof(argv[n]));
+        argc[n] = i < NNEEDED ? needed[i].argc : needed_cluster[i - NNEEDED].argc;
+        if (argc[n] > 1) argv[n][1] = keys[need[1][0] == 'm' ? 0 : need[1][0] == 'c' ? 1 : 2];
     }
-    argv[NNEEDED + 1][0] = "DISCARD";
-    argc[NNEEDED + 1] = 1;
-    return probe(s, NNEEDED + 2, argv, argc, errstr, errstr_size);
+    argv[n][0] = "DISCARD";
+    argc[n++] = 1;
+    return probe(s, n, argv, argc, errstr, errstr_size);
+}
+
+/* A partition of topic whose slot master i serves (-1: none found), so
+ * that the check's keys are that master's own: a key of another node's
+ * slot is answered MOVED, even inside MULTI. */
+static int32_t partition_on(store_t *s, const char *topic, int i) {
+    char key[256];
+    for (int32_t p = 0; p < 65536; p++) {
+        store_key(s, topic, p, "meta", key, sizeof(key));
+        if (slots_master(s->cl, slots_key_slot(key, strlen(key))) == i) return p;
+    }
+    return -1;
 }
 
 int store_check(store_t *s, const char *topic, char *errstr, size_t errstr_size) {
-    int denied = 0, rc = connect_to(s, &denied, errstr, errstr_size);
-    if (rc != STORE_OK) return denied ? STORE_DENIED : rc;
-    return check_access(s, topic, errstr, errstr_size);
+    char why[512];
+    int rc = store_connect(s, errstr, errstr_size);
+    if (rc != STORE_OK) return s->denied ? STORE_DENIED : rc;
+    if (!s->cl) return check_access(s, topic, 0, errstr, errstr_size);
+    /* A cluster: ACLs are each node's own, so every master is checked,
+     * on the keys of a partition it serves. */
+    const slots_map_t *m = slots_map(s->cl);
+    for (int j = 0; j < m->nmasters; j++) {
+        int i = slots_node(s->cl, &m->masters[j]);
+        int32_t p = i < 0 ? -1 : partition_on(s, topic, i);
+        if (p < 0) continue;
+        s->node = i;
+        s->rc = slots_conn(s->cl, i, why, sizeof(why));
+        if (!s->rc) {
+            snprintf(errstr, errstr_size, "redis.cluster: master %s: %s", slots_name(s->cl, i),
+                     why);
+            return STORE_ERR;
+        }
+        rc = check_access(s, topic, p, why, sizeof(why));
+        if (rc != STORE_OK) {
+            snprintf(errstr, errstr_size, "redis.cluster: master %s: %s", slots_name(s->cl, i),
+                     why);
+            return rc;
+        }
+    }
+    return STORE_OK;
 }
 
 void store_key(const store_t *s, const char *topic, int32_t partition, const char *suffix,
                char *buf, size_t size) {
-    snprintf(buf, size, "%s:{%s.%d}:%s", s->conf->key_prefix, topic, (int)partition, suffix);
+    snprintf(buf, size, "%s:{%s.%d}:%s", s->conf->key_prefix, s->tag[0] ? s->tag : topic,
+             (int)partition, suffix);
 }
 
 int64_t store_now_ms(void) {
@@ -432,14 +687,16 @@ static int transact(store_t *s, const store_tx_t *tx, const char *what, redisRep
     size_t ncmds = tx->ncmds + 2;
 
     *exec = NULL;
-    redisAppendCommand(s->rc, "MULTI");
+    /* After an ASK: ASKING once, before MULTI; it holds until EXEC. */
+    const char *multi[1] = {"MULTI"};
+    append(s, 1, multi, NULL);
     for (size_t i = 0; i < tx->ncmds; i++)
         redisAppendCommandArgv(s->rc, tx->cmds[i].argc, tx->cmds[i].argv, tx->cmds[i].argvlen);
     redisAppendCommand(s->rc, "EXEC");
-    s->commands += ncmds;
+    s->commands += ncmds - 1;
     for (size_t i = 0; i < ncmds; i++) {
         if (r) freeReplyObject(r);
-        if (get_reply(s, &r, i == 0) != REDIS_OK) {
+        if ((i == 0 ? next_reply(s, &r, 1) : get_reply(s, &r, 0)) != REDIS_OK) {
             snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
             drop(s);
             return STORE_ERR;
@@ -457,6 +714,27 @@ static int transact(store_t *s, const store_tx_t *tx, const char *what, redisRep
     return STORE_OK;
 }
 
+/* After a WATCH fired in a cluster: whether the watched key left this
+ * node (a slot migration deletes it here, which fires the WATCH too).
+ * The request fails as a retry then, not as a fence: the next read,
+ * where the key now lives, judges the epoch. */
+static int slot_moved(store_t *s) {
+    if (!s->cl || !s->rc || !s->watched[0]) return 0;
+    const char *argv[2] = {"EXISTS", s->watched};
+    redisReply *r = NULL;
+    int moved = 0;
+    append(s, 2, argv, NULL);
+    if (next_reply(s, &r, 0) != REDIS_OK) {
+        drop(s);
+        return 1; /* unknown: the retry judges */
+    }
+    int kind = slots_redirect(r, NULL, NULL);
+    moved = kind != SLOTS_REDIR_NONE;
+    if (kind == SLOTS_REDIR_MOVED) slots_mark_stale(s->cl);
+    freeReplyObject(r);
+    return moved;
+}
+
 int store_exec(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_size) {
     redisReply *r = NULL;
     int rc = STORE_ERR;
@@ -465,9 +743,18 @@ int store_exec(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_siz
         snprintf(errstr, errstr_size, "redis: not connected");
         return STORE_ERR;
     }
-    if (transact(s, tx, "transaction", &r, errstr, errstr_size) != STORE_OK) return STORE_ERR;
+    s->redir = 0;
+    if (transact(s, tx, "transaction", &r, errstr, errstr_size) != STORE_OK) {
+        if (s->cl && s->redir == SLOTS_REDIR_MOVED) slots_mark_stale(s->cl);
+        return STORE_ERR;
+    }
     if (r->type == REDIS_REPLY_NIL) { /* a watched key changed: another owner */
-        rc = STORE_FENCED;
+        rc = slot_moved(s) ? STORE_ERR : STORE_FENCED;
+        if (rc == STORE_ERR)
+            snprintf(errstr, errstr_size,
+                     "redis cluster: %s moved to another node during the "
+                     "transaction",
+                     s->watched);
         goto out;
     }
     if (r->type != REDIS_REPLY_ARRAY) {
@@ -485,9 +772,145 @@ out:
     return rc;
 }
 
+/* An error reply made here, for a command that could not be sent: the
+ * caller reads it as Redis's refusal of that one command. */
+static redisReply *error_reply(const char *fmt, ...) {
+    char text[600];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(text + 1, sizeof(text) - 3, fmt, ap);
+    va_end(ap);
+    if (n < 0) n = 0;
+    if ((size_t)n > sizeof(text) - 4) n = (int)sizeof(text) - 4;
+    text[0] = '-';
+    for (int i = 1; i <= n; i++)
+        if (text[i] == '\r' || text[i] == '\n') text[i] = ' ';
+    memcpy(text + 1 + n, "\r\n", 3);
+    redisReader *rd = redisReaderCreate();
+    void *r = NULL;
+    if (rd && redisReaderFeed(rd, text, (size_t)n + 3) == REDIS_OK)
+        (void)redisReaderGetReply(rd, &r);
+    if (rd) redisReaderFree(rd);
+    return r;
+}
+
+/* One command alone on a cluster, following MOVED and ASK (three hops at
+ * most).  NULL with errstr when its node cannot be reached. */
+static redisReply *single(store_t *s, const struct store_cmd *c, char *errstr, size_t errstr_size) {
+    char key[512];
+    snprintf(key, sizeof(key), "%.*s", (int)c->argvlen[1], c->argv[1]);
+    if (route(s, key, errstr, errstr_size) != STORE_OK) return NULL;
+    for (int hop = 0;; hop++) {
+        redisReply *r = NULL;
+        append(s, c->argc, c->argv, c->argvlen);
+        if (next_reply(s, &r, 1) != REDIS_OK) {
+            snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
+            drop(s);
+            return NULL;
+        }
+        if (hop == 2 || !s->redir || !redirected(s, key, errstr, errstr_size)) return r;
+        freeReplyObject(r);
+    }
+}
+
+/* store_pipeline on a cluster: the commands grouped by the master of
+ * their key's slot (argv[1]), each group pipelined to its master, all
+ * sent before any reply is read; a redirected command is sent again
+ * alone.  A command whose master cannot be reached gets an error reply;
+ * STORE_ERR only when none could be sent. */
+static int pipeline_cluster(store_t *s, const store_tx_t *tx, redisReply **replies, char *errstr,
+                            size_t errstr_size) {
+    char why[512];
+    int *node = malloc((tx->ncmds + 1) * sizeof(*node));
+    int nm = slots_nmasters(s->cl), sent = 0;
+    if (!node) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return STORE_ERR;
+    }
+    (void)slots_refresh_if_stale(s->cl, why, sizeof(why));
+    nm = slots_nmasters(s->cl);
+    for (size_t i = 0; i < tx->ncmds; i++) {
+        const struct store_cmd *c = &tx->cmds[i];
+        node[i] = c->argc < 2 ? -1 : slots_master(s->cl, slots_key_slot(c->argv[1], c->argvlen[1]));
+        if (c->argc < 2) replies[i] = error_reply("ERR %s has no key to route by", c->argv[0]);
+    }
+    for (int n = 0; n < nm; n++) {
+        redisContext *rc = NULL;
+        for (size_t i = 0; i < tx->ncmds; i++) {
+            if (node[i] != n) continue;
+            if (!rc && !(rc = slots_conn(s->cl, n, why, sizeof(why)))) break;
+            redisAppendCommandArgv(rc, tx->cmds[i].argc, tx->cmds[i].argv, tx->cmds[i].argvlen);
+            s->commands++;
+        }
+        for (size_t i = 0; !rc && i < tx->ncmds; i++)
+            if (node[i] == n) {
+                replies[i] = error_reply("TIERDDOWN %s", why);
+                node[i] = -1;
+            }
+    }
+    for (int n = 0; n < nm; n++) {
+        int first = 1, failed = 0;
+        s->node = n;
+        s->asking = 0;
+        s->rc = NULL;
+        for (size_t i = 0; i < tx->ncmds; i++) {
+            if (node[i] != n) continue;
+            if (!s->rc) s->rc = slots_conn(s->cl, n, why, sizeof(why));
+            if (!failed && get_reply(s, &replies[i], first) != REDIS_OK) {
+                snprintf(why, sizeof(why), "%s", s->rc->errstr);
+                drop(s);
+                failed = 1;
+            }
+            first = 0;
+            if (failed)
+                replies[i] = error_reply("TIERDDOWN %s", why);
+            else
+                sent = 1;
+        }
+    }
+    for (size_t i = 0; i < tx->ncmds; i++) {
+        int kind = slots_redirect(replies[i], NULL, NULL);
+        if (kind != SLOTS_REDIR_MOVED && kind != SLOTS_REDIR_ASK) continue;
+        if (kind == SLOTS_REDIR_MOVED) slots_mark_stale(s->cl);
+        s->redir = kind;
+        (void)slots_redirect(replies[i], NULL, &s->redir_to);
+        char key[512];
+        snprintf(key, sizeof(key), "%.*s", (int)tx->cmds[i].argvlen[1], tx->cmds[i].argv[1]);
+        redisReply *r = NULL;
+        if (redirected(s, key, why, sizeof(why))) {
+            s->commands++;
+            append(s, tx->cmds[i].argc, tx->cmds[i].argv, tx->cmds[i].argvlen);
+            if (next_reply(s, &r, 1) != REDIS_OK) {
+                drop(s);
+                r = NULL;
+            }
+            if (r && slots_redirect(r, NULL, NULL) != SLOTS_REDIR_NONE) {
+                freeReplyObject(r);
+                r = single(s, &tx->cmds[i], why, sizeof(why));
+            }
+        }
+        if (r) {
+            freeReplyObject(replies[i]);
+            replies[i] = r;
+        }
+        s->asking = 0;
+    }
+    free(node);
+    int ok = 1;
+    for (size_t i = 0; i < tx->ncmds; i++) ok &= replies[i] != NULL;
+    if (ok && (sent || tx->ncmds == 0)) return STORE_OK;
+    snprintf(errstr, errstr_size, "redis cluster: %s", ok ? why : "out of memory");
+    for (size_t i = 0; i < tx->ncmds; i++) {
+        if (replies[i]) freeReplyObject(replies[i]);
+        replies[i] = NULL;
+    }
+    return STORE_ERR;
+}
+
 int store_pipeline(store_t *s, const store_tx_t *tx, redisReply **replies, char *errstr,
                    size_t errstr_size) {
     for (size_t i = 0; i < tx->ncmds; i++) replies[i] = NULL;
+    if (s->cl) return pipeline_cluster(s, tx, replies, errstr, errstr_size);
     if (ensure(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
     for (size_t i = 0; i < tx->ncmds; i++)
         redisAppendCommandArgv(s->rc, tx->cmds[i].argc, tx->cmds[i].argv, tx->cmds[i].argvlen);
@@ -514,8 +937,8 @@ int store_claim(store_t *s, const char *topic, int32_t partition, const char *ow
     store_tx_t tx = {0};
     int rc = STORE_ERR;
 
-    if (ensure(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
     store_key(s, topic, partition, "meta", key, sizeof(key));
+    if (route(s, key, errstr, errstr_size) != STORE_OK) return STORE_ERR;
     snprintf(lease, sizeof(lease), "%" PRId64, store_now_ms() + STORE_LEASE_MS);
     snprintf(what, sizeof(what), "claim of %s", key);
     const char *hmget[2 + META_NFIELDS] = {"HMGET", key, META_FIELD_LIST};
@@ -527,7 +950,8 @@ int store_claim(store_t *s, const char *topic, int32_t partition, const char *ow
         snprintf(errstr, errstr_size, "out of memory");
         goto out;
     }
-    if (transact(s, &tx, what, &r, errstr, errstr_size) != STORE_OK) goto out;
+    for (int hop = 0; transact(s, &tx, what, &r, errstr, errstr_size) != STORE_OK; hop++)
+        if (hop == 2 || !redirected(s, key, errstr, errstr_size)) goto out;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
         r->element[2]->type != REDIS_REPLY_ARRAY || r->element[2]->elements != META_NFIELDS) {
         snprintf(errstr, errstr_size, "redis: %s: unexpected reply", what);
@@ -592,7 +1016,7 @@ static int read_replies(store_t *s, store_meta_t *meta, size_t nkeys, redisReply
     int failed = 0;
     for (size_t i = 0; i < nkeys + 2; i++) {
         redisReply *r = NULL;
-        if (get_reply(s, &r, i == 0) != REDIS_OK) {
+        if (next_reply(s, &r, i == 0) != REDIS_OK) {
             snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
             drop(s);
             return STORE_ERR;
@@ -621,20 +1045,19 @@ static int read_replies(store_t *s, store_meta_t *meta, size_t nkeys, redisReply
     return STORE_ERR;
 }
 
-int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *meta, size_t nkeys,
-               char **keys, const char ***fields, size_t **fieldlens, size_t *nfields,
-               redisReply **replies, char *errstr, size_t errstr_size) {
-    char mkey[256];
+/* store_read's request, sent to rc as route or a redirection set it. */
+static int read_once(store_t *s, const char *mkey, store_meta_t *meta, size_t nkeys, char **keys,
+                     const char ***fields, size_t **fieldlens, size_t *nfields,
+                     redisReply **replies, char *errstr, size_t errstr_size) {
     const char **argv = NULL;
     size_t *argvlen = NULL, maxf = 0;
     int rc = STORE_ERR;
 
     for (size_t i = 0; i < nkeys; i++) replies[i] = NULL;
-    if (ensure(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
-    store_key(s, topic, partition, "meta", mkey, sizeof(mkey));
-    redisAppendCommand(s->rc, "WATCH %s", mkey);
-    redisAppendCommand(s->rc, "HMGET %s " META_FIELDS, mkey);
-    s->commands += 2;
+    const char *watch[2] = {"WATCH", mkey};
+    const char *hmget[2 + META_NFIELDS] = {"HMGET", mkey, META_FIELD_LIST};
+    append(s, 2, watch, NULL);
+    append(s, 2 + META_NFIELDS, hmget, NULL);
     for (size_t i = 0; i < nkeys; i++)
         if (nfields[i] > maxf) maxf = nfields[i];
     argv = malloc((maxf + 2) * sizeof(*argv));
@@ -647,8 +1070,7 @@ int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *m
     for (size_t i = 0; i < nkeys; i++) {
         if (nfields[i] == 0) {
             const char *hga[2] = {"HGETALL", keys[i]};
-            redisAppendCommandArgv(s->rc, 2, hga, NULL);
-            s->commands++;
+            append(s, 2, hga, NULL);
             continue;
         }
         argv[0] = "HMGET";
@@ -657,8 +1079,7 @@ int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *m
         argvlen[1] = strlen(keys[i]);
         memcpy(argv + 2, fields[i], nfields[i] * sizeof(*argv));
         memcpy(argvlen + 2, fieldlens[i], nfields[i] * sizeof(*argvlen));
-        redisAppendCommandArgv(s->rc, (int)nfields[i] + 2, argv, argvlen);
-        s->commands++;
+        append(s, (int)nfields[i] + 2, argv, argvlen);
     }
     rc = read_replies(s, meta, nkeys, replies, errstr, errstr_size);
 out:
@@ -670,4 +1091,73 @@ out:
     free(argv);
     free(argvlen);
     return rc;
+}
+
+int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *meta, size_t nkeys,
+               char **keys, const char ***fields, size_t **fieldlens, size_t *nfields,
+               redisReply **replies, char *errstr, size_t errstr_size) {
+    char mkey[256];
+    for (size_t i = 0; i < nkeys; i++) replies[i] = NULL;
+    store_key(s, topic, partition, "meta", mkey, sizeof(mkey));
+    snprintf(s->watched, sizeof(s->watched), "%s", mkey);
+    if (route(s, mkey, errstr, errstr_size) != STORE_OK) return STORE_ERR;
+    for (int hop = 0;; hop++) {
+        int rc = read_once(s, mkey, meta, nkeys, keys, fields, fieldlens, nfields, replies, errstr,
+                           errstr_size);
+        if (rc == STORE_OK || hop == 2 || !s->redir || !redirected(s, mkey, errstr, errstr_size))
+            return rc;
+    }
+}
+
+/* SCAN on the connection rc points at, every key to fn. */
+static int scan_node(store_t *s, const char *pattern, store_scan_fn fn, void *opaque, char *errstr,
+                     size_t errstr_size) {
+    char cursor[32] = "0";
+    do {
+        const char *argv[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"};
+        redisReply *r = command(s, 6, argv, NULL, errstr, errstr_size);
+        if (!r) return STORE_ERR;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
+            snprintf(errstr, errstr_size, "redis: SCAN: %s",
+                     r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
+            freeReplyObject(r);
+            return STORE_ERR;
+        }
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        int rc = 0;
+        for (size_t i = 0; rc == 0 && i < r->element[1]->elements; i++) {
+            const redisReply *k = r->element[1]->element[i];
+            if (k->type == REDIS_REPLY_STRING) rc = fn(opaque, k->str, k->len);
+        }
+        freeReplyObject(r);
+        if (rc != 0) {
+            snprintf(errstr, errstr_size, "stopped while listing keys");
+            return STORE_ERR;
+        }
+    } while (strcmp(cursor, "0") != 0);
+    return STORE_OK;
+}
+
+int store_scan(store_t *s, const char *pattern, store_scan_fn fn, void *opaque, char *errstr,
+               size_t errstr_size) {
+    char why[512];
+    if (!s->cl) {
+        if (ensure(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
+        return scan_node(s, pattern, fn, opaque, errstr, errstr_size);
+    }
+    (void)slots_refresh_if_stale(s->cl, why, sizeof(why));
+    const slots_map_t *m = slots_map(s->cl);
+    for (int j = 0; j < m->nmasters; j++) {
+        int i = slots_node(s->cl, &m->masters[j]);
+        if (i < 0) continue;
+        s->node = i;
+        s->asking = 0;
+        if (!(s->rc = slots_conn(s->cl, i, why, sizeof(why)))) {
+            snprintf(errstr, errstr_size, "redis cluster: %s", why);
+            return STORE_ERR;
+        }
+        if (scan_node(s, pattern, fn, opaque, errstr, errstr_size) != STORE_OK) return STORE_ERR;
+    }
+    return STORE_OK;
 }

@@ -71,16 +71,40 @@ void store_tx_free(store_tx_t *tx);
 
 store_t *store_new(const config_t *c, char *errstr, size_t errstr_size);
 void store_destroy(store_t *s);
-/* (Re)connects: timeouts, keepalive, AUTH, SELECT.  Logs nothing. */
+/* (Re)connects: timeouts, keepalive, AUTH, SELECT.  On a cluster
+ * (redis.cluster): reads the slot map from the seeds and connects to every
+ * master, so that a node that is no cluster node, no seed answering or a
+ * wrong password fails here, before anything is written.  Logs nothing. */
 int store_connect(store_t *s, char *errstr, size_t errstr_size);
+/* Connected and not backing off; on a cluster, at least one master is. */
 int store_connected(const store_t *s);
+/* Keys get the hash tag {<tag>.<P>} instead of {<topic>.<P>}: tierctl
+ * backtest's scratch keys, so that they have slots of their own, away from
+ * the live partition's (on a cluster, maybe on another master), while each
+ * scratch partition's keys still share one slot, so that its transactions
+ * stay on one node.  -1 when tag is too long or holds a brace. */
+int store_set_tag(store_t *s, const char *tag);
+/* Whether the store talks to a Redis Cluster. */
+int store_cluster(const store_t *s);
+/* The node serving partition into name: on a cluster, the master of its
+ * slot ("host:port", "-" when none does); else redis.host:port (or the
+ * socket).  Returns whether that node is up (connected and not backing
+ * off): 0 means the partition waits on it. */
+int store_partition_node(store_t *s, const char *topic, int32_t partition, char *name, size_t size);
 /* At start: store_connect, then whether the Redis user may run every
  * command tierd sends, on the keys of `topic` (the orders topic): each is
  * queued in a MULTI that is discarded, so nothing is written.
  * STORE_DENIED when Redis answered but refused AUTH, SELECT or one of
  * them (errstr names the command and Redis' reply); STORE_ERR when it did
- * not answer.  Logs nothing. */
+ * not answer.  On a cluster: the slot map (CLUSTER SLOTS), then the same
+ * on every master, with ASKING and EXISTS as well, on the keys of a
+ * partition that master serves (ACLs are each node's own).  Logs
+ * nothing. */
 int store_check(store_t *s, const char *topic, char *errstr, size_t errstr_size);
+/* Replies of a cluster that redirected a command, since start, by kind:
+ * counts[METRICS_REDIR_MOVED], _ASK, _TRYAGAIN, _CLUSTERDOWN (metrics.h);
+ * all 0 on a single node. */
+void store_redirects(const store_t *s, uint64_t *counts);
 /* Commands sent since start (for metrics and the benchmark). */
 uint64_t store_commands(const store_t *s);
 /* Round trips so far: total seconds, count, and the cumulative histogram
@@ -139,8 +163,19 @@ int store_unwatch(store_t *s);
 int store_exec(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_size);
 
 /* Plain commands outside any transaction (the outbox publisher): one
- * pipelined round trip; replies[i] for tx's command i (caller frees). */
+ * pipelined round trip; replies[i] for tx's command i (caller frees).
+ * On a cluster each command goes to the master of its key's slot
+ * (argv[1]); a command whose master cannot be reached gets an error reply
+ * of its own, so the other commands' replies still count; STORE_ERR only
+ * when no command could be sent.  A command without a key gets an error
+ * reply there: use store_scan to list keys. */
 int store_pipeline(store_t *s, const store_tx_t *tx, redisReply **replies, char *errstr,
                    size_t errstr_size);
+
+/* Every key matching pattern (SCAN MATCH), on the one node or on every
+ * master of a cluster, to fn; fn returns nonzero to stop (STORE_ERR). */
+typedef int (*store_scan_fn)(void *opaque, const char *key, size_t len);
+int store_scan(store_t *s, const char *pattern, store_scan_fn fn, void *opaque, char *errstr,
+               size_t errstr_size);
 
 #endif

@@ -14,7 +14,10 @@
  * A lane is one keyspace fed by the replay.  backtest runs two lanes over
  * the same records, both in scratch keyspaces (key prefix
  * "tierctl-backtest-<pid>-<ms>-{configured,candidate}", deleted at the
- * end): the configured policy and the candidate, so the matrix compares
+ * end; hash tags {tierd-bt.<pid>-<ms>-<lane>.<P>}, so that on a cluster a
+ * scratch partition has a slot of its own, never the live partition's,
+ * and each of its transactions stays on one node): the configured policy
+ * and the candidate, so the matrix compares
  * like with like.  rebuild runs one lane in the live keyspace, after
  * claiming the partition (epoch bump, lease) and clearing what is left of
  * it.  Neither publishes anything: dead letters are counted, decided events
@@ -149,13 +152,18 @@ static void lane_close(lane_t *l) {
     l->events = NULL, l->dec = NULL, l->store = NULL;
 }
 
-/* owner: written into meta by the lane's commits. */
+/* owner: written into meta by the lane's commits.  tag: the hash tag's
+ * head for scratch keys (store_set_tag), NULL for the live keys. */
 static int lane_open(lane_t *l, const tierctl_t *t, const policy_t *p, char *prefix,
-                     const char *owner, char *err, size_t errn) {
+                     const char *tag, const char *owner, char *err, size_t errn) {
     l->conf = t->conf;
     l->conf.key_prefix = prefix;
     l->policy = p;
     l->store = store_new(&l->conf, err, errn);
+    if (l->store && tag && store_set_tag(l->store, tag) != 0) {
+        snprintf(err, errn, "scratch hash tag %s refused", tag);
+        return -1;
+    }
     if (!l->store || store_connect(l->store, err, errn) != STORE_OK) return -1;
     l->dec = decode_new(err, errn);
     l->events = l->dec ? events_new(err, errn) : NULL;
@@ -554,34 +562,25 @@ static int close_months(replay_t *x, int64_t to) {
     return 0;
 }
 
+/* Keys listed by store_scan, as UNLINK commands. */
+static int add_unlink(void *opaque, const char *k, size_t len) {
+    return store_tx_addv(opaque, 2, "UNLINK", (size_t)6, k, len);
+}
+
 /* Deletes every key under prefix (SCAN + UNLINK). */
 static int delete_prefix(store_t *s, const char *prefix, char *err, size_t errn) {
-    char pattern[300], cursor[32] = "0";
+    char pattern[300];
+    store_tx_t tx = {0};
     snprintf(pattern, sizeof(pattern), "%s:*", prefix);
-    do {
-        store_tx_t tx = {0};
-        redisReply *r = NULL;
-        const char *argv[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"};
-        int rc = tierctl_cmd(&tx, 6, argv) ? TC_FAIL : tierctl_query(s, &tx, &r, err, errn);
-        store_tx_free(&tx);
-        if (rc != TC_OK) return -1;
-        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
-        const redisReply *keys = r->element[1];
-        for (size_t i = 0; i < keys->elements && rc == TC_OK; i++) {
-            const char *del[2] = {"UNLINK", keys->element[i]->str};
-            rc = tierctl_cmd(&tx, 2, del) ? TC_FAIL : TC_OK;
-        }
-        if (rc == TC_OK && tx.ncmds) {
-            redisReply **dr = calloc(tx.ncmds, sizeof(*dr));
-            rc = dr ? tierctl_query(s, &tx, dr, err, errn) : TC_FAIL;
-            for (size_t i = 0; dr && rc == TC_OK && i < tx.ncmds; i++) freeReplyObject(dr[i]);
-            free(dr);
-        }
-        store_tx_free(&tx);
-        freeReplyObject(r);
-        if (rc != TC_OK) return -1;
-    } while (strcmp(cursor, "0") != 0);
-    return 0;
+    int rc = store_scan(s, pattern, add_unlink, &tx, err, errn) == STORE_OK ? TC_OK : TC_FAIL;
+    if (rc == TC_OK && tx.ncmds) {
+        redisReply **dr = calloc(tx.ncmds, sizeof(*dr));
+        rc = dr ? tierctl_query(s, &tx, dr, err, errn) : TC_FAIL;
+        for (size_t i = 0; dr && rc == TC_OK && i < tx.ncmds; i++) freeReplyObject(dr[i]);
+        free(dr);
+    }
+    store_tx_free(&tx);
+    return rc == TC_OK ? 0 : -1;
 }
 
 static void print_matrix(const policy_t *a, const policy_t *b, const matrix_t *mx) {
@@ -627,6 +626,7 @@ typedef struct backtest {
     replay_t x;
     matrix_t mx;
     char scratch[2][128];
+    char tag[2][128];
 } backtest_t;
 
 static int backtest_partition(backtest_t *b, rd_kafka_t *rk, int32_t p, const opts_t *o,
@@ -698,15 +698,20 @@ int tierctl_backtest(int argc, char **argv, const char *conf_path, volatile sig_
         goto out;
     }
     snprintf(owner, sizeof(owner), "tierctl-backtest-%d", (int)getpid());
-    snprintf(b->scratch[0], 128, "%s-%" PRId64 "-configured", owner, store_now_ms());
-    snprintf(b->scratch[1], 128, "%s-%" PRId64 "-candidate", owner, store_now_ms());
+    int64_t run = store_now_ms();
+    snprintf(b->scratch[0], 128, "%s-%" PRId64 "-configured", owner, run);
+    snprintf(b->scratch[1], 128, "%s-%" PRId64 "-candidate", owner, run);
+    /* Scratch keys "<scratch>:{tierd-bt.<pid>-<ms>-<lane>.<P>}:...": slots
+     * of their own, one per lane and partition. */
+    snprintf(b->tag[0], 128, "tierd-bt.%d-%" PRId64 "-configured", (int)getpid(), run);
+    snprintf(b->tag[1], 128, "tierd-bt.%d-%" PRId64 "-candidate", (int)getpid(), run);
     b->x.what = "backtest";
     b->x.stop = stop;
     b->x.nlanes = 2;
     for (int i = 0; i < 2 && rc == TC_OK; i++) {
         b->x.lanes[i] = &b->lanes[i];
-        if (lane_open(&b->lanes[i], &b->t, i ? &b->cand : &b->t.policy, b->scratch[i], owner, err,
-                      sizeof(err)) != 0) {
+        if (lane_open(&b->lanes[i], &b->t, i ? &b->cand : &b->t.policy, b->scratch[i], b->tag[i],
+                      owner, err, sizeof(err)) != 0) {
             fprintf(stderr, "tierctl: %s\n", err);
             rc = TC_FAIL;
         }
@@ -762,35 +767,31 @@ static int check_lease(rebuild_t *r, int32_t p, char *err, size_t errn) {
     return rc;
 }
 
+typedef struct state_keys {
+    const char *head, *meta;
+    store_tx_t *del;
+} state_keys_t;
+
+static int state_key(void *opaque, const char *k, size_t len) {
+    state_keys_t *sk = opaque;
+    size_t hl = strlen(sk->head);
+    if (len < hl || memcmp(k, sk->head, hl) != 0) return 0;
+    if (len == strlen(sk->meta) && memcmp(k, sk->meta, len) == 0) return 0;
+    /* UNLINK: a partition's state hash can be large; Redis frees it in
+     * the background instead of inside the transaction. */
+    return store_tx_addv(sk->del, 2, "UNLINK", (size_t)6, k, len);
+}
+
 /* The partition's keys other than meta: whatever layout wrote them. */
 static int state_keys(rebuild_t *r, int32_t p, store_tx_t *del, char *err, size_t errn) {
-    char pattern[600], meta[512], head[512], cursor[32] = "0";
+    char pattern[600], meta[512], head[512];
     store_key(r->t.store, r->t.conf.topic_orders, p, "", head, sizeof(head));
     store_key(r->t.store, r->t.conf.topic_orders, p, "meta", meta, sizeof(meta));
-    do {
-        store_tx_t tx = {0};
-        redisReply *rep = NULL;
-        /* Only the exact head matches: glob characters in it are escaped by
-         * comparing the prefix again below. */
-        snprintf(pattern, sizeof(pattern), "*%d}:*", (int)p);
-        const char *argv[6] = {"SCAN", cursor, "MATCH", pattern, "COUNT", "1000"};
-        int rc =
-            tierctl_cmd(&tx, 6, argv) ? TC_FAIL : tierctl_query(r->t.store, &tx, &rep, err, errn);
-        store_tx_free(&tx);
-        if (rc != TC_OK) return -1;
-        snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
-        for (size_t i = 0; i < rep->element[1]->elements; i++) {
-            const char *k = rep->element[1]->element[i]->str;
-            if (strncmp(k, head, strlen(head)) != 0 || strcmp(k, meta) == 0) continue;
-            /* UNLINK: a partition's state hash can be large; Redis frees it
-             * in the background instead of inside the transaction. */
-            const char *d[2] = {"UNLINK", k};
-            if (tierctl_cmd(del, 2, d) != 0) rc = TC_FAIL;
-        }
-        freeReplyObject(rep);
-        if (rc != TC_OK) return -1;
-    } while (strcmp(cursor, "0") != 0);
-    return 0;
+    /* Only the exact head counts: glob characters in it are escaped by
+     * comparing the prefix again in state_key. */
+    snprintf(pattern, sizeof(pattern), "*%d}:*", (int)p);
+    state_keys_t sk = {head, meta, del};
+    return store_scan(r->t.store, pattern, state_key, &sk, err, errn) == STORE_OK ? 0 : -1;
 }
 
 /* Runs tx under WATCH of meta, if the epoch is still ours. */
@@ -944,8 +945,8 @@ int tierctl_rebuild(int argc, char **argv, const char *conf_path, volatile sig_a
     r->x.nlanes = 1;
     r->x.lease = 1;
     r->x.lanes[0] = &r->lane;
-    if (rc == TC_OK && lane_open(&r->lane, &r->t, &r->t.policy, r->t.conf.key_prefix, r->owner, err,
-                                 sizeof(err)) != 0) {
+    if (rc == TC_OK && lane_open(&r->lane, &r->t, &r->t.policy, r->t.conf.key_prefix, NULL,
+                                 r->owner, err, sizeof(err)) != 0) {
         fprintf(stderr, "tierctl: %s\n", err);
         rc = TC_FAIL;
     }

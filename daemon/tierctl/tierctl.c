@@ -135,48 +135,34 @@ static void glob_escape(const char *s, char *out, size_t size) {
     out[n] = '\0';
 }
 
+/* Keys look like "<prefix>:{<topic>.<P>}:meta": P follows head. */
+typedef struct parts_seen {
+    const char *head;
+    size_t hl;
+    int32_t n;
+} parts_seen_t;
+
+static int part_seen(void *opaque, const char *k, size_t len) {
+    parts_seen_t *ps = opaque;
+    if (len <= ps->hl || memcmp(k, ps->head, ps->hl) != 0) return 0;
+    const char *p = k + ps->hl, *end = k + len;
+    long long v = 0;
+    int nd = 0;
+    for (; p < end && *p >= '0' && *p <= '9' && nd < 11; p++, nd++) v = v * 10 + (*p - '0');
+    if (nd == 0 || end - p != 6 || memcmp(p, "}:meta", 6) != 0 || v > INT32_MAX - 1) return 0;
+    if (v + 1 > ps->n) ps->n = (int32_t)v + 1;
+    return 0;
+}
+
 int32_t tierctl_partitions(store_t *s, const config_t *c, char *errstr, size_t errstr_size) {
-    char pfx[512], topic[512], pattern[1100], head[1100], cursor[32] = "0";
-    int32_t n = 0;
+    char pfx[512], topic[512], pattern[1100], head[1100];
     glob_escape(c->key_prefix, pfx, sizeof(pfx));
     glob_escape(c->topic_orders, topic, sizeof(topic));
     snprintf(pattern, sizeof(pattern), "%s:{%s.*}:meta", pfx, topic);
-    /* Keys look like "<prefix>:{<topic>.<P>}:meta": P follows this head. */
     int hl = snprintf(head, sizeof(head), "%s:{%s.", c->key_prefix, c->topic_orders);
-    do {
-        store_tx_t tx = {0};
-        redisReply *r = NULL;
-        if (store_tx_addv(&tx, 6, "SCAN", (size_t)4, cursor, strlen(cursor), "MATCH", (size_t)5,
-                          pattern, strlen(pattern), "COUNT", (size_t)5, "1000", (size_t)4) != 0) {
-            store_tx_free(&tx);
-            snprintf(errstr, errstr_size, "out of memory");
-            return -1;
-        }
-        int rc = store_pipeline(s, &tx, &r, errstr, errstr_size);
-        store_tx_free(&tx);
-        if (rc != STORE_OK) return -1;
-        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-            r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY) {
-            snprintf(errstr, errstr_size, "redis: SCAN: %s",
-                     r->type == REDIS_REPLY_ERROR ? r->str : "unexpected reply");
-            freeReplyObject(r);
-            return -1;
-        }
-        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
-        for (size_t i = 0; i < r->element[1]->elements; i++) {
-            const redisReply *k = r->element[1]->element[i];
-            char *end = NULL;
-            if (k->type != REDIS_REPLY_STRING || k->len <= (size_t)hl ||
-                memcmp(k->str, head, (size_t)hl) != 0)
-                continue;
-            long p = strtol(k->str + hl, &end, 10);
-            if (end == k->str + hl || strcmp(end, "}:meta") != 0 || p < 0 || p > INT32_MAX - 1)
-                continue;
-            if (p + 1 > n) n = (int32_t)p + 1;
-        }
-        freeReplyObject(r);
-    } while (strcmp(cursor, "0") != 0);
-    return n;
+    parts_seen_t ps = {head, (size_t)hl, 0};
+    if (store_scan(s, pattern, part_seen, &ps, errstr, errstr_size) != STORE_OK) return -1;
+    return ps.n;
 }
 
 /* ------------------------------------------------------------------ */

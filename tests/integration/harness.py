@@ -87,7 +87,12 @@ class Services:
     self.sasl_bootstrap, its certificate signed by self.ca (a CA made for
     this run); users come from kafka_user()."""
 
-    def __init__(self, name, kafka_proxy_port=None, topic_config=None, sasl_ssl=False):
+    def __init__(self, name, kafka_proxy_port=None, topic_config=None, sasl_ssl=False,
+                 redis_cluster=False):
+        """redis_cluster: a Redis Cluster of 3 masters and 3 replicas, with a
+        password made up here (scripts/services' cluster mode): self.redis is
+        then a redis.cluster.RedisCluster, self.cluster the seeds tierd gets,
+        and self.redis_env the variables tierd and tierctl need."""
         self.dir = tempfile.mkdtemp(prefix="tierd-%s-" % name)
         self.script = os.path.join(ROOT, "scripts", "services")
         _cleanups.append(self.stop)
@@ -95,6 +100,10 @@ class Services:
         env = dict(os.environ)
         if kafka_proxy_port:
             env["TIERD_SERVICES_KAFKA_PROXY_PORT"] = str(kafka_proxy_port)
+        self.cluster, self.redis_env = None, {}
+        if redis_cluster:
+            env["TIERD_SERVICES_REDIS_CLUSTER"] = "1"
+            env["TIERD_SERVICES_REDIS_PASSWORD"] = "t%x" % random.SystemRandom().getrandbits(64)
         if sasl_ssl:
             env["TIERD_SERVICES_KAFKA_SASL_SSL"] = "1"
         out = subprocess.run([self.script, "start", self.dir], check=True,
@@ -103,17 +112,35 @@ class Services:
         with open(os.path.join(self.dir, "ports")) as f:
             self.ports = dict(l.strip().split("=", 1) for l in f if "=" in l)
         self.bootstrap = self.env["TIERD_KAFKA_BOOTSTRAP_SERVERS"]
-        self.redis_port = int(self.env["TIERD_REDIS_PORT"])
+        if redis_cluster:
+            self.cluster = self.env["TIERD_REDIS_CLUSTER"].split(",")
+            self.redis_env = {"TIERD_REDIS_PASSWORD": self.env["TIERD_REDIS_PASSWORD"]}
+            self.redis_port = int(self.cluster[0].split(":")[1])
+        else:
+            self.redis_port = int(self.env["TIERD_REDIS_PORT"])
         if sasl_ssl:
             self.sasl_bootstrap = "127.0.0.1:%s" % self.ports["KAFKA_SASL_SSL_PORT"]
             self.ca = os.path.join(self.dir, "tls", "ca.pem")
-        log("services up in %.1fs: kafka %s, redis %d" % (time.time() - t, self.bootstrap, self.redis_port))
+        log("services up in %.1fs: kafka %s, redis %s" % (
+            time.time() - t, self.bootstrap, ",".join(self.cluster or [str(self.redis_port)])))
         subprocess.run([os.path.join(ROOT, "scripts", "topics"), "--bootstrap", self.bootstrap,
                         "--partitions", "8"], check=True, stdout=subprocess.DEVNULL)
         if topic_config:
             set_topic_config(self.bootstrap, topic_config)
         wait_topics_ready(self.bootstrap, TOPICS, 8)
-        self.redis = redis.Redis(host="127.0.0.1", port=self.redis_port)
+        self.redis = self.connect_redis()
+
+    def connect_redis(self):
+        if not self.cluster:
+            return redis.Redis(host="127.0.0.1", port=self.redis_port)
+        return ClusterReader(self)
+
+    def cluster_verb(self, verb, *args, env=None):
+        """A scripts/services fault verb on the cluster; its stdout."""
+        e = dict(os.environ)
+        e.update(env or {})
+        return subprocess.run([self.script, verb, self.dir, *args], check=True,
+                              stdout=subprocess.PIPE, text=True, env=e).stdout.strip()
 
     def restart_redis(self):
         subprocess.run([self.script, "restart-redis", self.dir], check=True, stdout=subprocess.DEVNULL)
@@ -145,6 +172,70 @@ class Services:
             shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class ClusterReader:
+    """What the tests read from a cluster: each command on a key goes to the
+    node that answers for it, following MOVED and ASK, and asking the
+    running nodes again while a master fails over.  (redis-py 4.3's
+    RedisCluster gives up with "cannot pickle" when a node it knew died.)"""
+
+    def __init__(self, svc):
+        self.svc, self.tierd_password = svc, svc.redis_env["TIERD_REDIS_PASSWORD"]
+        self.conns, self.slot_port = {}, {}
+
+    def _conn(self, port):
+        if port not in self.conns:
+            self.conns[port] = redis.Redis(host="127.0.0.1", port=port,
+                                           password=self.tierd_password, socket_timeout=5)
+        return self.conns[port]
+
+    def live_ports(self):
+        return [int(l.split()[1]) for l in self.svc.cluster_verb("cluster-nodes").splitlines()
+                if "down" not in l.split()]
+
+    def primaries(self):
+        return [int(l.split()[1]) for l in self.svc.cluster_verb("cluster-nodes").splitlines()
+                if l.split()[2] == "master"]
+
+    def get_primaries(self):
+        return [type("Node", (), {"host": "127.0.0.1", "port": p}) for p in self.primaries()]
+
+    def execute(self, key, *args):
+        key = key.encode() if isinstance(key, str) else key
+        deadline = time.time() + 60
+        port = self.slot_port.get(key) or self.live_ports()[0]
+        asking = False
+        while True:
+            try:
+                c = self._conn(port)
+                if asking:
+                    c.execute_command("ASKING")
+                return c.execute_command(*args)
+            except redis.exceptions.ResponseError as e:
+                words = str(e).split()
+                if words and words[0] in ("MOVED", "ASK"):
+                    port, asking = int(words[2].rsplit(":", 1)[1]), words[0] == "ASK"
+                    if not asking:
+                        self.slot_port[key] = port
+                    continue
+                if not words or words[0] not in ("CLUSTERDOWN", "TRYAGAIN", "LOADING"):
+                    raise
+            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError):
+                self.conns.pop(port, None)
+                port = self.live_ports()[0]
+            if time.time() > deadline:
+                raise AssertionError("the cluster did not answer %s for 60 s" % (args,))
+            time.sleep(0.1)
+
+    def hget(self, key, field):
+        return self.execute(key, "HGET", key, field)
+
+    def xlen(self, key):
+        return self.execute(key, "XLEN", key)
+
+    def dbsize_all(self):
+        return sum(self._conn(p).dbsize() for p in self.primaries())
+
+
 def tierd_binary():
     b = os.environ.get("TIERD_BIN")
     if b:
@@ -161,19 +252,23 @@ class Daemon:
 
     def __init__(self, svc, name, time_zone="Asia/Shanghai", extra=None, kafka_extra=None,
                  env=None):
-        self.svc, self.name, self.env = svc, name, env or {}
+        self.svc, self.name = svc, name
+        self.env = dict(svc.redis_env)
+        self.env.update(env or {})
         self.cfg = os.path.join(svc.dir, "%s.yaml" % name)
         self.logpath = os.path.join(svc.dir, "%s.log" % name)
         kafka = {"bootstrap.servers": svc.bootstrap, "group.id": "tierd-test",
                  "session.timeout.ms": "6000", "heartbeat.interval.ms": "500"}
         kafka.update(kafka_extra or {})
         lines = ["kafka:"] + ["  %s: \"%s\"" % kv for kv in kafka.items()]
-        lines += ["redis:", "  host: 127.0.0.1", "  port: %d" % svc.redis_port,
-                  "time_zone: %s" % time_zone, "currency: CNY", "window_months: 3",
+        redis_lines = ["redis:", "  host: 127.0.0.1", "  port: %d" % svc.redis_port]
+        if svc.cluster:
+            redis_lines = ["redis:", "  cluster:"] + ["    - \"%s\"" % a for a in svc.cluster]
+        lines += redis_lines + ["time_zone: %s" % time_zone, "currency: CNY", "window_months: 3",
                   "instance_id: %s" % name, "log_level: info"]
         extra = dict(extra or {})
         if "redis" in extra:  # a whole redis: section replaces the default
-            lines = [l for l in lines if l not in ("redis:", "  host: 127.0.0.1", "  port: %d" % svc.redis_port)]
+            lines = [l for l in lines if l not in redis_lines]
         if "http" not in extra:  # many daemons at once: each on a free port
             lines += ["http:", "  listen: \"127.0.0.1:0\""]
         for k, v in extra.items():
@@ -186,6 +281,7 @@ class Daemon:
     def start(self):
         env = {k: v for k, v in os.environ.items() if not k.startswith("TIERD_")}
         env.update(self.env)
+        env = {k: v for k, v in env.items() if v is not None}  # None: not set
         self.logf = open(self.logpath, "a")
         self.proc = subprocess.Popen([tierd_binary(), "-c", self.cfg], stdout=self.logf,
                                      stderr=subprocess.STDOUT, env=env)
@@ -427,15 +523,22 @@ def dump(r, *args, rc=0):
     """`tierctl dump ARGS` against the Redis r talks to: its lines, parsed.
     Tests read the state through dump's documented format, never through
     Redis keys, so a new layout changes tierctl, not the tests."""
-    kw = r.connection_pool.connection_kwargs
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERD_")}
+    if hasattr(r, "get_primaries"):  # a cluster: its masters are the seeds
+        seeds = ", ".join('"%s:%d"' % (n.host, n.port) for n in r.get_primaries())
+        redis_conf = "redis:\n  cluster: [%s]\n" % seeds
+        pw = getattr(r, "tierd_password", None)
+        if pw:
+            env["TIERD_REDIS_PASSWORD"] = pw
+    else:
+        kw = r.connection_pool.connection_kwargs
+        redis_conf = "redis:\n  host: %s\n  port: %d\n" % (kw.get("host", "127.0.0.1"),
+                                                          kw.get("port", 6379))
     fd, cfg = tempfile.mkstemp(prefix="tierctl-dump-", suffix=".yaml")
     with os.fdopen(fd, "w") as f:
         # Kafka is never contacted by dump; the configuration requires it.
-        f.write("kafka:\n  bootstrap.servers: \"127.0.0.1:9\"\n"
-                "redis:\n  host: %s\n  port: %d\n" % (kw.get("host", "127.0.0.1"),
-                                                       kw.get("port", 6379)))
+        f.write("kafka:\n  bootstrap.servers: \"127.0.0.1:9\"\n" + redis_conf)
     try:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TIERD_")}
         p = subprocess.run([tierctl_binary(), "-c", cfg, "dump", *args], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, env=env, timeout=300)
     finally:

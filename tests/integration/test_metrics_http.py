@@ -89,11 +89,23 @@ assert value(ms, "tierd_policy_info", name="supply-tiers", version="1") == 1, [
     k for k in ms if k[0] == "tierd_policy_info"]
 assert value(ms, "tierd_ready") == 1
 assert get(port, "/readyz") == (200, "ready\n")
+node = "127.0.0.1:%d" % svc.redis_port
+assigned = sorted(int(dict(k[1])["partition"]) for k in ms if k[0] == "tierd_partition_redis_up")
+assert assigned == list(range(8)), assigned
+for p in assigned:
+    assert value(ms, "tierd_partition_redis_up", partition=str(p), node=node) == 1, p
 h.log("metrics agree with the stream: %d applied, %d duplicates, %d dead, %d events" % (
     n_good - h.model.duplicates, h.model.duplicates, len(want_dead), decided))
 
 svc.run("stop-redis")
 h.wait_for(lambda: get(port, "/readyz")[0] == 503, "/readyz to say not ready", daemons=[d])
+# Which partitions wait on which node: every one of them, on the one node.
+want = "not ready\n" + "".join("partition %d waits on redis %s\n" % (p, node) for p in range(8))
+h.wait_for(lambda: get(port, "/readyz") == (503, want), "/readyz to name the waiting partitions",
+           daemons=[d])
+ms = scrape(port)
+assert all(value(ms, "tierd_partition_redis_up", partition=str(p), node=node) == 0
+           for p in range(8)), [k for k in ms if k[0] == "tierd_partition_redis_up"]
 assert get(port, "/healthz")[0] == 200, "a Redis outage is not a reason to restart tierd"
 svc.run("start-redis")
 h.wait_for(lambda: get(port, "/readyz")[0] == 200, "/readyz to recover", daemons=[d])

@@ -56,6 +56,27 @@ static void test_file_then_env(void **state) {
     config_free(&c);
 }
 
+/* redis.cluster: a YAML list, joined with commas; the environment gives
+ * the same comma-separated. */
+static void test_cluster_list(void **state) {
+    (void)state;
+    config_t c;
+    char err[512] = "";
+    write_file("kafka:\n  bootstrap.servers: \"k:9092\"\n"
+               "redis:\n  cluster:\n    - \"redis-a:6379\"\n    - redis-b:6379\n"
+               "    - \"[::1]:7000\"\n  port: 7000\n");
+    assert_int_equal(config_load(&c, path, err, sizeof(err)), 0);
+    assert_string_equal(c.redis_cluster, "redis-a:6379,redis-b:6379,[::1]:7000");
+    assert_int_equal(c.redis_port, 7000); /* a key after the list still counts */
+    config_free(&c);
+    setenv("TIERD_REDIS_CLUSTER", "x:1,y:2", 1);
+    assert_int_equal(config_load(&c, path, err, sizeof(err)), 0);
+    assert_string_equal(c.redis_cluster, "x:1,y:2");
+    config_free(&c);
+    unsetenv("TIERD_REDIS_CLUSTER");
+    unlink(path);
+}
+
 static void expect_refusal(const char *text, const char *needle) {
     config_t c;
     char err[512] = "";
@@ -84,7 +105,11 @@ static void test_refusals_name_file_and_line(void **state) {
                    ":4: redis.host: must not be empty");
     expect_refusal("kafka:\n  bootstrap.servers: k\nhttp:\n  listen: localhost:80\n",
                    ":4: http.listen: metrics: listen address \"localhost:80\"");
-    expect_refusal("kafka: [a, b]\n", ":1: lists are not used");
+    expect_refusal("kafka: [a, b]\n", ":1: a list is used only by redis.cluster");
+    expect_refusal("kafka:\n  bootstrap.servers: k:1\nredis:\n  cluster:\n    - a:1\n    - [b]\n",
+                   "redis.cluster: the list holds host:port strings only");
+    expect_refusal("kafka:\n  bootstrap.servers: k:1\nredis:\n  cluster: [\"a:1,b:2\"]\n",
+                   "an item is empty, holds a comma");
     expect_refusal("kafka:\n  bootstrap.servers: k\nredis: {port: 1\n", "YAML error");
     expect_refusal("redis:\n  port: 1\n", "kafka.bootstrap.servers is required");
 }
@@ -375,6 +400,8 @@ static const struct reload_case {
     RC("topics.quota_events", "topics:\n  quota_events: q2\n", topic_quota_events, 0, RESTART),
     RC("policy", "policy: /etc/tierd/other.yaml\n", policy_path, 0, RELOAD),
     RC("idle_close_after_s", "idle_close_after_s: 60\n", idle_close_after_s, 1, RELOAD),
+    RC("redis.cluster", "redis:\n  cluster: [\"r1:7000\", \"r2:7000\"]\n", redis_cluster, 0,
+       RESTART),
     RC("redis.host", "redis:\n  host: 10.0.0.2\n", redis_host, 0, RESTART),
     RC("redis.port", "redis:\n  port: 6380\n", redis_port, 1, RESTART),
     RC("redis.unix_socket", "redis:\n  unix_socket: /run/r.sock\n", redis_unix_socket, 0, RESTART),
@@ -556,6 +583,7 @@ int main(void) {
     clear_tierd_environment();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_file_then_env, teardown),
+        cmocka_unit_test_teardown(test_cluster_list, teardown),
         cmocka_unit_test_teardown(test_refusals_name_file_and_line, teardown),
         cmocka_unit_test_teardown(test_duplicate_keys, teardown),
         cmocka_unit_test_teardown(test_unknown_environment, teardown),

@@ -46,10 +46,14 @@ static void fill(metrics_snapshot_t *s) {
     s->parts[0].lag = 120;
     s->parts[0].committed = 1000;
     s->parts[0].assigned = 1;
+    snprintf(s->parts[0].node, sizeof(s->parts[0].node), "127.0.0.1:7001");
+    s->parts[0].node_up = 1;
     s->parts[1].partition = 3;
     s->parts[1].lag = 0;
     s->parts[1].committed = 55;
     s->parts[1].assigned = 1;
+    snprintf(s->parts[1].node, sizeof(s->parts[1].node), "127.0.0.1:7002");
+    s->parts[1].node_up = 1;
     s->parts[2].partition = 7; /* no longer ours: not exported */
     s->parts[2].lag = 99;
     s->parts[2].committed = 12;
@@ -125,6 +129,8 @@ static void test_render_counters_and_types(void **state) {
         {"tierd_quota_events_total", "counter"},
         {"tierd_events_published_total", "counter"},
         {"tierd_redis_commands_total", "counter"},
+        {"tierd_redis_redirects_total", "counter"},
+        {"tierd_partition_redis_up", "gauge"},
         {"tierd_outbox_depth", "gauge"},
         {"tierd_consumer_lag", "gauge"},
         {"tierd_committed_offset", "gauge"},
@@ -184,6 +190,37 @@ static void test_render_lag_per_assigned_partition(void **state) {
     expect_line(t, "tierd_committed_offset{partition=\"3\"} 55");
     assert_null(strstr(t, "partition=\"7\""));
     free(t);
+}
+
+/* Which partition waits on which Redis node: in /metrics and /readyz. */
+static void test_render_partition_nodes(void **state) {
+    (void)state;
+    metrics_snapshot_t s;
+    char text[1024];
+    fill(&s);
+    s.parts[1].node_up = 0;
+    s.parts[2].node_up = 0; /* not ours: neither exported nor listed */
+    s.redis_redirects[METRICS_REDIR_MOVED] = 2;
+    s.redis_redirects[METRICS_REDIR_ASK] = 5;
+    char *t = render(&s);
+    expect_line(t, "tierd_partition_redis_up{partition=\"0\",node=\"127.0.0.1:7001\"} 1");
+    expect_line(t, "tierd_partition_redis_up{partition=\"3\",node=\"127.0.0.1:7002\"} 0");
+    expect_line(t, "tierd_redis_redirects_total{kind=\"moved\"} 2");
+    expect_line(t, "tierd_redis_redirects_total{kind=\"ask\"} 5");
+    expect_line(t, "tierd_redis_redirects_total{kind=\"tryagain\"} 0");
+    expect_line(t, "tierd_redis_redirects_total{kind=\"clusterdown\"} 0");
+    assert_null(strstr(t, "partition=\"7\""));
+    free(t);
+
+    metrics_ready_text(&s, text, sizeof(text));
+    assert_string_equal(text, "ready\npartition 3 waits on redis 127.0.0.1:7002\n");
+    s.parts[0].node_up = 0;
+    s.ready = 0;
+    metrics_ready_text(&s, text, sizeof(text));
+    assert_string_equal(text, "not ready\npartition 0 waits on redis 127.0.0.1:7001\n"
+                              "partition 3 waits on redis 127.0.0.1:7002\n");
+    metrics_ready_text(&s, text, 20); /* truncated, still a string */
+    assert_int_equal(strlen(text), 19);
 }
 
 /* Reads the histogram's bucket lines in order; returns how many. */
@@ -365,6 +402,20 @@ static void test_server_endpoints(void **state) {
     assert_int_equal(get(port, "GET", "/readyz", r), 0);
     assert_int_equal(r->status, 503);
     expect_line(r->body, "not ready");
+    /* a partition whose node is down is named, ready or not */
+    s.parts[0].node_up = 0;
+    metrics_publish(m, &s);
+    assert_int_equal(get(port, "GET", "/readyz", r), 0);
+    assert_int_equal(r->status, 503);
+    assert_string_equal(r->body, "not ready\npartition 0 waits on redis 127.0.0.1:7001\n");
+    s.ready = 1;
+    metrics_publish(m, &s);
+    assert_int_equal(get(port, "GET", "/readyz", r), 0);
+    assert_int_equal(r->status, 200);
+    assert_string_equal(r->body, "ready\npartition 0 waits on redis 127.0.0.1:7001\n");
+    s.ready = 0;
+    s.parts[0].node_up = 1;
+    metrics_publish(m, &s);
     assert_int_equal(get(port, "GET", "/healthz", r), 0);
     assert_int_equal(r->status, 200);
     s.healthy = 0;
@@ -591,6 +642,7 @@ int main(void) {
         cmocka_unit_test(test_render_counters_and_types),
         cmocka_unit_test(test_render_dead_letters_by_reason_escaped),
         cmocka_unit_test(test_render_lag_per_assigned_partition),
+        cmocka_unit_test(test_render_partition_nodes),
         cmocka_unit_test(test_render_histogram_monotonic),
         cmocka_unit_test(test_render_order_latency),
         cmocka_unit_test(test_server_endpoints),
