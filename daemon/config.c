@@ -122,8 +122,8 @@ static const config_key_t config_keys[] = {
     KEY("min_placed_at_s", CT_INT, min_placed_at_s, "946684800", 0, 4102444800, RELOAD,
         "Orders placed before this instant (epoch seconds; 2000-01-01T00:00:00Z by default) "
         "are refused as BAD_PLACED_AT; a value after now is refused at start"),
-    KEY("batch.max_orders", CT_INT, batch_max_orders, "20000", 1, 1000000, RELOAD,
-        "Records gathered before a batch is applied"),
+    KEY("batch.max_orders", CT_INT, batch_max_orders, "8000", 1, 1000000, RELOAD,
+        "Records held in batches over all partitions; at this many every batch is applied"),
     KEY("batch.max_ms", CT_INT, batch_max_ms, "100", 1, 60000, RELOAD,
         "Longest a record waits in a batch before it is applied"),
     KEY("shutdown_timeout_ms", CT_INT, shutdown_timeout_ms, "20000", 1000, 600000, RELOAD,

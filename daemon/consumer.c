@@ -53,6 +53,9 @@ typedef struct part {
     int64_t due_ms;   /* monotonic: its pending records are applied by then */
     int64_t retry_at; /* monotonic: waiting on a retry until then; 0 = not waiting */
     int64_t backoff;
+    /* The offset after the last record polled since the assignment or a
+     * seek, orders and profiles; -1: none yet (see prefetch_wake). */
+    int64_t next_off, pnext_off;
     apply_part_t ap;
     rd_kafka_message_t **pending;
     size_t npending, cap;
@@ -66,12 +69,23 @@ typedef struct part {
 /* Records taken from the consumer queue per call. */
 #define POLL_BATCH 1024
 
+/* What the loop knows of one handle's fetcher (see prefetch_bound). */
+typedef struct prefetch {
+    rd_kafka_queue_t *q; /* the handle's consumer queue; owned reference; NULL: none */
+    size_t min_msgs;     /* queued.min.messages in force */
+    size_t max_bytes;    /* queued.max.messages.kbytes in force, in bytes as librdkafka counts */
+    size_t last_got;     /* records taken in the previous turn */
+    size_t last_bytes;   /* and their payload bytes */
+    int stalled;         /* the queue may have reached a bound since the last wake-up */
+} prefetch_t;
+
 struct consumer {
     const config_t *conf;
     apply_ctx_t *apply; /* borrowed */
     publish_t *pub;     /* borrowed */
     rd_kafka_t *rk;
-    rd_kafka_t *prk; /* customer-profiles, assigned by hand */
+    rd_kafka_t *prk;    /* customer-profiles, assigned by hand */
+    prefetch_t pf, ppf; /* the fetchers of rk and prk */
     int64_t last_idle_check_ms;
     part_t *parts; /* indexed by partition id */
     int32_t nparts;
@@ -213,6 +227,7 @@ static int rewind_part(consumer_t *k, int32_t id, part_t *pt) {
     pt->need_rewind = 1;
     if (claim(k, id, pt, 0) != 0) return -1;
     pt->need_rewind = 0;
+    pt->next_off = pt->pnext_off = -1;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id)->offset =
         pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
@@ -618,6 +633,7 @@ static int assign_one(consumer_t *k, rd_kafka_topic_partition_t *tp) {
     pt->ap.partition = tp->partition;
     pt->ap.outbox_dirty = 1; /* whatever the previous owner left */
     pt->last_record_ms = mono_ms();
+    pt->next_off = pt->pnext_off = -1;
     /* Bootstrap the table before the stream: orders of this partition
      * wait until the profiles that exist now are joined. */
     int64_t lo = 0, hi = 0;
@@ -748,17 +764,93 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
            rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
 }
 
-/* librdkafka prefetches up to 100 000 records a partition (or 64 MB) by
- * default: for 8 partitions of small orders that is the whole backlog in
- * memory, far more than the rest of tierd uses.  2 000 records a
- * partition and 8 MB keep a backlog's batches full (unless kafka.* says
- * otherwise). */
+/* The prefetch.  librdkafka's fetcher (a broker thread) sends a Fetch while
+ * the consumer queue holds fewer than queued.min.messages records and
+ * queued.max.messages.kbytes of payload, and enqueues the whole response:
+ * the bounds say when to fetch, not how much.  A response holds up to
+ * fetch.max.bytes (which librdkafka sets to queued.max.messages.kbytes
+ * unless kafka.* names it, and to at least message.max.bytes, 1 MB), and
+ * at least one whole record batch of its first partition (a producer's
+ * batch, up to 1 MB).  librdkafka's defaults (100 000 records, 64 MB) put
+ * a whole backlog in memory; 8 MB still let 8 MB responses in, 90 000 of
+ * the bench's 82-byte orders at once, each a ~300-byte op and the response
+ * kept while one of its records is.  So: 2 000 records and 1 MB (about one
+ * producer batch) by default, unless kafka.* says otherwise.
+ *
+ * Once a bound is reached, librdkafka 2.0.2's broker thread looks at the
+ * queue again only when something wakes it, or after a second (librdkafka
+ * 2.2 added fetch.queue.backoff.ms for this): with small bounds the drain
+ * would wait on that second (12 k orders/s instead of 42 k/s).  So when the
+ * loop finds the queue empty and it may have reached a bound since the
+ * last wake-up, prefetch_wake wakes the fetcher.  See docs/design.md. */
 static void prefetch_bound(const config_t *c, rd_kafka_conf_t *conf) {
     char why[256];
     if (!config_kafka_get(c, "queued.min.messages"))
         rd_kafka_conf_set(conf, "queued.min.messages", "2000", why, sizeof(why));
     if (!config_kafka_get(c, "queued.max.messages.kbytes"))
-        rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "8192", why, sizeof(why));
+        rd_kafka_conf_set(conf, "queued.max.messages.kbytes", "1024", why, sizeof(why));
+}
+
+static size_t conf_size(rd_kafka_t *rk, const char *name, size_t dflt) {
+    char v[32];
+    size_t n = sizeof(v);
+    if (rd_kafka_conf_get(rd_kafka_conf(rk), name, v, &n) != RD_KAFKA_CONF_OK) return dflt;
+    long long x = strtoll(v, NULL, 10);
+    return x > 0 ? (size_t)x : dflt;
+}
+
+/* Once rk is a consumer (rd_kafka_poll_set_consumer). */
+static void prefetch_init(prefetch_t *pf, rd_kafka_t *rk) {
+    pf->q = rd_kafka_queue_get_consumer(rk);
+    pf->min_msgs = conf_size(rk, "queued.min.messages", 100000);
+    pf->max_bytes = conf_size(rk, "queued.max.messages.kbytes", 65536) * 1000;
+}
+
+/* A turn took `got` records of `bytes` payload from a queue that held
+ * `queued` records as it began.  The fetcher looks at the queue as it
+ * enqueues a response; what it saw then was polled in the rest of that
+ * turn (last_got at most) and what the next turn found, so a bound it
+ * reached shows here (the bytes estimated at this turn's mean size). */
+static void prefetch_note(prefetch_t *pf, size_t queued, size_t got, size_t bytes) {
+    size_t mean = got ? bytes / got : 0;
+    if (queued + pf->last_got >= pf->min_msgs || got >= pf->min_msgs ||
+        queued * mean + pf->last_bytes >= pf->max_bytes || bytes >= pf->max_bytes)
+        pf->stalled = 1;
+    pf->last_got = got;
+    pf->last_bytes = bytes;
+}
+
+/* Wakes a fetcher that may be waiting out its second, once the loop found
+ * the queue empty.  A seek to a concrete offset wakes the partition's
+ * broker thread at once, which then looks at the queue again (a pause and
+ * a resume do not: librdkafka's main thread serves them and leaves the
+ * broker thread asleep).  Each partition seeks to the
+ * offset after the last record polled: where the fetcher would go on.  A
+ * seek drops what was fetched beyond it: with the queue empty that is at
+ * most a response in flight, fetched again; nothing is skipped, and the
+ * records the loop holds stay valid.  Only partitions that are not paused
+ * for their own reasons and have delivered a record since their
+ * assignment or last seek (so are fetching, past any offset lookup). */
+static void prefetch_wake(consumer_t *k, rd_kafka_t *rk, prefetch_t *pf, int orders) {
+    if (!pf->stalled || k->stopping) return;
+    pf->stalled = 0;
+    const char *topic = orders ? k->conf->topic_orders : k->conf->topic_profiles;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    for (int32_t i = 0; i < k->nparts; i++) {
+        part_t *pt = &k->parts[i];
+        int64_t at = orders ? pt->next_off : pt->pnext_off;
+        if (!pt->assigned || pt->fenced || pt->retry_at || pt->need_rewind || at < 0) continue;
+        if (orders && pt->prof_catchup >= 0) continue;
+        rd_kafka_topic_partition_list_add(l, topic, i)->offset = at;
+    }
+    if (l->cnt > 0) {
+        rd_kafka_error_t *e = rd_kafka_seek_partitions(rk, l, 0); /* not waited for */
+        if (e) {
+            log_debug("consumer", "waking the %s fetcher: %s", topic, rd_kafka_error_string(e));
+            rd_kafka_error_destroy(e);
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
 }
 
 consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, char *errstr,
@@ -795,6 +887,7 @@ consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, 
     }
     conf = NULL; /* now owned by prk */
     rd_kafka_poll_set_consumer(k->prk);
+    prefetch_init(&k->ppf, k->prk);
     conf = kafkaconf_build(c, fixed, errstr, errstr_size);
     if (!conf) goto fail;
     /* Defaults that the operator may override in kafka.* */
@@ -814,6 +907,7 @@ consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, 
     }
     conf = NULL; /* now owned by rk */
     rd_kafka_poll_set_consumer(k->rk);
+    prefetch_init(&k->pf, k->rk);
     topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, c->topic_orders, RD_KAFKA_PARTITION_UA);
     err = rd_kafka_subscribe(k->rk, topics);
@@ -994,6 +1088,7 @@ static int enqueue(consumer_t *k, rd_kafka_message_t *m) {
         return 0;
     }
     pt->last_record_ms = mono_ms();
+    pt->next_off = m->offset + 1;
     if (pt->npending == pt->cap) {
         size_t cap = pt->cap ? pt->cap * 2 : 256;
         rd_kafka_message_t **np = realloc(pt->pending, cap * sizeof(*np));
@@ -1013,10 +1108,17 @@ static int enqueue(consumer_t *k, rd_kafka_message_t *m) {
 /* Profiles: whatever has arrived, without waiting; they are applied at
  * once unless orders of the partition are gathering. */
 static void poll_profiles(consumer_t *k) {
-    for (int i = 0; i < 5000; i++) {
+    size_t queued = k->ppf.q ? rd_kafka_queue_length(k->ppf.q) : 0, got = 0, bytes = 0;
+    int empty = 0;
+    for (; got < 5000; got++) {
         rd_kafka_message_t *pm = rd_kafka_consumer_poll(k->prk, 0);
-        if (!pm) break;
+        if (!pm) {
+            empty = 1;
+            break;
+        }
+        bytes += pm->len;
         part_t *pt = pm->err ? NULL : part_get(k, pm->partition);
+        if (pt && !pm->err) pt->pnext_off = pm->offset + 1;
         if (pm->err) {
             if (pm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 log_warn("consumer", "%s", rd_kafka_message_errstr(pm));
@@ -1027,6 +1129,8 @@ static void poll_profiles(consumer_t *k) {
             pt->due_ms = mono_ms();
         }
     }
+    prefetch_note(&k->ppf, queued, got, bytes);
+    if (empty) prefetch_wake(k, k->prk, &k->ppf, 0);
 }
 
 /* The way out, within shutdown_timeout_ms: the batches in hand are
@@ -1088,12 +1192,14 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
          * (rd_kafka_consume_batch_queue in librdkafka 2.0.2 handed such
          * stale records over after a partition was lost and assigned
          * again). */
-        size_t got = 0;
+        size_t got = 0, bytes = 0;
+        size_t queued = k->pf.q ? rd_kafka_queue_length(k->pf.q) : 0;
         int oom = 0;
         for (int timeout = poll_timeout(k); got < POLL_BATCH; timeout = 0) {
             rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, timeout);
             if (!m) break;
             got++;
+            bytes += m->len;
             if (m->err) {
                 if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                     log_warn("consumer", "%s", rd_kafka_message_errstr(m));
@@ -1108,8 +1214,11 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
             k->fatal = 1;
             break;
         }
+        prefetch_note(&k->pf, queued, got, bytes);
+        /* Fewer than asked: nothing more is queued.  The fetcher may go on
+         * (prefetch_bound) while every batch goes now. */
+        if (got < POLL_BATCH) prefetch_wake(k, k->rk, &k->pf, 1);
         poll_profiles(k);
-        /* Fewer than asked: nothing more is queued, every batch goes now. */
         service_due(k, got < POLL_BATCH);
         /* A partition fenced but never taken away by the group: we are
          * its owner after all (the epoch was bumped by a tool or a
@@ -1149,6 +1258,8 @@ void consumer_destroy(consumer_t *k) {
         free(k->parts[i].prof.m);
     }
     free(k->parts);
+    if (k->pf.q) rd_kafka_queue_destroy(k->pf.q);
+    if (k->ppf.q) rd_kafka_queue_destroy(k->ppf.q);
     /* Closed in consumer_run (or never joined); a close abandoned at the
      * deadline is not tried again here. */
     if (k->rk) rd_kafka_destroy_flags(k->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
