@@ -47,6 +47,7 @@ typedef struct part {
     int64_t catchup_deadline; /* monotonic ms: give up waiting (and say so) after it */
     int64_t last_record_ms;   /* monotonic: last order record seen */
     int fenced;               /* a commit was refused: paused until the group moves it */
+    int paused, prof_paused;  /* its orders / customer-profiles partition paused by us */
     int need_rewind;          /* Redis lost writes: claim again and seek, when Redis answers */
     int64_t lease_at;         /* monotonic ms of the last lease renewal (store_lease) */
     int64_t fenced_at;
@@ -165,21 +166,33 @@ static rd_kafka_topic_partition_list_t *plist(consumer_t *k, int32_t id, int64_t
 }
 
 /* Pauses or resumes one partition's orders and profiles.  Orders stay
- * paused while fenced or while its profiles catch up. */
+ * paused while fenced or while its profiles catch up.  Only a change is
+ * passed on: each pause or resume bumps the partition's op version in
+ * librdkafka 2.0.2, which drops what was fetched or asked for before it
+ * (an offset lookup is retried 500 ms later, a fetch response thrown
+ * away). */
 static void part_pause(consumer_t *k, int32_t id, part_t *pt, int pause) {
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id);
-    if (pause || pt->fenced || pt->prof_catchup >= 0)
-        rd_kafka_pause_partitions(k->rk, l);
-    else
-        rd_kafka_resume_partitions(k->rk, l);
-    rd_kafka_topic_partition_list_destroy(l);
-    l = plist(k, id, RD_KAFKA_OFFSET_INVALID);
-    if (pause || pt->fenced)
-        rd_kafka_pause_partitions(k->prk, l);
-    else
-        rd_kafka_resume_partitions(k->prk, l);
-    rd_kafka_topic_partition_list_destroy(l);
+    int want = pause || pt->fenced || pt->prof_catchup >= 0;
+    if (want != pt->paused) {
+        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id);
+        if (want)
+            rd_kafka_pause_partitions(k->rk, l);
+        else
+            rd_kafka_resume_partitions(k->rk, l);
+        rd_kafka_topic_partition_list_destroy(l);
+        pt->paused = want;
+    }
+    want = pause || pt->fenced;
+    if (want != pt->prof_paused) {
+        rd_kafka_topic_partition_list_t *l = plist(k, id, RD_KAFKA_OFFSET_INVALID);
+        if (want)
+            rd_kafka_pause_partitions(k->prk, l);
+        else
+            rd_kafka_resume_partitions(k->prk, l);
+        rd_kafka_topic_partition_list_destroy(l);
+        pt->prof_paused = want;
+    }
 }
 
 static void msgs_from(apply_msg_t *msgs, rd_kafka_message_t **m, size_t n) {
@@ -638,8 +651,8 @@ static int assign_one(consumer_t *k, rd_kafka_topic_partition_t *tp) {
      * wait until the profiles that exist now are joined. */
     int64_t lo = 0, hi = 0;
     pt->prof_catchup = -1;
-    if (rd_kafka_query_watermark_offsets(k->prk, k->conf->topic_profiles, tp->partition, &lo, &hi,
-                                         5000) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+    if (publish_watermarks(k->pub, k->conf->topic_profiles, tp->partition, &lo, &hi, 5000) ==
+            RD_KAFKA_RESP_ERR_NO_ERROR &&
         hi > lo && pt->ap.meta.poffset < hi) {
         pt->prof_catchup = hi;
         pt->catchup_deadline = mono_ms() + 60000;
@@ -647,13 +660,16 @@ static int assign_one(consumer_t *k, rd_kafka_topic_partition_t *tp) {
     rd_kafka_topic_partition_list_t *l =
         plist(k, tp->partition,
               pt->ap.meta.poffset >= 0 ? pt->ap.meta.poffset : RD_KAFKA_OFFSET_BEGINNING);
+    /* A pause of ours outlives the revocation: cleared before assigning,
+     * and only when there is one (see on_assign). */
+    if (pt->prof_paused) rd_kafka_resume_partitions(k->prk, l);
+    pt->prof_paused = 0;
     rd_kafka_error_t *pe = rd_kafka_incremental_assign(k->prk, l);
     if (pe) {
         log_error("consumer", "assign %s [%d]: %s", k->conf->topic_profiles, (int)tp->partition,
                   rd_kafka_error_string(pe));
         rd_kafka_error_destroy(pe);
     }
-    rd_kafka_resume_partitions(k->prk, l);
     rd_kafka_topic_partition_list_destroy(l);
     tp->offset = pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
     log_info("consumer", "assigned %s [%d] at offset %" PRId64 "%s (epoch %" PRId64 ")", tp->topic,
@@ -671,14 +687,21 @@ static rd_kafka_error_t *on_assign(consumer_t *k, rd_kafka_t *rk,
         *k->stop = 1;
         parts->elems[i].offset = RD_KAFKA_OFFSET_END; /* assign anyway; we are leaving */
     }
+    /* librdkafka keeps an application pause across revoke and re-assign (a
+     * partition paused when it was fenced would stay silent), so clear it:
+     * BEFORE assigning.  A resume after the assignment bumps the
+     * partition's op version while its start offset is being looked up,
+     * librdkafka 2.0.2 drops that answer as outdated and asks again only
+     * after 500 ms: every assignment started half a second late. */
+    rd_kafka_resume_partitions(rk, parts);
+    for (int i = 0; i < parts->cnt; i++) {
+        part_t *pt = part_get(k, parts->elems[i].partition);
+        if (pt) pt->paused = 0;
+    }
     if (cooperative)
         e = rd_kafka_incremental_assign(rk, parts);
     else
         rd_kafka_assign(rk, parts);
-    /* librdkafka keeps an application pause across revoke and re-assign (a
-     * partition paused when it was fenced would stay silent), so set the
-     * state explicitly. */
-    rd_kafka_resume_partitions(rk, parts);
     for (int i = 0; i < parts->cnt; i++) {
         part_t *pt = part_get(k, parts->elems[i].partition);
         if (!pt || pt->prof_catchup < 0) continue;
@@ -1229,7 +1252,10 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
             if (rewind_part(k, i, pt) != 0) pt->fenced_at = mono_ms(); /* in a minute, again */
         }
         catchup_check(k);
-        publish_all(k, 50);
+        /* Acknowledgements are waited for (50 ms at most) only when no
+         * record came this turn: with records flowing the loop comes back
+         * within one batch, and each turn serves the reports that arrived. */
+        publish_all(k, got ? 0 : 50);
         idle_reviews(k);
         renew_leases(k);
         if (*reload) {

@@ -673,3 +673,8 @@ int publish_outboxes_busy(const publish_t *d) {
 uint64_t publish_events_published(const publish_t *d) {
     return d->published;
 }
+
+rd_kafka_resp_err_t publish_watermarks(publish_t *pub, const char *topic, int32_t partition,
+                                       int64_t *lo, int64_t *hi, int timeout_ms) {
+    return rd_kafka_query_watermark_offsets(pub->rk, topic, partition, lo, hi, timeout_ms);
+}

@@ -73,6 +73,12 @@ int publish_outboxes(publish_t *pub, store_t *s, const char *topic, const int32_
  * out. */
 int publish_set_frames(publish_t *pub, const char *tier_topic, int64_t tier_id,
                        const char *quota_topic, int64_t quota_id);
+/* rd_kafka_query_watermark_offsets through the producer's connection: a
+ * consumer's connection answers only after the long poll of the Fetch it
+ * has in flight (fetch.wait.max.ms) when the partitions it fetches are
+ * idle. */
+rd_kafka_resp_err_t publish_watermarks(publish_t *pub, const char *topic, int32_t partition,
+                                       int64_t *lo, int64_t *hi, int timeout_ms);
 /* A round is in flight. */
 int publish_outboxes_busy(const publish_t *pub);
 /* Events acknowledged by Kafka since start. */
