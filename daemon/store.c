@@ -7,6 +7,7 @@
  */
 #include "store.h"
 
+#include "arena.h"
 #include "metrics.h"
 #include "month.h"
 #include "slots.h"
@@ -46,6 +47,11 @@ struct store {
     /* The last connection was refused (AUTH or SELECT answered with an
      * error) rather than not answered: store_check's STORE_DENIED. */
     int denied;
+    /* store_read's replies to the key reads are built here, not with a
+     * malloc per reply and per string (see reply_arena_on). */
+    arena_t ra;
+    int ra_on;
+    redisReplyObjectFunctions *ra_saved;
 };
 
 static int setup(void *opaque, redisContext *rc, char *errstr, size_t errstr_size);
@@ -81,6 +87,7 @@ void store_destroy(store_t *s) {
         slots_free(s->cl); /* it owns the connections */
     else if (s->rc)
         redisFree(s->rc);
+    arena_free(&s->ra);
     free(s);
 }
 
@@ -174,6 +181,84 @@ static int get_reply(store_t *s, redisReply **r, int first) {
     return rc;
 }
 
+/* Reply objects in s->ra.  hiredis 0.14 builds each reply through the
+ * reader's functions; these do what its own do (link a child into its
+ * parent array) with memory from the arena, freed all at once by the next
+ * store_read.  Such a reply must never reach freeReplyObject. */
+static redisReply *ra_reply(const redisReadTask *t) {
+    store_t *s = t->privdata;
+    redisReply *r = arena_alloc(&s->ra, sizeof(*r));
+    if (!r) return NULL;
+    memset(r, 0, sizeof(*r));
+    r->type = t->type;
+    if (t->parent) {
+        redisReply *parent = t->parent->obj;
+        parent->element[t->idx] = r;
+    }
+    return r;
+}
+
+static void *ra_string(const redisReadTask *t, char *str, size_t len) {
+    store_t *s = t->privdata;
+    char *copy = arena_strndup(&s->ra, str, len);
+    if (!copy) return NULL;
+    redisReply *r = ra_reply(t);
+    if (!r) return NULL;
+    r->str = copy;
+    r->len = len;
+    return r;
+}
+
+static void *ra_array(const redisReadTask *t, int elements) {
+    store_t *s = t->privdata;
+    redisReply **el = NULL;
+    if (elements > 0) {
+        el = arena_alloc(&s->ra, (size_t)elements * sizeof(*el));
+        if (!el) return NULL;
+        memset(el, 0, (size_t)elements * sizeof(*el));
+    }
+    redisReply *r = ra_reply(t);
+    if (!r) return NULL;
+    r->elements = elements > 0 ? (size_t)elements : 0;
+    r->element = el;
+    return r;
+}
+
+static void *ra_integer(const redisReadTask *t, long long value) {
+    redisReply *r = ra_reply(t);
+    if (r) r->integer = value;
+    return r;
+}
+
+static void *ra_nil(const redisReadTask *t) {
+    redisReply *r = ra_reply(t); /* the task's type is the bulk's or array's */
+    if (r) r->type = REDIS_REPLY_NIL;
+    return r;
+}
+
+static void ra_free(void *reply) {
+    (void)reply; /* the arena's reset frees it */
+}
+
+static redisReplyObjectFunctions ra_fns = {ra_string, ra_array, ra_integer, ra_nil, ra_free};
+
+static void reply_arena_on(store_t *s) {
+    s->ra_saved = s->rc->reader->fn;
+    s->rc->reader->fn = &ra_fns;
+    s->rc->reader->privdata = s;
+    s->ra_on = 1;
+}
+
+static void reply_arena_off(store_t *s) {
+    if (s->ra_on && s->rc) s->rc->reader->fn = s->ra_saved;
+    s->ra_on = 0;
+}
+
+/* Frees a reply read by get_reply: one built in the arena is left to it. */
+static void reply_free(store_t *s, redisReply *r) {
+    if (!s->ra_on) freeReplyObject(r);
+}
+
 /* Appends a command; after an ASK, an ASKING before it. */
 static void append(store_t *s, int argc, const char **argv, const size_t *argvlen) {
     if (s->asking) {
@@ -188,7 +273,7 @@ static void append(store_t *s, int argc, const char **argv, const size_t *argvle
 static int next_reply(store_t *s, redisReply **r, int first) {
     if (s->asking) {
         if (get_reply(s, r, first) != REDIS_OK) return REDIS_ERR;
-        freeReplyObject(*r);
+        reply_free(s, *r);
         *r = NULL;
         first = 0;
     }
@@ -1016,15 +1101,17 @@ static int read_replies(store_t *s, store_meta_t *meta, size_t nkeys, redisReply
     int failed = 0;
     for (size_t i = 0; i < nkeys + 2; i++) {
         redisReply *r = NULL;
+        if (i == 2) reply_arena_on(s); /* the keys' replies, up to the whole batch's state */
         if (next_reply(s, &r, i == 0) != REDIS_OK) {
             snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
+            reply_arena_off(s);
             drop(s);
             return STORE_ERR;
         }
         if (r->type == REDIS_REPLY_ERROR) {
             if (!failed) snprintf(errstr, errstr_size, "redis: read: %s", r->str);
             failed = 1;
-            freeReplyObject(r);
+            reply_free(s, r);
             continue; /* drain the rest, fail below */
         }
         if (i == 1) {
@@ -1040,6 +1127,7 @@ static int read_replies(store_t *s, store_meta_t *meta, size_t nkeys, redisReply
         else
             freeReplyObject(r);
     }
+    reply_arena_off(s);
     if (!failed) return STORE_OK;
     store_unwatch(s);
     return STORE_ERR;
@@ -1054,6 +1142,7 @@ static int read_once(store_t *s, const char *mkey, store_meta_t *meta, size_t nk
     int rc = STORE_ERR;
 
     for (size_t i = 0; i < nkeys; i++) replies[i] = NULL;
+    arena_reset(&s->ra); /* the previous store_read's replies */
     const char *watch[2] = {"WATCH", mkey};
     const char *hmget[2 + META_NFIELDS] = {"HMGET", mkey, META_FIELD_LIST};
     append(s, 2, watch, NULL);
@@ -1083,11 +1172,8 @@ static int read_once(store_t *s, const char *mkey, store_meta_t *meta, size_t nk
     }
     rc = read_replies(s, meta, nkeys, replies, errstr, errstr_size);
 out:
-    if (rc != STORE_OK)
-        for (size_t i = 0; i < nkeys; i++) {
-            if (replies[i]) freeReplyObject(replies[i]);
-            replies[i] = NULL;
-        }
+    if (rc != STORE_OK) /* in the arena: nothing to free */
+        for (size_t i = 0; i < nkeys; i++) replies[i] = NULL;
     free(argv);
     free(argvlen);
     return rc;

@@ -142,8 +142,10 @@ int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch,
                 store_meta_t *now, char *errstr, size_t errstr_size);
 
 /* One round trip: WATCH meta, HMGET meta, then for each i HMGET keys[i]
- * with fields[i] (HGETALL when nfields[i] is 0).  replies[i] receives the array reply (caller frees with
- * freeReplyObject).  The WATCH stays armed for store_exec/store_unwatch. */
+ * with fields[i] (HGETALL when nfields[i] is 0).  replies[i] receives the
+ * array reply, which the store owns: it lives in the store's reply arena
+ * until the next store_read, and must NOT be given to freeReplyObject.
+ * The WATCH stays armed for store_exec/store_unwatch. */
 /* For tools that only look (tierctl): the meta fields store_read reads,
  * in its order, to HMGET without a WATCH, and that HMGET's reply read
  * into m.  store_meta_parse returns 1 when the meta key has any of them,

@@ -75,8 +75,7 @@ static int attempt(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *
             rc = APPLY_RETRY;
         }
     }
-    for (size_t i = 0; i < r.nkeys; i++)
-        if (replies[i]) freeReplyObject(replies[i]);
+    /* The replies stay in the store's arena until the next store_read. */
     if (rc == TXN_AGAIN) {
         store_unwatch(a->store);
         log_info("txn",

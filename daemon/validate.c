@@ -153,9 +153,11 @@ static order_err_t validate_line(const order_line_t *l, uint32_t n, char *errstr
                    at + 1);
         return ORDER_ERR_BAD_SKU;
     }
-    errstr_fmt(what, sizeof(what), "line %" PRIu32 ": sku", n);
-    if (validate_utf8(what, l->sku, l->sku_len, errstr, errstr_size) != ORDER_OK)
+    if (!utf8_valid(l->sku, l->sku_len)) { /* the label is formatted for the message only */
+        errstr_fmt(what, sizeof(what), "line %" PRIu32 ": sku", n);
+        validate_utf8(what, l->sku, l->sku_len, errstr, errstr_size);
         return ORDER_ERR_BAD_UTF8;
+    }
     if (l->quantity <= 0) {
         errstr_fmt(errstr, errstr_size, "line %" PRIu32 ": quantity %" PRId64 " must be > 0", n,
                    l->quantity);
