@@ -91,6 +91,8 @@ struct consumer {
     part_t *parts; /* indexed by partition id */
     int32_t nparts;
     size_t npending;
+    apply_msg_t *msgs; /* one flush's records for apply (msgs_for): kept, not allocated per flush */
+    size_t capmsgs;
     int fatal;
     int stopping;     /* the loop has ended: no new work, only the way out */
     int64_t deadline; /* monotonic: the way out ends here */
@@ -195,7 +197,17 @@ static void part_pause(consumer_t *k, int32_t id, part_t *pt, int pause) {
     }
 }
 
-static void msgs_from(apply_msg_t *msgs, rd_kafka_message_t **m, size_t n) {
+/* k->msgs holding n cleared records from m; NULL when out of memory.  One
+ * flush at a time uses it. */
+static apply_msg_t *msgs_for(consumer_t *k, rd_kafka_message_t **m, size_t n) {
+    if (n > k->capmsgs) {
+        apply_msg_t *v = realloc(k->msgs, n * sizeof(*v));
+        if (!v) return NULL;
+        k->msgs = v;
+        k->capmsgs = n;
+    }
+    apply_msg_t *msgs = k->msgs;
+    memset(msgs, 0, n * sizeof(*msgs));
     for (size_t i = 0; i < n; i++) {
         msgs[i].offset = m[i]->offset;
         msgs[i].key = m[i]->key;
@@ -203,17 +215,17 @@ static void msgs_from(apply_msg_t *msgs, rd_kafka_message_t **m, size_t n) {
         msgs[i].value = m[i]->payload;
         msgs[i].value_len = m[i]->len;
     }
+    return msgs;
 }
 
 /* Applies one partition's pending profile records.  Returns APPLY_*. */
 static int part_flush_profiles(consumer_t *k, int32_t id, part_t *pt, char *err, size_t errn) {
     if (pt->prof.n == 0 || pt->fenced) return APPLY_OK;
-    apply_msg_t *msgs = calloc(pt->prof.n, sizeof(*msgs));
+    apply_msg_t *msgs = msgs_for(k, pt->prof.m, pt->prof.n);
     if (!msgs) {
         snprintf(err, errn, "out of memory");
         return APPLY_RETRY;
     }
-    msgs_from(msgs, pt->prof.m, pt->prof.n);
     int rc = profiles_apply(k->apply, &pt->ap, msgs, pt->prof.n, err, errn);
     if (rc == APPLY_OK) {
         for (size_t i = 0; i < pt->prof.n; i++) {
@@ -226,7 +238,6 @@ static int part_flush_profiles(consumer_t *k, int32_t id, part_t *pt, char *err,
         pt->prof.n = 0;
         publish_dead_forget(k->pub, k->conf->topic_profiles, id, pt->ap.meta.poffset);
     }
-    free(msgs);
     return rc;
 }
 
@@ -287,12 +298,11 @@ static int part_flush(consumer_t *k, int32_t id, part_t *pt, char *err, size_t e
         part_drop_pending(k, pt);
         return APPLY_OK;
     }
-    apply_msg_t *msgs = calloc(pt->npending, sizeof(*msgs));
+    apply_msg_t *msgs = msgs_for(k, pt->pending, pt->npending);
     if (!msgs) {
         snprintf(err, errn, "out of memory");
         return APPLY_RETRY;
     }
-    msgs_from(msgs, pt->pending, pt->npending);
     int rc = apply_batch(k->apply, &pt->ap, msgs, pt->npending, now_ms(), err, errn);
     if (rc == APPLY_OK) {
         /* Advisory: lets operators watch lag with the usual Kafka tools. */
@@ -312,7 +322,6 @@ static int part_flush(consumer_t *k, int32_t id, part_t *pt, char *err, size_t e
         pt->npending = 0;
         publish_dead_forget(k->pub, k->conf->topic_orders, id, pt->ap.meta.offset);
     }
-    free(msgs);
     return rc;
 }
 
@@ -1284,6 +1293,7 @@ void consumer_destroy(consumer_t *k) {
         free(k->parts[i].prof.m);
     }
     free(k->parts);
+    free(k->msgs);
     if (k->pf.q) rd_kafka_queue_destroy(k->pf.q);
     if (k->ppf.q) rd_kafka_queue_destroy(k->ppf.q);
     /* Closed in consumer_run (or never joined); a close abandoned at the

@@ -394,6 +394,18 @@ static void put_le(wr_t *w, uint64_t v, int bytes) {
     for (int i = 0; i < bytes; i++) put_u8(w, (uint8_t)(v >> (8 * i)));
 }
 
+/* n fingerprints of `bytes` bytes each, little-endian: copied whole on a
+ * little-endian host (the layout in memory is the encoding's). */
+static void put_fps(wr_t *w, const void *v, uint32_t n, int bytes) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (w->out && n) memcpy(w->out + w->n, v, (size_t)n * (size_t)bytes);
+    w->n += (size_t)n * (size_t)bytes;
+#else
+    for (uint32_t j = 0; j < n; j++)
+        put_le(w, bytes == 4 ? ((const uint32_t *)v)[j] : ((const uint64_t *)v)[j], bytes);
+#endif
+}
+
 static size_t put_customer(const state_customer_t *c, uint8_t *out) {
     wr_t w = {out, 0};
     put_u8(&w, STATE_FORMAT);
@@ -418,9 +430,9 @@ static size_t put_customer(const state_customer_t *c, uint8_t *out) {
         put_uv(&w, grade_code(m->grade));
         put_uv(&w, m->qmask);
         put_uv(&w, m->nskus);
-        for (uint32_t j = 0; j < m->nskus; j++) put_le(&w, m->skus[j], 4);
+        put_fps(&w, m->skus, m->nskus, 4);
         put_uv(&w, m->nfps);
-        for (uint32_t j = 0; j < m->nfps; j++) put_le(&w, m->fps[j], 8);
+        put_fps(&w, m->fps, m->nfps, 8);
     }
     if (out) {
         uint32_t crc = state_checksum(out, w.n);
@@ -523,11 +535,29 @@ static int get_sv(rd_t *r, const char *what, int64_t lo, int64_t hi, int64_t *v)
     return 0;
 }
 
+#if !(defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__)
 static uint64_t get_le(rd_t *r, int bytes) {
     uint64_t v = 0;
     for (int i = 0; i < bytes; i++) v |= (uint64_t)r->p[i] << (8 * i);
     r->p += bytes;
     return v;
+}
+#endif
+
+/* n fingerprints of `bytes` bytes, little-endian, into v; get_count
+ * checked that they are there. */
+static void get_fps(rd_t *r, void *v, uint32_t n, int bytes) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (n) memcpy(v, r->p, (size_t)n * (size_t)bytes);
+    r->p += (size_t)n * (size_t)bytes;
+#else
+    for (uint32_t j = 0; j < n; j++) {
+        if (bytes == 4)
+            ((uint32_t *)v)[j] = (uint32_t)get_le(r, 4);
+        else
+            ((uint64_t *)v)[j] = get_le(r, 8);
+    }
+#endif
 }
 
 /* A count of items of `size` bytes each that must fit in what is left:
@@ -580,9 +610,9 @@ static int get_month(rd_t *r, state_customer_t *c, uint32_t i) {
 
     if (get_count(r, "SKU fingerprints", 4, &m->nskus) < 0) return -1;
     if (reserve((void **)&m->skus, &m->capskus, m->nskus, sizeof(*m->skus)) < 0) goto oom;
-    for (uint32_t j = 0; j < m->nskus; j++) {
-        m->skus[j] = (uint32_t)get_le(r, 4);
-        if (j > 0 && m->skus[j] <= m->skus[j - 1]) {
+    get_fps(r, m->skus, m->nskus, 4);
+    for (uint32_t j = 1; j < m->nskus; j++) {
+        if (m->skus[j] <= m->skus[j - 1]) {
             errstr_fmt(r->errstr, r->errstr_size,
                        "customer state: SKU fingerprints of month %u not strictly ascending", i);
             return -1;
@@ -592,9 +622,9 @@ static int get_month(rd_t *r, state_customer_t *c, uint32_t i) {
 
     if (get_count(r, "order fingerprints", 8, &m->nfps) < 0) return -1;
     if (reserve((void **)&m->fps, &m->capfps, m->nfps, sizeof(*m->fps)) < 0) goto oom;
-    for (uint32_t j = 0; j < m->nfps; j++) {
-        m->fps[j] = get_le(r, 8);
-        if (j > 0 && m->fps[j] <= m->fps[j - 1]) {
+    get_fps(r, m->fps, m->nfps, 8);
+    for (uint32_t j = 1; j < m->nfps; j++) {
+        if (m->fps[j] <= m->fps[j - 1]) {
             errstr_fmt(r->errstr, r->errstr_size,
                        "customer state: order fingerprints of month %u not strictly ascending", i);
             return -1;
