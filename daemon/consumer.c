@@ -173,28 +173,22 @@ static rd_kafka_topic_partition_list_t *plist(consumer_t *k, int32_t id, int64_t
  * librdkafka 2.0.2, which drops what was fetched or asked for before it
  * (an offset lookup is retried 500 ms later, a fetch response thrown
  * away). */
+static void set_paused(rd_kafka_t *rk, const char *topic, int32_t id, int want, int *paused) {
+    if (want == *paused) return;
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, id);
+    if (want)
+        rd_kafka_pause_partitions(rk, l);
+    else
+        rd_kafka_resume_partitions(rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    *paused = want;
+}
+
 static void part_pause(consumer_t *k, int32_t id, part_t *pt, int pause) {
-    int want = pause || pt->fenced || pt->prof_catchup >= 0;
-    if (want != pt->paused) {
-        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id);
-        if (want)
-            rd_kafka_pause_partitions(k->rk, l);
-        else
-            rd_kafka_resume_partitions(k->rk, l);
-        rd_kafka_topic_partition_list_destroy(l);
-        pt->paused = want;
-    }
-    want = pause || pt->fenced;
-    if (want != pt->prof_paused) {
-        rd_kafka_topic_partition_list_t *l = plist(k, id, RD_KAFKA_OFFSET_INVALID);
-        if (want)
-            rd_kafka_pause_partitions(k->prk, l);
-        else
-            rd_kafka_resume_partitions(k->prk, l);
-        rd_kafka_topic_partition_list_destroy(l);
-        pt->prof_paused = want;
-    }
+    set_paused(k->rk, k->conf->topic_orders, id, pause || pt->fenced || pt->prof_catchup >= 0,
+               &pt->paused);
+    set_paused(k->prk, k->conf->topic_profiles, id, pause || pt->fenced, &pt->prof_paused);
 }
 
 /* k->msgs holding n cleared records from m; NULL when out of memory.  One

@@ -8,6 +8,7 @@
 #include "store.h"
 
 #include "arena.h"
+#include "decimal.h"
 #include "metrics.h"
 #include "month.h"
 #include "slots.h"
@@ -261,18 +262,6 @@ static void reply_free(store_t *s, redisReply *r) {
     if (!s->ra_on) freeReplyObject(r);
 }
 
-/* Decimal digits of v at p; their count. */
-static size_t put_dec(char *p, size_t v) {
-    char tmp[24];
-    size_t n = 0;
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++) p[i] = tmp[n - 1 - i];
-    return n;
-}
-
 /* redisAppendCommandArgv, with the command formatted in one pass straight
  * into the context's output buffer: hiredis 0.14 formats each argument's
  * header with sdscatfmt into a new string and then copies that, which
@@ -289,13 +278,13 @@ static void append_argv(redisContext *c, int argc, const char **argv, const size
     c->obuf = ob;
     char *start = ob + sdslen(ob), *p = start;
     *p++ = '*';
-    p += put_dec(p, (size_t)argc);
+    p += decimal_u64(p, (size_t)argc);
     *p++ = '\r';
     *p++ = '\n';
     for (int i = 0; i < argc; i++) {
         size_t len = argvlen ? argvlen[i] : strlen(argv[i]);
         *p++ = '$';
-        p += put_dec(p, len);
+        p += decimal_u64(p, len);
         *p++ = '\r';
         *p++ = '\n';
         memcpy(p, argv[i], len);
