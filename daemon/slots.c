@@ -333,7 +333,7 @@ static void install(slots_t *s, const slots_map_t *m) {
 
 int slots_refresh(slots_t *s, char *errstr, size_t errstr_size) {
     slots_map_t *m = malloc(sizeof(*m));
-    slots_addr_t cand[3 * SLOTS_NODES_MAX];
+    slots_addr_t cand[4 * SLOTS_NODES_MAX]; /* connections, masters, replicas, seeds */
     int ncand = 0, rc = -1;
     char why[512] = "", tried[1024] = "";
     size_t tl = 0;

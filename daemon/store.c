@@ -252,8 +252,14 @@ static void reply_arena_on(store_t *s) {
     s->ra_on = 1;
 }
 
+/* hiredis keeps a reply it has begun in reader->reply (a read cut off
+ * leaves it there, and redisFree frees it with the functions in force):
+ * one begun in the arena is forgotten before hiredis' own come back. */
 static void reply_arena_off(store_t *s) {
-    if (s->ra_on && s->rc) s->rc->reader->fn = s->ra_saved;
+    if (s->ra_on && s->rc) {
+        s->rc->reader->reply = NULL;
+        s->rc->reader->fn = s->ra_saved;
+    }
     s->ra_on = 0;
 }
 
@@ -349,9 +355,7 @@ static int route(store_t *s, const char *key, char *errstr, size_t errstr_size) 
     s->redir = 0;
     s->asking = 0;
     if (!s->cl) return ensure(s, errstr, errstr_size);
-    if (slots_refresh_if_stale(s->cl, why, sizeof(why)) != 0) {
-        /* The map we have may still do; say why if it does not. */
-    }
+    (void)slots_refresh_if_stale(s->cl, why, sizeof(why)); /* the map we have may still do */
     int slot = slots_key_slot(key, strlen(key));
     int i = slots_master(s->cl, slot);
     if (i < 0) {
@@ -943,17 +947,21 @@ static int pipeline_cluster(store_t *s, const store_tx_t *tx, redisReply **repli
                             size_t errstr_size) {
     char why[512];
     int *node = malloc((tx->ncmds + 1) * sizeof(*node));
-    int nm = slots_nmasters(s->cl), sent = 0;
+    int sent = 0;
     if (!node) {
         snprintf(errstr, errstr_size, "out of memory");
         return STORE_ERR;
     }
     (void)slots_refresh_if_stale(s->cl, why, sizeof(why));
-    nm = slots_nmasters(s->cl);
+    int nm = slots_nmasters(s->cl);
     for (size_t i = 0; i < tx->ncmds; i++) {
         const struct store_cmd *c = &tx->cmds[i];
-        node[i] = c->argc < 2 ? -1 : slots_master(s->cl, slots_key_slot(c->argv[1], c->argvlen[1]));
-        if (c->argc < 2) replies[i] = error_reply("ERR %s has no key to route by", c->argv[0]);
+        int slot = c->argc < 2 ? -1 : slots_key_slot(c->argv[1], c->argvlen[1]);
+        node[i] = slot < 0 ? -1 : slots_master(s->cl, slot);
+        if (c->argc < 2)
+            replies[i] = error_reply("ERR %s has no key to route by", c->argv[0]);
+        else if (node[i] < 0)
+            replies[i] = error_reply("CLUSTERDOWN no master serves slot %d", slot);
     }
     for (int n = 0; n < nm; n++) {
         redisContext *rc = NULL;
@@ -999,7 +1007,6 @@ static int pipeline_cluster(store_t *s, const store_tx_t *tx, redisReply **repli
         snprintf(key, sizeof(key), "%.*s", (int)tx->cmds[i].argvlen[1], tx->cmds[i].argv[1]);
         redisReply *r = NULL;
         if (redirected(s, key, why, sizeof(why))) {
-            s->commands++;
             append(s, tx->cmds[i].argc, tx->cmds[i].argv, tx->cmds[i].argvlen);
             if (next_reply(s, &r, 1) != REDIS_OK) {
                 drop(s);
@@ -1140,7 +1147,7 @@ static int read_replies(store_t *s, store_meta_t *meta, size_t nkeys, redisReply
         if (i == 2) reply_arena_on(s); /* the keys' replies, up to the whole batch's state */
         if (next_reply(s, &r, i == 0) != REDIS_OK) {
             snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
-            reply_arena_off(s);
+            reply_arena_off(s); /* before drop: the reader's half-read reply is the arena's */
             drop(s);
             return STORE_ERR;
         }
