@@ -408,8 +408,25 @@ static const char *const rule_cmds[] = {"watch", "unwatch", "multi", "exec",   "
 
 /* store_check as user "acl" whose rule lacks rule_cmds[skip] (none when
  * skip >= NRULE), on keys under the prefix "acltest"; errstr filled. */
+/* The acl user's password and a wrong one, made at run time. */
+static char right_pw[33], wrong_pw[33];
+
+static void random_hex(char *out, size_t n) {
+    FILE *f = fopen("/dev/urandom", "rb");
+    assert_non_null(f);
+    for (size_t i = 0; i + 1 < n; i++) {
+        int b = fgetc(f);
+        assert_true(b != EOF);
+        out[i] = "0123456789abcdef"[b & 15];
+    }
+    out[n - 1] = '\0';
+    fclose(f);
+}
+
 static int check_as(size_t skip, const char *password, char *err, size_t errn) {
-    char cmd[1024] = "ACL SETUSER acl reset on >right resetkeys ~acltest:* resetchannels -@all";
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "ACL SETUSER acl reset on >%s resetkeys ~acltest:* resetchannels -@all", right_pw);
     for (size_t i = 0; i < NRULE; i++)
         if (i != skip) snprintf(cmd + strlen(cmd), sizeof(cmd) - strlen(cmd), " +%s", rule_cmds[i]);
     redisReply *r = redisCommand(rc, cmd);
@@ -433,17 +450,20 @@ static int check_as(size_t skip, const char *password, char *err, size_t errn) {
 static void test_store_check_rights(void **state) {
     (void)state;
     char err[512];
-    assert_int_equal(check_as(NRULE, "right", err, sizeof(err)), STORE_OK);
+    random_hex(right_pw, sizeof(right_pw));
+    random_hex(wrong_pw, sizeof(wrong_pw));
+    assert_int_equal(check_as(NRULE, right_pw, err, sizeof(err)), STORE_OK);
     for (size_t i = 0; i < NRULE; i++) {
         char want[64];
         err[0] = '\0';
-        assert_int_equal(check_as(i, "right", err, sizeof(err)), STORE_DENIED);
+        assert_int_equal(check_as(i, right_pw, err, sizeof(err)), STORE_DENIED);
         snprintf(want, sizeof(want), "'%s' command", rule_cmds[i]);
         if (!strstr(err, want)) fail_msg("without %s: %s", rule_cmds[i], err);
     }
-    assert_int_equal(check_as(NRULE, "wrong", err, sizeof(err)), STORE_DENIED);
+    assert_int_equal(check_as(NRULE, wrong_pw, err, sizeof(err)), STORE_DENIED);
     assert_non_null(strstr(err, "AUTH refused: WRONGPASS"));
-    assert_null(strstr(err, "wrong"));
+    assert_null(strstr(err, wrong_pw));
+    assert_null(strstr(err, right_pw));
     redisReply *r = redisCommand(rc, "KEYS acltest:*");
     assert_non_null(r);
     assert_int_equal(r->elements, 0);
@@ -451,6 +471,7 @@ static void test_store_check_rights(void **state) {
     config_t c = conf;
     c.redis_port = 1; /* nothing listens */
     store_t *s = store_new(&c, err, sizeof(err));
+    assert_non_null(s);
     assert_int_equal(store_check(s, "orders", err, sizeof(err)), STORE_ERR);
     store_destroy(s);
 }

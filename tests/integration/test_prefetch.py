@@ -1,7 +1,8 @@
 #!/usr/bin/python3
-"""The prefetch stays small and the drain does not wait on librdkafka
-(daemon/consumer.c, prefetch_bound and prefetch_wake; docs/design.md,
-"The prefetch").
+"""With a tiny prefetch the drain does not wait on librdkafka, and stays
+exact (daemon/consumer.c, prefetch_bound and prefetch_wake; docs/design.md,
+"The prefetch").  What the default prefetch costs in memory is measured by
+scripts/bench (tierd's peak RSS), not here.
 
 librdkafka 2.0.2's fetcher stops once the consumer queue holds
 queued.min.messages records, and then looks again only when something

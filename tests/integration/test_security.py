@@ -202,9 +202,9 @@ captured.append(("good log", d.log_text()))
 # server.properties, as the broker needs it, and nowhere else).
 for f in ("redis.log", "kafka/kafka.log", "kafka/kafka.out", "tls.log"):
     path = os.path.join(svc.dir, f)
-    if os.path.exists(path):
-        with open(path, errors="replace") as log:
-            captured.append(("services " + f, log.read()))
+    assert os.path.exists(path), "no %s to look into" % path
+    with open(path, errors="replace") as log:
+        captured.append(("services " + f, log.read()))
 
 # ---------------------------------------------------------------- no secret
 found = [(what, s[:6] + "...") for what, text in captured for s in SECRETS if s in text]
