@@ -14,6 +14,10 @@ produced during the cut:
   redis_replies  Redis receives and runs the commands, its replies are lost
                  (downstream only), 10 s: commits that happened but look failed
   redis_flap     Redis cut and restored five times, 0.5 to 4 s each
+  redis_midreply each connection to Redis closed after 100 003 bytes of
+                 replies (limit_data toxic), 10 s: reads cut off in the
+                 middle of a reply, a batch's state read above all (the
+                 store builds those replies in an arena of its own)
   broker_cut     the broker silent both ways, 12 s (longer than the session)
 
 Then, for every scenario:
@@ -38,7 +42,7 @@ import time
 
 import harness as h
 
-SCENARIOS = ("redis_cut", "redis_replies", "redis_flap", "broker_cut")
+SCENARIOS = ("redis_cut", "redis_replies", "redis_flap", "broker_cut", "redis_midreply")
 if len(sys.argv) < 2 or sys.argv[1] not in SCENARIOS:
     raise SystemExit("usage: test_netfault.py {%s} [N]" % "|".join(SCENARIOS))
 SCENARIO = sys.argv[1]
@@ -158,6 +162,10 @@ def cut_redis_replies():
     tox.cut("redis", streams=("downstream",))
 
 
+def cut_redis_midreply():
+    tox.add_toxic("redis", "midreply", "limit_data", "downstream", bytes=100_003)
+
+
 def cut_broker():
     tox.cut("kafka")
 
@@ -241,6 +249,14 @@ if SCENARIO == "redis_flap":
         h.log("flap: cut %.1f s, up %.1f s" % (cut_s, up_s))
         time.sleep(up_s)  # the fault's shape, not a wait for a condition
     t_cut = t_first
+elif SCENARIO == "redis_midreply":
+    t_cut, _ = hold_cut(d, cut_redis_midreply, 10, False)
+    cuts = d.log_text().count("redis: ")
+    base = offsets()
+    tox.restore("redis")
+    t_end = time.time()
+    check(cuts > 0, "no Redis call failed while replies were cut off")
+    h.log("replies cut off mid-stream: %d Redis errors logged" % cuts)
 elif SCENARIO == "broker_cut":
     t_cut, _ = hold_cut(d, cut_broker, 12, False)
     base = offsets()
