@@ -19,8 +19,9 @@ typedef struct arena {
 
 /* n bytes aligned for any type; NULL when out of memory. */
 void *arena_alloc(arena_t *a, size_t n);
-/* Gives back the end of the last allocation p, keeping its first n bytes
- * (an allocation made for an upper bound); nothing when p is not the last. */
+/* Gives back the end of the allocation p, keeping its first n bytes (an
+ * allocation made for an upper bound).  p MUST be the last allocation:
+ * only a p outside the current chunk is recognised and left alone. */
 void arena_shrink(arena_t *a, void *p, size_t n);
 /* A NUL-terminated copy of s[0..len). */
 char *arena_strndup(arena_t *a, const char *s, size_t len);
