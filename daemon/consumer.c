@@ -934,6 +934,8 @@ consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, 
     conf = NULL; /* now owned by rk */
     rd_kafka_poll_set_consumer(k->rk);
     prefetch_init(&k->pf, k->rk);
+    /* The loop waits for records and delivery reports at once. */
+    if (k->pf.q) publish_wake_on_reports(pub, k->pf.q);
     topics = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(topics, c->topic_orders, RD_KAFKA_PARTITION_UA);
     err = rd_kafka_subscribe(k->rk, topics);
@@ -1255,10 +1257,11 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
             if (rewind_part(k, i, pt) != 0) pt->fenced_at = mono_ms(); /* in a minute, again */
         }
         catchup_check(k);
-        /* Acknowledgements are waited for (50 ms at most) only when no
-         * record came this turn: with records flowing the loop comes back
-         * within one batch, and each turn serves the reports that arrived. */
-        publish_all(k, got ? 0 : 50);
+        /* Never waits for acknowledgements: a delivery report that
+         * arrives wakes the loop's wait for records instead
+         * (publish_wake_on_reports), so records that come meanwhile are
+         * not kept waiting behind a report, nor a report behind records. */
+        publish_all(k, 0);
         idle_reviews(k);
         renew_leases(k);
         if (*reload) {
@@ -1288,6 +1291,7 @@ void consumer_destroy(consumer_t *k) {
     }
     free(k->parts);
     free(k->msgs);
+    if (k->pf.q) publish_wake_on_reports(k->pub, NULL);
     if (k->pf.q) rd_kafka_queue_destroy(k->pf.q);
     if (k->ppf.q) rd_kafka_queue_destroy(k->ppf.q);
     /* Closed in consumer_run (or never joined); a close abandoned at the

@@ -45,6 +45,7 @@ struct publish {
     size_t round_n;
     int round_inflight;
     uint64_t published; /* outbox events acknowledged, for metrics */
+    rd_kafka_queue_t *reports; /* the producer's main queue, while it wakes another */
     char lasterr[256];
     /* publish_set_frames: the event topics and their schema ids. */
     struct {
@@ -145,6 +146,7 @@ static void round_free(publish_t *d);
 
 void publish_destroy(publish_t *d) {
     if (!d) return;
+    publish_wake_on_reports(d, NULL);
     if (d->rk) {
         /* Every report is served here (or purged by destroy), so nothing
          * written by a report outlives what it points at. */
@@ -168,6 +170,28 @@ void publish_destroy(publish_t *d) {
 
 void publish_poll(publish_t *d) {
     rd_kafka_poll(d->rk, 0);
+}
+
+/* Called by librdkafka (any of its threads, the producer queue's lock
+ * held) for each operation enqueued on the producer's main queue. */
+static void reports_event(rd_kafka_t *rk, void *opaque) {
+    (void)rk;
+    rd_kafka_queue_yield(opaque);
+}
+
+void publish_wake_on_reports(publish_t *d, rd_kafka_queue_t *q) {
+    if (!d->reports) {
+        if (!q) return;
+        d->reports = rd_kafka_queue_get_main(d->rk);
+        if (!d->reports) return;
+    }
+    /* Set and cleared under the queue's lock, which the callback runs
+     * under: once this returns, no callback still holds the old q. */
+    rd_kafka_queue_cb_event_enable(d->reports, q ? reports_event : NULL, q);
+    if (!q) {
+        rd_kafka_queue_destroy(d->reports);
+        d->reports = NULL;
+    }
 }
 
 static dl_src_t *dl_src(publish_t *d, const char *topic, int32_t partition) {
@@ -653,12 +677,13 @@ int publish_outboxes(publish_t *d, store_t *s, const char *topic, const int32_t 
         if (round_start(d, s, topic, parts, nparts, max, errstr, errstr_size) != 0) return -1;
     }
     clock_gettime(CLOCK_MONOTONIC, &start);
-    for (;;) {
-        rd_kafka_poll(d->rk, d->round_inflight > 0 ? 20 : 0);
+    for (int64_t waited = 0;;) {
+        int64_t left = wait_ms - waited;
+        rd_kafka_poll(d->rk, d->round_inflight > 0 && left > 0 ? (int)(left < 20 ? left : 20) : 0);
         if (d->round_inflight == 0) break;
         clock_gettime(CLOCK_MONOTONIC, &now);
-        if ((now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000 >= wait_ms)
-            return 0; /* in flight: the next call goes on waiting */
+        waited = (now.tv_sec - start.tv_sec) * 1000 + (now.tv_nsec - start.tv_nsec) / 1000000;
+        if (waited >= wait_ms) return 0; /* in flight: the next call goes on waiting */
     }
     char why[256] = "";
     int rc = round_finish(d, s, done, nread, ndone, why, sizeof(why));

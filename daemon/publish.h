@@ -32,6 +32,11 @@ publish_t *publish_new(const config_t *c, char *errstr, size_t errstr_size);
 void publish_destroy(publish_t *pub);
 /* Serves delivery reports without waiting. */
 void publish_poll(publish_t *pub);
+/* From now on every delivery report that arrives also yields `q` (see
+ * rd_kafka_queue_yield): a loop blocked polling q for records returns to
+ * serve the report.  NULL stops it; after that returns no report touches
+ * the queue, so its owner may destroy it. */
+void publish_wake_on_reports(publish_t *pub, rd_kafka_queue_t *q);
 
 /* apply_dead_fn.  Remembers each dead letter by its source coordinates,
  * so a batch that is retried sends only what Kafka has not acknowledged.
