@@ -166,7 +166,7 @@ struct slots {
     void *opaque;
     int nseeds;
     slots_addr_t seeds[SLOTS_NODES_MAX];
-    int nnodes; /* indices are stable: a node once seen keeps its index */
+    int nnodes; /* a node keeps its index while it serves slots or is connected (node_add) */
     node_t nodes[SLOTS_NODES_MAX];
     slots_map_t map; /* as CLUSTER SLOTS said; owner[] mapped below */
     int16_t owner[SLOTS_N];
@@ -235,17 +235,40 @@ void slots_mark_stale(slots_t *s) {
     s->stale = 1;
 }
 
-int slots_node(slots_t *s, const slots_addr_t *a) {
+/* An index no one needs: no slot of the map in force names it, keep[]
+ * does not hold it, and it has no connection.  -1 when every one is used. */
+static int node_unused(const slots_t *s, const int *keep, int nkeep) {
+    char used[SLOTS_NODES_MAX] = {0};
+    for (int i = 0; i < SLOTS_N; i++)
+        if (s->owner[i] >= 0) used[s->owner[i]] = 1;
+    for (int k = 0; k < nkeep; k++)
+        if (keep[k] >= 0) used[keep[k]] = 1;
+    for (int i = 0; i < s->nnodes; i++)
+        if (!used[i] && !s->nodes[i].rc) return i;
+    return -1;
+}
+
+/* The index of a, added when it is new.  The table holds SLOTS_NODES_MAX
+ * addresses; a cluster whose nodes come back on new addresses (failovers,
+ * containers restarted) passes through more than that over a long life,
+ * so once it is full an address that serves no slot and is not connected
+ * gives its index to the new one. */
+static int node_add(slots_t *s, const slots_addr_t *a, const int *keep, int nkeep) {
     for (int i = 0; i < s->nnodes; i++)
         if (s->nodes[i].addr.port == a->port && strcmp(s->nodes[i].addr.host, a->host) == 0)
             return i;
-    if (s->nnodes == SLOTS_NODES_MAX) return -1;
-    node_t *n = &s->nodes[s->nnodes];
+    int i = s->nnodes < SLOTS_NODES_MAX ? s->nnodes++ : node_unused(s, keep, nkeep);
+    if (i < 0) return -1;
+    node_t *n = &s->nodes[i];
     memset(n, 0, sizeof(*n));
     n->addr = *a;
     snprintf(n->name, sizeof(n->name), strchr(a->host, ':') ? "[%s]:%d" : "%s:%d", a->host,
              a->port);
-    return s->nnodes++;
+    return i;
+}
+
+int slots_node(slots_t *s, const slots_addr_t *a) {
+    return node_add(s, a, NULL, 0);
 }
 
 /* A new connection to a, set up; NULL with errstr. */
@@ -313,12 +336,11 @@ static int ask_map(redisContext *rc, slots_map_t *m, char *errstr, size_t errstr
     return rc2;
 }
 
-/* Installs m: node indices for its masters, connections of nodes no
- * longer masters closed. */
-static void install(slots_t *s, const slots_map_t *m) {
+void slots_install(slots_t *s, const slots_map_t *m) {
     int idx[SLOTS_NODES_MAX], master[SLOTS_NODES_MAX] = {0};
     for (int i = 0; i < m->nmasters; i++) {
-        idx[i] = slots_node(s, &m->masters[i]);
+        /* Not one that an earlier master of m was just given. */
+        idx[i] = node_add(s, &m->masters[i], idx, i);
         if (idx[i] >= 0) master[idx[i]] = 1;
     }
     for (int i = 0; i < SLOTS_N; i++)
@@ -363,7 +385,7 @@ int slots_refresh(slots_t *s, char *errstr, size_t errstr_size) {
         if (ni >= 0 && r == -2) slots_fail(s, ni);
         if (ni < 0 && ctx) redisFree(ctx);
         if (r == 0 && m->covered > 0) {
-            install(s, m);
+            slots_install(s, m);
             s->stale = 0;
             rc = 0;
             break;

@@ -104,8 +104,15 @@ void slots_mark_stale(slots_t *s);
 /* The master index of slot, -1 when no master serves it. */
 int slots_master(const slots_t *s, int slot);
 /* The index of host:port among the masters, added when it is not (an ASK
- * can name a master the map does not list yet); -1 when the table is full. */
+ * can name a master the map does not list yet).  The table holds
+ * SLOTS_NODES_MAX addresses; when it is full, the index of one that serves
+ * no slot and has no connection is given to the new address.  -1 when
+ * every index is in use. */
 int slots_node(slots_t *s, const slots_addr_t *a);
+/* Puts map m in force, as slots_refresh does with what CLUSTER SLOTS
+ * said: node indices for its masters, connections to nodes that are no
+ * longer masters closed.  Public for the tests. */
+void slots_install(slots_t *s, const slots_map_t *m);
 /* The open connection to master i, connecting if needed, unless i failed
  * less than its backoff ago (then NULL, errstr saying when the next try is). */
 redisContext *slots_conn(slots_t *s, int i, char *errstr, size_t errstr_size);

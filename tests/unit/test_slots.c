@@ -151,6 +151,51 @@ static void test_map(void **state) {
     assert_int_equal(m.replicas[2].port, 7006);
 }
 
+/* The node table is bounded: addresses that serve nothing and are not
+ * connected give their indices to new ones, the masters in force never. */
+static void test_node_table_reuse(void **state) {
+    (void)state;
+    static slots_map_t m, m2;
+    char err[256], moved[sizeof(three_shards)];
+    slots_t *s = slots_new("127.0.0.1:7001", 1000, NULL, NULL, err, sizeof(err));
+    assert_non_null(s);
+    redisReply *r = resp(three_shards);
+    assert_int_equal(slots_map_parse(r, &m, err, sizeof(err)), 0);
+    freeReplyObject(r);
+    slots_install(s, &m);
+    assert_int_equal(slots_nmasters(s), 3);
+    /* Addresses an ASK named once, up to the table's size. */
+    for (int p = 0; p < SLOTS_NODES_MAX - 3; p++) {
+        slots_addr_t a = {"127.0.0.1", 8000 + p};
+        assert_true(slots_node(s, &a) >= 3);
+    }
+    assert_int_equal(slots_nmasters(s), SLOTS_NODES_MAX);
+    slots_addr_t x = {"127.0.0.1", 9000};
+    int i = slots_node(s, &x);
+    assert_true(i >= 3);
+    assert_string_equal(slots_name(s, i), "127.0.0.1:9000");
+    assert_int_equal(slots_node(s, &x), i);
+    assert_string_equal(slots_name(s, slots_master(s, 0)), "127.0.0.1:7001");
+    assert_string_equal(slots_name(s, slots_master(s, 5461)), "127.0.0.1:7002");
+    assert_string_equal(slots_name(s, slots_master(s, 16383)), "127.0.0.1:7003");
+    /* The whole cluster comes back on new addresses, with the table full:
+     * every slot is routed to its new master. */
+    memcpy(moved, three_shards, sizeof(three_shards));
+    for (char *p = moved; (p = strstr(p, ":700")) != NULL; p += 4) p[2] = '1'; /* :7001 -> :7101 */
+    r = resp(moved);
+    assert_int_equal(slots_map_parse(r, &m2, err, sizeof(err)), 0);
+    freeReplyObject(r);
+    slots_install(s, &m2);
+    assert_int_equal(slots_nmasters(s), SLOTS_NODES_MAX);
+    assert_string_equal(slots_name(s, slots_master(s, 0)), "127.0.0.1:7101");
+    assert_string_equal(slots_name(s, slots_master(s, 5461)), "127.0.0.1:7102");
+    assert_string_equal(slots_name(s, slots_master(s, 16383)), "127.0.0.1:7103");
+    assert_int_equal(slots_master(s, 16001), slots_master(s, 10923));
+    assert_int_not_equal(slots_master(s, 0), slots_master(s, 5461));
+    assert_int_not_equal(slots_master(s, 5461), slots_master(s, 16383));
+    slots_free(s);
+}
+
 static void test_map_gaps_and_refusals(void **state) {
     (void)state;
     static slots_map_t m;
@@ -241,6 +286,7 @@ int main(void) {
         cmocka_unit_test(test_scratch_tag), cmocka_unit_test(test_addr),
         cmocka_unit_test(test_map),         cmocka_unit_test(test_map_gaps_and_refusals),
         cmocka_unit_test(test_redirect),    cmocka_unit_test(test_seeds),
+        cmocka_unit_test(test_node_table_reuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
