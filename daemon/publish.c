@@ -44,7 +44,7 @@ struct publish {
     struct obox *round;
     size_t round_n;
     int round_inflight;
-    uint64_t published; /* outbox events acknowledged, for metrics */
+    uint64_t published;        /* outbox events acknowledged, for metrics */
     rd_kafka_queue_t *reports; /* the producer's main queue, while it wakes another */
     char lasterr[256];
     /* publish_set_frames: the event topics and their schema ids. */

@@ -282,10 +282,14 @@ static void test_seeds(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_crc16),       cmocka_unit_test(test_key_slot),
-        cmocka_unit_test(test_scratch_tag), cmocka_unit_test(test_addr),
-        cmocka_unit_test(test_map),         cmocka_unit_test(test_map_gaps_and_refusals),
-        cmocka_unit_test(test_redirect),    cmocka_unit_test(test_seeds),
+        cmocka_unit_test(test_crc16),
+        cmocka_unit_test(test_key_slot),
+        cmocka_unit_test(test_scratch_tag),
+        cmocka_unit_test(test_addr),
+        cmocka_unit_test(test_map),
+        cmocka_unit_test(test_map_gaps_and_refusals),
+        cmocka_unit_test(test_redirect),
+        cmocka_unit_test(test_seeds),
         cmocka_unit_test(test_node_table_reuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
