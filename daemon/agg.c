@@ -4,49 +4,8 @@
  */
 #include "agg.h"
 
-#include "decimal.h"
-
-#include <errno.h>
-#include <inttypes.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-int agg_parse(agg_month_t *m, const char *s, size_t len) {
-    char buf[128];
-    long long v[4];
-    char *p, *end;
-
-    if (len == 0 || len >= sizeof(buf)) return -1;
-    memcpy(buf, s, len);
-    buf[len] = '\0';
-    p = buf;
-    for (int i = 0; i < 4; i++) {
-        errno = 0;
-        v[i] = strtoll(p, &end, 10);
-        if (errno || end == p || v[i] < 0) return -1;
-        if (i < 3 && *end != ' ') return -1;
-        p = end + (i < 3);
-    }
-    if (*end != '\0') return -1;
-    m->qty = v[0];
-    m->amount = v[1];
-    m->orders = v[2];
-    m->skus = v[3];
-    return 0;
-}
-
-int agg_format(const agg_month_t *m, char *buf, size_t size) {
-    char t[4 * (DECIMAL_MAX + 1)];
-    size_t n = decimal_i64(t, m->qty);
-    t[n++] = ' ';
-    n += decimal_i64(t + n, m->amount);
-    t[n++] = ' ';
-    n += decimal_i64(t + n, m->orders);
-    t[n++] = ' ';
-    n += decimal_i64(t + n, m->skus);
-    return decimal_out(buf, size, t, n);
-}
 
 static int sku_cmp(const agg_skuset_t *s, size_t i, const char *sku, size_t len) {
     const agg_sku_t *e = &s->v[i];
@@ -104,45 +63,6 @@ int agg_skuset_add(agg_skuset_t *s, const char *sku, size_t len) {
     s->used += len;
     s->n++;
     return 1;
-}
-
-int agg_skuset_parse(agg_skuset_t *s, const char *buf, size_t len) {
-    size_t start = 0;
-    for (size_t i = 0; i <= len; i++) {
-        if (i == len || buf[i] == '\n') {
-            if (i > start && agg_skuset_add(s, buf + start, i - start) < 0) return -1;
-            start = i + 1;
-        }
-    }
-    return 0;
-}
-
-size_t agg_skuset_text_len(const agg_skuset_t *s) {
-    return s->n ? s->used + s->n - 1 : 0;
-}
-
-void agg_skuset_write(const agg_skuset_t *s, char *out) {
-    size_t at = 0;
-    for (size_t i = 0; i < s->n; i++) {
-        if (i) out[at++] = '\n';
-        memcpy(out + at, s->names + s->v[i].off, s->v[i].len);
-        at += s->v[i].len;
-    }
-    out[at] = '\0';
-}
-
-char *agg_skuset_format(const agg_skuset_t *s, size_t *len) {
-    size_t total = agg_skuset_text_len(s);
-    char *out = malloc(total + 1);
-    if (!out) return NULL;
-    agg_skuset_write(s, out);
-    *len = total;
-    return out;
-}
-
-void agg_skuset_clear(agg_skuset_t *s) {
-    s->n = 0;
-    s->used = 0;
 }
 
 void agg_skuset_free(agg_skuset_t *s) {

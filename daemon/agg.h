@@ -1,9 +1,12 @@
 /*
  * agg.h -- per customer, per month aggregates (docs/behaviour.md), pure.
  *
- * No I/O here: the store reads the text forms, these functions parse,
- * apply an order and format them back.  An order is applied whole or not
- * at all: every sum is checked for overflow before anything changes.
+ * The arithmetic of one order on one customer-month, and the types the
+ * customer state (state.h) keeps them in.  agg_apply is the rule written
+ * plainly, with a set of SKU names: the unit tests hold state_apply's
+ * fingerprinted, in-place version against it.  An order is applied whole
+ * or not at all: every sum is checked for overflow before anything
+ * changes.
  */
 #ifndef TIERD_AGG_H
 #define TIERD_AGG_H
@@ -34,24 +37,8 @@ typedef struct agg_skuset {
     size_t used, names_cap;
 } agg_skuset_t;
 
-/* "qty amount orders skus" <-> struct.  parse returns -1 on a malformed
- * value (which means someone else wrote the key). */
-int agg_parse(agg_month_t *m, const char *s, size_t len);
-int agg_format(const agg_month_t *m, char *buf, size_t size);
-
-/* SKUs travel as one string, '\n' between names (validation refuses
- * control characters in a SKU, so the separator cannot occur in one). */
-int agg_skuset_parse(agg_skuset_t *s, const char *buf, size_t len);
-/* Returns a malloc'd string (caller frees) and its length. */
-char *agg_skuset_format(const agg_skuset_t *s, size_t *len);
-/* The length of the formatted text, and the text itself (NUL-terminated)
- * written into out, which holds agg_skuset_text_len() + 1 bytes. */
-size_t agg_skuset_text_len(const agg_skuset_t *s);
-void agg_skuset_write(const agg_skuset_t *s, char *out);
 /* 1 added, 0 already there, -1 out of memory. */
 int agg_skuset_add(agg_skuset_t *s, const char *sku, size_t len);
-/* Empties the set, keeping its memory for the next use. */
-void agg_skuset_clear(agg_skuset_t *s);
 void agg_skuset_free(agg_skuset_t *s);
 
 /* Applies a validated order (o->qty and o->amount filled) to its month.

@@ -30,15 +30,4 @@ static inline size_t decimal_i64(char *out, int64_t v) {
     return 1 + decimal_u64(out + 1, 0 - (uint64_t)v); /* INT64_MIN too */
 }
 
-/* Copies text built with the above into buf as snprintf would: cut to
- * size and NUL-terminated; returns the full length. */
-static inline int decimal_out(char *buf, size_t size, const char *text, size_t len) {
-    if (size > 0) {
-        size_t n = len < size - 1 ? len : size - 1;
-        memcpy(buf, text, n);
-        buf[n] = '\0';
-    }
-    return (int)len;
-}
-
 #endif

@@ -95,32 +95,6 @@ static void test_overflow_changes_nothing(void **state) {
     agg_skuset_free(&s);
 }
 
-static void test_text_round_trip(void **state) {
-    (void)state;
-    agg_month_t m = {INT64_MAX, 7, 3, 2}, back;
-    char buf[128];
-    agg_format(&m, buf, sizeof(buf));
-    assert_int_equal(agg_parse(&back, buf, strlen(buf)), 0);
-    assert_memory_equal(&m, &back, sizeof(m));
-    assert_int_equal(agg_parse(&back, "1 2 3", 5), -1);
-    assert_int_equal(agg_parse(&back, "1 2 3 x", 7), -1);
-    assert_int_equal(agg_parse(&back, "1 -2 3 4", 8), -1);
-    assert_int_equal(agg_parse(&back, "99999999999999999999 0 0 0", 26), -1);
-
-    agg_skuset_t s = {0}, s2 = {0};
-    size_t len;
-    agg_skuset_add(&s, "b", 1);
-    agg_skuset_add(&s, "a", 1);
-    agg_skuset_add(&s, "ab", 2);
-    char *txt = agg_skuset_format(&s, &len);
-    assert_string_equal(txt, "a\nab\nb");
-    assert_int_equal(agg_skuset_parse(&s2, txt, len), 0);
-    assert_int_equal(s2.n, 3);
-    free(txt);
-    agg_skuset_free(&s);
-    agg_skuset_free(&s2);
-}
-
 /* Shanghai is UTC+8 all year: 2026-10-31T16:00:00Z is November 1st there. */
 static void test_month_boundary_non_utc(void **state) {
     (void)state;
@@ -151,7 +125,7 @@ static void test_month_refuses_unknown_zone(void **state) {
     assert_int_equal(month_zone_init(&z, "../etc/passwd", err, sizeof(err)), -1);
 }
 
-/* decimal.h and agg_format write what printf would, cut like snprintf. */
+/* decimal.h writes what printf would. */
 static void test_decimal_matches_printf(void **state) {
     (void)state;
     const int64_t v[] = {0,
@@ -180,13 +154,6 @@ static void test_decimal_matches_printf(void **state) {
         snprintf(want, sizeof(want), "%" PRIu64, (uint64_t)v[i]);
         assert_string_equal(got, want);
     }
-    agg_month_t m = {INT64_MAX, 0, 42, 7};
-    char buf[128], small[10];
-    snprintf(want, sizeof(want), "%" PRId64 " 0 42 7", INT64_MAX);
-    assert_int_equal(agg_format(&m, buf, sizeof(buf)), (int)strlen(want));
-    assert_string_equal(buf, want);
-    assert_int_equal(agg_format(&m, small, sizeof(small)), (int)strlen(want));
-    assert_string_equal(small, "922337203");
 }
 
 int main(void) {
@@ -194,7 +161,6 @@ int main(void) {
         cmocka_unit_test(test_sale_then_return_floors_at_zero),
         cmocka_unit_test(test_distinct_skus_counted_once),
         cmocka_unit_test(test_overflow_changes_nothing),
-        cmocka_unit_test(test_text_round_trip),
         cmocka_unit_test(test_decimal_matches_printf),
         cmocka_unit_test(test_month_boundary_non_utc),
         cmocka_unit_test(test_month_refuses_unknown_zone),
