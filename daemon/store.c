@@ -374,15 +374,17 @@ static int route(store_t *s, const char *key, char *errstr, size_t errstr_size) 
 }
 
 /* After a request failed on a redirection: whether to send it again at
- * once.  MOVED refreshes the map (route then finds the new master); ASK
- * sends it to the node named, ASKING first.  TRYAGAIN and CLUSTERDOWN are
- * for the caller's backoff. */
-static int redirected(store_t *s, const char *key, char *errstr, size_t errstr_size) {
+ * once.  MOVED refreshes the map (route then finds the new master) unless
+ * `fresh` says it was refreshed after the request was sent; ASK sends it
+ * to the node named, ASKING first.  TRYAGAIN and CLUSTERDOWN are for the
+ * caller's backoff. */
+static int redirected_map(store_t *s, const char *key, int fresh, char *errstr,
+                          size_t errstr_size) {
     char why[512];
     int kind = s->redir;
     if (!s->cl || (kind != SLOTS_REDIR_MOVED && kind != SLOTS_REDIR_ASK)) return 0;
     if (kind == SLOTS_REDIR_MOVED) {
-        if (slots_refresh(s->cl, why, sizeof(why)) != 0) {
+        if (!fresh && slots_refresh(s->cl, why, sizeof(why)) != 0) {
             snprintf(errstr, errstr_size, "redis cluster: %s", why);
             return 0;
         }
@@ -401,6 +403,10 @@ static int redirected(store_t *s, const char *key, char *errstr, size_t errstr_s
     s->redir = 0;
     s->asking = 1;
     return 1;
+}
+
+static int redirected(store_t *s, const char *key, char *errstr, size_t errstr_size) {
+    return redirected_map(s, key, 0, errstr, errstr_size);
 }
 
 /* Sends argv and reads one reply; drops the connection on I/O errors. */
@@ -997,16 +1003,21 @@ static int pipeline_cluster(store_t *s, const store_tx_t *tx, redisReply **repli
                 sent = 1;
         }
     }
+    /* After a reshard many commands may come back MOVED: the map is read
+     * again once, at the first, and serves the others. */
+    int fresh = 0;
     for (size_t i = 0; i < tx->ncmds; i++) {
         int kind = slots_redirect(replies[i], NULL, NULL);
         if (kind != SLOTS_REDIR_MOVED && kind != SLOTS_REDIR_ASK) continue;
-        if (kind == SLOTS_REDIR_MOVED) slots_mark_stale(s->cl);
+        if (kind == SLOTS_REDIR_MOVED && !fresh) slots_mark_stale(s->cl);
         s->redir = kind;
         (void)slots_redirect(replies[i], NULL, &s->redir_to);
         char key[512];
         snprintf(key, sizeof(key), "%.*s", (int)tx->cmds[i].argvlen[1], tx->cmds[i].argv[1]);
         redisReply *r = NULL;
-        if (redirected(s, key, why, sizeof(why))) {
+        int again = redirected_map(s, key, fresh, why, sizeof(why));
+        if (kind == SLOTS_REDIR_MOVED && again) fresh = 1;
+        if (again) {
             append(s, tx->cmds[i].argc, tx->cmds[i].argv, tx->cmds[i].argvlen);
             if (next_reply(s, &r, 1) != REDIS_OK) {
                 drop(s);
