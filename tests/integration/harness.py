@@ -1150,14 +1150,11 @@ def decode_state_v2(b, check_crc=True):
 # ----------------------------------------------------------- network faults
 
 def free_port():
-    """A port free on 127.0.0.1 right now (the kernel's pick)."""
-    import socket
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-    finally:
-        s.close()
+    """A port free on 127.0.0.1 right now, below the ephemeral range
+    (scripts/freeports, the same picker scripts/services uses)."""
+    import runpy
+    picker = runpy.run_path(os.path.join(ROOT, "scripts", "freeports"))
+    return picker["free_ports"](1)[0]
 
 
 def http_get(port, path, timeout=5):
