@@ -1291,8 +1291,10 @@ void consumer_destroy(consumer_t *k) {
     }
     free(k->parts);
     free(k->msgs);
-    if (k->pf.q) publish_wake_on_reports(k->pub, NULL);
-    if (k->pf.q) rd_kafka_queue_destroy(k->pf.q);
+    if (k->pf.q) {
+        publish_wake_on_reports(k->pub, NULL); /* no report yields it any more */
+        rd_kafka_queue_destroy(k->pf.q);
+    }
     if (k->ppf.q) rd_kafka_queue_destroy(k->ppf.q);
     /* Closed in consumer_run (or never joined); a close abandoned at the
      * deadline is not tried again here. */

@@ -378,8 +378,7 @@ static int route(store_t *s, const char *key, char *errstr, size_t errstr_size) 
  * `fresh` says it was refreshed after the request was sent; ASK sends it
  * to the node named, ASKING first.  TRYAGAIN and CLUSTERDOWN are for the
  * caller's backoff. */
-static int redirected_map(store_t *s, const char *key, int fresh, char *errstr,
-                          size_t errstr_size) {
+static int redirected(store_t *s, const char *key, int fresh, char *errstr, size_t errstr_size) {
     char why[512];
     int kind = s->redir;
     if (!s->cl || (kind != SLOTS_REDIR_MOVED && kind != SLOTS_REDIR_ASK)) return 0;
@@ -403,10 +402,6 @@ static int redirected_map(store_t *s, const char *key, int fresh, char *errstr,
     s->redir = 0;
     s->asking = 1;
     return 1;
-}
-
-static int redirected(store_t *s, const char *key, char *errstr, size_t errstr_size) {
-    return redirected_map(s, key, 0, errstr, errstr_size);
 }
 
 /* Sends argv and reads one reply; drops the connection on I/O errors. */
@@ -939,7 +934,7 @@ static redisReply *single(store_t *s, const struct store_cmd *c, char *errstr, s
             drop(s);
             return NULL;
         }
-        if (hop == 2 || !s->redir || !redirected(s, key, errstr, errstr_size)) return r;
+        if (hop == 2 || !s->redir || !redirected(s, key, 0, errstr, errstr_size)) return r;
         freeReplyObject(r);
     }
 }
@@ -1015,7 +1010,7 @@ static int pipeline_cluster(store_t *s, const store_tx_t *tx, redisReply **repli
         char key[512];
         snprintf(key, sizeof(key), "%.*s", (int)tx->cmds[i].argvlen[1], tx->cmds[i].argv[1]);
         redisReply *r = NULL;
-        int again = redirected_map(s, key, fresh, why, sizeof(why));
+        int again = redirected(s, key, fresh, why, sizeof(why));
         if (kind == SLOTS_REDIR_MOVED && again) fresh = 1;
         if (again) {
             append(s, tx->cmds[i].argc, tx->cmds[i].argv, tx->cmds[i].argvlen);
@@ -1090,7 +1085,7 @@ int store_claim(store_t *s, const char *topic, int32_t partition, const char *ow
         goto out;
     }
     for (int hop = 0; transact(s, &tx, what, &r, errstr, errstr_size) != STORE_OK; hop++)
-        if (hop == 2 || !redirected(s, key, errstr, errstr_size)) goto out;
+        if (hop == 2 || !redirected(s, key, 0, errstr, errstr_size)) goto out;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
         r->element[2]->type != REDIS_REPLY_ARRAY || r->element[2]->elements != META_NFIELDS) {
         snprintf(errstr, errstr_size, "redis: %s: unexpected reply", what);
@@ -1244,7 +1239,7 @@ int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *m
     for (int hop = 0;; hop++) {
         int rc = read_once(s, mkey, meta, nkeys, keys, fields, fieldlens, nfields, replies, errstr,
                            errstr_size);
-        if (rc == STORE_OK || hop == 2 || !s->redir || !redirected(s, mkey, errstr, errstr_size))
+        if (rc == STORE_OK || hop == 2 || !s->redir || !redirected(s, mkey, 0, errstr, errstr_size))
             return rc;
     }
 }
