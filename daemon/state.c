@@ -350,7 +350,10 @@ enum {
     FLAG_OVERRIDE = 2u,
     FLAGS_ALL = FLAG_EVALUATED | FLAG_OVERRIDE,
     CHECKSUM_SIZE = 4,
-    MONTH_MIN_SIZE = 9, /* nine one-byte varints and no fingerprints */
+    MONTH_MIN_SIZE = 7,   /* seven one-byte varints and two empty sets */
+    MONTH_MIN_SIZE_2 = 9, /* format 2: nine one-byte varints, no fingerprints */
+    GRADE_CODES = 5,
+    SCALE_CODES = 4, /* 'X', '1', '2', '3' */
 };
 
 static const policy_grade_t grades[] = {POLICY_GRADE_NONE, POLICY_GRADE_A, POLICY_GRADE_B,
@@ -394,6 +397,75 @@ static void put_le(wr_t *w, uint64_t v, int bytes) {
     for (int i = 0; i < bytes; i++) put_u8(w, (uint8_t)(v >> (8 * i)));
 }
 
+/* ------------------------------------------------------------------ */
+/* Rice-coded sets (format 3)                                          */
+
+/* A strictly ascending set of n 32-bit SKU fingerprints is written as the
+ * gaps between them: the first value itself, then each value minus the
+ * one before minus 1.  A gap g is its high part g >> k in unary (that many
+ * 1 bits, then a 0 bit) followed by its low k bits, least significant
+ * first.  k = 32 - bitlen(n) is fixed by n, near log2 of the mean gap, so
+ * n random fingerprints cost about 34 - log2(n) bits each instead of 32:
+ * less from about 6 SKUs a month on.  Bits fill each byte from bit 0 up;
+ * the last byte's unused high bits are 0.  (Order fingerprints stay fixed
+ * width: a month holds few, and Rice would save under a byte.) */
+static unsigned rice_k(uint32_t n) {
+    unsigned b = 0;
+    while (b < 32 && (n >> b)) b++; /* bit length of n */
+    return 32 - b;
+}
+
+typedef struct bitwr {
+    wr_t *w;
+    uint64_t acc; /* bits not yet written, from bit 0 */
+    unsigned n;   /* how many: always < 8 between calls */
+} bitwr_t;
+
+/* The low k bits of v, k <= 32. */
+static void bits_put(bitwr_t *b, uint64_t v, unsigned k) {
+    b->acc |= (v & ((UINT64_C(1) << k) - 1)) << b->n;
+    b->n += k;
+    while (b->n >= 8) {
+        put_u8(b->w, (uint8_t)b->acc);
+        b->acc >>= 8;
+        b->n -= 8;
+    }
+}
+
+/* q 1 bits, then a 0. */
+static void bits_unary_put(bitwr_t *b, uint64_t q) {
+    for (; q >= 31; q -= 31) bits_put(b, UINT64_C(0x7fffffff), 31);
+    bits_put(b, (UINT64_C(1) << q) - 1, (unsigned)q + 1);
+}
+
+/* A value not above the one before (a struct state_check refuses) ends
+ * the set with a unary part longer than any gap may have, which decode
+ * refuses: the bytes stay within rice_bound whatever the struct holds. */
+static void put_rice(wr_t *w, const uint32_t *v, uint32_t n) {
+    bitwr_t b = {w, 0, 0};
+    const unsigned k = rice_k(n);
+    uint64_t prev = 0;
+    for (uint32_t j = 0; j < n; j++) {
+        uint64_t x = v[j];
+        if (j && x <= prev) {
+            bits_unary_put(&b, (UINT32_MAX >> k) + 1);
+            break;
+        }
+        uint64_t gap = j ? x - prev - 1 : x;
+        prev = x;
+        bits_unary_put(&b, gap >> k);
+        bits_put(&b, gap, k);
+    }
+    if (b.n) put_u8(w, (uint8_t)b.acc);
+}
+
+/* The bytes a set of n values takes at most: n (k + 1) bits, plus the
+ * unary parts, which add up to at most UINT32_MAX >> k < 2n, plus a
+ * refused value's (UINT32_MAX >> k) + 2. */
+static size_t rice_bound(uint32_t n) {
+    return ((size_t)n * 36 + 2 + 7) / 8;
+}
+
 /* n fingerprints of `bytes` bytes each, little-endian: copied whole on a
  * little-endian host (the layout in memory is the encoding's). */
 static void put_fps(wr_t *w, const void *v, uint32_t n, int bytes) {
@@ -406,16 +478,41 @@ static void put_fps(wr_t *w, const void *v, uint32_t n, int bytes) {
 #endif
 }
 
+enum {
+    /* The largest customer_mark and month_mark; one more is refused. */
+    CUSTOMER_MARK_MAX = 4 * SCALE_CODES * (POLICY_TIERS_MAX + 1) - 1,
+    MONTH_MARK_MAX = (POLICY_TIERS_MAX + 1) * GRADE_CODES * (1 << POLICY_QUOTA__COUNT) - 1,
+};
+
+/* flags, scale and override tier in one varint, mixed radix: one byte
+ * without an override.  A struct with a part out of range gets a mark
+ * decode refuses. */
+static uint64_t customer_mark(const state_customer_t *c) {
+    uint64_t flags =
+        (c->st.evaluated ? FLAG_EVALUATED : 0u) | (c->st.has_override ? FLAG_OVERRIDE : 0u);
+    const char *at = c->scale ? strchr("X123", c->scale) : NULL;
+    if (!at || c->st.override_tier < 0 || c->st.override_tier > POLICY_TIERS_MAX)
+        return CUSTOMER_MARK_MAX + 1;
+    return flags + 4 * ((uint64_t)(at - "X123") + SCALE_CODES * (uint64_t)c->st.override_tier);
+}
+
+/* tier, grade and quota mask in one varint, mixed radix: one byte for a
+ * month with no quota fired.  Out of range parts: as customer_mark. */
+static uint64_t month_mark(const state_month_t *m) {
+    uint64_t g = grade_code(m->grade);
+    if (m->tier < 0 || m->tier > POLICY_TIERS_MAX || g >= GRADE_CODES ||
+        m->qmask >> POLICY_QUOTA__COUNT)
+        return MONTH_MARK_MAX + 1;
+    return (uint64_t)m->tier + (POLICY_TIERS_MAX + 1) * (g + GRADE_CODES * (uint64_t)m->qmask);
+}
+
 static size_t put_customer(const state_customer_t *c, uint8_t *out) {
     wr_t w = {out, 0};
     put_u8(&w, STATE_FORMAT);
-    put_uv(&w, (c->st.evaluated ? FLAG_EVALUATED : 0u) | (c->st.has_override ? FLAG_OVERRIDE : 0u));
+    put_uv(&w, customer_mark(c));
     put_uv(&w, (uint64_t)(int64_t)c->st.tier);
-    put_uv(&w, zigzag(c->st.first_month));
-    put_uv(&w, (uint64_t)(int64_t)c->st.override_tier);
     put_uv(&w, (uint64_t)c->seq);
-    put_uv(&w, zigzag(c->live_score_c));
-    put_u8(&w, (uint8_t)c->scale);
+    put_uv(&w, (uint64_t)((int64_t)c->live_score_c + 1)); /* -1 (none) is 0 */
     put_uv(&w, c->nmonths);
     for (uint32_t i = 0; i < c->nmonths; i++) {
         const state_month_t *m = &c->months[i];
@@ -426,14 +523,14 @@ static size_t put_customer(const state_customer_t *c, uint8_t *out) {
         put_uv(&w, (uint64_t)m->agg.qty);
         put_uv(&w, (uint64_t)m->agg.amount);
         put_uv(&w, (uint64_t)m->agg.orders);
-        put_uv(&w, (uint64_t)(int64_t)m->tier);
-        put_uv(&w, grade_code(m->grade));
-        put_uv(&w, m->qmask);
+        put_uv(&w, month_mark(m));
         put_uv(&w, m->nskus);
-        put_fps(&w, m->skus, m->nskus, 4);
+        put_rice(&w, m->skus, m->nskus);
         put_uv(&w, m->nfps);
         put_fps(&w, m->fps, m->nfps, 8);
     }
+    /* first_month from the first kept month: one byte, not three */
+    put_uv(&w, zigzag((int64_t)c->st.first_month - (c->nmonths ? c->months[0].month : 0)));
     if (out) {
         uint32_t crc = state_checksum(out, w.n);
         put_le(&w, crc, CHECKSUM_SIZE);
@@ -448,11 +545,11 @@ size_t state_encoded_size(const state_customer_t *c) {
 }
 
 size_t state_encoded_bound(const state_customer_t *c) {
-    /* A varint takes at most 10 bytes: the header's 7 and the count, each
-     * month's 10 and its two counts, then the fixed-size fingerprints. */
+    /* A varint takes at most 10 bytes: the header's 4, the count and
+     * first_month, each month's 5 and its two counts, then the sets. */
     size_t n = 1 + 8 * 10 + 1 + CHECKSUM_SIZE;
     for (uint32_t i = 0; i < c->nmonths; i++)
-        n += 9 * 10 + 4 * (size_t)c->months[i].nskus + 8 * (size_t)c->months[i].nfps;
+        n += 8 * 10 + rice_bound(c->months[i].nskus) + 8 * (size_t)c->months[i].nfps;
     return n;
 }
 
@@ -544,8 +641,8 @@ static uint64_t get_le(rd_t *r, int bytes) {
 }
 #endif
 
-/* n fingerprints of `bytes` bytes, little-endian, into v; get_count
- * checked that they are there. */
+/* n fingerprints of `bytes` bytes, little-endian, into v (format 2);
+ * get_count checked that they are there. */
 static void get_fps(rd_t *r, void *v, uint32_t n, int bytes) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     if (n) memcpy(v, r->p, (size_t)n * (size_t)bytes);
@@ -560,8 +657,8 @@ static void get_fps(rd_t *r, void *v, uint32_t n, int bytes) {
 #endif
 }
 
-/* A count of items of `size` bytes each that must fit in what is left:
- * the bound every allocation below relies on. */
+/* A count of items of `size` bytes each that must fit in what is left
+ * (format 2): the bound every allocation below relies on. */
 static int get_count(rd_t *r, const char *what, size_t size, uint32_t *n) {
     uint64_t v;
     if (get_uv(r, what, &v) < 0) return -1;
@@ -575,7 +672,168 @@ static int get_count(rd_t *r, const char *what, size_t size, uint32_t *n) {
     return 0;
 }
 
-static int get_month(rd_t *r, state_customer_t *c, uint32_t i) {
+/* The count of a Rice-coded SKU set (format 3): its n values take at
+ * least n (k + 1) bits, which must fit in what is left, so a count never
+ * asks for more than 32 bytes of memory for a byte of the value. */
+static int get_set_count(rd_t *r, uint32_t *n) {
+    uint64_t v;
+    if (get_uv(r, "SKU count", &v) < 0) return -1;
+    if (v > UINT32_MAX || v * (rice_k((uint32_t)v) + 1) > (uint64_t)left(r) * 8) {
+        errstr_fmt(r->errstr, r->errstr_size,
+                   "customer state: %llu SKU fingerprints need more than the %zu bytes left",
+                   (unsigned long long)v, left(r));
+        return -1;
+    }
+    *n = (uint32_t)v;
+    return 0;
+}
+
+typedef struct bitrd {
+    rd_t *r;
+    uint64_t acc; /* bits read from r and not yet used, from bit 0; 0 above */
+    unsigned n;   /* how many */
+} bitrd_t;
+
+static void bits_fill(bitrd_t *b) {
+    while (b->n <= 56 && b->r->p < b->r->end) {
+        b->acc |= (uint64_t)*b->r->p++ << b->n;
+        b->n += 8;
+    }
+}
+
+/* k <= 32 bits; -1 when the value ends first. */
+static int bits_get(bitrd_t *b, unsigned k, uint64_t *v) {
+    if (b->n < k) {
+        bits_fill(b);
+        if (b->n < k) return -1;
+    }
+    *v = b->acc & ((UINT64_C(1) << k) - 1);
+    b->acc >>= k;
+    b->n -= k;
+    return 0;
+}
+
+/* The 1 bits before the next 0: -1 when the value ends first, -2 when
+ * there are more than max. */
+static int bits_unary(bitrd_t *b, uint64_t max, uint64_t *q) {
+    uint64_t c = 0;
+    for (;;) {
+        if (b->n == 0) {
+            bits_fill(b);
+            if (b->n == 0) return -1;
+        }
+        uint64_t zeros = ~b->acc;
+        if (b->n < 64) zeros &= (UINT64_C(1) << b->n) - 1;
+        if (zeros) {
+            unsigned t = (unsigned)__builtin_ctzll(zeros);
+            c += t;
+            b->acc = t + 1 < 64 ? b->acc >> (t + 1) : 0;
+            b->n -= t + 1;
+            *q = c;
+            return c > max ? -2 : 0;
+        }
+        c += b->n;
+        b->acc = 0;
+        b->n = 0;
+        if (c > max) return -2;
+    }
+}
+
+/* A set put_rice wrote, into v (room for n): values strictly ascending
+ * by construction, below 2^32, the last byte's spare bits 0. */
+static int get_rice(rd_t *r, uint32_t *v, uint32_t n, uint32_t i) {
+    bitrd_t b = {r, 0, 0};
+    const unsigned k = rice_k(n);
+    uint64_t prev = 0;
+    for (uint32_t j = 0; j < n; j++) {
+        uint64_t q, x;
+        int rc = bits_unary(&b, UINT32_MAX >> k, &q);
+        if (rc == -2) goto big;
+        if (rc < 0 || bits_get(&b, k, &x) < 0) goto trunc;
+        x |= q << k;
+        if (j) x += prev + 1;
+        if (x > UINT32_MAX) goto big;
+        v[j] = (uint32_t)x;
+        prev = x;
+    }
+    /* What was read ahead goes back; the bits left of the last byte
+     * used must be 0. */
+    r->p -= b.n / 8;
+    if (b.acc & ((UINT64_C(1) << (b.n % 8)) - 1)) {
+        errstr_fmt(r->errstr, r->errstr_size,
+                   "customer state: SKU fingerprints of month %u end in bits that are not 0", i);
+        return -1;
+    }
+    return 0;
+trunc:
+    errstr_fmt(r->errstr, r->errstr_size,
+               "customer state truncated in the SKU fingerprints of month %u", i);
+    return -1;
+big:
+    errstr_fmt(r->errstr, r->errstr_size,
+               "customer state: SKU fingerprints of month %u exceed 32 bits", i);
+    return -1;
+}
+
+static int ascending(rd_t *r, const void *v, uint32_t n, int bytes, const char *what, uint32_t i) {
+    for (uint32_t j = 1; j < n; j++) {
+        if (bytes == 4 ? ((const uint32_t *)v)[j] <= ((const uint32_t *)v)[j - 1]
+                       : ((const uint64_t *)v)[j] <= ((const uint64_t *)v)[j - 1]) {
+            errstr_fmt(r->errstr, r->errstr_size,
+                       "customer state: %s of month %u not strictly ascending", what, i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Tier, grade and quota mask: one varint in format 3 (month_mark), three
+ * in format 2. */
+static int get_month_mark(rd_t *r, int format, state_month_t *m) {
+    const uint64_t tiers = POLICY_TIERS_MAX + 1, qmasks = UINT64_C(1) << POLICY_QUOTA__COUNT;
+    uint64_t v, t, g, q;
+    if (format == 2) {
+        if (get_range(r, "month tier", POLICY_TIERS_MAX, &t) < 0 ||
+            get_range(r, "grade", GRADE_CODES - 1, &g) < 0 ||
+            get_range(r, "quota mask", qmasks - 1, &q) < 0)
+            return -1;
+    } else {
+        if (get_range(r, "month's tier, grade and quota mask", MONTH_MARK_MAX, &v) < 0) return -1;
+        t = v % tiers;
+        g = v / tiers % GRADE_CODES;
+        q = v / tiers / GRADE_CODES;
+    }
+    m->tier = (int32_t)t;
+    m->grade = grades[g];
+    m->qmask = (uint32_t)q;
+    return 0;
+}
+
+/* One month's SKU and order fingerprints, in either format. */
+static int get_sets(rd_t *r, int format, state_month_t *m, uint32_t i) {
+    if (format == 2 ? get_count(r, "SKU fingerprints", 4, &m->nskus) : get_set_count(r, &m->nskus))
+        return -1;
+    if (reserve((void **)&m->skus, &m->capskus, m->nskus, sizeof(*m->skus)) < 0) goto oom;
+    if (format == 2) {
+        get_fps(r, m->skus, m->nskus, 4);
+        if (ascending(r, m->skus, m->nskus, 4, "SKU fingerprints", i) < 0) return -1;
+    } else if (get_rice(r, m->skus, m->nskus, i) < 0) {
+        return -1;
+    }
+    m->agg.skus = (int64_t)m->nskus;
+
+    if (get_count(r, "order fingerprints", 8, &m->nfps) < 0) return -1;
+    if (reserve((void **)&m->fps, &m->capfps, m->nfps, sizeof(*m->fps)) < 0) goto oom;
+    get_fps(r, m->fps, m->nfps, 8);
+    return ascending(r, m->fps, m->nfps, 8, "order fingerprints", i);
+oom:
+    /* The counts were bounded by the buffer, so this is a real shortage. */
+    m->nskus = m->nfps = 0;
+    errstr_fmt(r->errstr, r->errstr_size, "customer state: out of memory for month %u", i);
+    return -1;
+}
+
+static int get_month(rd_t *r, int format, state_customer_t *c, uint32_t i) {
     state_month_t *m = &c->months[i];
     uint64_t v;
     int64_t s;
@@ -601,62 +859,30 @@ static int get_month(rd_t *r, state_customer_t *c, uint32_t i) {
     m->agg.amount = (int64_t)v;
     if (get_range(r, "orders", INT64_MAX, &v) < 0) return -1;
     m->agg.orders = (int64_t)v;
-    if (get_range(r, "month tier", POLICY_TIERS_MAX, &v) < 0) return -1;
-    m->tier = (int32_t)v;
-    if (get_range(r, "grade", sizeof(grades) / sizeof(grades[0]) - 1, &v) < 0) return -1;
-    m->grade = grades[v];
-    if (get_range(r, "quota mask", (1u << POLICY_QUOTA__COUNT) - 1, &v) < 0) return -1;
-    m->qmask = (uint32_t)v;
-
-    if (get_count(r, "SKU fingerprints", 4, &m->nskus) < 0) return -1;
-    if (reserve((void **)&m->skus, &m->capskus, m->nskus, sizeof(*m->skus)) < 0) goto oom;
-    get_fps(r, m->skus, m->nskus, 4);
-    for (uint32_t j = 1; j < m->nskus; j++) {
-        if (m->skus[j] <= m->skus[j - 1]) {
-            errstr_fmt(r->errstr, r->errstr_size,
-                       "customer state: SKU fingerprints of month %u not strictly ascending", i);
-            return -1;
-        }
-    }
-    m->agg.skus = (int64_t)m->nskus;
-
-    if (get_count(r, "order fingerprints", 8, &m->nfps) < 0) return -1;
-    if (reserve((void **)&m->fps, &m->capfps, m->nfps, sizeof(*m->fps)) < 0) goto oom;
-    get_fps(r, m->fps, m->nfps, 8);
-    for (uint32_t j = 1; j < m->nfps; j++) {
-        if (m->fps[j] <= m->fps[j - 1]) {
-            errstr_fmt(r->errstr, r->errstr_size,
-                       "customer state: order fingerprints of month %u not strictly ascending", i);
-            return -1;
-        }
-    }
-    return 0;
-oom:
-    /* The counts were bounded by the buffer, so this is a real shortage. */
-    m->nskus = m->nfps = 0;
-    errstr_fmt(r->errstr, r->errstr_size, "customer state: out of memory for month %u", i);
-    return -1;
+    if (get_month_mark(r, format, m) < 0) return -1;
+    return get_sets(r, format, m, i);
 }
 
-static int get_customer(rd_t *r, state_customer_t *c) {
+/* first_month: format 2 holds it in the header, format 3 after the months,
+ * from the first kept month. */
+static int get_first_month(rd_t *r, int format, state_customer_t *c) {
+    int64_t base = format == 2 || c->nmonths == 0 ? 0 : c->months[0].month, s;
+    if (get_sv(r, "first month", MONTH_MIN - base, MONTH_MAX - base, &s) < 0) return -1;
+    c->st.first_month = (int32_t)(s + base);
+    return 0;
+}
+
+/* Format 2's header, after the format byte. */
+static int get_header_2(rd_t *r, state_customer_t *c) {
     uint8_t b;
     uint64_t v;
     int64_t s;
-
-    if (get_u8(r, "format", &b) < 0) return -1;
-    if (b != STATE_FORMAT) {
-        errstr_fmt(r->errstr, r->errstr_size,
-                   "customer state has format %u, this tierd reads only format %d", b,
-                   STATE_FORMAT);
-        return -1;
-    }
     if (get_range(r, "flags", FLAGS_ALL, &v) < 0) return -1;
     c->st.evaluated = (v & FLAG_EVALUATED) != 0;
     c->st.has_override = (v & FLAG_OVERRIDE) != 0;
     if (get_range(r, "tier", POLICY_TIERS_MAX, &v) < 0) return -1;
     c->st.tier = (int32_t)v;
-    if (get_sv(r, "first month", MONTH_MIN, MONTH_MAX, &s) < 0) return -1;
-    c->st.first_month = (int32_t)s;
+    if (get_first_month(r, 2, c) < 0) return -1;
     if (get_range(r, "override tier", POLICY_TIERS_MAX, &v) < 0) return -1;
     c->st.override_tier = (int32_t)v;
     if (get_range(r, "sequence", INT64_MAX, &v) < 0) return -1;
@@ -670,8 +896,44 @@ static int get_customer(rd_t *r, state_customer_t *c) {
         return -1;
     }
     c->scale = (char)b;
+    return 0;
+}
+
+/* Format 3's header, after the format byte: customer_mark, tier, seq,
+ * live score + 1. */
+static int get_header_3(rd_t *r, state_customer_t *c) {
+    static const char scales[SCALE_CODES] = {'X', '1', '2', '3'};
+    uint64_t v;
+    if (get_range(r, "flags, scale and override tier", CUSTOMER_MARK_MAX, &v) < 0) return -1;
+    c->st.evaluated = (v & FLAG_EVALUATED) != 0;
+    c->st.has_override = (v & FLAG_OVERRIDE) != 0;
+    c->scale = scales[v / 4 % SCALE_CODES];
+    c->st.override_tier = (int32_t)(v / 4 / SCALE_CODES);
+    if (get_range(r, "tier", POLICY_TIERS_MAX, &v) < 0) return -1;
+    c->st.tier = (int32_t)v;
+    if (get_range(r, "sequence", INT64_MAX, &v) < 0) return -1;
+    c->seq = (int64_t)v;
+    if (get_range(r, "live score", STATE_SCORE_MAX + 1, &v) < 0) return -1;
+    c->live_score_c = (int32_t)v - 1;
+    return 0;
+}
+
+static int get_customer(rd_t *r, state_customer_t *c) {
+    uint8_t b;
+    uint64_t v;
+    int format;
+
+    if (get_u8(r, "format", &b) < 0) return -1;
+    if (b != STATE_FORMAT && b != STATE_FORMAT_OLDEST) {
+        errstr_fmt(r->errstr, r->errstr_size,
+                   "customer state has format %u, this tierd reads only formats %d and %d", b,
+                   STATE_FORMAT_OLDEST, STATE_FORMAT);
+        return -1;
+    }
+    format = b;
+    if ((format == 2 ? get_header_2(r, c) : get_header_3(r, c)) < 0) return -1;
     if (get_range(r, "month count", STATE_MONTHS_MAX, &v) < 0) return -1;
-    if (v > left(r) / MONTH_MIN_SIZE) {
+    if (v > left(r) / (format == 2 ? MONTH_MIN_SIZE_2 : MONTH_MIN_SIZE)) {
         errstr_fmt(r->errstr, r->errstr_size,
                    "customer state: %llu months need more than the %zu bytes left",
                    (unsigned long long)v, left(r));
@@ -682,10 +944,10 @@ static int get_customer(rd_t *r, state_customer_t *c) {
         return -1;
     }
     for (uint32_t i = 0; i < (uint32_t)v; i++) {
-        if (get_month(r, c, i) < 0) return -1;
+        if (get_month(r, format, c, i) < 0) return -1;
         c->nmonths = i + 1;
     }
-    return 0;
+    return format == 2 ? 0 : get_first_month(r, format, c);
 }
 
 int state_decode(state_customer_t *c, const void *buf, size_t len, char *errstr,
@@ -701,10 +963,10 @@ int state_decode(state_customer_t *c, const void *buf, size_t len, char *errstr,
     }
     /* The format first: a value of another format gets the message that
      * says so, not "checksum mismatch". */
-    if (p[0] != STATE_FORMAT) {
+    if (p[0] != STATE_FORMAT && p[0] != STATE_FORMAT_OLDEST) {
         errstr_fmt(errstr, errstr_size,
-                   "customer state has format %u, this tierd reads only format %d", p[0],
-                   STATE_FORMAT);
+                   "customer state has format %u, this tierd reads only formats %d and %d", p[0],
+                   STATE_FORMAT_OLDEST, STATE_FORMAT);
         return -1;
     }
     r.end = p + len - CHECKSUM_SIZE;

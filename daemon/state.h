@@ -15,15 +15,15 @@
  * form only (a last byte of 0 after the first is refused, as is anything
  * past 64 bits).  "sv" is a zigzag varint: 0, -1, 1, -2 ... are written
  * as the uv 0, 1, 2, 3 ...  "u32le"/"u64le" are fixed little-endian.
+ * Format 3 (written):
  *
- *   u8     format          STATE_FORMAT
- *   uv     flags           bit 0 evaluated, bit 1 has_override; other bits 0
+ *   u8     format          STATE_FORMAT (3)
+ *   uv     mark            flags + 4 * (scale + 4 * override_tier): flags
+ *                          bit 0 evaluated, bit 1 has_override; scale 0..3
+ *                          for 'X', '1', '2', '3'; override 0..POLICY_TIERS_MAX
  *   uv     tier            0..POLICY_TIERS_MAX
- *   sv     first_month     MONTH_MIN..MONTH_MAX (month.h)
- *   uv     override_tier   0..POLICY_TIERS_MAX
  *   uv     seq             0..INT64_MAX
- *   sv     live_score_c    -1..10000
- *   u8     scale           'X', '1', '2' or '3'
+ *   uv     live score + 1  0 (none)..10001, in hundredths
  *   uv     nmonths         0..STATE_MONTHS_MAX
  *   then nmonths months, strictly ascending:
  *     sv   month           the first month: the month itself, MONTH_MIN..MONTH_MAX
@@ -33,17 +33,30 @@
  *     uv   qty             0..INT64_MAX
  *     uv   amount          0..INT64_MAX
  *     uv   orders          0..INT64_MAX
- *     uv   tier            0..POLICY_TIERS_MAX
- *     uv   grade           0 not recorded, 1..4 for A..D
- *     uv   qmask           only bits below POLICY_QUOTA__COUNT
- *     uv   nskus           then nskus x u32le, strictly ascending
+ *     uv   mark            tier + 17 * (grade + 5 * qmask): tier
+ *                          0..POLICY_TIERS_MAX (0 not recorded), grade 0 not
+ *                          recorded or 1..4 for A..D, qmask only bits below
+ *                          POLICY_QUOTA__COUNT
+ *     uv   nskus           then the SKU fingerprints, Rice-coded: each gap
+ *                          (the first value, then value - previous - 1) as
+ *                          gap >> k in unary (1 bits, a 0 bit) and its low
+ *                          k = 32 - bitlen(nskus) bits, bit 0 of each byte
+ *                          first, the last byte's spare bits 0
  *     uv   nfps            then nfps x u64le, strictly ascending
+ *   sv     first_month     minus the first kept month (0 without months);
+ *                          the sum MONTH_MIN..MONTH_MAX (month.h)
  *   u32le  checksum        CRC-32C (Castagnoli) of every byte before it
  *
+ * Format 2 (still read, and written back as 3): flags, tier, first_month
+ * (sv), override_tier, seq, live_score_c (sv) and scale (u8) apart in the
+ * header; per month tier, grade and qmask apart, the SKUs as nskus x
+ * u32le; no first_month at the end.
+ *
  * The month's distinct-SKU count is not stored: it is nskus.  Decoding
- * accepts exactly the bytes state_encode writes: any value it accepts
- * encodes back to the same bytes.  A new layout gets a new STATE_FORMAT;
- * state_decode refuses every format but its own.
+ * accepts exactly the bytes state_encode writes: any format-3 value it
+ * accepts encodes back to the same bytes.  A new layout gets a new
+ * STATE_FORMAT; state_decode refuses every format but its own and
+ * STATE_FORMAT_OLDEST's.
  */
 #ifndef TIERD_STATE_H
 #define TIERD_STATE_H
@@ -56,7 +69,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STATE_FORMAT 2 /* the format version, also stored in each partition's meta */
+#define STATE_FORMAT 3        /* the format written, also stored in each partition's meta */
+#define STATE_FORMAT_OLDEST 2 /* the oldest format still read (and rewritten as 3) */
 #define STATE_MONTHS_MAX (POLICY_WINDOW_MAX + 2)
 #define STATE_SCORE_MAX 10000 /* live_score_c in hundredths, as policy_score_t.score_c */
 

@@ -11,7 +11,10 @@
 #include <string.h>
 
 int txn_format_ok(const store_meta_t *m) {
-    if (m->format == STATE_FORMAT) return 1;
+    /* Format 2 is read, and each customer is rewritten as format 3 when
+     * a batch or a review touches it; meta says 3 from the first commit,
+     * so a tierd that reads only format 2 refuses the partition. */
+    if (m->format >= STATE_FORMAT_OLDEST && m->format <= STATE_FORMAT) return 1;
     /* No format and no offsets: a partition nobody has written yet. */
     return m->format == 0 && m->offset < 0 && m->poffset < 0 && m->reviewed < 0;
 }
@@ -41,10 +44,10 @@ static int verdict(apply_ctx_t *a, apply_part_t *p, const store_meta_t *now, cha
     } else if (!txn_format_ok(now)) {
         v = APPLY_CORRUPT;
         snprintf(errstr, errstr_size,
-                 "%s [%d] holds state format %d, and this tierd reads and writes format %d: "
+                 "%s [%d] holds state format %d, and this tierd reads formats %d to %d: "
                  "run `tierctl rebuild --partition %d` to rebuild it from the topic",
-                 p->topic, (int)p->partition, now->format ? now->format : 1, STATE_FORMAT,
-                 (int)p->partition);
+                 p->topic, (int)p->partition, now->format ? now->format : 1, STATE_FORMAT_OLDEST,
+                 STATE_FORMAT, (int)p->partition);
     }
     return v;
 }

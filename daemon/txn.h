@@ -59,8 +59,8 @@ int txn_run(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *ctx, ch
  * One rule for batches, reviews and profiles. */
 int txn_meta_verdict(const apply_part_t *p, const store_meta_t *now);
 
-/* Whether meta says the partition holds state this tierd can read: our
- * format, or no state at all yet. */
+/* Whether meta says the partition holds state this tierd can read: a
+ * format from STATE_FORMAT_OLDEST to STATE_FORMAT, or no state at all yet. */
 int txn_format_ok(const store_meta_t *m);
 
 #endif

@@ -218,9 +218,10 @@ int tierctl_format_check(const config_t *c, int32_t p, const store_meta_t *m, ch
     if (txn_format_ok(m)) return 0;
     /* Format 1 wrote no format field: state without one is format 1. */
     snprintf(errstr, errstr_size,
-             "%s [%d] holds state format %d and tierctl reads format %d: stop the tierd that "
-             "owns it and run `tierctl rebuild --partition %d` to rebuild it from the topics",
-             c->topic_orders, (int)p, m->format ? (int)m->format : 1, STATE_FORMAT, (int)p);
+             "%s [%d] holds state format %d and tierctl reads formats %d to %d: stop the tierd "
+             "that owns it and run `tierctl rebuild --partition %d` to rebuild it from the topics",
+             c->topic_orders, (int)p, m->format ? (int)m->format : 1, STATE_FORMAT_OLDEST,
+             STATE_FORMAT, (int)p);
     return -1;
 }
 

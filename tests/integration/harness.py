@@ -1041,9 +1041,10 @@ def redis_restore(svc, snapshot):
     svc.redis = redis.Redis(host="127.0.0.1", port=svc.redis_port)
 
 
-# ------------------------------------------------------- state format 2
+# ------------------------------------------------- state formats 2 and 3
 
-STATE_FORMAT = 2
+STATE_FORMATS = (2, 3)
+TIERS = 17  # POLICY_TIERS_MAX + 1
 
 
 def _crc32c_table():
@@ -1099,6 +1100,34 @@ class _Reader:
         u = self.uv()
         return (u >> 1) ^ -(u & 1)
 
+    def rice(self, n):
+        """n SKU fingerprints, Rice-coded (format 3): gaps, each its high
+        part in unary (1s, then a 0) and its low k = 32 - bitlen(n)
+        bits, least significant first; the last byte's spare bits 0."""
+        k, bit, out, prev = 32 - n.bit_length(), self.i * 8, [], -1
+
+        def get():
+            nonlocal bit
+            if bit >= len(self.b) * 8:
+                raise StateError("truncated in a SKU set at byte %d" % (bit // 8))
+            v = (self.b[bit // 8] >> (bit % 8)) & 1
+            bit += 1
+            return v
+        for _ in range(n):
+            q = 0
+            while get():
+                q += 1
+            low = sum(get() << j for j in range(k))
+            prev = prev + 1 + ((q << k) | low)
+            if prev >= 1 << 32:
+                raise StateError("a SKU fingerprint past 32 bits")
+            out.append(prev)
+        while bit % 8:
+            if get():
+                raise StateError("spare bits of a SKU set not 0")
+        self.i = bit // 8
+        return out
+
     def raw(self, n):
         if self.i + n > len(self.b):
             raise StateError("%d bytes wanted at byte %d, %d left" % (n, self.i, len(self.b) - self.i))
@@ -1106,18 +1135,25 @@ class _Reader:
         return self.b[self.i - n:self.i]
 
 
-def decode_state_v2(b, check_crc=True):
-    """One customer's value (daemon/state.h, format 2) as a dict:
-    flags/tier/first_month/override_tier/seq/live_score_c/scale and
+def decode_state(b, check_crc=True):
+    """One customer's value (daemon/state.h, formats 2 and 3) as a dict:
+    format/flags/tier/first_month/override_tier/seq/live_score_c/scale and
     months: [{month (year*12 + month-1), qty, amount, orders, tier, grade,
     qmask, skus: [u32], fps: [u64]}].  Raises StateError for anything the
     layout does not allow (the checksum too unless check_crc is false)."""
     r = _Reader(b)
     fmt = r.u8()
-    if fmt != STATE_FORMAT:
-        raise StateError("format %d, not %d" % (fmt, STATE_FORMAT))
-    s = {"flags": r.uv(), "tier": r.uv(), "first_month": r.sv(), "override_tier": r.uv(),
-         "seq": r.uv(), "live_score_c": r.sv(), "scale": chr(r.u8())}
+    if fmt not in STATE_FORMATS:
+        raise StateError("format %d, not one of %s" % (fmt, STATE_FORMATS))
+    if fmt == 2:
+        s = {"flags": r.uv(), "tier": r.uv(), "first_month": r.sv(), "override_tier": r.uv(),
+             "seq": r.uv(), "live_score_c": r.sv(), "scale": chr(r.u8())}
+    else:
+        mark = r.uv()
+        s = {"flags": mark % 4, "scale": "X123"[mark // 4 % 4] if mark < 4 * 4 * TIERS else "?",
+             "override_tier": mark // 16, "tier": r.uv(), "seq": r.uv(),
+             "live_score_c": r.uv() - 1}
+    s["format"] = fmt
     if s["flags"] & ~3:
         raise StateError("unknown flag bits %#x" % s["flags"])
     if s["scale"] not in "X123":
@@ -1127,15 +1163,22 @@ def decode_state_v2(b, check_crc=True):
     for k in range(r.uv()):
         m = r.sv() if k == 0 else prev + r.uv() + 1
         prev = m
-        mo = {"month": m, "qty": r.uv(), "amount": r.uv(), "orders": r.uv(), "tier": r.uv(),
-              "grade": r.uv(), "qmask": r.uv()}
-        mo["skus"] = [int.from_bytes(r.raw(4), "little") for _ in range(r.uv())]
+        mo = {"month": m, "qty": r.uv(), "amount": r.uv(), "orders": r.uv()}
+        if fmt == 2:
+            mo.update(tier=r.uv(), grade=r.uv(), qmask=r.uv())
+            mo["skus"] = [int.from_bytes(r.raw(4), "little") for _ in range(r.uv())]
+        else:
+            mark = r.uv()
+            mo.update(tier=mark % TIERS, grade=mark // TIERS % 5, qmask=mark // TIERS // 5)
+            mo["skus"] = r.rice(r.uv())
         mo["fps"] = [int.from_bytes(r.raw(8), "little") for _ in range(r.uv())]
         for name in ("skus", "fps"):
             v = mo[name]
             if any(v[j] >= v[j + 1] for j in range(len(v) - 1)):
                 raise StateError("month %d: %s not strictly ascending" % (m, name))
         s["months"].append(mo)
+    if fmt == 3:
+        s["first_month"] = r.sv() + (s["months"][0]["month"] if s["months"] else 0)
     body = r.i
     crc = int.from_bytes(r.raw(4), "little")
     if r.i != len(b):
@@ -1145,6 +1188,36 @@ def decode_state_v2(b, check_crc=True):
     return s
 
 
+
+
+def _uv(v):
+    out = bytearray()
+    while v >= 0x80:
+        out.append((v & 0x7F) | 0x80)
+        v >>= 7
+    out.append(v)
+    return bytes(out)
+
+
+def _sv(v):
+    return _uv(v * 2 if v >= 0 else -v * 2 - 1)
+
+
+def encode_state_v2(s):
+    """A dict decode_state gives, written in format 2 (the layout the
+    release before format 3 wrote): what a Redis of that release holds."""
+    b = bytearray([2])
+    b += _uv(s["flags"]) + _uv(s["tier"]) + _sv(s["first_month"]) + _uv(s["override_tier"])
+    b += _uv(s["seq"]) + _sv(s["live_score_c"]) + s["scale"].encode() + _uv(len(s["months"]))
+    prev = None
+    for mo in s["months"]:
+        b += _sv(mo["month"]) if prev is None else _uv(mo["month"] - prev - 1)
+        prev = mo["month"]
+        for f in ("qty", "amount", "orders", "tier", "grade", "qmask"):
+            b += _uv(mo[f])
+        b += _uv(len(mo["skus"])) + b"".join(x.to_bytes(4, "little") for x in mo["skus"])
+        b += _uv(len(mo["fps"])) + b"".join(x.to_bytes(8, "little") for x in mo["fps"])
+    return bytes(b) + crc32c(b).to_bytes(4, "little")
 
 
 # ----------------------------------------------------------- network faults

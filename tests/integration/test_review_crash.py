@@ -298,7 +298,7 @@ bad_state = []
 for p in range(8):
     for cust, v in svc.redis.hscan_iter("tierd:{orders.%d}:c" % p, count=1000):
         c = cust.decode()
-        s = h.decode_state_v2(v)
+        s = h.decode_state(v)
         if c not in qty_m:  # new in M+1: placed, never reviewed
             exp = (0, 2, 1)
         else:

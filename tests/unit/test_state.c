@@ -628,11 +628,11 @@ static void test_round_trip_random(void **state) {
         assert_int_equal(decode_canonical(&d, buf, len), 0);
         free(buf);
     }
-    /* the empty customer: format, 8 one-byte fields, checksum */
+    /* the empty customer: format, 6 one-byte fields, checksum */
     state_reset(&c);
     size_t len;
     uint8_t *buf = encode(&c, &len);
-    assert_int_equal(len, 1 + 8 + 4);
+    assert_int_equal(len, 1 + 6 + 4);
     assert_int_equal(buf[0], STATE_FORMAT);
     assert_int_equal(state_decode(&d, buf, len, NULL, 0), 0);
     assert_same(&c, &d);
@@ -739,9 +739,13 @@ static void test_decode_refusals(void **state) {
     struct {
         const char *want; /* in the message */
     } cases[] = {
-        {"format"},       {"tier"},        {"override tier"}, {"live score"}, {"scale"},
-        {"not strictly"}, {"grade"},       {"quota mask"},    {"qty"},        {"SKU fingerprints"},
-        {"month gap"},    {"month count"}, {"first month"},   {"sequence"},
+        {"format"},        {"tier"},
+        {"override tier"}, {"live score"},
+        {"scale"},         {"order fingerprints"}, /* not distinct: a gap below 0, past the top */
+        {"grade"},         {"quota mask"},
+        {"qty"},           {"SKU fingerprints"},
+        {"month gap"},     {"month count"},
+        {"first month"},   {"sequence"},
     };
     for (size_t k = 0; k < sizeof(cases) / sizeof(cases[0]); k++) {
         state_reset(&c);
@@ -784,9 +788,9 @@ static void test_decode_refusals(void **state) {
             reseal(buf, len);
         }
         if (k == 11) {
-            /* nmonths is the 9th byte: [format flags tier first ovr seq score scale] */
-            assert_int_equal(buf[8], 2);
-            buf[8] = STATE_MONTHS_MAX + 1;
+            /* nmonths is the 6th byte: [format mark tier seq score] */
+            assert_int_equal(buf[5], 2);
+            buf[5] = STATE_MONTHS_MAX + 1;
             reseal(buf, len);
         }
         err[0] = '\0';
@@ -805,14 +809,16 @@ static void test_decode_refusals(void **state) {
     state_reset(&c);
     state_month(&c, 5, 1);
     buf = encode(&c, &len);
-    /* the month's bytes: month qty amount orders tier grade qmask nskus nfps */
-    assert_int_equal(buf[len - 4 - 1], 0); /* nfps */
-    size_t big_len = len - 5 + 9 + 4;
+    /* the month's bytes: month qty amount orders mark nskus nfps; then
+     * first_month */
+    assert_int_equal(buf[len - 4 - 2], 0); /* nfps */
+    size_t big_len = len - 6 + 9 + 1 + 4;
     uint8_t *big = malloc(big_len);
-    memcpy(big, buf, len - 5);
+    memcpy(big, buf, len - 6);
     /* nfps = 2^62 as a varint: nine bytes */
-    for (int i = 0; i < 8; i++) big[len - 5 + i] = 0x80;
-    big[len - 5 + 8] = 0x40;
+    for (int i = 0; i < 8; i++) big[len - 6 + i] = 0x80;
+    big[len - 6 + 8] = 0x40;
+    big[len - 6 + 9] = buf[len - 4 - 1];
     reseal(big, big_len);
     assert_int_equal(state_decode(&d, big, big_len, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "bytes left"));
@@ -841,6 +847,170 @@ static void test_decode_refusals(void **state) {
     state_free(&d);
 }
 
+/* The Rice-coded sets at their edges: the smallest and largest values,
+ * runs of neighbours, one value (k = W - 1), many; and a spare bit set in
+ * a set's last byte is refused. */
+static void set_fps(state_month_t *m, const uint64_t *v, uint32_t n) {
+    m->fps = realloc(m->fps, (n ? n : 1) * sizeof(*m->fps));
+    assert_non_null(m->fps);
+    m->capfps = n;
+    if (n) memcpy(m->fps, v, n * sizeof(*v));
+    m->nfps = n;
+}
+
+static void set_skus(state_month_t *m, const uint32_t *v, uint32_t n) {
+    m->skus = realloc(m->skus, (n ? n : 1) * sizeof(*m->skus));
+    assert_non_null(m->skus);
+    m->capskus = n;
+    if (n) memcpy(m->skus, v, n * sizeof(*v));
+    m->nskus = n;
+    m->agg.skus = n;
+}
+
+static void test_rice_edges(void **state) {
+    (void)state;
+    state_customer_t c, d;
+    state_init(&c);
+    state_init(&d);
+    const uint64_t f1[] = {UINT64_MAX}, f2[] = {0, UINT64_MAX}, f3[] = {0, 1, 2, 3},
+                   f4[] = {UINT64_MAX - 2, UINT64_MAX - 1, UINT64_MAX}, f5[] = {0};
+    const uint32_t s1[] = {UINT32_MAX}, s2[] = {0, UINT32_MAX}, s3[] = {5, 6, 7, 8, 9}, s4[] = {0};
+    const struct {
+        const uint64_t *f;
+        uint32_t nf;
+        const uint32_t *s;
+        uint32_t ns;
+    } cases[] = {{f1, 1, s1, 1}, {f2, 2, s2, 2}, {f3, 4, s3, 5}, {f4, 3, s4, 1}, {f5, 1, NULL, 0}};
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        state_reset(&c);
+        state_month_t *m = state_month(&c, 24300, 1);
+        set_fps(m, cases[i].f, cases[i].nf);
+        set_skus(m, cases[i].s, cases[i].ns);
+        assert_int_equal(state_check(&c, NULL, 0), 0);
+        size_t len;
+        uint8_t *buf = encode(&c, &len);
+        assert_int_equal(state_decode(&d, buf, len, NULL, 0), 0);
+        assert_same(&c, &d);
+        free(buf);
+    }
+    /* {0} alone: k = 31, so a 0 bit and 31 low bits, four bytes, all 0 */
+    state_reset(&c);
+    c.st.first_month = 24300; /* a one-byte first_month */
+    state_month_t *m = state_month(&c, 24300, 1);
+    set_skus(m, s4, 1);
+    size_t len;
+    uint8_t *buf = encode(&c, &len);
+    /* ... mark, nskus = 1, four zero bytes, nfps = 0, first_month, checksum */
+    assert_int_equal(buf[len - 4 - 1 - 1 - 4 - 1], 1);
+    for (int i = 0; i < 4; i++) assert_int_equal(buf[len - 4 - 1 - 1 - 4 + i], 0);
+    /* its last spare bit: there are none (32 bits), so take a set of two,
+     * k = 30: 2 x 31 bits and 2 spare bits in the eighth byte */
+    free(buf);
+    const uint32_t two[] = {1, 2};
+    set_skus(m, two, 2);
+    buf = encode(&c, &len);
+    size_t last = len - 4 - 1 - 1 - 1; /* before nfps and first_month */
+    assert_int_equal(buf[last] >> 6, 0);
+    buf[last] |= 0x80;
+    reseal(buf, len);
+    char err[256];
+    assert_int_equal(state_decode(&d, buf, len, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "not 0"));
+    free(buf);
+    /* many: 5,000 SKUs (k = 19) and 3,000 orders */
+    random_customer(&c, 1, 5000, 3000);
+    buf = encode(&c, &len);
+    assert_int_equal(state_decode(&d, buf, len, NULL, 0), 0);
+    assert_same(&c, &d);
+    free(buf);
+    state_free(&c);
+    state_free(&d);
+}
+
+/* Format 2 (fixed-width fingerprints, tier/grade/qmask apart, first_month
+ * in the header) is still read, and written back as format 3. */
+static size_t put_v(uint8_t *b, uint64_t v) {
+    size_t n = 0;
+    for (; v >= 0x80; v >>= 7) b[n++] = (uint8_t)(v | 0x80);
+    b[n++] = (uint8_t)v;
+    return n;
+}
+
+static void test_format2_read(void **state) {
+    (void)state;
+    uint8_t b[128];
+    size_t n = 0;
+    b[n++] = 2;                   /* format */
+    n += put_v(b + n, 1);         /* flags: evaluated */
+    n += put_v(b + n, 3);         /* tier */
+    n += put_v(b + n, 24300 * 2); /* first_month 24300, zigzag */
+    n += put_v(b + n, 0);         /* override tier */
+    n += put_v(b + n, 4);         /* seq */
+    n += put_v(b + n, 7125 * 2);  /* live score */
+    b[n++] = '2';                 /* scale */
+    n += put_v(b + n, 1);         /* one month */
+    n += put_v(b + n, 24310 * 2); /* month */
+    n += put_v(b + n, 12);        /* qty */
+    n += put_v(b + n, 35000);     /* amount */
+    n += put_v(b + n, 3);         /* orders */
+    n += put_v(b + n, 3);         /* tier */
+    n += put_v(b + n, 2);         /* grade B */
+    n += put_v(b + n, 1);         /* qmask */
+    n += put_v(b + n, 2);         /* two SKUs */
+    const uint32_t sk[] = {0x01020304, 0xa0b0c0d0};
+    for (int i = 0; i < 2; i++)
+        for (int j = 0; j < 4; j++) b[n++] = (uint8_t)(sk[i] >> (8 * j));
+    n += put_v(b + n, 1); /* one order */
+    const uint64_t fp = 0x1122334455667788u;
+    for (int j = 0; j < 8; j++) b[n++] = (uint8_t)(fp >> (8 * j));
+    n += 4;
+    reseal(b, n);
+
+    state_customer_t d, e;
+    state_init(&d);
+    state_init(&e);
+    char err[256] = "";
+    assert_int_equal(state_decode(&d, b, n, err, sizeof(err)), 0);
+    assert_int_equal(d.st.tier, 3);
+    assert_int_equal(d.st.first_month, 24300);
+    assert_true(d.st.evaluated);
+    assert_int_equal(d.seq, 4);
+    assert_int_equal(d.live_score_c, 7125);
+    assert_int_equal(d.scale, '2');
+    assert_int_equal(d.nmonths, 1);
+    assert_int_equal(d.months[0].month, 24310);
+    assert_int_equal(d.months[0].agg.qty, 12);
+    assert_int_equal(d.months[0].agg.amount, 35000);
+    assert_int_equal(d.months[0].agg.orders, 3);
+    assert_int_equal(d.months[0].agg.skus, 2);
+    assert_int_equal(d.months[0].tier, 3);
+    assert_int_equal(d.months[0].grade, POLICY_GRADE_B);
+    assert_int_equal(d.months[0].qmask, 1);
+    assert_int_equal(d.months[0].skus[1], 0xa0b0c0d0);
+    assert_int_equal(d.months[0].nfps, 1);
+    assert_true(d.months[0].fps[0] == fp);
+    /* written back as format 3, the same customer, fewer bytes */
+    size_t len;
+    uint8_t *buf = encode(&d, &len);
+    assert_int_equal(buf[0], STATE_FORMAT);
+    assert_true(len < n);
+    assert_int_equal(state_decode(&e, buf, len, NULL, 0), 0);
+    assert_same(&d, &e);
+    free(buf);
+    /* a format-2 value is held to format 2's rules: SKUs out of order */
+    b[n - 4 - 8 - 1 - 8 + 3] = 0xff; /* the first SKU's high byte: above the second */
+    reseal(b, n);
+    assert_int_equal(state_decode(&d, b, n, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "not strictly ascending"));
+    /* and formats 1 and 4 are refused by name */
+    b[0] = 4;
+    reseal(b, n);
+    assert_int_equal(state_decode(&d, b, n, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "format 4"));
+    state_free(&d);
+    state_free(&e);
+}
+
 /* Its value must stay small: the store keeps one per customer, and every
  * batch rewrites the ones it touched. */
 static void test_size_bound(void **state) {
@@ -849,11 +1019,12 @@ static void test_size_bound(void **state) {
     state_init(&c);
     typical_customer(&c);
     size_t len = state_encoded_size(&c);
-    /* header 12; first month 111 (month 3, qty 2, amount 4, seven one-byte
-     * fields, 10 x 4, 7 x 8); the others 109 (the month is a one-byte
-     * gap); checksum 4: 345 */
+    /* header 7 (the live score takes 2); first month 107 (month 3, qty 2,
+     * amount 4, four one-byte fields, 10 SKUs Rice-coded in about 37, 7 x
+     * 8); the others 105 (the month is a one-byte gap); first_month 1;
+     * checksum 4: 329 (format 2: 345) */
     print_message("3 months x 7 orders x 10 SKUs: %zu bytes\n", len);
-    assert_true(len <= 360);
+    assert_true(len <= 335);
     char text[512];
     int n = state_describe(&c, text, sizeof(text));
     assert_int_equal(n, (int)strlen(text));
@@ -900,6 +1071,8 @@ int main(void) {
         cmocka_unit_test(test_corruption_refused),
         cmocka_unit_test(test_garbage_with_checksum),
         cmocka_unit_test(test_decode_refusals),
+        cmocka_unit_test(test_rice_edges),
+        cmocka_unit_test(test_format2_read),
         cmocka_unit_test(test_size_bound),
         cmocka_unit_test(test_describe),
     };

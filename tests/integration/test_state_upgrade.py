@@ -1,0 +1,99 @@
+#!/usr/bin/python3
+"""A Redis of state format 2 is taken over without a rebuild
+(docs/state-format.md, "Upgrading from format 2").
+
+The orders of the first half of four months are drained by tierd, which
+is then stopped.  Every stored customer state is rewritten in format 2
+(harness.encode_state_v2, the layout the release before wrote) and every
+partition's meta says format 2: the Redis a format-2 tierd leaves behind.
+Then:
+  - tierctl dump reads it, and its aggregates equal the recomputation;
+  - a new tierd drains the second half (its months close, so reviews run):
+    the aggregates of all the orders equal the recomputation, nothing was
+    counted twice or lost, tier changes are gapless per customer (their
+    sequences continue from the format-2 states);
+  - every partition's meta says format 3, and every customer the batches
+    and reviews touched is stored as format 3 (those with a tier: the
+    review rewrites all of them);
+  - a value of format 4 is refused by name, not misread.
+"""
+import os
+import subprocess
+
+import harness as h
+
+N, CUSTOMERS = 20_000, 1_500
+
+svc = h.Services("upgrade")
+recs = h.generate(N, CUSTOMERS, seed=20261126, bad_per_kind=2)
+half = len(recs) // 2
+first, second = recs[:half], recs[half:]
+
+h.produce(svc.bootstrap, "orders", first)
+ends = h.end_offsets(svc.bootstrap, "orders")
+d = h.Daemon(svc, "a").start()
+h.wait_drained(svc, ends, daemons=[d])
+assert d.term() == 0, "SIGTERM must stop tierd with status 0"
+
+# --- the Redis a format-2 tierd leaves ------------------------------------
+n2 = 0
+for p in range(8):
+    key = "tierd:{orders.%d}:c" % p
+    for cust, v in list(svc.redis.hscan_iter(key, count=1000)):
+        s = h.decode_state(v)
+        assert s["format"] == 3, (p, cust, s["format"])
+        old = h.encode_state_v2(s)
+        assert h.decode_state(old) == dict(s, format=2), "format 2 must say the same"
+        svc.redis.hset(key, cust, old)
+        n2 += 1
+    svc.redis.hset("tierd:{orders.%d}:meta" % p, "format", "2")
+h.log("%d customer states rewritten as format 2, every meta says format 2" % n2)
+
+want_first, _ = h.model(first)
+h.compare_state(h.read_state(svc.redis), want_first)
+h.log("tierctl dump reads format 2: %d customer-months as recomputed" % len(want_first))
+
+# --- a tierd that writes format 3 takes over --------------------------------
+h.produce(svc.bootstrap, "orders", second)
+ends = h.end_offsets(svc.bootstrap, "orders")
+d = h.Daemon(svc, "b").start()
+h.wait_drained(svc, ends, daemons=[d])
+want, _ = h.model(recs)
+n_events, _ = h.check_tier_events(svc, want, daemons=[d])
+assert d.term() == 0, "SIGTERM must stop tierd with status 0"
+h.compare_state(h.read_state(svc.redis), want)
+h.log("aggregates of all %d records equal the recomputation; %d tier changes, gapless"
+      % (len(recs), n_events))
+assert "holds state format" not in d.log_text(), \
+    "no partition may be refused:\n%s" % d.log_text()[-3000:]
+
+formats, left = {2: 0, 3: 0}, []
+for p in range(8):
+    m = svc.redis.hgetall("tierd:{orders.%d}:meta" % p)
+    assert m[b"format"] == b"3", "partition %d meta: %s" % (p, m)
+    for cust, v in svc.redis.hscan_iter("tierd:{orders.%d}:c" % p, count=1000):
+        s = h.decode_state(v)
+        formats[s["format"]] += 1
+        if s["format"] == 2 and s["tier"] > 0:
+            left.append((p, cust, s["tier"]))
+assert not left, "customers with a tier left in format 2 after the reviews: %s" % left[:5]
+assert formats[3] >= n2, formats
+h.log("every meta says format 3; states by format: %s" % formats)
+
+# --- a format this tierd does not read is refused by name -----------------
+p = 0
+cust, v = next(iter(svc.redis.hscan_iter("tierd:{orders.%d}:c" % p, count=10)))
+s = h.decode_state(v)
+bad = bytearray(h.encode_state_v2(s))
+bad[0] = 4
+bad[-4:] = h.crc32c(bad[:-4]).to_bytes(4, "little")
+svc.redis.hset("tierd:{orders.%d}:c" % p, cust, bytes(bad))
+c = h.Daemon(svc, "c")  # its configuration only: never started
+r = subprocess.run([h.tierctl_binary(), "-c", c.cfg, "show", cust.decode()],
+                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60,
+                   env=dict({k: v for k, v in os.environ.items() if not k.startswith("TIERD_")},
+                            **{k: v for k, v in c.env.items() if v is not None}))
+text = r.stdout.decode(errors="replace")
+assert r.returncode != 0 and "format 4" in text, (r.returncode, text)
+h.log("a value of format 4 is refused by name: %s" % text.strip().splitlines()[-1])
+h.log("PASS")
