@@ -14,6 +14,8 @@
  */
 #include "tierd/policy.h"
 
+#include "decimal.h"
+
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -273,29 +275,66 @@ int policy_score(const policy_t *p, const policy_profile_t *profile, const polic
     return 0;
 }
 
-/* 1500, 149.67, 0.8: whole numbers without decimals, others with two. */
-static const char *num(double v, char *buf, size_t size) {
-    if (v == floor(v) && fabs(v) < 1e15)
-        snprintf(buf, size, "%.0f", v);
+/* Appends n bytes of s, cut at the end of the buffer as say() cuts. */
+static void put(explain_t *e, const char *s, size_t n) {
+    if (e->len + 1 >= e->size) return;
+    if (n > e->size - 1 - e->len) n = e->size - 1 - e->len;
+    memcpy(e->buf + e->len, s, n);
+    e->len += n;
+    e->buf[e->len] = '\0';
+}
+
+static void put_str(explain_t *e, const char *s) {
+    put(e, s, strlen(s));
+}
+
+/* "%.2f" (decimal.h: the same bytes, without printf's cost: one event's
+ * text holds a dozen numbers, and a review writes one per tier change). */
+static void put_fixed2(explain_t *e, double v) {
+    char t[DECIMAL_MAX + 8];
+    size_t n = decimal_fixed2(t, v);
+    if (n)
+        put(e, t, n);
     else
-        snprintf(buf, size, "%.2f", v);
-    return buf;
+        say(e, "%.2f", v);
+}
+
+/* 1500, 149.67, 0.8: whole numbers without decimals ("%.0f" below 1e15),
+ * others with two. */
+static void put_num(explain_t *e, double v) {
+    char t[DECIMAL_MAX + 8];
+    size_t n = decimal_whole(t, v);
+    if (n)
+        put(e, t, n);
+    else
+        put_fixed2(e, v);
 }
 
 static void explain_score(const policy_t *p, const policy_score_t *s, explain_t *e) {
-    char t[64], a[48], b[48];
+    char t[64];
     if (!e->buf) return;
     say(e, "score %d.%02d (", (int)(s->score_c / 100), (int)(s->score_c % 100));
     for (uint32_t i = 0; i < s->ncomponents; i++) {
         const policy_component_result_t *r = &s->components[i];
-        say(e, "%s%s %s: %.2f/%s", i ? "; " : "", r->source, num(r->value, a, sizeof(a)), r->points,
-            num(r->max_points, b, sizeof(b)));
-        if (r->kind == POLICY_COMP_LINEAR)
-            say(e, " over %s..%s", num(r->lo, a, sizeof(a)), num(r->hi, b, sizeof(b)));
-        else if (r->kind == POLICY_COMP_STEPS && r->step >= 0)
-            say(e, " at >= %s", num(r->step_at, a, sizeof(a)));
-        else if (r->kind == POLICY_COMP_STEPS)
-            say(e, " below every step");
+        if (i) put(e, "; ", 2);
+        put_str(e, r->source);
+        put(e, " ", 1);
+        put_num(e, r->value);
+        put(e, ": ", 2);
+        put_fixed2(e, r->points);
+        put(e, "/", 1);
+        put_num(e, r->max_points);
+        if (r->kind == POLICY_COMP_LINEAR) {
+            put_str(e, " over ");
+            put_num(e, r->lo);
+            put(e, "..", 2);
+            put_num(e, r->hi);
+        } else if (r->kind == POLICY_COMP_STEPS && r->step >= 0) {
+            put_str(e, " at >= ");
+            put_num(e, r->step_at);
+        } else if (r->kind == POLICY_COMP_STEPS) {
+            put_str(e, " below every step");
+        }
     }
     say(e, ") -> T* %s", policy_tier_label(p, s->target_tier, t, sizeof(t)));
 }

@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 
 #include "agg.h"
@@ -156,8 +157,64 @@ static void test_decimal_matches_printf(void **state) {
     }
 }
 
+/* decimal_fixed2 and decimal_whole write what "%.2f" and "%.0f" would:
+ * ties (x.xx5 exactly representable), values near them, negatives and
+ * -0, random doubles of every magnitude below 1e15. */
+static void test_decimal_doubles_match_printf(void **state) {
+    (void)state;
+    char got[64], want[64];
+    uint64_t x = 0x9e3779b97f4a7c15u;
+    for (int i = 0; i < 2000000; i++) {
+        double v;
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        switch (i % 6) {
+        case 0: v = (double)(int64_t)(x % 2000001) / 1000.0 - 1000.0; break; /* 3 decimals */
+        case 1: v = ((double)(x % 100000) + 0.5) / 100.0; break;             /* ties */
+        case 2: v = (double)(x % 1000000) / 8.0; break;                      /* exact ties */
+        case 3: v = ldexp((double)(x >> 11), (int)(x % 60) - 64); break;     /* all sizes */
+        case 4: v = -((double)(x % 1000000) / 100.0); break;
+        default: v = (double)(x % 1000000000000000u) / (double)(1 + x % 1000); break;
+        }
+        size_t n = decimal_fixed2(got, v);
+        assert_true(n > 0);
+        got[n] = '\0';
+        snprintf(want, sizeof(want), "%.2f", v);
+        if (strcmp(got, want) != 0) fail_msg("%.17g: got %s, printf %s", v, got, want);
+        double w = floor(v);
+        n = decimal_whole(got, w);
+        assert_true(n > 0);
+        got[n] = '\0';
+        snprintf(want, sizeof(want), "%.0f", w);
+        assert_string_equal(got, want);
+    }
+    const double edge[] = {0.0,
+                           -0.0,
+                           -0.001,
+                           0.005,
+                           0.015,
+                           0.125,
+                           0.375,
+                           2.675,
+                           1e15 - 0.25,
+                           999999999999999.0,
+                           -999999999999999.0};
+    for (size_t i = 0; i < sizeof(edge) / sizeof(edge[0]); i++) {
+        size_t n = decimal_fixed2(got, edge[i]);
+        got[n] = '\0';
+        snprintf(want, sizeof(want), "%.2f", edge[i]);
+        assert_string_equal(got, want);
+    }
+    assert_int_equal(decimal_whole(got, -0.0), 2);
+    assert_memory_equal(got, "-0", 2);
+    /* beyond the range: left to printf */
+    assert_int_equal(decimal_fixed2(got, 1e15), 0);
+    assert_int_equal(decimal_fixed2(got, NAN), 0);
+    assert_int_equal(decimal_whole(got, 0.5), 0);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_decimal_doubles_match_printf),
         cmocka_unit_test(test_sale_then_return_floors_at_zero),
         cmocka_unit_test(test_distinct_skus_counted_once),
         cmocka_unit_test(test_overflow_changes_nothing),

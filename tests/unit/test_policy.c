@@ -8,6 +8,7 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1092,9 +1093,73 @@ static void test_names(void **state) {
     assert_string_equal(policy_month_text(policy_month_of(2025, 12), m, sizeof(m)), "2025-12");
 }
 
+/* The score's text, as printf would write it ("%.2f", and "%.0f" for whole
+ * numbers): policy.c writes the numbers without printf (decimal.h), and
+ * must write the same bytes, over every preset and many windows. */
+static const char *old_num(double v, char *buf, size_t size) {
+    if (v == floor(v) && fabs(v) < 1e15)
+        snprintf(buf, size, "%.0f", v);
+    else
+        snprintf(buf, size, "%.2f", v);
+    return buf;
+}
+
+static void test_explain_score_text(void **state) {
+    presets_t *ps = *state;
+    const policy_t *pols[] = {&ps->supply, &ps->abcd, &ps->abc};
+    uint64_t x = 0x5eed5eed5eedu;
+    int checked = 0;
+    for (size_t k = 0; k < sizeof(pols) / sizeof(pols[0]); k++) {
+        const policy_t *p = pols[k];
+        for (int it = 0; it < 3000; it++) {
+            policy_month_t w[POLICY_WINDOW_MAX];
+            fill(w, (size_t)p->window, APR_2025, NULL, NULL, 2);
+            for (int32_t i = 0; i < p->window; i++) {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                w[i].qty = (int64_t)(x % 5000);
+                w[i].amount = w[i].qty * (int64_t)(x % 90000);
+                w[i].skus = (int64_t)(x % 60);
+                w[i].orders = (int64_t)(x % 40);
+            }
+            policy_customer_t c = customer(p, 2, APR_2025 - 6, true, w);
+            policy_decision_t d;
+            char err[256];
+            assert_int_equal(policy_review(p, &c, APR_2025, &d, err, sizeof(err)), 0);
+            if (!d.has_score) continue;
+            char want[POLICY_EXPLAIN_MAX], a[64], b[64], t[64];
+            const policy_score_t *sc = &d.score;
+            size_t n = (size_t)snprintf(want, sizeof(want), "score %d.%02d (",
+                                        (int)(sc->score_c / 100), (int)(sc->score_c % 100));
+            for (uint32_t i = 0; i < sc->ncomponents && n < sizeof(want); i++) {
+                const policy_component_result_t *r = &sc->components[i];
+                n += (size_t)snprintf(want + n, sizeof(want) - n, "%s%s %s: %.2f/%s", i ? "; " : "",
+                                      r->source, old_num(r->value, a, sizeof(a)), r->points,
+                                      old_num(r->max_points, b, sizeof(b)));
+                if (n >= sizeof(want)) break;
+                if (r->kind == POLICY_COMP_LINEAR)
+                    n += (size_t)snprintf(want + n, sizeof(want) - n, " over %s..%s",
+                                          old_num(r->lo, a, sizeof(a)),
+                                          old_num(r->hi, b, sizeof(b)));
+                else if (r->kind == POLICY_COMP_STEPS && r->step >= 0)
+                    n += (size_t)snprintf(want + n, sizeof(want) - n, " at >= %s",
+                                          old_num(r->step_at, a, sizeof(a)));
+                else if (r->kind == POLICY_COMP_STEPS)
+                    n += (size_t)snprintf(want + n, sizeof(want) - n, " below every step");
+            }
+            if (n >= sizeof(want)) continue; /* the text was cut: compared no further */
+            snprintf(want + n, sizeof(want) - n, ") -> T* %s",
+                     policy_tier_label(p, sc->target_tier, t, sizeof(t)));
+            if (!strstr(d.explain, want)) fail_msg("explain \"%s\" lacks \"%s\"", d.explain, want);
+            checked++;
+        }
+    }
+    assert_true(checked > 1000);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_presets_load),
+        cmocka_unit_test(test_explain_score_text),
         cmocka_unit_test(test_metrics_missing_months_are_zero),
         cmocka_unit_test(test_score_hand_computed),
         cmocka_unit_test(test_score_rounds_half_up),
