@@ -288,26 +288,18 @@ static void put_str(explain_t *e, const char *s) {
     put(e, s, strlen(s));
 }
 
-/* "%.2f" (decimal.h: the same bytes, without printf's cost: one event's
- * text holds a dozen numbers, and a review writes one per tier change). */
-static void put_fixed2(explain_t *e, double v) {
+/* v as "%.2f", or as "%.0f" when whole is set and v is a whole number
+ * below 1e15 (1500, 149.67, 0.8).  decimal.h writes the same bytes as
+ * printf without its cost: one event's text holds a dozen numbers, and a
+ * review writes one per tier change. */
+static void put_num(explain_t *e, double v, int whole) {
     char t[DECIMAL_MAX + 8];
-    size_t n = decimal_fixed2(t, v);
+    size_t n = whole ? decimal_whole(t, v) : 0;
+    if (!n) n = decimal_fixed2(t, v);
     if (n)
         put(e, t, n);
     else
         say(e, "%.2f", v);
-}
-
-/* 1500, 149.67, 0.8: whole numbers without decimals ("%.0f" below 1e15),
- * others with two. */
-static void put_num(explain_t *e, double v) {
-    char t[DECIMAL_MAX + 8];
-    size_t n = decimal_whole(t, v);
-    if (n)
-        put(e, t, n);
-    else
-        put_fixed2(e, v);
 }
 
 static void explain_score(const policy_t *p, const policy_score_t *s, explain_t *e) {
@@ -319,19 +311,19 @@ static void explain_score(const policy_t *p, const policy_score_t *s, explain_t 
         if (i) put(e, "; ", 2);
         put_str(e, r->source);
         put(e, " ", 1);
-        put_num(e, r->value);
+        put_num(e, r->value, 1);
         put(e, ": ", 2);
-        put_fixed2(e, r->points);
+        put_num(e, r->points, 0);
         put(e, "/", 1);
-        put_num(e, r->max_points);
+        put_num(e, r->max_points, 1);
         if (r->kind == POLICY_COMP_LINEAR) {
             put_str(e, " over ");
-            put_num(e, r->lo);
+            put_num(e, r->lo, 1);
             put(e, "..", 2);
-            put_num(e, r->hi);
+            put_num(e, r->hi, 1);
         } else if (r->kind == POLICY_COMP_STEPS && r->step >= 0) {
             put_str(e, " at >= ");
-            put_num(e, r->step_at);
+            put_num(e, r->step_at, 1);
         } else if (r->kind == POLICY_COMP_STEPS) {
             put_str(e, " below every step");
         }

@@ -850,21 +850,14 @@ static void test_decode_refusals(void **state) {
 /* The Rice-coded sets at their edges: the smallest and largest values,
  * runs of neighbours, one value (k = W - 1), many; and a spare bit set in
  * a set's last byte is refused. */
-static void set_fps(state_month_t *m, const uint64_t *v, uint32_t n) {
-    m->fps = realloc(m->fps, (n ? n : 1) * sizeof(*m->fps));
-    assert_non_null(m->fps);
-    m->capfps = n;
-    if (n) memcpy(m->fps, v, n * sizeof(*v));
-    m->nfps = n;
-}
-
-static void set_skus(state_month_t *m, const uint32_t *v, uint32_t n) {
-    m->skus = realloc(m->skus, (n ? n : 1) * sizeof(*m->skus));
-    assert_non_null(m->skus);
-    m->capskus = n;
-    if (n) memcpy(m->skus, v, n * sizeof(*v));
-    m->nskus = n;
-    m->agg.skus = n;
+/* An array of n elements of `size` bytes, copied from v into *arr. */
+static void set_array(void **arr, uint32_t *cap, uint32_t *count, const void *v, uint32_t n,
+                      size_t size) {
+    *arr = realloc(*arr, (n ? n : 1) * size);
+    assert_non_null(*arr);
+    *cap = n;
+    if (n) memcpy(*arr, v, n * size);
+    *count = n;
 }
 
 static void test_rice_edges(void **state) {
@@ -884,8 +877,9 @@ static void test_rice_edges(void **state) {
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         state_reset(&c);
         state_month_t *m = state_month(&c, 24300, 1);
-        set_fps(m, cases[i].f, cases[i].nf);
-        set_skus(m, cases[i].s, cases[i].ns);
+        set_array((void **)&m->fps, &m->capfps, &m->nfps, cases[i].f, cases[i].nf, 8);
+        set_array((void **)&m->skus, &m->capskus, &m->nskus, cases[i].s, cases[i].ns, 4);
+        m->agg.skus = cases[i].ns;
         assert_int_equal(state_check(&c, NULL, 0), 0);
         size_t len;
         uint8_t *buf = encode(&c, &len);
@@ -897,7 +891,8 @@ static void test_rice_edges(void **state) {
     state_reset(&c);
     c.st.first_month = 24300; /* a one-byte first_month */
     state_month_t *m = state_month(&c, 24300, 1);
-    set_skus(m, s4, 1);
+    set_array((void **)&m->skus, &m->capskus, &m->nskus, s4, 1, 4);
+    m->agg.skus = 1;
     size_t len;
     uint8_t *buf = encode(&c, &len);
     /* ... mark, nskus = 1, four zero bytes, nfps = 0, first_month, checksum */
@@ -907,7 +902,8 @@ static void test_rice_edges(void **state) {
      * k = 30: 2 x 31 bits and 2 spare bits in the eighth byte */
     free(buf);
     const uint32_t two[] = {1, 2};
-    set_skus(m, two, 2);
+    set_array((void **)&m->skus, &m->capskus, &m->nskus, two, 2, 4);
+    m->agg.skus = 2;
     buf = encode(&c, &len);
     size_t last = len - 4 - 1 - 1 - 1; /* before nfps and first_month */
     assert_int_equal(buf[last] >> 6, 0);
