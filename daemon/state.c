@@ -356,6 +356,9 @@ enum {
     SCALE_CODES = 4, /* 'X', '1', '2', '3' */
 };
 
+/* The scale digits by their code in customer_mark. */
+static const char scales[] = "X123";
+
 static const policy_grade_t grades[] = {POLICY_GRADE_NONE, POLICY_GRADE_A, POLICY_GRADE_B,
                                         POLICY_GRADE_C, POLICY_GRADE_D};
 
@@ -490,10 +493,10 @@ enum {
 static uint64_t customer_mark(const state_customer_t *c) {
     uint64_t flags =
         (c->st.evaluated ? FLAG_EVALUATED : 0u) | (c->st.has_override ? FLAG_OVERRIDE : 0u);
-    const char *at = c->scale ? strchr("X123", c->scale) : NULL;
+    const char *at = c->scale ? strchr(scales, c->scale) : NULL;
     if (!at || c->st.override_tier < 0 || c->st.override_tier > POLICY_TIERS_MAX)
         return CUSTOMER_MARK_MAX + 1;
-    return flags + 4 * ((uint64_t)(at - "X123") + SCALE_CODES * (uint64_t)c->st.override_tier);
+    return flags + 4 * ((uint64_t)(at - scales) + SCALE_CODES * (uint64_t)c->st.override_tier);
 }
 
 /* tier, grade and quota mask in one varint, mixed radix: one byte for a
@@ -902,7 +905,6 @@ static int get_header_2(rd_t *r, state_customer_t *c) {
 /* Format 3's header, after the format byte: customer_mark, tier, seq,
  * live score + 1. */
 static int get_header_3(rd_t *r, state_customer_t *c) {
-    static const char scales[SCALE_CODES] = {'X', '1', '2', '3'};
     uint64_t v;
     if (get_range(r, "flags, scale and override tier", CUSTOMER_MARK_MAX, &v) < 0) return -1;
     c->st.evaluated = (v & FLAG_EVALUATED) != 0;
@@ -924,13 +926,7 @@ static int get_customer(rd_t *r, state_customer_t *c) {
     int format;
 
     if (get_u8(r, "format", &b) < 0) return -1;
-    if (b != STATE_FORMAT && b != STATE_FORMAT_OLDEST) {
-        errstr_fmt(r->errstr, r->errstr_size,
-                   "customer state has format %u, this tierd reads only formats %d and %d", b,
-                   STATE_FORMAT_OLDEST, STATE_FORMAT);
-        return -1;
-    }
-    format = b;
+    format = b; /* state_decode checked it before the checksum */
     if ((format == 2 ? get_header_2(r, c) : get_header_3(r, c)) < 0) return -1;
     if (get_range(r, "month count", STATE_MONTHS_MAX, &v) < 0) return -1;
     if (v > left(r) / (format == 2 ? MONTH_MIN_SIZE_2 : MONTH_MIN_SIZE)) {
