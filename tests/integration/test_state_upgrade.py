@@ -15,7 +15,10 @@ Then:
   - every partition's meta says format 3, and every customer the batches
     and reviews touched is stored as format 3 (those with a tier: the
     review rewrites all of them);
-  - a value of format 4 is refused by name, not misread.
+  - a value of format 4 is refused by name, not misread; a partition
+    whose meta says format 4 is refused by tierd, naming
+    `tierctl rebuild --partition N`, and left untouched while the others
+    drain.
 """
 import os
 import subprocess
@@ -96,4 +99,26 @@ r = subprocess.run([h.tierctl_binary(), "-c", c.cfg, "show", cust.decode()],
 text = r.stdout.decode(errors="replace")
 assert r.returncode != 0 and "format 4" in text, (r.returncode, text)
 h.log("a value of format 4 is refused by name: %s" % text.strip().splitlines()[-1])
+
+# --- a partition whose meta names a format tierd does not read -------------
+# tierd refuses that partition, naming the fix, and never writes to it;
+# the others go on (partition 0 holds the format-4 value: left out).
+P4 = 1
+svc.redis.hset("tierd:{orders.%d}:meta" % P4, "format", "4")
+before = svc.redis.hgetall("tierd:{orders.%d}:meta" % P4)
+more = h.generate(800, 300, seed=20261127, bad_per_kind=0, dup_ratio=0)
+h.produce(svc.bootstrap, "orders", more)
+ends = h.end_offsets(svc.bootstrap, "orders")
+assert any(r.partition == P4 for r in more), "the refused partition must get orders"
+d = h.Daemon(svc, "d").start()
+h.wait_drained(svc, {p: e for p, e in ends.items() if p not in (0, P4)}, daemons=[d])
+fix = "tierctl rebuild --partition %d" % P4
+h.wait_for(lambda: "holds state format 4" in d.log_text() and fix in d.log_text(),
+           "tierd to refuse partition %d by name" % P4, timeout=60, daemons=[d])
+after = svc.redis.hgetall("tierd:{orders.%d}:meta" % P4)
+assert d.term() == 0, "SIGTERM must stop tierd with status 0"
+for f in (b"offset", b"month", b"reviewed", b"format"):
+    assert before.get(f) == after.get(f), (f, before.get(f), after.get(f))
+h.log("meta format 4: partition %d refused with '%s', untouched; the others drained"
+      % (P4, fix))
 h.log("PASS")
