@@ -397,7 +397,12 @@ static void put_uv(wr_t *w, uint64_t v) {
 }
 
 static void put_le(wr_t *w, uint64_t v, int bytes) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    if (w->out) memcpy(w->out + w->n, &v, (size_t)bytes);
+    w->n += (size_t)bytes;
+#else
     for (int i = 0; i < bytes; i++) put_u8(w, (uint8_t)(v >> (8 * i)));
+#endif
 }
 
 /* ------------------------------------------------------------------ */
@@ -421,17 +426,17 @@ static unsigned rice_k(uint32_t n) {
 typedef struct bitwr {
     wr_t *w;
     uint64_t acc; /* bits not yet written, from bit 0 */
-    unsigned n;   /* how many: always < 8 between calls */
+    unsigned n;   /* how many: always < 32 between calls */
 } bitwr_t;
 
-/* The low k bits of v, k <= 32. */
+/* The low k bits of v, k <= 32; whole 32-bit words go out at once. */
 static void bits_put(bitwr_t *b, uint64_t v, unsigned k) {
     b->acc |= (v & ((UINT64_C(1) << k) - 1)) << b->n;
     b->n += k;
-    while (b->n >= 8) {
-        put_u8(b->w, (uint8_t)b->acc);
-        b->acc >>= 8;
-        b->n -= 8;
+    if (b->n >= 32) {
+        put_le(b->w, b->acc, 4);
+        b->acc >>= 32;
+        b->n -= 32;
     }
 }
 
@@ -447,6 +452,7 @@ static void bits_unary_put(bitwr_t *b, uint64_t q) {
 static void put_rice(wr_t *w, const uint32_t *v, uint32_t n) {
     bitwr_t b = {w, 0, 0};
     const unsigned k = rice_k(n);
+    const uint64_t low = (UINT64_C(1) << k) - 1;
     uint64_t prev = 0;
     for (uint32_t j = 0; j < n; j++) {
         uint64_t x = v[j];
@@ -454,12 +460,19 @@ static void put_rice(wr_t *w, const uint32_t *v, uint32_t n) {
             bits_unary_put(&b, (UINT32_MAX >> k) + 1);
             break;
         }
-        uint64_t gap = j ? x - prev - 1 : x;
+        uint64_t gap = j ? x - prev - 1 : x, q = gap >> k;
         prev = x;
-        bits_unary_put(&b, gap >> k);
-        bits_put(&b, gap, k);
+        if (q + 1 + k <= 32) { /* the usual case: unary and low bits in one */
+            bits_put(&b, ((UINT64_C(1) << q) - 1) | (gap & low) << (q + 1), (unsigned)(q + 1 + k));
+        } else {
+            bits_unary_put(&b, q);
+            bits_put(&b, gap, k);
+        }
     }
-    if (b.n) put_u8(w, (uint8_t)b.acc);
+    for (; b.n > 0; b.n = b.n > 8 ? b.n - 8 : 0) {
+        put_u8(w, (uint8_t)b.acc);
+        b.acc >>= 8;
+    }
 }
 
 /* The bytes a set of n values takes at most: n (k + 1) bits, plus the
@@ -697,7 +710,30 @@ typedef struct bitrd {
     unsigned n;   /* how many */
 } bitrd_t;
 
+static uint64_t load_le64(const uint8_t *p) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+#else
+    uint64_t v = 0;
+    for (int i = 7; i >= 0; i--) v = v << 8 | p[i];
+    return v;
+#endif
+}
+
+/* Whole bytes into acc while they fit: eight at once while eight are
+ * left, else one by one. */
 static void bits_fill(bitrd_t *b) {
+    if (b->n <= 56 && left(b->r) >= 8) {
+        unsigned c = (64 - b->n) / 8; /* bytes that fit: 1 to 8 */
+        uint64_t v = load_le64(b->r->p);
+        if (c < 8) v &= (UINT64_C(1) << (8 * c)) - 1;
+        b->acc |= v << b->n;
+        b->r->p += c;
+        b->n += 8 * c;
+        return;
+    }
     while (b->n <= 56 && b->r->p < b->r->end) {
         b->acc |= (uint64_t)*b->r->p++ << b->n;
         b->n += 8;
