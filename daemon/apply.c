@@ -16,6 +16,34 @@ void apply_init(apply_ctx_t *a) {
     memset(a, 0, sizeof(*a));
 }
 
+void apply_settle(apply_ctx_t *a) {
+    if (a->store) store_settle(a->store);
+}
+
+int apply_in_flight(const apply_ctx_t *a, int32_t partition) {
+    return a->flight.active && a->flight.partition == partition;
+}
+
+void apply_stats_add(apply_stats_t *to, const apply_stats_t *from) {
+    to->applied += from->applied;
+    to->duplicates += from->duplicates;
+    to->redelivered += from->redelivered;
+    to->dead += from->dead;
+    to->batches += from->batches;
+    to->fenced += from->fenced;
+    to->return_excess_units += from->return_excess_units;
+    to->reviews += from->reviews;
+    to->profiles += from->profiles;
+    for (size_t i = 0; i < sizeof(to->dead_by_reason) / sizeof(to->dead_by_reason[0]); i++)
+        to->dead_by_reason[i] += from->dead_by_reason[i];
+    to->tier_events += from->tier_events;
+    to->quota_events += from->quota_events;
+    for (size_t i = 0; i < POLICY_QUOTA__COUNT; i++) to->quota_by_kind[i] += from->quota_by_kind[i];
+    to->review_seconds += from->review_seconds;
+    to->state_corrupt += from->state_corrupt;
+    to->review_pages += from->review_pages;
+}
+
 void apply_free(apply_ctx_t *a) {
     if (!a) return;
     order_reset(&a->decoded);

@@ -67,6 +67,22 @@ typedef struct apply_stats {
     uint64_t review_pages;                       /* review transactions committed */
 } apply_stats_t;
 
+/* An order batch whose EXEC was sent and whose reply is still to be read
+ * (txn_ops_t.later): what it counts waits here until Redis confirms it. */
+typedef struct apply_flight {
+    int active;
+    int32_t partition;
+    int64_t offset; /* the partition's next offset once it landed */
+    apply_stats_t tally;
+} apply_flight_t;
+
+/* Told the outcome of a transaction sent ahead: APPLY_OK (it landed; offset
+ * is the partition's next), APPLY_FENCED (another instance claimed the
+ * partition), or APPLY_REWIND (refused, or its reply lost: consume again
+ * from what Redis holds).  Must not call the store. */
+typedef void (*apply_settled_fn)(void *opaque, int32_t partition, int64_t offset, int rc,
+                                 const char *errstr);
+
 /* Makes the refused records durable (the dead-letter topic).  Returns 0
  * only when every one of them is written; the batch is not committed
  * otherwise. */
@@ -87,6 +103,9 @@ typedef struct apply_ctx {
     void *dead_opaque;
     apply_stats_t stats;
     fault_t fault; /* the tests' hooks (fault.h): none unless built with them */
+    apply_flight_t flight;
+    apply_settled_fn settled; /* NULL: every EXEC waits for its reply */
+    void *settled_opaque;
     int64_t idle_close_after_ms;
     /* working memory, reused between batches */
     order_t decoded; /* every record is decoded here; it keeps the lines */
@@ -97,6 +116,12 @@ typedef struct apply_ctx {
 } apply_ctx_t;
 
 void apply_init(apply_ctx_t *a);
+/* Reads the reply of a batch's EXEC still in the air, if any (its outcome
+ * goes to a->settled). */
+void apply_settle(apply_ctx_t *a);
+/* Whether partition's last batch was sent and not yet confirmed. */
+int apply_in_flight(const apply_ctx_t *a, int32_t partition);
+void apply_stats_add(apply_stats_t *to, const apply_stats_t *from);
 void apply_free(apply_ctx_t *a);
 
 /* Applies msgs (one partition, ascending offsets).  now_ms is the wall

@@ -523,9 +523,8 @@ static int batch_decide(void *ctx, const store_meta_t *now, redisReply **replies
     return APPLY_OK;
 }
 
-static void batch_committed(void *ctx) {
+static void batch_committed(void *ctx, apply_stats_t *st) {
     batch_t *b = ctx;
-    apply_stats_t *st = &b->a->stats;
     if (b->n_eff == 0) return;
     b->p->meta.offset = b->next_offset;
     b->p->meta.month = b->final_month;
@@ -551,7 +550,9 @@ static void batch_committed(void *ctx) {
     }
 }
 
-static const txn_ops_t batch_ops = {batch_plan, batch_decide, batch_committed, FAULT_COMMIT};
+/* A batch's commit may be confirmed later (txn.h): the next batch is
+ * decoded while Redis executes it. */
+static const txn_ops_t batch_ops = {batch_plan, batch_decide, batch_committed, FAULT_COMMIT, 1};
 
 int batch_apply(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, int64_t now_ms,
                 size_t *used, int32_t *review_to, char *errstr, size_t errstr_size) {

@@ -49,7 +49,11 @@ typedef struct part {
     int fenced;               /* a commit was refused: paused until the group moves it */
     int paused, prof_paused;  /* its orders / customer-profiles partition paused by us */
     int need_rewind;          /* Redis lost writes: claim again and seek, when Redis answers */
-    int64_t lease_at;         /* monotonic ms of the last lease renewal (store_lease) */
+    /* A batch sent ahead (apply_flight_t) that did not land: APPLY_FENCED
+     * or APPLY_REWIND, acted on at the partition's next turn; 0: none. */
+    int settle_rc;
+    char settle_err[400];
+    int64_t lease_at; /* monotonic ms of the last lease renewal (store_lease) */
     int64_t fenced_at;
     int64_t due_ms;   /* monotonic: its pending records are applied by then */
     int64_t retry_at; /* monotonic: waiting on a retry until then; 0 = not waiting */
@@ -284,6 +288,32 @@ static void observe_latency(consumer_t *k, rd_kafka_message_t **m, size_t n) {
     }
 }
 
+/* Partition id's records below offset are committed. */
+static void landed(consumer_t *k, int32_t id, int64_t offset) {
+    /* Advisory: lets operators watch lag with the usual Kafka tools. */
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id)->offset = offset;
+    rd_kafka_offsets_store(k->rk, l);
+    rd_kafka_topic_partition_list_destroy(l);
+    publish_dead_forget(k->pub, k->conf->topic_orders, id, offset);
+}
+
+/* The outcome of a batch sent ahead (apply_settled_fn): runs inside
+ * whatever store call read it, so it only takes note. */
+static void on_settled(void *opaque, int32_t id, int64_t offset, int rc, const char *err) {
+    consumer_t *k = opaque;
+    if (id < 0 || id >= k->nparts || !k->parts[id].assigned) return;
+    part_t *pt = &k->parts[id];
+    if (rc == APPLY_OK) {
+        landed(k, id, offset);
+        return;
+    }
+    pt->settle_rc = rc;
+    snprintf(pt->settle_err, sizeof(pt->settle_err),
+             "%s [%d]: the batch up to offset %" PRId64 ": %s", k->conf->topic_orders, (int)id,
+             offset, err);
+}
+
 /* Applies one partition's pending records.  Returns APPLY_*. */
 static int part_flush(consumer_t *k, int32_t id, part_t *pt, char *err, size_t errn) {
     if (pt->npending == 0) return APPLY_OK;
@@ -299,12 +329,10 @@ static int part_flush(consumer_t *k, int32_t id, part_t *pt, char *err, size_t e
     }
     int rc = apply_batch(k->apply, &pt->ap, msgs, pt->npending, now_ms(), err, errn);
     if (rc == APPLY_OK) {
-        /* Advisory: lets operators watch lag with the usual Kafka tools. */
-        rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-        rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id)->offset =
-            pt->ap.meta.offset;
-        rd_kafka_offsets_store(k->rk, l);
-        rd_kafka_topic_partition_list_destroy(l);
+        /* A batch whose EXEC is still in the air is confirmed in
+         * on_settled; its records go now: if it does not land, the
+         * partition consumes again from the offset Redis holds. */
+        if (!apply_in_flight(k->apply, id)) landed(k, id, pt->ap.meta.offset);
         observe_latency(k, pt->pending, pt->npending);
         for (size_t i = 0; i < pt->npending; i++)
             if (msgs[i].state == MSG_DEAD)
@@ -314,7 +342,6 @@ static int part_flush(consumer_t *k, int32_t id, part_t *pt, char *err, size_t e
         for (size_t i = 0; i < pt->npending; i++) rd_kafka_message_destroy(pt->pending[i]);
         k->npending -= pt->npending;
         pt->npending = 0;
-        publish_dead_forget(k->pub, k->conf->topic_orders, id, pt->ap.meta.offset);
     }
     return rc;
 }
@@ -345,6 +372,7 @@ static int part_on_result(consumer_t *k, int32_t id, part_t *pt, int rc, const c
         part_pause(k, id, pt, 1);
         break;
     case APPLY_FENCED:
+        pt->settle_rc = 0; /* this covers a batch in the air too */
         log_warn("consumer", "%s; dropping %zu records and pausing the partition", err,
                  pt->npending + pt->prof.n);
         part_drop_pending(k, pt);
@@ -364,6 +392,7 @@ static int part_on_result(consumer_t *k, int32_t id, part_t *pt, int rc, const c
         part_pause(k, id, pt, 1);
         break;
     case APPLY_REWIND:
+        pt->settle_rc = 0;
         log_warn("consumer", "%s; consuming again from the stored offset", err);
         part_drop_pending(k, pt);
         if (rewind_part(k, id, pt) != 0) {
@@ -382,6 +411,11 @@ static int part_on_result(consumer_t *k, int32_t id, part_t *pt, int rc, const c
 static int part_service(consumer_t *k, int32_t id, part_t *pt) {
     char err[512] = "";
     int rc;
+    if (pt->settle_rc) {
+        char why[sizeof(pt->settle_err)];
+        snprintf(why, sizeof(why), "%s", pt->settle_err);
+        return part_on_result(k, id, pt, pt->settle_rc, why);
+    }
     if (pt->need_rewind) {
         if (rewind_part(k, id, pt) != 0)
             return part_on_result(k, id, pt, APPLY_RETRY, "claim after Redis lost writes failed");
@@ -411,14 +445,18 @@ static void service_due(consumer_t *k, int all) {
         part_t *pt = &k->parts[i];
         int64_t t = mono_ms();
         if (!pt->assigned) continue;
-        if (pt->npending == 0 && pt->prof.n == 0 && !pt->need_rewind && !pt->retry_at) continue;
+        if (pt->npending == 0 && pt->prof.n == 0 && !pt->need_rewind && !pt->retry_at &&
+            !pt->settle_rc)
+            continue;
         if (k->stopping && t >= k->deadline) return;
         /* A stop asked for during this pass: the rest is shut_down's, within
          * its deadline.  Each partition's work may wait (a dead letter's
          * acknowledgement, a Redis timeout), so finishing the pass could
          * carry tierd seconds past shutdown_timeout_ms. */
         if (!k->stopping && k->stop && *k->stop) return;
-        if (pt->retry_at) {
+        if (pt->settle_rc) {
+            /* at once */
+        } else if (pt->retry_at) {
             if (t < pt->retry_at) continue;
         } else if (!all && t < pt->due_ms && pt->npending < (size_t)k->conf->batch_max_orders) {
             continue;
@@ -567,8 +605,8 @@ static void idle_reviews(consumer_t *k) {
     for (int32_t i = 0; i < k->nparts; i++) {
         part_t *pt = &k->parts[i];
         char err[512] = "";
-        if (!pt->assigned || pt->fenced || pt->retry_at || pt->need_rewind || pt->npending ||
-            pt->ap.meta.month < 0 || pt->ap.meta.reviewed >= pt->ap.meta.month)
+        if (!pt->assigned || pt->fenced || pt->retry_at || pt->need_rewind || pt->settle_rc ||
+            pt->npending || pt->ap.meta.month < 0 || pt->ap.meta.reviewed >= pt->ap.meta.month)
             continue;
         if (t - pt->last_record_ms < k->apply->idle_close_after_ms) continue;
         if (wall < month_start_ms(&k->apply->zone, pt->ap.meta.month + 1)) continue;
@@ -732,6 +770,8 @@ static void revoke_one(consumer_t *k, int32_t id, int lost) {
             drain_outbox(k, id);
         release_lease(k, id, pt);
     }
+    if (pt->assigned && pt->settle_rc)
+        log_warn("consumer", "%s; the partition leaves us as it is", pt->settle_err);
     part_drop_pending(k, pt);
     publish_dead_forget(k->pub, k->conf->topic_orders, id, INT64_MAX);
     publish_dead_forget(k->pub, k->conf->topic_profiles, id, INT64_MAX);
@@ -745,6 +785,7 @@ static void revoke_one(consumer_t *k, int32_t id, int lost) {
     pt->fenced = 0;
     pt->retry_at = 0;
     pt->need_rewind = 0;
+    pt->settle_rc = 0;
     log_info("consumer", "%s %s [%d]", lost ? "lost" : "revoked", k->conf->topic_orders, (int)id);
 }
 
@@ -899,6 +940,8 @@ consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, 
     }
     k->conf = c;
     k->apply = apply;
+    apply->settled = on_settled; /* batches go to Redis without waiting for EXEC's reply */
+    apply->settled_opaque = k;
     k->pub = pub;
     for (size_t i = 1; i < ORDER_ERR__COUNT && i <= METRICS_MAX_REASONS; i++)
         k->reason_names[i - 1] = order_reason_code((order_err_t)i); /* 0 is ORDER_OK */
@@ -1175,6 +1218,10 @@ static void shut_down(consumer_t *k) {
         if (pt->npending == 0 && pt->prof.n == 0) continue;
         if (part_service(k, i, pt) != APPLY_OK) break; /* Redis is failing: leave the rest */
     }
+    if (time_for_redis(k)) apply_settle(k->apply); /* the last batch sent */
+    for (int32_t i = 0; i < k->nparts; i++)
+        if (k->parts[i].assigned && k->parts[i].settle_rc)
+            log_warn("consumer", "%s; the next start consumes it again", k->parts[i].settle_err);
     /* Half of what is left for publishing; the rest for leaving the group. */
     int64_t publish_until = mono_ms() + (k->deadline - mono_ms()) / 2;
     while (mono_ms() < publish_until && time_for_redis(k)) {
@@ -1222,8 +1269,11 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
          * again). */
         size_t got = 0, bytes = 0;
         size_t queued = k->pf.q ? rd_kafka_queue_length(k->pf.q) : 0;
-        int oom = 0;
-        for (int timeout = poll_timeout(k); got < POLL_BATCH; timeout = 0) {
+        int oom = 0, wait = poll_timeout(k);
+        /* About to wait with nothing held: the last batch sent is
+         * confirmed first (its counts, its Kafka offset). */
+        if (wait > 0 && queued == 0) apply_settle(k->apply);
+        for (int timeout = wait; got < POLL_BATCH; timeout = 0) {
             rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, timeout);
             if (!m) break;
             got++;
@@ -1284,6 +1334,10 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
 
 void consumer_destroy(consumer_t *k) {
     if (!k) return;
+    if (k->apply && k->apply->settled_opaque == k) {
+        k->apply->settled = NULL; /* a reply read later is no longer ours */
+        k->apply->settled_opaque = NULL;
+    }
     for (int32_t i = 0; i < k->nparts; i++) {
         part_drop_pending(k, &k->parts[i]);
         free(k->parts[i].pending);

@@ -267,21 +267,21 @@ static int pb_decide(void *ctx, const store_meta_t *now, redisReply **rep, store
     return APPLY_OK;
 }
 
-static void pb_committed(void *ctx) {
+static void pb_committed(void *ctx, apply_stats_t *tally) {
     pbatch_t *b = ctx;
     b->p->meta.poffset = b->next;
     if (b->outbox.tier_events) b->p->outbox_dirty = 1;
-    b->a->stats.tier_events += b->outbox.tier_events;
+    tally->tier_events += b->outbox.tier_events;
     for (size_t i = 0; i < b->n; i++) {
-        if (b->msgs[i].state == MSG_APPLIED) b->a->stats.profiles++;
+        if (b->msgs[i].state == MSG_APPLIED) tally->profiles++;
         if (b->msgs[i].state == MSG_DEAD) {
-            b->a->stats.dead++;
-            b->a->stats.dead_by_reason[b->msgs[i].verdict]++;
+            tally->dead++;
+            tally->dead_by_reason[b->msgs[i].verdict]++;
         }
     }
 }
 
-static const txn_ops_t profile_ops = {pb_plan, pb_decide, pb_committed, FAULT_COMMIT};
+static const txn_ops_t profile_ops = {pb_plan, pb_decide, pb_committed, FAULT_COMMIT, 0};
 
 int profiles_apply(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, char *errstr,
                    size_t errstr_size) {

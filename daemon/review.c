@@ -390,7 +390,7 @@ oom:
     return APPLY_RETRY;
 }
 
-static void page_committed(void *ctx) {
+static void page_committed(void *ctx, apply_stats_t *tally) {
     review_t *r = ctx;
     apply_part_t *p = r->p;
     if (r->hi == r->n) {
@@ -403,12 +403,12 @@ static void page_committed(void *ctx) {
     }
     if (r->outbox.tier_events) p->outbox_dirty = 1;
     r->tier_events += r->outbox.tier_events;
-    r->a->stats.tier_events += r->outbox.tier_events;
-    r->a->stats.review_pages++;
+    tally->tier_events += r->outbox.tier_events;
+    tally->review_pages++;
     r->pages++;
 }
 
-static const txn_ops_t page_ops = {page_plan, page_decide, page_committed, FAULT_REVIEW};
+static const txn_ops_t page_ops = {page_plan, page_decide, page_committed, FAULT_REVIEW, 0};
 
 static void review_free(review_t *r) {
     for (size_t i = 0; r->s && i < REVIEW_PAGE; i++) state_free(&r->s[i]);

@@ -46,7 +46,15 @@ struct store {
     uint64_t redirects[METRICS_REDIR__COUNT];
     slots_addr_t redir_to;
     char watched[256]; /* the key store_read watched, for store_exec */
-    char tag[128];     /* the hash tag's head instead of the topic ("": the topic) */
+    /* A transaction store_exec_send sent whose replies are still to be
+     * read (fn NULL: none): store_settle reads them, and every other call
+     * that talks to Redis settles it first. */
+    struct {
+        store_settled_fn fn;
+        void *opaque;
+        size_t ncmds; /* tx's commands, without MULTI and EXEC */
+    } flight;
+    char tag[128]; /* the hash tag's head instead of the topic ("": the topic) */
     /* The last connection was refused (AUTH or SELECT answered with an
      * error) rather than not answered: store_check's STORE_DENIED. */
     int denied;
@@ -339,6 +347,7 @@ static void drop(store_t *s) {
 
 /* Connects when not connected, unless the last failure is too recent. */
 static int ensure(store_t *s, char *errstr, size_t errstr_size) {
+    store_settle(s);
     if (s->rc) return STORE_OK;
     int64_t wait = s->retry_at - mono_ms();
     if (wait > 0) {
@@ -408,6 +417,11 @@ static int redirected(store_t *s, const char *key, int fresh, char *errstr, size
 static redisReply *command(store_t *s, int argc, const char **argv, const size_t *argvlen,
                            char *errstr, size_t errstr_size) {
     redisReply *r;
+    store_settle(s);
+    if (!s->rc) {
+        snprintf(errstr, errstr_size, "redis: not connected");
+        return NULL;
+    }
     s->commands++;
     double t0 = mono_s();
     r = redisCommandArgv(s->rc, argc, argv, argvlen);
@@ -483,6 +497,7 @@ int store_connect(store_t *s, char *errstr, size_t errstr_size) {
     char why[512];
 
     s->denied = 0;
+    store_settle(s);
     if (s->cl) return connect_cluster(s, errstr, errstr_size);
     if (s->rc) redisFree(s->rc);
     s->rc = NULL;
@@ -802,24 +817,28 @@ void store_tx_free(store_tx_t *tx) {
     memset(tx, 0, sizeof(*tx));
 }
 
-/* One round trip: MULTI, tx's commands, EXEC.  Reads every reply, so the
- * connection stays in step even when one fails, and hands back EXEC's
- * (caller frees; nil when a watched key changed).  STORE_ERR on an I/O
- * error or a command refused while queueing. */
-static int transact(store_t *s, const store_tx_t *tx, const char *what, redisReply **exec,
-                    char *errstr, size_t errstr_size) {
-    redisReply *r = NULL;
-    int failed = 0;
-    size_t ncmds = tx->ncmds + 2;
-
-    *exec = NULL;
+/* Appends MULTI, tx's commands and EXEC to the connection's output. */
+static void transact_send(store_t *s, const store_tx_t *tx) {
     /* After an ASK: ASKING once, before MULTI; it holds until EXEC. */
     const char *multi[1] = {"MULTI"};
     append(s, 1, multi, NULL);
     for (size_t i = 0; i < tx->ncmds; i++)
         append_argv(s->rc, tx->cmds[i].argc, tx->cmds[i].argv, tx->cmds[i].argvlen);
     redisAppendCommand(s->rc, "EXEC");
-    s->commands += ncmds - 1;
+    s->commands += tx->ncmds + 1;
+}
+
+/* Reads the replies to what transact_send sent for ncmds commands.  Reads
+ * every reply, so the connection stays in step even when one fails, and
+ * hands back EXEC's (caller frees; nil when a watched key changed).
+ * STORE_ERR on an I/O error or a command refused while queueing. */
+static int transact_replies(store_t *s, size_t ncmds, const char *what, redisReply **exec,
+                            char *errstr, size_t errstr_size) {
+    redisReply *r = NULL;
+    int failed = 0;
+
+    *exec = NULL;
+    ncmds += 2;
     for (size_t i = 0; i < ncmds; i++) {
         if (r) freeReplyObject(r);
         if ((i == 0 ? next_reply(s, &r, 1) : get_reply(s, &r, 0)) != REDIS_OK) {
@@ -838,6 +857,13 @@ static int transact(store_t *s, const store_tx_t *tx, const char *what, redisRep
     }
     *exec = r;
     return STORE_OK;
+}
+
+/* One round trip: MULTI, tx's commands, EXEC (transact_replies). */
+static int transact(store_t *s, const store_tx_t *tx, const char *what, redisReply **exec,
+                    char *errstr, size_t errstr_size) {
+    transact_send(s, tx);
+    return transact_replies(s, tx->ncmds, what, exec, errstr, errstr_size);
 }
 
 /* After a WATCH fired in a cluster: whether the watched key left this
@@ -861,10 +887,49 @@ static int slot_moved(store_t *s) {
     return moved;
 }
 
-int store_exec(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_size) {
+/* What an EXEC reply r says of the transaction: STORE_FENCED when a
+ * watched key changed (another owner). */
+static int exec_verdict(store_t *s, const redisReply *r, char *errstr, size_t errstr_size) {
+    if (r->type == REDIS_REPLY_NIL) { /* a watched key changed: another owner */
+        if (!slot_moved(s)) return STORE_FENCED;
+        snprintf(errstr, errstr_size,
+                 "redis cluster: %s moved to another node during the transaction", s->watched);
+        return STORE_ERR;
+    }
+    if (r->type != REDIS_REPLY_ARRAY) {
+        snprintf(errstr, errstr_size, "redis: unexpected EXEC reply");
+        return STORE_ERR;
+    }
+    for (size_t i = 0; i < r->elements; i++)
+        if (r->element[i]->type == REDIS_REPLY_ERROR) {
+            snprintf(errstr, errstr_size, "redis: transaction: %s", r->element[i]->str);
+            return STORE_ERR;
+        }
+    return STORE_OK;
+}
+
+int store_settle(store_t *s) {
+    store_settled_fn fn = s->flight.fn;
+    void *opaque = s->flight.opaque;
+    char err[512] = "";
     redisReply *r = NULL;
     int rc = STORE_ERR;
+    if (!fn) return STORE_OK;
+    s->flight.fn = NULL;
+    if (!s->rc)
+        snprintf(err, sizeof(err), "redis: the connection closed before EXEC's reply came");
+    else if (transact_replies(s, s->flight.ncmds, "transaction", &r, err, sizeof(err)) == STORE_OK)
+        rc = exec_verdict(s, r, err, sizeof(err));
+    if (r) freeReplyObject(r);
+    fn(opaque, rc, err);
+    return rc;
+}
 
+int store_exec(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_size) {
+    redisReply *r = NULL;
+    int rc;
+
+    store_settle(s);
     if (!s->rc) {
         snprintf(errstr, errstr_size, "redis: not connected");
         return STORE_ERR;
@@ -874,28 +939,34 @@ int store_exec(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_siz
         if (s->cl && s->redir == SLOTS_REDIR_MOVED) slots_mark_stale(s->cl);
         return STORE_ERR;
     }
-    if (r->type == REDIS_REPLY_NIL) { /* a watched key changed: another owner */
-        rc = slot_moved(s) ? STORE_ERR : STORE_FENCED;
-        if (rc == STORE_ERR)
-            snprintf(errstr, errstr_size,
-                     "redis cluster: %s moved to another node during the "
-                     "transaction",
-                     s->watched);
-        goto out;
-    }
-    if (r->type != REDIS_REPLY_ARRAY) {
-        snprintf(errstr, errstr_size, "redis: unexpected EXEC reply");
-        goto out;
-    }
-    for (size_t i = 0; i < r->elements; i++)
-        if (r->element[i]->type == REDIS_REPLY_ERROR) {
-            snprintf(errstr, errstr_size, "redis: transaction: %s", r->element[i]->str);
-            goto out;
-        }
-    rc = STORE_OK;
-out:
+    rc = exec_verdict(s, r, errstr, errstr_size);
     freeReplyObject(r);
     return rc;
+}
+
+int store_exec_send(store_t *s, const store_tx_t *tx, store_settled_fn fn, void *opaque,
+                    char *errstr, size_t errstr_size) {
+    int done = 0;
+    if (s->cl) return store_exec(s, tx, errstr, errstr_size);
+    store_settle(s);
+    if (!s->rc) {
+        snprintf(errstr, errstr_size, "redis: not connected");
+        return STORE_ERR;
+    }
+    transact_send(s, tx);
+    /* Written out whole now, so Redis works on it while we go on; a
+     * transaction cut short never runs (Redis drops a MULTI whose
+     * connection closes). */
+    while (!done)
+        if (redisBufferWrite(s->rc, &done) != REDIS_OK) {
+            snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
+            drop(s);
+            return STORE_ERR;
+        }
+    s->flight.fn = fn;
+    s->flight.opaque = opaque;
+    s->flight.ncmds = tx->ncmds;
+    return STORE_PENDING;
 }
 
 /* An error reply made here, for a command that could not be sent: the

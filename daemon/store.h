@@ -33,7 +33,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-enum { STORE_OK = 0, STORE_ERR = -1, STORE_FENCED = -2, STORE_DENIED = -3 };
+/* STORE_PENDING: sent; the outcome comes later (store_exec_send). */
+enum { STORE_OK = 0, STORE_ERR = -1, STORE_FENCED = -2, STORE_DENIED = -3, STORE_PENDING = -4 };
 
 typedef struct store store_t;
 
@@ -163,6 +164,22 @@ int store_unwatch(store_t *s);
 /* One round trip: MULTI, tx's commands, EXEC, under the WATCH armed by
  * store_read.  STORE_FENCED when the WATCH saw another writer. */
 int store_exec(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_size);
+
+/* store_exec without waiting for its reply: the transaction is written to
+ * the connection and STORE_PENDING returned, so the caller works while
+ * Redis executes it.  Its outcome (STORE_OK, STORE_FENCED or STORE_ERR,
+ * and why) goes to fn once read: at store_settle, which every other
+ * store call that talks to Redis runs first, so Redis' answers are read
+ * in the order they were asked for and at most one transaction is in the
+ * air.  fn must not call the store.  Anything else than STORE_PENDING is
+ * the outcome itself (fn is not called): an error sending, or on a
+ * cluster, where the transaction runs at once as store_exec. */
+typedef void (*store_settled_fn)(void *opaque, int rc, const char *errstr);
+int store_exec_send(store_t *s, const store_tx_t *tx, store_settled_fn fn, void *opaque,
+                    char *errstr, size_t errstr_size);
+/* Reads the reply of the transaction in the air, if any, and hands its
+ * outcome to its fn.  Returns that outcome; STORE_OK when none was. */
+int store_settle(store_t *s);
 
 /* Plain commands outside any transaction (the outbox publisher): one
  * pipelined round trip; replies[i] for tx's command i (caller frees).

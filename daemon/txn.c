@@ -52,6 +52,52 @@ static int verdict(apply_ctx_t *a, apply_part_t *p, const store_meta_t *now, cha
     return v;
 }
 
+/* The reply to a batch's EXEC sent ahead (store_exec_send). */
+static void settled(void *opaque, int rc, const char *err) {
+    apply_ctx_t *a = opaque;
+    apply_flight_t *f = &a->flight;
+    int arc = APPLY_REWIND;
+    char why[600];
+    f->active = 0;
+    snprintf(why, sizeof(why), "its EXEC failed or its reply was lost: %s", err);
+    if (rc == STORE_OK) {
+        apply_stats_add(&a->stats, &f->tally);
+        arc = APPLY_OK;
+    } else if (rc == STORE_FENCED) {
+        a->stats.fenced++;
+        arc = APPLY_FENCED;
+        snprintf(why, sizeof(why), "commit refused: another instance took it");
+    }
+    if (a->settled) a->settled(a->settled_opaque, f->partition, f->offset, arc, why);
+}
+
+/* EXEC, waiting for its reply or (ops->later) not: STORE_OK, STORE_PENDING
+ * (committed has run; the outcome goes to settled), or an error. */
+static int commit(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *ctx,
+                  const store_tx_t *tx, char *errstr, size_t errstr_size) {
+    int rc;
+    if (!ops->later || !a->settled) {
+        rc = store_exec(a->store, tx, errstr, errstr_size);
+        if (rc == STORE_OK) {
+            p->meta.format = STATE_FORMAT;
+            ops->committed(ctx, &a->stats);
+        }
+        return rc;
+    }
+    rc = store_exec_send(a->store, tx, settled, a, errstr, errstr_size);
+    if (rc != STORE_PENDING && rc != STORE_OK) return rc;
+    apply_flight_t *f = &a->flight;
+    memset(&f->tally, 0, sizeof(f->tally));
+    p->meta.format = STATE_FORMAT;
+    ops->committed(ctx, rc == STORE_OK ? &a->stats : &f->tally);
+    if (rc == STORE_PENDING) {
+        f->active = 1;
+        f->partition = p->partition;
+        f->offset = p->meta.offset;
+    }
+    return rc;
+}
+
 static int attempt(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *ctx, char *errstr,
                    size_t errstr_size) {
     txn_read_t r;
@@ -92,17 +138,14 @@ static int attempt(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *
         store_unwatch(a->store);
     } else {
         fault_stall(&a->fault, ops->fault); /* test builds only: fault.h */
-        int src = store_exec(a->store, &tx, errstr, errstr_size);
+        int src = commit(a, p, ops, ctx, &tx, errstr, errstr_size);
         if (src == STORE_FENCED) {
             a->stats.fenced++;
             snprintf(errstr, errstr_size, "%s [%d]: commit refused: another instance took it",
                      p->topic, (int)p->partition);
             rc = APPLY_FENCED;
-        } else if (src != STORE_OK) {
+        } else if (src != STORE_OK && src != STORE_PENDING) {
             rc = APPLY_RETRY;
-        } else {
-            p->meta.format = STATE_FORMAT;
-            ops->committed(ctx);
         }
     }
     store_tx_free(&tx);

@@ -41,9 +41,17 @@ typedef struct txn_ops {
      * with errstr set.  The replies are freed after it returns. */
     int (*decide)(void *ctx, const store_meta_t *now, redisReply **replies, store_tx_t *tx,
                   char *errstr, size_t errstr_size);
-    /* After EXEC: the writer moves its caches forward. */
-    void (*committed)(void *ctx);
+    /* After EXEC: the writer moves its caches forward and counts what it
+     * committed into tally. */
+    void (*committed)(void *ctx, apply_stats_t *tally);
     fault_point_t fault; /* the tests' hook before its EXEC (fault.h) */
+    /* The EXEC may be sent without waiting for its reply
+     * (store_exec_send): committed then runs at once, as if it had
+     * landed, with the counts kept aside (apply_flight_t) until the reply
+     * says so; a refusal or a lost reply goes to the apply context's
+     * settled hook instead, and the cached meta, now ahead of Redis, makes
+     * the partition's next transaction REWIND. */
+    int later;
 } txn_ops_t;
 
 /* Runs the transaction.  Returns APPLY_OK, APPLY_RETRY (Redis failed, or

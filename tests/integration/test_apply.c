@@ -7,7 +7,10 @@
  *  - a stale owner's write is refused once a newer owner claimed;
  *  - the dead-letter sink failing writes nothing;
  *  - months that leave the window are deleted;
- *  - the start-up check of the Redis user's rights (store_check).
+ *  - the start-up check of the Redis user's rights (store_check);
+ *  - a batch sent without waiting for EXEC's reply (txn_ops_t.later): its
+ *    counts wait for the reply; a reply lost or a commit refused reaches
+ *    the settled hook, and the next batch sees Redis behind it (REWIND).
  * Records are real Avro, encoded with avro-c.
  */
 #include <setjmp.h>
@@ -17,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <avro.h>
 #include <cmocka.h>
@@ -335,6 +339,165 @@ static void test_redis_went_back_in_time(void **state) {
     apply_free(&a);
 }
 
+/* What the settled hook (apply_settled_fn) was told. */
+static struct {
+    int calls;
+    int32_t partition;
+    int64_t offset;
+    int rc;
+    char err[600];
+} told;
+
+static void hook(void *opaque, int32_t partition, int64_t offset, int outcome, const char *errstr) {
+    (void)opaque;
+    told.calls++;
+    told.partition = partition;
+    told.offset = offset;
+    told.rc = outcome;
+    snprintf(told.err, sizeof(told.err), "%s", errstr);
+}
+
+static void test_sent_ahead_counts_once_it_lands(void **state) {
+    (void)state;
+    flush();
+    apply_ctx_t a = ctx();
+    a.settled = hook;
+    memset(&told, 0, sizeof(told));
+    apply_part_t p = {"orders", 4, {0}};
+    char err[512] = "";
+    batch_t b = {0};
+    assert_int_equal(store_claim(store, "orders", 4, "test", &p.meta, err, sizeof(err)), 0);
+    add(&b, 0, "o1", "c9", NOV + DAY, 5);
+    add(&b, 1, "o2", "c9", NOV + DAY, 7);
+    APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
+    assert_true(apply_in_flight(&a, 4));
+    assert_false(apply_in_flight(&a, 5));
+    assert_int_equal(p.meta.offset, 2);   /* the cache moved on at once */
+    assert_int_equal(a.stats.applied, 0); /* the counts wait for the reply */
+    assert_int_equal(told.calls, 0);
+    apply_settle(&a);
+    assert_int_equal(told.calls, 1);
+    assert_int_equal(told.rc, APPLY_OK);
+    assert_int_equal(told.partition, 4);
+    assert_int_equal(told.offset, 2);
+    assert_int_equal(a.stats.applied, 2);
+    assert_int_equal(a.stats.batches, 1);
+    assert_false(apply_in_flight(&a, 4));
+    apply_settle(&a); /* nothing in the air: nothing told */
+    assert_int_equal(told.calls, 1);
+    assert_int_equal(qty_of(4, 202611, "c9"), 12);
+    batch_free(&b);
+    /* Two batches in a row: the second's read takes the first's reply. */
+    add(&b, 2, "o3", "c9", NOV + DAY, 1);
+    APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
+    batch_free(&b);
+    add(&b, 3, "o4", "c9", NOV + DAY, 1);
+    add(&b, 4, "o1", "c9", NOV + DAY, 5); /* a duplicate, seen through the batch in the air */
+    APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
+    assert_int_equal(told.calls, 2);
+    assert_int_equal(told.offset, 3);
+    assert_int_equal(a.stats.applied, 3);
+    apply_settle(&a);
+    assert_int_equal(told.calls, 3);
+    assert_int_equal(told.offset, 5);
+    assert_int_equal(a.stats.applied, 4);
+    assert_int_equal(a.stats.duplicates, 1);
+    assert_int_equal(qty_of(4, 202611, "c9"), 14);
+    batch_free(&b);
+    apply_free(&a);
+}
+
+static void test_sent_ahead_lost_rewinds(void **state) {
+    (void)state;
+    flush();
+    apply_ctx_t a = ctx();
+    a.settled = hook;
+    memset(&told, 0, sizeof(told));
+    apply_part_t p = {"orders", 5, {0}};
+    char err[512] = "";
+    batch_t b = {0};
+    assert_int_equal(store_claim(store, "orders", 5, "test", &p.meta, err, sizeof(err)), 0);
+    add(&b, 0, "o1", "c10", NOV + DAY, 3);
+    APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
+    apply_settle(&a);
+    batch_free(&b);
+    /* Redis holds writes back, takes the next EXEC, and the connection
+     * dies before it runs: the transaction never happens. */
+    freeReplyObject(redisCommand(rc, "CLIENT PAUSE 10000 WRITE"));
+    add(&b, 1, "o2", "c10", NOV + DAY, 4);
+    APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
+    assert_true(apply_in_flight(&a, 5));
+    for (int i = 0; i < 200; i++) { /* until Redis holds our EXEC back */
+        redisReply *r = redisCommand(rc, "CLIENT LIST");
+        int blocked = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "flags=xb");
+        freeReplyObject(r);
+        if (blocked) break;
+        struct timespec ts = {0, 10000000};
+        nanosleep(&ts, NULL);
+    }
+    freeReplyObject(redisCommand(rc, "CLIENT KILL TYPE normal SKIPME yes"));
+    freeReplyObject(redisCommand(rc, "CLIENT UNPAUSE"));
+    apply_settle(&a);
+    assert_int_equal(told.calls, 2);
+    assert_int_equal(told.rc, APPLY_REWIND);
+    assert_int_equal(told.offset, 2);
+    assert_non_null(strstr(told.err, "reply was lost"));
+    assert_int_equal(a.stats.applied, 1); /* the lost batch is not counted */
+    assert_int_equal(qty_of(5, 202611, "c10"), 3);
+    /* The next batch finds Redis behind the cache: consume again. */
+    batch_free(&b);
+    add(&b, 2, "o3", "c10", NOV + DAY, 5);
+    int rc_ = APPLY_RETRY;
+    for (int i = 0; i < 100 && rc_ == APPLY_RETRY; i++) { /* past the reconnect backoff */
+        rc_ = apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err));
+        struct timespec ts = {0, 50000000};
+        if (rc_ == APPLY_RETRY) nanosleep(&ts, NULL);
+    }
+    assert_int_equal(rc_, APPLY_REWIND);
+    assert_int_equal(qty_of(5, 202611, "c10"), 3);
+    batch_free(&b);
+    apply_free(&a);
+}
+
+/* A commit sent ahead that the WATCH refuses: the outcome is told as
+ * STORE_FENCED, and nothing is written. */
+static int store_told = 1;
+
+static void store_hook(void *opaque, int outcome, const char *errstr) {
+    (void)opaque;
+    (void)errstr;
+    store_told = outcome;
+}
+
+static void test_sent_ahead_fenced(void **state) {
+    (void)state;
+    flush();
+    char err[512] = "";
+    const char *key = "tierd:{orders.7}:meta";
+    store_meta_t m;
+    store_tx_t tx = {0};
+    assert_int_equal(store_claim(store, "orders", 7, "test", &m, err, sizeof(err)), 0);
+    assert_int_equal(
+        store_read(store, "orders", 7, &m, 0, NULL, NULL, NULL, NULL, NULL, err, sizeof(err)),
+        STORE_OK);
+    freeReplyObject(redisCommand(rc, "HINCRBY %s epoch 1", key)); /* another owner */
+    assert_int_equal(store_tx_addv(&tx, 4, "HSET", (size_t)4, key, strlen(key), "offset", (size_t)6,
+                                   "99", (size_t)2),
+                     0);
+    assert_int_equal(store_exec_send(store, &tx, store_hook, NULL, err, sizeof(err)),
+                     STORE_PENDING);
+    assert_int_equal(store_told, 1); /* not yet */
+    assert_int_equal(store_settle(store), STORE_FENCED);
+    assert_int_equal(store_told, STORE_FENCED);
+    store_told = 1;
+    assert_int_equal(store_settle(store), STORE_OK); /* told once */
+    assert_int_equal(store_told, 1);
+    redisReply *r = redisCommand(rc, "HGET %s offset", key);
+    assert_true(r->type == REDIS_REPLY_NIL || strcmp(r->str, "99") != 0);
+    freeReplyObject(r);
+    store_tx_free(&tx);
+}
+
 static int setup(void **state) {
     (void)state;
     char err[512] = "";
@@ -487,6 +650,9 @@ int main(void) {
         cmocka_unit_test(test_dead_letter_failure_writes_nothing),
         cmocka_unit_test(test_old_months_deleted_and_late_refused),
         cmocka_unit_test(test_redis_went_back_in_time),
+        cmocka_unit_test(test_sent_ahead_counts_once_it_lands),
+        cmocka_unit_test(test_sent_ahead_lost_rewinds),
+        cmocka_unit_test(test_sent_ahead_fenced),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
