@@ -205,13 +205,15 @@ static apply_msg_t *msgs_for(consumer_t *k, rd_kafka_message_t **m, size_t n) {
         k->capmsgs = n;
     }
     apply_msg_t *msgs = k->msgs;
-    memset(msgs, 0, n * sizeof(*msgs));
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < n; i++) { /* not the reasons' bytes: a batch's worth of them */
         msgs[i].offset = m[i]->offset;
         msgs[i].key = m[i]->key;
         msgs[i].key_len = m[i]->key_len;
         msgs[i].value = m[i]->payload;
         msgs[i].value_len = m[i]->len;
+        msgs[i].state = MSG_NEW;
+        msgs[i].verdict = ORDER_OK;
+        msgs[i].reason[0] = '\0';
     }
     return msgs;
 }
