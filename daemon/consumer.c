@@ -71,6 +71,9 @@ typedef struct part {
  * events a partition. */
 #define OUTBOX_ROUND_ENTRIES 4
 
+/* The publisher's pace under a backlog (publish_all). */
+#define PUBLISH_PACE_MS 200
+
 /* Records taken from the consumer queue per call. */
 #define POLL_BATCH 1024
 
@@ -112,6 +115,7 @@ struct consumer {
     uint64_t metrics_applied; /* applied at last_metrics_ms */
     uint64_t outbox_depth;    /* at the last look */
     int64_t publish_retry_at; /* monotonic: after a failed publish, not before */
+    int64_t publish_paced_at; /* monotonic: with a batch in the air, not before (publish_all) */
     int64_t publish_backoff;
     int32_t publish_next; /* the next round starts here: no partition starves */
     double lat_sum;       /* order latency: Kafka timestamp to commit */
@@ -524,6 +528,18 @@ static void publish_all(consumer_t *k, int wait_ms) {
     char err[512] = "";
     if (fault_holding(&k->apply->fault, FAULT_PUBLISH)) return; /* test builds only */
     publish_poll(k->pub);
+    /* With a batch in the air the publisher's reads and deletes would
+     * wait for it (store_settle) instead of the loop decoding the next
+     * batch meanwhile: they go at most every PUBLISH_PACE_MS then.  Under
+     * a backlog that is every turn; otherwise the loop publishes before
+     * it waits for records, once the batch is confirmed (consumer_run).
+     * A round carries up to OUTBOX_ROUND_ENTRIES transactions' events of
+     * each partition. */
+    if (k->apply->flight.active) {
+        int64_t t = mono_ms();
+        if (t < k->publish_paced_at) return;
+        k->publish_paced_at = t + PUBLISH_PACE_MS;
+    }
     if (!publish_outboxes_busy(k->pub)) {
         if (mono_ms() < k->publish_retry_at) return;
         for (int32_t i = 0; i < k->nparts && n < 64; i++) {
@@ -1273,8 +1289,12 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
         size_t queued = k->pf.q ? rd_kafka_queue_length(k->pf.q) : 0;
         int oom = 0, wait = poll_timeout(k);
         /* About to wait with nothing held: the last batch sent is
-         * confirmed first (its counts, its Kafka offset). */
-        if (wait > 0 && queued == 0) apply_settle(k->apply);
+         * confirmed first (its counts, its Kafka offset), and its events
+         * go out. */
+        if (wait > 0 && queued == 0 && k->apply->flight.active) {
+            apply_settle(k->apply);
+            publish_all(k, 0);
+        }
         for (int timeout = wait; got < POLL_BATCH; timeout = 0) {
             rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, timeout);
             if (!m) break;
