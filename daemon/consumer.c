@@ -116,6 +116,7 @@ struct consumer {
     uint64_t outbox_depth;    /* at the last look */
     int64_t publish_retry_at; /* monotonic: after a failed publish, not before */
     int64_t publish_paced_at; /* monotonic: with a batch in the air, not before (publish_all) */
+    int publish_full;         /* the last round read as much as a round may: more waits */
     int64_t publish_backoff;
     int32_t publish_next; /* the next round starts here: no partition starves */
     double lat_sum;       /* order latency: Kafka timestamp to commit */
@@ -512,9 +513,12 @@ static void catchup_check(consumer_t *k) {
  * marked for the next round. */
 static void round_done(consumer_t *k, const int32_t *done, const int *nread, size_t ndone,
                        int failed) {
-    for (size_t j = 0; j < ndone; j++)
+    if (ndone) k->publish_full = 0;
+    for (size_t j = 0; j < ndone; j++) {
         if (done[j] < k->nparts && (failed || nread[j] < 0 || nread[j] >= OUTBOX_ROUND_ENTRIES))
             k->parts[done[j]].ap.outbox_dirty = 1;
+        if (nread[j] >= OUTBOX_ROUND_ENTRIES) k->publish_full = 1;
+    }
 }
 
 /* Drives the outbox publisher: a round covers up to 64 partitions with
@@ -530,12 +534,13 @@ static void publish_all(consumer_t *k, int wait_ms) {
     publish_poll(k->pub);
     /* With a batch in the air the publisher's reads and deletes would
      * wait for it (store_settle) instead of the loop decoding the next
-     * batch meanwhile: they go at most every PUBLISH_PACE_MS then.  Under
-     * a backlog that is every turn; otherwise the loop publishes before
-     * it waits for records, once the batch is confirmed (consumer_run).
-     * A round carries up to OUTBOX_ROUND_ENTRIES transactions' events of
-     * each partition. */
-    if (k->apply->flight.active) {
+     * batch meanwhile: they go at most every PUBLISH_PACE_MS then, unless
+     * the last round was full (a review's events, say: a round carries up
+     * to OUTBOX_ROUND_ENTRIES transactions' events of each partition, and
+     * more wait).  Under a backlog a batch is in the air every turn;
+     * otherwise the loop publishes before it waits for records, once the
+     * batch is confirmed (consumer_run). */
+    if (k->apply->flight.active && !k->publish_full) {
         int64_t t = mono_ms();
         if (t < k->publish_paced_at) return;
         k->publish_paced_at = t + PUBLISH_PACE_MS;
