@@ -357,12 +357,18 @@ static void hook(void *opaque, int32_t partition, int64_t offset, int outcome, c
     snprintf(told.err, sizeof(told.err), "%s", errstr);
 }
 
-static void test_sent_ahead_counts_once_it_lands(void **state) {
-    (void)state;
-    flush();
+/* ctx() with the settled hook: order batches are sent ahead. */
+static apply_ctx_t ctx_ahead(void) {
     apply_ctx_t a = ctx();
     a.settled = hook;
     memset(&told, 0, sizeof(told));
+    return a;
+}
+
+static void test_sent_ahead_counts_once_it_lands(void **state) {
+    (void)state;
+    flush();
+    apply_ctx_t a = ctx_ahead();
     apply_part_t p = {"orders", 4, {0}};
     char err[512] = "";
     batch_t b = {0};
@@ -410,9 +416,7 @@ static void test_sent_ahead_counts_once_it_lands(void **state) {
 static void test_sent_ahead_lost_rewinds(void **state) {
     (void)state;
     flush();
-    apply_ctx_t a = ctx();
-    a.settled = hook;
-    memset(&told, 0, sizeof(told));
+    apply_ctx_t a = ctx_ahead();
     apply_part_t p = {"orders", 5, {0}};
     char err[512] = "";
     batch_t b = {0};
