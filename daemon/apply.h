@@ -72,7 +72,8 @@ typedef struct apply_stats {
 typedef struct apply_flight {
     int active;
     int32_t partition;
-    int64_t offset; /* the partition's next offset once it landed */
+    int64_t from;   /* the partition's next offset until it landed */
+    int64_t offset; /* and once it landed */
     apply_stats_t tally;
 } apply_flight_t;
 

@@ -1097,7 +1097,8 @@ static void publish_metrics(consumer_t *k, int force) {
         part_t *pt = &k->parts[i];
         if (!pt->assigned) continue;
         int64_t lo = -1, hi = -1;
-        int64_t next = pt->ap.meta.offset;
+        /* Redis' offset: a batch in the air has not moved it yet. */
+        int64_t next = apply_in_flight(k->apply, i) ? k->apply->flight.from : pt->ap.meta.offset;
         s->parts[s->nparts].partition = i;
         s->parts[s->nparts].assigned = 1;
         s->parts[s->nparts].committed = next;

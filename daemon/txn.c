@@ -87,12 +87,14 @@ static int commit(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *c
     rc = store_exec_send(a->store, tx, settled, a, errstr, errstr_size);
     if (rc != STORE_PENDING && rc != STORE_OK) return rc;
     apply_flight_t *f = &a->flight;
+    int64_t from = p->meta.offset;
     memset(&f->tally, 0, sizeof(f->tally));
     p->meta.format = STATE_FORMAT;
     ops->committed(ctx, rc == STORE_OK ? &a->stats : &f->tally);
     if (rc == STORE_PENDING) {
         f->active = 1;
         f->partition = p->partition;
+        f->from = from;
         f->offset = p->meta.offset;
     }
     return rc;

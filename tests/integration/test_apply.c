@@ -403,6 +403,8 @@ static void test_sent_ahead_counts_once_it_lands(void **state) {
     assert_int_equal(told.calls, 2);
     assert_int_equal(told.offset, 3);
     assert_int_equal(a.stats.applied, 3);
+    assert_int_equal(a.flight.from, 3); /* what Redis holds until it lands (the metrics' offset) */
+    assert_int_equal(a.flight.offset, 5);
     apply_settle(&a);
     assert_int_equal(told.calls, 3);
     assert_int_equal(told.offset, 5);
