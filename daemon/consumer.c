@@ -71,7 +71,7 @@ typedef struct part {
  * events a partition. */
 #define OUTBOX_ROUND_ENTRIES 4
 
-/* The publisher's pace under a backlog (publish_all). */
+/* The publisher's pace while a batch is in the air (publish_all). */
 #define PUBLISH_PACE_MS 200
 
 /* Records taken from the consumer queue per call. */
@@ -317,7 +317,7 @@ static void on_settled(void *opaque, int32_t id, int64_t offset, int rc, const c
     }
     pt->settle_rc = rc;
     snprintf(pt->settle_err, sizeof(pt->settle_err),
-             "%s [%d]: the batch up to offset %" PRId64 ": %s", k->conf->topic_orders, (int)id,
+             "%s [%d]: the batch before offset %" PRId64 ": %s", k->conf->topic_orders, (int)id,
              offset, err);
 }
 
