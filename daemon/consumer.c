@@ -461,13 +461,11 @@ static void service_due(consumer_t *k, int all) {
          * acknowledgement, a Redis timeout), so finishing the pass could
          * carry tierd seconds past shutdown_timeout_ms. */
         if (!k->stopping && k->stop && *k->stop) return;
-        if (pt->settle_rc) {
-            /* at once */
-        } else if (pt->retry_at) {
-            if (t < pt->retry_at) continue;
-        } else if (!all && t < pt->due_ms && pt->npending < (size_t)k->conf->batch_max_orders) {
+        /* A batch in the air that did not land is acted on at once. */
+        if (!pt->settle_rc && pt->retry_at && t < pt->retry_at) continue;
+        if (!pt->settle_rc && !pt->retry_at && !all && t < pt->due_ms &&
+            pt->npending < (size_t)k->conf->batch_max_orders)
             continue;
-        }
         part_service(k, i, pt);
     }
 }

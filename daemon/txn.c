@@ -52,6 +52,9 @@ static int verdict(apply_ctx_t *a, apply_part_t *p, const store_meta_t *now, cha
     return v;
 }
 
+/* What a refused EXEC says, waited for or read later. */
+static const char fenced_text[] = "commit refused: another instance took it";
+
 /* The reply to a batch's EXEC sent ahead (store_exec_send). */
 static void settled(void *opaque, int rc, const char *err) {
     apply_ctx_t *a = opaque;
@@ -66,7 +69,7 @@ static void settled(void *opaque, int rc, const char *err) {
     } else if (rc == STORE_FENCED) {
         a->stats.fenced++;
         arc = APPLY_FENCED;
-        snprintf(why, sizeof(why), "commit refused: another instance took it");
+        snprintf(why, sizeof(why), "%s", fenced_text);
     }
     if (a->settled) a->settled(a->settled_opaque, f->partition, f->offset, arc, why);
 }
@@ -75,22 +78,19 @@ static void settled(void *opaque, int rc, const char *err) {
  * (committed has run; the outcome goes to settled), or an error. */
 static int commit(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *ctx,
                   const store_tx_t *tx, char *errstr, size_t errstr_size) {
-    int rc;
-    if (!ops->later || !a->settled) {
-        rc = store_exec(a->store, tx, errstr, errstr_size);
-        if (rc == STORE_OK) {
-            p->meta.format = STATE_FORMAT;
-            ops->committed(ctx, &a->stats);
-        }
-        return rc;
-    }
-    rc = store_exec_send(a->store, tx, settled, a, errstr, errstr_size);
-    if (rc != STORE_PENDING && rc != STORE_OK) return rc;
     apply_flight_t *f = &a->flight;
+    apply_stats_t *tally = &a->stats;
     int64_t from = p->meta.offset;
-    memset(&f->tally, 0, sizeof(f->tally));
+    int rc = ops->later && a->settled
+                 ? store_exec_send(a->store, tx, settled, a, errstr, errstr_size)
+                 : store_exec(a->store, tx, errstr, errstr_size);
+    if (rc != STORE_OK && rc != STORE_PENDING) return rc;
+    if (rc == STORE_PENDING) { /* counted once the reply says so */
+        memset(&f->tally, 0, sizeof(f->tally));
+        tally = &f->tally;
+    }
     p->meta.format = STATE_FORMAT;
-    ops->committed(ctx, rc == STORE_OK ? &a->stats : &f->tally);
+    ops->committed(ctx, tally);
     if (rc == STORE_PENDING) {
         f->active = 1;
         f->partition = p->partition;
@@ -143,8 +143,7 @@ static int attempt(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *
         int src = commit(a, p, ops, ctx, &tx, errstr, errstr_size);
         if (src == STORE_FENCED) {
             a->stats.fenced++;
-            snprintf(errstr, errstr_size, "%s [%d]: commit refused: another instance took it",
-                     p->topic, (int)p->partition);
+            snprintf(errstr, errstr_size, "%s [%d]: %s", p->topic, (int)p->partition, fenced_text);
             rc = APPLY_FENCED;
         } else if (src != STORE_OK && src != STORE_PENDING) {
             rc = APPLY_RETRY;
