@@ -310,7 +310,7 @@ static int load_customers(batch_t *b, redisReply **replies, char *errstr, size_t
         state_reset(&c->s);
         c->dirty = 0;
         if (rs->type == REDIS_REPLY_STRING &&
-            state_decode(&c->s, rs->str, rs->len, why, sizeof(why)) != 0) {
+            state_decode_lazy(&c->s, rs->str, rs->len, why, sizeof(why)) != 0) {
             b->a->stats.state_corrupt++;
             snprintf(errstr, errstr_size, "%s field %s: state does not parse (%s)", b->ckey,
                      c->dc.id, why);

@@ -153,7 +153,7 @@ static int see_customer(review_t *r, redisReply *k, redisReply *v, char *errstr,
     }
     if (r->carry_to >= 0) return APPLY_OK; /* no ranking for a carry */
     char why[200];
-    if (state_decode(&r->s[0], v->str, v->len, why, sizeof(why)) != 0) {
+    if (state_decode_lazy(&r->s[0], v->str, v->len, why, sizeof(why)) != 0) {
         r->a->stats.state_corrupt++;
         snprintf(errstr, errstr_size, "%s field %.*s: state does not parse (%s)", r->ckey,
                  (int)k->len, k->str, why);
@@ -352,7 +352,7 @@ static int page_decide(void *ctx, const store_meta_t *now, redisReply **rep, sto
         char why[200];
         state_reset(s);
         if (rs->type != REDIS_REPLY_STRING) continue; /* gone: nothing to review */
-        if (state_decode(s, rs->str, rs->len, why, sizeof(why)) != 0) {
+        if (state_decode_lazy(s, rs->str, rs->len, why, sizeof(why)) != 0) {
             r->a->stats.state_corrupt++;
             snprintf(errstr, errstr_size, "%s field %s: state does not parse (%s)", r->ckey,
                      r->e[i].id, why);

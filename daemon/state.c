@@ -84,6 +84,9 @@ uint32_t state_sku_fp(const char *sku, size_t len) {
 /* ------------------------------------------------------------------ */
 /* Customer and months                                                 */
 
+static uint64_t load_le64(const uint8_t *p);
+static int sets_decode(state_month_t *m);
+
 /* A month slot back to "just inserted", arrays kept. */
 static void month_clear(state_month_t *m, int32_t month) {
     m->month = month;
@@ -93,6 +96,8 @@ static void month_clear(state_month_t *m, int32_t month) {
     m->qmask = 0;
     m->nskus = 0;
     m->nfps = 0;
+    m->raw = m->rawfps = NULL;
+    m->rawlen = 0;
 }
 
 void state_init(state_customer_t *c) {
@@ -190,10 +195,26 @@ void state_drop_before(state_customer_t *c, int32_t m) {
 FIND_FP(fp_find, uint64_t)
 FIND_FP(sku_find, uint32_t)
 
+/* fp_find over the n fingerprints still in a value's bytes (u64le). */
+static int raw_fp_find(const uint8_t *v, uint32_t n, uint64_t fp) {
+    uint32_t lo = 0, hi = n;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (load_le64(v + 8 * (size_t)mid) < fp)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < n && load_le64(v + 8 * (size_t)lo) == fp;
+}
+
 int state_seen(const state_customer_t *c, uint64_t fp) {
     uint32_t at;
-    for (uint32_t i = 0; i < c->nmonths; i++)
-        if (fp_find(c->months[i].fps, c->months[i].nfps, fp, &at)) return 1;
+    for (uint32_t i = 0; i < c->nmonths; i++) {
+        const state_month_t *m = &c->months[i];
+        if (m->raw ? raw_fp_find(m->rawfps, m->nfps, fp) : fp_find(m->fps, m->nfps, fp, &at))
+            return 1;
+    }
     return 0;
 }
 
@@ -216,6 +237,7 @@ static int reserve(void **v, uint32_t *cap, uint64_t want, size_t size) {
 
 int state_add_fp(state_month_t *m, uint64_t fp) {
     uint32_t at;
+    if (m->raw && sets_decode(m) < 0) return -1;
     /* Orders mostly come in id order: skip the search when fp is last. */
     if (m->nfps == 0 || m->fps[m->nfps - 1] < fp)
         at = m->nfps;
@@ -298,7 +320,7 @@ order_err_t state_apply_skus(state_month_t *m, const order_t *o, const uint32_t 
         __builtin_add_overflow(m->agg.amount, o->amount, &a) ||
         __builtin_add_overflow(m->agg.orders, 1, &c))
         return ORDER_ERR_OVERFLOW;
-    if (add_skus(m, skus, n) < 0) return ORDER_ERR_INTERNAL;
+    if ((m->raw && sets_decode(m) < 0) || add_skus(m, skus, n) < 0) return ORDER_ERR_INTERNAL;
     m->agg.qty = q;
     m->agg.amount = a;
     m->agg.orders = c;
@@ -540,6 +562,11 @@ static size_t put_customer(const state_customer_t *c, uint8_t *out) {
         put_uv(&w, (uint64_t)m->agg.amount);
         put_uv(&w, (uint64_t)m->agg.orders);
         put_uv(&w, month_mark(m));
+        if (m->raw) { /* unchanged since decoded: its bytes as they were */
+            if (w.out) memcpy(w.out + w.n, m->raw, m->rawlen);
+            w.n += m->rawlen;
+            continue;
+        }
         put_uv(&w, m->nskus);
         put_rice(&w, m->skus, m->nskus);
         put_uv(&w, m->nfps);
@@ -564,8 +591,10 @@ size_t state_encoded_bound(const state_customer_t *c) {
     /* A varint takes at most 10 bytes: the header's 4, the count and
      * first_month, each month's 5 and its two counts, then the sets. */
     size_t n = 1 + 8 * 10 + 1 + CHECKSUM_SIZE;
-    for (uint32_t i = 0; i < c->nmonths; i++)
-        n += 8 * 10 + rice_bound(c->months[i].nskus) + 8 * (size_t)c->months[i].nfps;
+    for (uint32_t i = 0; i < c->nmonths; i++) {
+        const state_month_t *m = &c->months[i];
+        n += 8 * 10 + (m->raw ? m->rawlen : rice_bound(m->nskus) + 8 * (size_t)m->nfps);
+    }
     return n;
 }
 
@@ -586,6 +615,7 @@ typedef struct rd {
     const uint8_t *p, *end;
     char *errstr;
     size_t errstr_size;
+    int lazy; /* format 3's sets left in the bytes (state_decode_lazy) */
 } rd_t;
 
 static size_t left(const rd_t *r) {
@@ -778,8 +808,9 @@ static int bits_unary(bitrd_t *b, uint64_t max, uint64_t *q) {
     }
 }
 
-/* A set put_rice wrote, into v (room for n): values strictly ascending
- * by construction, below 2^32, the last byte's spare bits 0. */
+/* A set put_rice wrote, into v (room for n), or only checked when v is
+ * NULL: values strictly ascending by construction, below 2^32, the last
+ * byte's spare bits 0. */
 static int get_rice(rd_t *r, uint32_t *v, uint32_t n, uint32_t i) {
     bitrd_t b = {r, 0, 0};
     const unsigned k = rice_k(n);
@@ -792,7 +823,7 @@ static int get_rice(rd_t *r, uint32_t *v, uint32_t n, uint32_t i) {
         x |= q << k;
         if (j) x += prev + 1;
         if (x > UINT32_MAX) goto big;
-        v[j] = (uint32_t)x;
+        if (v) v[j] = (uint32_t)x;
         prev = x;
     }
     /* What was read ahead goes back; the bits left of the last byte
@@ -848,8 +879,37 @@ static int get_month_mark(rd_t *r, int format, state_month_t *m) {
     return 0;
 }
 
+/* order fingerprints still in the bytes, u64le: ascending() for them. */
+static int raw_ascending(rd_t *r, const uint8_t *v, uint32_t n, uint32_t i) {
+    for (uint32_t j = 1; j < n; j++) {
+        if (load_le64(v + 8 * (size_t)j) <= load_le64(v + 8 * (size_t)j - 8)) {
+            errstr_fmt(r->errstr, r->errstr_size,
+                       "customer state: order fingerprints of month %u not strictly ascending", i);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Format 3's sets checked as get_sets checks them, and left where they
+ * are (state_decode_lazy). */
+static int get_sets_lazy(rd_t *r, state_month_t *m, uint32_t i) {
+    const uint8_t *start = r->p;
+    if (get_set_count(r, &m->nskus) < 0 || get_rice(r, NULL, m->nskus, i) < 0) return -1;
+    m->agg.skus = (int64_t)m->nskus;
+    if (get_count(r, "order fingerprints", 8, &m->nfps) < 0 ||
+        raw_ascending(r, r->p, m->nfps, i) < 0)
+        return -1;
+    m->rawfps = r->p;
+    r->p += 8 * (size_t)m->nfps;
+    m->raw = start;
+    m->rawlen = (size_t)(r->p - start);
+    return 0;
+}
+
 /* One month's SKU and order fingerprints, in either format. */
 static int get_sets(rd_t *r, int format, state_month_t *m, uint32_t i) {
+    if (format == 3 && r->lazy) return get_sets_lazy(r, m, i);
     if (format == 2 ? get_count(r, "SKU fingerprints", 4, &m->nskus) : get_set_count(r, &m->nskus))
         return -1;
     if (reserve((void **)&m->skus, &m->capskus, m->nskus, sizeof(*m->skus)) < 0) goto oom;
@@ -870,6 +930,22 @@ oom:
     m->nskus = m->nfps = 0;
     errstr_fmt(r->errstr, r->errstr_size, "customer state: out of memory for month %u", i);
     return -1;
+}
+
+/* A month state_decode_lazy left in the bytes gets its sets decoded:
+ * they were checked then, so only memory can fail (-1). */
+static int sets_decode(state_month_t *m) {
+    char why[8];
+    rd_t r = {m->raw, m->raw + m->rawlen, why, sizeof(why), 0};
+    uint32_t nskus = m->nskus, nfps = m->nfps;
+    if (get_sets(&r, 3, m, 0) < 0) { /* still raw, as it was */
+        m->nskus = nskus;
+        m->nfps = nfps;
+        return -1;
+    }
+    m->raw = m->rawfps = NULL;
+    m->rawlen = 0;
+    return 0;
 }
 
 static int get_month(rd_t *r, int format, state_customer_t *c, uint32_t i) {
@@ -982,10 +1058,10 @@ static int get_customer(rd_t *r, state_customer_t *c) {
     return format == 2 ? 0 : get_first_month(r, format, c);
 }
 
-int state_decode(state_customer_t *c, const void *buf, size_t len, char *errstr,
-                 size_t errstr_size) {
+static int decode(state_customer_t *c, const void *buf, size_t len, int lazy, char *errstr,
+                  size_t errstr_size) {
     const uint8_t *p = buf;
-    rd_t r = {p, p, errstr, errstr_size};
+    rd_t r = {p, p, errstr, errstr_size, lazy};
     uint32_t want, got;
 
     state_reset(c);
@@ -1021,6 +1097,16 @@ int state_decode(state_customer_t *c, const void *buf, size_t len, char *errstr,
 fail:
     state_reset(c);
     return -1;
+}
+
+int state_decode(state_customer_t *c, const void *buf, size_t len, char *errstr,
+                 size_t errstr_size) {
+    return decode(c, buf, len, 0, errstr, errstr_size);
+}
+
+int state_decode_lazy(state_customer_t *c, const void *buf, size_t len, char *errstr,
+                      size_t errstr_size) {
+    return decode(c, buf, len, 1, errstr, errstr_size);
 }
 
 int state_check(const state_customer_t *c, char *errstr, size_t errstr_size) {
@@ -1068,6 +1154,7 @@ int state_check(const state_customer_t *c, char *errstr, size_t errstr_size) {
             errstr_fmt(errstr, errstr_size, "month %u: tier, grade or quota mask out of range", i);
             return -1;
         }
+        if (m->raw) continue; /* checked as decoded, unchanged since */
         for (uint32_t j = 1; j < m->nskus; j++)
             if (m->skus[j] <= m->skus[j - 1]) {
                 errstr_fmt(errstr, errstr_size, "month %u: SKU fingerprints not ascending", i);

@@ -85,6 +85,14 @@ typedef struct state_month {
     uint64_t *fps; /* sorted, distinct 64-bit order_id fingerprints of the orders
                            * applied in this month; owned */
     uint32_t nfps, capfps;
+    /* Set by state_decode_lazy: the month's two sets are still the bytes
+     * of the value decoded (the SKU count through the last order
+     * fingerprint, `rawlen` of them; `rawfps` at the first fingerprint),
+     * checked but not copied, so skus and fps hold nothing yet; nskus and
+     * nfps are their counts.  NULL once they are decoded (a change to the
+     * sets decodes them first). */
+    const uint8_t *raw, *rawfps;
+    size_t rawlen;
 } state_month_t;
 
 /* months[nmonths..capmonths) are spare slots: their counts mean nothing,
@@ -118,6 +126,14 @@ void state_free(state_customer_t *c);
  * On -1, c is left reset (as state_reset). */
 int state_decode(state_customer_t *c, const void *buf, size_t len, char *errstr,
                  size_t errstr_size);
+/* The same checks, but each format-3 month's SKU and order fingerprint
+ * sets stay in buf (state_month_t.raw) until something changes them:
+ * encoding copies an unchanged month's sets as bytes, state_seen searches
+ * them in place.  For a caller that reads a value, changes one month of
+ * it and writes it back.  buf must stay unchanged and alive until c is
+ * encoded for the last time, reset or decoded again. */
+int state_decode_lazy(state_customer_t *c, const void *buf, size_t len, char *errstr,
+                      size_t errstr_size);
 size_t state_encoded_size(const state_customer_t *c);
 /* At least state_encoded_size(c), computed without encoding. */
 size_t state_encoded_bound(const state_customer_t *c);

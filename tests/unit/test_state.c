@@ -172,20 +172,36 @@ static void reseal(uint8_t *buf, size_t len) {
 }
 
 /* Decodes; when that succeeds the bytes must be exactly what encode
- * writes for the result (one encoding per value). */
+ * writes for the result (one encoding per value).  The lazy decode must
+ * agree: the same verdict and message, and, left in the bytes, the same
+ * bytes when encoded. */
 static int decode_canonical(state_customer_t *d, const uint8_t *buf, size_t len) {
-    char err[256] = "";
+    char err[256] = "", lerr[256] = "";
+    state_customer_t l;
+    state_init(&l);
+    int lrc = state_decode_lazy(&l, buf, len, lerr, sizeof(lerr));
     if (state_decode(d, buf, len, err, sizeof(err)) != 0) {
         assert_true(err[0] != '\0');
         assert_int_equal(d->nmonths, 0); /* left reset */
+        assert_int_equal(lrc, -1);
+        assert_string_equal(lerr, err);
+        assert_int_equal(l.nmonths, 0);
+        state_free(&l);
         return -1;
     }
+    assert_int_equal(lrc, 0);
     size_t n;
     uint8_t *again = encode(d, &n);
     assert_int_equal(n, len);
     assert_memory_equal(again, buf, len);
     assert_int_equal(state_check(d, NULL, 0), 0);
     free(again);
+    again = encode(&l, &n);
+    assert_int_equal(n, len);
+    assert_memory_equal(again, buf, len);
+    assert_int_equal(state_check(&l, NULL, 0), 0);
+    free(again);
+    state_free(&l);
     return 0;
 }
 
@@ -639,6 +655,108 @@ static void test_round_trip_random(void **state) {
     free(buf);
     state_free(&c);
     state_free(&d);
+}
+
+/* A value decoded lazily, then changed the way a batch and a review change
+ * one (orders into a month, a month dropped, a month begun), ends as the
+ * same bytes as the fully decoded value changed the same way; state_seen
+ * agrees before and after; and a month whose sets cannot be decoded for
+ * want of memory is left as it was. */
+static void test_lazy_agrees(void **state) {
+    (void)state;
+    state_customer_t c, d, l;
+    state_init(&c);
+    state_init(&d);
+    state_init(&l);
+    rng_state = 0x5eed000b;
+    for (int it = 0; it < 2000; it++) {
+        size_t len;
+        random_customer(&c, STATE_MONTHS_MAX, it % 10 == 0 ? 300 : 12, it % 10 == 1 ? 200 : 10);
+        uint8_t *buf = encode(&c, &len);
+        assert_int_equal(state_decode(&d, buf, len, NULL, 0), 0);
+        assert_int_equal(state_decode_lazy(&l, buf, len, NULL, 0), 0);
+        for (uint32_t i = 0; i < l.nmonths; i++) {
+            assert_non_null(l.months[i].raw);
+            assert_int_equal(l.months[i].nskus, d.months[i].nskus);
+            assert_int_equal(l.months[i].nfps, d.months[i].nfps);
+            assert_int_equal(l.months[i].agg.skus, d.months[i].agg.skus);
+            for (uint32_t j = 0; j < d.months[i].nfps; j++) {
+                uint64_t fp = d.months[i].fps[j];
+                assert_true(state_seen(&l, fp));
+                assert_int_equal(state_seen(&l, fp + 1), state_seen(&d, fp + 1));
+                assert_int_equal(state_seen(&l, fp - 1), state_seen(&d, fp - 1));
+            }
+        }
+        uint64_t probe = rnd();
+        assert_int_equal(state_seen(&l, probe), state_seen(&d, probe));
+
+        /* the same changes to both */
+        int32_t at = l.nmonths ? l.months[below(l.nmonths)].month : policy_month_of(2026, 1);
+        if (below(4) == 0) at += 1 + (int32_t)below(3); /* sometimes a month not there */
+        if (below(3) == 0 && l.nmonths > 1) {
+            state_drop_before(&d, l.months[1].month);
+            state_drop_before(&l, l.months[1].month);
+        }
+        state_month_t *md = state_month(&d, at, 1), *ml = state_month(&l, at, 1);
+        if (md) {
+            assert_non_null(ml);
+            uint32_t k = (uint32_t)below(4);
+            order_t o = mk_order(below(5) ? ORDER_SALE : ORDER_RETURN, 3, 300, k);
+            for (uint32_t j = 0; j < k; j++) {
+                char sku[24];
+                snprintf(sku, sizeof(sku), "S%llu", (unsigned long long)below(50));
+                set_sku(&o, j, sku);
+            }
+            int64_t e1, e2;
+            assert_int_equal(state_apply(md, &o, &e1), state_apply(ml, &o, &e2));
+            assert_int_equal(e1, e2);
+            uint64_t fp = rnd();
+            assert_int_equal(state_add_fp(md, fp), state_add_fp(ml, fp));
+            assert_null(ml->raw);
+            assert_true(state_seen(&l, fp));
+            order_reset(&o);
+        } else {
+            assert_null(ml);
+        }
+        size_t n1, n2;
+        uint8_t *e1 = encode(&d, &n1), *e2 = encode(&l, &n2);
+        assert_int_equal(n1, n2);
+        assert_memory_equal(e1, e2, n1);
+        assert_int_equal(state_check(&l, NULL, 0), 0);
+        free(e1);
+        free(e2);
+        free(buf);
+    }
+
+    /* out of memory while a month's sets are decoded for a change */
+    typical_customer(&c);
+    size_t len;
+    uint8_t *buf = encode(&c, &len);
+    state_free(&l); /* no arrays to reuse */
+    state_init(&l);
+    assert_int_equal(state_decode_lazy(&l, buf, len, NULL, 0), 0);
+    state_month_t *m = &l.months[1], before = *m;
+    order_t o = mk_order(ORDER_SALE, 1, 1, 1);
+    set_sku(&o, 0, "NEW");
+    int64_t excess;
+    realloc_fails = 1;
+    assert_int_equal(state_apply(m, &o, &excess), ORDER_ERR_INTERNAL);
+    assert_int_equal(state_add_fp(m, 12345), -1);
+    realloc_fails = 0;
+    assert_memory_equal(m, &before, sizeof(before));
+    size_t n;
+    uint8_t *again = encode(&l, &n);
+    assert_int_equal(n, len);
+    assert_memory_equal(again, buf, len);
+    free(again);
+    assert_int_equal(state_apply(m, &o, &excess), ORDER_OK);
+    assert_null(m->raw);
+    assert_int_equal(m->nskus, 11);
+    order_reset(&o);
+    free(buf);
+    state_free(&c);
+    state_free(&d);
+    state_free(&l);
 }
 
 /* Every single-byte change and every truncation of a valid encoding is
@@ -1102,6 +1220,7 @@ int main(void) {
         cmocka_unit_test(test_apply_agrees_with_agg),
         cmocka_unit_test(test_apply_errors_change_nothing),
         cmocka_unit_test(test_round_trip_random),
+        cmocka_unit_test(test_lazy_agrees),
         cmocka_unit_test(test_corruption_refused),
         cmocka_unit_test(test_garbage_with_checksum),
         cmocka_unit_test(test_decode_refusals),
