@@ -43,6 +43,7 @@ struct publish {
     /* The outbox round in flight (see publish_outboxes). */
     struct obox *round;
     size_t round_n;
+    arena_t round_replies; /* the round's XRANGE replies (store_pipeline_in) */
     int round_inflight;
     uint64_t published;        /* outbox events acknowledged, for metrics */
     rd_kafka_queue_t *reports; /* the producer's main queue, while it wakes another */
@@ -54,16 +55,18 @@ struct publish {
     } frames[2];
 };
 
-/* Outbox events carry their own status as the message opaque. */
-typedef struct outbox_status {
-    int done, failed;
-} outbox_status_t;
-
 /* The message opaque: which kind of status the report writes to. */
 typedef struct dr_opaque {
-    int kind; /* 0: dead letter, 1: outbox event */
+    int kind; /* 0: dead letter (malloc'd, the report frees it), 1: outbox event */
     void *p;
 } dr_opaque_t;
+
+/* Outbox events carry their own status as the message opaque: op, kind 1,
+ * p the status itself, in the round's array (no malloc per event). */
+typedef struct outbox_status {
+    dr_opaque_t op;
+    int done, failed;
+} outbox_status_t;
 
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
@@ -86,6 +89,7 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
         st->failed = m->err != 0;
         d->round_inflight--;
         if (m->err) snprintf(d->lasterr, sizeof(d->lasterr), "%s", rd_kafka_err2str(m->err));
+        return; /* the round's */
     }
     free(o);
 }
@@ -156,6 +160,7 @@ void publish_destroy(publish_t *d) {
         rd_kafka_destroy(d->rk);
     }
     round_free(d);
+    arena_free(&d->round_replies);
     free(d->frames[0].topic);
     free(d->frames[1].topic);
     for (size_t i = 0; i < d->nsrcs; i++) {
@@ -408,7 +413,7 @@ uint64_t publish_dead_lost(const publish_t *d) {
 typedef struct obox {
     int32_t partition;
     char key[256];
-    redisReply *r; /* owned by the round */
+    redisReply *r; /* in the round's arena */
     size_t *first, *nev, nevents;
     outbox_status_t *st;
 } obox_t;
@@ -419,8 +424,8 @@ static void round_free(publish_t *d) {
         free(o->first);
         free(o->nev);
         free(o->st);
-        if (o->r) freeReplyObject(o->r);
     }
+    arena_reset(&d->round_replies);
     free(d->round);
     d->round = NULL;
     d->round_n = 0;
@@ -493,25 +498,18 @@ static void produce_event(publish_t *d, redisReply **f, outbox_status_t *st, cha
         snprintf(errstr, errstr_size, "out of memory");
         return;
     }
+    st->op.kind = 1;
+    st->op.p = st;
     for (;;) {
-        dr_opaque_t *o = malloc(sizeof(*o));
-        if (!o) {
-            st->done = st->failed = 1;
-            snprintf(errstr, errstr_size, "out of memory");
-            break;
-        }
-        o->kind = 1;
-        o->p = st;
         rd_kafka_resp_err_t err = rd_kafka_producev(
             d->rk, RD_KAFKA_V_TOPIC(f[1]->str), RD_KAFKA_V_KEY((void *)f[3]->str, f[3]->len),
             RD_KAFKA_V_VALUE((void *)value, vlen), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
             RD_KAFKA_V_HEADER("tierd.event_id", f[5]->str, (ssize_t)f[5]->len),
-            RD_KAFKA_V_OPAQUE(o), RD_KAFKA_V_END);
+            RD_KAFKA_V_OPAQUE(&st->op), RD_KAFKA_V_END);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
             d->round_inflight++;
             break;
         }
-        free(o);
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             st->done = st->failed = 1;
             snprintf(errstr, errstr_size, "produce to %s: %s", f[1]->str, rd_kafka_err2str(err));
@@ -585,7 +583,7 @@ static int round_start(publish_t *d, store_t *s, const char *topic, const int32_
                           strlen(count)) != 0)
             goto oom;
     }
-    if (store_pipeline(s, &tx, r, errstr, errstr_size) != STORE_OK) goto out;
+    if (store_pipeline_in(s, &tx, r, &d->round_replies, errstr, errstr_size) != STORE_OK) goto out;
     for (size_t p = 0; p < nparts; p++) {
         obox_t *o = &d->round[p];
         o->r = r[p];
@@ -593,7 +591,6 @@ static int round_start(publish_t *d, store_t *s, const char *topic, const int32_
         if (o->r->type != REDIS_REPLY_ARRAY) {
             snprintf(errstr, errstr_size, "redis: XRANGE %s: %s", o->key,
                      o->r->type == REDIS_REPLY_ERROR ? o->r->str : "unexpected reply");
-            freeReplyObject(o->r);
             o->r = NULL;
             continue;
         }
@@ -601,7 +598,6 @@ static int round_start(publish_t *d, store_t *s, const char *topic, const int32_
             /* What was produced already keeps its statuses: the round
              * stays, and finishes when those reports are in. */
             snprintf(errstr, errstr_size, "out of memory");
-            freeReplyObject(o->r);
             o->r = NULL;
             free(o->first), free(o->nev), free(o->st);
             o->first = o->nev = NULL;
@@ -617,9 +613,7 @@ oom:
 out:
     if (rc != 0) round_free(d); /* nothing was produced */
     store_tx_free(&tx);
-    for (size_t p = 0; r && p < nparts; p++)
-        if (r[p]) freeReplyObject(r[p]);
-    free(r);
+    free(r); /* the replies are the round's arena's */
     return rc;
 }
 

@@ -192,13 +192,13 @@ static int get_reply(store_t *s, redisReply **r, int first) {
     return rc;
 }
 
-/* Reply objects in s->ra.  hiredis 0.14 builds each reply through the
- * reader's functions; these do what its own do (link a child into its
- * parent array) with memory from the arena, freed all at once by the next
- * store_read.  Such a reply must never reach freeReplyObject. */
+/* Reply objects in an arena (the reader's privdata): s->ra, freed all at
+ * once by the next store_read, or the caller's (store_pipeline_in).
+ * hiredis 0.14 builds each reply through the reader's functions; these do
+ * what its own do (link a child into its parent array) with memory from
+ * the arena.  Such a reply must never reach freeReplyObject. */
 static redisReply *ra_reply(const redisReadTask *t) {
-    store_t *s = t->privdata;
-    redisReply *r = arena_alloc(&s->ra, sizeof(*r));
+    redisReply *r = arena_alloc(t->privdata, sizeof(*r));
     if (!r) return NULL;
     memset(r, 0, sizeof(*r));
     r->type = t->type;
@@ -210,8 +210,7 @@ static redisReply *ra_reply(const redisReadTask *t) {
 }
 
 static void *ra_string(const redisReadTask *t, char *str, size_t len) {
-    store_t *s = t->privdata;
-    char *copy = arena_strndup(&s->ra, str, len);
+    char *copy = arena_strndup(t->privdata, str, len);
     if (!copy) return NULL;
     redisReply *r = ra_reply(t);
     if (!r) return NULL;
@@ -221,10 +220,9 @@ static void *ra_string(const redisReadTask *t, char *str, size_t len) {
 }
 
 static void *ra_array(const redisReadTask *t, int elements) {
-    store_t *s = t->privdata;
     redisReply **el = NULL;
     if (elements > 0) {
-        el = arena_alloc(&s->ra, (size_t)elements * sizeof(*el));
+        el = arena_alloc(t->privdata, (size_t)elements * sizeof(*el));
         if (!el) return NULL;
         memset(el, 0, (size_t)elements * sizeof(*el));
     }
@@ -253,11 +251,26 @@ static void ra_free(void *reply) {
 
 static redisReplyObjectFunctions ra_fns = {ra_string, ra_array, ra_integer, ra_nil, ra_free};
 
-static void reply_arena_on(store_t *s) {
+static void reply_arena_on(store_t *s, arena_t *a) {
     s->ra_saved = s->rc->reader->fn;
     s->rc->reader->fn = &ra_fns;
-    s->rc->reader->privdata = s;
+    s->rc->reader->privdata = a;
     s->ra_on = 1;
+}
+
+/* A deep copy of r in a (what ra_fns would have built); NULL when out of
+ * memory. */
+static redisReply *reply_copy(arena_t *a, const redisReply *r) {
+    redisReply *c = arena_alloc(a, sizeof(*c));
+    if (!c) return NULL;
+    *c = *r;
+    if (r->str && !(c->str = arena_strndup(a, r->str, r->len))) return NULL;
+    if (r->elements) {
+        if (!(c->element = arena_alloc(a, r->elements * sizeof(*c->element)))) return NULL;
+        for (size_t i = 0; i < r->elements; i++)
+            if (!(c->element[i] = reply_copy(a, r->element[i]))) return NULL;
+    }
+    return c;
 }
 
 /* hiredis keeps a reply it has begun in reader->reply (a read cut off
@@ -1117,27 +1130,56 @@ static int pipeline_cluster(store_t *s, const store_tx_t *tx, redisReply **repli
     return STORE_ERR;
 }
 
-int store_pipeline(store_t *s, const store_tx_t *tx, redisReply **replies, char *errstr,
-                   size_t errstr_size) {
+/* store_pipeline, its replies in a when a is not NULL. */
+static int pipeline(store_t *s, const store_tx_t *tx, redisReply **replies, arena_t *a,
+                    char *errstr, size_t errstr_size) {
     for (size_t i = 0; i < tx->ncmds; i++) replies[i] = NULL;
-    if (s->cl) return pipeline_cluster(s, tx, replies, errstr, errstr_size);
+    if (s->cl) {
+        int rc = pipeline_cluster(s, tx, replies, errstr, errstr_size), copied = 1;
+        if (!a) return rc;
+        for (size_t i = 0; i < tx->ncmds; i++) { /* from hiredis' objects into a */
+            redisReply *own = replies[i];
+            replies[i] = rc == STORE_OK && own && copied ? reply_copy(a, own) : NULL;
+            copied = copied && (replies[i] || !own);
+            if (own) freeReplyObject(own);
+        }
+        if (rc == STORE_OK && !copied) {
+            for (size_t i = 0; i < tx->ncmds; i++) replies[i] = NULL;
+            snprintf(errstr, errstr_size, "out of memory");
+            rc = STORE_ERR;
+        }
+        return rc;
+    }
     if (ensure(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
     for (size_t i = 0; i < tx->ncmds; i++)
         append_argv(s->rc, tx->cmds[i].argc, tx->cmds[i].argv, tx->cmds[i].argvlen);
     s->commands += tx->ncmds;
+    if (a) reply_arena_on(s, a);
     for (size_t i = 0; i < tx->ncmds; i++) {
         if (get_reply(s, &replies[i], i == 0) != REDIS_OK) {
             snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
             for (size_t j = 0; j < i; j++) {
-                freeReplyObject(replies[j]);
+                reply_free(s, replies[j]);
                 replies[j] = NULL;
             }
             replies[i] = NULL;
+            reply_arena_off(s); /* before drop: the reader's half-read reply is the arena's */
             drop(s);
             return STORE_ERR;
         }
     }
+    reply_arena_off(s);
     return STORE_OK;
+}
+
+int store_pipeline(store_t *s, const store_tx_t *tx, redisReply **replies, char *errstr,
+                   size_t errstr_size) {
+    return pipeline(s, tx, replies, NULL, errstr, errstr_size);
+}
+
+int store_pipeline_in(store_t *s, const store_tx_t *tx, redisReply **replies, arena_t *a,
+                      char *errstr, size_t errstr_size) {
+    return pipeline(s, tx, replies, a, errstr, errstr_size);
 }
 
 int store_claim(store_t *s, const char *topic, int32_t partition, const char *owner,
@@ -1226,7 +1268,8 @@ static int read_replies(store_t *s, store_meta_t *meta, size_t nkeys, redisReply
     int failed = 0;
     for (size_t i = 0; i < nkeys + 2; i++) {
         redisReply *r = NULL;
-        if (i == 2) reply_arena_on(s); /* the keys' replies, up to the whole batch's state */
+        if (i == 2)
+            reply_arena_on(s, &s->ra); /* the keys' replies, up to the whole batch's state */
         if (next_reply(s, &r, i == 0) != REDIS_OK) {
             snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
             reply_arena_off(s); /* before drop: the reader's half-read reply is the arena's */

@@ -25,6 +25,7 @@
 #ifndef TIERD_STORE_H
 #define TIERD_STORE_H
 
+#include "arena.h"
 #include "config.h"
 
 #include <hiredis/hiredis.h>
@@ -190,6 +191,12 @@ int store_settle(store_t *s);
  * reply there: use store_scan to list keys. */
 int store_pipeline(store_t *s, const store_tx_t *tx, redisReply **replies, char *errstr,
                    size_t errstr_size);
+/* The same, with every reply built in a: they live until a is reset or
+ * freed and must NOT be given to freeReplyObject.  One arena of objects
+ * instead of a malloc per reply and per string, for a caller that reads
+ * thousands of small replies at a time (the publisher's outboxes). */
+int store_pipeline_in(store_t *s, const store_tx_t *tx, redisReply **replies, arena_t *a,
+                      char *errstr, size_t errstr_size);
 
 /* Every key matching pattern (SCAN MATCH), on the one node or on every
  * master of a cluster, to fn; fn returns nonzero to stop (STORE_ERR). */
