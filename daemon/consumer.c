@@ -94,6 +94,13 @@ struct consumer {
     rd_kafka_t *rk;
     rd_kafka_t *prk;    /* customer-profiles, assigned by hand */
     prefetch_t pf, ppf; /* the fetchers of rk and prk */
+    /* The topics' handles, held from the start so each handle knows its
+     * partitions' leaders before any is assigned.  Without them
+     * librdkafka 2.0.2 learns the topic only at the assignment, finds no
+     * leader for most partitions yet, and retries their start offset's
+     * lookup 500 ms later: every assignment began half a second late, a
+     * partition's first fetch up to 1.4 s after it. */
+    rd_kafka_topic_t *rkt, *prkt;
     int64_t last_idle_check_ms;
     part_t *parts; /* indexed by partition id */
     int32_t nparts;
@@ -978,6 +985,7 @@ consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, 
     conf = NULL; /* now owned by prk */
     rd_kafka_poll_set_consumer(k->prk);
     prefetch_init(&k->ppf, k->prk);
+    k->prkt = rd_kafka_topic_new(k->prk, c->topic_profiles, NULL); /* see rkt */
     conf = kafkaconf_build(c, fixed, errstr, errstr_size);
     if (!conf) goto fail;
     /* Defaults that the operator may override in kafka.* */
@@ -998,6 +1006,7 @@ consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, 
     conf = NULL; /* now owned by rk */
     rd_kafka_poll_set_consumer(k->rk);
     prefetch_init(&k->pf, k->rk);
+    k->rkt = rd_kafka_topic_new(k->rk, c->topic_orders, NULL);
     /* The loop waits for records and delivery reports at once. */
     if (k->pf.q) publish_wake_on_reports(pub, k->pf.q);
     topics = rd_kafka_topic_partition_list_new(1);
@@ -1378,6 +1387,8 @@ void consumer_destroy(consumer_t *k) {
     if (k->ppf.q) rd_kafka_queue_destroy(k->ppf.q);
     /* Closed in consumer_run (or never joined); a close abandoned at the
      * deadline is not tried again here. */
+    if (k->rkt) rd_kafka_topic_destroy(k->rkt);
+    if (k->prkt) rd_kafka_topic_destroy(k->prkt);
     if (k->rk) rd_kafka_destroy_flags(k->rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     if (k->prk) rd_kafka_destroy_flags(k->prk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
     free(k);
