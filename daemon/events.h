@@ -51,6 +51,11 @@ typedef struct events_tier_change {
 int events_encode_tier_change(events_t *e, const events_tier_change_t *tc, char **out, size_t *len,
                               char *event_id, size_t event_id_size, char *errstr,
                               size_t errstr_size);
+/* The same bytes through libavro's generic values: slower, kept as the
+ * reference test_events holds the direct encoding above to. */
+int events_encode_tier_change_libavro(events_t *e, const events_tier_change_t *tc, char **out,
+                                      size_t *len, char *event_id, size_t event_id_size,
+                                      char *errstr, size_t errstr_size);
 
 /* One quota threshold crossed by one order. */
 typedef struct events_quota {

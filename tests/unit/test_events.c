@@ -173,6 +173,27 @@ static avro_value_t get_item(avro_value_t *rec, const char *name, size_t i) {
 /* ------------------------------------------------------------------ */
 /* Tier changes                                                        */
 
+/* The direct encoding and libavro's give the same bytes (and the same
+ * event id), or refuse alike. */
+static int encode_both(const events_tier_change_t *tc, char **buf, size_t *len) {
+    char err[256] = "", lerr[256] = "", id[160] = "", lid[160] = "", *lbuf = NULL;
+    size_t llen = 0;
+    int rc = events_encode_tier_change(g.ev, tc, buf, len, id, sizeof(id), err, sizeof(err));
+    int lrc = events_encode_tier_change_libavro(g.ev, tc, &lbuf, &llen, lid, sizeof(lid), lerr,
+                                                sizeof(lerr));
+    assert_int_equal(rc, lrc);
+    if (rc != 0) {
+        assert_null(*buf);
+        assert_null(lbuf);
+        return rc;
+    }
+    assert_string_equal(id, lid);
+    assert_int_equal(*len, llen);
+    assert_memory_equal(*buf, lbuf, llen);
+    free(lbuf);
+    return 0;
+}
+
 static void encode_tc(const events_tier_change_t *tc, avro_value_t *v, char *event_id,
                       size_t event_id_size) {
     char err[256] = "", *buf = NULL;
@@ -184,6 +205,108 @@ static void encode_tc(const events_tier_change_t *tc, avro_value_t *v, char *eve
     assert_non_null(buf);
     read_back(g.tc_iface, buf, len, v);
     free(buf);
+    assert_int_equal(encode_both(tc, &buf, &len), 0);
+    free(buf);
+}
+
+/* xorshift64*: deterministic random decisions. */
+static uint64_t rng = 0x5eed0e7e;
+static uint64_t rnd(void) {
+    rng ^= rng >> 12;
+    rng ^= rng << 25;
+    rng ^= rng >> 27;
+    return rng * 2685821657736338717u;
+}
+
+/* A value near zero, near a varint's byte boundary, or anywhere. */
+static int64_t any_i64(void) {
+    switch (rnd() % 4) {
+    case 0: return (int64_t)(rnd() % 300) - 150;
+    case 1: return (int64_t)(rnd() % 2 ? 1 : -1) << (rnd() % 63);
+    case 2: return rnd() % 2 ? INT64_MAX : INT64_MIN;
+    default: return (int64_t)rnd();
+    }
+}
+
+static double any_double(void) {
+    static const double odd[] = {0.0, -0.0, 1e308, -1e-308, 0.1, 45.0, 2.5e-5};
+    return rnd() % 3 ? odd[rnd() % (sizeof(odd) / sizeof(odd[0]))] : (double)any_i64() / 7.0;
+}
+
+/* Random decisions of every shape, as the engine never makes them (any
+ * reason with any rule, numbers at the ends of their ranges, explain texts
+ * up to the longest): both encodings agree on each. */
+static void test_tc_direct_agrees_with_libavro(void **state) {
+    static const char *const sources[] = {"qty_avg", "", "a_rather_long_metric_name_x", NULL};
+    static policy_decision_t d;
+    policy_month_t w[POLICY_WINDOW_MAX];
+    char cls[POLICY_CODE_MAX] = "ZX1AL", cust[ORDER_ID_MAX + 1];
+    (void)state;
+    for (int it = 0; it < 3000; it++) {
+        memset(&d, 0, sizeof(d));
+        d.prev_tier = (int32_t)(rnd() % 10) - 1;
+        d.new_tier = (int32_t)any_i64();
+        d.changed = true;
+        d.reason = (policy_reason_t)(1 + rnd() % (POLICY_REASON__COUNT - 1));
+        d.rule = (policy_rule_t)(rnd() % POLICY_RULE__COUNT);
+        size_t ex = rnd() % 4 == 0 ? POLICY_EXPLAIN_MAX - 1 : rnd() % 200;
+        for (size_t i = 0; i < ex; i++) d.explain[i] = (char)(' ' + rnd() % 95);
+        d.has_score = rnd() % 2;
+        d.score.score_c = (int32_t)(rnd() % 10001);
+        d.score.target_tier = (int32_t)any_i64();
+        d.score.ncomponents = (uint32_t)(rnd() % (POLICY_COMPONENTS_MAX + 1));
+        for (uint32_t i = 0; i < d.score.ncomponents; i++) {
+            policy_component_result_t *c = &d.score.components[i];
+            c->kind = (policy_comp_kind_t)(rnd() % 3);
+            c->source = sources[rnd() % 4];
+            c->value = any_double();
+            c->points = any_double();
+            c->max_points = any_double();
+            c->lo = any_double();
+            c->hi = any_double();
+        }
+        d.nmonths = (uint32_t)(rnd() % (POLICY_WINDOW_MAX + 1));
+        size_t nw = 0;
+        for (uint32_t i = 0; i < d.nmonths; i++) {
+            policy_month_check_t *m = &d.months[i];
+            m->month = APR_2025 - (int32_t)(rnd() % 2000);
+            m->tier_in_effect = (int32_t)any_i64();
+            m->grade = (policy_grade_t)("\0ABCD"[rnd() % 5]);
+            m->qty = any_i64();
+            m->floor = any_i64();
+            m->cap = any_i64();
+            m->upgrade_qty = any_i64();
+            m->grade_ok = rnd() % 2;
+            m->qty_ok = rnd() % 2;
+            m->below_floor = rnd() % 2;
+            if (rnd() % 3) { /* the window has it, or not */
+                memset(&w[nw], 0, sizeof(w[nw]));
+                w[nw].month = m->month;
+                w[nw].amount = any_i64();
+                w[nw].orders = any_i64();
+                w[nw].skus = any_i64();
+                nw++;
+            }
+        }
+        d.upgrade_blocked = (unsigned)(rnd() % 4);
+        size_t cl = 1 + rnd() % (rnd() % 8 ? 12 : ORDER_ID_MAX);
+        for (size_t i = 0; i < cl; i++) cust[i] = (char)('A' + rnd() % 26);
+        cust[cl] = '\0';
+        events_tier_change_t tc = {
+            .customer_id = cust,
+            .sequence = 1 + (int64_t)(rnd() % (rnd() % 2 ? 5 : INT64_MAX)),
+            .decision = &d,
+            .window = nw ? w : NULL,
+            .nwindow = nw,
+            .month = rnd() % 4 ? APR_2025 - (int32_t)(rnd() % 500) : -1,
+            .classification = cls,
+            .policy = &g.policy,
+            .decided_at_ms = any_i64(),
+        };
+        char *buf = NULL;
+        size_t len = 0;
+        if (encode_both(&tc, &buf, &len) == 0) free(buf);
+    }
 }
 
 /* Three months ending April 2025 on tier 2, a customer first seen in
@@ -751,6 +874,7 @@ int main(void) {
         cmocka_unit_test(test_tc_review),
         cmocka_unit_test(test_tc_profile_override),
         cmocka_unit_test(test_tc_refusals),
+        cmocka_unit_test(test_tc_direct_agrees_with_libavro),
         cmocka_unit_test(test_decided_events_ignore_the_wall_clock),
         cmocka_unit_test(test_quota),
         cmocka_unit_test(test_destroy_null),
