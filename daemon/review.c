@@ -63,6 +63,7 @@ typedef struct review {
     state_customer_t *s;
     outbox_t outbox;
     arena_t blobs;
+    arena_t scan; /* one HSCAN step's reply */
     const char **argv;
     size_t *argvlen;
     int steady, resumed;
@@ -112,7 +113,9 @@ static int scan_step(review_t *r, const char *key, char *cursor, size_t csize,
         snprintf(errstr, errstr_size, "out of memory");
         goto out;
     }
-    if (store_pipeline(r->a->store, &tx, &rep, errstr, errstr_size) != STORE_OK) goto out;
+    arena_reset(&r->scan); /* the step before's reply */
+    if (store_pipeline_in(r->a->store, &tx, &rep, &r->scan, errstr, errstr_size) != STORE_OK)
+        goto out;
     if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
         rep->element[0]->type != REDIS_REPLY_STRING || rep->element[1]->type != REDIS_REPLY_ARRAY) {
         snprintf(errstr, errstr_size, "redis: unexpected HSCAN reply for %s", key);
@@ -125,7 +128,6 @@ static int scan_step(review_t *r, const char *key, char *cursor, size_t csize,
             goto out;
     rc = APPLY_OK;
 out:
-    if (rep) freeReplyObject(rep);
     store_tx_free(&tx);
     return rc;
 }
@@ -421,6 +423,7 @@ static void review_free(review_t *r) {
     free(r->argvlen);
     arena_free(&r->ids);
     arena_free(&r->blobs);
+    arena_free(&r->scan);
     outbox_free(&r->outbox);
 }
 
