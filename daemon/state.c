@@ -812,10 +812,35 @@ static int bits_unary(bitrd_t *b, uint64_t max, uint64_t *q) {
  * NULL: values strictly ascending by construction, below 2^32, the last
  * byte's spare bits 0. */
 static int get_rice(rd_t *r, uint32_t *v, uint32_t n, uint32_t i) {
-    bitrd_t b = {r, 0, 0};
     const unsigned k = rice_k(n);
-    uint64_t prev = 0;
-    for (uint32_t j = 0; j < n; j++) {
+    const uint8_t *base = r->p;
+    const size_t avail = left(r);
+    uint64_t prev = 0, pos = 0; /* pos: bits used from base */
+    uint32_t j = 0;
+    /* The usual gap whole in the eight bytes at pos (at least 57 bits of
+     * them past pos): its unary part by one count of trailing ones, its
+     * low bits by one shift.  Anything else goes on bit by bit below. */
+    for (; j < n && (pos >> 3) + 8 <= avail; j++) {
+        uint64_t w = load_le64(base + (pos >> 3)) >> (pos & 7);
+        uint64_t zeros = ~w & ((UINT64_C(1) << 57) - 1);
+        if (!zeros) break;
+        unsigned q = (unsigned)__builtin_ctzll(zeros);
+        if (q + 1 + k > 57) break;
+        if (q > (UINT32_MAX >> k)) goto big;
+        uint64_t x = (uint64_t)q << k | (w >> (q + 1) & ((UINT64_C(1) << k) - 1));
+        if (j) x += prev + 1;
+        if (x > UINT32_MAX) goto big;
+        if (v) v[j] = (uint32_t)x;
+        prev = x;
+        pos += q + 1 + k;
+    }
+    r->p = base + (pos >> 3);
+    bitrd_t b = {r, 0, 0};
+    if (pos & 7) { /* the byte partly used: its bits not used yet */
+        b.acc = (uint64_t)*r->p++ >> (pos & 7);
+        b.n = 8 - (unsigned)(pos & 7);
+    }
+    for (; j < n; j++) {
         uint64_t q, x;
         int rc = bits_unary(&b, UINT32_MAX >> k, &q);
         if (rc == -2) goto big;
