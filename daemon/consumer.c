@@ -1183,13 +1183,14 @@ static void close_consumer(consumer_t *k, rd_kafka_t *rk, const char *what) {
 }
 
 /* Appends a polled record to its partition's pending batch. */
-static int enqueue(consumer_t *k, rd_kafka_message_t *m) {
+/* now: mono_ms() of the turn that polled m. */
+static int enqueue(consumer_t *k, rd_kafka_message_t *m, int64_t now) {
     part_t *pt = part_get(k, m->partition);
     if (!pt || !pt->assigned || pt->fenced) {
         rd_kafka_message_destroy(m); /* not ours (any more) */
         return 0;
     }
-    pt->last_record_ms = mono_ms();
+    pt->last_record_ms = now;
     pt->next_off = m->offset + 1;
     if (pt->npending == pt->cap) {
         size_t cap = pt->cap ? pt->cap * 2 : 256;
@@ -1201,7 +1202,7 @@ static int enqueue(consumer_t *k, rd_kafka_message_t *m) {
         pt->pending = np;
         pt->cap = cap;
     }
-    if (pt->npending == 0 && pt->prof.n == 0) pt->due_ms = mono_ms() + k->conf->batch_max_ms;
+    if (pt->npending == 0 && pt->prof.n == 0) pt->due_ms = now + k->conf->batch_max_ms;
     pt->pending[pt->npending++] = m;
     k->npending++;
     return 0;
@@ -1308,16 +1309,18 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
             apply_settle(k->apply);
             publish_all(k, 0);
         }
+        int64_t now = 0; /* the clock once a turn, not once a record */
         for (int timeout = wait; got < POLL_BATCH; timeout = 0) {
             rd_kafka_message_t *m = rd_kafka_consumer_poll(k->rk, timeout);
             if (!m) break;
+            if (got == 0) now = mono_ms();
             got++;
             bytes += m->len;
             if (m->err) {
                 if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                     log_warn("consumer", "%s", rd_kafka_message_errstr(m));
                 rd_kafka_message_destroy(m);
-            } else if (enqueue(k, m) != 0) {
+            } else if (enqueue(k, m, now) != 0) {
                 oom = 1; /* enqueue destroyed it */
                 break;
             }
