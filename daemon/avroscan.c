@@ -21,6 +21,11 @@ static int avroscan_truncated(avroscan_t *s, const char *what) {
 }
 
 int avroscan_varint(avroscan_t *s, const char *what, int bits, int64_t *out) {
+    if (s->p != s->end && *s->p < 0x80) { /* most are one byte: small numbers, lengths */
+        uint64_t v = *s->p++;
+        *out = (int64_t)((v >> 1) ^ (0 - (v & 1)));
+        return 0;
+    }
     const int nbytes = bits == 32 ? 5 : 10;
     const uint8_t last_max = bits == 32 ? 0x0f : 0x01;
     size_t at = avroscan_at(s);
