@@ -222,7 +222,10 @@ static uint64_t rnd(void) {
 static int64_t any_i64(void) {
     switch (rnd() % 4) {
     case 0: return (int64_t)(rnd() % 300) - 150;
-    case 1: return (int64_t)(rnd() % 2 ? 1 : -1) << (rnd() % 63);
+    case 1: { /* a power of two, either sign */
+        int64_t v = (int64_t)(UINT64_C(1) << (rnd() % 63));
+        return rnd() % 2 ? v : -v;
+    }
     case 2: return rnd() % 2 ? INT64_MAX : INT64_MIN;
     default: return (int64_t)rnd();
     }
