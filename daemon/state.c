@@ -177,42 +177,33 @@ void state_drop_before(state_customer_t *c, int32_t m) {
     c->nmonths -= k;
 }
 
-/* Binary search of a sorted, distinct fingerprint array: 1 when fp is
- * there; *at is where it is, or where it would go. */
-#define FIND_FP(name, type)                                                                        \
-    static int name(const type *v, uint32_t n, type fp, uint32_t *at) {                            \
+/* Binary search of a sorted, distinct fingerprint array (element i read
+ * by AT(v, i)): 1 when fp is there; *at is where it is, or where it would
+ * go. */
+#define FIND_FP(name, elem, type, AT)                                                              \
+    static int name(const elem *v, uint32_t n, type fp, uint32_t *at) {                            \
         uint32_t lo = 0, hi = n;                                                                   \
         while (lo < hi) {                                                                          \
             uint32_t mid = lo + (hi - lo) / 2;                                                     \
-            if (v[mid] < fp)                                                                       \
+            if (AT(v, mid) < fp)                                                                   \
                 lo = mid + 1;                                                                      \
             else                                                                                   \
                 hi = mid;                                                                          \
         }                                                                                          \
         *at = lo;                                                                                  \
-        return lo < n && v[lo] == fp;                                                              \
+        return lo < n && AT(v, lo) == fp;                                                          \
     }
-FIND_FP(fp_find, uint64_t)
-FIND_FP(sku_find, uint32_t)
-
-/* fp_find over the n fingerprints still in a value's bytes (u64le). */
-static int raw_fp_find(const uint8_t *v, uint32_t n, uint64_t fp) {
-    uint32_t lo = 0, hi = n;
-    while (lo < hi) {
-        uint32_t mid = lo + (hi - lo) / 2;
-        if (load_le64(v + 8 * (size_t)mid) < fp)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo < n && load_le64(v + 8 * (size_t)lo) == fp;
-}
+#define AT_INDEX(v, i) ((v)[i])
+#define AT_LE64(v, i) load_le64((v) + 8 * (size_t)(i)) /* still in a value's bytes */
+FIND_FP(fp_find, uint64_t, uint64_t, AT_INDEX)
+FIND_FP(sku_find, uint32_t, uint32_t, AT_INDEX)
+FIND_FP(raw_fp_find, uint8_t, uint64_t, AT_LE64)
 
 int state_seen(const state_customer_t *c, uint64_t fp) {
     uint32_t at;
     for (uint32_t i = 0; i < c->nmonths; i++) {
         const state_month_t *m = &c->months[i];
-        if (m->raw ? raw_fp_find(m->rawfps, m->nfps, fp) : fp_find(m->fps, m->nfps, fp, &at))
+        if (m->raw ? raw_fp_find(m->rawfps, m->nfps, fp, &at) : fp_find(m->fps, m->nfps, fp, &at))
             return 1;
     }
     return 0;
@@ -740,6 +731,10 @@ typedef struct bitrd {
     unsigned n;   /* how many */
 } bitrd_t;
 
+static uint32_t load_le32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
 static uint64_t load_le64(const uint8_t *p) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     uint64_t v;
@@ -870,10 +865,13 @@ big:
     return -1;
 }
 
-static int ascending(rd_t *r, const void *v, uint32_t n, int bytes, const char *what, uint32_t i) {
+/* n little-endian words of `bytes` bytes (4 or 8) at v, in a value's
+ * bytes: strictly ascending, or -1 naming what. */
+static int ascending(rd_t *r, const uint8_t *v, uint32_t n, int bytes, const char *what,
+                     uint32_t i) {
     for (uint32_t j = 1; j < n; j++) {
-        if (bytes == 4 ? ((const uint32_t *)v)[j] <= ((const uint32_t *)v)[j - 1]
-                       : ((const uint64_t *)v)[j] <= ((const uint64_t *)v)[j - 1]) {
+        const uint8_t *p = v + (size_t)j * (size_t)bytes;
+        if (bytes == 4 ? load_le32(p) <= load_le32(p - 4) : load_le64(p) <= load_le64(p - 8)) {
             errstr_fmt(r->errstr, r->errstr_size,
                        "customer state: %s of month %u not strictly ascending", what, i);
             return -1;
@@ -904,18 +902,6 @@ static int get_month_mark(rd_t *r, int format, state_month_t *m) {
     return 0;
 }
 
-/* order fingerprints still in the bytes, u64le: ascending() for them. */
-static int raw_ascending(rd_t *r, const uint8_t *v, uint32_t n, uint32_t i) {
-    for (uint32_t j = 1; j < n; j++) {
-        if (load_le64(v + 8 * (size_t)j) <= load_le64(v + 8 * (size_t)j - 8)) {
-            errstr_fmt(r->errstr, r->errstr_size,
-                       "customer state: order fingerprints of month %u not strictly ascending", i);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 /* Format 3's sets checked as get_sets checks them, and left where they
  * are (state_decode_lazy). */
 static int get_sets_lazy(rd_t *r, state_month_t *m, uint32_t i) {
@@ -923,7 +909,7 @@ static int get_sets_lazy(rd_t *r, state_month_t *m, uint32_t i) {
     if (get_set_count(r, &m->nskus) < 0 || get_rice(r, NULL, m->nskus, i) < 0) return -1;
     m->agg.skus = (int64_t)m->nskus;
     if (get_count(r, "order fingerprints", 8, &m->nfps) < 0 ||
-        raw_ascending(r, r->p, m->nfps, i) < 0)
+        ascending(r, r->p, m->nfps, 8, "order fingerprints", i) < 0)
         return -1;
     m->rawfps = r->p;
     r->p += 8 * (size_t)m->nfps;
@@ -939,8 +925,8 @@ static int get_sets(rd_t *r, int format, state_month_t *m, uint32_t i) {
         return -1;
     if (reserve((void **)&m->skus, &m->capskus, m->nskus, sizeof(*m->skus)) < 0) goto oom;
     if (format == 2) {
+        if (ascending(r, r->p, m->nskus, 4, "SKU fingerprints", i) < 0) return -1;
         get_fps(r, m->skus, m->nskus, 4);
-        if (ascending(r, m->skus, m->nskus, 4, "SKU fingerprints", i) < 0) return -1;
     } else if (get_rice(r, m->skus, m->nskus, i) < 0) {
         return -1;
     }
@@ -948,8 +934,9 @@ static int get_sets(rd_t *r, int format, state_month_t *m, uint32_t i) {
 
     if (get_count(r, "order fingerprints", 8, &m->nfps) < 0) return -1;
     if (reserve((void **)&m->fps, &m->capfps, m->nfps, sizeof(*m->fps)) < 0) goto oom;
+    if (ascending(r, r->p, m->nfps, 8, "order fingerprints", i) < 0) return -1;
     get_fps(r, m->fps, m->nfps, 8);
-    return ascending(r, m->fps, m->nfps, 8, "order fingerprints", i);
+    return 0;
 oom:
     /* The counts were bounded by the buffer, so this is a real shortage. */
     m->nskus = m->nfps = 0;
@@ -1104,8 +1091,7 @@ static int decode(state_customer_t *c, const void *buf, size_t len, int lazy, ch
     }
     r.end = p + len - CHECKSUM_SIZE;
     want = state_checksum(p, len - CHECKSUM_SIZE);
-    got = (uint32_t)p[len - 4] | (uint32_t)p[len - 3] << 8 | (uint32_t)p[len - 2] << 16 |
-          (uint32_t)p[len - 1] << 24;
+    got = load_le32(p + len - CHECKSUM_SIZE);
     if (want != got) {
         errstr_fmt(errstr, errstr_size,
                    "customer state checksum mismatch (stored %08x, computed %08x): "
