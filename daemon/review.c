@@ -79,6 +79,12 @@ typedef struct review {
     char ckey[256], pkey[256], mkey[256], rv[16], after[ORDER_ID_MAX + 1];
 } review_t;
 
+/* An entry to look an id up by (find, resume_at). */
+static rentry_t key_of(const char *id, size_t len) {
+    rentry_t k = {id, (uint32_t)len, 0, 0, 0, id_prefix(id, len)};
+    return k;
+}
+
 /* Byte order of the ids.  The prefixes decide most comparisons without
  * touching the ids (a review sorts every customer of the partition): two
  * that differ do at a byte the ids differ at, or where the shorter ends
@@ -183,7 +189,7 @@ static int see_customer(review_t *r, redisReply *k, redisReply *v, char *errstr,
 
 /* The entry of id in the sorted entries, or NULL. */
 static rentry_t *find(review_t *r, const char *id, size_t len) {
-    rentry_t key = {id, (uint32_t)len, 0, 0, 0, id_prefix(id, len)};
+    rentry_t key = key_of(id, len);
     return bsearch(&key, r->e, r->n, sizeof(*r->e), by_id);
 }
 
@@ -248,9 +254,7 @@ static int32_t cursor_month(const review_t *r) {
 /* The first customer after the cursor meta holds for this month. */
 static size_t resume_at(const review_t *r, const store_meta_t *m) {
     if (m->rv_month != cursor_month(r) || !m->rv_after[0]) return 0;
-    rentry_t key = {m->rv_after, (uint32_t)strlen(m->rv_after),
-                    0,           0,
-                    0,           id_prefix(m->rv_after, strlen(m->rv_after))};
+    rentry_t key = key_of(m->rv_after, strlen(m->rv_after));
     size_t lo = 0, hi = r->n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
