@@ -209,8 +209,12 @@ while True:
     if all_reviewed(ms) or len(resumes) >= MID_KILLS or kills >= MAX_KILLS:
         break
     if rnd.random() < 0.25:
-        # a random moment after the start: claiming, pass 1, or a page
-        at = time.time() + rnd.uniform(0.05, 1.5)
+        # a random moment after the start: claiming, pass 1, or a page.
+        # The whole review of every partition now takes a few hundred ms
+        # (it took seconds when states were decoded whole), so a moment up
+        # to 1.5 s later, or 25 ms after a page, mostly fell after its end
+        # and left too few kills inside it: up to 0.4 s, and 8 ms below.
+        at = time.time() + rnd.uniform(0.05, 0.4)
         poll_until(lambda: time.time() >= at or all_reviewed(metas(svc.redis)),
                    "the kill point", d)
     else:
@@ -220,7 +224,7 @@ while True:
             at = metas(svc.redis)
             return all_reviewed(at) or (at != ms and any(m[1] is not None for m in at))
         poll_until(half_done, "a review page to commit", d)
-        time.sleep(rnd.uniform(0, 0.025))
+        time.sleep(rnd.uniform(0, 0.008))  # a page takes a few ms now
     d.kill(signal.SIGKILL)
     kills += 1
     after = metas(svc.redis)
