@@ -44,6 +44,7 @@ typedef struct bcust {
     customer_t dc;      /* the decision view: id, tier state, profile */
     state_customer_t s; /* months and fingerprints */
     int dirty;
+    int32_t score_month; /* the live score is still to compute at this month; -1 none */
 } bcust_t;
 
 /* The batch's working memory, kept in the apply context between batches:
@@ -309,6 +310,7 @@ static int load_customers(batch_t *b, redisReply **replies, char *errstr, size_t
         char why[200];
         state_reset(&c->s);
         c->dirty = 0;
+        c->score_month = -1;
         if (rs->type == REDIS_REPLY_STRING &&
             state_decode_lazy(&c->s, rs->str, rs->len, why, sizeof(why)) != 0) {
             b->a->stats.state_corrupt++;
@@ -367,20 +369,21 @@ static int decide_order(batch_t *b, store_tx_t *tx, bcust_t *c, state_month_t *s
     dec.reason = POLICY_REASON_NONE;
     if (sm->grade == POLICY_GRADE_NONE || prof->grade > sm->grade)
         sm->grade = prof->grade; /* worst grade in effect during the month */
-    state_window(&c->s, month, W, win);
-    policy_customer_t pc = {c->dc.st, *prof, win, (size_t)W};
+    c->score_month = -1;
     if (c->dc.st.tier <= 0 || pol->upgrade_on_order) {
         /* A first order -- SALE or RETURN -- places the customer; some
          * policies also upgrade on the order that qualifies. */
+        state_window(&c->s, month, W, win);
+        policy_customer_t pc = {c->dc.st, *prof, win, (size_t)W};
         if (policy_on_order(pol, &pc, month, &dec, errstr, errstr_size) != 0 ||
             outbox_tier_change(&b->outbox, tx, &c->dc, &dec, win, (size_t)W, month, o->placed_at_ms,
                                errstr, errstr_size) != 0)
             return -1;
         live = dec.score.score_c;
     } else {
-        policy_score_t sc;
-        if (policy_score(pol, prof, win, (size_t)W, &sc, errstr, errstr_size) == 0)
-            live = sc.score_c;
+        /* Only the live score, which only its last order's is kept:
+         * scored once, before the state is written (live_score). */
+        c->score_month = month;
     }
     if (live >= 0) c->dc.live_score_c = live; /* operators see it between reviews */
     if (c->dc.st.tier <= 0) return 0;
@@ -439,6 +442,20 @@ static int decide_record(batch_t *b, store_tx_t *tx, size_t i, char *errstr, siz
     return decide_order(b, tx, c, sm, o, month, before, errstr, errstr_size);
 }
 
+/* The live score over the window of the customer's last order in the
+ * batch: its state now is its state right after that order. */
+static void live_score(batch_t *b, bcust_t *c) {
+    const int32_t W = b->a->window;
+    policy_month_t win[POLICY_WINDOW_MAX];
+    policy_score_t sc;
+    char why[200];
+    state_window(&c->s, c->score_month, W, win);
+    if (policy_score(b->a->policy, customer_profile(&c->dc, b->a->policy), win, (size_t)W, &sc, why,
+                     sizeof(why)) == 0)
+        c->dc.live_score_c = sc.score_c;
+    c->score_month = -1;
+}
+
 /* Stage 4's arguments: every changed state, encoded. */
 static int write_states(batch_t *b, store_tx_t *tx) {
     struct batch_work *w = b->w;
@@ -458,6 +475,7 @@ static int write_states(batch_t *b, store_tx_t *tx) {
     for (size_t j = 0; j < w->ncs; j++) {
         bcust_t *c = w->cs[j];
         if (!c->dirty && !c->dc.dirty) continue;
+        if (c->score_month >= 0) live_score(b, c);
         state_drop_before(&c->s, b->final_month - W);
         customer_store(&c->dc, &c->s);
         size_t len;

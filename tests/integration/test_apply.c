@@ -26,6 +26,9 @@
 #include <cmocka.h>
 
 #include "apply.h"
+#include "customer.h"
+#include "events.h"
+#include "tierd/policy.h"
 #include "month.h"
 #include "state.h"
 #include "config.h"
@@ -89,8 +92,8 @@ static char *encode(const char *oid, const char *cust, int64_t ms, int64_t qty, 
 }
 
 typedef struct batch {
-    apply_msg_t msgs[16];
-    char *bufs[16];
+    apply_msg_t msgs[64];
+    char *bufs[64];
     size_t n;
 } batch_t;
 
@@ -645,6 +648,99 @@ static void test_store_check_rights(void **state) {
     store_destroy(s);
 }
 
+/* The raw state of every customer of a partition, sorted by customer. */
+static redisReply *states_of(int part) {
+    redisReply *r = redisCommand(rc, "HGETALL tierd:{orders.%d}:c", part);
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    return r;
+}
+
+static const char *field_of(const redisReply *r, const char *cust, size_t *len) {
+    for (size_t i = 0; i + 1 < r->elements; i += 2)
+        if (strcmp(r->element[i]->str, cust) == 0) {
+            *len = r->element[i + 1]->len;
+            return r->element[i + 1]->str;
+        }
+    fail_msg("no state for %s", cust);
+    return NULL;
+}
+
+/* A batch of any size gives the same state as the records one by one:
+ * with a policy (placements, live scores, quota flags, a review between
+ * the months), the same orders applied as one batch to partition 1 and
+ * record by record to partition 2 leave byte-identical customer states. */
+static void test_batch_size_gives_same_state(void **state) {
+    (void)state;
+    flush();
+    char path[1024], err[512] = "";
+    policy_t pol;
+    snprintf(path, sizeof(path), "%s/config/policies/supply-tiers.yaml", TIERD_SOURCE_DIR);
+    if (policy_load(path, &pol, err, sizeof(err)) != 0) fail_msg("policy_load: %s", err);
+    events_t *ev = events_new(err, sizeof(err));
+    assert_non_null(ev);
+    apply_ctx_t one = ctx(), each = ctx();
+    one.policy = each.policy = &pol;
+    one.events = each.events = ev;
+    one.tier_topic = each.tier_topic = "tier-changes";
+    one.quota_topic = each.quota_topic = "quota-events";
+    one.window = each.window = pol.window;
+    apply_part_t p1 = {"orders", 1, {0}}, p2 = {"orders", 2, {0}};
+    assert_int_equal(store_claim(store, "orders", 1, "test", &p1.meta, err, sizeof(err)), 0);
+    assert_int_equal(store_claim(store, "orders", 2, "test", &p2.meta, err, sizeof(err)), 0);
+    static const char *const custs[] = {"k1", "k2", "k3", "k4"};
+    batch_t b = {0};
+    int64_t off = 0;
+    for (int month = 0; month < 2; month++) /* October, then November */
+        for (int i = 0; i < 24; i++) {
+            char oid[32];
+            snprintf(oid, sizeof(oid), "o%d-%d", month, i);
+            int64_t at = NOV - (1 - month) * 31 * DAY + (i + 1) * DAY / 2;
+            add(&b, off++, oid, custs[(i * 7 + month) % 4], at, 1 + (i * 13) % 40);
+        }
+    add(&b, off++, "o0-3", "k2", NOV + 3 * DAY, 9); /* a duplicate */
+    APPLY_OK_OR_FAIL(apply_batch(&one, &p1, b.msgs, b.n, NOV + 20 * DAY, err, sizeof(err)));
+    for (size_t i = 0; i < b.n; i++) {
+        apply_msg_t m = b.msgs[i];
+        APPLY_OK_OR_FAIL(apply_batch(&each, &p2, &m, 1, NOV + 20 * DAY, err, sizeof(err)));
+    }
+    assert_int_equal(one.stats.applied, b.n - 1);
+    assert_int_equal(each.stats.applied, b.n - 1);
+    assert_int_equal(one.stats.duplicates, 1);
+    assert_true(one.stats.reviews >= 1);
+    assert_int_equal(one.stats.tier_events, each.stats.tier_events);
+    redisReply *r1 = states_of(1), *r2 = states_of(2);
+    assert_int_equal(r1->elements, 2 * 4);
+    assert_int_equal(r2->elements, 2 * 4);
+    for (size_t c = 0; c < 4; c++) {
+        size_t l1, l2;
+        const char *s1 = field_of(r1, custs[c], &l1), *s2 = field_of(r2, custs[c], &l2);
+        /* The live score is the one over the window of its last order's
+         * month (November), whatever came before in the batch. */
+        state_customer_t st;
+        customer_t cu;
+        policy_month_t win[POLICY_WINDOW_MAX];
+        policy_score_t sc;
+        state_init(&st);
+        memset(&cu, 0, sizeof(cu));
+        assert_int_equal(state_decode(&st, s1, l1, err, sizeof(err)), 0);
+        customer_load(&cu, &st);
+        state_window(&st, month_from_yyyymm(202611), pol.window, win);
+        assert_int_equal(policy_score(&pol, customer_profile(&cu, &pol), win, (size_t)pol.window,
+                                      &sc, err, sizeof(err)),
+                         0);
+        assert_int_equal(st.live_score_c, sc.score_c);
+        state_free(&st);
+        if (l1 != l2 || memcmp(s1, s2, l1) != 0) fail_msg("%s: the states differ", custs[c]);
+    }
+    freeReplyObject(r1);
+    freeReplyObject(r2);
+    batch_free(&b);
+    apply_free(&one);
+    apply_free(&each);
+    events_destroy(ev);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_store_check_rights),
@@ -659,6 +755,7 @@ int main(void) {
         cmocka_unit_test(test_sent_ahead_counts_once_it_lands),
         cmocka_unit_test(test_sent_ahead_lost_rewinds),
         cmocka_unit_test(test_sent_ahead_fenced),
+        cmocka_unit_test(test_batch_size_gives_same_state),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
