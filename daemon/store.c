@@ -1338,6 +1338,23 @@ static int read_once(store_t *s, const char *mkey, store_meta_t *meta, size_t nk
         memcpy(argvlen + 2, fieldlens[i], nfields[i] * sizeof(*argvlen));
         append(s, (int)nfields[i] + 2, argv, argvlen);
     }
+    if (s->flight.fn) {
+        /* A transaction in the air (store_exec_send) went first: this
+         * request follows it at once, so Redis goes from the one to the
+         * other without waiting for us, and its reply is read first. */
+        int done = 0;
+        while (!done)
+            if (redisBufferWrite(s->rc, &done) != REDIS_OK) {
+                snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
+                drop(s);
+                break;
+            }
+        store_settle(s); /* its outcome, a lost reply included, goes to its fn */
+        if (!s->rc) {
+            if (done) snprintf(errstr, errstr_size, "redis: the connection closed");
+            goto out;
+        }
+    }
     rc = read_replies(s, meta, nkeys, replies, errstr, errstr_size);
 out:
     if (rc != STORE_OK) /* in the arena: nothing to free */
@@ -1354,7 +1371,12 @@ int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *m
     for (size_t i = 0; i < nkeys; i++) replies[i] = NULL;
     store_key(s, topic, partition, "meta", mkey, sizeof(mkey));
     snprintf(s->watched, sizeof(s->watched), "%s", mkey);
-    if (route(s, mkey, errstr, errstr_size) != STORE_OK) return STORE_ERR;
+    if (!s->cl && s->rc && s->flight.fn) {
+        s->redir = 0; /* one node, connected: the read follows the transaction in the air */
+        s->asking = 0;
+    } else if (route(s, mkey, errstr, errstr_size) != STORE_OK) {
+        return STORE_ERR;
+    }
     for (int hop = 0;; hop++) {
         int rc = read_once(s, mkey, meta, nkeys, keys, fields, fieldlens, nfields, replies, errstr,
                            errstr_size);
