@@ -724,13 +724,10 @@ int events_encode_tier_change(events_t *e, const events_tier_change_t *tc, char 
  * QuotaEvent.
  */
 
-int events_encode_quota(events_t *e, const events_quota_t *q, char **out, size_t *len,
-                        char *event_id, size_t event_id_size, char *errstr, size_t errstr_size) {
-    const policy_quota_limits_t *l;
-    avro_value_t *rec;
-    char id[EVENTS_ID_MAX], month[32];
-    const char *kind;
-
+/* The checks and names both encodings share: id and month filled. */
+static int qe_begin(const events_t *e, const events_quota_t *q, char **out, size_t *len, char *id,
+                    char *month, char *event_id, size_t event_id_size, char *errstr,
+                    size_t errstr_size) {
     if (errstr != NULL && errstr_size > 0) errstr[0] = '\0';
     if (out != NULL) *out = NULL;
     if (e == NULL || out == NULL || len == NULL || q == NULL || q->limits == NULL ||
@@ -747,16 +744,22 @@ int events_encode_quota(events_t *e, const events_quota_t *q, char **out, size_t
         errstr_fmt(errstr, errstr_size, "quota kind %d does not exist", (int)q->kind);
         return -1;
     }
-    if (events_month_text(q->month, month, sizeof(month)) != 0) {
+    if (events_month_text(q->month, month, 32) != 0) {
         errstr_fmt(errstr, errstr_size, "month %" PRId32 " has no YYYY-MM form", q->month);
         return -1;
     }
-    l = q->limits;
-    kind = policy_quota_kind_name(q->kind);
-    snprintf(id, sizeof(id), "%s:%s:%s", q->customer_id, month, kind);
-    if (events_give_id(id, event_id, event_id_size, errstr, errstr_size) != 0) return -1;
+    snprintf(id, EVENTS_ID_MAX, "%s:%s:%s", q->customer_id, month, policy_quota_kind_name(q->kind));
+    return events_give_id(id, event_id, event_id_size, errstr, errstr_size);
+}
 
-    rec = &e->quota.value;
+int events_encode_quota_libavro(events_t *e, const events_quota_t *q, char **out, size_t *len,
+                                char *event_id, size_t event_id_size, char *errstr,
+                                size_t errstr_size) {
+    char id[EVENTS_ID_MAX], month[32];
+    if (qe_begin(e, q, out, len, id, month, event_id, event_id_size, errstr, errstr_size) != 0)
+        return -1;
+    const policy_quota_limits_t *l = q->limits;
+    avro_value_t *rec = &e->quota.value;
     if (avro_value_reset(rec) != 0 || put_string(rec, QE_EVENT_ID, id) ||
         put_string(rec, QE_CUSTOMER_ID, q->customer_id) || put_string(rec, QE_MONTH, month) ||
         put_int(rec, QE_TIER, q->tier) || put_enum(rec, QE_KIND, e->quota_index[q->kind]) ||
@@ -770,6 +773,40 @@ int events_encode_quota(events_t *e, const events_quota_t *q, char **out, size_t
         return -1;
     }
     return codec_write(&e->quota, out, len, errstr, errstr_size);
+}
+
+/* Written directly, as the TierChange is: one allocation, no generic
+ * values (a quota event can follow every order of a busy month). */
+int events_encode_quota(events_t *e, const events_quota_t *q, char **out, size_t *len,
+                        char *event_id, size_t event_id_size, char *errstr, size_t errstr_size) {
+    char id[EVENTS_ID_MAX], month[32];
+    if (qe_begin(e, q, out, len, id, month, event_id, event_id_size, errstr, errstr_size) != 0)
+        return -1;
+    const policy_quota_limits_t *l = q->limits;
+    size_t bound = 8 * 10 + strlen(id) + strlen(q->customer_id) + 32 + strlen(q->order_id) +
+                   strlen(q->policy->name) + strlen(q->policy->version) + 6 * 10;
+    aw_t w = {malloc(bound)};
+    if (w.p == NULL) {
+        errstr_fmt(errstr, errstr_size, "out of memory for a QuotaEvent of %zu bytes", bound);
+        return -1;
+    }
+    *out = (char *)w.p;
+    aw_str(&w, id);
+    aw_str(&w, q->customer_id);
+    aw_str(&w, month);
+    aw_long(&w, q->tier);
+    aw_long(&w, e->quota_index[q->kind]);
+    aw_long(&w, l->cap);
+    aw_long(&w, l->effective_cap);
+    aw_long(&w, l->hard_cap != POLICY_NO_HARD_CAP); /* ["null", "long"] */
+    if (l->hard_cap != POLICY_NO_HARD_CAP) aw_long(&w, l->hard_cap);
+    aw_long(&w, q->consumed);
+    aw_str(&w, q->order_id);
+    aw_long(&w, q->placed_at_ms);
+    aw_str(&w, q->policy->name);
+    aw_str(&w, q->policy->version);
+    *len = (size_t)(w.p - (uint8_t *)*out);
+    return 0;
 }
 
 /* -------------------------------------------------------------------------

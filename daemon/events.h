@@ -74,6 +74,11 @@ typedef struct events_quota {
  * "<customer_id>:<YYYY-MM>:<KIND>". */
 int events_encode_quota(events_t *e, const events_quota_t *q, char **out, size_t *len,
                         char *event_id, size_t event_id_size, char *errstr, size_t errstr_size);
+/* The same through libavro's generic values: the reference the direct
+ * encoding is tested against (test_events). */
+int events_encode_quota_libavro(events_t *e, const events_quota_t *q, char **out, size_t *len,
+                                char *event_id, size_t event_id_size, char *errstr,
+                                size_t errstr_size);
 
 /* What tierctl shows of a TierChange it reads back from the topic. */
 typedef struct events_tier_change_info {

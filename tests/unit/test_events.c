@@ -781,6 +781,62 @@ static void test_decided_events_ignore_the_wall_clock(void **state) {
 /* ------------------------------------------------------------------ */
 /* Quota events                                                        */
 
+/* The direct quota encoding and libavro's give the same bytes and id, or
+ * refuse alike. */
+static int encode_quota_both(const events_quota_t *q, char **buf, size_t *len, char *id,
+                             size_t id_size) {
+    char err[256] = "", lerr[256] = "", lid[160] = "", *lbuf = NULL;
+    size_t llen = 0;
+    int rc = events_encode_quota(g.ev, q, buf, len, id, id_size, err, sizeof(err));
+    int lrc = events_encode_quota_libavro(g.ev, q, &lbuf, &llen, id ? lid : NULL,
+                                          id ? (id_size < sizeof(lid) ? id_size : sizeof(lid)) : 0,
+                                          lerr, sizeof(lerr));
+    assert_int_equal(rc, lrc);
+    if (rc != 0) {
+        assert_null(*buf);
+        assert_null(lbuf);
+        assert_string_equal(err, lerr);
+        return rc;
+    }
+    if (id) assert_string_equal(id, lid);
+    assert_int_equal(*len, llen);
+    assert_memory_equal(*buf, lbuf, llen);
+    free(lbuf);
+    return 0;
+}
+
+/* Random quota events, numbers at the ends of their ranges, ids up to the
+ * longest: both encodings agree on each. */
+static void test_quota_direct_agrees_with_libavro(void **state) {
+    policy_quota_limits_t lim;
+    char cust[ORDER_ID_MAX + 1], oid[ORDER_ID_MAX + 1], id[ORDER_ID_MAX + 64];
+    (void)state;
+    for (int it = 0; it < 3000; it++) {
+        size_t cl = 1 + rnd() % (rnd() % 8 ? 12 : ORDER_ID_MAX);
+        size_t ol = rnd() % 50 ? 1 + rnd() % (rnd() % 8 ? 20 : ORDER_ID_MAX) : 0;
+        for (size_t i = 0; i < cl; i++) cust[i] = (char)('!' + rnd() % 94);
+        for (size_t i = 0; i < ol; i++) oid[i] = (char)('!' + rnd() % 94);
+        cust[cl] = oid[ol] = '\0';
+        lim.cap = any_i64();
+        lim.effective_cap = any_i64();
+        lim.hard_cap = rnd() % 3 ? any_i64() : POLICY_NO_HARD_CAP;
+        events_quota_t q = {
+            .customer_id = cust,
+            .month = rnd() % 50 ? APR_2025 - (int32_t)(rnd() % 2000) : (int32_t)any_i64(),
+            .tier = (int32_t)any_i64(),
+            .kind = (policy_quota_kind_t)(rnd() % (POLICY_QUOTA__COUNT + 1)),
+            .limits = &lim,
+            .consumed = any_i64(),
+            .order_id = oid,
+            .placed_at_ms = any_i64(),
+            .policy = &g.policy,
+        };
+        char *buf = NULL;
+        size_t len = 0;
+        if (encode_quota_both(&q, &buf, &len, rnd() % 2 ? id : NULL, sizeof(id)) == 0) free(buf);
+    }
+}
+
 static void test_quota(void **state) {
     policy_quota_limits_t lim;
     char id[128], err[256], *buf = NULL;
@@ -807,6 +863,8 @@ static void test_quota(void **state) {
     };
     if (events_encode_quota(g.ev, &q, &buf, &len, id, sizeof(id), err, sizeof(err)) != 0)
         fail_msg("events_encode_quota: %s", err);
+    free(buf);
+    assert_int_equal(encode_quota_both(&q, &buf, &len, id, sizeof(id)), 0);
     assert_string_equal(id, "C-42:2025-04:WARNING");
     read_back(g.q_iface, buf, len, &v);
     free(buf);
@@ -833,6 +891,8 @@ static void test_quota(void **state) {
     q.month = 2026 * 12 + 11;
     if (events_encode_quota(g.ev, &q, &buf, &len, id, sizeof(id), err, sizeof(err)) != 0)
         fail_msg("events_encode_quota: %s", err);
+    free(buf);
+    assert_int_equal(encode_quota_both(&q, &buf, &len, id, sizeof(id)), 0);
     assert_string_equal(id, "C-42:2026-12:EXCEEDED");
     read_back(g.q_iface, buf, len, &v);
     free(buf);
@@ -844,7 +904,7 @@ static void test_quota(void **state) {
     /* Every kind has its symbol. */
     for (int k = 0; k < POLICY_QUOTA__COUNT; k++) {
         q.kind = (policy_quota_kind_t)k;
-        assert_int_equal(events_encode_quota(g.ev, &q, &buf, &len, NULL, 0, err, sizeof(err)), 0);
+        assert_int_equal(encode_quota_both(&q, &buf, &len, NULL, 0), 0);
         read_back(g.q_iface, buf, len, &v);
         free(buf);
         assert_string_equal(get_enum(&v, "kind"), policy_quota_kind_name(q.kind));
@@ -853,16 +913,16 @@ static void test_quota(void **state) {
 
     /* Refusals. */
     q.kind = POLICY_QUOTA__COUNT;
-    assert_int_equal(events_encode_quota(g.ev, &q, &buf, &len, NULL, 0, err, sizeof(err)), -1);
+    assert_int_equal(encode_quota_both(&q, &buf, &len, NULL, 0), -1);
     assert_null(buf);
     q.kind = POLICY_QUOTA_REACHED;
     q.order_id = "";
-    assert_int_equal(events_encode_quota(g.ev, &q, &buf, &len, NULL, 0, err, sizeof(err)), -1);
+    assert_int_equal(encode_quota_both(&q, &buf, &len, NULL, 0), -1);
     q.order_id = "O-1";
     q.month = -1;
-    assert_int_equal(events_encode_quota(g.ev, &q, &buf, &len, NULL, 0, err, sizeof(err)), -1);
+    assert_int_equal(encode_quota_both(&q, &buf, &len, NULL, 0), -1);
     q.month = APR_2025;
-    assert_int_equal(events_encode_quota(g.ev, &q, &buf, &len, id, 10, err, sizeof(err)), -1);
+    assert_int_equal(encode_quota_both(&q, &buf, &len, id, 10), -1);
     assert_null(buf);
 }
 
@@ -880,6 +940,7 @@ int main(void) {
         cmocka_unit_test(test_tc_direct_agrees_with_libavro),
         cmocka_unit_test(test_decided_events_ignore_the_wall_clock),
         cmocka_unit_test(test_quota),
+        cmocka_unit_test(test_quota_direct_agrees_with_libavro),
         cmocka_unit_test(test_destroy_null),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
