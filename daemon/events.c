@@ -599,6 +599,16 @@ static void aw_double(aw_t *w, double x) {
     for (int i = 0; i < 8; i++) *w->p++ = (uint8_t)(u >> (8 * i));
 }
 
+/* A writer into a new buffer of bound bytes, handed to *out; NULL p when
+ * out of memory (errstr says so, naming what). */
+static aw_t aw_open(size_t bound, const char *what, char **out, char *errstr, size_t errstr_size) {
+    aw_t w = {malloc(bound)};
+    if (w.p == NULL)
+        errstr_fmt(errstr, errstr_size, "out of memory for a %s of %zu bytes", what, bound);
+    *out = (char *)w.p;
+    return w;
+}
+
 /* An array's items counted: one block, or none; the items and a 0 follow. */
 static void aw_count(aw_t *w, uint32_t n) {
     if (n) aw_long(w, n);
@@ -708,13 +718,8 @@ int events_encode_tier_change(events_t *e, const events_tier_change_t *tc, char 
         return -1;
     }
     const char *rule = policy_rule_name(tc->decision->rule);
-    size_t bound = tc_bound(tc, id, rule);
-    aw_t w = {malloc(bound)};
-    if (w.p == NULL) {
-        errstr_fmt(errstr, errstr_size, "out of memory for a TierChange of %zu bytes", bound);
-        return -1;
-    }
-    *out = (char *)w.p;
+    aw_t w = aw_open(tc_bound(tc, id, rule), "TierChange", out, errstr, errstr_size);
+    if (w.p == NULL) return -1;
     tc_write(e, &w, tc, id, rule, tc->month != -1 ? month : NULL);
     *len = (size_t)(w.p - (uint8_t *)*out);
     return 0;
@@ -785,12 +790,8 @@ int events_encode_quota(events_t *e, const events_quota_t *q, char **out, size_t
     const policy_quota_limits_t *l = q->limits;
     size_t bound = 8 * 10 + strlen(id) + strlen(q->customer_id) + 32 + strlen(q->order_id) +
                    strlen(q->policy->name) + strlen(q->policy->version) + 6 * 10;
-    aw_t w = {malloc(bound)};
-    if (w.p == NULL) {
-        errstr_fmt(errstr, errstr_size, "out of memory for a QuotaEvent of %zu bytes", bound);
-        return -1;
-    }
-    *out = (char *)w.p;
+    aw_t w = aw_open(bound, "QuotaEvent", out, errstr, errstr_size);
+    if (w.p == NULL) return -1;
     aw_str(&w, id);
     aw_str(&w, q->customer_id);
     aw_str(&w, month);
