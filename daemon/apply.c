@@ -44,6 +44,15 @@ void apply_stats_add(apply_stats_t *to, const apply_stats_t *from) {
     to->review_pages += from->review_pages;
 }
 
+void apply_release(apply_ctx_t *a) {
+    batch_work_free(a->work);
+    a->work = NULL;
+    strmap_free(&a->cust, NULL);
+    free(a->orders);
+    a->orders = NULL;
+    a->orders_cap = 0;
+}
+
 void apply_free(apply_ctx_t *a) {
     if (!a) return;
     order_reset(&a->decoded);

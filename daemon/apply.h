@@ -120,6 +120,11 @@ void apply_init(apply_ctx_t *a);
 /* Reads the reply of a batch's EXEC still in the air, if any (its outcome
  * goes to a->settled). */
 void apply_settle(apply_ctx_t *a);
+/* Gives back the batches' working memory, which they keep between
+ * batches at the largest size seen (grown again by the next batch).
+ * A review does this first: its pass 1 holds an entry per customer of the
+ * partition, and the two never need their memory at once. */
+void apply_release(apply_ctx_t *a);
 /* Whether partition's last batch was sent and not yet confirmed. */
 int apply_in_flight(const apply_ctx_t *a, int32_t partition);
 void apply_stats_add(apply_stats_t *to, const apply_stats_t *from);

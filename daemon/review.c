@@ -450,6 +450,7 @@ static void review_free(review_t *r) {
 static int review_run(review_t *r, char *errstr, size_t errstr_size) {
     apply_part_t *p = r->p;
     int rc = APPLY_RETRY;
+    apply_release(r->a); /* the batches' memory, before pass 1 takes its own */
     r->dc = calloc(REVIEW_PAGE, sizeof(*r->dc));
     r->s = calloc(REVIEW_PAGE, sizeof(*r->s));
     r->f = calloc(REVIEW_PAGE, sizeof(*r->f));
