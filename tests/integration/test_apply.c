@@ -666,6 +666,27 @@ static const char *field_of(const redisReply *r, const char *cust, size_t *len) 
     return NULL;
 }
 
+/* The supply-tiers policy, and a codec for its events. */
+static events_t *with_policy(policy_t *pol) {
+    char path[1024], err[512] = "";
+    snprintf(path, sizeof(path), "%s/config/policies/supply-tiers.yaml", TIERD_SOURCE_DIR);
+    if (policy_load(path, pol, err, sizeof(err)) != 0) fail_msg("policy_load: %s", err);
+    events_t *ev = events_new(err, sizeof(err));
+    assert_non_null(ev);
+    return ev;
+}
+
+/* An apply context that decides with pol and encodes its events with ev. */
+static apply_ctx_t ctx_deciding(const policy_t *pol, events_t *ev) {
+    apply_ctx_t a = ctx();
+    a.policy = pol;
+    a.events = ev;
+    a.tier_topic = "tier-changes";
+    a.quota_topic = "quota-events";
+    a.window = pol->window;
+    return a;
+}
+
 /* A batch of any size gives the same state as the records one by one:
  * with a policy (placements, live scores, quota flags, a review between
  * the months), the same orders applied as one batch to partition 1 and
@@ -673,18 +694,10 @@ static const char *field_of(const redisReply *r, const char *cust, size_t *len) 
 static void test_batch_size_gives_same_state(void **state) {
     (void)state;
     flush();
-    char path[1024], err[512] = "";
+    char err[512] = "";
     policy_t pol;
-    snprintf(path, sizeof(path), "%s/config/policies/supply-tiers.yaml", TIERD_SOURCE_DIR);
-    if (policy_load(path, &pol, err, sizeof(err)) != 0) fail_msg("policy_load: %s", err);
-    events_t *ev = events_new(err, sizeof(err));
-    assert_non_null(ev);
-    apply_ctx_t one = ctx(), each = ctx();
-    one.policy = each.policy = &pol;
-    one.events = each.events = ev;
-    one.tier_topic = each.tier_topic = "tier-changes";
-    one.quota_topic = each.quota_topic = "quota-events";
-    one.window = each.window = pol.window;
+    events_t *ev = with_policy(&pol);
+    apply_ctx_t one = ctx_deciding(&pol, ev), each = ctx_deciding(&pol, ev);
     apply_part_t p1 = {"orders", 1, {0}}, p2 = {"orders", 2, {0}};
     assert_int_equal(store_claim(store, "orders", 1, "test", &p1.meta, err, sizeof(err)), 0);
     assert_int_equal(store_claim(store, "orders", 2, "test", &p2.meta, err, sizeof(err)), 0);
@@ -757,18 +770,10 @@ static int bytes_before(const char *a, const char *b) {
 static void test_review_resumes_after_cursor_in_byte_order(void **state) {
     (void)state;
     flush();
-    char path[1024], err[512] = "";
+    char err[512] = "";
     policy_t pol;
-    snprintf(path, sizeof(path), "%s/config/policies/supply-tiers.yaml", TIERD_SOURCE_DIR);
-    if (policy_load(path, &pol, err, sizeof(err)) != 0) fail_msg("policy_load: %s", err);
-    events_t *ev = events_new(err, sizeof(err));
-    assert_non_null(ev);
-    apply_ctx_t a = ctx();
-    a.policy = &pol;
-    a.events = ev;
-    a.tier_topic = "tier-changes";
-    a.quota_topic = "quota-events";
-    a.window = pol.window;
+    events_t *ev = with_policy(&pol);
+    apply_ctx_t a = ctx_deciding(&pol, ev);
     apply_part_t p = {"orders", 3, {0}};
     assert_int_equal(store_claim(store, "orders", 3, "test", &p.meta, err, sizeof(err)), 0);
     static const char *const ids[] = {
