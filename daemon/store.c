@@ -962,9 +962,20 @@ int store_exec(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_siz
     return rc;
 }
 
+/* Writes out everything appended, now; on failure the connection is
+ * dropped and errstr says why. */
+static int write_out(store_t *s, char *errstr, size_t errstr_size) {
+    for (int done = 0; !done;)
+        if (redisBufferWrite(s->rc, &done) != REDIS_OK) {
+            snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
+            drop(s);
+            return STORE_ERR;
+        }
+    return STORE_OK;
+}
+
 int store_exec_send(store_t *s, const store_tx_t *tx, store_settled_fn fn, void *opaque,
                     char *errstr, size_t errstr_size) {
-    int done = 0;
     if (s->cl) return store_exec(s, tx, errstr, errstr_size);
     store_settle(s);
     if (!s->rc) {
@@ -975,12 +986,7 @@ int store_exec_send(store_t *s, const store_tx_t *tx, store_settled_fn fn, void 
     /* Written out whole now, so Redis works on it while we go on; a
      * transaction cut short never runs (Redis drops a MULTI whose
      * connection closes). */
-    while (!done)
-        if (redisBufferWrite(s->rc, &done) != REDIS_OK) {
-            snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
-            drop(s);
-            return STORE_ERR;
-        }
+    if (write_out(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
     s->flight.fn = fn;
     s->flight.opaque = opaque;
     s->flight.ncmds = tx->ncmds;
@@ -1342,16 +1348,10 @@ static int read_once(store_t *s, const char *mkey, store_meta_t *meta, size_t nk
         /* A transaction in the air (store_exec_send) went first: this
          * request follows it at once, so Redis goes from the one to the
          * other without waiting for us, and its reply is read first. */
-        int done = 0;
-        while (!done)
-            if (redisBufferWrite(s->rc, &done) != REDIS_OK) {
-                snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
-                drop(s);
-                break;
-            }
+        int sent = write_out(s, errstr, errstr_size) == STORE_OK;
         store_settle(s); /* its outcome, a lost reply included, goes to its fn */
         if (!s->rc) {
-            if (done) snprintf(errstr, errstr_size, "redis: the connection closed");
+            if (sent) snprintf(errstr, errstr_size, "redis: the connection closed");
             goto out;
         }
     }
