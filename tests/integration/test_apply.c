@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <pthread.h>
 
 #include <avro.h>
 #include <cmocka.h>
@@ -468,6 +469,79 @@ static void test_sent_ahead_lost_rewinds(void **state) {
     apply_free(&a);
 }
 
+/* From another connection: waits until Redis holds a client's write
+ * back (CLIENT PAUSE WRITE), then kills that client and unpauses. */
+static void *kill_when_held(void *arg) {
+    (void)arg;
+    redisContext *c = redisConnect("127.0.0.1", atoi(getenv("TIERD_TEST_REDIS_PORT")));
+    long long id = -1;
+    for (int i = 0; c && !c->err && id < 0 && i < 500; i++) {
+        redisReply *r = redisCommand(c, "CLIENT LIST");
+        for (char *l = r && r->type == REDIS_REPLY_STRING ? r->str : NULL; l && *l;) {
+            char *nl = strchr(l, '\n');
+            if (nl) *nl = '\0';
+            if (strstr(l, "flags=xb")) sscanf(l, "id=%lld", &id);
+            l = nl ? nl + 1 : NULL;
+        }
+        freeReplyObject(r);
+        struct timespec ts = {0, 10000000};
+        if (id < 0) nanosleep(&ts, NULL);
+    }
+    if (c) {
+        if (id >= 0) freeReplyObject(redisCommand(c, "CLIENT KILL ID %lld", id));
+        freeReplyObject(redisCommand(c, "CLIENT UNPAUSE"));
+        redisFree(c);
+    }
+    return NULL;
+}
+
+/* The next batch's read goes out right behind the EXEC in the air
+ * (73f7ef7): when that EXEC's reply is lost with the connection, the read
+ * still tells it lost, fails itself, and the batch after finds Redis
+ * behind the cache: nothing counted that did not land, nothing twice. */
+static void test_read_behind_lost_exec(void **state) {
+    (void)state;
+    flush();
+    apply_ctx_t a = ctx_ahead();
+    apply_part_t p = {"orders", 6, {0}};
+    char err[512] = "";
+    batch_t b = {0};
+    assert_int_equal(store_claim(store, "orders", 6, "test", &p.meta, err, sizeof(err)), 0);
+    add(&b, 0, "o1", "c11", NOV + DAY, 3);
+    APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
+    apply_settle(&a);
+    batch_free(&b);
+    freeReplyObject(redisCommand(rc, "CLIENT PAUSE 10000 WRITE"));
+    add(&b, 1, "o2", "c11", NOV + DAY, 4);
+    APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
+    assert_true(apply_in_flight(&a, 6));
+    batch_free(&b);
+    /* The next batch's read waits behind the held EXEC until the other
+     * thread kills the connection. */
+    pthread_t killer;
+    assert_int_equal(pthread_create(&killer, NULL, kill_when_held, NULL), 0);
+    add(&b, 2, "o3", "c11", NOV + DAY, 5);
+    int rc_ = apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err));
+    pthread_join(killer, NULL);
+    assert_int_equal(rc_, APPLY_RETRY);
+    assert_int_equal(told.calls, 2);
+    assert_int_equal(told.rc, APPLY_REWIND);
+    assert_non_null(strstr(told.err, "reply was lost"));
+    assert_false(apply_in_flight(&a, 6));
+    assert_int_equal(a.stats.applied, 1);
+    assert_int_equal(qty_of(6, 202611, "c11"), 3);
+    for (int i = 0; i < 100 && rc_ == APPLY_RETRY; i++) { /* past the reconnect backoff */
+        struct timespec ts = {0, 50000000};
+        nanosleep(&ts, NULL);
+        rc_ = apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err));
+    }
+    assert_int_equal(rc_, APPLY_REWIND);
+    assert_int_equal(a.stats.applied, 1);
+    assert_int_equal(qty_of(6, 202611, "c11"), 3);
+    batch_free(&b);
+    apply_free(&a);
+}
+
 /* A commit sent ahead that the WATCH refuses: the outcome is told as
  * STORE_FENCED, and nothing is written. */
 static int store_told = 1;
@@ -847,6 +921,7 @@ int main(void) {
         cmocka_unit_test(test_sent_ahead_counts_once_it_lands),
         cmocka_unit_test(test_sent_ahead_lost_rewinds),
         cmocka_unit_test(test_sent_ahead_fenced),
+        cmocka_unit_test(test_read_behind_lost_exec),
         cmocka_unit_test(test_batch_size_gives_same_state),
         cmocka_unit_test(test_review_resumes_after_cursor_in_byte_order),
     };
