@@ -419,6 +419,45 @@ static void test_sent_ahead_counts_once_it_lands(void **state) {
     apply_free(&a);
 }
 
+/* Claims partition p->partition, applies one order of cust (3 units) and
+ * settles it, then has Redis hold writes back and sends a second (4
+ * units) ahead: its EXEC is in the air, held. */
+static void exec_held(apply_ctx_t *a, apply_part_t *p, const char *cust) {
+    char err[512] = "";
+    batch_t b = {0};
+    assert_int_equal(store_claim(store, "orders", p->partition, "test", &p->meta, err, sizeof(err)),
+                     0);
+    add(&b, 0, "o1", cust, NOV + DAY, 3);
+    APPLY_OK_OR_FAIL(apply_batch(a, p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
+    apply_settle(a);
+    batch_free(&b);
+    freeReplyObject(redisCommand(rc, "CLIENT PAUSE 10000 WRITE"));
+    add(&b, 1, "o2", cust, NOV + DAY, 4);
+    APPLY_OK_OR_FAIL(apply_batch(a, p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
+    assert_true(apply_in_flight(a, p->partition));
+    batch_free(&b);
+}
+
+/* Over connection c: once Redis holds a client's write back, kills that
+ * client (waiting up to 5 s) and unpauses. */
+static void kill_held(redisContext *c) {
+    long long id = -1;
+    for (int i = 0; !c->err && id < 0 && i < 500; i++) {
+        redisReply *r = redisCommand(c, "CLIENT LIST");
+        for (char *l = r && r->type == REDIS_REPLY_STRING ? r->str : NULL; l && *l;) {
+            char *nl = strchr(l, '\n');
+            if (nl) *nl = '\0';
+            if (strstr(l, "flags=xb")) sscanf(l, "id=%lld", &id);
+            l = nl ? nl + 1 : NULL;
+        }
+        freeReplyObject(r);
+        struct timespec ts = {0, 10000000};
+        if (id < 0) nanosleep(&ts, NULL);
+    }
+    if (id >= 0) freeReplyObject(redisCommand(c, "CLIENT KILL ID %lld", id));
+    freeReplyObject(redisCommand(c, "CLIENT UNPAUSE"));
+}
+
 static void test_sent_ahead_lost_rewinds(void **state) {
     (void)state;
     flush();
@@ -426,27 +465,10 @@ static void test_sent_ahead_lost_rewinds(void **state) {
     apply_part_t p = {"orders", 5, {0}};
     char err[512] = "";
     batch_t b = {0};
-    assert_int_equal(store_claim(store, "orders", 5, "test", &p.meta, err, sizeof(err)), 0);
-    add(&b, 0, "o1", "c10", NOV + DAY, 3);
-    APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
-    apply_settle(&a);
-    batch_free(&b);
     /* Redis holds writes back, takes the next EXEC, and the connection
      * dies before it runs: the transaction never happens. */
-    freeReplyObject(redisCommand(rc, "CLIENT PAUSE 10000 WRITE"));
-    add(&b, 1, "o2", "c10", NOV + DAY, 4);
-    APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
-    assert_true(apply_in_flight(&a, 5));
-    for (int i = 0; i < 200; i++) { /* until Redis holds our EXEC back */
-        redisReply *r = redisCommand(rc, "CLIENT LIST");
-        int blocked = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "flags=xb");
-        freeReplyObject(r);
-        if (blocked) break;
-        struct timespec ts = {0, 10000000};
-        nanosleep(&ts, NULL);
-    }
-    freeReplyObject(redisCommand(rc, "CLIENT KILL TYPE normal SKIPME yes"));
-    freeReplyObject(redisCommand(rc, "CLIENT UNPAUSE"));
+    exec_held(&a, &p, "c10");
+    kill_held(rc);
     apply_settle(&a);
     assert_int_equal(told.calls, 2);
     assert_int_equal(told.rc, APPLY_REWIND);
@@ -469,29 +491,13 @@ static void test_sent_ahead_lost_rewinds(void **state) {
     apply_free(&a);
 }
 
-/* From another connection: waits until Redis holds a client's write
- * back (CLIENT PAUSE WRITE), then kills that client and unpauses. */
+/* kill_held from a connection of its own (the test's thread waits in
+ * apply_batch meanwhile). */
 static void *kill_when_held(void *arg) {
     (void)arg;
     redisContext *c = redisConnect("127.0.0.1", atoi(getenv("TIERD_TEST_REDIS_PORT")));
-    long long id = -1;
-    for (int i = 0; c && !c->err && id < 0 && i < 500; i++) {
-        redisReply *r = redisCommand(c, "CLIENT LIST");
-        for (char *l = r && r->type == REDIS_REPLY_STRING ? r->str : NULL; l && *l;) {
-            char *nl = strchr(l, '\n');
-            if (nl) *nl = '\0';
-            if (strstr(l, "flags=xb")) sscanf(l, "id=%lld", &id);
-            l = nl ? nl + 1 : NULL;
-        }
-        freeReplyObject(r);
-        struct timespec ts = {0, 10000000};
-        if (id < 0) nanosleep(&ts, NULL);
-    }
-    if (c) {
-        if (id >= 0) freeReplyObject(redisCommand(c, "CLIENT KILL ID %lld", id));
-        freeReplyObject(redisCommand(c, "CLIENT UNPAUSE"));
-        redisFree(c);
-    }
+    if (c) kill_held(c);
+    redisFree(c);
     return NULL;
 }
 
@@ -506,16 +512,7 @@ static void test_read_behind_lost_exec(void **state) {
     apply_part_t p = {"orders", 6, {0}};
     char err[512] = "";
     batch_t b = {0};
-    assert_int_equal(store_claim(store, "orders", 6, "test", &p.meta, err, sizeof(err)), 0);
-    add(&b, 0, "o1", "c11", NOV + DAY, 3);
-    APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
-    apply_settle(&a);
-    batch_free(&b);
-    freeReplyObject(redisCommand(rc, "CLIENT PAUSE 10000 WRITE"));
-    add(&b, 1, "o2", "c11", NOV + DAY, 4);
-    APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
-    assert_true(apply_in_flight(&a, 6));
-    batch_free(&b);
+    exec_held(&a, &p, "c11");
     /* The next batch's read waits behind the held EXEC until the other
      * thread kills the connection. */
     pthread_t killer;
