@@ -5,7 +5,8 @@
  *           (once: pure); then, against the partition's month, lateness
  *           and the cut before an order that closes months still to review;
  *   read    the state and profile of exactly the customers the batch
- *           touches, in one watched round trip (txn.c);
+ *           touches, in one watched round trip (txn.c), sent in parts
+ *           while plan still decodes (batch_stream);
  *   decide  pure C, in offset order: dedupe, sums, scores, quota and tier
  *           decisions, giving new customer states and events;
  *   write   one MULTI/EXEC: the states, the outbox entry, the offset
@@ -77,6 +78,7 @@ typedef struct batch {
     apply_msg_t *msgs;
     size_t n, n_eff, ndead;
     int32_t review_to, final_month;
+    int64_t now_ms; /* the clock validation judges placed_at by */
     int64_t next_offset;
     int decisions;
     outbox_t outbox;
@@ -197,23 +199,56 @@ static int keep_order(apply_ctx_t *a, struct batch_work *w, size_t i, const orde
     return 0;
 }
 
+/* Records decoded between two parts of the batch's read: Redis reads the
+ * states of the customers seen so far while the next are decoded. */
+#define PART_RECORDS 1024
+
+/* The read of customers [from, from + n): their states, and their
+ * profiles when deciding. */
+static void read_customers(batch_t *b, txn_read_t *r, size_t from, size_t n) {
+    r->keys[r->nkeys] = b->ckey;
+    r->fields[r->nkeys] = b->w->ids + from;
+    r->flens[r->nkeys] = b->w->idlens + from;
+    r->nfields[r->nkeys++] = n;
+    if (b->decisions) {
+        r->keys[r->nkeys] = b->pkey;
+        r->fields[r->nkeys] = b->w->ids + from;
+        r->flens[r->nkeys] = b->w->idlens + from;
+        r->nfields[r->nkeys++] = n;
+    }
+}
+
+/* The customers first seen since the last part (*sent on), as the next
+ * part of the read. */
+static void send_part(batch_t *b, txn_stream_t *st, size_t *sent) {
+    txn_read_t r;
+    if (b->w->ncs == *sent) return;
+    memset(&r, 0, sizeof(r));
+    read_customers(b, &r, *sent, b->w->ncs - *sent);
+    txn_stream_part(st, &r);
+    *sent = b->w->ncs;
+}
+
 /* Stage 1a, once per batch: decode, validate, month, fingerprints,
  * customer.  Pure: independent of the partition's state.  Every record is
- * decoded into the same order; what deciding needs of it is kept. */
-static int plan_records(batch_t *b, int64_t now_ms, char *errstr, size_t errstr_size) {
+ * decoded into the same order; what deciding needs of it is kept.  Every
+ * PART_RECORDS records the new customers go to st, to be read. */
+static int plan_records(batch_t *b, txn_stream_t *st, char *errstr, size_t errstr_size) {
     apply_ctx_t *a = b->a;
     struct batch_work *w = b->w;
     order_t *o = &a->decoded;
+    size_t sent = 0;
     strmap_clear(&a->cust, NULL);
     w->ncs = 0;
     w->nskus = 0;
     for (size_t i = 0; i < b->n; i++) {
+        if (i && i % PART_RECORDS == 0) send_part(b, st, &sent);
         apply_msg_t *m = &b->msgs[i];
         char why[200];
         why[0] = '\0'; /* not the whole array: this runs for every record */
         order_err_t e = decode_order(a->decoder, m->value, m->value_len, o, why, sizeof(why));
         if (e == ORDER_OK)
-            e = validate_order(o, m->key, m->key_len, now_ms, &a->rules, why, sizeof(why));
+            e = validate_order(o, m->key, m->key_len, b->now_ms, &a->rules, why, sizeof(why));
         w->verdict[i] = e;
         m->reason[0] = '\0';
         if (e == ORDER_ERR_INTERNAL) {
@@ -234,6 +269,7 @@ static int plan_records(batch_t *b, int64_t now_ms, char *errstr, size_t errstr_
         }
         w->ocust[i] = (uint32_t)ci;
     }
+    send_part(b, st, &sent);
     return APPLY_OK;
 }
 
@@ -285,18 +321,19 @@ static int batch_plan(void *ctx, txn_read_t *r, char *errstr, size_t errstr_size
     batch_t *b = ctx;
     (void)errstr, (void)errstr_size;
     plan_cut(b);
-    if (b->w->ncs == 0) return APPLY_OK; /* refused or redelivered records only */
-    r->keys[r->nkeys] = b->ckey;
-    r->fields[r->nkeys] = b->w->ids;
-    r->flens[r->nkeys] = b->w->idlens;
-    r->nfields[r->nkeys++] = b->w->ncs;
-    if (b->decisions) {
-        r->keys[r->nkeys] = b->pkey;
-        r->fields[r->nkeys] = b->w->ids;
-        r->flens[r->nkeys] = b->w->idlens;
-        r->nfields[r->nkeys++] = b->w->ncs;
-    }
+    if (b->w->ncs > 0) read_customers(b, r, 0, b->w->ncs); /* else refused or redelivered only */
     return APPLY_OK;
+}
+
+/* Stages 1 and 2 together, before the first attempt: the records planned
+ * while Redis reads the customers seen so far.  Nothing to write when
+ * the first record waits for a review. */
+static int batch_stream(void *ctx, txn_stream_t *st, char *errstr, size_t errstr_size) {
+    batch_t *b = ctx;
+    int rc = plan_records(b, st, errstr, errstr_size);
+    if (rc != APPLY_OK) return rc;
+    plan_cut(b);
+    return b->n_eff == 0 ? TXN_SKIP : APPLY_OK;
 }
 
 /* Loads every customer's state and profile from the replies.  A state
@@ -570,7 +607,8 @@ static void batch_committed(void *ctx, apply_stats_t *st) {
 
 /* A batch's commit may be confirmed later (txn.h): the next batch is
  * decoded while Redis executes it. */
-static const txn_ops_t batch_ops = {batch_plan, batch_decide, batch_committed, FAULT_COMMIT, 1};
+static const txn_ops_t batch_ops = {batch_plan, batch_decide, batch_committed, FAULT_COMMIT,
+                                    1,          batch_stream};
 
 int batch_apply(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, int64_t now_ms,
                 size_t *used, int32_t *review_to, char *errstr, size_t errstr_size) {
@@ -585,6 +623,7 @@ int batch_apply(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, in
     b.msgs = msgs;
     b.n = n;
     b.decisions = a->policy != NULL;
+    b.now_ms = now_ms;
     if (!(b.w = work_get(a, n))) {
         snprintf(errstr, errstr_size, "out of memory");
         return APPLY_RETRY;
@@ -592,12 +631,7 @@ int batch_apply(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, in
     store_key(a->store, p->topic, p->partition, "c", b.ckey, sizeof(b.ckey));
     store_key(a->store, p->topic, p->partition, "p", b.pkey, sizeof(b.pkey));
     store_key(a->store, p->topic, p->partition, "meta", b.mkey, sizeof(b.mkey));
-    if ((rc = plan_records(&b, now_ms, errstr, errstr_size)) != APPLY_OK) return rc;
-    plan_cut(&b);
-    if (b.n_eff == 0) {
-        *review_to = b.review_to; /* the review comes first */
-        return APPLY_OK;
-    }
+    /* n_eff 0: the review comes first (batch_stream). */
     rc = txn_run(a, p, &batch_ops, &b, errstr, errstr_size);
     outbox_free(&b.outbox);
     if (rc != APPLY_OK) return rc;

@@ -63,6 +63,12 @@ struct store {
     arena_t ra;
     int ra_on;
     redisReplyObjectFunctions *ra_saved;
+    /* A read sent in parts (store_read_open): open, and the keys of each
+     * part and how many parts were appended. */
+    struct {
+        int open;
+        size_t nkeys, nparts;
+    } part;
 };
 
 static int setup(void *opaque, redisContext *rc, char *errstr, size_t errstr_size);
@@ -293,22 +299,8 @@ static void reply_free(store_t *s, redisReply *r) {
  * into the context's output buffer: hiredis 0.14 formats each argument's
  * header with sdscatfmt into a new string and then copies that, which
  * cost more than the rest of a batch's Redis I/O.  argvlen NULL: strlen. */
-static void append_argv(redisContext *c, int argc, const char **argv, const size_t *argvlen) {
-    size_t need = 1 + 20 + 2;
-    for (int i = 0; i < argc; i++)
-        need += 1 + 20 + 2 + (argvlen ? argvlen[i] : strlen(argv[i])) + 2;
-    sds ob = need <= INT_MAX ? sdsMakeRoomFor(c->obuf, need) : NULL;
-    if (!ob) { /* hiredis' own way then, which reports the failure */
-        redisAppendCommandArgv(c, argc, argv, argvlen);
-        return;
-    }
-    c->obuf = ob;
-    char *start = ob + sdslen(ob), *p = start;
-    *p++ = '*';
-    p += decimal_u64(p, (size_t)argc);
-    *p++ = '\r';
-    *p++ = '\n';
-    for (int i = 0; i < argc; i++) {
+static char *append_args(char *p, size_t n, const char **argv, const size_t *argvlen) {
+    for (size_t i = 0; i < n; i++) {
         size_t len = argvlen ? argvlen[i] : strlen(argv[i]);
         *p++ = '$';
         p += decimal_u64(p, len);
@@ -319,7 +311,37 @@ static void append_argv(redisContext *c, int argc, const char **argv, const size
         *p++ = '\r';
         *p++ = '\n';
     }
+    return p;
+}
+
+/* One command of the arguments head[0..nhead) then tail[0..ntail) (an
+ * HMGET's key and then its fields, without copying them into one array
+ * first). */
+static void append_argv2(redisContext *c, size_t nhead, const char **head, const size_t *headlen,
+                         size_t ntail, const char **tail, const size_t *taillen) {
+    size_t need = 1 + 20 + 2;
+    for (size_t i = 0; i < nhead; i++)
+        need += 1 + 20 + 2 + (headlen ? headlen[i] : strlen(head[i])) + 2;
+    for (size_t i = 0; i < ntail; i++) need += 1 + 20 + 2 + taillen[i] + 2;
+    sds ob = need <= INT_MAX ? sdsMakeRoomFor(c->obuf, need) : NULL;
+    if (!ob) { /* the write that follows fails with this */
+        c->err = REDIS_ERR_OOM;
+        snprintf(c->errstr, sizeof(c->errstr), "out of memory for a command of %zu bytes", need);
+        return;
+    }
+    c->obuf = ob;
+    char *start = ob + sdslen(ob), *p = start;
+    *p++ = '*';
+    p += decimal_u64(p, nhead + ntail);
+    *p++ = '\r';
+    *p++ = '\n';
+    p = append_args(p, nhead, head, headlen);
+    p = append_args(p, ntail, tail, taillen);
     sdsIncrLen(ob, (int)(p - start));
+}
+
+static void append_argv(redisContext *c, int argc, const char **argv, const size_t *argvlen) {
+    append_argv2(c, (size_t)argc, argv, argvlen, 0, NULL, NULL);
 }
 
 /* Appends a command; after an ASK, an ASKING before it. */
@@ -329,6 +351,18 @@ static void append(store_t *s, int argc, const char **argv, const size_t *argvle
         s->commands++;
     }
     append_argv(s->rc, argc, argv, argvlen);
+    s->commands++;
+}
+
+/* HMGET key fields[0..n), or HGETALL key when n is 0. */
+static void append_hmget(store_t *s, const char *key, size_t n, const char **fields,
+                         const size_t *lens) {
+    const char *head[2] = {n ? "HMGET" : "HGETALL", key};
+    if (s->asking) {
+        redisAppendCommand(s->rc, "ASKING");
+        s->commands++;
+    }
+    append_argv2(s->rc, 2, head, NULL, n, fields, lens);
     s->commands++;
 }
 
@@ -927,6 +961,9 @@ static int exec_verdict(store_t *s, const redisReply *r, char *errstr, size_t er
 }
 
 int store_settle(store_t *s) {
+    /* Every call that talks to Redis settles first: a read left open in
+     * parts is read and dropped before anything else is. */
+    if (s->part.open) store_read_abort(s);
     store_settled_fn fn = s->flight.fn;
     void *opaque = s->flight.opaque;
     char err[512] = "";
@@ -1308,42 +1345,24 @@ static int read_replies(store_t *s, store_meta_t *meta, size_t nkeys, redisReply
 }
 
 /* store_read's request, sent to rc as route or a redirection set it. */
-static int read_once(store_t *s, const char *mkey, store_meta_t *meta, size_t nkeys, char **keys,
-                     const char ***fields, size_t **fieldlens, size_t *nfields,
-                     redisReply **replies, char *errstr, size_t errstr_size) {
-    const char **argv = NULL;
-    size_t *argvlen = NULL, maxf = 0;
-    int rc = STORE_ERR;
-
-    for (size_t i = 0; i < nkeys; i++) replies[i] = NULL;
-    arena_reset(&s->ra); /* the previous store_read's replies */
+/* WATCH meta and HMGET meta: the head of every watched read. */
+static void append_watch(store_t *s, const char *mkey) {
     const char *watch[2] = {"WATCH", mkey};
     const char *hmget[2 + META_NFIELDS] = {"HMGET", mkey, META_FIELD_LIST};
     append(s, 2, watch, NULL);
     append(s, 2 + META_NFIELDS, hmget, NULL);
+}
+
+static int read_once(store_t *s, const char *mkey, store_meta_t *meta, size_t nkeys, char **keys,
+                     const char ***fields, size_t **fieldlens, size_t *nfields,
+                     redisReply **replies, char *errstr, size_t errstr_size) {
+    int rc = STORE_ERR;
+
+    for (size_t i = 0; i < nkeys; i++) replies[i] = NULL;
+    arena_reset(&s->ra); /* the previous store_read's replies */
+    append_watch(s, mkey);
     for (size_t i = 0; i < nkeys; i++)
-        if (nfields[i] > maxf) maxf = nfields[i];
-    argv = malloc((maxf + 2) * sizeof(*argv));
-    argvlen = malloc((maxf + 2) * sizeof(*argvlen));
-    if (!argv || !argvlen) {
-        snprintf(errstr, errstr_size, "out of memory");
-        drop(s); /* replies pending: the connection is out of step */
-        goto out;
-    }
-    for (size_t i = 0; i < nkeys; i++) {
-        if (nfields[i] == 0) {
-            const char *hga[2] = {"HGETALL", keys[i]};
-            append(s, 2, hga, NULL);
-            continue;
-        }
-        argv[0] = "HMGET";
-        argvlen[0] = 5;
-        argv[1] = keys[i];
-        argvlen[1] = strlen(keys[i]);
-        memcpy(argv + 2, fields[i], nfields[i] * sizeof(*argv));
-        memcpy(argvlen + 2, fieldlens[i], nfields[i] * sizeof(*argvlen));
-        append(s, (int)nfields[i] + 2, argv, argvlen);
-    }
+        append_hmget(s, keys[i], nfields[i], fields[i], fieldlens[i]);
     if (s->flight.fn) {
         /* A transaction in the air (store_exec_send) went first: this
          * request follows it at once, so Redis goes from the one to the
@@ -1359,8 +1378,6 @@ static int read_once(store_t *s, const char *mkey, store_meta_t *meta, size_t nk
 out:
     if (rc != STORE_OK) /* in the arena: nothing to free */
         for (size_t i = 0; i < nkeys; i++) replies[i] = NULL;
-    free(argv);
-    free(argvlen);
     return rc;
 }
 
@@ -1369,6 +1386,7 @@ int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *m
                redisReply **replies, char *errstr, size_t errstr_size) {
     char mkey[256];
     for (size_t i = 0; i < nkeys; i++) replies[i] = NULL;
+    if (s->part.open) store_read_abort(s);
     store_key(s, topic, partition, "meta", mkey, sizeof(mkey));
     snprintf(s->watched, sizeof(s->watched), "%s", mkey);
     if (!s->cl && s->rc && s->flight.fn) {
@@ -1383,6 +1401,116 @@ int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *m
         if (rc == STORE_OK || hop == 2 || !s->redir || !redirected(s, mkey, 0, errstr, errstr_size))
             return rc;
     }
+}
+
+int store_read_open(store_t *s, const char *topic, int32_t partition, char *errstr,
+                    size_t errstr_size) {
+    char mkey[256];
+    if (s->cl) {
+        snprintf(errstr, errstr_size, "a cluster's reads go in one piece");
+        return STORE_ERR;
+    }
+    /* Connected with a transaction in the air: behind it (store_read). */
+    if (!(s->rc && s->flight.fn) && ensure(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
+    store_key(s, topic, partition, "meta", mkey, sizeof(mkey));
+    snprintf(s->watched, sizeof(s->watched), "%s", mkey);
+    s->redir = 0;
+    s->asking = 0;
+    arena_reset(&s->ra); /* the previous read's replies */
+    append_watch(s, mkey);
+    s->part.open = 1;
+    s->part.nkeys = 0;
+    s->part.nparts = 0;
+    return STORE_OK;
+}
+
+int store_read_part(store_t *s, size_t nkeys, char *const *keys, const char **const *fields,
+                    size_t *const *fieldlens, const size_t *nfields) {
+    char why[256];
+    if (!s->part.open || !s->rc) return STORE_ERR; /* dropped: close says so */
+    if (nkeys == 0 || nkeys > STORE_READ_KEYS_MAX || (s->part.nparts && nkeys != s->part.nkeys))
+        return STORE_ERR;
+    for (size_t i = 0; i < nkeys; i++)
+        if (nfields[i] == 0) return STORE_ERR;
+    for (size_t i = 0; i < nkeys; i++)
+        append_hmget(s, keys[i], nfields[i], fields[i], fieldlens[i]);
+    s->part.nkeys = nkeys;
+    s->part.nparts++;
+    /* Out now: Redis reads these while the caller goes on. */
+    return write_out(s, why, sizeof(why));
+}
+
+/* The parts' replies to each key as one array, in the arena. */
+static int merge_parts(store_t *s, redisReply **parts, size_t nkeys, size_t nparts,
+                       redisReply **replies, char *errstr, size_t errstr_size) {
+    for (size_t i = 0; i < nkeys; i++) {
+        size_t n = 0;
+        for (size_t j = 0; j < nparts; j++) {
+            const redisReply *r = parts[j * nkeys + i];
+            if (r->type != REDIS_REPLY_ARRAY) {
+                snprintf(errstr, errstr_size, "redis: unexpected reply to HMGET");
+                return STORE_ERR;
+            }
+            n += r->elements;
+        }
+        redisReply *m = arena_alloc(&s->ra, sizeof(*m));
+        redisReply **el = arena_alloc(&s->ra, (n ? n : 1) * sizeof(*el));
+        if (!m || !el) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return STORE_ERR;
+        }
+        memset(m, 0, sizeof(*m));
+        m->type = REDIS_REPLY_ARRAY;
+        m->elements = n;
+        m->element = el;
+        for (size_t j = 0; j < nparts; j++) {
+            const redisReply *r = parts[j * nkeys + i];
+            if (r->elements) memcpy(el, r->element, r->elements * sizeof(*el));
+            el += r->elements;
+        }
+        replies[i] = m;
+    }
+    return STORE_OK;
+}
+
+int store_read_close(store_t *s, store_meta_t *meta, size_t *nkeys, redisReply **replies,
+                     char *errstr, size_t errstr_size) {
+    const size_t nk = s->part.nkeys, np = s->part.nparts;
+    redisReply **parts = NULL;
+    *nkeys = 0;
+    if (!s->part.open) {
+        snprintf(errstr, errstr_size, "no read is open");
+        return STORE_ERR;
+    }
+    s->part.open = 0;
+    for (size_t i = 0; i < STORE_READ_KEYS_MAX; i++) replies[i] = NULL;
+    int sent = s->rc && write_out(s, errstr, errstr_size) == STORE_OK;
+    store_settle(s); /* the transaction in the air's replies come first */
+    if (!s->rc) {
+        if (sent) snprintf(errstr, errstr_size, "redis: the connection closed");
+        return STORE_ERR;
+    }
+    if (np && !(parts = arena_alloc(&s->ra, np * nk * sizeof(*parts)))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        drop(s); /* its replies unread: the connection is out of step */
+        return STORE_ERR;
+    }
+    if (read_replies(s, meta, np * nk, parts, errstr, errstr_size) != STORE_OK) return STORE_ERR;
+    if (merge_parts(s, parts, nk, np, replies, errstr, errstr_size) != STORE_OK) {
+        store_unwatch(s);
+        return STORE_ERR;
+    }
+    *nkeys = np ? nk : 0;
+    return STORE_OK;
+}
+
+void store_read_abort(store_t *s) {
+    store_meta_t m;
+    redisReply *r[STORE_READ_KEYS_MAX];
+    size_t n;
+    char why[512];
+    if (s->part.open && store_read_close(s, &m, &n, r, why, sizeof(why)) == STORE_OK)
+        store_unwatch(s);
 }
 
 /* SCAN on the connection rc points at, every key to fn. */

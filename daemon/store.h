@@ -143,11 +143,6 @@ int64_t store_now_ms(void);
 int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch, int64_t until_ms,
                 store_meta_t *now, char *errstr, size_t errstr_size);
 
-/* One round trip: WATCH meta, HMGET meta, then for each i HMGET keys[i]
- * with fields[i] (HGETALL when nfields[i] is 0).  replies[i] receives the
- * array reply, which the store owns: it lives in the store's reply arena
- * until the next store_read, and must NOT be given to freeReplyObject.
- * The WATCH stays armed for store_exec/store_unwatch. */
 /* For tools that only look (tierctl): the meta fields store_read reads,
  * in its order, to HMGET without a WATCH, and that HMGET's reply read
  * into m.  store_meta_parse returns 1 when the meta key has any of them,
@@ -157,9 +152,37 @@ int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch,
 extern const char *const store_meta_fields[STORE_META_NFIELDS];
 int store_meta_parse(const redisReply *r, store_meta_t *m);
 
+/* One round trip: WATCH meta, HMGET meta, then for each i HMGET keys[i]
+ * with fields[i] (HGETALL when nfields[i] is 0).  replies[i] receives the
+ * array reply, which the store owns: it lives in the store's reply arena
+ * until the next store_read, and must NOT be given to freeReplyObject.
+ * The WATCH stays armed for store_exec/store_unwatch. */
 int store_read(store_t *s, const char *topic, int32_t partition, store_meta_t *meta, size_t nkeys,
                char **keys, const char ***fields, size_t **fieldlens, size_t *nfields,
                redisReply **replies, char *errstr, size_t errstr_size);
+
+/* The same watched read, sent in parts while the caller goes on working
+ * (one node only): Redis reads the first customers while the caller
+ * decodes the next.  store_read_open appends WATCH meta and HMGET meta
+ * (behind a transaction in the air, as store_read); each
+ * store_read_part appends HMGET keys[i] fields[i] for i < nkeys (the same
+ * keys every part, STORE_READ_KEYS_MAX at most, each with fields) and
+ * writes everything out; store_read_close writes what is left, settles
+ * the transaction in the air, and reads every reply: replies[i] is one
+ * array of the parts' elements for keys[i], in order, owned as
+ * store_read's are.  Between open and close nothing else may use the
+ * store.  store_read_open fails without sending anything on a cluster or
+ * when Redis is not reachable (read with store_read then); a part that
+ * cannot be written drops the connection, and close says so.
+ * store_read_abort reads and drops the replies and unwatches. */
+#define STORE_READ_KEYS_MAX 4
+int store_read_open(store_t *s, const char *topic, int32_t partition, char *errstr,
+                    size_t errstr_size);
+int store_read_part(store_t *s, size_t nkeys, char *const *keys, const char **const *fields,
+                    size_t *const *fieldlens, const size_t *nfields);
+int store_read_close(store_t *s, store_meta_t *meta, size_t *nkeys, redisReply **replies,
+                     char *errstr, size_t errstr_size);
+void store_read_abort(store_t *s);
 int store_unwatch(store_t *s);
 
 /* One round trip: MULTI, tx's commands, EXEC, under the WATCH armed by

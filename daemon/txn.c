@@ -100,20 +100,47 @@ static int commit(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *c
     return rc;
 }
 
-static int attempt(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *ctx, char *errstr,
-                   size_t errstr_size) {
+struct txn_stream {
+    store_t *store;
+    int open; /* the read goes in parts (store_read_open) */
+};
+
+void txn_stream_part(txn_stream_t *st, const txn_read_t *r) {
+    /* A part that cannot be written drops the connection: the attempt's
+     * store_read_close says so. */
+    if (st->open && r->nkeys)
+        (void)store_read_part(st->store, r->nkeys, r->keys, r->fields, r->flens, r->nfields);
+}
+
+/* The attempt's read: the one sent in parts (streamed), or plan's. */
+static int read_state(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *ctx,
+                      int streamed, store_meta_t *now, redisReply **replies, char *errstr,
+                      size_t errstr_size) {
     txn_read_t r;
+    size_t n;
+    int rc;
+    if (streamed)
+        return store_read_close(a->store, now, &n, replies, errstr, errstr_size) == STORE_OK
+                   ? APPLY_OK
+                   : APPLY_RETRY;
+    memset(&r, 0, sizeof(r));
+    if ((rc = ops->plan(ctx, &r, errstr, errstr_size)) != APPLY_OK) return rc;
+    if (store_read(a->store, p->topic, p->partition, now, r.nkeys, r.keys, r.fields, r.flens,
+                   r.nfields, replies, errstr, errstr_size) != STORE_OK)
+        return APPLY_RETRY;
+    return APPLY_OK;
+}
+
+static int attempt(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *ctx, int streamed,
+                   char *errstr, size_t errstr_size) {
     redisReply *replies[TXN_KEYS_MAX] = {NULL};
     store_tx_t tx = {0};
     store_meta_t now;
     char mkey[256];
     int rc;
 
-    memset(&r, 0, sizeof(r));
-    if ((rc = ops->plan(ctx, &r, errstr, errstr_size)) != APPLY_OK) return rc;
-    if (store_read(a->store, p->topic, p->partition, &now, r.nkeys, r.keys, r.fields, r.flens,
-                   r.nfields, replies, errstr, errstr_size) != STORE_OK)
-        return APPLY_RETRY;
+    if ((rc = read_state(a, p, ops, ctx, streamed, &now, replies, errstr, errstr_size)) != APPLY_OK)
+        return rc;
     rc = verdict(a, p, &now, errstr, errstr_size);
     if (rc == APPLY_OK) {
         store_key(a->store, p->topic, p->partition, "meta", mkey, sizeof(mkey));
@@ -155,8 +182,18 @@ static int attempt(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *
 
 int txn_run(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *ctx, char *errstr,
             size_t errstr_size) {
+    txn_stream_t st = {a->store, 0};
+    if (ops->stream) {
+        char why[256];
+        st.open = store_read_open(a->store, p->topic, p->partition, why, sizeof(why)) == STORE_OK;
+        int rc = ops->stream(ctx, &st, errstr, errstr_size);
+        if (rc != APPLY_OK) {
+            if (st.open) store_read_abort(a->store);
+            return rc == TXN_SKIP ? APPLY_OK : rc;
+        }
+    }
     for (int i = 0; i < 3; i++) {
-        int rc = attempt(a, p, ops, ctx, errstr, errstr_size);
+        int rc = attempt(a, p, ops, ctx, st.open && i == 0, errstr, errstr_size);
         if (rc != TXN_AGAIN) return rc;
     }
     snprintf(errstr, errstr_size, "%s [%d]: the partition's state kept changing", p->topic,

@@ -18,7 +18,7 @@
 
 #include "apply.h"
 
-#define TXN_KEYS_MAX 4
+#define TXN_KEYS_MAX STORE_READ_KEYS_MAX
 
 /* What a transaction reads besides the meta: HMGET keys[i] fields[i]
  * (HGETALL when nfields[i] is 0). */
@@ -30,8 +30,19 @@ typedef struct txn_read {
     size_t nfields[TXN_KEYS_MAX];
 } txn_read_t;
 
-/* A writer's answer when the meta it read says its view is stale. */
-enum { TXN_AGAIN = 1 };
+/* A writer's answers: the meta it read says its view is stale (decide);
+ * there is nothing to write after all (stream). */
+enum { TXN_AGAIN = 1, TXN_SKIP = 2 };
+
+/* A read going out in parts while the writer plans (txn_ops_t.stream). */
+typedef struct txn_stream txn_stream_t;
+
+/* Sends what r names (the same keys every part, each with fields) to be
+ * read with the first attempt; nothing when the read cannot go in parts
+ * (a cluster, Redis unreachable), and the attempt then reads it all
+ * after plan.  The replies to each key reach decide as one array, the
+ * parts' fields in order. */
+void txn_stream_part(txn_stream_t *st, const txn_read_t *r);
 
 typedef struct txn_ops {
     /* Fills what to read.  Called before every attempt. */
@@ -52,6 +63,14 @@ typedef struct txn_ops {
      * settled hook instead, and the cached meta, now ahead of Redis, makes
      * the partition's next transaction REWIND. */
     int later;
+    /* Optional: the writer's planning, before the first attempt, with its
+     * reads sent in parts as it goes (txn_stream_part), so Redis reads
+     * while the writer still works.  The first attempt of a streamed read
+     * does not call plan: stream must leave the writer as plan would, and
+     * have sent in its parts exactly what plan would read.  APPLY_OK,
+     * TXN_SKIP (nothing to write: txn_run returns APPLY_OK), or an APPLY_*
+     * error. */
+    int (*stream)(void *ctx, txn_stream_t *st, char *errstr, size_t errstr_size);
 } txn_ops_t;
 
 /* Runs the transaction.  Returns APPLY_OK, APPLY_RETRY (Redis failed, or

@@ -10,7 +10,9 @@
  *  - the start-up check of the Redis user's rights (store_check);
  *  - a batch sent without waiting for EXEC's reply (txn_ops_t.later): its
  *    counts wait for the reply; a reply lost or a commit refused reaches
- *    the settled hook, and the next batch sees Redis behind it (REWIND).
+ *    the settled hook, and the next batch sees Redis behind it (REWIND);
+ *  - a read sent in parts while the batch is still decoded
+ *    (store_read_open, txn_ops_t.stream).
  * Records are real Avro, encoded with avro-c.
  */
 #include <setjmp.h>
@@ -22,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 #include <pthread.h>
+#include <signal.h>
 
 #include <avro.h>
 #include <cmocka.h>
@@ -825,6 +828,167 @@ static void test_batch_size_gives_same_state(void **state) {
     events_destroy(ev);
 }
 
+/* The element i of an array reply: its string, or NULL for a nil. */
+static const char *elem(const redisReply *r, size_t i) {
+    assert_true(i < r->elements);
+    if (r->element[i]->type == REDIS_REPLY_NIL) return NULL;
+    assert_int_equal(r->element[i]->type, REDIS_REPLY_STRING);
+    return r->element[i]->str;
+}
+
+static long long calls_of(const char *cmd) {
+    redisReply *r = redisCommand(rc, "INFO commandstats");
+    char want[64];
+    long long n = 0;
+    snprintf(want, sizeof(want), "cmdstat_%s:calls=", cmd);
+    const char *at = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, want) : NULL;
+    if (at) n = atoll(at + strlen(want));
+    freeReplyObject(r);
+    return n;
+}
+
+/* A read sent in parts: the parts' replies come back as one array per
+ * key, in order; an aborted one leaves nothing watched; a connection
+ * killed between two parts fails the close, and the next read works. */
+static void test_read_in_parts(void **state) {
+    (void)state;
+    flush();
+    signal(SIGPIPE, SIG_IGN); /* a part written to the killed connection */
+    char err[512] = "";
+    store_meta_t m;
+    redisReply *rep[STORE_READ_KEYS_MAX];
+    size_t nk;
+    freeReplyObject(redisCommand(rc, "HSET tierd:{orders.4}:c a 1 b 2 c 3 d 4 e 5"));
+    freeReplyObject(redisCommand(rc, "HSET tierd:{orders.4}:p a pa e pe"));
+    char *keys[2] = {"tierd:{orders.4}:c", "tierd:{orders.4}:p"};
+    const char *f1[] = {"a", "b", "x"}, *f2[] = {"e", "c"};
+    size_t l1[] = {1, 1, 1}, l2[] = {1, 1};
+    const char **fa[2] = {f1, f1}, **fb[2] = {f2, f2};
+    size_t *la[2] = {l1, l1}, *lb[2] = {l2, l2};
+    const size_t na[2] = {3, 3}, nb[2] = {2, 2};
+
+    assert_int_equal(store_read_open(store, "orders", 4, err, sizeof(err)), STORE_OK);
+    assert_int_equal(store_read_part(store, 2, keys, fa, la, na), STORE_OK);
+    assert_int_equal(store_read_part(store, 2, keys, fb, lb, nb), STORE_OK);
+    assert_int_equal(store_read_close(store, &m, &nk, rep, err, sizeof(err)), STORE_OK);
+    assert_int_equal(nk, 2);
+    assert_int_equal(rep[0]->elements, 5);
+    assert_int_equal(rep[1]->elements, 5);
+    static const char *const want_c[] = {"1", "2", NULL, "5", "3"};
+    static const char *const want_p[] = {"pa", NULL, NULL, "pe", NULL};
+    for (size_t i = 0; i < 5; i++) {
+        const char *c = elem(rep[0], i), *p = elem(rep[1], i);
+        assert_true(c == want_c[i] || (c && want_c[i] && strcmp(c, want_c[i]) == 0));
+        assert_true(p == want_p[i] || (p && want_p[i] && strcmp(p, want_p[i]) == 0));
+    }
+    store_unwatch(store);
+
+    /* Aborted: the WATCH is gone, so a write to meta meanwhile does not
+     * refuse the next transaction. */
+    store_tx_t tx = {0};
+    assert_int_equal(store_read_open(store, "orders", 4, err, sizeof(err)), STORE_OK);
+    assert_int_equal(store_read_part(store, 2, keys, fa, la, na), STORE_OK);
+    store_read_abort(store);
+    freeReplyObject(redisCommand(rc, "HSET tierd:{orders.4}:meta epoch 99"));
+    assert_int_equal(store_tx_addv(&tx, 4, "HSET", (size_t)4, "tierd:{orders.4}:c", (size_t)18, "f",
+                                   (size_t)1, "v", (size_t)1),
+                     0);
+    assert_int_equal(store_exec(store, &tx, err, sizeof(err)), STORE_OK);
+    store_tx_free(&tx);
+
+    /* Killed between the parts. */
+    assert_int_equal(store_read_open(store, "orders", 4, err, sizeof(err)), STORE_OK);
+    assert_int_equal(store_read_part(store, 2, keys, fa, la, na), STORE_OK);
+    freeReplyObject(redisCommand(rc, "CLIENT KILL TYPE normal SKIPME yes"));
+    (void)store_read_part(store, 2, keys, fb, lb, nb);
+    assert_int_equal(store_read_close(store, &m, &nk, rep, err, sizeof(err)), STORE_ERR);
+    int rc2 = STORE_ERR;
+    for (int i = 0; i < 500 && rc2 != STORE_OK; i++) { /* past the reconnect backoff */
+        rc2 = store_read(store, "orders", 4, &m, 2, keys, fa, la, (size_t *)na, rep, err,
+                         sizeof(err));
+        struct timespec ts = {0, 10000000};
+        if (rc2 != STORE_OK) nanosleep(&ts, NULL);
+    }
+    assert_int_equal(rc2, STORE_OK);
+    assert_string_equal(elem(rep[0], 0), "1");
+    assert_int_equal(m.epoch, 99);
+    store_unwatch(store);
+}
+
+/* A batch read in parts (txn_ops_t.stream: the customers first seen are
+ * read every PART_RECORDS, 1024, records while the rest are decoded):
+ * 2,600 orders -- a third of them of customers seen before, in the same
+ * part or an earlier one, and the last a duplicate of a first-part order
+ * -- give the same states, counts and events as the same orders one
+ * batch each. */
+static void test_batch_read_in_parts(void **state) {
+    (void)state;
+    flush();
+    enum { N = 2600, C = N - N / 3 - 1 }; /* customers: two orders in three, not the last */
+    char err[512] = "";
+    policy_t pol;
+    events_t *ev = with_policy(&pol);
+    apply_ctx_t one = ctx_deciding(&pol, ev), each = ctx_deciding(&pol, ev);
+    apply_part_t p1 = {"orders", 1, {0}}, p2 = {"orders", 2, {0}};
+    assert_int_equal(store_claim(store, "orders", 1, "test", &p1.meta, err, sizeof(err)), 0);
+    assert_int_equal(store_claim(store, "orders", 2, "test", &p2.meta, err, sizeof(err)), 0);
+    apply_msg_t *msgs = calloc(N, sizeof(*msgs));
+    char(*ids)[16] = calloc(C, sizeof(*ids));
+    assert_non_null(msgs);
+    assert_non_null(ids);
+    for (size_t c = 0; c < C; c++) snprintf(ids[c], sizeof(ids[c]), "cust-%04zu", c);
+    size_t next = 0, c3 = 0;
+    for (size_t i = 0; i < N; i++) {
+        char oid[32];
+        size_t c = i % 3 == 2 ? (i * 7) % 600 : next++;
+        snprintf(oid, sizeof(oid), "p%zu", i);
+        if (i == 3) c3 = c;
+        if (i == N - 1) { /* order p3 again */
+            c = c3;
+            snprintf(oid, sizeof(oid), "p3");
+            next--;
+        }
+        msgs[i].offset = (int64_t)i;
+        msgs[i].value = encode(oid, ids[c], NOV + 2 * DAY + (int64_t)i * 1000,
+                               1 + (int64_t)(i % 17), 100, &msgs[i].value_len);
+        msgs[i].key = ids[c];
+        msgs[i].key_len = strlen(ids[c]);
+    }
+    long long hmget0 = calls_of("hmget");
+    APPLY_OK_OR_FAIL(apply_batch(&one, &p1, msgs, N, NOV + 20 * DAY, err, sizeof(err)));
+    apply_settle(&one);
+    /* The meta, then three parts of states and profiles. */
+    assert_int_equal(calls_of("hmget") - hmget0, 1 + 3 * 2);
+    for (size_t i = 0; i < N; i++) {
+        apply_msg_t m = msgs[i];
+        APPLY_OK_OR_FAIL(apply_batch(&each, &p2, &m, 1, NOV + 20 * DAY, err, sizeof(err)));
+    }
+    apply_settle(&each);
+    assert_int_equal(one.stats.applied, N - 1);
+    assert_int_equal(one.stats.duplicates, 1);
+    assert_int_equal(each.stats.applied, N - 1);
+    assert_true(one.stats.tier_events >= C); /* each placed */
+    assert_int_equal(one.stats.tier_events, each.stats.tier_events);
+    assert_int_equal(one.stats.quota_events, each.stats.quota_events);
+    redisReply *r1 = states_of(1), *r2 = states_of(2);
+    assert_int_equal(r1->elements, 2 * C);
+    assert_int_equal(r2->elements, 2 * C);
+    for (size_t c = 0; c < C; c++) {
+        size_t l1, l2;
+        const char *s1 = field_of(r1, ids[c], &l1), *s2 = field_of(r2, ids[c], &l2);
+        if (l1 != l2 || memcmp(s1, s2, l1) != 0) fail_msg("%s: the states differ", ids[c]);
+    }
+    freeReplyObject(r1);
+    freeReplyObject(r2);
+    assert_int_equal(next, C);
+    for (size_t i = 0; i < N; i++) free((void *)msgs[i].value);
+    free(msgs);
+    free(ids);
+    apply_free(&one);
+    apply_free(&each);
+    events_destroy(ev);
+}
+
 /* Byte order of ids, as memcmp and then length: what the review's cursor
  * means, written here independently of review.c. */
 static int bytes_before(const char *a, const char *b) {
@@ -920,6 +1084,8 @@ int main(void) {
         cmocka_unit_test(test_sent_ahead_fenced),
         cmocka_unit_test(test_read_behind_lost_exec),
         cmocka_unit_test(test_batch_size_gives_same_state),
+        cmocka_unit_test(test_read_in_parts),
+        cmocka_unit_test(test_batch_read_in_parts),
         cmocka_unit_test(test_review_resumes_after_cursor_in_byte_order),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
