@@ -761,20 +761,81 @@ static apply_ctx_t ctx_deciding(const policy_t *pol, events_t *ev) {
     return a;
 }
 
+/* Redis' count of cmd calls since its start (INFO commandstats). */
+static long long calls_of(const char *cmd) {
+    redisReply *r = redisCommand(rc, "INFO commandstats");
+    char want[64];
+    long long n = 0;
+    snprintf(want, sizeof(want), "cmdstat_%s:calls=", cmd);
+    const char *at = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, want) : NULL;
+    if (at) n = atoll(at + strlen(want));
+    freeReplyObject(r);
+    return n;
+}
+
+/* The same orders decided twice with the supply-tiers policy: as one
+ * batch in partition 1 (one), and one batch each in partition 2 (each),
+ * both settled. */
+typedef struct twin {
+    policy_t pol;
+    events_t *ev;
+    apply_ctx_t one, each;
+    long long one_hmgets; /* Redis' HMGET calls in the one batch */
+} twin_t;
+
+static void twin_apply(twin_t *t, apply_msg_t *msgs, size_t n) {
+    char err[512] = "";
+    apply_part_t p1 = {"orders", 1, {0}}, p2 = {"orders", 2, {0}};
+    flush();
+    t->ev = with_policy(&t->pol);
+    t->one = ctx_deciding(&t->pol, t->ev);
+    t->each = ctx_deciding(&t->pol, t->ev);
+    assert_int_equal(store_claim(store, "orders", 1, "test", &p1.meta, err, sizeof(err)), 0);
+    assert_int_equal(store_claim(store, "orders", 2, "test", &p2.meta, err, sizeof(err)), 0);
+    long long hmgets = calls_of("hmget");
+    APPLY_OK_OR_FAIL(apply_batch(&t->one, &p1, msgs, n, NOV + 20 * DAY, err, sizeof(err)));
+    apply_settle(&t->one);
+    t->one_hmgets = calls_of("hmget") - hmgets;
+    for (size_t i = 0; i < n; i++) {
+        apply_msg_t m = msgs[i];
+        APPLY_OK_OR_FAIL(apply_batch(&t->each, &p2, &m, 1, NOV + 20 * DAY, err, sizeof(err)));
+    }
+    apply_settle(&t->each);
+    assert_int_equal(t->one.stats.applied, t->each.stats.applied);
+    assert_int_equal(t->one.stats.duplicates, t->each.stats.duplicates);
+    assert_int_equal(t->one.stats.tier_events, t->each.stats.tier_events);
+    assert_int_equal(t->one.stats.quota_events, t->each.stats.quota_events);
+}
+
+/* The states of partitions 1 and 2: exactly the n customers, each the
+ * same bytes in both.  Returns partition 1's (HGETALL) for more checks. */
+static redisReply *twin_same_states(const char *const *ids, size_t n) {
+    redisReply *r1 = states_of(1), *r2 = states_of(2);
+    assert_int_equal(r1->elements, 2 * n);
+    assert_int_equal(r2->elements, 2 * n);
+    for (size_t c = 0; c < n; c++) {
+        size_t l1, l2;
+        const char *s1 = field_of(r1, ids[c], &l1), *s2 = field_of(r2, ids[c], &l2);
+        if (l1 != l2 || memcmp(s1, s2, l1) != 0) fail_msg("%s: the states differ", ids[c]);
+    }
+    freeReplyObject(r2);
+    return r1;
+}
+
+static void twin_free(twin_t *t) {
+    apply_free(&t->one);
+    apply_free(&t->each);
+    events_destroy(t->ev);
+}
+
 /* A batch of any size gives the same state as the records one by one:
  * with a policy (placements, live scores, quota flags, a review between
  * the months), the same orders applied as one batch to partition 1 and
  * record by record to partition 2 leave byte-identical customer states. */
 static void test_batch_size_gives_same_state(void **state) {
     (void)state;
-    flush();
     char err[512] = "";
-    policy_t pol;
-    events_t *ev = with_policy(&pol);
-    apply_ctx_t one = ctx_deciding(&pol, ev), each = ctx_deciding(&pol, ev);
-    apply_part_t p1 = {"orders", 1, {0}}, p2 = {"orders", 2, {0}};
-    assert_int_equal(store_claim(store, "orders", 1, "test", &p1.meta, err, sizeof(err)), 0);
-    assert_int_equal(store_claim(store, "orders", 2, "test", &p2.meta, err, sizeof(err)), 0);
+    twin_t t;
     static const char *const custs[] = {"k1", "k2", "k3", "k4"};
     batch_t b = {0};
     int64_t off = 0;
@@ -786,22 +847,14 @@ static void test_batch_size_gives_same_state(void **state) {
             add(&b, off++, oid, custs[(i * 7 + month) % 4], at, 1 + (i * 13) % 40);
         }
     add(&b, off++, "o0-3", "k2", NOV + 3 * DAY, 9); /* a duplicate */
-    APPLY_OK_OR_FAIL(apply_batch(&one, &p1, b.msgs, b.n, NOV + 20 * DAY, err, sizeof(err)));
-    for (size_t i = 0; i < b.n; i++) {
-        apply_msg_t m = b.msgs[i];
-        APPLY_OK_OR_FAIL(apply_batch(&each, &p2, &m, 1, NOV + 20 * DAY, err, sizeof(err)));
-    }
-    assert_int_equal(one.stats.applied, b.n - 1);
-    assert_int_equal(each.stats.applied, b.n - 1);
-    assert_int_equal(one.stats.duplicates, 1);
-    assert_true(one.stats.reviews >= 1);
-    assert_int_equal(one.stats.tier_events, each.stats.tier_events);
-    redisReply *r1 = states_of(1), *r2 = states_of(2);
-    assert_int_equal(r1->elements, 2 * 4);
-    assert_int_equal(r2->elements, 2 * 4);
+    twin_apply(&t, b.msgs, b.n);
+    assert_int_equal(t.one.stats.applied, b.n - 1);
+    assert_int_equal(t.one.stats.duplicates, 1);
+    assert_true(t.one.stats.reviews >= 1);
+    redisReply *r1 = twin_same_states(custs, 4);
     for (size_t c = 0; c < 4; c++) {
-        size_t l1, l2;
-        const char *s1 = field_of(r1, custs[c], &l1), *s2 = field_of(r2, custs[c], &l2);
+        size_t l1;
+        const char *s1 = field_of(r1, custs[c], &l1);
         /* The live score is the one over the window of its last order's
          * month (November), whatever came before in the batch. */
         state_customer_t st;
@@ -812,20 +865,16 @@ static void test_batch_size_gives_same_state(void **state) {
         memset(&cu, 0, sizeof(cu));
         assert_int_equal(state_decode(&st, s1, l1, err, sizeof(err)), 0);
         customer_load(&cu, &st);
-        state_window(&st, month_from_yyyymm(202611), pol.window, win);
-        assert_int_equal(policy_score(&pol, customer_profile(&cu, &pol), win, (size_t)pol.window,
-                                      &sc, err, sizeof(err)),
+        state_window(&st, month_from_yyyymm(202611), t.pol.window, win);
+        assert_int_equal(policy_score(&t.pol, customer_profile(&cu, &t.pol), win,
+                                      (size_t)t.pol.window, &sc, err, sizeof(err)),
                          0);
         assert_int_equal(st.live_score_c, sc.score_c);
         state_free(&st);
-        if (l1 != l2 || memcmp(s1, s2, l1) != 0) fail_msg("%s: the states differ", custs[c]);
     }
     freeReplyObject(r1);
-    freeReplyObject(r2);
     batch_free(&b);
-    apply_free(&one);
-    apply_free(&each);
-    events_destroy(ev);
+    twin_free(&t);
 }
 
 /* The element i of an array reply: its string, or NULL for a nil. */
@@ -834,17 +883,6 @@ static const char *elem(const redisReply *r, size_t i) {
     if (r->element[i]->type == REDIS_REPLY_NIL) return NULL;
     assert_int_equal(r->element[i]->type, REDIS_REPLY_STRING);
     return r->element[i]->str;
-}
-
-static long long calls_of(const char *cmd) {
-    redisReply *r = redisCommand(rc, "INFO commandstats");
-    char want[64];
-    long long n = 0;
-    snprintf(want, sizeof(want), "cmdstat_%s:calls=", cmd);
-    const char *at = r && r->type == REDIS_REPLY_STRING ? strstr(r->str, want) : NULL;
-    if (at) n = atoll(at + strlen(want));
-    freeReplyObject(r);
-    return n;
 }
 
 /* A read sent in parts: the parts' replies come back as one array per
@@ -923,20 +961,18 @@ static void test_read_in_parts(void **state) {
  * batch each. */
 static void test_batch_read_in_parts(void **state) {
     (void)state;
-    flush();
     enum { N = 2600, C = N - N / 3 - 1 }; /* customers: two orders in three, not the last */
-    char err[512] = "";
-    policy_t pol;
-    events_t *ev = with_policy(&pol);
-    apply_ctx_t one = ctx_deciding(&pol, ev), each = ctx_deciding(&pol, ev);
-    apply_part_t p1 = {"orders", 1, {0}}, p2 = {"orders", 2, {0}};
-    assert_int_equal(store_claim(store, "orders", 1, "test", &p1.meta, err, sizeof(err)), 0);
-    assert_int_equal(store_claim(store, "orders", 2, "test", &p2.meta, err, sizeof(err)), 0);
+    twin_t t;
     apply_msg_t *msgs = calloc(N, sizeof(*msgs));
     char(*ids)[16] = calloc(C, sizeof(*ids));
+    const char **idp = calloc(C, sizeof(*idp));
     assert_non_null(msgs);
     assert_non_null(ids);
-    for (size_t c = 0; c < C; c++) snprintf(ids[c], sizeof(ids[c]), "cust-%04zu", c);
+    assert_non_null(idp);
+    for (size_t c = 0; c < C; c++) {
+        snprintf(ids[c], sizeof(ids[c]), "cust-%04zu", c);
+        idp[c] = ids[c];
+    }
     size_t next = 0, c3 = 0;
     for (size_t i = 0; i < N; i++) {
         char oid[32];
@@ -954,39 +990,18 @@ static void test_batch_read_in_parts(void **state) {
         msgs[i].key = ids[c];
         msgs[i].key_len = strlen(ids[c]);
     }
-    long long hmget0 = calls_of("hmget");
-    APPLY_OK_OR_FAIL(apply_batch(&one, &p1, msgs, N, NOV + 20 * DAY, err, sizeof(err)));
-    apply_settle(&one);
-    /* The meta, then three parts of states and profiles. */
-    assert_int_equal(calls_of("hmget") - hmget0, 1 + 3 * 2);
-    for (size_t i = 0; i < N; i++) {
-        apply_msg_t m = msgs[i];
-        APPLY_OK_OR_FAIL(apply_batch(&each, &p2, &m, 1, NOV + 20 * DAY, err, sizeof(err)));
-    }
-    apply_settle(&each);
-    assert_int_equal(one.stats.applied, N - 1);
-    assert_int_equal(one.stats.duplicates, 1);
-    assert_int_equal(each.stats.applied, N - 1);
-    assert_true(one.stats.tier_events >= C); /* each placed */
-    assert_int_equal(one.stats.tier_events, each.stats.tier_events);
-    assert_int_equal(one.stats.quota_events, each.stats.quota_events);
-    redisReply *r1 = states_of(1), *r2 = states_of(2);
-    assert_int_equal(r1->elements, 2 * C);
-    assert_int_equal(r2->elements, 2 * C);
-    for (size_t c = 0; c < C; c++) {
-        size_t l1, l2;
-        const char *s1 = field_of(r1, ids[c], &l1), *s2 = field_of(r2, ids[c], &l2);
-        if (l1 != l2 || memcmp(s1, s2, l1) != 0) fail_msg("%s: the states differ", ids[c]);
-    }
-    freeReplyObject(r1);
-    freeReplyObject(r2);
     assert_int_equal(next, C);
+    twin_apply(&t, msgs, N);
+    assert_int_equal(t.one_hmgets, 1 + 3 * 2); /* the meta, three parts of states and profiles */
+    assert_int_equal(t.one.stats.applied, N - 1);
+    assert_int_equal(t.one.stats.duplicates, 1);
+    assert_true(t.one.stats.tier_events >= C); /* each placed */
+    freeReplyObject(twin_same_states(idp, C));
     for (size_t i = 0; i < N; i++) free((void *)msgs[i].value);
     free(msgs);
     free(ids);
-    apply_free(&one);
-    apply_free(&each);
-    events_destroy(ev);
+    free(idp);
+    twin_free(&t);
 }
 
 /* Byte order of ids, as memcmp and then length: what the review's cursor
