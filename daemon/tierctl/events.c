@@ -453,7 +453,10 @@ fail:
     return -1;
 }
 
+/* The selected topic m came from; NULL for another, or for an error that
+ * names none (a consumer's error event has no topic). */
 static evtopic_t *topic_of(evs_t *e, const rd_kafka_message_t *m) {
+    if (!m->rkt) return NULL;
     const char *name = rd_kafka_topic_name(m->rkt);
     for (int k = 0; k < EV__COUNT; k++)
         if (e->tp[k].selected && strcmp(e->tp[k].name, name) == 0) return &e->tp[k];

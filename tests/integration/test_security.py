@@ -6,8 +6,11 @@ redis-password).
 
 The broker (scripts/services, TIERD_SERVICES_KAFKA_SASL_SSL=1) has a
 SASL_SSL listener, SCRAM-SHA-512, with a certificate signed by a CA made for
-this run; Redis has users whose rules are read from docs/operations.md, so
-the documented rule is the tested one.
+this run, and an authorizer that lets a SASL user do nothing its ACLs do not
+allow: tierd's and tierctl's ACLs are the `kafka-acls.sh` lines of
+docs/operations.md, run as they are with Kafka's own tool; Redis has users
+whose rules are read from the same page.  So the documented rights are the
+tested ones.
 
 - Refused at start, each with a clear message, a non-zero exit, within
   seconds, and nothing written to Redis: a wrong Kafka password; a CA that
@@ -16,8 +19,10 @@ the documented rule is the tested one.
 - Works: with the documented rule and the right credentials, tierd drains
   orders (good and bad) over SASL_SSL, the aggregates equal the harness's
   model, the dead letters and every decided event reach their topics (the
-  outbox drains), and `tierctl events -e` over SASL_SSL prints as many
-  events as the topics hold; `tierctl show` and `dump` work with the
+  outbox drains), and `tierctl events -e` over SASL_SSL, as Kafka user
+  tierctl, prints as many events as the topics hold; as a user with the
+  topics' ACL but not the group's it fails with the broker's reason
+  (it crashed on that error once); `tierctl show` and `dump` work with the
   documented tierctl rule.
 - No secret (the passwords, the wrong ones too, and the broker's keystore
   password) appears in any captured output: every tierd log, /metrics,
@@ -45,6 +50,25 @@ def documented_rule(user):
     return m.group(1).split()
 
 
+def documented_kafka_acls():
+    """The arguments of docs/operations.md's `kafka-acls.sh
+    --bootstrap-server BROKER ...` lines."""
+    lines = re.findall(r"^kafka-acls\.sh --bootstrap-server BROKER (.+)$", OPS, re.M)
+    assert len(lines) >= 3, "docs/operations.md has no kafka-acls.sh lines"
+    return [l.split() for l in lines]
+
+
+def kafka_acls(args):
+    """Kafka's own kafka-acls (kafka.admin.AclCommand, from the broker's
+    jars) on the PLAINTEXT listener, a super user's."""
+    libs = subprocess.run(["bash", "-c", '. "$1/scripts/kafka/env.sh" && echo "$KAFKA_LIBS"',
+                           "-", h.ROOT], check=True, stdout=subprocess.PIPE,
+                          text=True).stdout.strip()
+    subprocess.run(["java", "-cp", libs + "/*", "kafka.admin.AclCommand", "--bootstrap-server",
+                    svc.bootstrap, *args], check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.PIPE, text=True, timeout=120)
+
+
 TIERD_RULE = documented_rule("tierd")
 TIERCTL_RULE = documented_rule("tierctl")
 WRITES = {"+hset", "+hdel", "+hincrby", "+xadd", "+xdel"}
@@ -66,6 +90,14 @@ with open(os.path.join(svc.dir, "tls", "store.pass")) as f:
 SECRETS = [KAFKA_PW, REDIS_PW, WRONG_KAFKA_PW, WRONG_REDIS_PW, RO_PW, TIERCTL_PW, STORE_PW]
 
 svc.kafka_user("tierd", KAFKA_PW)
+svc.kafka_user("tierctl", TIERCTL_PW)
+svc.kafka_user("nogroup", TIERCTL_PW)
+ACLS = documented_kafka_acls()
+for args in ACLS:
+    kafka_acls(args)
+    if "User:tierctl" in args and "--topic" in args:  # the topics', not the group's
+        kafka_acls([a.replace("User:tierctl", "User:nogroup") for a in args])
+h.log("kafka ACLs as docs/operations.md gives them: %s" % "; ".join(" ".join(a) for a in ACLS))
 svc.redis_user("tierd", REDIS_PW, TIERD_RULE)
 svc.redis_user("tierd-ro", RO_PW, READ_ONLY_RULE)
 svc.redis_user("tierctl", TIERCTL_PW, TIERCTL_RULE)
@@ -91,10 +123,15 @@ def credentials(name, kafka_pw, redis_pw):
     return d
 
 
-def kafka_conf(ca=None):
-    return {"bootstrap.servers": svc.sasl_bootstrap, "security.protocol": "SASL_SSL",
-            "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": "tierd",
+def kafka_conf(ca=None, user="tierd"):
+    """SASL_SSL as user; tierd's own in the group its ACL names (the
+    default group.id)."""
+    conf = {"bootstrap.servers": svc.sasl_bootstrap, "security.protocol": "SASL_SSL",
+            "sasl.mechanisms": "SCRAM-SHA-512", "sasl.username": user,
             "ssl.ca.location": ca or svc.ca}
+    if user == "tierd":
+        conf["group.id"] = "tierd"
+    return conf
 
 
 def redis_section(user):
@@ -160,32 +197,39 @@ assert status == 200 and "tierd_orders_applied_total" in metrics, status
 captured.append(("/metrics", metrics))
 
 # tierctl with its own user and credentials, Kafka over SASL_SSL too.
-tierctl_creds = credentials("tierctl", KAFKA_PW, TIERCTL_PW)
+tierctl_creds = credentials("tierctl", TIERCTL_PW, TIERCTL_PW)
 tierctl_cfg = os.path.join(svc.dir, "tierctl.yaml")
 with open(tierctl_cfg, "w") as f:
-    f.write("kafka:\n" + "".join("  %s: \"%s\"\n" % kv for kv in kafka_conf().items()) +
+    f.write("kafka:\n" +
+            "".join("  %s: \"%s\"\n" % kv for kv in kafka_conf(user="tierctl").items()) +
             "redis:%s\ntime_zone: Asia/Shanghai\nwindow_months: 3\n" % redis_section("tierctl"))
 env = {k: v for k, v in os.environ.items() if not k.startswith("TIERD_")}
 env["CREDENTIALS_DIRECTORY"] = tierctl_creds
 
 
-def tierctl(*args):
-    p = subprocess.run([TIERCTL, "-c", tierctl_cfg, *args], stdout=subprocess.PIPE,
+def tierctl(*args, cfg=tierctl_cfg, want=0):
+    p = subprocess.run([TIERCTL, "-c", cfg, *args], stdout=subprocess.PIPE,
                        stderr=subprocess.PIPE, text=True, env=env, timeout=120)
     captured.append(("tierctl " + " ".join(args), p.stdout + p.stderr))
-    assert p.returncode == 0, "tierctl %s: exit %d\n%s" % (" ".join(args), p.returncode, p.stderr)
-    return p.stdout
+    assert p.returncode == want, "tierctl %s: exit %d\n%s" % (" ".join(args), p.returncode,
+                                                              p.stderr)
+    return p.stdout if want == 0 else p.stderr
 
 
 events = [json.loads(l) for l in tierctl("events", "-e").splitlines()]
 assert len(events) == n_events + len(quota), (len(events), n_events, len(quota))
+nogroup_cfg = os.path.join(svc.dir, "tierctl-nogroup.yaml")
+with open(tierctl_cfg) as f, open(nogroup_cfg, "w") as out:
+    out.write(f.read().replace('sasl.username: "tierctl"', 'sasl.username: "nogroup"'))
+said = tierctl("events", "-e", cfg=nogroup_cfg, want=1)
+assert "Group authorization failed" in said, said
 customer = events[0]["customer_id"]
 assert customer in tierctl("show", customer)
 dumped = [json.loads(l) for l in tierctl("dump", "--partition", "0").splitlines()]
 assert any(o["type"] == "customer" for o in dumped) and not any(
     o["type"] == "error" for o in dumped), dumped[:3]
-h.log("tierctl as redis user tierctl: events -e over SASL_SSL (%d events), show, dump" %
-      len(events))
+h.log("tierctl as redis user tierctl: events -e over SASL_SSL (%d events), show, dump; "
+      "without the group's ACL: %s" % (len(events), said.strip()[:120]))
 
 for args in (["--help-config"], ["--check-config", "-c", d.cfg]):
     p = subprocess.run([h.tierd_binary(), *args], stdout=subprocess.PIPE,
