@@ -341,6 +341,12 @@ static int batch_stream(void *ctx, txn_stream_t *st, char *errstr, size_t errstr
  * names it, and the partition waits for `tierctl rebuild`. */
 static int load_customers(batch_t *b, redisReply **replies, char *errstr, size_t errstr_size) {
     struct batch_work *w = b->w;
+    for (int k = 0; w->ncs && k < 1 + b->decisions; k++)
+        if (!replies[k] || replies[k]->elements != w->ncs) { /* never, but never read past it */
+            snprintf(errstr, errstr_size, "%s: %zu replies read for %zu customers",
+                     k ? b->pkey : b->ckey, replies[k] ? replies[k]->elements : 0, w->ncs);
+            return APPLY_RETRY;
+        }
     for (size_t j = 0; j < w->ncs; j++) {
         bcust_t *c = w->cs[j];
         redisReply *rs = replies[0]->element[j];

@@ -67,6 +67,7 @@ struct store {
      * part and how many parts were appended. */
     struct {
         int open;
+        int refused; /* a part's arguments were refused: the close fails */
         size_t nkeys, nparts;
     } part;
 };
@@ -1419,6 +1420,7 @@ int store_read_open(store_t *s, const char *topic, int32_t partition, char *errs
     arena_reset(&s->ra); /* the previous read's replies */
     append_watch(s, mkey);
     s->part.open = 1;
+    s->part.refused = 0;
     s->part.nkeys = 0;
     s->part.nparts = 0;
     return STORE_OK;
@@ -1428,10 +1430,13 @@ int store_read_part(store_t *s, size_t nkeys, char *const *keys, const char **co
                     size_t *const *fieldlens, const size_t *nfields) {
     char why[256];
     if (!s->part.open || !s->rc) return STORE_ERR; /* dropped: close says so */
-    if (nkeys == 0 || nkeys > STORE_READ_KEYS_MAX || (s->part.nparts && nkeys != s->part.nkeys))
+    int bad =
+        nkeys == 0 || nkeys > STORE_READ_KEYS_MAX || (s->part.nparts && nkeys != s->part.nkeys);
+    for (size_t i = 0; !bad && i < nkeys; i++) bad = nfields[i] == 0;
+    if (bad) { /* the caller's replies would not be what it asked for */
+        s->part.refused = 1;
         return STORE_ERR;
-    for (size_t i = 0; i < nkeys; i++)
-        if (nfields[i] == 0) return STORE_ERR;
+    }
     for (size_t i = 0; i < nkeys; i++)
         append_hmget(s, keys[i], nfields[i], fields[i], fieldlens[i]);
     s->part.nkeys = nkeys;
@@ -1496,6 +1501,11 @@ int store_read_close(store_t *s, store_meta_t *meta, size_t *nkeys, redisReply *
         return STORE_ERR;
     }
     if (read_replies(s, meta, np * nk, parts, errstr, errstr_size) != STORE_OK) return STORE_ERR;
+    if (s->part.refused) {
+        snprintf(errstr, errstr_size, "a part of the read was refused: no key, or no field");
+        store_unwatch(s);
+        return STORE_ERR;
+    }
     if (merge_parts(s, parts, nk, np, replies, errstr, errstr_size) != STORE_OK) {
         store_unwatch(s);
         return STORE_ERR;

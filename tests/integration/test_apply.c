@@ -893,8 +893,9 @@ static const char *elem(const redisReply *r, size_t i) {
 }
 
 /* A read sent in parts: the parts' replies come back as one array per
- * key, in order; an aborted one leaves nothing watched; a connection
- * killed between two parts fails the close, and the next read works. */
+ * key, in order; an aborted one leaves nothing watched; a part the store
+ * refuses fails the read; a connection killed between two parts fails
+ * the close, and the next read works. */
 static void test_read_in_parts(void **state) {
     (void)state;
     flush();
@@ -940,6 +941,14 @@ static void test_read_in_parts(void **state) {
                      0);
     assert_int_equal(store_exec(store, &tx, err, sizeof(err)), STORE_OK);
     store_tx_free(&tx);
+
+    /* A part with a key but no field is refused, and so is the read. */
+    const size_t none[2] = {3, 0};
+    assert_int_equal(store_read_open(store, "orders", 4, err, sizeof(err)), STORE_OK);
+    assert_int_equal(store_read_part(store, 2, keys, fa, la, na), STORE_OK);
+    assert_int_equal(store_read_part(store, 2, keys, fa, la, none), STORE_ERR);
+    assert_int_equal(store_read_close(store, &m, &nk, rep, err, sizeof(err)), STORE_ERR);
+    assert_non_null(strstr(err, "refused"));
 
     /* Killed between the parts. */
     assert_int_equal(store_read_open(store, "orders", 4, err, sizeof(err)), STORE_OK);
