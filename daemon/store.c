@@ -345,26 +345,27 @@ static void append_argv(redisContext *c, int argc, const char **argv, const size
     append_argv2(c, (size_t)argc, argv, argvlen, 0, NULL, NULL);
 }
 
-/* Appends a command; after an ASK, an ASKING before it. */
-static void append(store_t *s, int argc, const char **argv, const size_t *argvlen) {
+/* Appends a command of head then tail (append_argv2); after an ASK, an
+ * ASKING before it. */
+static void append2(store_t *s, size_t nhead, const char **head, const size_t *headlen,
+                    size_t ntail, const char **tail, const size_t *taillen) {
     if (s->asking) {
         redisAppendCommand(s->rc, "ASKING");
         s->commands++;
     }
-    append_argv(s->rc, argc, argv, argvlen);
+    append_argv2(s->rc, nhead, head, headlen, ntail, tail, taillen);
     s->commands++;
+}
+
+static void append(store_t *s, int argc, const char **argv, const size_t *argvlen) {
+    append2(s, (size_t)argc, argv, argvlen, 0, NULL, NULL);
 }
 
 /* HMGET key fields[0..n), or HGETALL key when n is 0. */
 static void append_hmget(store_t *s, const char *key, size_t n, const char **fields,
                          const size_t *lens) {
     const char *head[2] = {n ? "HMGET" : "HGETALL", key};
-    if (s->asking) {
-        redisAppendCommand(s->rc, "ASKING");
-        s->commands++;
-    }
-    append_argv2(s->rc, 2, head, NULL, n, fields, lens);
-    s->commands++;
+    append2(s, 2, head, NULL, n, fields, lens);
 }
 
 /* The reply of a command sent with append: ASKING's +OK is read first. */
@@ -1345,7 +1346,6 @@ static int read_replies(store_t *s, store_meta_t *meta, size_t nkeys, redisReply
     return STORE_ERR;
 }
 
-/* store_read's request, sent to rc as route or a redirection set it. */
 /* WATCH meta and HMGET meta: the head of every watched read. */
 static void append_watch(store_t *s, const char *mkey) {
     const char *watch[2] = {"WATCH", mkey};
@@ -1354,6 +1354,18 @@ static void append_watch(store_t *s, const char *mkey) {
     append(s, 2 + META_NFIELDS, hmget, NULL);
 }
 
+/* Writes out what is appended, behind the transaction in the air, whose
+ * reply is read (and handed to its fn, a lost reply included) first;
+ * STORE_ERR, errstr saying why, when the connection is gone by then. */
+static int out_behind_flight(store_t *s, char *errstr, size_t errstr_size) {
+    int failed = s->rc && write_out(s, errstr, errstr_size) != STORE_OK; /* errstr set */
+    store_settle(s);
+    if (s->rc) return STORE_OK;
+    if (!failed) snprintf(errstr, errstr_size, "redis: the connection closed");
+    return STORE_ERR;
+}
+
+/* store_read's request, sent to rc as route or a redirection set it. */
 static int read_once(store_t *s, const char *mkey, store_meta_t *meta, size_t nkeys, char **keys,
                      const char ***fields, size_t **fieldlens, size_t *nfields,
                      redisReply **replies, char *errstr, size_t errstr_size) {
@@ -1364,17 +1376,10 @@ static int read_once(store_t *s, const char *mkey, store_meta_t *meta, size_t nk
     append_watch(s, mkey);
     for (size_t i = 0; i < nkeys; i++)
         append_hmget(s, keys[i], nfields[i], fields[i], fieldlens[i]);
-    if (s->flight.fn) {
-        /* A transaction in the air (store_exec_send) went first: this
-         * request follows it at once, so Redis goes from the one to the
-         * other without waiting for us, and its reply is read first. */
-        int sent = write_out(s, errstr, errstr_size) == STORE_OK;
-        store_settle(s); /* its outcome, a lost reply included, goes to its fn */
-        if (!s->rc) {
-            if (sent) snprintf(errstr, errstr_size, "redis: the connection closed");
-            goto out;
-        }
-    }
+    /* A transaction in the air (store_exec_send) went first: this request
+     * follows it at once, so Redis goes from the one to the other without
+     * waiting for us. */
+    if (s->flight.fn && out_behind_flight(s, errstr, errstr_size) != STORE_OK) goto out;
     rc = read_replies(s, meta, nkeys, replies, errstr, errstr_size);
 out:
     if (rc != STORE_OK) /* in the arena: nothing to free */
@@ -1489,12 +1494,8 @@ int store_read_close(store_t *s, store_meta_t *meta, size_t *nkeys, redisReply *
     }
     s->part.open = 0;
     for (size_t i = 0; i < STORE_READ_KEYS_MAX; i++) replies[i] = NULL;
-    int sent = s->rc && write_out(s, errstr, errstr_size) == STORE_OK;
-    store_settle(s); /* the transaction in the air's replies come first */
-    if (!s->rc) {
-        if (sent) snprintf(errstr, errstr_size, "redis: the connection closed");
-        return STORE_ERR;
-    }
+    /* A part that could not be written dropped the connection. */
+    if (out_behind_flight(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
     if (np && !(parts = arena_alloc(&s->ra, np * nk * sizeof(*parts)))) {
         snprintf(errstr, errstr_size, "out of memory");
         drop(s); /* its replies unread: the connection is out of step */

@@ -893,9 +893,10 @@ static const char *elem(const redisReply *r, size_t i) {
 }
 
 /* A read sent in parts: the parts' replies come back as one array per
- * key, in order; an aborted one leaves nothing watched; a part the store
- * refuses fails the read; a connection killed between two parts fails
- * the close, and the next read works. */
+ * key, in order; an aborted one leaves nothing watched; another call
+ * while parts are out drops them first and gets its own replies; a part
+ * the store refuses fails the read; a connection killed between two parts
+ * fails the close, saying why, and the next read works. */
 static void test_read_in_parts(void **state) {
     (void)state;
     flush();
@@ -942,6 +943,22 @@ static void test_read_in_parts(void **state) {
     assert_int_equal(store_exec(store, &tx, err, sizeof(err)), STORE_OK);
     store_tx_free(&tx);
 
+    /* Another call while parts are out: they are read and dropped first,
+     * and that call gets its own replies. */
+    const char *f3[] = {"d"};
+    size_t l3[] = {1};
+    const char **fc[2] = {f3, f3};
+    size_t *lc[2] = {l3, l3};
+    size_t nc[2] = {1, 1};
+    assert_int_equal(store_read_open(store, "orders", 4, err, sizeof(err)), STORE_OK);
+    assert_int_equal(store_read_part(store, 2, keys, fa, la, na), STORE_OK);
+    assert_int_equal(store_read(store, "orders", 4, &m, 2, keys, fc, lc, nc, rep, err, sizeof(err)),
+                     STORE_OK);
+    assert_int_equal(rep[0]->elements, 1);
+    assert_string_equal(elem(rep[0], 0), "4");
+    assert_null(elem(rep[1], 0));
+    store_unwatch(store);
+
     /* A part with a key but no field is refused, and so is the read. */
     const size_t none[2] = {3, 0};
     assert_int_equal(store_read_open(store, "orders", 4, err, sizeof(err)), STORE_OK);
@@ -955,7 +972,9 @@ static void test_read_in_parts(void **state) {
     assert_int_equal(store_read_part(store, 2, keys, fa, la, na), STORE_OK);
     freeReplyObject(redisCommand(rc, "CLIENT KILL TYPE normal SKIPME yes"));
     (void)store_read_part(store, 2, keys, fb, lb, nb);
+    err[0] = '\0';
     assert_int_equal(store_read_close(store, &m, &nk, rep, err, sizeof(err)), STORE_ERR);
+    assert_true(err[0] != '\0'); /* says why, whichever write found the connection gone */
     int rc2 = STORE_ERR;
     for (int i = 0; i < 500 && rc2 != STORE_OK; i++) { /* past the reconnect backoff */
         rc2 = store_read(store, "orders", 4, &m, 2, keys, fa, la, (size_t *)na, rep, err,
