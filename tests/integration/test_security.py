@@ -58,13 +58,15 @@ def documented_kafka_acls():
     return [l.split() for l in lines]
 
 
+KAFKA_LIBS = subprocess.run(["bash", "-c", '. "$1/scripts/kafka/env.sh" && echo "$KAFKA_LIBS"',
+                            "-", h.ROOT], check=True, stdout=subprocess.PIPE,
+                           text=True).stdout.strip()
+
+
 def kafka_acls(args):
     """Kafka's own kafka-acls (kafka.admin.AclCommand, from the broker's
     jars) on the PLAINTEXT listener, a super user's."""
-    libs = subprocess.run(["bash", "-c", '. "$1/scripts/kafka/env.sh" && echo "$KAFKA_LIBS"',
-                           "-", h.ROOT], check=True, stdout=subprocess.PIPE,
-                          text=True).stdout.strip()
-    subprocess.run(["java", "-cp", libs + "/*", "kafka.admin.AclCommand", "--bootstrap-server",
+    subprocess.run(["java", "-cp", KAFKA_LIBS + "/*", "kafka.admin.AclCommand", "--bootstrap-server",
                     svc.bootstrap, *args], check=True, stdout=subprocess.DEVNULL,
                    stderr=subprocess.PIPE, text=True, timeout=120)
 
