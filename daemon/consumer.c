@@ -1090,6 +1090,8 @@ static void publish_metrics(consumer_t *k, int force) {
     s->quota_events = a->quota_events;
     memcpy(s->quota_by_kind, a->quota_by_kind, sizeof(s->quota_by_kind));
     s->events_published = publish_events_published(k->pub);
+    s->dead_standins = publish_dead_standins(k->pub);
+    s->dead_lost = publish_dead_lost(k->pub);
     if (store_connected(k->apply->store)) outbox_depth(k);
     s->outbox_depth = k->outbox_depth;
     s->redis_commands = store_commands(k->apply->store);

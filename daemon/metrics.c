@@ -260,6 +260,14 @@ char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
         buf_printf(&b, "\"} %" PRIu64 "\n", s->dead_by_reason[i]);
     }
 
+    counter(&b, "tierd_dead_letter_standins_total",
+            "Dead letters the topic refused as they were (too large, not a valid record), sent "
+            "as stand-ins.",
+            s->dead_standins);
+    counter(&b, "tierd_dead_letters_lost_total",
+            "Dead letters the topic refused even as stand-ins; each is logged with its "
+            "coordinates.",
+            s->dead_lost);
     counter(&b, "tierd_batches_total", "Batches committed.", s->batches);
     counter(&b, "tierd_fenced_commits_total",
             "Batch commits refused because another member owns the partition now.", s->fenced);

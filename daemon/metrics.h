@@ -69,6 +69,8 @@ typedef struct metrics_snapshot {
     uint64_t applied, duplicates, redelivered, dead, batches, fenced, reviews, profiles;
     uint64_t state_corrupt; /* customer states that did not parse */
     uint64_t review_pages;  /* review transactions committed */
+    uint64_t dead_standins; /* dead letters sent as stand-ins (publish_dead) */
+    uint64_t dead_lost;     /* dead letters refused even as stand-ins */
     uint64_t dead_by_reason[METRICS_MAX_REASONS];
     const char *const *reason_names; /* nreasons entries; NULL entries are named by index */
     size_t nreasons;

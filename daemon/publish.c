@@ -17,9 +17,10 @@
  * its report is in, even when its partition forgets it first (orphan). */
 typedef struct dl_rec {
     int64_t offset;
-    int state;  /* DL_* */
-    int level;  /* 0: the record itself; 1: a stand-in cut to fit; 2: headers only */
-    int orphan; /* forgotten while in flight: the report frees it */
+    int state;                /* DL_* */
+    int level;                /* 0: the record itself; 1: a stand-in cut to fit; 2: headers only */
+    int orphan;               /* forgotten while in flight: the report frees it */
+    rd_kafka_resp_err_t code; /* the last refusal */
     char err[160];
 } dl_rec_t;
 
@@ -79,6 +80,7 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
             free(r);
         } else if (m->err) {
             r->state = publish_refused_for_good(m->err) ? DL_REFUSED : DL_FAILED;
+            r->code = m->err;
             snprintf(r->err, sizeof(r->err), "%s", rd_kafka_err2str(m->err));
         } else {
             r->state = DL_ACKED;
@@ -101,14 +103,24 @@ int publish_refused_for_good(rd_kafka_resp_err_t err) {
     case RD_KAFKA_RESP_ERR_INVALID_RECORD:
     case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
     case RD_KAFKA_RESP_ERR_INVALID_MSG:
+    case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG: return 1;
+    default: return 0; /* the topic's state (ACLs, existence): fixed by an operator */
+    }
+}
+
+/* What an operator does about a dead-letter topic that refuses every
+ * record, for the retry's log line; "" for other errors. */
+static const char *dl_topic_hint(rd_kafka_resp_err_t err) {
+    switch (err) {
     case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
     case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
-    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
-    case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
+        return " (grant tierd's Kafka user Write on the topic: docs/operations.md, Security)";
     case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
     case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
-    case RD_KAFKA_RESP_ERR__INVALID_ARG: return 1;
-    default: return 0;
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+        return " (create the topic, or set topics.dead_letter to one that exists)";
+    default: return "";
     }
 }
 
@@ -338,15 +350,21 @@ int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t
     clock_gettime(CLOCK_MONOTONIC, &start);
     int64_t start_ms = (int64_t)start.tv_sec * 1000 + start.tv_nsec / 1000000;
     int64_t wait_ms = start_ms < d->dead_quick_until ? 0 : DL_WAIT_MS;
-    for (;;) {
+    for (int pass = 0;; pass++) {
         size_t waiting = 0, failed = 0;
-        const char *why = "";
+        const char *why = "", *hint = "";
         for (size_t i = 0; i < n; i++) {
             dl_rec_t *r = dl_rec(s, dead[i]->offset);
             if (!r) goto oom;
             if (r->state == DL_ACKED) continue;
             if (r->state == DL_INFLIGHT) {
                 waiting++;
+                continue;
+            }
+            if (r->state == DL_FAILED && pass > 0) { /* its report came in this call */
+                failed++;
+                why = r->err;
+                hint = dl_topic_hint(r->code);
                 continue;
             }
             if (r->state == DL_REFUSED) {
@@ -378,9 +396,11 @@ int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t
                 i--; /* the stand-in, now */
             } else {
                 r->state = DL_FAILED;
+                r->code = err;
                 snprintf(r->err, sizeof(r->err), "%s", rd_kafka_err2str(err));
                 failed++;
                 why = r->err;
+                hint = dl_topic_hint(err);
             }
         }
         if (waiting == 0 && failed == 0) return 0;
@@ -391,8 +411,8 @@ int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t
         if (failed || ms >= wait_ms) {
             if (!failed && wait_ms > 0) d->dead_quick_until = start_ms + ms + DL_WAIT_MS;
             snprintf(errstr, errstr_size,
-                     "dead-letter topic %s: %zu records unacknowledged, %zu failed%s%s", d->topic,
-                     waiting, failed, failed ? ": " : "", why);
+                     "dead-letter topic %s: %zu records unacknowledged, %zu failed%s%s%s", d->topic,
+                     waiting, failed, failed ? ": " : "", why, hint);
             return -1;
         }
     }

@@ -40,19 +40,23 @@ void publish_wake_on_reports(publish_t *pub, rd_kafka_queue_t *q);
 
 /* apply_dead_fn.  Remembers each dead letter by its source coordinates,
  * so a batch that is retried sends only what Kafka has not acknowledged.
- * A record the broker refuses for good (too large, not authorised, no such
- * topic: publish_refused_for_good) is sent again as a stand-in: the same
- * headers plus tierd.standin (the broker's refusal), tierd.original.size
- * and tierd.original.fnv1a64, with the value cut to 64 KiB and the key to
- * 256 bytes; if that is refused too, with no key and no value.  One
- * refused even then is logged with its coordinates and counted as lost.
- * Waits at most 2 s for reports; returns -1 (retry later) when some are
- * still missing. */
+ * A record the broker refuses for good (too large, not a valid record:
+ * publish_refused_for_good) is sent again as a stand-in: the same headers
+ * plus tierd.standin (the broker's refusal), tierd.original.size and
+ * tierd.original.fnv1a64, with the value cut to 64 KiB and the key to 256
+ * bytes; if that is refused too, with no key and no value.  One refused
+ * even then is logged with its coordinates and counted as lost.  A refusal
+ * of the topic's own (not authorised, no such topic) is no record's fault
+ * and an operator's to fix: the batch is retried later, as when the broker
+ * is down, and the error names the fix.  Waits at most 2 s for reports;
+ * returns -1 (retry later) when some are still missing or failed. */
 int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t n, char *errstr,
                  size_t errstr_size);
 /* Forgets the dead letters of (topic, partition) below offset `below`
  * (committed, or the partition left us).  INT64_MAX forgets them all. */
 void publish_dead_forget(publish_t *pub, const char *topic, int32_t partition, int64_t below);
+/* The broker's refusal is the record's (its size or form), not the
+ * topic's: sending it again as it is would be refused again. */
 int publish_refused_for_good(rd_kafka_resp_err_t err);
 uint64_t publish_dead_standins(const publish_t *pub);
 uint64_t publish_dead_lost(const publish_t *pub);

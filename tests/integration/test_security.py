@@ -19,7 +19,13 @@ tested ones.
 - Works: with the documented rule and the right credentials, tierd drains
   orders (good and bad) over SASL_SSL, the aggregates equal the harness's
   model, the dead letters and every decided event reach their topics (the
-  outbox drains), and `tierctl events -e` over SASL_SSL, as Kafka user
+  outbox drains).
+- Its Write ACL on the dead-letter topic taken away: the partition of a new
+  bad record waits, retrying with a log line that names the fix, while the
+  other partitions drain; nothing is dead-lettered, lost or sent as a
+  stand-in meanwhile; the ACL given back, that dead letter goes out as it
+  was, exactly once, and the aggregates equal the model.
+- `tierctl events -e` over SASL_SSL, as Kafka user
   tierctl, prints as many events as the topics hold; as a user with the
   topics' ACL but not the group's it fails with the broker's reason
   (it crashed on that error once); `tierctl show` and `dump` work with the
@@ -37,6 +43,7 @@ import subprocess
 import time
 
 import harness as h
+from confluent_kafka import Consumer
 
 TIERCTL = h.tierctl_binary()
 OPS = open(os.path.join(h.ROOT, "docs", "operations.md")).read()
@@ -197,6 +204,88 @@ h.log("drained over SASL_SSL: %d orders, %d dead letters, %d tier changes and %d
 status, metrics = h.http_get(port, "/metrics")
 assert status == 200 and "tierd_orders_applied_total" in metrics, status
 captured.append(("/metrics", metrics))
+
+# ------------------------------- a dead-letter topic tierd may not write to
+# tierd's Write ACL on dead-letter taken away: the partition of a bad record
+# waits, retrying, its log naming the fix (nothing lost, no stand-in), while
+# the other partitions go on; the ACL given back, the dead letter goes out
+# as it was and the partition catches up.
+DL_WRITE = ["--allow-principal", "User:tierd", "--operation", "Write", "--topic", "dead-letter"]
+
+
+def dead_letter_authorized():
+    """Whether the broker lets user tierd see dead-letter (Write implies
+    Describe): read-only, so probing writes nothing."""
+    c = Consumer({k: v for k, v in kafka_conf().items() if k != "group.id"} |
+                 {"group.id": "tierd-probe", "sasl.password": KAFKA_PW})
+    try:
+        t = c.list_topics("dead-letter", timeout=10).topics["dead-letter"]
+        return t.error is None
+    finally:
+        c.close()
+
+
+kafka_acls(["--remove", "--force", *DL_WRITE])
+h.wait_for(lambda: not dead_letter_authorized(), "the broker to refuse tierd dead-letter")
+now = h.now_ms()
+more = []
+for i in range(1600):
+    c = "D%04d" % (i % 80)
+    o = h.order("D%07d" % i, c, now - 3600_000 - i * 100, "SALE",
+                [{"sku": "SKU-%d" % (i % 7), "quantity": 1 + i % 5, "unit_price": 100 + i}])
+    more.append(h.Rec(h.partition_of(c), c.encode(), h.encode(o), o))
+held = more[0].partition
+mine = [i for i, r in enumerate(more) if r.partition == held]
+garbage = h.Rec(held, None, b"\x07 not an order", expect="NOT_AVRO")
+more.insert(mine[len(mine) // 2], garbage)
+h.produce(svc.bootstrap, "orders", more)
+ends2 = h.end_offsets(svc.bootstrap, "orders")
+dead_before = sum(h.end_offsets(svc.bootstrap, "dead-letter").values())
+
+
+def stored(p):
+    return int(svc.redis.hget("tierd:{orders.%d}:meta" % p, "offset") or 0)
+
+
+HINT = re.compile(r"dead-letter topic dead-letter: \d+ records unacknowledged, 1 failed: "
+                  r"Broker: Topic authorization failed \(grant tierd's Kafka user Write on "
+                  r"the topic")
+
+
+def attempts():
+    return len(HINT.findall(d.log_text()))
+
+
+h.wait_for(lambda: attempts() > 0 and all(
+    stored(p) >= e for p, e in ends2.items() if p != held), "the other partitions to drain "
+    "and the refusal to be logged", timeout=120, daemons=[d])
+# Retried, not dropped: still held after more attempts.
+tries = attempts()
+h.wait_for(lambda: attempts() >= tries + 2, "two more attempts", daemons=[d])
+assert stored(held) <= garbage.offset, (stored(held), garbage.offset)
+assert sum(h.end_offsets(svc.bootstrap, "dead-letter").values()) == dead_before
+status, metrics = h.http_get(port, "/metrics")
+for name in ("tierd_dead_letter_standins_total", "tierd_dead_letters_lost_total"):
+    assert re.search(r"^%s 0$" % name, metrics, re.M), (name, metrics)
+h.log("without Write on dead-letter: partitions %s drained, partition %d held at offset %d "
+      "(the bad record at %d) after %d attempts, nothing lost or sent as a stand-in" % (
+          sorted(p for p in ends2 if p != held), held, stored(held), garbage.offset,
+          attempts()))
+
+kafka_acls(["--add", *DL_WRITE])
+h.wait_drained(svc, ends2, timeout=120, daemons=[d])
+want_state, want_dead = h.model(recs + more)
+h.compare_state(h.read_state(svc.redis), want_state)
+h.check_dead_letters(svc.bootstrap, recs + more, want_dead, allow_repeats=False)
+letter = [hdr for hdr, _k, v in h.read_dead_letters(svc.bootstrap)
+          if int(hdr["tierd.source.partition"]) == held and
+          int(hdr["tierd.source.offset"]) == garbage.offset]
+assert len(letter) == 1 and "tierd.standin" not in letter[0], letter
+n_events, _ = h.check_tier_events(svc, want_state, daemons=[d])
+quota = h.decode_events(h.read_topic(svc.bootstrap, "quota-events"), "quota_event.avsc")
+h.log("Write given back: partition %d caught up, its dead letter went out as it was (%s); "
+      "%d tier changes and %d quota events in all" % (
+          held, letter[0]["tierd.reason"], n_events, len(quota)))
 
 # tierctl with its own user and credentials, Kafka over SASL_SSL too.
 tierctl_creds = credentials("tierctl", TIERCTL_PW, TIERCTL_PW)
