@@ -1,12 +1,14 @@
 /*
- * startcheck.c -- the broker lets tierd in, or tierd says why and stops.
+ * startcheck.c -- the broker lets tierd in and shows it its topics, or
+ * tierd says why and stops.
  *
  * librdkafka treats a refused SASL login or a failed TLS handshake like a
  * broker that is down: it reports the error to error_cb and tries again,
  * forever.  At a start that is a configuration mistake, not an outage, and
  * retrying would only hide it; so one client of its own asks for metadata
- * first, and the first such error ends the start.  After the start nothing
- * here runs: outages are retried as before.
+ * first, and the first such error ends the start; so does a topic the
+ * broker will not describe to tierd's user (no ACL of its on the topic).
+ * After the start nothing here runs: outages are retried as before.
  */
 #include "startcheck.h"
 
@@ -75,6 +77,40 @@ static void refusal(const config_t *c, const seen_t *s, char *errstr, size_t err
     }
 }
 
+/* Each topic tierd reads or writes as the broker shows it to tierd's user:
+ * one it will not even describe (no ACL of tierd's on it at all) is a
+ * configuration mistake as well, said before anything is consumed.  A
+ * topic that does not exist (yet) is not refused here. */
+static int topics_visible(rd_kafka_t *rk, const config_t *c, int timeout_ms, char *errstr,
+                          size_t errstr_size) {
+    const struct {
+        const char *name, *key, *right;
+    } t[] = {{c->topic_orders, "topics.orders", "Read"},
+             {c->topic_profiles, "topics.profiles", "Read"},
+             {c->topic_tier_changes, "topics.tier_changes", "Write"},
+             {c->topic_quota_events, "topics.quota_events", "Write"},
+             {c->topic_dead_letter, "topics.dead_letter", "Write"}};
+    for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+        rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, t[i].name, NULL);
+        const struct rd_kafka_metadata *md = NULL;
+        if (!rkt) continue;
+        rd_kafka_resp_err_t err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
+        rd_kafka_resp_err_t terr = RD_KAFKA_RESP_ERR_NO_ERROR;
+        if (err == RD_KAFKA_RESP_ERR_NO_ERROR && md && md->topic_cnt == 1) terr = md->topics[0].err;
+        if (md) rd_kafka_metadata_destroy(md);
+        rd_kafka_topic_destroy(rkt);
+        if (err == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED ||
+            terr == RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED) {
+            snprintf(errstr, errstr_size,
+                     "kafka: the broker does not let tierd's user see topic %s (%s): grant it %s "
+                     "on the topic (docs/operations.md, Security)",
+                     t[i].name, t[i].key, t[i].right);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int startcheck_kafka(const config_t *c, int timeout_ms, volatile sig_atomic_t *stop, char *errstr,
                      size_t errstr_size) {
     seen_t seen;
@@ -106,7 +142,10 @@ int startcheck_kafka(const config_t *c, int timeout_ms, volatile sig_atomic_t *s
         if (md) rd_kafka_metadata_destroy(md);
         rd_kafka_poll(rk, 0); /* serves error_cb */
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
-            rc = STARTCHECK_OK;
+            left = deadline - mono_ms();
+            rc = topics_visible(rk, c, left > 2000 ? (int)left : 2000, errstr, errstr_size) == 0
+                     ? STARTCHECK_OK
+                     : STARTCHECK_REFUSED;
             break;
         }
         if (seen.refused) {

@@ -15,7 +15,8 @@ tested ones.
 - Refused at start, each with a clear message, a non-zero exit, within
   seconds, and nothing written to Redis: a wrong Kafka password; a CA that
   did not sign the broker's certificate; a Redis user with the documented
-  rule less its write commands; a wrong Redis password.
+  rule less its write commands; a wrong Redis password; no ACL of tierd's
+  on the orders topic.
 - Works: with the documented rule and the right credentials, tierd drains
   orders (good and bad) over SASL_SSL, the aggregates equal the harness's
   model, the dead letters and every decided event reach their topics (the
@@ -171,6 +172,17 @@ def refused_at_start(name, creds, want, ca=None, redis_user="tierd"):
     h.log("%s: exit %d after %.1fs, nothing written: %s" % (name, rc, time.time() - t, line[:200]))
 
 
+def tierd_sees(topic):
+    """Whether the broker lets user tierd see the topic (Read and Write
+    imply Describe): read-only, so probing writes nothing."""
+    c = Consumer({k: v for k, v in kafka_conf().items() if k != "group.id"} |
+                 {"group.id": "tierd-probe", "sasl.password": KAFKA_PW})
+    try:
+        return c.list_topics(topic, timeout=10).topics[topic].error is None
+    finally:
+        c.close()
+
+
 good = credentials("good", KAFKA_PW, REDIS_PW)
 refused_at_start("wrong-kafka-password", credentials("wrong-kafka", WRONG_KAFKA_PW, REDIS_PW),
                  r"error main: kafka: the broker refused tierd's login at start: .*SASL "
@@ -183,6 +195,15 @@ refused_at_start("redis-read-only", credentials("read-only", KAFKA_PW, RO_PW),
                  redis_user="tierd-ro")
 refused_at_start("wrong-redis-password", credentials("wrong-redis", KAFKA_PW, WRONG_REDIS_PW),
                  r"error main: redis: AUTH refused: WRONGPASS")
+# No ACL of tierd's on the orders topic: refused at start, naming it.
+ORDERS_READ = ["--allow-principal", "User:tierd", "--operation", "Read", "--topic", "orders"]
+kafka_acls(["--remove", "--force", *ORDERS_READ])
+h.wait_for(lambda: not tierd_sees("orders"), "the broker to refuse tierd orders")
+refused_at_start("no-acl-on-orders", good,
+                 r"error main: kafka: the broker does not let tierd's user see topic orders "
+                 r"\(topics\.orders\): grant it Read on the topic")
+kafka_acls(["--add", *ORDERS_READ])
+h.wait_for(lambda: tierd_sees("orders"), "the broker to show tierd orders again")
 
 # ---------------------------------------------------------------- it works
 recs = h.generate(4000, 200, seed=1101, bad_per_kind=1)
@@ -211,22 +232,8 @@ captured.append(("/metrics", metrics))
 # the other partitions go on; the ACL given back, the dead letter goes out
 # as it was and the partition catches up.
 DL_WRITE = ["--allow-principal", "User:tierd", "--operation", "Write", "--topic", "dead-letter"]
-
-
-def dead_letter_authorized():
-    """Whether the broker lets user tierd see dead-letter (Write implies
-    Describe): read-only, so probing writes nothing."""
-    c = Consumer({k: v for k, v in kafka_conf().items() if k != "group.id"} |
-                 {"group.id": "tierd-probe", "sasl.password": KAFKA_PW})
-    try:
-        t = c.list_topics("dead-letter", timeout=10).topics["dead-letter"]
-        return t.error is None
-    finally:
-        c.close()
-
-
 kafka_acls(["--remove", "--force", *DL_WRITE])
-h.wait_for(lambda: not dead_letter_authorized(), "the broker to refuse tierd dead-letter")
+h.wait_for(lambda: not tierd_sees("dead-letter"), "the broker to refuse tierd dead-letter")
 now = h.now_ms()
 more = []
 for i in range(1600):
