@@ -48,7 +48,7 @@ struct publish {
     int round_inflight;
     uint64_t published;        /* outbox events acknowledged, for metrics */
     rd_kafka_queue_t *reports; /* the producer's main queue, while it wakes another */
-    char lasterr[256];
+    char lasterr[256];         /* the round's last refusal (round_refused) */
     /* publish_set_frames: the event topics and their schema ids. */
     struct {
         char *topic; /* owned; NULL: events unframed */
@@ -68,6 +68,28 @@ typedef struct outbox_status {
     dr_opaque_t op;
     int done, failed;
 } outbox_status_t;
+
+/* What an operator does about a topic that refuses every record (tierd's
+ * user may not write to it, or it does not exist), for the retry's log
+ * line; "" for other errors. */
+static const char *topic_hint(rd_kafka_resp_err_t err) {
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+        return " (grant tierd's Kafka user Write on the topic: docs/operations.md, Security)";
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+        return " (create the topic, or name one that exists in topics.*)";
+    default: return "";
+    }
+}
+
+/* The round's last refusal, for its warning: "topic: reason (hint)". */
+static void round_refused(publish_t *d, const char *topic, rd_kafka_resp_err_t err) {
+    snprintf(d->lasterr, sizeof(d->lasterr), "%s: %s%s", topic, rd_kafka_err2str(err),
+             topic_hint(err));
+}
 
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
     (void)rk;
@@ -90,7 +112,7 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
         st->done = 1;
         st->failed = m->err != 0;
         d->round_inflight--;
-        if (m->err) snprintf(d->lasterr, sizeof(d->lasterr), "%s", rd_kafka_err2str(m->err));
+        if (m->err) round_refused(d, rd_kafka_topic_name(m->rkt), m->err);
         return; /* the round's */
     }
     free(o);
@@ -106,21 +128,6 @@ int publish_refused_for_good(rd_kafka_resp_err_t err) {
     case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
     case RD_KAFKA_RESP_ERR__INVALID_ARG: return 1;
     default: return 0; /* the topic's state (ACLs, existence): fixed by an operator */
-    }
-}
-
-/* What an operator does about a dead-letter topic that refuses every
- * record, for the retry's log line; "" for other errors. */
-static const char *dl_topic_hint(rd_kafka_resp_err_t err) {
-    switch (err) {
-    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
-    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
-        return " (grant tierd's Kafka user Write on the topic: docs/operations.md, Security)";
-    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
-    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
-    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
-        return " (create the topic, or set topics.dead_letter to one that exists)";
-    default: return "";
     }
 }
 
@@ -364,7 +371,7 @@ int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t
             if (r->state == DL_FAILED && pass > 0) { /* its report came in this call */
                 failed++;
                 why = r->err;
-                hint = dl_topic_hint(r->code);
+                hint = topic_hint(r->code);
                 continue;
             }
             if (r->state == DL_REFUSED) {
@@ -400,7 +407,7 @@ int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t
                 snprintf(r->err, sizeof(r->err), "%s", rd_kafka_err2str(err));
                 failed++;
                 why = r->err;
-                hint = dl_topic_hint(err);
+                hint = topic_hint(err);
             }
         }
         if (waiting == 0 && failed == 0) return 0;
@@ -533,6 +540,7 @@ static void produce_event(publish_t *d, redisReply **f, outbox_status_t *st, cha
         if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL) {
             st->done = st->failed = 1;
             snprintf(errstr, errstr_size, "produce to %s: %s", f[1]->str, rd_kafka_err2str(err));
+            round_refused(d, f[1]->str, err);
             break;
         }
         rd_kafka_poll(d->rk, 50);
@@ -664,7 +672,7 @@ static int round_finish(publish_t *d, store_t *s, int32_t *done, int *nread, siz
     if (!dr) goto oom;
     if (ndel && store_pipeline(s, &tx, dr, errstr, errstr_size) != STORE_OK) goto out;
     if (waiting && !errstr[0])
-        snprintf(errstr, errstr_size, "%zu of %zu outbox entries not acknowledged yet: %.120s",
+        snprintf(errstr, errstr_size, "%zu of %zu outbox entries not acknowledged yet: %.160s",
                  waiting, waiting + acked, d->lasterr);
     d->published += (uint64_t)published;
     rc = 0;

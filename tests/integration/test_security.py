@@ -26,6 +26,9 @@ tested ones.
   other partitions drain; nothing is dead-lettered, lost or sent as a
   stand-in meanwhile; the ACL given back, that dead letter goes out as it
   was, exactly once, and the aggregates equal the model.
+- Its Write ACL on tier-changes taken away: orders are still applied, the
+  tier changes they decide wait in the outbox while the publisher's
+  warning says why; the ACL given back, every one goes out, gapless.
 - `tierctl events -e` over SASL_SSL, as Kafka user
   tierctl, prints as many events as the topics hold; as a user with the
   topics' ACL but not the group's it fails with the broker's reason
@@ -288,11 +291,42 @@ letter = [hdr for hdr, _k, v in h.read_dead_letters(svc.bootstrap)
           if int(hdr["tierd.source.partition"]) == held and
           int(hdr["tierd.source.offset"]) == garbage.offset]
 assert len(letter) == 1 and "tierd.standin" not in letter[0], letter
+h.log("Write given back: partition %d caught up, its dead letter went out as it was (%s)" % (
+    held, letter[0]["tierd.reason"]))
+
+# ------------------------------- a tier-changes topic tierd may not write to
+# Orders of new customers (each placed: a tier change) are still applied,
+# their events wait in the outbox, the publisher's warning says why; the
+# ACL given back, every event goes out, gapless.
+TC_WRITE = ["--allow-principal", "User:tierd", "--operation", "Write", "--topic", "tier-changes"]
+kafka_acls(["--remove", "--force", *TC_WRITE])
+h.wait_for(lambda: not tierd_sees("tier-changes"), "the broker to refuse tierd tier-changes")
+tc_before = len(h.read_topic(svc.bootstrap, "tier-changes"))
+newcomers = []
+for i in range(400):
+    c = "E%04d" % (i % 40)
+    o = h.order("E%07d" % i, c, now - 3600_000 - i * 100, "SALE",
+                [{"sku": "SKU-1", "quantity": 1, "unit_price": 500}])
+    newcomers.append(h.Rec(h.partition_of(c), c.encode(), h.encode(o), o))
+h.produce(svc.bootstrap, "orders", newcomers)
+ends3 = h.end_offsets(svc.bootstrap, "orders")
+h.wait_drained(svc, ends3, timeout=120, daemons=[d])
+REFUSED = re.compile(r"warn +publish: orders outboxes: \d+ of \d+ outbox entries not acknowledged "
+                     r"yet: tier-changes: Broker: Topic authorization failed \(grant tierd's "
+                     r"Kafka user Write on the topic: docs/operations.md, Security\); will retry")
+h.wait_for(lambda: len(REFUSED.findall(d.log_text())) >= 2, "the publisher's refusals",
+           daemons=[d])
+assert h.outbox_len(svc.redis) > 0
+assert len(h.read_topic(svc.bootstrap, "tier-changes")) == tc_before
+waiting = h.outbox_len(svc.redis)
+kafka_acls(["--add", *TC_WRITE])
+want_state, want_dead = h.model(recs + more + newcomers)
+h.compare_state(h.read_state(svc.redis), want_state)
 n_events, _ = h.check_tier_events(svc, want_state, daemons=[d])
 quota = h.decode_events(h.read_topic(svc.bootstrap, "quota-events"), "quota_event.avsc")
-h.log("Write given back: partition %d caught up, its dead letter went out as it was (%s); "
-      "%d tier changes and %d quota events in all" % (
-          held, letter[0]["tierd.reason"], n_events, len(quota)))
+h.log("without Write on tier-changes: %d orders of 40 new customers applied, %d outbox entries "
+      "waited; given back, the outbox drained: %d tier changes and %d quota events in all, "
+      "gapless" % (len(newcomers), waiting, n_events, len(quota)))
 
 # tierctl with its own user and credentials, Kafka over SASL_SSL too.
 tierctl_creds = credentials("tierctl", TIERCTL_PW, TIERCTL_PW)
