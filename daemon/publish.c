@@ -1,5 +1,7 @@
 #include "publish.h"
 
+#include "strmap.h"
+
 #include "store.h"
 
 #include "kafkaconf.h"
@@ -49,6 +51,10 @@ struct publish {
     uint64_t published;        /* outbox events acknowledged, for metrics */
     rd_kafka_queue_t *reports; /* the producer's main queue, while it wakes another */
     char lasterr[256];         /* the round's last refusal (round_refused) */
+    /* Per partition id: the events Kafka acknowledged whose outbox entry
+     * waits for another of its events ("entry-id#index"), not sent again. */
+    strmap_t *acked;
+    size_t nacked;
     /* publish_set_frames: the event topics and their schema ids. */
     struct {
         char *topic; /* owned; NULL: events unframed */
@@ -180,6 +186,8 @@ void publish_destroy(publish_t *d) {
     }
     round_free(d);
     arena_free(&d->round_replies);
+    for (size_t i = 0; i < d->nacked; i++) strmap_free(&d->acked[i], NULL);
+    free(d->acked);
     free(d->frames[0].topic);
     free(d->frames[1].topic);
     for (size_t i = 0; i < d->nsrcs; i++) {
@@ -548,7 +556,29 @@ static void produce_event(publish_t *d, redisReply **f, outbox_status_t *st, cha
     free(tmp); /* librdkafka copied it (RD_KAFKA_MSG_F_COPY) */
 }
 
+/* The partition's acknowledged events (created when `create`); NULL when
+ * it has none, or out of memory (then events are only sent again). */
+static strmap_t *acked_of(publish_t *d, int32_t partition, int create) {
+    size_t p = (size_t)partition;
+    if (partition < 0 || (p >= d->nacked && !create)) return NULL;
+    if (p >= d->nacked) {
+        strmap_t *m = realloc(d->acked, (p + 1) * sizeof(*m));
+        if (!m) return NULL;
+        memset(m + d->nacked, 0, (p + 1 - d->nacked) * sizeof(*m));
+        d->acked = m;
+        d->nacked = p + 1;
+    }
+    return &d->acked[p];
+}
+
+static size_t acked_key(char *buf, size_t size, const redisReply *entry, size_t ev) {
+    int n = snprintf(buf, size, "%s#%zu", entry->element[0]->str, ev);
+    return n > 0 && (size_t)n < size ? (size_t)n : 0;
+}
+
 static void obox_produce(publish_t *d, obox_t *o, char *errstr, size_t errstr_size) {
+    const strmap_t *acked = acked_of(d, o->partition, 0);
+    char key[96];
     for (size_t i = 0; i < o->r->elements; i++)
         for (size_t ev = 0; ev < o->nev[i]; ev++) {
             redisReply **f = o->r->element[i]->element[1]->element + 8 * ev;
@@ -560,6 +590,11 @@ static void obox_produce(publish_t *d, obox_t *o, char *errstr, size_t errstr_si
                          o->r->element[i]->element[0]->str);
                 continue;
             }
+            size_t klen = acked ? acked_key(key, sizeof(key), o->r->element[i], ev) : 0;
+            if (klen && strmap_get(acked, key, klen)) {
+                st->done = 1; /* acknowledged in an earlier round */
+                continue;
+            }
             produce_event(d, f, st, errstr, errstr_size);
         }
 }
@@ -567,6 +602,28 @@ static void obox_produce(publish_t *d, obox_t *o, char *errstr, size_t errstr_si
 /* Adds XDEL of the entries whose every event Kafka acknowledged (an entry
  * with a failure is published again, whole, next time: same ids).  Returns
  * the events acknowledged, -1 when out of memory. */
+/* Remembers the acknowledged events of the entries that wait for another
+ * of their events (a topic refused it): the next round sends only what
+ * Kafka has not acknowledged.  Entries deleted are forgotten. */
+static void obox_remember(publish_t *d, obox_t *o) {
+    strmap_t *acked = acked_of(d, o->partition, 1);
+    char key[96];
+    if (!acked) return;
+    strmap_clear(acked, NULL);
+    for (size_t i = 0; i < o->r->elements; i++) {
+        int ok = 1;
+        for (size_t ev = 0; ev < o->nev[i]; ev++)
+            ok &= o->st[o->first[i] + ev].done && !o->st[o->first[i] + ev].failed;
+        for (size_t ev = 0; !ok && ev < o->nev[i]; ev++) {
+            const outbox_status_t *st = &o->st[o->first[i] + ev];
+            size_t klen = acked_key(key, sizeof(key), o->r->element[i], ev);
+            int created;
+            if (st->done && !st->failed && klen && !strmap_put(acked, key, klen, &created))
+                return; /* out of memory: those are sent again */
+        }
+    }
+}
+
 static int obox_xdel(obox_t *o, store_tx_t *tx, size_t *acked_entries) {
     const char **argv = malloc((o->r->elements + 2) * sizeof(*argv));
     size_t n = 0;
@@ -661,6 +718,7 @@ static int round_finish(publish_t *d, store_t *s, int32_t *done, int *nread, siz
         size_t entries = 0;
         int ev = obox_xdel(o, &tx, &entries);
         if (ev < 0) goto oom;
+        obox_remember(d, o);
         published += ev;
         acked += entries;
         waiting += o->r->elements - entries;

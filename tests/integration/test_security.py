@@ -295,18 +295,21 @@ h.log("Write given back: partition %d caught up, its dead letter went out as it 
     held, letter[0]["tierd.reason"]))
 
 # ------------------------------- a tier-changes topic tierd may not write to
-# Orders of new customers (each placed: a tier change) are still applied,
-# their events wait in the outbox, the publisher's warning says why; the
-# ACL given back, every event goes out, gapless.
+# Orders of new customers (each placed: a tier change; each over its caps:
+# quota events, in the same outbox entries) are still applied, the tier
+# changes wait in the outbox, the publisher's warning says why, and the
+# quota events go out once, not again at each retry; the ACL given back,
+# every event goes out, gapless.
 TC_WRITE = ["--allow-principal", "User:tierd", "--operation", "Write", "--topic", "tier-changes"]
 kafka_acls(["--remove", "--force", *TC_WRITE])
 h.wait_for(lambda: not tierd_sees("tier-changes"), "the broker to refuse tierd tier-changes")
 tc_before = len(h.read_topic(svc.bootstrap, "tier-changes"))
+q_before = len(h.read_topic(svc.bootstrap, "quota-events"))
 newcomers = []
 for i in range(400):
     c = "E%04d" % (i % 40)
     o = h.order("E%07d" % i, c, now - 3600_000 - i * 100, "SALE",
-                [{"sku": "SKU-1", "quantity": 1, "unit_price": 500}])
+                [{"sku": "SKU-1", "quantity": 100, "unit_price": 500}])
     newcomers.append(h.Rec(h.partition_of(c), c.encode(), h.encode(o), o))
 h.produce(svc.bootstrap, "orders", newcomers)
 ends3 = h.end_offsets(svc.bootstrap, "orders")
@@ -319,14 +322,18 @@ h.wait_for(lambda: len(REFUSED.findall(d.log_text())) >= 2, "the publisher's ref
 assert h.outbox_len(svc.redis) > 0
 assert len(h.read_topic(svc.bootstrap, "tier-changes")) == tc_before
 waiting = h.outbox_len(svc.redis)
+q_during = len(h.read_topic(svc.bootstrap, "quota-events")) - q_before
+assert q_during > 0, "no quota event went out while tier-changes refused tierd"
 kafka_acls(["--add", *TC_WRITE])
 want_state, want_dead = h.model(recs + more + newcomers)
 h.compare_state(h.read_state(svc.redis), want_state)
 n_events, _ = h.check_tier_events(svc, want_state, daemons=[d])
 quota = h.decode_events(h.read_topic(svc.bootstrap, "quota-events"), "quota_event.avsc")
+assert h.decode_events.repeats == 0, "%d quota events sent again" % h.decode_events.repeats
 h.log("without Write on tier-changes: %d orders of 40 new customers applied, %d outbox entries "
-      "waited; given back, the outbox drained: %d tier changes and %d quota events in all, "
-      "gapless" % (len(newcomers), waiting, n_events, len(quota)))
+      "waited, their %d quota events went out once; given back, the outbox drained: %d tier "
+      "changes and %d quota events in all, gapless" % (
+          len(newcomers), waiting, q_during, n_events, len(quota)))
 
 # tierctl with its own user and credentials, Kafka over SASL_SSL too.
 tierctl_creds = credentials("tierctl", TIERCTL_PW, TIERCTL_PW)
