@@ -1,8 +1,10 @@
 /*
- * strmap.h -- a string-keyed hash map (open addressing, FNV-1a) for the
- * per-batch working sets: customer-months touched, order ids seen.  Keys
- * are copied into the map's arena; values are the caller's.  Cleared
- * between batches, keeping its memory, so it never grows past one batch.
+ * strmap.h -- a string-keyed hash map (open addressing, FNV-1a) for
+ * working sets: per batch, the customer-months touched and order ids seen;
+ * per partition, the events acknowledged whose outbox entry still waits
+ * (publish.c).  Keys are copied into the map's arena; values are the
+ * caller's.  Cleared, keeping its memory, so it never grows past its
+ * largest set.
  */
 #ifndef TIERD_STRMAP_H
 #define TIERD_STRMAP_H
