@@ -29,6 +29,9 @@ tested ones.
 - Its Write ACL on tier-changes taken away: orders are still applied, the
   tier changes they decide wait in the outbox while the publisher's
   warning says why; the ACL given back, every one goes out, gapless.
+- A dead-letter topic tierd may write to but nobody created: the partition
+  of a bad record waits, the warning says to create the topic, the others
+  drain; created, the dead letter goes out as it was.
 - `tierctl events -e` over SASL_SSL, as Kafka user
   tierctl, prints as many events as the topics hold; as a user with the
   topics' ACL but not the group's it fails with the broker's reason
@@ -48,6 +51,7 @@ import time
 
 import harness as h
 from confluent_kafka import Consumer
+from confluent_kafka.admin import AdminClient, NewTopic
 
 TIERCTL = h.tierctl_binary()
 OPS = open(os.path.join(h.ROOT, "docs", "operations.md")).read()
@@ -379,6 +383,51 @@ for args in (["--help-config"], ["--check-config", "-c", d.cfg]):
 
 assert d.term() == 0
 captured.append(("good log", d.log_text()))
+
+# ------------------------------------ a dead-letter topic that does not exist
+# tierd may write to it, but nobody made it (the broker creates no topic
+# by itself): the partition of a bad record waits, the warning says to
+# create the topic; once it exists, the dead letter goes out as it was.
+DL2 = "dead-letter-2"
+kafka_acls(["--add", "--allow-principal", "User:tierd", "--operation", "Write", "--topic", DL2])
+late = []
+for i in range(400):
+    c = "F%04d" % (i % 40)
+    o = h.order("F%07d" % i, c, now - 3600_000 - i * 100, "SALE",
+                [{"sku": "SKU-2", "quantity": 1, "unit_price": 300}])
+    late.append(h.Rec(h.partition_of(c), c.encode(), h.encode(o), o))
+held = late[0].partition
+mine = [i for i, r in enumerate(late) if r.partition == held]
+garbage2 = h.Rec(held, None, b"\x09 not an order either", expect="NOT_AVRO")
+late.insert(mine[len(mine) // 2], garbage2)
+h.produce(svc.bootstrap, "orders", late)
+ends4 = h.end_offsets(svc.bootstrap, "orders")
+d2 = h.Daemon(svc, "missing-dead-letter", kafka_extra=kafka_conf(),
+              extra={"redis": redis_section("tierd"), "topics": "\n  dead_letter: " + DL2},
+              env={"CREDENTIALS_DIRECTORY": good})
+d2.start()
+MISSING = re.compile(r"dead-letter topic %s: \d+ records unacknowledged, 1 failed: .*\(create "
+                     r"the topic, or name one that exists in topics\.\*\)" % DL2)
+h.wait_for(lambda: MISSING.search(d2.log_text()) and all(
+    stored(p) >= e for p, e in ends4.items() if p != held), "the other partitions to drain "
+    "and the missing topic to be named", timeout=120, daemons=[d2])
+held_at = stored(held)
+assert held_at <= garbage2.offset, (held_at, garbage2.offset)
+admin = AdminClient({"bootstrap.servers": svc.bootstrap})  # kept until the result
+admin.create_topics([NewTopic(DL2, 8, 1)])[DL2].result(30)
+h.wait_topics_ready(svc.bootstrap, [DL2], 8)
+h.wait_drained(svc, ends4, timeout=120, daemons=[d2])
+got = [(hdr, v) for hdr, _k, v in h.read_dead_letters(svc.bootstrap, DL2)]
+assert len(got) == 1 and got[0][0]["tierd.reason"] == "NOT_AVRO" and \
+    int(got[0][0]["tierd.source.offset"]) == garbage2.offset and \
+    "tierd.standin" not in got[0][0] and got[0][1] == garbage2.value, got
+want_state, _ = h.model(recs + more + newcomers + late)
+h.compare_state(h.read_state(svc.redis), want_state)
+assert d2.term() == 0
+captured.append(("missing-dead-letter log", d2.log_text()))
+h.log("dead-letter topic %s missing: partition %d held at offset %d (the bad record at %d), "
+      "the others drained; created, the dead letter went out as it was" % (
+          DL2, held, held_at, garbage2.offset))
 
 # The servers' own logs too: the users were made without a password on any
 # command line or log (the broker's keystore password is in its
