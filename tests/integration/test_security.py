@@ -242,16 +242,29 @@ DL_WRITE = ["--allow-principal", "User:tierd", "--operation", "Write", "--topic"
 kafka_acls(["--remove", "--force", *DL_WRITE])
 h.wait_for(lambda: not tierd_sees("dead-letter"), "the broker to refuse tierd dead-letter")
 now = h.now_ms()
-more = []
-for i in range(1600):
-    c = "D%04d" % (i % 80)
-    o = h.order("D%07d" % i, c, now - 3600_000 - i * 100, "SALE",
-                [{"sku": "SKU-%d" % (i % 7), "quantity": 1 + i % 5, "unit_price": 100 + i}])
-    more.append(h.Rec(h.partition_of(c), c.encode(), h.encode(o), o))
-held = more[0].partition
-mine = [i for i, r in enumerate(more) if r.partition == held]
-garbage = h.Rec(held, None, b"\x07 not an order", expect="NOT_AVRO")
-more.insert(mine[len(mine) // 2], garbage)
+
+
+def new_orders(prefix, n, customers, line, garbage=None):
+    """n SALE orders, placed in the last hour, of `customers` customers
+    new to the run (prefix + number), order i with line(i); with garbage
+    (bytes), that record too, in the middle of the first customer's
+    partition.  Returns (the records, the garbage's Rec or None)."""
+    recs_ = []
+    for i in range(n):
+        c = "%s%04d" % (prefix, i % customers)
+        o = h.order("%s%07d" % (prefix, i), c, now - 3600_000 - i * 100, "SALE", [line(i)])
+        recs_.append(h.Rec(h.partition_of(c), c.encode(), h.encode(o), o))
+    if garbage is None:
+        return recs_, None
+    bad = h.Rec(recs_[0].partition, None, garbage, expect="NOT_AVRO")
+    mine = [i for i, r in enumerate(recs_) if r.partition == bad.partition]
+    recs_.insert(mine[len(mine) // 2], bad)
+    return recs_, bad
+
+
+more, garbage = new_orders("D", 1600, 80, lambda i: {
+    "sku": "SKU-%d" % (i % 7), "quantity": 1 + i % 5, "unit_price": 100 + i}, b"\x07 not an order")
+held = garbage.partition
 h.produce(svc.bootstrap, "orders", more)
 ends2 = h.end_offsets(svc.bootstrap, "orders")
 dead_before = sum(h.end_offsets(svc.bootstrap, "dead-letter").values())
@@ -309,12 +322,8 @@ kafka_acls(["--remove", "--force", *TC_WRITE])
 h.wait_for(lambda: not tierd_sees("tier-changes"), "the broker to refuse tierd tier-changes")
 tc_before = len(h.read_topic(svc.bootstrap, "tier-changes"))
 q_before = len(h.read_topic(svc.bootstrap, "quota-events"))
-newcomers = []
-for i in range(400):
-    c = "E%04d" % (i % 40)
-    o = h.order("E%07d" % i, c, now - 3600_000 - i * 100, "SALE",
-                [{"sku": "SKU-1", "quantity": 100, "unit_price": 500}])
-    newcomers.append(h.Rec(h.partition_of(c), c.encode(), h.encode(o), o))
+newcomers, _ = new_orders("E", 400, 40,
+                          lambda i: {"sku": "SKU-1", "quantity": 100, "unit_price": 500})
 h.produce(svc.bootstrap, "orders", newcomers)
 ends3 = h.end_offsets(svc.bootstrap, "orders")
 h.wait_drained(svc, ends3, timeout=120, daemons=[d])
@@ -390,16 +399,10 @@ captured.append(("good log", d.log_text()))
 # create the topic; once it exists, the dead letter goes out as it was.
 DL2 = "dead-letter-2"
 kafka_acls(["--add", "--allow-principal", "User:tierd", "--operation", "Write", "--topic", DL2])
-late = []
-for i in range(400):
-    c = "F%04d" % (i % 40)
-    o = h.order("F%07d" % i, c, now - 3600_000 - i * 100, "SALE",
-                [{"sku": "SKU-2", "quantity": 1, "unit_price": 300}])
-    late.append(h.Rec(h.partition_of(c), c.encode(), h.encode(o), o))
-held = late[0].partition
-mine = [i for i, r in enumerate(late) if r.partition == held]
-garbage2 = h.Rec(held, None, b"\x09 not an order either", expect="NOT_AVRO")
-late.insert(mine[len(mine) // 2], garbage2)
+late, garbage2 = new_orders("F", 400, 40,
+                            lambda i: {"sku": "SKU-2", "quantity": 1, "unit_price": 300},
+                            b"\x09 not an order either")
+held = garbage2.partition
 h.produce(svc.bootstrap, "orders", late)
 ends4 = h.end_offsets(svc.bootstrap, "orders")
 # librdkafka waits topic.metadata.propagation.max.ms (30 s) before it
