@@ -51,8 +51,8 @@ struct publish {
     uint64_t published;        /* outbox events acknowledged, for metrics */
     rd_kafka_queue_t *reports; /* the producer's main queue, while it wakes another */
     char lasterr[256];         /* the round's last refusal (round_refused) */
-    /* Per partition id: the events Kafka acknowledged whose outbox entry
-     * waits for another of its events ("entry-id#index"), not sent again. */
+    /* Per partition id: the events Kafka acknowledged in the last round
+     * ("entry-id#event-id"), not sent again (obox_remember). */
     strmap_t *acked;
     size_t nacked;
     /* publish_set_frames: the event topics and their schema ids. */
@@ -571,14 +571,18 @@ static strmap_t *acked_of(publish_t *d, int32_t partition, int create) {
     return &d->acked[p];
 }
 
+/* "entry-id#event-id": the event id, not its place in the entry, so an
+ * entry made again under an old id (Redis put back in time) is never
+ * taken for one acknowledged; one event id is one event's bytes. */
 static size_t acked_key(char *buf, size_t size, const redisReply *entry, size_t ev) {
-    int n = snprintf(buf, size, "%s#%zu", entry->element[0]->str, ev);
+    const redisReply *id = entry->element[1]->element[8 * ev + 5];
+    int n = snprintf(buf, size, "%s#%.*s", entry->element[0]->str, (int)id->len, id->str);
     return n > 0 && (size_t)n < size ? (size_t)n : 0;
 }
 
 static void obox_produce(publish_t *d, obox_t *o, char *errstr, size_t errstr_size) {
     const strmap_t *acked = acked_of(d, o->partition, 0);
-    char key[96];
+    char key[256];
     for (size_t i = 0; i < o->r->elements; i++)
         for (size_t ev = 0; ev < o->nev[i]; ev++) {
             redisReply **f = o->r->element[i]->element[1]->element + 8 * ev;
@@ -599,31 +603,29 @@ static void obox_produce(publish_t *d, obox_t *o, char *errstr, size_t errstr_si
         }
 }
 
-/* Adds XDEL of the entries whose every event Kafka acknowledged (an entry
- * with a failure is published again, whole, next time: same ids).  Returns
- * the events acknowledged, -1 when out of memory. */
-/* Remembers the acknowledged events of the entries that wait for another
- * of their events (a topic refused it): the next round sends only what
- * Kafka has not acknowledged.  Entries deleted are forgotten. */
+/* Remembers every event of the round Kafka acknowledged, so the next
+ * round sends only what it has not: an entry waiting for another of its
+ * events (a topic refused it), or one whose XDEL did not land.  Entries
+ * deleted no longer show in the next round's read. */
 static void obox_remember(publish_t *d, obox_t *o) {
     strmap_t *acked = acked_of(d, o->partition, 1);
-    char key[96];
+    char key[256];
     if (!acked) return;
     strmap_clear(acked, NULL);
-    for (size_t i = 0; i < o->r->elements; i++) {
-        int ok = 1;
-        for (size_t ev = 0; ev < o->nev[i]; ev++)
-            ok &= o->st[o->first[i] + ev].done && !o->st[o->first[i] + ev].failed;
-        for (size_t ev = 0; !ok && ev < o->nev[i]; ev++) {
+    for (size_t i = 0; i < o->r->elements; i++)
+        for (size_t ev = 0; ev < o->nev[i]; ev++) {
             const outbox_status_t *st = &o->st[o->first[i] + ev];
             size_t klen = acked_key(key, sizeof(key), o->r->element[i], ev);
             int created;
             if (st->done && !st->failed && klen && !strmap_put(acked, key, klen, &created))
                 return; /* out of memory: those are sent again */
         }
-    }
 }
 
+/* Adds XDEL of the entries whose every event Kafka acknowledged (an entry
+ * with a failure is tried again next time, its acknowledged events
+ * skipped: obox_remember).  Returns the events acknowledged, -1 when out
+ * of memory. */
 static int obox_xdel(obox_t *o, store_tx_t *tx, size_t *acked_entries) {
     const char **argv = malloc((o->r->elements + 2) * sizeof(*argv));
     size_t n = 0;
