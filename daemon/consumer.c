@@ -80,6 +80,17 @@ typedef struct part {
 /* Records taken from the consumer queue per call. */
 #define POLL_BATCH 1024
 
+/* A consumer handle's errors in place of records (a fetch the broker
+ * refused, a topic gone): the first is logged at once, the next ones once
+ * in READ_ERROR_LOG_MS with their count, and the first record after them
+ * says the topic reads again.  /metrics counts every one. */
+#define READ_ERROR_LOG_MS 30000
+typedef struct read_errors {
+    uint64_t total;    /* since start */
+    uint64_t unlogged; /* since the last line */
+    int64_t logged_at; /* monotonic ms of the last line; 0: the topic reads */
+} read_errors_t;
+
 /* What the loop knows of one handle's fetcher (see prefetch_bound). */
 typedef struct prefetch {
     rd_kafka_queue_t *q; /* the handle's consumer queue; owned reference; NULL: none */
@@ -95,8 +106,9 @@ struct consumer {
     apply_ctx_t *apply; /* borrowed */
     publish_t *pub;     /* borrowed */
     rd_kafka_t *rk;
-    rd_kafka_t *prk;    /* customer-profiles, assigned by hand */
-    prefetch_t pf, ppf; /* the fetchers of rk and prk */
+    rd_kafka_t *prk;           /* customer-profiles, assigned by hand */
+    prefetch_t pf, ppf;        /* the fetchers of rk and prk */
+    read_errors_t rerr, prerr; /* rk's and prk's errors in place of records */
     /* The topics' handles, held from the start so each handle knows its
      * partitions' leaders before any is assigned.  Without them
      * librdkafka 2.0.2 learns the topic only at the assignment, finds no
@@ -1092,6 +1104,8 @@ static void publish_metrics(consumer_t *k, int force) {
     s->events_published = publish_events_published(k->pub);
     s->dead_standins = publish_dead_standins(k->pub);
     s->dead_lost = publish_dead_lost(k->pub);
+    s->read_errors[0] = k->rerr.total;
+    s->read_errors[1] = k->prerr.total;
     if (store_connected(k->apply->store)) outbox_depth(k);
     s->outbox_depth = k->outbox_depth;
     s->redis_commands = store_commands(k->apply->store);
@@ -1213,6 +1227,50 @@ static int enqueue(consumer_t *k, rd_kafka_message_t *m, int64_t now) {
     return 0;
 }
 
+/* What an operator does about an input topic the broker will not let
+ * tierd read; "" for other errors. */
+static const char *read_hint(rd_kafka_resp_err_t err) {
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+        return " (grant tierd's Kafka user Read on the topic: docs/operations.md, Security)";
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+        return " (create the topic, or name one that exists in topics.*)";
+    default: return "";
+    }
+}
+
+/* An error the consumer handed over in place of a record (m->err set). */
+static void read_error(read_errors_t *re, const char *topic, const rd_kafka_message_t *m) {
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return;
+    re->total++;
+    int64_t t = mono_ms();
+    if (re->logged_at && t - re->logged_at < READ_ERROR_LOG_MS) {
+        re->unlogged++;
+        return;
+    }
+    if (re->unlogged)
+        log_warn("consumer", "cannot read topic %s: %s%s; %" PRIu64 " more errors in %d s", topic,
+                 rd_kafka_message_errstr(m), read_hint(m->err), re->unlogged,
+                 (int)((t - re->logged_at) / 1000));
+    else
+        log_warn("consumer", "cannot read topic %s: %s%s", topic, rd_kafka_message_errstr(m),
+                 read_hint(m->err));
+    re->unlogged = 0;
+    re->logged_at = t;
+}
+
+/* A record arrived: after errors, say the topic reads again. */
+static void read_ok(read_errors_t *re, const char *topic) {
+    if (!re->logged_at) return;
+    log_info("consumer", "topic %s reads again (%" PRIu64 " errors in all since start)", topic,
+             re->total);
+    re->logged_at = 0;
+    re->unlogged = 0;
+}
+
 /* Profiles: whatever has arrived, without waiting; they are applied at
  * once unless orders of the partition are gathering. */
 static void poll_profiles(consumer_t *k) {
@@ -1225,13 +1283,15 @@ static void poll_profiles(consumer_t *k) {
             break;
         }
         bytes += pm->len;
-        part_t *pt = pm->err ? NULL : part_get(k, pm->partition);
-        if (pt && !pm->err) pt->pnext_off = pm->offset + 1;
         if (pm->err) {
-            if (pm->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                log_warn("consumer", "%s", rd_kafka_message_errstr(pm));
+            read_error(&k->prerr, k->conf->topic_profiles, pm);
             rd_kafka_message_destroy(pm);
-        } else if (!pt || !pt->assigned || pt->fenced || pending_push(&pt->prof, pm) != 0) {
+            continue;
+        }
+        read_ok(&k->prerr, k->conf->topic_profiles);
+        part_t *pt = part_get(k, pm->partition);
+        if (pt) pt->pnext_off = pm->offset + 1;
+        if (!pt || !pt->assigned || pt->fenced || pending_push(&pt->prof, pm) != 0) {
             rd_kafka_message_destroy(pm);
         } else if (pt->npending == 0) {
             pt->due_ms = mono_ms();
@@ -1322,10 +1382,12 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
             got++;
             bytes += m->len;
             if (m->err) {
-                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                    log_warn("consumer", "%s", rd_kafka_message_errstr(m));
+                read_error(&k->rerr, k->conf->topic_orders, m);
                 rd_kafka_message_destroy(m);
-            } else if (enqueue(k, m, now) != 0) {
+                continue;
+            }
+            read_ok(&k->rerr, k->conf->topic_orders);
+            if (enqueue(k, m, now) != 0) {
                 oom = 1; /* enqueue destroyed it */
                 break;
             }

@@ -268,6 +268,11 @@ char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
             "Dead letters the topic refused even as stand-ins; each is logged with its "
             "coordinates.",
             s->dead_lost);
+    head(&b, "tierd_read_errors_total", "counter",
+         "Errors the consumer got in place of records (a fetch the broker refused, a topic "
+         "gone), by input: orders or profiles; the log names the topic and the fix.");
+    buf_printf(&b, "tierd_read_errors_total{input=\"orders\"} %" PRIu64 "\n", s->read_errors[0]);
+    buf_printf(&b, "tierd_read_errors_total{input=\"profiles\"} %" PRIu64 "\n", s->read_errors[1]);
     counter(&b, "tierd_batches_total", "Batches committed.", s->batches);
     counter(&b, "tierd_fenced_commits_total",
             "Batch commits refused because another member owns the partition now.", s->fenced);

@@ -71,6 +71,9 @@ typedef struct metrics_snapshot {
     uint64_t review_pages;  /* review transactions committed */
     uint64_t dead_standins; /* dead letters sent as stand-ins (publish_dead) */
     uint64_t dead_lost;     /* dead letters refused even as stand-ins */
+    /* Errors the consumers got in place of records: [0] orders, [1]
+     * customer profiles (a fetch refused, a topic gone). */
+    uint64_t read_errors[2];
     uint64_t dead_by_reason[METRICS_MAX_REASONS];
     const char *const *reason_names; /* nreasons entries; NULL entries are named by index */
     size_t nreasons;

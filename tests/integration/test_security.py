@@ -29,6 +29,10 @@ tested ones.
 - Its Write ACL on tier-changes taken away: orders are still applied, the
   tier changes they decide wait in the outbox while the publisher's
   warning says why; the ACL given back, every one goes out, gapless.
+- Its Read ACL on orders taken away while it runs: tierd goes on living,
+  one warning (not one per fetch) names the topic and the right to
+  grant, /metrics counts the errors, nothing is applied; given back, the
+  orders produced meanwhile are applied once each.
 - A dead-letter topic tierd may write to but nobody created: the partition
   of a bad record waits, the warning says to create the topic, the others
   drain; created, the dead letter goes out as it was.
@@ -348,6 +352,57 @@ h.log("without Write on tier-changes: %d orders of 40 new customers applied, %d 
       "changes and %d quota events in all, gapless" % (
           len(newcomers), waiting, q_during, n_events, len(quota)))
 
+# ------------------------------------------ an orders topic tierd may not read
+# tierd's Read ACL on orders taken away while it runs: it keeps running,
+# says once (not at every fetch) which topic refuses it and what to grant,
+# and counts the errors in /metrics; nothing is applied meanwhile. Given
+# back, the orders produced in between are applied, once each.
+h.wait_drained(svc, h.end_offsets(svc.bootstrap, "orders"), timeout=120, daemons=[d])
+kafka_acls(["--remove", "--force", *ORDERS_READ])
+h.wait_for(lambda: not tierd_sees("orders"), "the broker to refuse tierd orders")
+taken = time.time()
+CANNOT = re.compile(r"warn +consumer: cannot read topic orders: .*Broker: Topic authorization "
+                    r"failed \(grant tierd's Kafka user Read on the topic: docs/operations.md, "
+                    r"Security\)")
+
+
+def read_errors():
+    m = re.search(r'^tierd_read_errors_total\{input="orders"\} (\d+)$',
+                  h.http_get(port, "/metrics")[1], re.M)
+    return int(m.group(1)) if m else 0
+
+
+# A fetch the broker let in before the ACL went waits there for records
+# (fetch.wait.max.ms) and may still return some: new orders are produced
+# once tierd's own fetches are refused.
+h.wait_for(lambda: read_errors() >= 1, "tierd's fetches to be refused", timeout=120,
+           daemons=[d])
+before = {p: stored(p) for p in range(8)}
+unread, _ = new_orders("G", 800, 80, lambda i: {"sku": "SKU-3", "quantity": 2, "unit_price": 700})
+h.produce(svc.bootstrap, "orders", unread)
+ends5 = h.end_offsets(svc.bootstrap, "orders")
+h.wait_for(lambda: CANNOT.search(d.log_text()) and read_errors() >= 8,
+           "the refusal logged and counted", timeout=120, daemons=[d])
+lines = len(CANNOT.findall(d.log_text()))
+assert lines <= 1 + (time.time() - taken) // 30, "%d lines in %.0f s" % (
+    lines, time.time() - taken)
+assert h.http_get(port, "/healthz")[0] == 200
+assert {p: stored(p) for p in range(8)} == before, ({p: stored(p) for p in range(8)}, before)
+h.log("without Read on orders: %d read errors counted, %d log line(s) naming the fix, nothing "
+      "applied" % (read_errors(), lines))
+kafka_acls(["--add", *ORDERS_READ])
+given = time.time()
+h.wait_drained(svc, ends5, timeout=120, daemons=[d])
+h.wait_for(lambda: re.search(r"info +consumer: topic orders reads again", d.log_text()),
+           "the line that says orders reads again", daemons=[d])
+want_state, _ = h.model(recs + more + newcomers + unread)
+h.compare_state(h.read_state(svc.redis), want_state)
+n_events, _ = h.check_tier_events(svc, want_state, daemons=[d])
+quota = h.decode_events(h.read_topic(svc.bootstrap, "quota-events"), "quota_event.avsc")
+assert h.decode_events.repeats == 0, "%d quota events sent again" % h.decode_events.repeats
+h.log("Read given back: the %d orders produced meanwhile applied once each, %.1f s later" % (
+    len(unread), time.time() - given))
+
 # tierctl with its own user and credentials, Kafka over SASL_SSL too.
 tierctl_creds = credentials("tierctl", TIERCTL_PW, TIERCTL_PW)
 tierctl_cfg = os.path.join(svc.dir, "tierctl.yaml")
@@ -427,7 +482,7 @@ got = [(hdr, v) for hdr, _k, v in h.read_dead_letters(svc.bootstrap, DL2)]
 assert len(got) == 1 and got[0][0]["tierd.reason"] == "NOT_AVRO" and \
     int(got[0][0]["tierd.source.offset"]) == garbage2.offset and \
     "tierd.standin" not in got[0][0] and got[0][1] == garbage2.value, got
-want_state, _ = h.model(recs + more + newcomers + late)
+want_state, _ = h.model(recs + more + newcomers + unread + late)
 h.compare_state(h.read_state(svc.redis), want_state)
 assert d2.term() == 0
 captured.append(("missing-dead-letter log", d2.log_text()))

@@ -42,6 +42,7 @@ static void fill(metrics_snapshot_t *s) {
     s->quota_by_kind[POLICY_QUOTA_REACHED] = 3;
     s->quota_by_kind[POLICY_QUOTA_EXCEEDED] = 2;
     s->outbox_depth = 11;
+    s->read_errors[0] = 8;
     s->parts[0].partition = 0;
     s->parts[0].lag = 120;
     s->parts[0].committed = 1000;
@@ -106,6 +107,8 @@ static void test_render_counters_and_types(void **state) {
     expect_line(t, "tierd_quota_events_total{kind=\"EXCEEDED\"} 2");
     expect_line(t, "tierd_quota_events_total{kind=\"HARD_CAP_EXCEEDED\"} 0");
     expect_line(t, "tierd_outbox_depth 11");
+    expect_line(t, "tierd_read_errors_total{input=\"orders\"} 8");
+    expect_line(t, "tierd_read_errors_total{input=\"profiles\"} 0");
     expect_line(t, "tierd_orders_per_second 12.5");
     expect_line(t, "tierd_ready 1");
     expect_line(t, "tierd_policy_info{name=\"supply-tiers\",version=\"2024-06\"} 1");
@@ -130,6 +133,7 @@ static void test_render_counters_and_types(void **state) {
         {"tierd_events_published_total", "counter"},
         {"tierd_redis_commands_total", "counter"},
         {"tierd_redis_redirects_total", "counter"},
+        {"tierd_read_errors_total", "counter"},
         {"tierd_partition_redis_up", "gauge"},
         {"tierd_outbox_depth", "gauge"},
         {"tierd_consumer_lag", "gauge"},
