@@ -2,8 +2,23 @@
 
 #include "log.h"
 
+#include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
+
+/* Kafka's committed offsets are advisory (the offsets that count live in
+ * Redis), and librdkafka commits every auto.commit.interval.ms: while the
+ * broker refuses the commits (an ACL taken away) one warning a minute says
+ * so, the others go to debug.  Any thread logs: a relaxed atomic. */
+#define COMMITFAIL_LOG_MS 60000
+static _Atomic int64_t commitfail_at;
+
+static int64_t mono_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
     /* syslog levels: 0-3 error, 4 warning, 5-6 info, 7 debug */
@@ -13,6 +28,13 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
     if (rk && rd_kafka_type(rk) == RD_KAFKA_PRODUCER && strcmp(fac, "CONFWARN") == 0 &&
         strstr(buf, "consumer property"))
         l = LOG_DEBUG;
+    if (l == LOG_WARN && strcmp(fac, "COMMITFAIL") == 0) {
+        int64_t t = mono_ms(), last = atomic_load_explicit(&commitfail_at, memory_order_relaxed);
+        if (last && t - last < COMMITFAIL_LOG_MS)
+            l = LOG_DEBUG;
+        else
+            atomic_store_explicit(&commitfail_at, t, memory_order_relaxed);
+    }
     log_at(l, "kafka", "%s: %s", fac, buf);
 }
 
