@@ -56,6 +56,13 @@ static uint64_t id_prefix(const char *id, size_t len) {
     return v;
 }
 
+/* One customer's values as a page decides on them: its state and (in a
+ * review) its profile; NULL where Redis holds none. */
+typedef struct pval {
+    const char *c, *p;
+    size_t clen, plen;
+} pval_t;
+
 typedef struct review {
     apply_ctx_t *a;
     apply_part_t *p;
@@ -67,6 +74,19 @@ typedef struct review {
     size_t lo, hi;  /* the page */
     const char **f; /* the page's ids, as fields */
     size_t *fl;
+    pval_t *v; /* the page's values (REVIEW_PAGE) */
+    /* The next page, read with this one (page_plan): its range, ids and
+     * values, the values copied into `ahead` (the store's replies last
+     * only until its next read).  nlo == nhi: none. */
+    size_t nlo, nhi;
+    const char **nf;
+    size_t *nfl;
+    pval_t *nv;
+    arena_t ahead;
+    /* The next page decided while Redis executes this page's EXEC
+     * (speculate): its writes, used if meta is then what this page left. */
+    store_tx_t spec;
+    int spec_ready;
     customer_t *dc; /* REVIEW_PAGE each */
     state_customer_t *s;
     outbox_t outbox;
@@ -266,27 +286,77 @@ static size_t resume_at(const review_t *r, const store_meta_t *m) {
     return lo;
 }
 
+/* Asks for the states (and, in a review, the profiles) of ids[0..n). */
+static void add_reads(const review_t *r, txn_read_t *t, const char **ids, size_t *lens, size_t n) {
+    if (n == 0) return;
+    t->keys[t->nkeys] = (char *)r->ckey;
+    t->fields[t->nkeys] = ids;
+    t->flens[t->nkeys] = lens;
+    t->nfields[t->nkeys++] = n;
+    if (r->carry_to < 0) {
+        t->keys[t->nkeys] = (char *)r->pkey;
+        t->fields[t->nkeys] = ids;
+        t->flens[t->nkeys] = lens;
+        t->nfields[t->nkeys++] = n;
+    }
+}
+
+/* Reads the page at the cursor, unless it was decided ahead (spec_ready:
+ * then only meta is needed for it), and the page after it. */
 static int page_plan(void *ctx, txn_read_t *t, char *errstr, size_t errstr_size) {
     review_t *r = ctx;
     (void)errstr, (void)errstr_size;
-    r->lo = resume_at(r, &r->p->meta);
-    r->hi = r->lo + REVIEW_PAGE < r->n ? r->lo + REVIEW_PAGE : r->n;
-    for (size_t i = r->lo; i < r->hi; i++) {
-        r->f[i - r->lo] = r->e[i].id;
-        r->fl[i - r->lo] = r->e[i].len;
+    if (!r->spec_ready) {
+        r->lo = resume_at(r, &r->p->meta);
+        r->hi = r->lo + REVIEW_PAGE < r->n ? r->lo + REVIEW_PAGE : r->n;
+        for (size_t i = r->lo; i < r->hi; i++) {
+            r->f[i - r->lo] = r->e[i].id;
+            r->fl[i - r->lo] = r->e[i].len;
+        }
+        add_reads(r, t, r->f, r->fl, r->hi - r->lo);
     }
-    if (r->hi == r->lo) return APPLY_OK;
-    t->keys[t->nkeys] = r->ckey;
-    t->fields[t->nkeys] = r->f;
-    t->flens[t->nkeys] = r->fl;
-    t->nfields[t->nkeys++] = r->hi - r->lo;
-    if (r->carry_to < 0) {
-        t->keys[t->nkeys] = r->pkey;
-        t->fields[t->nkeys] = r->f;
-        t->flens[t->nkeys] = r->fl;
-        t->nfields[t->nkeys++] = r->hi - r->lo;
+    r->nlo = r->hi;
+    r->nhi = r->nlo + REVIEW_PAGE < r->n ? r->nlo + REVIEW_PAGE : r->n;
+    for (size_t i = r->nlo; i < r->nhi; i++) {
+        r->nf[i - r->nlo] = r->e[i].id;
+        r->nfl[i - r->nlo] = r->e[i].len;
     }
+    add_reads(r, t, r->nf, r->nfl, r->nhi - r->nlo);
     return APPLY_OK;
+}
+
+/* The values of n customers from the replies at rep[0] (and rep[1] in a
+ * review), pointing into them. */
+static void values_of(const review_t *r, redisReply **rep, size_t n, pval_t *v) {
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *c = rep[0]->element[i];
+        const redisReply *pr = r->carry_to < 0 ? rep[1]->element[i] : NULL;
+        v[i].c = c->type == REDIS_REPLY_STRING ? c->str : NULL;
+        v[i].clen = v[i].c ? c->len : 0;
+        v[i].p = pr && pr->type == REDIS_REPLY_STRING ? pr->str : NULL;
+        v[i].plen = v[i].p ? pr->len : 0;
+    }
+}
+
+static const char *copy_in(arena_t *a, const char *p, size_t n) {
+    char *c = arena_alloc(a, n ? n : 1);
+    if (c) memcpy(c, p, n);
+    return c;
+}
+
+/* Keeps the next page's values past the store's next read; none on a
+ * failure (that page is then read when its turn comes). */
+static void keep_ahead(review_t *r, redisReply **rep) {
+    size_t n = r->nhi - r->nlo;
+    arena_reset(&r->ahead);
+    values_of(r, rep, n, r->nv);
+    for (size_t i = 0; i < n; i++) {
+        if (r->nv[i].c && !(r->nv[i].c = copy_in(&r->ahead, r->nv[i].c, r->nv[i].clen))) goto none;
+        if (r->nv[i].p && !(r->nv[i].p = copy_in(&r->ahead, r->nv[i].p, r->nv[i].plen))) goto none;
+    }
+    return;
+none:
+    r->nhi = r->nlo;
 }
 
 /* Moves a steady customer's empty months forward by d, keeping the kept
@@ -353,13 +423,12 @@ static int page_meta(review_t *r, store_tx_t *tx) {
                          r->rv, strlen(r->rv), "rv_after", (size_t)8, r->after, strlen(r->after));
 }
 
-static int page_decide(void *ctx, const store_meta_t *now, redisReply **rep, store_tx_t *tx,
-                       char *errstr, size_t errstr_size) {
-    review_t *r = ctx;
+/* Decides the page r->lo..r->hi on the values v and adds its writes to
+ * tx.  quiet: a state that does not parse is only refused (a page decided
+ * ahead is decided again when its turn comes, and that counts it). */
+static int decide_page(review_t *r, const pval_t *v, store_tx_t *tx, int quiet, char *errstr,
+                       size_t errstr_size) {
     size_t n = 2;
-    if (now->reviewed != r->p->meta.reviewed || now->rv_month != r->p->meta.rv_month ||
-        strcmp(now->rv_after, r->p->meta.rv_after) != 0)
-        return TXN_AGAIN; /* a page landed though its reply was lost */
     arena_reset(&r->blobs);
     outbox_free(&r->outbox);
     outbox_open(&r->outbox, r->a, r->p);
@@ -370,12 +439,12 @@ static int page_decide(void *ctx, const store_meta_t *now, redisReply **rep, sto
     for (size_t i = r->lo; i < r->hi; i++) {
         customer_t *c = &r->dc[i - r->lo];
         state_customer_t *s = &r->s[i - r->lo];
-        redisReply *rs = rep[0]->element[i - r->lo];
+        const pval_t *cv = &v[i - r->lo];
         char why[200];
         state_reset(s);
-        if (rs->type != REDIS_REPLY_STRING) continue; /* gone: nothing to review */
-        if (state_decode_lazy(s, rs->str, rs->len, why, sizeof(why)) != 0) {
-            r->a->stats.state_corrupt++;
+        if (!cv->c) continue; /* gone: nothing to review */
+        if (state_decode_lazy(s, cv->c, cv->clen, why, sizeof(why)) != 0) {
+            if (!quiet) r->a->stats.state_corrupt++;
             snprintf(errstr, errstr_size, "%s field %s: state does not parse (%s)", r->ckey,
                      r->e[i].id, why);
             return APPLY_CORRUPT;
@@ -387,9 +456,8 @@ static int page_decide(void *ctx, const store_meta_t *now, redisReply **rep, sto
         if (r->carry_to >= 0) {
             carry(r, s);
         } else {
-            redisReply *rp = rep[1]->element[i - r->lo];
-            if (rp->type == REDIS_REPLY_STRING &&
-                profile_text_parse(&c->profile, &c->profile_updated_at, rp->str, rp->len) == 0)
+            if (cv->p &&
+                profile_text_parse(&c->profile, &c->profile_updated_at, cv->p, cv->plen) == 0)
                 c->has_profile = 1;
             if (c->st.tier <= 0) continue;
             if (review_one(r, tx, i, c, s, errstr, errstr_size) != 0) return APPLY_RETRY;
@@ -412,6 +480,63 @@ oom:
     return APPLY_RETRY;
 }
 
+static void drop_spec(review_t *r) {
+    store_tx_free(&r->spec);
+    memset(&r->spec, 0, sizeof(r->spec));
+    r->spec_ready = 0;
+}
+
+static int page_decide(void *ctx, const store_meta_t *now, redisReply **rep, store_tx_t *tx,
+                       char *errstr, size_t errstr_size) {
+    review_t *r = ctx;
+    if (now->reviewed != r->p->meta.reviewed || now->rv_month != r->p->meta.rv_month ||
+        strcmp(now->rv_after, r->p->meta.rv_after) != 0) {
+        drop_spec(r);
+        return TXN_AGAIN; /* a page landed though its reply was lost */
+    }
+    size_t k = 0; /* the replies: the page's (unless decided ahead), then the next page's */
+    if (r->spec_ready) {
+        /* Meta is what the page before left (the epoch by txn.c, the
+         * cursor above), and every other writer of the partition's states
+         * moves the epoch, an offset or the cursor: the values read ahead
+         * are the states Redis holds now. */
+        if (now->offset != r->p->meta.offset || now->poffset != r->p->meta.poffset) {
+            drop_spec(r);
+            return TXN_AGAIN;
+        }
+        *tx = r->spec;
+        memset(&r->spec, 0, sizeof(r->spec));
+        r->spec_ready = 0;
+    } else {
+        values_of(r, rep, r->hi - r->lo, r->v);
+        int rc = decide_page(r, r->v, tx, 0, errstr, errstr_size);
+        if (rc != APPLY_OK) return rc;
+        if (r->hi > r->lo) k = r->carry_to < 0 ? 2 : 1;
+    }
+    if (r->nhi > r->nlo) keep_ahead(r, rep + k);
+    return APPLY_OK;
+}
+
+/* Decides the next page on the values read ahead while Redis executes
+ * this page's EXEC (sent ahead: txn_ops_t.later), into r->spec. */
+static void speculate(review_t *r) {
+    char why[300];
+    if (r->hi == r->n || r->nlo != r->hi || r->nhi == r->nlo) return;
+    int steady = r->steady;
+    pval_t *t = r->v;
+    r->v = r->nv; /* the next page's values become the page's */
+    r->nv = t;
+    r->lo = r->nlo;
+    r->hi = r->nhi;
+    r->nlo = r->nhi = r->hi;
+    if (decide_page(r, r->v, &r->spec, 1, why, sizeof(why)) == APPLY_OK) {
+        r->spec_ready = 1;
+        return;
+    }
+    drop_spec(r); /* decided again, and reported, at its turn */
+    r->steady = steady;
+}
+
 static void page_committed(void *ctx, apply_stats_t *tally) {
     review_t *r = ctx;
     apply_part_t *p = r->p;
@@ -428,9 +553,11 @@ static void page_committed(void *ctx, apply_stats_t *tally) {
     tally->tier_events += r->outbox.tier_events;
     tally->review_pages++;
     r->pages++;
+    speculate(r);
 }
 
-static const txn_ops_t page_ops = {page_plan, page_decide, page_committed, FAULT_REVIEW, 0};
+/* Each page's EXEC is sent ahead: the next page is decided meanwhile. */
+static const txn_ops_t page_ops = {page_plan, page_decide, page_committed, FAULT_REVIEW, 1};
 
 static void review_free(review_t *r) {
     for (size_t i = 0; r->s && i < REVIEW_PAGE; i++) state_free(&r->s[i]);
@@ -439,6 +566,12 @@ static void review_free(review_t *r) {
     free(r->e);
     free(r->f);
     free(r->fl);
+    free(r->nf);
+    free(r->nfl);
+    free(r->v);
+    free(r->nv);
+    arena_free(&r->ahead);
+    drop_spec(r);
     free(r->argv);
     free(r->argvlen);
     arena_free(&r->ids);
@@ -455,9 +588,14 @@ static int review_run(review_t *r, char *errstr, size_t errstr_size) {
     r->s = calloc(REVIEW_PAGE, sizeof(*r->s));
     r->f = calloc(REVIEW_PAGE, sizeof(*r->f));
     r->fl = calloc(REVIEW_PAGE, sizeof(*r->fl));
+    r->nf = calloc(REVIEW_PAGE, sizeof(*r->nf));
+    r->nfl = calloc(REVIEW_PAGE, sizeof(*r->nfl));
+    r->v = calloc(REVIEW_PAGE, sizeof(*r->v));
+    r->nv = calloc(REVIEW_PAGE, sizeof(*r->nv));
     r->argv = calloc(2 + 2 * REVIEW_PAGE, sizeof(*r->argv));
     r->argvlen = calloc(2 + 2 * REVIEW_PAGE, sizeof(*r->argvlen));
-    if (!r->dc || !r->s || !r->f || !r->fl || !r->argv || !r->argvlen) {
+    if (!r->dc || !r->s || !r->f || !r->fl || !r->nf || !r->nfl || !r->v || !r->nv || !r->argv ||
+        !r->argvlen) {
         snprintf(errstr, errstr_size, "out of memory");
         goto out;
     }
