@@ -1125,6 +1125,58 @@ static void test_review_resumes_after_cursor_in_byte_order(void **state) {
     events_destroy(ev);
 }
 
+/* A review of more than two pages with its EXECs sent ahead, as the
+ * daemon runs it: each page after the first is decided while Redis
+ * executes the one before (review.c), and every customer is reviewed,
+ * none skipped at a page's edge.  Under ASan too (scripts/test). */
+static void test_review_pages_decided_ahead(void **state) {
+    (void)state;
+    flush();
+    char err[512] = "";
+    policy_t pol;
+    events_t *ev = with_policy(&pol);
+    apply_ctx_t a = ctx_deciding(&pol, ev);
+    a.settled = hook;
+    memset(&told, 0, sizeof(told));
+    apply_part_t p = {"orders", 2, {0}};
+    assert_int_equal(store_claim(store, "orders", 2, "test", &p.meta, err, sizeof(err)), 0);
+    enum { N = 2500, CHUNK = 50 }; /* three pages of 1000; batch_t holds 64 */
+    static char ids[N][16];
+    batch_t b = {0};
+    for (int i = 0; i < N; i++) { /* October: each placed */
+        char oid[32];
+        snprintf(oid, sizeof(oid), "oct-%d", i);
+        snprintf(ids[i], sizeof(ids[i]), "cust-%05d", i);
+        add(&b, i, oid, ids[i], NOV - 20 * DAY + (int64_t)i * 1000, 1 + i % 90);
+        if (b.n == CHUNK || i == N - 1) {
+            APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
+            batch_free(&b);
+        }
+    }
+    apply_settle(&a);
+    assert_int_equal(a.stats.applied, N);
+    /* November's first order closes October. */
+    add(&b, N, "nov-0", "trigger", NOV + DAY, 1);
+    APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
+    batch_free(&b);
+    apply_settle(&a);
+    assert_int_equal(told.rc, APPLY_OK);
+    assert_int_equal(a.stats.reviews, 1);
+    assert_int_equal(a.stats.review_pages, 3);
+    assert_int_equal(p.meta.reviewed, month_from_yyyymm(202610));
+    for (int i = 0; i < N; i++) {
+        state_customer_t st;
+        state_init(&st);
+        assert_int_equal(state_of(2, ids[i], &st), 1);
+        /* A review records the tier November begins with. */
+        const state_month_t *m = state_month(&st, month_from_yyyymm(202611), 0);
+        if (!m || m->tier <= 0) fail_msg("%s was not reviewed", ids[i]);
+        state_free(&st);
+    }
+    apply_free(&a);
+    events_destroy(ev);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_store_check_rights),
@@ -1144,6 +1196,7 @@ int main(void) {
         cmocka_unit_test(test_read_in_parts),
         cmocka_unit_test(test_batch_read_in_parts),
         cmocka_unit_test(test_review_resumes_after_cursor_in_byte_order),
+        cmocka_unit_test(test_review_pages_decided_ahead),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
