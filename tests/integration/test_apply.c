@@ -1059,15 +1059,25 @@ static int bytes_before(const char *a, const char *b) {
  * rest, for ids that the review's 8-byte prefix compare must get right:
  * shorter than 8 bytes, exactly 8, sharing the first 8, multibyte UTF-8
  * (bytes above 0x7f), and the cursor itself. */
+/* An empty Redis, a context deciding with supply-tiers (pol, *ev), and
+ * p's partition claimed. */
+static apply_ctx_t fresh_deciding(policy_t *pol, events_t **ev, apply_part_t *p) {
+    char err[512] = "";
+    flush();
+    *ev = with_policy(pol);
+    apply_ctx_t a = ctx_deciding(pol, *ev);
+    assert_int_equal(store_claim(store, "orders", p->partition, "test", &p->meta, err, sizeof(err)),
+                     0);
+    return a;
+}
+
 static void test_review_resumes_after_cursor_in_byte_order(void **state) {
     (void)state;
-    flush();
     char err[512] = "";
     policy_t pol;
-    events_t *ev = with_policy(&pol);
-    apply_ctx_t a = ctx_deciding(&pol, ev);
+    events_t *ev;
     apply_part_t p = {"orders", 3, {0}};
-    assert_int_equal(store_claim(store, "orders", 3, "test", &p.meta, err, sizeof(err)), 0);
+    apply_ctx_t a = fresh_deciding(&pol, &ev, &p);
     static const char *const ids[] = {
         "CUSTOME",    "CUSTOMEQ9",
         "CUSTOMER",   "CUSTOMER0",
@@ -1131,15 +1141,13 @@ static void test_review_resumes_after_cursor_in_byte_order(void **state) {
  * none skipped at a page's edge.  Under ASan too (scripts/test). */
 static void test_review_pages_decided_ahead(void **state) {
     (void)state;
-    flush();
     char err[512] = "";
     policy_t pol;
-    events_t *ev = with_policy(&pol);
-    apply_ctx_t a = ctx_deciding(&pol, ev);
+    events_t *ev;
+    apply_part_t p = {"orders", 2, {0}};
+    apply_ctx_t a = fresh_deciding(&pol, &ev, &p);
     a.settled = hook;
     memset(&told, 0, sizeof(told));
-    apply_part_t p = {"orders", 2, {0}};
-    assert_int_equal(store_claim(store, "orders", 2, "test", &p.meta, err, sizeof(err)), 0);
     enum { N = 2500, CHUNK = 50 }; /* three pages of 1000; batch_t holds 64 */
     static char ids[N][16];
     batch_t b = {0};
