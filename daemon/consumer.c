@@ -1227,21 +1227,6 @@ static int enqueue(consumer_t *k, rd_kafka_message_t *m, int64_t now) {
     return 0;
 }
 
-/* What an operator does about an input topic the broker will not let
- * tierd read; "" for other errors. */
-static const char *read_hint(rd_kafka_resp_err_t err) {
-    switch (err) {
-    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
-    case RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED:
-    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
-        return " (grant tierd's Kafka user Read on the topic: docs/operations.md, Security)";
-    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
-    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
-        return " (create the topic, or name one that exists in topics.*)";
-    default: return "";
-    }
-}
-
 /* An error the consumer handed over in place of a record (m->err set). */
 static void read_error(read_errors_t *re, const char *topic, const rd_kafka_message_t *m) {
     if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) return;
@@ -1253,11 +1238,11 @@ static void read_error(read_errors_t *re, const char *topic, const rd_kafka_mess
     }
     if (re->unlogged)
         log_warn("consumer", "cannot read topic %s: %s%s; %" PRIu64 " more errors in %d s", topic,
-                 rd_kafka_message_errstr(m), read_hint(m->err), re->unlogged,
+                 rd_kafka_message_errstr(m), kafkaconf_refusal_hint(m->err, 0), re->unlogged,
                  (int)((t - re->logged_at) / 1000));
     else
         log_warn("consumer", "cannot read topic %s: %s%s", topic, rd_kafka_message_errstr(m),
-                 read_hint(m->err));
+                 kafkaconf_refusal_hint(m->err, 0));
     re->unlogged = 0;
     re->logged_at = t;
 }

@@ -11,14 +11,8 @@
  * Redis), and librdkafka commits every auto.commit.interval.ms: while the
  * broker refuses the commits (an ACL taken away) one warning a minute says
  * so, the others go to debug.  Any thread logs: a relaxed atomic. */
-#define COMMITFAIL_LOG_MS 60000
-static _Atomic int64_t commitfail_at;
-
-static int64_t mono_ms(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#define COMMITFAIL_LOG_S 60
+static _Atomic int64_t commitfail_at; /* time(): a log's pace needs no more */
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
     /* syslog levels: 0-3 error, 4 warning, 5-6 info, 7 debug */
@@ -29,8 +23,9 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
         strstr(buf, "consumer property"))
         l = LOG_DEBUG;
     if (l == LOG_WARN && strcmp(fac, "COMMITFAIL") == 0) {
-        int64_t t = mono_ms(), last = atomic_load_explicit(&commitfail_at, memory_order_relaxed);
-        if (last && t - last < COMMITFAIL_LOG_MS)
+        int64_t t = (int64_t)time(NULL),
+                last = atomic_load_explicit(&commitfail_at, memory_order_relaxed);
+        if (last && t - last < COMMITFAIL_LOG_S)
             l = LOG_DEBUG;
         else
             atomic_store_explicit(&commitfail_at, t, memory_order_relaxed);
@@ -61,4 +56,23 @@ rd_kafka_conf_t *kafkaconf_build(const config_t *c, const char *const *fixed, ch
     }
     rd_kafka_conf_set_log_cb(conf, log_cb);
     return conf;
+}
+
+const char *kafkaconf_refusal_hint(rd_kafka_resp_err_t err, int write) {
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
+        return write
+                   ? " (grant tierd's Kafka user Write on the topic: docs/operations.md, Security)"
+                   : " (grant tierd's Kafka user Read on the topic: docs/operations.md, Security)";
+    case RD_KAFKA_RESP_ERR_GROUP_AUTHORIZATION_FAILED:
+        return write
+                   ? ""
+                   : " (grant tierd's Kafka user Read on its group: docs/operations.md, Security)";
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+        return " (create the topic, or name one that exists in topics.*)";
+    default: return "";
+    }
 }

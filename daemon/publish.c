@@ -75,26 +75,10 @@ typedef struct outbox_status {
     int done, failed;
 } outbox_status_t;
 
-/* What an operator does about a topic that refuses every record (tierd's
- * user may not write to it, or it does not exist), for the retry's log
- * line; "" for other errors. */
-static const char *topic_hint(rd_kafka_resp_err_t err) {
-    switch (err) {
-    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
-    case RD_KAFKA_RESP_ERR_CLUSTER_AUTHORIZATION_FAILED:
-        return " (grant tierd's Kafka user Write on the topic: docs/operations.md, Security)";
-    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
-    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
-    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
-        return " (create the topic, or name one that exists in topics.*)";
-    default: return "";
-    }
-}
-
 /* The round's last refusal, for its warning: "topic: reason (hint)". */
 static void round_refused(publish_t *d, const char *topic, rd_kafka_resp_err_t err) {
     snprintf(d->lasterr, sizeof(d->lasterr), "%s: %s%s", topic, rd_kafka_err2str(err),
-             topic_hint(err));
+             kafkaconf_refusal_hint(err, 1));
 }
 
 static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque) {
@@ -379,7 +363,7 @@ int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t
             if (r->state == DL_FAILED && pass > 0) { /* its report came in this call */
                 failed++;
                 why = r->err;
-                hint = topic_hint(r->code);
+                hint = kafkaconf_refusal_hint(r->code, 1);
                 continue;
             }
             if (r->state == DL_REFUSED) {
@@ -415,7 +399,7 @@ int publish_dead(void *opaque, const apply_part_t *p, apply_msg_t **dead, size_t
                 snprintf(r->err, sizeof(r->err), "%s", rd_kafka_err2str(err));
                 failed++;
                 why = r->err;
-                hint = topic_hint(err);
+                hint = kafkaconf_refusal_hint(err, 1);
             }
         }
         if (waiting == 0 && failed == 0) return 0;
