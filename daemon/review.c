@@ -85,9 +85,8 @@ typedef struct review {
     arena_t ahead;
     /* The next page decided while Redis executes this page's EXEC
      * (speculate): its writes, used if meta is then what this page left. */
-    store_tx_t spec;
-    int spec_ready;
-    customer_t *dc; /* REVIEW_PAGE each */
+    store_tx_t spec; /* no commands: none (a page always writes its cursor) */
+    customer_t *dc;  /* REVIEW_PAGE each */
     state_customer_t *s;
     outbox_t outbox;
     arena_t blobs;
@@ -301,12 +300,12 @@ static void add_reads(const review_t *r, txn_read_t *t, const char **ids, size_t
     }
 }
 
-/* Reads the page at the cursor, unless it was decided ahead (spec_ready:
+/* Reads the page at the cursor, unless it was decided ahead (r->spec:
  * then only meta is needed for it), and the page after it. */
 static int page_plan(void *ctx, txn_read_t *t, char *errstr, size_t errstr_size) {
     review_t *r = ctx;
     (void)errstr, (void)errstr_size;
-    if (!r->spec_ready) {
+    if (!r->spec.ncmds) {
         r->lo = resume_at(r, &r->p->meta);
         r->hi = r->lo + REVIEW_PAGE < r->n ? r->lo + REVIEW_PAGE : r->n;
         for (size_t i = r->lo; i < r->hi; i++) {
@@ -483,7 +482,6 @@ oom:
 static void drop_spec(review_t *r) {
     store_tx_free(&r->spec);
     memset(&r->spec, 0, sizeof(r->spec));
-    r->spec_ready = 0;
 }
 
 static int page_decide(void *ctx, const store_meta_t *now, redisReply **rep, store_tx_t *tx,
@@ -495,7 +493,7 @@ static int page_decide(void *ctx, const store_meta_t *now, redisReply **rep, sto
         return TXN_AGAIN; /* a page landed though its reply was lost */
     }
     size_t k = 0; /* the replies: the page's (unless decided ahead), then the next page's */
-    if (r->spec_ready) {
+    if (r->spec.ncmds) {
         /* Meta is what the page before left (the epoch by txn.c, the
          * cursor above), and every other writer of the partition's states
          * moves the epoch, an offset or the cursor: the values read ahead
@@ -504,9 +502,8 @@ static int page_decide(void *ctx, const store_meta_t *now, redisReply **rep, sto
             drop_spec(r);
             return TXN_AGAIN;
         }
-        *tx = r->spec;
+        *tx = r->spec; /* moved: the transaction owns it now */
         memset(&r->spec, 0, sizeof(r->spec));
-        r->spec_ready = 0;
     } else {
         values_of(r, rep, r->hi - r->lo, r->v);
         int rc = decide_page(r, r->v, tx, 0, errstr, errstr_size);
@@ -529,10 +526,7 @@ static void speculate(review_t *r) {
     r->lo = r->nlo;
     r->hi = r->nhi;
     r->nlo = r->nhi = r->hi;
-    if (decide_page(r, r->v, &r->spec, 1, why, sizeof(why)) == APPLY_OK) {
-        r->spec_ready = 1;
-        return;
-    }
+    if (decide_page(r, r->v, &r->spec, 1, why, sizeof(why)) == APPLY_OK) return;
     drop_spec(r); /* decided again, and reported, at its turn */
     r->steady = steady;
 }
