@@ -61,6 +61,10 @@ typedef struct part {
     /* The offset after the last record polled since the assignment or a
      * seek, orders and profiles; -1: none yet (see prefetch_wake). */
     int64_t next_off, pnext_off;
+    /* [0] orders, [1] profiles: the offset tierd holds for it, found past
+     * the topic's end (out_of_range); its reading waits.  -1: none. */
+    int64_t past_end[2];
+    int64_t past_end_said; /* monotonic ms of the last line about it */
     apply_part_t ap;
     rd_kafka_message_t **pending;
     size_t npending, cap;
@@ -109,6 +113,9 @@ struct consumer {
     rd_kafka_t *prk;           /* customer-profiles, assigned by hand */
     prefetch_t pf, ppf;        /* the fetchers of rk and prk */
     read_errors_t rerr, prerr; /* rk's and prk's errors in place of records */
+    /* Offsets the broker deleted before they were read: [0] orders, [1]
+     * profiles (out_of_range). */
+    uint64_t deleted_unread[2];
     /* The topics' handles, held from the start so each handle knows its
      * partitions' leaders before any is assigned.  Without them
      * librdkafka 2.0.2 learns the topic only at the assignment, finds no
@@ -165,6 +172,7 @@ static part_t *part_get(consumer_t *k, int32_t p) {
         part_t *np = realloc(k->parts, (size_t)n * sizeof(*np));
         if (!np) return NULL;
         memset(np + k->nparts, 0, (size_t)(n - k->nparts) * sizeof(*np));
+        for (int32_t i = k->nparts; i < n; i++) np[i].past_end[0] = np[i].past_end[1] = -1;
         k->parts = np;
         k->nparts = n;
     }
@@ -217,8 +225,8 @@ static void set_paused(rd_kafka_t *rk, const char *topic, int32_t id, int want, 
 }
 
 static void part_pause(consumer_t *k, int32_t id, part_t *pt, int pause) {
-    set_paused(k->rk, k->conf->topic_orders, id, pause || pt->fenced || pt->prof_catchup >= 0,
-               &pt->paused);
+    set_paused(k->rk, k->conf->topic_orders, id,
+               pause || pt->fenced || pt->prof_catchup >= 0 || pt->past_end[0] >= 0, &pt->paused);
     set_paused(k->prk, k->conf->topic_profiles, id, pause || pt->fenced, &pt->prof_paused);
 }
 
@@ -282,7 +290,8 @@ static int rewind_part(consumer_t *k, int32_t id, part_t *pt) {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id)->offset =
         pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_error_t *e = rd_kafka_seek_partitions(k->rk, l, 5000);
+    /* A reading stopped past the topic's end takes no seek (out_of_range). */
+    rd_kafka_error_t *e = pt->past_end[0] < 0 ? rd_kafka_seek_partitions(k->rk, l, 5000) : NULL;
     int rc = 0;
     if (e) {
         log_error("consumer", "seek %s [%d]: %s", k->conf->topic_orders, (int)id,
@@ -292,7 +301,7 @@ static int rewind_part(consumer_t *k, int32_t id, part_t *pt) {
     }
     rd_kafka_topic_partition_list_destroy(l);
     l = plist(k, id, pt->ap.meta.poffset >= 0 ? pt->ap.meta.poffset : RD_KAFKA_OFFSET_BEGINNING);
-    e = rd_kafka_seek_partitions(k->prk, l, 5000);
+    e = pt->past_end[1] < 0 ? rd_kafka_seek_partitions(k->prk, l, 5000) : NULL;
     if (e) rd_kafka_error_destroy(e);
     rd_kafka_topic_partition_list_destroy(l);
     pt->fenced = 0;
@@ -731,6 +740,7 @@ static int assign_one(consumer_t *k, rd_kafka_topic_partition_t *tp) {
     pt->ap.outbox_dirty = 1; /* whatever the previous owner left */
     pt->last_record_ms = mono_ms();
     pt->next_off = pt->pnext_off = -1;
+    pt->past_end[0] = pt->past_end[1] = -1;
     /* Bootstrap the table before the stream: orders of this partition
      * wait until the profiles that exist now are joined. */
     int64_t lo = 0, hi = 0;
@@ -965,12 +975,16 @@ static void prefetch_wake(consumer_t *k, rd_kafka_t *rk, prefetch_t *pf, int ord
 
 consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, char *errstr,
                          size_t errstr_size) {
-    static const char *const pfixed[] = {"enable.auto.offset.store", "false", "enable.auto.commit",
-                                         "false", NULL};
+    /* auto.offset.reset=error: a position outside the log is tierd's to
+     * handle (out_of_range), never a silent jump. */
+    static const char *const pfixed[] = {
+        "enable.auto.offset.store", "false", /* poffset lives in Redis */
+        "enable.auto.commit",       "false", /* assigned by hand: no group */
+        "auto.offset.reset",        "error", NULL};
     static const char *const fixed[] = {
         "enable.auto.offset.store", "false", /* stored after each applied batch */
-        "enable.auto.commit", "true",        /* advisory: Redis holds the truth */
-        NULL};
+        "enable.auto.commit",       "true",  /* advisory: Redis holds the truth */
+        "auto.offset.reset",        "error", NULL};
     consumer_t *k = calloc(1, sizeof(*k));
     rd_kafka_conf_t *conf = NULL;
     rd_kafka_topic_partition_list_t *topics = NULL;
@@ -1007,8 +1021,6 @@ consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, 
     if (!config_kafka_get(c, "partition.assignment.strategy"))
         rd_kafka_conf_set(conf, "partition.assignment.strategy", "cooperative-sticky", why,
                           sizeof(why));
-    if (!config_kafka_get(c, "auto.offset.reset"))
-        rd_kafka_conf_set(conf, "auto.offset.reset", "earliest", why, sizeof(why));
     prefetch_bound(c, conf);
     rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
@@ -1106,6 +1118,10 @@ static void publish_metrics(consumer_t *k, int force) {
     s->dead_lost = publish_dead_lost(k->pub);
     s->read_errors[0] = k->rerr.total;
     s->read_errors[1] = k->prerr.total;
+    memcpy(s->deleted_unread, k->deleted_unread, sizeof(s->deleted_unread));
+    for (int32_t i = 0; i < k->nparts; i++)
+        for (int input = 0; input < 2; input++)
+            s->past_end[input] += k->parts[i].assigned && k->parts[i].past_end[input] >= 0;
     if (store_connected(k->apply->store)) outbox_depth(k);
     s->outbox_depth = k->outbox_depth;
     s->redis_commands = store_commands(k->apply->store);
@@ -1256,6 +1272,126 @@ static void read_ok(read_errors_t *re, const char *topic) {
     re->unlogged = 0;
 }
 
+/* A fetch position outside its partition's log.  tierd sets
+ * auto.offset.reset=error: librdkafka then stops the partition and says
+ * so, where "earliest" would jump back silently (the records after a
+ * topic was made again would come with offsets Redis holds as applied,
+ * and be skipped as redeliveries) and "latest" forward. */
+
+/* Starts reading partition id of input (0 orders, 1 profiles) again at
+ * offset.  A partition librdkafka stopped takes no seek (_STATE), only a
+ * new assignment: of it alone, or under an eager protocol of the whole
+ * assignment, each other partition at its position. */
+static void refetch(consumer_t *k, int input, int32_t id, int64_t offset) {
+    rd_kafka_t *rk = input ? k->prk : k->rk;
+    const char *topic = input ? k->conf->topic_profiles : k->conf->topic_orders;
+    rd_kafka_topic_partition_list_t *l = NULL;
+    rd_kafka_error_t *e = NULL;
+    if (strcmp(rd_kafka_rebalance_protocol(rk), "EAGER") != 0) {
+        l = rd_kafka_topic_partition_list_new(1);
+        rd_kafka_topic_partition_list_add(l, topic, id)->offset = offset;
+        e = rd_kafka_incremental_unassign(rk, l);
+        if (!e) e = rd_kafka_incremental_assign(rk, l);
+    } else if (rd_kafka_assignment(rk, &l) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        rd_kafka_position(rk, l);
+        for (int i = 0; i < l->cnt; i++) {
+            rd_kafka_topic_partition_t *tp = &l->elems[i];
+            part_t *o = part_get(k, tp->partition);
+            if (tp->partition == id)
+                tp->offset = offset;
+            else if (tp->offset < 0 && o) /* nothing read since it was assigned */
+                tp->offset = o->ap.meta.offset >= 0 ? o->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
+        }
+        rd_kafka_resp_err_t err = rd_kafka_assign(rk, l);
+        if (err) e = rd_kafka_error_new(err, "%s", rd_kafka_err2str(err));
+    }
+    if (e) {
+        log_error("consumer", "%s [%d]: cannot read again from offset %" PRId64 ": %s", topic,
+                  (int)id, offset, rd_kafka_error_string(e));
+        rd_kafka_error_destroy(e);
+    }
+    if (l) rd_kafka_topic_partition_list_destroy(l);
+    part_t *pt = part_get(k, id);
+    if (pt && input)
+        pt->pnext_off = -1;
+    else if (pt)
+        pt->next_off = -1;
+}
+
+/* librdkafka's _AUTO_OFFSET_RESET for m's partition of input: the reading
+ * goes on after offsets the broker deleted (retention), which are counted
+ * and said; it waits when the offset tierd holds lies past the topic's
+ * end (out_of_range_remind repeats that). */
+static void out_of_range(consumer_t *k, int input, const rd_kafka_message_t *m) {
+    const char *topic = input ? k->conf->topic_profiles : k->conf->topic_orders;
+    const char *what = input ? "profiles" : "orders";
+    int32_t id = m->partition;
+    part_t *pt = part_get(k, id);
+    if (!pt || !pt->assigned) return;
+    int64_t at = m->offset, held = input ? pt->ap.meta.poffset : pt->ap.meta.offset, lo, hi;
+    rd_kafka_resp_err_t err = publish_watermarks(k->pub, topic, id, &lo, &hi, 5000);
+    if (err) {
+        log_warn("consumer",
+                 "%s [%d]: offset %" PRId64 " is out of range and the partition's "
+                 "ends are unknown (%s); reading from it again",
+                 topic, (int)id, at, rd_kafka_err2str(err));
+        refetch(k, input, id, at);
+        return;
+    }
+    if (at > hi) {
+        pt->past_end[input] = at;
+        pt->past_end_said = mono_ms();
+        if (!input) part_pause(k, id, pt, 1);
+        log_error("consumer",
+                  "%s [%d]: tierd holds this partition as read up to offset %" PRId64
+                  ", but the topic ends at %" PRId64 ": it was deleted and made again, or "
+                  "the broker lost records (an unclean leader election).  Records now "
+                  "below %" PRId64 " would be taken for ones already applied, so reading "
+                  "%s waits (%s); see \"An input topic made again\" in docs/operations.md",
+                  topic, (int)id, at, hi, at, input ? "its profiles" : "it",
+                  input ? "its orders go on with the profiles they have"
+                        : "the other partitions go on");
+        return;
+    }
+    if (at < lo) {
+        int64_t from = held > at ? held : at;
+        if (from < lo) {
+            k->deleted_unread[input] += (uint64_t)(lo - from);
+            log_error("consumer",
+                      "%s [%d]: offsets %" PRId64 "..%" PRId64 " were deleted by the broker "
+                      "(retention) before tierd read them: up to %" PRId64 " %s lost; "
+                      "reading on from offset %" PRId64,
+                      topic, (int)id, from, lo - 1, lo - from, what, lo);
+        }
+        refetch(k, input, id, lo);
+        return;
+    }
+    log_warn("consumer",
+             "%s [%d]: offset %" PRId64 " was out of range for a moment (the "
+             "partition holds %" PRId64 "..%" PRId64 "); reading from it again",
+             topic, (int)id, at, lo, hi - 1);
+    refetch(k, input, id, at);
+}
+
+/* Once a minute, each partition whose reading waits past its topic's end
+ * says so again. */
+static void out_of_range_remind(consumer_t *k) {
+    int64_t t = mono_ms();
+    for (int32_t i = 0; i < k->nparts; i++) {
+        part_t *pt = &k->parts[i];
+        if (!pt->assigned || t - pt->past_end_said < 60000) continue;
+        for (int input = 0; input < 2; input++) {
+            if (pt->past_end[input] < 0) continue;
+            pt->past_end_said = t;
+            log_error("consumer",
+                      "%s [%d]: still waiting: tierd holds it as read up to "
+                      "offset %" PRId64 ", past the topic's end",
+                      input ? k->conf->topic_profiles : k->conf->topic_orders, (int)i,
+                      pt->past_end[input]);
+        }
+    }
+}
+
 /* Profiles: whatever has arrived, without waiting; they are applied at
  * once unless orders of the partition are gathering. */
 static void poll_profiles(consumer_t *k) {
@@ -1269,7 +1405,10 @@ static void poll_profiles(consumer_t *k) {
         }
         bytes += pm->len;
         if (pm->err) {
-            read_error(&k->prerr, k->conf->topic_profiles, pm);
+            if (pm->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET)
+                out_of_range(k, 1, pm);
+            else
+                read_error(&k->prerr, k->conf->topic_profiles, pm);
             rd_kafka_message_destroy(pm);
             continue;
         }
@@ -1367,7 +1506,10 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
             got++;
             bytes += m->len;
             if (m->err) {
-                read_error(&k->rerr, k->conf->topic_orders, m);
+                if (m->err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET)
+                    out_of_range(k, 0, m);
+                else
+                    read_error(&k->rerr, k->conf->topic_orders, m);
                 rd_kafka_message_destroy(m);
                 continue;
             }
@@ -1404,6 +1546,7 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
         publish_all(k, 0);
         idle_reviews(k);
         renew_leases(k);
+        out_of_range_remind(k);
         if (*reload) {
             /* Between batches: no partition that is applying holds records. */
             int busy = 0;

@@ -273,6 +273,18 @@ char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
          "gone), by input: orders or profiles; the log names the topic and the fix.");
     buf_printf(&b, "tierd_read_errors_total{input=\"orders\"} %" PRIu64 "\n", s->read_errors[0]);
     buf_printf(&b, "tierd_read_errors_total{input=\"profiles\"} %" PRIu64 "\n", s->read_errors[1]);
+    head(&b, "tierd_deleted_unread_total", "counter",
+         "Offsets the broker deleted (retention) before tierd read them, by input: an upper "
+         "bound of the records lost (transaction markers take offsets too).");
+    buf_printf(&b, "tierd_deleted_unread_total{input=\"orders\"} %" PRIu64 "\n",
+               s->deleted_unread[0]);
+    buf_printf(&b, "tierd_deleted_unread_total{input=\"profiles\"} %" PRIu64 "\n",
+               s->deleted_unread[1]);
+    head(&b, "tierd_partitions_past_end", "gauge",
+         "Partitions whose reading waits because the offset tierd holds lies past the topic's "
+         "end (the topic was made again, or the broker lost records), by input.");
+    buf_printf(&b, "tierd_partitions_past_end{input=\"orders\"} %" PRIu32 "\n", s->past_end[0]);
+    buf_printf(&b, "tierd_partitions_past_end{input=\"profiles\"} %" PRIu32 "\n", s->past_end[1]);
     counter(&b, "tierd_batches_total", "Batches committed.", s->batches);
     counter(&b, "tierd_fenced_commits_total",
             "Batch commits refused because another member owns the partition now.", s->fenced);

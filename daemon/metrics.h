@@ -74,6 +74,11 @@ typedef struct metrics_snapshot {
     /* Errors the consumers got in place of records: [0] orders, [1]
      * customer profiles (a fetch refused, a topic gone). */
     uint64_t read_errors[2];
+    /* Offsets the broker deleted (retention) before tierd read them, and
+     * partitions whose reading waits because the offset tierd holds lies
+     * past the topic's end: [0] orders, [1] profiles. */
+    uint64_t deleted_unread[2];
+    uint32_t past_end[2];
     uint64_t dead_by_reason[METRICS_MAX_REASONS];
     const char *const *reason_names; /* nreasons entries; NULL entries are named by index */
     size_t nreasons;
