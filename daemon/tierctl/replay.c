@@ -742,31 +742,6 @@ typedef struct rebuild {
     char owner[300];
 } rebuild_t;
 
-/* TC_REFUSED when a live owner holds partition p's lease. */
-static int check_lease(rebuild_t *r, int32_t p, char *err, size_t errn) {
-    char key[512];
-    store_tx_t tx = {0};
-    redisReply *rep = NULL;
-    store_key(r->t.store, r->t.conf.topic_orders, p, "meta", key, sizeof(key));
-    const char *argv[4] = {"HMGET", key, "lease", "owner"};
-    int rc = tierctl_cmd(&tx, 4, argv) ? TC_FAIL : tierctl_query(r->t.store, &tx, &rep, err, errn);
-    store_tx_free(&tx);
-    if (rc != TC_OK) return rc;
-    const redisReply *l = rep->element[0], *o = rep->element[1];
-    int64_t until = l->type == REDIS_REPLY_STRING ? strtoll(l->str, NULL, 10) : 0;
-    int64_t left = until - store_now_ms();
-    if (left > 0) {
-        snprintf(err, errn,
-                 "refused: %s [%d] is owned by %s, whose lease runs %" PRId64 ".%03d s more; "
-                 "stop that tierd first (a killed one's lease lapses within %d s)",
-                 r->t.conf.topic_orders, (int)p, o->type == REDIS_REPLY_STRING ? o->str : "?",
-                 left / 1000, (int)(left % 1000), STORE_LEASE_MS / 1000);
-        rc = TC_REFUSED;
-    }
-    freeReplyObject(rep);
-    return rc;
-}
-
 typedef struct state_keys {
     const char *head, *meta;
     store_tx_t *del;
@@ -794,25 +769,6 @@ static int state_keys(rebuild_t *r, int32_t p, store_tx_t *del, char *err, size_
     return store_scan(r->t.store, pattern, state_key, &sk, err, errn) == STORE_OK ? 0 : -1;
 }
 
-/* Runs tx under WATCH of meta, if the epoch is still ours. */
-static int fenced_exec(rebuild_t *r, int32_t p, store_tx_t *tx, char *err, size_t errn) {
-    store_meta_t now;
-    if (store_read(r->t.store, r->t.conf.topic_orders, p, &now, 0, NULL, NULL, NULL, NULL, NULL,
-                   err, errn) != STORE_OK)
-        return -1;
-    if (now.epoch != r->lane.part.meta.epoch) {
-        store_unwatch(r->t.store);
-        snprintf(err, errn, "%s [%d]: another owner claimed the partition during the rebuild",
-                 r->t.conf.topic_orders, (int)p);
-        return -1;
-    }
-    if (store_exec(r->t.store, tx, err, errn) != STORE_OK) {
-        if (!err[0]) snprintf(err, errn, "another owner wrote during the rebuild");
-        return -1;
-    }
-    return 0;
-}
-
 /* Claims p and clears what is left of its state (epoch kept, bumped). */
 static int rebuild_begin(rebuild_t *r, int32_t p, char *err, size_t errn) {
     char meta[512], obox[512], kept[512];
@@ -837,7 +793,7 @@ static int rebuild_begin(rebuild_t *r, int32_t p, char *err, size_t errn) {
                             "poffset", "format", "rv_month", "rv_after", "updated_at"};
     if (tierctl_cmd(&tx, 4, copy) == 0 && state_keys(r, p, &tx, err, errn) == 0 &&
         tierctl_cmd(&tx, 10, hdel) == 0)
-        rc = fenced_exec(r, p, &tx, err, errn);
+        rc = tierctl_fenced_exec(&r->t, p, r->lane.part.meta.epoch, &tx, err, errn);
     store_tx_free(&tx);
     return rc;
 }
@@ -868,7 +824,7 @@ static int rebuild_end(rebuild_t *r, int32_t p, range_t ord, range_t prof, char 
     rc = rc || tierctl_cmd(&tx, 4, hfmt) || tierctl_cmd(&tx, 3, hdel) || tierctl_cmd(&tx, 2, del) ||
                  tierctl_cmd(&tx, 4, back) || tierctl_cmd(&tx, 2, delk)
              ? -1
-             : fenced_exec(r, p, &tx, err, errn);
+             : tierctl_fenced_exec(&r->t, p, r->lane.part.meta.epoch, &tx, err, errn);
     store_tx_free(&tx);
     return rc;
 }
@@ -914,7 +870,8 @@ static int rebuild_run(rebuild_t *r, const opts_t *o) {
         rc = TC_USAGE;
     }
     /* Every partition is checked before any is touched. */
-    for (int32_t p = first; rc == TC_OK && p <= last; p++) rc = check_lease(r, p, err, sizeof(err));
+    for (int32_t p = first; rc == TC_OK && p <= last; p++)
+        rc = tierctl_check_lease(&r->t, p, err, sizeof(err));
     for (int32_t p = first; rc == TC_OK && p <= last; p++)
         if (rebuild_partition(r, rk, p, o) != 0) {
             snprintf(err, sizeof(err), "%s", r->x.err);

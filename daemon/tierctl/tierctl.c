@@ -57,6 +57,9 @@ static const char help_main[] =
     "                      a candidate policy: tier matrix, tier changes, quota events\n"
     "  rebuild (--partition N | --all) [--from TIME]\n"
     "                      rebuild lost partition state from Kafka, in timestamp order\n"
+    "  seek --partition N (--offset O | --beginning) [--profiles]\n"
+    "                      move the offset tierd holds for a partition, its state\n"
+    "                      kept (after a topic was deleted and made again)\n"
     "  dump [--partition N] [--customer C]\n"
     "                      the state of every partition and customer as JSON lines,\n"
     "                      a format kept across layout changes (tierctl dump "
@@ -211,6 +214,50 @@ out:
     if (r) freeReplyObject(r);
     store_tx_free(&tx);
     return rc;
+}
+
+int tierctl_check_lease(tierctl_t *t, int32_t p, char *errstr, size_t errstr_size) {
+    char key[512];
+    store_tx_t tx = {0};
+    redisReply *rep = NULL;
+    store_key(t->store, t->conf.topic_orders, p, "meta", key, sizeof(key));
+    const char *argv[4] = {"HMGET", key, "lease", "owner"};
+    int rc = tierctl_cmd(&tx, 4, argv) ? TC_FAIL
+                                       : tierctl_query(t->store, &tx, &rep, errstr, errstr_size);
+    store_tx_free(&tx);
+    if (rc != TC_OK) return rc;
+    const redisReply *l = rep->element[0], *o = rep->element[1];
+    int64_t until = l->type == REDIS_REPLY_STRING ? strtoll(l->str, NULL, 10) : 0;
+    int64_t left = until - store_now_ms();
+    if (left > 0) {
+        snprintf(errstr, errstr_size,
+                 "refused: %s [%d] is owned by %s, whose lease runs %" PRId64 ".%03d s more; "
+                 "stop that tierd first (a killed one's lease lapses within %d s)",
+                 t->conf.topic_orders, (int)p, o->type == REDIS_REPLY_STRING ? o->str : "?",
+                 left / 1000, (int)(left % 1000), STORE_LEASE_MS / 1000);
+        rc = TC_REFUSED;
+    }
+    freeReplyObject(rep);
+    return rc;
+}
+
+int tierctl_fenced_exec(tierctl_t *t, int32_t p, int64_t epoch, const store_tx_t *tx, char *errstr,
+                        size_t errstr_size) {
+    store_meta_t now;
+    if (store_read(t->store, t->conf.topic_orders, p, &now, 0, NULL, NULL, NULL, NULL, NULL, errstr,
+                   errstr_size) != STORE_OK)
+        return -1;
+    if (now.epoch != epoch) {
+        store_unwatch(t->store);
+        snprintf(errstr, errstr_size, "%s [%d]: another owner claimed the partition meanwhile",
+                 t->conf.topic_orders, (int)p);
+        return -1;
+    }
+    if (store_exec(t->store, tx, errstr, errstr_size) != STORE_OK) {
+        if (!errstr[0]) snprintf(errstr, errstr_size, "another owner wrote meanwhile");
+        return -1;
+    }
+    return 0;
 }
 
 int tierctl_format_check(const config_t *c, int32_t p, const store_meta_t *m, char *errstr,
@@ -555,6 +602,7 @@ typedef struct command {
 static const command_t commands[] = {
     {"show", tierctl_show},       {"explain", tierctl_explain}, {"backtest", tierctl_backtest},
     {"rebuild", tierctl_rebuild}, {"dump", tierctl_dump},       {"events", tierctl_events},
+    {"seek", tierctl_seek},
 };
 
 int main(int argc, char **argv) {

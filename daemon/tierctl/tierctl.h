@@ -1,11 +1,12 @@
 /*
- * tierctl.h -- the operator's tool of tierd, private to the five files
+ * tierctl.h -- the operator's tool of tierd, private to the six files
  * of daemon/tierctl/:
  *   tierctl.c   command line, setup, and what the commands share
  *   show.c      show, explain: read one customer, judge it, print
  *   dump.c      dump: every partition and customer as JSON lines
  *   events.c    events: the event topics decoded, as JSON lines
  *   replay.c    backtest, rebuild: orders replayed through apply
+ *   seek.c      seek: the offset tierd holds for a partition, moved
  *
  * It is built on tierdcore, the library tierd is built on, and uses its
  * private headers in daemon/: a rule or a codec lives there once, and
@@ -13,7 +14,7 @@
  *
  * tierctl reads the configuration tierd reads (config_load) and the policy
  * it decides by (policyconf_load).  It never publishes to Kafka, and writes
- * a live key only in `rebuild`, which refuses while a daemon holds the
+ * a live key only in `rebuild` and `seek`, which refuse while a daemon holds the
  * partition's lease (store_lease).  The operator's view is docs/tierctl.md,
  * section "tierctl".
  */
@@ -88,6 +89,13 @@ int tierctl_cmd(store_tx_t *tx, int argc, const char *const *argv);
 int tierctl_meta_cmd(store_tx_t *tx, store_t *s, const config_t *c, int32_t p);
 int tierctl_meta(store_t *s, const config_t *c, int32_t p, store_meta_t *m, char *errstr,
                  size_t errstr_size);
+/* TC_OK when no live tierd holds partition p's lease (store_lease);
+ * TC_REFUSED, or TC_FAIL when Redis failed, with errstr. */
+int tierctl_check_lease(tierctl_t *t, int32_t p, char *errstr, size_t errstr_size);
+/* Runs tx under a WATCH of p's meta if its epoch is still `epoch` (the one
+ * tierctl's own store_claim took).  0, or -1 with errstr. */
+int tierctl_fenced_exec(tierctl_t *t, int32_t p, int64_t epoch, const store_tx_t *tx, char *errstr,
+                        size_t errstr_size);
 /* 0 when tierctl can read partition p's customer states: the format it
  * reads (STATE_FORMAT), or no state yet.  Else -1 and a sentence naming
  * the fix (`tierctl rebuild --partition P`).  Every command but rebuild
@@ -144,6 +152,7 @@ int tierctl_backtest(int argc, char **argv, const char *conf_path, volatile sig_
 int tierctl_rebuild(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 int tierctl_dump(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 int tierctl_events(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
+int tierctl_seek(int argc, char **argv, const char *conf_path, volatile sig_atomic_t *stop);
 
 /* The lines `tierctl dump` prints, one of each type, for the help texts:
  * docs/tierctl.md documents each field. */
@@ -158,6 +167,6 @@ int tierctl_events(int argc, char **argv, const char *conf_path, volatile sig_at
 
 /* Help texts, printed by `tierctl COMMAND --help`; docs/tierctl.md repeats them. */
 extern const char tierctl_help_show[], tierctl_help_explain[], tierctl_help_backtest[],
-    tierctl_help_rebuild[], tierctl_help_dump[], tierctl_help_events[];
+    tierctl_help_rebuild[], tierctl_help_dump[], tierctl_help_events[], tierctl_help_seek[];
 
 #endif
