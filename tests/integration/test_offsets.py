@@ -1,0 +1,214 @@
+#!/usr/bin/python3
+"""Offsets outside the topic: nothing is skipped without a word.
+
+Orders of customers of partitions 0-5 are applied (partitions 6 and 7 get
+none), and tierd stops.  Then:
+
+Deleted before read.  More orders go to partitions 0 and 1, and the
+broker deletes partition 0's first DELETED of them (Kafka's DeleteRecords,
+as retention does) before tierd runs again.  tierd reads on after them:
+the log says which offsets, tierd_deleted_unread_total{input="orders"}
+counts them, and the aggregates equal the recomputation of every order
+but the deleted ones.  Again under the eager `range` protocol, with
+partition 1's records deleted and orders for partitions 1-5.
+
+Made again.  With tierd running, the orders topic is deleted and made
+again, and new orders go to every partition.  Partitions 6 and 7 (no
+state) are read from their start and applied; partitions 0-5, where
+tierd holds offsets past the new topic's end, wait: their state, offset
+and outbox do not change, the log names each with the fix, and
+tierd_partitions_past_end{input="orders"} is 6.  Repairs, tierd stopped:
+`tierctl seek --partition 0 --beginning` keeps partition 0's state and
+adds the new topic's orders to it; `tierctl rebuild --partition 1`
+rebuilds partition 1 from what the new topic holds.  A new tierd applies
+both, and partitions 2-5 still wait.
+"""
+import os
+import random
+import re
+import subprocess
+
+from confluent_kafka.admin import AdminClient
+
+import harness as h
+
+TZ = "Asia/Shanghai"
+DELETED = 8
+TIERCTL = h.tierctl_binary()
+DELETE_RECORDS = os.environ.get("TIERD_DELETE_RECORDS_BIN") or os.path.join(
+    os.path.dirname(h.tierd_binary()), "tests", "integration", "delete_records")
+
+rnd = random.Random(2611)
+now = h.now_ms()
+cur = h.month_index(now, TZ)
+t0 = h.month_start_ms(cur, TZ)
+t1 = max(t0 + 600_000, now - 60_000)
+
+
+def customers_of(part, n, tag):
+    out, i = [], 0
+    while len(out) < n:
+        c = "OF%s-%05d" % (tag, i)
+        if h.partition_of(c) == part:
+            out.append(c)
+        i += 1
+    return out
+
+
+CUST = {p: customers_of(p, 12, "%d" % p) for p in range(8)}
+
+
+def sale(oid, cust):
+    t = rnd.randint(t0, t1)
+    lines = [{"sku": "SKU-%d" % rnd.randrange(9), "quantity": rnd.randint(1, 20),
+              "unit_price": rnd.randint(100, 9000)}]
+    o = h.order(oid, cust, t, "SALE", lines)
+    return h.Rec(h.partition_of(cust), cust.encode(), h.encode(o), o)
+
+
+def orders(parts, per_part, tag):
+    return [sale("%s-%d-%d" % (tag, p, i), rnd.choice(CUST[p]))
+            for i in range(per_part) for p in parts]
+
+
+def metric(port, name):
+    body = h.http_get(port, "/metrics")[1]
+    m = re.search(r"^%s (\S+)$" % re.escape(name), body, re.M)
+    assert m, "%s not in /metrics" % name
+    return float(m.group(1))
+
+
+def offsets():
+    return {p: int(svc.redis.hget("tierd:{orders.%d}:meta" % p, "offset") or -1)
+            for p in range(8)}
+
+
+def state_of(parts):
+    return {k: v for k, v in h.read_state(svc.redis).items() if k[0] in parts}
+
+
+def want_of(recs, parts):
+    want, dead = h.model(recs, tz=TZ)
+    assert not dead, dead
+    return {k: v for k, v in want.items() if k[0] in parts}
+
+
+def tierctl(cfg, *args):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TIERD_")}
+    p = subprocess.run([TIERCTL, "-c", cfg, *args], stdout=subprocess.PIPE,
+                       stderr=subprocess.PIPE, text=True, env=env, timeout=120)
+    assert p.returncode == 0, "tierctl %s: exit %d\n%s\n%s" % (
+        " ".join(args), p.returncode, p.stdout, p.stderr)
+    return p.stdout
+
+
+svc = h.Services("offsets")
+
+# --- state in partitions 0-5 ------------------------------------------------
+first = orders(range(6), 15, "A")
+h.produce(svc.bootstrap, "orders", first)
+d = h.Daemon(svc, "offsets-1", time_zone=TZ).start()
+h.wait_drained(svc, h.end_offsets(svc.bootstrap, "orders"), daemons=[d])
+h.wait_for(lambda: h.outbox_len(svc.redis) == 0, "the first events", daemons=[d])
+assert d.term() == 0
+held = offsets()
+assert all(held[p] == 15 for p in range(6)) and held[6] == held[7] == -1, held
+
+# --- deleted before read ----------------------------------------------------
+second = orders((0, 1), 20, "B")
+h.produce(svc.bootstrap, "orders", second)
+cut = held[0] + DELETED
+out = subprocess.run([DELETE_RECORDS, svc.bootstrap, "orders", "0", str(cut)], check=True,
+                     stdout=subprocess.PIPE, text=True).stdout
+h.log("delete_records: %s" % out.strip())
+gone = [r for r in second if r.partition == 0 and r.offset < cut]
+assert len(gone) == DELETED
+
+d = h.Daemon(svc, "offsets-2", time_zone=TZ).start()
+port = d.http_port()
+ends = h.end_offsets(svc.bootstrap, "orders")
+h.wait_drained(svc, ends, daemons=[d])
+line = "orders [0]: offsets %d..%d were deleted by the broker (retention) before tierd read " \
+       "them: up to %d orders lost; reading on from offset %d" % (held[0], cut - 1, DELETED, cut)
+h.wait_for(lambda: line in d.log_text(), "tierd to say which orders were deleted", daemons=[d])
+h.wait_for(lambda: metric(port, 'tierd_deleted_unread_total{input="orders"}') == DELETED,
+           "/metrics to count the deleted orders", daemons=[d])
+kept = [r for r in first + second if r not in gone]
+h.compare_state(h.read_state(svc.redis), want_of(kept, range(8)))
+h.log("deleted before read: %d orders lost, said and counted; the rest applied once" % DELETED)
+
+# The same under an eager protocol, where tierd assigns the whole
+# assignment again: partitions 2-5 go on from where they were.
+assert d.term() == 0
+held = offsets()
+more = orders(range(1, 6), 10, "E")
+h.produce(svc.bootstrap, "orders", more)
+cut = held[1] + DELETED
+subprocess.run([DELETE_RECORDS, svc.bootstrap, "orders", "1", str(cut)], check=True,
+               stdout=subprocess.DEVNULL)
+gone += [r for r in more if r.partition == 1 and r.offset < cut]
+d = h.Daemon(svc, "offsets-eager", time_zone=TZ,
+             kafka_extra={"partition.assignment.strategy": "range"}).start()
+port = d.http_port()
+h.wait_drained(svc, h.end_offsets(svc.bootstrap, "orders"), daemons=[d])
+line = "orders [1]: offsets %d..%d were deleted" % (held[1], cut - 1)
+h.wait_for(lambda: line in d.log_text(), "tierd to say which orders were deleted", daemons=[d])
+h.wait_for(lambda: metric(port, 'tierd_deleted_unread_total{input="orders"}') == DELETED,
+           "/metrics to count the deleted orders", daemons=[d])
+kept = [r for r in first + second + more if r not in gone]
+h.compare_state(h.read_state(svc.redis), want_of(kept, range(8)))
+h.log("the same under the eager range protocol: the other partitions went on where they were")
+
+# --- made again ---------------------------------------------------------------
+h.wait_for(lambda: h.outbox_len(svc.redis) == 0, "the events", daemons=[d])
+before = offsets()
+state_before = h.read_state(svc.redis)
+admin = AdminClient({"bootstrap.servers": svc.bootstrap})
+for f in admin.delete_topics(["orders"], operation_timeout=30).values():
+    f.result()
+h.wait_for(lambda: "orders" not in admin.list_topics(timeout=10).topics,
+           "the orders topic to be gone", daemons=[d])
+subprocess.run([os.path.join(h.ROOT, "scripts", "topics"), "--bootstrap", svc.bootstrap,
+                "--partitions", "8"], check=True, stdout=subprocess.DEVNULL)
+third = orders(range(8), 6, "C")
+h.produce(svc.bootstrap, "orders", third)
+assert all(r.offset < 6 for r in third)
+
+h.wait_for(lambda: all(offsets()[p] == 6 for p in (6, 7)),
+           "partitions 6 and 7 to read the new topic", daemons=[d])
+h.wait_for(lambda: metric(port, 'tierd_partitions_past_end{input="orders"}') == 6,
+           "six partitions to wait past the topic's end", daemons=[d])
+for p in range(6):
+    said = "orders [%d]: tierd holds this partition as read up to offset %d, but the topic " \
+           "ends at 6" % (p, before[p])
+    assert said in d.log_text(), "no line names partition %d:\n%s" % (p, d.log_text()[-3000:])
+assert "An input topic made again" in d.log_text()
+after = offsets()
+assert all(after[p] == before[p] for p in range(6)), (before, after)
+assert state_of(range(6)) == {k: v for k, v in state_before.items() if k[0] < 6}
+h.compare_state(state_of((6, 7)), want_of(third, (6, 7)))
+h.wait_for(lambda: h.outbox_len(svc.redis) == 0, "partitions 6 and 7's events", daemons=[d])
+assert d.alive()
+h.log("made again: partitions 0-5 wait at their offsets, unchanged; 6 and 7 applied")
+
+# --- the repairs --------------------------------------------------------------
+assert d.term() == 0
+out = tierctl(d.cfg, "seek", "--partition", "0", "--beginning")
+h.log("tierctl: %s" % out.strip())
+assert "orders [0]: offset %d -> 0" % before[0] in out, out
+out = tierctl(d.cfg, "rebuild", "--partition", "1")
+h.log("tierctl: %s" % out.strip())
+assert offsets()[0] == 0 and offsets()[1] == 6
+
+d = h.Daemon(svc, "offsets-3", time_zone=TZ).start()
+port = d.http_port()
+h.wait_for(lambda: offsets()[0] == 6, "partition 0 to read the new topic", daemons=[d])
+h.wait_for(lambda: metric(port, 'tierd_partitions_past_end{input="orders"}') == 4,
+           "partitions 2-5 to wait still", daemons=[d])
+h.compare_state(state_of((0,)), want_of(kept + third, (0,)))
+h.compare_state(state_of((1,)), want_of(third, (1,)))
+h.compare_state(state_of((6, 7)), want_of(third, (6, 7)))
+assert state_of(range(2, 6)) == {k: v for k, v in state_before.items() if 2 <= k[0] < 6}
+assert d.term() == 0
+h.log("seek kept partition 0's state and added the new orders; rebuild made partition 1 anew")
+h.log("PASS")
