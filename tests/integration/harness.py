@@ -247,6 +247,14 @@ def tierd_binary():
     raise SystemExit("tierd binary not found: set TIERD_BIN")
 
 
+def sanitizer_reports(text):
+    """The lines of an ASan/UBSan/LSan report in a log (the sanitizer
+    build of scripts/test)."""
+    return [l for l in text.splitlines()
+            if "runtime error:" in l or "ERROR: AddressSanitizer" in l or
+            "ERROR: LeakSanitizer" in l]
+
+
 class Daemon:
     """One tierd process with its own config file and log."""
 
@@ -304,9 +312,14 @@ class Daemon:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     def term(self):
-        """SIGTERM and the exit status (must be 0 for a clean stop)."""
+        """SIGTERM and the exit status (must be 0 for a clean stop).  A
+        sanitizer build's reports in the log fail the test here: UBSan
+        reports and goes on, so the exit status alone would not say."""
         self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
+        rc = self.proc.wait(timeout=60)
+        reports = sanitizer_reports(self.log_text())
+        assert not reports, "%s: sanitizer reports: %s" % (self.name, reports[:5])
+        return rc
 
     def http_port(self, timeout=30):
         """The port of /metrics, from the log line tierd writes at start."""

@@ -353,9 +353,7 @@ took = time.time() - t0
 check(rc == 0 and took <= SHUTDOWN_S + 2, "SIGTERM: %s after %.1f s (want 0 within %.0f s)" % (
     "exit status %s" % rc if rc is not None else "still running, killed -9", took, SHUTDOWN_S))
 text = d.log_text()
-sanitizer = [l for l in text.splitlines()
-             if "runtime error:" in l or "ERROR: AddressSanitizer" in l or
-             "ERROR: LeakSanitizer" in l]
+sanitizer = h.sanitizer_reports(text)
 check(not sanitizer, "sanitizer reports: %s" % sanitizer[:5])
 
 assert not problems, "%d of tierd's promises broken by hostile records:\n- %s\n--- end of %s's log:\n%s" % (
