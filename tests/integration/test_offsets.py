@@ -9,7 +9,9 @@ broker deletes partition 0's first DELETED of them (Kafka's DeleteRecords,
 as retention does) before tierd runs again.  tierd reads on after them:
 the log says which offsets, tierd_deleted_unread_total{input="orders"}
 counts them, and the aggregates equal the recomputation of every order
-but the deleted ones.  Again under the eager `range` protocol, with
+but the deleted ones.  So for 4 profiles of partition 2 deleted
+before read (tierd_deleted_unread_total{input="profiles"}), the two
+after them joined.  Again under the eager `range` protocol, with
 partition 1's records deleted and orders for partitions 1-5.
 
 Made again.  With tierd running, the orders topic is deleted and made
@@ -23,11 +25,15 @@ adds the new topic's orders to it; `tierctl rebuild --partition 1`
 rebuilds partition 1 from what the new topic holds.  A new tierd applies
 both, and partitions 2-5 still wait.
 """
+import datetime as dt
+import io
 import os
 import random
 import re
 import subprocess
 
+import avro.io
+import avro.schema
 from confluent_kafka.admin import AdminClient
 
 import harness as h
@@ -64,6 +70,22 @@ def sale(oid, cust):
               "unit_price": rnd.randint(100, 9000)}]
     o = h.order(oid, cust, t, "SALE", lines)
     return h.Rec(h.partition_of(cust), cust.encode(), h.encode(o), o)
+
+
+PROFILE = avro.schema.parse(open(os.path.join(h.ROOT, "schemas", "customer_profile.avsc")).read())
+
+
+def profile(cust, grade, at_ms):
+    v = {"customer_id": cust, "format": "MALL", "market": "URBAN", "chain": False,
+         "compliance_grade": grade, "cooperation": 0.6, "growth": 0.6, "tier_override": None,
+         "updated_at": dt.datetime.fromtimestamp(at_ms / 1000, dt.timezone.utc)}
+    buf = io.BytesIO()
+    avro.io.DatumWriter(PROFILE).write(v, avro.io.BinaryEncoder(buf))
+    return h.Rec(h.partition_of(cust), cust.encode(), buf.getvalue())
+
+
+def stored_profiles():
+    return svc.redis.hgetall("tierd:{orders.2}:p")
 
 
 def orders(parts, per_part, tag):
@@ -107,12 +129,16 @@ svc = h.Services("offsets")
 # --- state in partitions 0-5 ------------------------------------------------
 first = orders(range(6), 15, "A")
 h.produce(svc.bootstrap, "orders", first)
+h.produce(svc.bootstrap, "customer-profiles", [profile(c, "A", now) for c in CUST[2][:5]])
 d = h.Daemon(svc, "offsets-1", time_zone=TZ).start()
 h.wait_drained(svc, h.end_offsets(svc.bootstrap, "orders"), daemons=[d])
+h.wait_for(lambda: len(stored_profiles()) == 5, "the first profiles", daemons=[d])
 h.wait_for(lambda: h.outbox_len(svc.redis) == 0, "the first events", daemons=[d])
 assert d.term() == 0
 held = offsets()
 assert all(held[p] == 15 for p in range(6)) and held[6] == held[7] == -1, held
+assert int(svc.redis.hget("tierd:{orders.2}:meta", "poffset")) == 5
+profiles_before = stored_profiles()
 
 # --- deleted before read ----------------------------------------------------
 second = orders((0, 1), 20, "B")
@@ -123,6 +149,12 @@ out = subprocess.run([DELETE_RECORDS, svc.bootstrap, "orders", "0", str(cut)], c
 h.log("delete_records: %s" % out.strip())
 gone = [r for r in second if r.partition == 0 and r.offset < cut]
 assert len(gone) == DELETED
+# And 4 of 6 newer profiles of partition 2 (offsets 5-8 of 5-10): a
+# compacted topic takes DeleteRecords only with deletion in its policy.
+h.set_topic_config(svc.bootstrap, {"customer-profiles": {"cleanup.policy": "compact,delete"}})
+h.produce(svc.bootstrap, "customer-profiles", [profile(c, "B", now + 1000) for c in CUST[2][:6]])
+subprocess.run([DELETE_RECORDS, svc.bootstrap, "customer-profiles", "2", "9"], check=True,
+               stdout=subprocess.DEVNULL)
 
 d = h.Daemon(svc, "offsets-2", time_zone=TZ).start()
 port = d.http_port()
@@ -136,6 +168,19 @@ h.wait_for(lambda: metric(port, 'tierd_deleted_unread_total{input="orders"}') ==
 kept = [r for r in first + second if r not in gone]
 h.compare_state(h.read_state(svc.redis), want_of(kept, range(8)))
 h.log("deleted before read: %d orders lost, said and counted; the rest applied once" % DELETED)
+line = "customer-profiles [2]: offsets 5..8 were deleted by the broker (retention) before " \
+       "tierd read them: up to 4 profiles lost; reading on from offset 9"
+h.wait_for(lambda: line in d.log_text(), "tierd to say which profiles were deleted", daemons=[d])
+h.wait_for(lambda: metric(port, 'tierd_deleted_unread_total{input="profiles"}') == 4,
+           "/metrics to count the deleted profiles", daemons=[d])
+h.wait_for(lambda: int(svc.redis.hget("tierd:{orders.2}:meta", "poffset")) == 11,
+           "the profiles after the deleted ones", daemons=[d])
+now_profiles = stored_profiles()
+deleted_for = [c.encode() for c in CUST[2][:4]]
+assert all(now_profiles[c] == profiles_before[c] for c in deleted_for), "a deleted profile applied"
+assert now_profiles[CUST[2][4].encode()] != profiles_before[CUST[2][4].encode()]
+assert CUST[2][5].encode() in now_profiles
+h.log("and 4 profiles deleted before read: said and counted; the 2 after them joined")
 
 # The same under an eager protocol, where tierd assigns the whole
 # assignment again: partitions 2-5 go on from where they were.
