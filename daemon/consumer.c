@@ -1149,6 +1149,7 @@ static void publish_metrics(consumer_t *k, int force) {
             store_partition_node(k->apply->store, k->conf->topic_orders, i,
                                  s->parts[s->nparts].node, sizeof(s->parts[s->nparts].node));
         nup += s->parts[s->nparts].node_up;
+        s->parts[s->nparts].past_end = (pt->past_end[0] >= 0) | (pt->past_end[1] >= 0) << 1;
         if (rd_kafka_get_watermark_offsets(k->rk, k->conf->topic_orders, i, &lo, &hi) ==
                 RD_KAFKA_RESP_ERR_NO_ERROR &&
             hi >= 0 && next >= 0)

@@ -386,10 +386,17 @@ void metrics_ready_text(const metrics_snapshot_t *s, char *buf, size_t size) {
     size_t nparts = s->nparts < METRICS_MAX_PARTS ? s->nparts : METRICS_MAX_PARTS;
     size_t len = (size_t)snprintf(buf, size, "%s\n", s->ready ? "ready" : "not ready");
     for (size_t i = 0; i < nparts && len < size; i++) {
-        if (!s->parts[i].assigned || s->parts[i].node_up) continue;
-        len +=
-            (size_t)snprintf(buf + len, size - len, "partition %" PRId32 " waits on redis %.*s\n",
-                             s->parts[i].partition, METRICS_NODE_MAX, s->parts[i].node);
+        if (!s->parts[i].assigned) continue;
+        if (!s->parts[i].node_up)
+            len += (size_t)snprintf(buf + len, size - len,
+                                    "partition %" PRId32 " waits on redis %.*s\n",
+                                    s->parts[i].partition, METRICS_NODE_MAX, s->parts[i].node);
+        for (int input = 0; input < 2 && len < size; input++)
+            if (s->parts[i].past_end & (1 << input))
+                len += (size_t)snprintf(buf + len, size - len,
+                                        "partition %" PRId32 " waits: the offset tierd holds lies "
+                                        "past the %s topic's end (tierctl seek or rebuild)\n",
+                                        s->parts[i].partition, input ? "profiles" : "orders");
     }
 }
 

@@ -106,6 +106,9 @@ typedef struct metrics_snapshot {
          * answers (0: the partition waits on it). */
         char node[METRICS_NODE_MAX];
         int node_up;
+        /* Its reading waits past the topic's end: bit 0 orders, bit 1
+         * profiles (docs/operations.md, "An input topic made again"). */
+        int past_end;
     } parts[METRICS_MAX_PARTS];
     size_t nparts;
     double orders_per_second; /* over the last interval */

@@ -228,6 +228,11 @@ for p in range(6):
            "ends at 6" % (p, before[p])
     assert said in d.log_text(), "no line names partition %d:\n%s" % (p, d.log_text()[-3000:])
 assert "An input topic made again" in d.log_text()
+ready = h.http_get(port, "/readyz")
+assert ready[0] == 200, ready  # partitions 6 and 7 are applied
+for p in range(6):
+    assert "partition %d waits: the offset tierd holds lies past the orders topic's end" % p \
+        in ready[1], ready
 after = offsets()
 assert all(after[p] == before[p] for p in range(6)), (before, after)
 assert state_of(range(6)) == {k: v for k, v in state_before.items() if k[0] < 6}
