@@ -15,14 +15,18 @@ after them joined.  Again under the eager `range` protocol, with
 partition 1's records deleted and orders for partitions 1-5.
 
 Made again.  With tierd running, the orders topic is deleted and made
-again, and new orders go to every partition.  Partitions 6 and 7 (no
-state) are read from their start and applied; partitions 0-5, where
+again, with customer-profiles, and new orders go to every partition.
+Partitions 6 and 7 (no orders state) are read from their start and
+applied, while partition 6's profiles wait past the new profiles topic's
+end; partitions 0-5, where
 tierd holds offsets past the new topic's end, wait: their state, offset
 and outbox do not change, the log names each with the fix, and
 tierd_partitions_past_end{input="orders"} is 6.  Repairs, tierd stopped:
 `tierctl seek --partition 0 --beginning` keeps partition 0's state and
 adds the new topic's orders to it; `tierctl rebuild --partition 1`
-rebuilds partition 1 from what the new topic holds.  A new tierd applies
+rebuilds partition 1 from what the new topic holds; `tierctl seek
+--partition 6 --beginning --profiles` has partition 6 join the new
+profiles.  A new tierd applies
 both, and partitions 2-5 still wait.
 """
 import datetime as dt
@@ -84,8 +88,8 @@ def profile(cust, grade, at_ms):
     return h.Rec(h.partition_of(cust), cust.encode(), buf.getvalue())
 
 
-def stored_profiles():
-    return svc.redis.hgetall("tierd:{orders.2}:p")
+def stored_profiles(p=2):
+    return svc.redis.hgetall("tierd:{orders.%d}:p" % p)
 
 
 def orders(parts, per_part, tag):
@@ -130,9 +134,11 @@ svc = h.Services("offsets")
 first = orders(range(6), 15, "A")
 h.produce(svc.bootstrap, "orders", first)
 h.produce(svc.bootstrap, "customer-profiles", [profile(c, "A", now) for c in CUST[2][:5]])
+h.produce(svc.bootstrap, "customer-profiles", [profile(c, "A", now) for c in CUST[6][:3]])
 d = h.Daemon(svc, "offsets-1", time_zone=TZ).start()
 h.wait_drained(svc, h.end_offsets(svc.bootstrap, "orders"), daemons=[d])
-h.wait_for(lambda: len(stored_profiles()) == 5, "the first profiles", daemons=[d])
+h.wait_for(lambda: len(stored_profiles()) == 5 and len(stored_profiles(6)) == 3,
+           "the first profiles", daemons=[d])
 h.wait_for(lambda: h.outbox_len(svc.redis) == 0, "the first events", daemons=[d])
 assert d.term() == 0
 held = offsets()
@@ -209,23 +215,36 @@ h.wait_for(lambda: h.outbox_len(svc.redis) == 0, "the events", daemons=[d])
 before = offsets()
 state_before = h.read_state(svc.redis)
 admin = AdminClient({"bootstrap.servers": svc.bootstrap})
-for f in admin.delete_topics(["orders"], operation_timeout=30).values():
+profiles6 = stored_profiles(6)
+for f in admin.delete_topics(["orders", "customer-profiles"], operation_timeout=30).values():
     f.result()
-h.wait_for(lambda: "orders" not in admin.list_topics(timeout=10).topics,
-           "the orders topic to be gone", daemons=[d])
+h.wait_for(lambda: not {"orders", "customer-profiles"} & set(admin.list_topics(timeout=10).topics),
+           "the input topics to be gone", daemons=[d])
 subprocess.run([os.path.join(h.ROOT, "scripts", "topics"), "--bootstrap", svc.bootstrap,
                 "--partitions", "8"], check=True, stdout=subprocess.DEVNULL)
 third = orders(range(8), 6, "C")
 h.produce(svc.bootstrap, "orders", third)
 assert all(r.offset < 6 for r in third)
+# Partition 6 held profiles up to offset 3: the new topic's two are below.
+h.produce(svc.bootstrap, "customer-profiles", [profile(c, "C", now + 2000) for c in CUST[6][:2]])
 
 h.wait_for(lambda: all(offsets()[p] == 6 for p in (6, 7)),
            "partitions 6 and 7 to read the new topic", daemons=[d])
 h.wait_for(lambda: metric(port, 'tierd_partitions_past_end{input="orders"}') == 6,
            "six partitions to wait past the topic's end", daemons=[d])
+# Partition 2's profiles wait too: past the end, or paused with its
+# orders, whichever librdkafka says first.
+h.wait_for(lambda: metric(port, 'tierd_partitions_past_end{input="profiles"}') >= 1,
+           "partition 6 to wait past the profiles topic's end", daemons=[d])
+said = "customer-profiles [6]: tierd holds this partition as read up to offset 3, but the " \
+       "topic ends at "
+assert said in d.log_text(), d.log_text()[-3000:]
+assert "partition 6 waits: the offset tierd holds lies past the profiles topic's end" in \
+    h.http_get(port, "/readyz")[1]
 for p in range(6):
+    # The end it names is 0 or 6: librdkafka may try before the orders come.
     said = "orders [%d]: tierd holds this partition as read up to offset %d, but the topic " \
-           "ends at 6" % (p, before[p])
+           "ends at " % (p, before[p])
     assert said in d.log_text(), "no line names partition %d:\n%s" % (p, d.log_text()[-3000:])
 assert "An input topic made again" in d.log_text()
 ready = h.http_get(port, "/readyz")
@@ -237,6 +256,7 @@ after = offsets()
 assert all(after[p] == before[p] for p in range(6)), (before, after)
 assert state_of(range(6)) == {k: v for k, v in state_before.items() if k[0] < 6}
 h.compare_state(state_of((6, 7)), want_of(third, (6, 7)))
+assert stored_profiles(6) == profiles6, "partition 6 joined profiles below its offset"
 h.wait_for(lambda: h.outbox_len(svc.redis) == 0, "partitions 6 and 7's events", daemons=[d])
 assert d.alive()
 h.log("made again: partitions 0-5 wait at their offsets, unchanged; 6 and 7 applied")
@@ -248,6 +268,9 @@ h.log("tierctl: %s" % out.strip())
 assert "orders [0]: offset %d -> 0" % before[0] in out, out
 out = tierctl(d.cfg, "rebuild", "--partition", "1")
 h.log("tierctl: %s" % out.strip())
+out = tierctl(d.cfg, "seek", "--partition", "6", "--beginning", "--profiles")
+h.log("tierctl: %s" % out.strip())
+assert "customer-profiles [6]: offset 3 -> 0" in out, out
 assert offsets()[0] == 0 and offsets()[1] == 6
 
 d = h.Daemon(svc, "offsets-3", time_zone=TZ).start()
@@ -255,6 +278,9 @@ port = d.http_port()
 h.wait_for(lambda: offsets()[0] == 6, "partition 0 to read the new topic", daemons=[d])
 h.wait_for(lambda: metric(port, 'tierd_partitions_past_end{input="orders"}') == 4,
            "partitions 2-5 to wait still", daemons=[d])
+h.wait_for(lambda: int(svc.redis.hget("tierd:{orders.6}:meta", "poffset")) == 2,
+           "partition 6 to join the new profiles", daemons=[d])
+assert all(stored_profiles(6)[c.encode()] != profiles6[c.encode()] for c in CUST[6][:2])
 h.compare_state(state_of((0,)), want_of(kept + third, (0,)))
 h.compare_state(state_of((1,)), want_of(third, (1,)))
 h.compare_state(state_of((6, 7)), want_of(third, (6, 7)))
