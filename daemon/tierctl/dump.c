@@ -350,14 +350,10 @@ static int dump_args(int argc, char **argv, dump_t *d) {
     int opt;
     d->partition = -1;
     while ((opt = getopt_long(argc, argv, "+h", lo, NULL)) != -1) {
-        char *end = NULL;
-        long v;
         switch (opt) {
         case 'h': fputs(tierctl_help_dump, stdout); return -1;
         case 'n':
-            v = strtol(optarg, &end, 10);
-            if (!*optarg || *end || v < 0 || v > INT32_MAX - 1) goto bad;
-            d->partition = (int32_t)v;
+            if (tierctl_partition_arg(optarg, &d->partition) != 0) goto bad;
             break;
         case 'C':
             if (!*optarg) goto bad;

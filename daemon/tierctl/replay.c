@@ -430,15 +430,13 @@ static int parse_opts(int argc, char **argv, const char *help, opts_t *o) {
     memset(o, 0, sizeof(*o));
     o->partition = -1;
     while ((opt = getopt_long(argc, argv, "+h", lo, NULL)) != -1) {
-        char *end = NULL;
         switch (opt) {
         case 'p': o->policy = optarg; break;
         case 'k': o->keep = 1; break;
         case 'a': o->all = 1; break;
         case 'h': fputs(help, stdout); return -1;
         case 'n':
-            o->partition = (int32_t)strtol(optarg, &end, 10);
-            if (!*optarg || *end || o->partition < 0) goto bad;
+            if (tierctl_partition_arg(optarg, &o->partition) != 0) goto bad;
             break;
         case 'f':
         case 't':

@@ -50,8 +50,7 @@ static int seek_args(int argc, char **argv, seek_opts_t *o) {
         char *end = NULL;
         switch (opt) {
         case 'n':
-            o->partition = (int32_t)strtol(optarg, &end, 10);
-            if (!*optarg || *end || o->partition < 0) goto bad;
+            if (tierctl_partition_arg(optarg, &o->partition) != 0) goto bad;
             break;
         case 'o':
             o->offset = strtoll(optarg, &end, 10);

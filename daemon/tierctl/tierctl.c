@@ -216,6 +216,14 @@ out:
     return rc;
 }
 
+int tierctl_partition_arg(const char *s, int32_t *p) {
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (!*s || *end || v < 0 || v > INT32_MAX - 1) return -1;
+    *p = (int32_t)v;
+    return 0;
+}
+
 int tierctl_check_lease(tierctl_t *t, int32_t p, char *errstr, size_t errstr_size) {
     char key[512];
     store_tx_t tx = {0};

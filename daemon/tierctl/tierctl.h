@@ -65,6 +65,10 @@ void *tierctl_calloc(size_t size);
  * none.  -1 with errstr when Redis fails. */
 int32_t tierctl_partitions(store_t *s, const config_t *c, char *errstr, size_t errstr_size);
 
+/* A --partition argument: digits, 0 to INT32_MAX - 1.  0, or -1 when it
+ * is anything else. */
+int tierctl_partition_arg(const char *s, int32_t *p);
+
 /* TIME as the user writes it: epoch milliseconds (digits only), or ISO 8601
  * "YYYY-MM-DD[THH:MM[:SS[.mmm]]][Z|+HH:MM|-HH:MM]"; without an offset, in
  * the configured time zone.  -1 with errstr when it is neither. */
