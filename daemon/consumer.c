@@ -65,6 +65,10 @@ typedef struct part {
      * the topic's end (out_of_range); its reading waits.  -1: none. */
     int64_t past_end[2];
     int64_t past_end_said; /* monotonic ms of the last line about it */
+    /* [0] orders, [1] profiles: read again from refetch_off at this
+     * monotonic ms, after an out-of-range error the broker's ends did not
+     * explain (out_of_range); 0: nothing due. */
+    int64_t refetch_at[2], refetch_off[2];
     apply_part_t ap;
     rd_kafka_message_t **pending;
     size_t npending, cap;
@@ -741,6 +745,7 @@ static int assign_one(consumer_t *k, rd_kafka_topic_partition_t *tp) {
     pt->last_record_ms = mono_ms();
     pt->next_off = pt->pnext_off = -1;
     pt->past_end[0] = pt->past_end[1] = -1;
+    pt->refetch_at[0] = pt->refetch_at[1] = 0;
     /* Bootstrap the table before the stream: orders of this partition
      * wait until the profiles that exist now are joined. */
     int64_t lo = 0, hi = 0;
@@ -1279,6 +1284,10 @@ static void read_ok(read_errors_t *re, const char *topic) {
  * topic was made again would come with offsets Redis holds as applied,
  * and be skipped as redeliveries) and "latest" forward. */
 
+/* The wait before reading again at an offset the broker called out of
+ * range though its ends hold it. */
+#define REFETCH_DELAY_MS 500
+
 /* Starts reading partition id of input (0 orders, 1 profiles) again at
  * offset.  A partition librdkafka stopped takes no seek (_STATE), only a
  * new assignment: of it alone, or under an eager protocol of the whole
@@ -1322,7 +1331,9 @@ static void refetch(consumer_t *k, int input, int32_t id, int64_t offset) {
 /* librdkafka's _AUTO_OFFSET_RESET for m's partition of input: the reading
  * goes on after offsets the broker deleted (retention), which are counted
  * and said; it waits when the offset tierd holds lies past the topic's
- * end (out_of_range_remind repeats that). */
+ * end (out_of_range_tick repeats that).  An error the broker's ends do
+ * not explain (a leader that just changed) is read again a little later:
+ * at once, a broker that keeps saying so would have tierd spin. */
 static void out_of_range(consumer_t *k, int input, const rd_kafka_message_t *m) {
     const char *topic = input ? k->conf->topic_profiles : k->conf->topic_orders;
     const char *what = input ? "profiles" : "orders";
@@ -1334,9 +1345,10 @@ static void out_of_range(consumer_t *k, int input, const rd_kafka_message_t *m) 
     if (err) {
         log_warn("consumer",
                  "%s [%d]: offset %" PRId64 " is out of range and the partition's "
-                 "ends are unknown (%s); reading from it again",
-                 topic, (int)id, at, rd_kafka_err2str(err));
-        refetch(k, input, id, at);
+                 "ends are unknown (%s); reading from it again in %d ms",
+                 topic, (int)id, at, rd_kafka_err2str(err), REFETCH_DELAY_MS);
+        pt->refetch_at[input] = mono_ms() + REFETCH_DELAY_MS;
+        pt->refetch_off[input] = at;
         return;
     }
     if (at > hi) {
@@ -1369,17 +1381,23 @@ static void out_of_range(consumer_t *k, int input, const rd_kafka_message_t *m) 
     }
     log_warn("consumer",
              "%s [%d]: offset %" PRId64 " was out of range for a moment (the "
-             "partition holds %" PRId64 "..%" PRId64 "); reading from it again",
-             topic, (int)id, at, lo, hi - 1);
-    refetch(k, input, id, at);
+             "partition holds %" PRId64 "..%" PRId64 "); reading from it again in %d ms",
+             topic, (int)id, at, lo, hi - 1, REFETCH_DELAY_MS);
+    pt->refetch_at[input] = mono_ms() + REFETCH_DELAY_MS;
+    pt->refetch_off[input] = at;
 }
 
-/* Once a minute, each partition whose reading waits past its topic's end
- * says so again. */
-static void out_of_range_remind(consumer_t *k) {
+/* Reads again what is due (out_of_range); once a minute, each partition
+ * whose reading waits past its topic's end says so again. */
+static void out_of_range_tick(consumer_t *k) {
     int64_t t = mono_ms();
     for (int32_t i = 0; i < k->nparts; i++) {
         part_t *pt = &k->parts[i];
+        for (int input = 0; pt->assigned && input < 2; input++)
+            if (pt->refetch_at[input] && t >= pt->refetch_at[input]) {
+                pt->refetch_at[input] = 0;
+                refetch(k, input, i, pt->refetch_off[input]);
+            }
         if (!pt->assigned || t - pt->past_end_said < 60000) continue;
         for (int input = 0; input < 2; input++) {
             if (pt->past_end[input] < 0) continue;
@@ -1547,7 +1565,7 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
         publish_all(k, 0);
         idle_reviews(k);
         renew_leases(k);
-        out_of_range_remind(k);
+        out_of_range_tick(k);
         if (*reload) {
             /* Between batches: no partition that is applying holds records. */
             int busy = 0;
