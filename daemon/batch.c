@@ -82,7 +82,9 @@ typedef struct batch {
     int64_t next_offset;
     int decisions;
     outbox_t outbox;
-    char ckey[256], pkey[256], mkey[256], off[32], mon[16], upd[32];
+    char ckey[256], pkey[256], mkey[256], off[32], mon[16], upd[32], pfp[24];
+    uint64_t prev_fp; /* of the record before next_offset, when has_prev_fp */
+    int has_prev_fp;
 } batch_t;
 
 static int grow(void *pv, size_t have, size_t want, size_t elem) {
@@ -534,17 +536,28 @@ static int write_states(batch_t *b, store_tx_t *tx) {
 
 static int write_meta(batch_t *b, store_tx_t *tx) {
     const apply_part_t *p = b->p;
-    int64_t next = b->msgs[b->n_eff - 1].offset + 1;
+    const apply_msg_t *last = &b->msgs[b->n_eff - 1];
+    int64_t next = last->offset + 1;
+    /* The record before the new offset, to know the topic by it later. */
+    b->has_prev_fp = p->meta.offset <= next;
+    b->prev_fp = b->has_prev_fp ? store_record_fp(last->value, last->value_len) : 0;
     if (p->meta.offset > next) next = p->meta.offset; /* all redelivered */
     b->next_offset = next;
     snprintf(b->off, sizeof(b->off), "%" PRId64, next);
     snprintf(b->mon, sizeof(b->mon), "%06d",
              b->final_month >= 0 ? month_yyyymm(b->final_month) : 0);
     snprintf(b->upd, sizeof(b->upd), "%lld", (long long)time(NULL));
-    return store_tx_addv(tx, 10, "HSET", (size_t)4, b->mkey, strlen(b->mkey), "offset", (size_t)6,
+    snprintf(b->pfp, sizeof(b->pfp), "%" PRIu64, b->prev_fp);
+    if (!b->has_prev_fp)
+        return store_tx_addv(tx, 10, "HSET", (size_t)4, b->mkey, strlen(b->mkey), "offset",
+                             (size_t)6, b->off, strlen(b->off), "month", (size_t)5, b->mon,
+                             strlen(b->mon), "owner", (size_t)5, b->a->owner, strlen(b->a->owner),
+                             "updated_at", (size_t)10, b->upd, strlen(b->upd));
+    return store_tx_addv(tx, 12, "HSET", (size_t)4, b->mkey, strlen(b->mkey), "offset", (size_t)6,
                          b->off, strlen(b->off), "month", (size_t)5, b->mon, strlen(b->mon),
                          "owner", (size_t)5, b->a->owner, strlen(b->a->owner), "updated_at",
-                         (size_t)10, b->upd, strlen(b->upd));
+                         (size_t)10, b->upd, strlen(b->upd), "prev_fp", (size_t)7, b->pfp,
+                         strlen(b->pfp));
 }
 
 /* Stages 3 and 4 (txn.c calls it with what stage 2 read). */
@@ -589,6 +602,10 @@ static void batch_committed(void *ctx, apply_stats_t *st) {
     if (b->n_eff == 0) return;
     b->p->meta.offset = b->next_offset;
     b->p->meta.month = b->final_month;
+    if (b->has_prev_fp) {
+        b->p->meta.prev_fp = b->prev_fp;
+        b->p->meta.has_prev_fp = 1;
+    }
     if (b->decisions) {
         if (b->outbox.tier_events + b->outbox.quota_events > 0) b->p->outbox_dirty = 1;
         st->tier_events += b->outbox.tier_events;

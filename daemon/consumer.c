@@ -26,6 +26,7 @@
 #include "month.h"
 #include "profiles.h"
 #include "review.h"
+#include "store.h"
 #include "txn.h"
 
 #include <inttypes.h>
@@ -69,6 +70,11 @@ typedef struct part {
      * monotonic ms, after an out-of-range error the broker's ends did not
      * explain (out_of_range); 0: nothing due. */
     int64_t refetch_at[2], refetch_off[2];
+    /* The record before the offset Redis holds, read first when the
+     * partition is taken, must be the one applied there (meta's prev_fp,
+     * topic_check); -1: nothing to check. */
+    int64_t verify_at;
+    uint64_t verify_fp;
     apply_part_t ap;
     rd_kafka_message_t **pending;
     size_t npending, cap;
@@ -291,6 +297,7 @@ static int rewind_part(consumer_t *k, int32_t id, part_t *pt) {
     if (claim(k, id, pt, 0) != 0) return -1;
     pt->need_rewind = 0;
     pt->next_off = pt->pnext_off = -1;
+    pt->verify_at = -1;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id)->offset =
         pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
@@ -746,6 +753,11 @@ static int assign_one(consumer_t *k, rd_kafka_topic_partition_t *tp) {
     pt->next_off = pt->pnext_off = -1;
     pt->past_end[0] = pt->past_end[1] = -1;
     pt->refetch_at[0] = pt->refetch_at[1] = 0;
+    pt->verify_at = -1;
+    if (pt->ap.meta.offset > 0 && pt->ap.meta.has_prev_fp) {
+        pt->verify_at = pt->ap.meta.offset - 1;
+        pt->verify_fp = pt->ap.meta.prev_fp;
+    }
     /* Bootstrap the table before the stream: orders of this partition
      * wait until the profiles that exist now are joined. */
     int64_t lo = 0, hi = 0;
@@ -770,7 +782,9 @@ static int assign_one(consumer_t *k, rd_kafka_topic_partition_t *tp) {
         rd_kafka_error_destroy(pe);
     }
     rd_kafka_topic_partition_list_destroy(l);
-    tp->offset = pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
+    tp->offset = pt->verify_at >= 0        ? pt->verify_at
+                 : pt->ap.meta.offset >= 0 ? pt->ap.meta.offset
+                                           : RD_KAFKA_OFFSET_BEGINNING;
     log_info("consumer", "assigned %s [%d] at offset %" PRId64 "%s (epoch %" PRId64 ")", tp->topic,
              (int)tp->partition, pt->ap.meta.offset,
              pt->ap.meta.offset >= 0 ? "" : " (no state: from the beginning)", pt->ap.meta.epoch);
@@ -1223,14 +1237,39 @@ static void close_consumer(consumer_t *k, rd_kafka_t *rk, const char *what) {
     rd_kafka_queue_destroy(q);
 }
 
+/* The record before the offset Redis holds, read first: is it the one
+ * the last batch applied there?  Not: the topic was made again (it has
+ * grown past that offset, or librdkafka's error would have said so,
+ * out_of_range) and the partition waits as one past the topic's end. */
+static void topic_check(consumer_t *k, int32_t id, part_t *pt, const rd_kafka_message_t *m) {
+    pt->verify_at = -1;
+    if (store_record_fp(m->payload, m->len) == pt->verify_fp) return;
+    pt->past_end[0] = pt->ap.meta.offset;
+    pt->past_end_said = mono_ms();
+    part_pause(k, id, pt, 1);
+    log_error("consumer",
+              "%s [%d]: the record at offset %" PRId64 " is not the one tierd applied there: "
+              "the topic was deleted and made again, or its records rewritten.  Records "
+              "below %" PRId64 " would be taken for ones already applied, so reading it waits "
+              "(the other partitions go on); see \"An input topic made again\" in "
+              "docs/operations.md",
+              k->conf->topic_orders, (int)id, m->offset, pt->ap.meta.offset);
+}
+
 /* Appends a polled record to its partition's pending batch. */
 /* now: mono_ms() of the turn that polled m. */
 static int enqueue(consumer_t *k, rd_kafka_message_t *m, int64_t now) {
     part_t *pt = part_get(k, m->partition);
-    if (!pt || !pt->assigned || pt->fenced) {
-        rd_kafka_message_destroy(m); /* not ours (any more) */
+    if (!pt || !pt->assigned || pt->fenced || pt->past_end[0] >= 0) {
+        rd_kafka_message_destroy(m); /* not ours (any more), or not the topic we read */
         return 0;
     }
+    if (pt->verify_at >= 0 && m->offset <= pt->verify_at) {
+        if (m->offset == pt->verify_at) topic_check(k, m->partition, pt, m);
+        rd_kafka_message_destroy(m);
+        return 0;
+    }
+    pt->verify_at = -1; /* past it: that offset held a marker, or was deleted */
     pt->last_record_ms = now;
     pt->next_off = m->offset + 1;
     if (pt->npending == pt->cap) {
@@ -1341,6 +1380,9 @@ static void out_of_range(consumer_t *k, int input, const rd_kafka_message_t *m) 
     part_t *pt = part_get(k, id);
     if (!pt || !pt->assigned) return;
     int64_t at = m->offset, held = input ? pt->ap.meta.poffset : pt->ap.meta.offset, lo, hi;
+    /* Asked for the record before the offset held, to check it
+     * (topic_check): past the end means past the offset held. */
+    int checking = !input && pt->verify_at >= 0 && at == pt->verify_at;
     rd_kafka_resp_err_t err = publish_watermarks(k->pub, topic, id, &lo, &hi, 5000);
     if (err) {
         log_warn("consumer",
@@ -1352,6 +1394,7 @@ static void out_of_range(consumer_t *k, int input, const rd_kafka_message_t *m) 
         return;
     }
     if (at > hi) {
+        if (checking) at = held;
         pt->past_end[input] = at;
         pt->past_end_said = mono_ms();
         if (!input) part_pause(k, id, pt, 1);
@@ -1403,8 +1446,8 @@ static void out_of_range_tick(consumer_t *k) {
             if (pt->past_end[input] < 0) continue;
             pt->past_end_said = t;
             log_error("consumer",
-                      "%s [%d]: still waiting: tierd holds it as read up to "
-                      "offset %" PRId64 ", past the topic's end",
+                      "%s [%d]: still waiting: the topic does not hold what tierd read up to "
+                      "offset %" PRId64 " (made again?)",
                       input ? k->conf->topic_profiles : k->conf->topic_orders, (int)i,
                       pt->past_end[input]);
         }

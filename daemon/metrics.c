@@ -281,8 +281,9 @@ char *metrics_render(const metrics_snapshot_t *s, size_t *len) {
     buf_printf(&b, "tierd_deleted_unread_total{input=\"profiles\"} %" PRIu64 "\n",
                s->deleted_unread[1]);
     head(&b, "tierd_partitions_past_end", "gauge",
-         "Partitions whose reading waits because the offset tierd holds lies past the topic's "
-         "end (the topic was made again, or the broker lost records), by input.");
+         "Partitions whose reading waits because the topic does not hold what tierd read "
+         "(made again, or the broker lost records): the offset held lies past its end, or the "
+         "record before it is another; by input.");
     buf_printf(&b, "tierd_partitions_past_end{input=\"orders\"} %" PRIu32 "\n", s->past_end[0]);
     buf_printf(&b, "tierd_partitions_past_end{input=\"profiles\"} %" PRIu32 "\n", s->past_end[1]);
     counter(&b, "tierd_batches_total", "Batches committed.", s->batches);

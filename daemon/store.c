@@ -748,11 +748,11 @@ static int64_t reply_int(const redisReply *r, int64_t dflt) {
     return strtoll(r->str, NULL, 10);
 }
 
-#define META_FIELDS "epoch offset month reviewed poffset format rv_month rv_after"
+#define META_FIELDS "epoch offset month reviewed poffset format rv_month rv_after prev_fp"
 #define META_NFIELDS STORE_META_NFIELDS
 #define META_FIELD_LIST                                                                            \
-    "epoch", "offset", "month", "reviewed", "poffset", "format", "rv_month",                       \
-        "rv_after" /* the same, as argv */
+    "epoch", "offset", "month", "reviewed", "poffset", "format", "rv_month", "rv_after",           \
+        "prev_fp" /* the same, as argv */
 
 const char *const store_meta_fields[STORE_META_NFIELDS] = {META_FIELD_LIST};
 
@@ -773,6 +773,22 @@ static void meta_from_reply(const redisReply *r, store_meta_t *m) {
         memcpy(m->rv_after, a->str, a->len);
         m->rv_after[a->len] = '\0';
     }
+    const redisReply *f = r->element[8];
+    m->has_prev_fp = f && f->type == REDIS_REPLY_STRING;
+    m->prev_fp = m->has_prev_fp ? strtoull(f->str, NULL, 10) : 0;
+}
+
+uint64_t store_record_fp(const void *value, size_t len) {
+    const uint8_t *p = value;
+    uint64_t h = 0xcbf29ce484222325u; /* FNV-1a 64 */
+    for (size_t i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3u;
+    }
+    h ^= len; /* a value and the same value cut short differ */
+    h ^= h >> 31;
+    h *= 0x94d049bb133111ebu;
+    return h ^ (h >> 29);
 }
 
 int store_meta_parse(const redisReply *r, store_meta_t *m) {
