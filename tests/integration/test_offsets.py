@@ -287,4 +287,33 @@ h.compare_state(state_of((6, 7)), want_of(third, (6, 7)))
 assert state_of(range(2, 6)) == {k: v for k, v in state_before.items() if 2 <= k[0] < 6}
 assert d.term() == 0
 h.log("seek kept partition 0's state and added the new orders; rebuild made partition 1 anew")
+
+# --- made again while tierd is stopped, and grown past its offsets ---------------
+# The new topic's partition 7 holds 12 records where tierd read 6: only
+# the record before offset 6, not the one applied there, tells.
+held = offsets()
+state_before = h.read_state(svc.redis)
+for f in admin.delete_topics(["orders"], operation_timeout=30).values():
+    f.result()
+h.wait_for(lambda: "orders" not in admin.list_topics(timeout=10).topics,
+           "the orders topic to be gone")
+subprocess.run([os.path.join(h.ROOT, "scripts", "topics"), "--bootstrap", svc.bootstrap,
+                "--partitions", "8"], check=True, stdout=subprocess.DEVNULL)
+fourth = orders((7,), 12, "D")
+h.produce(svc.bootstrap, "orders", fourth)
+assert held[7] == 6 and max(r.offset for r in fourth) == 11
+d = h.Daemon(svc, "offsets-4", time_zone=TZ).start()
+port = d.http_port()
+said = "orders [7]: the record at offset 5 is not the one tierd applied there"
+h.wait_for(lambda: said in d.log_text(), "tierd to tell partition 7's topic from the old",
+           daemons=[d])
+h.wait_for(lambda: metric(port, 'tierd_partitions_past_end{input="orders"}') == 8,
+           "every partition to wait", daemons=[d])
+for p in range(7):  # the others asked past the new end: the offset they hold is named
+    assert "orders [%d]: tierd holds this partition as read up to offset %d, but" % (p, held[p]) \
+        in d.log_text(), d.log_text()[-3000:]
+assert offsets() == held
+assert h.read_state(svc.redis) == state_before
+assert d.term() == 0
+h.log("made again while stopped: partition 7, grown past its offset, waits like the rest")
 h.log("PASS")
