@@ -70,11 +70,12 @@ typedef struct part {
      * monotonic ms, after an out-of-range error the broker's ends did not
      * explain (out_of_range); 0: nothing due. */
     int64_t refetch_at[2], refetch_off[2];
-    /* The record before the offset Redis holds, read first when the
-     * partition is taken, must be the one applied there (meta's prev_fp,
-     * topic_check); -1: nothing to check. */
-    int64_t verify_at;
-    uint64_t verify_fp;
+    /* [0] orders, [1] profiles: the record before the offset Redis
+     * holds, read first when the partition is taken, must be the one
+     * applied there (meta's prev_fp, prev_pfp; topic_check); -1: nothing
+     * to check. */
+    int64_t verify_at[2];
+    uint64_t verify_fp[2];
     apply_part_t ap;
     rd_kafka_message_t **pending;
     size_t npending, cap;
@@ -237,7 +238,8 @@ static void set_paused(rd_kafka_t *rk, const char *topic, int32_t id, int want, 
 static void part_pause(consumer_t *k, int32_t id, part_t *pt, int pause) {
     set_paused(k->rk, k->conf->topic_orders, id,
                pause || pt->fenced || pt->prof_catchup >= 0 || pt->past_end[0] >= 0, &pt->paused);
-    set_paused(k->prk, k->conf->topic_profiles, id, pause || pt->fenced, &pt->prof_paused);
+    set_paused(k->prk, k->conf->topic_profiles, id, pause || pt->fenced || pt->past_end[1] >= 0,
+               &pt->prof_paused);
 }
 
 /* k->msgs holding n cleared records from m; NULL when out of memory.  One
@@ -297,7 +299,7 @@ static int rewind_part(consumer_t *k, int32_t id, part_t *pt) {
     if (claim(k, id, pt, 0) != 0) return -1;
     pt->need_rewind = 0;
     pt->next_off = pt->pnext_off = -1;
-    pt->verify_at = -1;
+    pt->verify_at[0] = pt->verify_at[1] = -1;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id)->offset =
         pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
@@ -753,10 +755,14 @@ static int assign_one(consumer_t *k, rd_kafka_topic_partition_t *tp) {
     pt->next_off = pt->pnext_off = -1;
     pt->past_end[0] = pt->past_end[1] = -1;
     pt->refetch_at[0] = pt->refetch_at[1] = 0;
-    pt->verify_at = -1;
+    pt->verify_at[0] = pt->verify_at[1] = -1;
     if (pt->ap.meta.offset > 0 && pt->ap.meta.has_prev_fp) {
-        pt->verify_at = pt->ap.meta.offset - 1;
-        pt->verify_fp = pt->ap.meta.prev_fp;
+        pt->verify_at[0] = pt->ap.meta.offset - 1;
+        pt->verify_fp[0] = pt->ap.meta.prev_fp;
+    }
+    if (pt->ap.meta.poffset > 0 && pt->ap.meta.has_prev_pfp) {
+        pt->verify_at[1] = pt->ap.meta.poffset - 1;
+        pt->verify_fp[1] = pt->ap.meta.prev_pfp;
     }
     /* Bootstrap the table before the stream: orders of this partition
      * wait until the profiles that exist now are joined. */
@@ -770,7 +776,9 @@ static int assign_one(consumer_t *k, rd_kafka_topic_partition_t *tp) {
     }
     rd_kafka_topic_partition_list_t *l =
         plist(k, tp->partition,
-              pt->ap.meta.poffset >= 0 ? pt->ap.meta.poffset : RD_KAFKA_OFFSET_BEGINNING);
+              pt->verify_at[1] >= 0      ? pt->verify_at[1]
+              : pt->ap.meta.poffset >= 0 ? pt->ap.meta.poffset
+                                         : RD_KAFKA_OFFSET_BEGINNING);
     /* A pause of ours outlives the revocation: cleared before assigning,
      * and only when there is one (see on_assign). */
     if (pt->prof_paused) rd_kafka_resume_partitions(k->prk, l);
@@ -782,7 +790,7 @@ static int assign_one(consumer_t *k, rd_kafka_topic_partition_t *tp) {
         rd_kafka_error_destroy(pe);
     }
     rd_kafka_topic_partition_list_destroy(l);
-    tp->offset = pt->verify_at >= 0        ? pt->verify_at
+    tp->offset = pt->verify_at[0] >= 0     ? pt->verify_at[0]
                  : pt->ap.meta.offset >= 0 ? pt->ap.meta.offset
                                            : RD_KAFKA_OFFSET_BEGINNING;
     log_info("consumer", "assigned %s [%d] at offset %" PRId64 "%s (epoch %" PRId64 ")", tp->topic,
@@ -1241,19 +1249,36 @@ static void close_consumer(consumer_t *k, rd_kafka_t *rk, const char *what) {
  * the last batch applied there?  Not: the topic was made again (it has
  * grown past that offset, or librdkafka's error would have said so,
  * out_of_range) and the partition waits as one past the topic's end. */
-static void topic_check(consumer_t *k, int32_t id, part_t *pt, const rd_kafka_message_t *m) {
-    pt->verify_at = -1;
-    if (store_record_fp(m->payload, m->len) == pt->verify_fp) return;
-    pt->past_end[0] = pt->ap.meta.offset;
+static void topic_check(consumer_t *k, int input, part_t *pt, const rd_kafka_message_t *m) {
+    int64_t held = input ? pt->ap.meta.poffset : pt->ap.meta.offset;
+    pt->verify_at[input] = -1;
+    if (store_record_fp(m->payload, m->len) == pt->verify_fp[input]) return;
+    pt->past_end[input] = held;
     pt->past_end_said = mono_ms();
-    part_pause(k, id, pt, 1);
+    if (input) pt->prof_catchup = -1; /* orders go on with the profiles they have */
+    /* Profiles: theirs only (past_end), the orders' as they were. */
+    part_pause(k, m->partition, pt, !input || pt->retry_at);
     log_error("consumer",
               "%s [%d]: the record at offset %" PRId64 " is not the one tierd applied there: "
               "the topic was deleted and made again, or its records rewritten.  Records "
-              "below %" PRId64 " would be taken for ones already applied, so reading it waits "
-              "(the other partitions go on); see \"An input topic made again\" in "
-              "docs/operations.md",
-              k->conf->topic_orders, (int)id, m->offset, pt->ap.meta.offset);
+              "below %" PRId64 " would be taken for ones already applied, so reading %s "
+              "waits (%s); see \"An input topic made again\" in docs/operations.md",
+              input ? k->conf->topic_profiles : k->conf->topic_orders, (int)m->partition, m->offset,
+              held, input ? "its profiles" : "it",
+              input ? "its orders go on with the profiles they have"
+                    : "the other partitions go on");
+}
+
+/* Whether m is for topic_check, or past it: 1 when m was the record to
+ * check, or is below it (m is then the caller's to drop). */
+static int checked(consumer_t *k, int input, part_t *pt, const rd_kafka_message_t *m) {
+    if (pt->verify_at[input] < 0) return 0;
+    if (m->offset > pt->verify_at[input]) {
+        pt->verify_at[input] = -1; /* that offset held a marker, or was deleted */
+        return 0;
+    }
+    if (m->offset == pt->verify_at[input]) topic_check(k, input, pt, m);
+    return 1;
 }
 
 /* Appends a polled record to its partition's pending batch. */
@@ -1264,12 +1289,10 @@ static int enqueue(consumer_t *k, rd_kafka_message_t *m, int64_t now) {
         rd_kafka_message_destroy(m); /* not ours (any more), or not the topic we read */
         return 0;
     }
-    if (pt->verify_at >= 0 && m->offset <= pt->verify_at) {
-        if (m->offset == pt->verify_at) topic_check(k, m->partition, pt, m);
+    if (checked(k, 0, pt, m)) {
         rd_kafka_message_destroy(m);
         return 0;
     }
-    pt->verify_at = -1; /* past it: that offset held a marker, or was deleted */
     pt->last_record_ms = now;
     pt->next_off = m->offset + 1;
     if (pt->npending == pt->cap) {
@@ -1382,7 +1405,7 @@ static void out_of_range(consumer_t *k, int input, const rd_kafka_message_t *m) 
     int64_t at = m->offset, held = input ? pt->ap.meta.poffset : pt->ap.meta.offset, lo, hi;
     /* Asked for the record before the offset held, to check it
      * (topic_check): past the end means past the offset held. */
-    int checking = !input && pt->verify_at >= 0 && at == pt->verify_at;
+    int checking = pt->verify_at[input] >= 0 && at == pt->verify_at[input];
     rd_kafka_resp_err_t err = publish_watermarks(k->pub, topic, id, &lo, &hi, 5000);
     if (err) {
         log_warn("consumer",
@@ -1397,7 +1420,8 @@ static void out_of_range(consumer_t *k, int input, const rd_kafka_message_t *m) 
         if (checking) at = held;
         pt->past_end[input] = at;
         pt->past_end_said = mono_ms();
-        if (!input) part_pause(k, id, pt, 1);
+        if (input) pt->prof_catchup = -1; /* orders go on with the profiles they have */
+        part_pause(k, id, pt, !input || pt->retry_at);
         log_error("consumer",
                   "%s [%d]: tierd holds this partition as read up to offset %" PRId64
                   ", but the topic ends at %" PRId64 ": it was deleted and made again, or "
@@ -1477,7 +1501,8 @@ static void poll_profiles(consumer_t *k) {
         read_ok(&k->prerr, k->conf->topic_profiles);
         part_t *pt = part_get(k, pm->partition);
         if (pt) pt->pnext_off = pm->offset + 1;
-        if (!pt || !pt->assigned || pt->fenced || pending_push(&pt->prof, pm) != 0) {
+        if (!pt || !pt->assigned || pt->fenced || pt->past_end[1] >= 0 || checked(k, 1, pt, pm) ||
+            pending_push(&pt->prof, pm) != 0) {
             rd_kafka_message_destroy(pm);
         } else if (pt->npending == 0) {
             pt->due_ms = mono_ms();

@@ -57,7 +57,9 @@ typedef struct pbatch {
     outbox_t outbox;
     arena_t blobs;
     int64_t next;
-    char ckey[256], pkey[256], mkey[256], off[32];
+    uint64_t prev; /* store_record_fp of the record before next, when has_prev */
+    int has_prev;
+    char ckey[256], pkey[256], mkey[256], off[32], pfp[24];
 } pbatch_t;
 
 /* Decodes a record once: a tombstone's key, or the profile. */
@@ -255,12 +257,18 @@ static int pb_decide(void *ctx, const store_meta_t *now, redisReply **rep, store
         if (b->a->dead(b->a->dead_opaque, &pp, b->dead, b->ndead, errstr, errstr_size) != 0)
             return APPLY_RETRY;
     }
-    b->next = b->msgs[b->n - 1].offset + 1;
+    const apply_msg_t *last = &b->msgs[b->n - 1];
+    b->next = last->offset + 1;
+    /* The record before the new offset, to know the topic by it later. */
+    b->has_prev = p->meta.poffset <= b->next;
+    b->prev = b->has_prev ? store_record_fp(last->value, last->value_len) : 0;
     if (p->meta.poffset > b->next) b->next = p->meta.poffset;
     snprintf(b->off, sizeof(b->off), "%" PRId64, b->next);
+    snprintf(b->pfp, sizeof(b->pfp), "%" PRIu64, b->prev);
     if (write_states(b, tx) != 0 || outbox_flush(&b->outbox, tx) != 0 ||
-        store_tx_addv(tx, 4, "HSET", (size_t)4, b->mkey, strlen(b->mkey), "poffset", (size_t)7,
-                      b->off, strlen(b->off)) != 0) {
+        store_tx_addv(tx, b->has_prev ? 6 : 4, "HSET", (size_t)4, b->mkey, strlen(b->mkey),
+                      "poffset", (size_t)7, b->off, strlen(b->off), "prev_pfp", (size_t)8, b->pfp,
+                      strlen(b->pfp)) != 0) {
         snprintf(errstr, errstr_size, "out of memory");
         return APPLY_RETRY;
     }
@@ -270,6 +278,10 @@ static int pb_decide(void *ctx, const store_meta_t *now, redisReply **rep, store
 static void pb_committed(void *ctx, apply_stats_t *tally) {
     pbatch_t *b = ctx;
     b->p->meta.poffset = b->next;
+    if (b->has_prev) {
+        b->p->meta.prev_pfp = b->prev;
+        b->p->meta.has_prev_pfp = 1;
+    }
     if (b->outbox.tier_events) b->p->outbox_dirty = 1;
     tally->tier_events += b->outbox.tier_events;
     for (size_t i = 0; i < b->n; i++) {

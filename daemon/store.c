@@ -748,11 +748,11 @@ static int64_t reply_int(const redisReply *r, int64_t dflt) {
     return strtoll(r->str, NULL, 10);
 }
 
-#define META_FIELDS "epoch offset month reviewed poffset format rv_month rv_after prev_fp"
+#define META_FIELDS "epoch offset month reviewed poffset format rv_month rv_after prev_fp prev_pfp"
 #define META_NFIELDS STORE_META_NFIELDS
 #define META_FIELD_LIST                                                                            \
     "epoch", "offset", "month", "reviewed", "poffset", "format", "rv_month", "rv_after",           \
-        "prev_fp" /* the same, as argv */
+        "prev_fp", "prev_pfp" /* the same, as argv */
 
 const char *const store_meta_fields[STORE_META_NFIELDS] = {META_FIELD_LIST};
 
@@ -776,6 +776,9 @@ static void meta_from_reply(const redisReply *r, store_meta_t *m) {
     const redisReply *f = r->element[8];
     m->has_prev_fp = f && f->type == REDIS_REPLY_STRING;
     m->prev_fp = m->has_prev_fp ? strtoull(f->str, NULL, 10) : 0;
+    f = r->element[9];
+    m->has_prev_pfp = f && f->type == REDIS_REPLY_STRING;
+    m->prev_pfp = m->has_prev_pfp ? strtoull(f->str, NULL, 10) : 0;
 }
 
 uint64_t store_record_fp(const void *value, size_t len) {

@@ -7,7 +7,8 @@
  *                                      format (STATE_FORMAT, state.h), owner, updated_at,
  *                                      lease (owner's lease, wall-clock ms; see store_lease),
  *                                      rv_month and rv_after while a paged review runs,
- *                                      prev_fp (store_record_fp of the record before offset)
+ *                                      prev_fp, prev_pfp (store_record_fp of the record
+ *                                      before offset, poffset)
  *   <prefix>:{<topic>.<P>}:c           hash: <customer> -> the customer's whole state, one
  *                                      binary value (state.h, docs/state-format.md)
  *   <prefix>:{<topic>.<P>}:p           hash: <customer> -> profile
@@ -56,6 +57,8 @@ typedef struct store_meta {
      * none (a tool moved the offset, or state from before it was kept). */
     uint64_t prev_fp;
     int has_prev_fp;
+    uint64_t prev_pfp; /* the same for the profile record at poffset - 1 */
+    int has_prev_pfp;
 } store_meta_t;
 
 /* A list of commands for one MULTI/EXEC, built by the caller.  Strings are
@@ -159,7 +162,7 @@ uint64_t store_record_fp(const void *value, size_t len);
  * into m.  store_meta_parse returns 1 when the meta key has any of them,
  * 0 when it has none (m then says "no state"), -1 when r is not such a
  * reply. */
-#define STORE_META_NFIELDS 9
+#define STORE_META_NFIELDS 10
 extern const char *const store_meta_fields[STORE_META_NFIELDS];
 int store_meta_parse(const redisReply *r, store_meta_t *m);
 

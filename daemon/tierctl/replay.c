@@ -787,10 +787,10 @@ static int rebuild_begin(rebuild_t *r, int32_t p, char *err, size_t errn) {
     /* Every field that describes the state, the state format and a paged
      * review's cursor included (a stale cursor would make the replay's
      * first review skip customers); epoch, owner and lease stay. */
-    const char *hdel[11] = {"HDEL",   meta,       "offset",   "month",      "reviewed", "poffset",
-                            "format", "rv_month", "rv_after", "updated_at", "prev_fp"};
+    const char *hdel[12] = {"HDEL",   meta,       "offset",   "month",      "reviewed", "poffset",
+                            "format", "rv_month", "rv_after", "updated_at", "prev_fp",  "prev_pfp"};
     if (tierctl_cmd(&tx, 4, copy) == 0 && state_keys(r, p, &tx, err, errn) == 0 &&
-        tierctl_cmd(&tx, 11, hdel) == 0)
+        tierctl_cmd(&tx, 12, hdel) == 0)
         rc = tierctl_fenced_exec(&r->t, p, r->lane.part.meta.epoch, &tx, err, errn);
     store_tx_free(&tx);
     return rc;

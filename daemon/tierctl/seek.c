@@ -86,8 +86,8 @@ static int seek_write(tierctl_t *t, const seek_opts_t *o, int64_t to, char *err,
     snprintf(off, sizeof(off), "%" PRId64, to);
     const char *hset[4] = {"HSET", meta, o->profiles ? "poffset" : "offset", off};
     /* The record before the new offset is not known: nothing to check. */
-    const char *hdel[4] = {"HDEL", meta, "lease", "prev_fp"};
-    int rc = tierctl_cmd(&tx, 4, hset) || tierctl_cmd(&tx, o->profiles ? 3 : 4, hdel) ||
+    const char *hdel[4] = {"HDEL", meta, "lease", o->profiles ? "prev_pfp" : "prev_fp"};
+    int rc = tierctl_cmd(&tx, 4, hset) || tierctl_cmd(&tx, 4, hdel) ||
                      tierctl_fenced_exec(t, o->partition, m.epoch, &tx, err, errn) != 0
                  ? TC_FAIL
                  : TC_OK;
