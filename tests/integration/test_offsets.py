@@ -293,15 +293,19 @@ h.log("seek kept partition 0's state and added the new orders; rebuild made part
 # the record before offset 6, not the one applied there, tells.
 held = offsets()
 state_before = h.read_state(svc.redis)
-for f in admin.delete_topics(["orders"], operation_timeout=30).values():
+profiles6 = stored_profiles(6)
+assert int(svc.redis.hget("tierd:{orders.6}:meta", "poffset")) == 2
+for f in admin.delete_topics(["orders", "customer-profiles"], operation_timeout=30).values():
     f.result()
-h.wait_for(lambda: "orders" not in admin.list_topics(timeout=10).topics,
-           "the orders topic to be gone")
+h.wait_for(lambda: not {"orders", "customer-profiles"} & set(admin.list_topics(timeout=10).topics),
+           "the input topics to be gone")
 subprocess.run([os.path.join(h.ROOT, "scripts", "topics"), "--bootstrap", svc.bootstrap,
                 "--partitions", "8"], check=True, stdout=subprocess.DEVNULL)
 fourth = orders((7,), 12, "D")
 h.produce(svc.bootstrap, "orders", fourth)
 assert held[7] == 6 and max(r.offset for r in fourth) == 11
+# And 4 profiles in partition 6, where tierd had joined 2.
+h.produce(svc.bootstrap, "customer-profiles", [profile(c, "D", now + 3000) for c in CUST[6][:4]])
 d = h.Daemon(svc, "offsets-4", time_zone=TZ).start()
 port = d.http_port()
 said = "orders [7]: the record at offset 5 is not the one tierd applied there"
@@ -309,6 +313,11 @@ h.wait_for(lambda: said in d.log_text(), "tierd to tell partition 7's topic from
            daemons=[d])
 h.wait_for(lambda: metric(port, 'tierd_partitions_past_end{input="orders"}') == 8,
            "every partition to wait", daemons=[d])
+said = "customer-profiles [6]: the record at offset 1 is not the one tierd applied there"
+h.wait_for(lambda: said in d.log_text(), "tierd to tell partition 6's profiles topic from the old",
+           daemons=[d])
+assert stored_profiles(6) == profiles6
+assert int(svc.redis.hget("tierd:{orders.6}:meta", "poffset")) == 2
 for p in range(7):  # the others asked past the new end: the offset they hold is named
     assert "orders [%d]: tierd holds this partition as read up to offset %d, but" % (p, held[p]) \
         in d.log_text(), d.log_text()[-3000:]
