@@ -548,16 +548,12 @@ static int write_meta(batch_t *b, store_tx_t *tx) {
              b->final_month >= 0 ? month_yyyymm(b->final_month) : 0);
     snprintf(b->upd, sizeof(b->upd), "%lld", (long long)time(NULL));
     snprintf(b->pfp, sizeof(b->pfp), "%" PRIu64, b->prev_fp);
-    if (!b->has_prev_fp)
-        return store_tx_addv(tx, 10, "HSET", (size_t)4, b->mkey, strlen(b->mkey), "offset",
-                             (size_t)6, b->off, strlen(b->off), "month", (size_t)5, b->mon,
-                             strlen(b->mon), "owner", (size_t)5, b->a->owner, strlen(b->a->owner),
-                             "updated_at", (size_t)10, b->upd, strlen(b->upd));
-    return store_tx_addv(tx, 12, "HSET", (size_t)4, b->mkey, strlen(b->mkey), "offset", (size_t)6,
-                         b->off, strlen(b->off), "month", (size_t)5, b->mon, strlen(b->mon),
-                         "owner", (size_t)5, b->a->owner, strlen(b->a->owner), "updated_at",
-                         (size_t)10, b->upd, strlen(b->upd), "prev_fp", (size_t)7, b->pfp,
-                         strlen(b->pfp));
+    /* Without prev_fp, its two arguments are left off the end. */
+    return store_tx_addv(tx, b->has_prev_fp ? 12 : 10, "HSET", (size_t)4, b->mkey, strlen(b->mkey),
+                         "offset", (size_t)6, b->off, strlen(b->off), "month", (size_t)5, b->mon,
+                         strlen(b->mon), "owner", (size_t)5, b->a->owner, strlen(b->a->owner),
+                         "updated_at", (size_t)10, b->upd, strlen(b->upd), "prev_fp", (size_t)7,
+                         b->pfp, strlen(b->pfp));
 }
 
 /* Stages 3 and 4 (txn.c calls it with what stage 2 read). */
