@@ -1255,7 +1255,8 @@ static void topic_check(consumer_t *k, int input, part_t *pt, const rd_kafka_mes
     if (store_record_fp(m->payload, m->len) == pt->verify_fp[input]) return;
     pt->past_end[input] = held;
     pt->past_end_said = mono_ms();
-    if (input) pt->prof_catchup = -1; /* orders go on with the profiles they have */
+    /* Orders go on with the profiles they have; or wait, and theirs with them. */
+    pt->prof_catchup = -1;
     /* Profiles: theirs only (past_end), the orders' as they were. */
     part_pause(k, m->partition, pt, !input || pt->retry_at);
     log_error("consumer",
@@ -1420,7 +1421,7 @@ static void out_of_range(consumer_t *k, int input, const rd_kafka_message_t *m) 
         if (checking) at = held;
         pt->past_end[input] = at;
         pt->past_end_said = mono_ms();
-        if (input) pt->prof_catchup = -1; /* orders go on with the profiles they have */
+        pt->prof_catchup = -1; /* as in topic_check */
         part_pause(k, id, pt, !input || pt->retry_at);
         log_error("consumer",
                   "%s [%d]: tierd holds this partition as read up to offset %" PRId64

@@ -289,40 +289,57 @@ assert d.term() == 0
 h.log("seek kept partition 0's state and added the new orders; rebuild made partition 1 anew")
 
 # --- made again while tierd is stopped, and grown past its offsets ---------------
-# The new topic's partition 7 holds 12 records where tierd read 6: only
-# the record before offset 6, not the one applied there, tells.
-held = offsets()
-state_before = h.read_state(svc.redis)
+# Profiles first: partition 6's new topic holds 4 records where tierd had
+# joined 2, so no offset is out of range; only the record before poffset,
+# not the one joined there, tells.  Its orders go on.
 profiles6 = stored_profiles(6)
 assert int(svc.redis.hget("tierd:{orders.6}:meta", "poffset")) == 2
-for f in admin.delete_topics(["orders", "customer-profiles"], operation_timeout=30).values():
+for f in admin.delete_topics(["customer-profiles"], operation_timeout=30).values():
     f.result()
-h.wait_for(lambda: not {"orders", "customer-profiles"} & set(admin.list_topics(timeout=10).topics),
-           "the input topics to be gone")
+h.wait_for(lambda: "customer-profiles" not in admin.list_topics(timeout=10).topics,
+           "the profiles topic to be gone")
+subprocess.run([os.path.join(h.ROOT, "scripts", "topics"), "--bootstrap", svc.bootstrap,
+                "--partitions", "8"], check=True, stdout=subprocess.DEVNULL)
+h.produce(svc.bootstrap, "customer-profiles", [profile(c, "D", now + 3000) for c in CUST[6][:4]])
+sixth = orders((6,), 3, "F")
+h.produce(svc.bootstrap, "orders", sixth)
+d = h.Daemon(svc, "offsets-4", time_zone=TZ).start()
+port = d.http_port()
+said = "customer-profiles [6]: the record at offset 1 is not the one tierd applied there"
+h.wait_for(lambda: said in d.log_text(), "tierd to tell partition 6's profiles topic from the old",
+           daemons=[d])
+h.wait_for(lambda: offsets()[6] == 9, "partition 6's orders to go on", daemons=[d])
+assert stored_profiles(6) == profiles6
+assert int(svc.redis.hget("tierd:{orders.6}:meta", "poffset")) == 2
+h.compare_state(state_of((6,)), want_of(third + sixth, (6,)))
+assert d.term() == 0
+h.log("profiles made again while stopped: partition 6's wait, its orders went on")
+
+# Then orders: partition 7's new topic holds 12 records where tierd had
+# read 6.
+held = offsets()
+state_before = h.read_state(svc.redis)
+for f in admin.delete_topics(["orders"], operation_timeout=30).values():
+    f.result()
+h.wait_for(lambda: "orders" not in admin.list_topics(timeout=10).topics,
+           "the orders topic to be gone")
 subprocess.run([os.path.join(h.ROOT, "scripts", "topics"), "--bootstrap", svc.bootstrap,
                 "--partitions", "8"], check=True, stdout=subprocess.DEVNULL)
 fourth = orders((7,), 12, "D")
 h.produce(svc.bootstrap, "orders", fourth)
 assert held[7] == 6 and max(r.offset for r in fourth) == 11
-# And 4 profiles in partition 6, where tierd had joined 2.
-h.produce(svc.bootstrap, "customer-profiles", [profile(c, "D", now + 3000) for c in CUST[6][:4]])
-d = h.Daemon(svc, "offsets-4", time_zone=TZ).start()
+d = h.Daemon(svc, "offsets-5", time_zone=TZ).start()
 port = d.http_port()
 said = "orders [7]: the record at offset 5 is not the one tierd applied there"
 h.wait_for(lambda: said in d.log_text(), "tierd to tell partition 7's topic from the old",
            daemons=[d])
 h.wait_for(lambda: metric(port, 'tierd_partitions_past_end{input="orders"}') == 8,
            "every partition to wait", daemons=[d])
-said = "customer-profiles [6]: the record at offset 1 is not the one tierd applied there"
-h.wait_for(lambda: said in d.log_text(), "tierd to tell partition 6's profiles topic from the old",
-           daemons=[d])
-assert stored_profiles(6) == profiles6
-assert int(svc.redis.hget("tierd:{orders.6}:meta", "poffset")) == 2
 for p in range(7):  # the others asked past the new end: the offset they hold is named
     assert "orders [%d]: tierd holds this partition as read up to offset %d, but" % (p, held[p]) \
         in d.log_text(), d.log_text()[-3000:]
 assert offsets() == held
 assert h.read_state(svc.redis) == state_before
 assert d.term() == 0
-h.log("made again while stopped: partition 7, grown past its offset, waits like the rest")
+h.log("orders made again while stopped: partition 7, grown past its offset, waits like the rest")
 h.log("PASS")
