@@ -128,7 +128,18 @@ def tierctl(cfg, *args):
     return p.stdout
 
 
+def make_again(*topics, daemons=()):
+    """Deletes the topics and makes them again (scripts/topics), empty."""
+    for f in admin.delete_topics(list(topics), operation_timeout=30).values():
+        f.result()
+    h.wait_for(lambda: not set(topics) & set(admin.list_topics(timeout=10).topics),
+               "%s to be gone" % ", ".join(topics), daemons=daemons)
+    subprocess.run([os.path.join(h.ROOT, "scripts", "topics"), "--bootstrap", svc.bootstrap,
+                    "--partitions", "8"], check=True, stdout=subprocess.DEVNULL)
+
+
 svc = h.Services("offsets")
+admin = AdminClient({"bootstrap.servers": svc.bootstrap})
 
 # --- state in partitions 0-5 ------------------------------------------------
 first = orders(range(6), 15, "A")
@@ -214,14 +225,8 @@ h.log("the same under the eager range protocol: the other partitions went on whe
 h.wait_for(lambda: h.outbox_len(svc.redis) == 0, "the events", daemons=[d])
 before = offsets()
 state_before = h.read_state(svc.redis)
-admin = AdminClient({"bootstrap.servers": svc.bootstrap})
 profiles6 = stored_profiles(6)
-for f in admin.delete_topics(["orders", "customer-profiles"], operation_timeout=30).values():
-    f.result()
-h.wait_for(lambda: not {"orders", "customer-profiles"} & set(admin.list_topics(timeout=10).topics),
-           "the input topics to be gone", daemons=[d])
-subprocess.run([os.path.join(h.ROOT, "scripts", "topics"), "--bootstrap", svc.bootstrap,
-                "--partitions", "8"], check=True, stdout=subprocess.DEVNULL)
+make_again("orders", "customer-profiles", daemons=[d])
 third = orders(range(8), 6, "C")
 h.produce(svc.bootstrap, "orders", third)
 assert all(r.offset < 6 for r in third)
@@ -294,12 +299,7 @@ h.log("seek kept partition 0's state and added the new orders; rebuild made part
 # not the one joined there, tells.  Its orders go on.
 profiles6 = stored_profiles(6)
 assert int(svc.redis.hget("tierd:{orders.6}:meta", "poffset")) == 2
-for f in admin.delete_topics(["customer-profiles"], operation_timeout=30).values():
-    f.result()
-h.wait_for(lambda: "customer-profiles" not in admin.list_topics(timeout=10).topics,
-           "the profiles topic to be gone")
-subprocess.run([os.path.join(h.ROOT, "scripts", "topics"), "--bootstrap", svc.bootstrap,
-                "--partitions", "8"], check=True, stdout=subprocess.DEVNULL)
+make_again("customer-profiles")
 h.produce(svc.bootstrap, "customer-profiles", [profile(c, "D", now + 3000) for c in CUST[6][:4]])
 sixth = orders((6,), 3, "F")
 h.produce(svc.bootstrap, "orders", sixth)
@@ -319,12 +319,7 @@ h.log("profiles made again while stopped: partition 6's wait, its orders went on
 # read 6.
 held = offsets()
 state_before = h.read_state(svc.redis)
-for f in admin.delete_topics(["orders"], operation_timeout=30).values():
-    f.result()
-h.wait_for(lambda: "orders" not in admin.list_topics(timeout=10).topics,
-           "the orders topic to be gone")
-subprocess.run([os.path.join(h.ROOT, "scripts", "topics"), "--bootstrap", svc.bootstrap,
-                "--partitions", "8"], check=True, stdout=subprocess.DEVNULL)
+make_again("orders")
 fourth = orders((7,), 12, "D")
 h.produce(svc.bootstrap, "orders", fourth)
 assert held[7] == 6 and max(r.offset for r in fourth) == 11
