@@ -540,7 +540,7 @@ static int write_meta(batch_t *b, store_tx_t *tx) {
     int64_t next = last->offset + 1;
     /* The record before the new offset, to know the topic by it later. */
     b->has_prev_fp = p->meta.offset <= next;
-    b->prev_fp = b->has_prev_fp ? store_record_fp(last->value, last->value_len) : 0;
+    b->prev_fp = b->has_prev_fp ? state_order_fp(last->value, last->value_len) : 0;
     if (p->meta.offset > next) next = p->meta.offset; /* all redelivered */
     b->next_offset = next;
     snprintf(b->off, sizeof(b->off), "%" PRId64, next);

@@ -26,6 +26,7 @@
 #include "month.h"
 #include "profiles.h"
 #include "review.h"
+#include "state.h"
 #include "store.h"
 #include "txn.h"
 
@@ -1252,7 +1253,7 @@ static void close_consumer(consumer_t *k, rd_kafka_t *rk, const char *what) {
 static void topic_check(consumer_t *k, int input, part_t *pt, const rd_kafka_message_t *m) {
     int64_t held = input ? pt->ap.meta.poffset : pt->ap.meta.offset;
     pt->verify_at[input] = -1;
-    if (store_record_fp(m->payload, m->len) == pt->verify_fp[input]) return;
+    if (state_order_fp(m->payload, m->len) == pt->verify_fp[input]) return;
     pt->past_end[input] = held;
     pt->past_end_said = mono_ms();
     /* Orders go on with the profiles they have; or wait, and theirs with them. */

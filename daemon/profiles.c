@@ -57,7 +57,7 @@ typedef struct pbatch {
     outbox_t outbox;
     arena_t blobs;
     int64_t next;
-    uint64_t prev; /* store_record_fp of the record before next, when has_prev */
+    uint64_t prev; /* state_order_fp of the value before next, when has_prev */
     int has_prev;
     char ckey[256], pkey[256], mkey[256], off[32], pfp[24];
 } pbatch_t;
@@ -261,7 +261,7 @@ static int pb_decide(void *ctx, const store_meta_t *now, redisReply **rep, store
     b->next = last->offset + 1;
     /* The record before the new offset, to know the topic by it later. */
     b->has_prev = p->meta.poffset <= b->next;
-    b->prev = b->has_prev ? store_record_fp(last->value, last->value_len) : 0;
+    b->prev = b->has_prev ? state_order_fp(last->value, last->value_len) : 0;
     if (p->meta.poffset > b->next) b->next = p->meta.poffset;
     snprintf(b->off, sizeof(b->off), "%" PRId64, b->next);
     snprintf(b->pfp, sizeof(b->pfp), "%" PRIu64, b->prev);

@@ -781,18 +781,6 @@ static void meta_from_reply(const redisReply *r, store_meta_t *m) {
     m->prev_pfp = m->has_prev_pfp ? strtoull(f->str, NULL, 10) : 0;
 }
 
-uint64_t store_record_fp(const void *value, size_t len) {
-    const uint8_t *p = value;
-    uint64_t h = 0xcbf29ce484222325u; /* FNV-1a 64 */
-    for (size_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 0x100000001b3u;
-    }
-    h ^= len; /* a value and the same value cut short differ */
-    h ^= h >> 31;
-    h *= 0x94d049bb133111ebu;
-    return h ^ (h >> 29);
-}
 
 int store_meta_parse(const redisReply *r, store_meta_t *m) {
     int any = 0;

@@ -7,7 +7,7 @@
  *                                      format (STATE_FORMAT, state.h), owner, updated_at,
  *                                      lease (owner's lease, wall-clock ms; see store_lease),
  *                                      rv_month and rv_after while a paged review runs,
- *                                      prev_fp, prev_pfp (store_record_fp of the record
+ *                                      prev_fp, prev_pfp (state_order_fp of the value of the record
  *                                      before offset, poffset)
  *   <prefix>:{<topic>.<P>}:c           hash: <customer> -> the customer's whole state, one
  *                                      binary value (state.h, docs/state-format.md)
@@ -51,10 +51,11 @@ typedef struct store_meta {
     int32_t rv_month; /* the month a paged review is in the middle of; -1 none */
     /* The last customer that review has done (ids in byte order); "" none. */
     char rv_after[ORDER_ID_MAX + 1];
-    /* store_record_fp of the order record at offset - 1, written with the
-     * offset by each batch: a topic made again holds another record there
-     * (consumer.c checks it when it takes the partition).  has_prev_fp 0:
-     * none (a tool moved the offset, or state from before it was kept). */
+    /* state_order_fp (a 64-bit hash of bytes) of the value of the order
+     * record at offset - 1, written with the offset by each batch: a topic
+     * made again holds another record there (consumer.c checks it when it
+     * takes the partition).  has_prev_fp 0: none (a tool moved the offset,
+     * or state from before it was kept). */
     uint64_t prev_fp;
     int has_prev_fp;
     uint64_t prev_pfp; /* the same for the profile record at poffset - 1 */
@@ -152,10 +153,6 @@ int64_t store_now_ms(void);
  * that went back in time while nothing else was written. */
 int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch, int64_t until_ms,
                 store_meta_t *now, char *errstr, size_t errstr_size);
-
-/* A record's fingerprint: a 64-bit hash of its value's bytes (meta's
- * prev_fp). */
-uint64_t store_record_fp(const void *value, size_t len);
 
 /* For tools that only look (tierctl): the meta fields store_read reads,
  * in its order, to HMGET without a WATCH, and that HMGET's reply read
