@@ -1246,29 +1246,41 @@ static void close_consumer(consumer_t *k, rd_kafka_t *rk, const char *what) {
     rd_kafka_queue_destroy(q);
 }
 
+/* Partition id's reading of input (0 orders, 1 profiles) waits: the
+ * topic does not hold what tierd read up to `held`, for the reason `why`
+ * names.  Its profile catch-up ends (the orders go on with the profiles
+ * they have, or wait, and their profiles with them); only an operator
+ * ends the wait (out_of_range_tick says it again every minute). */
+static void part_wait(consumer_t *k, int input, int32_t id, part_t *pt, int64_t held,
+                      const char *why) {
+    pt->past_end[input] = held;
+    pt->past_end_said = mono_ms();
+    pt->prof_catchup = -1;
+    /* Profiles: theirs only (past_end), the orders' as they were. */
+    part_pause(k, id, pt, !input || pt->retry_at);
+    log_error("consumer",
+              "%s [%d]: %s.  Records now below %" PRId64 " would be taken for ones already "
+              "applied, so reading %s waits (%s); see \"An input topic made again\" in "
+              "docs/operations.md",
+              input ? k->conf->topic_profiles : k->conf->topic_orders, (int)id, why, held,
+              input ? "its profiles" : "it",
+              input ? "its orders go on with the profiles they have"
+                    : "the other partitions go on");
+}
+
 /* The record before the offset Redis holds, read first: is it the one
  * the last batch applied there?  Not: the topic was made again (it has
  * grown past that offset, or librdkafka's error would have said so,
  * out_of_range) and the partition waits as one past the topic's end. */
 static void topic_check(consumer_t *k, int input, part_t *pt, const rd_kafka_message_t *m) {
-    int64_t held = input ? pt->ap.meta.poffset : pt->ap.meta.offset;
+    char why[200];
     pt->verify_at[input] = -1;
     if (state_order_fp(m->payload, m->len) == pt->verify_fp[input]) return;
-    pt->past_end[input] = held;
-    pt->past_end_said = mono_ms();
-    /* Orders go on with the profiles they have; or wait, and theirs with them. */
-    pt->prof_catchup = -1;
-    /* Profiles: theirs only (past_end), the orders' as they were. */
-    part_pause(k, m->partition, pt, !input || pt->retry_at);
-    log_error("consumer",
-              "%s [%d]: the record at offset %" PRId64 " is not the one tierd applied there: "
-              "the topic was deleted and made again, or its records rewritten.  Records "
-              "below %" PRId64 " would be taken for ones already applied, so reading %s "
-              "waits (%s); see \"An input topic made again\" in docs/operations.md",
-              input ? k->conf->topic_profiles : k->conf->topic_orders, (int)m->partition, m->offset,
-              held, input ? "its profiles" : "it",
-              input ? "its orders go on with the profiles they have"
-                    : "the other partitions go on");
+    snprintf(why, sizeof(why),
+             "the record at offset %" PRId64 " is not the one tierd applied there: the topic "
+             "was deleted and made again, or its records rewritten",
+             m->offset);
+    part_wait(k, input, m->partition, pt, input ? pt->ap.meta.poffset : pt->ap.meta.offset, why);
 }
 
 /* Whether m is for topic_check, or past it: 1 when m was the record to
@@ -1419,20 +1431,14 @@ static void out_of_range(consumer_t *k, int input, const rd_kafka_message_t *m) 
         return;
     }
     if (at > hi) {
+        char why[200];
         if (checking) at = held;
-        pt->past_end[input] = at;
-        pt->past_end_said = mono_ms();
-        pt->prof_catchup = -1; /* as in topic_check */
-        part_pause(k, id, pt, !input || pt->retry_at);
-        log_error("consumer",
-                  "%s [%d]: tierd holds this partition as read up to offset %" PRId64
-                  ", but the topic ends at %" PRId64 ": it was deleted and made again, or "
-                  "the broker lost records (an unclean leader election).  Records now "
-                  "below %" PRId64 " would be taken for ones already applied, so reading "
-                  "%s waits (%s); see \"An input topic made again\" in docs/operations.md",
-                  topic, (int)id, at, hi, at, input ? "its profiles" : "it",
-                  input ? "its orders go on with the profiles they have"
-                        : "the other partitions go on");
+        snprintf(why, sizeof(why),
+                 "tierd holds this partition as read up to offset %" PRId64
+                 ", but the topic ends at %" PRId64 ": it was deleted and made again, or the "
+                 "broker lost records (an unclean leader election)",
+                 at, hi);
+        part_wait(k, input, id, pt, at, why);
         return;
     }
     if (at < lo) {
