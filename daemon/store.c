@@ -781,7 +781,6 @@ static void meta_from_reply(const redisReply *r, store_meta_t *m) {
     m->prev_pfp = m->has_prev_pfp ? strtoull(f->str, NULL, 10) : 0;
 }
 
-
 int store_meta_parse(const redisReply *r, store_meta_t *m) {
     int any = 0;
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != META_NFIELDS) return -1;
