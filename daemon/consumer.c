@@ -66,6 +66,10 @@ typedef struct part {
     /* [0] orders, [1] profiles: the offset tierd holds for it, found past
      * the topic's end (out_of_range); its reading waits.  -1: none. */
     int64_t past_end[2];
+    /* [0] orders, [1] profiles: it waits because the record before that
+     * offset is not the one applied there (topic_check), not because the
+     * offset lies past the end (/readyz says which). */
+    int differs[2];
     int64_t past_end_said; /* monotonic ms of the last line about it */
     /* [0] orders, [1] profiles: read again from refetch_off at this
      * monotonic ms, after an out-of-range error the broker's ends did not
@@ -184,7 +188,9 @@ static part_t *part_get(consumer_t *k, int32_t p) {
         part_t *np = realloc(k->parts, (size_t)n * sizeof(*np));
         if (!np) return NULL;
         memset(np + k->nparts, 0, (size_t)(n - k->nparts) * sizeof(*np));
-        for (int32_t i = k->nparts; i < n; i++) np[i].past_end[0] = np[i].past_end[1] = -1;
+        for (int32_t i = k->nparts; i < n; i++)
+            for (int input = 0; input < 2; input++)
+                np[i].past_end[input] = np[i].verify_at[input] = -1;
         k->parts = np;
         k->nparts = n;
     }
@@ -1177,7 +1183,11 @@ static void publish_metrics(consumer_t *k, int force) {
             store_partition_node(k->apply->store, k->conf->topic_orders, i,
                                  s->parts[s->nparts].node, sizeof(s->parts[s->nparts].node));
         nup += s->parts[s->nparts].node_up;
-        s->parts[s->nparts].past_end = (pt->past_end[0] >= 0) | (pt->past_end[1] >= 0) << 1;
+        for (int input = 0; input < 2; input++)
+            if (pt->past_end[input] >= 0)
+                s->parts[s->nparts].waits |=
+                    (pt->differs[input] ? METRICS_WAIT_DIFFERS : METRICS_WAIT_PAST_END)
+                    << (2 * input);
         if (rd_kafka_get_watermark_offsets(k->rk, k->conf->topic_orders, i, &lo, &hi) ==
                 RD_KAFKA_RESP_ERR_NO_ERROR &&
             hi >= 0 && next >= 0)
@@ -1251,9 +1261,10 @@ static void close_consumer(consumer_t *k, rd_kafka_t *rk, const char *what) {
  * names.  Its profile catch-up ends (the orders go on with the profiles
  * they have, or wait, and their profiles with them); only an operator
  * ends the wait (out_of_range_tick says it again every minute). */
-static void part_wait(consumer_t *k, int input, int32_t id, part_t *pt, int64_t held,
+static void part_wait(consumer_t *k, int input, int32_t id, part_t *pt, int64_t held, int differs,
                       const char *why) {
     pt->past_end[input] = held;
+    pt->differs[input] = differs;
     pt->past_end_said = mono_ms();
     pt->prof_catchup = -1;
     /* Profiles: theirs only (past_end), the orders' as they were. */
@@ -1280,7 +1291,7 @@ static void topic_check(consumer_t *k, int input, part_t *pt, const rd_kafka_mes
              "the record at offset %" PRId64 " is not the one tierd applied there: the topic "
              "was deleted and made again, or its records rewritten",
              m->offset);
-    part_wait(k, input, m->partition, pt, input ? pt->ap.meta.poffset : pt->ap.meta.offset, why);
+    part_wait(k, input, m->partition, pt, input ? pt->ap.meta.poffset : pt->ap.meta.offset, 1, why);
 }
 
 /* Whether m is for topic_check, or past it: 1 when m was the record to
@@ -1438,7 +1449,7 @@ static void out_of_range(consumer_t *k, int input, const rd_kafka_message_t *m) 
                  ", but the topic ends at %" PRId64 ": it was deleted and made again, or the "
                  "broker lost records (an unclean leader election)",
                  at, hi);
-        part_wait(k, input, id, pt, at, why);
+        part_wait(k, input, id, pt, at, 0, why);
         return;
     }
     if (at < lo) {

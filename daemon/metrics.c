@@ -392,12 +392,21 @@ void metrics_ready_text(const metrics_snapshot_t *s, char *buf, size_t size) {
             len += (size_t)snprintf(buf + len, size - len,
                                     "partition %" PRId32 " waits on redis %.*s\n",
                                     s->parts[i].partition, METRICS_NODE_MAX, s->parts[i].node);
-        for (int input = 0; input < 2 && len < size; input++)
-            if (s->parts[i].past_end & (1 << input))
+        for (int input = 0; input < 2 && len < size; input++) {
+            int why = (s->parts[i].waits >> (2 * input)) & 3;
+            const char *topic = input ? "profiles" : "orders";
+            if (why == METRICS_WAIT_PAST_END)
                 len += (size_t)snprintf(buf + len, size - len,
                                         "partition %" PRId32 " waits: the offset tierd holds lies "
                                         "past the %s topic's end (tierctl seek or rebuild)\n",
-                                        s->parts[i].partition, input ? "profiles" : "orders");
+                                        s->parts[i].partition, topic);
+            else if (why == METRICS_WAIT_DIFFERS)
+                len += (size_t)snprintf(buf + len, size - len,
+                                        "partition %" PRId32 " waits: the %s topic's record before "
+                                        "the offset tierd holds is not the one it applied there "
+                                        "(tierctl seek or rebuild)\n",
+                                        s->parts[i].partition, topic);
+        }
     }
 }
 

@@ -43,6 +43,9 @@
 #define METRICS_RTT_BUCKETS 12
 #define METRICS_LAT_BUCKETS 13
 #define METRICS_NODE_MAX 80 /* "host:port" of a Redis node, truncated beyond */
+/* Why a partition's reading of an input topic waits (parts[].waits). */
+#define METRICS_WAIT_PAST_END 1 /* the offset tierd holds lies past the topic's end */
+#define METRICS_WAIT_DIFFERS 2  /* the record before it is not the one applied there */
 /* Redirections a Redis Cluster answered, by kind (store.h's order). */
 enum {
     METRICS_REDIR_MOVED,
@@ -106,9 +109,10 @@ typedef struct metrics_snapshot {
          * answers (0: the partition waits on it). */
         char node[METRICS_NODE_MAX];
         int node_up;
-        /* Its reading waits past the topic's end: bit 0 orders, bit 1
-         * profiles (docs/operations.md, "An input topic made again"). */
-        int past_end;
+        /* Why its reading waits (docs/operations.md, "An input topic
+         * made again"): METRICS_WAIT_* for the orders, then the same
+         * shifted left by 2 for the profiles; 0: it reads. */
+        int waits;
     } parts[METRICS_MAX_PARTS];
     size_t nparts;
     double orders_per_second; /* over the last interval */

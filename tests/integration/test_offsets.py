@@ -309,6 +309,8 @@ said = "customer-profiles [6]: the record at offset 1 is not the one tierd appli
 h.wait_for(lambda: said in d.log_text(), "tierd to tell partition 6's profiles topic from the old",
            daemons=[d])
 h.wait_for(lambda: offsets()[6] == 9, "partition 6's orders to go on", daemons=[d])
+assert "partition 6 waits: the profiles topic's record before the offset tierd holds is not " \
+    "the one it applied there" in h.http_get(port, "/readyz")[1]
 assert stored_profiles(6) == profiles6
 assert int(svc.redis.hget("tierd:{orders.6}:meta", "poffset")) == 2
 h.compare_state(state_of((6,)), want_of(third + sixth, (6,)))
@@ -333,6 +335,10 @@ h.wait_for(lambda: metric(port, 'tierd_partitions_past_end{input="orders"}') == 
 for p in range(7):  # the others asked past the new end: the offset they hold is named
     assert "orders [%d]: tierd holds this partition as read up to offset %d, but" % (p, held[p]) \
         in d.log_text(), d.log_text()[-3000:]
+ready = h.http_get(port, "/readyz")[1]
+assert "partition 7 waits: the orders topic's record before the offset tierd holds is not the " \
+    "one it applied there" in ready, ready
+assert "partition 0 waits: the offset tierd holds lies past the orders topic's end" in ready, ready
 assert offsets() == held
 assert h.read_state(svc.redis) == state_before
 assert d.term() == 0

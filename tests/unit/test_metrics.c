@@ -227,6 +227,27 @@ static void test_render_partition_nodes(void **state) {
     assert_int_equal(strlen(text), 19);
 }
 
+/* Why a partition's reading waits, by input: /readyz names each. */
+static void test_ready_text_waits(void **state) {
+    (void)state;
+    metrics_snapshot_t s;
+    char text[1024];
+    fill(&s);
+    s.parts[0].waits = METRICS_WAIT_PAST_END;
+    s.parts[1].waits = METRICS_WAIT_DIFFERS << 2 | METRICS_WAIT_DIFFERS;
+    s.parts[2].waits = METRICS_WAIT_PAST_END << 2; /* not ours: not listed */
+    metrics_ready_text(&s, text, sizeof(text));
+    assert_string_equal(text, "ready\n"
+                              "partition 0 waits: the offset tierd holds lies past the orders "
+                              "topic's end (tierctl seek or rebuild)\n"
+                              "partition 3 waits: the orders topic's record before the offset "
+                              "tierd holds is not the one it applied there (tierctl seek or "
+                              "rebuild)\n"
+                              "partition 3 waits: the profiles topic's record before the offset "
+                              "tierd holds is not the one it applied there (tierctl seek or "
+                              "rebuild)\n");
+}
+
 /* Reads the histogram's bucket lines in order; returns how many. */
 static size_t buckets(const char *t, double *v, size_t max) {
     const char *key = "tierd_redis_round_trip_seconds_bucket{le=\"";
@@ -647,6 +668,7 @@ int main(void) {
         cmocka_unit_test(test_render_dead_letters_by_reason_escaped),
         cmocka_unit_test(test_render_lag_per_assigned_partition),
         cmocka_unit_test(test_render_partition_nodes),
+        cmocka_unit_test(test_ready_text_waits),
         cmocka_unit_test(test_render_histogram_monotonic),
         cmocka_unit_test(test_render_order_latency),
         cmocka_unit_test(test_server_endpoints),
