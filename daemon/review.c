@@ -66,9 +66,10 @@ typedef struct pval {
 typedef struct review {
     apply_ctx_t *a;
     apply_part_t *p;
-    int32_t month;    /* the month reviewed; for a carry, the last reviewed */
-    int32_t carry_to; /* -1: a review; else carry [month+1 .. carry_to] */
-    rentry_t *e;      /* every customer, in the byte order of ids */
+    int32_t month;      /* the month reviewed; for a carry, the last reviewed */
+    int32_t carry_to;   /* -1: a review; else carry [month+1 .. carry_to] */
+    int64_t decided_at; /* a review's events' time: the month's end (outbox_review_at) */
+    rentry_t *e;        /* every customer, in the byte order of ids */
     size_t n, cap;
     arena_t ids;
     size_t lo, hi;  /* the page */
@@ -391,8 +392,8 @@ static int review_one(review_t *r, store_tx_t *tx, size_t i, customer_t *c, stat
     c->scale = r->e[i].scale;
     policy_customer_t pc = {c->st, *prof, win, (size_t)W};
     if (policy_review_decide(r->a->policy, &pc, r->month, &dec, errstr, errstr_size) != 0 ||
-        outbox_tier_change(&r->outbox, tx, c, &dec, win, (size_t)W, r->month,
-                           outbox_review_at(&r->a->zone, r->month), errstr, errstr_size) != 0)
+        outbox_tier_change(&r->outbox, tx, c, &dec, win, (size_t)W, r->month, r->decided_at, errstr,
+                           errstr_size) != 0)
         return -1;
     if (!c->st.evaluated || !same_state(&before, c)) r->steady = 0;
     /* The tier the next month begins with, and its grade so far. */
@@ -619,6 +620,7 @@ int review_month(apply_ctx_t *a, apply_part_t *p, int32_t month, char *errstr, s
     r.p = p;
     r.month = month;
     r.carry_to = -1;
+    r.decided_at = outbox_review_at(&a->zone, month); /* mktime: once, not per customer */
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int rc = review_run(&r, errstr, errstr_size);
     if (rc != APPLY_OK) return rc;
