@@ -1306,12 +1306,21 @@ static int checked(consumer_t *k, int input, part_t *pt, const rd_kafka_message_
     return 1;
 }
 
+static void out_of_range(consumer_t *k, int input, const rd_kafka_message_t *m);
+
 /* Appends a polled record to its partition's pending batch. */
 /* now: mono_ms() of the turn that polled m. */
 static int enqueue(consumer_t *k, rd_kafka_message_t *m, int64_t now) {
     part_t *pt = part_get(k, m->partition);
-    if (!pt || !pt->assigned || pt->fenced || pt->past_end[0] >= 0) {
-        rd_kafka_message_destroy(m); /* not ours (any more), or not the topic we read */
+    /* Dropped: not ours (any more), not the topic we read, or polled
+     * before a reading again that is due (a record past a gap). */
+    if (!pt || !pt->assigned || pt->fenced || pt->past_end[0] >= 0 || pt->refetch_at[0]) {
+        rd_kafka_message_destroy(m);
+        return 0;
+    }
+    if (fault_out_of_range(&k->apply->fault, m->partition, m->offset)) { /* test builds only */
+        out_of_range(k, 0, m);
+        rd_kafka_message_destroy(m);
         return 0;
     }
     if (checked(k, 0, pt, m)) {
@@ -1520,8 +1529,8 @@ static void poll_profiles(consumer_t *k) {
         read_ok(&k->prerr, k->conf->topic_profiles);
         part_t *pt = part_get(k, pm->partition);
         if (pt) pt->pnext_off = pm->offset + 1;
-        if (!pt || !pt->assigned || pt->fenced || pt->past_end[1] >= 0 || checked(k, 1, pt, pm) ||
-            pending_push(&pt->prof, pm) != 0) {
+        if (!pt || !pt->assigned || pt->fenced || pt->past_end[1] >= 0 || pt->refetch_at[1] ||
+            checked(k, 1, pt, pm) || pending_push(&pt->prof, pm) != 0) {
             rd_kafka_message_destroy(pm);
         } else if (pt->npending == 0) {
             pt->due_ms = mono_ms();

@@ -7,6 +7,7 @@
 
 #include "log.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -17,13 +18,28 @@ static const char *const fault_env[FAULT__COUNT] = {
     [FAULT_REVIEW] = "TIERD_FAULT_REVIEW_STALL_FILE",
     [FAULT_PUBLISH] = "TIERD_FAULT_PUBLISH_STALL_FILE",
 };
+static const char range_env[] = "TIERD_FAULT_OUT_OF_RANGE_FILE";
 
 #ifdef TIERD_TEST_HOOKS
 
 void fault_from_env(fault_t *f) {
-    int any = 0;
+    int any = (f->range_file = getenv(range_env)) != NULL;
+    f->range_done = 0;
     for (int p = 0; p < FAULT__COUNT; p++) any |= (f->stall_file[p] = getenv(fault_env[p])) != NULL;
     if (any) log_warn("main", "fault injection is on (TIERD_FAULT_*): for tests only");
+}
+
+int fault_out_of_range(fault_t *f, int32_t partition, int64_t offset) {
+    long long p = -1, o = -1;
+    if (!f->range_file || f->range_done) return 0;
+    FILE *fp = fopen(f->range_file, "r");
+    if (!fp) return 0;
+    int n = fscanf(fp, "%lld %lld", &p, &o);
+    fclose(fp);
+    if (n != 2 || p != partition || o != offset) return 0;
+    f->range_done = 1;
+    log_warn("consumer", "fault injection: the record at offset %lld comes as out of range", o);
+    return 1;
 }
 
 static int exists(const fault_t *f, fault_point_t p) {
@@ -49,9 +65,9 @@ void fault_from_env(fault_t *f) {
     int p = 0;
     memset(f, 0, sizeof(*f));
     while (p < FAULT__COUNT && getenv(fault_env[p]) == NULL) p++;
-    if (p < FAULT__COUNT) /* once is enough */
+    if (p < FAULT__COUNT || getenv(range_env)) /* once is enough */
         log_warn("main", "%s is set, but this tierd was built without TIERD_TEST_HOOKS: ignored",
-                 fault_env[p]);
+                 p < FAULT__COUNT ? fault_env[p] : range_env);
 }
 
 void fault_stall(const fault_t *f, fault_point_t p) {
@@ -60,6 +76,11 @@ void fault_stall(const fault_t *f, fault_point_t p) {
 
 int fault_holding(const fault_t *f, fault_point_t p) {
     (void)f, (void)p;
+    return 0;
+}
+
+int fault_out_of_range(fault_t *f, int32_t partition, int64_t offset) {
+    (void)f, (void)partition, (void)offset;
     return 0;
 }
 

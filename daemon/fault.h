@@ -10,12 +10,19 @@
  *   TIERD_FAULT_REVIEW_STALL_FILE   a review page waits before its EXEC
  *   TIERD_FAULT_PUBLISH_STALL_FILE  the publisher holds the outboxes' events
  *                                   (both test_events_crash.py)
+ * and one that changes what tierd reads:
+ *   TIERD_FAULT_OUT_OF_RANGE_FILE   holds "P O": the orders record at
+ *                                   partition P, offset O comes, once, as
+ *                                   librdkafka's out-of-range error, though
+ *                                   the broker holds it (test_offsets.py)
  * Built without the option, the hooks are not in the binary: the
  * functions below do nothing, and a TIERD_FAULT_* variable in the
  * environment is ignored, with one warning at start.
  */
 #ifndef TIERD_FAULT_H
 #define TIERD_FAULT_H
+
+#include <stdint.h>
 
 typedef enum fault_point {
     FAULT_COMMIT = 0, /* before the EXEC of an order or profile batch */
@@ -26,6 +33,8 @@ typedef enum fault_point {
 
 typedef struct fault {
     const char *stall_file[FAULT__COUNT]; /* borrowed (the environment); NULL: no hook */
+    const char *range_file;               /* TIERD_FAULT_OUT_OF_RANGE_FILE; NULL: none */
+    int range_done;                       /* that record came as an error once */
 } fault_t;
 
 /* Fills f from the TIERD_FAULT_* variables and logs, once, that fault
@@ -39,5 +48,10 @@ void fault_stall(const fault_t *f, fault_point_t p);
 
 /* 1 while point p's file exists: the caller holds back for now. */
 int fault_holding(const fault_t *f, fault_point_t p);
+
+/* 1, once, when the orders record at (partition, offset) is the one the
+ * out-of-range file names: the caller takes it for librdkafka's
+ * _AUTO_OFFSET_RESET at that offset. */
+int fault_out_of_range(fault_t *f, int32_t partition, int64_t offset);
 
 #endif
