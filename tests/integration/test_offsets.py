@@ -325,8 +325,10 @@ said = "customer-profiles [6]: the record at offset 1 is not the one tierd appli
 h.wait_for(lambda: said in d.log_text(), "tierd to tell partition 6's profiles topic from the old",
            daemons=[d])
 h.wait_for(lambda: offsets()[6] == 9, "partition 6's orders to go on", daemons=[d])
-assert "partition 6 waits: the profiles topic's record before the offset tierd holds is not " \
-    "the one it applied there" in h.http_get(port, "/readyz")[1]
+said = "partition 6 waits: the profiles topic's record before the offset tierd holds is not " \
+    "the one it applied there"
+h.wait_for(lambda: said in h.http_get(port, "/readyz")[1], "/readyz to say why partition 6 waits",
+           daemons=[d])
 assert stored_profiles(6) == profiles6
 assert int(svc.redis.hget("tierd:{orders.6}:meta", "poffset")) == 2
 h.compare_state(state_of((6,)), want_of(third + sixth, (6,)))
