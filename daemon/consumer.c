@@ -75,6 +75,10 @@ typedef struct part {
      * monotonic ms, after an out-of-range error the broker's ends did not
      * explain (out_of_range); 0: nothing due. */
     int64_t refetch_at[2], refetch_off[2];
+    /* The offset the orders' reading last started at (an assignment, a
+     * rewind, a reading again): where refetch's eager re-assignment puts
+     * a partition that has handed over nothing since. */
+    int64_t read_from;
     /* [0] orders, [1] profiles: the record before the offset Redis
      * holds, read first when the partition is taken, must be the one
      * applied there (meta's prev_fp, prev_pfp; topic_check); -1: nothing
@@ -308,8 +312,8 @@ static int rewind_part(consumer_t *k, int32_t id, part_t *pt) {
     pt->next_off = pt->pnext_off = -1;
     pt->verify_at[0] = pt->verify_at[1] = -1;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id)->offset =
-        pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
+    pt->read_from = pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
+    rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id)->offset = pt->read_from;
     /* A reading stopped past the topic's end takes no seek (out_of_range). */
     rd_kafka_error_t *e = pt->past_end[0] < 0 ? rd_kafka_seek_partitions(k->rk, l, 5000) : NULL;
     int rc = 0;
@@ -797,9 +801,9 @@ static int assign_one(consumer_t *k, rd_kafka_topic_partition_t *tp) {
         rd_kafka_error_destroy(pe);
     }
     rd_kafka_topic_partition_list_destroy(l);
-    tp->offset = pt->verify_at[0] >= 0     ? pt->verify_at[0]
-                 : pt->ap.meta.offset >= 0 ? pt->ap.meta.offset
-                                           : RD_KAFKA_OFFSET_BEGINNING;
+    tp->offset = pt->read_from = pt->verify_at[0] >= 0     ? pt->verify_at[0]
+                                 : pt->ap.meta.offset >= 0 ? pt->ap.meta.offset
+                                                           : RD_KAFKA_OFFSET_BEGINNING;
     log_info("consumer", "assigned %s [%d] at offset %" PRId64 "%s (epoch %" PRId64 ")", tp->topic,
              (int)tp->partition, pt->ap.meta.offset,
              pt->ap.meta.offset >= 0 ? "" : " (no state: from the beginning)", pt->ap.meta.epoch);
@@ -1405,8 +1409,9 @@ static void refetch(consumer_t *k, int input, int32_t id, int64_t offset) {
             part_t *o = part_get(k, tp->partition);
             if (tp->partition == id)
                 tp->offset = offset;
-            else if (tp->offset < 0 && o) /* nothing read since it was assigned */
-                tp->offset = o->ap.meta.offset >= 0 ? o->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
+            else if (tp->offset < 0 && o) /* nothing handed over since its reading started */
+                tp->offset = o->read_from;
+            if (o) o->read_from = tp->offset; /* the assignment starts each reading again */
         }
         rd_kafka_resp_err_t err = rd_kafka_assign(rk, l);
         if (err) e = rd_kafka_error_new(err, "%s", rd_kafka_err2str(err));
@@ -1418,10 +1423,12 @@ static void refetch(consumer_t *k, int input, int32_t id, int64_t offset) {
     }
     if (l) rd_kafka_topic_partition_list_destroy(l);
     part_t *pt = part_get(k, id);
-    if (pt && input)
+    if (pt && input) {
         pt->pnext_off = -1;
-    else if (pt)
+    } else if (pt) {
         pt->next_off = -1;
+        pt->read_from = offset;
+    }
 }
 
 /* librdkafka's _AUTO_OFFSET_RESET for m's partition of input: the reading

@@ -230,6 +230,13 @@ line = "orders [3]: offset %d was out of range for a moment (the partition holds
        "reading from it again in 500 ms" % (glitch, held[3] + 9)
 assert line in d.log_text(), d.log_text()[-3000:]
 assert metric(port, 'tierd_partitions_past_end{input="orders"}') == 0
+# Reading 1 and 3 again assigned every partition anew: the others went on
+# at their positions, not back at Kafka's committed offsets (whose records
+# tierd would have received again, and skipped).
+applied = len([r for r in more if r not in gone])
+h.wait_for(lambda: metric(port, "tierd_orders_applied_total") == applied,
+           "/metrics to count the %d orders applied" % applied, daemons=[d])
+assert metric(port, "tierd_redelivered_total") == 0
 h.wait_for(lambda: metric(port, 'tierd_deleted_unread_total{input="orders"}') == DELETED,
            "/metrics to count the deleted orders", daemons=[d])
 kept = [r for r in first + second + more if r not in gone]
