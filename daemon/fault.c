@@ -7,6 +7,7 @@
 
 #include "log.h"
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,23 +23,33 @@ static const char range_env[] = "TIERD_FAULT_OUT_OF_RANGE_FILE";
 
 #ifdef TIERD_TEST_HOOKS
 
+/* The record TIERD_FAULT_OUT_OF_RANGE_FILE names, if any. */
+static void range_from_env(fault_t *f, const char *path) {
+    long long p = -1, o = -1;
+    FILE *fp = path ? fopen(path, "r") : NULL;
+    f->range_armed = 0;
+    if (!fp) return;
+    if (fscanf(fp, "%lld %lld", &p, &o) == 2 && p >= 0 && p <= INT32_MAX) {
+        f->range_armed = 1;
+        f->range_partition = (int32_t)p;
+        f->range_offset = o;
+    }
+    fclose(fp);
+}
+
 void fault_from_env(fault_t *f) {
-    int any = (f->range_file = getenv(range_env)) != NULL;
-    f->range_done = 0;
+    const char *range = getenv(range_env);
+    int any = range != NULL;
+    range_from_env(f, range);
     for (int p = 0; p < FAULT__COUNT; p++) any |= (f->stall_file[p] = getenv(fault_env[p])) != NULL;
     if (any) log_warn("main", "fault injection is on (TIERD_FAULT_*): for tests only");
 }
 
 int fault_out_of_range(fault_t *f, int32_t partition, int64_t offset) {
-    long long p = -1, o = -1;
-    if (!f->range_file || f->range_done) return 0;
-    FILE *fp = fopen(f->range_file, "r");
-    if (!fp) return 0;
-    int n = fscanf(fp, "%lld %lld", &p, &o);
-    fclose(fp);
-    if (n != 2 || p != partition || o != offset) return 0;
-    f->range_done = 1;
-    log_warn("consumer", "fault injection: the record at offset %lld comes as out of range", o);
+    if (!f->range_armed || f->range_partition != partition || f->range_offset != offset) return 0;
+    f->range_armed = 0; /* once */
+    log_warn("consumer", "fault injection: the record at offset %" PRId64 " comes as out of range",
+             offset);
     return 1;
 }
 

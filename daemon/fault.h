@@ -11,10 +11,11 @@
  *   TIERD_FAULT_PUBLISH_STALL_FILE  the publisher holds the outboxes' events
  *                                   (both test_events_crash.py)
  * and one that changes what tierd reads:
- *   TIERD_FAULT_OUT_OF_RANGE_FILE   holds "P O": the orders record at
- *                                   partition P, offset O comes, once, as
- *                                   librdkafka's out-of-range error, though
- *                                   the broker holds it (test_offsets.py)
+ *   TIERD_FAULT_OUT_OF_RANGE_FILE   holds "P O" when tierd starts: the
+ *                                   orders record at partition P, offset O
+ *                                   comes, once, as librdkafka's
+ *                                   out-of-range error, though the broker
+ *                                   holds it (test_offsets.py)
  * Built without the option, the hooks are not in the binary: the
  * functions below do nothing, and a TIERD_FAULT_* variable in the
  * environment is ignored, with one warning at start.
@@ -33,8 +34,11 @@ typedef enum fault_point {
 
 typedef struct fault {
     const char *stall_file[FAULT__COUNT]; /* borrowed (the environment); NULL: no hook */
-    const char *range_file;               /* TIERD_FAULT_OUT_OF_RANGE_FILE; NULL: none */
-    int range_done;                       /* that record came as an error once */
+    /* From TIERD_FAULT_OUT_OF_RANGE_FILE, read once at start: the orders
+     * record to hand over as an error, while range_armed (0: none, or done). */
+    int range_armed;
+    int32_t range_partition;
+    int64_t range_offset;
 } fault_t;
 
 /* Fills f from the TIERD_FAULT_* variables and logs, once, that fault
@@ -50,7 +54,7 @@ void fault_stall(const fault_t *f, fault_point_t p);
 int fault_holding(const fault_t *f, fault_point_t p);
 
 /* 1, once, when the orders record at (partition, offset) is the one the
- * out-of-range file names: the caller takes it for librdkafka's
+ * out-of-range file named at start: the caller takes it for librdkafka's
  * _AUTO_OFFSET_RESET at that offset. */
 int fault_out_of_range(fault_t *f, int32_t partition, int64_t offset);
 
