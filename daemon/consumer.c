@@ -1188,10 +1188,9 @@ static void publish_metrics(consumer_t *k, int force) {
                                  s->parts[s->nparts].node, sizeof(s->parts[s->nparts].node));
         nup += s->parts[s->nparts].node_up;
         for (int input = 0; input < 2; input++)
-            if (pt->past_end[input] >= 0)
-                s->parts[s->nparts].waits |=
-                    (pt->differs[input] ? METRICS_WAIT_DIFFERS : METRICS_WAIT_PAST_END)
-                    << (2 * input);
+            s->parts[s->nparts].waits[input] = pt->past_end[input] < 0 ? 0
+                                               : pt->differs[input]    ? METRICS_WAIT_DIFFERS
+                                                                       : METRICS_WAIT_PAST_END;
         if (rd_kafka_get_watermark_offsets(k->rk, k->conf->topic_orders, i, &lo, &hi) ==
                 RD_KAFKA_RESP_ERR_NO_ERROR &&
             hi >= 0 && next >= 0)

@@ -393,7 +393,7 @@ void metrics_ready_text(const metrics_snapshot_t *s, char *buf, size_t size) {
                                     "partition %" PRId32 " waits on redis %.*s\n",
                                     s->parts[i].partition, METRICS_NODE_MAX, s->parts[i].node);
         for (int input = 0; input < 2 && len < size; input++) {
-            int why = (s->parts[i].waits >> (2 * input)) & 3;
+            int why = s->parts[i].waits[input];
             const char *topic = input ? "profiles" : "orders";
             if (why == METRICS_WAIT_PAST_END)
                 len += (size_t)snprintf(buf + len, size - len,

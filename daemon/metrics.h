@@ -109,10 +109,10 @@ typedef struct metrics_snapshot {
          * answers (0: the partition waits on it). */
         char node[METRICS_NODE_MAX];
         int node_up;
-        /* Why its reading waits (docs/operations.md, "An input topic
-         * made again"): METRICS_WAIT_* for the orders, then the same
-         * shifted left by 2 for the profiles; 0: it reads. */
-        int waits;
+        /* Why its reading of [0] orders, [1] profiles waits, a
+         * METRICS_WAIT_* (docs/operations.md, "An input topic made
+         * again"); 0: it reads. */
+        int waits[2];
     } parts[METRICS_MAX_PARTS];
     size_t nparts;
     double orders_per_second; /* over the last interval */

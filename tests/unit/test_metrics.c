@@ -233,9 +233,9 @@ static void test_ready_text_waits(void **state) {
     metrics_snapshot_t s;
     char text[1024];
     fill(&s);
-    s.parts[0].waits = METRICS_WAIT_PAST_END;
-    s.parts[1].waits = METRICS_WAIT_DIFFERS << 2 | METRICS_WAIT_DIFFERS;
-    s.parts[2].waits = METRICS_WAIT_PAST_END << 2; /* not ours: not listed */
+    s.parts[0].waits[0] = METRICS_WAIT_PAST_END;
+    s.parts[1].waits[0] = s.parts[1].waits[1] = METRICS_WAIT_DIFFERS;
+    s.parts[2].waits[1] = METRICS_WAIT_PAST_END; /* not ours: not listed */
     metrics_ready_text(&s, text, sizeof(text));
     assert_string_equal(text, "ready\n"
                               "partition 0 waits: the offset tierd holds lies past the orders "
