@@ -8,6 +8,7 @@
 
 #include "batch.h"
 #include "review.h"
+#include "state.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -78,4 +79,10 @@ int apply_batch(apply_ctx_t *a, apply_part_t *p, apply_msg_t *msgs, size_t n, in
         if (rc != APPLY_OK) return rc;
     }
     return APPLY_OK;
+}
+
+int apply_prev_fp(const apply_msg_t *last, int64_t held, uint64_t *fp) {
+    if (held > last->offset + 1) return 0;
+    *fp = state_order_fp(last->value, last->value_len);
+    return 1;
 }

@@ -128,6 +128,12 @@ void apply_release(apply_ctx_t *a);
 /* Whether partition's last batch was sent and not yet confirmed. */
 int apply_in_flight(const apply_ctx_t *a, int32_t partition);
 void apply_stats_add(apply_stats_t *to, const apply_stats_t *from);
+/* The hash a later reading knows the topic by (meta's prev_fp, prev_pfp;
+ * consumer.c's topic_check): 1 and *fp = state_order_fp of last's value
+ * when a batch ending with `last` moves the offset `held` to just after
+ * it; 0 when every record was below `held` (redelivered), whose hash
+ * then stays. */
+int apply_prev_fp(const apply_msg_t *last, int64_t held, uint64_t *fp);
 void apply_free(apply_ctx_t *a);
 
 /* Applies msgs (one partition, ascending offsets).  now_ms is the wall

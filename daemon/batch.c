@@ -538,9 +538,8 @@ static int write_meta(batch_t *b, store_tx_t *tx) {
     const apply_part_t *p = b->p;
     const apply_msg_t *last = &b->msgs[b->n_eff - 1];
     int64_t next = last->offset + 1;
-    /* The record before the new offset, to know the topic by it later. */
-    b->has_prev_fp = p->meta.offset <= next;
-    b->prev_fp = b->has_prev_fp ? state_order_fp(last->value, last->value_len) : 0;
+    b->prev_fp = 0;
+    b->has_prev_fp = apply_prev_fp(last, p->meta.offset, &b->prev_fp);
     if (p->meta.offset > next) next = p->meta.offset; /* all redelivered */
     b->next_offset = next;
     snprintf(b->off, sizeof(b->off), "%" PRId64, next);

@@ -259,9 +259,8 @@ static int pb_decide(void *ctx, const store_meta_t *now, redisReply **rep, store
     }
     const apply_msg_t *last = &b->msgs[b->n - 1];
     b->next = last->offset + 1;
-    /* The record before the new offset, to know the topic by it later. */
-    b->has_prev = p->meta.poffset <= b->next;
-    b->prev = b->has_prev ? state_order_fp(last->value, last->value_len) : 0;
+    b->prev = 0;
+    b->has_prev = apply_prev_fp(last, p->meta.poffset, &b->prev);
     if (p->meta.poffset > b->next) b->next = p->meta.poffset;
     snprintf(b->off, sizeof(b->off), "%" PRId64, b->next);
     snprintf(b->pfp, sizeof(b->pfp), "%" PRIu64, b->prev);
