@@ -224,7 +224,8 @@ d = h.Daemon(svc, "offsets-eager", time_zone=TZ,
              env={"TIERD_FAULT_OUT_OF_RANGE_FILE": glitch_file}).start()
 port = d.http_port()
 h.wait_drained(svc, h.end_offsets(svc.bootstrap, "orders"), daemons=[d])
-line = "orders [1]: offsets %d..%d were deleted" % (held[1], cut - 1)
+deleted1 = "orders [1]: offsets %d..%d were deleted" % (held[1], cut - 1)
+line = deleted1
 h.wait_for(lambda: line in d.log_text(), "tierd to say which orders were deleted", daemons=[d])
 line = "orders [3]: offset %d was out of range for a moment (the partition holds 0..%d); " \
        "reading from it again in 500 ms" % (glitch, held[3] + 9)
@@ -290,7 +291,12 @@ assert d.alive()
 h.log("made again: partitions 0-5 wait at their offsets, unchanged; 6 and 7 applied")
 
 # --- the repairs --------------------------------------------------------------
+# Partition 1's deleted orders were said and counted once by this tierd,
+# though partition 3's reading again assigned it anew after its own
+# (which sent it back into the deleted range before).
+assert metric(port, 'tierd_deleted_unread_total{input="orders"}') == DELETED
 assert d.term() == 0
+assert d.log_text().count(deleted1) == 1, d.log_text()[-3000:]
 out = tierctl(d.cfg, "seek", "--partition", "0", "--beginning")
 h.log("tierctl: %s" % out.strip())
 assert "orders [0]: offset %d -> 0" % before[0] in out, out
