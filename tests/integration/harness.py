@@ -50,18 +50,6 @@ def stop_all(*_):
 
 _failed = []  # set when the test fails: its run directory is kept
 
-# Stops a run directory's servers once the test that started them is gone
-# without stopping them: killed outright (ctest's timeout), where no
-# atexit or signal handler runs.  The servers run in their own sessions,
-# out of reach of a kill of the test's process group; so does this.
-_WATCHDOG = """
-import os, subprocess, sys, time
-parent, script, rundir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
-while os.getppid() == parent:
-    time.sleep(1)
-subprocess.run([script, "stop", rundir], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-"""
-
 
 def _on_exception(kind, value, tb):
     _failed.append(kind)
@@ -107,10 +95,6 @@ class Services:
         and self.redis_env the variables tierd and tierctl need."""
         self.dir = tempfile.mkdtemp(prefix="tierd-%s-" % name)
         self.script = os.path.join(ROOT, "scripts", "services")
-        self.watchdog = subprocess.Popen(
-            [sys.executable, "-c", _WATCHDOG, str(os.getpid()), self.script, self.dir],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            start_new_session=True)
         _cleanups.append(self.stop)
         t = time.time()
         env = dict(os.environ)
@@ -182,8 +166,6 @@ class Services:
         """Stops the servers; a passing test also removes its run directory
         (a failing one keeps it, logs and data, and says where)."""
         subprocess.run([self.script, "stop", self.dir], check=False, stdout=subprocess.DEVNULL)
-        self.watchdog.kill()
-        self.watchdog.wait()
         if _failed or os.environ.get("TIERD_KEEP_RUN_DIR"):
             print("run directory kept: %s" % self.dir, file=sys.stderr)
         else:
