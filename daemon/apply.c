@@ -9,9 +9,13 @@
 #include "batch.h"
 #include "review.h"
 #include "state.h"
+#include "txn.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 void apply_init(apply_ctx_t *a) {
     memset(a, 0, sizeof(*a));
@@ -85,4 +89,62 @@ int apply_prev_fp(const apply_msg_t *last, int64_t held, uint64_t *fp) {
     if (held > last->offset + 1) return 0;
     *fp = state_order_fp(last->value, last->value_len);
     return 1;
+}
+
+/* apply_skip's transaction: nothing to read but the meta. */
+typedef struct skip {
+    apply_ctx_t *a;
+    apply_part_t *p;
+    int input;
+    int64_t to;
+    char mkey[256], off[24], upd[24];
+} skip_t;
+
+static int skip_plan(void *ctx, txn_read_t *r, char *errstr, size_t errstr_size) {
+    (void)ctx, (void)r, (void)errstr, (void)errstr_size;
+    return APPLY_OK;
+}
+
+static int skip_decide(void *ctx, const store_meta_t *now, redisReply **replies, store_tx_t *tx,
+                       char *errstr, size_t errstr_size) {
+    skip_t *k = ctx;
+    (void)replies;
+    int64_t held = k->input ? now->poffset : now->offset;
+    int64_t cached = k->input ? k->p->meta.poffset : k->p->meta.offset;
+    if (held != cached) return TXN_AGAIN; /* our last commit landed though its reply was lost */
+    if (held >= k->to) return APPLY_OK;   /* a batch went past it: only the format is written */
+    snprintf(k->off, sizeof(k->off), "%" PRId64, k->to);
+    snprintf(k->upd, sizeof(k->upd), "%lld", (long long)time(NULL));
+    if (store_tx_addv(tx, 8, "HSET", (size_t)4, k->mkey, strlen(k->mkey),
+                      k->input ? "poffset" : "offset", strlen(k->input ? "poffset" : "offset"),
+                      k->off, strlen(k->off), "owner", (size_t)5, k->a->owner, strlen(k->a->owner),
+                      "updated_at", (size_t)10, k->upd, strlen(k->upd)) != 0 ||
+        store_tx_addv(tx, 3, "HDEL", (size_t)4, k->mkey, strlen(k->mkey),
+                      k->input ? "prev_pfp" : "prev_fp", (size_t)(k->input ? 8 : 7)) != 0) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return APPLY_RETRY;
+    }
+    return APPLY_OK;
+}
+
+static void skip_committed(void *ctx, apply_stats_t *st) {
+    skip_t *k = ctx;
+    (void)st;
+    if (k->input && k->p->meta.poffset < k->to) {
+        k->p->meta.poffset = k->to;
+        k->p->meta.has_prev_pfp = 0;
+    } else if (!k->input && k->p->meta.offset < k->to) {
+        k->p->meta.offset = k->to;
+        k->p->meta.has_prev_fp = 0;
+    }
+}
+
+static const txn_ops_t skip_ops = {skip_plan, skip_decide, skip_committed, FAULT_COMMIT, 0};
+
+int apply_skip(apply_ctx_t *a, apply_part_t *p, int input, int64_t to, char *errstr,
+               size_t errstr_size) {
+    skip_t k = {a, p, input, to, "", "", ""};
+    if ((input ? p->meta.poffset : p->meta.offset) >= to) return APPLY_OK;
+    store_key(a->store, p->topic, p->partition, "meta", k.mkey, sizeof(k.mkey));
+    return txn_run(a, p, &skip_ops, &k, errstr, errstr_size);
 }

@@ -75,6 +75,11 @@ typedef struct part {
      * monotonic ms, after an out-of-range error the broker's ends did not
      * explain (out_of_range); 0: nothing due. */
     int64_t refetch_at[2], refetch_off[2];
+    /* [0] orders, [1] profiles: the start of the topic's records after the
+     * offset Redis holds, which the broker deleted unread (out_of_range);
+     * Redis is moved up to it once the records before it are applied
+     * (apply_skip).  -1: nothing to move. */
+    int64_t skip_to[2];
     /* The offset the orders' reading last started at (an assignment, a
      * rewind, a reading again): where refetch's eager re-assignment puts
      * a partition that has handed over nothing since. */
@@ -194,7 +199,7 @@ static part_t *part_get(consumer_t *k, int32_t p) {
         memset(np + k->nparts, 0, (size_t)(n - k->nparts) * sizeof(*np));
         for (int32_t i = k->nparts; i < n; i++)
             for (int input = 0; input < 2; input++)
-                np[i].past_end[input] = np[i].verify_at[input] = -1;
+                np[i].past_end[input] = np[i].verify_at[input] = np[i].skip_to[input] = -1;
         k->parts = np;
         k->nparts = n;
     }
@@ -489,7 +494,14 @@ static int part_service(consumer_t *k, int32_t id, part_t *pt) {
     rc = part_on_result(k, id, pt, part_flush_profiles(k, id, pt, err, sizeof(err)), err);
     if (rc != APPLY_OK) return rc;
     err[0] = '\0';
-    return part_on_result(k, id, pt, part_flush(k, id, pt, err, sizeof(err)), err);
+    rc = part_on_result(k, id, pt, part_flush(k, id, pt, err, sizeof(err)), err);
+    for (int input = 0; rc == APPLY_OK && input < 2; input++) {
+        /* The records before the deleted ones first. */
+        if (pt->skip_to[input] < 0 || (input ? pt->prof.n : pt->npending) > 0) continue;
+        rc = apply_skip(k->apply, &pt->ap, input, pt->skip_to[input], err, sizeof(err));
+        if (part_on_result(k, id, pt, rc, err) == APPLY_OK) pt->skip_to[input] = -1;
+    }
+    return rc;
 }
 
 /* Services every partition whose batch is due (all of them when `all`):
@@ -508,7 +520,7 @@ static void service_due(consumer_t *k, int all) {
         int64_t t = mono_ms();
         if (!pt->assigned) continue;
         if (pt->npending == 0 && pt->prof.n == 0 && !pt->need_rewind && !pt->retry_at &&
-            !pt->settle_rc)
+            !pt->settle_rc && pt->skip_to[0] < 0 && pt->skip_to[1] < 0)
             continue;
         if (k->stopping && t >= k->deadline) return;
         /* A stop asked for during this pass: the rest is shut_down's, within
@@ -766,6 +778,7 @@ static int assign_one(consumer_t *k, rd_kafka_topic_partition_t *tp) {
     pt->next_off = pt->pnext_off = -1;
     pt->past_end[0] = pt->past_end[1] = -1;
     pt->refetch_at[0] = pt->refetch_at[1] = 0;
+    pt->skip_to[0] = pt->skip_to[1] = -1;
     pt->verify_at[0] = pt->verify_at[1] = -1;
     if (pt->ap.meta.offset > 0 && pt->ap.meta.has_prev_fp) {
         pt->verify_at[0] = pt->ap.meta.offset - 1;
@@ -1477,6 +1490,7 @@ static void out_of_range(consumer_t *k, int input, const rd_kafka_message_t *m) 
                       "reading on from offset %" PRId64,
                       topic, (int)id, from, lo - 1, lo - from, what, lo);
         }
+        if (held < lo) pt->skip_to[input] = lo;
         refetch(k, input, id, lo);
         return;
     }

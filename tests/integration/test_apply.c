@@ -268,6 +268,53 @@ static void test_stale_owner_is_fenced(void **state) {
     apply_free(&a);
 }
 
+/* The meta field f of partition part as stored; -1 when it has none. */
+static long long meta_of(int part, const char *f) {
+    redisReply *r = redisCommand(rc, "HGET tierd:{orders.%d}:meta %s", part, f);
+    long long v = r && r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10) : -1;
+    freeReplyObject(r);
+    return v;
+}
+
+static void test_skip_moves_offset_past_deleted_records(void **state) {
+    (void)state;
+    flush();
+    apply_ctx_t a = ctx();
+    apply_part_t p = {"orders", 4, {0}}, young = {"orders", 4, {0}};
+    char err[512] = "";
+    batch_t b = {0};
+    assert_int_equal(store_claim(store, "orders", 4, "test", &p.meta, err, sizeof(err)), 0);
+    add(&b, 0, "o1", "c6", NOV + DAY, 2);
+    APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
+    batch_free(&b);
+    assert_true(meta_of(4, "prev_fp") >= 0);
+    /* Offsets 1..9 were deleted unread: Redis moves to 10, without the
+     * hash of a record that is gone; the state stays. */
+    APPLY_OK_OR_FAIL(apply_skip(&a, &p, 0, 10, err, sizeof(err)));
+    assert_int_equal(p.meta.offset, 10);
+    assert_false(p.meta.has_prev_fp);
+    assert_int_equal(meta_of(4, "offset"), 10);
+    assert_int_equal(meta_of(4, "prev_fp"), -1);
+    assert_int_equal(qty_of(4, 202611, "c6"), 2);
+    /* Never backwards; the profiles' offset on its own. */
+    APPLY_OK_OR_FAIL(apply_skip(&a, &p, 0, 5, err, sizeof(err)));
+    assert_int_equal(meta_of(4, "offset"), 10);
+    APPLY_OK_OR_FAIL(apply_skip(&a, &p, 1, 3, err, sizeof(err)));
+    assert_int_equal(meta_of(4, "poffset"), 3);
+    assert_int_equal(meta_of(4, "offset"), 10);
+    /* A batch after it goes on from there. */
+    add(&b, 10, "o2", "c6", NOV + DAY, 5);
+    APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
+    batch_free(&b);
+    assert_int_equal(meta_of(4, "offset"), 11);
+    assert_int_equal(qty_of(4, 202611, "c6"), 7);
+    /* A stale owner moves nothing. */
+    assert_int_equal(store_claim(store, "orders", 4, "young", &young.meta, err, sizeof(err)), 0);
+    assert_int_equal(apply_skip(&a, &p, 0, 20, err, sizeof(err)), APPLY_FENCED);
+    assert_int_equal(meta_of(4, "offset"), 11);
+    apply_free(&a);
+}
+
 static void test_dead_letter_failure_writes_nothing(void **state) {
     (void)state;
     flush();
@@ -1193,6 +1240,7 @@ int main(void) {
         cmocka_unit_test(test_lost_commit_reply_not_applied_again),
         cmocka_unit_test(test_same_order_new_offset_is_duplicate),
         cmocka_unit_test(test_stale_owner_is_fenced),
+        cmocka_unit_test(test_skip_moves_offset_past_deleted_records),
         cmocka_unit_test(test_dead_letter_failure_writes_nothing),
         cmocka_unit_test(test_old_months_deleted_and_late_refused),
         cmocka_unit_test(test_redis_went_back_in_time),

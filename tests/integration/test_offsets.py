@@ -9,7 +9,9 @@ broker deletes partition 0's first DELETED of them (Kafka's DeleteRecords,
 as retention does) before tierd runs again.  tierd reads on after them:
 the log says which offsets, tierd_deleted_unread_total{input="orders"}
 counts them, and the aggregates equal the recomputation of every order
-but the deleted ones.  So for 4 profiles of partition 2 deleted
+but the deleted ones.  Partition 4's new orders and partition 5's new
+profiles are all deleted: Redis' offsets move past them though no record
+comes after them.  So for 4 profiles of partition 2 deleted
 before read (tierd_deleted_unread_total{input="profiles"}), the two
 after them joined.  Again under the eager `range` protocol, with
 partition 1's records deleted and orders for partitions 1-5, one of
@@ -47,6 +49,7 @@ import harness as h
 
 TZ = "Asia/Shanghai"
 DELETED = 8
+TAIL = 5
 TIERCTL = h.tierctl_binary()
 DELETE_RECORDS = os.environ.get("TIERD_DELETE_RECORDS_BIN") or os.path.join(
     os.path.dirname(h.tierd_binary()), "tests", "integration", "delete_records")
@@ -149,6 +152,7 @@ first = orders(range(6), 15, "A")
 h.produce(svc.bootstrap, "orders", first)
 h.produce(svc.bootstrap, "customer-profiles", [profile(c, "A", now) for c in CUST[2][:5]])
 h.produce(svc.bootstrap, "customer-profiles", [profile(c, "A", now) for c in CUST[6][:3]])
+h.produce(svc.bootstrap, "customer-profiles", [profile(CUST[5][0], "A", now)])
 d = h.Daemon(svc, "offsets-1", time_zone=TZ).start()
 h.wait_drained(svc, h.end_offsets(svc.bootstrap, "orders"), daemons=[d])
 h.wait_for(lambda: len(stored_profiles()) == 5 and len(stored_profiles(6)) == 3,
@@ -158,6 +162,7 @@ assert d.term() == 0
 held = offsets()
 assert all(held[p] == 15 for p in range(6)) and held[6] == held[7] == -1, held
 assert int(svc.redis.hget("tierd:{orders.2}:meta", "poffset")) == 5
+assert int(svc.redis.hget("tierd:{orders.5}:meta", "poffset")) == 1
 profiles_before = stored_profiles()
 
 # --- deleted before read ----------------------------------------------------
@@ -169,32 +174,52 @@ out = subprocess.run([DELETE_RECORDS, svc.bootstrap, "orders", "0", str(cut)], c
 h.log("delete_records: %s" % out.strip())
 gone = [r for r in second if r.partition == 0 and r.offset < cut]
 assert len(gone) == DELETED
+# Partition 4's new orders are all deleted: nothing comes after them to
+# move the stored offset past them.
+tail = orders((4,), TAIL, "T")
+h.produce(svc.bootstrap, "orders", tail)
+subprocess.run([DELETE_RECORDS, svc.bootstrap, "orders", "4", str(held[4] + TAIL)], check=True,
+               stdout=subprocess.DEVNULL)
+gone += tail
 # And 4 of 6 newer profiles of partition 2 (offsets 5-8 of 5-10): a
 # compacted topic takes DeleteRecords only with deletion in its policy.
 h.set_topic_config(svc.bootstrap, {"customer-profiles": {"cleanup.policy": "compact,delete"}})
 h.produce(svc.bootstrap, "customer-profiles", [profile(c, "B", now + 1000) for c in CUST[2][:6]])
 subprocess.run([DELETE_RECORDS, svc.bootstrap, "customer-profiles", "2", "9"], check=True,
                stdout=subprocess.DEVNULL)
+# And both new profiles of partition 5, the last records of its partition.
+h.produce(svc.bootstrap, "customer-profiles", [profile(c, "B", now + 1000) for c in CUST[5][:2]])
+subprocess.run([DELETE_RECORDS, svc.bootstrap, "customer-profiles", "5", "3"], check=True,
+               stdout=subprocess.DEVNULL)
 
 d = h.Daemon(svc, "offsets-2", time_zone=TZ).start()
 port = d.http_port()
 ends = h.end_offsets(svc.bootstrap, "orders")
-h.wait_drained(svc, ends, daemons=[d])
+# (Within the test's time: a partition that never drains fails it cleanly.)
+h.wait_drained(svc, ends, timeout=120, daemons=[d])
 line = "orders [0]: offsets %d..%d were deleted by the broker (retention) before tierd read " \
        "them: up to %d orders lost; reading on from offset %d" % (held[0], cut - 1, DELETED, cut)
 h.wait_for(lambda: line in d.log_text(), "tierd to say which orders were deleted", daemons=[d])
-h.wait_for(lambda: metric(port, 'tierd_deleted_unread_total{input="orders"}') == DELETED,
+h.wait_for(lambda: metric(port, 'tierd_deleted_unread_total{input="orders"}') == DELETED + TAIL,
            "/metrics to count the deleted orders", daemons=[d])
+# wait_drained saw Redis hold partition 4 at the topic's end, though no
+# record after the deleted ones moved it there; and the lag says 0.
+assert "orders [4]: offsets %d..%d were deleted" % (held[4], held[4] + TAIL - 1) in d.log_text()
+h.wait_for(lambda: metric(port, 'tierd_consumer_lag{partition="4"}') == 0,
+           "partition 4's lag to be 0", daemons=[d])
 kept = [r for r in first + second if r not in gone]
 h.compare_state(h.read_state(svc.redis), want_of(kept, range(8)))
 h.log("deleted before read: %d orders lost, said and counted; the rest applied once" % DELETED)
 line = "customer-profiles [2]: offsets 5..8 were deleted by the broker (retention) before " \
        "tierd read them: up to 4 profiles lost; reading on from offset 9"
 h.wait_for(lambda: line in d.log_text(), "tierd to say which profiles were deleted", daemons=[d])
-h.wait_for(lambda: metric(port, 'tierd_deleted_unread_total{input="profiles"}') == 4,
+h.wait_for(lambda: metric(port, 'tierd_deleted_unread_total{input="profiles"}') == 4 + 2,
            "/metrics to count the deleted profiles", daemons=[d])
 h.wait_for(lambda: int(svc.redis.hget("tierd:{orders.2}:meta", "poffset")) == 11,
            "the profiles after the deleted ones", daemons=[d])
+h.wait_for(lambda: int(svc.redis.hget("tierd:{orders.5}:meta", "poffset")) == 3,
+           "partition 5's profiles offset to move past its deleted last ones", daemons=[d])
+assert not svc.redis.hexists("tierd:{orders.5}:meta", "prev_pfp")
 now_profiles = stored_profiles()
 deleted_for = [c.encode() for c in CUST[2][:4]]
 assert all(now_profiles[c] == profiles_before[c] for c in deleted_for), "a deleted profile applied"
