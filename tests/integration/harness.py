@@ -75,6 +75,38 @@ def log(*a):
 TOPICS = ("orders", "customer-profiles", "tier-changes", "quota-events", "dead-letter")
 
 
+# The guard of a test's servers (_guard): it leaves the test's process
+# tree (a CTest timeout kills the whole tree with SIGKILL, and no cleanup
+# of the test runs), waits for the test's process to end, and then stops
+# whatever still runs from the run directory.  After a normal stop,
+# scripts/services finds nothing of its own there and does nothing.
+_GUARD = """
+import os, select, subprocess, sys
+fd, script, run_dir = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+if os.fork():
+    os._exit(0)
+poll = select.poll()
+poll.register(fd, select.POLLIN)
+while not poll.poll():
+    pass
+if os.path.isdir(run_dir):
+    subprocess.run([script, "stop", run_dir], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
+"""
+
+
+def _guard(script, run_dir):
+    """Starts the guard of run_dir's servers: it stops them once this
+    process has ended, however it ended."""
+    fd = os.pidfd_open(os.getpid())
+    try:
+        subprocess.run([sys.executable, "-c", _GUARD, str(fd), script, run_dir], pass_fds=(fd,),
+                       start_new_session=True, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
+    finally:
+        os.close(fd)
+
+
 class Services:
     """Redis and Kafka for one test, in their own run directory.
 
@@ -96,6 +128,7 @@ class Services:
         self.dir = tempfile.mkdtemp(prefix="tierd-%s-" % name)
         self.script = os.path.join(ROOT, "scripts", "services")
         _cleanups.append(self.stop)
+        _guard(self.script, self.dir)
         t = time.time()
         env = dict(os.environ)
         if kafka_proxy_port:
