@@ -45,8 +45,8 @@ void fault_from_env(fault_t *f) {
     if (any) log_warn("main", "fault injection is on (TIERD_FAULT_*): for tests only");
 }
 
-int fault_out_of_range(fault_t *f, int32_t partition, int64_t offset) {
-    if (!f->range_armed || f->range_partition != partition || f->range_offset != offset) return 0;
+int fault_out_of_range_at(fault_t *f, int32_t partition, int64_t offset) {
+    if (f->range_partition != partition || f->range_offset != offset) return 0;
     f->range_armed = 0; /* once */
     log_warn("consumer", "fault injection: the record at offset %" PRId64 " comes as out of range",
              offset);
@@ -90,7 +90,7 @@ int fault_holding(const fault_t *f, fault_point_t p) {
     return 0;
 }
 
-int fault_out_of_range(fault_t *f, int32_t partition, int64_t offset) {
+int fault_out_of_range_at(fault_t *f, int32_t partition, int64_t offset) {
     (void)f, (void)partition, (void)offset;
     return 0;
 }

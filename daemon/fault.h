@@ -56,6 +56,11 @@ int fault_holding(const fault_t *f, fault_point_t p);
 /* 1, once, when the orders record at (partition, offset) is the one the
  * out-of-range file named at start: the caller takes it for librdkafka's
  * _AUTO_OFFSET_RESET at that offset. */
-int fault_out_of_range(fault_t *f, int32_t partition, int64_t offset);
+int fault_out_of_range_at(fault_t *f, int32_t partition, int64_t offset);
+/* Per record: a flag's test inline, the call only while the hook is armed
+ * (never in a build without the hooks). */
+static inline int fault_out_of_range(fault_t *f, int32_t partition, int64_t offset) {
+    return f->range_armed && fault_out_of_range_at(f, partition, offset);
+}
 
 #endif
