@@ -137,9 +137,10 @@ int apply_prev_fp(const apply_msg_t *last, int64_t held, uint64_t *fp);
 /* Moves p's stored offset of input (0: orders, 1: profiles) up to `to`,
  * in a fenced transaction of its own, when Redis holds less: the broker
  * deleted the records between before tierd read them (consumer.c's
- * out_of_range), and no batch moves the offset past them until a record
- * comes after.  The record before `to` is gone, and its hash (prev_fp,
- * prev_pfp) with it.  Returns APPLY_* (txn_run). */
+ * out_of_range), or they are transaction markers and aborted records
+ * (marker_tick), and no batch moves the offset past them until a record
+ * comes after.  No record before `to` is one tierd applied, so the hash
+ * of one (prev_fp, prev_pfp) goes.  Returns APPLY_* (txn_run). */
 int apply_skip(apply_ctx_t *a, apply_part_t *p, int input, int64_t to, char *errstr,
                size_t errstr_size);
 void apply_free(apply_ctx_t *a);

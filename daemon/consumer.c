@@ -61,8 +61,12 @@ typedef struct part {
     int64_t retry_at; /* monotonic: waiting on a retry until then; 0 = not waiting */
     int64_t backoff;
     /* The offset after the last record polled since the assignment or a
-     * seek, orders and profiles; -1: none yet (see prefetch_wake). */
+     * seek, orders and profiles; -1: none yet (see prefetch_wake).  For
+     * orders, only records taken into a batch (or checked) count. */
     int64_t next_off, pnext_off;
+    /* The same for profiles, only records taken into a batch (or
+     * checked): with next_off, what marker_tick compares with Redis. */
+    int64_t ptaken;
     /* [0] orders, [1] profiles: the offset tierd holds for it, found past
      * the topic's end (out_of_range); its reading waits.  -1: none. */
     int64_t past_end[2];
@@ -105,6 +109,10 @@ typedef struct part {
  * drained the benchmark's backlog 4 % faster than 200 (interleaved runs,
  * docs/benchmark.md); light traffic is not paced at all. */
 #define PUBLISH_PACE_MS 500
+
+/* How often marker_tick looks for partitions whose position passed
+ * transaction markers. */
+#define MARKER_TICK_MS 1000
 
 /* Records taken from the consumer queue per call. */
 #define POLL_BATCH 1024
@@ -149,7 +157,8 @@ struct consumer {
      * partition's first fetch up to 1.4 s after it. */
     rd_kafka_topic_t *rkt, *prkt;
     int64_t last_idle_check_ms;
-    part_t *parts; /* indexed by partition id */
+    int64_t marker_tick_ms; /* monotonic ms of the last marker_tick */
+    part_t *parts;          /* indexed by partition id */
     int32_t nparts;
     size_t npending;
     apply_msg_t *msgs; /* one flush's records for apply (msgs_for): kept, not allocated per flush */
@@ -197,9 +206,11 @@ static part_t *part_get(consumer_t *k, int32_t p) {
         part_t *np = realloc(k->parts, (size_t)n * sizeof(*np));
         if (!np) return NULL;
         memset(np + k->nparts, 0, (size_t)(n - k->nparts) * sizeof(*np));
-        for (int32_t i = k->nparts; i < n; i++)
+        for (int32_t i = k->nparts; i < n; i++) {
             for (int input = 0; input < 2; input++)
                 np[i].past_end[input] = np[i].verify_at[input] = np[i].skip_to[input] = -1;
+            np[i].next_off = np[i].pnext_off = np[i].ptaken = -1;
+        }
         k->parts = np;
         k->nparts = n;
     }
@@ -314,7 +325,10 @@ static int rewind_part(consumer_t *k, int32_t id, part_t *pt) {
     pt->need_rewind = 1;
     if (claim(k, id, pt, 0) != 0) return -1;
     pt->need_rewind = 0;
-    pt->next_off = pt->pnext_off = -1;
+    pt->next_off = pt->pnext_off = pt->ptaken = -1;
+    /* What was to be skipped was measured against the offset Redis
+     * held before; out_of_range and marker_tick measure it again. */
+    pt->skip_to[0] = pt->skip_to[1] = -1;
     pt->verify_at[0] = pt->verify_at[1] = -1;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     pt->read_from = pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
@@ -496,10 +510,12 @@ static int part_service(consumer_t *k, int32_t id, part_t *pt) {
     err[0] = '\0';
     rc = part_on_result(k, id, pt, part_flush(k, id, pt, err, sizeof(err)), err);
     for (int input = 0; rc == APPLY_OK && input < 2; input++) {
-        /* The records before the deleted ones first. */
+        /* The records handed over before them first. */
         if (pt->skip_to[input] < 0 || (input ? pt->prof.n : pt->npending) > 0) continue;
         rc = apply_skip(k->apply, &pt->ap, input, pt->skip_to[input], err, sizeof(err));
-        if (part_on_result(k, id, pt, rc, err) == APPLY_OK) pt->skip_to[input] = -1;
+        if (part_on_result(k, id, pt, rc, err) != APPLY_OK) continue;
+        pt->skip_to[input] = -1;
+        if (!input) landed(k, id, pt->ap.meta.offset); /* Kafka's committed offset too */
     }
     return rc;
 }
@@ -775,7 +791,7 @@ static int assign_one(consumer_t *k, rd_kafka_topic_partition_t *tp) {
     pt->ap.partition = tp->partition;
     pt->ap.outbox_dirty = 1; /* whatever the previous owner left */
     pt->last_record_ms = mono_ms();
-    pt->next_off = pt->pnext_off = -1;
+    pt->next_off = pt->pnext_off = pt->ptaken = -1;
     pt->past_end[0] = pt->past_end[1] = -1;
     pt->refetch_at[0] = pt->refetch_at[1] = 0;
     pt->skip_to[0] = pt->skip_to[1] = -1;
@@ -1027,15 +1043,17 @@ static void prefetch_wake(consumer_t *k, rd_kafka_t *rk, prefetch_t *pf, int ord
 consumer_t *consumer_new(const config_t *c, apply_ctx_t *apply, publish_t *pub, char *errstr,
                          size_t errstr_size) {
     /* auto.offset.reset=error: a position outside the log is tierd's to
-     * handle (out_of_range), never a silent jump. */
+     * handle (out_of_range), never a silent jump.  read_committed (also
+     * librdkafka's default): an aborted transaction's records never count,
+     * and none of an open one's before it commits. */
     static const char *const pfixed[] = {
         "enable.auto.offset.store", "false", /* poffset lives in Redis */
         "enable.auto.commit",       "false", /* assigned by hand: no group */
-        "auto.offset.reset",        "error", NULL};
+        "auto.offset.reset",        "error", "isolation.level", "read_committed", NULL};
     static const char *const fixed[] = {
         "enable.auto.offset.store", "false", /* stored after each applied batch */
         "enable.auto.commit",       "true",  /* advisory: Redis holds the truth */
-        "auto.offset.reset",        "error", NULL};
+        "auto.offset.reset",        "error", "isolation.level", "read_committed", NULL};
     consumer_t *k = calloc(1, sizeof(*k));
     rd_kafka_conf_t *conf = NULL;
     rd_kafka_topic_partition_list_t *topics = NULL;
@@ -1302,7 +1320,13 @@ static void part_wait(consumer_t *k, int input, int32_t id, part_t *pt, int64_t 
 static void topic_check(consumer_t *k, int input, part_t *pt, const rd_kafka_message_t *m) {
     char why[200];
     pt->verify_at[input] = -1;
-    if (state_order_fp(m->payload, m->len) == pt->verify_fp[input]) return;
+    if (state_order_fp(m->payload, m->len) == pt->verify_fp[input]) {
+        if (input)
+            pt->ptaken = m->offset + 1;
+        else
+            pt->next_off = m->offset + 1;
+        return;
+    }
     snprintf(why, sizeof(why),
              "the record at offset %" PRId64 " is not the one tierd applied there: the topic "
              "was deleted and made again, or its records rewritten",
@@ -1436,7 +1460,7 @@ static void refetch(consumer_t *k, int input, int32_t id, int64_t offset) {
     if (l) rd_kafka_topic_partition_list_destroy(l);
     part_t *pt = part_get(k, id);
     if (pt && input) {
-        pt->pnext_off = -1;
+        pt->pnext_off = pt->ptaken = -1;
     } else if (pt) {
         pt->next_off = -1;
         pt->read_from = offset;
@@ -1526,6 +1550,41 @@ static void out_of_range_tick(consumer_t *k) {
     }
 }
 
+/* A transactional producer's commit or abort marker takes an offset
+ * after its records, and no record ever comes for it (nor for an aborted
+ * transaction's records, which read_committed leaves out).  librdkafka
+ * moves a partition's position past them once the records before them
+ * are handed over.  A partition of input that has applied everything it
+ * was handed over, up to the offset Redis holds, and is no longer waiting
+ * on anything, is moved up to that position (apply_skip): its lag then
+ * says 0, and the profiles' catch-up (catchup_check) ends.  Else a
+ * transactional input's partitions would keep a lag of 1 for good, and
+ * each assignment wait 60 s for profiles that never come. */
+static void marker_tick(consumer_t *k, int input) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
+    const char *topic = input ? k->conf->topic_profiles : k->conf->topic_orders;
+    for (int32_t i = 0; i < k->nparts; i++) {
+        part_t *pt = &k->parts[i];
+        int64_t taken = input ? pt->ptaken : pt->next_off;
+        int64_t held = input ? pt->ap.meta.poffset : pt->ap.meta.offset;
+        size_t n = input ? pt->prof.n : pt->npending;
+        if (!pt->assigned || pt->fenced || pt->need_rewind || pt->settle_rc || pt->retry_at ||
+            pt->past_end[input] >= 0 || pt->refetch_at[input] || pt->verify_at[input] >= 0 ||
+            n > 0 || (!input && apply_in_flight(k->apply, i)) || taken < 0 || taken != held)
+            continue;
+        rd_kafka_topic_partition_list_add(l, topic, i);
+    }
+    if (l->cnt > 0 && rd_kafka_position(input ? k->prk : k->rk, l) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        for (int j = 0; j < l->cnt; j++) {
+            part_t *pt = &k->parts[l->elems[j].partition];
+            int64_t at = l->elems[j].offset;
+            if (!l->elems[j].err && at > (input ? pt->ptaken : pt->next_off) &&
+                at > pt->skip_to[input])
+                pt->skip_to[input] = at;
+        }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
 /* Profiles: whatever has arrived, without waiting; they are applied at
  * once unless orders of the partition are gathering. */
 static void poll_profiles(consumer_t *k) {
@@ -1552,9 +1611,10 @@ static void poll_profiles(consumer_t *k) {
         if (!pt || !pt->assigned || pt->fenced || pt->past_end[1] >= 0 || pt->refetch_at[1] ||
             checked(k, 1, pt, pm) || pending_push(&pt->prof, pm) != 0) {
             rd_kafka_message_destroy(pm);
-        } else if (pt->npending == 0) {
-            pt->due_ms = mono_ms();
+            continue;
         }
+        pt->ptaken = pm->offset + 1;
+        if (pt->npending == 0) pt->due_ms = mono_ms();
     }
     prefetch_note(&k->ppf, queued, got, bytes);
     if (empty) prefetch_wake(k, k->prk, &k->ppf, 0);
@@ -1682,6 +1742,11 @@ int consumer_run(consumer_t *k, volatile sig_atomic_t *stop, volatile sig_atomic
         idle_reviews(k);
         renew_leases(k);
         out_of_range_tick(k);
+        if (mono_ms() - k->marker_tick_ms >= MARKER_TICK_MS) {
+            k->marker_tick_ms = mono_ms();
+            marker_tick(k, 0);
+            marker_tick(k, 1);
+        }
         if (*reload) {
             /* Between batches: no partition that is applying holds records. */
             int busy = 0;

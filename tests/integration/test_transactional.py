@@ -1,0 +1,166 @@
+#!/usr/bin/python3
+"""Input written by a transactional producer: markers are not records.
+
+A transactional producer writes a commit (or abort) marker after each
+transaction's records in every partition it wrote; the marker takes an
+offset, and no record ever comes for it.  Orders and customer-profiles are
+produced that way: several committed transactions, one re-sending an
+order id, and one aborted transaction on each topic, the last thing in
+every partition.  tierd (read_committed) must:
+
+- apply every committed order once and no aborted one (model equality),
+  and join the committed profiles, not the aborted ones;
+- move every partition's stored offsets past the markers, so that the
+  stored offset and poffset reach the topics' ends and the lag gauge says
+  0 on all eight partitions (they stayed one short for good before);
+- end each partition's profile catch-up at once: the profiles' end is a
+  marker, which tierd used to wait 60 s for ("applying orders anyway");
+- after a restart, with one more committed transaction, go on from there:
+  the new orders applied once, nothing redelivered, nothing skipped.
+"""
+import datetime as dt
+import io
+import os
+import random
+import re
+
+import avro.io
+import avro.schema
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+import harness as h
+
+TZ = "Asia/Shanghai"
+rnd = random.Random(2711)
+now = h.now_ms()
+t0 = h.month_start_ms(h.month_index(now, TZ), TZ)
+t1 = max(t0 + 600_000, now - 60_000)
+CUST = ["TX%04d" % i for i in range(40)]
+PROFILE = avro.schema.parse(open(os.path.join(h.ROOT, "schemas", "customer_profile.avsc")).read())
+
+
+def sale(oid, cust):
+    lines = [{"sku": "SKU-%d" % rnd.randrange(30), "quantity": rnd.randint(1, 20),
+              "unit_price": rnd.randint(100, 9000)} for _ in range(rnd.randint(1, 3))]
+    o = h.order(oid, cust, rnd.randint(t0, t1), "SALE", lines)
+    return h.Rec(h.partition_of(cust), cust.encode(), h.encode(o), o)
+
+
+def profile(cust, grade, cooperation):
+    v = {"customer_id": cust, "format": "MALL", "market": "URBAN", "chain": False,
+         "compliance_grade": grade, "cooperation": cooperation, "growth": 0.6,
+         "tier_override": None,
+         "updated_at": dt.datetime.fromtimestamp(now / 1000, dt.timezone.utc)}
+    buf = io.BytesIO()
+    avro.io.DatumWriter(PROFILE).write(v, avro.io.BinaryEncoder(buf))
+    return h.Rec(h.partition_of(cust), cust.encode(), buf.getvalue())
+
+
+def transaction(producer, topic, recs, commit=True):
+    producer.begin_transaction()
+    for r in recs:
+        producer.produce(topic, r.value, r.key, partition=r.partition)
+    if commit:
+        producer.commit_transaction(30)
+    else:
+        producer.flush(30)
+        producer.abort_transaction(30)
+
+
+def settled_ends(topic):
+    """Each partition's end once every marker is written: the coordinator
+    writes them after the commit returns, and until then a read_committed
+    reader's end (the last stable offset) lags the log's."""
+    ends = {}
+
+    def settled():
+        probes = [Consumer({"bootstrap.servers": svc.bootstrap, "group.id": "tierd-test-probe",
+                            "isolation.level": level})
+                  for level in ("read_committed", "read_uncommitted")]
+        try:
+            for p in range(8):
+                stable, log_end = (c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+                                   for c in probes)
+                if stable != log_end:
+                    return False
+                ends[p] = log_end
+        finally:
+            for c in probes:
+                c.close()
+        return True
+
+    h.wait_for(settled, "the markers of %s to be written" % topic)
+    return dict(ends)
+
+
+def metric_lines(port, name):
+    body = h.http_get(port, "/metrics")[1]
+    return dict(re.findall(r"^%s\{partition=\"(\d+)\"\} (\S+)$" % re.escape(name), body, re.M))
+
+
+def meta(field):
+    return {p: int(svc.redis.hget("tierd:{orders.%d}:meta" % p, field) or -1) for p in range(8)}
+
+
+svc = h.Services("transactional")
+tx = Producer({"bootstrap.servers": svc.bootstrap, "transactional.id": "tierd-test-tx"})
+tx.init_transactions(30)
+
+# Profiles: one committed transaction, then an aborted one with other grades.
+committed_profiles = [profile(c, "A", 0.7) for c in CUST[:16]]
+transaction(tx, "customer-profiles", committed_profiles)
+transaction(tx, "customer-profiles", [profile(c, "D", 0.1) for c in CUST[:16]], commit=False)
+
+# Orders: three committed transactions (the third re-sends an order id of
+# the first), then an aborted one.
+committed = []
+for n in range(3):
+    recs = [sale("T%d-%d" % (n, i), rnd.choice(CUST)) for i in range(60)]
+    if n == 2:
+        again = committed[0]
+        recs.append(h.Rec(again.partition, again.key, again.value, again.order))
+    transaction(tx, "orders", recs)
+    committed += recs
+aborted = [sale("AB-%d" % i, rnd.choice(CUST)) for i in range(40)]
+transaction(tx, "orders", aborted, commit=False)
+
+ends, pends = settled_ends("orders"), settled_ends("customer-profiles")
+h.log("ends: orders %s, profiles %s" % (ends, pends))
+
+d = h.Daemon(svc, "transactional-1", time_zone=TZ).start()
+port = d.http_port()
+# Well within the 60 s a partition waited for its profiles' marker.
+h.wait_drained(svc, ends, timeout=40, daemons=[d])
+h.wait_for(lambda: all(meta("poffset")[p] == pends[p] for p in range(8) if pends[p] > 0),
+           "every poffset to reach the profiles' end %s" % pends, timeout=20, daemons=[d])
+assert all(meta("offset")[p] == ends[p] for p in range(8)), (meta("offset"), ends)
+assert "applying orders anyway" not in d.log_text(), d.log_text()[-3000:]
+h.wait_for(lambda: metric_lines(port, "tierd_consumer_lag") == {str(p): "0" for p in range(8)},
+           "the lag of all eight partitions to be 0", timeout=20, daemons=[d])
+want, dead = h.model(committed, tz=TZ)
+assert not dead, dead
+h.compare_state(h.read_state(svc.redis), want)
+for r in committed_profiles:
+    got = svc.redis.hget("tierd:{orders.%d}:p" % r.partition, r.key)
+    assert got is not None and got.split()[3] == b"A" and got.split()[4] == b"0.69999999999999996", \
+        (r.key, got)
+h.log("committed orders and profiles applied once, aborted ones not; offsets at the ends, "
+      "lag 0, no wait for the profiles' marker")
+
+# --- after a restart, one more transaction ---------------------------------
+assert d.term() == 0
+more = [sale("T3-%d" % i, rnd.choice(CUST)) for i in range(60)]
+transaction(tx, "orders", more)
+ends = settled_ends("orders")
+d = h.Daemon(svc, "transactional-2", time_zone=TZ).start()
+port = d.http_port()
+h.wait_drained(svc, ends, timeout=40, daemons=[d])
+h.wait_for(lambda: metric_lines(port, "tierd_consumer_lag") == {str(p): "0" for p in range(8)},
+           "the lag of all eight partitions to be 0 again", timeout=20, daemons=[d])
+body = h.http_get(port, "/metrics")[1]
+assert re.search(r"^tierd_redelivered_total 0$", body, re.M), body
+want, dead = h.model(committed + more, tz=TZ)
+h.compare_state(h.read_state(svc.redis), want)
+assert d.term() == 0
+tx.flush(10)
+h.log("restarted: the next transaction applied once from the offsets past the markers")
