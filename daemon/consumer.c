@@ -79,10 +79,11 @@ typedef struct part {
      * monotonic ms, after an out-of-range error the broker's ends did not
      * explain (out_of_range); 0: nothing due. */
     int64_t refetch_at[2], refetch_off[2];
-    /* [0] orders, [1] profiles: the start of the topic's records after the
-     * offset Redis holds, which the broker deleted unread (out_of_range);
-     * Redis is moved up to it once the records before it are applied
-     * (apply_skip).  -1: nothing to move. */
+    /* [0] orders, [1] profiles: where Redis' offset is to move, past
+     * records that will never come: deleted by the broker unread (the
+     * log's new start, out_of_range), or transaction markers and aborted
+     * records (librdkafka's position, marker_tick).  Moved once the
+     * records handed over before it are applied (apply_skip).  -1: none. */
     int64_t skip_to[2];
     /* The offset the orders' reading last started at (an assignment, a
      * rewind, a reading again): where refetch's eager re-assignment puts
