@@ -12,7 +12,8 @@ every partition.  tierd (read_committed) must:
   and join the committed profiles, not the aborted ones;
 - move every partition's stored offsets past the markers, so that the
   stored offset and poffset reach the topics' ends and the lag gauge says
-  0 on all eight partitions (they stayed one short for good before);
+  0 on all eight partitions (they stayed one short for good before), and
+  the group's committed offsets in Kafka reach the ends too;
 - end each partition's profile catch-up at once: the profiles' end is a
   marker, which tierd used to wait 60 s for ("applying orders anyway");
 - after a restart, with one more committed transaction, go on from there:
@@ -140,6 +141,20 @@ h.wait_for(lambda: metric_lines(port, "tierd_consumer_lag") == {str(p): "0" for 
 want, dead = h.model(committed, tz=TZ)
 assert not dead, dead
 h.compare_state(h.read_state(svc.redis), want)
+
+
+def group_committed():
+    c = Consumer({"bootstrap.servers": svc.bootstrap, "group.id": "tierd-test"})
+    try:
+        got = c.committed([TopicPartition("orders", p) for p in range(8)], timeout=10)
+    finally:
+        c.close()
+    return {tp.partition: tp.offset for tp in got}
+
+
+# Kafka's committed offsets (advisory, for the usual lag tools) follow.
+h.wait_for(lambda: group_committed() == ends, "the group's committed offsets to reach the ends",
+           timeout=30, daemons=[d])
 for r in committed_profiles:
     got = svc.redis.hget("tierd:{orders.%d}:p" % r.partition, r.key)
     assert got is not None and got.split()[3] == b"A" and got.split()[4] == b"0.69999999999999996", \
