@@ -17,13 +17,16 @@ every partition.  tierd (read_committed) must:
 - end each partition's profile catch-up at once: the profiles' end is a
   marker, which tierd used to wait 60 s for ("applying orders anyway");
 - after a restart, with one more committed transaction, go on from there:
-  the new orders applied once, nothing redelivered, nothing skipped.
+  the new orders applied once, nothing redelivered, nothing skipped;
+- and `tierctl rebuild` of a partition reads the topic to its end, past
+  the markers, and rebuilds the committed orders only.
 """
 import datetime as dt
 import io
 import os
 import random
 import re
+import subprocess
 
 import avro.io
 import avro.schema
@@ -179,3 +182,18 @@ h.compare_state(h.read_state(svc.redis), want)
 assert d.term() == 0
 tx.flush(10)
 h.log("restarted: the next transaction applied once from the offsets past the markers")
+
+# --- tierctl rebuild reads the same topic -------------------------------------
+# It reads up to the end, past the markers at the end (it waited for a record
+# at the last offset before), and leaves out the aborted orders.
+P = max(range(8), key=lambda p: sum(r.partition == p for r in committed + more))
+svc.redis.delete(*svc.redis.keys("tierd:{orders.%d}:*" % P))
+env = {k: v for k, v in os.environ.items() if not k.startswith("TIERD_")}
+out = subprocess.run([h.tierctl_binary(), "-c", d.cfg, "rebuild", "--partition", str(P)],
+                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                     timeout=120)
+assert out.returncode == 0, (out.stdout, out.stderr)
+assert "rebuilt orders [%d]" % P in out.stdout, out.stdout
+got = {k: v for k, v in h.read_state(svc.redis).items() if k[0] == P}
+h.compare_state(got, {k: v for k, v in want.items() if k[0] == P})
+h.log("tierctl rebuild of partition %d: the committed orders only; %s" % (P, out.stdout.strip()))
