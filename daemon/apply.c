@@ -97,7 +97,10 @@ typedef struct skip {
     apply_part_t *p;
     int input;
     int64_t to;
-    char mkey[256], off[24], upd[24];
+    int keep; /* only markers and aborted records passed: the hash stays */
+    int kept; /* decided: the hash stays, of the record at `at` */
+    int64_t at;
+    char mkey[256], off[24], upd[24], fp[48];
 } skip_t;
 
 static int skip_plan(void *ctx, txn_read_t *r, char *errstr, size_t errstr_size) {
@@ -112,15 +115,30 @@ static int skip_decide(void *ctx, const store_meta_t *now, redisReply **replies,
     int64_t held = k->input ? now->poffset : now->offset;
     int64_t cached = k->input ? k->p->meta.poffset : k->p->meta.offset;
     if (held != cached) return TXN_AGAIN; /* our last commit landed though its reply was lost */
-    if (held >= k->to) return APPLY_OK;   /* a batch went past it: only the format is written */
+    k->kept = 0;
+    if (held >= k->to) return APPLY_OK; /* a batch went past it: only the format is written */
+    const char *off = k->input ? "poffset" : "offset", *hash = k->input ? "prev_pfp" : "prev_fp";
+    int64_t at = k->input ? now->pprev_at : now->prev_at;
     snprintf(k->off, sizeof(k->off), "%" PRId64, k->to);
     snprintf(k->upd, sizeof(k->upd), "%lld", (long long)time(NULL));
-    if (store_tx_addv(tx, 8, "HSET", (size_t)4, k->mkey, strlen(k->mkey),
-                      k->input ? "poffset" : "offset", strlen(k->input ? "poffset" : "offset"),
-                      k->off, strlen(k->off), "owner", (size_t)5, k->a->owner, strlen(k->a->owner),
-                      "updated_at", (size_t)10, k->upd, strlen(k->upd)) != 0 ||
-        store_tx_addv(tx, 3, "HDEL", (size_t)4, k->mkey, strlen(k->mkey),
-                      k->input ? "prev_pfp" : "prev_fp", (size_t)(k->input ? 8 : 7)) != 0) {
+    if (k->keep && held > 0 && (k->input ? now->has_prev_pfp : now->has_prev_fp)) {
+        k->kept = 1;
+        k->at = at >= 0 ? at : held - 1;
+        snprintf(k->fp, sizeof(k->fp), "%" PRIu64 "@%" PRId64,
+                 k->input ? now->prev_pfp : now->prev_fp, k->at);
+    }
+    int rc = k->kept
+                 ? store_tx_addv(tx, 10, "HSET", (size_t)4, k->mkey, strlen(k->mkey), off,
+                                 strlen(off), k->off, strlen(k->off), "owner", (size_t)5,
+                                 k->a->owner, strlen(k->a->owner), "updated_at", (size_t)10, k->upd,
+                                 strlen(k->upd), hash, strlen(hash), k->fp, strlen(k->fp))
+                 : store_tx_addv(tx, 8, "HSET", (size_t)4, k->mkey, strlen(k->mkey), off,
+                                 strlen(off), k->off, strlen(k->off), "owner", (size_t)5,
+                                 k->a->owner, strlen(k->a->owner), "updated_at", (size_t)10, k->upd,
+                                 strlen(k->upd)) ||
+                       store_tx_addv(tx, 3, "HDEL", (size_t)4, k->mkey, strlen(k->mkey), hash,
+                                     strlen(hash));
+    if (rc != 0) {
         snprintf(errstr, errstr_size, "out of memory");
         return APPLY_RETRY;
     }
@@ -129,21 +147,25 @@ static int skip_decide(void *ctx, const store_meta_t *now, redisReply **replies,
 
 static void skip_committed(void *ctx, apply_stats_t *st) {
     skip_t *k = ctx;
+    store_meta_t *m = &k->p->meta;
     (void)st;
-    if (k->input && k->p->meta.poffset < k->to) {
-        k->p->meta.poffset = k->to;
-        k->p->meta.has_prev_pfp = 0;
-    } else if (!k->input && k->p->meta.offset < k->to) {
-        k->p->meta.offset = k->to;
-        k->p->meta.has_prev_fp = 0;
+    if ((k->input ? m->poffset : m->offset) >= k->to) return;
+    if (k->input) {
+        m->poffset = k->to;
+        m->has_prev_pfp = k->kept;
+        m->pprev_at = k->kept ? k->at : -1;
+    } else {
+        m->offset = k->to;
+        m->has_prev_fp = k->kept;
+        m->prev_at = k->kept ? k->at : -1;
     }
 }
 
 static const txn_ops_t skip_ops = {skip_plan, skip_decide, skip_committed, FAULT_COMMIT, 0};
 
-int apply_skip(apply_ctx_t *a, apply_part_t *p, int input, int64_t to, char *errstr,
+int apply_skip(apply_ctx_t *a, apply_part_t *p, int input, int64_t to, int keep_check, char *errstr,
                size_t errstr_size) {
-    skip_t k = {a, p, input, to, "", "", ""};
+    skip_t k = {a, p, input, to, keep_check, 0, -1, "", "", "", ""};
     if ((input ? p->meta.poffset : p->meta.offset) >= to) return APPLY_OK;
     store_key(a->store, p->topic, p->partition, "meta", k.mkey, sizeof(k.mkey));
     return txn_run(a, p, &skip_ops, &k, errstr, errstr_size);

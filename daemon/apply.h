@@ -139,9 +139,12 @@ int apply_prev_fp(const apply_msg_t *last, int64_t held, uint64_t *fp);
  * deleted the records between before tierd read them (consumer.c's
  * out_of_range), or they are transaction markers and aborted records
  * (marker_tick), and no batch moves the offset past them until a record
- * comes after.  No record before `to` is one tierd applied, so the hash
- * of one (prev_fp, prev_pfp) goes.  Returns APPLY_* (txn_run). */
-int apply_skip(apply_ctx_t *a, apply_part_t *p, int input, int64_t to, char *errstr,
+ * comes after.  keep_check 1 (markers only): the hash of the last record
+ * applied (prev_fp, prev_pfp) stays, now saying its offset ("HASH@AT",
+ * store.h's prev_at), so a partition taken later still checks that record;
+ * 0 (records deleted): the hash goes, its record may be gone.  Returns
+ * APPLY_* (txn_run). */
+int apply_skip(apply_ctx_t *a, apply_part_t *p, int input, int64_t to, int keep_check, char *errstr,
                size_t errstr_size);
 void apply_free(apply_ctx_t *a);
 

@@ -600,6 +600,7 @@ static void batch_committed(void *ctx, apply_stats_t *st) {
     if (b->has_prev_fp) {
         b->p->meta.prev_fp = b->prev_fp;
         b->p->meta.has_prev_fp = 1;
+        b->p->meta.prev_at = -1; /* the record before the offset */
     }
     if (b->decisions) {
         if (b->outbox.tier_events + b->outbox.quota_events > 0) b->p->outbox_dirty = 1;

@@ -61,12 +61,15 @@ typedef struct part {
     int64_t retry_at; /* monotonic: waiting on a retry until then; 0 = not waiting */
     int64_t backoff;
     /* The offset after the last record polled since the assignment or a
-     * seek, orders and profiles; -1: none yet (see prefetch_wake).  For
-     * orders, only records taken into a batch (or checked) count. */
+     * seek, orders and profiles; -1: none yet (see prefetch_wake). */
     int64_t next_off, pnext_off;
-    /* The same for profiles, only records taken into a batch (or
-     * checked): with next_off, what marker_tick compares with Redis. */
-    int64_t ptaken;
+    /* [0] orders, [1] profiles: every offset below it was handed over and
+     * taken into a batch (or checked), or holds nothing that will ever
+     * come (a reading started there, apply_skip moved past it); -1: not
+     * known since the reading started.  What marker_tick compares with
+     * the offset Redis holds.  A record tierd drops must leave it behind
+     * (or come with a flag marker_tick checks): else a skip passes it. */
+    int64_t taken[2];
     /* [0] orders, [1] profiles: the offset tierd holds for it, found past
      * the topic's end (out_of_range); its reading waits.  -1: none. */
     int64_t past_end[2];
@@ -85,6 +88,10 @@ typedef struct part {
      * records (librdkafka's position, marker_tick).  Moved once the
      * records handed over before it are applied (apply_skip).  -1: none. */
     int64_t skip_to[2];
+    /* [0] orders, [1] profiles: skip_to passes only markers and aborted
+     * records, so the hash of the last record applied stays valid
+     * (apply_skip's keep_check); 0 when records were deleted. */
+    int skip_keep[2];
     /* The offset the orders' reading last started at (an assignment, a
      * rewind, a reading again): where refetch's eager re-assignment puts
      * a partition that has handed over nothing since. */
@@ -210,7 +217,7 @@ static part_t *part_get(consumer_t *k, int32_t p) {
         for (int32_t i = k->nparts; i < n; i++) {
             for (int input = 0; input < 2; input++)
                 np[i].past_end[input] = np[i].verify_at[input] = np[i].skip_to[input] = -1;
-            np[i].next_off = np[i].pnext_off = np[i].ptaken = -1;
+            np[i].next_off = np[i].pnext_off = np[i].taken[0] = np[i].taken[1] = -1;
         }
         k->parts = np;
         k->nparts = n;
@@ -326,11 +333,14 @@ static int rewind_part(consumer_t *k, int32_t id, part_t *pt) {
     pt->need_rewind = 1;
     if (claim(k, id, pt, 0) != 0) return -1;
     pt->need_rewind = 0;
-    pt->next_off = pt->pnext_off = pt->ptaken = -1;
+    pt->next_off = pt->pnext_off = -1;
     /* What was to be skipped was measured against the offset Redis
-     * held before; out_of_range and marker_tick measure it again. */
+     * held before; out_of_range and marker_tick measure it again.  The
+     * reading starts again at the offsets Redis holds, unchecked. */
     pt->skip_to[0] = pt->skip_to[1] = -1;
     pt->verify_at[0] = pt->verify_at[1] = -1;
+    pt->taken[0] = pt->ap.meta.offset;
+    pt->taken[1] = pt->ap.meta.poffset;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     pt->read_from = pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
     rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id)->offset = pt->read_from;
@@ -512,11 +522,15 @@ static int part_service(consumer_t *k, int32_t id, part_t *pt) {
     rc = part_on_result(k, id, pt, part_flush(k, id, pt, err, sizeof(err)), err);
     for (int input = 0; rc == APPLY_OK && input < 2; input++) {
         /* The records handed over before them first. */
-        if (pt->skip_to[input] < 0 || (input ? pt->prof.n : pt->npending) > 0) continue;
-        rc = apply_skip(k->apply, &pt->ap, input, pt->skip_to[input], err, sizeof(err));
+        int64_t to = pt->skip_to[input];
+        if (to < 0 || (input ? pt->prof.n : pt->npending) > 0) continue;
+        rc = apply_skip(k->apply, &pt->ap, input, to, pt->skip_keep[input], err, sizeof(err));
         if (part_on_result(k, id, pt, rc, err) != APPLY_OK) continue;
         pt->skip_to[input] = -1;
-        if (!input) landed(k, id, pt->ap.meta.offset); /* Kafka's committed offset too */
+        if (pt->taken[input] < to) pt->taken[input] = to;
+        /* Kafka's committed offset too; a batch in the air does that once
+         * it lands (on_settled). */
+        if (!input && !apply_in_flight(k->apply, id)) landed(k, id, pt->ap.meta.offset);
     }
     return rc;
 }
@@ -792,19 +806,25 @@ static int assign_one(consumer_t *k, rd_kafka_topic_partition_t *tp) {
     pt->ap.partition = tp->partition;
     pt->ap.outbox_dirty = 1; /* whatever the previous owner left */
     pt->last_record_ms = mono_ms();
-    pt->next_off = pt->pnext_off = pt->ptaken = -1;
+    pt->next_off = pt->pnext_off = -1;
     pt->past_end[0] = pt->past_end[1] = -1;
     pt->refetch_at[0] = pt->refetch_at[1] = 0;
     pt->skip_to[0] = pt->skip_to[1] = -1;
     pt->verify_at[0] = pt->verify_at[1] = -1;
+    /* The record the hash was taken of: the one before the offset, or
+     * the last one applied before markers (apply_skip). */
     if (pt->ap.meta.offset > 0 && pt->ap.meta.has_prev_fp) {
-        pt->verify_at[0] = pt->ap.meta.offset - 1;
+        pt->verify_at[0] = pt->ap.meta.prev_at >= 0 ? pt->ap.meta.prev_at : pt->ap.meta.offset - 1;
         pt->verify_fp[0] = pt->ap.meta.prev_fp;
     }
     if (pt->ap.meta.poffset > 0 && pt->ap.meta.has_prev_pfp) {
-        pt->verify_at[1] = pt->ap.meta.poffset - 1;
+        pt->verify_at[1] =
+            pt->ap.meta.pprev_at >= 0 ? pt->ap.meta.pprev_at : pt->ap.meta.poffset - 1;
         pt->verify_fp[1] = pt->ap.meta.prev_pfp;
     }
+    /* Unchecked, a reading starts at the offset Redis holds. */
+    pt->taken[0] = pt->verify_at[0] >= 0 ? -1 : pt->ap.meta.offset;
+    pt->taken[1] = pt->verify_at[1] >= 0 ? -1 : pt->ap.meta.poffset;
     /* Bootstrap the table before the stream: orders of this partition
      * wait until the profiles that exist now are joined. */
     int64_t lo = 0, hi = 0;
@@ -1322,10 +1342,8 @@ static void topic_check(consumer_t *k, int input, part_t *pt, const rd_kafka_mes
     char why[200];
     pt->verify_at[input] = -1;
     if (state_order_fp(m->payload, m->len) == pt->verify_fp[input]) {
-        if (input)
-            pt->ptaken = m->offset + 1;
-        else
-            pt->next_off = m->offset + 1;
+        /* Between it and the offset held: markers at most. */
+        pt->taken[input] = input ? pt->ap.meta.poffset : pt->ap.meta.offset;
         return;
     }
     snprintf(why, sizeof(why),
@@ -1382,6 +1400,7 @@ static int enqueue(consumer_t *k, rd_kafka_message_t *m, int64_t now) {
     }
     if (pt->npending == 0 && pt->prof.n == 0) pt->due_ms = now + k->conf->batch_max_ms;
     pt->pending[pt->npending++] = m;
+    pt->taken[0] = m->offset + 1;
     k->npending++;
     return 0;
 }
@@ -1461,11 +1480,12 @@ static void refetch(consumer_t *k, int input, int32_t id, int64_t offset) {
     if (l) rd_kafka_topic_partition_list_destroy(l);
     part_t *pt = part_get(k, id);
     if (pt && input) {
-        pt->pnext_off = pt->ptaken = -1;
+        pt->pnext_off = -1;
     } else if (pt) {
         pt->next_off = -1;
         pt->read_from = offset;
     }
+    if (pt) pt->taken[input] = -1; /* records before offset may have been dropped */
 }
 
 /* librdkafka's _AUTO_OFFSET_RESET for m's partition of input: the reading
@@ -1515,7 +1535,10 @@ static void out_of_range(consumer_t *k, int input, const rd_kafka_message_t *m) 
                       "reading on from offset %" PRId64,
                       topic, (int)id, from, lo - 1, lo - from, what, lo);
         }
-        if (held < lo) pt->skip_to[input] = lo;
+        if (held < lo) {
+            pt->skip_to[input] = lo;
+            pt->skip_keep[input] = 0; /* the record hashed may be gone */
+        }
         refetch(k, input, id, lo);
         return;
     }
@@ -1566,7 +1589,7 @@ static void marker_tick(consumer_t *k, int input) {
     const char *topic = input ? k->conf->topic_profiles : k->conf->topic_orders;
     for (int32_t i = 0; i < k->nparts; i++) {
         part_t *pt = &k->parts[i];
-        int64_t taken = input ? pt->ptaken : pt->next_off;
+        int64_t taken = pt->taken[input];
         int64_t held = input ? pt->ap.meta.poffset : pt->ap.meta.offset;
         size_t n = input ? pt->prof.n : pt->npending;
         if (!pt->assigned || pt->fenced || pt->need_rewind || pt->settle_rc || pt->retry_at ||
@@ -1579,9 +1602,9 @@ static void marker_tick(consumer_t *k, int input) {
         for (int j = 0; j < l->cnt; j++) {
             part_t *pt = &k->parts[l->elems[j].partition];
             int64_t at = l->elems[j].offset;
-            if (!l->elems[j].err && at > (input ? pt->ptaken : pt->next_off) &&
-                at > pt->skip_to[input])
-                pt->skip_to[input] = at;
+            if (l->elems[j].err || at <= pt->taken[input] || at <= pt->skip_to[input]) continue;
+            if (pt->skip_to[input] < 0) pt->skip_keep[input] = 1; /* else records were deleted */
+            pt->skip_to[input] = at;
         }
     rd_kafka_topic_partition_list_destroy(l);
 }
@@ -1610,11 +1633,18 @@ static void poll_profiles(consumer_t *k) {
         part_t *pt = part_get(k, pm->partition);
         if (pt) pt->pnext_off = pm->offset + 1;
         if (!pt || !pt->assigned || pt->fenced || pt->past_end[1] >= 0 || pt->refetch_at[1] ||
-            checked(k, 1, pt, pm) || pending_push(&pt->prof, pm) != 0) {
+            checked(k, 1, pt, pm)) {
             rd_kafka_message_destroy(pm);
             continue;
         }
-        pt->ptaken = pm->offset + 1;
+        if (pending_push(&pt->prof, pm) != 0) { /* as for orders: never read past it */
+            rd_kafka_message_destroy(pm);
+            log_error("consumer", "out of memory; shutting down");
+            k->fatal = 1;
+            *k->stop = 1;
+            break;
+        }
+        pt->taken[1] = pm->offset + 1;
         if (pt->npending == 0) pt->due_ms = mono_ms();
     }
     prefetch_note(&k->ppf, queued, got, bytes);

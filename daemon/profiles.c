@@ -280,6 +280,7 @@ static void pb_committed(void *ctx, apply_stats_t *tally) {
     if (b->has_prev) {
         b->p->meta.prev_pfp = b->prev;
         b->p->meta.has_prev_pfp = 1;
+        b->p->meta.pprev_at = -1; /* the record before the offset */
     }
     if (b->outbox.tier_events) b->p->outbox_dirty = 1;
     tally->tier_events += b->outbox.tier_events;

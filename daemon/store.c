@@ -748,6 +748,18 @@ static int64_t reply_int(const redisReply *r, int64_t dflt) {
     return strtoll(r->str, NULL, 10);
 }
 
+/* prev_fp, prev_pfp: "HASH" (of the record before the offset) or
+ * "HASH@AT" (of the record at offset AT: markers follow it, apply_skip). */
+static int prev_hash(const redisReply *f, uint64_t *fp, int64_t *at) {
+    char *end;
+    *fp = 0;
+    *at = -1;
+    if (!f || f->type != REDIS_REPLY_STRING) return 0;
+    *fp = strtoull(f->str, &end, 10);
+    if (*end == '@') *at = strtoll(end + 1, NULL, 10);
+    return 1;
+}
+
 #define META_FIELDS "epoch offset month reviewed poffset format rv_month rv_after prev_fp prev_pfp"
 #define META_NFIELDS STORE_META_NFIELDS
 #define META_FIELD_LIST                                                                            \
@@ -773,12 +785,8 @@ static void meta_from_reply(const redisReply *r, store_meta_t *m) {
         memcpy(m->rv_after, a->str, a->len);
         m->rv_after[a->len] = '\0';
     }
-    const redisReply *f = r->element[8];
-    m->has_prev_fp = f && f->type == REDIS_REPLY_STRING;
-    m->prev_fp = m->has_prev_fp ? strtoull(f->str, NULL, 10) : 0;
-    f = r->element[9];
-    m->has_prev_pfp = f && f->type == REDIS_REPLY_STRING;
-    m->prev_pfp = m->has_prev_pfp ? strtoull(f->str, NULL, 10) : 0;
+    m->has_prev_fp = prev_hash(r->element[8], &m->prev_fp, &m->prev_at);
+    m->has_prev_pfp = prev_hash(r->element[9], &m->prev_pfp, &m->pprev_at);
 }
 
 int store_meta_parse(const redisReply *r, store_meta_t *m) {

@@ -61,6 +61,11 @@ typedef struct store_meta {
     int has_prev_fp;
     uint64_t prev_pfp; /* the same for the profile record at poffset - 1 */
     int has_prev_pfp;
+    /* The offset of the record prev_fp (pprev_at: prev_pfp) hashes when
+     * only transaction markers and aborted records follow it up to the
+     * offset (apply_skip moved it past them; stored as "HASH@AT");
+     * -1: the record at offset - 1. */
+    int64_t prev_at, pprev_at;
 } store_meta_t;
 
 /* A list of commands for one MULTI/EXEC, built by the caller.  Strings are

@@ -290,16 +290,16 @@ static void test_skip_moves_offset_past_deleted_records(void **state) {
     assert_true(meta_of(4, "prev_fp") >= 0);
     /* Offsets 1..9 were deleted unread: Redis moves to 10, without the
      * hash of a record that is gone; the state stays. */
-    APPLY_OK_OR_FAIL(apply_skip(&a, &p, 0, 10, err, sizeof(err)));
+    APPLY_OK_OR_FAIL(apply_skip(&a, &p, 0, 10, 0, err, sizeof(err)));
     assert_int_equal(p.meta.offset, 10);
     assert_false(p.meta.has_prev_fp);
     assert_int_equal(meta_of(4, "offset"), 10);
     assert_int_equal(meta_of(4, "prev_fp"), -1);
     assert_int_equal(qty_of(4, 202611, "c6"), 2);
     /* Never backwards; the profiles' offset on its own. */
-    APPLY_OK_OR_FAIL(apply_skip(&a, &p, 0, 5, err, sizeof(err)));
+    APPLY_OK_OR_FAIL(apply_skip(&a, &p, 0, 5, 0, err, sizeof(err)));
     assert_int_equal(meta_of(4, "offset"), 10);
-    APPLY_OK_OR_FAIL(apply_skip(&a, &p, 1, 3, err, sizeof(err)));
+    APPLY_OK_OR_FAIL(apply_skip(&a, &p, 1, 3, 0, err, sizeof(err)));
     assert_int_equal(meta_of(4, "poffset"), 3);
     assert_int_equal(meta_of(4, "offset"), 10);
     /* A batch after it goes on from there. */
@@ -308,10 +308,41 @@ static void test_skip_moves_offset_past_deleted_records(void **state) {
     batch_free(&b);
     assert_int_equal(meta_of(4, "offset"), 11);
     assert_int_equal(qty_of(4, 202611, "c6"), 7);
+    /* Past transaction markers (11, 12): the hash stays, saying it is of
+     * the record at 10; again past more markers, still of that record. */
+    uint64_t fp = p.meta.prev_fp;
+    char want[64];
+    snprintf(want, sizeof(want), "%llu@10", (unsigned long long)fp);
+    APPLY_OK_OR_FAIL(apply_skip(&a, &p, 0, 13, 1, err, sizeof(err)));
+    APPLY_OK_OR_FAIL(apply_skip(&a, &p, 0, 15, 1, err, sizeof(err)));
+    redisReply *r = redisCommand(rc, "HGET tierd:{orders.4}:meta prev_fp");
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    assert_string_equal(r->str, want);
+    freeReplyObject(r);
+    assert_int_equal(meta_of(4, "offset"), 15);
+    assert_true(p.meta.has_prev_fp);
+    assert_int_equal(p.meta.prev_at, 10);
+    /* What a partition taken later reads: the record at 10 to check. */
+    store_meta_t m;
+    assert_int_equal(store_claim(store, "orders", 4, "test", &m, err, sizeof(err)), 0);
+    assert_true(m.has_prev_fp);
+    assert_true(m.prev_fp == fp);
+    assert_int_equal(m.prev_at, 10);
+    assert_int_equal(m.offset, 15);
+    p.meta = m;
+    /* A batch after them hashes its own last record, before its offset. */
+    add(&b, 15, "o3", "c6", NOV + DAY, 1);
+    APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
+    batch_free(&b);
+    assert_int_equal(p.meta.prev_at, -1);
+    assert_true(store_claim(store, "orders", 4, "test", &m, err, sizeof(err)) == 0 &&
+                m.prev_at == -1 && m.has_prev_fp && m.offset == 16);
+    p.meta = m;
     /* A stale owner moves nothing. */
     assert_int_equal(store_claim(store, "orders", 4, "young", &young.meta, err, sizeof(err)), 0);
-    assert_int_equal(apply_skip(&a, &p, 0, 20, err, sizeof(err)), APPLY_FENCED);
-    assert_int_equal(meta_of(4, "offset"), 11);
+    assert_int_equal(apply_skip(&a, &p, 0, 20, 0, err, sizeof(err)), APPLY_FENCED);
+    assert_int_equal(meta_of(4, "offset"), 16);
     apply_free(&a);
 }
 

@@ -22,7 +22,11 @@ every partition.  tierd (read_committed) must:
   the markers, and rebuilds the committed orders only;
 - killed -9 while 30 small transactions stream in (every fifth aborted),
   a new tierd ends with every committed order counted once, no aborted
-  one, and the lag 0.
+  one, and the lag 0;
+- the offsets moved past markers keep the hash of the last record applied
+  with its offset: with the topic deleted and made again while tierd is
+  stopped, grown past those records, every partition waits and nothing is
+  applied (the check had nothing to compare before).
 """
 import datetime as dt
 import io
@@ -36,6 +40,7 @@ import time
 import avro.io
 import avro.schema
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 import harness as h
 
@@ -246,3 +251,33 @@ want, dead = h.model(committed + more + stream_committed, tz=TZ)
 h.compare_state(h.read_state(svc.redis), want)
 assert d.term() == 0
 h.log("killed -9 among %d transactions: every committed order once, no aborted one" % 30)
+
+# --- the topic made again while tierd is stopped -------------------------------
+# Every partition's offset was last moved past markers, and the hash kept
+# names the record it is of (prev_fp "HASH@AT"): a new topic grown past it
+# holds another record there, and every partition waits, applying nothing.
+held = meta("offset")
+assert all(svc.redis.hget("tierd:{orders.%d}:meta" % p, "prev_fp") for p in range(8))
+assert any(b"@" in svc.redis.hget("tierd:{orders.%d}:meta" % p, "prev_fp") for p in range(8))
+state_before = h.read_state(svc.redis)
+admin = AdminClient({"bootstrap.servers": svc.bootstrap})
+for f in admin.delete_topics(["orders"], operation_timeout=30).values():
+    f.result()
+h.wait_for(lambda: "orders" not in admin.list_topics(timeout=10).topics, "orders to be gone")
+subprocess.run([os.path.join(h.ROOT, "scripts", "topics"), "--bootstrap", svc.bootstrap,
+                "--partitions", "8"], check=True, stdout=subprocess.DEVNULL)
+h.wait_topics_ready(svc.bootstrap, ["orders"], 8)
+new = []
+for p in range(8):
+    custs = [c for c in ("NT%05d" % i for i in range(4000)) if h.partition_of(c) == p][:5]
+    new += [sale("N%d-%d" % (p, i), custs[i % 5]) for i in range(held[p] + 5)]
+h.produce(svc.bootstrap, "orders", new)
+d = h.Daemon(svc, "transactional-5", time_zone=TZ).start()
+port = d.http_port()
+h.wait_for(lambda: metric(port, 'tierd_partitions_past_end{input="orders"}') == 8,
+           "all eight partitions to wait on the new topic", daemons=[d])
+assert "is not the one tierd applied there" in d.log_text(), d.log_text()[-3000:]
+assert meta("offset") == held
+assert h.read_state(svc.redis) == state_before
+assert d.term() == 0
+h.log("the topic made again and grown past the offsets: all eight wait, nothing applied")
