@@ -17,7 +17,8 @@ every partition.  tierd (read_committed) must:
 - end each partition's profile catch-up at once: the profiles' end is a
   marker, which tierd used to wait 60 s for ("applying orders anyway");
 - after a restart, with one more committed transaction, go on from there:
-  the new orders applied once, nothing redelivered, nothing skipped;
+  the new orders applied once, nothing redelivered, nothing skipped; and
+  move again past an aborted transaction that comes after that;
 - and `tierctl rebuild` of a partition reads the topic to its end, past
   the markers, and rebuilds the committed orders only;
 - killed -9 while 30 small transactions stream in (every fifth aborted),
@@ -194,6 +195,13 @@ h.wait_for(lambda: metric_lines(port, "tierd_consumer_lag") == {str(p): "0" for 
            "the lag of all eight partitions to be 0 again", timeout=20, daemons=[d])
 body = h.http_get(port, "/metrics")[1]
 assert re.search(r"^tierd_redelivered_total 0$", body, re.M), body
+# An aborted transaction after the offsets moved past the last commit
+# marker: moved again, past its records and marker.
+transaction(tx, "orders", [sale("AB2-%d" % i, rnd.choice(CUST)) for i in range(40)], commit=False)
+ends = settled_ends("orders")
+h.wait_drained(svc, ends, timeout=40, daemons=[d])
+h.wait_for(lambda: metric_lines(port, "tierd_consumer_lag") == {str(p): "0" for p in range(8)},
+           "the lag to be 0 past the aborted transaction", timeout=20, daemons=[d])
 want, dead = h.model(committed + more, tz=TZ)
 h.compare_state(h.read_state(svc.redis), want)
 assert d.term() == 0
