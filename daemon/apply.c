@@ -127,17 +127,14 @@ static int skip_decide(void *ctx, const store_meta_t *now, redisReply **replies,
         snprintf(k->fp, sizeof(k->fp), "%" PRIu64 "@%" PRId64,
                  k->input ? now->prev_pfp : now->prev_fp, k->at);
     }
-    int rc = k->kept
-                 ? store_tx_addv(tx, 10, "HSET", (size_t)4, k->mkey, strlen(k->mkey), off,
-                                 strlen(off), k->off, strlen(k->off), "owner", (size_t)5,
-                                 k->a->owner, strlen(k->a->owner), "updated_at", (size_t)10, k->upd,
-                                 strlen(k->upd), hash, strlen(hash), k->fp, strlen(k->fp))
-                 : store_tx_addv(tx, 8, "HSET", (size_t)4, k->mkey, strlen(k->mkey), off,
-                                 strlen(off), k->off, strlen(k->off), "owner", (size_t)5,
-                                 k->a->owner, strlen(k->a->owner), "updated_at", (size_t)10, k->upd,
-                                 strlen(k->upd)) ||
-                       store_tx_addv(tx, 3, "HDEL", (size_t)4, k->mkey, strlen(k->mkey), hash,
-                                     strlen(hash));
+    /* Without the kept hash, its two arguments are left off the end, and
+     * the hash goes. */
+    int rc = store_tx_addv(tx, k->kept ? 10 : 8, "HSET", (size_t)4, k->mkey, strlen(k->mkey), off,
+                           strlen(off), k->off, strlen(k->off), "owner", (size_t)5, k->a->owner,
+                           strlen(k->a->owner), "updated_at", (size_t)10, k->upd, strlen(k->upd),
+                           hash, strlen(hash), k->fp, strlen(k->fp)) ||
+             (!k->kept && store_tx_addv(tx, 3, "HDEL", (size_t)4, k->mkey, strlen(k->mkey), hash,
+                                        strlen(hash)));
     if (rc != 0) {
         snprintf(errstr, errstr_size, "out of memory");
         return APPLY_RETRY;

@@ -55,8 +55,8 @@ typedef struct store_meta {
      * record at offset - 1, written with the offset by each batch: a topic
      * made again holds another record there (consumer.c checks it when it
      * takes the partition).  has_prev_fp 0: none (a tool moved the offset,
-     * apply_skip moved it past records that never come,
-     * or state from before it was kept). */
+     * apply_skip moved it past records the broker deleted, or state from
+     * before it was kept). */
     uint64_t prev_fp;
     int has_prev_fp;
     uint64_t prev_pfp; /* the same for the profile record at poffset - 1 */

@@ -318,11 +318,18 @@ int tierctl_hscan(store_t *s, const char *key, tierctl_field_fn fn, void *opaque
 /* Kafka, read by hand                                                 */
 
 rd_kafka_t *tierctl_kafka(const config_t *c, char *errstr, size_t errstr_size) {
-    static const char *const fixed[] = {"group.id", "tierctl", "enable.auto.commit", "false",
-                                        "enable.auto.offset.store", "false", "enable.partition.eof",
+    /* read_committed as tierd reads: no aborted record counts. */
+    static const char *const fixed[] = {"group.id",
+                                        "tierctl",
+                                        "enable.auto.commit",
+                                        "false",
+                                        "enable.auto.offset.store",
+                                        "false",
+                                        "enable.partition.eof",
                                         "true",
-                                        /* as tierd reads: no aborted record */
-                                        "isolation.level", "read_committed", NULL};
+                                        "isolation.level",
+                                        "read_committed",
+                                        NULL};
     char why[512];
     rd_kafka_conf_t *conf = kafkaconf_build(c, fixed, errstr, errstr_size);
     if (!conf) return NULL;
