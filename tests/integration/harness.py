@@ -16,6 +16,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -1286,6 +1287,35 @@ def http_get(port, path, timeout=5):
         return e.code, e.read().decode()
     except (urllib.error.URLError, OSError) as e:
         return None, str(e)
+
+
+def metric(port, name):
+    """The value of the unlabelled series `name` (or `name{labels}`, given
+    whole) on tierd's /metrics."""
+    status, body = http_get(port, "/metrics")
+    assert status == 200, status
+    m = re.search(r"^%s (\S+)$" % re.escape(name), body, re.M)
+    assert m, "%s not in /metrics" % name
+    return float(m.group(1))
+
+
+def partition_metric(port, name):
+    """{partition: value text} of a per-partition series on /metrics."""
+    body = http_get(port, "/metrics")[1]
+    return dict(re.findall(r"^%s\{partition=\"(\d+)\"\} (\S+)$" % re.escape(name), body,
+                           re.M))
+
+
+def make_again(svc, *topics, daemons=()):
+    """Deletes the topics and makes them again (scripts/topics), empty."""
+    admin = AdminClient({"bootstrap.servers": svc.bootstrap})
+    for f in admin.delete_topics(list(topics), operation_timeout=30).values():
+        f.result()
+    wait_for(lambda: not set(topics) & set(admin.list_topics(timeout=10).topics),
+             "%s to be gone" % ", ".join(topics), daemons=daemons)
+    subprocess.run([os.path.join(ROOT, "scripts", "topics"), "--bootstrap", svc.bootstrap,
+                    "--partitions", "8"], check=True, stdout=subprocess.DEVNULL)
+
 
 
 def config_keys(binary=None):

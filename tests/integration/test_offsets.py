@@ -38,12 +38,10 @@ import datetime as dt
 import io
 import os
 import random
-import re
 import subprocess
 
 import avro.io
 import avro.schema
-from confluent_kafka.admin import AdminClient
 
 import harness as h
 
@@ -103,13 +101,6 @@ def orders(parts, per_part, tag):
             for i in range(per_part) for p in parts]
 
 
-def metric(port, name):
-    body = h.http_get(port, "/metrics")[1]
-    m = re.search(r"^%s (\S+)$" % re.escape(name), body, re.M)
-    assert m, "%s not in /metrics" % name
-    return float(m.group(1))
-
-
 def offsets():
     return {p: int(svc.redis.hget("tierd:{orders.%d}:meta" % p, "offset") or -1)
             for p in range(8)}
@@ -134,18 +125,7 @@ def tierctl(cfg, *args):
     return p.stdout
 
 
-def make_again(*topics, daemons=()):
-    """Deletes the topics and makes them again (scripts/topics), empty."""
-    for f in admin.delete_topics(list(topics), operation_timeout=30).values():
-        f.result()
-    h.wait_for(lambda: not set(topics) & set(admin.list_topics(timeout=10).topics),
-               "%s to be gone" % ", ".join(topics), daemons=daemons)
-    subprocess.run([os.path.join(h.ROOT, "scripts", "topics"), "--bootstrap", svc.bootstrap,
-                    "--partitions", "8"], check=True, stdout=subprocess.DEVNULL)
-
-
 svc = h.Services("offsets")
-admin = AdminClient({"bootstrap.servers": svc.bootstrap})
 
 # --- state in partitions 0-5 ------------------------------------------------
 first = orders(range(6), 15, "A")
@@ -200,12 +180,12 @@ h.wait_drained(svc, ends, timeout=120, daemons=[d])
 line = "orders [0]: offsets %d..%d were deleted by the broker (retention) before tierd read " \
        "them: up to %d orders lost; reading on from offset %d" % (held[0], cut - 1, DELETED, cut)
 h.wait_for(lambda: line in d.log_text(), "tierd to say which orders were deleted", daemons=[d])
-h.wait_for(lambda: metric(port, 'tierd_deleted_unread_total{input="orders"}') == DELETED + TAIL,
+h.wait_for(lambda: h.metric(port, 'tierd_deleted_unread_total{input="orders"}') == DELETED + TAIL,
            "/metrics to count the deleted orders", daemons=[d])
 # wait_drained saw Redis hold partition 4 at the topic's end, though no
 # record after the deleted ones moved it there; and the lag says 0.
 assert "orders [4]: offsets %d..%d were deleted" % (held[4], held[4] + TAIL - 1) in d.log_text()
-h.wait_for(lambda: metric(port, 'tierd_consumer_lag{partition="4"}') == 0,
+h.wait_for(lambda: h.metric(port, 'tierd_consumer_lag{partition="4"}') == 0,
            "partition 4's lag to be 0", daemons=[d])
 kept = [r for r in first + second if r not in gone]
 h.compare_state(h.read_state(svc.redis), want_of(kept, range(8)))
@@ -213,7 +193,7 @@ h.log("deleted before read: %d orders lost, said and counted; the rest applied o
 line = "customer-profiles [2]: offsets 5..8 were deleted by the broker (retention) before " \
        "tierd read them: up to 4 profiles lost; reading on from offset 9"
 h.wait_for(lambda: line in d.log_text(), "tierd to say which profiles were deleted", daemons=[d])
-h.wait_for(lambda: metric(port, 'tierd_deleted_unread_total{input="profiles"}') == 4 + 2,
+h.wait_for(lambda: h.metric(port, 'tierd_deleted_unread_total{input="profiles"}') == 4 + 2,
            "/metrics to count the deleted profiles", daemons=[d])
 h.wait_for(lambda: int(svc.redis.hget("tierd:{orders.2}:meta", "poffset")) == 11,
            "the profiles after the deleted ones", daemons=[d])
@@ -255,15 +235,15 @@ h.wait_for(lambda: line in d.log_text(), "tierd to say which orders were deleted
 line = "orders [3]: offset %d was out of range for a moment (the partition holds 0..%d); " \
        "reading from it again in 500 ms" % (glitch, held[3] + 9)
 assert line in d.log_text(), d.log_text()[-3000:]
-assert metric(port, 'tierd_partitions_past_end{input="orders"}') == 0
+assert h.metric(port, 'tierd_partitions_past_end{input="orders"}') == 0
 # Reading 1 and 3 again assigned every partition anew: the others went on
 # at their positions, not back at Kafka's committed offsets (whose records
 # tierd would have received again, and skipped).
 applied = len([r for r in more if r not in gone])
-h.wait_for(lambda: metric(port, "tierd_orders_applied_total") == applied,
+h.wait_for(lambda: h.metric(port, "tierd_orders_applied_total") == applied,
            "/metrics to count the %d orders applied" % applied, daemons=[d])
-assert metric(port, "tierd_redelivered_total") == 0
-h.wait_for(lambda: metric(port, 'tierd_deleted_unread_total{input="orders"}') == DELETED,
+assert h.metric(port, "tierd_redelivered_total") == 0
+h.wait_for(lambda: h.metric(port, 'tierd_deleted_unread_total{input="orders"}') == DELETED,
            "/metrics to count the deleted orders", daemons=[d])
 kept = [r for r in first + second + more if r not in gone]
 h.compare_state(h.read_state(svc.redis), want_of(kept, range(8)))
@@ -275,7 +255,7 @@ h.wait_for(lambda: h.outbox_len(svc.redis) == 0, "the events", daemons=[d])
 before = offsets()
 state_before = h.read_state(svc.redis)
 profiles6 = stored_profiles(6)
-make_again("orders", "customer-profiles", daemons=[d])
+h.make_again(svc, "orders", "customer-profiles", daemons=[d])
 third = orders(range(8), 6, "C")
 h.produce(svc.bootstrap, "orders", third)
 assert all(r.offset < 6 for r in third)
@@ -284,11 +264,11 @@ h.produce(svc.bootstrap, "customer-profiles", [profile(c, "C", now + 2000) for c
 
 h.wait_for(lambda: all(offsets()[p] == 6 for p in (6, 7)),
            "partitions 6 and 7 to read the new topic", daemons=[d])
-h.wait_for(lambda: metric(port, 'tierd_partitions_past_end{input="orders"}') == 6,
+h.wait_for(lambda: h.metric(port, 'tierd_partitions_past_end{input="orders"}') == 6,
            "six partitions to wait past the topic's end", daemons=[d])
 # Partition 2's profiles wait too: past the end, or paused with its
 # orders, whichever librdkafka says first.
-h.wait_for(lambda: metric(port, 'tierd_partitions_past_end{input="profiles"}') >= 1,
+h.wait_for(lambda: h.metric(port, 'tierd_partitions_past_end{input="profiles"}') >= 1,
            "partition 6 to wait past the profiles topic's end", daemons=[d])
 said = "customer-profiles [6]: tierd holds this partition as read up to offset 3, but the " \
        "topic ends at "
@@ -319,7 +299,7 @@ h.log("made again: partitions 0-5 wait at their offsets, unchanged; 6 and 7 appl
 # Partition 1's deleted orders were said and counted once by this tierd,
 # though partition 3's reading again assigned it anew after its own
 # (which sent it back into the deleted range before).
-assert metric(port, 'tierd_deleted_unread_total{input="orders"}') == DELETED
+assert h.metric(port, 'tierd_deleted_unread_total{input="orders"}') == DELETED
 assert d.term() == 0
 assert d.log_text().count(deleted1) == 1, d.log_text()[-3000:]
 out = tierctl(d.cfg, "seek", "--partition", "0", "--beginning")
@@ -335,7 +315,7 @@ assert offsets()[0] == 0 and offsets()[1] == 6
 d = h.Daemon(svc, "offsets-3", time_zone=TZ).start()
 port = d.http_port()
 h.wait_for(lambda: offsets()[0] == 6, "partition 0 to read the new topic", daemons=[d])
-h.wait_for(lambda: metric(port, 'tierd_partitions_past_end{input="orders"}') == 4,
+h.wait_for(lambda: h.metric(port, 'tierd_partitions_past_end{input="orders"}') == 4,
            "partitions 2-5 to wait still", daemons=[d])
 h.wait_for(lambda: int(svc.redis.hget("tierd:{orders.6}:meta", "poffset")) == 2,
            "partition 6 to join the new profiles", daemons=[d])
@@ -353,7 +333,7 @@ h.log("seek kept partition 0's state and added the new orders; rebuild made part
 # not the one joined there, tells.  Its orders go on.
 profiles6 = stored_profiles(6)
 assert int(svc.redis.hget("tierd:{orders.6}:meta", "poffset")) == 2
-make_again("customer-profiles")
+h.make_again(svc, "customer-profiles")
 h.produce(svc.bootstrap, "customer-profiles", [profile(c, "D", now + 3000) for c in CUST[6][:4]])
 sixth = orders((6,), 3, "F")
 h.produce(svc.bootstrap, "orders", sixth)
@@ -377,7 +357,7 @@ h.log("profiles made again while stopped: partition 6's wait, its orders went on
 # read 6.
 held = offsets()
 state_before = h.read_state(svc.redis)
-make_again("orders")
+h.make_again(svc, "orders")
 fourth = orders((7,), 12, "D")
 h.produce(svc.bootstrap, "orders", fourth)
 assert held[7] == 6 and max(r.offset for r in fourth) == 11
@@ -386,7 +366,7 @@ port = d.http_port()
 said = "orders [7]: the record at offset 5 is not the one tierd applied there"
 h.wait_for(lambda: said in d.log_text(), "tierd to tell partition 7's topic from the old",
            daemons=[d])
-h.wait_for(lambda: metric(port, 'tierd_partitions_past_end{input="orders"}') == 8,
+h.wait_for(lambda: h.metric(port, 'tierd_partitions_past_end{input="orders"}') == 8,
            "every partition to wait", daemons=[d])
 for p in range(7):  # the others asked past the new end: the offset they hold is named
     assert "orders [%d]: tierd holds this partition as read up to offset %d, but" % (p, held[p]) \

@@ -22,10 +22,8 @@ it: the aggregates of every partition, the victim's included, equal
 harness.model's recomputation (through tierctl dump), and P's
 meta is format 3 with no review cursor.
 """
-import http.client
 import os
 import random
-import re
 import subprocess
 
 import harness as h
@@ -101,17 +99,6 @@ def second_orders():
     return out
 
 
-def metric(port, name):
-    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    c.request("GET", "/metrics")
-    r = c.getresponse()
-    body = r.read().decode()
-    c.close()
-    assert r.status == 200, r.status
-    m = re.search(r"^%s (\S+)$" % re.escape(name), body, re.M)
-    assert m, "%s not in /metrics" % name
-    return float(m.group(1))
-
 
 def partition_snapshot(r):
     """What tierd keeps of partition P, the victim's value apart."""
@@ -157,7 +144,7 @@ h.wait_drained(svc, h.end_offsets(svc.bootstrap, "orders"), daemons=[d])
 h.wait_for(lambda: h.outbox_len(svc.redis) == 0, "the first events to be published", daemons=[d])
 events_before = events_by_customer()
 assert events_before.get(victim), "the victim was placed: it has a tier change"
-assert metric(port, "tierd_state_corrupt_total") == 0
+assert h.metric(port, "tierd_state_corrupt_total") == 0
 h.log("%d orders applied; the victim %s is in partition %d with %d others" % (
     len(first), victim, P, len(in_p)))
 
@@ -179,7 +166,7 @@ h.wait_for(lambda: line in d.log_text(), "tierd to name the broken state", daemo
 h.wait_for(lambda: all(o >= ends[p] for p, o in offsets(svc.redis).items() if p != P),
            "the other partitions to drain", daemons=[d])
 h.wait_for(lambda: h.outbox_len(svc.redis) == 0, "the other partitions' events", daemons=[d])
-h.wait_for(lambda: metric(port, "tierd_state_corrupt_total") >= 1,
+h.wait_for(lambda: h.metric(port, "tierd_state_corrupt_total") >= 1,
            "/metrics to count the broken state", daemons=[d])
 logged = [l for l in d.log_text().splitlines() if line in l]
 h.log("tierd says: %s" % logged[0])

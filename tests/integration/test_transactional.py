@@ -41,7 +41,6 @@ import time
 import avro.io
 import avro.schema
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
 
 import harness as h
 
@@ -108,18 +107,6 @@ def settled_ends(topic):
     return dict(ends)
 
 
-def metric_lines(port, name):
-    body = h.http_get(port, "/metrics")[1]
-    return dict(re.findall(r"^%s\{partition=\"(\d+)\"\} (\S+)$" % re.escape(name), body, re.M))
-
-
-def metric(port, name):
-    body = h.http_get(port, "/metrics")[1]
-    m = re.search(r"^%s (\S+)$" % re.escape(name), body, re.M)
-    assert m, "%s not in /metrics" % name
-    return float(m.group(1))
-
-
 def meta(field):
     return {p: int(svc.redis.hget("tierd:{orders.%d}:meta" % p, field) or -1) for p in range(8)}
 
@@ -157,7 +144,7 @@ h.wait_for(lambda: all(meta("poffset")[p] == pends[p] for p in range(8) if pends
            "every poffset to reach the profiles' end %s" % pends, timeout=20, daemons=[d])
 assert all(meta("offset")[p] == ends[p] for p in range(8)), (meta("offset"), ends)
 assert "applying orders anyway" not in d.log_text(), d.log_text()[-3000:]
-h.wait_for(lambda: metric_lines(port, "tierd_consumer_lag") == {str(p): "0" for p in range(8)},
+h.wait_for(lambda: h.partition_metric(port, "tierd_consumer_lag") == {str(p): "0" for p in range(8)},
            "the lag of all eight partitions to be 0", timeout=20, daemons=[d])
 want, dead = h.model(committed, tz=TZ)
 assert not dead, dead
@@ -191,7 +178,7 @@ ends = settled_ends("orders")
 d = h.Daemon(svc, "transactional-2", time_zone=TZ).start()
 port = d.http_port()
 h.wait_drained(svc, ends, timeout=40, daemons=[d])
-h.wait_for(lambda: metric_lines(port, "tierd_consumer_lag") == {str(p): "0" for p in range(8)},
+h.wait_for(lambda: h.partition_metric(port, "tierd_consumer_lag") == {str(p): "0" for p in range(8)},
            "the lag of all eight partitions to be 0 again", timeout=20, daemons=[d])
 body = h.http_get(port, "/metrics")[1]
 assert re.search(r"^tierd_redelivered_total 0$", body, re.M), body
@@ -200,7 +187,7 @@ assert re.search(r"^tierd_redelivered_total 0$", body, re.M), body
 transaction(tx, "orders", [sale("AB2-%d" % i, rnd.choice(CUST)) for i in range(40)], commit=False)
 ends = settled_ends("orders")
 h.wait_drained(svc, ends, timeout=40, daemons=[d])
-h.wait_for(lambda: metric_lines(port, "tierd_consumer_lag") == {str(p): "0" for p in range(8)},
+h.wait_for(lambda: h.partition_metric(port, "tierd_consumer_lag") == {str(p): "0" for p in range(8)},
            "the lag to be 0 past the aborted transaction", timeout=20, daemons=[d])
 want, dead = h.model(committed + more, tz=TZ)
 h.compare_state(h.read_state(svc.redis), want)
@@ -243,7 +230,7 @@ d = h.Daemon(svc, "transactional-3", time_zone=TZ).start()
 port = d.http_port()
 producer = threading.Thread(target=produce_stream)
 producer.start()
-h.wait_for(lambda: metric(port, "tierd_orders_applied_total") >= 300,
+h.wait_for(lambda: h.metric(port, "tierd_orders_applied_total") >= 300,
            "tierd to apply some of the stream", daemons=[d])
 d.kill()
 h.log("killed -9 after %d orders, %s" % (
@@ -253,7 +240,7 @@ port = d.http_port()
 producer.join()
 ends = settled_ends("orders")
 h.wait_drained(svc, ends, timeout=60, daemons=[d])
-h.wait_for(lambda: metric_lines(port, "tierd_consumer_lag") == {str(p): "0" for p in range(8)},
+h.wait_for(lambda: h.partition_metric(port, "tierd_consumer_lag") == {str(p): "0" for p in range(8)},
            "the lag of all eight partitions to be 0 after the crash", timeout=20, daemons=[d])
 want, dead = h.model(committed + more + stream_committed, tz=TZ)
 h.compare_state(h.read_state(svc.redis), want)
@@ -268,12 +255,7 @@ held = meta("offset")
 assert all(svc.redis.hget("tierd:{orders.%d}:meta" % p, "prev_fp") for p in range(8))
 assert any(b"@" in svc.redis.hget("tierd:{orders.%d}:meta" % p, "prev_fp") for p in range(8))
 state_before = h.read_state(svc.redis)
-admin = AdminClient({"bootstrap.servers": svc.bootstrap})
-for f in admin.delete_topics(["orders"], operation_timeout=30).values():
-    f.result()
-h.wait_for(lambda: "orders" not in admin.list_topics(timeout=10).topics, "orders to be gone")
-subprocess.run([os.path.join(h.ROOT, "scripts", "topics"), "--bootstrap", svc.bootstrap,
-                "--partitions", "8"], check=True, stdout=subprocess.DEVNULL)
+h.make_again(svc, "orders")
 h.wait_topics_ready(svc.bootstrap, ["orders"], 8)
 new = []
 for p in range(8):
@@ -282,7 +264,7 @@ for p in range(8):
 h.produce(svc.bootstrap, "orders", new)
 d = h.Daemon(svc, "transactional-5", time_zone=TZ).start()
 port = d.http_port()
-h.wait_for(lambda: metric(port, 'tierd_partitions_past_end{input="orders"}') == 8,
+h.wait_for(lambda: h.metric(port, 'tierd_partitions_past_end{input="orders"}') == 8,
            "all eight partitions to wait on the new topic", daemons=[d])
 assert "is not the one tierd applied there" in d.log_text(), d.log_text()[-3000:]
 assert meta("offset") == held
