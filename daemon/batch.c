@@ -338,9 +338,16 @@ static int batch_stream(void *ctx, txn_stream_t *st, char *errstr, size_t errstr
     return b->n_eff == 0 ? TXN_SKIP : APPLY_OK;
 }
 
-/* Loads every customer's state and profile from the replies.  A state
- * that does not parse is never replaced by a new customer: APPLY_CORRUPT
- * names it, and the partition waits for `tierctl rebuild`. */
+/* A customer whose state does not parse: never replaced by a new
+ * customer, the partition waits for `tierctl rebuild`. */
+static int corrupt(batch_t *b, const bcust_t *c, const char *why, char *errstr,
+                   size_t errstr_size) {
+    b->a->stats.state_corrupt++;
+    snprintf(errstr, errstr_size, "%s field %s: state does not parse (%s)", b->ckey, c->dc.id, why);
+    return APPLY_CORRUPT;
+}
+
+/* Loads every customer's state and profile from the replies. */
 static int load_customers(batch_t *b, redisReply **replies, char *errstr, size_t errstr_size) {
     struct batch_work *w = b->w;
     for (int k = 0; w->ncs && k < 1 + b->decisions; k++)
@@ -357,12 +364,8 @@ static int load_customers(batch_t *b, redisReply **replies, char *errstr, size_t
         c->dirty = 0;
         c->score_month = -1;
         if (rs->type == REDIS_REPLY_STRING &&
-            state_decode_lazy(&c->s, rs->str, rs->len, why, sizeof(why)) != 0) {
-            b->a->stats.state_corrupt++;
-            snprintf(errstr, errstr_size, "%s field %s: state does not parse (%s)", b->ckey,
-                     c->dc.id, why);
-            return APPLY_CORRUPT;
-        }
+            state_decode_lazy(&c->s, rs->str, rs->len, why, sizeof(why)) != 0)
+            return corrupt(b, c, why, errstr, errstr_size);
         customer_load(&c->dc, &c->s);
         c->dc.has_profile = 0;
         c->dc.dirty = 0;
@@ -372,6 +375,25 @@ static int load_customers(batch_t *b, redisReply **replies, char *errstr, size_t
                 profile_text_parse(&c->dc.profile, &c->dc.profile_updated_at, rp->str, rp->len) ==
                     0)
                 c->dc.has_profile = 1;
+        }
+    }
+    return APPLY_OK;
+}
+
+/* The sets of every month an order will change, decoded and checked
+ * before anything is decided: a set that does not parse stops the batch
+ * as a corrupt state, not half-way through its orders. */
+static int unpack_months(batch_t *b, char *errstr, size_t errstr_size) {
+    struct batch_work *w = b->w;
+    for (size_t i = 0; i < b->n_eff; i++) {
+        if (b->msgs[i].state != MSG_NEW) continue;
+        bcust_t *c = w->cs[w->ocust[i]];
+        char why[200];
+        int rc = state_unpack(&c->s, w->omonth[i], why, sizeof(why));
+        if (rc == -1) return corrupt(b, c, why, errstr, errstr_size);
+        if (rc < 0) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return APPLY_RETRY;
         }
     }
     return APPLY_OK;
@@ -568,7 +590,8 @@ static int batch_decide(void *ctx, const store_meta_t *now, redisReply **replies
     arena_reset(&b->w->blobs);
     outbox_free(&b->outbox);
     outbox_open(&b->outbox, b->a, p);
-    if (b->w->ncs > 0 && (rc = load_customers(b, replies, errstr, errstr_size)) != APPLY_OK)
+    if (b->w->ncs > 0 && ((rc = load_customers(b, replies, errstr, errstr_size)) != APPLY_OK ||
+                          (rc = unpack_months(b, errstr, errstr_size)) != APPLY_OK))
         return rc;
     b->ndead = 0;
     for (size_t i = 0; i < b->n_eff; i++) {

@@ -85,7 +85,7 @@ uint32_t state_sku_fp(const char *sku, size_t len) {
 /* Customer and months                                                 */
 
 static uint64_t load_le64(const uint8_t *p);
-static int sets_decode(state_month_t *m);
+static int sets_decode(state_month_t *m, uint32_t i, char *errstr, size_t errstr_size);
 
 /* A month slot back to "just inserted", arrays kept. */
 static void month_clear(state_month_t *m, int32_t month) {
@@ -228,7 +228,7 @@ static int reserve(void **v, uint32_t *cap, uint64_t want, size_t size) {
 
 int state_add_fp(state_month_t *m, uint64_t fp) {
     uint32_t at;
-    if (m->raw && sets_decode(m) < 0) return -1;
+    if (m->raw && sets_decode(m, 0, NULL, 0) < 0) return -1;
     /* Orders mostly come in id order: skip the search when fp is last. */
     if (m->nfps == 0 || m->fps[m->nfps - 1] < fp)
         at = m->nfps;
@@ -311,7 +311,8 @@ order_err_t state_apply_skus(state_month_t *m, const order_t *o, const uint32_t 
         __builtin_add_overflow(m->agg.amount, o->amount, &a) ||
         __builtin_add_overflow(m->agg.orders, 1, &c))
         return ORDER_ERR_OVERFLOW;
-    if ((m->raw && sets_decode(m) < 0) || add_skus(m, skus, n) < 0) return ORDER_ERR_INTERNAL;
+    if ((m->raw && sets_decode(m, 0, NULL, 0) < 0) || add_skus(m, skus, n) < 0)
+        return ORDER_ERR_INTERNAL;
     m->agg.qty = q;
     m->agg.amount = a;
     m->agg.orders = c;
@@ -363,7 +364,8 @@ enum {
     FLAG_OVERRIDE = 2u,
     FLAGS_ALL = FLAG_EVALUATED | FLAG_OVERRIDE,
     CHECKSUM_SIZE = 4,
-    MONTH_MIN_SIZE = 7,   /* seven one-byte varints and two empty sets */
+    MONTH_MIN_SIZE = 8,   /* eight one-byte varints and two empty sets */
+    MONTH_MIN_SIZE_3 = 7, /* format 3: no SKU set length */
     MONTH_MIN_SIZE_2 = 9, /* format 2: nine one-byte varints, no fingerprints */
     GRADE_CODES = 5,
     SCALE_CODES = 4, /* 'X', '1', '2', '3' */
@@ -409,6 +411,11 @@ static void put_uv(wr_t *w, uint64_t v) {
     put_u8(w, (uint8_t)v);
 }
 
+static void put_bytes(wr_t *w, const void *v, size_t n) {
+    if (w->out && n) memcpy(w->out + w->n, v, n);
+    w->n += n;
+}
+
 static void put_le(wr_t *w, uint64_t v, int bytes) {
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     if (w->out) memcpy(w->out + w->n, &v, (size_t)bytes);
@@ -419,7 +426,7 @@ static void put_le(wr_t *w, uint64_t v, int bytes) {
 }
 
 /* ------------------------------------------------------------------ */
-/* Rice-coded sets (format 3)                                          */
+/* Rice-coded sets (formats 3 and 4)                                  */
 
 /* A strictly ascending set of n 32-bit SKU fingerprints is written as the
  * gaps between them: the first value itself, then each value minus the
@@ -488,6 +495,23 @@ static void put_rice(wr_t *w, const uint32_t *v, uint32_t n) {
     }
 }
 
+/* The bytes put_rice writes for v: ceil of the bits, the refused value's
+ * long unary part included. */
+static size_t rice_size(const uint32_t *v, uint32_t n) {
+    const unsigned k = rice_k(n);
+    uint64_t bits = 0, prev = 0;
+    for (uint32_t j = 0; j < n; j++) {
+        uint64_t x = v[j];
+        if (j && x <= prev) {
+            bits += (UINT32_MAX >> k) + 2;
+            break;
+        }
+        bits += ((j ? x - prev - 1 : x) >> k) + 1 + k;
+        prev = x;
+    }
+    return (size_t)((bits + 7) / 8);
+}
+
 /* The bytes a set of n values takes at most: n (k + 1) bits, plus the
  * unary parts, which add up to at most UINT32_MAX >> k < 2n, plus a
  * refused value's (UINT32_MAX >> k) + 2. */
@@ -553,12 +577,15 @@ static size_t put_customer(const state_customer_t *c, uint8_t *out) {
         put_uv(&w, (uint64_t)m->agg.amount);
         put_uv(&w, (uint64_t)m->agg.orders);
         put_uv(&w, month_mark(m));
+        put_uv(&w, m->nskus);
         if (m->raw) { /* unchanged since decoded: its bytes as they were */
-            if (w.out) memcpy(w.out + w.n, m->raw, m->rawlen);
-            w.n += m->rawlen;
+            put_uv(&w, m->rawlen);
+            put_bytes(&w, m->raw, m->rawlen);
+            put_uv(&w, m->nfps);
+            put_bytes(&w, m->rawfps, 8 * (size_t)m->nfps);
             continue;
         }
-        put_uv(&w, m->nskus);
+        put_uv(&w, rice_size(m->skus, m->nskus));
         put_rice(&w, m->skus, m->nskus);
         put_uv(&w, m->nfps);
         put_fps(&w, m->fps, m->nfps, 8);
@@ -580,11 +607,12 @@ size_t state_encoded_size(const state_customer_t *c) {
 
 size_t state_encoded_bound(const state_customer_t *c) {
     /* A varint takes at most 10 bytes: the header's 4, the count and
-     * first_month, each month's 5 and its two counts, then the sets. */
+     * first_month, each month's 5, its two counts and the SKU set's
+     * length, then the sets. */
     size_t n = 1 + 8 * 10 + 1 + CHECKSUM_SIZE;
     for (uint32_t i = 0; i < c->nmonths; i++) {
         const state_month_t *m = &c->months[i];
-        n += 8 * 10 + (m->raw ? m->rawlen : rice_bound(m->nskus) + 8 * (size_t)m->nfps);
+        n += 8 * 10 + (m->raw ? m->rawlen : rice_bound(m->nskus)) + 8 * (size_t)m->nfps;
     }
     return n;
 }
@@ -606,7 +634,7 @@ typedef struct rd {
     const uint8_t *p, *end;
     char *errstr;
     size_t errstr_size;
-    int lazy; /* format 3's sets left in the bytes (state_decode_lazy) */
+    int lazy; /* formats 3 and 4: the sets left in the bytes (state_decode_lazy) */
 } rd_t;
 
 static size_t left(const rd_t *r) {
@@ -902,32 +930,81 @@ static int get_month_mark(rd_t *r, int format, state_month_t *m) {
     return 0;
 }
 
-/* Format 3's sets checked as get_sets checks them, and left where they
- * are (state_decode_lazy). */
-static int get_sets_lazy(rd_t *r, state_month_t *m, uint32_t i) {
-    const uint8_t *start = r->p;
-    if (get_set_count(r, &m->nskus) < 0 || get_rice(r, NULL, m->nskus, i) < 0) return -1;
+/* The SKU set's length in bytes (format 4): within what is left, and
+ * between n codes of k + 1 bits and rice_bound (0 for an empty set). */
+static int get_set_size(rd_t *r, uint32_t n, uint32_t i, size_t *size) {
+    uint64_t v, lo = ((uint64_t)n * (rice_k(n) + 1) + 7) / 8, hi = n ? rice_bound(n) : 0;
+    if (get_uv(r, "SKU set length", &v) < 0) return -1;
+    if (v > left(r) || v < lo || v > hi) {
+        errstr_fmt(r->errstr, r->errstr_size,
+                   "customer state: the SKU fingerprints of month %u claim %llu bytes (%zu left, "
+                   "%u of them take %llu to %llu)",
+                   i, (unsigned long long)v, left(r), n, (unsigned long long)lo,
+                   (unsigned long long)hi);
+        return -1;
+    }
+    *size = (size_t)v;
+    return 0;
+}
+
+/* A set put_rice wrote in exactly size bytes (format 4), as get_rice. */
+static int get_rice_sized(rd_t *r, uint32_t *v, uint32_t n, size_t size, uint32_t i) {
+    rd_t s = *r;
+    s.end = r->p + size;
+    if (get_rice(&s, v, n, i) < 0) return -1;
+    if (s.p != s.end) {
+        errstr_fmt(r->errstr, r->errstr_size,
+                   "customer state: the SKU fingerprints of month %u take %zu bytes, not the %zu "
+                   "stored",
+                   i, (size_t)(s.p - r->p), size);
+        return -1;
+    }
+    r->p = s.end;
+    return 0;
+}
+
+/* The lazy reading of a month's sets (state_decode_lazy): left where
+ * they are.  Format 4's SKU set is skipped by its length, its codes read
+ * when the set is first changed (sets_decode); format 3's has no length,
+ * so it is walked (and checked) to find its end.  The order fingerprints
+ * are checked here, as state_seen searches them in place. */
+static int get_sets_lazy(rd_t *r, int format, state_month_t *m, uint32_t i) {
+    const uint8_t *skus;
+    size_t size;
+    if (get_set_count(r, &m->nskus) < 0) return -1;
+    if (format == 3) {
+        skus = r->p;
+        if (get_rice(r, NULL, m->nskus, i) < 0) return -1;
+        size = (size_t)(r->p - skus);
+    } else {
+        if (get_set_size(r, m->nskus, i, &size) < 0) return -1;
+        skus = r->p;
+        r->p += size;
+    }
     m->agg.skus = (int64_t)m->nskus;
     if (get_count(r, "order fingerprints", 8, &m->nfps) < 0 ||
         ascending(r, r->p, m->nfps, 8, "order fingerprints", i) < 0)
         return -1;
     m->rawfps = r->p;
     r->p += 8 * (size_t)m->nfps;
-    m->raw = start;
-    m->rawlen = (size_t)(r->p - start);
+    m->raw = skus;
+    m->rawlen = size;
     return 0;
 }
 
-/* One month's SKU and order fingerprints, in either format. */
+/* One month's SKU and order fingerprints, in any format. */
 static int get_sets(rd_t *r, int format, state_month_t *m, uint32_t i) {
-    if (format == 3 && r->lazy) return get_sets_lazy(r, m, i);
+    size_t size = 0;
+    if (format >= 3 && r->lazy) return get_sets_lazy(r, format, m, i);
     if (format == 2 ? get_count(r, "SKU fingerprints", 4, &m->nskus) : get_set_count(r, &m->nskus))
         return -1;
+    if (format == 4 && get_set_size(r, m->nskus, i, &size) < 0) return -1;
     if (reserve((void **)&m->skus, &m->capskus, m->nskus, sizeof(*m->skus)) < 0) goto oom;
     if (format == 2) {
         if (ascending(r, r->p, m->nskus, 4, "SKU fingerprints", i) < 0) return -1;
         get_fps(r, m->skus, m->nskus, 4);
-    } else if (get_rice(r, m->skus, m->nskus, i) < 0) {
+    } else if ((format == 3 ? get_rice(r, m->skus, m->nskus, i)
+                            : get_rice_sized(r, m->skus, m->nskus, size, i)) < 0) {
         return -1;
     }
     m->agg.skus = (int64_t)m->nskus;
@@ -944,19 +1021,30 @@ oom:
     return -1;
 }
 
-/* A month state_decode_lazy left in the bytes gets its sets decoded:
- * they were checked then, so only memory can fail (-1). */
-static int sets_decode(state_month_t *m) {
-    char why[8];
-    rd_t r = {m->raw, m->raw + m->rawlen, why, sizeof(why), 0};
-    uint32_t nskus = m->nskus, nfps = m->nfps;
-    if (get_sets(&r, 3, m, 0) < 0) { /* still raw, as it was */
-        m->nskus = nskus;
-        m->nfps = nfps;
-        return -1;
+/* Month i, which state_decode_lazy left in the bytes, gets its sets
+ * decoded, the SKU codes checked as state_decode checks them: 0; -1 when
+ * they do not parse, -2 out of memory (errstr says which); either way m
+ * is left as it was. */
+static int sets_decode(state_month_t *m, uint32_t i, char *errstr, size_t errstr_size) {
+    rd_t r = {m->raw, m->raw + m->rawlen, errstr, errstr_size, 0};
+    if (reserve((void **)&m->skus, &m->capskus, m->nskus, sizeof(*m->skus)) < 0 ||
+        reserve((void **)&m->fps, &m->capfps, m->nfps, sizeof(*m->fps)) < 0) {
+        errstr_fmt(errstr, errstr_size, "customer state: out of memory for month %u", i);
+        return -2;
     }
+    if (get_rice_sized(&r, m->skus, m->nskus, m->rawlen, i) < 0) return -1;
+    r.p = m->rawfps;
+    r.end = m->rawfps + 8 * (size_t)m->nfps;
+    get_fps(&r, m->fps, m->nfps, 8);
     m->raw = m->rawfps = NULL;
     m->rawlen = 0;
+    return 0;
+}
+
+int state_unpack(state_customer_t *c, int32_t month, char *errstr, size_t errstr_size) {
+    for (uint32_t i = 0; i < c->nmonths; i++)
+        if (c->months[i].month == month)
+            return c->months[i].raw ? sets_decode(&c->months[i], i, errstr, errstr_size) : 0;
     return 0;
 }
 
@@ -1053,7 +1141,9 @@ static int get_customer(rd_t *r, state_customer_t *c) {
     format = b; /* state_decode checked it before the checksum */
     if ((format == 2 ? get_header_2(r, c) : get_header_3(r, c)) < 0) return -1;
     if (get_range(r, "month count", STATE_MONTHS_MAX, &v) < 0) return -1;
-    if (v > left(r) / (format == 2 ? MONTH_MIN_SIZE_2 : MONTH_MIN_SIZE)) {
+    if (v > left(r) / (format == 2   ? MONTH_MIN_SIZE_2
+                       : format == 3 ? MONTH_MIN_SIZE_3
+                                     : MONTH_MIN_SIZE)) {
         errstr_fmt(r->errstr, r->errstr_size,
                    "customer state: %llu months need more than the %zu bytes left",
                    (unsigned long long)v, left(r));
@@ -1083,9 +1173,9 @@ static int decode(state_customer_t *c, const void *buf, size_t len, int lazy, ch
     }
     /* The format first: a value of another format gets the message that
      * says so, not "checksum mismatch". */
-    if (p[0] != STATE_FORMAT && p[0] != STATE_FORMAT_OLDEST) {
+    if (p[0] < STATE_FORMAT_OLDEST || p[0] > STATE_FORMAT) {
         errstr_fmt(errstr, errstr_size,
-                   "customer state has format %u, this tierd reads only formats %d and %d", p[0],
+                   "customer state has format %u, this tierd reads only formats %d to %d", p[0],
                    STATE_FORMAT_OLDEST, STATE_FORMAT);
         return -1;
     }

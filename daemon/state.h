@@ -15,9 +15,9 @@
  * form only (a last byte of 0 after the first is refused, as is anything
  * past 64 bits).  "sv" is a zigzag varint: 0, -1, 1, -2 ... are written
  * as the uv 0, 1, 2, 3 ...  "u32le"/"u64le" are fixed little-endian.
- * Format 3 (written):
+ * Format 4 (written):
  *
- *   u8     format          STATE_FORMAT (3)
+ *   u8     format          STATE_FORMAT (4)
  *   uv     mark            flags + 4 * (scale + 4 * override_tier): flags
  *                          bit 0 evaluated, bit 1 has_override; scale 0..3
  *                          for 'X', '1', '2', '3'; override 0..POLICY_TIERS_MAX
@@ -37,26 +37,32 @@
  *                          0..POLICY_TIERS_MAX (0 not recorded), grade 0 not
  *                          recorded or 1..4 for A..D, qmask only bits below
  *                          POLICY_QUOTA__COUNT
- *     uv   nskus           then the SKU fingerprints, Rice-coded: each gap
- *                          (the first value, then value - previous - 1) as
- *                          gap >> k in unary (1 bits, a 0 bit) and its low
- *                          k = 32 - bitlen(nskus) bits, bit 0 of each byte
- *                          first, the last byte's spare bits 0
+ *     uv   nskus
+ *     uv   skubytes        the bytes of the SKU set that follows (0 when
+ *                          nskus is 0), so a reader can step over it
+ *     then the SKU fingerprints, Rice-coded: each gap (the first value,
+ *                          then value - previous - 1) as gap >> k in unary
+ *                          (1 bits, a 0 bit) and its low k = 32 -
+ *                          bitlen(nskus) bits, bit 0 of each byte first,
+ *                          the last byte's spare bits 0
  *     uv   nfps            then nfps x u64le, strictly ascending
  *   sv     first_month     minus the first kept month (0 without months);
  *                          the sum MONTH_MIN..MONTH_MAX (month.h)
  *   u32le  checksum        CRC-32C (Castagnoli) of every byte before it
  *
- * Format 2 (still read, and written back as 3): flags, tier, first_month
+ * Format 3 (still read, and written back as 4): the same without
+ * skubytes.
+ *
+ * Format 2 (still read, and written back as 4): flags, tier, first_month
  * (sv), override_tier, seq, live_score_c (sv) and scale (u8) apart in the
  * header; per month tier, grade and qmask apart, the SKUs as nskus x
  * u32le; no first_month at the end.
  *
  * The month's distinct-SKU count is not stored: it is nskus.  Decoding
- * accepts exactly the bytes state_encode writes: any format-3 value it
+ * accepts exactly the bytes state_encode writes: any format-4 value it
  * accepts encodes back to the same bytes.  A new layout gets a new
- * STATE_FORMAT; state_decode refuses every format but its own and
- * STATE_FORMAT_OLDEST's.
+ * STATE_FORMAT; state_decode refuses every format outside
+ * STATE_FORMAT_OLDEST..STATE_FORMAT.
  */
 #ifndef TIERD_STATE_H
 #define TIERD_STATE_H
@@ -69,8 +75,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define STATE_FORMAT 3        /* the format written, also stored in each partition's meta */
-#define STATE_FORMAT_OLDEST 2 /* the oldest format still read (and rewritten as 3) */
+#define STATE_FORMAT 4        /* the format written, also stored in each partition's meta */
+#define STATE_FORMAT_OLDEST 2 /* the oldest format still read (and rewritten as 4) */
 #define STATE_MONTHS_MAX (POLICY_WINDOW_MAX + 2)
 #define STATE_SCORE_MAX 10000 /* live_score_c in hundredths, as policy_score_t.score_c */
 
@@ -85,12 +91,12 @@ typedef struct state_month {
     uint64_t *fps; /* sorted, distinct 64-bit order_id fingerprints of the orders
                            * applied in this month; owned */
     uint32_t nfps, capfps;
-    /* Set by state_decode_lazy: the month's two sets are still the bytes
-     * of the value decoded (the SKU count through the last order
-     * fingerprint, `rawlen` of them; `rawfps` at the first fingerprint),
-     * checked but not copied, so skus and fps hold nothing yet; nskus and
-     * nfps are their counts.  NULL once they are decoded (a change to the
-     * sets decodes them first). */
+    /* Set by state_decode_lazy: the month's two sets are still in the
+     * bytes of the value decoded, not copied, so skus and fps hold
+     * nothing yet; nskus and nfps are their counts.  raw is the Rice-coded
+     * SKU set (rawlen bytes; of format 4, its codes not yet checked),
+     * rawfps the order fingerprints (checked).  NULL once they are
+     * decoded (a change to the sets decodes them first). */
     const uint8_t *raw, *rawfps;
     size_t rawlen;
 } state_month_t;
@@ -126,14 +132,23 @@ void state_free(state_customer_t *c);
  * On -1, c is left reset (as state_reset). */
 int state_decode(state_customer_t *c, const void *buf, size_t len, char *errstr,
                  size_t errstr_size);
-/* The same checks, but each format-3 month's SKU and order fingerprint
- * sets stay in buf (state_month_t.raw) until something changes them:
+/* The same, but each month's SKU and order fingerprint sets (formats 3
+ * and 4) stay in buf (state_month_t.raw) until something changes them:
  * encoding copies an unchanged month's sets as bytes, state_seen searches
- * them in place.  For a caller that reads a value, changes one month of
- * it and writes it back.  buf must stay unchanged and alive until c is
- * encoded for the last time, reset or decoded again. */
+ * them in place.  For a caller that reads a value, changes a month or two
+ * of it and writes it back.  The checks are state_decode's but one: a
+ * format-4 SKU set is stepped over by its length, its codes are checked
+ * when the set is decoded (state_unpack), so a value only state_decode
+ * refuses is one whose checksum matches bytes that no tierd wrote.  buf
+ * must stay unchanged and alive until c is encoded for the last time,
+ * reset or decoded again. */
 int state_decode_lazy(state_customer_t *c, const void *buf, size_t len, char *errstr,
                       size_t errstr_size);
+/* Decodes the sets of c's month `month` if state_decode_lazy left them in
+ * the bytes, with state_decode's checks: 0 (also when the month is absent
+ * or decoded already); -1 when they do not parse, with state_decode's
+ * message for them; -2 out of memory.  On failure c is as it was. */
+int state_unpack(state_customer_t *c, int32_t month, char *errstr, size_t errstr_size);
 size_t state_encoded_size(const state_customer_t *c);
 /* At least state_encoded_size(c), computed without encoding. */
 size_t state_encoded_bound(const state_customer_t *c);

@@ -11,9 +11,10 @@
 #include <string.h>
 
 int txn_format_ok(const store_meta_t *m) {
-    /* Format 2 is read, and each customer is rewritten as format 3 when
-     * a batch or a review touches it; meta says 3 from the first commit,
-     * so a tierd that reads only format 2 refuses the partition. */
+    /* Older formats are read, and each customer is rewritten in the
+     * current one when a batch or a review touches it; meta says the
+     * current one from the first commit, so an older tierd, which cannot
+     * read it, refuses the partition. */
     if (m->format >= STATE_FORMAT_OLDEST && m->format <= STATE_FORMAT) return 1;
     /* No format and no offsets: a partition nobody has written yet. */
     return m->format == 0 && m->offset < 0 && m->poffset < 0 && m->reviewed < 0;

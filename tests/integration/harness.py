@@ -1088,9 +1088,9 @@ def redis_restore(svc, snapshot):
     svc.redis = redis.Redis(host="127.0.0.1", port=svc.redis_port)
 
 
-# ------------------------------------------------- state formats 2 and 3
+# ------------------------------------------------- state formats 2, 3 and 4
 
-STATE_FORMATS = (2, 3)
+STATE_FORMATS = (2, 3, 4)
 TIERS = 17  # POLICY_TIERS_MAX + 1
 
 
@@ -1148,7 +1148,7 @@ class _Reader:
         return (u >> 1) ^ -(u & 1)
 
     def rice(self, n):
-        """n SKU fingerprints, Rice-coded (format 3): gaps, each its high
+        """n SKU fingerprints, Rice-coded (formats 3 and 4): gaps, each its high
         part in unary (1s, then a 0) and its low k = 32 - bitlen(n)
         bits, least significant first; the last byte's spare bits 0."""
         k, bit, out, prev = 32 - n.bit_length(), self.i * 8, [], -1
@@ -1183,7 +1183,7 @@ class _Reader:
 
 
 def decode_state(b, check_crc=True):
-    """One customer's value (daemon/state.h, formats 2 and 3) as a dict:
+    """One customer's value (daemon/state.h, formats 2 to 4) as a dict:
     format/flags/tier/first_month/override_tier/seq/live_score_c/scale and
     months: [{month (year*12 + month-1), qty, amount, orders, tier, grade,
     qmask, skus: [u32], fps: [u64]}].  Raises StateError for anything the
@@ -1217,14 +1217,23 @@ def decode_state(b, check_crc=True):
         else:
             mark = r.uv()
             mo.update(tier=mark % TIERS, grade=mark // TIERS % 5, qmask=mark // TIERS // 5)
-            mo["skus"] = r.rice(r.uv())
+            n = r.uv()
+            if fmt == 4:
+                size = r.uv()
+                at = r.i
+                mo["skus"] = r.rice(n)
+                if r.i - at != size:
+                    raise StateError("month %d: SKU set of %d bytes, %d stored"
+                                     % (m, r.i - at, size))
+            else:
+                mo["skus"] = r.rice(n)
         mo["fps"] = [int.from_bytes(r.raw(8), "little") for _ in range(r.uv())]
         for name in ("skus", "fps"):
             v = mo[name]
             if any(v[j] >= v[j + 1] for j in range(len(v) - 1)):
                 raise StateError("month %d: %s not strictly ascending" % (m, name))
         s["months"].append(mo)
-    if fmt == 3:
+    if fmt >= 3:
         s["first_month"] = r.sv() + (s["months"][0]["month"] if s["months"] else 0)
     body = r.i
     crc = int.from_bytes(r.raw(4), "little")
@@ -1265,6 +1274,33 @@ def encode_state_v2(s):
         b += _uv(len(mo["skus"])) + b"".join(x.to_bytes(4, "little") for x in mo["skus"])
         b += _uv(len(mo["fps"])) + b"".join(x.to_bytes(8, "little") for x in mo["fps"])
     return bytes(b) + crc32c(b).to_bytes(4, "little")
+
+
+def state_v4_as_v3(b):
+    """A format-4 value rewritten in format 3 (the layout the release
+    before format 4 wrote): the same bytes without each month's SKU set
+    length, resealed."""
+    r, out = _Reader(b), bytearray([3])
+    assert r.u8() == 4, "not a format-4 value"
+
+    def copy(k=1):
+        for _ in range(k):
+            at = r.i
+            r.uv()
+            out.extend(b[at:r.i])
+    copy(4)
+    at = r.i
+    nmonths = r.uv()
+    out.extend(b[at:r.i])
+    for _ in range(nmonths):
+        copy(6)  # month, qty, amount, orders, mark, nskus
+        out.extend(r.raw(r.uv()))
+        at = r.i
+        nfps = r.uv()
+        out.extend(b[at:r.i])
+        out.extend(r.raw(8 * nfps))
+    copy()  # first_month
+    return bytes(out) + crc32c(out).to_bytes(4, "little")
 
 
 # ----------------------------------------------------------- network faults

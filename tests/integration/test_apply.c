@@ -346,6 +346,93 @@ static void test_skip_moves_offset_past_deleted_records(void **state) {
     apply_free(&a);
 }
 
+/* A value whose checksum matches but whose SKU set is not what its stored
+ * length says (no tierd writes one): the lazy read steps over that set,
+ * so a batch that does not change the month carries its bytes through
+ * unchanged, and a batch that changes it stops as a corrupt state before
+ * deciding anything. */
+static void test_bad_sku_set_stops_batch_that_changes_it(void **state) {
+    (void)state;
+    flush();
+    apply_ctx_t a = ctx();
+    apply_part_t p = {"orders", 7, {0}};
+    char err[512] = "";
+    batch_t b = {0};
+    assert_int_equal(store_claim(store, "orders", 7, "test", &p.meta, err, sizeof(err)), 0);
+    /* October: one SKU, one order.  Its bytes end [nskus 1][length 4]
+     * [4 bytes of set][nfps 1][8 bytes][first_month][checksum 4]. */
+    state_customer_t c;
+    state_init(&c);
+    c.st.tier = 0;
+    state_month_t *m = state_month(&c, month_from_yyyymm(202610), 1);
+    order_t o;
+    memset(&o, 0, sizeof(o));
+    int64_t excess;
+    o.kind = ORDER_SALE;
+    o.qty = 2;
+    o.amount = 200;
+    uint32_t sku = 0;
+    for (int i = 0; !sku || sku >> 31; i++) { /* one below 2^31: a set of 32 bits, 4 bytes */
+        char name[16];
+        sku = state_sku_fp(name, (size_t)snprintf(name, sizeof(name), "S%d", i));
+    }
+    assert_int_equal(state_apply_skus(m, &o, &sku, 1, &excess), ORDER_OK);
+    assert_int_equal(state_add_fp(m, state_order_fp("old", 3)), 1);
+    c.st.first_month = month_from_yyyymm(202610);
+    size_t len = state_encoded_size(&c);
+    uint8_t *good = malloc(len), *bad = malloc(len + 1);
+    state_encode(&c, good);
+    state_customer_t l;
+    state_init(&l);
+    assert_int_equal(state_decode_lazy(&l, good, len, NULL, 0), 0);
+    size_t set = (size_t)(l.months[0].raw - good), size = l.months[0].rawlen;
+    assert_int_equal(size, 4);
+    assert_int_equal(good[set - 1], size);
+    memcpy(bad, good, set + size);
+    bad[set - 1] = (uint8_t)(size + 1); /* a length one more than the set takes, */
+    bad[set + size] = 0;                /* and a zero byte to make it so */
+    memcpy(bad + set + size + 1, good + set + size, len - (set + size));
+    uint32_t crc = state_checksum(bad, len + 1 - 4);
+    for (int i = 0; i < 4; i++) bad[len + 1 - 4 + i] = (uint8_t)(crc >> (8 * i));
+    freeReplyObject(redisCommand(rc, "HSET tierd:{orders.7}:c c9 %b", bad, len + 1));
+
+    /* November: the October set is not changed, its bytes carried over */
+    add(&b, 0, "n1", "c9", NOV + DAY, 3);
+    APPLY_OK_OR_FAIL(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)));
+    assert_int_equal(b.msgs[0].state, MSG_APPLIED);
+    redisReply *r = redisCommand(rc, "HGET tierd:{orders.7}:c c9");
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    assert_int_equal(state_decode_lazy(&l, r->str, r->len, NULL, 0), 0);
+    assert_int_equal(l.nmonths, 2);
+    assert_int_equal(l.months[0].rawlen, size + 1);
+    assert_memory_equal(l.months[0].raw, bad + set, size + 1);
+    assert_int_equal(l.months[1].agg.qty, 3);
+    freeReplyObject(r);
+    batch_free(&b);
+
+    /* October again: stopped before anything is decided or written */
+    add(&b, 1, "o2", "c9", NOV - 10 * DAY, 1);
+    add(&b, 2, "o3", "c8", NOV + DAY, 1);
+    assert_int_equal(apply_batch(&a, &p, b.msgs, b.n, NOV + 2 * DAY, err, sizeof(err)),
+                     APPLY_CORRUPT);
+    assert_non_null(strstr(err, "tierd:{orders.7}:c field c9: state does not parse"));
+    char want[64];
+    snprintf(want, sizeof(want), "take %zu bytes, not the %zu stored", size, size + 1);
+    assert_non_null(strstr(err, want));
+    assert_int_equal(a.stats.state_corrupt, 1);
+    assert_int_equal(p.meta.offset, 1);
+    assert_int_equal(qty_of(7, 202611, "c8"), -1);
+    r = redisCommand(rc, "HEXISTS tierd:{orders.7}:c c8");
+    assert_int_equal(r->integer, 0);
+    freeReplyObject(r);
+    batch_free(&b);
+    state_free(&l);
+    state_free(&c);
+    free(good);
+    free(bad);
+    apply_free(&a);
+}
+
 static void test_dead_letter_failure_writes_nothing(void **state) {
     (void)state;
     flush();
@@ -1279,6 +1366,7 @@ int main(void) {
         cmocka_unit_test(test_sent_ahead_lost_rewinds),
         cmocka_unit_test(test_sent_ahead_fenced),
         cmocka_unit_test(test_read_behind_lost_exec),
+        cmocka_unit_test(test_bad_sku_set_stops_batch_that_changes_it),
         cmocka_unit_test(test_batch_size_gives_same_state),
         cmocka_unit_test(test_read_in_parts),
         cmocka_unit_test(test_batch_read_in_parts),

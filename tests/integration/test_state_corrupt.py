@@ -20,7 +20,7 @@ Then tierd is stopped with SIGTERM (exit 0, leases released), `tierctl
 rebuild --partition P` rebuilds P from the topic, and a new tierd drains
 it: the aggregates of every partition, the victim's included, equal
 harness.model's recomputation (through tierctl dump), and P's
-meta is format 3 with no review cursor.
+meta is format 4 with no review cursor.
 """
 import os
 import random
@@ -207,7 +207,7 @@ want_state, want_dead = h.model(first + second, tz=TZ)
 assert not want_dead
 h.compare_state(h.read_state(svc.redis), want_state)
 m = svc.redis.hgetall("tierd:{orders.%d}:meta" % P)
-assert m.get(b"format") == b"3" and b"rv_month" not in m and b"rv_after" not in m, m
+assert m.get(b"format") == b"4" and b"rv_month" not in m and b"rv_after" not in m, m
 vm = [v for (p, _m, c), v in want_state.items() if c == victim and _m == (cur // 12) * 100 + cur % 12 + 1]
 h.log("after the rebuild: aggregates equal the recomputation (%d customer-months; "
       "the victim this month %s)" % (len(want_state), vm))

@@ -288,7 +288,7 @@ def partition_state():
 
 want = partition_state()
 assert svc.redis.xlen("tierd:{orders.%d}:outbox" % pa) == 0
-assert sum(o["type"] == "month" for o in want[0]) >= 5 and want[1][b"format"] == b"3", want
+assert sum(o["type"] == "month" for o in want[0]) >= 5 and want[1][b"format"] == b"4", want
 assert svc.redis.hget("tierd:{orders.%d}:meta" % pa, "lease") is None, "lease not released"
 svc.redis.delete(*svc.redis.keys("tierd:{orders.%d}:*" % pa))
 out, err = tierctl("rebuild", "--partition", str(pa))

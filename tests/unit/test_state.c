@@ -171,10 +171,30 @@ static void reseal(uint8_t *buf, size_t len) {
     for (int i = 0; i < 4; i++) buf[len - 4 + i] = (uint8_t)(crc >> (8 * i));
 }
 
+/* The lazy decode's verdict held to the full one's, which refused with
+ * err: refused with the same message; or, where the full decode refused
+ * a format-4 SKU set's codes (which the lazy decode steps over), refused
+ * by then or when the sets are decoded, the set's message either way. */
+static void lazy_refused(state_customer_t *l, int lrc, const char *lerr, const char *err) {
+    if (!strstr(err, "SKU fingerprints of month")) {
+        assert_int_equal(lrc, -1);
+        assert_string_equal(lerr, err);
+    } else if (lrc == 0) {
+        char uerr[256] = "";
+        int urc = 0;
+        for (uint32_t i = 0; i < l->nmonths && urc == 0; i++)
+            urc = state_unpack(l, l->months[i].month, uerr, sizeof(uerr));
+        assert_int_equal(urc, -1);
+        assert_string_equal(uerr, err);
+    }
+    if (lrc != 0) assert_int_equal(l->nmonths, 0); /* left reset */
+}
+
 /* Decodes; when that succeeds the bytes must be exactly what encode
- * writes for the result (one encoding per value).  The lazy decode must
- * agree: the same verdict and message, and, left in the bytes, the same
- * bytes when encoded. */
+ * writes for the result (one encoding per value; an older format's value
+ * encodes to one that decodes the same).  The lazy decode must agree:
+ * the same verdict and message (lazy_refused), and, left in the bytes,
+ * the same bytes when encoded. */
 static int decode_canonical(state_customer_t *d, const uint8_t *buf, size_t len) {
     char err[256] = "", lerr[256] = "";
     state_customer_t l;
@@ -183,24 +203,29 @@ static int decode_canonical(state_customer_t *d, const uint8_t *buf, size_t len)
     if (state_decode(d, buf, len, err, sizeof(err)) != 0) {
         assert_true(err[0] != '\0');
         assert_int_equal(d->nmonths, 0); /* left reset */
-        assert_int_equal(lrc, -1);
-        assert_string_equal(lerr, err);
-        assert_int_equal(l.nmonths, 0);
+        lazy_refused(&l, lrc, lerr, err);
         state_free(&l);
         return -1;
     }
     assert_int_equal(lrc, 0);
-    size_t n;
-    uint8_t *again = encode(d, &n);
-    assert_int_equal(n, len);
-    assert_memory_equal(again, buf, len);
+    size_t n, ln;
+    uint8_t *again = encode(d, &n), *lazy = encode(&l, &ln);
     assert_int_equal(state_check(d, NULL, 0), 0);
-    free(again);
-    again = encode(&l, &n);
-    assert_int_equal(n, len);
-    assert_memory_equal(again, buf, len);
     assert_int_equal(state_check(&l, NULL, 0), 0);
+    assert_int_equal(ln, n);
+    assert_memory_equal(lazy, again, n);
+    if (buf[0] == STATE_FORMAT) {
+        assert_int_equal(n, len);
+        assert_memory_equal(again, buf, len);
+    } else {
+        state_customer_t e;
+        state_init(&e);
+        assert_int_equal(state_decode(&e, again, n, NULL, 0), 0);
+        assert_same(d, &e);
+        state_free(&e);
+    }
     free(again);
+    free(lazy);
     state_free(&l);
     return 0;
 }
@@ -1031,8 +1056,10 @@ static void test_rice_edges(void **state) {
     m->agg.skus = 1;
     size_t len;
     uint8_t *buf = encode(&c, &len);
-    /* ... mark, nskus = 1, four zero bytes, nfps = 0, first_month, checksum */
-    assert_int_equal(buf[len - 4 - 1 - 1 - 4 - 1], 1);
+    /* ... mark, nskus = 1, its length 4, four zero bytes, nfps = 0,
+     * first_month, checksum */
+    assert_int_equal(buf[len - 4 - 1 - 1 - 4 - 2], 1);
+    assert_int_equal(buf[len - 4 - 1 - 1 - 4 - 1], 4);
     for (int i = 0; i < 4; i++) assert_int_equal(buf[len - 4 - 1 - 1 - 4 + i], 0);
     /* its last spare bit: there are none (32 bits), so take a set of two,
      * k = 30: 2 x 31 bits and 2 spare bits in the eighth byte */
@@ -1048,6 +1075,49 @@ static void test_rice_edges(void **state) {
     char err[256];
     assert_int_equal(state_decode(&d, buf, len, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "not 0"));
+    /* the lazy decode steps over the set; decoding it refuses it alike,
+     * and leaves the month as it was */
+    state_customer_t l;
+    state_init(&l);
+    char lerr[256] = "";
+    assert_int_equal(state_decode_lazy(&l, buf, len, NULL, 0), 0);
+    assert_int_equal(state_unpack(&l, 24300, lerr, sizeof(lerr)), -1);
+    assert_string_equal(lerr, err);
+    assert_non_null(l.months[0].raw); /* still in the bytes, counts as they were */
+    assert_int_equal(l.months[0].nskus, 2);
+    assert_int_equal(l.months[0].nfps, 0);
+    size_t n;
+    uint8_t *again = encode(&l, &n);
+    assert_int_equal(n, len);
+    assert_memory_equal(again, buf, len);
+    free(again);
+    assert_int_equal(state_unpack(&l, 24301, NULL, 0), 0); /* no such month */
+    free(buf);
+
+    /* its stored length: one more than the set takes (a zero byte
+     * after it), and one the set's count cannot take */
+    buf = encode(&c, &len);
+    size_t at = len - 4 - 1 - 1 - 8 - 1; /* the length: 8 */
+    assert_int_equal(buf[at], 8);
+    uint8_t *longer = malloc(len + 1);
+    memcpy(longer, buf, at + 1 + 8);
+    longer[at] = 9;
+    longer[at + 1 + 8] = 0;
+    memcpy(longer + at + 1 + 8 + 1, buf + at + 1 + 8, len - (at + 1 + 8));
+    reseal(longer, len + 1);
+    assert_int_equal(state_decode(&d, longer, len + 1, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "take 8 bytes, not the 9 stored"));
+    assert_int_equal(state_decode_lazy(&l, longer, len + 1, NULL, 0), 0);
+    assert_int_equal(state_unpack(&l, 24300, lerr, sizeof(lerr)), -1);
+    assert_string_equal(lerr, err);
+    free(longer);
+    buf[at] = 7; /* 2 x 31 bits need 8 */
+    reseal(buf, len);
+    assert_int_equal(state_decode(&d, buf, len, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "claim 7 bytes"));
+    assert_int_equal(state_decode_lazy(&l, buf, len, lerr, sizeof(lerr)), -1);
+    assert_string_equal(lerr, err);
+    state_free(&l);
     free(buf);
     /* many: 5,000 SKUs (k = 19) and 3,000 orders */
     random_customer(&c, 1, 5000, 3000);
@@ -1060,7 +1130,7 @@ static void test_rice_edges(void **state) {
 }
 
 /* Format 2 (fixed-width fingerprints, tier/grade/qmask apart, first_month
- * in the header) is still read, and written back as format 3. */
+ * in the header) is still read, and written back as format 4. */
 static size_t put_v(uint8_t *b, uint64_t v) {
     size_t n = 0;
     for (; v >= 0x80; v >>= 7) b[n++] = (uint8_t)(v | 0x80);
@@ -1121,7 +1191,7 @@ static void test_format2_read(void **state) {
     assert_int_equal(d.months[0].skus[1], 0xa0b0c0d0);
     assert_int_equal(d.months[0].nfps, 1);
     assert_true(d.months[0].fps[0] == fp);
-    /* written back as format 3, the same customer, fewer bytes */
+    /* written back as format 4, the same customer, fewer bytes */
     size_t len;
     uint8_t *buf = encode(&d, &len);
     assert_int_equal(buf[0], STATE_FORMAT);
@@ -1131,7 +1201,7 @@ static void test_format2_read(void **state) {
     free(buf);
     /* every one-byte change of it, resealed: never an overread (ASan);
      * what is still accepted passes state_check and survives the trip
-     * through format 3, and some changes (a sum's digits) are accepted */
+     * through format 4, and some changes (a sum's digits) are accepted */
     int accepted = 0;
     uint8_t m[128];
     for (size_t i = 1; i + 4 < n; i++) {
@@ -1154,13 +1224,96 @@ static void test_format2_read(void **state) {
     reseal(b, n);
     assert_int_equal(state_decode(&d, b, n, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "not strictly ascending"));
-    /* and formats 1 and 4 are refused by name */
-    b[0] = 4;
+    /* and formats 1 and 5 are refused by name */
+    b[0] = 5;
     reseal(b, n);
     assert_int_equal(state_decode(&d, b, n, err, sizeof(err)), -1);
-    assert_non_null(strstr(err, "format 4"));
+    assert_non_null(strstr(err, "format 5"));
+    assert_non_null(strstr(err, "formats 2 to 4"));
     state_free(&d);
     state_free(&e);
+}
+
+/* One varint of b at *i, copied to out at *o when out is not NULL. */
+static uint64_t copy_uv(const uint8_t *b, size_t *i, uint8_t *out, size_t *o) {
+    uint64_t v = 0;
+    for (unsigned shift = 0;; shift += 7) {
+        uint8_t x = b[(*i)++];
+        if (out) out[(*o)++] = x;
+        v |= (uint64_t)(x & 0x7f) << shift;
+        if (!(x & 0x80)) return v;
+    }
+}
+
+/* A format-4 value rewritten as format 3 (the release before): the same
+ * bytes without each month's SKU set length, format byte 3, resealed.
+ * Walked here by hand, apart from state.c. */
+static uint8_t *to_format3(const uint8_t *b, size_t len, size_t *out_len) {
+    uint8_t *out = malloc(len);
+    assert_non_null(out);
+    size_t i = 1, o = 1;
+    assert_int_equal(b[0], 4);
+    out[0] = 3;
+    for (int k = 0; k < 4; k++) copy_uv(b, &i, out, &o); /* mark tier seq score */
+    uint64_t nmonths = copy_uv(b, &i, out, &o);
+    for (uint64_t m = 0; m < nmonths; m++) {
+        for (int k = 0; k < 6; k++) copy_uv(b, &i, out, &o); /* month .. mark, nskus */
+        size_t size = (size_t)copy_uv(b, &i, NULL, NULL);
+        memcpy(out + o, b + i, size);
+        i += size, o += size;
+        size_t nfps = (size_t)copy_uv(b, &i, out, &o);
+        memcpy(out + o, b + i, 8 * nfps);
+        i += 8 * nfps, o += 8 * nfps;
+    }
+    copy_uv(b, &i, out, &o); /* first_month */
+    assert_int_equal(i, len - 4);
+    o += 4;
+    reseal(out, o);
+    *out_len = o;
+    return out;
+}
+
+/* Format 3 (no SKU set lengths) is still read, fully and lazily, and
+ * written back as format 4 byte for byte as the same customer encodes;
+ * its corruptions are refused as format 4's are. */
+static void test_format3_read(void **state) {
+    (void)state;
+    state_customer_t c, d, l;
+    state_init(&c);
+    state_init(&d);
+    state_init(&l);
+    rng_state = 0x5eed000c;
+    for (int it = 0; it < 500; it++) {
+        size_t len, len3, n;
+        random_customer(&c, it % 5 == 0 ? 0 : STATE_MONTHS_MAX, it % 10 == 0 ? 300 : 12, 10);
+        uint8_t *buf = encode(&c, &len);
+        uint8_t *v3 = to_format3(buf, len, &len3);
+        assert_true(len3 + c.nmonths <= len); /* a length takes a byte or more */
+        assert_int_equal(state_decode(&d, v3, len3, NULL, 0), 0);
+        assert_same(&c, &d);
+        uint8_t *again = encode(&d, &n);
+        assert_int_equal(n, len);
+        assert_memory_equal(again, buf, len);
+        free(again);
+        assert_int_equal(state_decode_lazy(&l, v3, len3, NULL, 0), 0);
+        for (uint32_t i = 0; i < l.nmonths; i++) assert_non_null(l.months[i].raw);
+        again = encode(&l, &n); /* the sets copied as they were, with their lengths */
+        assert_int_equal(n, len);
+        assert_memory_equal(again, buf, len);
+        free(again);
+        (void)decode_canonical(&d, v3, len3);
+        free(v3);
+        free(buf);
+    }
+    typical_customer(&c);
+    size_t len, len3;
+    uint8_t *buf = encode(&c, &len), *v3 = to_format3(buf, len, &len3);
+    corrupt_all(v3, len3, &d);
+    free(v3);
+    free(buf);
+    state_free(&c);
+    state_free(&d);
+    state_free(&l);
 }
 
 /* Its value must stay small: the store keeps one per customer, and every
@@ -1226,6 +1379,7 @@ int main(void) {
         cmocka_unit_test(test_decode_refusals),
         cmocka_unit_test(test_rice_edges),
         cmocka_unit_test(test_format2_read),
+        cmocka_unit_test(test_format3_read),
         cmocka_unit_test(test_size_bound),
         cmocka_unit_test(test_describe),
     };
