@@ -179,17 +179,22 @@ void state_drop_before(state_customer_t *c, int32_t m) {
 
 /* Binary search of a sorted, distinct fingerprint array (element i read
  * by AT(v, i)): 1 when fp is there; *at is where it is, or where it would
- * go. */
+ * go.  Branch-free: each step keeps lo or moves it by half with a
+ * conditional move, so the random fingerprints cost no mispredicted
+ * branches (this runs for every order and every SKU of a batch). */
 #define FIND_FP(name, elem, type, AT)                                                              \
     static int name(const elem *v, uint32_t n, type fp, uint32_t *at) {                            \
-        uint32_t lo = 0, hi = n;                                                                   \
-        while (lo < hi) {                                                                          \
-            uint32_t mid = lo + (hi - lo) / 2;                                                     \
-            if (AT(v, mid) < fp)                                                                   \
-                lo = mid + 1;                                                                      \
-            else                                                                                   \
-                hi = mid;                                                                          \
+        uint32_t lo = 0, len = n;                                                                  \
+        if (n == 0) {                                                                              \
+            *at = 0;                                                                               \
+            return 0;                                                                              \
         }                                                                                          \
+        while (len > 1) {                                                                          \
+            uint32_t half = len / 2;                                                               \
+            lo = AT(v, lo + half) < fp ? lo + half : lo;                                           \
+            len -= half;                                                                           \
+        }                                                                                          \
+        lo += AT(v, lo) < fp;                                                                      \
         *at = lo;                                                                                  \
         return lo < n && AT(v, lo) == fp;                                                          \
     }
@@ -652,6 +657,10 @@ static int get_u8(rd_t *r, const char *what, uint8_t *v) {
 
 /* A varint in its shortest form, at most 64 bits. */
 static int get_uv(rd_t *r, const char *what, uint64_t *v) {
+    if (r->p < r->end && *r->p < 0x80) { /* one byte: most of a value's varints */
+        *v = *r->p++;
+        return 0;
+    }
     uint64_t x = 0;
     for (unsigned shift = 0;; shift += 7) {
         uint8_t b;

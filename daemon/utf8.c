@@ -7,6 +7,7 @@
  * is a plain continuation, 80..BF.  Bytes C0, C1 and F5..FF never occur.
  */
 #include <stdint.h>
+#include <string.h>
 
 #include "utf8.h"
 
@@ -16,6 +17,12 @@ size_t utf8_invalid_at(const char *s, size_t n) {
     uint8_t c, lo, hi;
 
     while (i < n) {
+        uint64_t w;
+        /* Eight ASCII bytes at once: ids and SKUs mostly are. */
+        if (n - i >= 8 && (memcpy(&w, p + i, 8), !(w & UINT64_C(0x8080808080808080)))) {
+            i += 8;
+            continue;
+        }
         c = p[i];
         if (c < 0x80) {
             i++;

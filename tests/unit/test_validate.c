@@ -477,6 +477,21 @@ static void test_utf8_exhaustive(void **state) {
                     if (utf8_invalid_at((char *)b, 4) != ref_utf8_invalid_at(b, 4))
                         fail_msg("%02x %02x %02x %02x", x, y, edge[z], edge[w]);
                 }
+    /* Longer strings, where whole ASCII words are skipped at once: runs of
+     * ASCII of every length around lead and continuation bytes, at every
+     * alignment. */
+    uint8_t s[48];
+    uint64_t rng = 0x5eed0u;
+    for (int it = 0; it < 300000; it++) {
+        size_t n = (size_t)(it % 41);
+        for (size_t i = 0; i < n; i++) {
+            rng = rng * 6364136223846793005u + 1442695040888963407u;
+            unsigned r = (unsigned)(rng >> 33);
+            s[i] = r % 8 ? (uint8_t)(0x20 + r / 8 % 0x5f) : (uint8_t)(0x80 + r / 8 % 0x80);
+        }
+        if (utf8_invalid_at((char *)s, n) != ref_utf8_invalid_at(s, n))
+            fail_msg("string %d of %zu bytes", it, n);
+    }
 }
 
 static void test_bad_utf8(void **state) {
