@@ -10,7 +10,9 @@
  * the tables that map the profile's enum symbols to policy.h's values.
  *
  * Must never: crash, hang or allocate an attacker-chosen amount of memory,
- * whatever the bytes are.  Every record is first walked by decode_prescan(),
+ * whatever the bytes are.  A record is first read by decode_fast() in one
+ * pass, which makes every check below and gives up, saying nothing, on
+ * anything it does not accept.  Otherwise it is walked by decode_prescan(),
  * which knows the Order encoding and checks each length, count and index
  * against the bytes actually present; every refusal of a malformed record
  * (NOT_AVRO, TOO_MANY_LINES) and its wording comes from there.  Then
@@ -562,6 +564,111 @@ disagree:
 }
 
 /* -------------------------------------------------------------------------
+ * The one pass: a valid Order read once.
+ *
+ * Most records are valid, and for them the pre-scan's walk only confirms
+ * what decode_direct() then reads again.  decode_fast() reads the record
+ * once, filling o, and makes every check the pre-scan makes (it is at
+ * least as strict: a 64-bit varint of at most 10 bytes, the tenth 0 or 1;
+ * the kind 0 or 1; each string's length within the bytes left; a
+ * negative block count's size within them and equal to its items' bytes;
+ * a block's count within the bytes left at DECODE_LINE_MIN_BYTES a line;
+ * at most ORDER_LINES_MAX lines; nothing after the currency), and also
+ * gives up on a string too long for its field or more lines than o's
+ * buffer holds (it allocates nothing: the two passes grow the buffer, by
+ * what the pre-scan counted, and the next record finds it grown).
+ * Giving up says nothing about the record: the caller then takes the
+ * two-pass path, whose verdict and words are the record's, exactly as
+ * before.  So a record it accepts is one the pre-scan accepts and
+ * decode_direct() fills the same way; test_decode holds both to libavro.
+ */
+
+static inline int fast_long(direct_t *w, int64_t *out) {
+    uint64_t v = 0;
+
+    if (w->p != w->end && *w->p < 0x80) { /* one byte: lengths, counts, small numbers */
+        v = *w->p++;
+        *out = (int64_t)((v >> 1) ^ (0 - (v & 1)));
+        return 0;
+    }
+    for (unsigned shift = 0; shift < 64; shift += 7) {
+        uint8_t b;
+
+        if (w->p == w->end) return -1;
+        b = *w->p++;
+        if (shift == 63 && b > 1) return -1;
+        v |= (uint64_t)(b & 0x7f) << shift;
+        if ((b & 0x80) == 0) {
+            *out = (int64_t)((v >> 1) ^ (0 - (v & 1)));
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static inline int fast_string(direct_t *w, char *dst, size_t cap, size_t *len) {
+    int64_t n;
+
+    if (fast_long(w, &n) != 0 || n < 0 || (uint64_t)n > (size_t)(w->end - w->p) ||
+        decode_store_str(dst, cap, w->p, (size_t)n) != 0)
+        return -1;
+    *len = (size_t)n;
+    w->p += n;
+    return 0;
+}
+
+/* One block of lines, count > 0 of them from line *i on (size: the
+ * block's byte size, -1 when it gave none). */
+static int fast_block(direct_t *w, int64_t count, int64_t size, order_t *o, size_t *i) {
+    const uint8_t *items = w->p;
+    size_t n;
+
+    if ((uint64_t)count > (size_t)(w->end - w->p) / DECODE_LINE_MIN_BYTES ||
+        (uint64_t)count > ORDER_LINES_MAX - *i || (uint64_t)count > o->lines_cap - *i)
+        return -1;
+    for (; count > 0; count--, (*i)++) {
+        order_line_t *l = &o->lines[*i];
+
+        if (fast_string(w, l->sku, ORDER_SKU_MAX, &n) != 0 || fast_long(w, &l->quantity) != 0 ||
+            fast_long(w, &l->unit_price) != 0)
+            return -1;
+        l->sku_len = (uint8_t)n;
+    }
+    return size < 0 || (uint64_t)size == (size_t)(w->p - items) ? 0 : -1;
+}
+
+/* 0 with o filled, or -1: take the two-pass path. */
+static int decode_fast(const uint8_t *payload, size_t len, order_t *o) {
+    direct_t w = {payload, payload + len};
+    size_t n, i = 0;
+    int64_t kind, count, size;
+
+    if (fast_string(&w, o->order_id, ORDER_ID_MAX, &n) != 0) return -1;
+    o->order_id_len = (uint8_t)n;
+    if (fast_string(&w, o->customer_id, ORDER_ID_MAX, &n) != 0) return -1;
+    o->customer_id_len = (uint8_t)n;
+    if (fast_long(&w, &o->placed_at_ms) != 0 || fast_long(&w, &kind) != 0 ||
+        (kind != ORDER_SALE && kind != ORDER_RETURN))
+        return -1;
+    o->kind = (order_kind_t)kind;
+    for (;;) {
+        size = -1;
+        if (fast_long(&w, &count) != 0) return -1;
+        if (count == 0) break;
+        if (count < 0) {
+            if (count == INT64_MIN || fast_long(&w, &size) != 0 || size < 0 ||
+                (uint64_t)size > (size_t)(w.end - w.p))
+                return -1;
+            count = -count;
+        }
+        if (fast_block(&w, count, size, o, &i) != 0) return -1;
+    }
+    o->nlines = (uint32_t)i;
+    if (fast_string(&w, o->currency, ORDER_CURRENCY_MAX, &n) != 0) return -1;
+    return w.p == w.end ? 0 : -1;
+}
+
+/* -------------------------------------------------------------------------
  * The libavro path (decode_order_libavro): copy out of the generic value.
  */
 
@@ -725,28 +832,28 @@ static order_err_t scan_order(const decoder_t *d, const uint8_t *start, const ui
     return decode_prescan(start, payload, len, nlines, errstr, errstr_size);
 }
 
+/* A clean order, its line buffer kept for reuse. */
+static void decode_clear(order_t *out) {
+    order_line_t *keep_lines = out->lines;
+    uint32_t keep_cap = out->lines_cap;
+    memset(out, 0, sizeof(*out));
+    out->lines = keep_lines;
+    out->lines_cap = keep_cap;
+}
+
 /* What both paths do before reading any field: clear *out (keeping its line
  * buffer), recognise the framing and pre-scan.  On ORDER_OK the Order is
  * [*payload, *payload + *payload_len) with *nlines lines. */
 static order_err_t decode_frame(decoder_t *d, const void *buf, size_t len, order_t *out,
                                 const uint8_t **payload_out, size_t *payload_len_out,
                                 uint32_t *nlines, char *errstr, size_t errstr_size) {
-    order_line_t *keep_lines;
-    uint32_t keep_cap;
-
     if (errstr != NULL && errstr_size > 0) errstr[0] = '\0';
     if (d == NULL || out == NULL) {
         errstr_fmt(errstr, errstr_size, "decode_order called without a decoder or an order");
         return ORDER_ERR_INTERNAL;
     }
     d->last_schema_id = -1;
-
-    /* Start from a clean order but keep the line buffer for reuse. */
-    keep_lines = out->lines;
-    keep_cap = out->lines_cap;
-    memset(out, 0, sizeof(*out));
-    out->lines = keep_lines;
-    out->lines_cap = keep_cap;
+    decode_clear(out);
 
     if (buf == NULL || len == 0) {
         errstr_fmt(errstr, errstr_size, "empty record value; an Order is never empty");
@@ -785,6 +892,8 @@ static order_err_t decode_order_registry(decoder_t *d, const uint8_t *buf, size_
         return ORDER_ERR_INTERNAL;
     switch (e->kind) {
     case SCHEMACACHE_OWN:
+        if (decode_fast(payload, payload_len, out) == 0) return ORDER_OK;
+        decode_clear(out);
         err = decode_prescan(buf, payload, payload_len, &nlines, errstr, errstr_size);
         if (err != ORDER_OK) return err;
         return decode_direct(buf, payload, payload_len, nlines, out, errstr, errstr_size);
@@ -808,6 +917,18 @@ order_err_t decode_order(decoder_t *d, const void *buf, size_t len, order_t *out
         decode_frame(d, NULL, 0, out, &payload, &payload_len, &nlines, NULL, 0); /* clears out */
         if (errstr != NULL && errstr_size > 0) errstr[0] = '\0';
         return decode_order_registry(d, buf, len, out, errstr, errstr_size);
+    }
+    if (d != NULL && out != NULL && buf != NULL && len > 0) {
+        /* A framed record whose payload is an Order is read as framed,
+         * as decode_unframe() would; anything else takes the two passes. */
+        int64_t id = codec_confluent_id(buf, len);
+        size_t skip = id >= 0 ? CODEC_CONFLUENT_HEADER : 0;
+        decode_clear(out);
+        if (errstr != NULL && errstr_size > 0) errstr[0] = '\0';
+        if (decode_fast((const uint8_t *)buf + skip, len - skip, out) == 0) {
+            d->last_schema_id = id;
+            return ORDER_OK;
+        }
     }
     err = decode_frame(d, buf, len, out, &payload, &payload_len, &nlines, errstr, errstr_size);
     if (err != ORDER_OK) return err;
