@@ -985,7 +985,7 @@ static redisReply *twin_same_states(const char *const *ids, size_t n) {
     assert_int_equal(r1->elements, 2 * n);
     assert_int_equal(r2->elements, 2 * n);
     for (size_t c = 0; c < n; c++) {
-        size_t l1, l2;
+        size_t l1 = 0, l2 = 0;
         const char *s1 = field_of(r1, ids[c], &l1), *s2 = field_of(r2, ids[c], &l2);
         if (l1 != l2 || memcmp(s1, s2, l1) != 0) fail_msg("%s: the states differ", ids[c]);
     }
@@ -1025,7 +1025,7 @@ static void test_batch_size_gives_same_state(void **state) {
     assert_true(t.one.stats.reviews >= 1);
     redisReply *r1 = twin_same_states(custs, 4);
     for (size_t c = 0; c < 4; c++) {
-        size_t l1;
+        size_t l1 = 0;
         const char *s1 = field_of(r1, custs[c], &l1);
         /* The live score is the one over the window of its last order's
          * month (November), whatever came before in the batch. */
