@@ -472,16 +472,23 @@ typedef struct direct {
     const uint8_t *end;
 } direct_t;
 
-/* A zigzag long of at most 10 bytes (the pre-scan refused wider ones). */
+/* A zigzag long of at most 10 bytes, the tenth 0 or 1, as the pre-scan
+ * allows (decode_fast relies on refusing what it refuses). */
 static inline int direct_long(direct_t *w, int64_t *out) {
     uint64_t v = 0;
     unsigned shift;
 
+    if (w->p != w->end && *w->p < 0x80) { /* one byte: lengths, counts, small numbers */
+        v = *w->p++;
+        *out = (int64_t)((v >> 1) ^ (0 - (v & 1)));
+        return 0;
+    }
     for (shift = 0; shift < 64; shift += 7) {
         uint8_t b;
 
         if (w->p == w->end) return -1;
         b = *w->p++;
+        if (shift == 63 && b > 1) return -1;
         v |= (uint64_t)(b & 0x7f) << shift;
         if ((b & 0x80) == 0) {
             *out = (int64_t)((v >> 1) ^ (0 - (v & 1)));
@@ -583,38 +590,11 @@ disagree:
  * decode_direct() fills the same way; test_decode holds both to libavro.
  */
 
-static inline int fast_long(direct_t *w, int64_t *out) {
-    uint64_t v = 0;
-
-    if (w->p != w->end && *w->p < 0x80) { /* one byte: lengths, counts, small numbers */
-        v = *w->p++;
-        *out = (int64_t)((v >> 1) ^ (0 - (v & 1)));
-        return 0;
-    }
-    for (unsigned shift = 0; shift < 64; shift += 7) {
-        uint8_t b;
-
-        if (w->p == w->end) return -1;
-        b = *w->p++;
-        if (shift == 63 && b > 1) return -1;
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if ((b & 0x80) == 0) {
-            *out = (int64_t)((v >> 1) ^ (0 - (v & 1)));
-            return 0;
-        }
-    }
-    return -1;
-}
-
+/* A string stored into a field of cap bytes; -1 when it does not fit. */
 static inline int fast_string(direct_t *w, char *dst, size_t cap, size_t *len) {
-    int64_t n;
+    const uint8_t *s;
 
-    if (fast_long(w, &n) != 0 || n < 0 || (uint64_t)n > (size_t)(w->end - w->p) ||
-        decode_store_str(dst, cap, w->p, (size_t)n) != 0)
-        return -1;
-    *len = (size_t)n;
-    w->p += n;
-    return 0;
+    return direct_string(w, &s, len) != 0 || decode_store_str(dst, cap, s, *len) != 0 ? -1 : 0;
 }
 
 /* One block of lines, count > 0 of them from line *i on (size: the
@@ -629,8 +609,8 @@ static int fast_block(direct_t *w, int64_t count, int64_t size, order_t *o, size
     for (; count > 0; count--, (*i)++) {
         order_line_t *l = &o->lines[*i];
 
-        if (fast_string(w, l->sku, ORDER_SKU_MAX, &n) != 0 || fast_long(w, &l->quantity) != 0 ||
-            fast_long(w, &l->unit_price) != 0)
+        if (fast_string(w, l->sku, ORDER_SKU_MAX, &n) != 0 || direct_long(w, &l->quantity) != 0 ||
+            direct_long(w, &l->unit_price) != 0)
             return -1;
         l->sku_len = (uint8_t)n;
     }
@@ -647,16 +627,16 @@ static int decode_fast(const uint8_t *payload, size_t len, order_t *o) {
     o->order_id_len = (uint8_t)n;
     if (fast_string(&w, o->customer_id, ORDER_ID_MAX, &n) != 0) return -1;
     o->customer_id_len = (uint8_t)n;
-    if (fast_long(&w, &o->placed_at_ms) != 0 || fast_long(&w, &kind) != 0 ||
+    if (direct_long(&w, &o->placed_at_ms) != 0 || direct_long(&w, &kind) != 0 ||
         (kind != ORDER_SALE && kind != ORDER_RETURN))
         return -1;
     o->kind = (order_kind_t)kind;
     for (;;) {
         size = -1;
-        if (fast_long(&w, &count) != 0) return -1;
+        if (direct_long(&w, &count) != 0) return -1;
         if (count == 0) break;
         if (count < 0) {
-            if (count == INT64_MIN || fast_long(&w, &size) != 0 || size < 0 ||
+            if (count == INT64_MIN || direct_long(&w, &size) != 0 || size < 0 ||
                 (uint64_t)size > (size_t)(w.end - w.p))
                 return -1;
             count = -count;
