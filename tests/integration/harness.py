@@ -1218,15 +1218,11 @@ def decode_state(b, check_crc=True):
             mark = r.uv()
             mo.update(tier=mark % TIERS, grade=mark // TIERS % 5, qmask=mark // TIERS // 5)
             n = r.uv()
-            if fmt == 4:
-                size = r.uv()
-                at = r.i
-                mo["skus"] = r.rice(n)
-                if r.i - at != size:
-                    raise StateError("month %d: SKU set of %d bytes, %d stored"
-                                     % (m, r.i - at, size))
-            else:
-                mo["skus"] = r.rice(n)
+            size = r.uv() if fmt == 4 else None  # format 4: the set's length first
+            at = r.i
+            mo["skus"] = r.rice(n)
+            if size is not None and r.i - at != size:
+                raise StateError("month %d: SKU set of %d bytes, %d stored" % (m, r.i - at, size))
         mo["fps"] = [int.from_bytes(r.raw(8), "little") for _ in range(r.uv())]
         for name in ("skus", "fps"):
             v = mo[name]
@@ -1284,21 +1280,17 @@ def state_v4_as_v3(b):
     assert r.u8() == 4, "not a format-4 value"
 
     def copy(k=1):
+        """k varints copied as they are; the last one's value."""
         for _ in range(k):
             at = r.i
-            r.uv()
+            v = r.uv()
             out.extend(b[at:r.i])
+        return v
     copy(4)
-    at = r.i
-    nmonths = r.uv()
-    out.extend(b[at:r.i])
-    for _ in range(nmonths):
+    for _ in range(copy()):  # nmonths
         copy(6)  # month, qty, amount, orders, mark, nskus
-        out.extend(r.raw(r.uv()))
-        at = r.i
-        nfps = r.uv()
-        out.extend(b[at:r.i])
-        out.extend(r.raw(8 * nfps))
+        out.extend(r.raw(r.uv()))  # the set, without its length
+        out.extend(r.raw(8 * copy()))  # nfps, then the fingerprints
     copy()  # first_month
     return bytes(out) + crc32c(out).to_bytes(4, "little")
 
