@@ -112,20 +112,20 @@ static int skip_decide(void *ctx, const store_meta_t *now, redisReply **replies,
                        char *errstr, size_t errstr_size) {
     skip_t *k = ctx;
     (void)replies;
-    int64_t held = k->input ? now->poffset : now->offset;
-    int64_t cached = k->input ? k->p->meta.poffset : k->p->meta.offset;
-    if (held != cached) return TXN_AGAIN; /* our last commit landed though its reply was lost */
+    store_meta_t cur = *now; /* read only: a view of its input's fields */
+    store_input_t n = store_meta_input(&cur, k->input);
+    int64_t held = *n.offset;
+    if (held != *store_meta_input(&k->p->meta, k->input).offset)
+        return TXN_AGAIN; /* our last commit landed though its reply was lost */
     k->kept = 0;
     if (held >= k->to) return APPLY_OK; /* a batch went past it: only the format is written */
-    const char *off = k->input ? "poffset" : "offset", *hash = k->input ? "prev_pfp" : "prev_fp";
-    int64_t at = k->input ? now->pprev_at : now->prev_at;
+    const char *off = n.offset_field, *hash = n.fp_field;
     snprintf(k->off, sizeof(k->off), "%" PRId64, k->to);
     snprintf(k->upd, sizeof(k->upd), "%lld", (long long)time(NULL));
-    if (k->keep && held > 0 && (k->input ? now->has_prev_pfp : now->has_prev_fp)) {
+    if (k->keep && held > 0 && *n.has_fp) {
         k->kept = 1;
-        k->at = at >= 0 ? at : held - 1;
-        snprintf(k->fp, sizeof(k->fp), "%" PRIu64 "@%" PRId64,
-                 k->input ? now->prev_pfp : now->prev_fp, k->at);
+        k->at = *n.at >= 0 ? *n.at : held - 1;
+        snprintf(k->fp, sizeof(k->fp), "%" PRIu64 "@%" PRId64, *n.fp, k->at);
     }
     /* Without the kept hash, its two arguments are left off the end, and
      * the hash goes. */
@@ -144,18 +144,12 @@ static int skip_decide(void *ctx, const store_meta_t *now, redisReply **replies,
 
 static void skip_committed(void *ctx, apply_stats_t *st) {
     skip_t *k = ctx;
-    store_meta_t *m = &k->p->meta;
+    store_input_t m = store_meta_input(&k->p->meta, k->input);
     (void)st;
-    if ((k->input ? m->poffset : m->offset) >= k->to) return;
-    if (k->input) {
-        m->poffset = k->to;
-        m->has_prev_pfp = k->kept;
-        m->pprev_at = k->kept ? k->at : -1;
-    } else {
-        m->offset = k->to;
-        m->has_prev_fp = k->kept;
-        m->prev_at = k->kept ? k->at : -1;
-    }
+    if (*m.offset >= k->to) return;
+    *m.offset = k->to;
+    *m.has_fp = k->kept;
+    *m.at = k->kept ? k->at : -1;
 }
 
 static const txn_ops_t skip_ops = {skip_plan, skip_decide, skip_committed, FAULT_COMMIT, 0};
@@ -163,7 +157,7 @@ static const txn_ops_t skip_ops = {skip_plan, skip_decide, skip_committed, FAULT
 int apply_skip(apply_ctx_t *a, apply_part_t *p, int input, int64_t to, int keep_check, char *errstr,
                size_t errstr_size) {
     skip_t k = {a, p, input, to, keep_check, 0, -1, "", "", "", ""};
-    if ((input ? p->meta.poffset : p->meta.offset) >= to) return APPLY_OK;
+    if (*store_meta_input(&p->meta, input).offset >= to) return APPLY_OK;
     store_key(a->store, p->topic, p->partition, "meta", k.mkey, sizeof(k.mkey));
     return txn_run(a, p, &skip_ops, &k, errstr, errstr_size);
 }

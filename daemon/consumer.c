@@ -1343,14 +1343,14 @@ static void topic_check(consumer_t *k, int input, part_t *pt, const rd_kafka_mes
     pt->verify_at[input] = -1;
     if (state_order_fp(m->payload, m->len) == pt->verify_fp[input]) {
         /* Between it and the offset held: markers at most. */
-        pt->taken[input] = input ? pt->ap.meta.poffset : pt->ap.meta.offset;
+        pt->taken[input] = *store_meta_input(&pt->ap.meta, input).offset;
         return;
     }
     snprintf(why, sizeof(why),
              "the record at offset %" PRId64 " is not the one tierd applied there: the topic "
              "was deleted and made again, or its records rewritten",
              m->offset);
-    part_wait(k, input, m->partition, pt, input ? pt->ap.meta.poffset : pt->ap.meta.offset, 1, why);
+    part_wait(k, input, m->partition, pt, *store_meta_input(&pt->ap.meta, input).offset, 1, why);
 }
 
 /* Whether m is for topic_check, or past it: 1 when m was the record to
@@ -1500,7 +1500,7 @@ static void out_of_range(consumer_t *k, int input, const rd_kafka_message_t *m) 
     int32_t id = m->partition;
     part_t *pt = part_get(k, id);
     if (!pt || !pt->assigned) return;
-    int64_t at = m->offset, held = input ? pt->ap.meta.poffset : pt->ap.meta.offset, lo, hi;
+    int64_t at = m->offset, held = *store_meta_input(&pt->ap.meta, input).offset, lo, hi;
     /* Asked for the record before the offset held, to check it
      * (topic_check): past the end means past the offset held. */
     int checking = pt->verify_at[input] >= 0 && at == pt->verify_at[input];
@@ -1590,7 +1590,7 @@ static void marker_tick(consumer_t *k, int input) {
     for (int32_t i = 0; i < k->nparts; i++) {
         part_t *pt = &k->parts[i];
         int64_t taken = pt->taken[input];
-        int64_t held = input ? pt->ap.meta.poffset : pt->ap.meta.offset;
+        int64_t held = *store_meta_input(&pt->ap.meta, input).offset;
         size_t n = input ? pt->prof.n : pt->npending;
         if (!pt->assigned || pt->fenced || pt->need_rewind || pt->settle_rc || pt->retry_at ||
             pt->past_end[input] >= 0 || pt->refetch_at[input] || pt->verify_at[input] >= 0 ||

@@ -68,6 +68,26 @@ typedef struct store_meta {
     int64_t prev_at, pprev_at;
 } store_meta_t;
 
+/* One input's fields of a meta (0: orders, 1: profiles) and their names
+ * in Redis, for code that treats both inputs alike. */
+typedef struct store_input {
+    int64_t *offset;
+    uint64_t *fp;
+    int *has_fp;
+    int64_t *at;
+    const char *offset_field, *fp_field;
+} store_input_t;
+
+static inline store_input_t store_meta_input(store_meta_t *m, int input) {
+    store_input_t v = {&m->offset, &m->prev_fp, &m->has_prev_fp, &m->prev_at, "offset", "prev_fp"};
+    if (input) {
+        store_input_t p = {&m->poffset,  &m->prev_pfp, &m->has_prev_pfp,
+                           &m->pprev_at, "poffset",    "prev_pfp"};
+        v = p;
+    }
+    return v;
+}
+
 /* A list of commands for one MULTI/EXEC, built by the caller.  Strings are
  * borrowed until store_exec returns; store_tx_printf copies its result. */
 typedef struct store_tx {
