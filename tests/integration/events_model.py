@@ -290,9 +290,10 @@ PROFILE_SCHEMA = avro.schema.parse(open(os.path.join(ROOT, "schemas", "customer_
 FORMATS = ("GROCERY", "CONVENIENCE", "SUPERMARKET", "MALL", "TOBACCO_LIQUOR", "HOSPITALITY", "OTHER")
 
 
-def profile_value(cid, grade, fmt, updated_ms):
+def profile_value(cid, grade, fmt, updated_ms, cooperation=0.6):
     v = {"customer_id": cid, "format": fmt, "market": "URBAN", "chain": False,
-         "compliance_grade": grade, "cooperation": 0.6, "growth": 0.6, "tier_override": None,
+         "compliance_grade": grade, "cooperation": cooperation, "growth": 0.6,
+         "tier_override": None,
          "updated_at": dt.datetime.fromtimestamp(updated_ms / 1000, dt.timezone.utc)}
     buf = io.BytesIO()
     avro.io.DatumWriter(PROFILE_SCHEMA).write(v, avro.io.BinaryEncoder(buf))

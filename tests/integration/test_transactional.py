@@ -29,8 +29,6 @@ every partition.  tierd (read_committed) must:
   stopped, grown past those records, every partition waits and nothing is
   applied (the check had nothing to compare before).
 """
-import datetime as dt
-import io
 import os
 import random
 import re
@@ -38,10 +36,9 @@ import subprocess
 import threading
 import time
 
-import avro.io
-import avro.schema
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+import events_model
 import harness as h
 
 TZ = "Asia/Shanghai"
@@ -50,7 +47,6 @@ now = h.now_ms()
 t0 = h.month_start_ms(h.month_index(now, TZ), TZ)
 t1 = max(t0 + 600_000, now - 60_000)
 CUST = ["TX%04d" % i for i in range(40)]
-PROFILE = avro.schema.parse(open(os.path.join(h.ROOT, "schemas", "customer_profile.avsc")).read())
 
 
 def sale(oid, cust):
@@ -61,13 +57,8 @@ def sale(oid, cust):
 
 
 def profile(cust, grade, cooperation):
-    v = {"customer_id": cust, "format": "MALL", "market": "URBAN", "chain": False,
-         "compliance_grade": grade, "cooperation": cooperation, "growth": 0.6,
-         "tier_override": None,
-         "updated_at": dt.datetime.fromtimestamp(now / 1000, dt.timezone.utc)}
-    buf = io.BytesIO()
-    avro.io.DatumWriter(PROFILE).write(v, avro.io.BinaryEncoder(buf))
-    return h.Rec(h.partition_of(cust), cust.encode(), buf.getvalue())
+    value = events_model.profile_value(cust, grade, "MALL", now, cooperation=cooperation)
+    return h.Rec(h.partition_of(cust), cust.encode(), value)
 
 
 def transaction(producer, topic, recs, commit=True):
