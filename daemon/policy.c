@@ -86,7 +86,20 @@ const char *policy_format_name(policy_format_t f) {
 
 const char *policy_month_text(int32_t month, char *buf, size_t size) {
     int32_t year = month >= 0 ? month / 12 : (month - 11) / 12;
-    snprintf(buf, size, "%04d-%02d", (int)year, (int)(month - year * 12 + 1));
+    int mon = (int)(month - year * 12 + 1);
+    if (year >= 0 && year <= 9999 && size >= 8) {
+        /* "%04d-%02d" without printf: events and texts write one each */
+        buf[0] = (char)('0' + year / 1000);
+        buf[1] = (char)('0' + year / 100 % 10);
+        buf[2] = (char)('0' + year / 10 % 10);
+        buf[3] = (char)('0' + year % 10);
+        buf[4] = '-';
+        buf[5] = (char)('0' + mon / 10);
+        buf[6] = (char)('0' + mon % 10);
+        buf[7] = '\0';
+    } else {
+        snprintf(buf, size, "%04d-%02d", (int)year, mon);
+    }
     return buf;
 }
 
@@ -110,7 +123,7 @@ typedef struct explain {
     size_t size, len;
 } explain_t;
 
-__attribute__((format(printf, 2, 3))) static void say(explain_t *e, const char *fmt, ...) {
+__attribute__((format(printf, 2, 3))) static void say_fmt(explain_t *e, const char *fmt, ...) {
     if (e->len + 1 >= e->size) return;
     va_list ap;
     va_start(ap, fmt);
@@ -120,6 +133,14 @@ __attribute__((format(printf, 2, 3))) static void say(explain_t *e, const char *
     e->len += (size_t)n;
     if (e->len >= e->size) e->len = e->size - 1;
 }
+
+/* say() evaluates its arguments (tier labels, month texts) only when the
+ * text is wanted: a review's first, silent pass over every customer
+ * formats nothing. */
+#define say(e, ...)                                                                                \
+    do {                                                                                           \
+        if ((e)->size) say_fmt((e), __VA_ARGS__);                                                  \
+    } while (0)
 
 /* ------------------------------------------------------------------ */
 /* Metrics and score                                                   */

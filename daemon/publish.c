@@ -559,9 +559,13 @@ static strmap_t *acked_of(publish_t *d, int32_t partition, int create) {
  * entry made again under an old id (Redis put back in time) is never
  * taken for one acknowledged; one event id is one event's bytes. */
 static size_t acked_key(char *buf, size_t size, const redisReply *entry, size_t ev) {
-    const redisReply *id = entry->element[1]->element[8 * ev + 5];
-    int n = snprintf(buf, size, "%s#%.*s", entry->element[0]->str, (int)id->len, id->str);
-    return n > 0 && (size_t)n < size ? (size_t)n : 0;
+    const redisReply *eid = entry->element[0], *id = entry->element[1]->element[8 * ev + 5];
+    if (eid->len + 1 + id->len >= size) return 0;
+    memcpy(buf, eid->str, eid->len);
+    buf[eid->len] = '#';
+    memcpy(buf + eid->len + 1, id->str, id->len);
+    buf[eid->len + 1 + id->len] = '\0';
+    return eid->len + 1 + id->len;
 }
 
 static void obox_produce(publish_t *d, obox_t *o, char *errstr, size_t errstr_size) {

@@ -1091,6 +1091,16 @@ static void test_names(void **state) {
     assert_string_equal(policy_format_name(POLICY_FORMAT_TOBACCO_LIQUOR), "TOBACCO_LIQUOR");
     char m[32];
     assert_string_equal(policy_month_text(policy_month_of(2025, 12), m, sizeof(m)), "2025-12");
+    /* Written without printf for years 0..9999; printf's bytes for every
+     * month, those past either end included. */
+    for (int32_t mo = -30; mo < 12 * 10001 + 30; mo++) {
+        char want[32];
+        int32_t y = mo >= 0 ? mo / 12 : (mo - 11) / 12;
+        snprintf(want, sizeof(want), "%04d-%02d", (int)y, (int)(mo - y * 12 + 1));
+        assert_string_equal(policy_month_text(mo, m, sizeof(m)), want);
+    }
+    assert_string_equal(policy_month_text(INT32_MAX, m, sizeof(m)), "178956970-08");
+    assert_string_equal(policy_month_text(policy_month_of(2026, 1), m, 6), "2026-");
 }
 
 /* The score's text, as printf would write it ("%.2f", and "%.0f" for whole
