@@ -176,11 +176,6 @@ static void set_dead(apply_msg_t *m, order_err_t err, const char *reason) {
     snprintf(m->reason, sizeof(m->reason), "%s", reason);
 }
 
-static void ym(int32_t m, char *buf, size_t n) {
-    int v = month_yyyymm(m);
-    snprintf(buf, n, "%04d-%02d", v / 100, v % 100);
-}
-
 /* Keeps what deciding needs of a valid order: its fields without the
  * lines, and the fingerprints of its SKUs (a SALE's). */
 static int keep_order(apply_ctx_t *a, struct batch_work *w, size_t i, const order_t *o) {
@@ -300,11 +295,11 @@ static void plan_cut(batch_t *b) {
         }
         if (cur >= 0 && w->omonth[i] < cur - W + 1) {
             char om[16], lo[16], hi[16], why[200];
-            ym(w->omonth[i], om, sizeof(om));
-            ym(cur - W + 1, lo, sizeof(lo));
-            ym(cur, hi, sizeof(hi));
             snprintf(why, sizeof(why),
-                     "placed_at falls in %s, before this partition's window %s..%s", om, lo, hi);
+                     "placed_at falls in %s, before this partition's window %s..%s",
+                     policy_month_text(w->omonth[i], om, sizeof(om)),
+                     policy_month_text(cur - W + 1, lo, sizeof(lo)),
+                     policy_month_text(cur, hi, sizeof(hi)));
             set_dead(m, ORDER_ERR_LATE, why);
             continue;
         }

@@ -85,8 +85,9 @@ const char *policy_format_name(policy_format_t f) {
 }
 
 const char *policy_month_text(int32_t month, char *buf, size_t size) {
-    int32_t year = month >= 0 ? month / 12 : (month - 11) / 12;
-    int mon = (int)(month - year * 12 + 1);
+    /* the year rounded toward minus infinity; defined for every int32 */
+    int32_t year = month >= 0 ? month / 12 : -(int32_t)((-(int64_t)month + 11) / 12);
+    int mon = (int)((int64_t)month - (int64_t)year * 12 + 1);
     if (year >= 0 && year <= 9999 && size >= 8) {
         /* "%04d-%02d" without printf: events and texts write one each */
         buf[0] = (char)('0' + year / 1000);

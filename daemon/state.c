@@ -1282,13 +1282,6 @@ int state_check(const state_customer_t *c, char *errstr, size_t errstr_size) {
 /* ------------------------------------------------------------------ */
 /* Text for logs                                                       */
 
-/* "2026-09" for any int32 (policy_month_text is for months the engine
- * produced; a decoded or hand-built struct may hold anything). */
-static int month_text(char *buf, size_t size, int32_t m) {
-    int32_t y = month_year(m);
-    return snprintf(buf, size, "%04d-%02d", (int)y, (int)((int64_t)m - (int64_t)y * 12 + 1));
-}
-
 int state_describe(const state_customer_t *c, char *buf, size_t size) {
     /* Sized for the longest of everything, so t is never cut. */
     char t[160 + STATE_MONTHS_MAX * 24], first[24], score[24], ovr[16];
@@ -1302,7 +1295,7 @@ int state_describe(const state_customer_t *c, char *buf, size_t size) {
                  (int)(c->live_score_c % 100));
     snprintf(ovr, sizeof(ovr), "%d", c->st.has_override ? (int)c->st.override_tier : 0);
     if (c->st.tier > 0)
-        month_text(first, sizeof(first), c->st.first_month);
+        policy_month_text(c->st.first_month, first, sizeof(first));
     else
         snprintf(first, sizeof(first), "none");
     k = snprintf(t, sizeof(t),
@@ -1312,8 +1305,7 @@ int state_describe(const state_customer_t *c, char *buf, size_t size) {
     n = k < 0 ? 0 : (size_t)k;
     for (uint32_t i = 0; i < c->nmonths && i < STATE_MONTHS_MAX && n + 24 < sizeof(t); i++) {
         if (i) t[n++] = ',';
-        k = month_text(t + n, sizeof(t) - n, c->months[i].month);
-        n += k < 0 ? 0 : (size_t)k;
+        n += strlen(policy_month_text(c->months[i].month, t + n, sizeof(t) - n));
     }
     t[n] = '\0';
     if (size > 0) snprintf(buf, size, "%s", t);

@@ -53,14 +53,6 @@ static void out_month(out_t *o, int32_t m) {
         out_s(o, "null");
         return;
     }
-    int32_t y = m / 12, mm = m % 12 + 1;
-    if (y >= 1000) {
-        char b[4] = {'-', (char)('0' + mm / 10), (char)('0' + mm % 10), '"'};
-        out_raw(o, "\"", 1);
-        out_i64(o, y);
-        out_raw(o, b, 4);
-        return;
-    }
     char b[24];
     policy_month_text(m, b, sizeof(b));
     out_str(o, b, strlen(b));

@@ -481,6 +481,9 @@ static void test_old_months_deleted_and_late_refused(void **state) {
     assert_int_equal(b.msgs[1].state, MSG_DEAD);
     assert_int_equal(sink_count, 1);
     assert_string_equal(sink_codes[0], "LATE");
+    assert_string_equal(
+        b.msgs[1].reason,
+        "placed_at falls in 2026-07, before this partition's window 2026-09..2026-11");
     batch_free(&b);
     apply_free(&a);
 }

@@ -1100,6 +1100,7 @@ static void test_names(void **state) {
         assert_string_equal(policy_month_text(mo, m, sizeof(m)), want);
     }
     assert_string_equal(policy_month_text(INT32_MAX, m, sizeof(m)), "178956970-08");
+    assert_string_equal(policy_month_text(INT32_MIN, m, sizeof(m)), "-178956971-05");
     assert_string_equal(policy_month_text(policy_month_of(2026, 1), m, 6), "2026-");
 }
 
