@@ -156,8 +156,9 @@ static const struct config_credential {
 
 /* TIERD_* variables that are not keys but are read by tierd or set around
  * it by its own tools and tests; any other TIERD_* is refused (load_env).
- * From `grep -rhoE 'TIERD_[A-Z0-9_]+' daemon tests scripts docker`, less
- * the keys and the CMake options. */
+ * tests/integration/test_cli.sh finds every TIERD_* the repository's
+ * scripts, tests and images read or set, and fails when tierd refuses one
+ * of them. */
 typedef struct config_env_other {
     const char *name, *what;
 } config_env_other_t;
@@ -179,6 +180,14 @@ static const config_env_other_t config_env_others[] = {
     {"TIERD_SERVICES_STOP_TIMEOUT", "scripts/services"},
     {"TIERD_SERVICES_KAFKA_PROXY_PORT", "scripts/services (network-fault tests)"},
     {"TIERD_SERVICES_KAFKA_SASL_SSL", "scripts/services (the security test)"},
+    {"TIERD_SERVICES_REDIS_CLUSTER", "scripts/services (a Redis Cluster)"},
+    {"TIERD_SERVICES_REDIS_PASSWORD", "scripts/services (Redis ACL users)"},
+    {"TIERD_SERVICES_ASK_SECONDS", "scripts/services (the cluster test's slot move)"},
+    {"TIERD_SERVICES_CLUSTER_NODE_TIMEOUT", "scripts/services (a Redis Cluster)"},
+    {"TIERD_DEBIAN_MIRROR", "scripts/setup (the image's packages)"},
+    {"TIERD_DEBIAN_SECURITY_MIRROR", "scripts/setup (the image's packages)"},
+    {"TIERD_PYTHONPATH", "scripts/registry/env.sh (the registry test's Python client)"},
+    {"TIERD_DELETE_RECORDS_BIN", "tests/integration (the offsets test)"},
 };
 #define NENV_OTHERS (sizeof(config_env_others) / sizeof(config_env_others[0]))
 

@@ -126,6 +126,39 @@ if [ -z "$stop_s" ] || [ -z "$shutdown_ms" ] || [ "$shutdown_ms" -ge $((stop_s *
     fails=$((fails + 1))
 fi
 
+# Every TIERD_* variable the repository's own scripts, tests and images read
+# or set is one tierd takes (a key, a librdkafka property, or one of the
+# names it lets by): exported in an operator's shell, it must not stop
+# tierd.  test_cli.sh and test_config.c set refused names on purpose.
+src=$(cd "$(dirname "$0")/../.." && pwd)
+names=$(cd "$src" && {
+    grep -rhoE '\$\{?TIERD_[A-Z0-9_]+' scripts docker .ci tests systemd --exclude=CMakeLists.txt \
+        --exclude=test_cli.sh --exclude='*.pyc'
+    grep -rhE '(^|[^A-Za-z0-9_.])TIERD_[A-Z0-9_]+=' scripts docker .ci tests systemd \
+        --exclude=test_cli.sh --exclude='*.pyc' | grep -v compile_definitions |
+        grep -oE '(^|[^A-Za-z0-9_.])TIERD_[A-Z0-9_]+='
+    grep -rhoE 'environ(\.get|\.setdefault|\.pop)?\(?\[?"TIERD_[A-Z0-9_]+' scripts docker tests \
+        --exclude='*.pyc'
+    grep -rhoE 'getenv\("TIERD_[A-Z0-9_]+' daemon tests --exclude=test_config.c
+    grep -rhoE 'ENV\{TIERD_[A-Z0-9_]+' CMakeLists.txt tests
+} | grep -oE 'TIERD_[A-Z0-9_]+' | sort -u)
+nnames=0
+for v in $names; do
+    out=$(env "$v=1" "$tierd" --check-config -c "$dir/good.yaml" 2>&1)
+    nnames=$((nnames + 1))
+    if [[ "$out" == *"no such key"* ]]; then
+        echo "FAIL $v, which the repository uses, stops tierd: $out"
+        fails=$((fails + 1))
+    fi
+done
+if [ "$nnames" -lt 20 ]; then
+    echo "FAIL only $nnames TIERD_* names found in $src"
+    fails=$((fails + 1))
+else
+    echo "ok   the $nnames TIERD_* names the repository uses are taken"
+    passes=$((passes + 1))
+fi
+
 # The docs agree with the binary.  docs/operations.md shows --help as the
 # program prints it.  docs/configuration.md's reference is what
 # --help-config prints (scripts/config-reference writes it; --check
