@@ -92,6 +92,14 @@ static void do_reload(void *opaque) {
         config_free(&fresh);
         return;
     }
+    /* As at start (and --check-config): a file tierd would refuse at its
+     * next start is refused now, though time_zone itself waits for it. */
+    if (month_zone_check(fresh.time_zone, err, sizeof(err)) != 0) {
+        log_error("reload", "configuration refused, the running one stays: %s: time_zone: %s",
+                  config_where(&fresh, "time_zone"), err);
+        config_free(&fresh);
+        return;
+    }
     /* The window changes only at a restart, so the policy must fit the
      * running one: a policy for another window would fail every decision. */
     config_t *c = r->conf;

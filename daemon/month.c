@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-int month_zone_init(month_zone_t *z, const char *name, char *errstr, size_t errstr_size) {
+int month_zone_check(const char *name, char *errstr, size_t errstr_size) {
     char path[512];
     const char *dir = getenv("TZDIR");
     struct stat st;
@@ -40,6 +40,11 @@ int month_zone_init(month_zone_t *z, const char *name, char *errstr, size_t errs
             return -1;
         }
     }
+    return 0;
+}
+
+int month_zone_init(month_zone_t *z, const char *name, char *errstr, size_t errstr_size) {
+    if (month_zone_check(name, errstr, errstr_size) != 0) return -1;
     /* glibc offers no zone per value: the process's TZ is the zone. */
     setenv("TZ", name, 1);
     tzset();

@@ -55,6 +55,9 @@ typedef struct month_zone {
  * the process's zone (TZ; see above).  Refuses names that have no zoneinfo
  * file, because glibc silently falls back to UTC; *z is then untouched. */
 int month_zone_init(month_zone_t *z, const char *name, char *errstr, size_t errstr_size);
+/* month_zone_init's checks of name alone: 0, or -1 with its reason.  The
+ * process's zone is left as it is (a reload checks a new file with it). */
+int month_zone_check(const char *name, char *errstr, size_t errstr_size);
 
 /* The month that holds instant ms (epoch milliseconds) in zone z: 0 and
  * *out set, or -1 (*out untouched) when that month is outside

@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """SIGHUP (docs/configuration.md, "Reload"): a valid new policy applies to
-later decisions, and the events name its version; an invalid one is logged
-with file and line and the running policy is kept; tierd keeps running
+later decisions, and the events name its version; an invalid one, or a
+configuration file tierd would refuse at its next start, is logged with
+file and line and the running policy is kept; tierd keeps running
 throughout."""
 import os
 import signal
@@ -83,5 +84,20 @@ fourth = place("R4")
 h.wait_for(lambda: len(versions(fourth)) == len(fourth), "fourth placements", daemons=[d])
 assert set(versions(fourth).values()) == {"2026.2"}, versions(fourth)
 h.log("a policy for another window than the running one is refused; decisions go on")
+# A file tierd would refuse at its next start (a time zone with no zoneinfo)
+# is refused now, with its valid policy: nothing of it applies.
+write_policy("2026.5")
+with open(d.cfg, "w") as f:
+    f.write(cfg.replace("time_zone: %s" % tz, "time_zone: Mars/Olympus_Mons"))
+assert "Mars/Olympus_Mons" in open(d.cfg).read()
+d.kill(signal.SIGHUP)
+h.wait_for(lambda: "time_zone: time zone \"Mars/Olympus_Mons\" is unknown" in d.log_text(),
+           "the refusal", daemons=[d])
+assert "configuration refused, the running one stays" in \
+    d.log_text().split("Mars/Olympus_Mons")[0].splitlines()[-1]
+fifth = place("R5")
+h.wait_for(lambda: len(versions(fifth)) == len(fifth), "fifth placements", daemons=[d])
+assert set(versions(fifth).values()) == {"2026.2"}, versions(fifth)
+h.log("a configuration with an unknown time zone is refused whole; decisions keep 2026.2")
 assert d.alive() and d.term() == 0
 h.log("PASS")
