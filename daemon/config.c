@@ -156,9 +156,9 @@ static const struct config_credential {
 
 /* TIERD_* variables that are not keys but are read by tierd or set around
  * it by its own tools and tests; any other TIERD_* is refused (load_env).
- * tests/integration/test_cli.sh finds every TIERD_* the repository's
- * scripts, tests and images read or set, and fails when tierd refuses one
- * of them. */
+ * tests/integration/test_cli.sh finds the TIERD_* names the repository's
+ * scripts, tests and images read or set (as $NAME, NAME=, a quoted name or
+ * getenv's argument) and fails when tierd refuses one of them. */
 typedef struct config_env_other {
     const char *name, *what;
 } config_env_other_t;

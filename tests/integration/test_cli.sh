@@ -137,8 +137,9 @@ names=$(cd "$src" && {
     grep -rhE '(^|[^A-Za-z0-9_.])TIERD_[A-Z0-9_]+=' scripts docker .ci tests systemd \
         --exclude=test_cli.sh --exclude='*.pyc' | grep -v compile_definitions |
         grep -oE '(^|[^A-Za-z0-9_.])TIERD_[A-Z0-9_]+='
-    grep -rhoE 'environ(\.get|\.setdefault|\.pop)?\(?\[?"TIERD_[A-Z0-9_]+' scripts docker tests \
-        --exclude='*.pyc'
+    # Python's environ[...] and env={...}, and C's getenv tables: quoted
+    grep -rhoE "[\"']TIERD_[A-Z0-9_]+[\"']" scripts docker tests daemon/fault.c \
+        --exclude=test_config.c --exclude=test_cli.sh --exclude='*.pyc'
     grep -rhoE 'getenv\("TIERD_[A-Z0-9_]+' daemon tests --exclude=test_config.c
     grep -rhoE 'ENV\{TIERD_[A-Z0-9_]+' CMakeLists.txt tests
 } | grep -oE 'TIERD_[A-Z0-9_]+' | sort -u)
@@ -146,7 +147,8 @@ nnames=0
 for v in $names; do
     out=$(env "$v=1" "$tierd" --check-config -c "$dir/good.yaml" 2>&1)
     nnames=$((nnames + 1))
-    if [[ "$out" == *"no such key"* ]]; then
+    if [[ "$out" == *"environment $v: no such key"* || "$out" == *"environment $v: names no"* ||
+        "$out" == *"No such configuration property"* ]]; then
         echo "FAIL $v, which the repository uses, stops tierd: $out"
         fails=$((fails + 1))
     fi
