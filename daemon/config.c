@@ -188,6 +188,7 @@ static const config_env_other_t config_env_others[] = {
     {"TIERD_DEBIAN_SECURITY_MIRROR", "scripts/setup (the image's packages)"},
     {"TIERD_PYTHONPATH", "scripts/registry/env.sh (the registry test's Python client)"},
     {"TIERD_DELETE_RECORDS_BIN", "tests/integration (the offsets test)"},
+    {"TIERD_SEEK_POSITION_BIN", "tests/integration (the transactional test)"},
 };
 #define NENV_OTHERS (sizeof(config_env_others) / sizeof(config_env_others[0]))
 
