@@ -1583,7 +1583,10 @@ static void out_of_range_tick(consumer_t *k) {
  * on anything, is moved up to that position (apply_skip): its lag then
  * says 0, and the profiles' catch-up (catchup_check) ends.  Else a
  * transactional input's partitions would keep a lag of 1 for good, and
- * each assignment wait 60 s for profiles that never come. */
+ * each assignment wait 60 s for profiles that never come.  A partition
+ * sought back (rewind_part) has no position until a record at the new
+ * offset is handed over (librdkafka; tests/integration/seek_position.c
+ * holds it to that), so records read again are never taken for markers. */
 static void marker_tick(consumer_t *k, int input) {
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(8);
     const char *topic = input ? k->conf->topic_profiles : k->conf->topic_orders;
