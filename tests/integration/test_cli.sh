@@ -131,34 +131,40 @@ fi
 # names it lets by): exported in an operator's shell, it must not stop
 # tierd.  test_cli.sh and test_config.c set refused names on purpose.
 src=$(cd "$(dirname "$0")/../.." && pwd)
-names=$(cd "$src" && {
-    grep -rhoE '\$\{?TIERD_[A-Z0-9_]+' scripts docker .ci tests systemd --exclude=CMakeLists.txt \
-        --exclude=test_cli.sh --exclude='*.pyc'
-    grep -rhE '(^|[^A-Za-z0-9_.])TIERD_[A-Z0-9_]+=' scripts docker .ci tests systemd \
-        --exclude=test_cli.sh --exclude='*.pyc' | grep -v compile_definitions |
-        grep -oE '(^|[^A-Za-z0-9_.])TIERD_[A-Z0-9_]+='
-    # Python's environ[...] and env={...}, and C's getenv tables: quoted
-    grep -rhoE "[\"']TIERD_[A-Z0-9_]+[\"']" scripts docker tests daemon/fault.c \
-        --exclude=test_config.c --exclude=test_cli.sh --exclude='*.pyc'
-    grep -rhoE 'getenv\("TIERD_[A-Z0-9_]+' daemon tests --exclude=test_config.c
-    grep -rhoE 'ENV\{TIERD_[A-Z0-9_]+' CMakeLists.txt tests
-} | grep -oE 'TIERD_[A-Z0-9_]+' | sort -u)
-nnames=0
-for v in $names; do
-    out=$(env "$v=1" "$tierd" --check-config -c "$dir/good.yaml" 2>&1)
-    nnames=$((nnames + 1))
-    if [[ "$out" == *"environment $v: no such key"* || "$out" == *"environment $v: names no"* ||
-        "$out" == *"No such configuration property"* ]]; then
-        echo "FAIL $v, which the repository uses, stops tierd: $out"
-        fails=$((fails + 1))
-    fi
-done
-if [ "$nnames" -lt 20 ]; then
-    echo "FAIL only $nnames TIERD_* names found in $src"
-    fails=$((fails + 1))
+if [ ! -e "$src/.ci/run" ] || [ ! -d "$src/docker" ] || [ ! -e "$src/scripts/services" ]; then
+    # The container image's build runs the unit tests on the parts of the
+    # tree it copies; the suite runs this check on the whole checkout.
+    echo "skip the TIERD_* names the repository uses: $src is not a whole checkout"
 else
-    echo "ok   the $nnames TIERD_* names the repository uses are taken"
-    passes=$((passes + 1))
+    names=$(cd "$src" && {
+        grep -rhoE '\$\{?TIERD_[A-Z0-9_]+' scripts docker .ci tests systemd --exclude=CMakeLists.txt \
+            --exclude=test_cli.sh --exclude='*.pyc'
+        grep -rhE '(^|[^A-Za-z0-9_.])TIERD_[A-Z0-9_]+=' scripts docker .ci tests systemd \
+            --exclude=test_cli.sh --exclude='*.pyc' | grep -v compile_definitions |
+            grep -oE '(^|[^A-Za-z0-9_.])TIERD_[A-Z0-9_]+='
+        # Python's environ[...] and env={...}, and C's getenv tables: quoted
+        grep -rhoE "[\"']TIERD_[A-Z0-9_]+[\"']" scripts docker tests daemon/fault.c \
+            --exclude=test_config.c --exclude=test_cli.sh --exclude='*.pyc'
+        grep -rhoE 'getenv\("TIERD_[A-Z0-9_]+' daemon tests --exclude=test_config.c
+        grep -rhoE 'ENV\{TIERD_[A-Z0-9_]+' CMakeLists.txt tests
+    } | grep -oE 'TIERD_[A-Z0-9_]+' | sort -u)
+    nnames=0
+    for v in $names; do
+        out=$(env "$v=1" "$tierd" --check-config -c "$dir/good.yaml" 2>&1)
+        nnames=$((nnames + 1))
+        if [[ "$out" == *"environment $v: no such key"* || "$out" == *"environment $v: names no"* ||
+            "$out" == *"No such configuration property"* ]]; then
+            echo "FAIL $v, which the repository uses, stops tierd: $out"
+            fails=$((fails + 1))
+        fi
+    done
+    if [ "$nnames" -lt 20 ]; then
+        echo "FAIL only $nnames TIERD_* names found in $src"
+        fails=$((fails + 1))
+    else
+        echo "ok   the $nnames TIERD_* names the repository uses are taken"
+        passes=$((passes + 1))
+    fi
 fi
 
 # The docs agree with the binary.  docs/operations.md shows --help as the
