@@ -1241,6 +1241,47 @@ int store_pipeline_in(store_t *s, const store_tx_t *tx, redisReply **replies, ar
     return pipeline(s, tx, replies, a, errstr, errstr_size);
 }
 
+int store_pipeline_send(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_size) {
+    int done = 0;
+    if (s->cl) {
+        snprintf(errstr, errstr_size, "redis cluster: a pipeline in halves needs one node");
+        return STORE_ERR;
+    }
+    if (ensure(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
+    for (size_t i = 0; i < tx->ncmds; i++)
+        append_argv(s->rc, tx->cmds[i].argc, tx->cmds[i].argv, tx->cmds[i].argvlen);
+    s->commands += tx->ncmds;
+    /* Written now, so Redis works on it while the caller reads. */
+    while (!done)
+        if (redisBufferWrite(s->rc, &done) != REDIS_OK) {
+            snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
+            drop(s);
+            return STORE_ERR;
+        }
+    return STORE_OK;
+}
+
+int store_pipeline_recv(store_t *s, size_t n, redisReply **replies, char *errstr,
+                        size_t errstr_size) {
+    for (size_t i = 0; i < n; i++) replies[i] = NULL;
+    if (s->cl || !s->rc) {
+        snprintf(errstr, errstr_size, "redis: no pipeline was sent");
+        return STORE_ERR;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (get_reply(s, &replies[i], 0) != REDIS_OK) {
+            snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
+            for (size_t j = 0; j < i; j++) {
+                freeReplyObject(replies[j]);
+                replies[j] = NULL;
+            }
+            replies[i] = NULL;
+            drop(s);
+            return STORE_ERR;
+        }
+    return STORE_OK;
+}
+
 int store_claim(store_t *s, const char *topic, int32_t partition, const char *owner,
                 store_meta_t *out, char *errstr, size_t errstr_size) {
     char key[256], lease[32], what[300];

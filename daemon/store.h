@@ -258,6 +258,16 @@ int store_pipeline(store_t *s, const store_tx_t *tx, redisReply **replies, char 
 int store_pipeline_in(store_t *s, const store_tx_t *tx, redisReply **replies, arena_t *a,
                       char *errstr, size_t errstr_size);
 
+/* A pipeline in two halves, for a reader that works on one reply while
+ * Redis makes the next (tierctl dump): store_pipeline_send writes tx's
+ * commands out and returns; store_pipeline_recv reads the n oldest replies
+ * not yet read (caller frees).  One Redis only (STORE_ERR on a cluster:
+ * use store_pipeline); nothing else may use s while replies are unread.
+ * A failure drops the connection, with every reply it still owed. */
+int store_pipeline_send(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_size);
+int store_pipeline_recv(store_t *s, size_t n, redisReply **replies, char *errstr,
+                        size_t errstr_size);
+
 /* Every key matching pattern (SCAN MATCH), on the one node or on every
  * master of a cluster, to fn; fn returns nonzero to stop (STORE_ERR). */
 typedef int (*store_scan_fn)(void *opaque, const char *key, size_t len);

@@ -231,13 +231,11 @@ static int by_id(const void *x, const void *y) {
 
 #define DUMP_PAGE 1000
 
-/* The states of ids [lo, hi) in one HMGET. */
-static int dump_page(dump_t *d, int32_t p, size_t lo, size_t hi, char *err, size_t errn) {
+/* The HMGET of the states of ids [lo, hi).  Borrowed: the ids live in
+ * the arena until the partition is done. */
+static int page_cmd(dump_t *d, size_t lo, size_t hi, store_tx_t *tx) {
     const char *argv[2 + DUMP_PAGE];
     size_t argvlen[2 + DUMP_PAGE];
-    store_tx_t tx = {0};
-    redisReply *r = NULL;
-    int rc = -1;
     argv[0] = "HMGET";
     argvlen[0] = 5;
     argv[1] = d->ckey;
@@ -246,12 +244,17 @@ static int dump_page(dump_t *d, int32_t p, size_t lo, size_t hi, char *err, size
         argv[2 + i - lo] = d->v[i].id;
         argvlen[2 + i - lo] = d->v[i].len;
     }
-    /* Borrowed: the ids live in the arena until the partition is done. */
-    if (store_tx_add(&tx, (int)(2 + hi - lo), argv, argvlen) != 0) {
-        snprintf(err, errn, "out of memory");
+    return store_tx_add(tx, (int)(2 + hi - lo), argv, argvlen);
+}
+
+/* Prints the states r holds of ids [lo, hi).  Frees r. */
+static int page_print(dump_t *d, int32_t p, size_t lo, size_t hi, redisReply *r, char *err,
+                      size_t errn) {
+    int rc = -1;
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(err, errn, "redis: HMGET: %s", r->str);
         goto out;
     }
-    if (tierctl_query(d->t.store, &tx, &r, err, errn) != TC_OK) goto out;
     if (r->type != REDIS_REPLY_ARRAY || r->elements != hi - lo) {
         snprintf(err, errn, "redis: unexpected reply to HMGET %s", d->ckey);
         goto out;
@@ -263,9 +266,70 @@ static int dump_page(dump_t *d, int32_t p, size_t lo, size_t hi, char *err, size
     }
     rc = 0;
 out:
-    if (r) freeReplyObject(r);
+    freeReplyObject(r);
+    return rc;
+}
+
+/* Sends the HMGET of page [lo, hi) without waiting for its reply. */
+static int page_send(dump_t *d, size_t lo, size_t hi, char *err, size_t errn) {
+    store_tx_t tx = {0};
+    int rc = -1;
+    if (page_cmd(d, lo, hi, &tx) != 0)
+        snprintf(err, errn, "out of memory");
+    else if (store_pipeline_send(d->t.store, &tx, err, errn) == STORE_OK)
+        rc = 0;
     store_tx_free(&tx);
     return rc;
+}
+
+/* Reads and prints the reply page_send asked for. */
+static int page_recv(dump_t *d, int32_t p, size_t lo, size_t hi, char *err, size_t errn) {
+    redisReply *r = NULL;
+    if (store_pipeline_recv(d->t.store, 1, &r, err, errn) != STORE_OK) return -1;
+    return page_print(d, p, lo, hi, r, err, errn);
+}
+
+/* Reads and prints page [lo, hi) in one round trip. */
+static int page_query(dump_t *d, int32_t p, size_t lo, size_t hi, char *err, size_t errn) {
+    store_tx_t tx = {0};
+    redisReply *r = NULL;
+    int rc = -1;
+    if (page_cmd(d, lo, hi, &tx) != 0)
+        snprintf(err, errn, "out of memory");
+    else if (tierctl_query(d->t.store, &tx, &r, err, errn) == TC_OK)
+        rc = page_print(d, p, lo, hi, r, err, errn);
+    store_tx_free(&tx);
+    return rc;
+}
+
+/* The pages in order.  On one Redis the next page's HMGET is sent before
+ * this page is printed, so Redis reads the next states while tierctl
+ * decodes these; a cluster (whose store routes each call) reads one page
+ * a round trip. */
+static int dump_pages(dump_t *d, int32_t p, char *err, size_t errn) {
+    const int ahead = !store_cluster(d->t.store);
+    if (ahead && d->n > 0 && page_send(d, 0, d->n < DUMP_PAGE ? d->n : DUMP_PAGE, err, errn))
+        return -1;
+    for (size_t lo = 0; lo < d->n; lo += DUMP_PAGE) {
+        size_t hi = lo + DUMP_PAGE < d->n ? lo + DUMP_PAGE : d->n;
+        size_t next_hi = hi + DUMP_PAGE < d->n ? hi + DUMP_PAGE : d->n;
+        int rc;
+        if (ahead) {
+            if (hi < d->n && page_send(d, hi, next_hi, err, errn) != 0) return -1;
+            rc = page_recv(d, p, lo, hi, err, errn);
+        } else {
+            rc = page_query(d, p, lo, hi, err, errn);
+        }
+        /* Each early return ends the whole dump (tierctl_dump), so a page
+         * sent ahead is never taken for another call's reply. */
+        if (rc != 0) return -1;
+        if (d->out.failed) return 0;
+        if (*d->t.stop) {
+            snprintf(err, errn, "interrupted");
+            return -1;
+        }
+    }
+    return 0;
 }
 
 static int dump_all(dump_t *d, int32_t p, char *err, size_t errn) {
@@ -277,16 +341,7 @@ static int dump_all(dump_t *d, int32_t p, char *err, size_t errn) {
     for (size_t i = 0; i < d->n; i++) /* HSCAN's repeats, now adjacent */
         if (u == 0 || by_id(&d->v[u - 1], &d->v[i]) != 0) d->v[u++] = d->v[i];
     d->n = u;
-    for (size_t lo = 0; lo < d->n; lo += DUMP_PAGE) {
-        size_t hi = lo + DUMP_PAGE < d->n ? lo + DUMP_PAGE : d->n;
-        if (dump_page(d, p, lo, hi, err, errn) != 0) return -1;
-        if (d->out.failed) return 0;
-        if (*d->t.stop) {
-            snprintf(err, errn, "interrupted");
-            return -1;
-        }
-    }
-    return 0;
+    return dump_pages(d, p, err, errn);
 }
 
 /* Customer C in partition p: 1 printed, 0 not there, -1 with err. */
