@@ -1190,6 +1190,36 @@ static int pipeline_cluster(store_t *s, const store_tx_t *tx, redisReply **repli
 }
 
 /* store_pipeline, its replies in a when a is not NULL. */
+/* One Redis: tx's commands into the output buffer (sent by the first
+ * read, or by store_pipeline_send). */
+static int append_all(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_size) {
+    if (ensure(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
+    for (size_t i = 0; i < tx->ncmds; i++)
+        append_argv(s->rc, tx->cmds[i].argc, tx->cmds[i].argv, tx->cmds[i].argvlen);
+    s->commands += tx->ncmds;
+    return STORE_OK;
+}
+
+/* One Redis: the next n replies; the first is the round trip when rtt is
+ * set.  On a failure none is kept and the connection is dropped. */
+static int next_replies(store_t *s, size_t n, redisReply **replies, int rtt, char *errstr,
+                        size_t errstr_size) {
+    for (size_t i = 0; i < n; i++) {
+        if (get_reply(s, &replies[i], rtt && i == 0) != REDIS_OK) {
+            snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
+            for (size_t j = 0; j < i; j++) {
+                reply_free(s, replies[j]);
+                replies[j] = NULL;
+            }
+            replies[i] = NULL;
+            reply_arena_off(s); /* before drop: the reader's half-read reply is the arena's */
+            drop(s);
+            return STORE_ERR;
+        }
+    }
+    return STORE_OK;
+}
+
 static int pipeline(store_t *s, const store_tx_t *tx, redisReply **replies, arena_t *a,
                     char *errstr, size_t errstr_size) {
     for (size_t i = 0; i < tx->ncmds; i++) replies[i] = NULL;
@@ -1209,26 +1239,11 @@ static int pipeline(store_t *s, const store_tx_t *tx, redisReply **replies, aren
         }
         return rc;
     }
-    if (ensure(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
-    for (size_t i = 0; i < tx->ncmds; i++)
-        append_argv(s->rc, tx->cmds[i].argc, tx->cmds[i].argv, tx->cmds[i].argvlen);
-    s->commands += tx->ncmds;
+    if (append_all(s, tx, errstr, errstr_size) != STORE_OK) return STORE_ERR;
     if (a) reply_arena_on(s, a);
-    for (size_t i = 0; i < tx->ncmds; i++) {
-        if (get_reply(s, &replies[i], i == 0) != REDIS_OK) {
-            snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
-            for (size_t j = 0; j < i; j++) {
-                reply_free(s, replies[j]);
-                replies[j] = NULL;
-            }
-            replies[i] = NULL;
-            reply_arena_off(s); /* before drop: the reader's half-read reply is the arena's */
-            drop(s);
-            return STORE_ERR;
-        }
-    }
+    int rc = next_replies(s, tx->ncmds, replies, 1, errstr, errstr_size);
     reply_arena_off(s);
-    return STORE_OK;
+    return rc;
 }
 
 int store_pipeline(store_t *s, const store_tx_t *tx, redisReply **replies, char *errstr,
@@ -1247,10 +1262,7 @@ int store_pipeline_send(store_t *s, const store_tx_t *tx, char *errstr, size_t e
         snprintf(errstr, errstr_size, "redis cluster: a pipeline in halves needs one node");
         return STORE_ERR;
     }
-    if (ensure(s, errstr, errstr_size) != STORE_OK) return STORE_ERR;
-    for (size_t i = 0; i < tx->ncmds; i++)
-        append_argv(s->rc, tx->cmds[i].argc, tx->cmds[i].argv, tx->cmds[i].argvlen);
-    s->commands += tx->ncmds;
+    if (append_all(s, tx, errstr, errstr_size) != STORE_OK) return STORE_ERR;
     /* Written now, so Redis works on it while the caller reads. */
     while (!done)
         if (redisBufferWrite(s->rc, &done) != REDIS_OK) {
@@ -1268,18 +1280,7 @@ int store_pipeline_recv(store_t *s, size_t n, redisReply **replies, char *errstr
         snprintf(errstr, errstr_size, "redis: no pipeline was sent");
         return STORE_ERR;
     }
-    for (size_t i = 0; i < n; i++)
-        if (get_reply(s, &replies[i], 0) != REDIS_OK) {
-            snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
-            for (size_t j = 0; j < i; j++) {
-                freeReplyObject(replies[j]);
-                replies[j] = NULL;
-            }
-            replies[i] = NULL;
-            drop(s);
-            return STORE_ERR;
-        }
-    return STORE_OK;
+    return next_replies(s, n, replies, 0, errstr, errstr_size);
 }
 
 int store_claim(store_t *s, const char *topic, int32_t partition, const char *owner,
