@@ -49,6 +49,14 @@ void apply_stats_add(apply_stats_t *to, const apply_stats_t *from) {
     to->review_pages += from->review_pages;
 }
 
+int apply_corrupt(apply_ctx_t *a, const char *ckey, const char *id, size_t idlen, const char *why,
+                  int count, char *errstr, size_t errstr_size) {
+    if (count) a->stats.state_corrupt++;
+    snprintf(errstr, errstr_size, "%s field %.*s: state does not parse (%s)", ckey, (int)idlen, id,
+             why);
+    return APPLY_CORRUPT;
+}
+
 void apply_release(apply_ctx_t *a) {
     batch_work_free(a->work);
     a->work = NULL;

@@ -128,6 +128,13 @@ void apply_release(apply_ctx_t *a);
 /* Whether partition's last batch was sent and not yet confirmed. */
 int apply_in_flight(const apply_ctx_t *a, int32_t partition);
 void apply_stats_add(apply_stats_t *to, const apply_stats_t *from);
+/* A customer's state in field id (idlen bytes) of hash ckey does not
+ * parse (why): errstr names both, tierd_state_corrupt_total counts it
+ * when count is set, and the caller's partition waits for `tierctl
+ * rebuild` (the customer is never replaced by a new one).  Returns
+ * APPLY_CORRUPT. */
+int apply_corrupt(apply_ctx_t *a, const char *ckey, const char *id, size_t idlen, const char *why,
+                  int count, char *errstr, size_t errstr_size);
 /* The hash a later reading knows the topic by (meta's prev_fp, prev_pfp;
  * consumer.c's topic_check): 1 and *fp = state_order_fp of last's value
  * when a batch ending with `last` moves the offset `held` to just after

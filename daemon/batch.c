@@ -333,15 +333,6 @@ static int batch_stream(void *ctx, txn_stream_t *st, char *errstr, size_t errstr
     return b->n_eff == 0 ? TXN_SKIP : APPLY_OK;
 }
 
-/* A customer whose state does not parse: never replaced by a new
- * customer, the partition waits for `tierctl rebuild`. */
-static int corrupt(batch_t *b, const bcust_t *c, const char *why, char *errstr,
-                   size_t errstr_size) {
-    b->a->stats.state_corrupt++;
-    snprintf(errstr, errstr_size, "%s field %s: state does not parse (%s)", b->ckey, c->dc.id, why);
-    return APPLY_CORRUPT;
-}
-
 /* Loads every customer's state and profile from the replies. */
 static int load_customers(batch_t *b, redisReply **replies, char *errstr, size_t errstr_size) {
     struct batch_work *w = b->w;
@@ -360,7 +351,7 @@ static int load_customers(batch_t *b, redisReply **replies, char *errstr, size_t
         c->score_month = -1;
         if (rs->type == REDIS_REPLY_STRING &&
             state_decode_lazy(&c->s, rs->str, rs->len, why, sizeof(why)) != 0)
-            return corrupt(b, c, why, errstr, errstr_size);
+            return apply_corrupt(b->a, b->ckey, c->dc.id, c->dc.len, why, 1, errstr, errstr_size);
         customer_load(&c->dc, &c->s);
         c->dc.has_profile = 0;
         c->dc.dirty = 0;
@@ -385,7 +376,8 @@ static int unpack_months(batch_t *b, char *errstr, size_t errstr_size) {
         bcust_t *c = w->cs[w->ocust[i]];
         char why[200];
         int rc = state_unpack(&c->s, w->omonth[i], why, sizeof(why));
-        if (rc == -1) return corrupt(b, c, why, errstr, errstr_size);
+        if (rc == -1)
+            return apply_corrupt(b->a, b->ckey, c->dc.id, c->dc.len, why, 1, errstr, errstr_size);
         if (rc < 0) {
             snprintf(errstr, errstr_size, "out of memory");
             return APPLY_RETRY;

@@ -150,12 +150,8 @@ static int load(pbatch_t *b, redisReply **rep, char *errstr, size_t errstr_size)
         c->month_dirty = 0;
         state_reset(&c->s);
         if (rs->type == REDIS_REPLY_STRING &&
-            state_decode(&c->s, rs->str, rs->len, why, sizeof(why)) != 0) {
-            b->a->stats.state_corrupt++;
-            snprintf(errstr, errstr_size, "%s field %s: state does not parse (%s)", b->ckey, id,
-                     why);
-            return APPLY_CORRUPT;
-        }
+            state_decode(&c->s, rs->str, rs->len, why, sizeof(why)) != 0)
+            return apply_corrupt(b->a, b->ckey, id, len, why, 1, errstr, errstr_size);
         customer_load(&c->dc, &c->s);
         if (rp->type == REDIS_REPLY_STRING &&
             profile_text_parse(&c->dc.profile, &c->dc.profile_updated_at, rp->str, rp->len) == 0)

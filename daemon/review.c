@@ -195,12 +195,8 @@ static int see_customer(review_t *r, redisReply *k, redisReply *v, char *errstr,
     }
     if (r->carry_to >= 0) return APPLY_OK; /* no ranking for a carry */
     char why[200];
-    if (state_decode_lazy(&r->s[0], v->str, v->len, why, sizeof(why)) != 0) {
-        r->a->stats.state_corrupt++;
-        snprintf(errstr, errstr_size, "%s field %.*s: state does not parse (%s)", r->ckey,
-                 (int)k->len, k->str, why);
-        return APPLY_CORRUPT;
-    }
+    if (state_decode_lazy(&r->s[0], v->str, v->len, why, sizeof(why)) != 0)
+        return apply_corrupt(r->a, r->ckey, k->str, k->len, why, 1, errstr, errstr_size);
     policy_month_t w[POLICY_WINDOW_MAX];
     state_window(&r->s[0], r->month, r->a->window, w);
     for (int32_t i = 0; i < r->a->window; i++) e->total += w[i].qty;
@@ -443,12 +439,9 @@ static int decide_page(review_t *r, const pval_t *v, store_tx_t *tx, int quiet, 
         char why[200];
         state_reset(s);
         if (!cv->c) continue; /* gone: nothing to review */
-        if (state_decode_lazy(s, cv->c, cv->clen, why, sizeof(why)) != 0) {
-            if (!quiet) r->a->stats.state_corrupt++;
-            snprintf(errstr, errstr_size, "%s field %s: state does not parse (%s)", r->ckey,
-                     r->e[i].id, why);
-            return APPLY_CORRUPT;
-        }
+        if (state_decode_lazy(s, cv->c, cv->clen, why, sizeof(why)) != 0)
+            return apply_corrupt(r->a, r->ckey, r->e[i].id, r->e[i].len, why, !quiet, errstr,
+                                 errstr_size);
         memset(c, 0, sizeof(*c));
         memcpy(c->id, r->e[i].id, r->e[i].len);
         c->len = r->e[i].len;
