@@ -566,10 +566,12 @@ def tierctl_binary():
         os.path.dirname(tierd_binary()), "tierctl")
 
 
-def dump(r, *args, rc=0):
+def dump(r, *args, rc=0, stderr_has=None):
     """`tierctl dump ARGS` against the Redis r talks to: its lines, parsed.
     Tests read the state through dump's documented format, never through
-    Redis keys, so a new layout changes tierctl, not the tests."""
+    Redis keys, so a new layout changes tierctl, not the tests.  Every line
+    must parse, also of a dump that fails (rc 1); stderr_has: a text its
+    stderr must hold."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TIERD_")}
     if hasattr(r, "get_primaries"):  # a cluster: its masters are the seeds
         seeds = ", ".join('"%s:%d"' % (n.host, n.port) for n in r.get_primaries())
@@ -590,8 +592,11 @@ def dump(r, *args, rc=0):
                            stderr=subprocess.PIPE, env=env, timeout=300)
     finally:
         os.unlink(cfg)
+    err = p.stderr.decode(errors="replace")
     assert p.returncode == rc, "tierctl dump %s: exit %d, want %d\n%s" % (
-        " ".join(args), p.returncode, rc, p.stderr.decode(errors="replace")[-3000:])
+        " ".join(args), p.returncode, rc, err[-3000:])
+    assert stderr_has is None or stderr_has in err, "tierctl dump %s: stderr lacks %r:\n%s" % (
+        " ".join(args), stderr_has, err[-3000:])
     return [json.loads(l) for l in p.stdout.splitlines()]
 
 
