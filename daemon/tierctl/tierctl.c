@@ -444,18 +444,14 @@ void out_flush(out_t *o) {
     o->n = 0;
 }
 
-void out_raw(out_t *o, const char *s, size_t n) {
-    if (o->n + n > sizeof(o->buf)) out_flush(o);
+void out_raw_full(out_t *o, const char *s, size_t n) {
+    out_flush(o);
     if (n > sizeof(o->buf)) { /* longer than the buffer: straight through */
         if (!o->failed && fwrite(s, 1, n, stdout) != n) o->failed = 1;
         return;
     }
     memcpy(o->buf + o->n, s, n);
     o->n += n;
-}
-
-void out_s(out_t *o, const char *s) {
-    out_raw(o, s, strlen(s));
 }
 
 /* Digits by hand: snprintf was a third of a large dump's time. */

@@ -30,6 +30,7 @@
 #include <signal.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 /* Exit statuses (docs/tierctl.md). */
 enum {
@@ -141,8 +142,21 @@ typedef struct out {
     int failed; /* a write failed (a closed pipe): stop */
 } out_t;
 void out_flush(out_t *o);
-void out_raw(out_t *o, const char *s, size_t n);
-void out_s(out_t *o, const char *s);
+/* out_raw's path when the bytes do not fit what is left of the buffer. */
+void out_raw_full(out_t *o, const char *s, size_t n);
+/* Inline: a dump calls these a dozen times a line, mostly with string
+ * literals, whose strlen the compiler then counts. */
+static inline void out_raw(out_t *o, const char *s, size_t n) {
+    if (o->n + n > sizeof(o->buf)) {
+        out_raw_full(o, s, n);
+        return;
+    }
+    memcpy(o->buf + o->n, s, n);
+    o->n += n;
+}
+static inline void out_s(out_t *o, const char *s) {
+    out_raw(o, s, strlen(s));
+}
 void out_i64(out_t *o, int64_t v);
 /* A JSON string: quotes, backslashes and control characters escaped;
  * bytes that are not UTF-8 (tierd never writes any) as U+FFFD, so the
