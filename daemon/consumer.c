@@ -797,6 +797,11 @@ static void drain_outbox(consumer_t *k, int32_t id) {
 static int assign_one(consumer_t *k, rd_kafka_topic_partition_t *tp) {
     part_t *pt = part_get(k, tp->partition);
     if (!pt || claim(k, tp->partition, pt, 1) != 0) return -1;
+    if (pt->ap.meta.bad[0])
+        log_error("consumer",
+                  "%s [%d]: meta field %s does not parse; nothing of this partition is applied "
+                  "until it is repaired (tierctl rebuild)",
+                  k->conf->topic_orders, (int)tp->partition, pt->ap.meta.bad);
     pt->assigned = 1;
     pt->fenced = 0;
     pt->need_rewind = 0;

@@ -13,6 +13,8 @@
 #include "month.h"
 #include "slots.h"
 
+#include <ctype.h>
+#include <errno.h>
 #include <hiredis/sds.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -743,21 +745,72 @@ int64_t store_now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int64_t reply_int(const redisReply *r, int64_t dflt) {
-    if (!r || r->type != REDIS_REPLY_STRING) return dflt;
-    return strtoll(r->str, NULL, 10);
+/* A meta field that holds something no tierd writes: noted in m->bad
+ * (the first such field only). */
+static void meta_bad(store_meta_t *m, const char *field, const redisReply *r) {
+    if (!m->bad[0])
+        snprintf(m->bad, sizeof(m->bad), "%s \"%.*s\"", field, r->len > 24 ? 24 : (int)r->len,
+                 r->str);
+}
+
+/* A decimal integer, the whole value: 1, or 0 when absent (*v = dflt);
+ * -1 when it does not parse or is below min. */
+static int reply_int(const redisReply *r, int64_t dflt, int64_t min, int64_t *v) {
+    char *end;
+    *v = dflt;
+    if (!r || r->type != REDIS_REPLY_STRING) return 0;
+    if (r->len == 0 || r->len > 20 || (!isdigit((unsigned char)r->str[0]) && r->str[0] != '-'))
+        return -1;
+    errno = 0;
+    long long x = strtoll(r->str, &end, 10);
+    if (errno || end != r->str + r->len || x < min) return -1;
+    *v = x;
+    return 1;
+}
+
+static int64_t meta_int(store_meta_t *m, const redisReply *r, const char *field, int64_t dflt,
+                        int64_t min) {
+    int64_t v;
+    if (reply_int(r, dflt, min, &v) >= 0) return v;
+    meta_bad(m, field, r);
+    return dflt;
+}
+
+/* month, reviewed, rv_month: YYYYMM, or 0 (written as 000000) for none. */
+static int32_t meta_month(store_meta_t *m, const redisReply *r, const char *field) {
+    int64_t ym;
+    int32_t month;
+    int rc = reply_int(r, -1, INT32_MIN, &ym);
+    if (rc == 0 || (rc > 0 && ym <= 0)) return -1;
+    if (rc > 0 && ym <= INT32_MAX && month_from_yyyymm_checked((int)ym, &month) == 0) return month;
+    meta_bad(m, field, r);
+    return -1;
 }
 
 /* prev_fp, prev_pfp: "HASH" (of the record before the offset) or
  * "HASH@AT" (of the record at offset AT: markers follow it, apply_skip). */
-static int prev_hash(const redisReply *f, uint64_t *fp, int64_t *at) {
+static int prev_hash(store_meta_t *m, const redisReply *f, const char *field, uint64_t *fp,
+                     int64_t *at) {
     char *end;
     *fp = 0;
     *at = -1;
     if (!f || f->type != REDIS_REPLY_STRING) return 0;
-    *fp = strtoull(f->str, &end, 10);
-    if (*end == '@') *at = strtoll(end + 1, NULL, 10);
-    return 1;
+    errno = 0;
+    if (isdigit((unsigned char)f->str[0])) *fp = strtoull(f->str, &end, 10);
+    if (!isdigit((unsigned char)f->str[0]) || errno) goto bad;
+    if (*end == '@') {
+        const char *a = end + 1;
+        if (!isdigit((unsigned char)*a)) goto bad;
+        long long x = strtoll(a, &end, 10);
+        if (errno || x < 0) goto bad;
+        *at = x;
+    }
+    if (end == f->str + f->len) return 1;
+bad:
+    meta_bad(m, field, f);
+    *fp = 0;
+    *at = -1;
+    return 0;
 }
 
 #define META_FIELDS "epoch offset month reviewed poffset format rv_month rv_after prev_fp prev_pfp"
@@ -769,24 +822,32 @@ static int prev_hash(const redisReply *f, uint64_t *fp, int64_t *at) {
 const char *const store_meta_fields[STORE_META_NFIELDS] = {META_FIELD_LIST};
 
 static void meta_from_reply(const redisReply *r, store_meta_t *m) {
-    m->epoch = reply_int(r->element[0], 0);
-    m->offset = reply_int(r->element[1], -1);
-    int64_t ym = reply_int(r->element[2], -1);
-    m->month = ym <= 0 ? -1 : month_from_yyyymm((int)ym);
-    ym = reply_int(r->element[3], -1);
-    m->reviewed = ym <= 0 ? -1 : month_from_yyyymm((int)ym);
-    m->poffset = reply_int(r->element[4], -1);
-    m->format = (int32_t)reply_int(r->element[5], 0);
-    ym = reply_int(r->element[6], -1);
-    m->rv_month = ym <= 0 ? -1 : month_from_yyyymm((int)ym);
-    m->rv_after[0] = '\0';
-    const redisReply *a = r->element[7];
-    if (a && a->type == REDIS_REPLY_STRING && a->len <= ORDER_ID_MAX) {
-        memcpy(m->rv_after, a->str, a->len);
-        m->rv_after[a->len] = '\0';
+    const redisReply *const *e = (const redisReply *const *)r->element;
+    m->bad[0] = '\0';
+    m->epoch = meta_int(m, e[0], "epoch", 0, 0);
+    m->offset = meta_int(m, e[1], "offset", -1, 0);
+    m->month = meta_month(m, e[2], "month");
+    m->reviewed = meta_month(m, e[3], "reviewed");
+    m->poffset = meta_int(m, e[4], "poffset", -1, 0);
+    int64_t format = meta_int(m, e[5], "format", 0, 0);
+    if (format > INT32_MAX) {
+        meta_bad(m, "format", e[5]);
+        format = 0;
     }
-    m->has_prev_fp = prev_hash(r->element[8], &m->prev_fp, &m->prev_at);
-    m->has_prev_pfp = prev_hash(r->element[9], &m->prev_pfp, &m->pprev_at);
+    m->format = (int32_t)format;
+    m->rv_month = meta_month(m, e[6], "rv_month");
+    m->rv_after[0] = '\0';
+    const redisReply *a = e[7];
+    if (a && a->type == REDIS_REPLY_STRING) {
+        if (a->len <= ORDER_ID_MAX) {
+            memcpy(m->rv_after, a->str, a->len);
+            m->rv_after[a->len] = '\0';
+        } else {
+            meta_bad(m, "rv_after", a); /* longer than any order id */
+        }
+    }
+    m->has_prev_fp = prev_hash(m, e[8], "prev_fp", &m->prev_fp, &m->prev_at);
+    m->has_prev_pfp = prev_hash(m, e[9], "prev_pfp", &m->prev_pfp, &m->pprev_at);
 }
 
 int store_meta_parse(const redisReply *r, store_meta_t *m) {

@@ -66,6 +66,11 @@ typedef struct store_meta {
      * offset (apply_skip moved it past them; stored as "HASH@AT");
      * -1: the record at offset - 1. */
     int64_t prev_at, pprev_at;
+    /* "" when every field present parses; else the first that does not,
+     * as `field "value"` (the value cut short): that field reads as absent,
+     * and nothing may trust the rest (txn.c and tierctl refuse the
+     * partition, naming the fix). */
+    char bad[64];
 } store_meta_t;
 
 /* One input's fields of a meta (0: orders, 1: profiles) and their names

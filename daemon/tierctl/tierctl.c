@@ -270,6 +270,13 @@ int tierctl_fenced_exec(tierctl_t *t, int32_t p, int64_t epoch, const store_tx_t
 
 int tierctl_format_check(const config_t *c, int32_t p, const store_meta_t *m, char *errstr,
                          size_t errstr_size) {
+    if (m->bad[0]) {
+        snprintf(errstr, errstr_size,
+                 "%s [%d]: its meta field %s does not parse: stop the tierd that owns it and run "
+                 "`tierctl rebuild --partition %d` to rebuild it from the topics",
+                 c->topic_orders, (int)p, m->bad, (int)p);
+        return -1;
+    }
     if (txn_format_ok(m)) return 0;
     /* Format 1 wrote no format field: state without one is format 1. */
     snprintf(errstr, errstr_size,

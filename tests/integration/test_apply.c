@@ -8,6 +8,7 @@
  *  - the dead-letter sink failing writes nothing;
  *  - months that leave the window are deleted;
  *  - the start-up check of the Redis user's rights (store_check);
+ *  - meta fields that hold what no tierd writes are named, not misread;
  *  - a batch sent without waiting for EXEC's reply (txn_ops_t.later): its
  *    counts wait for the reply; a reply lost or a commit refused reaches
  *    the settled hook, and the next batch sees Redis behind it (REWIND);
@@ -814,6 +815,65 @@ static void test_meta_verdict(void **state) {
     assert_int_equal(txn_meta_verdict(&p, &now), APPLY_FENCED);
 }
 
+/* Meta as a claim reads it: what tierd writes parses; anything else
+ * is named in meta.bad, never read as a number it is not. */
+static void test_meta_fields_parse_strictly(void **state) {
+    (void)state;
+    char err[300], long_id[ORDER_ID_MAX + 2];
+    store_meta_t m;
+    memset(long_id, 'x', sizeof(long_id) - 1);
+    long_id[sizeof(long_id) - 1] = '\0';
+    static const struct {
+        const char *field, *value;
+    } bad[] = {{"offset", "12x"},
+               {"offset", ""},
+               {"offset", "-3"},
+               {"offset", " 12"},
+               {"offset", "99999999999999999999"},
+               {"poffset", "0x10"},
+               {"epoch", "seven"},
+               {"month", "202613"},
+               {"month", "202600"},
+               {"month", "2026-11"},
+               {"reviewed", "abc"},
+               {"rv_month", "20261"},
+               {"format", "4.0"},
+               {"format", "9999999999"},
+               {"prev_fp", "12@"},
+               {"prev_fp", "12@x"},
+               {"prev_fp", "x"},
+               {"prev_pfp", "1@-2"},
+               {"prev_pfp", "18446744073709551616"}};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        flush();
+        freeReplyObject(redisCommand(rc, "HSET tierd:{orders.0}:meta offset 5 month 202611 "
+                                         "format 4 prev_fp 77@4"));
+        freeReplyObject(
+            redisCommand(rc, "HSET tierd:{orders.0}:meta %s %s", bad[i].field, bad[i].value));
+        assert_int_equal(store_claim(store, "orders", 0, "test", &m, err, sizeof(err)), 0);
+        if (strncmp(m.bad, bad[i].field, strlen(bad[i].field)) != 0 ||
+            m.bad[strlen(bad[i].field)] != ' ')
+            fail_msg("%s \"%s\": meta.bad is \"%s\"", bad[i].field, bad[i].value, m.bad);
+    }
+    flush();
+    freeReplyObject(redisCommand(rc, "HSET tierd:{orders.0}:meta rv_after %s", long_id));
+    assert_int_equal(store_claim(store, "orders", 0, "test", &m, err, sizeof(err)), 0);
+    assert_memory_equal(m.bad, "rv_after", 8);
+    /* What tierd writes, the extremes included. */
+    flush();
+    freeReplyObject(redisCommand(rc, "HSET tierd:{orders.0}:meta offset 9223372036854775807 "
+                                     "month 000000 reviewed 202612 rv_month 000101 poffset 0 "
+                                     "format 4 prev_fp 18446744073709551615@0 prev_pfp 0"));
+    assert_int_equal(store_claim(store, "orders", 0, "test", &m, err, sizeof(err)), 0);
+    assert_string_equal(m.bad, "");
+    assert_true(m.offset == INT64_MAX && m.month == -1 && m.poffset == 0 && m.format == 4);
+    assert_int_equal(m.reviewed, month_from_yyyymm(202612));
+    assert_int_equal(m.rv_month, month_from_yyyymm(101));
+    assert_true(m.has_prev_fp && m.prev_fp == UINT64_MAX && m.prev_at == 0);
+    assert_true(m.has_prev_pfp && m.prev_pfp == 0 && m.pprev_at == -1);
+    flush();
+}
+
 /* The commands of docs/operations.md's ACL rule for tierd. */
 static const char *const rule_cmds[] = {"watch", "unwatch", "multi", "exec",   "discard",
                                         "hmget", "hgetall", "hset",  "hdel",   "hincrby",
@@ -1357,6 +1417,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_store_check_rights),
         cmocka_unit_test(test_meta_verdict),
+        cmocka_unit_test(test_meta_fields_parse_strictly),
         cmocka_unit_test(test_same_record_twice_counts_once),
         cmocka_unit_test(test_lost_commit_reply_not_applied_again),
         cmocka_unit_test(test_same_order_new_offset_is_duplicate),

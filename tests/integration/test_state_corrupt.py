@@ -21,6 +21,14 @@ rebuild --partition P` rebuilds P from the topic, and a new tierd drains
 it: the aggregates of every partition, the victim's included, equal
 harness.model's recomputation (through tierctl dump), and P's
 meta is format 4 with no review cursor.
+
+Then another partition Q's meta gets month 202613 (no such month; read
+leniently it would be January of the next year) and a new tierd takes more
+orders: Q stops (nothing of it changes, its offset stays), the log names
+the key, the field and `tierctl rebuild`, /metrics counts it, the other
+partitions drain, and `tierctl dump --partition Q` prints only an error
+line (exit 1).  After `tierctl rebuild --partition Q` every aggregate
+equals the recomputation again.
 """
 import os
 import random
@@ -100,15 +108,19 @@ def second_orders():
 
 
 
-def partition_snapshot(r):
-    """What tierd keeps of partition P, the victim's value apart."""
-    k = "tierd:{orders.%d}:" % P
-    states = r.hgetall(k + "c")
-    return {"states": {f: v for f, v in states.items() if f != victim.encode()},
-            "victim": states.get(victim.encode()),
-            "profiles": r.hgetall(k + "p"),
+def partition_snapshot_of(r, part):
+    """What tierd keeps of a partition."""
+    k = "tierd:{orders.%d}:" % part
+    return {"states": r.hgetall(k + "c"), "profiles": r.hgetall(k + "p"),
             "outbox": r.xrange(k + "outbox"),
             "meta": dict(zip(META_FIELDS, r.hmget(k + "meta", *META_FIELDS)))}
+
+
+def partition_snapshot(r):
+    """What tierd keeps of partition P, the victim's value apart."""
+    snap = partition_snapshot_of(r, P)
+    snap["victim"] = snap["states"].pop(victim.encode(), None)
+    return snap
 
 
 def offsets(r):
@@ -226,4 +238,45 @@ def held_back_published():
 
 h.wait_for(held_back_published, "the events of the records P held back to be published")
 h.log("events of the records P held back: all published")
+
+# --- a meta field that does not parse -------------------------------------
+# Partition Q's meta says month 202613 (a hand edit: there is no 13th
+# month; read leniently it was January of the next year).  Q must stop as a
+# broken state does, and only Q; the rebuild repairs it.
+Q = (P + 1) % 8
+qmeta = "tierd:{orders.%d}:meta" % Q
+good_month = svc.redis.hget(qmeta, "month")
+svc.redis.hset(qmeta, "month", "202613")
+q_before = partition_snapshot_of(svc.redis, Q)
+q_stored = offsets(svc.redis)[Q]
+t = (t_cur0 + t_cur1) // 2 + 5000
+third = [sale("%s-d%d" % (c, k), c, t + k, rnd.randint(1, 10)) for k, c in enumerate(customers)]
+assert any(h.partition_of(c) == Q for c in customers)
+d = h.Daemon(svc, "corrupt-3", time_zone=TZ).start()
+port = d.http_port()
+h.produce(svc.bootstrap, "orders", third)
+ends = h.end_offsets(svc.bootstrap, "orders")
+line = '%s field month "202613" does not parse' % qmeta
+h.wait_for(lambda: line in d.log_text(), "tierd to name Q's meta field", daemons=[d])
+h.wait_for(lambda: all(o >= ends[p] for p, o in offsets(svc.redis).items() if p != Q),
+           "the partitions but Q to drain", daemons=[d])
+h.wait_for(lambda: h.metric(port, "tierd_state_corrupt_total") >= 1,
+           "/metrics to count Q's meta", daemons=[d])
+assert "tierctl rebuild --partition %d" % Q in [l for l in d.log_text().splitlines()
+                                                 if line in l][0]
+assert partition_snapshot_of(svc.redis, Q) == q_before, "partition %d changed while broken" % Q
+assert offsets(svc.redis)[Q] == q_stored < ends[Q]
+dumped = h.dump(svc.redis, "--partition", str(Q), rc=1, stderr_has="meta field month")
+assert [o["type"] for o in dumped] == ["error"] and "rebuild" in dumped[0]["error"], dumped
+assert d.term() == 0
+out = tierctl("rebuild", "--partition", str(Q))
+assert "rebuilt orders [%d]" % Q in out, out
+assert svc.redis.hget(qmeta, "month") == good_month, "the rebuild left month %r" % (
+    svc.redis.hget(qmeta, "month"),)
+d = h.Daemon(svc, "corrupt-4", time_zone=TZ).start()
+h.wait_drained(svc, h.end_offsets(svc.bootstrap, "orders"), daemons=[d])
+assert d.term() == 0
+want_state, want_dead = h.model(first + second + third, tz=TZ)
+h.compare_state(h.read_state(svc.redis), want_state)
+h.log("partition %d's meta month 202613: refused, the rest drained, rebuilt, equal again" % Q)
 h.log("PASS")
