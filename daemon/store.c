@@ -781,9 +781,9 @@ static int32_t meta_month(store_meta_t *m, const redisReply *r, const char *fiel
     int64_t ym;
     int32_t month;
     int rc = reply_int(r, -1, INT32_MIN, &ym);
-    if (rc == 0 || (rc > 0 && ym <= 0)) return -1;
-    if (rc > 0 && ym <= INT32_MAX && month_from_yyyymm_checked((int)ym, &month) == 0) return month;
-    meta_bad(m, field, r);
+    if (rc > 0 && ym > 0 && ym <= INT32_MAX && month_from_yyyymm_checked((int)ym, &month) == 0)
+        return month;
+    if (rc < 0 || ym > 0) meta_bad(m, field, r); /* absent and <= 0 are none */
     return -1;
 }
 
@@ -795,9 +795,10 @@ static int prev_hash(store_meta_t *m, const redisReply *f, const char *field, ui
     *fp = 0;
     *at = -1;
     if (!f || f->type != REDIS_REPLY_STRING) return 0;
+    if (!isdigit((unsigned char)f->str[0])) goto bad;
     errno = 0;
-    if (isdigit((unsigned char)f->str[0])) *fp = strtoull(f->str, &end, 10);
-    if (!isdigit((unsigned char)f->str[0]) || errno) goto bad;
+    *fp = strtoull(f->str, &end, 10);
+    if (errno) goto bad;
     if (*end == '@') {
         const char *a = end + 1;
         if (!isdigit((unsigned char)*a)) goto bad;
@@ -1250,7 +1251,6 @@ static int pipeline_cluster(store_t *s, const store_tx_t *tx, redisReply **repli
     return STORE_ERR;
 }
 
-/* store_pipeline, its replies in a when a is not NULL. */
 /* One Redis: tx's commands into the output buffer (sent by the first
  * read, or by store_pipeline_send). */
 static int append_all(store_t *s, const store_tx_t *tx, char *errstr, size_t errstr_size) {
@@ -1281,6 +1281,7 @@ static int next_replies(store_t *s, size_t n, redisReply **replies, int rtt, cha
     return STORE_OK;
 }
 
+/* store_pipeline, its replies in a when a is not NULL. */
 static int pipeline(store_t *s, const store_tx_t *tx, redisReply **replies, arena_t *a,
                     char *errstr, size_t errstr_size) {
     for (size_t i = 0; i < tx->ncmds; i++) replies[i] = NULL;
