@@ -29,6 +29,11 @@ the key, the field and `tierctl rebuild`, /metrics counts it, the other
 partitions drain, and `tierctl dump --partition Q` prints only an error
 line (exit 1).  After `tierctl rebuild --partition Q` every aggregate
 equals the recomputation again.
+
+Last, partition R's meta offset becomes "7x" before a tierd starts: R
+holds, named, with the field untouched; put right by hand while tierd
+waits, R is taken up at the next retry from the stored offset, with no
+record redelivered or deduplicated, and the aggregates are exact.
 """
 import os
 import random
@@ -279,4 +284,41 @@ assert d.term() == 0
 want_state, want_dead = h.model(first + second + third, tz=TZ)
 h.compare_state(h.read_state(svc.redis), want_state)
 h.log("partition %d's meta month 202613: refused, the rest drained, rebuilt, equal again" % Q)
+
+# --- an offset that does not parse, put right while tierd waits ----------
+# Read as a number, "7x" would be 7: the partition read again from there.
+# tierd must hold R without reading it as anything; once the field is
+# right again, its next retry (within a minute) claims R again and reads
+# from that offset: nothing redelivered, nothing deduplicated, exact sums.
+R = (P + 2) % 8
+rmeta = "tierd:{orders.%d}:meta" % R
+good_offset = svc.redis.hget(rmeta, "offset")
+svc.redis.hset(rmeta, "offset", "7x")
+t = (t_cur0 + t_cur1) // 2 + 9000
+fourth = [sale("%s-e%d" % (c, k), c, t + k, rnd.randint(1, 10)) for k, c in enumerate(customers)]
+assert any(h.partition_of(c) == R for c in customers)
+d = h.Daemon(svc, "corrupt-5", time_zone=TZ).start()
+port = d.http_port()
+h.produce(svc.bootstrap, "orders", fourth)
+ends = h.end_offsets(svc.bootstrap, "orders")
+line = '%s field offset "7x" does not parse' % rmeta
+
+
+def others_drained():
+    return all(int(svc.redis.hget("tierd:{orders.%d}:meta" % p, "offset")) >= ends[p]
+               for p in range(8) if p != R)
+
+
+h.wait_for(lambda: line in d.log_text(), "tierd to name R's offset", daemons=[d])
+h.wait_for(others_drained, "the partitions but R to drain", daemons=[d])
+assert svc.redis.hget(rmeta, "offset") == b"7x", "tierd wrote R's meta while it was broken"
+svc.redis.hset(rmeta, "offset", good_offset)
+h.wait_drained(svc, ends, timeout=150, daemons=[d])
+assert "its meta parses again" in d.log_text()
+for name in ("tierd_redelivered_total", "tierd_duplicates_ignored_total"):
+    assert h.metric(port, name) == 0, "%s %s after R's repair" % (name, h.metric(port, name))
+assert d.term() == 0
+want_state, want_dead = h.model(first + second + third + fourth, tz=TZ)
+h.compare_state(h.read_state(svc.redis), want_state)
+h.log("partition %d's offset 7x: held, put right by hand, taken up from its offset" % R)
 h.log("PASS")
