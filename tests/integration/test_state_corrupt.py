@@ -248,23 +248,37 @@ h.log("events of the records P held back: all published")
 # Partition Q's meta says month 202613 (a hand edit: there is no 13th
 # month; read leniently it was January of the next year).  Q must stop as a
 # broken state does, and only Q; the rebuild repairs it.
+def break_meta(part, field, value, tag, name):
+    """Sets partition part's meta field to value, then a new tierd (name)
+    takes an order of every customer (order ids tagged): returns once it
+    has named the field and drained every other partition, with (tierd,
+    its port, the orders, the topic's ends, the field's good value, part's
+    snapshot and stored offset before)."""
+    meta = "tierd:{orders.%d}:meta" % part
+    good = svc.redis.hget(meta, field)
+    stored = svc.redis.hget(meta, "offset")
+    svc.redis.hset(meta, field, value)
+    snap = partition_snapshot_of(svc.redis, part)
+    t = (t_cur0 + t_cur1) // 2 + 5000 + 4000 * len(tag)
+    more = [sale("%s-%s%d" % (c, tag, k), c, t + k, rnd.randint(1, 10))
+            for k, c in enumerate(customers)]
+    assert any(h.partition_of(c) == part for c in customers)
+    dm = h.Daemon(svc, name, time_zone=TZ).start()
+    h.produce(svc.bootstrap, "orders", more)
+    ends = h.end_offsets(svc.bootstrap, "orders")
+    line = '%s field %s "%s" does not parse' % (meta, field, value)
+    h.wait_for(lambda: line in dm.log_text(), "tierd to name %s" % line, daemons=[dm])
+    h.wait_for(lambda: all(int(svc.redis.hget("tierd:{orders.%d}:meta" % p, "offset")) >= ends[p]
+                           for p in range(8) if p != part),
+               "the partitions but %d to drain" % part, daemons=[dm])
+    return dm, dm.http_port(), more, ends, good, snap, int(stored)
+
+
 Q = (P + 1) % 8
 qmeta = "tierd:{orders.%d}:meta" % Q
-good_month = svc.redis.hget(qmeta, "month")
-svc.redis.hset(qmeta, "month", "202613")
-q_before = partition_snapshot_of(svc.redis, Q)
-q_stored = offsets(svc.redis)[Q]
-t = (t_cur0 + t_cur1) // 2 + 5000
-third = [sale("%s-d%d" % (c, k), c, t + k, rnd.randint(1, 10)) for k, c in enumerate(customers)]
-assert any(h.partition_of(c) == Q for c in customers)
-d = h.Daemon(svc, "corrupt-3", time_zone=TZ).start()
-port = d.http_port()
-h.produce(svc.bootstrap, "orders", third)
-ends = h.end_offsets(svc.bootstrap, "orders")
+d, port, third, ends, good_month, q_before, q_stored = break_meta(Q, "month", "202613", "d",
+                                                                  "corrupt-3")
 line = '%s field month "202613" does not parse' % qmeta
-h.wait_for(lambda: line in d.log_text(), "tierd to name Q's meta field", daemons=[d])
-h.wait_for(lambda: all(o >= ends[p] for p, o in offsets(svc.redis).items() if p != Q),
-           "the partitions but Q to drain", daemons=[d])
 h.wait_for(lambda: h.metric(port, "tierd_state_corrupt_total") >= 1,
            "/metrics to count Q's meta", daemons=[d])
 assert "tierctl rebuild --partition %d" % Q in [l for l in d.log_text().splitlines()
@@ -292,26 +306,8 @@ h.log("partition %d's meta month 202613: refused, the rest drained, rebuilt, equ
 # from that offset: nothing redelivered, nothing deduplicated, exact sums.
 R = (P + 2) % 8
 rmeta = "tierd:{orders.%d}:meta" % R
-good_offset = svc.redis.hget(rmeta, "offset")
-svc.redis.hset(rmeta, "offset", "7x")
-t = (t_cur0 + t_cur1) // 2 + 9000
-fourth = [sale("%s-e%d" % (c, k), c, t + k, rnd.randint(1, 10)) for k, c in enumerate(customers)]
-assert any(h.partition_of(c) == R for c in customers)
-d = h.Daemon(svc, "corrupt-5", time_zone=TZ).start()
-port = d.http_port()
-h.produce(svc.bootstrap, "orders", fourth)
-ends = h.end_offsets(svc.bootstrap, "orders")
-line = '%s field offset "7x" does not parse' % rmeta
-
-
-def others_drained():
-    return all(int(svc.redis.hget("tierd:{orders.%d}:meta" % p, "offset")) >= ends[p]
-               for p in range(8) if p != R)
-
-
-h.wait_for(lambda: line in d.log_text(), "tierd to name R's offset", daemons=[d])
-h.wait_for(others_drained, "the partitions but R to drain", daemons=[d])
-assert svc.redis.hget(rmeta, "offset") == b"7x", "tierd wrote R's meta while it was broken"
+d, port, fourth, ends, good_offset, r_before, _ = break_meta(R, "offset", "7x", "ee", "corrupt-5")
+assert partition_snapshot_of(svc.redis, R) == r_before, "partition %d changed while broken" % R
 svc.redis.hset(rmeta, "offset", good_offset)
 h.wait_drained(svc, ends, timeout=150, daemons=[d])
 assert "its meta parses again" in d.log_text()
