@@ -692,6 +692,13 @@ static void renew_leases(consumer_t *k) {
             return; /* Redis is failing: the apply path reports it */
         }
         pt->lease_at = t;
+        /* A hand edit while we own it: the partition waits, as a batch
+         * would (never read as the "lost writes" below, then from offset
+         * 0). */
+        if (txn_meta_unreadable(k->apply, &pt->ap, &now, err, sizeof(err)) != APPLY_OK) {
+            part_on_result(k, i, pt, APPLY_CORRUPT, err);
+            continue;
+        }
         /* The renewal is also the look that notices a Redis that went back
          * in time while the partition was quiet (the epoch is the same). */
         if (txn_meta_verdict(&pt->ap, &now) == APPLY_REWIND) {

@@ -28,18 +28,23 @@ int txn_meta_verdict(const apply_part_t *p, const store_meta_t *now) {
     return APPLY_OK;
 }
 
+int txn_meta_unreadable(apply_ctx_t *a, const apply_part_t *p, const store_meta_t *now,
+                        char *errstr, size_t errstr_size) {
+    char mkey[256];
+    if (!now->bad[0]) return APPLY_OK;
+    store_key(a->store, p->topic, p->partition, "meta", mkey, sizeof(mkey));
+    a->stats.state_corrupt++;
+    snprintf(errstr, errstr_size,
+             "%s field %s does not parse: run `tierctl rebuild --partition %d` to rebuild "
+             "the partition from the topic",
+             mkey, now->bad, (int)p->partition);
+    return APPLY_CORRUPT;
+}
+
 static int verdict(apply_ctx_t *a, apply_part_t *p, const store_meta_t *now, char *errstr,
                    size_t errstr_size) {
-    if (now->bad[0]) { /* before the offsets: they may be what does not parse */
-        char mkey[256];
-        store_key(a->store, p->topic, p->partition, "meta", mkey, sizeof(mkey));
-        a->stats.state_corrupt++;
-        snprintf(errstr, errstr_size,
-                 "%s field %s does not parse: run `tierctl rebuild --partition %d` to rebuild "
-                 "the partition from the topic",
-                 mkey, now->bad, (int)p->partition);
-        return APPLY_CORRUPT;
-    }
+    /* Before the offsets: they may be what does not parse. */
+    if (txn_meta_unreadable(a, p, now, errstr, errstr_size) != APPLY_OK) return APPLY_CORRUPT;
     if (p->meta.bad[0]) { /* repaired since we read it: read it again */
         snprintf(errstr, errstr_size, "%s [%d]: its meta parses again (it did not: %s)", p->topic,
                  (int)p->partition, p->meta.bad);

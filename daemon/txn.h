@@ -86,6 +86,13 @@ int txn_run(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *ctx, ch
  * One rule for batches, reviews and profiles. */
 int txn_meta_verdict(const apply_part_t *p, const store_meta_t *now);
 
+/* APPLY_CORRUPT when a field of Redis' meta does not parse (now->bad):
+ * errstr names the key, the field, its value and the fix, and
+ * tierd_state_corrupt_total counts it.  Else APPLY_OK.  Judged before
+ * txn_meta_verdict, whose offsets may be what does not parse. */
+int txn_meta_unreadable(apply_ctx_t *a, const apply_part_t *p, const store_meta_t *now,
+                        char *errstr, size_t errstr_size);
+
 /* Whether meta says the partition holds state this tierd can read: a
  * format from STATE_FORMAT_OLDEST to STATE_FORMAT, or no state at all yet. */
 int txn_format_ok(const store_meta_t *m);

@@ -767,13 +767,37 @@ static int state_keys(rebuild_t *r, int32_t p, store_tx_t *del, char *err, size_
     return store_scan(r->t.store, pattern, state_key, &sk, err, errn) == STORE_OK ? 0 : -1;
 }
 
+/* An epoch that does not parse (a hand edit) cannot be counted up: a
+ * claim's HINCRBY fails on it, and the partition would stay refused.  It
+ * becomes the time in milliseconds, above any epoch claims count to, so
+ * whichever owner it had is fenced. */
+static int repair_epoch(rebuild_t *r, int32_t p, char *err, size_t errn) {
+    char meta[512], now[32];
+    store_tx_t tx = {0};
+    store_meta_t m;
+    if (store_read(r->t.store, r->t.conf.topic_orders, p, &m, 0, NULL, NULL, NULL, NULL, NULL, err,
+                   errn) != STORE_OK)
+        return -1;
+    if (strncmp(m.bad, "epoch ", 6) != 0) return store_unwatch(r->t.store) == STORE_OK ? 0 : -1;
+    store_key(r->t.store, r->t.conf.topic_orders, p, "meta", meta, sizeof(meta));
+    snprintf(now, sizeof(now), "%" PRId64, store_now_ms());
+    const char *hset[4] = {"HSET", meta, "epoch", now};
+    int rc = tierctl_cmd(&tx, 4, hset) == 0 && store_exec(r->t.store, &tx, err, errn) == STORE_OK
+                 ? 0
+                 : -1;
+    store_tx_free(&tx);
+    if (rc == 0) fprintf(stderr, "tierctl: %s: field %s replaced by %s\n", meta, m.bad, now);
+    return rc;
+}
+
 /* Claims p and clears what is left of its state (epoch kept, bumped). */
 static int rebuild_begin(rebuild_t *r, int32_t p, char *err, size_t errn) {
     char meta[512], obox[512], kept[512];
     store_tx_t tx = {0};
     store_meta_t m;
     int rc = -1;
-    if (store_claim(r->t.store, r->t.conf.topic_orders, p, r->owner, &m, err, errn) != STORE_OK)
+    if (repair_epoch(r, p, err, errn) != 0 ||
+        store_claim(r->t.store, r->t.conf.topic_orders, p, r->owner, &m, err, errn) != STORE_OK)
         return -1;
     replay_reset(&r->x, p);
     r->lane.part.meta.epoch = m.epoch;

@@ -34,6 +34,10 @@ Last, partition R's meta offset becomes "7x" before a tierd starts: R
 holds, named, with the field untouched; put right by hand while tierd
 waits, R is taken up at the next retry from the stored offset, with no
 record redelivered or deduplicated, and the aggregates are exact.
+Meanwhile partition S's epoch becomes "7x" under that running tierd: its
+lease renewal holds S, named and counted (not taken for lost writes), new
+orders of S stay unapplied, and after `tierctl rebuild --partition S`
+(which replaces the epoch) a new tierd applies them once.
 """
 import os
 import random
@@ -308,13 +312,50 @@ R = (P + 2) % 8
 rmeta = "tierd:{orders.%d}:meta" % R
 d, port, fourth, ends, good_offset, r_before, _ = break_meta(R, "offset", "7x", "ee", "corrupt-5")
 assert partition_snapshot_of(svc.redis, R) == r_before, "partition %d changed while broken" % R
+
+# --- an epoch that does not parse, while tierd owns the partition --------
+# Partition S is drained and quiet when its epoch becomes "7x" (a hand
+# edit).  The lease renewal (every 10 s) must take it for what it is: S
+# waits, named, counted -- not "Redis lost writes", which would claim S
+# again and read its topic from the start.  Orders for S then stay
+# unapplied while R is repaired; after tierd stops, `tierctl rebuild`
+# replaces the epoch and a new tierd applies S's orders once.
+S = (P + 3) % 8
+smeta = "tierd:{orders.%d}:meta" % S
+s_offset = int(svc.redis.hget(smeta, "offset"))
+svc.redis.hset(smeta, "epoch", "7x")
+line = '%s field epoch "7x" does not parse' % smeta
+h.wait_for(lambda: line in d.log_text(), "the lease renewal to name S's epoch", daemons=[d])
+h.wait_for(lambda: h.metric(port, "tierd_state_corrupt_total") >= 2,
+           "/metrics to count S's meta", daemons=[d])
+s_customers = [c for c in customers if h.partition_of(c) == S][:5]
+fifth = [sale("%s-ff%d" % (c, k), c, (t_cur0 + t_cur1) // 2 + 40000 + k, 3)
+         for k, c in enumerate(s_customers)]
+h.produce(svc.bootstrap, "orders", fifth)
+
 svc.redis.hset(rmeta, "offset", good_offset)
 h.wait_drained(svc, ends, timeout=150, daemons=[d])
 assert "its meta parses again" in d.log_text()
 for name in ("tierd_redelivered_total", "tierd_duplicates_ignored_total"):
     assert h.metric(port, name) == 0, "%s %s after R's repair" % (name, h.metric(port, name))
+s_lines = [l for l in d.log_text().splitlines() if "[%d]" % S in l]
+assert not [l for l in s_lines if "lost writes" in l or "re-claimed" in l], s_lines
+assert int(svc.redis.hget(smeta, "offset")) == s_offset, "partition %d applied orders while broken" % S
 assert d.term() == 0
-want_state, want_dead = h.model(first + second + third + fourth, tz=TZ)
-h.compare_state(h.read_state(svc.redis), want_state)
 h.log("partition %d's offset 7x: held, put right by hand, taken up from its offset" % R)
+
+p = subprocess.run([TIERCTL, "-c", d.cfg, "rebuild", "--partition", str(S)], stdout=subprocess.PIPE,
+                   stderr=subprocess.PIPE, text=True, timeout=120,
+                   env={k: v for k, v in os.environ.items() if not k.startswith("TIERD_")})
+assert p.returncode == 0 and "rebuilt orders [%d]" % S in p.stdout, (p.returncode, p.stdout, p.stderr)
+assert 'field epoch "7x" replaced by' in p.stderr, p.stderr
+assert int(svc.redis.hget(smeta, "epoch")) > 1_000_000_000_000, svc.redis.hget(smeta, "epoch")
+d = h.Daemon(svc, "corrupt-6", time_zone=TZ).start()
+h.wait_drained(svc, h.end_offsets(svc.bootstrap, "orders"), daemons=[d])
+assert h.metric(d.http_port(), "tierd_duplicates_ignored_total") == 0
+assert d.term() == 0
+want_state, want_dead = h.model(first + second + third + fourth + fifth, tz=TZ)
+h.compare_state(h.read_state(svc.redis), want_state)
+h.log("R's sums exact; partition %d's epoch 7x under a running tierd: held, named, rebuilt, "
+      "applied once" % S)
 h.log("PASS")
