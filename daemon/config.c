@@ -169,6 +169,7 @@ static const config_env_other_t config_env_others[] = {
     {"TIERD_FAULT_REVIEW_STALL_FILE", "fault injection, builds with TIERD_TEST_HOOKS only"},
     {"TIERD_FAULT_PUBLISH_STALL_FILE", "fault injection, builds with TIERD_TEST_HOOKS only"},
     {"TIERD_FAULT_OUT_OF_RANGE_FILE", "fault injection, builds with TIERD_TEST_HOOKS only"},
+    {"TIERD_FAULT_SEEK_FAIL_FILE", "fault injection, builds with TIERD_TEST_HOOKS only"},
     {"TIERD_BIN", "tests: the tierd binary under test"},
     {"TIERD_TEST_REDIS_PORT", "tests/integration/with-redis"},
     {"TIERD_FUZZ_ITERS", "tests/unit/test_decode.c"},

@@ -325,14 +325,34 @@ static int part_flush_profiles(consumer_t *k, int32_t id, part_t *pt, char *err,
 
 static int claim(consumer_t *k, int32_t id, part_t *pt, int patient);
 
+/* Moves one handle's reading of (topic, id) to off.  0, or -1 with the
+ * reason logged: the call's error and the partition's own both count
+ * (librdkafka reports a partition's failure only in its element). */
+static int seek_to(consumer_t *k, rd_kafka_t *rk, const char *topic, int32_t id, int64_t off) {
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(l, topic, id)->offset = off;
+    rd_kafka_error_t *e = NULL;
+    const char *why = NULL;
+    if (fault_holding(&k->apply->fault, FAULT_SEEK)) /* test builds only */
+        why = "fault injection: seek refused";
+    else if ((e = rd_kafka_seek_partitions(rk, l, 5000)))
+        why = rd_kafka_error_string(e);
+    else if (l->elems[0].err)
+        why = rd_kafka_err2str(l->elems[0].err);
+    if (why) log_error("consumer", "seek %s [%d] to %" PRId64 ": %s", topic, (int)id, off, why);
+    if (e) rd_kafka_error_destroy(e);
+    rd_kafka_topic_partition_list_destroy(l);
+    return why ? -1 : 0;
+}
+
 /* Claims the partition again and moves consumption to the offset Redis
  * holds (after Redis lost writes, or after we were fenced by a stray
  * writer while the group still says we own it).  One attempt: while Redis
- * does not answer, the partition waits and tries again. */
+ * does not answer, or the seek fails, the partition waits and tries
+ * again. */
 static int rewind_part(consumer_t *k, int32_t id, part_t *pt) {
     pt->need_rewind = 1;
     if (claim(k, id, pt, 0) != 0) return -1;
-    pt->need_rewind = 0;
     pt->next_off = pt->pnext_off = -1;
     /* What was to be skipped was measured against the offset Redis
      * held before; out_of_range and marker_tick measure it again.  The
@@ -341,23 +361,19 @@ static int rewind_part(consumer_t *k, int32_t id, part_t *pt) {
     pt->verify_at[0] = pt->verify_at[1] = -1;
     pt->taken[0] = pt->ap.meta.offset;
     pt->taken[1] = pt->ap.meta.poffset;
-    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
     pt->read_from = pt->ap.meta.offset >= 0 ? pt->ap.meta.offset : RD_KAFKA_OFFSET_BEGINNING;
-    rd_kafka_topic_partition_list_add(l, k->conf->topic_orders, id)->offset = pt->read_from;
-    /* A reading stopped past the topic's end takes no seek (out_of_range). */
-    rd_kafka_error_t *e = pt->past_end[0] < 0 ? rd_kafka_seek_partitions(k->rk, l, 5000) : NULL;
-    int rc = 0;
-    if (e) {
-        log_error("consumer", "seek %s [%d]: %s", k->conf->topic_orders, (int)id,
-                  rd_kafka_error_string(e));
-        rd_kafka_error_destroy(e);
-        rc = -1;
+    /* A reading stopped past the topic's end takes no seek (out_of_range).
+     * A seek that fails leaves the reading where it was, past what Redis
+     * lost: the rewind stays owed (need_rewind), and what is polled
+     * meanwhile is dropped (enqueue), never applied from there. */
+    if ((pt->past_end[0] < 0 && seek_to(k, k->rk, k->conf->topic_orders, id, pt->read_from)) ||
+        (pt->past_end[1] < 0 &&
+         seek_to(k, k->prk, k->conf->topic_profiles, id,
+                 pt->ap.meta.poffset >= 0 ? pt->ap.meta.poffset : RD_KAFKA_OFFSET_BEGINNING))) {
+        part_drop_pending(k, pt);
+        return -1;
     }
-    rd_kafka_topic_partition_list_destroy(l);
-    l = plist(k, id, pt->ap.meta.poffset >= 0 ? pt->ap.meta.poffset : RD_KAFKA_OFFSET_BEGINNING);
-    e = pt->past_end[1] < 0 ? rd_kafka_seek_partitions(k->prk, l, 5000) : NULL;
-    if (e) rd_kafka_error_destroy(e);
-    rd_kafka_topic_partition_list_destroy(l);
+    pt->need_rewind = 0;
     pt->fenced = 0;
     /* Whatever was decided before the rewind, or by the writer that
      * fenced us, waits in the outbox. */
@@ -365,7 +381,7 @@ static int rewind_part(consumer_t *k, int32_t id, part_t *pt) {
     part_pause(k, id, pt, 0);
     log_info("consumer", "re-claimed %s [%d] at offset %" PRId64 " (epoch %" PRId64 ")",
              k->conf->topic_orders, (int)id, pt->ap.meta.offset, pt->ap.meta.epoch);
-    return rc;
+    return 0;
 }
 
 /* Each committed record's age: its Kafka timestamp to now. */
@@ -1385,7 +1401,8 @@ static int enqueue(consumer_t *k, rd_kafka_message_t *m, int64_t now) {
     part_t *pt = part_get(k, m->partition);
     /* Dropped: not ours (any more), not the topic we read, or polled
      * before a reading again that is due (a record past a gap). */
-    if (!pt || !pt->assigned || pt->fenced || pt->past_end[0] >= 0 || pt->refetch_at[0]) {
+    if (!pt || !pt->assigned || pt->fenced || pt->need_rewind || pt->past_end[0] >= 0 ||
+        pt->refetch_at[0]) {
         rd_kafka_message_destroy(m);
         return 0;
     }
@@ -1647,8 +1664,8 @@ static void poll_profiles(consumer_t *k) {
         read_ok(&k->prerr, k->conf->topic_profiles);
         part_t *pt = part_get(k, pm->partition);
         if (pt) pt->pnext_off = pm->offset + 1;
-        if (!pt || !pt->assigned || pt->fenced || pt->past_end[1] >= 0 || pt->refetch_at[1] ||
-            checked(k, 1, pt, pm)) {
+        if (!pt || !pt->assigned || pt->fenced || pt->need_rewind || pt->past_end[1] >= 0 ||
+            pt->refetch_at[1] || checked(k, 1, pt, pm)) {
             rd_kafka_message_destroy(pm);
             continue;
         }

@@ -10,6 +10,9 @@
  *   TIERD_FAULT_REVIEW_STALL_FILE   a review page waits before its EXEC
  *   TIERD_FAULT_PUBLISH_STALL_FILE  the publisher holds the outboxes' events
  *                                   (both test_events_crash.py)
+ *   TIERD_FAULT_SEEK_FAIL_FILE      a rewind's seek fails, as one that timed
+ *                                   out: the reading stays where it was
+ *                                   (test_redis_rollback.py)
  * and one that changes what tierd reads:
  *   TIERD_FAULT_OUT_OF_RANGE_FILE   holds "P O" when tierd starts: the
  *                                   orders record at partition P, offset O
@@ -29,6 +32,7 @@ typedef enum fault_point {
     FAULT_COMMIT = 0, /* before the EXEC of an order or profile batch */
     FAULT_REVIEW,     /* before the EXEC of a review page */
     FAULT_PUBLISH,    /* the outbox publisher's round */
+    FAULT_SEEK,       /* a rewind's seek: refused, the position left as it was */
     FAULT__COUNT
 } fault_point_t;
 

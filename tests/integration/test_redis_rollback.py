@@ -14,7 +14,10 @@ from the stored offset, so the lost span is applied and decided again.
   rollback 1, under flow: orders keep arriving while Redis is restored;
   rollback 2, at rest: the lost span ends with the stream drained, so no
               new record prompts tierd; it must still notice within
-              IDLE_WAIT s.  Then the last month's orders arrive.
+              IDLE_WAIT s.  Its first rewinds' seeks fail (fault
+              injection, as a seek that timed out): the rewind must stay
+              owed until a seek succeeds.  Then the last month's orders
+              arrive.
 
 Checked at the end, against the independent models (harness.model,
 events_model.Model):
@@ -47,8 +50,10 @@ svc = h.Services("rollback")
 policy_path = os.path.join(svc.dir, "policy-rollback.yaml")
 with open(policy_path, "w") as f:
     f.write(policy.text())
+seek_fail = os.path.join(svc.dir, "seek-fail")
 d = h.Daemon(svc, "rb", extra={"policy": policy_path, "idle_close_after_s": 31622400,
-                               "batch": "\n  max_orders: 100\n  max_ms: 20"}).start()
+                               "batch": "\n  max_orders: 100\n  max_ms: 20"},
+             env={"TIERD_FAULT_SEEK_FAIL_FILE": seek_fail}).start()
 problems, all_recs = [], []
 
 
@@ -142,7 +147,15 @@ producer.join()
 ends = h.end_offsets(svc.bootstrap, "orders")
 h.wait_for(drained(ends), "the next months", timeout=180, daemons=[d])
 h.wait_for(lambda: h.outbox_len(svc.redis) == 0, "the outbox", timeout=120, daemons=[d])
+# The rewinds' seeks fail for a while (as one that times out): the
+# reading stays past the lost span, so each rewind must stay owed, and
+# nothing polled from there may be applied.
+open(seek_fail, "w").close()
 since = rollback("rollback 2", snap2, at2)
+h.wait_for(lambda: d.log_text()[since:].count("fault injection: seek refused") >= 2,
+           "rollback 2: tierd to notice, and its seeks to fail twice", timeout=IDLE_WAIT,
+           daemons=[d])
+os.unlink(seek_fail)
 deadline = time.time() + IDLE_WAIT
 while time.time() < deadline and not drained(ends)():
     assert d.alive(), "tierd died:\n" + d.log_text()[-3000:]
