@@ -383,7 +383,9 @@ int main(int argc, char **argv) {
     store = store_new(&conf, err, sizeof(err));
     if (!store) goto fail;
     switch (store_check(store, conf.topic_orders, err, sizeof(err))) {
-    case STORE_OK: break;
+    case STORE_OK:
+        if (err[0]) log_warn("main", "%s", err); /* could not tell the eviction policy */
+        break;
     case STORE_DENIED: goto fail;
     default:
         /* A cluster that cannot be mapped at start is a configuration

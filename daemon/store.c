@@ -704,11 +704,67 @@ static int32_t partition_on(store_t *s, const char *topic, int i) {
     return -1;
 }
 
+/* A number or word after "\r\nname:" in an INFO reply, into out. */
+static void info_field(const redisReply *r, const char *name, char *out, size_t size) {
+    char key[64];
+    int n = snprintf(key, sizeof(key), "\n%s:", name);
+    const char *at = strstr(r->str, key);
+    out[0] = '\0';
+    if (!at) return;
+    at += n;
+    size_t len = strcspn(at, "\r\n");
+    snprintf(out, size, "%.*s", (int)(len < size ? len : size - 1), at);
+}
+
+/* Whether Redis may evict tierd's keys: a maxmemory with an allkeys-*
+ * policy drops any key when memory runs short -- a customer's state, a
+ * partition's offset -- and nothing would say so: sums would start over,
+ * orders apply twice.  STORE_DENIED then.  A volatile-* policy only
+ * evicts keys with an expiry, which tierd's never have.  INFO refused
+ * (no +info in the user's ACL): STORE_OK with errstr saying it could not
+ * tell, for a warning. */
+static int check_eviction(store_t *s, char *errstr, size_t errstr_size) {
+    const char *argv[2] = {"INFO", "memory"};
+    char max[32], policy[64];
+    redisReply *r = NULL;
+    append(s, 2, argv, NULL);
+    s->commands++;
+    if (next_reply(s, &r, 0) != REDIS_OK) {
+        snprintf(errstr, errstr_size, "redis: %s", s->rc->errstr);
+        drop(s);
+        return STORE_ERR;
+    }
+    int rc = STORE_OK;
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(errstr, errstr_size,
+                 "redis: INFO refused (%s): cannot tell whether Redis may evict tierd's keys; "
+                 "make sure maxmemory-policy is noeviction (docs/operations.md)",
+                 r->str);
+    } else if (r->type == REDIS_REPLY_STRING) {
+        info_field(r, "maxmemory", max, sizeof(max));
+        info_field(r, "maxmemory_policy", policy, sizeof(policy));
+        if (strtoll(max, NULL, 10) > 0 && strncmp(policy, "allkeys-", 8) == 0) {
+            snprintf(errstr, errstr_size,
+                     "redis: maxmemory %s bytes with maxmemory-policy %s: Redis may evict "
+                     "tierd's state and offsets when memory runs short, and orders would count "
+                     "twice; set maxmemory-policy noeviction (docs/operations.md)",
+                     max, policy);
+            rc = STORE_DENIED;
+        }
+    }
+    reply_free(s, r);
+    return rc;
+}
+
 int store_check(store_t *s, const char *topic, char *errstr, size_t errstr_size) {
     char why[512];
     int rc = store_connect(s, errstr, errstr_size);
     if (rc != STORE_OK) return s->denied ? STORE_DENIED : rc;
-    if (!s->cl) return check_access(s, topic, 0, errstr, errstr_size);
+    errstr[0] = '\0';
+    if (!s->cl) {
+        rc = check_access(s, topic, 0, errstr, errstr_size);
+        return rc == STORE_OK ? check_eviction(s, errstr, errstr_size) : rc;
+    }
     /* A cluster: ACLs are each node's own, so every master is checked,
      * on the keys of a partition it serves. */
     const slots_map_t *m = slots_map(s->cl);
@@ -724,6 +780,13 @@ int store_check(store_t *s, const char *topic, char *errstr, size_t errstr_size)
             return STORE_ERR;
         }
         rc = check_access(s, topic, p, why, sizeof(why));
+        if (rc == STORE_OK) {
+            why[0] = '\0';
+            rc = check_eviction(s, why, sizeof(why));
+            if (rc == STORE_OK && why[0] && !errstr[0])
+                snprintf(errstr, errstr_size, "redis.cluster: master %s: %s", slots_name(s->cl, i),
+                         why);
+        }
         if (rc != STORE_OK) {
             snprintf(errstr, errstr_size, "redis.cluster: master %s: %s", slots_name(s->cl, i),
                      why);

@@ -142,8 +142,10 @@ int store_partition_node(store_t *s, const char *topic, int32_t partition, char 
  * them (errstr names the command and Redis' reply); STORE_ERR when it did
  * not answer.  On a cluster: the slot map (CLUSTER SLOTS), then the same
  * on every master, with ASKING and EXISTS as well, on the keys of a
- * partition that master serves (ACLs are each node's own).  Logs
- * nothing. */
+ * partition that master serves (ACLs are each node's own).  Then INFO
+ * memory on each: STORE_DENIED when a maxmemory with an allkeys-* policy
+ * may evict tierd's keys; when INFO is refused, STORE_OK with errstr
+ * saying so (a warning for the caller; empty otherwise).  Logs nothing. */
 int store_check(store_t *s, const char *topic, char *errstr, size_t errstr_size);
 /* Replies of a cluster that redirected a command, since start, by kind:
  * counts[METRICS_REDIR_MOVED], _ASK, _TRYAGAIN, _CLUSTERDOWN (metrics.h);

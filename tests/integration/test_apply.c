@@ -950,6 +950,52 @@ static void test_store_check_rights(void **state) {
     store_destroy(s);
 }
 
+static void redis_ok(const char *cmd) {
+    redisReply *r = redisCommand(rc, cmd);
+    assert_non_null(r);
+    if (r->type == REDIS_REPLY_ERROR) fail_msg("%s: %s", cmd, r->str);
+    freeReplyObject(r);
+}
+
+static int check_default(char *err, size_t errn) {
+    store_t *s = store_new(&conf, err, errn);
+    assert_non_null(s);
+    int ret = store_check(s, "orders", err, errn);
+    store_destroy(s);
+    return ret;
+}
+
+/* The start-up check refuses a Redis that may evict tierd's keys (a
+ * maxmemory with an allkeys-* policy), not one that may not (no maxmemory,
+ * a volatile-* policy: tierd's keys never expire), and warns when the
+ * user may not run INFO. */
+static void test_store_check_eviction(void **state) {
+    (void)state;
+    char err[512];
+    static const char *const refused[] = {"allkeys-lru", "allkeys-lfu", "allkeys-random"};
+    redis_ok("CONFIG SET maxmemory 1gb");
+    for (size_t i = 0; i < 3; i++) {
+        char cmd[96];
+        snprintf(cmd, sizeof(cmd), "CONFIG SET maxmemory-policy %s", refused[i]);
+        redis_ok(cmd);
+        assert_int_equal(check_default(err, sizeof(err)), STORE_DENIED);
+        if (!strstr(err, refused[i]) || !strstr(err, "set maxmemory-policy noeviction"))
+            fail_msg("%s: %s", refused[i], err);
+    }
+    redis_ok("CONFIG SET maxmemory-policy volatile-lru");
+    assert_int_equal(check_default(err, sizeof(err)), STORE_OK);
+    assert_string_equal(err, "");
+    redis_ok("CONFIG SET maxmemory-policy allkeys-lru");
+    redis_ok("CONFIG SET maxmemory 0");
+    assert_int_equal(check_default(err, sizeof(err)), STORE_OK);
+    assert_string_equal(err, "");
+    redis_ok("CONFIG SET maxmemory-policy noeviction");
+    /* The documented rule without +info: a warning, no refusal. */
+    if (!right_pw[0]) random_hex(right_pw, sizeof(right_pw));
+    assert_int_equal(check_as(NRULE, right_pw, err, sizeof(err)), STORE_OK);
+    if (!strstr(err, "INFO refused") || !strstr(err, "noeviction")) fail_msg("%s", err);
+}
+
 /* The raw state of every customer of a partition, sorted by customer. */
 static redisReply *states_of(int part) {
     redisReply *r = redisCommand(rc, "HGETALL tierd:{orders.%d}:c", part);
@@ -1416,6 +1462,7 @@ static void test_review_pages_decided_ahead(void **state) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_store_check_rights),
+        cmocka_unit_test(test_store_check_eviction),
         cmocka_unit_test(test_meta_verdict),
         cmocka_unit_test(test_meta_fields_parse_strictly),
         cmocka_unit_test(test_same_record_twice_counts_once),
