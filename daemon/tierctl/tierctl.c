@@ -138,7 +138,9 @@ static void glob_escape(const char *s, char *out, size_t size) {
     out[n] = '\0';
 }
 
-/* Keys look like "<prefix>:{<topic>.<P>}:meta": P follows head. */
+/* Keys look like "<prefix>:{<topic>.<P>}:meta" (or ":c", the customer
+ * states, which a partition may hold without its meta: dump says so): P
+ * follows head. */
 typedef struct parts_seen {
     const char *head;
     size_t hl;
@@ -152,7 +154,9 @@ static int part_seen(void *opaque, const char *k, size_t len) {
     long long v = 0;
     int nd = 0;
     for (; p < end && *p >= '0' && *p <= '9' && nd < 11; p++, nd++) v = v * 10 + (*p - '0');
-    if (nd == 0 || end - p != 6 || memcmp(p, "}:meta", 6) != 0 || v > INT32_MAX - 1) return 0;
+    int known =
+        (end - p == 6 && memcmp(p, "}:meta", 6) == 0) || (end - p == 3 && memcmp(p, "}:c", 3) == 0);
+    if (nd == 0 || !known || v > INT32_MAX - 1) return 0;
     if (v + 1 > ps->n) ps->n = (int32_t)v + 1;
     return 0;
 }
@@ -161,7 +165,7 @@ int32_t tierctl_partitions(store_t *s, const config_t *c, char *errstr, size_t e
     char pfx[512], topic[512], pattern[1100], head[1100];
     glob_escape(c->key_prefix, pfx, sizeof(pfx));
     glob_escape(c->topic_orders, topic, sizeof(topic));
-    snprintf(pattern, sizeof(pattern), "%s:{%s.*}:meta", pfx, topic);
+    snprintf(pattern, sizeof(pattern), "%s:{%s.*}:*", pfx, topic);
     int hl = snprintf(head, sizeof(head), "%s:{%s.", c->key_prefix, c->topic_orders);
     parts_seen_t ps = {head, (size_t)hl, 0};
     if (store_scan(s, pattern, part_seen, &ps, errstr, errstr_size) != STORE_OK) return -1;

@@ -26,7 +26,10 @@ the live tiers, tallies equal to the events tierd published, live keys
 byte-identical, no new event records, no scratch key left; then tierd
 stopped, a partition's keys deleted, rebuilt, and its dump equal to what it
 was; then the partition marked format 1: refused by dump, show and
-explain, rebuilt, equal again.  A customer id with a quote, a backslash and non-ASCII letters checks
+explain, rebuilt, equal again; then the highest partition's meta renamed
+away (its states stay): dump prints an error line for it naming the
+rebuild, the rest as before, and exits 1 (it printed nothing of it, exit
+0, before), with --customer too.  A customer id with a quote, a backslash and non-ASCII letters checks
 dump's JSON strings.
 """
 import io
@@ -322,4 +325,22 @@ got = partition_state()
 assert got == want, "rebuilt from format 1 differs: %s" % (
     [(x, y) for x, y in zip(got[0], want[0]) if x != y][:5] or got[1:])
 h.log("format 1: dump, show and explain refuse and name the rebuild, which restores it")
+
+# Customer states without their partition's meta (deleted by hand): the
+# dump says so and exits 1, never prints the partition as one without
+# state; also for the highest partition, which only its states name.
+whole = h.dump(svc.redis)
+top = max(o["partition"] for o in whole if o["type"] == "customer")
+someone = next(o["customer"] for o in whole if o["type"] == "customer" and o["partition"] == top)
+svc.redis.rename("tierd:{orders.%d}:meta" % top, "aside:meta")
+lines = h.dump(svc.redis, rc=1, stderr_has="holds customer states but no meta")
+errors = [o for o in lines if o["type"] == "error"]
+assert len(errors) == 1 and errors[0]["partition"] == top, errors
+assert "tierctl rebuild --partition %d" % top in errors[0]["error"], errors
+assert [o for o in lines if o["type"] != "error"] == [o for o in whole if o["partition"] != top]
+lines = h.dump(svc.redis, "--customer", someone, rc=1)
+assert [o["type"] for o in lines] == ["error"], lines
+svc.redis.rename("aside:meta", "tierd:{orders.%d}:meta" % top)
+assert h.dump(svc.redis) == whole
+h.log("states without meta in partition %d: dump names it and the rebuild, exit 1" % top)
 h.log("PASS")
