@@ -176,6 +176,7 @@ static const config_env_other_t config_env_others[] = {
     {"TIERD_KEEP_RUN_DIR", "tests/integration/harness.py"},
     {"TIERD_HOSTILE_SKIP", "tests/integration/test_hostile.py"},
     {"TIERD_REDIS_APPENDFSYNC", "scripts/services (the test Redis)"},
+    {"TIERD_REDIS_AOF_REWRITE_MIN", "scripts/services (the test Redis)"},
     {"TIERD_CACHE", "scripts/setup and scripts/services"},
     {"TIERD_SERVICES_TIMEOUT", "scripts/services"},
     {"TIERD_SERVICES_STOP_TIMEOUT", "scripts/services"},
