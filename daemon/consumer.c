@@ -825,6 +825,11 @@ static int assign_one(consumer_t *k, rd_kafka_topic_partition_t *tp) {
                   "%s [%d]: meta field %s does not parse; nothing of this partition is applied "
                   "until it is repaired (tierctl rebuild)",
                   k->conf->topic_orders, (int)tp->partition, pt->ap.meta.bad);
+    else if (pt->ap.meta.orphan)
+        log_error("consumer",
+                  "%s [%d]: customer states but no offset in meta; nothing of this partition is "
+                  "applied until it is repaired (tierctl rebuild)",
+                  k->conf->topic_orders, (int)tp->partition);
     pt->assigned = 1;
     pt->fenced = 0;
     pt->need_rewind = 0;

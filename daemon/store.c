@@ -888,6 +888,7 @@ const char *const store_meta_fields[STORE_META_NFIELDS] = {META_FIELD_LIST};
 static void meta_from_reply(const redisReply *r, store_meta_t *m) {
     const redisReply *const *e = (const redisReply *const *)r->element;
     m->bad[0] = '\0';
+    m->orphan = 0;
     m->epoch = meta_int(m, e[0], "epoch", 0, 0);
     m->offset = meta_int(m, e[1], "offset", -1, 0);
     m->month = meta_month(m, e[2], "month");
@@ -1410,12 +1411,13 @@ int store_pipeline_recv(store_t *s, size_t n, redisReply **replies, char *errstr
 
 int store_claim(store_t *s, const char *topic, int32_t partition, const char *owner,
                 store_meta_t *out, char *errstr, size_t errstr_size) {
-    char key[256], lease[32], what[300];
+    char key[256], ckey[256], lease[32], what[300];
     redisReply *r = NULL;
     store_tx_t tx = {0};
     int rc = STORE_ERR;
 
     store_key(s, topic, partition, "meta", key, sizeof(key));
+    store_key(s, topic, partition, "c", ckey, sizeof(ckey));
     if (route(s, key, errstr, errstr_size) != STORE_OK) return STORE_ERR;
     snprintf(lease, sizeof(lease), "%" PRId64, store_now_ms() + STORE_LEASE_MS);
     snprintf(what, sizeof(what), "claim of %s", key);
@@ -1424,18 +1426,28 @@ int store_claim(store_t *s, const char *topic, int32_t partition, const char *ow
                       (size_t)1) != 0 ||
         store_tx_addv(&tx, 6, "HSET", (size_t)4, key, strlen(key), "owner", (size_t)5, owner,
                       strlen(owner), "lease", (size_t)5, lease, strlen(lease)) != 0 ||
-        store_tx_add(&tx, 2 + META_NFIELDS, hmget, NULL) != 0) {
+        store_tx_add(&tx, 2 + META_NFIELDS, hmget, NULL) != 0 ||
+        store_tx_addv(&tx, 5, "HSCAN", (size_t)5, ckey, strlen(ckey), "0", (size_t)1, "COUNT",
+                      (size_t)5, "1", (size_t)1) != 0) {
         snprintf(errstr, errstr_size, "out of memory");
         goto out;
     }
     for (int hop = 0; transact(s, &tx, what, &r, errstr, errstr_size) != STORE_OK; hop++)
         if (hop == 2 || !redirected(s, key, 0, errstr, errstr_size)) goto out;
-    if (r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-        r->element[2]->type != REDIS_REPLY_ARRAY || r->element[2]->elements != META_NFIELDS) {
+    const redisReply *scan =
+        r->type == REDIS_REPLY_ARRAY && r->elements == 4 ? r->element[3] : NULL;
+    if (!scan || r->element[2]->type != REDIS_REPLY_ARRAY ||
+        r->element[2]->elements != META_NFIELDS || scan->type != REDIS_REPLY_ARRAY ||
+        scan->elements != 2 || scan->element[0]->type != REDIS_REPLY_STRING ||
+        scan->element[1]->type != REDIS_REPLY_ARRAY) {
         snprintf(errstr, errstr_size, "redis: %s: unexpected reply", what);
         goto out;
     }
     meta_from_reply(r->element[2], out);
+    /* A first HSCAN step that finds a field, or leaves a cursor: states. */
+    out->orphan = out->offset < 0 && out->format == 0 && out->poffset < 0 && out->reviewed < 0 &&
+                  !out->bad[0] &&
+                  (scan->element[1]->elements > 0 || strcmp(scan->element[0]->str, "0") != 0);
     rc = STORE_OK;
 out:
     if (r) freeReplyObject(r);

@@ -71,6 +71,10 @@ typedef struct store_meta {
      * and nothing may trust the rest (txn.c and tierctl refuse the
      * partition, naming the fix). */
     char bad[64];
+    /* store_claim only: the meta holds no offset, format or review, yet
+     * the partition's customer hash holds states (a meta deleted by hand):
+     * nothing may start it over from the topic's start (txn.c refuses it). */
+    int orphan;
 } store_meta_t;
 
 /* One input's fields of a meta (0: orders, 1: profiles) and their names

@@ -10,6 +10,11 @@
 #include <stdio.h>
 #include <string.h>
 
+/* No offset, format or review: a partition nobody has written yet. */
+static int meta_empty(const store_meta_t *m) {
+    return m->format == 0 && m->offset < 0 && m->poffset < 0 && m->reviewed < 0;
+}
+
 int txn_format_ok(const store_meta_t *m) {
     /* Older formats are read, and each customer is rewritten in the
      * current one when a batch or a review touches it; meta says the
@@ -17,7 +22,7 @@ int txn_format_ok(const store_meta_t *m) {
      * read it, refuses the partition. */
     if (m->format >= STATE_FORMAT_OLDEST && m->format <= STATE_FORMAT) return 1;
     /* No format and no offsets: a partition nobody has written yet. */
-    return m->format == 0 && m->offset < 0 && m->poffset < 0 && m->reviewed < 0;
+    return meta_empty(m);
 }
 
 int txn_meta_verdict(const apply_part_t *p, const store_meta_t *now) {
@@ -31,13 +36,20 @@ int txn_meta_verdict(const apply_part_t *p, const store_meta_t *now) {
 int txn_meta_unreadable(apply_ctx_t *a, const apply_part_t *p, const store_meta_t *now,
                         char *errstr, size_t errstr_size) {
     char mkey[256];
-    if (!now->bad[0]) return APPLY_OK;
+    if (!now->bad[0] && !(p->meta.orphan && meta_empty(now))) return APPLY_OK;
     store_key(a->store, p->topic, p->partition, "meta", mkey, sizeof(mkey));
     a->stats.state_corrupt++;
-    snprintf(errstr, errstr_size,
-             "%s field %s does not parse: run `tierctl rebuild --partition %d` to rebuild "
-             "the partition from the topic",
-             mkey, now->bad, (int)p->partition);
+    if (now->bad[0])
+        snprintf(errstr, errstr_size,
+                 "%s field %s does not parse: run `tierctl rebuild --partition %d` to rebuild "
+                 "the partition from the topic",
+                 mkey, now->bad, (int)p->partition);
+    else
+        snprintf(errstr, errstr_size,
+                 "%s holds no offset, yet the partition holds customer states (its meta was "
+                 "deleted?): run `tierctl rebuild --partition %d` to rebuild the partition from "
+                 "the topic",
+                 mkey, (int)p->partition);
     return APPLY_CORRUPT;
 }
 
@@ -48,6 +60,11 @@ static int verdict(apply_ctx_t *a, apply_part_t *p, const store_meta_t *now, cha
     if (p->meta.bad[0]) { /* repaired since we read it: read it again */
         snprintf(errstr, errstr_size, "%s [%d]: its meta parses again (it did not: %s)", p->topic,
                  (int)p->partition, p->meta.bad);
+        return APPLY_REWIND;
+    }
+    if (p->meta.orphan) { /* rebuilt since we read it */
+        snprintf(errstr, errstr_size, "%s [%d]: its meta holds an offset again", p->topic,
+                 (int)p->partition);
         return APPLY_REWIND;
     }
     int v = txn_meta_verdict(p, now);

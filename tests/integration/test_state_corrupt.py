@@ -37,7 +37,10 @@ record redelivered or deduplicated, and the aggregates are exact.
 Meanwhile partition S's epoch becomes "7x" under that running tierd: its
 lease renewal holds S, named and counted (not taken for lost writes), new
 orders of S stay unapplied, and after `tierctl rebuild --partition S`
-(which replaces the epoch) a new tierd applies them once.
+(which replaces the epoch) a new tierd applies them once.  Then partition
+T's meta is deleted while tierd is stopped: a new tierd holds T, named
+and counted, its states untouched (it must not read T from the topic's
+start as a partition nobody wrote); `tierctl rebuild` restores it.
 """
 import os
 import random
@@ -298,6 +301,7 @@ assert svc.redis.hget(qmeta, "month") == good_month, "the rebuild left month %r"
     svc.redis.hget(qmeta, "month"),)
 d = h.Daemon(svc, "corrupt-4", time_zone=TZ).start()
 h.wait_drained(svc, h.end_offsets(svc.bootstrap, "orders"), daemons=[d])
+d.http_port()  # the rebuild left nothing to drain: up before it is stopped
 assert d.term() == 0
 want_state, want_dead = h.model(first + second + third, tz=TZ)
 h.compare_state(h.read_state(svc.redis), want_state)
@@ -358,4 +362,42 @@ want_state, want_dead = h.model(first + second + third + fourth + fifth, tz=TZ)
 h.compare_state(h.read_state(svc.redis), want_state)
 h.log("R's sums exact; partition %d's epoch 7x under a running tierd: held, named, rebuilt, "
       "applied once" % S)
+
+# --- customer states without their meta ------------------------------------
+# Partition T's meta is deleted by hand while tierd is stopped.  Read as a
+# partition nobody has written, T would be read from the topic's start:
+# every order seen again, past months reviewed again.  tierd must hold T
+# (named, counted, states untouched) until `tierctl rebuild` restores it.
+T = (P + 4) % 8
+tmeta, tckey = "tierd:{orders.%d}:meta" % T, "tierd:{orders.%d}:c" % T
+t_states = svc.redis.hgetall(tckey)
+assert t_states and svc.redis.delete(tmeta) == 1
+t_customers = [c for c in customers if h.partition_of(c) == T][:5]
+assert t_customers
+sixth = [sale("%s-gg%d" % (c, k), c, (t_cur0 + t_cur1) // 2 + 50000 + k, 2)
+         for k, c in enumerate(customers)]
+d = h.Daemon(svc, "corrupt-7", time_zone=TZ).start()
+h.produce(svc.bootstrap, "orders", sixth)
+ends = h.end_offsets(svc.bootstrap, "orders")
+h.wait_for(lambda: all(int(svc.redis.hget("tierd:{orders.%d}:meta" % p, "offset")) >= ends[p]
+                       for p in range(8) if p != T),
+           "the partitions but %d to drain" % T, daemons=[d])
+assert svc.redis.hgetall(tckey) == t_states, "partition %d's states changed" % T
+assert svc.redis.hget(tmeta, "offset") is None
+line = "%s holds no offset, yet the partition holds customer states" % tmeta
+h.wait_for(lambda: line in d.log_text(), "tierd to name T's missing meta", daemons=[d])
+assert "[%d]: customer states but no offset in meta" % T in d.log_text()
+h.wait_for(lambda: h.metric(d.http_port(), "tierd_state_corrupt_total") >= 1,
+           "/metrics to count T's missing meta", daemons=[d])
+assert d.term() == 0
+out = tierctl("rebuild", "--partition", str(T))
+assert "rebuilt orders [%d]" % T in out, out
+# The rebuild replays T to the topic's end, its held orders too.
+d = h.Daemon(svc, "corrupt-8", time_zone=TZ).start()
+h.wait_drained(svc, h.end_offsets(svc.bootstrap, "orders"), daemons=[d])
+d.http_port()  # up (its signal handlers set) before it is stopped
+assert d.term() == 0
+want_state, want_dead = h.model(first + second + third + fourth + fifth + sixth, tz=TZ)
+h.compare_state(h.read_state(svc.redis), want_state)
+h.log("partition %d's meta deleted: held with its states untouched, rebuilt, exact" % T)
 h.log("PASS")
