@@ -225,6 +225,8 @@ d = h.Daemon(svc, "good", kafka_extra=kafka_conf(), extra={"redis": redis_sectio
              env={"CREDENTIALS_DIRECTORY": good})
 d.start()
 port = d.http_port()
+# The documented rule has +info: the start-up check read the eviction policy.
+assert "cannot tell whether Redis may evict" not in d.log_text(), d.log_text()[-2000:]
 h.wait_drained(svc, ends, daemons=[d])
 h.compare_state(h.read_state(svc.redis), want_state)
 h.check_dead_letters(svc.bootstrap, recs, want_dead, allow_repeats=False)
