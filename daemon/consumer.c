@@ -57,7 +57,11 @@ typedef struct part {
     char settle_err[400];
     int64_t lease_at; /* monotonic ms of the last lease renewal (store_lease) */
     int64_t fenced_at;
-    int64_t due_ms;   /* monotonic: its pending records are applied by then */
+    int64_t due_ms; /* monotonic: its pending records are applied by then */
+    /* Its outbox's entries left behind by a publish round (a topic that
+     * refuses them, a malformed entry): its next round not before
+     * pub_retry_at, backing off 200 ms to 5 s; the other partitions' go on. */
+    int64_t pub_retry_at, pub_backoff;
     int64_t retry_at; /* monotonic: waiting on a retry until then; 0 = not waiting */
     int64_t backoff;
     /* The offset after the last record polled since the assignment or a
@@ -622,15 +626,30 @@ static void catchup_check(consumer_t *k) {
 
 /* A round that ended: its partitions whose outbox may still hold entries
  * (more than a round reads, one not read, an event Kafka refused) are
- * marked for the next round. */
-static void round_done(consumer_t *k, const int32_t *done, const int *nread, size_t ndone,
-                       int failed) {
+ * marked for the next round; one whose entries were left behind backs
+ * off alone (pub_retry_at), one that published all it read starts over.
+ * Returns how many partitions back off, and the longest wait in *wait. */
+static size_t round_done(consumer_t *k, const int32_t *done, const int *nread, const int *nleft,
+                         size_t ndone, int failed, int64_t *wait) {
+    size_t backing = 0;
+    *wait = 0;
     if (ndone) k->publish_full = 0;
     for (size_t j = 0; j < ndone; j++) {
-        if (done[j] < k->nparts && (failed || nread[j] < 0 || nread[j] >= OUTBOX_ROUND_ENTRIES))
-            k->parts[done[j]].ap.outbox_dirty = 1;
+        if (done[j] >= k->nparts) continue;
+        part_t *pt = &k->parts[done[j]];
+        if (failed || nread[j] < 0 || nread[j] >= OUTBOX_ROUND_ENTRIES) pt->ap.outbox_dirty = 1;
         if (nread[j] >= OUTBOX_ROUND_ENTRIES) k->publish_full = 1;
+        if (nleft[j] > 0) {
+            pt->pub_backoff = pt->pub_backoff ? pt->pub_backoff * 2 : 200;
+            if (pt->pub_backoff > 5000) pt->pub_backoff = 5000;
+            pt->pub_retry_at = mono_ms() + pt->pub_backoff;
+            if (pt->pub_backoff > *wait) *wait = pt->pub_backoff;
+            backing++;
+        } else if (nleft[j] == 0) {
+            pt->pub_backoff = pt->pub_retry_at = 0;
+        }
     }
+    return backing;
 }
 
 /* Drives the outbox publisher: a round covers up to 64 partitions with
@@ -639,7 +658,7 @@ static void round_done(consumer_t *k, const int32_t *done, const int *nread, siz
  * goes on at the next turn). */
 static void publish_all(consumer_t *k, int wait_ms) {
     int32_t ids[64], done[64];
-    int nread[64];
+    int nread[64], nleft[64];
     size_t n = 0, ndone = 0;
     char err[512] = "";
     if (fault_holding(&k->apply->fault, FAULT_PUBLISH)) return; /* test builds only */
@@ -658,10 +677,12 @@ static void publish_all(consumer_t *k, int wait_ms) {
         k->publish_paced_at = t + PUBLISH_PACE_MS;
     }
     if (!publish_outboxes_busy(k->pub)) {
-        if (mono_ms() < k->publish_retry_at) return;
+        int64_t t = mono_ms();
+        if (t < k->publish_retry_at) return;
         for (int32_t i = 0; i < k->nparts && n < 64; i++) {
             int32_t id = (k->publish_next + i) % k->nparts;
-            if (k->parts[id].assigned && k->parts[id].ap.outbox_dirty) ids[n++] = id;
+            const part_t *pt = &k->parts[id];
+            if (pt->assigned && pt->ap.outbox_dirty && t >= pt->pub_retry_at) ids[n++] = id;
         }
         if (n == 0) return;
         k->publish_next = (ids[n - 1] + 1) % k->nparts;
@@ -670,14 +691,26 @@ static void publish_all(consumer_t *k, int wait_ms) {
         for (size_t j = 0; j < n; j++) k->parts[ids[j]].ap.outbox_dirty = 0;
     }
     int rc = publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, ids, n,
-                              OUTBOX_ROUND_ENTRIES, wait_ms, done, nread, &ndone, err, sizeof(err));
+                              OUTBOX_ROUND_ENTRIES, wait_ms, done, nread, nleft, &ndone, err,
+                              sizeof(err));
     if (rc != 0) /* nothing was read: the partitions wait for the next round */
         for (size_t j = 0; j < n; j++) k->parts[ids[j]].ap.outbox_dirty = 1;
-    round_done(k, done, nread, ndone, err[0] != 0);
+    int64_t wait = 0;
+    size_t backing = round_done(k, done, nread, nleft, ndone, err[0] != 0, &wait);
+    /* A failure that comes back at once (a malformed entry, no
+     * authorization) must not turn every loop turn into a read and a
+     * republish: back off, 200 ms to 5 s.  Entries left behind hold back
+     * their own partition only (its later entries wait behind them, in
+     * order); Redis failing, or an error of no partition's, holds back all. */
+    if (rc == 0 && backing) {
+        k->publish_backoff = 0;
+        log_warn("publish",
+                 "%s outboxes: %s; will retry in up to %" PRId64
+                 " ms (%zu partition(s) wait; the others go on)",
+                 k->conf->topic_orders, err, wait, backing);
+        return;
+    }
     if (rc != 0 || err[0]) {
-        /* A failure that comes back at once (a malformed entry, no
-         * authorization) must not turn every loop turn into a read and a
-         * republish: back off, 200 ms to 5 s. */
         k->publish_backoff = k->publish_backoff ? k->publish_backoff * 2 : 200;
         if (k->publish_backoff > 5000) k->publish_backoff = 5000;
         k->publish_retry_at = mono_ms() + k->publish_backoff;
@@ -800,16 +833,18 @@ static void drain_outbox(consumer_t *k, int32_t id) {
     if (k->stopping && k->deadline < until) until = k->deadline;
     while (mono_ms() < until && time_for_redis(k)) {
         int32_t done[64];
-        int nread[64];
+        int nread[64], nleft[64];
         size_t ndone = 0;
         char why[512] = "";
+        int64_t wait;
         int busy = publish_outboxes_busy(k->pub);
         if (!busy && started) return;
         if (!busy) k->parts[id].ap.outbox_dirty = 0;
         int rc = publish_outboxes(k->pub, k->apply->store, k->conf->topic_orders, &id, busy ? 0 : 1,
-                                  OUTBOX_ROUND_ENTRIES, 100, done, nread, &ndone, why, sizeof(why));
+                                  OUTBOX_ROUND_ENTRIES, 100, done, nread, nleft, &ndone, why,
+                                  sizeof(why));
         if (rc != 0 && !busy) k->parts[id].ap.outbox_dirty = 1;
-        round_done(k, done, nread, ndone, why[0] != 0);
+        round_done(k, done, nread, nleft, ndone, why[0] != 0, &wait);
         if (rc != 0) return;
         started |= !busy;
     }
@@ -838,6 +873,7 @@ static int assign_one(consumer_t *k, rd_kafka_topic_partition_t *tp) {
     pt->ap.topic = k->conf->topic_orders;
     pt->ap.partition = tp->partition;
     pt->ap.outbox_dirty = 1; /* whatever the previous owner left */
+    pt->pub_retry_at = pt->pub_backoff = 0;
     pt->last_record_ms = mono_ms();
     pt->next_off = pt->pnext_off = -1;
     pt->past_end[0] = pt->past_end[1] = -1;
@@ -1710,8 +1746,11 @@ static void shut_down(consumer_t *k) {
     int64_t publish_until = mono_ms() + (k->deadline - mono_ms()) / 2;
     while (mono_ms() < publish_until && time_for_redis(k)) {
         int dirty = 0;
+        int64_t t = mono_ms();
+        /* A partition backing off is failing: the next start publishes. */
         for (int32_t i = 0; i < k->nparts; i++)
-            dirty |= k->parts[i].assigned && k->parts[i].ap.outbox_dirty;
+            dirty |= k->parts[i].assigned && k->parts[i].ap.outbox_dirty &&
+                     t >= k->parts[i].pub_retry_at;
         if (!dirty && !publish_outboxes_busy(k->pub)) break;
         int64_t before = k->publish_retry_at;
         publish_all(k, 100);

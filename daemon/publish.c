@@ -568,13 +568,23 @@ static size_t acked_key(char *buf, size_t size, const redisReply *entry, size_t 
     return eid->len + 1 + id->len;
 }
 
+/* Produces the events of a partition's entries, in order.  An event that
+ * cannot even be sent (a malformed entry, a topic librdkafka refuses at
+ * once) stops the partition there: the entries after it are not sent this
+ * round, so no customer's later event overtakes it.  (A refusal that
+ * comes later, in a delivery report, cannot stop what was sent with it.) */
 static void obox_produce(publish_t *d, obox_t *o, char *errstr, size_t errstr_size) {
     const strmap_t *acked = acked_of(d, o->partition, 0);
     char key[256];
-    for (size_t i = 0; i < o->r->elements; i++)
+    int stopped = 0;
+    for (size_t i = 0; i < o->r->elements; i++) {
         for (size_t ev = 0; ev < o->nev[i]; ev++) {
             redisReply **f = o->r->element[i]->element[1]->element + 8 * ev;
             outbox_status_t *st = &o->st[o->first[i] + ev];
+            if (stopped) {
+                st->done = st->failed = 1; /* behind one that failed: next round */
+                continue;
+            }
             if (strcmp(f[0]->str, "t") || strcmp(f[2]->str, "k") || strcmp(f[4]->str, "i") ||
                 strcmp(f[6]->str, "v")) {
                 st->done = st->failed = 1; /* malformed: left for an operator */
@@ -589,6 +599,9 @@ static void obox_produce(publish_t *d, obox_t *o, char *errstr, size_t errstr_si
             }
             produce_event(d, f, st, errstr, errstr_size);
         }
+        for (size_t ev = 0; ev < o->nev[i] && !stopped; ev++)
+            stopped = o->st[o->first[i] + ev].failed;
+    }
 }
 
 /* Remembers every event of the round Kafka acknowledged, so the next
@@ -694,8 +707,8 @@ out:
 
 /* Ends a round whose every report is in: one round trip deletes what
  * Kafka acknowledged. */
-static int round_finish(publish_t *d, store_t *s, int32_t *done, int *nread, size_t *ndone,
-                        char *errstr, size_t errstr_size) {
+static int round_finish(publish_t *d, store_t *s, int32_t *done, int *nread, int *nleft,
+                        size_t *ndone, char *errstr, size_t errstr_size) {
     store_tx_t tx = {0};
     redisReply **dr = NULL;
     size_t ndel = 0, acked = 0, waiting = 0;
@@ -703,7 +716,7 @@ static int round_finish(publish_t *d, store_t *s, int32_t *done, int *nread, siz
     for (size_t p = 0; p < d->round_n; p++) {
         obox_t *o = &d->round[p];
         done[p] = o->partition;
-        nread[p] = -1;
+        nread[p] = nleft[p] = -1;
         if (!o->r) continue;
         size_t entries = 0;
         int ev = obox_xdel(o, &tx, &entries);
@@ -714,6 +727,7 @@ static int round_finish(publish_t *d, store_t *s, int32_t *done, int *nread, siz
         waiting += o->r->elements - entries;
         ndel += entries > 0;
         nread[p] = (int)o->r->elements;
+        nleft[p] = (int)(o->r->elements - entries);
     }
     *ndone = d->round_n;
     dr = calloc(ndel + 1, sizeof(*dr));
@@ -737,7 +751,7 @@ out:
 }
 
 int publish_outboxes(publish_t *d, store_t *s, const char *topic, const int32_t *parts,
-                     size_t nparts, size_t max, int wait_ms, int32_t *done, int *nread,
+                     size_t nparts, size_t max, int wait_ms, int32_t *done, int *nread, int *nleft,
                      size_t *ndone, char *errstr, size_t errstr_size) {
     struct timespec start, now;
     errstr[0] = '\0';
@@ -756,7 +770,7 @@ int publish_outboxes(publish_t *d, store_t *s, const char *topic, const int32_t 
         if (waited >= wait_ms) return 0; /* in flight: the next call goes on waiting */
     }
     char why[256] = "";
-    int rc = round_finish(d, s, done, nread, ndone, why, sizeof(why));
+    int rc = round_finish(d, s, done, nread, nleft, ndone, why, sizeof(why));
     if (why[0]) snprintf(errstr, errstr_size, "%s", why);
     return rc;
 }

@@ -69,12 +69,13 @@ uint64_t publish_dead_lost(const publish_t *pub);
  * the entries Kafka acknowledged whole (one round trip) and reports the
  * round: done[0..*ndone) its partitions, nread[i] how many entries
  * partition done[i] had (0: empty; fewer than max: nothing more waits; -1:
- * not read).  *ndone is 0 while the round is in flight.  Returns -1 when
- * Redis failed (no entry is deleted), else 0; errstr is set when some
- * entry must be tried again.  done and nread hold room for nparts, and
- * for the round in flight (at most 64 partitions per round). */
+ * not read), nleft[i] how many of them stay, not acknowledged whole (to be
+ * tried again).  *ndone is 0 while the round is in flight.  Returns -1
+ * when Redis failed (no entry is deleted), else 0; errstr is set when some
+ * entry must be tried again.  done, nread and nleft hold room for nparts,
+ * and for the round in flight (at most 64 partitions per round). */
 int publish_outboxes(publish_t *pub, store_t *s, const char *topic, const int32_t *parts,
-                     size_t nparts, size_t max, int wait_ms, int32_t *done, int *nread,
+                     size_t nparts, size_t max, int wait_ms, int32_t *done, int *nread, int *nleft,
                      size_t *ndone, char *errstr, size_t errstr_size);
 /* From now on every event produced to tier_topic or quota_topic goes out
  * in the Confluent wire format: 0x00, the 4-byte big-endian schema id
