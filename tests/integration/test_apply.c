@@ -897,6 +897,15 @@ static void random_hex(char *out, size_t n) {
     fclose(f);
 }
 
+/* store_check of a new store with configuration c. */
+static int check_with(const config_t *c, char *err, size_t errn) {
+    store_t *s = store_new(c, err, errn);
+    assert_non_null(s);
+    int ret = store_check(s, "orders", err, errn);
+    store_destroy(s);
+    return ret;
+}
+
 static int check_as(size_t skip, const char *password, char *err, size_t errn) {
     char cmd[1024];
     snprintf(cmd, sizeof(cmd),
@@ -911,11 +920,7 @@ static int check_as(size_t skip, const char *password, char *err, size_t errn) {
     c.redis_user = "acl";
     c.redis_password = (char *)password;
     c.key_prefix = "acltest";
-    store_t *s = store_new(&c, err, errn);
-    assert_non_null(s);
-    int ret = store_check(s, "orders", err, errn);
-    store_destroy(s);
-    return ret;
+    return check_with(&c, err, errn);
 }
 
 /* The start-up check: the rule as documented passes; each of its commands
@@ -957,14 +962,6 @@ static void redis_ok(const char *cmd) {
     freeReplyObject(r);
 }
 
-static int check_default(char *err, size_t errn) {
-    store_t *s = store_new(&conf, err, errn);
-    assert_non_null(s);
-    int ret = store_check(s, "orders", err, errn);
-    store_destroy(s);
-    return ret;
-}
-
 /* The start-up check refuses a Redis that may evict tierd's keys (a
  * maxmemory with an allkeys-* policy), not one that may not (no maxmemory,
  * a volatile-* policy: tierd's keys never expire), and warns when the
@@ -978,16 +975,16 @@ static void test_store_check_eviction(void **state) {
         char cmd[96];
         snprintf(cmd, sizeof(cmd), "CONFIG SET maxmemory-policy %s", refused[i]);
         redis_ok(cmd);
-        assert_int_equal(check_default(err, sizeof(err)), STORE_DENIED);
+        assert_int_equal(check_with(&conf, err, sizeof(err)), STORE_DENIED);
         if (!strstr(err, refused[i]) || !strstr(err, "set maxmemory-policy noeviction"))
             fail_msg("%s: %s", refused[i], err);
     }
     redis_ok("CONFIG SET maxmemory-policy volatile-lru");
-    assert_int_equal(check_default(err, sizeof(err)), STORE_OK);
+    assert_int_equal(check_with(&conf, err, sizeof(err)), STORE_OK);
     assert_string_equal(err, "");
     redis_ok("CONFIG SET maxmemory-policy allkeys-lru");
     redis_ok("CONFIG SET maxmemory 0");
-    assert_int_equal(check_default(err, sizeof(err)), STORE_OK);
+    assert_int_equal(check_with(&conf, err, sizeof(err)), STORE_OK);
     assert_string_equal(err, "");
     redis_ok("CONFIG SET maxmemory-policy noeviction");
     /* The documented rule without +info: a warning, no refusal. */
