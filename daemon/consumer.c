@@ -1752,6 +1752,15 @@ static void shut_down(consumer_t *k) {
             dirty |= k->parts[i].assigned && k->parts[i].ap.outbox_dirty &&
                      t >= k->parts[i].pub_retry_at;
         if (!dirty && !publish_outboxes_busy(k->pub)) break;
+        /* Backing off already (Redis failed): publish_all would return at
+         * once, turn after turn; wait for the backoff's end instead. */
+        if (t < k->publish_retry_at && !publish_outboxes_busy(k->pub)) {
+            int64_t ms =
+                (k->publish_retry_at < publish_until ? k->publish_retry_at : publish_until) - t;
+            struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+            nanosleep(&ts, NULL);
+            continue;
+        }
         int64_t before = k->publish_retry_at;
         publish_all(k, 100);
         if (k->publish_retry_at != before) break; /* failing: the next start publishes */
