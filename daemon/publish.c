@@ -581,10 +581,6 @@ static void obox_produce(publish_t *d, obox_t *o, char *errstr, size_t errstr_si
         for (size_t ev = 0; ev < o->nev[i]; ev++) {
             redisReply **f = o->r->element[i]->element[1]->element + 8 * ev;
             outbox_status_t *st = &o->st[o->first[i] + ev];
-            if (stopped) {
-                st->done = st->failed = 1; /* behind one that failed: next round */
-                continue;
-            }
             if (strcmp(f[0]->str, "t") || strcmp(f[2]->str, "k") || strcmp(f[4]->str, "i") ||
                 strcmp(f[6]->str, "v")) {
                 st->done = st->failed = 1; /* malformed: left for an operator */
@@ -595,6 +591,10 @@ static void obox_produce(publish_t *d, obox_t *o, char *errstr, size_t errstr_si
             size_t klen = acked ? acked_key(key, sizeof(key), o->r->element[i], ev) : 0;
             if (klen && strmap_get(acked, key, klen)) {
                 st->done = 1; /* acknowledged in an earlier round */
+                continue;
+            }
+            if (stopped) {
+                st->done = st->failed = 1; /* behind one that failed: next round */
                 continue;
             }
             produce_event(d, f, st, errstr, errstr_size);
