@@ -41,9 +41,10 @@ const char tierctl_help_dump[] =
     "when it began, its grade the worst compliance grade during it.  null where\n"
     "nothing is recorded (tier null: not placed yet).\n"
     "\n"
-    "An error line names a partition in another state format (no \"customer\"),\n"
-    "or a customer whose state does not decode; the dump goes on with the rest\n"
-    "and exits 1.  With --customer, only the partitions holding the customer\n"
+    "An error line names a partition in another state format, or one whose meta\n"
+    "is gone while its customer states stay (no \"customer\"), or a customer\n"
+    "whose state does not decode; the dump goes on with the rest and exits 1.\n"
+    "With --customer, only the partitions holding the customer\n"
     "are printed (exit 3 when none does).  Read while tierd runs, a dump is not\n"
     "a snapshot, but each customer's lines come from one stored state.\n";
 
