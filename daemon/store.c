@@ -915,6 +915,21 @@ static void meta_from_reply(const redisReply *r, store_meta_t *m) {
     m->has_prev_pfp = prev_hash(m, e[9], "prev_pfp", &m->prev_pfp, &m->pprev_at);
 }
 
+int store_meta_empty(const store_meta_t *m) {
+    return m->format == 0 && m->offset < 0 && m->poffset < 0 && m->reviewed < 0;
+}
+
+int store_meta_orphan(store_meta_t *m, const redisReply *scan) {
+    m->orphan = 0;
+    if (!scan || scan->type != REDIS_REPLY_ARRAY || scan->elements != 2 ||
+        scan->element[0]->type != REDIS_REPLY_STRING || scan->element[1]->type != REDIS_REPLY_ARRAY)
+        return -1;
+    /* A first step that finds a field, or leaves a cursor to go on from. */
+    int states = scan->element[1]->elements > 0 || strcmp(scan->element[0]->str, "0") != 0;
+    m->orphan = states && !m->bad[0] && store_meta_empty(m);
+    return 0;
+}
+
 int store_meta_parse(const redisReply *r, store_meta_t *m) {
     int any = 0;
     if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != META_NFIELDS) return -1;
@@ -1434,20 +1449,11 @@ int store_claim(store_t *s, const char *topic, int32_t partition, const char *ow
     }
     for (int hop = 0; transact(s, &tx, what, &r, errstr, errstr_size) != STORE_OK; hop++)
         if (hop == 2 || !redirected(s, key, 0, errstr, errstr_size)) goto out;
-    const redisReply *scan =
-        r->type == REDIS_REPLY_ARRAY && r->elements == 4 ? r->element[3] : NULL;
-    if (!scan || r->element[2]->type != REDIS_REPLY_ARRAY ||
-        r->element[2]->elements != META_NFIELDS || scan->type != REDIS_REPLY_ARRAY ||
-        scan->elements != 2 || scan->element[0]->type != REDIS_REPLY_STRING ||
-        scan->element[1]->type != REDIS_REPLY_ARRAY) {
+    if (r->type != REDIS_REPLY_ARRAY || r->elements != 4 ||
+        store_meta_parse(r->element[2], out) < 0 || store_meta_orphan(out, r->element[3]) < 0) {
         snprintf(errstr, errstr_size, "redis: %s: unexpected reply", what);
         goto out;
     }
-    meta_from_reply(r->element[2], out);
-    /* A first HSCAN step that finds a field, or leaves a cursor: states. */
-    out->orphan = out->offset < 0 && out->format == 0 && out->poffset < 0 && out->reviewed < 0 &&
-                  !out->bad[0] &&
-                  (scan->element[1]->elements > 0 || strcmp(scan->element[0]->str, "0") != 0);
     rc = STORE_OK;
 out:
     if (r) freeReplyObject(r);

@@ -71,9 +71,10 @@ typedef struct store_meta {
      * and nothing may trust the rest (txn.c and tierctl refuse the
      * partition, naming the fix). */
     char bad[64];
-    /* store_claim only: the meta holds no offset, format or review, yet
-     * the partition's customer hash holds states (a meta deleted by hand):
-     * nothing may start it over from the topic's start (txn.c refuses it). */
+    /* The meta holds no offset, format or review, yet the partition's
+     * customer hash holds states (a meta deleted by hand): nothing may
+     * start it over from the topic's start (txn.c and tierctl refuse it).
+     * Set by store_claim and tierctl's reads (store_meta_orphan). */
     int orphan;
 } store_meta_t;
 
@@ -199,6 +200,13 @@ int store_lease(store_t *s, const char *topic, int32_t partition, int64_t epoch,
 #define STORE_META_NFIELDS 10
 extern const char *const store_meta_fields[STORE_META_NFIELDS];
 int store_meta_parse(const redisReply *r, store_meta_t *m);
+/* No offset, profiles offset, format or review: a partition nobody has
+ * written yet (epoch, owner and lease are a claim's, not state). */
+int store_meta_empty(const store_meta_t *m);
+/* Sets m->orphan from the reply to HSCAN <the partition's c key> 0 COUNT
+ * 1: m says no state (store_meta_empty, every field parsing) while the
+ * hash holds customer states.  -1 when scan is not such a reply. */
+int store_meta_orphan(store_meta_t *m, const redisReply *scan);
 
 /* One round trip: WATCH meta, HMGET meta, then for each i HMGET keys[i]
  * with fields[i] (HGETALL when nfields[i] is 0).  replies[i] receives the

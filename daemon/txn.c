@@ -10,11 +10,6 @@
 #include <stdio.h>
 #include <string.h>
 
-/* No offset, format or review: a partition nobody has written yet. */
-static int meta_empty(const store_meta_t *m) {
-    return m->format == 0 && m->offset < 0 && m->poffset < 0 && m->reviewed < 0;
-}
-
 int txn_format_ok(const store_meta_t *m) {
     /* Older formats are read, and each customer is rewritten in the
      * current one when a batch or a review touches it; meta says the
@@ -22,7 +17,7 @@ int txn_format_ok(const store_meta_t *m) {
      * read it, refuses the partition. */
     if (m->format >= STATE_FORMAT_OLDEST && m->format <= STATE_FORMAT) return 1;
     /* No format and no offsets: a partition nobody has written yet. */
-    return meta_empty(m);
+    return store_meta_empty(m);
 }
 
 int txn_meta_verdict(const apply_part_t *p, const store_meta_t *now) {
@@ -36,7 +31,7 @@ int txn_meta_verdict(const apply_part_t *p, const store_meta_t *now) {
 int txn_meta_unreadable(apply_ctx_t *a, const apply_part_t *p, const store_meta_t *now,
                         char *errstr, size_t errstr_size) {
     char mkey[256];
-    if (!now->bad[0] && !(p->meta.orphan && meta_empty(now))) return APPLY_OK;
+    if (!now->bad[0] && !(p->meta.orphan && store_meta_empty(now))) return APPLY_OK;
     store_key(a->store, p->topic, p->partition, "meta", mkey, sizeof(mkey));
     a->stats.state_corrupt++;
     if (now->bad[0])
@@ -57,14 +52,9 @@ static int verdict(apply_ctx_t *a, apply_part_t *p, const store_meta_t *now, cha
                    size_t errstr_size) {
     /* Before the offsets: they may be what does not parse. */
     if (txn_meta_unreadable(a, p, now, errstr, errstr_size) != APPLY_OK) return APPLY_CORRUPT;
-    if (p->meta.bad[0]) { /* repaired since we read it: read it again */
+    if (p->meta.bad[0] || p->meta.orphan) { /* repaired since we read it: read it again */
         snprintf(errstr, errstr_size, "%s [%d]: its meta parses again (it did not: %s)", p->topic,
-                 (int)p->partition, p->meta.bad);
-        return APPLY_REWIND;
-    }
-    if (p->meta.orphan) { /* rebuilt since we read it */
-        snprintf(errstr, errstr_size, "%s [%d]: its meta holds an offset again", p->topic,
-                 (int)p->partition);
+                 (int)p->partition, p->meta.bad[0] ? p->meta.bad : "no offset, yet states");
         return APPLY_REWIND;
     }
     int v = txn_meta_verdict(p, now);

@@ -86,8 +86,9 @@ int txn_run(apply_ctx_t *a, apply_part_t *p, const txn_ops_t *ops, void *ctx, ch
  * One rule for batches, reviews and profiles. */
 int txn_meta_verdict(const apply_part_t *p, const store_meta_t *now);
 
-/* APPLY_CORRUPT when a field of Redis' meta does not parse (now->bad):
- * errstr names the key, the field, its value and the fix, and
+/* APPLY_CORRUPT when a field of Redis' meta does not parse (now->bad),
+ * or when it still says no state while the claim found customer states
+ * (p->meta.orphan): errstr names the key, what is wrong and the fix, and
  * tierd_state_corrupt_total counts it.  Else APPLY_OK.  Judged before
  * txn_meta_verdict, whose offsets may be what does not parse. */
 int txn_meta_unreadable(apply_ctx_t *a, const apply_part_t *p, const store_meta_t *now,

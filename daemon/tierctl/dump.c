@@ -367,49 +367,16 @@ out:
     return rc;
 }
 
-/* Whether d->ckey exists: 1, 0, or -1 with err. */
-static int has_states(dump_t *d, char *err, size_t errn) {
-    store_tx_t tx = {0};
-    redisReply *r = NULL;
-    /* HSCAN, which tierctl's ACL rule has: a hash exists when a first
-     * step finds a field or leaves a cursor to go on from. */
-    const char *argv[5] = {"HSCAN", d->ckey, "0", "COUNT", "1"};
-    int rc = -1;
-    if (tierctl_cmd(&tx, 5, argv) != 0)
-        snprintf(err, errn, "out of memory");
-    else if (tierctl_query(d->t.store, &tx, &r, err, errn) == TC_OK)
-        rc = r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-             ((r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "0")) ||
-              r->element[1]->elements > 0);
-    if (r) freeReplyObject(r);
-    store_tx_free(&tx);
-    return rc;
-}
-
 static int dump_partition(dump_t *d, int32_t p, char *err, size_t errn) {
     store_meta_t m;
     char why[512];
     int has = tierctl_meta(d->t.store, &d->t.conf, p, &m, err, errn);
     if (has < 0) return -1;
-    store_key(d->t.store, d->t.conf.topic_orders, p, "c", d->ckey, sizeof(d->ckey));
-    if (has == 0) {
-        /* Customer states without the meta that says what they cover (a
-         * hand deletion): never printed as a partition with no state. */
-        int states = has_states(d, err, errn);
-        if (states < 0) return -1;
-        if (states) {
-            snprintf(why, sizeof(why),
-                     "%s [%d] holds customer states but no meta (offset, format): run `tierctl "
-                     "rebuild --partition %d` to rebuild it from the topics",
-                     d->t.conf.topic_orders, (int)p, (int)p);
-            fprintf(stderr, "tierctl: dump: %s\n", why);
-            print_error(d, p, NULL, 0, why);
-            return 0;
-        }
-    }
     /* Every partition up to the highest with state is asked; one without
-     * any is printed only when asked for by number. */
-    if (has == 0 && d->partition < 0) return 0;
+     * any is printed only when asked for by number.  Customer states with
+     * no meta to say what they cover (m.orphan) are refused below. */
+    if (has == 0 && !m.orphan && d->partition < 0) return 0;
+    store_key(d->t.store, d->t.conf.topic_orders, p, "c", d->ckey, sizeof(d->ckey));
     if (tierctl_format_check(&d->t.conf, p, &m, why, sizeof(why)) != 0) {
         fprintf(stderr, "tierctl: dump: %s\n", why);
         print_error(d, p, NULL, 0, why);

@@ -84,6 +84,8 @@ static int find_state(tierctl_t *t, view_t *v, char *err, size_t errn) {
             snprintf(err, errn, "redis: unexpected reply to HMGET of a meta");
             goto out;
         }
+        /* The customer's state there, and a meta that says no state. */
+        m.orphan = r[2 * p]->type == REDIS_REPLY_STRING && !m.bad[0] && store_meta_empty(&m);
         /* A partition in another format might keep the customer elsewhere
          * than its state hash: "not found" is then not known. */
         if (!why[0] && tierctl_format_check(&t->conf, p, &m, why, sizeof(why)) != 0 &&

@@ -205,17 +205,23 @@ int tierctl_meta_cmd(store_tx_t *tx, store_t *s, const config_t *c, int32_t p) {
 int tierctl_meta(store_t *s, const config_t *c, int32_t p, store_meta_t *m, char *errstr,
                  size_t errstr_size) {
     store_tx_t tx = {0};
-    redisReply *r = NULL;
+    redisReply *r[2] = {NULL, NULL};
     int rc = -1;
-    if (tierctl_meta_cmd(&tx, s, c, p) != 0) {
+    char ckey[512];
+    store_key(s, c->topic_orders, p, "c", ckey, sizeof(ckey));
+    /* HSCAN, which tierctl's ACL rule has: do customer states exist? */
+    const char *scan[5] = {"HSCAN", ckey, "0", "COUNT", "1"};
+    if (tierctl_meta_cmd(&tx, s, c, p) != 0 || tierctl_cmd(&tx, 5, scan) != 0) {
         snprintf(errstr, errstr_size, "out of memory");
         goto out;
     }
-    if (tierctl_query(s, &tx, &r, errstr, errstr_size) != TC_OK) goto out;
-    rc = store_meta_parse(r, m);
+    if (tierctl_query(s, &tx, r, errstr, errstr_size) != TC_OK) goto out;
+    rc = store_meta_parse(r[0], m);
+    if (rc >= 0 && store_meta_orphan(m, r[1]) < 0) rc = -1;
     if (rc < 0) snprintf(errstr, errstr_size, "redis: unexpected reply to HMGET of a meta");
 out:
-    if (r) freeReplyObject(r);
+    for (size_t i = 0; i < 2; i++)
+        if (r[i]) freeReplyObject(r[i]);
     store_tx_free(&tx);
     return rc;
 }
@@ -279,6 +285,13 @@ int tierctl_format_check(const config_t *c, int32_t p, const store_meta_t *m, ch
                  "%s [%d]: its meta field %s does not parse: stop the tierd that owns it and run "
                  "`tierctl rebuild --partition %d` to rebuild it from the topics",
                  c->topic_orders, (int)p, m->bad, (int)p);
+        return -1;
+    }
+    if (m->orphan) {
+        snprintf(errstr, errstr_size,
+                 "%s [%d] holds customer states but no meta (offset, format): run `tierctl "
+                 "rebuild --partition %d` to rebuild it from the topics",
+                 c->topic_orders, (int)p, (int)p);
         return -1;
     }
     if (txn_format_ok(m)) return 0;

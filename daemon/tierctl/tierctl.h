@@ -90,7 +90,9 @@ int tierctl_cmd(store_tx_t *tx, int argc, const char *const *argv);
 /* Partition p's meta, read without a WATCH (tierctl only looks):
  * tierctl_meta_cmd adds the HMGET to tx, for reading many partitions in
  * one round trip (store_meta_parse reads each reply); tierctl_meta reads
- * one: 1 the partition has a meta, 0 it has none, -1 with errstr. */
+ * one, and whether its customer hash holds states (m->orphan when the
+ * meta says none): 1 the partition has a meta, 0 it has none, -1 with
+ * errstr. */
 int tierctl_meta_cmd(store_tx_t *tx, store_t *s, const config_t *c, int32_t p);
 int tierctl_meta(store_t *s, const config_t *c, int32_t p, store_meta_t *m, char *errstr,
                  size_t errstr_size);
@@ -102,7 +104,8 @@ int tierctl_check_lease(tierctl_t *t, int32_t p, char *errstr, size_t errstr_siz
 int tierctl_fenced_exec(tierctl_t *t, int32_t p, int64_t epoch, const store_tx_t *tx, char *errstr,
                         size_t errstr_size);
 /* 0 when tierctl can read partition p's customer states: the format it
- * reads (STATE_FORMAT), or no state yet.  Else -1 and a sentence naming
+ * reads (STATE_FORMAT), or no state yet (and no customer states either:
+ * m->orphan).  Else -1 and a sentence naming
  * the fix (`tierctl rebuild --partition P`).  Every command but rebuild
  * refuses such a partition. */
 int tierctl_format_check(const config_t *c, int32_t p, const store_meta_t *m, char *errstr,

@@ -29,7 +29,8 @@ was; then the partition marked format 1: refused by dump, show and
 explain, rebuilt, equal again; then the highest partition's meta renamed
 away (its states stay): dump prints an error line for it naming the
 rebuild, the rest as before, and exits 1 (it printed nothing of it, exit
-0, before), with --customer too.  A customer id with a quote, a backslash and non-ASCII letters checks
+0, before), with --customer too; also once a claim has written an epoch
+into that meta, when `show` refuses the partition as well.  A customer id with a quote, a backslash and non-ASCII letters checks
 dump's JSON strings.
 """
 import io
@@ -340,6 +341,14 @@ assert "tierctl rebuild --partition %d" % top in errors[0]["error"], errors
 assert [o for o in lines if o["type"] != "error"] == [o for o in whole if o["partition"] != top]
 lines = h.dump(svc.redis, "--customer", someone, rc=1)
 assert [o["type"] for o in lines] == ["error"], lines
+# The same when a claim has written an epoch since (the meta exists, with
+# no offset, format or review): show refuses it too.
+svc.redis.hset("tierd:{orders.%d}:meta" % top, "epoch", "3")
+lines = h.dump(svc.redis, rc=1, stderr_has="holds customer states but no meta")
+assert [o["partition"] for o in lines if o["type"] == "error"] == [top], lines
+_, err = tierctl("show", "--events", "0", someone, rc=1)
+assert "holds customer states but no meta" in err and "--partition %d" % top in err, err
+svc.redis.delete("tierd:{orders.%d}:meta" % top)
 svc.redis.rename("aside:meta", "tierd:{orders.%d}:meta" % top)
 assert h.dump(svc.redis) == whole
 h.log("states without meta in partition %d: dump names it and the rebuild, exit 1" % top)
