@@ -211,6 +211,18 @@ static int64_t mono_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* A retry's backoff: 200 ms, doubling to 5 s.  Returns when to retry. */
+static int64_t back_off(int64_t *backoff) {
+    *backoff = *backoff ? *backoff * 2 : 200;
+    if (*backoff > 5000) *backoff = 5000;
+    return mono_ms() + *backoff;
+}
+
+static void sleep_ms(int64_t ms) {
+    struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
 static part_t *part_get(consumer_t *k, int32_t p) {
     if (p < 0) return NULL;
     if (p >= k->nparts) {
@@ -478,9 +490,7 @@ static int part_on_result(consumer_t *k, int32_t id, part_t *pt, int rc, const c
         else
             log_debug("consumer", "%s [%d]: still failing: %s", k->conf->topic_orders, (int)id,
                       err);
-        pt->backoff = pt->backoff ? pt->backoff * 2 : 200;
-        if (pt->backoff > 5000) pt->backoff = 5000;
-        pt->retry_at = mono_ms() + pt->backoff;
+        pt->retry_at = back_off(&pt->backoff);
         part_pause(k, id, pt, 1);
         break;
     case APPLY_FENCED:
@@ -640,9 +650,7 @@ static size_t round_done(consumer_t *k, const int32_t *done, const int *nread, c
         if (failed || nread[j] < 0 || nread[j] >= OUTBOX_ROUND_ENTRIES) pt->ap.outbox_dirty = 1;
         if (nread[j] >= OUTBOX_ROUND_ENTRIES) k->publish_full = 1;
         if (nleft[j] > 0) {
-            pt->pub_backoff = pt->pub_backoff ? pt->pub_backoff * 2 : 200;
-            if (pt->pub_backoff > 5000) pt->pub_backoff = 5000;
-            pt->pub_retry_at = mono_ms() + pt->pub_backoff;
+            pt->pub_retry_at = back_off(&pt->pub_backoff);
             if (pt->pub_backoff > *wait) *wait = pt->pub_backoff;
             backing++;
         } else if (nleft[j] == 0) {
@@ -711,9 +719,7 @@ static void publish_all(consumer_t *k, int wait_ms) {
         return;
     }
     if (rc != 0 || err[0]) {
-        k->publish_backoff = k->publish_backoff ? k->publish_backoff * 2 : 200;
-        if (k->publish_backoff > 5000) k->publish_backoff = 5000;
-        k->publish_retry_at = mono_ms() + k->publish_backoff;
+        k->publish_retry_at = back_off(&k->publish_backoff);
         log_warn("publish", "%s outboxes: %s; will retry in %" PRId64 " ms", k->conf->topic_orders,
                  err, k->publish_backoff);
         return;
@@ -810,8 +816,7 @@ static int claim(consumer_t *k, int32_t id, part_t *pt, int patient) {
         }
         log_warn("consumer", "cannot claim %s [%d]: %s; retrying in %" PRId64 " ms",
                  k->conf->topic_orders, (int)id, err, backoff);
-        struct timespec ts = {backoff / 1000, (backoff % 1000) * 1000000};
-        nanosleep(&ts, NULL);
+        sleep_ms(backoff);
         backoff = backoff * 2 > 5000 ? 5000 : backoff * 2;
     }
 }
@@ -1755,10 +1760,8 @@ static void shut_down(consumer_t *k) {
         /* Backing off already (Redis failed): publish_all would return at
          * once, turn after turn; wait for the backoff's end instead. */
         if (t < k->publish_retry_at && !publish_outboxes_busy(k->pub)) {
-            int64_t ms =
-                (k->publish_retry_at < publish_until ? k->publish_retry_at : publish_until) - t;
-            struct timespec ts = {(time_t)(ms / 1000), (long)(ms % 1000) * 1000000L};
-            nanosleep(&ts, NULL);
+            sleep_ms((k->publish_retry_at < publish_until ? k->publish_retry_at : publish_until) -
+                     t);
             continue;
         }
         int64_t before = k->publish_retry_at;
