@@ -6,7 +6,8 @@ One cluster of 3 masters and 3 replicas (scripts/services' cluster mode,
 with a password) and a real broker:
   - start errors: a node that is no cluster node, a seed nobody listens on
     and a wrong password each stop tierd at once with a clear error, and
-    nothing is written anywhere;
+    nothing is written anywhere; so does one master that may evict keys
+    (maxmemory with allkeys-lru), named;
   - 3 tierd instances drain N orders (re-sent orders, returns, month
     boundaries, bad records) streamed in over 8 partitions while
       * the master of one partition's slot is killed with SIGKILL: its
@@ -114,6 +115,18 @@ h.log("ACL users on every node: the documented rule and %s let tierd start; with
       "it is refused at start" % " ".join(acl_more))
 plain.kill()
 plain.wait()
+
+# One master that may evict keys (a maxmemory with allkeys-lru): refused
+# at start, naming that master; the others are as they were.
+last = svc.redis.primaries()[-1]
+lr = svc.redis._conn(last)
+lr.config_set("maxmemory", "1gb")
+lr.config_set("maxmemory-policy", "allkeys-lru")
+start_error("evicting-master", None, {},
+            "master 127.0.0.1:%d: redis: maxmemory 1073741824 bytes with maxmemory-policy "
+            "allkeys-lru" % last)
+lr.config_set("maxmemory-policy", "noeviction")
+lr.config_set("maxmemory", "0")
 
 # ------------------------------------------------------------ the stream
 rnd = random.Random(99)
